@@ -1,0 +1,252 @@
+"""The parent side: start a runner under any interpreter, stream its events, cancel, time out.
+
+The runner gets its own session (process group), so stopping it — on cancel, on timeout, or after
+it ends — is one ``killpg`` that takes its workers with it: no child survives a run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from typing import Iterator, Optional
+
+from experiments.spec import ExperimentSpec, SpecError
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def runner_pythonpath() -> str:
+    """A directory holding only ``experiments`` (a symlink), to put on the runner's PYTHONPATH.
+
+    Adding the package's parent directory instead could be a site-packages directory, and would
+    then leak one interpreter's compiled packages into another one.
+    """
+    directory = os.path.join(tempfile.gettempdir(), f"conlab-path-{os.getuid()}")
+    link = os.path.join(directory, "experiments")
+    if os.path.realpath(link) != os.path.realpath(_PACKAGE_DIR):
+        os.makedirs(directory, exist_ok=True)
+        temporary = f"{link}.{os.getpid()}.tmp"
+        os.symlink(_PACKAGE_DIR, temporary)
+        os.replace(temporary, link)
+    return directory
+
+
+def runner_command(python: Optional[str], *args: str) -> list[str]:
+    return [python or sys.executable, "-m", "experiments.runner", *args]
+
+
+def runner_env() -> dict[str, str]:
+    env = dict(os.environ)
+    paths = [runner_pythonpath()] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def _json_lines(text: str) -> list[dict]:
+    events = []
+    for line in text.splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue  # a user function that printed to stdout: not ours, ignore it
+    return events
+
+
+def _run_quick(python: Optional[str], args: list[str], stdin: str, timeout_s: float) -> list[dict]:
+    try:
+        proc = subprocess.run(runner_command(python, *args), input=stdin, capture_output=True,
+                              text=True, env=runner_env(), timeout=timeout_s)
+    except FileNotFoundError:
+        raise SpecError(f"no Python interpreter at {python!r}; "
+                        "pass --python with a path from `conlab list pythons`") from None
+    except PermissionError:
+        raise SpecError(f"{python!r} is not executable; pass --python with an interpreter") from None
+    except subprocess.TimeoutExpired:
+        raise SpecError(f"the runner under {python or sys.executable} did not answer in "
+                        f"{timeout_s:.0f} s (a user module doing work at import time?); "
+                        "guard that work with `if __name__ == '__main__':`") from None
+    events = _json_lines(proc.stdout)
+    if not events:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SpecError(f"{python or sys.executable} could not start the runner ({last}); "
+                        "pass --python with CPython 3.9 or newer")
+    return events
+
+
+def check(specs: list[ExperimentSpec], python: Optional[str] = None,
+          timeout_s: float = 60.0) -> dict[str, dict]:
+    """Validate specs in the interpreter that will run them, starting nothing else.
+
+    Returns each run id's resolved parameters; raises SpecError for the first spec that cannot run.
+    """
+    payload = json.dumps([json.loads(spec.to_json()) for spec in specs])
+    resolved = {}
+    for event in _run_quick(python, ["--check"], payload, timeout_s):
+        if event.get("event") == "error":
+            raise SpecError(event.get("message", "the runner refused the specs"))
+        if event.get("event") == "check":
+            if not event.get("ok"):
+                raise SpecError(event.get("error") or "invalid spec")
+            resolved[event["run_id"]] = event["resolved"]
+    return resolved
+
+
+def environment(python: Optional[str] = None, timeout_s: float = 60.0) -> dict:
+    """What ``python`` (this interpreter by default) and its machine are."""
+    for event in _run_quick(python, ["--env"], "", timeout_s):
+        if event.get("event") == "env":
+            return event["environment"]
+    raise SpecError(f"{python or sys.executable} did not report its environment; "
+                    "pass --python with CPython 3.9 or newer")
+
+
+class Launch:
+    """One run of one spec in a runner process.
+
+    Iterate ``events()`` for the runner's events; afterwards ``status`` is ``ok``, ``failed``,
+    ``cancelled`` or ``invalid`` and ``error`` says why when it is not ok. ``cancel()`` may be
+    called from any thread (or a signal handler) at any time.
+    """
+
+    def __init__(self, spec: ExperimentSpec, python: Optional[str] = None,
+                 timeout_s: Optional[float] = None):
+        self.spec = spec
+        self.python = python or spec.python
+        self.timeout_s = timeout_s if timeout_s is not None else spec.timeout_s
+        self.status: Optional[str] = None
+        self.error: Optional[str] = None
+        self.detail: Optional[str] = None
+        self.stderr = ""
+        self.returncode: Optional[int] = None
+        self._process: Optional[subprocess.Popen] = None
+        self._stopped_because: Optional[str] = None
+        self._lock = threading.Lock()
+
+    def events(self) -> Iterator[dict]:
+        stderr_file = tempfile.TemporaryFile(mode="w+b")
+        try:
+            self._start(stderr_file)
+            timer = self._start_timer()
+            try:
+                yield from self._read_events()
+            except BaseException:  # Ctrl-C, or the consumer stopped listening: stop the run
+                self._stop("cancelled")
+                raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                self._finish(stderr_file)
+        finally:
+            stderr_file.close()
+
+    def run(self) -> list[dict]:
+        """Run to the end and return every event."""
+        return list(self.events())
+
+    def cancel(self) -> None:
+        self._stop("cancelled")
+
+    # --- internals ---
+
+    def _start(self, stderr_file) -> None:
+        try:
+            self._process = subprocess.Popen(
+                runner_command(self.python, "--watch-stdin"), stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=stderr_file, env=runner_env(),
+                start_new_session=True, bufsize=1, text=True)
+        except (FileNotFoundError, PermissionError) as exc:
+            raise SpecError(f"cannot start {self.python!r} ({exc.strerror}); "
+                            "pass --python with a working interpreter") from None
+        self._process.stdin.write(self.spec.to_json() + "\n")
+        self._process.stdin.flush()
+        with self._lock:
+            if self._stopped_because:  # cancelled before the process existed
+                self._kill_group()
+
+    def _start_timer(self) -> Optional[threading.Timer]:
+        if not self.timeout_s:
+            return None
+        timer = threading.Timer(self.timeout_s, self._stop, args=("timeout",))
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def _read_events(self) -> Iterator[dict]:
+        for line in self._process.stdout:
+            if not line.startswith("{"):
+                continue  # a user function printing to stdout
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            kind = event.get("event")
+            if kind == "done":
+                self.status = "ok"
+            elif kind == "error":
+                self.status = "invalid" if event.get("kind") == "invalid" else "failed"
+                self.error = event.get("message")
+                self.detail = event.get("detail")
+            yield event
+
+    def _stop(self, reason: str) -> None:
+        with self._lock:
+            if self._stopped_because or self.status is not None:
+                return
+            self._stopped_because = reason
+            if self._process is not None:
+                self._kill_group()
+
+    def _kill_group(self) -> None:
+        try:
+            os.killpg(self._process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _finish(self, stderr_file) -> None:
+        process = self._process
+        if process is None:
+            return
+        if self.status is None and not self._stopped_because:
+            # The event stream ended early (the consumer stopped, or the runner died).
+            try:
+                process.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self._stopped_because = self._stopped_because or "cancelled"
+        self._kill_group()  # whatever the runner left behind goes with it
+        self.returncode = process.wait()
+        for stream in (process.stdin, process.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        stderr_file.seek(0)
+        self.stderr = stderr_file.read().decode("utf-8", "replace")
+        self._settle()
+
+    def _settle(self) -> None:
+        if self._stopped_because == "timeout":
+            self.status = "failed"
+            self.error = f"timed out after {self.timeout_s:g} s; the runner and its workers were killed"
+        elif self._stopped_because == "cancelled":
+            self.status, self.error = "cancelled", "cancelled by the user"
+        elif self.status is None:
+            self.status = "failed"
+            self.error = f"the runner process died ({describe_returncode(self.returncode)})"
+            last = self.stderr.strip().splitlines()
+            if last:
+                self.error += f": {last[-1]}"
+
+
+def describe_returncode(code: Optional[int]) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"

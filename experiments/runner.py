@@ -1,0 +1,206 @@
+"""The spawn-safe entry point: ``python -m experiments.runner`` runs one spec, JSON lines out.
+
+Protocol: the parent writes one ExperimentSpec as a JSON line on stdin and reads events from
+stdout, one JSON object per line, each with an ``event`` key:
+
+    env       the environment and the parameters actually used (sent once validation passed)
+    progress  {repeat, done, total, samples}: the newest task samples, at most every 0.1 s
+    repeat    {index, warmup, wall_ns, cpu_ns, start_ns, end_ns}: one repeat, timed
+    tasks     {repeat, samples}: every task sample of that repeat
+    done      the run finished
+    error     {kind, message, detail}: ``invalid`` (exit 2) or a failure (exit 1)
+
+A sample is ``[pid, thread_id, start_ns, end_ns, cpu_ns]`` on the system-wide monotonic clock.
+
+Other modes: ``--check`` reads a JSON list of specs and answers one ``check`` event each, without
+running anything; ``--env`` prints the environment. ``--watch-stdin`` (used by ``launch``) keeps
+reading stdin after the spec and ends the runner and its workers when the parent goes away.
+
+Spawned workers re-import this module as ``__mp_main__``, so it imports nothing at the top.
+"""
+
+
+def main(argv=None) -> int:
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    out = _EventWriter(sys.stdout)
+    if "--env" in args:
+        from experiments.environment import collect
+
+        out.emit("env", environment=collect())
+        return 0
+    if "--check" in args:
+        return _check(sys.stdin.read(), out)
+    line = sys.stdin.readline()
+    if "--watch-stdin" in args:
+        _watch_parent(sys.stdin)
+    return _run(line, out)
+
+
+class _EventWriter:
+    def __init__(self, stream):
+        import json
+
+        self._dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
+        self._stream = stream
+
+    def emit(self, event: str, **fields) -> None:
+        fields["event"] = event
+        self._stream.write(self._dumps(fields) + "\n")
+        self._stream.flush()
+
+
+def _check(text: str, out: _EventWriter) -> int:
+    import json
+
+    from experiments.spec import ExperimentSpec, SpecError, prepare
+
+    try:
+        items = json.loads(text)
+        if not isinstance(items, list):
+            raise ValueError("expected a JSON list of specs")
+    except ValueError as exc:
+        out.emit("error", kind="invalid", message=f"--check needs a JSON list of specs ({exc})")
+        return 2
+    status = 0
+    for item in items:
+        try:
+            spec = ExperimentSpec.from_dict(item)
+            prepared = prepare(spec)
+            out.emit("check", run_id=spec.run_id, ok=True, resolved=prepared.resolved())
+        except (SpecError, TypeError) as exc:
+            out.emit("check", run_id=item.get("run_id") if isinstance(item, dict) else None,
+                     ok=False, error=str(exc))
+            status = 2
+    return status
+
+
+def _run(line: str, out: _EventWriter) -> int:
+    from experiments.environment import collect
+    from experiments.spec import ExperimentSpec, SpecError, prepare
+
+    try:
+        prepared = prepare(ExperimentSpec.from_json(line))
+    except (SpecError, TypeError) as exc:
+        out.emit("error", kind="invalid", message=str(exc), detail=None)
+        return 2
+    import os
+
+    out.emit("env", environment=collect(prepared.start_method), resolved=prepared.resolved(),
+             runner_pid=os.getpid())
+    try:
+        for index in range(prepared.spec.warmups + prepared.spec.repeats):
+            _run_repeat(prepared, index, out)
+    except BaseException as exc:  # SystemExit/KeyboardInterrupt from a task are failures too
+        _fail(exc, out)
+    out.emit("done")
+    return 0
+
+
+def _run_repeat(prepared, index: int, out: _EventWriter) -> None:
+    import time
+
+    items = [prepared.size] * prepared.spec.tasks
+    samples = []
+    total = len(items)
+    monotonic_ns = time.monotonic_ns
+    progress_every_ns = 100_000_000
+    next_progress_ns = monotonic_ns() + progress_every_ns
+    sent = 0
+
+    def on_sample(sample) -> None:
+        nonlocal next_progress_ns, sent
+        samples.append(sample[1:])  # drop the task's result: only its timing is kept
+        if monotonic_ns() >= next_progress_ns:
+            # A bounded batch keeps the cost inside the timed window negligible; every sample
+            # is sent in the `tasks` event after the repeat anyway.
+            out.emit("progress", repeat=index, done=len(samples), total=total,
+                     samples=samples[max(sent, len(samples) - 256):])
+            sent = len(samples)
+            next_progress_ns = monotonic_ns() + progress_every_ns
+
+    cpu_before = _cpu_ns()
+    start_ns = monotonic_ns()
+    prepared.executor.run(prepared.workload, items, prepared.workers, prepared.start_method,
+                          prepared.chunksize, on_sample)
+    end_ns = monotonic_ns()
+    cpu_ns = _cpu_ns() - cpu_before
+    out.emit("progress", repeat=index, done=len(samples), total=total, samples=[])
+    out.emit("repeat", index=index, warmup=index < prepared.spec.warmups, wall_ns=end_ns - start_ns,
+             cpu_ns=cpu_ns, start_ns=start_ns, end_ns=end_ns)
+    out.emit("tasks", repeat=index, samples=samples)
+
+
+def _cpu_ns() -> int:
+    """User + system CPU of this process and its reaped children (pool workers, once joined)."""
+    try:
+        import resource
+    except ImportError:  # Windows: os.times has no child times there, but it is what exists
+        import os
+
+        t = os.times()
+        return int((t.user + t.system + t.children_user + t.children_system) * 1e9)
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return int(total * 1e9)
+
+
+def _fail(exc: BaseException, out: _EventWriter) -> None:
+    """Report a failed run, stop every worker, and end the runner without waiting on them."""
+    import os
+    import sys
+    import traceback
+
+    from experiments.executors import WorkerDied
+
+    kind = "worker_died" if isinstance(exc, WorkerDied) else "task_error"
+    if isinstance(exc, WorkerDied):
+        message = f"a worker died: {exc}"
+    else:
+        text = str(exc).strip().splitlines()
+        message = f"a task raised {type(exc).__name__}" + (f": {text[0]}" if text else "")
+    detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    out.emit("error", kind=kind, message=message, detail=detail)
+    _kill_workers()
+    sys.stdout.flush()
+    # os._exit: a normal exit would join executor threads stuck in a task that never returns.
+    os._exit(1)
+
+
+def _kill_workers() -> None:
+    import sys
+
+    multiprocessing = sys.modules.get("multiprocessing")
+    if multiprocessing is None:
+        return
+    for child in multiprocessing.active_children():
+        try:
+            child.kill()
+        except OSError:
+            pass
+
+
+def _watch_parent(stdin) -> None:
+    """End this runner and its workers when stdin closes: the parent is gone (or gave up)."""
+    import os
+    import threading
+
+    def watch() -> None:
+        try:
+            while stdin.readline():
+                pass
+        except (OSError, ValueError):
+            pass
+        _kill_workers()
+        os._exit(3)
+
+    threading.Thread(target=watch, name="conlab-parent-watch", daemon=True).start()
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""ExperimentSpec: everything that defines one run, validated, and round-tripped through JSON.
+
+``validate()`` makes the checks that need nothing but the spec (it runs in the parent, before any
+process starts); ``prepare()`` makes the ones that need the target interpreter: importing the
+user's function and proving the executor can ship it to its workers. It runs in the runner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import Optional
+
+from experiments import executors as executors_module
+from experiments import workloads as workloads_module
+
+START_METHODS = ("fork", "spawn", "forkserver")
+MAX_WORKERS = 1024  # beyond this no machine gains anything; it is a typo
+MAX_TASKS = 10_000_000
+
+
+class SpecError(ValueError):
+    """A spec that cannot run. The message is one line naming the problem and the fix."""
+
+
+def usable_cores() -> int:
+    """The cores this process may use: affinity and, on 3.13+, ``os.process_cpu_count``."""
+    count = getattr(os, "process_cpu_count", None)
+    if count is not None:
+        return count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def default_worker_counts() -> list[int]:
+    """1, 2, 4 ... up to the usable cores (and the core count itself when not a power of two)."""
+    cores = usable_cores()
+    counts, n = [], 1
+    while n < cores:
+        counts.append(n)
+        n *= 2
+    counts.append(cores)
+    return counts
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """One run: a workload, an executor and its parameters. ``None`` means "the default here"."""
+
+    workload: str
+    executor: str
+    workers: int = 1
+    tasks: int = 16
+    size: Optional[int] = None
+    repeats: int = 5
+    warmups: int = 1
+    start_method: Optional[str] = None
+    chunksize: Optional[int] = None
+    timeout_s: Optional[float] = None
+    python: Optional[str] = None
+    tag: Optional[str] = None
+    run_id: str = field(default_factory=new_id)
+    sweep_id: str = field(default_factory=new_id)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ExperimentSpec:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise SpecError(f"unknown spec field(s) {', '.join(unknown)}; "
+                            f"known fields are {', '.join(sorted(names))}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> ExperimentSpec:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise SpecError(f"the spec is not JSON ({exc}); send one JSON object") from None
+        if not isinstance(data, dict):
+            raise SpecError("the spec must be a JSON object; send one object per run")
+        return cls.from_dict(data)
+
+    def replace(self, **changes) -> ExperimentSpec:
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> ExperimentSpec:
+        """Raise SpecError unless the spec can run; checks that need no user code. Returns self."""
+        _check_int("workers", self.workers, 1, MAX_WORKERS, "--workers")
+        _check_int("tasks", self.tasks, 1, MAX_TASKS, "--tasks")
+        if self.size is not None:
+            _check_int("size", self.size, 0, 2**40, "--size")
+        _check_int("repeats", self.repeats, 1, 10_000, "--repeats")
+        _check_int("warmups", self.warmups, 0, 10_000, "--warmups")
+        if self.chunksize is not None:
+            _check_int("chunksize", self.chunksize, 1, MAX_TASKS, "--chunksize")
+        if self.timeout_s is not None and (
+            isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, (int, float))
+            or not 0 < self.timeout_s < float("inf")
+        ):
+            raise SpecError(f"timeout must be a positive number of seconds, not "
+                            f"{self.timeout_s!r}; pass e.g. --timeout 60")
+        if not isinstance(self.workload, str) or not self.workload.strip():
+            raise SpecError("no workload given; pass -w with a name from `conlab list workloads`")
+        if ":" not in self.workload and self.workload not in workloads_module.WORKLOADS:
+            raise SpecError(f"unknown workload {self.workload!r}"
+                            f"{workloads_module._suggest(self.workload, workloads_module.WORKLOADS)}"
+                            "; see `conlab list workloads`, or pass MODULE:FUNCTION")
+        executor = executors_module.EXECUTORS.get(self.executor)
+        if executor is None:
+            raise SpecError(f"unknown executor {self.executor!r}"
+                            f"{workloads_module._suggest(str(self.executor), executors_module.EXECUTORS)}"
+                            "; see `conlab list executors`")
+        if self.start_method is not None:
+            self._check_start_method(executor)
+        if executor.pickles_tasks and self.workers > max(64, 8 * usable_cores()):
+            raise SpecError(f"{self.workers} worker processes on a {usable_cores()}-core machine "
+                            "would only measure the OS scheduler; pass fewer --workers")
+        return self
+
+    def _check_start_method(self, executor) -> None:
+        if self.start_method not in START_METHODS:
+            raise SpecError(f"unknown start method {self.start_method!r}; "
+                            f"use one of {', '.join(START_METHODS)}")
+        import multiprocessing
+
+        available = multiprocessing.get_all_start_methods()
+        if self.start_method not in available:
+            raise SpecError(f"start method {self.start_method!r} is not available on this OS; "
+                            f"use one of {', '.join(available)}")
+
+
+def _check_int(name: str, value, low: int, high: int, option: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"{name} must be a whole number, not {value!r}; pass e.g. {option} {low + 1}")
+    if not low <= value <= high:
+        raise SpecError(f"{name} must be between {low} and {high:,}, not {value:,}; "
+                        f"change {option}")
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A validated spec with its workload imported and its defaults filled in for this interpreter."""
+
+    spec: ExperimentSpec
+    workload: workloads_module.Workload
+    executor: executors_module.Executor
+    size: int
+    workers: int
+    start_method: Optional[str]
+    chunksize: Optional[int]
+
+    def resolved(self) -> dict:
+        """The parameters actually used, as recorded with the run."""
+        return {"size": self.size, "workers": self.workers, "start_method": self.start_method,
+                "chunksize": self.chunksize, "workload": self.spec.workload,
+                "executor": self.executor.name, "tasks": self.spec.tasks,
+                "repeats": self.spec.repeats, "warmups": self.spec.warmups,
+                "description": self.workload.description}
+
+
+def prepare(spec: ExperimentSpec) -> PreparedRun:
+    """Validate ``spec`` fully in this interpreter: import the workload, check the executor can
+    run it here and ship it to its workers. Raises SpecError naming the fix."""
+    spec.validate()
+    executor = executors_module.EXECUTORS[spec.executor]
+    reason = executor.unavailable_reason()
+    if reason:
+        raise SpecError(f"executor {executor.name!r} is unavailable: {reason}")
+    try:
+        workload = workloads_module.resolve(spec.workload)
+    except workloads_module.WorkloadError as exc:
+        raise SpecError(str(exc)) from None
+    reason = executor.check_workload(workload)
+    if reason:
+        raise SpecError(reason)
+    start_method = spec.start_method
+    if executor.takes_start_method and start_method is None:
+        start_method = executor.default_start_method()
+    if executor.pickles_tasks:
+        _check_picklable(workload, executor, start_method)
+    workers = spec.workers if executor.takes_workers else 1
+    chunksize = spec.chunksize
+    if executor.takes_chunksize and chunksize is None:
+        chunksize = executor.default_chunksize(spec.tasks, workers)
+    size = spec.size if spec.size is not None else workload.default_size
+    return PreparedRun(spec, workload, executor, size, workers,
+                       start_method if executor.takes_start_method else None,
+                       chunksize if executor.takes_chunksize else None)
+
+
+def _check_picklable(workload, executor, start_method: Optional[str]) -> None:
+    import pickle
+
+    func = workload.func
+    where = f"executor {executor.name!r}"
+    if getattr(func, "__module__", None) == "__main__" and start_method != "fork":
+        raise SpecError(f"workload {workload.name!r} is defined in __main__, which {where} "
+                        f"with start method {start_method!r} cannot import in its workers; "
+                        "move the function to a module's top level")
+    try:
+        pickle.dumps(func)
+    except Exception as exc:
+        raise SpecError(f"workload {workload.name!r} cannot be pickled for {where} "
+                        f"({type(exc).__name__}: {exc}); move it to a module's top level "
+                        "as a plain def (not a lambda or nested function)") from None

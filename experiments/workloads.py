@@ -1,0 +1,198 @@
+"""What a task does: the built-in workloads, their registry, and the loader for user functions.
+
+Every workload is a top-level function called once per task as ``f(size)``, so process executors
+can pickle it by reference. To add one: write the function, then one line in ``WORKLOADS``.
+"""
+
+from __future__ import annotations
+
+# Only cheap modules here: a spawned worker imports this file to find its task function.
+import os
+import sys
+import time
+from _thread import get_ident  # threading.get_ident without importing threading
+
+# --- the built-in task functions (imports they need are made inside them, to keep start-up cheap) -----------------------------------------------------------
+
+
+def cpu(size: int) -> int:
+    """Pure Python arithmetic: holds the GIL for the whole task."""
+    total = 0
+    for i in range(size):
+        total += i * i % 7
+    return total
+
+
+def hash_bytes(size: int) -> str:
+    """SHA-256 over ``size`` bytes: hashlib releases the GIL for buffers over 2 KiB."""
+    import hashlib  # imported here: a spawned worker that never hashes should not pay for it
+
+    return hashlib.sha256(bytes(size)).hexdigest()
+
+
+def sleep_ms(size: int) -> int:
+    """Sleep ``size`` milliseconds: waiting, not working."""
+    time.sleep(size / 1000)
+    return size
+
+
+async def sleep_ms_async(size: int) -> int:
+    """The async form of ``sleep_ms``, for the asyncio executor."""
+    import asyncio
+
+    await asyncio.sleep(size / 1000)
+    return size
+
+
+def file_io(size: int) -> int:
+    """Write ``size`` bytes to a temp file, fsync, read them back: the kernel does the work."""
+    import tempfile
+
+    payload = b"x" * size
+    with tempfile.TemporaryFile() as handle:
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+        handle.seek(0)
+        return len(handle.read())
+
+
+def tiny(size: int) -> int:
+    """Almost no work: what is left is the executor's dispatch overhead."""
+    return size
+
+
+async def tiny_async(size: int) -> int:
+    """The async form of ``tiny``: the event loop's own overhead."""
+    return size
+
+
+def transfer(size: int) -> bytes:
+    """Return ``size`` bytes: for process executors the cost is pickling the result back."""
+    return bytes(size)
+
+
+# --- the registry ----------------------------------------------------------------------------
+
+
+class Workload:
+    """A task function with what a user needs to know to pick it.
+
+    A plain class rather than a dataclass: ``dataclasses`` would pull ``inspect`` into every
+    spawned worker and double its start-up.
+    """
+
+    __slots__ = ("name", "func", "description", "default_size", "async_func")
+
+    def __init__(self, name: str, func, description: str, default_size: int, async_func=None):
+        self.name = name
+        self.func = func
+        self.description = description
+        self.default_size = default_size
+        self.async_func = async_func
+
+    def __repr__(self) -> str:
+        return f"Workload({self.name!r})"
+
+
+# Default sizes make one task take roughly 10-50 ms on a current x86 core.
+WORKLOADS = {
+    w.name: w
+    for w in (
+        Workload("cpu", cpu, "pure Python arithmetic: holds the GIL", 400_000),
+        Workload("hash", hash_bytes, "SHA-256 of a buffer: releases the GIL", 32 * 2**20),
+        Workload("sleep", sleep_ms, "sleeps size ms: waiting, not working", 20, sleep_ms_async),
+        Workload("io", file_io, "write, fsync and read back a temp file", 8 * 2**20),
+        Workload("tiny", tiny, "almost no work: dispatch overhead", 1, tiny_async),
+        Workload("transfer", transfer, "returns size bytes: pickling cost", 32 * 2**20),
+    )
+}
+
+
+class WorkloadError(ValueError):
+    """A workload reference that cannot be resolved; the message names the fix."""
+
+
+def resolve(ref: str) -> Workload:
+    """Return the workload named ``ref``: a built-in name, ``MODULE:FUNCTION`` or ``file.py:FUNCTION``.
+
+    User functions are imported here, so the current directory and ``PYTHONPATH`` apply.
+    """
+    if ref in WORKLOADS:
+        return WORKLOADS[ref]
+    if ":" not in ref:
+        raise WorkloadError(f"unknown workload {ref!r}{_suggest(ref, WORKLOADS)}; "
+                            "use a built-in name (conlab list workloads) or MODULE:FUNCTION")
+    module_ref, _, func_name = ref.rpartition(":")
+    if not module_ref or not func_name:
+        raise WorkloadError(f"workload {ref!r} is not MODULE:FUNCTION; write it like mymod:work")
+    module = _import_module(module_ref, ref)
+    func = getattr(module, func_name, None)
+    if func is None:
+        raise WorkloadError(f"module {module.__name__!r} has no function {func_name!r}; "
+                            f"check the name after the colon in {ref!r}")
+    if not callable(func):
+        raise WorkloadError(f"{ref!r} is not callable; name a function taking one int (size)")
+    import inspect
+
+    doc = (inspect.getdoc(func) or "user function").strip().splitlines()[0]
+    if inspect.iscoroutinefunction(func):
+        return Workload(ref, func, doc, 1, async_func=func)
+    return Workload(ref, func, doc, 1)
+
+
+def _import_module(module_ref: str, ref: str):
+    if module_ref.endswith(".py") or os.sep in module_ref or "/" in module_ref:
+        path = os.path.abspath(module_ref)
+        if not os.path.isfile(path):
+            raise WorkloadError(f"no file {module_ref!r} for workload {ref!r}; check the path")
+        # Import the file under its own name from its own directory, so that a spawned worker
+        # (which gets the parent's sys.path) can import it again to unpickle the function.
+        directory, filename = os.path.split(path)
+        name = os.path.splitext(filename)[0]
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
+        module_ref = name
+    import importlib
+
+    try:
+        module = importlib.import_module(module_ref)
+    except ImportError as exc:
+        raise WorkloadError(f"cannot import {module_ref!r} for workload {ref!r} ({exc}); "
+                            "run from its directory or add it to PYTHONPATH") from None
+    except Exception as exc:
+        raise WorkloadError(f"importing {module_ref!r} for workload {ref!r} raised "
+                            f"{type(exc).__name__}: {exc}; fix the module so it imports") from None
+    return module
+
+
+def _suggest(name: str, choices) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# --- the per-task sample -----------------------------------------------------------------------
+
+
+def timed_call(func, size: int):
+    """Call ``func(size)`` and return ``(result, pid, thread_id, start_ns, end_ns, cpu_ns)``.
+
+    Start and end are on the system-wide monotonic clock, comparable across worker processes.
+    """
+    start_cpu = time.thread_time_ns()
+    start_ns = time.monotonic_ns()
+    result = func(size)
+    end_ns = time.monotonic_ns()
+    return (result, os.getpid(), get_ident(), start_ns, end_ns,
+            time.thread_time_ns() - start_cpu)
+
+
+async def timed_call_async(func, size: int):
+    """The coroutine form of ``timed_call``. CPU time is None: the loop's thread runs other tasks
+    while this one awaits, so no per-task CPU figure would be true."""
+    start_ns = time.monotonic_ns()
+    result = await func(size)
+    end_ns = time.monotonic_ns()
+    return (result, os.getpid(), get_ident(), start_ns, end_ns, None)
