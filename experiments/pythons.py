@@ -1,0 +1,79 @@
+"""Finding the Python interpreters on this machine: the running one, ``python3.X`` on PATH, pyenv
+and uv installs, free-threaded builds. Each candidate is asked what it is, in parallel."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
+
+MINIMUM = (3, 9)  # experiments/ runs on CPython 3.9 and newer
+
+_PROBE = (
+    "import json, sys, sysconfig, platform;"
+    "g = getattr(sys, '_is_gil_enabled', None);"
+    "print(json.dumps({'executable': sys.executable, 'version': platform.python_version(),"
+    " 'implementation': platform.python_implementation(),"
+    " 'version_info': list(sys.version_info[:3]),"
+    " 'free_threaded': bool(sysconfig.get_config_var('Py_GIL_DISABLED')),"
+    " 'gil_enabled': g() if g else True}))"
+)
+
+
+def candidates() -> list[str]:
+    """Paths that may be Python interpreters, the running one first, without duplicates."""
+    found = [sys.executable]
+    names = [f"python3.{minor}{t}" for minor in range(9, 20) for t in ("", "t")] + ["python3"]
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            found.append(path)
+    home = os.path.expanduser("~")
+    pyenv_root = os.environ.get("PYENV_ROOT", os.path.join(home, ".pyenv"))
+    found += sorted(glob.glob(os.path.join(pyenv_root, "versions", "*", "bin", "python3*")))
+    uv_root = os.environ.get("UV_PYTHON_INSTALL_DIR",
+                             os.path.join(home, ".local", "share", "uv", "python"))
+    found += sorted(glob.glob(os.path.join(uv_root, "*", "bin", "python3*")))
+    unique, seen = [], set()
+    for path in found:
+        if path.endswith(("-config", ".py")) or not os.access(path, os.X_OK):
+            continue
+        key = os.path.realpath(path)
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    return unique
+
+
+def probe(path: str, timeout_s: float = 10.0) -> Optional[dict]:
+    """What the interpreter at ``path`` is, or None when it does not run or is too old."""
+    try:
+        proc = subprocess.run([path, "-c", _PROBE], capture_output=True, text=True,
+                              timeout=timeout_s, stdin=subprocess.DEVNULL)
+        info = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+    if tuple(info["version_info"][:2]) < MINIMUM:
+        return None
+    info["path"] = path
+    return info
+
+
+def discover() -> list[dict]:
+    """Every usable interpreter (CPython >= 3.9), one per distinct executable, newest first."""
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        infos = [info for info in pool.map(probe, candidates()) if info]
+    unique, seen = [], set()
+    for info in infos:
+        key = os.path.realpath(info["executable"])
+        if key not in seen:
+            seen.add(key)
+            info["current"] = key == os.path.realpath(sys.executable)
+            unique.append(info)
+    unique.sort(key=lambda i: (i["version_info"], i["free_threaded"]), reverse=True)
+    return unique

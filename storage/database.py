@@ -1,0 +1,160 @@
+"""Opening a result database: where it is, what it must be, and how SQLite is set up for it."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlmodel import SQLModel, create_engine
+
+from storage import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+# PRAGMA application_id: "CLab". Identifies a lab database among SQLite files.
+APPLICATION_ID = 0x434C6162
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 30_000
+
+
+class DatabaseError(Exception):
+    """A database that cannot be used as asked. The message names the problem and the fix."""
+
+
+def default_path() -> Path:
+    """``$CONLAB_DB``, else ``results.db`` in the user data directory."""
+    env = os.environ.get("CONLAB_DB")
+    if env:
+        return Path(env)
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("conlab", appauthor=False)) / "results.db"
+
+
+def database_url(db: str | os.PathLike | None) -> str:
+    """A SQLAlchemy URL for ``--db``: a path, a SQLAlchemy URL, or None for the default."""
+    if db is None:
+        db = default_path()
+    text = str(db)
+    if "://" in text:
+        return text
+    return f"sqlite:///{Path(text).expanduser().absolute()}"
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def sqlite_path(url: str) -> Path:
+    return Path(make_url(url).database or "")
+
+
+def check_sqlite_file(path: Path, *, create: bool) -> None:
+    """Refuse, without changing a byte, a file that is not a lab database of a version we know."""
+    if path.is_dir():
+        raise DatabaseError(f"{path} is a directory; pass --db with a file path")
+    if not path.exists():
+        if not create:
+            raise DatabaseError(f"no database at {path}; check the path (or run `conlab run` "
+                                "to create one)")
+        if not path.parent.exists():
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseError(f"cannot create {path.parent} ({exc.strerror}); "
+                                    "pass --db with a writable location") from None
+        return
+    if not os.access(path, os.R_OK):
+        raise DatabaseError(f"{path} is not readable; fix its permissions or pass another --db")
+    if path.stat().st_size == 0:
+        return
+    with open(path, "rb") as handle:
+        header = handle.read(100)
+    if not header.startswith(b"SQLite format 3\x00"):
+        raise DatabaseError(f"{path} is not a SQLite database; pass --db with a lab database "
+                            "or a new file name")
+    # Header offsets 60 (user_version) and 68 (application_id), big-endian (SQLite file format).
+    user_version = int.from_bytes(header[60:64], "big")
+    application_id = int.from_bytes(header[68:72], "big")
+    if application_id != APPLICATION_ID:
+        if application_id == 0 and user_version == 0 and not _has_tables(path):
+            return  # an empty SQLite file: ours to set up
+        raise DatabaseError(f"{path} is a SQLite database but not a concurrency-lab one; "
+                            "pass --db with a lab database or a new file name")
+    if user_version > SCHEMA_VERSION:
+        raise DatabaseError(f"{path} has schema version {user_version}, newer than this conlab "
+                            f"understands ({SCHEMA_VERSION}); upgrade concurrency-lab to read it")
+
+
+def _has_tables(path: Path) -> bool:
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+    except sqlite3.DatabaseError:
+        return True
+    finally:
+        connection.close()
+
+
+def _configure_sqlite(dbapi_connection, _record) -> None:
+    # WAL lets readers (TUI, reports) read while a run writes; the busy timeout lets two writers
+    # take turns instead of failing with "database is locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def _begin_immediate(connection) -> None:
+    # A writer takes the write lock when its transaction begins, so it waits (busy timeout) for
+    # another writer instead of failing when it upgrades a read lock halfway through.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _autocommit_driver(dbapi_connection, _record) -> None:
+    dbapi_connection.isolation_level = None  # let SQLAlchemy's "begin" event issue BEGIN
+
+
+def open_engine(db: str | os.PathLike | None = None, *, create: bool = True,
+                writer: bool = False) -> Engine:
+    """An engine on ``db`` (path, URL or None for the default), with the schema in place.
+
+    ``writer=True`` makes every transaction ``BEGIN IMMEDIATE`` (for recording runs); readers
+    keep plain transactions, which under WAL never wait for a writer.
+    Raises DatabaseError, leaving the file untouched, when it is not a lab database we can read.
+    """
+    url = database_url(db)
+    if is_sqlite(url):
+        check_sqlite_file(sqlite_path(url), create=create)
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+        event.listen(engine, "connect", _configure_sqlite)
+        if writer:
+            event.listen(engine, "connect", _autocommit_driver)
+            event.listen(engine, "begin", _begin_immediate)
+    else:
+        engine = create_engine(url)
+    try:
+        _ensure_schema(engine)
+    except Exception as exc:
+        engine.dispose()
+        if isinstance(exc, DatabaseError):
+            raise
+        raise DatabaseError(f"cannot open {url} ({str(exc).splitlines()[0]}); "
+                            "check --db and that the file is writable") from None
+    return engine
+
+
+def _ensure_schema(engine: Engine) -> None:
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as connection:
+            version = connection.exec_driver_sql("PRAGMA user_version").scalar()
+        if version == SCHEMA_VERSION:
+            return
+    SQLModel.metadata.create_all(engine)
+    if engine.dialect.name == "sqlite":
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"PRAGMA application_id = {APPLICATION_ID}")
+            connection.exec_driver_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -1,0 +1,104 @@
+"""The tables of a result database (sqlmodel). Plain column types only, so the sqlite3 shell,
+pandas.read_sql and Datasette read every table as it is."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Optional
+
+from sqlmodel import Field, SQLModel
+
+# Run statuses. `running` rows whose recorder is gone are shown as `interrupted`.
+RUN_STATUSES = ("running", "ok", "failed", "cancelled", "interrupted")
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Machine(SQLModel, table=True):
+    __tablename__ = "machine"
+
+    fingerprint: str = Field(primary_key=True)
+    hostname: Optional[str] = None
+    os_name: Optional[str] = None
+    os_release: Optional[str] = None
+    architecture: Optional[str] = None
+    cpu_model: Optional[str] = None
+    logical_cores: Optional[int] = None
+    physical_cores: Optional[int] = None
+    usable_cores: Optional[int] = None
+    memory_total_bytes: Optional[int] = None
+    first_seen_at: datetime = Field(default_factory=utc_now)
+
+
+class Interpreter(SQLModel, table=True):
+    __tablename__ = "interpreter"
+
+    key: str = Field(primary_key=True)
+    machine_fingerprint: str = Field(foreign_key="machine.fingerprint", index=True)
+    implementation: Optional[str] = None
+    version: Optional[str] = None
+    executable: Optional[str] = None
+    compiler: Optional[str] = None
+    gil_disabled: Optional[bool] = None
+
+
+class Run(SQLModel, table=True):
+    __tablename__ = "run"
+
+    id: str = Field(primary_key=True)
+    sweep_id: str = Field(index=True)
+    status: str = Field(default="running", index=True)
+    workload: str = Field(index=True)
+    executor: str = Field(index=True)
+    workers: int
+    start_method: Optional[str] = None
+    chunksize: Optional[int] = None
+    tasks: int
+    size: int
+    repeats: int
+    warmups: int
+    timeout_s: Optional[float] = None
+    tag: Optional[str] = Field(default=None, index=True)
+    error: Optional[str] = None
+    error_detail: Optional[str] = None
+    stderr: Optional[str] = None
+    machine_fingerprint: Optional[str] = Field(default=None, foreign_key="machine.fingerprint",
+                                               index=True)
+    interpreter_key: Optional[str] = Field(default=None, foreign_key="interpreter.key", index=True)
+    python_requested: Optional[str] = None
+    environment_json: Optional[str] = None
+    created_at: datetime = Field(default_factory=utc_now, index=True)
+    finished_at: Optional[datetime] = None
+    # Who is recording the run, so a run left `running` by a dead recorder shows as interrupted.
+    recorder_host: Optional[str] = None
+    recorder_pid: Optional[int] = None
+    runner_pid: Optional[int] = None
+
+
+class Repeat(SQLModel, table=True):
+    __tablename__ = "repeat"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="run.id", index=True)
+    repeat_index: int
+    warmup: bool
+    wall_ns: int
+    cpu_ns: Optional[int] = None
+    start_ns: Optional[int] = None
+    end_ns: Optional[int] = None
+
+
+class TaskSample(SQLModel, table=True):
+    __tablename__ = "task_sample"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="run.id", index=True)
+    repeat_index: int
+    task_index: int
+    pid: int
+    thread_id: int
+    start_ns: int
+    end_ns: int
+    cpu_ns: Optional[int] = None

@@ -1,0 +1,1 @@
+"""What a person sees: the typer CLI (and the Textual app)."""

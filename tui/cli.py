@@ -1,0 +1,325 @@
+"""The `conlab` command line (typer). Bad input is one line on stderr and exit code 2; a run that
+fails is recorded as failed and gives exit code 1; never a traceback for either."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from enum import Enum
+from typing import Any, NoReturn, Optional
+
+import typer
+
+from experiments.spec import SpecError, default_worker_counts
+from storage.database import DatabaseError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
+    help="concurrency-lab: which way of running this work concurrently is fastest here, and why.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+list_app = typer.Typer(help="List workloads, executors or Python interpreters.")
+app.add_typer(list_app, name="list")
+
+
+class BadInput(Exception):
+    """Bad usage or input: one line for stderr, exit code 2."""
+
+
+DB_HELP = "database file or SQLAlchemy URL (default: $CONLAB_DB, else results.db in the user data dir)"
+JSON_HELP = "print machine-readable JSON on stdout, and nothing else there"
+
+
+class StartMethod(str, Enum):
+    fork = "fork"
+    spawn = "spawn"
+    forkserver = "forkserver"
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, no_color=bool(os.environ.get("NO_COLOR")) or None,
+                   highlight=False)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _parse_workers(text: Optional[str]) -> list[int]:
+    if text is None:
+        return default_worker_counts()
+    counts = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            counts.append(int(part))
+        except ValueError:
+            raise BadInput(f"--workers takes whole numbers separated by commas, not {text!r}; "
+                           "pass e.g. --workers 1,2,4") from None
+    return list(dict.fromkeys(counts))
+
+
+def _open(db: Optional[str], *, create: bool = True, writer: bool = False):
+    from storage.database import open_engine
+
+    return open_engine(db, create=create, writer=writer)
+
+
+@app.callback(invoke_without_command=True)
+def _root(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+
+
+@app.command()
+def run(
+    workload: list[str] = typer.Option(..., "-w", "--workload",
+                                       help="built-in name, MODULE:FUNCTION or path/file.py:FUNCTION"),
+    executor: list[str] = typer.Option(..., "-e", "--executor", help="may be given several times"),
+    workers: Optional[str] = typer.Option(None, help="worker counts, e.g. 1,2,4 (default: 1, 2, 4 … "
+                                          "up to the usable cores)"),
+    tasks: int = typer.Option(16, help="tasks per repeat"),
+    size: Optional[int] = typer.Option(None, help="the argument each task gets (default: the "
+                                       "workload's, ~10-50 ms of work)"),
+    repeats: int = typer.Option(5, help="counted repeats"),
+    warmups: int = typer.Option(1, help="warm-up repeats, recorded and flagged"),
+    start_method: Optional[StartMethod] = typer.Option(None, help="for process executors"),
+    chunksize: Optional[int] = typer.Option(None, help="for process executors"),
+    python: Optional[list[str]] = typer.Option(None, help="interpreter to run under (repeatable)"),
+    timeout: Optional[float] = typer.Option(None, help="seconds before a run is stopped as failed"),
+    tag: Optional[str] = typer.Option(None, help="a label to select these runs by later"),
+    db: Optional[str] = typer.Option(None, help=DB_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> int:
+    """Run workloads on executors and store every timing."""
+    from tui.sweep import Sweep, check, plan
+
+    specs = plan(workload, executor, _parse_workers(workers), python or [None], tasks=tasks,
+                 size=size, repeats=repeats, warmups=warmups,
+                 start_method=start_method.value if start_method else None, chunksize=chunksize,
+                 timeout_s=timeout, tag=tag)
+    resolved = check(specs)
+    engine = _open(db, writer=True)
+    live = sys.stdout.isatty() and not as_json and not os.environ.get("NO_COLOR")
+    with _Progress(live, specs) as progress:
+        sweep = Sweep(engine, specs, resolved, on_event=progress.on_event)
+        _cancel_on_sigterm(sweep)
+        results = sweep.run()
+    if as_json:
+        _print_json(results)
+    else:
+        _print_results(results, sweep.cancelled)
+    return 0 if results and all(r["status"] == "ok" for r in results) and not sweep.cancelled else 1
+
+
+def _cancel_on_sigterm(sweep) -> None:
+    def handler(signum, frame):
+        raise KeyboardInterrupt  # handled like Ctrl-C: the current run is stored as cancelled
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+class _Progress:
+    """Rich live progress on a terminal; nothing otherwise."""
+
+    def __init__(self, live: bool, specs):
+        self.live = live
+        self.specs = specs
+        self._progress = None
+
+    def __enter__(self):
+        if self.live:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                      TextColumn("{task.completed}/{task.total}"),
+                                      TimeElapsedColumn(), console=_console(stderr=True),
+                                      transient=True)
+            self._progress.__enter__()
+            self._overall = self._progress.add_task("sweep", total=len(self.specs))
+            self._current = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+        return False
+
+    def on_event(self, spec, event) -> None:
+        if self._progress is None:
+            return
+        kind = event.get("event")
+        if kind == "env":
+            resolved = event.get("resolved", {})
+            total = (spec.warmups + spec.repeats) * spec.tasks
+            label = f"{spec.workload} · {spec.executor} × {resolved.get('workers')}"
+            self._current = self._progress.add_task(label, total=total)
+            self._done_before = 0
+        elif kind == "progress" and self._current is not None:
+            self._progress.update(self._current, completed=event["repeat"] * spec.tasks
+                                  + event["done"])
+        elif kind in ("done", "error"):
+            self._progress.advance(self._overall)
+            if self._current is not None:
+                self._progress.remove_task(self._current)
+                self._current = None
+
+
+def _print_results(results: list[dict], cancelled: bool) -> None:
+    from rich.table import Table
+
+    baseline = {r["workload"]: r["median_s"] for r in results
+                if r["executor"] == "sequential" and r["status"] == "ok"}
+    table = Table(title="runs", show_lines=False)
+    for column in ("workload", "executor", "workers", "start", "status", "median", "speedup",
+                   "error"):
+        table.add_column(column, justify="right" if column in (
+            "workers", "median", "speedup") else "left")
+    for r in results:
+        base = baseline.get(r["workload"])
+        speedup = f"{base / r['median_s']:.2f}×" if base and r["median_s"] else ""
+        median = f"{r['median_s'] * 1000:.1f} ms" if r["median_s"] is not None else ""
+        table.add_row(r["workload"], r["executor"], str(r["workers"]), r["start_method"] or "",
+                      r["status"], median, speedup, (r["error"] or "")[:80])
+    console = _console()
+    console.print(table)
+    if cancelled:
+        console.print("cancelled: the run in progress was stored as cancelled; later runs skipped")
+
+
+@list_app.command("workloads")
+def list_workloads(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Built-in workloads, with what each shows and its default size."""
+    from experiments.workloads import WORKLOADS
+
+    rows = [{"name": w.name, "description": w.description, "default_size": w.default_size,
+             "async": w.async_func is not None} for w in WORKLOADS.values()]
+    if as_json:
+        return _print_json(rows)
+    _print_rows(rows, ["name", "description", "default_size", "async"])
+    typer.echo("Your own function: -w MODULE:FUNCTION or -w path/to/file.py:FUNCTION "
+               "(called as FUNCTION(size)).")
+
+
+@list_app.command("executors")
+def list_executors(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Executors, whether each is available here, and why not when it is not."""
+    from experiments.executors import describe
+
+    rows = describe()
+    if as_json:
+        return _print_json(rows)
+    for row in rows:
+        row["available"] = "yes" if row["available"] else f"no: {row['reason']}"
+    _print_rows(rows, ["name", "available", "description"])
+
+
+@list_app.command("pythons")
+def list_pythons(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Python interpreters found on this machine (3.9 and newer), for --python."""
+    from experiments.pythons import discover
+
+    rows = discover()
+    if as_json:
+        return _print_json(rows)
+    for row in rows:
+        row["gil"] = "disabled" if not row["gil_enabled"] else "enabled"
+        row["current"] = "*" if row["current"] else ""
+    _print_rows(rows, ["current", "version", "implementation", "gil", "path"])
+
+
+@app.command()
+def runs(
+    db: Optional[list[str]] = typer.Option(None, help=DB_HELP + "; repeat to read several"),
+    tag: Optional[str] = typer.Option(None, help="only runs with this tag"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Stored runs, oldest first."""
+    from storage.queries import list_runs, mark_interrupted
+
+    rows: list[dict] = []
+    for one in db or [None]:
+        engine = _open(one, create=False)
+        mark_interrupted(engine)
+        rows += list_runs(engine, tag=tag)
+        engine.dispose()
+    if as_json:
+        return _print_json(rows)
+    if not rows:
+        typer.echo("No runs stored yet. Record one with: conlab run -w cpu -e sequential -e processes")
+        return None
+    for row in rows:
+        row["median"] = f"{row['median_s'] * 1000:.1f} ms" if row["median_s"] is not None else ""
+        row["run"] = row["run_id"][:8]
+    _print_rows(rows, ["run", "created_at", "machine", "python", "workload", "executor",
+                       "workers", "status", "median", "tag"])
+
+
+@app.command()
+def env(
+    python: Optional[str] = typer.Option(None, help="interpreter to describe (default: this one)"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """What this machine and interpreter are, as recorded with every run."""
+    from experiments import launch
+
+    info = launch.environment(python)
+    if as_json:
+        return _print_json(info)
+    _print_rows([{"field": k, "value": v} for k, v in info.items()], ["field", "value"])
+
+
+def _print_rows(rows: list[dict], columns: list[str]) -> None:
+    from rich.table import Table
+
+    table = Table()
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+    _console().print(table)
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    sys.stderr.write(f"conlab: {message}\n")
+    sys.exit(code)
+
+
+def _click_error_line(exc: Exception) -> Optional[str]:
+    """One line for a click usage error (typer may vendor click, so match by shape, not class)."""
+    if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+        return None
+    message = exc.format_message().rstrip(".")
+    possibilities = getattr(exc, "possibilities", None)
+    if possibilities:
+        message += f" (did you mean {possibilities[0]}?)"
+    ctx = getattr(exc, "ctx", None)
+    return f"{message}; see {ctx.command_path if ctx else 'conlab'} --help"
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """The console script: run the CLI, turning bad input into one line and exit code 2."""
+    try:
+        result = app(args=argv, standalone_mode=False, prog_name="conlab")
+    except (SpecError, DatabaseError, BadInput) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted", 1)
+    except BrokenPipeError:
+        sys.exit(1)
+    except Exception as exc:
+        line = _click_error_line(exc)
+        if line is None:
+            if type(exc).__name__ == "Abort":
+                _fail("interrupted", 1)
+            raise
+        _fail(line, 2)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+if __name__ == "__main__":
+    main()
