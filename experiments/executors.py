@@ -12,7 +12,7 @@ import functools
 import sys
 from typing import Any, Callable, Iterable, Optional
 
-from experiments.workloads import Workload, timed_call, timed_call_async
+from experiments.workloads import Workload, timed_call, timed_call_async, timed_chunk
 
 # Called with each task's sample as it comes back (for progress); must be cheap.
 OnSample = Callable[[tuple], None]
@@ -154,20 +154,24 @@ class Pool(Executor):
     def run(self, workload, items, workers, start_method, chunksize, on_sample):
         import multiprocessing
 
-        call = functools.partial(timed_call, workload.func)
+        # Chunks are made here as Pool.map makes them, and sent through imap(chunksize=1), whose
+        # iterator can wait with a timeout: that is how a dead worker is noticed.
         chunksize = chunksize or self.default_chunksize(len(items), workers)
+        chunks = [items[i:i + chunksize] for i in range(0, len(items), chunksize)]
+        call = functools.partial(timed_chunk, workload.func)
         pool = _mp_context(start_method).Pool(workers)
         try:
             workers_seen = list(getattr(pool, "_pool", []))
-            results = pool.imap(call, items, chunksize)
-            for _ in range(len(items)):
+            results = pool.imap(call, chunks)
+            for _ in range(len(chunks)):
                 while True:
                     try:
-                        sample = results.next(self.poll_s)
+                        samples = results.next(self.poll_s)
                         break
                     except multiprocessing.TimeoutError:
                         self._raise_if_a_worker_died(pool, workers_seen)
-                on_sample(sample)
+                for sample in samples:
+                    on_sample(sample)
         except BaseException:
             pool.terminate()
             pool.join()

@@ -188,11 +188,15 @@ def _watch_parent(stdin) -> None:
     import os
     import threading
 
+    fd = stdin.fileno()
+
     def watch() -> None:
+        # Raw reads, not stdin.readline(): a thread blocked inside the buffered reader holds its
+        # lock, and a forked worker that closes sys.stdin at start-up would deadlock on it.
         try:
-            while stdin.readline():
+            while os.read(fd, 4096):
                 pass
-        except (OSError, ValueError):
+        except OSError:
             pass
         _kill_workers()
         os._exit(3)

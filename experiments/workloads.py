@@ -189,6 +189,11 @@ def timed_call(func, size: int):
             time.thread_time_ns() - start_cpu)
 
 
+def timed_chunk(func, sizes: list) -> list:
+    """``timed_call`` over a chunk of tasks: one message to a pool worker, as Pool.map sends."""
+    return [timed_call(func, size) for size in sizes]
+
+
 async def timed_call_async(func, size: int):
     """The coroutine form of ``timed_call``. CPU time is None: the loop's thread runs other tasks
     while this one awaits, so no per-task CPU figure would be true."""

@@ -1,0 +1,41 @@
+# Every target bootstraps .venv itself: a fresh clone needs only `make run` or `make test`.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The app needs Python >= 3.11: the first such interpreter on PATH (override with PYTHON=...).
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+	&& { echo $$p; break; }; done)
+
+.PHONY: install run test lint bench report clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "make: no Python >= 3.11 found; install one or pass PYTHON=/path/to/python3.11" >&2; exit 2; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+run: install
+	$(BIN)/conlab $(ARGS)
+
+lint: install
+	$(BIN)/ruff check experiments storage tui tests bench
+	$(BIN)/ruff format --check experiments storage tui tests bench
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m bench
+
+report: install
+	$(BIN)/conlab runs
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache build *.egg-info reports
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,171 @@
+"""Shared fixtures: a user module on disk, a real database file, and `conlab` run as a real
+process whose descendants carry a marker, so tests can prove none of them outlives a run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MARK_VAR = "CONLAB_TEST_MARK"
+
+USER_MODULE = textwrap.dedent('''
+    """Task functions a user might write, good and bad."""
+    import json
+    import os
+    import signal
+    import sys
+    import time
+
+
+    def work(size):
+        """a small loop"""
+        total = 0
+        for i in range(size):
+            total += i
+        return total
+
+
+    def boom(size):
+        raise ValueError(f"boom at size {size}")
+
+
+    def die(size):
+        if size:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return size
+
+
+    def hang(size):
+        time.sleep(3600)
+
+
+    def report_modules(size):
+        """writes this worker's imported modules to $MODULES_OUT"""
+        path = os.path.join(os.environ["MODULES_OUT"], f"{os.getpid()}.json")
+        with open(path, "w") as handle:
+            json.dump(sorted(sys.modules), handle)
+        return size
+
+
+    async def nap(size):
+        import asyncio
+        await asyncio.sleep(size / 1000)
+        return size
+
+
+    lam = lambda size: size  # noqa: E731
+
+
+    def _make():
+        def inner(size):
+            return size
+        return inner
+
+
+    nested = _make()
+''')
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json(self):
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def user_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "user"
+    directory.mkdir()
+    (directory / "usermod.py").write_text(USER_MODULE)
+    return directory
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "results.db"
+
+
+def _marked_pids(mark: str) -> list[int]:
+    """Processes whose environment carries ``mark``: everything a test's `conlab` started."""
+    needle = f"{MARK_VAR}={mark}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                if needle in handle.read().split(b"\0"):
+                    with open(f"/proc/{entry}/stat", "rb") as stat:
+                        if stat.read().split(b") ")[-1][:1] != b"Z":  # zombies hold nothing
+                            found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def leftover_processes(mark: str, grace_s: float = 3.0) -> list[int]:
+    deadline = time.monotonic() + grace_s
+    while True:
+        pids = _marked_pids(mark)
+        if not pids or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def conlab(user_dir: Path, db_path: Path):
+    """Run `conlab ARGS...` as a real process, in the user's directory, on the test database.
+
+    Returns a function; each call's processes are marked, and the test fails if any is left.
+    """
+    marks = []
+
+    def call(*args: str, timeout: float = 120, env: dict | None = None, check_db=True) -> Result:
+        mark = uuid.uuid4().hex
+        marks.append(mark)
+        full_env = dict(os.environ, CONLAB_DB=str(db_path), NO_COLOR="1", **{MARK_VAR: mark})
+        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(user_dir),
+                                                              full_env.get("PYTHONPATH")]))
+        full_env.update(env or {})
+        proc = subprocess.run([sys.executable, "-m", "tui.cli", *args], cwd=user_dir,
+                              env=full_env, capture_output=True, text=True, timeout=timeout)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    call.start = lambda *args, **kw: _start(user_dir, db_path, marks, *args, **kw)
+    yield call
+    for mark in marks:
+        assert leftover_processes(mark) == [], "a process started by conlab outlived its run"
+
+
+def _start(user_dir: Path, db_path: Path, marks: list, *args: str) -> subprocess.Popen:
+    """Start `conlab ARGS...` without waiting (for signal tests)."""
+    mark = uuid.uuid4().hex
+    marks.append(mark)
+    env = dict(os.environ, CONLAB_DB=str(db_path), NO_COLOR="1", **{MARK_VAR: mark})
+    env["PYTHONPATH"] = str(user_dir)
+    return subprocess.Popen([sys.executable, "-m", "tui.cli", *args], cwd=user_dir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def assert_one_line_error(result: Result) -> None:
+    """The bad-input contract: exit 2, one line on stderr, no traceback, nothing on stdout."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert lines[0].startswith("conlab: ")
+    assert result.stdout == ""
