@@ -19,8 +19,15 @@ from experiments import __version__
 from experiments.spec import usable_cores
 
 # The fields that identify a machine, as opposed to one run on it.
-MACHINE_FIELDS = ("machine_id", "os_name", "architecture", "cpu_model", "logical_cores",
-                  "physical_cores", "memory_total_bytes")
+MACHINE_FIELDS = (
+    "machine_id",
+    "os_name",
+    "architecture",
+    "cpu_model",
+    "logical_cores",
+    "physical_cores",
+    "memory_total_bytes",
+)
 
 
 def _read(path: str) -> Optional[str]:
@@ -74,8 +81,10 @@ def cgroup_cpu_quota() -> Optional[float]:
         if quota != "max" and period:
             return int(quota) / int(period)
         return None
-    quota, period = _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), _read(
-        "/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+    quota, period = (
+        _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+        _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+    )
     if quota and period and int(quota) > 0:
         return int(quota) / int(period)
     return None
@@ -121,9 +130,17 @@ def machine_fingerprint(env: dict[str, Any]) -> str:
 
 
 def interpreter_key(env: dict[str, Any]) -> str:
-    raw = "|".join(str(env.get(name)) for name in (
-        "machine_fingerprint", "python_executable", "python_version", "python_implementation",
-        "python_compiler", "py_gil_disabled"))
+    raw = "|".join(
+        str(env.get(name))
+        for name in (
+            "machine_fingerprint",
+            "python_executable",
+            "python_version",
+            "python_implementation",
+            "python_compiler",
+            "py_gil_disabled",
+        )
+    )
     return hashlib.sha256(raw.encode()).hexdigest()[:20]
 
 

@@ -10,9 +10,17 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any, Callable, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any, Callable, Optional
 
-from experiments.workloads import Workload, timed_call, timed_call_async, timed_chunk
+from experiments.workloads import (
+    Workload,
+    install,
+    timed_call,
+    timed_call_async,
+    timed_installed,
+    timed_installed_chunk,
+)
 
 # Called with each task's sample as it comes back (for progress); must be cheap.
 OnSample = Callable[[tuple], None]
@@ -46,8 +54,15 @@ class Executor:
     def default_chunksize(self, tasks: int, workers: int) -> Optional[int]:
         return None
 
-    def run(self, workload: Workload, items: list, workers: int, start_method: Optional[str],
-            chunksize: Optional[int], on_sample: OnSample) -> None:
+    def run(
+        self,
+        workload: Workload,
+        items: list,
+        workers: int,
+        start_method: Optional[str],
+        chunksize: Optional[int],
+        on_sample: OnSample,
+    ) -> None:
         raise NotImplementedError
 
 
@@ -120,16 +135,23 @@ class Processes(Executor):
         from concurrent.futures import ProcessPoolExecutor
         from concurrent.futures.process import BrokenProcessPool
 
-        call = functools.partial(timed_call, workload.func)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(start_method)) as pool:
-            results = pool.map(call, items, chunksize=chunksize or 1)
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=_mp_context(start_method),
+            initializer=install,
+            initargs=(workload.func,),
+        ) as pool:
+            results = pool.map(timed_installed, items, chunksize=chunksize or 1)
             # map() has submitted everything, so the workers exist: keep them to name the dead.
             processes = dict(getattr(pool, "_processes", None) or {})
             try:
                 _drain(results, on_sample)
             except BrokenProcessPool as exc:
-                dead = [_describe_exit(pid, p.exitcode) for pid, p in processes.items()
-                        if p.exitcode not in (None, 0)]
+                dead = [
+                    _describe_exit(pid, p.exitcode)
+                    for pid, p in processes.items()
+                    if p.exitcode not in (None, 0)
+                ]
                 raise WorkerDied("; ".join(dead) or str(exc)) from exc
 
 
@@ -157,12 +179,13 @@ class Pool(Executor):
         # Chunks are made here as Pool.map makes them, and sent through imap(chunksize=1), whose
         # iterator can wait with a timeout: that is how a dead worker is noticed.
         chunksize = chunksize or self.default_chunksize(len(items), workers)
-        chunks = [items[i:i + chunksize] for i in range(0, len(items), chunksize)]
-        call = functools.partial(timed_chunk, workload.func)
-        pool = _mp_context(start_method).Pool(workers)
+        chunks = [items[i : i + chunksize] for i in range(0, len(items), chunksize)]
+        pool = _mp_context(start_method).Pool(
+            workers, initializer=install, initargs=(workload.func,)
+        )
         try:
             workers_seen = list(getattr(pool, "_pool", []))
-            results = pool.imap(call, chunks)
+            results = pool.imap(timed_installed_chunk, chunks)
             for _ in range(len(chunks)):
                 while True:
                     try:
@@ -196,8 +219,10 @@ class Asyncio(Executor):
 
     def check_workload(self, workload):
         if workload.async_func is None:
-            return (f"workload {workload.name!r} has no async form, so asyncio cannot run it; "
-                    "pick sleep or tiny, or an `async def` function")
+            return (
+                f"workload {workload.name!r} has no async form, so asyncio cannot run it; "
+                "pick sleep or tiny, or an `async def` function"
+            )
         return None
 
     def run(self, workload, items, workers, start_method, chunksize, on_sample):
@@ -224,30 +249,37 @@ class Interpreters(Executor):
         import concurrent.futures
 
         if not hasattr(concurrent.futures, "InterpreterPoolExecutor"):
-            return (f"needs Python 3.14+ (this is {sys.version.split()[0]}); "
-                    "pass --python with a 3.14 interpreter")
+            return (
+                f"needs Python 3.14+ (this is {sys.version.split()[0]}); "
+                "pass --python with a 3.14 interpreter"
+            )
         return None
 
     def run(self, workload, items, workers, start_method, chunksize, on_sample):
         from concurrent.futures import InterpreterPoolExecutor
 
-        call = functools.partial(timed_call, workload.func)
-        with InterpreterPoolExecutor(max_workers=workers) as pool:
-            _drain(pool.map(call, items), on_sample)
+        with InterpreterPoolExecutor(
+            max_workers=workers, initializer=install, initargs=(workload.func,)
+        ) as pool:
+            _drain(pool.map(timed_installed, items), on_sample)
 
 
 EXECUTORS: dict[str, Executor] = {
-    e.name: e
-    for e in (Sequential(), Threads(), Processes(), Pool(), Asyncio(), Interpreters())
+    e.name: e for e in (Sequential(), Threads(), Processes(), Pool(), Asyncio(), Interpreters())
 }
 
 
 def describe() -> list[dict[str, Any]]:
     """Every executor with its availability here: what ``conlab list executors`` shows."""
     return [
-        {"name": e.name, "description": e.description, "available": e.unavailable_reason() is None,
-         "reason": e.unavailable_reason(), "pickles_tasks": e.pickles_tasks,
-         "takes_start_method": e.takes_start_method, "default_start_method":
-         e.default_start_method() if e.takes_start_method else None}
+        {
+            "name": e.name,
+            "description": e.description,
+            "available": e.unavailable_reason() is None,
+            "reason": e.unavailable_reason(),
+            "pickles_tasks": e.pickles_tasks,
+            "takes_start_method": e.takes_start_method,
+            "default_start_method": e.default_start_method() if e.takes_start_method else None,
+        }
         for e in EXECUTORS.values()
     ]

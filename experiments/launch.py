@@ -13,7 +13,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from typing import Iterator, Optional
+from collections.abc import Iterator
+from typing import Optional
 
 from experiments.spec import ExperimentSpec, SpecError
 
@@ -60,27 +61,42 @@ def _json_lines(text: str) -> list[dict]:
 
 def _run_quick(python: Optional[str], args: list[str], stdin: str, timeout_s: float) -> list[dict]:
     try:
-        proc = subprocess.run(runner_command(python, *args), input=stdin, capture_output=True,
-                              text=True, env=runner_env(), timeout=timeout_s)
+        proc = subprocess.run(
+            runner_command(python, *args),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=runner_env(),
+            timeout=timeout_s,
+        )
     except FileNotFoundError:
-        raise SpecError(f"no Python interpreter at {python!r}; "
-                        "pass --python with a path from `conlab list pythons`") from None
+        raise SpecError(
+            f"no Python interpreter at {python!r}; "
+            "pass --python with a path from `conlab list pythons`"
+        ) from None
     except PermissionError:
-        raise SpecError(f"{python!r} is not executable; pass --python with an interpreter") from None
+        raise SpecError(
+            f"{python!r} is not executable; pass --python with an interpreter"
+        ) from None
     except subprocess.TimeoutExpired:
-        raise SpecError(f"the runner under {python or sys.executable} did not answer in "
-                        f"{timeout_s:.0f} s (a user module doing work at import time?); "
-                        "guard that work with `if __name__ == '__main__':`") from None
+        raise SpecError(
+            f"the runner under {python or sys.executable} did not answer in "
+            f"{timeout_s:.0f} s (a user module doing work at import time?); "
+            "guard that work with `if __name__ == '__main__':`"
+        ) from None
     events = _json_lines(proc.stdout)
     if not events:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise SpecError(f"{python or sys.executable} could not start the runner ({last}); "
-                        "pass --python with CPython 3.9 or newer")
+        raise SpecError(
+            f"{python or sys.executable} could not start the runner ({last}); "
+            "pass --python with CPython 3.9 or newer"
+        )
     return events
 
 
-def check(specs: list[ExperimentSpec], python: Optional[str] = None,
-          timeout_s: float = 60.0) -> dict[str, dict]:
+def check(
+    specs: list[ExperimentSpec], python: Optional[str] = None, timeout_s: float = 60.0
+) -> dict[str, dict]:
     """Validate specs in the interpreter that will run them, starting nothing else.
 
     Returns each run id's resolved parameters; raises SpecError for the first spec that cannot run.
@@ -102,21 +118,29 @@ def environment(python: Optional[str] = None, timeout_s: float = 60.0) -> dict:
     for event in _run_quick(python, ["--env"], "", timeout_s):
         if event.get("event") == "env":
             return event["environment"]
-    raise SpecError(f"{python or sys.executable} did not report its environment; "
-                    "pass --python with CPython 3.9 or newer")
+    raise SpecError(
+        f"{python or sys.executable} did not report its environment; "
+        "pass --python with CPython 3.9 or newer"
+    )
 
 
 class Launch:
     """One run of one spec in a runner process.
 
-    Iterate ``events()`` for the runner's events; afterwards ``status`` is ``ok``, ``failed``,
+    Iterate ``events()`` for the runner's events (``progress`` ones only with ``progress=True``); afterwards ``status`` is ``ok``, ``failed``,
     ``cancelled`` or ``invalid`` and ``error`` says why when it is not ok. ``cancel()`` may be
     called from any thread (or a signal handler) at any time.
     """
 
-    def __init__(self, spec: ExperimentSpec, python: Optional[str] = None,
-                 timeout_s: Optional[float] = None):
+    def __init__(
+        self,
+        spec: ExperimentSpec,
+        python: Optional[str] = None,
+        timeout_s: Optional[float] = None,
+        progress: bool = False,
+    ):
         self.spec = spec
+        self.progress = progress
         self.python = python or spec.python
         self.timeout_s = timeout_s if timeout_s is not None else spec.timeout_s
         self.status: Optional[str] = None
@@ -129,7 +153,7 @@ class Launch:
         self._lock = threading.Lock()
 
     def events(self) -> Iterator[dict]:
-        stderr_file = tempfile.TemporaryFile(mode="w+b")
+        stderr_file = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (closed below)
         try:
             self._start(stderr_file)
             timer = self._start_timer()
@@ -157,12 +181,25 @@ class Launch:
     def _start(self, stderr_file) -> None:
         try:
             self._process = subprocess.Popen(
-                runner_command(self.python, "--watch-stdin"), stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=stderr_file, env=runner_env(),
-                start_new_session=True, bufsize=1, text=True)
+                runner_command(
+                    self.python,
+                    "--watch-stdin",
+                    "--ack",
+                    *(["--progress"] if self.progress else []),
+                ),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr_file,
+                env=runner_env(),
+                start_new_session=True,
+                bufsize=1,
+                text=True,
+            )
         except (FileNotFoundError, PermissionError) as exc:
-            raise SpecError(f"cannot start {self.python!r} ({exc.strerror}); "
-                            "pass --python with a working interpreter") from None
+            raise SpecError(
+                f"cannot start {self.python!r} ({exc.strerror}); "
+                "pass --python with a working interpreter"
+            ) from None
         self._process.stdin.write(self.spec.to_json() + "\n")
         self._process.stdin.flush()
         with self._lock:
@@ -193,6 +230,16 @@ class Launch:
                 self.error = event.get("message")
                 self.detail = event.get("detail")
             yield event
+            if kind == "tasks":
+                # The consumer has handled (stored) this repeat: let the runner time the next.
+                self._send("next")
+
+    def _send(self, line: str) -> None:
+        try:
+            self._process.stdin.write(line + "\n")
+            self._process.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # the runner is gone; its end of the event stream says why
 
     def _stop(self, reason: str) -> None:
         with self._lock:
@@ -232,7 +279,9 @@ class Launch:
     def _settle(self) -> None:
         if self._stopped_because == "timeout":
             self.status = "failed"
-            self.error = f"timed out after {self.timeout_s:g} s; the runner and its workers were killed"
+            self.error = (
+                f"timed out after {self.timeout_s:g} s; the runner and its workers were killed"
+            )
         elif self._stopped_because == "cancelled":
             self.status, self.error = "cancelled", "cancelled by the user"
         elif self.status is None:

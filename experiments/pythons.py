@@ -36,8 +36,9 @@ def candidates() -> list[str]:
     home = os.path.expanduser("~")
     pyenv_root = os.environ.get("PYENV_ROOT", os.path.join(home, ".pyenv"))
     found += sorted(glob.glob(os.path.join(pyenv_root, "versions", "*", "bin", "python3*")))
-    uv_root = os.environ.get("UV_PYTHON_INSTALL_DIR",
-                             os.path.join(home, ".local", "share", "uv", "python"))
+    uv_root = os.environ.get(
+        "UV_PYTHON_INSTALL_DIR", os.path.join(home, ".local", "share", "uv", "python")
+    )
     found += sorted(glob.glob(os.path.join(uv_root, "*", "bin", "python3*")))
     unique, seen = [], set()
     for path in found:
@@ -53,8 +54,13 @@ def candidates() -> list[str]:
 def probe(path: str, timeout_s: float = 10.0) -> Optional[dict]:
     """What the interpreter at ``path`` is, or None when it does not run or is too old."""
     try:
-        proc = subprocess.run([path, "-c", _PROBE], capture_output=True, text=True,
-                              timeout=timeout_s, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [path, "-c", _PROBE],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+        )
         info = json.loads(proc.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None

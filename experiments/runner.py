@@ -10,11 +10,16 @@ stdout, one JSON object per line, each with an ``event`` key:
     done      the run finished
     error     {kind, message, detail}: ``invalid`` (exit 2) or a failure (exit 1)
 
-A sample is ``[pid, thread_id, start_ns, end_ns, cpu_ns]`` on the system-wide monotonic clock.
+A sample is ``[pid, thread_id, start_ns, end_ns]`` on the system-wide monotonic clock.
+
+Options (``launch`` passes all three): ``--watch-stdin`` keeps reading stdin after the spec and
+ends the runner and its workers when it closes (the parent went away); ``--ack`` waits after each
+repeat's ``tasks`` event for a ``next`` line on stdin, so the parent's storing of one repeat never
+overlaps the timing of the next one; ``--progress`` sends ``progress`` events (a live view wants
+them; without one they would only cost CPU in the parent while the run is being timed).
 
 Other modes: ``--check`` reads a JSON list of specs and answers one ``check`` event each, without
-running anything; ``--env`` prints the environment. ``--watch-stdin`` (used by ``launch``) keeps
-reading stdin after the spec and ends the runner and its workers when the parent goes away.
+running anything; ``--env`` prints the environment.
 
 Spawned workers re-import this module as ``__mp_main__``, so it imports nothing at the top.
 """
@@ -33,9 +38,8 @@ def main(argv=None) -> int:
     if "--check" in args:
         return _check(sys.stdin.read(), out)
     line = sys.stdin.readline()
-    if "--watch-stdin" in args:
-        _watch_parent(sys.stdin)
-    return _run(line, out)
+    acks = _watch_parent(sys.stdin) if "--watch-stdin" in args else None
+    return _run(line, out, acks if "--ack" in args else None, "--progress" in args)
 
 
 class _EventWriter:
@@ -70,13 +74,17 @@ def _check(text: str, out: _EventWriter) -> int:
             prepared = prepare(spec)
             out.emit("check", run_id=spec.run_id, ok=True, resolved=prepared.resolved())
         except (SpecError, TypeError) as exc:
-            out.emit("check", run_id=item.get("run_id") if isinstance(item, dict) else None,
-                     ok=False, error=str(exc))
+            out.emit(
+                "check",
+                run_id=item.get("run_id") if isinstance(item, dict) else None,
+                ok=False,
+                error=str(exc),
+            )
             status = 2
     return status
 
 
-def _run(line: str, out: _EventWriter) -> int:
+def _run(line: str, out: _EventWriter, acks, progress: bool) -> int:
     from experiments.environment import collect
     from experiments.spec import ExperimentSpec, SpecError, prepare
 
@@ -87,18 +95,24 @@ def _run(line: str, out: _EventWriter) -> int:
         return 2
     import os
 
-    out.emit("env", environment=collect(prepared.start_method), resolved=prepared.resolved(),
-             runner_pid=os.getpid())
+    out.emit(
+        "env",
+        environment=collect(prepared.start_method),
+        resolved=prepared.resolved(),
+        runner_pid=os.getpid(),
+    )
     try:
         for index in range(prepared.spec.warmups + prepared.spec.repeats):
-            _run_repeat(prepared, index, out)
+            _run_repeat(prepared, index, out, progress)
+            if acks is not None:
+                acks.acquire()  # the parent has stored this repeat: time the next one
     except BaseException as exc:  # SystemExit/KeyboardInterrupt from a task are failures too
         _fail(exc, out)
     out.emit("done")
     return 0
 
 
-def _run_repeat(prepared, index: int, out: _EventWriter) -> None:
+def _run_repeat(prepared, index: int, out: _EventWriter, progress: bool) -> None:
     import time
 
     items = [prepared.size] * prepared.spec.tasks
@@ -106,7 +120,8 @@ def _run_repeat(prepared, index: int, out: _EventWriter) -> None:
     total = len(items)
     monotonic_ns = time.monotonic_ns
     progress_every_ns = 100_000_000
-    next_progress_ns = monotonic_ns() + progress_every_ns
+    # Without --progress the first progress event is due in a year: one comparison per task.
+    next_progress_ns = monotonic_ns() + (progress_every_ns if progress else 365 * 86400 * 10**9)
     sent = 0
 
     def on_sample(sample) -> None:
@@ -115,20 +130,38 @@ def _run_repeat(prepared, index: int, out: _EventWriter) -> None:
         if monotonic_ns() >= next_progress_ns:
             # A bounded batch keeps the cost inside the timed window negligible; every sample
             # is sent in the `tasks` event after the repeat anyway.
-            out.emit("progress", repeat=index, done=len(samples), total=total,
-                     samples=samples[max(sent, len(samples) - 256):])
+            out.emit(
+                "progress",
+                repeat=index,
+                done=len(samples),
+                total=total,
+                samples=samples[max(sent, len(samples) - 256) :],
+            )
             sent = len(samples)
             next_progress_ns = monotonic_ns() + progress_every_ns
 
     cpu_before = _cpu_ns()
     start_ns = monotonic_ns()
-    prepared.executor.run(prepared.workload, items, prepared.workers, prepared.start_method,
-                          prepared.chunksize, on_sample)
+    prepared.executor.run(
+        prepared.workload,
+        items,
+        prepared.workers,
+        prepared.start_method,
+        prepared.chunksize,
+        on_sample,
+    )
     end_ns = monotonic_ns()
     cpu_ns = _cpu_ns() - cpu_before
     out.emit("progress", repeat=index, done=len(samples), total=total, samples=[])
-    out.emit("repeat", index=index, warmup=index < prepared.spec.warmups, wall_ns=end_ns - start_ns,
-             cpu_ns=cpu_ns, start_ns=start_ns, end_ns=end_ns)
+    out.emit(
+        "repeat",
+        index=index,
+        warmup=index < prepared.spec.warmups,
+        wall_ns=end_ns - start_ns,
+        cpu_ns=cpu_ns,
+        start_ns=start_ns,
+        end_ns=end_ns,
+    )
     out.emit("tasks", repeat=index, samples=samples)
 
 
@@ -183,25 +216,36 @@ def _kill_workers() -> None:
             pass
 
 
-def _watch_parent(stdin) -> None:
-    """End this runner and its workers when stdin closes: the parent is gone (or gave up)."""
+def _watch_parent(stdin):
+    """Read stdin in a thread: each ``next`` line releases the returned semaphore; end of file
+    (the parent is gone, or gave up) ends this runner and its workers."""
     import os
     import threading
 
     fd = stdin.fileno()
+    acks = threading.Semaphore(0)
 
     def watch() -> None:
         # Raw reads, not stdin.readline(): a thread blocked inside the buffered reader holds its
         # lock, and a forked worker that closes sys.stdin at start-up would deadlock on it.
+        pending = b""
         try:
-            while os.read(fd, 4096):
-                pass
+            while True:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                pending += chunk
+                while b"\n" in pending:
+                    line, _, pending = pending.partition(b"\n")
+                    if line.strip() == b"next":
+                        acks.release()
         except OSError:
             pass
         _kill_workers()
         os._exit(3)
 
     threading.Thread(target=watch, name="conlab-parent-watch", daemon=True).start()
+    return acks
 
 
 if __name__ == "__main__":

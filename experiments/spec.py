@@ -78,8 +78,10 @@ class ExperimentSpec:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise SpecError(f"unknown spec field(s) {', '.join(unknown)}; "
-                            f"known fields are {', '.join(sorted(names))}")
+            raise SpecError(
+                f"unknown spec field(s) {', '.join(unknown)}; "
+                f"known fields are {', '.join(sorted(names))}"
+            )
         return cls(**data)
 
     @classmethod
@@ -106,52 +108,67 @@ class ExperimentSpec:
         if self.chunksize is not None:
             _check_int("chunksize", self.chunksize, 1, MAX_TASKS, "--chunksize")
         if self.timeout_s is not None and (
-            isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, (int, float))
+            isinstance(self.timeout_s, bool)
+            or not isinstance(self.timeout_s, (int, float))
             or not 0 < self.timeout_s < float("inf")
         ):
-            raise SpecError(f"timeout must be a positive number of seconds, not "
-                            f"{self.timeout_s!r}; pass e.g. --timeout 60")
+            raise SpecError(
+                f"timeout must be a positive number of seconds, not "
+                f"{self.timeout_s!r}; pass e.g. --timeout 60"
+            )
         if not isinstance(self.workload, str) or not self.workload.strip():
             raise SpecError("no workload given; pass -w with a name from `conlab list workloads`")
         if ":" not in self.workload and self.workload not in workloads_module.WORKLOADS:
-            raise SpecError(f"unknown workload {self.workload!r}"
-                            f"{workloads_module._suggest(self.workload, workloads_module.WORKLOADS)}"
-                            "; see `conlab list workloads`, or pass MODULE:FUNCTION")
+            raise SpecError(
+                f"unknown workload {self.workload!r}"
+                f"{workloads_module._suggest(self.workload, workloads_module.WORKLOADS)}"
+                "; see `conlab list workloads`, or pass MODULE:FUNCTION"
+            )
         executor = executors_module.EXECUTORS.get(self.executor)
         if executor is None:
-            raise SpecError(f"unknown executor {self.executor!r}"
-                            f"{workloads_module._suggest(str(self.executor), executors_module.EXECUTORS)}"
-                            "; see `conlab list executors`")
+            raise SpecError(
+                f"unknown executor {self.executor!r}"
+                f"{workloads_module._suggest(str(self.executor), executors_module.EXECUTORS)}"
+                "; see `conlab list executors`"
+            )
         if self.start_method is not None:
             self._check_start_method(executor)
         if executor.pickles_tasks and self.workers > max(64, 8 * usable_cores()):
-            raise SpecError(f"{self.workers} worker processes on a {usable_cores()}-core machine "
-                            "would only measure the OS scheduler; pass fewer --workers")
+            raise SpecError(
+                f"{self.workers} worker processes on a {usable_cores()}-core machine "
+                "would only measure the OS scheduler; pass fewer --workers"
+            )
         return self
 
     def _check_start_method(self, executor) -> None:
         if self.start_method not in START_METHODS:
-            raise SpecError(f"unknown start method {self.start_method!r}; "
-                            f"use one of {', '.join(START_METHODS)}")
+            raise SpecError(
+                f"unknown start method {self.start_method!r}; use one of {', '.join(START_METHODS)}"
+            )
         import multiprocessing
 
         available = multiprocessing.get_all_start_methods()
         if self.start_method not in available:
-            raise SpecError(f"start method {self.start_method!r} is not available on this OS; "
-                            f"use one of {', '.join(available)}")
+            raise SpecError(
+                f"start method {self.start_method!r} is not available on this OS; "
+                f"use one of {', '.join(available)}"
+            )
 
 
 def _check_int(name: str, value, low: int, high: int, option: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(f"{name} must be a whole number, not {value!r}; pass e.g. {option} {low + 1}")
+        raise SpecError(
+            f"{name} must be a whole number, not {value!r}; pass e.g. {option} {low + 1}"
+        )
     if not low <= value <= high:
-        raise SpecError(f"{name} must be between {low} and {high:,}, not {value:,}; "
-                        f"change {option}")
+        raise SpecError(
+            f"{name} must be between {low} and {high:,}, not {value:,}; change {option}"
+        )
 
 
 @dataclass(frozen=True)
 class PreparedRun:
-    """A validated spec with its workload imported and its defaults filled in for this interpreter."""
+    """A validated spec, its workload imported, its defaults filled in for this interpreter."""
 
     spec: ExperimentSpec
     workload: workloads_module.Workload
@@ -163,11 +180,18 @@ class PreparedRun:
 
     def resolved(self) -> dict:
         """The parameters actually used, as recorded with the run."""
-        return {"size": self.size, "workers": self.workers, "start_method": self.start_method,
-                "chunksize": self.chunksize, "workload": self.spec.workload,
-                "executor": self.executor.name, "tasks": self.spec.tasks,
-                "repeats": self.spec.repeats, "warmups": self.spec.warmups,
-                "description": self.workload.description}
+        return {
+            "size": self.size,
+            "workers": self.workers,
+            "start_method": self.start_method,
+            "chunksize": self.chunksize,
+            "workload": self.spec.workload,
+            "executor": self.executor.name,
+            "tasks": self.spec.tasks,
+            "repeats": self.spec.repeats,
+            "warmups": self.spec.warmups,
+            "description": self.workload.description,
+        }
 
 
 def prepare(spec: ExperimentSpec) -> PreparedRun:
@@ -195,9 +219,15 @@ def prepare(spec: ExperimentSpec) -> PreparedRun:
     if executor.takes_chunksize and chunksize is None:
         chunksize = executor.default_chunksize(spec.tasks, workers)
     size = spec.size if spec.size is not None else workload.default_size
-    return PreparedRun(spec, workload, executor, size, workers,
-                       start_method if executor.takes_start_method else None,
-                       chunksize if executor.takes_chunksize else None)
+    return PreparedRun(
+        spec,
+        workload,
+        executor,
+        size,
+        workers,
+        start_method if executor.takes_start_method else None,
+        chunksize if executor.takes_chunksize else None,
+    )
 
 
 def _check_picklable(workload, executor, start_method: Optional[str]) -> None:
@@ -206,12 +236,16 @@ def _check_picklable(workload, executor, start_method: Optional[str]) -> None:
     func = workload.func
     where = f"executor {executor.name!r}"
     if getattr(func, "__module__", None) == "__main__" and start_method != "fork":
-        raise SpecError(f"workload {workload.name!r} is defined in __main__, which {where} "
-                        f"with start method {start_method!r} cannot import in its workers; "
-                        "move the function to a module's top level")
+        raise SpecError(
+            f"workload {workload.name!r} is defined in __main__, which {where} "
+            f"with start method {start_method!r} cannot import in its workers; "
+            "move the function to a module's top level"
+        )
     try:
         pickle.dumps(func)
     except Exception as exc:
-        raise SpecError(f"workload {workload.name!r} cannot be pickled for {where} "
-                        f"({type(exc).__name__}: {exc}); move it to a module's top level "
-                        "as a plain def (not a lambda or nested function)") from None
+        raise SpecError(
+            f"workload {workload.name!r} cannot be pickled for {where} "
+            f"({type(exc).__name__}: {exc}); move it to a module's top level "
+            "as a plain def (not a lambda or nested function)"
+        ) from None

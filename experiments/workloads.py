@@ -12,7 +12,8 @@ import sys
 import time
 from _thread import get_ident  # threading.get_ident without importing threading
 
-# --- the built-in task functions (imports they need are made inside them, to keep start-up cheap) -----------------------------------------------------------
+# --- the built-in task functions ---------------------------------------------------------------
+# (the modules they need are imported inside them, to keep a worker's start-up cheap)
 
 
 def cpu(size: int) -> int:
@@ -114,23 +115,27 @@ class WorkloadError(ValueError):
 
 
 def resolve(ref: str) -> Workload:
-    """Return the workload named ``ref``: a built-in name, ``MODULE:FUNCTION`` or ``file.py:FUNCTION``.
+    """The workload named ``ref``: a built-in name, ``MODULE:FUNCTION`` or ``file.py:FUNCTION``.
 
     User functions are imported here, so the current directory and ``PYTHONPATH`` apply.
     """
     if ref in WORKLOADS:
         return WORKLOADS[ref]
     if ":" not in ref:
-        raise WorkloadError(f"unknown workload {ref!r}{_suggest(ref, WORKLOADS)}; "
-                            "use a built-in name (conlab list workloads) or MODULE:FUNCTION")
+        raise WorkloadError(
+            f"unknown workload {ref!r}{_suggest(ref, WORKLOADS)}; "
+            "use a built-in name (conlab list workloads) or MODULE:FUNCTION"
+        )
     module_ref, _, func_name = ref.rpartition(":")
     if not module_ref or not func_name:
         raise WorkloadError(f"workload {ref!r} is not MODULE:FUNCTION; write it like mymod:work")
     module = _import_module(module_ref, ref)
     func = getattr(module, func_name, None)
     if func is None:
-        raise WorkloadError(f"module {module.__name__!r} has no function {func_name!r}; "
-                            f"check the name after the colon in {ref!r}")
+        raise WorkloadError(
+            f"module {module.__name__!r} has no function {func_name!r}; "
+            f"check the name after the colon in {ref!r}"
+        )
     if not callable(func):
         raise WorkloadError(f"{ref!r} is not callable; name a function taking one int (size)")
     import inspect
@@ -158,11 +163,15 @@ def _import_module(module_ref: str, ref: str):
     try:
         module = importlib.import_module(module_ref)
     except ImportError as exc:
-        raise WorkloadError(f"cannot import {module_ref!r} for workload {ref!r} ({exc}); "
-                            "run from its directory or add it to PYTHONPATH") from None
+        raise WorkloadError(
+            f"cannot import {module_ref!r} for workload {ref!r} ({exc}); "
+            "run from its directory or add it to PYTHONPATH"
+        ) from None
     except Exception as exc:
-        raise WorkloadError(f"importing {module_ref!r} for workload {ref!r} raised "
-                            f"{type(exc).__name__}: {exc}; fix the module so it imports") from None
+        raise WorkloadError(
+            f"importing {module_ref!r} for workload {ref!r} raised "
+            f"{type(exc).__name__}: {exc}; fix the module so it imports"
+        ) from None
     return module
 
 
@@ -175,29 +184,55 @@ def _suggest(name: str, choices) -> str:
 
 # --- the per-task sample -----------------------------------------------------------------------
 
+# The pid, cached: os.getpid() is a system call, and a fork gives the child its own copy.
+_pid = os.getpid()
+
+
+def _forget_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pid)
+
 
 def timed_call(func, size: int):
-    """Call ``func(size)`` and return ``(result, pid, thread_id, start_ns, end_ns, cpu_ns)``.
+    """Call ``func(size)`` and return ``(result, pid, thread_id, start_ns, end_ns)``.
 
     Start and end are on the system-wide monotonic clock, comparable across worker processes.
     """
-    start_cpu = time.thread_time_ns()
     start_ns = time.monotonic_ns()
     result = func(size)
     end_ns = time.monotonic_ns()
-    return (result, os.getpid(), get_ident(), start_ns, end_ns,
-            time.thread_time_ns() - start_cpu)
+    return (result, _pid, get_ident(), start_ns, end_ns)
 
 
-def timed_chunk(func, sizes: list) -> list:
-    """``timed_call`` over a chunk of tasks: one message to a pool worker, as Pool.map sends."""
-    return [timed_call(func, size) for size in sizes]
+# A process or interpreter worker gets its task function once, from the pool's initializer, so
+# each task message names only ``timed_installed`` -- as small as a hand-written pool's message.
+# (Sending functools.partial(timed_call, func) per task cost the parent ~3 us of pickling each.)
+_installed = None
+
+
+def install(func) -> None:
+    """Pool initializer: make ``func`` the function ``timed_installed`` calls in this worker."""
+    global _installed
+    _installed = func
+
+
+def timed_installed(size: int):
+    """``timed_call`` of the function given to ``install`` in this worker."""
+    return timed_call(_installed, size)
+
+
+def timed_installed_chunk(sizes: list) -> list:
+    """``timed_installed`` over a chunk of tasks: one message to a pool worker, as Pool.map sends."""
+    return [timed_call(_installed, size) for size in sizes]
 
 
 async def timed_call_async(func, size: int):
-    """The coroutine form of ``timed_call``. CPU time is None: the loop's thread runs other tasks
-    while this one awaits, so no per-task CPU figure would be true."""
+    """The coroutine form of ``timed_call``."""
     start_ns = time.monotonic_ns()
     result = await func(size)
     end_ns = time.monotonic_ns()
-    return (result, os.getpid(), get_ident(), start_ns, end_ns, None)
+    return (result, _pid, get_ident(), start_ns, end_ns)

@@ -56,14 +56,17 @@ def check_sqlite_file(path: Path, *, create: bool) -> None:
         raise DatabaseError(f"{path} is a directory; pass --db with a file path")
     if not path.exists():
         if not create:
-            raise DatabaseError(f"no database at {path}; check the path (or run `conlab run` "
-                                "to create one)")
+            raise DatabaseError(
+                f"no database at {path}; check the path (or run `conlab run` to create one)"
+            )
         if not path.parent.exists():
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise DatabaseError(f"cannot create {path.parent} ({exc.strerror}); "
-                                    "pass --db with a writable location") from None
+                raise DatabaseError(
+                    f"cannot create {path.parent} ({exc.strerror}); "
+                    "pass --db with a writable location"
+                ) from None
         return
     if not os.access(path, os.R_OK):
         raise DatabaseError(f"{path} is not readable; fix its permissions or pass another --db")
@@ -72,19 +75,24 @@ def check_sqlite_file(path: Path, *, create: bool) -> None:
     with open(path, "rb") as handle:
         header = handle.read(100)
     if not header.startswith(b"SQLite format 3\x00"):
-        raise DatabaseError(f"{path} is not a SQLite database; pass --db with a lab database "
-                            "or a new file name")
+        raise DatabaseError(
+            f"{path} is not a SQLite database; pass --db with a lab database or a new file name"
+        )
     # Header offsets 60 (user_version) and 68 (application_id), big-endian (SQLite file format).
     user_version = int.from_bytes(header[60:64], "big")
     application_id = int.from_bytes(header[68:72], "big")
     if application_id != APPLICATION_ID:
         if application_id == 0 and user_version == 0 and not _has_tables(path):
             return  # an empty SQLite file: ours to set up
-        raise DatabaseError(f"{path} is a SQLite database but not a concurrency-lab one; "
-                            "pass --db with a lab database or a new file name")
+        raise DatabaseError(
+            f"{path} is a SQLite database but not a concurrency-lab one; "
+            "pass --db with a lab database or a new file name"
+        )
     if user_version > SCHEMA_VERSION:
-        raise DatabaseError(f"{path} has schema version {user_version}, newer than this conlab "
-                            f"understands ({SCHEMA_VERSION}); upgrade concurrency-lab to read it")
+        raise DatabaseError(
+            f"{path} has schema version {user_version}, newer than this conlab "
+            f"understands ({SCHEMA_VERSION}); upgrade concurrency-lab to read it"
+        )
 
 
 def _has_tables(path: Path) -> bool:
@@ -118,8 +126,9 @@ def _autocommit_driver(dbapi_connection, _record) -> None:
     dbapi_connection.isolation_level = None  # let SQLAlchemy's "begin" event issue BEGIN
 
 
-def open_engine(db: str | os.PathLike | None = None, *, create: bool = True,
-                writer: bool = False) -> Engine:
+def open_engine(
+    db: str | os.PathLike | None = None, *, create: bool = True, writer: bool = False
+) -> Engine:
     """An engine on ``db`` (path, URL or None for the default), with the schema in place.
 
     ``writer=True`` makes every transaction ``BEGIN IMMEDIATE`` (for recording runs); readers
@@ -142,8 +151,10 @@ def open_engine(db: str | os.PathLike | None = None, *, create: bool = True,
         engine.dispose()
         if isinstance(exc, DatabaseError):
             raise
-        raise DatabaseError(f"cannot open {url} ({str(exc).splitlines()[0]}); "
-                            "check --db and that the file is writable") from None
+        raise DatabaseError(
+            f"cannot open {url} ({str(exc).splitlines()[0]}); "
+            "check --db and that the file is writable"
+        ) from None
     return engine
 
 

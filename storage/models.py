@@ -64,8 +64,9 @@ class Run(SQLModel, table=True):
     error: Optional[str] = None
     error_detail: Optional[str] = None
     stderr: Optional[str] = None
-    machine_fingerprint: Optional[str] = Field(default=None, foreign_key="machine.fingerprint",
-                                               index=True)
+    machine_fingerprint: Optional[str] = Field(
+        default=None, foreign_key="machine.fingerprint", index=True
+    )
     interpreter_key: Optional[str] = Field(default=None, foreign_key="interpreter.key", index=True)
     python_requested: Optional[str] = None
     environment_json: Optional[str] = None
@@ -101,4 +102,3 @@ class TaskSample(SQLModel, table=True):
     thread_id: int
     start_ns: int
     end_ns: int
-    cpu_ns: Optional[int] = None

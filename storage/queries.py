@@ -6,8 +6,9 @@ import os
 import socket
 import statistics
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
@@ -15,22 +16,41 @@ from sqlmodel import Session, select
 from storage.models import Interpreter, Machine, Repeat, Run
 
 
-def run_object(run: Run, walls_ns: Iterable[int], machine: Optional[str] = None,
-               python: Optional[str] = None, *, stored: bool = False) -> dict[str, Any]:
+def run_object(
+    run: Run,
+    walls_ns: Iterable[int],
+    machine: Optional[str] = None,
+    python: Optional[str] = None,
+    *,
+    stored: bool = False,
+) -> dict[str, Any]:
     """One run as the CLI contract's JSON object (``stored`` adds machine, python, created_at)."""
     wall_s = [w / 1e9 for w in walls_ns]
     obj: dict[str, Any] = {
-        "run_id": run.id, "sweep_id": run.sweep_id, "status": run.status,
-        "workload": run.workload, "executor": run.executor, "workers": run.workers,
-        "start_method": run.start_method, "chunksize": run.chunksize, "tasks": run.tasks,
-        "size": run.size, "repeats": run.repeats, "warmups": run.warmups, "tag": run.tag,
-        "wall_s": wall_s, "median_s": statistics.median(wall_s) if wall_s else None,
+        "run_id": run.id,
+        "sweep_id": run.sweep_id,
+        "status": run.status,
+        "workload": run.workload,
+        "executor": run.executor,
+        "workers": run.workers,
+        "start_method": run.start_method,
+        "chunksize": run.chunksize,
+        "tasks": run.tasks,
+        "size": run.size,
+        "repeats": run.repeats,
+        "warmups": run.warmups,
+        "tag": run.tag,
+        "wall_s": wall_s,
+        "median_s": statistics.median(wall_s) if wall_s else None,
         "error": run.error,
     }
     if stored:
-        obj.update(machine=machine, python=python,
-                   created_at=_iso_utc(run.created_at),
-                   machine_fingerprint=run.machine_fingerprint)
+        obj.update(
+            machine=machine,
+            python=python,
+            created_at=_iso_utc(run.created_at),
+            machine_fingerprint=run.machine_fingerprint,
+        )
     return obj
 
 
@@ -59,8 +79,11 @@ def mark_interrupted(engine: Engine) -> int:
     `interrupted`. Returns how many changed."""
     host = socket.gethostname()
     with Session(engine) as session:
-        stale = [run for run in session.exec(select(Run).where(Run.status == "running"))
-                 if run.recorder_host == host and not _pid_alive(run.recorder_pid)]
+        stale = [
+            run
+            for run in session.exec(select(Run).where(Run.status == "running"))
+            if run.recorder_host == host and not _pid_alive(run.recorder_pid)
+        ]
         for run in stale:
             run.status = "interrupted"
             run.error = run.error or "the recording process ended before the run finished"
@@ -79,11 +102,21 @@ def list_runs(engine: Engine, tag: Optional[str] = None) -> list[dict[str, Any]]
         runs = session.exec(query).all()
         walls: dict[str, list[int]] = defaultdict(list)
         repeats = session.exec(
-            select(Repeat.run_id, Repeat.wall_ns).where(Repeat.warmup == False)  # noqa: E712
-            .order_by(Repeat.run_id, Repeat.repeat_index))
+            select(Repeat.run_id, Repeat.wall_ns)
+            .where(Repeat.warmup == False)  # noqa: E712
+            .order_by(Repeat.run_id, Repeat.repeat_index)
+        )
         for run_id, wall_ns in repeats:
             walls[run_id].append(wall_ns)
         machines = {m.fingerprint: m.hostname for m in session.exec(select(Machine))}
         pythons = {i.key: i.version for i in session.exec(select(Interpreter))}
-        return [run_object(run, walls.get(run.id, ()), machines.get(run.machine_fingerprint),
-                           pythons.get(run.interpreter_key), stored=True) for run in runs]
+        return [
+            run_object(
+                run,
+                walls.get(run.id, ()),
+                machines.get(run.machine_fingerprint),
+                pythons.get(run.interpreter_key),
+                stored=True,
+            )
+            for run in runs
+        ]

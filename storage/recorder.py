@@ -29,14 +29,24 @@ class RunRecorder:
 
     def start(self) -> None:
         run = Run(
-            id=self.spec.run_id, sweep_id=self.spec.sweep_id, status="running",
-            workload=self.spec.workload, executor=self.spec.executor,
-            workers=self.resolved["workers"], start_method=self.resolved["start_method"],
-            chunksize=self.resolved["chunksize"], tasks=self.spec.tasks,
-            size=self.resolved["size"], repeats=self.spec.repeats, warmups=self.spec.warmups,
-            timeout_s=self.spec.timeout_s, tag=self.spec.tag,
-            python_requested=self.spec.python, recorder_host=socket.gethostname(),
-            recorder_pid=os.getpid())
+            id=self.spec.run_id,
+            sweep_id=self.spec.sweep_id,
+            status="running",
+            workload=self.spec.workload,
+            executor=self.spec.executor,
+            workers=self.resolved["workers"],
+            start_method=self.resolved["start_method"],
+            chunksize=self.resolved["chunksize"],
+            tasks=self.spec.tasks,
+            size=self.resolved["size"],
+            repeats=self.spec.repeats,
+            warmups=self.spec.warmups,
+            timeout_s=self.spec.timeout_s,
+            tag=self.spec.tag,
+            python_requested=self.spec.python,
+            recorder_host=socket.gethostname(),
+            recorder_pid=os.getpid(),
+        )
         with Session(self.engine) as session:
             session.add(run)
             session.commit()
@@ -50,8 +60,13 @@ class RunRecorder:
         elif kind == "tasks":
             self._record_repeat(event)
 
-    def finish(self, status: str, error: Optional[str] = None, detail: Optional[str] = None,
-               stderr: Optional[str] = None) -> Run:
+    def finish(
+        self,
+        status: str,
+        error: Optional[str] = None,
+        detail: Optional[str] = None,
+        stderr: Optional[str] = None,
+    ) -> Run:
         """Store the run's final status; return the finished row (detached)."""
         with Session(self.engine) as session:
             run = session.get(Run, self.run_id)
@@ -71,21 +86,33 @@ class RunRecorder:
         fingerprint, key = env.get("machine_fingerprint"), env.get("interpreter_key")
         with Session(self.engine) as session:
             if fingerprint and session.get(Machine, fingerprint) is None:
-                session.add(Machine(
-                    fingerprint=fingerprint, hostname=env.get("hostname"),
-                    os_name=env.get("os_name"), os_release=env.get("os_release"),
-                    architecture=env.get("architecture"), cpu_model=env.get("cpu_model"),
-                    logical_cores=env.get("logical_cores"),
-                    physical_cores=env.get("physical_cores"),
-                    usable_cores=env.get("usable_cores"),
-                    memory_total_bytes=env.get("memory_total_bytes")))
+                session.add(
+                    Machine(
+                        fingerprint=fingerprint,
+                        hostname=env.get("hostname"),
+                        os_name=env.get("os_name"),
+                        os_release=env.get("os_release"),
+                        architecture=env.get("architecture"),
+                        cpu_model=env.get("cpu_model"),
+                        logical_cores=env.get("logical_cores"),
+                        physical_cores=env.get("physical_cores"),
+                        usable_cores=env.get("usable_cores"),
+                        memory_total_bytes=env.get("memory_total_bytes"),
+                    )
+                )
                 session.flush()
             if key and session.get(Interpreter, key) is None:
-                session.add(Interpreter(
-                    key=key, machine_fingerprint=fingerprint,
-                    implementation=env.get("python_implementation"),
-                    version=env.get("python_version"), executable=env.get("python_executable"),
-                    compiler=env.get("python_compiler"), gil_disabled=env.get("py_gil_disabled")))
+                session.add(
+                    Interpreter(
+                        key=key,
+                        machine_fingerprint=fingerprint,
+                        implementation=env.get("python_implementation"),
+                        version=env.get("python_version"),
+                        executable=env.get("python_executable"),
+                        compiler=env.get("python_compiler"),
+                        gil_disabled=env.get("py_gil_disabled"),
+                    )
+                )
                 session.flush()
             run = session.get(Run, self.run_id)
             run.machine_fingerprint = fingerprint
@@ -100,15 +127,32 @@ class RunRecorder:
         self._pending_repeat = None
         index = event["repeat"]
         rows = [
-            {"run_id": self.run_id, "repeat_index": index, "task_index": task_index,
-             "pid": s[0], "thread_id": s[1], "start_ns": s[2], "end_ns": s[3], "cpu_ns": s[4]}
+            {
+                "run_id": self.run_id,
+                "repeat_index": index,
+                "task_index": task_index,
+                "pid": s[0],
+                "thread_id": s[1],
+                "start_ns": s[2],
+                "end_ns": s[3],
+            }
             for task_index, s in enumerate(event.get("samples") or ())
         ]
         with self.engine.begin() as connection:
-            connection.execute(insert(Repeat), [{
-                "run_id": self.run_id, "repeat_index": index, "warmup": repeat.get("warmup"),
-                "wall_ns": repeat.get("wall_ns"), "cpu_ns": repeat.get("cpu_ns"),
-                "start_ns": repeat.get("start_ns"), "end_ns": repeat.get("end_ns")}])
+            connection.execute(
+                insert(Repeat),
+                [
+                    {
+                        "run_id": self.run_id,
+                        "repeat_index": index,
+                        "warmup": repeat.get("warmup"),
+                        "wall_ns": repeat.get("wall_ns"),
+                        "cpu_ns": repeat.get("cpu_ns"),
+                        "start_ns": repeat.get("start_ns"),
+                        "end_ns": repeat.get("end_ns"),
+                    }
+                ],
+            )
             if rows:
                 connection.execute(insert(TaskSample), rows)
         if not repeat.get("warmup"):

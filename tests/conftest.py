@@ -138,11 +138,18 @@ def conlab(user_dir: Path, db_path: Path):
         mark = uuid.uuid4().hex
         marks.append(mark)
         full_env = dict(os.environ, CONLAB_DB=str(db_path), NO_COLOR="1", **{MARK_VAR: mark})
-        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(user_dir),
-                                                              full_env.get("PYTHONPATH")]))
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(user_dir), full_env.get("PYTHONPATH")])
+        )
         full_env.update(env or {})
-        proc = subprocess.run([sys.executable, "-m", "tui.cli", *args], cwd=user_dir,
-                              env=full_env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-m", "tui.cli", *args],
+            cwd=user_dir,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     call.start = lambda *args, **kw: _start(user_dir, db_path, marks, *args, **kw)
@@ -157,8 +164,14 @@ def _start(user_dir: Path, db_path: Path, marks: list, *args: str) -> subprocess
     marks.append(mark)
     env = dict(os.environ, CONLAB_DB=str(db_path), NO_COLOR="1", **{MARK_VAR: mark})
     env["PYTHONPATH"] = str(user_dir)
-    return subprocess.Popen([sys.executable, "-m", "tui.cli", *args], cwd=user_dir, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", *args],
+        cwd=user_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def assert_one_line_error(result: Result) -> None:

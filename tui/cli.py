@@ -16,7 +16,9 @@ from experiments.spec import SpecError, default_worker_counts
 from storage.database import DatabaseError
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
+    add_completion=False,
+    no_args_is_help=False,
+    pretty_exceptions_enable=False,
     help="concurrency-lab: which way of running this work concurrently is fastest here, and why.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -28,7 +30,9 @@ class BadInput(Exception):
     """Bad usage or input: one line for stderr, exit code 2."""
 
 
-DB_HELP = "database file or SQLAlchemy URL (default: $CONLAB_DB, else results.db in the user data dir)"
+DB_HELP = (
+    "database file or SQLAlchemy URL (default: $CONLAB_DB, else results.db in the user data dir)"
+)
 JSON_HELP = "print machine-readable JSON on stdout, and nothing else there"
 
 
@@ -41,8 +45,9 @@ class StartMethod(str, Enum):
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, no_color=bool(os.environ.get("NO_COLOR")) or None,
-                   highlight=False)
+    return Console(
+        stderr=stderr, no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False
+    )
 
 
 def _print_json(data: Any) -> None:
@@ -58,8 +63,10 @@ def _parse_workers(text: Optional[str]) -> list[int]:
         try:
             counts.append(int(part))
         except ValueError:
-            raise BadInput(f"--workers takes whole numbers separated by commas, not {text!r}; "
-                           "pass e.g. --workers 1,2,4") from None
+            raise BadInput(
+                f"--workers takes whole numbers separated by commas, not {text!r}; "
+                "pass e.g. --workers 1,2,4"
+            ) from None
     return list(dict.fromkeys(counts))
 
 
@@ -77,14 +84,17 @@ def _root(ctx: typer.Context) -> None:
 
 @app.command()
 def run(
-    workload: list[str] = typer.Option(..., "-w", "--workload",
-                                       help="built-in name, MODULE:FUNCTION or path/file.py:FUNCTION"),
+    workload: list[str] = typer.Option(
+        ..., "-w", "--workload", help="built-in name, MODULE:FUNCTION or path/file.py:FUNCTION"
+    ),
     executor: list[str] = typer.Option(..., "-e", "--executor", help="may be given several times"),
-    workers: Optional[str] = typer.Option(None, help="worker counts, e.g. 1,2,4 (default: 1, 2, 4 … "
-                                          "up to the usable cores)"),
+    workers: Optional[str] = typer.Option(
+        None, help="worker counts, e.g. 1,2,4 (default: 1, 2, 4 … up to the usable cores)"
+    ),
     tasks: int = typer.Option(16, help="tasks per repeat"),
-    size: Optional[int] = typer.Option(None, help="the argument each task gets (default: the "
-                                       "workload's, ~10-50 ms of work)"),
+    size: Optional[int] = typer.Option(
+        None, help="the argument each task gets (default: the workload's, ~10-50 ms of work)"
+    ),
     repeats: int = typer.Option(5, help="counted repeats"),
     warmups: int = typer.Option(1, help="warm-up repeats, recorded and flagged"),
     start_method: Optional[StartMethod] = typer.Option(None, help="for process executors"),
@@ -98,15 +108,25 @@ def run(
     """Run workloads on executors and store every timing."""
     from tui.sweep import Sweep, check, plan
 
-    specs = plan(workload, executor, _parse_workers(workers), python or [None], tasks=tasks,
-                 size=size, repeats=repeats, warmups=warmups,
-                 start_method=start_method.value if start_method else None, chunksize=chunksize,
-                 timeout_s=timeout, tag=tag)
+    specs = plan(
+        workload,
+        executor,
+        _parse_workers(workers),
+        python or [None],
+        tasks=tasks,
+        size=size,
+        repeats=repeats,
+        warmups=warmups,
+        start_method=start_method.value if start_method else None,
+        chunksize=chunksize,
+        timeout_s=timeout,
+        tag=tag,
+    )
     resolved = check(specs)
     engine = _open(db, writer=True)
     live = sys.stdout.isatty() and not as_json and not os.environ.get("NO_COLOR")
     with _Progress(live, specs) as progress:
-        sweep = Sweep(engine, specs, resolved, on_event=progress.on_event)
+        sweep = Sweep(engine, specs, resolved, on_event=progress.on_event, progress=live)
         _cancel_on_sigterm(sweep)
         results = sweep.run()
     if as_json:
@@ -135,10 +155,14 @@ class _Progress:
         if self.live:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                      TextColumn("{task.completed}/{task.total}"),
-                                      TimeElapsedColumn(), console=_console(stderr=True),
-                                      transient=True)
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(),
+                console=_console(stderr=True),
+                transient=True,
+            )
             self._progress.__enter__()
             self._overall = self._progress.add_task("sweep", total=len(self.specs))
             self._current = None
@@ -160,8 +184,9 @@ class _Progress:
             self._current = self._progress.add_task(label, total=total)
             self._done_before = 0
         elif kind == "progress" and self._current is not None:
-            self._progress.update(self._current, completed=event["repeat"] * spec.tasks
-                                  + event["done"])
+            self._progress.update(
+                self._current, completed=event["repeat"] * spec.tasks + event["done"]
+            )
         elif kind in ("done", "error"):
             self._progress.advance(self._overall)
             if self._current is not None:
@@ -172,19 +197,39 @@ class _Progress:
 def _print_results(results: list[dict], cancelled: bool) -> None:
     from rich.table import Table
 
-    baseline = {r["workload"]: r["median_s"] for r in results
-                if r["executor"] == "sequential" and r["status"] == "ok"}
+    baseline = {
+        r["workload"]: r["median_s"]
+        for r in results
+        if r["executor"] == "sequential" and r["status"] == "ok"
+    }
     table = Table(title="runs", show_lines=False)
-    for column in ("workload", "executor", "workers", "start", "status", "median", "speedup",
-                   "error"):
-        table.add_column(column, justify="right" if column in (
-            "workers", "median", "speedup") else "left")
+    for column in (
+        "workload",
+        "executor",
+        "workers",
+        "start",
+        "status",
+        "median",
+        "speedup",
+        "error",
+    ):
+        table.add_column(
+            column, justify="right" if column in ("workers", "median", "speedup") else "left"
+        )
     for r in results:
         base = baseline.get(r["workload"])
         speedup = f"{base / r['median_s']:.2f}×" if base and r["median_s"] else ""
         median = f"{r['median_s'] * 1000:.1f} ms" if r["median_s"] is not None else ""
-        table.add_row(r["workload"], r["executor"], str(r["workers"]), r["start_method"] or "",
-                      r["status"], median, speedup, (r["error"] or "")[:80])
+        table.add_row(
+            r["workload"],
+            r["executor"],
+            str(r["workers"]),
+            r["start_method"] or "",
+            r["status"],
+            median,
+            speedup,
+            (r["error"] or "")[:80],
+        )
     console = _console()
     console.print(table)
     if cancelled:
@@ -196,13 +241,22 @@ def list_workloads(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)
     """Built-in workloads, with what each shows and its default size."""
     from experiments.workloads import WORKLOADS
 
-    rows = [{"name": w.name, "description": w.description, "default_size": w.default_size,
-             "async": w.async_func is not None} for w in WORKLOADS.values()]
+    rows = [
+        {
+            "name": w.name,
+            "description": w.description,
+            "default_size": w.default_size,
+            "async": w.async_func is not None,
+        }
+        for w in WORKLOADS.values()
+    ]
     if as_json:
         return _print_json(rows)
     _print_rows(rows, ["name", "description", "default_size", "async"])
-    typer.echo("Your own function: -w MODULE:FUNCTION or -w path/to/file.py:FUNCTION "
-               "(called as FUNCTION(size)).")
+    typer.echo(
+        "Your own function: -w MODULE:FUNCTION or -w path/to/file.py:FUNCTION "
+        "(called as FUNCTION(size))."
+    )
 
 
 @list_app.command("executors")
@@ -250,13 +304,28 @@ def runs(
     if as_json:
         return _print_json(rows)
     if not rows:
-        typer.echo("No runs stored yet. Record one with: conlab run -w cpu -e sequential -e processes")
+        typer.echo(
+            "No runs stored yet. Record one with: conlab run -w cpu -e sequential -e processes"
+        )
         return None
     for row in rows:
         row["median"] = f"{row['median_s'] * 1000:.1f} ms" if row["median_s"] is not None else ""
         row["run"] = row["run_id"][:8]
-    _print_rows(rows, ["run", "created_at", "machine", "python", "workload", "executor",
-                       "workers", "status", "median", "tag"])
+    _print_rows(
+        rows,
+        [
+            "run",
+            "created_at",
+            "machine",
+            "python",
+            "workload",
+            "executor",
+            "workers",
+            "status",
+            "median",
+            "tag",
+        ],
+    )
 
 
 @app.command()

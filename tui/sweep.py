@@ -19,8 +19,13 @@ from storage.recorder import RunRecorder
 OnEvent = Callable[[ExperimentSpec, dict], None]
 
 
-def plan(workloads: Sequence[str], executors: Sequence[str], workers: Sequence[int],
-         pythons: Sequence[Optional[str]] = (None,), **params: Any) -> list[ExperimentSpec]:
+def plan(
+    workloads: Sequence[str],
+    executors: Sequence[str],
+    workers: Sequence[int],
+    pythons: Sequence[Optional[str]] = (None,),
+    **params: Any,
+) -> list[ExperimentSpec]:
     """The specs of one sweep: every python x workload x executor x worker count, one sweep id.
     Executors without workers (sequential) run once. Raises SpecError for the first bad spec."""
     sweep_id = new_id()
@@ -29,15 +34,21 @@ def plan(workloads: Sequence[str], executors: Sequence[str], workers: Sequence[i
         for workload in workloads:
             for executor in executors:
                 takes_workers = getattr(EXECUTORS.get(executor), "takes_workers", True)
-                for count in (workers if takes_workers else [1]):
-                    spec = ExperimentSpec(workload=workload, executor=executor, workers=count,
-                                          python=python, sweep_id=sweep_id, **params)
+                for count in workers if takes_workers else [1]:
+                    spec = ExperimentSpec(
+                        workload=workload,
+                        executor=executor,
+                        workers=count,
+                        python=python,
+                        sweep_id=sweep_id,
+                        **params,
+                    )
                     specs.append(spec.validate())
     return specs
 
 
 def check(specs: Sequence[ExperimentSpec]) -> dict[str, dict]:
-    """Validate every spec in the interpreter that will run it; the resolved parameters by run id."""
+    """Validate every spec in the interpreter that will run it; resolved parameters by run id."""
     resolved: dict[str, dict] = {}
     for python in dict.fromkeys(spec.python for spec in specs):
         resolved.update(launch.check([s for s in specs if s.python == python], python))
@@ -48,9 +59,16 @@ class Sweep:
     """Runs specs in order, recording each; ``cancel()`` (any thread) stops the current run and
     skips the rest."""
 
-    def __init__(self, engine: Engine, specs: Sequence[ExperimentSpec],
-                 resolved: dict[str, dict], on_event: Optional[OnEvent] = None):
+    def __init__(
+        self,
+        engine: Engine,
+        specs: Sequence[ExperimentSpec],
+        resolved: dict[str, dict],
+        on_event: Optional[OnEvent] = None,
+        progress: bool = False,
+    ):
         self.engine = engine
+        self.progress = progress  # ask runners for live progress events (costly while timing)
         self.specs = list(specs)
         self.resolved = resolved
         self.on_event = on_event
@@ -79,7 +97,7 @@ class Sweep:
     def run_one(self, spec: ExperimentSpec) -> dict[str, Any]:
         recorder = RunRecorder(self.engine, spec, self.resolved[spec.run_id])
         recorder.start()
-        current = launch.Launch(spec)
+        current = launch.Launch(spec, progress=self.progress)
         self._current = current
         try:
             if self._cancelled.is_set():

@@ -29,8 +29,16 @@ def of_kind(events, kind):
 
 
 def test_events_follow_the_protocol(monkeypatch, user_dir):
-    current = run_spec(monkeypatch, user_dir, workload="tiny", executor="threads", workers=2,
-                       tasks=5, repeats=3, warmups=2)
+    current = run_spec(
+        monkeypatch,
+        user_dir,
+        workload="tiny",
+        executor="threads",
+        workers=2,
+        tasks=5,
+        repeats=3,
+        warmups=2,
+    )
     events = current.events_seen
     assert current.status == "ok" and current.error is None
     assert events[0]["event"] == "env" and events[-1]["event"] == "done"
@@ -40,31 +48,49 @@ def test_events_follow_the_protocol(monkeypatch, user_dir):
     for repeat, tasks in zip(repeats, of_kind(events, "tasks")):
         assert repeat["wall_ns"] == repeat["end_ns"] - repeat["start_ns"] > 0
         assert len(tasks["samples"]) == 5
-        for pid, thread_id, start_ns, end_ns, cpu_ns in tasks["samples"]:
+        for pid, _thread_id, start_ns, end_ns in tasks["samples"]:
             # every task ran inside the timed window, in this runner process
             assert repeat["start_ns"] <= start_ns <= end_ns <= repeat["end_ns"]
             assert pid == events[0]["runner_pid"]
 
 
 def test_process_workers_are_other_processes_and_cpu_time_counts_them(monkeypatch, user_dir):
-    current = run_spec(monkeypatch, user_dir, workload="usermod:work", executor="processes",
-                       workers=2, tasks=4, size=300_000, repeats=1, warmups=0,
-                       start_method="spawn")
+    current = run_spec(
+        monkeypatch,
+        user_dir,
+        workload="usermod:work",
+        executor="processes",
+        workers=2,
+        tasks=4,
+        size=300_000,
+        repeats=1,
+        warmups=0,
+        start_method="spawn",
+    )
     events = current.events_seen
     runner_pid = events[0]["runner_pid"]
     pids = {s[0] for s in of_kind(events, "tasks")[0]["samples"]}
     assert runner_pid not in pids and 1 <= len(pids) <= 2
     repeat = of_kind(events, "repeat")[0]
-    busy_cpu_ns = sum(s[4] for s in of_kind(events, "tasks")[0]["samples"])
-    # the workers' CPU time is part of the run's CPU time (they are reaped before it is read)
-    assert repeat["cpu_ns"] >= busy_cpu_ns * 0.9
+    busy_ns = sum(end - start for _, _, start, end in of_kind(events, "tasks")[0]["samples"])
+    # the workers' CPU time is part of the run's CPU time (they are reaped before it is read):
+    # their busy time is pure computation, so CPU time covers at least most of it
+    assert repeat["cpu_ns"] >= busy_ns * 0.8
 
 
 def test_spawned_worker_imports_nothing_heavy(monkeypatch, user_dir, tmp_path):
     monkeypatch.setenv("MODULES_OUT", str(tmp_path))
-    current = run_spec(monkeypatch, user_dir, workload="usermod:report_modules",
-                       executor="processes", workers=1, tasks=1, repeats=1, warmups=0,
-                       start_method="spawn")
+    current = run_spec(
+        monkeypatch,
+        user_dir,
+        workload="usermod:report_modules",
+        executor="processes",
+        workers=1,
+        tasks=1,
+        repeats=1,
+        warmups=0,
+        start_method="spawn",
+    )
     assert current.status == "ok", current.error
     reports = list(tmp_path.glob("*.json"))
     assert reports, "the worker did not run"
@@ -74,38 +100,83 @@ def test_spawned_worker_imports_nothing_heavy(monkeypatch, user_dir, tmp_path):
 
 
 def test_sleep_overlaps_under_asyncio(monkeypatch, user_dir):
-    current = run_spec(monkeypatch, user_dir, workload="sleep", executor="asyncio", workers=4,
-                       tasks=8, size=50, repeats=1, warmups=0)
+    current = run_spec(
+        monkeypatch,
+        user_dir,
+        workload="sleep",
+        executor="asyncio",
+        workers=4,
+        tasks=8,
+        size=50,
+        repeats=1,
+        warmups=0,
+    )
     wall_ms = of_kind(current.events_seen, "repeat")[0]["wall_ns"] / 1e6
     assert 100 <= wall_ms < 300  # 8 naps of 50 ms, 4 at a time: two rounds, not eight
 
 
 def test_pool_uses_pool_map_chunksize(monkeypatch, user_dir):
-    current = run_spec(monkeypatch, user_dir, workload="tiny", executor="pool", workers=2,
-                       tasks=20, repeats=1, warmups=0)
+    current = run_spec(
+        monkeypatch,
+        user_dir,
+        workload="tiny",
+        executor="pool",
+        workers=2,
+        tasks=20,
+        repeats=1,
+        warmups=0,
+    )
     assert current.status == "ok", current.error
     assert current.events_seen[0]["resolved"]["chunksize"] == 3  # divmod(20, 2 * 4) -> 2 r 4
 
 
 def test_a_task_that_raises_is_a_failure_with_its_traceback(monkeypatch, user_dir):
-    current = run_spec(monkeypatch, user_dir, workload="usermod:boom", executor="processes",
-                       workers=2, tasks=4, size=7, repeats=1, warmups=0)
+    current = run_spec(
+        monkeypatch,
+        user_dir,
+        workload="usermod:boom",
+        executor="processes",
+        workers=2,
+        tasks=4,
+        size=7,
+        repeats=1,
+        warmups=0,
+    )
     assert current.status == "failed"
     assert current.error == "a task raised ValueError: boom at size 7"
     assert "usermod.py" in current.detail and "boom at size 7" in current.detail
 
 
 def test_timeout_kills_the_runner_and_its_workers(monkeypatch, user_dir):
-    current = run_spec(monkeypatch, user_dir, workload="usermod:hang", executor="processes",
-                       workers=2, tasks=2, repeats=1, warmups=0, timeout_s=1.5)
+    current = run_spec(
+        monkeypatch,
+        user_dir,
+        workload="usermod:hang",
+        executor="processes",
+        workers=2,
+        tasks=2,
+        repeats=1,
+        warmups=0,
+        timeout_s=1.5,
+    )
     assert current.status == "failed"
     assert "timed out after 1.5 s" in current.error
 
 
 @pytest.mark.parametrize("executor", ["processes", "pool"])
 def test_a_worker_killed_by_a_signal_fails_the_run(monkeypatch, user_dir, executor):
-    current = run_spec(monkeypatch, user_dir, workload="usermod:die", executor=executor,
-                       workers=2, tasks=4, size=1, repeats=1, warmups=0, timeout_s=60)
+    current = run_spec(
+        monkeypatch,
+        user_dir,
+        workload="usermod:die",
+        executor=executor,
+        workers=2,
+        tasks=4,
+        size=1,
+        repeats=1,
+        warmups=0,
+        timeout_s=60,
+    )
     assert current.status == "failed"
     assert "killed by SIGKILL" in current.error or "terminated abruptly" in current.error
 
@@ -113,8 +184,17 @@ def test_a_worker_killed_by_a_signal_fails_the_run(monkeypatch, user_dir, execut
 def test_the_runner_killed_is_reported(monkeypatch, user_dir):
     monkeypatch.chdir(user_dir)
     monkeypatch.setenv("PYTHONPATH", str(user_dir))
-    current = launch.Launch(ExperimentSpec(workload="sleep", executor="threads", workers=1,
-                                           tasks=200, size=20, repeats=1, warmups=0))
+    current = launch.Launch(
+        ExperimentSpec(
+            workload="sleep",
+            executor="threads",
+            workers=1,
+            tasks=200,
+            size=20,
+            repeats=1,
+            warmups=0,
+        )
+    )
     for event in current.events():
         if event["event"] == "env":
             os.kill(event["runner_pid"], 9)
@@ -135,8 +215,9 @@ def test_check_refuses_what_cannot_be_pickled(monkeypatch, user_dir):
 
 def test_runner_imports_cheaply():
     code = "import sys, experiments.runner; print(sorted(sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     modules = {name.split(".")[0] for name in eval(out)}
     assert modules & HEAVY == set()
     assert "asyncio" not in modules and "multiprocessing" not in modules
@@ -150,13 +231,27 @@ def older_interpreters() -> list[dict]:
 
 @pytest.mark.parametrize("minor", [9, 10, 11, 12, 13, 14])
 def test_runs_under_every_cpython_from_3_9(monkeypatch, user_dir, minor):
-    found = [p for p in older_interpreters() + [{"path": sys.executable,
-             "version_info": list(sys.version_info[:3])}] if p["version_info"][:2] == [3, minor]]
+    found = [
+        p
+        for p in older_interpreters()
+        + [{"path": sys.executable, "version_info": list(sys.version_info[:3])}]
+        if p["version_info"][:2] == [3, minor]
+    ]
     if not found:
         pytest.skip(f"no CPython 3.{minor} on this machine")
-    current = run_spec(monkeypatch, user_dir, workload="usermod:work", executor="processes",
-                       workers=2, tasks=2, size=10, repeats=1, warmups=0, python=found[0]["path"],
-                       start_method="spawn")
+    current = run_spec(
+        monkeypatch,
+        user_dir,
+        workload="usermod:work",
+        executor="processes",
+        workers=2,
+        tasks=2,
+        size=10,
+        repeats=1,
+        warmups=0,
+        python=found[0]["path"],
+        start_method="spawn",
+    )
     assert current.status == "ok", (current.error, current.stderr)
     env = current.events_seen[0]["environment"]
     assert env["python_version"].startswith(f"3.{minor}.")

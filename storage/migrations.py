@@ -1,0 +1,74 @@
+"""Schema versions. A file of an older version is copied aside, then migrated one step per
+version; each step is one function here, run in one transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+# The version each step starts from -> the step, which leaves the file at version + 1.
+STEPS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+
+
+def step(from_version: int):
+    def register(function: Callable[[sqlite3.Connection], None]):
+        STEPS[from_version] = function
+        return function
+
+    return register
+
+
+@step(1)
+def _sweeps_imports_and_heartbeats(connection: sqlite3.Connection) -> None:
+    """v1 (the first cut) -> v2: sweep and import_log tables, run heartbeats, report indexes."""
+    for statement in (
+        """CREATE TABLE IF NOT EXISTS sweep (
+            id VARCHAR NOT NULL PRIMARY KEY, created_at DATETIME NOT NULL, tag VARCHAR)""",
+        """INSERT OR IGNORE INTO sweep (id, created_at, tag)
+            SELECT sweep_id, min(created_at), max(tag) FROM run GROUP BY sweep_id""",
+        """CREATE TABLE IF NOT EXISTS import_log (
+            id INTEGER NOT NULL PRIMARY KEY, imported_at DATETIME NOT NULL,
+            source VARCHAR NOT NULL, runs_added INTEGER NOT NULL, runs_skipped INTEGER NOT NULL)""",
+        "ALTER TABLE run ADD COLUMN heartbeat_at DATETIME",
+        "CREATE INDEX IF NOT EXISTS ix_run_config ON run (workload, size, tasks, executor, workers)",
+        "CREATE INDEX IF NOT EXISTS ix_repeat_run ON repeat (run_id, repeat_index)",
+    ):
+        # One statement at a time: executescript() would commit the open transaction first.
+        connection.execute(statement)
+
+
+def backup_path(path: Path, version: int) -> Path:
+    candidate = path.with_name(f"{path.name}.v{version}.bak")
+    n = 1
+    while candidate.exists():
+        candidate = path.with_name(f"{path.name}.v{version}.bak{n}")
+        n += 1
+    return candidate
+
+
+def migrate(path: Path, from_version: int, to_version: int) -> Path:
+    """Bring the lab database at ``path`` from ``from_version`` to ``to_version``.
+
+    A consistent copy of the file is made first (SQLite's backup API); returns its path.
+    """
+    backup = backup_path(path, from_version)
+    source = sqlite3.connect(path)
+    try:
+        target = sqlite3.connect(backup)
+        with target:
+            source.backup(target)
+        target.close()
+        source.isolation_level = None  # transactions are explicit below
+        for version in range(from_version, to_version):
+            source.execute("BEGIN IMMEDIATE")
+            try:
+                STEPS[version](source)
+                source.execute(f"PRAGMA user_version = {version + 1}")
+                source.execute("COMMIT")
+            except BaseException:
+                source.execute("ROLLBACK")
+                raise
+    finally:
+        source.close()
+    return backup
