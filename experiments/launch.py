@@ -127,9 +127,9 @@ def environment(python: Optional[str] = None, timeout_s: float = 60.0) -> dict:
 class Launch:
     """One run of one spec in a runner process.
 
-    Iterate ``events()`` for the runner's events (``progress`` ones only with ``progress=True``); afterwards ``status`` is ``ok``, ``failed``,
-    ``cancelled`` or ``invalid`` and ``error`` says why when it is not ok. ``cancel()`` may be
-    called from any thread (or a signal handler) at any time.
+    Iterate ``events()`` for the runner's events (``progress`` ones only with ``progress=True``);
+    afterwards ``status`` is ``ok``, ``failed``, ``cancelled`` or ``invalid`` and ``error`` says
+    why when it is not ok. ``cancel()`` may be called from any thread at any time.
     """
 
     def __init__(

@@ -226,7 +226,7 @@ def timed_installed(size: int):
 
 
 def timed_installed_chunk(sizes: list) -> list:
-    """``timed_installed`` over a chunk of tasks: one message to a pool worker, as Pool.map sends."""
+    """``timed_installed`` over a chunk of tasks: one message to a worker, as Pool.map sends."""
     return [timed_call(_installed, size) for size in sizes]
 
 

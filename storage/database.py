@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from pathlib import Path
@@ -12,9 +13,11 @@ from sqlmodel import SQLModel, create_engine
 
 from storage import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
+log = logging.getLogger("conlab.storage")
+
 # PRAGMA application_id: "CLab". Identifies a lab database among SQLite files.
 APPLICATION_ID = 0x434C6162
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # storage/migrations.py has a step from each older version
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -72,15 +75,7 @@ def check_sqlite_file(path: Path, *, create: bool) -> None:
         raise DatabaseError(f"{path} is not readable; fix its permissions or pass another --db")
     if path.stat().st_size == 0:
         return
-    with open(path, "rb") as handle:
-        header = handle.read(100)
-    if not header.startswith(b"SQLite format 3\x00"):
-        raise DatabaseError(
-            f"{path} is not a SQLite database; pass --db with a lab database or a new file name"
-        )
-    # Header offsets 60 (user_version) and 68 (application_id), big-endian (SQLite file format).
-    user_version = int.from_bytes(header[60:64], "big")
-    application_id = int.from_bytes(header[68:72], "big")
+    user_version, application_id = read_header(path)
     if application_id != APPLICATION_ID:
         if application_id == 0 and user_version == 0 and not _has_tables(path):
             return  # an empty SQLite file: ours to set up
@@ -93,6 +88,21 @@ def check_sqlite_file(path: Path, *, create: bool) -> None:
             f"{path} has schema version {user_version}, newer than this conlab "
             f"understands ({SCHEMA_VERSION}); upgrade concurrency-lab to read it"
         )
+
+
+def read_header(path: Path) -> tuple[int, int]:
+    """``(user_version, application_id)`` from a SQLite file's header, without opening it."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+    except OSError as exc:
+        raise DatabaseError(f"cannot read {path} ({exc.strerror}); check the path") from None
+    if not header.startswith(b"SQLite format 3\x00"):
+        raise DatabaseError(
+            f"{path} is not a SQLite database; pass --db with a lab database or a new file name"
+        )
+    # Header offsets 60 (user_version) and 68 (application_id), big-endian (SQLite file format).
+    return int.from_bytes(header[60:64], "big"), int.from_bytes(header[68:72], "big")
 
 
 def _has_tables(path: Path) -> bool:
@@ -137,7 +147,9 @@ def open_engine(
     """
     url = database_url(db)
     if is_sqlite(url):
-        check_sqlite_file(sqlite_path(url), create=create)
+        path = sqlite_path(url)
+        check_sqlite_file(path, create=create)
+        _migrate_if_older(path)
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
         event.listen(engine, "connect", _configure_sqlite)
         if writer:
@@ -156,6 +168,29 @@ def open_engine(
             "check --db and that the file is writable"
         ) from None
     return engine
+
+
+def _migrate_if_older(path: Path) -> None:
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    version, application_id = read_header(path)
+    if application_id == APPLICATION_ID and 0 < version < SCHEMA_VERSION:
+        from storage.migrations import migrate
+
+        try:
+            backup = migrate(path, version, SCHEMA_VERSION)
+        except sqlite3.Error as exc:
+            raise DatabaseError(
+                f"cannot migrate {path} from schema {version} ({exc}); "
+                "the file is unchanged: check it with `conlab db check`"
+            ) from None
+        log.warning(
+            "migrated %s from schema %d to %d; the previous file is kept as %s",
+            path,
+            version,
+            SCHEMA_VERSION,
+            backup,
+        )
 
 
 def _ensure_schema(engine: Engine) -> None:

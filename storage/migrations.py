@@ -29,9 +29,11 @@ def _sweeps_imports_and_heartbeats(connection: sqlite3.Connection) -> None:
             SELECT sweep_id, min(created_at), max(tag) FROM run GROUP BY sweep_id""",
         """CREATE TABLE IF NOT EXISTS import_log (
             id INTEGER NOT NULL PRIMARY KEY, imported_at DATETIME NOT NULL,
-            source VARCHAR NOT NULL, runs_added INTEGER NOT NULL, runs_skipped INTEGER NOT NULL)""",
+            source VARCHAR NOT NULL, runs_added INTEGER NOT NULL,
+            runs_skipped INTEGER NOT NULL)""",
         "ALTER TABLE run ADD COLUMN heartbeat_at DATETIME",
-        "CREATE INDEX IF NOT EXISTS ix_run_config ON run (workload, size, tasks, executor, workers)",
+        """CREATE INDEX IF NOT EXISTS ix_run_config
+            ON run (workload, size, tasks, executor, workers)""",
         "CREATE INDEX IF NOT EXISTS ix_repeat_run ON repeat (run_id, repeat_index)",
     ):
         # One statement at a time: executescript() would commit the open transaction first.

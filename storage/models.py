@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Optional
 
+from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
 # Run statuses. `running` rows whose recorder is gone are shown as `interrupted`.
@@ -44,8 +45,31 @@ class Interpreter(SQLModel, table=True):
     gil_disabled: Optional[bool] = None
 
 
+class Sweep(SQLModel, table=True):
+    """Runs started together by one `conlab run` (or one press of `r`)."""
+
+    __tablename__ = "sweep"
+
+    id: str = Field(primary_key=True)
+    created_at: datetime = Field(default_factory=utc_now)
+    tag: Optional[str] = None
+
+
+class ImportLog(SQLModel, table=True):
+    """One `conlab db merge` of a source file into this database."""
+
+    __tablename__ = "import_log"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    imported_at: datetime = Field(default_factory=utc_now)
+    source: str
+    runs_added: int
+    runs_skipped: int
+
+
 class Run(SQLModel, table=True):
     __tablename__ = "run"
+    __table_args__ = (Index("ix_run_config", "workload", "size", "tasks", "executor", "workers"),)
 
     id: str = Field(primary_key=True)
     sweep_id: str = Field(index=True)
@@ -76,10 +100,12 @@ class Run(SQLModel, table=True):
     recorder_host: Optional[str] = None
     recorder_pid: Optional[int] = None
     runner_pid: Optional[int] = None
+    heartbeat_at: Optional[datetime] = None  # the last repeat stored
 
 
 class Repeat(SQLModel, table=True):
     __tablename__ = "repeat"
+    __table_args__ = (Index("ix_repeat_run", "run_id", "repeat_index"),)
 
     id: Optional[int] = Field(default=None, primary_key=True)
     run_id: str = Field(foreign_key="run.id", index=True)

@@ -8,12 +8,12 @@ import os
 import socket
 from typing import Any, Optional
 
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from experiments.spec import ExperimentSpec
-from storage.models import Interpreter, Machine, Repeat, Run, TaskSample, utc_now
+from storage.models import Interpreter, Machine, Repeat, Run, Sweep, TaskSample, utc_now
 
 
 class RunRecorder:
@@ -48,6 +48,9 @@ class RunRecorder:
             recorder_pid=os.getpid(),
         )
         with Session(self.engine) as session:
+            if session.get(Sweep, self.spec.sweep_id) is None:
+                session.add(Sweep(id=self.spec.sweep_id, tag=self.spec.tag))
+                session.flush()
             session.add(run)
             session.commit()
 
@@ -155,5 +158,8 @@ class RunRecorder:
             )
             if rows:
                 connection.execute(insert(TaskSample), rows)
+            connection.execute(
+                update(Run).where(Run.id == self.run_id).values(heartbeat_at=utc_now())
+            )
         if not repeat.get("warmup"):
             self.walls_ns.append(repeat.get("wall_ns"))

@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 list_app = typer.Typer(help="List workloads, executors or Python interpreters.")
 app.add_typer(list_app, name="list")
+db_app = typer.Typer(help="Inspect, check, merge and export result databases.")
+app.add_typer(db_app, name="db")
 
 
 class BadInput(Exception):
@@ -342,6 +344,96 @@ def env(
     _print_rows([{"field": k, "value": v} for k, v in info.items()], ["field", "value"])
 
 
+def _sqlite_file(db: Optional[str]):
+    """The SQLite file behind --db (db commands work on files)."""
+    from storage.database import database_url, is_sqlite, sqlite_path
+
+    url = database_url(db)
+    if not is_sqlite(url):
+        raise BadInput(
+            f"conlab db works on SQLite files, not {url.split('://')[0]}; "
+            "export from it with --db FILE.db"
+        )
+    return sqlite_path(url)
+
+
+@db_app.command("info")
+def db_info(
+    db: Optional[str] = typer.Option(None, help=DB_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Path, schema version, size, runs per machine and interpreter, date range."""
+    from storage.sharing import info
+
+    details = info(_sqlite_file(db))
+    if as_json:
+        return _print_json(details)
+    console = _console()
+    console.print(
+        f"{details['path']}: schema version {details['schema_version']}, "
+        f"{details['size_bytes']:,} bytes, {details['runs']} runs"
+        + (
+            f" from {details['first_run_at']} to {details['last_run_at']}"
+            if details["runs"]
+            else ""
+        )
+    )
+    if details["runs_by"]:
+        _print_rows(details["runs_by"], ["machine", "python", "status", "runs"])
+
+
+@db_app.command("check")
+def db_check(db: Optional[str] = typer.Option(None, help=DB_HELP)) -> int:
+    """Integrity, foreign keys and the lab's own consistency checks; exit 1 on a fault."""
+    from storage.sharing import check
+
+    path = _sqlite_file(db)
+    problems = check(path)
+    for problem in problems:
+        typer.echo(f"fault: {problem}")
+    typer.echo(f"{path}: {'ok' if not problems else f'{len(problems)} fault(s)'}")
+    return 1 if problems else 0
+
+
+@db_app.command("merge")
+def db_merge(
+    sources: list[str] = typer.Argument(..., help="lab database files to merge in"),
+    db: Optional[str] = typer.Option(None, help=DB_HELP + " (the target)"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Add the runs of other lab databases to this one. Merging a file twice adds nothing."""
+    from pathlib import Path
+
+    from storage.sharing import merge
+
+    results = merge(_sqlite_file(db), [Path(s) for s in sources])
+    if as_json:
+        return _print_json([r.__dict__ for r in results])
+    for r in results:
+        typer.echo(
+            f"{r.source}: {r.runs_added} runs added, {r.runs_skipped} already there "
+            "or in progress (skipped)"
+        )
+
+
+@db_app.command("export")
+def db_export(
+    out: str = typer.Argument(..., help="the new file to write"),
+    anonymize: bool = typer.Option(
+        False, help="replace host and user names, home directories and interpreter paths"
+    ),
+    tag: Optional[str] = typer.Option(None, help="only runs with this tag"),
+    db: Optional[str] = typer.Option(None, help=DB_HELP),
+) -> None:
+    """A consistent copy of the database (safe while runs are being recorded)."""
+    from pathlib import Path
+
+    from storage.sharing import export
+
+    count = export(_sqlite_file(db), Path(out), anonymize=anonymize, tag=tag)
+    typer.echo(f"exported {count} runs to {out}" + (" (anonymized)" if anonymize else ""))
+
+
 def _print_rows(rows: list[dict], columns: list[str]) -> None:
     from rich.table import Table
 
@@ -372,6 +464,9 @@ def _click_error_line(exc: Exception) -> Optional[str]:
 
 def main(argv: Optional[list[str]] = None) -> None:
     """The console script: run the CLI, turning bad input into one line and exit code 2."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="conlab: %(message)s")
     try:
         result = app(args=argv, standalone_mode=False, prog_name="conlab")
     except (SpecError, DatabaseError, BadInput) as exc:

@@ -1,0 +1,353 @@
+"""Result databases as files people send each other: info, check, merge, export.
+
+Everything here works on SQLite files with plain SQL: a database holds data only, and nothing
+read from one is ever executed or unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from storage.database import (
+    SCHEMA_VERSION,
+    DatabaseError,
+    check_sqlite_file,
+    open_engine,
+    read_header,
+)
+from storage.models import utc_now
+
+# Tables in the order rows must be copied (parents before children).
+TABLES = ("machine", "interpreter", "sweep", "run", "repeat", "task_sample", "import_log")
+
+
+def _connect_ro(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+def _columns(connection: sqlite3.Connection, table: str, schema: str = "main") -> list[str]:
+    return [row[1] for row in connection.execute(f"PRAGMA {schema}.table_info({table})")]
+
+
+@dataclass(frozen=True)
+class Problem:
+    what: str
+
+    def __str__(self) -> str:
+        return self.what
+
+
+def info(path: Path) -> dict[str, Any]:
+    """What a lab database holds: version, size, runs per machine and interpreter, date range."""
+    check_sqlite_file(path, create=False)
+    version, _ = read_header(path)
+    connection = _connect_ro(path)
+    try:
+        by_config = connection.execute(
+            """SELECT coalesce(m.hostname, '?'), coalesce(i.version, '?'), r.status, count(*)
+               FROM run r LEFT JOIN machine m ON m.fingerprint = r.machine_fingerprint
+               LEFT JOIN interpreter i ON i.key = r.interpreter_key
+               GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
+        ).fetchall()
+        first, last = connection.execute(
+            "SELECT min(created_at), max(created_at) FROM run"
+        ).fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"{path} cannot be read ({exc}); run `conlab db check`") from None
+    finally:
+        connection.close()
+    return {
+        "path": str(path),
+        "schema_version": version,
+        "size_bytes": path.stat().st_size,
+        "runs": sum(row[3] for row in by_config),
+        "runs_by": [
+            {"machine": m, "python": p, "status": s, "runs": n} for m, p, s, n in by_config
+        ],
+        "first_run_at": first,
+        "last_run_at": last,
+    }
+
+
+def check(path: Path) -> list[Problem]:
+    """SQLite's integrity and foreign-key checks, then the lab's own consistency checks."""
+    check_sqlite_file(path, create=False)
+    connection = _connect_ro(path)
+    problems: list[Problem] = []
+    try:
+        rows = [r[0] for r in connection.execute("PRAGMA integrity_check")]
+        if rows != ["ok"]:
+            return [Problem(f"integrity: {row}") for row in rows[:20]]
+        for table, rowid, parent, _ in connection.execute("PRAGMA foreign_key_check"):
+            problems.append(Problem(f"{table} row {rowid} points at a missing {parent}"))
+        lab_checks = {
+            "runs with an unknown status": "SELECT id FROM run WHERE status NOT IN "
+            "('running', 'ok', 'failed', 'cancelled', 'interrupted')",
+            "ok runs missing counted repeats": "SELECT r.id FROM run r WHERE r.status = 'ok' AND "
+            "r.repeats > (SELECT count(*) FROM repeat p WHERE p.run_id = r.id AND NOT p.warmup)",
+            "repeats with a non-positive wall time": "SELECT run_id FROM repeat WHERE wall_ns <= 0",
+            "task samples ending before they start": "SELECT run_id FROM task_sample "
+            "WHERE end_ns < start_ns",
+        }
+        for what, query in lab_checks.items():
+            ids = [row[0] for row in connection.execute(query + " LIMIT 5")]
+            if ids:
+                problems.append(Problem(f"{what}: {', '.join(map(str, ids))}"))
+        for run_id, text in connection.execute(
+            "SELECT id, environment_json FROM run WHERE environment_json IS NOT NULL"
+        ):
+            try:
+                if not isinstance(json.loads(text), dict):
+                    raise ValueError
+            except (ValueError, TypeError):
+                problems.append(Problem(f"run {run_id} has an environment that is not JSON"))
+    except sqlite3.DatabaseError as exc:
+        problems.append(Problem(f"unreadable: {exc}"))
+    finally:
+        connection.close()
+    return problems
+
+
+@contextmanager
+def _readable_copy(path: Path) -> Iterator[Path]:
+    """``path`` itself when it has the current schema, else a migrated temporary copy of it."""
+    version, _ = read_header(path)
+    if version == SCHEMA_VERSION:
+        yield path
+        return
+    from storage.migrations import migrate
+
+    with tempfile.TemporaryDirectory(prefix="conlab-merge-") as scratch:
+        copy = Path(scratch) / path.name
+        source = _connect_ro(path)
+        target = sqlite3.connect(copy)
+        source.backup(target)
+        source.close()
+        target.close()
+        migrate(copy, version, SCHEMA_VERSION)
+        yield copy
+
+
+def _refuse_unless_sound(path: Path) -> None:
+    check_sqlite_file(path, create=False)
+    if path.stat().st_size == 0:
+        raise DatabaseError(f"{path} is empty, not a lab database; check the file you were sent")
+    try:
+        connection = _connect_ro(path)
+        try:
+            verdict = connection.execute("PRAGMA quick_check").fetchone()[0]
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as exc:
+        verdict = str(exc)
+    if verdict != "ok":
+        raise DatabaseError(
+            f"{path} is damaged ({verdict}); nothing was merged: ask for a fresh `conlab db export`"
+        )
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    source: str
+    runs_added: int
+    runs_skipped: int
+
+
+def merge(target: Path, sources: list[Path]) -> list[MergeResult]:
+    """Add the runs of ``sources`` that ``target`` lacks, keyed by run UUID (and machines by
+    fingerprint): merging the same file twice adds nothing. Every source is checked before
+    anything is written; each source is merged in one transaction."""
+    for source in sources:
+        _refuse_unless_sound(source)
+        if source.resolve() == target.resolve():
+            raise DatabaseError(f"{source} is the target database itself; merge another file")
+    open_engine(target, create=True).dispose()  # creates or migrates the target's schema
+    return [_merge_one(target, source) for source in sources]
+
+
+def _merge_one(target: Path, source: Path) -> MergeResult:
+    with _readable_copy(source) as readable:
+        connection = sqlite3.connect(target, isolation_level=None, uri=True)
+        try:
+            connection.execute("PRAGMA busy_timeout = 30000")
+            connection.execute("ATTACH DATABASE ? AS src", (f"file:{readable}?mode=ro",))
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                result = _copy_new_runs(connection, str(source))
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("DETACH DATABASE src")
+        finally:
+            connection.close()
+    return result
+
+
+def _copy_new_runs(connection: sqlite3.Connection, source_name: str) -> MergeResult:
+    connection.execute("DROP TABLE IF EXISTS temp.new_runs")
+    # Runs still `running` in the source are a snapshot of work in progress: left for later.
+    connection.execute(
+        """CREATE TEMP TABLE new_runs AS SELECT id FROM src.run
+           WHERE status != 'running' AND id NOT IN (SELECT id FROM main.run)"""
+    )
+    added = connection.execute("SELECT count(*) FROM temp.new_runs").fetchone()[0]
+    total = connection.execute("SELECT count(*) FROM src.run").fetchone()[0]
+    for table, where in (
+        ("machine", ""),
+        ("interpreter", ""),
+        ("sweep", ""),
+        ("run", "WHERE id IN (SELECT id FROM temp.new_runs)"),
+        ("repeat", "WHERE run_id IN (SELECT id FROM temp.new_runs)"),
+        ("task_sample", "WHERE run_id IN (SELECT id FROM temp.new_runs)"),
+    ):
+        shared = [c for c in _columns(connection, table) if c in _columns(connection, table, "src")]
+        if table in ("repeat", "task_sample"):
+            shared = [c for c in shared if c != "id"]  # new row ids in the target
+        columns = ", ".join(shared)
+        verb = "INSERT OR IGNORE" if table in ("machine", "interpreter", "sweep") else "INSERT"
+        connection.execute(
+            f"{verb} INTO main.{table} ({columns}) SELECT {columns} FROM src.{table} {where}"
+        )
+    connection.execute(
+        "INSERT INTO main.import_log (imported_at, source, runs_added, runs_skipped) "
+        "VALUES (?, ?, ?, ?)",
+        (utc_now().isoformat(sep=" "), os.path.basename(source_name), added, total - added),
+    )
+    connection.execute("DROP TABLE temp.new_runs")
+    return MergeResult(source_name, added, total - added)
+
+
+def export(source: Path, out: Path, anonymize: bool = False, tag: Optional[str] = None) -> int:
+    """Write a consistent copy of ``source`` to ``out`` (``VACUUM INTO``: a live database is
+    fine). ``tag`` keeps only runs with that tag; ``anonymize`` replaces host names, user names,
+    home directories and executable paths everywhere. Returns the number of runs exported."""
+    check_sqlite_file(source, create=False)
+    if out.exists():
+        raise DatabaseError(f"{out} already exists; choose a new file name for the export")
+    if not out.parent.is_dir():
+        raise DatabaseError(f"{out.parent} is not a directory; choose where to write the export")
+    connection = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    try:
+        connection.execute("VACUUM INTO ?", (str(out),))
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"cannot export {source} ({exc}); run `conlab db check`") from None
+    finally:
+        connection.close()
+    copy = sqlite3.connect(out, isolation_level=None)
+    try:
+        copy.execute("PRAGMA secure_delete = ON")  # deleted text must not linger in free pages
+        copy.execute("BEGIN")
+        if tag is not None:
+            _keep_only_tag(copy, tag)
+        if anonymize:
+            _anonymize(copy)
+        copy.execute("DELETE FROM import_log")  # the exporter's own history is not shared
+        copy.execute("COMMIT")
+        copy.execute("VACUUM")
+        return copy.execute("SELECT count(*) FROM run").fetchone()[0]
+    finally:
+        copy.close()
+
+
+def _keep_only_tag(copy: sqlite3.Connection, tag: str) -> None:
+    drop = "SELECT id FROM run WHERE tag IS NOT ?"
+    copy.execute(f"DELETE FROM task_sample WHERE run_id IN ({drop})", (tag,))
+    copy.execute(f"DELETE FROM repeat WHERE run_id IN ({drop})", (tag,))
+    copy.execute("DELETE FROM run WHERE tag IS NOT ?", (tag,))
+    copy.execute("DELETE FROM sweep WHERE id NOT IN (SELECT sweep_id FROM run)")
+    copy.execute(
+        "DELETE FROM interpreter WHERE key NOT IN "
+        "(SELECT interpreter_key FROM run WHERE interpreter_key IS NOT NULL)"
+    )
+    copy.execute(
+        "DELETE FROM machine WHERE fingerprint NOT IN "
+        "(SELECT machine_fingerprint FROM run WHERE machine_fingerprint IS NOT NULL)"
+    )
+
+
+class _Scrubber:
+    """Replaces every known host name, user name, home directory and interpreter path in text."""
+
+    def __init__(self) -> None:
+        self.paths: dict[str, str] = {}
+        self.words: dict[str, str] = {}
+
+    def learn(self, env: dict, alias: str) -> None:
+        home = env.get("home")
+        if isinstance(home, str) and len(home) > 1:
+            self.paths[home.rstrip("/")] = "~"
+        executable = env.get("python_executable")
+        if isinstance(executable, str) and executable:
+            self.paths[executable] = "python"
+        for key, replacement in (("hostname", alias), ("user", "user")):
+            value = env.get(key)
+            if isinstance(value, str) and value:
+                self.words[value] = replacement
+
+    def __call__(self, text):
+        import re
+
+        if not isinstance(text, str):
+            return text
+        for path in sorted(self.paths, key=len, reverse=True):
+            text = text.replace(path, self.paths[path])
+        for word in sorted(self.words, key=len, reverse=True):
+            pattern = rf"(?<![A-Za-z0-9_.-]){re.escape(word)}(?![A-Za-z0-9_-])"
+            text = re.sub(pattern, self.words[word], text)
+        return text
+
+
+def _anonymize(copy: sqlite3.Connection) -> None:
+    scrub = _Scrubber()
+    aliases = {
+        fingerprint: f"machine-{fingerprint[:8]}"
+        for (fingerprint,) in copy.execute("SELECT fingerprint FROM machine")
+    }
+    for fingerprint, hostname in copy.execute("SELECT fingerprint, hostname FROM machine"):
+        scrub.learn({"hostname": hostname}, aliases[fingerprint])
+    for (executable,) in copy.execute("SELECT executable FROM interpreter"):
+        scrub.learn({"python_executable": executable}, "")
+    runs = copy.execute(
+        "SELECT id, environment_json, machine_fingerprint, recorder_host FROM run"
+    ).fetchall()
+    for _, text, fingerprint, host in runs:
+        alias = aliases.get(fingerprint, "machine")
+        scrub.learn({"hostname": host}, alias)
+        try:
+            env = json.loads(text) if text else {}
+        except ValueError:
+            env = {}
+        if isinstance(env, dict):
+            scrub.learn(env, alias)
+    for run_id, text, fingerprint, _ in runs:
+        try:
+            env = json.loads(text) if text else None
+        except ValueError:
+            env = None
+        if isinstance(env, dict):
+            env.update(hostname=aliases.get(fingerprint, "machine"), user="user", home="~")
+            env.pop("machine_id", None)
+            text = json.dumps(env, sort_keys=True)
+        copy.execute("UPDATE run SET environment_json = ? WHERE id = ?", (scrub(text), run_id))
+    copy.execute("UPDATE run SET recorder_host = NULL, recorder_pid = NULL, runner_pid = NULL")
+    for column in ("workload", "error", "error_detail", "stderr", "python_requested", "tag"):
+        for run_id, value in copy.execute(
+            f"SELECT id, {column} FROM run WHERE {column} IS NOT NULL"
+        ).fetchall():
+            copy.execute(f"UPDATE run SET {column} = ? WHERE id = ?", (scrub(value), run_id))
+    for fingerprint, alias in aliases.items():
+        copy.execute("UPDATE machine SET hostname = ? WHERE fingerprint = ?", (alias, fingerprint))
+    for key, _executable, version in copy.execute(
+        "SELECT key, executable, version FROM interpreter"
+    ).fetchall():
+        short = f"python{'.'.join(str(version or '').split('.')[:2])}"
+        copy.execute("UPDATE interpreter SET executable = ? WHERE key = ?", (short, key))
