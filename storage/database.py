@@ -102,7 +102,22 @@ def read_header(path: Path) -> tuple[int, int]:
             f"{path} is not a SQLite database; pass --db with a lab database or a new file name"
         )
     # Header offsets 60 (user_version) and 68 (application_id), big-endian (SQLite file format).
-    return int.from_bytes(header[60:64], "big"), int.from_bytes(header[68:72], "big")
+    found = int.from_bytes(header[60:64], "big"), int.from_bytes(header[68:72], "big")
+    wal = path.with_name(path.name + "-wal")
+    if found[1] != APPLICATION_ID and wal.exists() and wal.stat().st_size:
+        # The header may still be in the write-ahead log (a writer died before a checkpoint).
+        try:
+            connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                found = (
+                    connection.execute("PRAGMA user_version").fetchone()[0],
+                    connection.execute("PRAGMA application_id").fetchone()[0],
+                )
+            finally:
+                connection.close()
+        except sqlite3.DatabaseError:
+            pass
+    return found
 
 
 def _has_tables(path: Path) -> bool:
@@ -204,3 +219,10 @@ def _ensure_schema(engine: Engine) -> None:
         with engine.begin() as connection:
             connection.exec_driver_sql(f"PRAGMA application_id = {APPLICATION_ID}")
             connection.exec_driver_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        # Put the header into the main file now, not at some later checkpoint: tools that look
+        # at the file (and our own check) read it there. Outside any transaction, on the driver.
+        raw = engine.raw_connection()
+        try:
+            raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            raw.close()

@@ -1,4 +1,8 @@
-"""Reading stored runs back: the run objects that `conlab run/runs --json` print."""
+"""Reading stored runs back: the run objects that `conlab run/runs --json` print.
+
+Rows are read as plain values with SQL (not as ORM objects): a database may come from someone
+else, so a value of an unexpected type is shown as it is, never trusted or executed.
+"""
 
 from __future__ import annotations
 
@@ -6,70 +10,75 @@ import os
 import socket
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, Optional
 
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
 
-from storage.models import Interpreter, Machine, Repeat, Run
+from storage.models import utc_now
+
+RUN_COLUMNS = (
+    "id", "sweep_id", "status", "workload", "executor", "workers", "start_method", "chunksize",
+    "tasks", "size", "repeats", "warmups", "tag", "error",
+)  # fmt: skip
+
+
+def _number(value: Any) -> Optional[float]:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def run_object(
-    run: Run,
-    walls_ns: Iterable[int],
+    run: Mapping[str, Any],
+    walls_ns: Iterable[Any],
     machine: Optional[str] = None,
     python: Optional[str] = None,
     *,
     stored: bool = False,
 ) -> dict[str, Any]:
-    """One run as the CLI contract's JSON object (``stored`` adds machine, python, created_at)."""
-    wall_s = [w / 1e9 for w in walls_ns]
-    obj: dict[str, Any] = {
-        "run_id": run.id,
-        "sweep_id": run.sweep_id,
-        "status": run.status,
-        "workload": run.workload,
-        "executor": run.executor,
-        "workers": run.workers,
-        "start_method": run.start_method,
-        "chunksize": run.chunksize,
-        "tasks": run.tasks,
-        "size": run.size,
-        "repeats": run.repeats,
-        "warmups": run.warmups,
-        "tag": run.tag,
-        "wall_s": wall_s,
-        "median_s": statistics.median(wall_s) if wall_s else None,
-        "error": run.error,
-    }
+    """One run as the CLI contract's JSON object (``stored`` adds machine, python, created_at).
+
+    ``run`` maps the run table's column names to values; walls that are not numbers are left out.
+    """
+    wall_s = [w / 1e9 for w in walls_ns if _number(w) is not None]
+    obj: dict[str, Any] = {"run_id": run["id"]}
+    obj.update({name: run.get(name) for name in RUN_COLUMNS[1:]})
+    obj["wall_s"] = wall_s
+    obj["median_s"] = statistics.median(wall_s) if wall_s else None
+    # keep the contract's key order: error last
+    obj["error"] = obj.pop("error")
     if stored:
         obj.update(
             machine=machine,
             python=python,
-            created_at=_iso_utc(run.created_at),
-            machine_fingerprint=run.machine_fingerprint,
+            created_at=_iso_utc(run.get("created_at")),
+            machine_fingerprint=run.get("machine_fingerprint"),
         )
     return obj
 
 
-def _iso_utc(moment: Optional[datetime]) -> Optional[str]:
-    if moment is None:
-        return None
+def _iso_utc(moment: Any) -> Optional[str]:
+    if isinstance(moment, str):
+        try:
+            moment = datetime.fromisoformat(moment)
+        except ValueError:
+            return moment  # not a date: shown as the text it is
+    if not isinstance(moment, datetime):
+        return None if moment is None else str(moment)
     if moment.tzinfo is None:  # SQLite keeps no zone; the lab writes UTC
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.isoformat()
 
 
-def _pid_alive(pid: Optional[int]) -> bool:
-    if not pid:
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
         return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError):
         return True
     return True
 
@@ -78,45 +87,58 @@ def mark_interrupted(engine: Engine) -> int:
     """Runs left `running` by a recorder process that no longer exists on this host become
     `interrupted`. Returns how many changed."""
     host = socket.gethostname()
-    with Session(engine) as session:
-        stale = [
-            run
-            for run in session.exec(select(Run).where(Run.status == "running"))
-            if run.recorder_host == host and not _pid_alive(run.recorder_pid)
-        ]
-        for run in stale:
-            run.status = "interrupted"
-            run.error = run.error or "the recording process ended before the run finished"
-            session.add(run)
-        if stale:
-            session.commit()
-        return len(stale)
+    with engine.connect() as connection:
+        candidates = connection.execute(
+            text(
+                "SELECT id, recorder_pid FROM run WHERE status = 'running' AND recorder_host = :h"
+            ),
+            {"h": host},
+        ).all()
+    stale = [run_id for run_id, pid in candidates if not _pid_alive(pid)]
+    if stale:
+        with engine.begin() as connection:
+            for run_id in stale:
+                connection.execute(
+                    text(
+                        "UPDATE run SET status = 'interrupted', finished_at = :now, error = "
+                        "coalesce(error, 'the recording process ended before the run finished') "
+                        "WHERE id = :id AND status = 'running'"
+                    ),
+                    {"id": run_id, "now": utc_now().replace(tzinfo=None).isoformat(sep=" ")},
+                )
+    return len(stale)
 
 
 def list_runs(engine: Engine, tag: Optional[str] = None) -> list[dict[str, Any]]:
     """Every stored run (optionally with ``tag``), oldest first, as run objects."""
-    with Session(engine) as session:
-        query = select(Run).order_by(Run.created_at)
-        if tag is not None:
-            query = query.where(Run.tag == tag)
-        runs = session.exec(query).all()
-        walls: dict[str, list[int]] = defaultdict(list)
-        repeats = session.exec(
-            select(Repeat.run_id, Repeat.wall_ns)
-            .where(Repeat.warmup == False)  # noqa: E712
-            .order_by(Repeat.run_id, Repeat.repeat_index)
+    where = "WHERE r.tag = :tag" if tag is not None else ""
+    with engine.connect() as connection:
+        runs = (
+            connection.execute(
+                text(
+                    f"SELECT r.*, m.hostname AS machine_name, i.version AS python_version "
+                    f"FROM run r LEFT JOIN machine m ON m.fingerprint = r.machine_fingerprint "
+                    f"LEFT JOIN interpreter i ON i.key = r.interpreter_key {where} "
+                    f"ORDER BY r.created_at, r.id"
+                ),
+                {"tag": tag},
+            )
+            .mappings()
+            .all()
+        )
+        walls: dict[str, list] = defaultdict(list)
+        repeats = connection.execute(
+            text(
+                "SELECT p.run_id, p.wall_ns FROM repeat p "
+                + ("JOIN run r ON r.id = p.run_id AND r.tag = :tag " if tag is not None else "")
+                + "WHERE NOT p.warmup ORDER BY p.run_id, p.repeat_index"
+            ),
+            {"tag": tag},
         )
         for run_id, wall_ns in repeats:
             walls[run_id].append(wall_ns)
-        machines = {m.fingerprint: m.hostname for m in session.exec(select(Machine))}
-        pythons = {i.key: i.version for i in session.exec(select(Interpreter))}
-        return [
-            run_object(
-                run,
-                walls.get(run.id, ()),
-                machines.get(run.machine_fingerprint),
-                pythons.get(run.interpreter_key),
-                stored=True,
-            )
-            for run in runs
-        ]
+    return [
+        run_object(run, walls.get(run["id"], ()), run["machine_name"], run["python_version"],
+                   stored=True)
+        for run in runs
+    ]  # fmt: skip

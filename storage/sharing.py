@@ -301,7 +301,7 @@ class _Scrubber:
         for path in sorted(self.paths, key=len, reverse=True):
             text = text.replace(path, self.paths[path])
         for word in sorted(self.words, key=len, reverse=True):
-            pattern = rf"(?<![A-Za-z0-9_.-]){re.escape(word)}(?![A-Za-z0-9_-])"
+            pattern = rf"(?<![A-Za-z0-9]){re.escape(word)}(?![A-Za-z0-9])"
             text = re.sub(pattern, self.words[word], text)
         return text
 

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from storage.database import SCHEMA_VERSION
 from tests.conftest import assert_one_line_error
 
 RUN_KEYS = {
@@ -115,7 +116,7 @@ def test_the_database_is_a_wal_lab_file(conlab, db_path):
     assert conlab("run", "-w", "tiny", "-e", "sequential", "--repeats", "1").returncode == 0
     assert stored(db_path, "PRAGMA journal_mode")[0][0] == "wal"
     assert stored(db_path, "PRAGMA application_id")[0][0] == 0x434C6162
-    assert stored(db_path, "PRAGMA user_version")[0][0] == 1
+    assert stored(db_path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION
 
 
 BAD_INPUTS = [

@@ -1,0 +1,252 @@
+"""Result databases a user can trust: versions, refusals, lifecycle, concurrent writers."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from storage.database import APPLICATION_ID, SCHEMA_VERSION, open_engine
+from tests.conftest import assert_one_line_error
+
+DATA = Path(__file__).parent / "data"
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_v1_file(path: Path) -> Path:
+    """A real schema-1 database (two runs recorded by the first cut), from its SQL dump."""
+    connection = sqlite3.connect(path)
+    connection.executescript((DATA / "schema_v1.sql").read_text())
+    connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    connection.execute("PRAGMA user_version = 1")
+    connection.commit()
+    connection.close()
+    return path
+
+
+def schema(path: Path) -> dict[str, list[str]]:
+    connection = sqlite3.connect(path)
+    try:
+        tables = [
+            r[0]
+            for r in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            )
+        ]
+        return {
+            t: sorted(r[1] for r in connection.execute(f"PRAGMA table_info({t})")) for t in tables
+        }
+    finally:
+        connection.close()
+
+
+def test_a_version_1_file_is_migrated_after_a_backup(conlab, tmp_path):
+    old = make_v1_file(tmp_path / "old.db")
+    before = digest(old)
+    listed = conlab("runs", "--db", str(old), "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(r["executor"] for r in listed.json()) == ["sequential", "threads"]
+    assert all(r["status"] == "ok" and len(r["wall_s"]) == 2 for r in listed.json())
+    assert "migrated" in listed.stderr and "old.db.v1.bak" in listed.stderr
+    backup = tmp_path / "old.db.v1.bak"
+    assert (
+        digest(backup) != ""
+        and sqlite3.connect(backup).execute("PRAGMA user_version").fetchone()[0] == 1
+    )
+    # the migrated file has exactly the schema a new file gets
+    fresh = tmp_path / "fresh.db"
+    open_engine(fresh).dispose()
+    assert schema(old) == schema(fresh)
+    assert sqlite3.connect(old).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert digest(old) != before
+    # sweeps were made from the runs' sweep ids; new runs can be added to the migrated file
+    assert sqlite3.connect(old).execute("SELECT count(*) FROM sweep").fetchone()[0] == 1
+    assert (
+        conlab(
+            "run", "-w", "tiny", "-e", "sequential", "--repeats", "1", "--db", str(old)
+        ).returncode
+        == 0
+    )
+
+
+def newer_file(path: Path) -> Path:
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE run (id TEXT PRIMARY KEY)")
+    connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    connection.commit()
+    connection.close()
+    return path
+
+
+def foreign_file(path: Path) -> Path:
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE customers (name TEXT)")
+    connection.execute("INSERT INTO customers VALUES ('ada')")
+    connection.commit()
+    connection.close()
+    return path
+
+
+def text_file(path: Path) -> Path:
+    path.write_text("name,value\nx,1\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (newer_file, "newer than this conlab"),
+        (foreign_file, "not a concurrency-lab one"),
+        (text_file, "not a SQLite database"),
+    ],
+    ids=["newer", "foreign", "text"],
+)
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["runs"],
+        ["run", "-w", "tiny", "-e", "sequential"],
+        ["db", "info"],
+        ["db", "check"],
+        ["db", "export", "OUT"],
+    ],
+)
+def test_files_that_are_not_ours_are_refused_untouched(conlab, tmp_path, make, words, command):
+    path = make(tmp_path / "other.db")
+    before = digest(path)
+    args = [str(tmp_path / "out.db") if a == "OUT" else a for a in command]
+    result = conlab(*args, "--db", str(path))
+    assert_one_line_error(result)
+    assert words in result.stderr
+    assert digest(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db", "user"]
+
+
+@pytest.mark.parametrize("target", ["missing", "directory", "unreadable"])
+def test_bad_db_paths_are_one_line_errors(conlab, tmp_path, target):
+    path = (
+        {"missing": tmp_path / "nope.db", "directory": tmp_path}[target]
+        if target != "unreadable"
+        else tmp_path / "locked.db"
+    )
+    if target == "unreadable":
+        open_engine(path).dispose()
+        path.chmod(0)
+        if os.access(path, os.R_OK):
+            pytest.skip("running as root: permissions do not stop reading")
+    for command in (["runs"], ["db", "info"], ["db", "check"]):
+        assert_one_line_error(conlab(*command, "--db", str(path)))
+
+
+def wait_for_status(db: Path, status: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            connection = sqlite3.connect(db)
+            if connection.execute(
+                "SELECT count(*) FROM run WHERE status = ?", (status,)
+            ).fetchone()[0]:
+                return
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"no run became {status}")
+
+
+def test_killing_conlab_mid_run_leaves_an_interrupted_run_and_a_sound_file(conlab, db_path):
+    process = conlab.start(
+        "run",
+        "-w",
+        "sleep",
+        "-e",
+        "processes",
+        "--workers",
+        "2",
+        "--tasks",
+        "4",
+        "--size",
+        "200",
+        "--repeats",
+        "50",
+    )
+    wait_for_status(db_path, "running")
+    time.sleep(1.0)  # some repeats stored
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    listed = conlab("runs", "--json").json()
+    assert [r["status"] for r in listed] == ["interrupted"]
+    assert listed[0]["wall_s"], "the repeats stored before the kill are kept"
+    connection = sqlite3.connect(db_path)
+    assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    # the runner and its workers noticed their parent was gone (the fixture checks none is left)
+
+
+def test_two_writers_at_once_both_succeed(conlab, db_path):
+    args = (
+        "run",
+        "-w",
+        "tiny",
+        "-e",
+        "threads",
+        "--workers",
+        "1,2",
+        "--tasks",
+        "200",
+        "--repeats",
+        "20",
+        "--warmups",
+        "0",
+    )
+    first, second = conlab.start(*args, "--tag", "a"), conlab.start(*args, "--tag", "b")
+    for process in (first, second):
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr
+    rows = (
+        sqlite3.connect(db_path)
+        .execute("SELECT tag, status, count(*) FROM run GROUP BY tag, status")
+        .fetchall()
+    )
+    assert rows == [("a", "ok", 2), ("b", "ok", 2)]
+    samples = sqlite3.connect(db_path).execute("SELECT count(*) FROM task_sample").fetchone()[0]
+    assert samples == 2 * 2 * 20 * 200
+
+
+def test_reading_never_waits_for_a_writer(db_path):
+    """A reader (report, TUI) reads while a writer holds the write lock (WAL)."""
+    engine = open_engine(db_path, writer=True)
+    with engine.begin() as connection:  # BEGIN IMMEDIATE: the write lock is held
+        connection.exec_driver_sql("INSERT INTO sweep (id, created_at) VALUES ('s', '2026')")
+        started = time.monotonic()
+        reader = (
+            subprocess.run(
+                ["sqlite3", "-cmd", ".timeout 0", str(db_path), "SELECT count(*) FROM sweep"],
+                capture_output=True,
+                text=True,
+            )
+            if _has_sqlite3_shell()
+            else None
+        )
+        if reader is None:
+            reading = sqlite3.connect(db_path, timeout=0)
+            count = reading.execute("SELECT count(*) FROM sweep").fetchone()[0]
+        else:
+            assert reader.returncode == 0, reader.stderr
+            count = int(reader.stdout)
+        assert count == 0 and time.monotonic() - started < 1.0
+    engine.dispose()
+
+
+def _has_sqlite3_shell() -> bool:
+    from shutil import which
+
+    return which("sqlite3") is not None
