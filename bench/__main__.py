@@ -198,52 +198,65 @@ def bench_cpu_speedup(bench: Bench) -> None:
     )
 
 
-def main() -> int:
+def bench_core(bench: Bench) -> None:
+    bench.ratio_against_hand("sequential", 1, 8, 300_000, 0.97, 1.03, "sequential 8 x ~20 ms")
+    bench.ratio_against_hand("threads", 2, 8, 300_000, 0.97, 1.03, "threads x2, 8 x ~20 ms")
+    bench.ratio_against_hand(
+        "processes",
+        2,
+        8,
+        300_000,
+        0.97,
+        1.03,
+        "processes x2 spawn, 8 x ~20 ms",
+        start_method="spawn",
+    )
+    bench.ratio_against_hand(
+        "sequential", 1, 10_000, 1_500, 0.0, 1.03, "sequential 10,000 x ~100 us"
+    )
+    bench.ratio_against_hand(
+        "processes",
+        2,
+        10_000,
+        1_500,
+        0.0,
+        1.03,
+        "processes x2 spawn 10,000 x ~100 us",
+        start_method="spawn",
+    )
+    bench_runner_import(bench)
+    bench_cpu_speedup(bench)
+
+
+def groups() -> dict:
+    """Benchmark groups by name: `python -m bench [GROUP ...]` runs some (default: all)."""
+    from bench import storage
+
+    return {"core": [bench_core], "storage": storage.BENCHMARKS}
+
+
+def main(argv: list[str]) -> int:
+    chosen = argv or list(groups())
+    unknown = [g for g in chosen if g not in groups()]
+    if unknown:
+        print(
+            f"unknown benchmark group(s) {unknown}; choose from {list(groups())}", file=sys.stderr
+        )
+        return 2
     print(
-        f"conlab benchmarks on {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
-        f"{ROUNDS} interleaved rounds each"
+        f"conlab benchmarks on {os.cpu_count()} cores, Python {sys.version.split()[0]}: "
+        f"{', '.join(chosen)}"
     )
     print(f"  {'benchmark':<58} {'value':>8}   {'budget':<14}")
     with tempfile.TemporaryDirectory() as scratch:
         bench = Bench(Path(scratch))
-        bench.ratio_against_hand("sequential", 1, 8, 300_000, 0.97, 1.03, "sequential 8 x ~20 ms")
-        bench.ratio_against_hand("threads", 2, 8, 300_000, 0.97, 1.03, "threads x2, 8 x ~20 ms")
-        bench.ratio_against_hand(
-            "processes",
-            2,
-            8,
-            300_000,
-            0.97,
-            1.03,
-            "processes x2 spawn, 8 x ~20 ms",
-            start_method="spawn",
-        )
-        bench.ratio_against_hand(
-            "sequential", 1, 10_000, 1_500, 0.0, 1.03, "sequential 10,000 x ~100 us"
-        )
-        bench.ratio_against_hand(
-            "processes",
-            2,
-            10_000,
-            1_500,
-            0.0,
-            1.03,
-            "processes x2 spawn 10,000 x ~100 us",
-            start_method="spawn",
-        )
-        bench_runner_import(bench)
-        bench_cpu_speedup(bench)
-        for extra in _more_benchmarks():
-            extra(bench)
+        for group in chosen:
+            for benchmark in groups()[group]:
+                benchmark(bench)
     missed = [row for row in bench.rows if not row[3]]
     print(f"{len(bench.rows) - len(missed)} within budget, {len(missed)} missed")
     return 1 if missed else 0
 
 
-def _more_benchmarks():
-    """Benchmarks of other layers register here (storage, reports, TUI)."""
-    return []
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
