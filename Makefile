@@ -34,7 +34,10 @@ bench: install
 	$(BIN)/python -m bench
 
 report: install
-	$(BIN)/conlab runs
+	$(BIN)/conlab report --format table
+	@$(BIN)/conlab report --format markdown --output reports/summary.md
+	@$(BIN)/conlab report --format html --output reports/summary.html
+	@test ! -f reports/summary.md || echo "wrote reports/summary.md and reports/summary.html"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache build *.egg-info reports

@@ -14,6 +14,7 @@ import typer
 
 from experiments.spec import SpecError, default_worker_counts
 from storage.database import DatabaseError
+from storage.errors import SelectionError
 
 app = typer.Typer(
     add_completion=False,
@@ -48,7 +49,10 @@ def _console(stderr: bool = False):
     from rich.console import Console
 
     return Console(
-        stderr=stderr, no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False
+        width=None if sys.stdout.isatty() else 200,
+        stderr=stderr,
+        no_color=bool(os.environ.get("NO_COLOR")) or None,
+        highlight=False,
     )
 
 
@@ -330,6 +334,144 @@ def runs(
     )
 
 
+class ReportFormat(str, Enum):
+    table = "table"
+    markdown = "markdown"
+    csv = "csv"
+    json = "json"
+    html = "html"
+
+
+@app.command()
+def report(
+    db: Optional[list[str]] = typer.Option(None, help=DB_HELP + "; repeat to read several"),
+    format: Optional[ReportFormat] = typer.Option(
+        None, "--format", help="default: table on a terminal, else markdown"
+    ),
+    output: Optional[str] = typer.Option(None, help="write to this file instead of stdout"),
+    compare: Optional[tuple[str, str]] = typer.Option(
+        None,
+        help="compare selection B against A: KEY:VALUE[,KEY:VALUE] with keys run, sweep, "
+        "tag, machine, python, workload, executor, db (e.g. --compare tag:before tag:after)",
+    ),
+    fail_if_slower: Optional[float] = typer.Option(
+        None, help="exit 1 when a comparison is significantly slower by more than PCT percent"
+    ),
+    min_effect: float = typer.Option(5.0, help="smallest change (percent) called a difference"),
+    select_runs: Optional[str] = typer.Option(None, "--select", help="only runs matching this"),
+    timeline: Optional[str] = typer.Option(
+        None,
+        help="run id (prefix) whose task timeline the "
+        "HTML report draws (default: the latest parallel run)",
+    ),
+) -> int:
+    """What the stored runs mean: medians, spread, speedup, efficiency, verdicts, comparisons."""
+    from storage import render
+    from storage.reports import compare as compare_selections
+    from storage.reports import load_repeats, load_task_stats, select, summarize, verdicts
+
+    if fail_if_slower is not None and not compare:
+        raise BadInput("--fail-if-slower needs --compare A B; add the two selections")
+    if not 0 <= min_effect < 100:
+        raise BadInput(f"--min-effect must be a percentage from 0 to 100, not {min_effect}")
+    engines = [(one or str(_default_db()), _open(one, create=False)) for one in db or [None]]
+    repeats = load_repeats(engines)
+    if select_runs and not repeats.empty:
+        repeats = select(repeats, select_runs)
+    if repeats.empty:
+        typer.echo(
+            "No finished runs to report yet. Record a first one with:\n"
+            "  conlab run -w cpu -e sequential -e threads -e processes"
+        )
+        return 0
+    summary = summarize(repeats, load_task_stats(engines, repeats["run_id"].unique()))
+    words = verdicts(summary)
+    compared = None
+    if compare:
+        comparisons, geomean, differences = compare_selections(
+            repeats, compare[0], compare[1], min_effect / 100
+        )
+        compared = (comparisons, geomean, differences, compare[0], compare[1])
+    chosen = format or (
+        ReportFormat.table if sys.stdout.isatty() and not output else ReportFormat.markdown
+    )
+    if chosen == ReportFormat.table:
+        text = None
+        _print_report_table(summary, words, compared)
+    elif chosen == ReportFormat.markdown:
+        text = render.markdown(summary, words, compared)
+    elif chosen == ReportFormat.csv:
+        text = (
+            summary.drop(columns=["warnings"])
+            .assign(warnings=["; ".join(w) for w in summary["warnings"]])
+            .to_csv(index=False)
+        )
+    elif chosen == ReportFormat.json:
+        text = render.json_report(summary, words, compared)
+    else:
+        text = render.html_page(summary, words, compared, _timeline(engines, repeats, timeline))
+    if text is not None:
+        if output:
+            from pathlib import Path
+
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            Path(output).write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+    if fail_if_slower is not None and compared:
+        slower = [
+            c for c in compared[0] if c.verdict == "slower" and (c.ratio - 1) * 100 > fail_if_slower
+        ]
+        if slower:
+            sys.stderr.write(
+                f"conlab: {len(slower)} configuration(s) slower by more than {fail_if_slower:g}%\n"
+            )
+            return 1
+    return 0
+
+
+def _default_db():
+    from storage.database import default_path
+
+    return default_path()
+
+
+def _timeline(engines, repeats, run_prefix: Optional[str]):
+    from storage.reports import load_timeline
+
+    runs = repeats.drop_duplicates("run_id").sort_values("created_at")
+    if run_prefix:
+        runs = runs[runs["run_id"].astype(str).str.startswith(run_prefix)]
+        if runs.empty:
+            raise BadInput(f"no finished run starts with {run_prefix!r}; see `conlab runs`")
+    else:
+        parallel = runs[runs["workers"] > 1]
+        runs = parallel if not parallel.empty else runs
+    run = runs.iloc[-1]
+    engine = dict(engines)[run["db"]]
+    return str(run["run_id"]), load_timeline(engine, str(run["run_id"]))
+
+
+def _print_report_table(summary, words, compared) -> None:
+    from storage import render
+
+    console = _console()
+    if compared:
+        comparisons, geomean, differences, a, b = compared
+        _print_rows(
+            render.comparison_rows(comparisons),
+            list(render.comparison_rows(comparisons)[0]),
+            title=f"{b} against {a}",
+        )
+        console.print(f"geometric mean of B/A: {geomean:.3f}")
+        for field, (va, vb) in differences.items():
+            console.print(f"the selections differ in {field}: {va} vs {vb}")
+    rows = render.summary_rows(summary, compact=True)
+    _print_rows(rows, list(rows[0]), title=f"summary: {render.shared_caption(summary)}")
+    for line in words:
+        console.print(line)
+
+
 @app.command()
 def env(
     python: Optional[str] = typer.Option(None, help="interpreter to describe (default: this one)"),
@@ -434,10 +576,10 @@ def db_export(
     typer.echo(f"exported {count} runs to {out}" + (" (anonymized)" if anonymize else ""))
 
 
-def _print_rows(rows: list[dict], columns: list[str]) -> None:
+def _print_rows(rows: list[dict], columns: list[str], title: Optional[str] = None) -> None:
     from rich.table import Table
 
-    table = Table()
+    table = Table(title=title)
     for column in columns:
         table.add_column(column)
     for row in rows:
@@ -469,7 +611,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="conlab: %(message)s")
     try:
         result = app(args=argv, standalone_mode=False, prog_name="conlab")
-    except (SpecError, DatabaseError, BadInput) as exc:
+    except (SpecError, DatabaseError, BadInput, SelectionError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         _fail("interrupted", 1)

@@ -1,0 +1,310 @@
+"""Reports as text people read: a terminal table, Markdown, CSV, JSON, and one self-contained
+HTML page with inline SVG charts (no script, no CDN, works offline)."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Sequence
+from typing import Any, Optional
+
+import pandas as pd
+
+from storage.reports import Comparison
+
+COLUMNS = [
+    ("machine", "machine"), ("python", "python"), ("workload", "workload"), ("size", "size"),
+    ("tasks", "tasks"), ("executor", "executor"), ("start_method", "start"),
+    ("workers", "workers"), ("repeats", "n"), ("median_s", "median"), ("iqr_s", "IQR"),
+    ("cv", "CV"), ("min_s", "min"), ("speedup", "speedup"), ("efficiency", "eff."),
+    ("karp_flatt", "serial"), ("startup_s", "start-up"), ("parallelism", "parallel"),
+    ("cpu_per_wall", "CPU/wall"),
+]  # fmt: skip
+
+
+def _ms(value: float) -> str:
+    return "" if value != value else f"{value * 1000:.1f} ms"
+
+
+def _fmt(column: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if column.endswith("_s"):
+        return _ms(value)
+    if column in ("cv", "efficiency"):
+        return f"{value:.0%}"
+    if column in ("speedup", "parallelism", "cpu_per_wall"):
+        return f"{value:.2f}x"
+    if column == "karp_flatt":
+        return f"{value:.2f}"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+# Columns a terminal table leaves out when every row has the same value (said in its caption).
+CONSTANT_WHEN_SHARED = ("machine", "python", "size", "tasks", "start_method")
+
+
+def summary_rows(summary: pd.DataFrame, compact: bool = False) -> list[dict[str, str]]:
+    columns = COLUMNS
+    if compact:
+        shared = {c for c in CONSTANT_WHEN_SHARED if summary[c].map(str).nunique() <= 1}
+        columns = [(c, label) for c, label in COLUMNS if c not in shared]
+        columns = [(c, label) for c, label in columns if c not in ("min_s",)]
+    return [
+        {label: _fmt(column, row[column]) for column, label in columns}
+        | {"warnings": "; ".join(row["warnings"])}
+        for _, row in summary.iterrows()
+    ]
+
+
+def shared_caption(summary: pd.DataFrame) -> str:
+    """The values every row shares, for the caption of a compact table."""
+    parts = []
+    for column in CONSTANT_WHEN_SHARED:
+        values = summary[column].map(str).unique()
+        if len(values) == 1 and values[0] not in ("None", "nan"):
+            parts.append(f"{column.replace('_', ' ')} {values[0]}")
+    return ", ".join(parts)
+
+
+def summary_records(summary: pd.DataFrame) -> list[dict[str, Any]]:
+    """The summary as plain JSON values (NaN becomes null)."""
+    records = []
+    for _, row in summary.iterrows():
+        record = {}
+        for column in [c for c, _ in COLUMNS] + ["sequential_s", "q1_s", "q3_s", "warnings"]:
+            value = row[column]
+            if isinstance(value, float) and math.isnan(value):
+                value = None
+            elif hasattr(value, "item"):
+                value = value.item()
+            record[column] = value
+        records.append(record)
+    return records
+
+
+def comparison_records(comparisons: Sequence[Comparison]) -> list[dict[str, Any]]:
+    return [
+        {**{k: (v.item() if hasattr(v, "item") else v) for k, v in c.config.items()},
+         "a_median_s": c.a_median_s, "b_median_s": c.b_median_s, "ratio": c.ratio,
+         "ci_low": c.ci_low, "ci_high": c.ci_high, "p_value": c.p_value, "verdict": c.verdict,
+         "a_repeats": c.a_repeats, "b_repeats": c.b_repeats}
+        for c in comparisons
+    ]  # fmt: skip
+
+
+def comparison_rows(comparisons: Sequence[Comparison]) -> list[dict[str, str]]:
+    return [
+        {
+            "workload": str(c.config.get("workload")),
+            "executor": str(c.config.get("executor")),
+            "workers": _fmt("workers", c.config.get("workers")),
+            "A": _ms(c.a_median_s),
+            "B": _ms(c.b_median_s),
+            "B/A": f"{c.ratio:.3f}",
+            "95% CI": f"{c.ci_low:.3f}–{c.ci_high:.3f}",
+            "p": f"{c.p_value:.3f}",
+            "n": f"{c.a_repeats}/{c.b_repeats}",
+            "verdict": c.verdict,
+        }
+        for c in comparisons
+    ]
+
+
+def markdown_table(rows: list[dict[str, str]]) -> str:
+    if not rows:
+        return "_nothing to show_\n"
+    headers = list(rows[0])
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in rows:
+        lines.append("| " + " | ".join(row[h].replace("|", "\\|") for h in headers) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown(summary: pd.DataFrame, words: list[str], compared: Optional[tuple] = None) -> str:
+    parts = ["# concurrency-lab report\n"]
+    if compared:
+        parts += _markdown_comparison(*compared)
+    parts += ["## Summary\n", markdown_table(summary_rows(summary))]
+    if words:
+        parts += ["## What it means\n", "\n".join(f"- {w.strip()}" for w in words) + "\n"]
+    return "\n".join(parts)
+
+
+def _markdown_comparison(comparisons, geomean, differences, a, b) -> list[str]:
+    parts = [f"## `{b}` against `{a}`\n", markdown_table(comparison_rows(comparisons)),
+             f"Geometric mean of B/A: **{geomean:.3f}**\n"]  # fmt: skip
+    if differences:
+        parts.append("The selections differ in: " + "; ".join(
+            f"{k}: {va} vs {vb}" for k, (va, vb) in differences.items()) + "\n")  # fmt: skip
+    return parts
+
+
+# --- HTML with inline SVG charts ---------------------------------------------------------------
+
+PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7"]
+
+
+def _svg_lines(
+    title: str,
+    series: dict[str, list[tuple[float, float]]],
+    ideal: bool = False,
+    x_label: str = "workers",
+    y_label: str = "speedup",
+) -> str:
+    """A line chart; with ``ideal`` the y = x line is drawn dashed."""
+    width, height, pad = 520, 300, 45
+    points = [p for values in series.values() for p in values]
+    if not points:
+        return ""
+    x_max = max(x for x, _ in points) or 1
+    y_max = max([y for _, y in points] + ([x_max] if ideal else [])) * 1.1 or 1
+
+    def sx(x: float) -> float:
+        return pad + (x / x_max) * (width - 2 * pad)
+
+    def sy(y: float) -> float:
+        return height - pad - (y / y_max) * (height - 2 * pad)
+
+    out = [f'<svg width="{width}" height="{height}" '
+           f'role="img" aria-label="{html.escape(title)}">',
+           f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">'
+           f"{html.escape(title)}</text>",
+           f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" '
+           'stroke="#333"/>',
+           f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#333"/>',
+           f'<text x="{width / 2}" y="{height - 8}" text-anchor="middle" font-size="12">'
+           f"{x_label}</text>",
+           f'<text x="12" y="{height / 2}" font-size="12" transform="rotate(-90 12 '
+           f'{height / 2})" text-anchor="middle">{y_label}</text>']  # fmt: skip
+    for tick in sorted({x for x, _ in points}):
+        out.append(f'<text x="{sx(tick):.1f}" y="{height - pad + 15}" text-anchor="middle" '
+                   f'font-size="11">{tick:g}</text>')  # fmt: skip
+    for i in range(5):
+        y = y_max * i / 4
+        out.append(f'<text x="{pad - 5}" y="{sy(y) + 4:.1f}" text-anchor="end" font-size="11">'
+                   f"{y:.2g}</text>")  # fmt: skip
+    if ideal:
+        out.append(
+            f'<line x1="{sx(0)}" y1="{sy(0)}" x2="{sx(x_max)}" y2="{sy(x_max)}" '
+            'stroke="#999" stroke-dasharray="4 4"><title>ideal</title></line>'
+        )
+    for n, (name, values) in enumerate(series.items()):
+        colour = PALETTE[n % len(PALETTE)]
+        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in sorted(values))
+        out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>')
+        for x, y in values:
+            out.append(
+                f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{colour}">'
+                f"<title>{html.escape(name)}: {y:.2f} at {x:g}</title></circle>"
+            )
+        out.append(f'<text x="{width - pad + 4}" y="{pad + 14 * n}" font-size="11" '
+                   f'fill="{colour}">{html.escape(name)}</text>')  # fmt: skip
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _svg_bars(title: str, bars: list[tuple[str, float]]) -> str:
+    width, bar_height, pad = 520, 18, 150
+    height = 40 + bar_height * len(bars)
+    top = max((v for _, v in bars), default=1) or 1
+    out = [f'<svg width="{width}" height="{height}" '
+           f'role="img" aria-label="{html.escape(title)}">',
+           f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">'
+           f"{html.escape(title)}</text>"]  # fmt: skip
+    for n, (label, value) in enumerate(bars):
+        y = 30 + n * bar_height
+        length = (value / top) * (width - pad - 70)
+        out.append(f'<text x="{pad - 6}" y="{y + 12}" text-anchor="end" font-size="11">'
+                   f"{html.escape(label)}</text>"
+                   f'<rect x="{pad}" y="{y}" width="{length:.1f}" height="{bar_height - 4}" '
+                   f'fill="{PALETTE[n % len(PALETTE)]}"/>'
+                   f'<text x="{pad + length + 4}" y="{y + 12}" font-size="11">'
+                   f"{value * 1000:.1f} ms</text>")  # fmt: skip
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _svg_timeline(title: str, timeline: pd.DataFrame) -> str:
+    """One lane per worker (pid/thread), a bar per task, for the first counted repeat."""
+    if timeline.empty:
+        return ""
+    counted = timeline[~timeline["warmup"].astype(bool)]
+    repeat = (counted if not counted.empty else timeline)["repeat_index"].min()
+    tasks = timeline[timeline["repeat_index"] == repeat]
+    lanes = {lane: n for n, lane in enumerate(dict.fromkeys(zip(tasks["pid"], tasks["thread_id"])))}
+    width, lane_height, pad = 520, 22, 90
+    height = 50 + lane_height * len(lanes)
+    end = max(tasks["end_ms"].max(), 1e-9)
+    out = [f'<svg width="{width}" height="{height}" '
+           f'role="img" aria-label="{html.escape(title)}">',
+           f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">'
+           f"{html.escape(title)} (repeat {int(repeat)}, {end:.1f} ms)</text>"]  # fmt: skip
+    one_pid = len({pid for pid, _ in lanes}) == 1
+    for (pid, _thread), n in lanes.items():
+        label = f"thread {n + 1}" if one_pid and len(lanes) > 1 else f"pid {pid}"
+        out.append(f'<text x="{pad - 6}" y="{40 + n * lane_height}" text-anchor="end" '
+                   f'font-size="11">{label}</text>')  # fmt: skip
+    for task in tasks.itertuples():
+        n = lanes[(task.pid, task.thread_id)]
+        x = pad + task.start_ms / end * (width - pad - 10)
+        w = max((task.end_ms - task.start_ms) / end * (width - pad - 10), 1)
+        out.append(f'<rect x="{x:.1f}" y="{28 + n * lane_height}" width="{w:.1f}" '
+                   f'height="{lane_height - 6}" fill="{PALETTE[task.task_index % len(PALETTE)]}">'
+                   f"<title>task {task.task_index}: {task.start_ms:.2f}–{task.end_ms:.2f} ms"
+                   "</title></rect>")  # fmt: skip
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def html_page(
+    summary: pd.DataFrame,
+    words: list[str],
+    compared: Optional[tuple] = None,
+    timeline: Optional[tuple[str, pd.DataFrame]] = None,
+) -> str:
+    """One self-contained page: tables, verdicts and SVG charts; no external URL."""
+    import markdown_it  # shipped with rich
+
+    body = (
+        markdown_it.MarkdownIt("commonmark")
+        .enable("table")
+        .render(markdown(summary, words, compared))
+    )
+    charts = []
+    for (machine, python, workload), rows in summary.groupby(["machine", "python", "workload"]):
+        label = f"{workload} on {machine}, Python {python}"
+        speedups = {
+            executor: [(float(r.workers), float(r.speedup)) for r in group.itertuples()
+                       if r.speedup == r.speedup]
+            for executor, group in rows.groupby("executor") if executor != "sequential"
+        }  # fmt: skip
+        speedups = {k: v for k, v in speedups.items() if v}
+        if speedups:
+            charts.append(_svg_lines(f"speedup: {label}", speedups, ideal=True))
+        bars = [(f"{r.executor} x{int(r.workers)}", float(r.median_s)) for r in rows.itertuples()]
+        charts.append(_svg_bars(f"time per executor: {label}", bars))
+    if timeline is not None:
+        charts.append(_svg_timeline(f"task timeline of run {timeline[0][:8]}", timeline[1]))
+    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}"
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
+             "padding:3px 6px;text-align:right}svg{margin:1em 1em 0 0}")  # fmt: skip
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>concurrency-lab report</title><style>{style}</style></head><body>\n"
+        f"{body}\n<h2>Charts</h2>\n<div>{''.join(charts)}</div>\n</body></html>\n"
+    )
+
+
+def json_report(summary: pd.DataFrame, words: list[str], compared: Optional[tuple]) -> str:
+    data: dict[str, Any] = {"summary": summary_records(summary), "verdicts": words}
+    if compared:
+        comparisons, geomean, differences, a, b = compared
+        data["comparison"] = {
+            "a": a, "b": b, "rows": comparison_records(comparisons), "geomean_ratio": geomean,
+            "environment_differences": {k: list(v) for k, v in differences.items()},
+        }  # fmt: skip
+    return json.dumps(data, indent=2, default=str) + "\n"
