@@ -32,6 +32,13 @@ def _sweeps_imports_and_heartbeats(connection: sqlite3.Connection) -> None:
             source VARCHAR NOT NULL, runs_added INTEGER NOT NULL,
             runs_skipped INTEGER NOT NULL)""",
         "ALTER TABLE run ADD COLUMN heartbeat_at DATETIME",
+        "ALTER TABLE repeat ADD COLUMN first_task_start_ns BIGINT",
+        "ALTER TABLE repeat ADD COLUMN busy_ns BIGINT",
+        """UPDATE repeat SET
+            first_task_start_ns = (SELECT min(s.start_ns) FROM task_sample s
+                WHERE s.run_id = repeat.run_id AND s.repeat_index = repeat.repeat_index),
+            busy_ns = (SELECT sum(s.end_ns - s.start_ns) FROM task_sample s
+                WHERE s.run_id = repeat.run_id AND s.repeat_index = repeat.repeat_index)""",
         """CREATE INDEX IF NOT EXISTS ix_run_config
             ON run (workload, size, tasks, executor, workers)""",
         "CREATE INDEX IF NOT EXISTS ix_repeat_run ON repeat (run_id, repeat_index)",

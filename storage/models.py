@@ -115,6 +115,9 @@ class Repeat(SQLModel, table=True):
     cpu_ns: Optional[int] = None
     start_ns: Optional[int] = None
     end_ns: Optional[int] = None
+    # From the repeat's task samples, kept here so reports never scan task_sample:
+    first_task_start_ns: Optional[int] = None  # start-up latency = this - start_ns
+    busy_ns: Optional[int] = None  # sum of task durations; parallelism = busy / wall
 
 
 class TaskSample(SQLModel, table=True):

@@ -130,9 +130,10 @@ class RunRecorder:
         self._pending_repeat = None
         index = event["repeat"]
         run_id = self.run_id
+        samples = event.get("samples") or ()
         rows = [
             (run_id, index, task_index, s[0], s[1], s[2], s[3])
-            for task_index, s in enumerate(event.get("samples") or ())
+            for task_index, s in enumerate(samples)
         ]
         with self.engine.begin() as connection:
             connection.execute(
@@ -146,6 +147,8 @@ class RunRecorder:
                         "cpu_ns": repeat.get("cpu_ns"),
                         "start_ns": repeat.get("start_ns"),
                         "end_ns": repeat.get("end_ns"),
+                        "first_task_start_ns": min((s[2] for s in samples), default=None),
+                        "busy_ns": sum(s[3] - s[2] for s in samples) if samples else None,
                     }
                 ],
             )

@@ -38,28 +38,38 @@ def load_repeats(engines: Sequence[tuple[str, Engine]]) -> pd.DataFrame:
     frames = []
     for label, engine in engines:
         with engine.connect() as connection:
-            frame = pd.read_sql(
+            runs = pd.read_sql(
                 text(
                     "SELECT r.id AS run_id, r.sweep_id, r.tag, r.status, r.workload, r.size, "
                     "r.tasks, r.executor, r.start_method, r.workers, r.chunksize, r.created_at, "
                     "r.environment_json, r.machine_fingerprint, "
                     "coalesce(m.hostname, r.machine_fingerprint) AS machine, "
                     "coalesce(m.usable_cores, m.logical_cores) AS cores, m.cpu_model, "
-                    "i.version AS python, i.gil_disabled, "
-                    "p.repeat_index, p.warmup, p.wall_ns, p.cpu_ns, p.start_ns, p.end_ns "
-                    "FROM run r JOIN repeat p ON p.run_id = r.id "
+                    "i.version AS python, i.gil_disabled FROM run r "
                     "LEFT JOIN machine m ON m.fingerprint = r.machine_fingerprint "
                     "LEFT JOIN interpreter i ON i.key = r.interpreter_key "
                     "WHERE r.status = 'ok'"
                 ),
                 connection,
             )
+            # Numbers only, one row per repeat: the run's text columns are joined in pandas.
+            repeats = pd.read_sql(
+                text(
+                    "SELECT p.run_id, p.repeat_index, p.warmup, p.wall_ns, p.cpu_ns, p.start_ns, "
+                    "p.end_ns, p.first_task_start_ns, p.busy_ns FROM repeat p "
+                    "JOIN run r ON r.id = p.run_id WHERE r.status = 'ok'"
+                ),
+                connection,
+            )
+        frame = runs.merge(repeats, on="run_id", how="inner")
         frame["db"] = label
         frames.append(frame)
     if not frames:
         return pd.DataFrame()
     frame = pd.concat(frames, ignore_index=True)
-    for column in ("wall_ns", "cpu_ns", "start_ns", "end_ns", "size", "tasks", "workers"):
+    numeric = ("wall_ns", "cpu_ns", "start_ns", "end_ns", "first_task_start_ns", "busy_ns",
+               "size", "tasks", "workers")  # fmt: skip
+    for column in numeric:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     frame = frame.dropna(subset=["wall_ns", "workers"]).drop_duplicates(
         subset=["run_id", "repeat_index"]
@@ -70,30 +80,6 @@ def load_repeats(engines: Sequence[tuple[str, Engine]]) -> pd.DataFrame:
     for column in ("start_method", "chunksize", "tag"):
         frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
     return frame
-
-
-def load_task_stats(engines: Sequence[tuple[str, Engine]], run_ids: Sequence[str]) -> pd.DataFrame:
-    """Per counted repeat of the given runs, from its task samples: start-up latency (first task
-    start after the executor was made) and busy time (sum of task durations)."""
-    frames = []
-    for _, engine in engines:
-        with engine.connect() as connection:
-            frames.append(
-                pd.read_sql(
-                    text(
-                        "SELECT s.run_id, s.repeat_index, min(s.start_ns) AS first_start_ns, "
-                        "sum(s.end_ns - s.start_ns) AS busy_ns, count(*) AS samples, "
-                        "count(DISTINCT s.pid) AS pids, count(DISTINCT s.thread_id) AS threads "
-                        "FROM task_sample s JOIN run r ON r.id = s.run_id "
-                        "WHERE r.status = 'ok' GROUP BY s.run_id, s.repeat_index"
-                    ),
-                    connection,
-                )
-            )
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if frame.empty:
-        return frame
-    return frame[frame["run_id"].isin(set(run_ids))]
 
 
 def load_timeline(engine: Engine, run_id: str) -> pd.DataFrame:
@@ -157,20 +143,15 @@ def karp_flatt(speedup: float, workers: float) -> float:
     return (1 / speedup - 1 / workers) / (1 - 1 / workers)
 
 
-def summarize(repeats: pd.DataFrame, task_stats: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration: counted repeats, median, IQR, CV, min; speedup against the
     sequential run of the same work, efficiency, Karp–Flatt; from samples, start-up latency,
     effective parallelism (busy / wall) and CPU / wall; and the stability warnings."""
     if repeats.empty:
         return pd.DataFrame()
     counted = repeats[~repeats["warmup"]].copy()
-    if task_stats is not None and not task_stats.empty:
-        counted = counted.merge(task_stats, on=["run_id", "repeat_index"], how="left")
-        counted["startup_s"] = (counted["first_start_ns"] - counted["start_ns"]) / 1e9
-        counted["parallelism"] = counted["busy_ns"] / counted["wall_ns"]
-    else:
-        counted["startup_s"] = np.nan
-        counted["parallelism"] = np.nan
+    counted["startup_s"] = (counted["first_task_start_ns"] - counted["start_ns"]) / 1e9
+    counted["parallelism"] = counted["busy_ns"] / counted["wall_ns"]
     counted["cpu_per_wall"] = counted["cpu_ns"] / counted["wall_ns"]
     keys = [k for k in CONFIG]
     grouped = counted.groupby(keys, dropna=False, sort=True)

@@ -368,7 +368,7 @@ def report(
     """What the stored runs mean: medians, spread, speedup, efficiency, verdicts, comparisons."""
     from storage import render
     from storage.reports import compare as compare_selections
-    from storage.reports import load_repeats, load_task_stats, select, summarize, verdicts
+    from storage.reports import load_repeats, select, summarize, verdicts
 
     if fail_if_slower is not None and not compare:
         raise BadInput("--fail-if-slower needs --compare A B; add the two selections")
@@ -384,7 +384,7 @@ def report(
             "  conlab run -w cpu -e sequential -e threads -e processes"
         )
         return 0
-    summary = summarize(repeats, load_task_stats(engines, repeats["run_id"].unique()))
+    summary = summarize(repeats)
     words = verdicts(summary)
     compared = None
     if compare:

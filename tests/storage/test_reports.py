@@ -1,0 +1,235 @@
+"""Reports: known answers on hand-made frames, and real runs through `conlab report`."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from storage.reports import (
+    compare,
+    compare_samples,
+    karp_flatt,
+    select,
+    summarize,
+    verdicts,
+)
+from tests.conftest import assert_one_line_error
+
+
+def frame(rows: list[dict]) -> pd.DataFrame:
+    """Repeats as load_repeats returns them, from (executor, workers, walls...) descriptions."""
+    records = []
+    for n, row in enumerate(rows):
+        for index, wall_s in enumerate(row["walls"]):
+            records.append({
+                "run_id": row.get("run", f"run{n}"), "sweep_id": row.get("sweep", "s1"),
+                "tag": row.get("tag"), "status": "ok", "workload": row.get("workload", "cpu"),
+                "size": row.get("size", 100), "tasks": 16, "executor": row["executor"],
+                "start_method": None, "workers": row["workers"], "chunksize": None,
+                "created_at": f"2026-01-01 00:00:{n:02d}", "environment_json": "{}",
+                "machine_fingerprint": "abc", "machine": row.get("machine", "box"), "cores": 4,
+                "cpu_model": "x", "python": row.get("python", "3.12.1"), "gil_disabled": False,
+                "repeat_index": index, "warmup": False, "wall_ns": int(wall_s * 1e9),
+                "cpu_ns": int(row.get("cpu", 1.0) * wall_s * 1e9), "start_ns": 0,
+                "end_ns": int(wall_s * 1e9), "db": "test", "wall_s": wall_s,
+                "first_task_start_ns": 1_000_000, "busy_ns": int(wall_s * 1e9),
+            })  # fmt: skip
+    return pd.DataFrame(records)
+
+
+KNOWN = frame([
+    {"executor": "sequential", "workers": 1, "walls": [1.00, 1.00, 1.00, 1.00, 1.00]},
+    {"executor": "processes", "workers": 2, "walls": [0.50, 0.50, 0.50, 0.50, 0.50], "cpu": 2},
+    {"executor": "processes", "workers": 4, "walls": [0.40, 0.40, 0.40, 0.40, 0.40], "cpu": 2.5},
+    {"executor": "threads", "workers": 4, "walls": [1.05, 1.05, 1.05, 1.05, 1.05], "cpu": 1.0},
+])  # fmt: skip
+
+
+def row(summary: pd.DataFrame, executor: str, workers: int) -> pd.Series:
+    match = summary[(summary["executor"] == executor) & (summary["workers"] == workers)]
+    assert len(match) == 1
+    return match.iloc[0]
+
+
+def test_speedup_efficiency_and_karp_flatt_have_the_known_values():
+    summary = summarize(KNOWN)
+    perfect = row(summary, "processes", 2)
+    assert perfect["speedup"] == pytest.approx(2.0) and perfect["efficiency"] == pytest.approx(1)
+    assert perfect["karp_flatt"] == pytest.approx(0.0)
+    four = row(summary, "processes", 4)
+    assert four["speedup"] == pytest.approx(2.5) and four["efficiency"] == pytest.approx(0.625)
+    # e = (1/2.5 - 1/4) / (1 - 1/4) = 0.2
+    assert four["karp_flatt"] == pytest.approx(0.2)
+    assert karp_flatt(2.5, 4) == pytest.approx(0.2) and math.isnan(karp_flatt(1.0, 1))
+    assert row(summary, "sequential", 1)["speedup"] == pytest.approx(1.0)
+    assert row(summary, "sequential", 1)["cv"] == pytest.approx(0.0)
+
+
+def test_words_say_what_the_numbers_show():
+    words = " ".join(verdicts(summarize(KNOWN)))
+    assert "fastest is processes x4" in words and "2.50x" in words
+    assert "threads x4 gave 0.95x" in words and "the GIL" in words
+
+
+def test_no_sequential_run_is_said_plainly():
+    summary = summarize(frame([{"executor": "threads", "workers": 2, "walls": [1, 1, 1]}]))
+    assert math.isnan(summary.iloc[0]["speedup"])
+    assert any("no sequential run" in w for w in summary.iloc[0]["warnings"])
+    assert "no sequential run" in verdicts(summary)[0]
+
+
+def test_stability_warnings():
+    noisy = frame([
+        {"executor": "sequential", "workers": 1, "walls": [1.0, 1.5]},
+        {"executor": "threads", "workers": 2, "walls": [3.0, 1.0, 1.0, 1.0, 1.0]},
+        {"executor": "processes", "workers": 2, "walls": [0.0005] * 5, "workload": "tiny"},
+    ])  # fmt: skip
+    summary = summarize(noisy)
+    sequential = " ".join(row(summary, "sequential", 1)["warnings"])
+    assert "only 2 repeat(s)" in sequential and "CV" in sequential
+    threads = " ".join(row(summary, "threads", 2)["warnings"])
+    assert "first repeat 3.0x slower" in threads
+    assert "dispatch overhead" in " ".join(row(summary, "processes", 2)["warnings"])
+
+
+def test_same_configuration_twice_is_no_significant_difference():
+    rng = np.random.default_rng(1)
+    a = 0.1 * (1 + rng.normal(0, 0.01, 7))
+    b = 0.1 * (1 + rng.normal(0, 0.01, 5))  # unequal numbers of repeats
+    ratio, low, high, p, verdict = compare_samples(a, b)
+    assert verdict == "no significant difference"
+    assert low <= 1 <= high and p > 0.05
+
+
+def test_a_doubled_time_is_slower_and_a_halved_one_faster():
+    a = [0.050, 0.051, 0.0505, 0.0502, 0.0508]
+    b = [0.100, 0.1004, 0.1009, 0.1001, 0.1003, 0.1006]
+    assert compare_samples(a, b)[4] == "slower"
+    assert compare_samples(b, a)[4] == "faster"
+    assert compare_samples(a, b)[0] == pytest.approx(2.0, rel=0.02)
+
+
+def test_a_small_change_below_the_minimum_effect_is_no_difference():
+    a = [1.000, 1.001, 1.002, 1.000, 1.001]
+    b = [1.020, 1.021, 1.022, 1.020, 1.021]  # 2% slower, consistently
+    assert compare_samples(a, b)[4] == "no significant difference"
+    assert compare_samples(a, b, min_effect=0.01)[4] == "slower"
+
+
+def test_compare_matches_configurations_and_names_what_differs():
+    before = frame([{"executor": "threads", "workers": 2, "walls": [1.0] * 5, "tag": "before",
+                     "python": "3.11.7"},
+                    {"executor": "processes", "workers": 2, "walls": [1.0] * 5,
+                     "tag": "before", "python": "3.11.7"}])  # fmt: skip
+    after = frame([{"executor": "threads", "workers": 2, "walls": [2.0] * 5, "tag": "after",
+                    "python": "3.12.1", "run": "other"}])  # fmt: skip
+    both = pd.concat([before, after], ignore_index=True)
+    comparisons, geomean, differences = compare(both, "python:3.11", "python:3.12")
+    assert len(comparisons) == 1 and comparisons[0].config["executor"] == "threads"
+    assert geomean == pytest.approx(2.0)
+    assert differences["python"] == ("3.11.7", "3.12.1")
+    assert len(select(both, "tag:before,executor:threads")) == 5
+
+
+@pytest.mark.parametrize("bad", ["tag", "colour:red", "tag:", "python3.12"])
+def test_bad_selections_are_refused(bad):
+    from storage.errors import SelectionError
+
+    with pytest.raises(SelectionError, match="KEY:VALUE"):
+        select(KNOWN, bad)
+
+
+# --- real runs through the CLI ---------------------------------------------------------------
+
+
+def test_report_over_real_runs(conlab, tmp_path):
+    args = (
+        "run",
+        "-w",
+        "sleep",
+        "-e",
+        "sequential",
+        "-e",
+        "threads",
+        "--workers",
+        "4",
+        "--tasks",
+        "8",
+        "--repeats",
+        "5",
+        "--warmups",
+        "1",
+    )
+    assert conlab(*args, "--size", "50", "--tag", "fast").returncode == 0
+    assert conlab(*args, "--size", "100", "--tag", "slow").returncode == 0
+
+    report = conlab("report", "--format", "json", "--select", "tag:fast")
+    assert report.returncode == 0, report.stderr
+    data = report.json()
+    threads = [r for r in data["summary"] if r["executor"] == "threads"][0]
+    assert threads["speedup"] > 2.5 and threads["efficiency"] == pytest.approx(
+        threads["speedup"] / 4
+    )
+    assert threads["parallelism"] > 2.5  # four naps overlap
+
+    same = conlab("report", "--compare", "tag:fast", "tag:fast", "--format", "json").json()
+    assert {r["verdict"] for r in same["comparison"]["rows"]} == {"no significant difference"}
+
+    slower = conlab("report", "--compare", "tag:fast", "tag:slow", "--format", "json").json()
+    assert {r["verdict"] for r in slower["comparison"]["rows"]} == {"slower"}
+    assert slower["comparison"]["environment_differences"]["size"] == ["50", "100"]
+
+    gate = conlab("report", "--compare", "tag:fast", "tag:slow", "--fail-if-slower", "50")
+    assert gate.returncode == 1 and "slower by more than 50%" in gate.stderr
+    assert (
+        conlab("report", "--compare", "tag:fast", "tag:slow", "--fail-if-slower", "150").returncode
+        == 0
+    )
+    assert (
+        conlab("report", "--compare", "tag:slow", "tag:fast", "--fail-if-slower", "5").returncode
+        == 0
+    )  # faster is never a failure
+
+    page = tmp_path / "report.html"
+    assert conlab("report", "--format", "html", "--output", str(page)).returncode == 0
+    text = page.read_text()
+    assert text.count("<svg") >= 3 and "task timeline" in text and "ideal" in text
+    assert not re.search(r"(src|href)=|https?://|<script", text)
+
+    csv = conlab("report", "--format", "csv").stdout.splitlines()
+    assert csv[0].startswith("machine,python,workload") and len(csv) == 5
+    markdown = conlab("report", "--format", "markdown").stdout
+    assert "| workload |" in markdown and "fastest is threads x4" in markdown
+
+
+def test_report_on_an_empty_database_says_how_to_start(conlab, db_path):
+    from storage.database import open_engine
+
+    open_engine(db_path).dispose()
+    result = conlab("report")
+    assert result.returncode == 0 and "conlab run -w cpu" in result.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["report", "--compare", "tag:x"],
+    ["report", "--compare", "flavour:x", "tag:y"],
+    ["report", "--compare", "tag:nothing", "tag:nothing-either"],
+    ["report", "--fail-if-slower", "5"],
+    ["report", "--format", "pdf"],
+    ["report", "--timeline", "zzzz", "--format", "html"],
+])  # fmt: skip
+def test_bad_report_input_is_one_line(conlab, args):
+    assert conlab("run", "-w", "tiny", "-e", "sequential", "--repeats", "1").returncode == 0
+    assert_one_line_error(conlab(*args))
+
+
+def test_json_summary_is_plain_json(conlab):
+    assert conlab("run", "-w", "tiny", "-e", "sequential", "--repeats", "2").returncode == 0
+    data = json.loads(conlab("report", "--format", "json").stdout)
+    assert data["summary"][0]["speedup"] == 1.0
+    assert "dispatch overhead" in " ".join(data["summary"][0]["warnings"])
