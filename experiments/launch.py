@@ -130,6 +130,9 @@ class Launch:
     Iterate ``events()`` for the runner's events (``progress`` ones only with ``progress=True``);
     afterwards ``status`` is ``ok``, ``failed``, ``cancelled`` or ``invalid`` and ``error`` says
     why when it is not ok. ``cancel()`` may be called from any thread at any time.
+
+    Iterate in the thread that called ``events()`` first, and keep that thread alive until the
+    iteration ends: on Linux the runner ends itself when the thread that started it exits.
     """
 
     def __init__(
@@ -184,6 +187,7 @@ class Launch:
                 runner_command(
                     self.python,
                     "--watch-stdin",
+                    f"--parent-pid={os.getpid()}",
                     "--ack",
                     *(["--progress"] if self.progress else []),
                 ),

@@ -12,8 +12,9 @@ stdout, one JSON object per line, each with an ``event`` key:
 
 A sample is ``[pid, thread_id, start_ns, end_ns]`` on the system-wide monotonic clock.
 
-Options (``launch`` passes all three): ``--watch-stdin`` keeps reading stdin after the spec and
-ends the runner and its workers when it closes (the parent went away); ``--ack`` waits after each
+Options (``launch`` passes them all): ``--watch-stdin`` ends the runner and its workers when the
+parent goes away (``--parent-pid=PID`` names it: on Linux the kernel then tells us; elsewhere a
+thread waits for stdin to close); ``--ack`` waits after each
 repeat's ``tasks`` event for a ``next`` line on stdin, so the parent's storing of one repeat never
 overlaps the timing of the next one; ``--progress`` sends ``progress`` events (a live view wants
 them; without one they would only cost CPU in the parent while the run is being timed).
@@ -38,7 +39,10 @@ def main(argv=None) -> int:
     if "--check" in args:
         return _check(sys.stdin.read(), out)
     line = sys.stdin.readline()
-    acks = _watch_parent(sys.stdin) if "--watch-stdin" in args else None
+    parent = [int(a.split("=", 1)[1]) for a in args if a.startswith("--parent-pid=")]
+    acks = (
+        _watch_parent(sys.stdin, parent[0] if parent else None) if "--watch-stdin" in args else None
+    )
     return _run(line, out, acks if "--ack" in args else None, "--progress" in args)
 
 
@@ -216,36 +220,86 @@ def _kill_workers() -> None:
             pass
 
 
-def _watch_parent(stdin):
-    """Read stdin in a thread: each ``next`` line releases the returned semaphore; end of file
-    (the parent is gone, or gave up) ends this runner and its workers."""
-    import os
+def _watch_parent(stdin, parent_pid):
+    """Arrange for this runner and its workers to end when the parent goes away, and return an
+    object whose ``acquire()`` waits for the parent's ``next`` line.
+
+    On Linux the kernel signals us when the parent dies (PR_SET_PDEATHSIG), so no thread is
+    added to the measured process: an idle thread blocked in read() is not free here -- it made
+    a single-threaded loop measurably faster than the same loop in a plain script, and the
+    lab's figures must be the plain script's. Elsewhere a thread watches stdin for its end.
+    """
+    fd = stdin.fileno()
+    if _die_with_parent(parent_pid):
+        return _StdinAcks(fd)
     import threading
 
-    fd = stdin.fileno()
     acks = threading.Semaphore(0)
 
     def watch() -> None:
         # Raw reads, not stdin.readline(): a thread blocked inside the buffered reader holds its
         # lock, and a forked worker that closes sys.stdin at start-up would deadlock on it.
-        pending = b""
-        try:
-            while True:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    break
-                pending += chunk
-                while b"\n" in pending:
-                    line, _, pending = pending.partition(b"\n")
-                    if line.strip() == b"next":
-                        acks.release()
-        except OSError:
-            pass
-        _kill_workers()
-        os._exit(3)
+        reader = _StdinAcks(fd)
+        while reader.acquire():
+            acks.release()
 
     threading.Thread(target=watch, name="conlab-parent-watch", daemon=True).start()
     return acks
+
+
+class _StdinAcks:
+    """Reads ``next`` lines from the parent; end of file means the parent is gone."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.pending = b""
+
+    def acquire(self) -> bool:
+        import os
+
+        while b"\n" not in self.pending:
+            try:
+                chunk = os.read(self.fd, 4096)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                _end_with_parent()
+            self.pending += chunk
+        _, _, self.pending = self.pending.partition(b"\n")
+        return True
+
+
+def _die_with_parent(parent_pid) -> bool:
+    """Linux: have the kernel send SIGTERM when the parent dies, and end then. True if set."""
+    import os
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux") or parent_pid is None:
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:  # 1 = PR_SET_PDEATHSIG
+            return False
+    except (OSError, AttributeError):
+        return False
+    signal.signal(signal.SIGTERM, lambda signum, frame: _end_with_parent())
+    if os.getppid() != parent_pid:  # the parent died before the kernel was told
+        _end_with_parent()
+    return True
+
+
+def _end_with_parent() -> None:
+    """The parent is gone: stop every worker and this runner, now."""
+    import os
+    import signal
+
+    _kill_workers()
+    if os.getpgrp() == os.getpid():  # launch made us a session leader: take the whole group
+        os.killpg(0, signal.SIGKILL)
+    os._exit(3)
 
 
 if __name__ == "__main__":
