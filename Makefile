@@ -31,7 +31,7 @@ test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(GROUPS)
 
 report: install
 	$(BIN)/conlab report --format table

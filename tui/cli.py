@@ -83,9 +83,15 @@ def _open(db: Optional[str], *, create: bool = True, writer: bool = False):
 
 
 @app.callback(invoke_without_command=True)
-def _root(ctx: typer.Context) -> None:
+def _root(ctx: typer.Context, db: Optional[str] = typer.Option(None, help=DB_HELP)) -> None:
+    """Without a command: open the app (on the database --db)."""
     if ctx.invoked_subcommand is None:
-        typer.echo(ctx.get_help())
+        from storage.database import open_engine
+
+        open_engine(db).dispose()  # a bad --db is one line and exit 2, before the screen opens
+        from tui.app import run_app
+
+        run_app(db)
 
 
 @app.command()

@@ -1,0 +1,206 @@
+"""The Textual app: Lab, Runs, Compare and Machine, keyboard first."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Optional
+
+from textual import on
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.command import Hit, Hits, Provider
+from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.worker import Worker, WorkerState
+
+from tui.components.compare import ComparePane
+from tui.components.lab import LabPane
+from tui.components.machine import MachinePane
+from tui.components.runs import RunsPane
+
+HELP = """\
+# conlab
+
+**For this work, on this machine, with this Python: which way of running it concurrently is
+fastest, and why?**
+
+| key | what it does |
+|---|---|
+| `1` `2` `3` `4` | Lab, Runs, Compare, Machine |
+| `r` | run the sweep the Lab describes |
+| `escape` | cancel the sweep (the current run is stored as cancelled) |
+| `/` | filter the runs |
+| `t` / `d` | tag / delete the highlighted run (Runs) |
+| `ctrl+p` | command palette: presets, export a report, themes |
+| `f8` | save an SVG screenshot |
+| `?` / `f1` | this help |
+| `q` | quit |
+
+In the Lab: up/down picks the workload, space toggles executors, the fields set the parameters
+(empty means the default shown). Bad input is shown under the fields, with how to fix it.
+"""
+
+# Presets for the command palette: (name, workload, executors, what it shows).
+PRESETS = [
+    ("See the GIL", "cpu", ("sequential", "threads", "processes"),
+     "pure Python work: threads do not help, processes do"),
+    ("Waiting scales", "sleep", ("sequential", "threads", "asyncio"),
+     "waiting releases the GIL: threads and asyncio overlap it"),
+    ("Dispatch overhead", "tiny", ("sequential", "threads", "processes", "pool"),
+     "almost no work: what each executor costs per task"),
+]  # fmt: skip
+
+
+class LabCommands(Provider):
+    """Command palette entries that make sense in the lab."""
+
+    async def search(self, query: str) -> Hits:
+        app = self.app
+        matcher = self.matcher(query)
+        commands = [
+            (f"Preset: {name}", partial(app.apply_preset, workload, executors), help_text)
+            for name, workload, executors, help_text in PRESETS
+        ] + [
+            ("Export report (HTML)", app.export_report, "write reports/summary.html"),
+            ("Export report (Markdown)", partial(app.export_report, "markdown"),
+             "write reports/summary.md"),
+            ("Reload runs", app.reload_all, "read the database again"),
+        ]  # fmt: skip
+        for name, callback, help_text in commands:
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), callback, help=help_text)
+
+
+class ConlabApp(App):
+    """Pick workloads and executors, run them, watch the workers, compare stored runs."""
+
+    TITLE = "concurrency-lab"
+    COMMANDS = App.COMMANDS | {LabCommands}
+    CSS = """
+    TabbedContent { height: 1fr; }
+    TabPane { padding: 0; }
+    """
+    BINDINGS = [
+        Binding("1", "show('lab')", "Lab", id="show.lab", tooltip="choose and run experiments"),
+        Binding("2", "show('runs')", "Runs", id="show.runs", tooltip="browse stored runs"),
+        Binding("3", "show('compare')", "Compare", id="show.compare",
+                tooltip="compare two selections of runs"),
+        Binding("4", "show('machine')", "Machine", id="show.machine",
+                tooltip="this machine and the machines in the database"),
+        Binding("r", "run", "Run", id="lab.run", tooltip="run the sweep the Lab describes"),
+        Binding("escape", "cancel", "Cancel", id="lab.cancel",
+                tooltip="stop the sweep; the current run is stored as cancelled"),
+        Binding("slash", "filter", "Filter", id="runs.filter", tooltip="filter the stored runs"),
+        Binding("question_mark,f1", "help", "Help", id="app.help", tooltip="keys and what they do"),
+        Binding("f8", "screenshot", "Screenshot", id="app.screenshot",
+                tooltip="save an SVG screenshot of the screen"),
+        Binding("q", "quit", "Quit", id="app.quit", tooltip="leave conlab"),
+    ]  # fmt: skip
+
+    def __init__(self, db: Optional[str] = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.db = db
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with TabbedContent(initial="lab"):
+            with TabPane("1 Lab", id="lab"):
+                yield LabPane(self.db)
+            with TabPane("2 Runs", id="runs"):
+                yield RunsPane(self.db)
+            with TabPane("3 Compare", id="compare"):
+                yield ComparePane(self.db)
+            with TabPane("4 Machine", id="machine"):
+                yield MachinePane(self.db)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = self.db or "default database"
+        self.reload_all()
+
+    def reload_all(self) -> None:
+        self.query_one(RunsPane).reload()
+        self.query_one(MachinePane).reload()
+        self.query_one(ComparePane).refresh_charts()
+
+    # --- actions ---
+
+    def action_show(self, pane: str) -> None:
+        self.query_one(TabbedContent).active = pane
+
+    def action_run(self) -> None:
+        self.action_show("lab")
+        self.query_one(LabPane).start()
+
+    def action_cancel(self) -> None:
+        if not self.query_one(LabPane).cancel():
+            self.screen.set_focus(None)
+
+    def action_filter(self) -> None:
+        self.action_show("runs")
+        self.query_one(RunsPane).show_filter()
+
+    def action_help(self) -> None:
+        from tui.components.help import HelpScreen
+
+        self.push_screen(HelpScreen(HELP))
+
+    def action_screenshot(self) -> None:
+        path = self.save_screenshot()
+        self.notify(f"saved {path}", title="screenshot")
+
+    def apply_preset(self, workload: str, executors: tuple[str, ...]) -> None:
+        from textual.widgets import OptionList, SelectionList
+
+        self.action_show("lab")
+        lab = self.query_one(LabPane)
+        workloads = lab.query_one("#workloads", OptionList)
+        workloads.highlighted = workloads.get_option_index(workload)
+        chosen = lab.query_one("#executors", SelectionList)
+        chosen.deselect_all()
+        for name in executors:
+            chosen.select(name)
+
+    def export_report(self, format: str = "html") -> None:
+        from pathlib import Path
+
+        from storage import render
+        from storage.database import open_engine
+        from storage.reports import load_repeats, summarize, verdicts
+
+        engine = open_engine(self.db)
+        try:
+            repeats = load_repeats([("db", engine)])
+            if repeats.empty:
+                self.notify("no finished runs to report yet", severity="warning")
+                return
+            summary = summarize(repeats)
+            words = verdicts(summary)
+            out = Path("reports") / f"summary.{'html' if format == 'html' else 'md'}"
+            out.parent.mkdir(exist_ok=True)
+            text = (render.html_page(summary, words) if format == "html"
+                    else render.markdown(summary, words))  # fmt: skip
+            out.write_text(text, encoding="utf-8")
+        finally:
+            engine.dispose()
+        self.notify(f"wrote {out}", title="report")
+
+    # --- reactions ---
+
+    @on(LabPane.SweepDone)
+    def sweep_done(self) -> None:
+        self.reload_all()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # A worker's unexpected error becomes a modal, never a crash.
+        if event.state == WorkerState.ERROR:
+            from tui.components.help import ErrorScreen
+
+            lab = self.query_one(LabPane)
+            lab.busy = False
+            lab.sweep = None
+            self.push_screen(ErrorScreen(f"{event.worker.name} failed", str(event.worker.error)))
+
+
+def run_app(db: Optional[str] = None) -> None:
+    ConlabApp(db=db).run()

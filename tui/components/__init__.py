@@ -1,0 +1,1 @@
+"""One file per part of the app: the panes (lab, runs, compare, machine) and their widgets."""

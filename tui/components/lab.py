@@ -1,0 +1,339 @@
+"""The Lab pane: choose workloads, executors and parameters, run the sweep, watch it live."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.widgets import (
+    Input,
+    Label,
+    OptionList,
+    ProgressBar,
+    Select,
+    SelectionList,
+    Static,
+)
+from textual.widgets.option_list import Option
+from textual.widgets.selection_list import Selection
+
+from experiments.executors import describe as describe_executors
+from experiments.spec import ExperimentSpec, SpecError, default_worker_counts
+from experiments.workloads import WORKLOADS
+from tui.components.timeline import Timeline
+
+# The parameter inputs: (id, label, placeholder shown when left empty = the default).
+PARAMETERS = [
+    ("workers", "workers", ",".join(map(str, default_worker_counts()))),
+    ("tasks", "tasks", "16"),
+    ("size", "size", "workload's default"),
+    ("repeats", "repeats", "5"),
+    ("warmups", "warm-ups", "1"),
+    ("chunksize", "chunksize", "executor's default"),
+    ("timeout", "timeout s", "none"),
+    ("tag", "tag", "none"),
+]
+
+
+def parse_workers(text: str) -> list[int]:
+    """``1,2,4`` as a list; the CLI's message on bad input."""
+    if not text.strip():
+        return default_worker_counts()
+    try:
+        return list(dict.fromkeys(int(part) for part in text.split(",")))
+    except ValueError:
+        raise SpecError(
+            f"--workers takes whole numbers separated by commas, not {text!r}; "
+            "pass e.g. --workers 1,2,4"
+        ) from None
+
+
+class LabPane(Vertical):
+    """Pick and run a sweep; progress, a live timeline per worker, then the verdict."""
+
+    DEFAULT_CSS = """
+    LabPane { padding: 0 1; }
+    #lab-top { height: auto; max-height: 60%; }
+    #lab-choices { width: 1fr; height: auto; }
+    #lab-params { width: 46; height: auto; }
+    #workloads, #executors { height: auto; max-height: 9; border: round $primary-darken-2; }
+    .param { height: 1; margin: 0 0 1 0; }
+    .param Label { width: 12; }
+    .param Input { width: 1fr; height: 1; border: none; padding: 0 1; }
+    #start-method, #python { border: none; height: auto; }
+    #spec-error { color: $error; height: auto; }
+    #progress-row { height: auto; }
+    #elapsed { width: 20; }
+    #summary { height: auto; border: round $success-darken-2; padding: 0 1; }
+    """
+
+    @dataclass
+    class SweepEvent(Message):
+        """A runner event of the sweep in progress (sent from the worker thread)."""
+
+        spec: ExperimentSpec
+        event: dict
+
+    @dataclass
+    class SweepDone(Message):
+        """The sweep ended: every run object, whether it was cancelled, and the summary text."""
+
+        results: list[dict]
+        cancelled: bool
+        summary: str
+
+    @dataclass
+    class SweepFailed(Message):
+        """The sweep could not start or stopped with an error (bad input or a bug)."""
+
+        error: str
+
+    def __init__(self, db: Optional[str], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.db = db
+        self.sweep = None  # the Sweep in progress, once its runs have been checked
+        self.busy = False
+        self.cancel_requested = threading.Event()
+        self.started_at: Optional[float] = None
+        self.specs: list[ExperimentSpec] = []
+        self.finished_runs = 0
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="lab-top"):
+            with Vertical(id="lab-choices"):
+                workloads = OptionList(
+                    *[Option(f"{w.name:<9} {w.description}", id=w.name) for w in WORKLOADS.values()],
+                    id="workloads",
+                )
+                workloads.border_title = "workload"
+                yield workloads
+                executors = SelectionList[str](
+                    *[
+                        Selection(
+                            e["name"] + ("" if e["available"] else f"  (unavailable: {e['reason']})"),
+                            e["name"],
+                            e["name"] in ("sequential", "threads", "processes"),
+                            disabled=not e["available"],
+                        )
+                        for e in describe_executors()
+                    ],
+                    id="executors",
+                )
+                executors.border_title = "executors (space to toggle)"
+                yield executors
+            with VerticalScroll(id="lab-params"):
+                for name, label, placeholder in PARAMETERS:
+                    with Horizontal(classes="param"):
+                        yield Label(label)
+                        yield Input(placeholder=placeholder, id=name)
+                yield Select(
+                    [(m, m) for m in ("fork", "spawn", "forkserver")],
+                    prompt="start method: executor's default",
+                    id="start-method",
+                )
+                yield Select([], prompt="python: this interpreter", id="python")
+                yield Static("", id="spec-error")
+        with Horizontal(id="progress-row"):
+            yield Label("sweep", classes="bar-label")
+            yield ProgressBar(id="overall", show_eta=False)
+            yield Label("  run ", classes="bar-label")
+            yield ProgressBar(id="current", show_eta=False)
+            yield Label("", id="elapsed")
+        yield Timeline(id="timeline")
+        yield Static("Choose a workload and executors, then press r.", id="summary")
+
+    def on_mount(self) -> None:
+        self.query_one("#workloads", OptionList).highlighted = 0
+        self.find_pythons()
+        self.set_interval(0.5, self.tick)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="pythons")
+    def find_pythons(self) -> None:
+        from experiments.pythons import discover
+
+        found = discover()
+        options = [
+            (f"{p['version']}{' (free-threaded)' if p['free_threaded'] else ''}  {p['path']}",
+             p["path"]) for p in found if not p.get("current")
+        ]  # fmt: skip
+        self.app.call_from_thread(self.query_one("#python", Select).set_options, options)
+
+    # --- the spec the form describes ---
+
+    def selected_workload(self) -> str:
+        workloads = self.query_one("#workloads", OptionList)
+        index = workloads.highlighted or 0
+        return workloads.get_option_at_index(index).id
+
+    def build_specs(self) -> list[ExperimentSpec]:
+        """The sweep the form describes; SpecError with the CLI's message when it cannot run."""
+        from tui.sweep import plan
+
+        executors = list(self.query_one("#executors", SelectionList).selected)
+        if not executors:
+            raise SpecError("no executor chosen; select at least one (space toggles)")
+        values = {name: self.query_one(f"#{name}", Input).value.strip() for name, *_ in PARAMETERS}
+        params: dict[str, Any] = {}
+        for name, option in (("tasks", "--tasks"), ("size", "--size"), ("repeats", "--repeats"),
+                             ("warmups", "--warmups"), ("chunksize", "--chunksize")):
+            if values[name]:
+                try:
+                    params[name] = int(values[name])
+                except ValueError:
+                    raise SpecError(f"{name} must be a whole number, not {values[name]!r}; "
+                                    f"pass e.g. {option} 2") from None
+        if values["timeout"]:
+            try:
+                params["timeout_s"] = float(values["timeout"])
+            except ValueError:
+                raise SpecError(f"timeout must be a positive number of seconds, not "
+                                f"{values['timeout']!r}; pass e.g. --timeout 60") from None
+        params["tag"] = values["tag"] or None
+        start_method = self.query_one("#start-method", Select).value
+        params["start_method"] = start_method if isinstance(start_method, str) else None
+        python = self.query_one("#python", Select).value
+        pythons = [python if isinstance(python, str) else None]
+        return plan([self.selected_workload()], executors, parse_workers(values["workers"]),
+                    pythons, **params)  # fmt: skip
+
+    @on(Input.Changed)
+    @on(SelectionList.SelectedChanged)
+    @on(OptionList.OptionHighlighted)
+    @on(Select.Changed)
+    def validate_form(self) -> None:
+        message = ""
+        try:
+            self.build_specs()
+        except SpecError as exc:
+            message = str(exc)
+        self.query_one("#spec-error", Static).update(message)
+
+    # --- running ---
+
+    def start(self) -> None:
+        if self.busy:
+            self.app.notify("a sweep is already running; escape cancels it", severity="warning")
+            return
+        try:
+            specs = self.build_specs()
+        except SpecError as exc:
+            self.query_one("#spec-error", Static).update(str(exc))
+            self.app.notify(str(exc), severity="error", title="cannot run")
+            return
+        self.specs = specs
+        self.finished_runs = 0
+        self.started_at = time.monotonic()
+        self.query_one("#overall", ProgressBar).update(total=len(specs), progress=0)
+        self.query_one("#current", ProgressBar).update(total=None, progress=0)
+        self.query_one("#summary", Static).update(f"checking {len(specs)} run(s)...")
+        self.busy = True
+        self.cancel_requested.clear()
+        self.run_sweep(specs)
+
+    def cancel(self) -> bool:
+        """Stop the sweep in progress (its current run is stored as cancelled)."""
+        if not self.busy:
+            return False
+        self.cancel_requested.set()
+        if self.sweep is not None:
+            self.sweep.cancel()
+        self.query_one("#summary", Static).update("cancelling...")
+        return True
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="sweep")
+    def run_sweep(self, specs: list[ExperimentSpec]) -> None:
+        from storage.database import open_engine
+        from tui.sweep import Sweep, check
+
+        try:
+            resolved = check(specs)
+            engine = open_engine(self.db, writer=True)
+        except Exception as exc:  # bad input (SpecError, DatabaseError): shown, not raised
+            self.post_message(self.SweepFailed(str(exc)))
+            return
+        sweep = Sweep(engine, specs, resolved, progress=True,
+                      on_event=lambda spec, event: self.post_message(self.SweepEvent(spec, event)))
+        self.sweep = sweep
+        if self.cancel_requested.is_set():  # escape while the specs were being checked
+            sweep.cancel()
+        results = sweep.run()
+        summary = sweep_summary(engine, results)
+        engine.dispose()
+        self.post_message(self.SweepDone(results, sweep.cancelled, summary))
+
+    def on_lab_pane_sweep_event(self, message: SweepEvent) -> None:
+        event, spec = message.event, message.spec
+        kind = event.get("event")
+        timeline = self.query_one(Timeline)
+        current = self.query_one("#current", ProgressBar)
+        if kind == "env":
+            workers = event.get("resolved", {}).get("workers")
+            timeline.reset(f"{spec.workload} · {spec.executor} × {workers}")
+            current.update(total=(spec.warmups + spec.repeats) * spec.tasks, progress=0)
+            self.query_one("#summary", Static).update(
+                f"running {self.finished_runs + 1} of {len(self.specs)}: {spec.workload} on "
+                f"{spec.executor} x{workers} (escape cancels)"
+            )
+        elif kind == "progress":
+            if event["done"] <= len(timeline.samples) or event["repeat"] != getattr(
+                timeline, "repeat", None
+            ):
+                timeline.repeat = event["repeat"]
+                timeline.reset(timeline.caption.split(" (repeat")[0]
+                               + f" (repeat {event['repeat'] + 1})")  # fmt: skip
+            timeline.add(event.get("samples", []))
+            current.update(progress=event["repeat"] * spec.tasks + event["done"])
+        elif kind == "tasks":
+            timeline.set_samples(event["samples"])
+        elif kind in ("done", "error"):
+            self.finished_runs += 1
+            self.query_one("#overall", ProgressBar).update(progress=self.finished_runs)
+
+    def on_lab_pane_sweep_done(self, message: SweepDone) -> None:
+        self.sweep = None
+        self.busy = False
+        self.started_at = None
+        failed = [r for r in message.results if r["status"] != "ok"]
+        head = ("cancelled: the run in progress was stored as cancelled\n" if message.cancelled
+                else f"{len(message.results)} run(s) stored, {len(failed)} not ok\n")  # fmt: skip
+        errors = "".join(f"{r['executor']} x{r['workers']}: {r['error']}\n" for r in failed)
+        self.query_one("#summary", Static).update(head + errors + message.summary)
+        # the message bubbles on to the app, which refreshes the other panes
+
+    def on_lab_pane_sweep_failed(self, message: SweepFailed) -> None:
+        self.sweep = None
+        self.busy = False
+        self.started_at = None
+        self.query_one("#summary", Static).update(f"not started: {message.error}")
+        self.app.notify(message.error, severity="error", title="cannot run")
+
+    def tick(self) -> None:
+        if self.started_at is not None:
+            elapsed = time.monotonic() - self.started_at
+            self.query_one("#elapsed", Label).update(f"  {elapsed:5.1f} s")
+
+
+def sweep_summary(engine, results: list[dict]) -> str:
+    """The sweep's speedup, efficiency and verdict in words, from the reports layer."""
+    from storage.reports import load_repeats, select, summarize, verdicts
+
+    ok = [r for r in results if r["status"] == "ok"]
+    if not ok:
+        return ""
+    repeats = select(load_repeats([("db", engine)]), f"sweep:{ok[0]['sweep_id']}")
+    if repeats.empty:
+        return ""
+    summary = summarize(repeats)
+    lines = [
+        f"{row.executor:>12} x{int(row.workers):<3} {row.median_s * 1000:9.1f} ms   "
+        + (f"speedup {row.speedup:5.2f}x  efficiency {row.efficiency:4.0%}"
+           if row.speedup == row.speedup else "no sequential run to compare with")
+        for row in summary.itertuples()
+    ]  # fmt: skip
+    return "\n".join(lines + [""] + verdicts(summary))

@@ -1,0 +1,67 @@
+"""The Machine pane: this machine and interpreter, and every machine in the database."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable, Static
+
+SHOWN = ("hostname", "os_name", "os_release", "architecture", "cpu_model", "logical_cores",
+         "physical_cores", "usable_cores", "cgroup_cpu_quota", "memory_total_bytes",
+         "python_implementation", "python_version", "python_executable", "py_gil_disabled",
+         "gil_enabled", "machine_fingerprint")  # fmt: skip
+
+
+class MachinePane(Vertical):
+    DEFAULT_CSS = """
+    MachinePane { padding: 0 1; }
+    #this-machine { height: auto; border: round $primary-darken-2; padding: 0 1; }
+    #machines { height: 1fr; }
+    """
+
+    def __init__(self, db: Optional[str], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.db = db
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="this-machine")
+        table = DataTable(id="machines", cursor_type="row")
+        table.add_columns("machine", "fingerprint", "cpu", "cores", "memory", "os", "pythons",
+                          "runs")  # fmt: skip
+        yield table
+
+    def on_mount(self) -> None:
+        from experiments.environment import collect
+
+        env = collect()
+        self.query_one("#this-machine").border_title = "this machine and interpreter"
+        self.query_one("#this-machine", Static).update(
+            "\n".join(f"{key:>22}  {env.get(key)}" for key in SHOWN)
+        )
+
+    def reload(self) -> None:
+        from sqlalchemy import text
+
+        from storage.database import open_engine
+
+        engine = open_engine(self.db)
+        try:
+            with engine.connect() as connection:
+                rows = connection.execute(text(
+                    "SELECT m.hostname, m.fingerprint, m.cpu_model, m.usable_cores, "
+                    "m.memory_total_bytes, m.os_name || ' ' || coalesce(m.os_release, ''), "
+                    "(SELECT group_concat(DISTINCT i.version) FROM interpreter i "
+                    " WHERE i.machine_fingerprint = m.fingerprint), "
+                    "(SELECT count(*) FROM run r WHERE r.machine_fingerprint = m.fingerprint) "
+                    "FROM machine m ORDER BY m.hostname"
+                )).all()  # fmt: skip
+        finally:
+            engine.dispose()
+        table = self.query_one(DataTable)
+        table.clear()
+        for host, fingerprint, cpu, cores, memory, os_name, pythons, runs in rows:
+            gib = f"{memory / 2**30:.0f} GiB" if isinstance(memory, int) else "?"
+            table.add_row(host or "?", (fingerprint or "")[:12], cpu or "?", cores or "?", gib,
+                          os_name, pythons or "", runs)  # fmt: skip
