@@ -65,8 +65,11 @@ class ComparePane(Vertical):
             yield Button("Compare", id="compare-button", variant="primary")
         table = DataTable(id="compare-table", cursor_type="row")
         yield table
-        yield Static("Write two selections (KEY:VALUE, keys run, sweep, tag, machine, python, "
-                     "workload, executor) and press enter.", id="compare-verdict")
+        yield Static(
+            "Write two selections (KEY:VALUE, keys run, sweep, tag, machine, python, "
+            "workload, executor) and press enter.",
+            id="compare-verdict",
+        )
         with VerticalScroll(id="charts"):
             yield Static("", id="speedup-chart", classes="chart")
             yield Static("", id="time-chart", classes="chart")
@@ -128,6 +131,8 @@ class ComparePane(Vertical):
         for row in rows:
             table.add_row(*row.values())
         differ = "; ".join(f"{k}: {va} vs {vb}" for k, (va, vb) in differences.items())
-        verdict.update(f"B against A, geometric mean of B/A: {geomean:.3f}"
-                       + (f"\nthe selections differ in {differ}" if differ else ""))
+        verdict.update(
+            f"B against A, geometric mean of B/A: {geomean:.3f}"
+            + (f"\nthe selections differ in {differ}" if differ else "")
+        )
         self.refresh_charts(f"{a}")

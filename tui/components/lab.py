@@ -108,7 +108,10 @@ class LabPane(Vertical):
         with Horizontal(id="lab-top"):
             with Vertical(id="lab-choices"):
                 workloads = OptionList(
-                    *[Option(f"{w.name:<9} {w.description}", id=w.name) for w in WORKLOADS.values()],
+                    *[
+                        Option(f"{w.name:<9} {w.description}", id=w.name)
+                        for w in WORKLOADS.values()
+                    ],
                     id="workloads",
                 )
                 workloads.border_title = "workload"
@@ -116,7 +119,8 @@ class LabPane(Vertical):
                 executors = SelectionList[str](
                     *[
                         Selection(
-                            e["name"] + ("" if e["available"] else f"  (unavailable: {e['reason']})"),
+                            e["name"]
+                            + ("" if e["available"] else f"  (unavailable: {e['reason']})"),
                             e["name"],
                             e["name"] in ("sequential", "threads", "processes"),
                             disabled=not e["available"],
@@ -141,9 +145,9 @@ class LabPane(Vertical):
                 yield Static("", id="spec-error")
         with Horizontal(id="progress-row"):
             yield Label("sweep", classes="bar-label")
-            yield ProgressBar(id="overall", show_eta=False)
+            yield ProgressBar(total=1, id="overall", show_eta=False)  # still until a run
             yield Label("  run ", classes="bar-label")
-            yield ProgressBar(id="current", show_eta=False)
+            yield ProgressBar(total=1, id="current", show_eta=False)
             yield Label("", id="elapsed")
         yield Timeline(id="timeline")
         yield Static("Choose a workload and executors, then press r.", id="summary")
@@ -180,20 +184,28 @@ class LabPane(Vertical):
             raise SpecError("no executor chosen; select at least one (space toggles)")
         values = {name: self.query_one(f"#{name}", Input).value.strip() for name, *_ in PARAMETERS}
         params: dict[str, Any] = {}
-        for name, option in (("tasks", "--tasks"), ("size", "--size"), ("repeats", "--repeats"),
-                             ("warmups", "--warmups"), ("chunksize", "--chunksize")):
+        for name, option in (
+            ("tasks", "--tasks"),
+            ("size", "--size"),
+            ("repeats", "--repeats"),
+            ("warmups", "--warmups"),
+            ("chunksize", "--chunksize"),
+        ):
             if values[name]:
                 try:
                     params[name] = int(values[name])
                 except ValueError:
-                    raise SpecError(f"{name} must be a whole number, not {values[name]!r}; "
-                                    f"pass e.g. {option} 2") from None
+                    raise SpecError(
+                        f"{name} must be a whole number, not {values[name]!r}; pass e.g. {option} 2"
+                    ) from None
         if values["timeout"]:
             try:
                 params["timeout_s"] = float(values["timeout"])
             except ValueError:
-                raise SpecError(f"timeout must be a positive number of seconds, not "
-                                f"{values['timeout']!r}; pass e.g. --timeout 60") from None
+                raise SpecError(
+                    f"timeout must be a positive number of seconds, not "
+                    f"{values['timeout']!r}; pass e.g. --timeout 60"
+                ) from None
         params["tag"] = values["tag"] or None
         start_method = self.query_one("#start-method", Select).value
         params["start_method"] = start_method if isinstance(start_method, str) else None
@@ -257,8 +269,13 @@ class LabPane(Vertical):
         except Exception as exc:  # bad input (SpecError, DatabaseError): shown, not raised
             self.post_message(self.SweepFailed(str(exc)))
             return
-        sweep = Sweep(engine, specs, resolved, progress=True,
-                      on_event=lambda spec, event: self.post_message(self.SweepEvent(spec, event)))
+        sweep = Sweep(
+            engine,
+            specs,
+            resolved,
+            progress=True,
+            on_event=lambda spec, event: self.post_message(self.SweepEvent(spec, event)),
+        )
         self.sweep = sweep
         if self.cancel_requested.is_set():  # escape while the specs were being checked
             sweep.cancel()

@@ -97,8 +97,10 @@ class RunsPane(Vertical):
         self.sort_column: Optional[str] = None
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="filter: text anywhere in the row, e.g. processes or tag:before",
-                    id="runs-filter")
+        yield Input(
+            placeholder="filter: text anywhere in the row, e.g. processes or tag:before",
+            id="runs-filter",
+        )
         table = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         table.add_columns(*COLUMNS)
         yield table

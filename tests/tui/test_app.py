@@ -1,0 +1,168 @@
+"""The app under Pilot, with the real runner on tiny sizes and real database files."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import uuid
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Input, OptionList, SelectionList
+
+from tests.conftest import MARK_VAR, leftover_processes
+from tests.storage.test_database import make_v1_file
+from tui.app import ConlabApp
+from tui.components.lab import LabPane
+from tui.components.runs import RunsPane
+
+SIZE = (150, 48)
+
+
+@pytest.fixture
+def marked(monkeypatch, user_dir):
+    """Mark every process the app starts, and prove none outlives the test."""
+    mark = uuid.uuid4().hex
+    monkeypatch.setenv(MARK_VAR, mark)
+    monkeypatch.setenv("PYTHONPATH", str(user_dir))
+    monkeypatch.chdir(user_dir)
+    yield
+    assert leftover_processes(mark) == [], "a process started by the app outlived its run"
+
+
+async def choose(pilot, lab: LabPane, workload: str, executors: list[str], **fields: str):
+    workloads = lab.query_one("#workloads", OptionList)
+    workloads.highlighted = workloads.get_option_index(workload)
+    chosen = lab.query_one("#executors", SelectionList)
+    chosen.deselect_all()
+    for name in executors:
+        chosen.select(name)
+    for name, value in fields.items():
+        lab.query_one(f"#{name}", Input).value = value
+    await pilot.pause()
+
+
+async def wait_until(pilot, condition, timeout_s: float = 60) -> None:
+    for _ in range(int(timeout_s / 0.05)):
+        if condition():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("the app did not get there in time")
+
+
+def statuses(db: Path) -> list[tuple]:
+    return (
+        sqlite3.connect(db)
+        .execute("SELECT executor, workers, status FROM run ORDER BY created_at")
+        .fetchall()
+    )
+
+
+async def test_choose_run_and_see_the_runs(db_path, marked):
+    app = ConlabApp(db=str(db_path))
+    async with app.run_test(size=SIZE) as pilot:
+        lab = app.query_one(LabPane)
+        await choose(
+            pilot,
+            lab,
+            "sleep",
+            ["sequential", "threads"],
+            workers="2",
+            tasks="4",
+            size="5",
+            repeats="2",
+            warmups="0",
+        )
+        await pilot.press("escape", "r")
+        await wait_until(pilot, lambda: lab.busy)
+        await wait_until(pilot, lambda: not lab.busy)
+        assert "2 run(s) stored, 0 not ok" in str(lab.query_one("#summary").render())
+        assert "speedup" in str(lab.query_one("#summary").render())
+        assert statuses(db_path) == [("sequential", 1, "ok"), ("threads", 2, "ok")]
+        timeline = lab.query_one("#timeline")
+        assert len(timeline.lanes()) == 2  # the threads run: one lane per worker thread
+        await pilot.press("2")
+        table = app.query_one(RunsPane).query_one(DataTable)
+        assert table.row_count == 2
+        assert "sleep size 5 x 4 tasks" in str(app.query_one("#run-detail").render())
+
+
+async def test_escape_cancels_and_stores_the_run_as_cancelled(db_path, marked):
+    app = ConlabApp(db=str(db_path))
+    async with app.run_test(size=SIZE) as pilot:
+        lab = app.query_one(LabPane)
+        await choose(
+            pilot, lab, "sleep", ["processes"], workers="2", tasks="400", size="100", repeats="3"
+        )
+        await pilot.press("escape", "r")
+        await wait_until(pilot, lambda: lab.sweep is not None and len(statuses(db_path)) == 1)
+        await pilot.pause(0.5)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not lab.busy)
+        assert statuses(db_path) == [("processes", 2, "cancelled")]
+        assert "cancelled" in str(lab.query_one("#summary").render())
+
+
+async def test_bad_input_is_shown_inline_and_nothing_runs(db_path, marked):
+    app = ConlabApp(db=str(db_path))
+    async with app.run_test(size=SIZE) as pilot:
+        lab = app.query_one(LabPane)
+        await choose(pilot, lab, "cpu", ["threads"], workers="0")
+        message = str(lab.query_one("#spec-error").render())
+        assert message == "workers must be between 1 and 1,024, not 0; change --workers"
+        await pilot.press("escape", "r")
+        await pilot.pause(0.3)
+        assert not lab.busy
+    assert not db_path.exists() or statuses(db_path) == []
+
+
+async def test_filter_runs_and_compare(tmp_path):
+    db = make_v1_file(tmp_path / "fixture.db")
+    app = ConlabApp(db=str(db))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("slash")
+        await pilot.press(*"threads")
+        table = app.query_one(RunsPane).query_one(DataTable)
+        assert table.row_count == 1
+        await pilot.press("enter", "3")  # enter leaves the filter for the table
+        app.query_one("#selection-a", Input).value = "executor:sequential"
+        app.query_one("#selection-b", Input).value = "executor:threads"
+        app.query_one("#selection-b", Input).focus()
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        verdict = str(app.query_one("#compare-verdict").render())
+        assert "geometric mean of B/A" in verdict
+        assert "executor: sequential vs threads" in verdict
+        assert app.query_one("#compare-table", DataTable).row_count == 1
+
+
+async def test_help_and_screenshot(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = ConlabApp(db=str(tmp_path / "x.db"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        assert app.screen.__class__.__name__ == "HelpScreen"
+        await pilot.press("escape")
+        await pilot.press("f8")
+        await pilot.pause()
+    assert list(tmp_path.glob("*.svg"))
+
+
+@pytest.mark.parametrize("pane", ["lab", "runs", "compare"])
+def test_snapshots(snap_compare, tmp_path, pane):
+    """Each screen at a fixed size, on a fixed database (the schema-1 fixture, migrated)."""
+    db = make_v1_file(tmp_path / "fixture.db")
+    app = ConlabApp(db="fixture.db")
+
+    async def show(pilot):
+        await pilot.pause(0.3)
+        await pilot.press("escape")
+        app.action_show(pane)
+        await pilot.pause(0.3)
+
+    cwd = os.getcwd()
+    os.chdir(db.parent)
+    try:
+        assert snap_compare(app, terminal_size=SIZE, run_before=show)
+    finally:
+        os.chdir(cwd)
