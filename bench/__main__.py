@@ -230,9 +230,9 @@ def bench_core(bench: Bench) -> None:
 
 def groups() -> dict:
     """Benchmark groups by name: `python -m bench [GROUP ...]` runs some (default: all)."""
-    from bench import storage
+    from bench import storage, tui
 
-    return {"core": [bench_core], "storage": storage.BENCHMARKS}
+    return {"core": [bench_core], "storage": storage.BENCHMARKS, "tui": tui.BENCHMARKS}
 
 
 def main(argv: list[str]) -> int:

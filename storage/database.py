@@ -199,6 +199,8 @@ def _migrate_if_older(path: Path) -> None:
                 f"cannot migrate {path} from schema {version} ({exc}); "
                 "the file is unchanged: check it with `conlab db check`"
             ) from None
+        if backup is None:
+            return  # someone else migrated it just now
         log.warning(
             "migrated %s from schema %d to %d; the previous file is kept as %s",
             path,

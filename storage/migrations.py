@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
 # The version each step starts from -> the step, which leaves the file at version + 1.
 STEPS: dict[int, Callable[[sqlite3.Connection], None]] = {}
@@ -56,11 +58,45 @@ def backup_path(path: Path, version: int) -> Path:
     return candidate
 
 
-def migrate(path: Path, from_version: int, to_version: int) -> Path:
+@contextmanager
+def _migration_lock(path: Path):
+    """One migrator at a time across processes and threads (two windows opening an old file)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here; SQLite's own lock still guards steps
+        yield
+        return
+    import hashlib
+    import tempfile
+
+    key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+    lock = Path(tempfile.gettempdir()) / f"conlab-migrate-{key}.lock"  # not beside the user's file
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def migrate(path: Path, from_version: int, to_version: int) -> Optional[Path]:
     """Bring the lab database at ``path`` from ``from_version`` to ``to_version``.
 
-    A consistent copy of the file is made first (SQLite's backup API); returns its path.
+    A consistent copy of the file is made first (SQLite's backup API); returns its path, or None
+    when another process or thread migrated the file meanwhile.
     """
+    with _migration_lock(path):
+        current = sqlite3.connect(path)
+        try:
+            from_version = current.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            current.close()
+        if from_version >= to_version:
+            return None
+        return _migrate_locked(path, from_version, to_version)
+
+
+def _migrate_locked(path: Path, from_version: int, to_version: int) -> Path:
     backup = backup_path(path, from_version)
     source = sqlite3.connect(path)
     try:

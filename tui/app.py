@@ -121,7 +121,14 @@ class ConlabApp(App):
     def reload_all(self) -> None:
         self.query_one(RunsPane).reload()
         self.query_one(MachinePane).reload()
-        self.query_one(ComparePane).refresh_charts()
+        if self.query_one(TabbedContent).active == "compare":
+            self.query_one(ComparePane).refresh_charts()
+
+    @on(TabbedContent.TabActivated)
+    def pane_shown(self, event: TabbedContent.TabActivated) -> None:
+        # The charts need pandas: drawn when first looked at, not at start-up.
+        if event.pane.id == "compare":
+            self.query_one(ComparePane).refresh_charts()
 
     # --- actions ---
 

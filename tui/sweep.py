@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Optional
-
-from sqlalchemy.engine import Engine
+from typing import TYPE_CHECKING, Any, Optional
 
 from experiments import launch
 from experiments.executors import EXECUTORS
 from experiments.spec import ExperimentSpec, SpecError, new_id
-from storage.queries import run_object
-from storage.recorder import RunRecorder
+
+if TYPE_CHECKING:  # storage (and SQLAlchemy) load when a sweep runs, not when one is planned
+    from sqlalchemy.engine import Engine
 
 # Called with (spec, event) for every runner event, from the thread running the sweep.
 OnEvent = Callable[[ExperimentSpec, dict], None]
@@ -95,6 +94,9 @@ class Sweep:
         return self.results
 
     def run_one(self, spec: ExperimentSpec) -> dict[str, Any]:
+        from storage.queries import run_object
+        from storage.recorder import RunRecorder
+
         recorder = RunRecorder(self.engine, spec, self.resolved[spec.run_id])
         recorder.start()
         current = launch.Launch(spec, progress=self.progress)

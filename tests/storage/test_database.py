@@ -250,3 +250,15 @@ def _has_sqlite3_shell() -> bool:
     from shutil import which
 
     return which("sqlite3") is not None
+
+
+def test_two_openers_of_an_old_file_migrate_it_once(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    old = make_v1_file(tmp_path / "old.db")
+    with ThreadPoolExecutor(4) as pool:
+        engines = list(pool.map(lambda _: open_engine(old), range(4)))
+    for engine in engines:
+        engine.dispose()
+    assert sqlite3.connect(old).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert sorted(p.name for p in tmp_path.glob("old.db.*bak*")) == ["old.db.v1.bak"]

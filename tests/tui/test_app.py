@@ -83,7 +83,7 @@ async def test_choose_run_and_see_the_runs(db_path, marked):
         assert len(timeline.lanes()) == 2  # the threads run: one lane per worker thread
         await pilot.press("2")
         table = app.query_one(RunsPane).query_one(DataTable)
-        assert table.row_count == 2
+        await wait_until(pilot, lambda: table.row_count == 2)  # runs are read off the loop
         assert "sleep size 5 x 4 tasks" in str(app.query_one("#run-detail").render())
 
 
@@ -120,6 +120,7 @@ async def test_filter_runs_and_compare(tmp_path):
     db = make_v1_file(tmp_path / "fixture.db")
     app = ConlabApp(db=str(db))
     async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.query_one(RunsPane).loaded)
         await pilot.press("slash")
         await pilot.press(*"threads")
         table = app.query_one(RunsPane).query_one(DataTable)
@@ -155,6 +156,7 @@ def test_snapshots(snap_compare, tmp_path, pane):
     app = ConlabApp(db="fixture.db")
 
     async def show(pilot):
+        await wait_until(pilot, lambda: app.query_one(RunsPane).loaded)
         await pilot.pause(0.3)
         await pilot.press("escape")
         app.action_show(pane)

@@ -154,7 +154,8 @@ class LabPane(Vertical):
 
     def on_mount(self) -> None:
         self.query_one("#workloads", OptionList).highlighted = 0
-        self.find_pythons()
+        # Probing every interpreter starts a process each: after the first screen, not before.
+        self.set_timer(1.0, self.find_pythons)
         self.set_interval(0.5, self.tick)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="pythons")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
@@ -33,15 +34,24 @@ class MachinePane(Vertical):
         yield table
 
     def on_mount(self) -> None:
+        self.describe_this_machine()
+
+    @work(thread=True, exit_on_error=False, group="this-machine")
+    def describe_this_machine(self) -> None:
         from experiments.environment import collect
 
         env = collect()
+        self.app.call_from_thread(self.show_this_machine, env)
+
+    def show_this_machine(self, env: dict) -> None:
         self.query_one("#this-machine").border_title = "this machine and interpreter"
         self.query_one("#this-machine", Static).update(
             "\n".join(f"{key:>22}  {env.get(key)}" for key in SHOWN)
         )
 
+    @work(thread=True, exclusive=True, exit_on_error=False, group="machines")
     def reload(self) -> None:
+        """Read the machines in the database, off the event loop."""
         from sqlalchemy import text
 
         from storage.database import open_engine
@@ -59,6 +69,9 @@ class MachinePane(Vertical):
                 )).all()  # fmt: skip
         finally:
             engine.dispose()
+        self.app.call_from_thread(self.show_machines, rows)
+
+    def show_machines(self, rows) -> None:
         table = self.query_one(DataTable)
         table.clear()
         for host, fingerprint, cpu, cores, memory, os_name, pythons, runs in rows:

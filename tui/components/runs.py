@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Optional
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -94,6 +94,7 @@ class RunsPane(Vertical):
         super().__init__(**kwargs)
         self.db = db
         self.runs: list[dict] = []
+        self.loaded = False
         self.sort_column: Optional[str] = None
 
     def compose(self) -> ComposeResult:
@@ -111,16 +112,22 @@ class RunsPane(Vertical):
 
         return open_engine(self.db)
 
+    @work(thread=True, exclusive=True, exit_on_error=False, group="runs")
     def reload(self) -> None:
-        """Read the stored runs again (after a sweep, a merge, a tag...)."""
+        """Read the stored runs again (after a sweep, a merge, a tag...), off the event loop."""
         from storage.queries import list_runs, mark_interrupted
 
         engine = self.engine()
         try:
             mark_interrupted(engine)
-            self.runs = list_runs(engine)
+            runs = list_runs(engine)
         finally:
             engine.dispose()
+        self.app.call_from_thread(self.show_runs, runs)
+
+    def show_runs(self, runs: list[dict]) -> None:
+        self.runs = runs
+        self.loaded = True
         self.fill()
 
     def fill(self) -> None:

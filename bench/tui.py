@@ -1,0 +1,87 @@
+"""TUI budgets: cold start to the first screen, and key latency while a sweep runs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+COLD_START = """
+import sys, time
+from tui.app import ConlabApp
+
+class Timed(ConlabApp):
+    def on_ready(self) -> None:
+        print(time.perf_counter() - START, flush=True)
+        self.exit()
+
+START = float(sys.argv[1])
+Timed(db=sys.argv[2]).run(headless=True)
+"""
+
+
+def bench_cold_start(bench) -> None:
+    db = str(bench.workdir / "tui.db")
+    env = dict(os.environ, NO_COLOR="1")
+    times = []
+    for _ in range(5):
+        # time.perf_counter is system-wide monotonic on Linux: the child can subtract our start.
+        start = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", COLD_START, str(start), db], env=env,
+                             capture_output=True, text=True, check=True).stdout
+        times.append(float(out.strip().splitlines()[-1]))
+    value = statistics.median(times)
+    bench.record("app: cold start to first screen, s (median of 5)", value, "<= 1.0", value <= 1.0)
+
+
+def bench_key_latency(bench) -> None:
+    from textual import events
+    from textual.widgets import Input, OptionList, SelectionList, TabbedContent
+
+    from tui.app import ConlabApp
+    from tui.components.lab import LabPane
+
+    async def measure() -> list[float]:
+        app = ConlabApp(db=str(bench.workdir / "keys.db"))
+        latencies = []
+        async with app.run_test(size=(140, 46)) as pilot:
+            lab = app.query_one(LabPane)
+            workloads = lab.query_one("#workloads", OptionList)
+            workloads.highlighted = workloads.get_option_index("cpu")
+            chosen = lab.query_one("#executors", SelectionList)
+            chosen.deselect_all()
+            chosen.select("processes")
+            lab.query_one("#workers", Input).value = "2"
+            lab.query_one("#repeats", Input).value = "40"  # outlasts the measurement
+            await pilot.press("escape", "r")
+            while lab.sweep is None:
+                await pilot.pause(0.05)
+            await pilot.pause(0.5)
+            tabs = app.query_one(TabbedContent)
+            for n in range(20):
+                target, key = (("runs", "2"), ("lab", "1"))[n % 2]
+                # The key goes in as a terminal's would; the clock stops when the pane changed.
+                # (Pilot.press would also wait for the app to go idle, which a live run is not.)
+                started = time.perf_counter()
+                app.post_message(events.Key(key, key))
+                while tabs.active != target:
+                    await asyncio.sleep(0.001)
+                latencies.append(time.perf_counter() - started)
+                await asyncio.sleep(0.1)
+            assert lab.busy, f"the sweep ended early: {lab.query_one('#summary').render()}"
+            await pilot.press("escape")
+            while lab.busy:
+                await pilot.pause(0.05)
+        return latencies
+
+    latencies = asyncio.run(measure())
+    worst = max(latencies) * 1000
+    print([round(x * 1000) for x in latencies])
+    bench.record(f"app: key handled during a 2-process cpu sweep, worst of 20 (median "
+                 f"{statistics.median(latencies) * 1000:.0f}), ms", worst, "<= 100", worst <= 100)
+
+
+BENCHMARKS = [bench_cold_start, bench_key_latency]

@@ -1,0 +1,49 @@
+"""Save the README's screenshots with the app itself: `python docs/make_screenshots.py`.
+
+Runs a small real sweep into a scratch database, then saves each screen as SVG in docs/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+from textual.widgets import Input, OptionList, SelectionList
+
+from tui.app import ConlabApp
+from tui.components.lab import LabPane
+
+DOCS = Path(__file__).resolve().parent
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        app = ConlabApp(db=str(Path(scratch) / "results.db"))
+        async with app.run_test(size=(140, 46)) as pilot:
+            lab = app.query_one(LabPane)
+            workloads = lab.query_one("#workloads", OptionList)
+            workloads.highlighted = workloads.get_option_index("cpu")
+            chosen = lab.query_one("#executors", SelectionList)
+            chosen.deselect_all()
+            for name in ("sequential", "threads", "processes"):
+                chosen.select(name)
+            lab.query_one("#workers", Input).value = "2"
+            lab.query_one("#size", Input).value = "150000"
+            lab.query_one("#repeats", Input).value = "3"
+            await pilot.press("escape", "r")
+            while not lab.busy:
+                await pilot.pause(0.05)
+            while lab.busy:
+                await pilot.pause(0.1)
+            await pilot.pause(0.3)
+            for pane in ("lab", "runs", "compare", "machine"):
+                app.action_show(pane)
+                await pilot.pause(0.3)
+                path = app.save_screenshot(filename=f"{pane}.svg", path=str(DOCS))
+                print(path, file=sys.stderr)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
