@@ -30,8 +30,13 @@ def bench_cold_start(bench) -> None:
     for _ in range(5):
         # time.perf_counter is system-wide monotonic on Linux: the child can subtract our start.
         start = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", COLD_START, str(start), db], env=env,
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", COLD_START, str(start), db],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         times.append(float(out.strip().splitlines()[-1]))
     value = statistics.median(times)
     bench.record("app: cold start to first screen, s (median of 5)", value, "<= 1.0", value <= 1.0)
@@ -80,8 +85,13 @@ def bench_key_latency(bench) -> None:
     latencies = asyncio.run(measure())
     worst = max(latencies) * 1000
     print([round(x * 1000) for x in latencies])
-    bench.record(f"app: key handled during a 2-process cpu sweep, worst of 20 (median "
-                 f"{statistics.median(latencies) * 1000:.0f}), ms", worst, "<= 100", worst <= 100)
+    bench.record(
+        f"app: key handled during a 2-process cpu sweep, worst of 20 (median "
+        f"{statistics.median(latencies) * 1000:.0f}), ms",
+        worst,
+        "<= 100",
+        worst <= 100,
+    )
 
 
 BENCHMARKS = [bench_cold_start, bench_key_latency]

@@ -294,6 +294,13 @@ class Launch:
             last = self.stderr.strip().splitlines()
             if last:
                 self.error += f": {last[-1]}"
+        if self.status == "failed" and "bootstrapping phase" in self.stderr:
+            # CPython's words when a spawned child starts a process while importing __main__
+            # or a module: the user's code has no `if __name__ == "__main__":` guard.
+            self.error += (
+                "; a module the workers import starts processes when imported: put "
+                "that code under `if __name__ == '__main__':`"
+            )
 
 
 def describe_returncode(code: Optional[int]) -> str:

@@ -196,6 +196,11 @@ def _fail(exc: BaseException, out: _EventWriter) -> None:
     kind = "worker_died" if isinstance(exc, WorkerDied) else "task_error"
     if isinstance(exc, WorkerDied):
         message = f"a worker died: {exc}"
+    elif _is_pickling_error(exc):
+        message = (
+            f"a task's result could not be pickled to send it back ({exc}); return plain "
+            "data (numbers, strings, bytes, lists, dicts) from the function"
+        )
     else:
         text = str(exc).strip().splitlines()
         message = f"a task raised {type(exc).__name__}" + (f": {text[0]}" if text else "")
@@ -205,6 +210,18 @@ def _fail(exc: BaseException, out: _EventWriter) -> None:
     sys.stdout.flush()
     # os._exit: a normal exit would join executor threads stuck in a task that never returns.
     os._exit(1)
+
+
+def _is_pickling_error(exc: BaseException) -> bool:
+    import pickle
+
+    text = str(exc)
+    return (
+        isinstance(exc, pickle.PicklingError)
+        or type(exc).__name__ == "MaybeEncodingError"
+        or "pickle" in text.lower()
+        and ("Can't" in text or "cannot" in text)
+    )
 
 
 def _kill_workers() -> None:

@@ -155,6 +155,14 @@ class ExperimentSpec:
             )
 
 
+def check_worker_counts(counts) -> None:
+    """Refuse a bad --workers list even for executors that ignore it (sequential)."""
+    if not counts:
+        raise SpecError("no worker count given; pass e.g. --workers 1,2,4")
+    for count in counts:
+        _check_int("workers", count, 1, MAX_WORKERS, "--workers")
+
+
 def _check_int(name: str, value, low: int, high: int, option: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise SpecError(

@@ -49,6 +49,37 @@ USER_MODULE = textwrap.dedent('''
         time.sleep(3600)
 
 
+    def exit3(size):
+        if size:
+            os._exit(3)
+        return size
+
+
+    def segfault(size):
+        if size:
+            import ctypes
+            ctypes.string_at(0)
+        return size
+
+
+    def unpicklable_result(size):
+        return lambda: size
+
+
+    def calls_sys_exit(size):
+        sys.exit(4)
+
+
+    def raises_keyboard_interrupt(size):
+        raise KeyboardInterrupt
+
+
+    def warns(size):
+        import warnings
+        warnings.warn("careful: this task warns", UserWarning)
+        return size
+
+
     def report_modules(size):
         """writes this worker's imported modules to $MODULES_OUT"""
         path = os.path.join(os.environ["MODULES_OUT"], f"{os.getpid()}.json")
@@ -86,11 +117,23 @@ class Result:
         return json.loads(self.stdout)
 
 
+# A module that starts a process when imported: fine in the parent, fatal in a spawned child.
+UNGUARDED_MODULE = textwrap.dedent("""
+    import multiprocessing
+
+    def work(size):
+        return size
+
+    multiprocessing.Process(target=work, args=(1,)).start()
+""")
+
+
 @pytest.fixture
 def user_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "user"
     directory.mkdir()
     (directory / "usermod.py").write_text(USER_MODULE)
+    (directory / "unguarded.py").write_text(UNGUARDED_MODULE)
     return directory
 
 

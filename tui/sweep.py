@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from experiments import launch
 from experiments.executors import EXECUTORS
-from experiments.spec import ExperimentSpec, SpecError, new_id
+from experiments.spec import ExperimentSpec, SpecError, check_worker_counts, new_id
 
 if TYPE_CHECKING:  # storage (and SQLAlchemy) load when a sweep runs, not when one is planned
     from sqlalchemy.engine import Engine
@@ -27,6 +27,7 @@ def plan(
 ) -> list[ExperimentSpec]:
     """The specs of one sweep: every python x workload x executor x worker count, one sweep id.
     Executors without workers (sequential) run once. Raises SpecError for the first bad spec."""
+    check_worker_counts(workers)
     sweep_id = new_id()
     specs = []
     for python in pythons:

@@ -1,0 +1,179 @@
+"""Every fault ends as a stored run with its reason, no orphan process, an intact database and
+a living app. Each case runs the real `conlab` with real processes (see README, "Faults")."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from experiments.spec import ExperimentSpec, SpecError
+from tests.conftest import assert_one_line_error
+
+
+def run_one(conlab, workload: str, executor: str, *extra: str) -> dict:
+    result = conlab(
+        "run",
+        "-w",
+        workload,
+        "-e",
+        executor,
+        "--workers",
+        "2",
+        "--tasks",
+        "4",
+        "--size",
+        "1",
+        "--repeats",
+        "1",
+        "--warmups",
+        "0",
+        "--json",
+        "--timeout",
+        "60",
+        *extra,
+    )
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    (run,) = result.json()
+    assert run["status"] == "failed"
+    return run
+
+
+def stored_run(db_path, run_id: str) -> dict:
+    connection = sqlite3.connect(db_path)
+    connection.row_factory = sqlite3.Row
+    row = dict(connection.execute("SELECT * FROM run WHERE id = ?", (run_id,)).fetchone())
+    assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    return row
+
+
+@pytest.mark.parametrize("executor", ["processes", "pool"])
+@pytest.mark.parametrize("workload, words", [
+    ("usermod:exit3", "exited with code 3"),
+    ("usermod:die", "killed by SIGKILL"),
+    ("usermod:segfault", "killed by SIGSEGV"),
+])  # fmt: skip
+def test_a_worker_that_dies_ends_the_run_with_how_it_died(
+    conlab, db_path, executor, workload, words
+):
+    run = run_one(conlab, workload, executor)
+    assert run["error"].startswith("a worker died: ") and words in run["error"], run["error"]
+    assert stored_run(db_path, run["run_id"])["status"] == "failed"
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_sys_exit_and_keyboard_interrupt_in_a_task_are_failures(conlab, executor):
+    assert run_one(conlab, "usermod:calls_sys_exit", executor)["error"] == (
+        "a task raised SystemExit: 4"
+    )
+    assert run_one(conlab, "usermod:raises_keyboard_interrupt", executor)["error"] == (
+        "a task raised KeyboardInterrupt"
+    )
+
+
+def test_keyboard_interrupt_in_a_pool_worker_is_a_dead_worker(conlab):
+    run = run_one(conlab, "usermod:raises_keyboard_interrupt", "pool")
+    assert run["error"].startswith("a worker died")
+
+
+@pytest.mark.parametrize("executor", ["processes", "pool"])
+def test_an_unpicklable_result_names_the_fix(conlab, executor):
+    run = run_one(conlab, "usermod:unpicklable_result", executor)
+    assert "could not be pickled" in run["error"] and "return plain data" in run["error"]
+
+
+def test_a_module_that_starts_processes_at_import_still_runs_under_spawn(conlab):
+    # The runner imports user modules by name, never as __main__, so CPython's "bootstrapping
+    # phase" error cannot happen; the processes the module starts end with it (the fixture
+    # checks that none is left).
+    result = conlab(
+        "run",
+        "-w",
+        "unguarded:work",
+        "-e",
+        "processes",
+        "--start-method",
+        "spawn",
+        "--workers",
+        "2",
+        "--tasks",
+        "2",
+        "--repeats",
+        "1",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.json()[0]["status"] == "ok"
+
+
+def test_warnings_from_a_run_are_kept_with_it(conlab, db_path):
+    result = conlab(
+        "run",
+        "-w",
+        "usermod:warns",
+        "-e",
+        "processes",
+        "--workers",
+        "1",
+        "--tasks",
+        "1",
+        "--repeats",
+        "1",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    (run,) = result.json()
+    assert "UserWarning: careful: this task warns" in stored_run(db_path, run["run_id"])["stderr"]
+
+
+# --- bad input anywhere: a valid run or exit 2 with one line ----------------------------------
+
+FIELDS = st.fixed_dictionaries({}, optional={
+    "workload": st.one_of(st.sampled_from(["cpu", "tiny", "sleep", "nosuch", "a:b", ""]),
+                          st.text(max_size=8)),
+    "executor": st.one_of(st.sampled_from(["threads", "processes", "pool", "asyncio"]),
+                          st.text(max_size=8)),
+    "workers": st.one_of(st.integers(-5, 5000), st.text(max_size=3), st.none()),
+    "tasks": st.one_of(st.integers(-5, 20_000_000), st.floats(), st.booleans()),
+    "size": st.one_of(st.integers(-10, 2**41), st.none(), st.text(max_size=3)),
+    "repeats": st.integers(-2, 20_000),
+    "warmups": st.integers(-2, 20_000),
+    "start_method": st.one_of(st.sampled_from(["fork", "spawn", "forkserver", "vfork"]),
+                              st.none()),
+    "chunksize": st.one_of(st.integers(-2, 5), st.none()),
+    "timeout_s": st.one_of(st.floats(allow_nan=True), st.integers(-1, 5), st.none()),
+    "colour": st.text(max_size=3),
+})  # fmt: skip
+
+
+@given(FIELDS)
+@settings(max_examples=300, deadline=None)
+def test_any_spec_either_validates_or_says_why_in_one_line(fields):
+    try:
+        ExperimentSpec.from_dict({"workload": "cpu", "executor": "threads", **fields}).validate()
+    except SpecError as exc:
+        message = str(exc)
+        assert message and "\n" not in message and ";" in message  # the problem; the fix
+    except TypeError:  # missing required field: impossible here, the defaults are given
+        raise
+
+
+OPTIONS = st.lists(st.sampled_from([
+    ["--workers", "0"], ["--workers", "1,x"], ["--tasks", "-1"], ["--tasks", "abc"],
+    ["--size", "-3"], ["--repeats", "0"], ["--warmups", "-1"], ["--chunksize", "0"],
+    ["--start-method", "vfork"], ["--timeout", "0"], ["--timeout", "nan"], ["-e", "nosuch"],
+    ["-w", "nosuch"], ["-w", "nomodule:f"], ["--python", "/nonexistent"], ["--bogus"],
+    ["--db", "/"], ["-w", "cpu", "-e", "asyncio"],
+]), min_size=1, max_size=3)  # fmt: skip
+
+
+@given(OPTIONS)
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+def test_bad_cli_options_are_one_line_and_exit_2(conlab, options):
+    args = ["run", "-w", "tiny", "-e", "sequential", "--repeats", "1", "--tasks", "1"]
+    for option in options:
+        args += option
+    assert_one_line_error(conlab(*args))
