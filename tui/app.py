@@ -64,6 +64,9 @@ class LabCommands(Provider):
             ("Export report (Markdown)", partial(app.export_report, "markdown"),
              "write reports/summary.md"),
             ("Reload runs", app.reload_all, "read the database again"),
+            ("Open a database...", app.ask_open_database, "show another result database"),
+            ("Merge a database...", app.ask_merge_database,
+             "add the runs of another lab database to this one"),
         ]  # fmt: skip
         for name, callback, help_text in commands:
             score = matcher.match(name)
@@ -191,6 +194,50 @@ class ConlabApp(App):
         finally:
             engine.dispose()
         self.notify(f"wrote {out}", title="report")
+
+    def ask_open_database(self) -> None:
+        from tui.components.prompt import Prompt
+
+        def open_database(path: Optional[str]) -> None:
+            if not path:
+                return
+            from storage.database import DatabaseError, open_engine
+
+            try:
+                open_engine(path, create=False).dispose()
+            except DatabaseError as exc:
+                self.notify(str(exc), severity="error", title="cannot open")
+                return
+            self.db = path
+            self.sub_title = path
+            for pane in (LabPane, RunsPane, ComparePane, MachinePane):
+                self.query_one(pane).db = path
+            self.reload_all()
+
+        self.push_screen(Prompt("Open which result database (a path)?"), open_database)
+
+    def ask_merge_database(self) -> None:
+        from tui.components.prompt import Prompt
+
+        def merge_database(path: Optional[str]) -> None:
+            if not path:
+                return
+            from pathlib import Path
+
+            from storage.database import DatabaseError, database_url, sqlite_path
+            from storage.sharing import merge
+
+            try:
+                (result,) = merge(sqlite_path(database_url(self.db)), [Path(path)])
+            except DatabaseError as exc:
+                self.notify(str(exc), severity="error", title="nothing merged")
+                return
+            self.notify(f"{result.runs_added} runs added, {result.runs_skipped} skipped",
+                        title=f"merged {Path(path).name}")  # fmt: skip
+            self.reload_all()
+
+        self.push_screen(Prompt("Merge which lab database into this one (a path)?"),
+                         merge_database)  # fmt: skip
 
     # --- reactions ---
 

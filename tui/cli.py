@@ -380,6 +380,12 @@ def report(
         raise BadInput("--fail-if-slower needs --compare A B; add the two selections")
     if not 0 <= min_effect < 100:
         raise BadInput(f"--min-effect must be a percentage from 0 to 100, not {min_effect}")
+    if not db and not _default_db().exists():
+        typer.echo(
+            f"No database yet at {_default_db()}. Record a first run with:\n"
+            "  conlab run -w cpu -e sequential -e threads -e processes"
+        )
+        return 0
     engines = [(one or str(_default_db()), _open(one, create=False)) for one in db or [None]]
     repeats = load_repeats(engines)
     if select_runs and not repeats.empty:

@@ -195,3 +195,35 @@ def test_crafted_text_is_shown_as_text_never_run(conlab, db_path, tmp_path):
     assert conlab("runs", "--tag", "x' OR 1=1 --", "--json").returncode in (0, 2)
     assert not marker.exists()
     assert sqlite3.connect(db_path).execute("SELECT count(*) FROM run").fetchone()[0] == 2
+
+
+def test_every_table_reads_with_plain_tools(conlab, db_path):
+    """pandas.read_sql and the sqlite3 module read every table: named columns, plain types."""
+    import pandas as pd
+
+    record(conlab, db_path, "x")
+    connection = sqlite3.connect(db_path)
+    tables = [
+        r[0]
+        for r in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+        )
+    ]
+    assert set(tables) >= {
+        "machine",
+        "interpreter",
+        "sweep",
+        "run",
+        "repeat",
+        "task_sample",
+        "import_log",
+    }
+    for table in tables:
+        frame = pd.read_sql(f"SELECT * FROM {table}", connection)
+        assert all(isinstance(c, str) and c for c in frame.columns)
+        types = set()
+        for row in connection.execute(
+            "SELECT " + ", ".join(f"typeof({c})" for c in frame.columns) + f" FROM {table}"
+        ):
+            types.update(row)
+        assert types <= {"integer", "real", "text", "null"}, (table, types)

@@ -168,3 +168,34 @@ def test_snapshots(snap_compare, tmp_path, pane):
         assert snap_compare(app, terminal_size=SIZE, run_before=show)
     finally:
         os.chdir(cwd)
+
+
+async def test_tag_delete_and_merge_from_the_app(tmp_path):
+    db = make_v1_file(tmp_path / "fixture.db")
+    other = tmp_path / "other.db"
+    other.write_bytes(db.read_bytes())  # same runs: merging adds nothing
+    app = ConlabApp(db=str(db))
+    async with app.run_test(size=SIZE) as pilot:
+        runs = app.query_one(RunsPane)
+        await wait_until(pilot, lambda: runs.loaded)
+        await pilot.press("2")
+        runs.query_one(DataTable).focus()
+        first = runs.selected()["run_id"]
+        await pilot.press("t")
+        await pilot.pause()
+        app.screen.query_one(Input).value = "keep"  # the prompt opens with the current tag
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: runs.selected() and runs.selected()["tag"] == "keep")
+        assert sqlite3.connect(db).execute(
+            "SELECT tag FROM run WHERE id = ?", (first,)
+        ).fetchone() == ("keep",)
+        await pilot.press("d")
+        await pilot.click("#yes")
+        await wait_until(pilot, lambda: len(runs.runs) == 1)
+        assert sqlite3.connect(db).execute(
+            "SELECT count(*) FROM repeat WHERE run_id = ?", (first,)
+        ).fetchone() == (0,)
+        app.ask_merge_database()
+        await pilot.pause()
+        await pilot.press(*str(other), "enter")
+        await wait_until(pilot, lambda: len(runs.runs) == 2)  # the deleted run came back

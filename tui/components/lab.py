@@ -69,7 +69,8 @@ class LabPane(Vertical):
     #start-method, #python { border: none; height: auto; }
     #spec-error { color: $error; height: auto; }
     #progress-row { height: auto; }
-    #elapsed { width: 20; }
+    #elapsed { width: 12; }
+    .bar-label { margin: 0 1 0 2; }
     #summary { height: auto; border: round $success-darken-2; padding: 0 1; }
     """
 
@@ -146,7 +147,7 @@ class LabPane(Vertical):
         with Horizontal(id="progress-row"):
             yield Label("sweep", classes="bar-label")
             yield ProgressBar(total=1, id="overall", show_eta=False)  # still until a run
-            yield Label("  run ", classes="bar-label")
+            yield Label("run", classes="bar-label")
             yield ProgressBar(total=1, id="current", show_eta=False)
             yield Label("", id="elapsed")
         yield Timeline(id="timeline")

@@ -12,6 +12,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, Static
 
+from tui.components.prompt import Prompt
+
 COLUMNS = ("run", "created", "machine", "python", "workload", "executor", "workers", "status",
            "median", "tag")  # fmt: skip
 
@@ -50,27 +52,6 @@ class Confirm(ModalScreen[bool]):
     @on(Button.Pressed)
     def answer(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")
-
-
-class TagPrompt(ModalScreen[Optional[str]]):
-    """Ask for a tag."""
-
-    DEFAULT_CSS = """
-    TagPrompt { align: center middle; }
-    TagPrompt > Vertical { width: 60; height: auto; border: thick $primary; padding: 1 2;
-                           background: $surface; }
-    """
-    BINDINGS = [Binding("escape", "dismiss(None)", "cancel", id="tag.cancel",
-                        tooltip="leave the tag as it is")]  # fmt: skip
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Label("Tag for the selected run (empty removes it), enter to save:")
-            yield Input(id="tag-input")
-
-    @on(Input.Submitted)
-    def save(self, event: Input.Submitted) -> None:
-        self.dismiss(event.value.strip())
 
 
 class RunsPane(Vertical):
@@ -223,7 +204,9 @@ class RunsPane(Vertical):
             self.update_run(run["run_id"], "UPDATE run SET tag = :tag WHERE id = :id",
                             {"tag": tag or None})  # fmt: skip
 
-        self.app.push_screen(TagPrompt(), save)
+        self.app.push_screen(
+            Prompt("Tag for the highlighted run (empty removes it), enter to save:",
+                   run["tag"] or ""), save)  # fmt: skip
 
     def action_delete(self) -> None:
         run = self.selected()
