@@ -1,0 +1,299 @@
+"""Running one spec in the runner process: the repeats, their timing, and the events sent.
+
+Kept apart from ``runner.py`` so that a spawned worker, which re-imports the runner module as
+``__mp_main__``, compiles and runs nothing but a few lines.
+"""
+
+
+def main(argv=None) -> int:
+    """The runner's command line; see ``experiments.runner`` for the protocol."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    out = _EventWriter(sys.stdout)
+    if "--env" in args:
+        from experiments.environment import collect
+
+        out.emit("env", environment=collect())
+        return 0
+    if "--check" in args:
+        return _check(sys.stdin.read(), out)
+    line = sys.stdin.readline()
+    parent = [int(a.split("=", 1)[1]) for a in args if a.startswith("--parent-pid=")]
+    acks = (
+        _watch_parent(sys.stdin, parent[0] if parent else None) if "--watch-stdin" in args else None
+    )
+    return _run(line, out, acks if "--ack" in args else None, "--progress" in args)
+
+
+class _EventWriter:
+    def __init__(self, stream):
+        import json
+
+        self._dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
+        self._stream = stream
+
+    def emit(self, event: str, **fields) -> None:
+        fields["event"] = event
+        self._stream.write(self._dumps(fields) + "\n")
+        self._stream.flush()
+
+
+def _check(text: str, out: _EventWriter) -> int:
+    import json
+
+    from experiments.spec import ExperimentSpec, SpecError, prepare
+
+    try:
+        items = json.loads(text)
+        if not isinstance(items, list):
+            raise ValueError("expected a JSON list of specs")
+    except ValueError as exc:
+        out.emit("error", kind="invalid", message=f"--check needs a JSON list of specs ({exc})")
+        return 2
+    status = 0
+    for item in items:
+        try:
+            spec = ExperimentSpec.from_dict(item)
+            prepared = prepare(spec)
+            out.emit("check", run_id=spec.run_id, ok=True, resolved=prepared.resolved())
+        except (SpecError, TypeError) as exc:
+            out.emit(
+                "check",
+                run_id=item.get("run_id") if isinstance(item, dict) else None,
+                ok=False,
+                error=str(exc),
+            )
+            status = 2
+    return status
+
+
+def _run(line: str, out: _EventWriter, acks, progress: bool) -> int:
+    from experiments.environment import collect
+    from experiments.spec import ExperimentSpec, SpecError, prepare
+
+    try:
+        prepared = prepare(ExperimentSpec.from_json(line))
+    except (SpecError, TypeError) as exc:
+        out.emit("error", kind="invalid", message=str(exc), detail=None)
+        return 2
+    import os
+
+    out.emit(
+        "env",
+        environment=collect(prepared.start_method),
+        resolved=prepared.resolved(),
+        runner_pid=os.getpid(),
+    )
+    try:
+        for index in range(prepared.spec.warmups + prepared.spec.repeats):
+            _run_repeat(prepared, index, out, progress)
+            if acks is not None:
+                acks.acquire()  # the parent has stored this repeat: time the next one
+    except BaseException as exc:  # SystemExit/KeyboardInterrupt from a task are failures too
+        _fail(exc, out)
+    out.emit("done")
+    return 0
+
+
+def _run_repeat(prepared, index: int, out: _EventWriter, progress: bool) -> None:
+    import time
+
+    items = [prepared.size] * prepared.spec.tasks
+    samples = []
+    total = len(items)
+    monotonic_ns = time.monotonic_ns
+    progress_every_ns = 100_000_000
+    # Without --progress the first progress event is due in a year: one comparison per task.
+    next_progress_ns = monotonic_ns() + (progress_every_ns if progress else 365 * 86400 * 10**9)
+    sent = 0
+
+    def on_sample(sample) -> None:
+        nonlocal next_progress_ns, sent
+        samples.append(sample[1:])  # drop the task's result: only its timing is kept
+        if monotonic_ns() >= next_progress_ns:
+            # A bounded batch keeps the cost inside the timed window negligible; every sample
+            # is sent in the `tasks` event after the repeat anyway.
+            out.emit(
+                "progress",
+                repeat=index,
+                done=len(samples),
+                total=total,
+                samples=samples[max(sent, len(samples) - 256) :],
+            )
+            sent = len(samples)
+            next_progress_ns = monotonic_ns() + progress_every_ns
+
+    cpu_before = _cpu_ns()
+    start_ns = monotonic_ns()
+    prepared.executor.run(
+        prepared.workload,
+        items,
+        prepared.workers,
+        prepared.start_method,
+        prepared.chunksize,
+        on_sample,
+    )
+    end_ns = monotonic_ns()
+    cpu_ns = _cpu_ns() - cpu_before
+    out.emit("progress", repeat=index, done=len(samples), total=total, samples=[])
+    out.emit(
+        "repeat",
+        index=index,
+        warmup=index < prepared.spec.warmups,
+        wall_ns=end_ns - start_ns,
+        cpu_ns=cpu_ns,
+        start_ns=start_ns,
+        end_ns=end_ns,
+    )
+    out.emit("tasks", repeat=index, samples=samples)
+
+
+def _cpu_ns() -> int:
+    """User + system CPU of this process and its reaped children (pool workers, once joined)."""
+    try:
+        import resource
+    except ImportError:  # Windows: os.times has no child times there, but it is what exists
+        import os
+
+        t = os.times()
+        return int((t.user + t.system + t.children_user + t.children_system) * 1e9)
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return int(total * 1e9)
+
+
+def _fail(exc: BaseException, out: _EventWriter) -> None:
+    """Report a failed run, stop every worker, and end the runner without waiting on them."""
+    import os
+    import sys
+    import traceback
+
+    from experiments.executors import WorkerDied
+
+    kind = "worker_died" if isinstance(exc, WorkerDied) else "task_error"
+    if isinstance(exc, WorkerDied):
+        message = f"a worker died: {exc}"
+    elif _is_pickling_error(exc):
+        message = (
+            f"a task's result could not be pickled to send it back ({exc}); return plain "
+            "data (numbers, strings, bytes, lists, dicts) from the function"
+        )
+    else:
+        text = str(exc).strip().splitlines()
+        message = f"a task raised {type(exc).__name__}" + (f": {text[0]}" if text else "")
+    detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    out.emit("error", kind=kind, message=message, detail=detail)
+    _kill_workers()
+    sys.stdout.flush()
+    # os._exit: a normal exit would join executor threads stuck in a task that never returns.
+    os._exit(1)
+
+
+def _is_pickling_error(exc: BaseException) -> bool:
+    import pickle
+
+    text = str(exc)
+    return (
+        isinstance(exc, pickle.PicklingError)
+        or type(exc).__name__ == "MaybeEncodingError"
+        or "pickle" in text.lower()
+        and ("Can't" in text or "cannot" in text)
+    )
+
+
+def _kill_workers() -> None:
+    import sys
+
+    multiprocessing = sys.modules.get("multiprocessing")
+    if multiprocessing is None:
+        return
+    for child in multiprocessing.active_children():
+        try:
+            child.kill()
+        except OSError:
+            pass
+
+
+def _watch_parent(stdin, parent_pid):
+    """Arrange for this runner and its workers to end when the parent goes away, and return an
+    object whose ``acquire()`` waits for the parent's ``next`` line.
+
+    On Linux the kernel signals us when the parent dies (PR_SET_PDEATHSIG), so no thread is
+    added to the measured process: an idle thread blocked in read() is not free here -- it made
+    a single-threaded loop measurably faster than the same loop in a plain script, and the
+    lab's figures must be the plain script's. Elsewhere a thread watches stdin for its end.
+    """
+    fd = stdin.fileno()
+    if _die_with_parent(parent_pid):
+        return _StdinAcks(fd)
+    import threading
+
+    acks = threading.Semaphore(0)
+
+    def watch() -> None:
+        # Raw reads, not stdin.readline(): a thread blocked inside the buffered reader holds its
+        # lock, and a forked worker that closes sys.stdin at start-up would deadlock on it.
+        reader = _StdinAcks(fd)
+        while reader.acquire():
+            acks.release()
+
+    threading.Thread(target=watch, name="conlab-parent-watch", daemon=True).start()
+    return acks
+
+
+class _StdinAcks:
+    """Reads ``next`` lines from the parent; end of file means the parent is gone."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.pending = b""
+
+    def acquire(self) -> bool:
+        import os
+
+        while b"\n" not in self.pending:
+            try:
+                chunk = os.read(self.fd, 4096)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                _end_with_parent()
+            self.pending += chunk
+        _, _, self.pending = self.pending.partition(b"\n")
+        return True
+
+
+def _die_with_parent(parent_pid) -> bool:
+    """Linux: have the kernel send SIGTERM when the parent dies, and end then. True if set."""
+    import os
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux") or parent_pid is None:
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:  # 1 = PR_SET_PDEATHSIG
+            return False
+    except (OSError, AttributeError):
+        return False
+    signal.signal(signal.SIGTERM, lambda signum, frame: _end_with_parent())
+    if os.getppid() != parent_pid:  # the parent died before the kernel was told
+        _end_with_parent()
+    return True
+
+
+def _end_with_parent() -> None:
+    """The parent is gone: stop every worker and this runner, now."""
+    import os
+    import signal
+
+    _kill_workers()
+    if os.getpgrp() == os.getpid():  # launch made us a session leader: take the whole group
+        os.killpg(0, signal.SIGKILL)
+    os._exit(3)
