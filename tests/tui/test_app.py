@@ -149,14 +149,31 @@ async def test_help_and_screenshot(tmp_path, monkeypatch):
     assert list(tmp_path.glob("*.svg"))
 
 
-@pytest.mark.parametrize("pane", ["lab", "runs", "compare"])
+# What the Machine screen says about "this machine" in its snapshot: the screen's own rendering
+# of fixed facts, since the real ones (host, CPU, interpreter path) differ from box to box.
+FIXED_ENVIRONMENT = {
+    "hostname": "lab-box", "os_name": "Linux", "os_release": "6.1.0", "architecture": "x86_64",
+    "cpu_model": "Example CPU", "logical_cores": 2, "physical_cores": 2, "usable_cores": 2,
+    "cgroup_cpu_quota": None, "memory_total_bytes": 25_276_502_016,
+    "python_implementation": "CPython", "python_version": "3.11.7",
+    "python_executable": "/opt/python/bin/python3", "py_gil_disabled": False,
+    "gil_enabled": True, "machine_fingerprint": "0123456789abcdef0123",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("pane", ["lab", "runs", "compare", "machine"])
 def test_snapshots(snap_compare, tmp_path, pane):
     """Each screen at a fixed size, on a fixed database (the schema-1 fixture, migrated)."""
+    from tui.components.machine import MachinePane
+
     db = make_v1_file(tmp_path / "fixture.db")
     app = ConlabApp(db="fixture.db")
 
     async def show(pilot):
         await wait_until(pilot, lambda: app.query_one(RunsPane).loaded)
+        machine = app.query_one(MachinePane)
+        await wait_until(pilot, lambda: machine.described)
+        machine.show_this_machine(FIXED_ENVIRONMENT)
         await pilot.pause(0.3)
         await pilot.press("escape")
         app.action_show(pane)

@@ -43,7 +43,10 @@ class MachinePane(Vertical):
         env = collect()
         self.app.call_from_thread(self.show_this_machine, env)
 
+    described = False
+
     def show_this_machine(self, env: dict) -> None:
+        self.described = True
         self.query_one("#this-machine").border_title = "this machine and interpreter"
         self.query_one("#this-machine", Static).update(
             "\n".join(f"{key:>22}  {env.get(key)}" for key in SHOWN)
