@@ -23,8 +23,8 @@ run: install
 	$(BIN)/conlab $(ARGS)
 
 lint: install
-	$(BIN)/ruff check experiments storage tui tests bench
-	$(BIN)/ruff format --check experiments storage tui tests bench
+	$(BIN)/ruff check experiments storage tui tests bench docs
+	$(BIN)/ruff format --check experiments storage tui tests bench docs
 	$(BIN)/lint-imports
 
 test: lint

@@ -44,7 +44,7 @@ def bench_cold_start(bench) -> None:
 
 def bench_key_latency(bench) -> None:
     from textual import events
-    from textual.widgets import Input, OptionList, SelectionList, TabbedContent
+    from textual.widgets import TabbedContent
 
     from tui.app import ConlabApp
     from tui.components.lab import LabPane
@@ -54,13 +54,7 @@ def bench_key_latency(bench) -> None:
         latencies = []
         async with app.run_test(size=(140, 46)) as pilot:
             lab = app.query_one(LabPane)
-            workloads = lab.query_one("#workloads", OptionList)
-            workloads.highlighted = workloads.get_option_index("cpu")
-            chosen = lab.query_one("#executors", SelectionList)
-            chosen.deselect_all()
-            chosen.select("processes")
-            lab.query_one("#workers", Input).value = "2"
-            lab.query_one("#repeats", Input).value = "40"  # outlasts the measurement
+            lab.choose("cpu", ["processes"], workers="2", repeats="40")  # outlasts the measurement
             await pilot.press("escape", "r")
             while lab.sweep is None:
                 await pilot.pause(0.05)

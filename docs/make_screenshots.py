@@ -10,8 +10,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from textual.widgets import Input, OptionList, SelectionList
-
 from tui.app import ConlabApp
 from tui.components.lab import LabPane
 
@@ -23,15 +21,13 @@ async def main() -> None:
         app = ConlabApp(db=str(Path(scratch) / "results.db"))
         async with app.run_test(size=(140, 46)) as pilot:
             lab = app.query_one(LabPane)
-            workloads = lab.query_one("#workloads", OptionList)
-            workloads.highlighted = workloads.get_option_index("cpu")
-            chosen = lab.query_one("#executors", SelectionList)
-            chosen.deselect_all()
-            for name in ("sequential", "threads", "processes"):
-                chosen.select(name)
-            lab.query_one("#workers", Input).value = "2"
-            lab.query_one("#size", Input).value = "150000"
-            lab.query_one("#repeats", Input).value = "3"
+            lab.choose(
+                "cpu",
+                ["sequential", "threads", "processes"],
+                workers="2",
+                size="150000",
+                repeats="3",
+            )
             await pilot.press("escape", "r")
             while not lab.busy:
                 await pilot.pause(0.05)

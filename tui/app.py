@@ -160,16 +160,8 @@ class ConlabApp(App):
         self.notify(f"saved {path}", title="screenshot")
 
     def apply_preset(self, workload: str, executors: tuple[str, ...]) -> None:
-        from textual.widgets import OptionList, SelectionList
-
         self.action_show("lab")
-        lab = self.query_one(LabPane)
-        workloads = lab.query_one("#workloads", OptionList)
-        workloads.highlighted = workloads.get_option_index(workload)
-        chosen = lab.query_one("#executors", SelectionList)
-        chosen.deselect_all()
-        for name in executors:
-            chosen.select(name)
+        self.query_one(LabPane).choose(workload, executors)
 
     def export_report(self, format: str = "html") -> None:
         from pathlib import Path

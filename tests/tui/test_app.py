@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable, Input, OptionList, SelectionList
+from textual.widgets import DataTable, Input
 
 from tests.conftest import MARK_VAR, leftover_processes
 from tests.storage.test_database import make_v1_file
@@ -31,14 +31,7 @@ def marked(monkeypatch, user_dir):
 
 
 async def choose(pilot, lab: LabPane, workload: str, executors: list[str], **fields: str):
-    workloads = lab.query_one("#workloads", OptionList)
-    workloads.highlighted = workloads.get_option_index(workload)
-    chosen = lab.query_one("#executors", SelectionList)
-    chosen.deselect_all()
-    for name in executors:
-        chosen.select(name)
-    for name, value in fields.items():
-        lab.query_one(f"#{name}", Input).value = value
+    lab.choose(workload, executors, **fields)
     await pilot.pause()
 
 
@@ -84,7 +77,9 @@ async def test_choose_run_and_see_the_runs(db_path, marked):
         await pilot.press("2")
         table = app.query_one(RunsPane).query_one(DataTable)
         await wait_until(pilot, lambda: table.row_count == 2)  # runs are read off the loop
-        assert "sleep size 5 x 4 tasks" in str(app.query_one("#run-detail").render())
+        detail = app.query_one("#run-detail")
+        await wait_until(pilot, lambda: "sleep size 5 x 4 tasks" in str(detail.render()))
+        assert "warning: only 2 repeat(s): too few to trust" in str(detail.render())
 
 
 async def test_escape_cancels_and_stores_the_run_as_cancelled(db_path, marked):

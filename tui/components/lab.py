@@ -170,6 +170,17 @@ class LabPane(Vertical):
         ]  # fmt: skip
         self.app.call_from_thread(self.query_one("#python", Select).set_options, options)
 
+    def choose(self, workload: str, executors, **fields: str) -> None:
+        """Fill the form: a workload, the executors to run, and parameter fields by id."""
+        workloads = self.query_one("#workloads", OptionList)
+        workloads.highlighted = workloads.get_option_index(workload)
+        chosen = self.query_one("#executors", SelectionList)
+        chosen.deselect_all()
+        for name in executors:
+            chosen.select(name)
+        for name, value in fields.items():
+            self.query_one(f"#{name}", Input).value = value
+
     # --- the spec the form describes ---
 
     def selected_workload(self) -> str:

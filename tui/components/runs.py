@@ -154,9 +154,13 @@ class RunsPane(Vertical):
     @on(DataTable.RowHighlighted)
     def show_detail(self) -> None:
         run = self.selected()
-        if run is None:
-            return
-        self.query_one("#run-detail", Static).update(self.describe(run))
+        if run is not None:
+            self.load_detail(run)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="run-detail")
+    def load_detail(self, run: dict) -> None:
+        text = self.describe(run)
+        self.app.call_from_thread(self.query_one("#run-detail", Static).update, text)
 
     def describe(self, run: dict) -> str:
         from sqlalchemy import text
@@ -185,6 +189,7 @@ class RunsPane(Vertical):
             f"{env.get('usable_cores', '?')} usable cores; Python {run['python']} "
             f"{'(free-threaded)' if env.get('py_gil_disabled') else ''}",
         ]
+        lines += [f"warning: {w}" for w in self.warnings(run)]
         if run["error"]:
             lines.append(f"error: {run['error']}")
         if row[1]:
@@ -192,6 +197,23 @@ class RunsPane(Vertical):
         if row[2]:
             lines.append("stderr: " + str(row[2])[-800:])
         return "\n".join(lines)
+
+    def warnings(self, run: dict) -> list[str]:
+        """The reports layer's stability warnings for this run's configuration."""
+        if run["status"] != "ok":
+            return []
+        from storage.reports import load_repeats, select, summarize
+
+        engine = self.engine()
+        try:
+            repeats = select(load_repeats([("db", engine)]), f"run:{run['run_id']}")
+        finally:
+            engine.dispose()
+        summary = summarize(repeats)
+        if summary.empty:
+            return []
+        # Alone, any run lacks its sequential baseline: that one says nothing about this run.
+        return [w for w in summary.iloc[0]["warnings"] if "no sequential run" not in w]
 
     def action_tag(self) -> None:
         run = self.selected()
