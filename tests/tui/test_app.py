@@ -169,6 +169,8 @@ def test_snapshots(snap_compare, tmp_path, pane):
         machine = app.query_one(MachinePane)
         await wait_until(pilot, lambda: machine.described)
         machine.show_this_machine(FIXED_ENVIRONMENT)
+        detail = app.query_one("#run-detail")
+        await wait_until(pilot, lambda: str(detail.render()).startswith("run "))
         await pilot.pause(0.3)
         await pilot.press("escape")
         app.action_show(pane)
