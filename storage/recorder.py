@@ -1,5 +1,8 @@
 """Recording one run as it happens: inserted as `running`, each repeat committed as it finishes,
-finished as `ok`, `failed` or `cancelled`."""
+finished as `ok`, `failed` or `cancelled`.
+
+If the database stops taking writes (read-only, disk full, locked for too long), the run goes on:
+its events are kept, and at the end they are saved as JSON in a file the user is told about."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from typing import Any, Optional
 
 from sqlalchemy import insert, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from experiments.spec import ExperimentSpec
@@ -26,8 +30,25 @@ class RunRecorder:
         self.run_id = spec.run_id
         self._pending_repeat: Optional[dict] = None
         self.walls_ns: list[int] = []  # counted (non-warm-up) repeats, in order
+        self.events: list[dict] = []  # everything the runner said, for the fallback file
+        self.storage_error: Optional[str] = None  # why the database stopped taking writes
+        self.saved_to: Optional[str] = None  # where the results went instead
+
+    def _store(self, write, *args) -> None:
+        """Write to the database unless it already failed; remember the first failure."""
+        if self.storage_error is not None:
+            return
+        try:
+            write(*args)
+        except SQLAlchemyError as exc:
+            self.storage_error = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[
+                0
+            ]
 
     def start(self) -> None:
+        self._store(self._insert_running)
+
+    def _insert_running(self) -> None:
         run = Run(
             id=self.spec.run_id,
             sweep_id=self.spec.sweep_id,
@@ -56,12 +77,16 @@ class RunRecorder:
 
     def on_event(self, event: dict) -> None:
         kind = event.get("event")
+        if kind != "progress":
+            self.events.append(event)
         if kind == "env":
-            self._record_environment(event)
+            self._store(self._record_environment, event)
         elif kind == "repeat":
             self._pending_repeat = event
+            if not event.get("warmup"):
+                self.walls_ns.append(event.get("wall_ns"))
         elif kind == "tasks":
-            self._record_repeat(event)
+            self._store(self._record_repeat, event)
 
     def finish(
         self,
@@ -69,8 +94,49 @@ class RunRecorder:
         error: Optional[str] = None,
         detail: Optional[str] = None,
         stderr: Optional[str] = None,
-    ) -> Run:
-        """Store the run's final status; return the finished row (detached)."""
+    ) -> dict[str, Any]:
+        """Store the run's final status; return the run's columns.
+
+        If the database failed at any point, the whole run is saved to a JSON file instead
+        (``saved_to``), and ``error`` says so."""
+        self._store(self._update_finished, status, error, detail, stderr)
+        if self.storage_error is None:
+            return self._finished_row()
+        self.saved_to = self._save_elsewhere(status, error, detail, stderr)
+        note = (f"not stored in the database ({self.storage_error}); the results are saved in "
+                f"{self.saved_to}")  # fmt: skip
+        row = self._columns(status)
+        row["error"] = f"{error}; {note}" if error else note
+        return row
+
+    def _columns(self, status: str) -> dict[str, Any]:
+        return {
+            "id": self.run_id, "sweep_id": self.spec.sweep_id, "status": status,
+            "workload": self.spec.workload, "executor": self.spec.executor,
+            "workers": self.resolved["workers"], "start_method": self.resolved["start_method"],
+            "chunksize": self.resolved["chunksize"], "tasks": self.spec.tasks,
+            "size": self.resolved["size"], "repeats": self.spec.repeats,
+            "warmups": self.spec.warmups, "tag": self.spec.tag,
+        }  # fmt: skip
+
+    def _save_elsewhere(self, status, error, detail, stderr) -> str:
+        import tempfile
+        from pathlib import Path
+
+        folder = Path(tempfile.gettempdir()) / "conlab-unsaved"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{self.run_id}.json"
+        record = {"run": self._columns(status), "error": error, "detail": detail,
+                  "stderr": stderr, "storage_error": self.storage_error,
+                  "spec": json.loads(self.spec.to_json()), "events": self.events}  # fmt: skip
+        path.write_text(json.dumps(record, default=str), encoding="utf-8")
+        return str(path)
+
+    def _finished_row(self) -> dict[str, Any]:
+        with Session(self.engine) as session:
+            return session.get(Run, self.run_id).model_dump()
+
+    def _update_finished(self, status, error, detail, stderr) -> None:
         with Session(self.engine) as session:
             run = session.get(Run, self.run_id)
             run.status = status
@@ -80,9 +146,6 @@ class RunRecorder:
             run.finished_at = utc_now()
             session.add(run)
             session.commit()
-            session.refresh(run)
-            session.expunge(run)
-            return run
 
     def _record_environment(self, event: dict) -> None:
         env = event.get("environment") or {}
@@ -157,8 +220,6 @@ class RunRecorder:
             connection.execute(
                 update(Run).where(Run.id == self.run_id).values(heartbeat_at=utc_now())
             )
-        if not repeat.get("warmup"):
-            self.walls_ns.append(repeat.get("wall_ns"))
 
 
 _SAMPLE_COLUMNS = ("run_id", "repeat_index", "task_index", "pid", "thread_id", "start_ns", "end_ns")

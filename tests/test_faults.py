@@ -3,14 +3,21 @@ a living app. Each case runs the real `conlab` with real processes (see README, 
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
+import uuid
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from experiments.spec import ExperimentSpec, SpecError
-from tests.conftest import assert_one_line_error
+from tests.conftest import MARK_VAR, assert_one_line_error, leftover_processes
 
 
 def run_one(conlab, workload: str, executor: str, *extra: str) -> dict:
@@ -177,3 +184,52 @@ def test_bad_cli_options_are_one_line_and_exit_2(conlab, options):
     for option in options:
         args += option
     assert_one_line_error(conlab(*args))
+
+
+@pytest.mark.skipif(
+    shutil.which("unshare") is None or os.geteuid() != 0,
+    reason="needs root and unshare to give the database a small disk of its own",
+)
+def test_a_full_disk_mid_run_loses_no_result(user_dir, tmp_path):
+    """The database's disk fills up while a run records: the run finishes, its numbers are
+    saved to a file the user is told about, and the database stays sound."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    db = folder / "results.db"
+    out, err = tmp_path / "out.json", tmp_path / "err.txt"
+    mark = uuid.uuid4().hex
+    check = (
+        "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute("
+        "'PRAGMA integrity_check').fetchone()[0], c.execute('SELECT count(*) FROM repeat')"
+        ".fetchone()[0])"
+    )
+    script = (
+        f"mount -t tmpfs -o size=2m tmpfs {folder} && "
+        f"{sys.executable} -m tui.cli run -w tiny -e threads --workers 2 --tasks 5000 "
+        f"--repeats 6 --db {db} --json > {out} 2> {err}; echo $?; "
+        f'{sys.executable} -c "{check}" {db}'
+    )
+    env = dict(os.environ, PYTHONPATH=str(user_dir), NO_COLOR="1", **{MARK_VAR: mark})
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script],
+        env=env,
+        cwd=user_dir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = done.stdout.strip().splitlines()
+    assert lines[0] == "1", (done.stdout, done.stderr, err.read_text())
+    integrity, stored_repeats = lines[1].split()
+    assert integrity == "ok" and int(stored_repeats) >= 1  # what fitted is kept, and sound
+    message = err.read_text().strip().splitlines()
+    assert len(message) == 1 and "could not be stored in the database" in message[0]
+    (run,) = json.loads(out.read_text())
+    assert run["status"] == "ok" and len(run["wall_s"]) == 6  # every repeat measured
+    saved = Path(run["saved_to"])
+    assert str(saved) in run["error"] and "not stored in the database" in run["error"]
+    record = json.loads(saved.read_text())
+    tasks = [e for e in record["events"] if e["event"] == "tasks"]
+    assert len(tasks) == 7 and all(len(e["samples"]) == 5000 for e in tasks)
+    assert "full" in record["storage_error"]
+    assert leftover_processes(mark) == []

@@ -145,6 +145,13 @@ def run(
         _print_json(results)
     else:
         _print_results(results, sweep.cancelled)
+    unsaved = [r for r in results if r.get("saved_to")]
+    if unsaved:
+        sys.stderr.write(
+            f"conlab: {len(unsaved)} run(s) could not be stored in the database; "
+            f"their results are saved in {os.path.dirname(unsaved[0]['saved_to'])}\n"
+        )
+        return 1
     return 0 if results and all(r["status"] == "ok" for r in results) and not sweep.cancelled else 1
 
 

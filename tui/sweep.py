@@ -117,4 +117,7 @@ class Sweep:
             self._current = None
             status = "failed" if current.status == "invalid" else (current.status or "cancelled")
             run = recorder.finish(status, current.error, current.detail, current.stderr)
-        return run_object(run.model_dump(), recorder.walls_ns)
+        result = run_object(run, recorder.walls_ns)
+        if recorder.saved_to:
+            result["saved_to"] = recorder.saved_to
+        return result
