@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
@@ -39,6 +40,7 @@ class Executor:
     takes_start_method = False
     takes_workers = True
     takes_chunksize = False
+    recycles_workers = False  # takes --max-tasks-per-child
 
     def unavailable_reason(self) -> Optional[str]:
         """None when this executor can run on this interpreter, else why it cannot."""
@@ -48,21 +50,23 @@ class Executor:
         """None when this executor can run ``workload``, else why it cannot and what to do."""
         return None
 
+    def unsupported_option(self, job) -> Optional[str]:
+        """None when the job's options suit this executor here, else what to change."""
+        if getattr(job, "max_tasks_per_child", None) is not None and not self.recycles_workers:
+            return (f"--max-tasks-per-child applies to process pools, not {self.name}; "
+                    "drop it or choose processes or pool")  # fmt: skip
+        return None
+
     def default_start_method(self) -> Optional[str]:
         return None
 
     def default_chunksize(self, tasks: int, workers: int) -> Optional[int]:
         return None
 
-    def run(
-        self,
-        workload: Workload,
-        items: list,
-        workers: int,
-        start_method: Optional[str],
-        chunksize: Optional[int],
-        on_sample: OnSample,
-    ) -> None:
+    def run(self, job, items: list, on_sample: OnSample) -> None:
+        """Run ``job.workload`` once per item with ``job.workers`` (and, where they apply,
+        ``job.start_method``, ``job.chunksize``, ``job.max_tasks_per_child``), calling
+        ``on_sample`` with each task's sample, and return once the executor is shut down."""
         raise NotImplementedError
 
 
@@ -76,8 +80,8 @@ class Sequential(Executor):
     description = "a plain loop in one thread: the baseline every speedup is measured against"
     takes_workers = False
 
-    def run(self, workload, items, workers, start_method, chunksize, on_sample):
-        func = workload.func
+    def run(self, job, items: list, on_sample: OnSample) -> None:
+        func = job.workload.func
         for item in items:
             on_sample(timed_call(func, item))
 
@@ -86,11 +90,11 @@ class Threads(Executor):
     name = "threads"
     description = "concurrent.futures.ThreadPoolExecutor: shares the GIL"
 
-    def run(self, workload, items, workers, start_method, chunksize, on_sample):
+    def run(self, job, items: list, on_sample: OnSample) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        call = functools.partial(timed_call, workload.func)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        call = functools.partial(timed_call, job.workload.func)
+        with ThreadPoolExecutor(max_workers=job.workers) as pool:
             _drain(pool.map(call, items), on_sample)
 
 
@@ -124,6 +128,7 @@ class Processes(Executor):
     pickles_tasks = True
     takes_start_method = True
     takes_chunksize = True
+    recycles_workers = True
 
     def default_start_method(self):
         return _default_start_method()
@@ -131,28 +136,91 @@ class Processes(Executor):
     def default_chunksize(self, tasks, workers):
         return 1  # ProcessPoolExecutor.map's own default
 
-    def run(self, workload, items, workers, start_method, chunksize, on_sample):
+    # How often to look at the workers while waiting for a result, and how long the pool may
+    # have no live worker at all before the run is declared stuck (CPython gh-115634).
+    poll_s = 0.05
+    stuck_after_s = 2.0
+
+    def unsupported_option(self, job) -> Optional[str]:
+        if job.max_tasks_per_child is not None:
+            if sys.version_info < (3, 11):
+                return "--max-tasks-per-child needs Python 3.11+ for ProcessPoolExecutor"
+            if job.start_method == "fork":
+                return ("--max-tasks-per-child cannot be used with the fork start method; "
+                        "pass --start-method spawn or forkserver")  # fmt: skip
+        return None
+
+    def run(self, job, items: list, on_sample: OnSample) -> None:
         from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import TimeoutError as FutureTimeout
         from concurrent.futures.process import BrokenProcessPool
 
-        with ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=_mp_context(start_method),
+        options = {}
+        if job.max_tasks_per_child is not None:
+            options["max_tasks_per_child"] = job.max_tasks_per_child
+        chunksize = job.chunksize or 1
+        pool = ProcessPoolExecutor(
+            max_workers=job.workers,
+            mp_context=_mp_context(job.start_method),
             initializer=install,
-            initargs=(workload.func,),
-        ) as pool:
-            results = pool.map(timed_installed, items, chunksize=chunksize or 1)
-            # map() has submitted everything, so the workers exist: keep them to name the dead.
-            processes = dict(getattr(pool, "_processes", None) or {})
-            try:
-                _drain(results, on_sample)
-            except BrokenProcessPool as exc:
-                dead = [
-                    _describe_exit(pid, p.exitcode)
-                    for pid, p in processes.items()
-                    if p.exitcode not in (None, 0)
-                ]
-                raise WorkerDied("; ".join(dead) or str(exc)) from exc
+            initargs=(job.workload.func,),
+            **options,
+        )
+        seen: dict = {}
+        try:
+            # What map() does -- one future per task, or per chunk -- with futures we can wait
+            # on with a timeout, to notice a pool that has stopped running anything.
+            if chunksize == 1:
+                futures = [pool.submit(timed_installed, item) for item in items]
+            else:
+                futures = [pool.submit(timed_installed_chunk, items[i : i + chunksize])
+                           for i in range(0, len(items), chunksize)]  # fmt: skip
+            # Everything is submitted, so the workers exist: keep them to name the dead later
+            # (a broken pool forgets its processes).
+            seen.update(getattr(pool, "_processes", None) or {})
+            for future in futures:
+                idle_since = None
+                while True:
+                    try:
+                        result = future.result(self.poll_s)
+                        break
+                    except FutureTimeout:
+                        idle_since = self._check_workers(pool, seen, idle_since, futures)
+                if chunksize == 1:
+                    on_sample(result)
+                else:
+                    for sample in result:
+                        on_sample(sample)
+        except BrokenProcessPool as exc:
+            pool.shutdown(wait=False, cancel_futures=True)
+            seen.update(getattr(pool, "_processes", None) or {})
+            dead = [_describe_exit(pid, p.exitcode) for pid, p in seen.items()
+                    if p.exitcode not in (None, 0)]  # fmt: skip
+            raise WorkerDied("; ".join(dead) or str(exc)) from exc
+        except BaseException:
+            # Not `with`: its shutdown(wait=True) would wait forever on a stuck pool.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)  # what `with` does at the end: part of the timed window
+
+    def _check_workers(self, pool, seen: dict, idle_since, futures):
+        """Remember the workers (to name the dead later); raise when none has been alive for
+        ``stuck_after_s`` while tasks wait. Returns when the pool was first seen without one."""
+        processes = dict(getattr(pool, "_processes", None) or {})
+        seen.update(processes)
+        if any(p.exitcode is None for p in processes.values()):
+            return None
+        now = time.monotonic()
+        if idle_since is None:
+            return now
+        if now - idle_since >= self.stuck_after_s:
+            waiting = sum(not f.done() for f in futures)
+            raise WorkerDied(
+                f"no worker is left to run the {waiting} waiting task(s): ProcessPoolExecutor "
+                "did not replace workers that exited after --max-tasks-per-child (CPython "
+                "gh-115634); use --workers 2 or more, or no --max-tasks-per-child"
+            )
+        return idle_since
 
 
 class Pool(Executor):
@@ -161,6 +229,7 @@ class Pool(Executor):
     pickles_tasks = True
     takes_start_method = True
     takes_chunksize = True
+    recycles_workers = True
 
     # How often to look for dead workers while waiting: Pool itself would wait forever.
     poll_s = 0.05
@@ -173,16 +242,17 @@ class Pool(Executor):
         chunksize, extra = divmod(tasks, workers * 4)
         return chunksize + 1 if extra else max(chunksize, 1)
 
-    def run(self, workload, items, workers, start_method, chunksize, on_sample):
+    def run(self, job, items: list, on_sample: OnSample) -> None:
         import multiprocessing
 
         # Chunks are made here as Pool.map makes them, and sent through imap(chunksize=1), whose
         # iterator can wait with a timeout: that is how a dead worker is noticed.
-        chunksize = chunksize or self.default_chunksize(len(items), workers)
+        chunksize = job.chunksize or self.default_chunksize(len(items), job.workers)
         chunks = [items[i : i + chunksize] for i in range(0, len(items), chunksize)]
-        pool = _mp_context(start_method).Pool(
-            workers, initializer=install, initargs=(workload.func,)
-        )
+        pool = _mp_context(job.start_method).Pool(
+            job.workers, initializer=install, initargs=(job.workload.func,),
+            maxtasksperchild=job.max_tasks_per_child,
+        )  # fmt: skip
         try:
             workers_seen = list(getattr(pool, "_pool", []))
             results = pool.imap(timed_installed_chunk, chunks)
@@ -205,11 +275,12 @@ class Pool(Executor):
     @staticmethod
     def _raise_if_a_worker_died(pool, workers_seen: list) -> None:
         # Pool replaces a dead worker silently and the lost task never completes (CPython
-        # gh-66587): any worker exit while tasks are outstanding is a death.
+        # gh-66587): any worker exit while tasks are outstanding is a death -- but for a worker
+        # retired by maxtasksperchild, which exits with code 0 after its last task.
         for process in workers_seen + list(getattr(pool, "_pool", [])):
             if process not in workers_seen:
                 workers_seen.append(process)
-            if process.exitcode is not None:
+            if process.exitcode not in (None, 0):
                 raise WorkerDied(_describe_exit(process.pid, process.exitcode))
 
 
@@ -225,16 +296,16 @@ class Asyncio(Executor):
             )
         return None
 
-    def run(self, workload, items, workers, start_method, chunksize, on_sample):
+    def run(self, job, items: list, on_sample: OnSample) -> None:
         import asyncio
 
         async def one(semaphore, item):
             async with semaphore:
-                sample = await timed_call_async(workload.async_func, item)
+                sample = await timed_call_async(job.workload.async_func, item)
             on_sample(sample)
 
         async def main():
-            semaphore = asyncio.Semaphore(workers)
+            semaphore = asyncio.Semaphore(job.workers)
             await asyncio.gather(*(one(semaphore, item) for item in items))
 
         asyncio.run(main())
@@ -255,11 +326,11 @@ class Interpreters(Executor):
             )
         return None
 
-    def run(self, workload, items, workers, start_method, chunksize, on_sample):
+    def run(self, job, items: list, on_sample: OnSample) -> None:
         from concurrent.futures import InterpreterPoolExecutor
 
         with InterpreterPoolExecutor(
-            max_workers=workers, initializer=install, initargs=(workload.func,)
+            max_workers=job.workers, initializer=install, initargs=(job.workload.func,)
         ) as pool:
             _drain(pool.map(timed_installed, items), on_sample)
 

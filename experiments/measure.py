@@ -126,14 +126,7 @@ def _run_repeat(prepared, index: int, out: _EventWriter, progress: bool) -> None
 
     cpu_before = _cpu_ns()
     start_ns = monotonic_ns()
-    prepared.executor.run(
-        prepared.workload,
-        items,
-        prepared.workers,
-        prepared.start_method,
-        prepared.chunksize,
-        on_sample,
-    )
+    prepared.executor.run(prepared, items, on_sample)
     end_ns = monotonic_ns()
     cpu_ns = _cpu_ns() - cpu_before
     out.emit("progress", repeat=index, done=len(samples), total=total, samples=[])

@@ -64,6 +64,7 @@ class ExperimentSpec:
     warmups: int = 1
     start_method: Optional[str] = None
     chunksize: Optional[int] = None
+    max_tasks_per_child: Optional[int] = None
     timeout_s: Optional[float] = None
     python: Optional[str] = None
     tag: Optional[str] = None
@@ -107,6 +108,9 @@ class ExperimentSpec:
         _check_int("warmups", self.warmups, 0, 10_000, "--warmups")
         if self.chunksize is not None:
             _check_int("chunksize", self.chunksize, 1, MAX_TASKS, "--chunksize")
+        if self.max_tasks_per_child is not None:
+            _check_int("max_tasks_per_child", self.max_tasks_per_child, 1, MAX_TASKS,
+                       "--max-tasks-per-child")  # fmt: skip
         if self.timeout_s is not None and (
             isinstance(self.timeout_s, bool)
             or not isinstance(self.timeout_s, (int, float))
@@ -185,6 +189,7 @@ class PreparedRun:
     workers: int
     start_method: Optional[str]
     chunksize: Optional[int]
+    max_tasks_per_child: Optional[int] = None
 
     def resolved(self) -> dict:
         """The parameters actually used, as recorded with the run."""
@@ -193,6 +198,7 @@ class PreparedRun:
             "workers": self.workers,
             "start_method": self.start_method,
             "chunksize": self.chunksize,
+            "max_tasks_per_child": self.max_tasks_per_child,
             "workload": self.spec.workload,
             "executor": self.executor.name,
             "tasks": self.spec.tasks,
@@ -227,7 +233,7 @@ def prepare(spec: ExperimentSpec) -> PreparedRun:
     if executor.takes_chunksize and chunksize is None:
         chunksize = executor.default_chunksize(spec.tasks, workers)
     size = spec.size if spec.size is not None else workload.default_size
-    return PreparedRun(
+    prepared = PreparedRun(
         spec,
         workload,
         executor,
@@ -235,7 +241,12 @@ def prepare(spec: ExperimentSpec) -> PreparedRun:
         workers,
         start_method if executor.takes_start_method else None,
         chunksize if executor.takes_chunksize else None,
+        spec.max_tasks_per_child,
     )
+    reason = executor.unsupported_option(prepared)
+    if reason:
+        raise SpecError(reason)
+    return prepared
 
 
 def _check_picklable(workload, executor, start_method: Optional[str]) -> None:

@@ -34,6 +34,7 @@ def _sweeps_imports_and_heartbeats(connection: sqlite3.Connection) -> None:
             source VARCHAR NOT NULL, runs_added INTEGER NOT NULL,
             runs_skipped INTEGER NOT NULL)""",
         "ALTER TABLE run ADD COLUMN heartbeat_at DATETIME",
+        "ALTER TABLE run ADD COLUMN max_tasks_per_child INTEGER",
         "ALTER TABLE repeat ADD COLUMN first_task_start_ns BIGINT",
         "ALTER TABLE repeat ADD COLUMN busy_ns BIGINT",
         """UPDATE repeat SET

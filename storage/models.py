@@ -79,6 +79,7 @@ class Run(SQLModel, table=True):
     workers: int
     start_method: Optional[str] = None
     chunksize: Optional[int] = None
+    max_tasks_per_child: Optional[int] = None
     tasks: int
     size: int
     repeats: int

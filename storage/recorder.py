@@ -58,6 +58,7 @@ class RunRecorder:
             workers=self.resolved["workers"],
             start_method=self.resolved["start_method"],
             chunksize=self.resolved["chunksize"],
+            max_tasks_per_child=self.resolved.get("max_tasks_per_child"),
             tasks=self.spec.tasks,
             size=self.resolved["size"],
             repeats=self.spec.repeats,

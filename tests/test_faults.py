@@ -233,3 +233,46 @@ def test_a_full_disk_mid_run_loses_no_result(user_dir, tmp_path):
     assert len(tasks) == 7 and all(len(e["samples"]) == 5000 for e in tasks)
     assert "full" in record["storage_error"]
     assert leftover_processes(mark) == []
+
+
+def test_max_tasks_per_child_deadlock_ends_with_a_reason(conlab):
+    """CPython gh-115634: a 1-worker ProcessPoolExecutor with max_tasks_per_child stops running
+    tasks (and shutdown waits forever). The lab ends the run instead, naming the cause."""
+    result = conlab(
+        "run",
+        "-w",
+        "tiny",
+        "-e",
+        "processes",
+        "-e",
+        "pool",
+        "--workers",
+        "1",
+        "--tasks",
+        "5",
+        "--repeats",
+        "1",
+        "--start-method",
+        "spawn",
+        "--max-tasks-per-child",
+        "2",
+        "--json",
+        timeout=60,
+    )
+    processes, pool = result.json()
+    assert pool["status"] == "ok"  # multiprocessing.Pool replaces retired workers
+    if processes["status"] == "failed":  # this CPython has the bug
+        assert "gh-115634" in processes["error"] and result.returncode == 1
+    else:  # a CPython with the fix
+        assert processes["status"] == "ok" and result.returncode == 0
+
+
+@pytest.mark.parametrize("args, words", [
+    (["-e", "processes", "--max-tasks-per-child", "2", "--start-method", "fork"], "fork"),
+    (["-e", "threads", "--max-tasks-per-child", "2"], "applies to process pools"),
+    (["-e", "pool", "--max-tasks-per-child", "0"], "max_tasks_per_child must be"),
+])  # fmt: skip
+def test_max_tasks_per_child_bad_uses_are_refused(conlab, args, words):
+    result = conlab("run", "-w", "tiny", *args)
+    assert_one_line_error(result)
+    assert words in result.stderr

@@ -111,6 +111,9 @@ def run(
     warmups: int = typer.Option(1, help="warm-up repeats, recorded and flagged"),
     start_method: Optional[StartMethod] = typer.Option(None, help="for process executors"),
     chunksize: Optional[int] = typer.Option(None, help="for process executors"),
+    max_tasks_per_child: Optional[int] = typer.Option(
+        None, help="process pools: replace each worker after N tasks"
+    ),
     python: Optional[list[str]] = typer.Option(None, help="interpreter to run under (repeatable)"),
     timeout: Optional[float] = typer.Option(None, help="seconds before a run is stopped as failed"),
     tag: Optional[str] = typer.Option(None, help="a label to select these runs by later"),
@@ -131,6 +134,7 @@ def run(
         warmups=warmups,
         start_method=start_method.value if start_method else None,
         chunksize=chunksize,
+        max_tasks_per_child=max_tasks_per_child,
         timeout_s=timeout,
         tag=tag,
     )
