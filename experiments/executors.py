@@ -122,6 +122,18 @@ def _describe_exit(pid: int, exitcode: Optional[int]) -> str:
     return f"worker pid {pid} exited with code {exitcode}"
 
 
+def _name_the_dead(processes: dict) -> str:
+    """How the workers of a broken pool ended, the cause first: the pool itself SIGTERMs the
+    survivors, which says nothing about why it broke."""
+    import signal
+
+    for process in processes.values():
+        process.join(1.0)  # the pool's own thread may be reaping it: wait for its exit code
+    ended = [(pid, p.exitcode) for pid, p in processes.items() if p.exitcode not in (None, 0)]
+    causes = [(pid, code) for pid, code in ended if code != -signal.SIGTERM] or ended
+    return "; ".join(_describe_exit(pid, code) for pid, code in causes)
+
+
 class Processes(Executor):
     name = "processes"
     description = "concurrent.futures.ProcessPoolExecutor: one interpreter per worker"
@@ -194,9 +206,7 @@ class Processes(Executor):
         except BrokenProcessPool as exc:
             pool.shutdown(wait=False, cancel_futures=True)
             seen.update(getattr(pool, "_processes", None) or {})
-            dead = [_describe_exit(pid, p.exitcode) for pid, p in seen.items()
-                    if p.exitcode not in (None, 0)]  # fmt: skip
-            raise WorkerDied("; ".join(dead) or str(exc)) from exc
+            raise WorkerDied(_name_the_dead(seen) or str(exc)) from exc
         except BaseException:
             # Not `with`: its shutdown(wait=True) would wait forever on a stuck pool.
             pool.shutdown(wait=False, cancel_futures=True)
