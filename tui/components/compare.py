@@ -1,46 +1,48 @@
 """The Compare pane: two selections (as `conlab report --compare A B`), their comparison with
-verdicts, and charts: speedup against workers with the ideal line, time per executor."""
+verdicts, and charts (textual-plotext): speedup against workers with the ideal line, time per
+executor."""
 
 from __future__ import annotations
 
 from typing import Optional
 
-from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Input, Static
+from textual_plotext import PlotextPlot
 
-BAR = "█"
 
-
-def speedup_chart(summary, width: int = 48) -> Text:
-    """Speedup against workers per executor, as bars, with the ideal (= workers) marked."""
-    text = Text()
+def draw_speedup(plot, summary) -> None:
+    """Speedup against workers, one line per executor, and the ideal (speedup = workers)."""
+    plt = plot.plt
+    plt.clear_figure()
+    plt.title("speedup against workers")
+    plt.xlabel("workers")
     rows = summary[summary["speedup"].notna() & (summary["executor"] != "sequential")]
     if rows.empty:
-        return Text("no sequential run in the selection: no speedup to draw", style="dim")
-    top = max(rows["speedup"].max(), rows["workers"].max())
-    for row in rows.sort_values(["workload", "executor", "workers"]).itertuples():
-        filled = int(row.speedup / top * width)
-        ideal = int(row.workers / top * width)
-        bar = [BAR if i < filled else " " for i in range(width)]
-        if ideal < width:
-            bar[ideal] = "┆"
-        text.append(f"{row.workload[:8]:>8} {row.executor[:10]:>10} x{int(row.workers):<3}")
-        text.append("".join(bar), style="green")
-        text.append(f" {row.speedup:.2f}x (ideal {int(row.workers)}x)\n")
-    return text
+        plt.title("no sequential run in the selection: no speedup to draw")
+        plot.refresh()
+        return
+    most = int(rows["workers"].max())
+    plt.plot([1, most], [1, most], label="ideal", color="gray")
+    for (workload, executor), group in rows.groupby(["workload", "executor"]):
+        group = group.sort_values("workers")
+        plt.plot([int(w) for w in group["workers"]], [float(s) for s in group["speedup"]],
+                 label=f"{workload} {executor}", marker="dot")  # fmt: skip
+    plot.refresh()
 
 
-def time_chart(summary, width: int = 48) -> Text:
-    text = Text()
-    top = summary["median_s"].max() or 1
-    for row in summary.sort_values(["workload", "median_s"]).itertuples():
-        text.append(f"{row.workload[:8]:>8} {row.executor[:10]:>10} x{int(row.workers):<3}")
-        text.append(BAR * max(1, int(row.median_s / top * width)), style="cyan")
-        text.append(f" {row.median_s * 1000:.1f} ms\n")
-    return text
+def draw_times(plot, summary) -> None:
+    """Median time per executor and worker count, as bars."""
+    plt = plot.plt
+    plt.clear_figure()
+    plt.title("median time per executor (ms)")
+    ordered = summary.sort_values(["workload", "median_s"])
+    labels = [f"{r.workload} {r.executor} x{int(r.workers)}" for r in ordered.itertuples()]
+    plt.bar(labels, [float(r.median_s) * 1000 for r in ordered.itertuples()],
+            orientation="horizontal")  # fmt: skip
+    plot.refresh()
 
 
 class ComparePane(Vertical):
@@ -50,8 +52,8 @@ class ComparePane(Vertical):
     #compare-form Input { width: 1fr; }
     #compare-table { height: auto; max-height: 40%; }
     #compare-verdict { height: auto; }
-    #charts { height: 1fr; }
-    .chart { border: round $primary-darken-2; height: auto; padding: 0 1; }
+    #charts { height: 1fr; min-height: 14; }
+    .chart { width: 1fr; height: 1fr; }
     """
 
     def __init__(self, db: Optional[str], **kwargs) -> None:
@@ -70,13 +72,9 @@ class ComparePane(Vertical):
             "workload, executor) and press enter.",
             id="compare-verdict",
         )
-        with VerticalScroll(id="charts"):
-            yield Static("", id="speedup-chart", classes="chart")
-            yield Static("", id="time-chart", classes="chart")
-
-    def on_mount(self) -> None:
-        self.query_one("#speedup-chart").border_title = "speedup against workers (┆ ideal)"
-        self.query_one("#time-chart").border_title = "time per executor"
+        with Horizontal(id="charts"):
+            yield PlotextPlot(id="speedup-chart", classes="chart")
+            yield PlotextPlot(id="time-chart", classes="chart")
 
     def refresh_charts(self, selection: Optional[str] = None) -> None:
         """Draw the charts for the runs in ``selection`` (all finished runs by default)."""
@@ -91,12 +89,14 @@ class ComparePane(Vertical):
         if selection and not repeats.empty:
             repeats = select(repeats, selection)
         if repeats.empty:
-            self.query_one("#speedup-chart", Static).update("no finished runs yet")
-            self.query_one("#time-chart", Static).update("")
+            for chart in self.query(PlotextPlot):
+                chart.plt.clear_figure()
+                chart.plt.title("no finished runs yet")
+                chart.refresh()
             return
         summary = summarize(repeats)
-        self.query_one("#speedup-chart", Static).update(speedup_chart(summary))
-        self.query_one("#time-chart", Static).update(time_chart(summary))
+        draw_speedup(self.query_one("#speedup-chart", PlotextPlot), summary)
+        draw_times(self.query_one("#time-chart", PlotextPlot), summary)
 
     @on(Input.Submitted)
     @on(Button.Pressed, "#compare-button")
