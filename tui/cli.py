@@ -142,7 +142,7 @@ def run(
     engine = _open(db, writer=True)
     live = sys.stdout.isatty() and not as_json and not os.environ.get("NO_COLOR")
     with _Progress(live, specs) as progress:
-        sweep = Sweep(engine, specs, resolved, on_event=progress.on_event, progress=live)
+        sweep = Sweep(engine, specs, resolved, on_event=progress.on_event)
         _cancel_on_sigterm(sweep)
         results = sweep.run()
     if as_json:
@@ -206,10 +206,9 @@ class _Progress:
             label = f"{spec.workload} · {spec.executor} × {resolved.get('workers')}"
             self._current = self._progress.add_task(label, total=total)
             self._done_before = 0
-        elif kind == "progress" and self._current is not None:
-            self._progress.update(
-                self._current, completed=event["repeat"] * spec.tasks + event["done"]
-            )
+        elif kind == "tasks" and self._current is not None:
+            # Per repeat, between timings: mid-repeat updates would take CPU from the run.
+            self._progress.update(self._current, completed=(event["repeat"] + 1) * spec.tasks)
         elif kind in ("done", "error"):
             self._progress.advance(self._overall)
             if self._current is not None:

@@ -34,9 +34,6 @@ class Timeline(Widget):
         # Re-layout only when lanes come or go (the height changes); else just repaint.
         self.refresh(layout=len(self.lanes()) != lanes_before or caption is not None)
 
-    def add(self, samples) -> None:
-        self.set_samples(self.samples + [tuple(s) for s in samples])
-
     def lanes(self) -> dict[tuple[int, int], list[tuple[int, int, int]]]:
         """Samples by worker lane, each with its task number, in order of first appearance."""
         lanes: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
