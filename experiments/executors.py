@@ -183,13 +183,17 @@ class Processes(Executor):
             # What map() does -- one future per task, or per chunk -- with futures we can wait
             # on with a timeout, to notice a pool that has stopped running anything.
             if chunksize == 1:
-                futures = [pool.submit(timed_installed, item) for item in items]
+                task, payloads = timed_installed, items
             else:
-                futures = [pool.submit(timed_installed_chunk, items[i : i + chunksize])
-                           for i in range(0, len(items), chunksize)]  # fmt: skip
-            # Everything is submitted, so the workers exist: keep them to name the dead later
-            # (a broken pool forgets its processes).
-            seen.update(getattr(pool, "_processes", None) or {})
+                task = timed_installed_chunk
+                payloads = [items[i : i + chunksize] for i in range(0, len(items), chunksize)]
+            futures = []
+            for payload in payloads:
+                futures.append(pool.submit(task, payload))
+                if len(seen) < job.workers:
+                    # Workers start with the first submissions: keep them to name the dead
+                    # later (a broken pool forgets its processes, even before map() returns).
+                    seen.update(getattr(pool, "_processes", None) or {})
             for future in futures:
                 idle_since = None
                 while True:
