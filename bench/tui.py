@@ -78,7 +78,6 @@ def bench_key_latency(bench) -> None:
 
     latencies = asyncio.run(measure())
     worst = max(latencies) * 1000
-    print([round(x * 1000) for x in latencies])
     bench.record(
         f"app: key handled during a 2-process cpu sweep, worst of 20 (median "
         f"{statistics.median(latencies) * 1000:.0f}), ms",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Optional
 
-from textual import on
+from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
@@ -120,6 +120,13 @@ class ConlabApp(App):
     def on_mount(self) -> None:
         self.sub_title = self.db or "default database"
         self.reload_all()
+        self.warm_up_reports()
+
+    @work(thread=True, exit_on_error=False, group="warm-up")
+    def warm_up_reports(self) -> None:
+        # Importing pandas holds the GIL for ~0.3 s: do it now, while the user reads the first
+        # screen, rather than on their first look at a run's detail or the Compare charts.
+        import storage.reports  # noqa: F401
 
     def reload_all(self) -> None:
         self.query_one(RunsPane).reload()
