@@ -124,6 +124,7 @@ class RunsPane(Vertical):
             table.add_row(*cells, key=run["run_id"])
         if table.row_count:
             table.move_cursor(row=min(cursor, table.row_count - 1))
+            self.show_detail()  # the highlighted row may be the same index with another run
 
     def show_filter(self) -> None:
         box = self.query_one("#runs-filter", Input)
