@@ -41,6 +41,7 @@ class Executor:
     takes_workers = True
     takes_chunksize = False
     recycles_workers = False  # takes --max-tasks-per-child
+    takes_scheduler = False  # takes --scheduler ADDRESS (an existing cluster)
 
     def unavailable_reason(self) -> Optional[str]:
         """None when this executor can run on this interpreter, else why it cannot."""
@@ -55,6 +56,8 @@ class Executor:
         if getattr(job, "max_tasks_per_child", None) is not None and not self.recycles_workers:
             return (f"--max-tasks-per-child applies to process pools, not {self.name}; "
                     "drop it or choose processes or pool")  # fmt: skip
+        if getattr(job, "scheduler", None) is not None and not self.takes_scheduler:
+            return f"--scheduler applies to dask, not {self.name}; drop it or choose -e dask"
         return None
 
     def default_start_method(self) -> Optional[str]:
@@ -154,30 +157,39 @@ class Processes(Executor):
     stuck_after_s = 2.0
 
     def unsupported_option(self, job) -> Optional[str]:
-        if job.max_tasks_per_child is not None:
+        reason = super().unsupported_option(job)
+        if reason is None and job.max_tasks_per_child is not None:
             if sys.version_info < (3, 11):
                 return "--max-tasks-per-child needs Python 3.11+ for ProcessPoolExecutor"
             if job.start_method == "fork":
                 return ("--max-tasks-per-child cannot be used with the fork start method; "
                         "pass --start-method spawn or forkserver")  # fmt: skip
-        return None
+        return reason
 
-    def run(self, job, items: list, on_sample: OnSample) -> None:
+    def _new_pool(self, job):
         from concurrent.futures import ProcessPoolExecutor
-        from concurrent.futures import TimeoutError as FutureTimeout
-        from concurrent.futures.process import BrokenProcessPool
 
         options = {}
         if job.max_tasks_per_child is not None:
             options["max_tasks_per_child"] = job.max_tasks_per_child
-        chunksize = job.chunksize or 1
-        pool = ProcessPoolExecutor(
+        return ProcessPoolExecutor(
             max_workers=job.workers,
             mp_context=_mp_context(job.start_method),
             initializer=install,
             initargs=(job.workload.func,),
             **options,
         )
+
+    def _abandon(self, pool) -> None:
+        """Stop a pool without waiting for it (a stuck pool would never finish)."""
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def run(self, job, items: list, on_sample: OnSample) -> None:
+        from concurrent.futures import TimeoutError as FutureTimeout
+        from concurrent.futures.process import BrokenProcessPool
+
+        chunksize = job.chunksize or 1
+        pool = self._new_pool(job)
         seen: dict = {}
         try:
             # What map() does -- one future per task, or per chunk -- with futures we can wait
@@ -201,27 +213,29 @@ class Processes(Executor):
                         result = future.result(self.poll_s)
                         break
                     except FutureTimeout:
-                        idle_since = self._check_workers(pool, seen, idle_since, futures)
+                        idle_since = self._check_workers(pool, seen, idle_since, futures, job)
                 if chunksize == 1:
                     on_sample(result)
                 else:
                     for sample in result:
                         on_sample(sample)
-        except BrokenProcessPool as exc:
-            pool.shutdown(wait=False, cancel_futures=True)
+        except BrokenProcessPool as exc:  # loky's worker-death errors are subclasses of it
+            self._abandon(pool)
             seen.update(getattr(pool, "_processes", None) or {})
             raise WorkerDied(_name_the_dead(seen) or str(exc)) from exc
         except BaseException:
             # Not `with`: its shutdown(wait=True) would wait forever on a stuck pool.
-            pool.shutdown(wait=False, cancel_futures=True)
+            self._abandon(pool)
             raise
         pool.shutdown(wait=True)  # what `with` does at the end: part of the timed window
 
-    def _check_workers(self, pool, seen: dict, idle_since, futures):
+    def _check_workers(self, pool, seen: dict, idle_since, futures, job):
         """Remember the workers (to name the dead later); raise when none has been alive for
         ``stuck_after_s`` while tasks wait. Returns when the pool was first seen without one."""
         processes = dict(getattr(pool, "_processes", None) or {})
         seen.update(processes)
+        if job.max_tasks_per_child is None:
+            return None  # only recycling leaves a pool without workers (gh-115634)
         if any(p.exitcode is None for p in processes.values()):
             return None
         now = time.monotonic()
@@ -349,9 +363,135 @@ class Interpreters(Executor):
             _drain(pool.map(timed_installed, items), on_sample)
 
 
+def _missing(module: str, extra: str) -> Optional[str]:
+    """Why an executor from an optional extra is unavailable (found without importing it)."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        return f"needs the {extra!r} extra: pip install 'concurrency-lab[{extra}]'"
+    return None
+
+
+class Loky(Processes):
+    """loky's reusable executor behind the processes adapter: same submit-and-watch loop, same
+    dead-worker naming (loky's TerminatedWorkerError is a BrokenProcessPool)."""
+
+    name = "loky"
+    description = "loky's reusable executor: processes started by fork+exec, cloudpickle"
+    takes_start_method = False  # loky starts its workers its own way
+    recycles_workers = False
+
+    def unavailable_reason(self):
+        return _missing("loky", "loky")
+
+    def _new_pool(self, job):
+        from loky import get_reusable_executor
+
+        # reuse=False: a fresh executor per repeat, as for every other executor (the SPEC's
+        # "construction to shutdown" window); the previous repeat's was shut down already.
+        return get_reusable_executor(
+            max_workers=job.workers,
+            initializer=install,
+            initargs=(job.workload.func,),
+            reuse=False,
+        )
+
+    def _abandon(self, pool) -> None:
+        pool.shutdown(wait=False, kill_workers=True)
+
+
+class Dask(Executor):
+    name = "dask"
+    description = "dask.distributed: a LocalCluster of --workers processes, or --scheduler ADDR"
+    pickles_tasks = True
+    takes_scheduler = True
+
+    def unavailable_reason(self):
+        return _missing("distributed", "dask")
+
+    def run(self, job, items: list, on_sample: OnSample) -> None:
+        import logging
+
+        import dask
+        from distributed import Client, LocalCluster
+        from distributed.scheduler import KilledWorker
+
+        logging.getLogger("distributed").setLevel(logging.ERROR)  # its INFO lines go to stderr
+        deaths = _NannyDeaths()  # how a LocalCluster's worker processes ended, from its nannies
+        call = functools.partial(timed_call, job.workload.func)
+        # A worker that dies while running a task is a failure at once, as in the other process
+        # executors (dask's default retries the task on another worker three times first).
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            cluster = None
+            if job.scheduler is None:
+                cluster = LocalCluster(
+                    n_workers=job.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                )
+            client = Client(job.scheduler or cluster)
+        try:
+            # pure=False: equal calls are separate tasks, not one result shared by all.
+            futures = client.map(call, items, pure=False)
+            for future in futures:
+                on_sample(future.result())
+        except KilledWorker as exc:
+            worker = getattr(getattr(exc, "last_worker", None), "address", "?")
+            how = deaths.wait_for_one() if cluster is not None else ""
+            raise WorkerDied(
+                f"{how or 'a dask worker ended'} (dask KilledWorker: worker {worker} was lost "
+                "while running a task)"
+            ) from exc
+        finally:
+            deaths.close()
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+
+class _NannyDeaths:
+    """Collects the exit of each worker process that a dask nanny logs ("Worker process 123 was
+    killed by signal 9"), to say how a worker died in the lab's own words."""
+
+    def __init__(self) -> None:
+        import logging
+        import re
+        import threading
+
+        self._pattern = re.compile(
+            r"Worker process (\d+) (?:exited with status|was killed by signal) (\d+)"
+        )
+        self._found: list = []
+        self._event = threading.Event()
+        self._logger = logging.getLogger("distributed.nanny")
+        self._handler = logging.Handler(logging.INFO)
+        self._handler.emit = self._emit
+        self._logger.addHandler(self._handler)
+        self._logger.setLevel(logging.INFO)
+        self._logger.propagate = False  # read here, not printed
+
+    def _emit(self, record) -> None:
+        match = self._pattern.search(record.getMessage())
+        if match:
+            pid, code = int(match[1]), int(match[2])
+            self._found.append((pid, -code if "signal" in match[0] else code))
+            self._event.set()
+
+    def wait_for_one(self, timeout_s: float = 2.0) -> str:
+        self._event.wait(timeout_s)  # the nanny may log it just after the scheduler gives up
+        return "; ".join(_describe_exit(pid, code) for pid, code in self._found)
+
+    def close(self) -> None:
+        self._logger.removeHandler(self._handler)
+
+
 EXECUTORS: dict[str, Executor] = {
-    e.name: e for e in (Sequential(), Threads(), Processes(), Pool(), Asyncio(), Interpreters())
-}
+    e.name: e
+    for e in (
+        Sequential(), Threads(), Processes(), Pool(), Asyncio(), Interpreters(), Loky(), Dask(),
+    )
+}  # fmt: skip
 
 
 def describe() -> list[dict[str, Any]]:

@@ -79,9 +79,12 @@ def _run(line: str, out: _EventWriter, acks, progress: bool) -> int:
         return 2
     import os
 
+    environment = collect(prepared.start_method)
+    if prepared.scheduler is not None:
+        environment["scheduler"] = prepared.scheduler
     out.emit(
         "env",
-        environment=collect(prepared.start_method),
+        environment=environment,
         resolved=prepared.resolved(),
         runner_pid=os.getpid(),
     )

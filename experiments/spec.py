@@ -65,6 +65,7 @@ class ExperimentSpec:
     start_method: Optional[str] = None
     chunksize: Optional[int] = None
     max_tasks_per_child: Optional[int] = None
+    scheduler: Optional[str] = None  # dask: the address of an existing cluster's scheduler
     timeout_s: Optional[float] = None
     python: Optional[str] = None
     tag: Optional[str] = None
@@ -111,6 +112,10 @@ class ExperimentSpec:
         if self.max_tasks_per_child is not None:
             _check_int("max_tasks_per_child", self.max_tasks_per_child, 1, MAX_TASKS,
                        "--max-tasks-per-child")  # fmt: skip
+        if self.scheduler is not None and (
+            not isinstance(self.scheduler, str) or not self.scheduler.strip()
+        ):
+            raise SpecError("--scheduler needs an address; pass e.g. --scheduler tcp://host:8786")
         if self.timeout_s is not None and (
             isinstance(self.timeout_s, bool)
             or not isinstance(self.timeout_s, (int, float))
@@ -190,6 +195,7 @@ class PreparedRun:
     start_method: Optional[str]
     chunksize: Optional[int]
     max_tasks_per_child: Optional[int] = None
+    scheduler: Optional[str] = None
 
     def resolved(self) -> dict:
         """The parameters actually used, as recorded with the run."""
@@ -199,6 +205,7 @@ class PreparedRun:
             "start_method": self.start_method,
             "chunksize": self.chunksize,
             "max_tasks_per_child": self.max_tasks_per_child,
+            "scheduler": self.scheduler,
             "workload": self.spec.workload,
             "executor": self.executor.name,
             "tasks": self.spec.tasks,
@@ -242,6 +249,7 @@ def prepare(spec: ExperimentSpec) -> PreparedRun:
         start_method if executor.takes_start_method else None,
         chunksize if executor.takes_chunksize else None,
         spec.max_tasks_per_child,
+        spec.scheduler,
     )
     reason = executor.unsupported_option(prepared)
     if reason:

@@ -18,6 +18,19 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 MARK_VAR = "CONLAB_TEST_MARK"
 
+
+def _executor_param(name: str):
+    """``name`` as a test parameter, skipped (saying why) where this interpreter lacks it."""
+    from experiments.executors import EXECUTORS
+
+    reason = EXECUTORS[name].unavailable_reason()
+    return pytest.param(name, marks=pytest.mark.skipif(reason is not None, reason=str(reason)))
+
+
+# The executors that run tasks in worker processes: the fault cases (a task raises, a worker is
+# killed, a result cannot be pickled, a timeout) are one test each, run on every one of them.
+PROCESS_EXECUTORS = [_executor_param(n) for n in ("processes", "pool", "loky", "dask")]
+
 USER_MODULE = textwrap.dedent('''
     """Task functions a user might write, good and bad."""
     import json
@@ -63,7 +76,8 @@ USER_MODULE = textwrap.dedent('''
 
 
     def unpicklable_result(size):
-        return lambda: size
+        import threading
+        return threading.Lock()  # no pickler can send a lock, cloudpickle (loky, dask) neither
 
 
     def calls_sys_exit(size):

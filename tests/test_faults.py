@@ -17,7 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from experiments.spec import ExperimentSpec, SpecError
-from tests.conftest import MARK_VAR, assert_one_line_error, leftover_processes
+from tests.conftest import (
+    MARK_VAR,
+    PROCESS_EXECUTORS,
+    assert_one_line_error,
+    leftover_processes,
+)
 
 
 def run_one(conlab, workload: str, executor: str, *extra: str) -> dict:
@@ -57,7 +62,7 @@ def stored_run(db_path, run_id: str) -> dict:
     return row
 
 
-@pytest.mark.parametrize("executor", ["processes", "pool"])
+@pytest.mark.parametrize("executor", PROCESS_EXECUTORS)
 @pytest.mark.parametrize("workload, words", [
     ("usermod:exit3", "exited with code 3"),
     ("usermod:die", "killed by SIGKILL"),
@@ -86,7 +91,7 @@ def test_keyboard_interrupt_in_a_pool_worker_is_a_dead_worker(conlab):
     assert run["error"].startswith("a worker died")
 
 
-@pytest.mark.parametrize("executor", ["processes", "pool"])
+@pytest.mark.parametrize("executor", PROCESS_EXECUTORS)
 def test_an_unpicklable_result_names_the_fix(conlab, executor):
     run = run_one(conlab, "usermod:unpicklable_result", executor)
     assert "could not be pickled" in run["error"] and "return plain data" in run["error"]

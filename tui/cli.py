@@ -114,6 +114,9 @@ def run(
     max_tasks_per_child: Optional[int] = typer.Option(
         None, help="process pools: replace each worker after N tasks"
     ),
+    scheduler: Optional[str] = typer.Option(
+        None, help="dask: address of an existing cluster (default: a LocalCluster of --workers)"
+    ),
     python: Optional[list[str]] = typer.Option(None, help="interpreter to run under (repeatable)"),
     timeout: Optional[float] = typer.Option(None, help="seconds before a run is stopped as failed"),
     tag: Optional[str] = typer.Option(None, help="a label to select these runs by later"),
@@ -135,6 +138,7 @@ def run(
         start_method=start_method.value if start_method else None,
         chunksize=chunksize,
         max_tasks_per_child=max_tasks_per_child,
+        scheduler=scheduler,
         timeout_s=timeout,
         tag=tag,
     )

@@ -28,12 +28,20 @@ def plan(
     """The specs of one sweep: every python x workload x executor x worker count, one sweep id.
     Executors without workers (sequential) run once. Raises SpecError for the first bad spec."""
     check_worker_counts(workers)
+    if params.get("scheduler") is not None and not any(
+        getattr(EXECUTORS.get(e), "takes_scheduler", False) for e in executors
+    ):
+        raise SpecError("--scheduler applies to dask; add -e dask or drop --scheduler")
     sweep_id = new_id()
     specs = []
     for python in pythons:
         for workload in workloads:
             for executor in executors:
-                takes_workers = getattr(EXECUTORS.get(executor), "takes_workers", True)
+                known = EXECUTORS.get(executor)
+                takes_workers = getattr(known, "takes_workers", True)
+                own = dict(params)
+                if not getattr(known, "takes_scheduler", False):
+                    own.pop("scheduler", None)  # the cluster's address is dask's alone
                 for count in workers if takes_workers else [1]:
                     spec = ExperimentSpec(
                         workload=workload,
@@ -41,7 +49,7 @@ def plan(
                         workers=count,
                         python=python,
                         sweep_id=sweep_id,
-                        **params,
+                        **own,
                     )
                     specs.append(spec.validate())
     return specs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import signal
 import sqlite3
@@ -10,7 +11,7 @@ import time
 import pytest
 
 from storage.database import SCHEMA_VERSION
-from tests.conftest import assert_one_line_error
+from tests.conftest import PROCESS_EXECUTORS, assert_one_line_error
 
 RUN_KEYS = {
     "run_id",
@@ -83,6 +84,35 @@ def test_user_function_on_three_executors_is_stored_with_its_environment(conlab,
     assert stored(db_path, "SELECT count(*) FROM task_sample")[0][0] == 3 * 6 * 8
     environment = stored(db_path, "SELECT environment_json FROM run")[0][0]
     assert '"cpu_model"' in environment and '"py_gil_disabled"' in environment
+
+
+@pytest.mark.parametrize("executor", PROCESS_EXECUTORS)
+def test_each_process_executor_runs_every_task_in_its_own_workers(conlab, db_path, executor):
+    result = conlab(
+        "run", "-w", "usermod:work", "-e", executor, "--workers", "2", "--tasks", "6",
+        "--size", "1000", "--repeats", "2", "--warmups", "1", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (run,) = result.json()
+    assert run["status"] == "ok" and run["executor"] == executor and len(run["wall_s"]) == 2
+    samples = stored(
+        db_path,
+        "SELECT s.repeat_index, s.pid, s.start_ns, s.end_ns, p.start_ns, p.end_ns "
+        "FROM task_sample s JOIN repeat p ON p.run_id = s.run_id "
+        "AND p.repeat_index = s.repeat_index WHERE s.run_id = ?",
+        run["run_id"],
+    )
+    assert sorted(collections.Counter(row[0] for row in samples).items()) == [
+        (0, 6),
+        (1, 6),
+        (2, 6),
+    ]
+    runner_pid = stored(db_path, "SELECT runner_pid FROM run")[0][0]
+    for _, pid, start, end, window_start, window_end in samples:
+        assert pid != runner_pid  # run in a worker process, not in the runner
+        assert window_start <= start <= end <= window_end  # inside the repeat's timed window
+    for index in range(3):  # at most --workers processes in one repeat
+        assert 1 <= len({row[1] for row in samples if row[0] == index}) <= 2
 
 
 def test_json_output_is_only_json_and_default_workers_follow_the_cores(conlab):
@@ -182,7 +212,7 @@ def test_a_path_to_a_file_works_as_a_workload(conlab, user_dir):
     assert result.json()[0]["status"] == "ok"
 
 
-@pytest.mark.parametrize("executor", ["threads", "processes", "pool"])
+@pytest.mark.parametrize("executor", ["threads", *PROCESS_EXECUTORS])
 def test_a_task_that_raises_is_stored_as_failed(conlab, db_path, executor):
     result = conlab(
         "run",
@@ -208,7 +238,7 @@ def test_a_task_that_raises_is_stored_as_failed(conlab, db_path, executor):
     assert "Traceback" in detail and "boom" in detail
 
 
-@pytest.mark.parametrize("executor", ["processes", "pool"])
+@pytest.mark.parametrize("executor", PROCESS_EXECUTORS)
 def test_a_worker_killed_by_a_signal_is_stored_as_failed(conlab, executor):
     result = conlab(
         "run",
@@ -234,13 +264,14 @@ def test_a_worker_killed_by_a_signal_is_stored_as_failed(conlab, executor):
     assert "SIGKILL" in run["error"] or "terminated abruptly" in run["error"]
 
 
-def test_an_expired_timeout_is_stored_as_failed(conlab):
+@pytest.mark.parametrize("executor", PROCESS_EXECUTORS)
+def test_an_expired_timeout_is_stored_as_failed(conlab, executor):
     result = conlab(
         "run",
         "-w",
         "usermod:hang",
         "-e",
-        "processes",
+        executor,
         "--workers",
         "2",
         "--tasks",
