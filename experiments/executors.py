@@ -31,6 +31,10 @@ class WorkerDied(RuntimeError):
     """A worker process ended while tasks were outstanding; the message says which and how."""
 
 
+class ExecutorFailed(RuntimeError):
+    """The executor itself could not start (e.g. its cluster is unreachable); says what to do."""
+
+
 class Executor:
     """The interface every adapter implements."""
 
@@ -405,6 +409,7 @@ class Dask(Executor):
     description = "dask.distributed: a LocalCluster of --workers processes, or --scheduler ADDR"
     pickles_tasks = True
     takes_scheduler = True
+    connect_timeout_s = 10
 
     def unavailable_reason(self):
         return _missing("distributed", "dask")
@@ -430,7 +435,15 @@ class Dask(Executor):
                     processes=True,
                     dashboard_address=None,
                 )
-            client = Client(job.scheduler or cluster)
+            try:
+                client = Client(job.scheduler or cluster, timeout=self.connect_timeout_s)
+            except OSError as exc:
+                if cluster is not None:
+                    cluster.close()
+                raise ExecutorFailed(
+                    f"cannot reach the dask scheduler at {job.scheduler} ({exc}); check "
+                    "--scheduler, or drop it to use a LocalCluster"
+                ) from exc
         try:
             # pure=False: equal calls are separate tasks, not one result shared by all.
             futures = client.map(call, items, pure=False)

@@ -167,11 +167,13 @@ def _fail(exc: BaseException, out: _EventWriter) -> None:
     import sys
     import traceback
 
-    from experiments.executors import WorkerDied
+    from experiments.executors import ExecutorFailed, WorkerDied
 
     kind = "worker_died" if isinstance(exc, WorkerDied) else "task_error"
     if isinstance(exc, WorkerDied):
         message = f"a worker died: {exc}"
+    elif isinstance(exc, ExecutorFailed):
+        kind, message = "executor_failed", str(exc)
     elif _is_pickling_error(exc):
         message = (
             f"a task's result could not be pickled to send it back ({exc}); return plain "

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import signal
 import sqlite3
 import time
 
 import pytest
 
+from experiments.executors import EXECUTORS
 from storage.database import SCHEMA_VERSION
 from tests.conftest import PROCESS_EXECUTORS, assert_one_line_error
 
@@ -115,6 +117,36 @@ def test_each_process_executor_runs_every_task_in_its_own_workers(conlab, db_pat
         assert 1 <= len({row[1] for row in samples if row[0] == index}) <= 2
 
 
+@pytest.mark.skipif(
+    EXECUTORS["dask"].unavailable_reason() is not None, reason="the dask extra is not installed"
+)
+def test_dask_runs_on_an_existing_cluster_given_by_scheduler(
+    conlab, db_path, user_dir, monkeypatch
+):
+    from distributed import LocalCluster
+
+    monkeypatch.syspath_prepend(str(user_dir))  # the cluster's workers import usermod
+    with LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None
+    ) as cluster:
+        cluster_pids = {nanny.pid for nanny in cluster.workers.values()}
+        result = conlab(
+            "run", "-w", "usermod:work", "-e", "dask", "-e", "threads", "--scheduler",
+            cluster.scheduler_address, "--workers", "2", "--tasks", "4", "--repeats", "1",
+            "--json",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert [(r["executor"], r["status"]) for r in result.json()] == [
+            ("dask", "ok"),
+            ("threads", "ok"),
+        ]
+        run_id = result.json()[0]["run_id"]
+        pids = stored(db_path, "SELECT DISTINCT pid FROM task_sample WHERE run_id = ?", run_id)
+        assert {pid for (pid,) in pids} <= cluster_pids  # the cluster's own worker ran them
+        (environment,) = stored(db_path, "SELECT environment_json FROM run WHERE id = ?", run_id)
+        assert json.loads(environment[0])["scheduler"] == cluster.scheduler_address
+
+
 def test_json_output_is_only_json_and_default_workers_follow_the_cores(conlab):
     result = conlab(
         "run",
@@ -169,6 +201,7 @@ BAD_INPUTS = [
     ["run", "-w", "cpu", "-e", "threads", "--python", "/no/such/python"],
     ["run", "-w", "cpu"],
     ["run", "-w", "cpu", "-e", "threads", "--frobnicate"],
+    ["run", "-w", "cpu", "-e", "processes", "--scheduler", "tcp://127.0.0.1:8786"],
     ["runs", "--db", "/no/such/dir/results.db"],
     ["list", "everything"],
 ]
