@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlmodel import SQLModel, create_engine
 
 from storage import models  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -43,6 +44,12 @@ def database_url(db: str | os.PathLike | None) -> str:
     if "://" in text:
         return text
     return f"sqlite:///{Path(text).expanduser().absolute()}"
+
+
+def lab_database(db: str | os.PathLike | None) -> Path | str:
+    """What ``--db`` names: a SQLite file's Path, or a database server's URL (a str)."""
+    url = database_url(db)
+    return sqlite_path(url) if is_sqlite(url) else url
 
 
 def is_sqlite(url: str) -> bool:
@@ -135,10 +142,27 @@ def _configure_sqlite(dbapi_connection, _record) -> None:
     # take turns instead of failing with "database is locked".
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA journal_mode = WAL")
+    _enter_wal(cursor)
     cursor.execute("PRAGMA synchronous = NORMAL")
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.close()
+
+
+def _enter_wal(cursor) -> None:
+    """Switch a file to WAL. Two processes switching a new file at once: one gets "database is
+    locked" at once (SQLite does not wait on the busy timeout for it), so it tries again."""
+    import time
+
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _begin_immediate(connection) -> None:
@@ -171,18 +195,44 @@ def open_engine(
             event.listen(engine, "connect", _autocommit_driver)
             event.listen(engine, "begin", _begin_immediate)
     else:
-        engine = create_engine(url)
+        engine = _server_engine(url)
     try:
         _ensure_schema(engine)
     except Exception as exc:
         engine.dispose()
         if isinstance(exc, DatabaseError):
             raise
+        fix = "that the file is writable" if is_sqlite(url) else "that the server is running"
         raise DatabaseError(
-            f"cannot open {url} ({str(exc).splitlines()[0]}); "
-            "check --db and that the file is writable"
+            f"cannot open {shown_url(url)} ({str(exc).strip().splitlines()[0]}); "
+            f"check --db and {fix}"
         ) from None
     return engine
+
+
+def shown_url(url: str) -> str:
+    """``url`` fit for a message: its password hidden."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _server_engine(url: str) -> Engine:
+    """An engine on a database server (a team's shared store, e.g. PostgreSQL)."""
+    connect_args = {}
+    if make_url(url).get_backend_name() == "postgresql":
+        # Timestamps are stored as UTC wall times, as in SQLite files, whatever the server's zone.
+        connect_args["options"] = "-c timezone=UTC"
+    try:
+        return create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+    except ImportError as exc:
+        raise DatabaseError(
+            f"no driver for {shown_url(url)} ({exc}); for PostgreSQL install the postgres extra: "
+            "pip install 'concurrency-lab[postgres]'"
+        ) from None
+    except ArgumentError as exc:
+        raise DatabaseError(
+            f"--db {shown_url(url)} is not a database URL we can use ({exc}); "
+            "pass a file path or e.g. postgresql+psycopg://user@host/db"
+        ) from None
 
 
 def _migrate_if_older(path: Path) -> None:

@@ -1,12 +1,13 @@
 """The tables of a result database (sqlmodel). Plain column types only, so the sqlite3 shell,
-pandas.read_sql and Datasette read every table as it is."""
+pandas.read_sql and Datasette read every table as it is. Nanoseconds, thread ids and byte counts
+are BigInteger: SQLite's INTEGER is 64-bit anyway, PostgreSQL's is not."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Optional
 
-from sqlalchemy import Index
+from sqlalchemy import BigInteger, Index
 from sqlmodel import Field, SQLModel
 
 # Run statuses. `running` rows whose recorder is gone are shown as `interrupted`.
@@ -29,7 +30,7 @@ class Machine(SQLModel, table=True):
     logical_cores: Optional[int] = None
     physical_cores: Optional[int] = None
     usable_cores: Optional[int] = None
-    memory_total_bytes: Optional[int] = None
+    memory_total_bytes: Optional[int] = Field(default=None, sa_type=BigInteger)
     first_seen_at: datetime = Field(default_factory=utc_now)
 
 
@@ -81,7 +82,7 @@ class Run(SQLModel, table=True):
     chunksize: Optional[int] = None
     max_tasks_per_child: Optional[int] = None
     tasks: int
-    size: int
+    size: int = Field(sa_type=BigInteger)
     repeats: int
     warmups: int
     timeout_s: Optional[float] = None
@@ -112,13 +113,14 @@ class Repeat(SQLModel, table=True):
     run_id: str = Field(foreign_key="run.id", index=True)
     repeat_index: int
     warmup: bool
-    wall_ns: int
-    cpu_ns: Optional[int] = None
-    start_ns: Optional[int] = None
-    end_ns: Optional[int] = None
+    wall_ns: int = Field(sa_type=BigInteger)
+    cpu_ns: Optional[int] = Field(default=None, sa_type=BigInteger)
+    start_ns: Optional[int] = Field(default=None, sa_type=BigInteger)
+    end_ns: Optional[int] = Field(default=None, sa_type=BigInteger)
     # From the repeat's task samples, kept here so reports never scan task_sample:
-    first_task_start_ns: Optional[int] = None  # start-up latency = this - start_ns
-    busy_ns: Optional[int] = None  # sum of task durations; parallelism = busy / wall
+    # start-up latency = first_task_start_ns - start_ns; parallelism = busy_ns / wall_ns
+    first_task_start_ns: Optional[int] = Field(default=None, sa_type=BigInteger)
+    busy_ns: Optional[int] = Field(default=None, sa_type=BigInteger)  # sum of task durations
 
 
 class TaskSample(SQLModel, table=True):
@@ -129,6 +131,6 @@ class TaskSample(SQLModel, table=True):
     repeat_index: int
     task_index: int
     pid: int
-    thread_id: int
-    start_ns: int
-    end_ns: int
+    thread_id: int = Field(sa_type=BigInteger)
+    start_ns: int = Field(sa_type=BigInteger)
+    end_ns: int = Field(sa_type=BigInteger)

@@ -1,7 +1,9 @@
 """Result databases as files people send each other: info, check, merge, export.
 
-Everything here works on SQLite files with plain SQL: a database holds data only, and nothing
-read from one is ever executed or unpickled.
+SQLite files are handled with plain SQL (ATTACH, VACUUM INTO: fast, consistent); a team's
+database server (``--db postgresql+psycopg://...``) takes the same runs through SQLAlchemy Core,
+copied row by row between the two. A database holds data only: nothing read from one is ever
+executed or unpickled.
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
+
+from sqlalchemy import select
+from sqlalchemy import text as sql
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import SQLModel, create_engine
 
 from storage.database import (
     SCHEMA_VERSION,
@@ -22,8 +29,12 @@ from storage.database import (
     check_sqlite_file,
     open_engine,
     read_header,
+    shown_url,
 )
 from storage.models import utc_now
+
+# A lab database: a SQLite file's path, or a database server's SQLAlchemy URL.
+Target = Union[Path, str]
 
 # Tables in the order rows must be copied (parents before children).
 TABLES = ("machine", "interpreter", "sweep", "run", "repeat", "task_sample", "import_log")
@@ -45,29 +56,17 @@ class Problem:
         return self.what
 
 
-def info(path: Path) -> dict[str, Any]:
-    """What a lab database holds: version, size, runs per machine and interpreter, date range."""
-    check_sqlite_file(path, create=False)
-    version, _ = read_header(path)
-    connection = _connect_ro(path)
-    try:
-        by_config = connection.execute(
-            """SELECT coalesce(m.hostname, '?'), coalesce(i.version, '?'), r.status, count(*)
-               FROM run r LEFT JOIN machine m ON m.fingerprint = r.machine_fingerprint
-               LEFT JOIN interpreter i ON i.key = r.interpreter_key
-               GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
-        ).fetchall()
-        first, last = connection.execute(
-            "SELECT min(created_at), max(created_at) FROM run"
-        ).fetchone()
-    except sqlite3.DatabaseError as exc:
-        raise DatabaseError(f"{path} cannot be read ({exc}); run `conlab db check`") from None
-    finally:
-        connection.close()
+_RUNS_BY_CONFIG = """SELECT coalesce(m.hostname, '?'), coalesce(i.version, '?'), r.status, count(*)
+    FROM run r LEFT JOIN machine m ON m.fingerprint = r.machine_fingerprint
+    LEFT JOIN interpreter i ON i.key = r.interpreter_key
+    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
+
+
+def _summary(location: str, version: int, size: Optional[int], by_config, first, last) -> dict:
     return {
-        "path": str(path),
+        "path": location,
         "schema_version": version,
-        "size_bytes": path.stat().st_size,
+        "size_bytes": size,
         "runs": sum(row[3] for row in by_config),
         "runs_by": [
             {"machine": m, "python": p, "status": s, "runs": n} for m, p, s, n in by_config
@@ -77,8 +76,87 @@ def info(path: Path) -> dict[str, Any]:
     }
 
 
-def check(path: Path) -> list[Problem]:
-    """SQLite's integrity and foreign-key checks, then the lab's own consistency checks."""
+def info(path: Target) -> dict[str, Any]:
+    """What a lab database holds: version, size, runs per machine and interpreter, date range."""
+    if isinstance(path, str):
+        return _server_info(path)
+    check_sqlite_file(path, create=False)
+    version, _ = read_header(path)
+    connection = _connect_ro(path)
+    try:
+        by_config = connection.execute(_RUNS_BY_CONFIG).fetchall()
+        first, last = connection.execute(
+            "SELECT min(created_at), max(created_at) FROM run"
+        ).fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"{path} cannot be read ({exc}); run `conlab db check`") from None
+    finally:
+        connection.close()
+    return _summary(str(path), version, path.stat().st_size, by_config, first, last)
+
+
+def _server_info(url: str) -> dict[str, Any]:
+    engine = open_engine(url, create=False)
+    try:
+        with engine.connect() as connection:
+            by_config = connection.execute(sql(_RUNS_BY_CONFIG)).all()
+            first, last = connection.execute(
+                sql("SELECT min(created_at), max(created_at) FROM run")
+            ).one()
+            size = None
+            if engine.dialect.name == "postgresql":
+                size = connection.execute(
+                    sql("SELECT pg_database_size(current_database())")
+                ).scalar()
+    finally:
+        engine.dispose()
+    return _summary(shown_url(url), SCHEMA_VERSION, size, by_config, _iso(first), _iso(last))
+
+
+def _iso(moment) -> Optional[str]:
+    return moment.isoformat(sep=" ") if moment is not None else None
+
+
+# The lab's own consistency checks, in SQL every database we support speaks.
+_LAB_CHECKS = {
+    "runs with an unknown status": "SELECT id FROM run WHERE status NOT IN "
+    "('running', 'ok', 'failed', 'cancelled', 'interrupted')",
+    "ok runs missing counted repeats": "SELECT r.id FROM run r WHERE r.status = 'ok' AND "
+    "r.repeats > (SELECT count(*) FROM repeat p WHERE p.run_id = r.id AND NOT p.warmup)",
+    "repeats with a non-positive wall time": "SELECT run_id FROM repeat WHERE wall_ns <= 0",
+    "task samples ending before they start": "SELECT run_id FROM task_sample "
+    "WHERE end_ns < start_ns",
+}
+
+
+def _lab_problems(execute) -> list[Problem]:
+    """``execute(sql)`` returns rows; the lab's checks over them."""
+    problems = []
+    for what, query in _LAB_CHECKS.items():
+        ids = [row[0] for row in execute(query + " LIMIT 5")]
+        if ids:
+            problems.append(Problem(f"{what}: {', '.join(map(str, ids))}"))
+    for run_id, environment in execute(
+        "SELECT id, environment_json FROM run WHERE environment_json IS NOT NULL"
+    ):
+        try:
+            if not isinstance(json.loads(environment), dict):
+                raise ValueError
+        except (ValueError, TypeError):
+            problems.append(Problem(f"run {run_id} has an environment that is not JSON"))
+    return problems
+
+
+def check(path: Target) -> list[Problem]:
+    """SQLite's integrity and foreign-key checks, then the lab's own consistency checks (a
+    server keeps its own integrity and foreign keys: there, only the lab's)."""
+    if isinstance(path, str):
+        engine = open_engine(path, create=False)
+        try:
+            with engine.connect() as connection:
+                return _lab_problems(lambda query: connection.execute(sql(query)).all())
+        finally:
+            engine.dispose()
     check_sqlite_file(path, create=False)
     connection = _connect_ro(path)
     problems: list[Problem] = []
@@ -88,27 +166,7 @@ def check(path: Path) -> list[Problem]:
             return [Problem(f"integrity: {row}") for row in rows[:20]]
         for table, rowid, parent, _ in connection.execute("PRAGMA foreign_key_check"):
             problems.append(Problem(f"{table} row {rowid} points at a missing {parent}"))
-        lab_checks = {
-            "runs with an unknown status": "SELECT id FROM run WHERE status NOT IN "
-            "('running', 'ok', 'failed', 'cancelled', 'interrupted')",
-            "ok runs missing counted repeats": "SELECT r.id FROM run r WHERE r.status = 'ok' AND "
-            "r.repeats > (SELECT count(*) FROM repeat p WHERE p.run_id = r.id AND NOT p.warmup)",
-            "repeats with a non-positive wall time": "SELECT run_id FROM repeat WHERE wall_ns <= 0",
-            "task samples ending before they start": "SELECT run_id FROM task_sample "
-            "WHERE end_ns < start_ns",
-        }
-        for what, query in lab_checks.items():
-            ids = [row[0] for row in connection.execute(query + " LIMIT 5")]
-            if ids:
-                problems.append(Problem(f"{what}: {', '.join(map(str, ids))}"))
-        for run_id, text in connection.execute(
-            "SELECT id, environment_json FROM run WHERE environment_json IS NOT NULL"
-        ):
-            try:
-                if not isinstance(json.loads(text), dict):
-                    raise ValueError
-            except (ValueError, TypeError):
-                problems.append(Problem(f"run {run_id} has an environment that is not JSON"))
+        problems += _lab_problems(lambda sql: connection.execute(sql).fetchall())
     except sqlite3.DatabaseError as exc:
         problems.append(Problem(f"unreadable: {exc}"))
     finally:
@@ -161,16 +219,85 @@ class MergeResult:
     runs_skipped: int
 
 
-def merge(target: Path, sources: list[Path]) -> list[MergeResult]:
+def merge(target: Target, sources: list[Path]) -> list[MergeResult]:
     """Add the runs of ``sources`` that ``target`` lacks, keyed by run UUID (and machines by
     fingerprint): merging the same file twice adds nothing. Every source is checked before
     anything is written; each source is merged in one transaction."""
     for source in sources:
         _refuse_unless_sound(source)
-        if source.resolve() == target.resolve():
+        if isinstance(target, Path) and source.resolve() == target.resolve():
             raise DatabaseError(f"{source} is the target database itself; merge another file")
-    open_engine(target, create=True).dispose()  # creates or migrates the target's schema
-    return [_merge_one(target, source) for source in sources]
+    engine = open_engine(target, create=True)  # creates or migrates the target's schema
+    try:
+        if isinstance(target, Path):
+            return [_merge_one(target, source) for source in sources]
+        return [_merge_into_server(engine, source) for source in sources]
+    finally:
+        engine.dispose()
+
+
+def _merge_into_server(engine: Engine, source: Path) -> MergeResult:
+    with _readable_copy(source) as readable:
+        reader = _sqlite_reader(readable)
+        try:
+            with reader.connect() as src, engine.begin() as dst:
+                added, total = _copy_runs(src, dst, skip_running=True)
+                dst.execute(
+                    SQLModel.metadata.tables["import_log"].insert(),
+                    {"imported_at": utc_now(), "source": os.path.basename(str(source)),
+                     "runs_added": added, "runs_skipped": total - added},
+                )  # fmt: skip
+        finally:
+            reader.dispose()
+    return MergeResult(str(source), added, total - added)
+
+
+def _sqlite_reader(path: Path) -> Engine:
+    """A read-only engine on a SQLite file (SQLAlchemy turns its text dates and 0/1 flags into
+    the types a server's columns take)."""
+    return create_engine(
+        "sqlite://", creator=lambda: sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    )
+
+
+# Rows are copied in batches of this many: bounded memory, few round trips to a server.
+_BATCH = 5_000
+
+
+def _copy_runs(src: Connection, dst: Connection, *, skip_running: bool) -> tuple[int, int]:
+    """Copy the runs of ``src`` that ``dst`` lacks, with their machines, interpreters, sweeps,
+    repeats and task samples, through SQLAlchemy Core (any two databases). Both have the current
+    schema. Returns (runs added, runs in the source)."""
+    tables = SQLModel.metadata.tables
+    run = tables["run"]
+    have = set(dst.execute(select(run.c.id)).scalars())
+    source_runs = src.execute(select(run.c.id, run.c.status)).all()
+    new_ids = [
+        run_id for run_id, status in source_runs
+        if run_id not in have and not (skip_running and status == "running")
+    ]  # fmt: skip
+    for name, key in (("machine", "fingerprint"), ("interpreter", "key"), ("sweep", "id")):
+        table = tables[name]
+        known = set(dst.execute(select(table.c[key])).scalars())
+        rows = [dict(r) for r in src.execute(select(table)).mappings() if r[key] not in known]
+        _insert(dst, table, rows)
+    for name in ("run", "repeat", "task_sample"):
+        table = tables[name]
+        columns = [c for c in table.c if not (c.primary_key and name != "run")]  # new row ids
+        key = table.c.id if name == "run" else table.c.run_id
+        for start in range(0, len(new_ids), 500):
+            chunk = new_ids[start : start + 500]
+            result = src.execution_options(yield_per=_BATCH).execute(
+                select(*columns).where(key.in_(chunk))
+            )
+            for rows in result.mappings().partitions():
+                _insert(dst, table, [dict(r) for r in rows])
+    return len(new_ids), len(source_runs)
+
+
+def _insert(connection: Connection, table, rows: list[dict]) -> None:
+    for start in range(0, len(rows), _BATCH):
+        connection.execute(table.insert(), rows[start : start + _BATCH])
 
 
 def _merge_one(target: Path, source: Path) -> MergeResult:
@@ -226,22 +353,21 @@ def _copy_new_runs(connection: sqlite3.Connection, source_name: str) -> MergeRes
     return MergeResult(source_name, added, total - added)
 
 
-def export(source: Path, out: Path, anonymize: bool = False, tag: Optional[str] = None) -> int:
-    """Write a consistent copy of ``source`` to ``out`` (``VACUUM INTO``: a live database is
-    fine). ``tag`` keeps only runs with that tag; ``anonymize`` replaces host names, user names,
-    home directories and executable paths everywhere. Returns the number of runs exported."""
-    check_sqlite_file(source, create=False)
+def export(source: Target, out: Path, anonymize: bool = False, tag: Optional[str] = None) -> int:
+    """Write a consistent copy of ``source`` to the new SQLite file ``out`` (``VACUUM INTO`` from
+    a SQLite file, one read transaction from a server: a live database is fine). ``tag`` keeps
+    only runs with that tag; ``anonymize`` replaces host names, user names, home directories and
+    executable paths everywhere. Returns the number of runs exported."""
+    if isinstance(source, Path):
+        check_sqlite_file(source, create=False)
     if out.exists():
         raise DatabaseError(f"{out} already exists; choose a new file name for the export")
     if not out.parent.is_dir():
         raise DatabaseError(f"{out.parent} is not a directory; choose where to write the export")
-    connection = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
-    try:
-        connection.execute("VACUUM INTO ?", (str(out),))
-    except sqlite3.DatabaseError as exc:
-        raise DatabaseError(f"cannot export {source} ({exc}); run `conlab db check`") from None
-    finally:
-        connection.close()
+    if isinstance(source, Path):
+        _vacuum_into(source, out)
+    else:
+        _copy_from_server(source, out)
     copy = sqlite3.connect(out, isolation_level=None)
     try:
         copy.execute("PRAGMA secure_delete = ON")  # deleted text must not linger in free pages
@@ -256,6 +382,35 @@ def export(source: Path, out: Path, anonymize: bool = False, tag: Optional[str] 
         return copy.execute("SELECT count(*) FROM run").fetchone()[0]
     finally:
         copy.close()
+
+
+def _vacuum_into(source: Path, out: Path) -> None:
+    connection = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    try:
+        connection.execute("VACUUM INTO ?", (str(out),))
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"cannot export {source} ({exc}); run `conlab db check`") from None
+    finally:
+        connection.close()
+
+
+def _copy_from_server(url: str, out: Path) -> None:
+    server = open_engine(url, create=False)
+    local = open_engine(out, create=True)  # a new lab file: schema and header in place
+    try:
+        # One REPEATABLE READ transaction: runs recorded meanwhile are either all in or not.
+        options = {"isolation_level": "REPEATABLE READ"}
+        if server.dialect.name != "postgresql":
+            options = {}
+        with server.connect().execution_options(**options) as src, local.begin() as dst:
+            _copy_runs(src, dst, skip_running=False)
+    except BaseException:
+        local.dispose()
+        out.unlink(missing_ok=True)
+        raise
+    finally:
+        server.dispose()
+    local.dispose()
 
 
 def _keep_only_tag(copy: sqlite3.Connection, tag: str) -> None:

@@ -239,3 +239,71 @@ def assert_one_line_error(result: Result) -> None:
     assert "Traceback" not in result.stderr
     assert lines[0].startswith("conlab: ")
     assert result.stdout == ""
+
+
+# --- a real PostgreSQL server, started from the machine's own binaries --------------------------
+
+
+def _postgres_bindir() -> Path | None:
+    """Where initdb and pg_ctl are: Debian keeps them in /usr/lib/postgresql/N/bin."""
+    import glob
+    import shutil
+
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True):
+        return Path(candidate).parent
+    found = shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server on 127.0.0.1; yields its base SQLAlchemy URL (no database).
+
+    Skipped (saying why) where no server binaries exist -- but for CI, which sets
+    CONLAB_REQUIRE_POSTGRES=1 after installing Debian's postgresql, where that is a failure."""
+    import shutil
+    import socket
+    import tempfile
+
+    bindir = _postgres_bindir()
+    if bindir is None:
+        message = "no PostgreSQL server here (initdb not found; apt-get install postgresql)"
+        if os.environ.get("CONLAB_REQUIRE_POSTGRES"):
+            pytest.fail(message)
+        pytest.skip(message)
+    data = Path(tempfile.mkdtemp(prefix="conlab-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root: run it as the postgres user
+        shutil.chown(data, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    def pg(*args: str) -> None:
+        subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=120)
+
+    pg(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
+       "--no-sync")  # fmt: skip
+    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
+    pg(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(data / "log"), "-w",
+       "start")  # fmt: skip
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+    finally:
+        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(postgres_server: str):
+    """A new, empty database on the test server, dropped afterwards."""
+    import psycopg
+
+    name = f"conlab_{uuid.uuid4().hex[:12]}"
+    admin = postgres_server.replace("postgresql+psycopg", "postgresql") + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    yield f"{postgres_server}/{name}"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -223,11 +223,11 @@ class ConlabApp(App):
                 return
             from pathlib import Path
 
-            from storage.database import DatabaseError, database_url, sqlite_path
+            from storage.database import DatabaseError, lab_database
             from storage.sharing import merge
 
             try:
-                (result,) = merge(sqlite_path(database_url(self.db)), [Path(path)])
+                (result,) = merge(lab_database(self.db), [Path(path)])
             except DatabaseError as exc:
                 self.notify(str(exc), severity="error", title="nothing merged")
                 return

@@ -512,17 +512,10 @@ def env(
     _print_rows([{"field": k, "value": v} for k, v in info.items()], ["field", "value"])
 
 
-def _sqlite_file(db: Optional[str]):
-    """The SQLite file behind --db (db commands work on files)."""
-    from storage.database import database_url, is_sqlite, sqlite_path
+def _lab_database(db: Optional[str]):
+    from storage.database import lab_database
 
-    url = database_url(db)
-    if not is_sqlite(url):
-        raise BadInput(
-            f"conlab db works on SQLite files, not {url.split('://')[0]}; "
-            "export from it with --db FILE.db"
-        )
-    return sqlite_path(url)
+    return lab_database(db)
 
 
 @db_app.command("info")
@@ -533,13 +526,14 @@ def db_info(
     """Path, schema version, size, runs per machine and interpreter, date range."""
     from storage.sharing import info
 
-    details = info(_sqlite_file(db))
+    details = info(_lab_database(db))
     if as_json:
         return _print_json(details)
     console = _console()
     console.print(
         f"{details['path']}: schema version {details['schema_version']}, "
-        f"{details['size_bytes']:,} bytes, {details['runs']} runs"
+        + (f"{details['size_bytes']:,} bytes, " if details["size_bytes"] is not None else "")
+        + f"{details['runs']} runs"
         + (
             f" from {details['first_run_at']} to {details['last_run_at']}"
             if details["runs"]
@@ -553,13 +547,15 @@ def db_info(
 @db_app.command("check")
 def db_check(db: Optional[str] = typer.Option(None, help=DB_HELP)) -> int:
     """Integrity, foreign keys and the lab's own consistency checks; exit 1 on a fault."""
+    from storage.database import shown_url
     from storage.sharing import check
 
-    path = _sqlite_file(db)
-    problems = check(path)
+    target = _lab_database(db)
+    problems = check(target)
     for problem in problems:
         typer.echo(f"fault: {problem}")
-    typer.echo(f"{path}: {'ok' if not problems else f'{len(problems)} fault(s)'}")
+    where = shown_url(target) if isinstance(target, str) else target
+    typer.echo(f"{where}: {'ok' if not problems else f'{len(problems)} fault(s)'}")
     return 1 if problems else 0
 
 
@@ -574,7 +570,7 @@ def db_merge(
 
     from storage.sharing import merge
 
-    results = merge(_sqlite_file(db), [Path(s) for s in sources])
+    results = merge(_lab_database(db), [Path(s) for s in sources])
     if as_json:
         return _print_json([r.__dict__ for r in results])
     for r in results:
@@ -598,7 +594,7 @@ def db_export(
 
     from storage.sharing import export
 
-    count = export(_sqlite_file(db), Path(out), anonymize=anonymize, tag=tag)
+    count = export(_lab_database(db), Path(out), anonymize=anonymize, tag=tag)
     typer.echo(f"exported {count} runs to {out}" + (" (anonymized)" if anonymize else ""))
 
 

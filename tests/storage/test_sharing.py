@@ -15,7 +15,8 @@ import pytest
 
 from tests.conftest import MARK_VAR, assert_one_line_error
 
-CONTENT_QUERY = {
+# What a merge or an export must carry over, row for row (plain SQL: SQLite and servers alike).
+CONTENT_QUERIES = {
     "run": "SELECT id, status, workload, executor, workers, size, tag FROM run ORDER BY id",
     "repeat": "SELECT run_id, repeat_index, warmup, wall_ns FROM repeat ORDER BY 1, 2",
     "task_sample": "SELECT run_id, repeat_index, task_index, pid, start_ns, end_ns "
@@ -26,9 +27,10 @@ CONTENT_QUERY = {
 
 
 def content(path: Path) -> dict[str, list]:
+    """Every table's rows that a merge or export must carry over, from a SQLite file."""
     connection = sqlite3.connect(path)
     try:
-        return {t: connection.execute(q).fetchall() for t, q in CONTENT_QUERY.items()}
+        return {t: connection.execute(q).fetchall() for t, q in CONTENT_QUERIES.items()}
     finally:
         connection.close()
 

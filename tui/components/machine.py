@@ -62,16 +62,22 @@ class MachinePane(Vertical):
         engine = open_engine(self.db)
         try:
             with engine.connect() as connection:
-                rows = connection.execute(text(
+                machines = connection.execute(text(
                     "SELECT m.hostname, m.fingerprint, m.cpu_model, m.usable_cores, "
                     "m.memory_total_bytes, m.os_name || ' ' || coalesce(m.os_release, ''), "
-                    "(SELECT group_concat(DISTINCT i.version) FROM interpreter i "
-                    " WHERE i.machine_fingerprint = m.fingerprint), "
                     "(SELECT count(*) FROM run r WHERE r.machine_fingerprint = m.fingerprint) "
                     "FROM machine m ORDER BY m.hostname"
                 )).all()  # fmt: skip
+                versions = connection.execute(
+                    text("SELECT DISTINCT machine_fingerprint, version FROM interpreter")
+                ).all()
         finally:
             engine.dispose()
+        # Joined here, not with group_concat/string_agg: one query for SQLite and servers alike.
+        pythons: dict = {}
+        for fingerprint, version in sorted(versions, key=lambda row: str(row[1])):
+            pythons.setdefault(fingerprint, []).append(str(version))
+        rows = [(*m[:6], ",".join(pythons.get(m[1], [])), m[6]) for m in machines]
         self.app.call_from_thread(self.show_machines, rows)
 
     def show_machines(self, rows) -> None:

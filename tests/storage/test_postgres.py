@@ -1,0 +1,127 @@
+"""A team's shared store: every command against a real PostgreSQL server (tests/conftest.py
+starts one from the machine's own binaries; CI installs Debian's postgresql for it)."""
+
+from __future__ import annotations
+
+import json
+
+from tests.storage.test_sharing import CONTENT_QUERIES, content, record
+
+
+def server_content(url: str) -> dict[str, list]:
+    """What ``content`` reads from a SQLite file, read from the server (same queries)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return {
+                table: [tuple(row) for row in connection.execute(text(query))]
+                for table, query in CONTENT_QUERIES.items()
+            }
+    finally:
+        engine.dispose()
+
+
+def runs(conlab, db: str) -> list[dict]:
+    result = conlab("runs", "--db", db, "--json")
+    assert result.returncode == 0, result.stderr
+    return result.json()
+
+
+def test_run_runs_and_report_work_on_postgres(conlab, pg_url):
+    result = conlab(
+        "run", "-w", "usermod:work", "-e", "sequential", "-e", "processes", "--workers", "2",
+        "--tasks", "4", "--size", "1000", "--repeats", "3", "--tag", "team", "--db", pg_url,
+        "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    recorded = result.json()
+    listed = {r["run_id"]: r for r in runs(conlab, pg_url)}
+    assert set(listed) == {r["run_id"] for r in recorded}
+    for run in recorded:
+        stored = listed[run["run_id"]]
+        assert stored["status"] == "ok" and stored["wall_s"] == run["wall_s"]
+        assert stored["python"].count(".") == 2 and stored["machine"] and stored["tag"] == "team"
+        assert stored["created_at"].endswith("+00:00")  # stored as UTC whatever the server's zone
+    stored_rows = server_content(pg_url)
+    # nanosecond clocks and thread ids are 64-bit values: they must come back exact
+    assert len(stored_rows["task_sample"]) == 2 * 4 * 4
+    assert all(start > 2**31 and end >= start for *_, start, end in stored_rows["task_sample"])
+
+    report = conlab("report", "--db", pg_url, "--format", "json")
+    assert report.returncode == 0, report.stderr
+    rows = json.loads(report.stdout)["summary"]
+    assert {(r["executor"], r["workers"]) for r in rows} == {("sequential", 1), ("processes", 2)}
+
+
+def test_merge_into_postgres_is_idempotent_and_export_gives_the_same_runs(conlab, pg_url, tmp_path):
+    laptop, ci = tmp_path / "laptop.db", tmp_path / "ci.db"
+    record(conlab, laptop, "laptop")
+    record(conlab, ci, "ci")
+    first = conlab("db", "merge", str(laptop), str(ci), "--db", pg_url, "--json")
+    assert first.returncode == 0, first.stderr
+    assert [r["runs_added"] for r in first.json()] == [2, 2]
+    merged = server_content(pg_url)
+    assert len(merged["run"]) == 4 and len(merged["task_sample"]) == 4 * 3 * 3
+
+    again = conlab("db", "merge", str(laptop), str(ci), "--db", pg_url, "--json").json()
+    assert [(r["runs_added"], r["runs_skipped"]) for r in again] == [(0, 2), (0, 2)]
+    assert server_content(pg_url) == merged  # nothing added, nothing changed
+
+    # what the server holds, exported, is what the two files held: row for row
+    out = tmp_path / "team.db"
+    exported = conlab("db", "export", str(out), "--db", pg_url)
+    assert exported.returncode == 0, exported.stderr
+    assert "exported 4 runs" in exported.stdout
+    expected = content(laptop)
+    for table, rows in content(ci).items():
+        expected[table] = sorted(set(expected[table]) | set(rows))
+    assert content(out) == expected
+    assert conlab("db", "check", "--db", str(out)).returncode == 0
+    assert runs(conlab, str(out)) == runs(conlab, pg_url)
+
+    only_ci = tmp_path / "ci-only.db"
+    assert conlab("db", "export", str(only_ci), "--tag", "ci", "--db", pg_url).returncode == 0
+    assert {row[-1] for row in content(only_ci)["run"]} == {"ci"}
+
+
+def test_info_and_check_on_postgres(conlab, pg_url):
+    record(conlab, pg_url, "x")
+    info = conlab("db", "info", "--db", pg_url, "--json")
+    assert info.returncode == 0, info.stderr
+    details = info.json()
+    assert details["runs"] == 2 and details["size_bytes"] > 0
+    assert details["runs_by"][0]["status"] == "ok"
+    checked = conlab("db", "check", "--db", pg_url)
+    assert checked.returncode == 0 and checked.stdout.strip().endswith(": ok")
+
+
+def test_an_unreachable_server_is_one_line_and_exit_2(conlab, postgres_server):
+    from tests.conftest import assert_one_line_error
+
+    url = postgres_server.rsplit(":", 1)[0] + ":1/nowhere"  # nothing listens on port 1
+    result = conlab("runs", "--db", url)
+    assert_one_line_error(result)
+    assert "server is running" in result.stderr
+
+
+async def test_the_app_browses_a_postgres_database(conlab, pg_url):
+    from textual.widgets import DataTable
+
+    from tests.tui.test_app import SIZE, wait_until
+    from tui.app import ConlabApp
+    from tui.components.machine import MachinePane
+    from tui.components.runs import RunsPane
+
+    record(conlab, pg_url, "shared")
+    app = ConlabApp(db=pg_url)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        table = app.query_one(RunsPane).query_one(DataTable)
+        await wait_until(pilot, lambda: table.row_count == 2)
+        await pilot.press("4")
+        machines = app.query_one(MachinePane).query(DataTable).last()
+        await wait_until(pilot, lambda: machines.row_count == 1)
+        pythons = str(machines.get_row_at(0)[6])
+        assert pythons.count(".") == 2  # the interpreter versions seen on that machine
