@@ -89,14 +89,27 @@ def _run(line: str, out: _EventWriter, acks, progress: bool) -> int:
         runner_pid=os.getpid(),
     )
     try:
-        for index in range(prepared.spec.warmups + prepared.spec.repeats):
-            _run_repeat(prepared, index, out, progress)
-            if acks is not None:
-                acks.acquire()  # the parent has stored this repeat: time the next one
+        with _service(prepared.workload):
+            for index in range(prepared.spec.warmups + prepared.spec.repeats):
+                _run_repeat(prepared, index, out, progress)
+                if acks is not None:
+                    acks.acquire()  # the parent has stored this repeat: time the next one
     except BaseException as exc:  # SystemExit/KeyboardInterrupt from a task are failures too
         _fail(exc, out)
     out.emit("done")
     return 0
+
+
+def _service(workload):
+    """The context the workload's tasks need around all repeats (e.g. a local server)."""
+    if workload.service is None:
+        import contextlib
+
+        return contextlib.nullcontext()
+    import importlib
+
+    module, _, name = workload.service.partition(":")
+    return getattr(importlib.import_module(module), name)()
 
 
 def _run_repeat(prepared, index: int, out: _EventWriter, progress: bool) -> None:

@@ -73,6 +73,61 @@ def transfer(size: int) -> bytes:
     return bytes(size)
 
 
+def _http_address() -> tuple[str, int]:
+    address = os.environ.get("CONLAB_HTTP_ADDRESS")  # experiments.serve.ADDRESS_VAR
+    if not address:
+        raise RuntimeError(
+            "the http workload needs the lab's local server; run it through conlab, which "
+            "starts one (or run `python -m experiments.serve` and set CONLAB_HTTP_ADDRESS)"
+        )
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
+def http_get(size: int) -> int:
+    """GET ``size`` bytes from the lab's local HTTP server: waiting on a socket, the real
+    thing that ``sleep`` imitates."""
+    import http.client
+
+    host, port = _http_address()
+    connection = http.client.HTTPConnection(host, port, timeout=120)
+    try:
+        connection.request("GET", f"/{size}")
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    if response.status != 200 or len(body) != size:
+        raise OSError(f"GET /{size} gave HTTP {response.status} with {len(body)} bytes")
+    return len(body)
+
+
+async def http_get_async(size: int) -> int:
+    """The async form of ``http_get``: the same request on the event loop's socket calls,
+    received straight into one buffer (asyncio's streams copy a large body several times)."""
+    import asyncio
+    import socket
+
+    host, port = _http_address()
+    loop = asyncio.get_running_loop()
+    with socket.socket() as sock:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, (host, port))
+        await loop.sock_sendall(sock, f"GET /{size} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+        buffer = bytearray(size + 4096)  # the body and its head (HTTP/1.0: ends at close)
+        view, got = memoryview(buffer), 0
+        while got < len(buffer):
+            received = await loop.sock_recv_into(sock, view[got:])
+            if not received:
+                break
+            got += received
+    head, _, body = bytes(view[: min(got, 4096)]).partition(b"\r\n\r\n")
+    length = got - len(head) - 4
+    if head.split(b" ", 2)[1:2] != [b"200"] or length != size:
+        raise OSError(f"GET /{size} gave {head[:40]!r} with {length} bytes")
+    return length
+
+
 # --- the registry ----------------------------------------------------------------------------
 
 
@@ -83,14 +138,19 @@ class Workload:
     spawned worker and double its start-up.
     """
 
-    __slots__ = ("name", "func", "description", "default_size", "async_func")
+    __slots__ = ("name", "func", "description", "default_size", "async_func", "service")
 
-    def __init__(self, name: str, func, description: str, default_size: int, async_func=None):
+    def __init__(
+        self, name: str, func, description: str, default_size: int, async_func=None, service=None
+    ):
         self.name = name
         self.func = func
         self.description = description
         self.default_size = default_size
         self.async_func = async_func
+        # "module:function" of a context manager the runner holds open around every repeat
+        # (a server the tasks talk to); a name, so only a run that needs it imports it.
+        self.service = service
 
     def __repr__(self) -> str:
         return f"Workload({self.name!r})"
@@ -106,6 +166,14 @@ WORKLOADS = {
         Workload("io", file_io, "write, fsync and read back a temp file", 8 * 2**20),
         Workload("tiny", tiny, "almost no work: dispatch overhead", 1, tiny_async),
         Workload("transfer", transfer, "returns size bytes: pickling cost", 32 * 2**20),
+        Workload(
+            "http",
+            http_get,
+            "GETs size bytes from a local HTTP server: real I/O waits",
+            4 * 2**20,
+            http_get_async,
+            service="experiments.serve:running",
+        ),  # fmt: skip
     )
 }
 

@@ -255,3 +255,26 @@ def test_runs_under_every_cpython_from_3_9(monkeypatch, user_dir, minor):
     assert current.status == "ok", (current.error, current.stderr)
     env = current.events_seen[0]["environment"]
     assert env["python_version"].startswith(f"3.{minor}.")
+
+
+def test_the_http_server_listens_on_loopback_only_and_ends_with_its_stdin():
+    server = subprocess.Popen(
+        [sys.executable, "-m", "experiments.serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        port = int(server.stdout.readline())
+        listening = [
+            line.split()[1]
+            for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+            if line.split()[3] == "0A"  # LISTEN
+        ]
+        assert f"0100007F:{port:04X}" in listening  # 127.0.0.1, nothing wider
+        import http.client
+
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", "/3000")
+        assert connection.getresponse().read() == bytes(3000)
+        connection.close()
+    finally:
+        server.stdin.close()
+    assert server.wait(10) == 0  # the runner closing (or dying) ends it

@@ -147,6 +147,21 @@ def test_dask_runs_on_an_existing_cluster_given_by_scheduler(
         assert json.loads(environment[0])["scheduler"] == cluster.scheduler_address
 
 
+def test_http_gets_real_bytes_on_every_kind_of_executor(conlab, db_path):
+    # the runner starts the local server for the run and stops it after (no process is left)
+    result = conlab(
+        "run", "-w", "http", "-e", "sequential", "-e", "threads", "-e", "asyncio", "-e",
+        "processes", "--workers", "2", "--tasks", "6", "--size", "300000", "--repeats", "2",
+        "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    runs = result.json()
+    assert [(r["executor"], r["status"]) for r in runs] == [
+        ("sequential", "ok"), ("threads", "ok"), ("asyncio", "ok"), ("processes", "ok")
+    ]  # fmt: skip
+    assert stored(db_path, "SELECT count(*) FROM task_sample")[0][0] == 4 * 3 * 6
+
+
 def test_json_output_is_only_json_and_default_workers_follow_the_cores(conlab):
     result = conlab(
         "run",
