@@ -265,15 +265,23 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pid)
 
 
+# On a free-threaded build a worker's GIL can come back at run time (importing an extension
+# that needs it), so each sample says whether it was on. A GIL build's never changes: no call.
+_gil_enabled = getattr(sys, "_is_gil_enabled", None) if "free-threading" in sys.version else None
+
+
 def timed_call(func, size: int):
-    """Call ``func(size)`` and return ``(result, pid, thread_id, start_ns, end_ns)``.
+    """Call ``func(size)`` and return ``(result, pid, thread_id, start_ns, end_ns)``, plus
+    whether the GIL was enabled in this worker on a free-threaded build.
 
     Start and end are on the system-wide monotonic clock, comparable across worker processes.
     """
     start_ns = time.monotonic_ns()
     result = func(size)
     end_ns = time.monotonic_ns()
-    return (result, _pid, get_ident(), start_ns, end_ns)
+    if _gil_enabled is None:
+        return (result, _pid, get_ident(), start_ns, end_ns)
+    return (result, _pid, get_ident(), start_ns, end_ns, _gil_enabled())
 
 
 # A process or interpreter worker gets its task function once, from the pool's initializer, so
@@ -303,4 +311,6 @@ async def timed_call_async(func, size: int):
     start_ns = time.monotonic_ns()
     result = await func(size)
     end_ns = time.monotonic_ns()
-    return (result, _pid, get_ident(), start_ns, end_ns)
+    if _gil_enabled is None:
+        return (result, _pid, get_ident(), start_ns, end_ns)
+    return (result, _pid, get_ident(), start_ns, end_ns, _gil_enabled())

@@ -33,6 +33,8 @@ class RunRecorder:
         self.events: list[dict] = []  # everything the runner said, for the fallback file
         self.storage_error: Optional[str] = None  # why the database stopped taking writes
         self.saved_to: Optional[str] = None  # where the results went instead
+        # Free-threaded builds: whether each worker (pid) ran with the GIL on, from its samples.
+        self.gil_by_worker: dict[str, bool] = {}
 
     def _store(self, write, *args) -> None:
         """Write to the database unless it already failed; remember the first failure."""
@@ -100,6 +102,8 @@ class RunRecorder:
 
         If the database failed at any point, the whole run is saved to a JSON file instead
         (``saved_to``), and ``error`` says so."""
+        if self.gil_by_worker:
+            self._store(self._record_gil_by_worker)
         self._store(self._update_finished, status, error, detail, stderr)
         if self.storage_error is None:
             return self._finished_row()
@@ -189,12 +193,24 @@ class RunRecorder:
             session.add(run)
             session.commit()
 
+    def _record_gil_by_worker(self) -> None:
+        with Session(self.engine) as session:
+            run = session.get(Run, self.run_id)
+            env = json.loads(run.environment_json or "{}")
+            env["gil_enabled_by_worker"] = dict(sorted(self.gil_by_worker.items()))
+            run.environment_json = json.dumps(env, sort_keys=True)
+            session.add(run)
+            session.commit()
+
     def _record_repeat(self, event: dict) -> None:
         repeat = self._pending_repeat or {}
         self._pending_repeat = None
         index = event["repeat"]
         run_id = self.run_id
         samples = event.get("samples") or ()
+        for sample in samples:
+            if len(sample) > 4:  # (pid, thread id, start, end, GIL on) from a free-threaded build
+                self.gil_by_worker[str(sample[0])] = bool(sample[4])
         rows = [
             (run_id, index, task_index, s[0], s[1], s[2], s[3])
             for task_index, s in enumerate(samples)

@@ -77,6 +77,9 @@ def load_repeats(engines: Sequence[tuple[str, Engine]]) -> pd.DataFrame:
     frame["warmup"] = frame["warmup"].astype(bool)
     frame["wall_s"] = frame["wall_ns"] / 1e9
     frame["python"] = frame["python"].fillna("?")
+    # A free-threaded build is its own interpreter in every table: 3.13.0t, as python.org names it.
+    free_threaded = frame["gil_disabled"].fillna(False).astype(bool)
+    frame.loc[free_threaded, "python"] = frame.loc[free_threaded, "python"] + "t"
     for column in ("start_method", "chunksize", "tag"):
         frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
     return frame
@@ -266,10 +269,15 @@ def verdicts(summary: pd.DataFrame) -> list[str]:
                 )
                 break
             if t.speedup >= 0.8 * t.workers:
-                lines.append(
-                    f"  threads x{t.workers} scaled ({t.speedup:.2f}x): the work releases the "
-                    "GIL (waiting, I/O or C code)."
+                free_threaded = t.gil_disabled == t.gil_disabled and bool(t.gil_disabled)
+                busy = t.cpu_per_wall == t.cpu_per_wall and t.cpu_per_wall >= 0.8 * t.workers
+                why = (
+                    f"CPU time {t.cpu_per_wall:.2f}x wall time: on this free-threaded build the "
+                    "threads ran Python in parallel, no GIL between them"
+                    if free_threaded and busy
+                    else "the work releases the GIL (waiting, I/O or C code)"
                 )
+                lines.append(f"  threads x{t.workers} scaled ({t.speedup:.2f}x): {why}.")
                 break
         procs = rows[rows["executor"].isin(["processes", "pool"]) & (rows["workers"] > 1)]
         for p in procs.itertuples():

@@ -33,7 +33,8 @@ def frame(rows: list[dict]) -> pd.DataFrame:
                 "start_method": None, "workers": row["workers"], "chunksize": None,
                 "created_at": f"2026-01-01 00:00:{n:02d}", "environment_json": "{}",
                 "machine_fingerprint": "abc", "machine": row.get("machine", "box"), "cores": 4,
-                "cpu_model": "x", "python": row.get("python", "3.12.1"), "gil_disabled": False,
+                "cpu_model": "x", "python": row.get("python", "3.12.1"),
+                "gil_disabled": row.get("gil_disabled", False),
                 "repeat_index": index, "warmup": False, "wall_ns": int(wall_s * 1e9),
                 "cpu_ns": int(row.get("cpu", 1.0) * wall_s * 1e9), "start_ns": 0,
                 "end_ns": int(wall_s * 1e9), "db": "test", "wall_s": wall_s,
@@ -119,6 +120,18 @@ def test_a_small_change_below_the_minimum_effect_is_no_difference():
     b = [1.020, 1.021, 1.022, 1.020, 1.021]  # 2% slower, consistently
     assert compare_samples(a, b)[4] == "no significant difference"
     assert compare_samples(a, b, min_effect=0.01)[4] == "slower"
+
+
+def test_threads_scaling_on_cpu_is_explained_by_a_free_threaded_build():
+    runs = [
+        {"executor": "sequential", "workers": 1, "walls": [1.0] * 5},
+        {"executor": "threads", "workers": 2, "walls": [0.52] * 5, "cpu": 1.95},
+    ]
+    free = verdicts(summarize(frame([{**r, "gil_disabled": True} for r in runs])))
+    assert any("free-threaded build the threads ran Python in parallel" in v for v in free)
+    with_gil = verdicts(summarize(frame(runs)))  # the same figures with a GIL: C code or I/O
+    assert any("releases the GIL" in v for v in with_gil)
+    assert not any("free-threaded" in v for v in with_gil)
 
 
 def test_compare_matches_configurations_and_names_what_differs():
@@ -233,3 +246,35 @@ def test_json_summary_is_plain_json(conlab):
     data = json.loads(conlab("report", "--format", "json").stdout)
     assert data["summary"][0]["speedup"] == 1.0
     assert "dispatch overhead" in " ".join(data["summary"][0]["warnings"])
+
+
+def test_a_free_threaded_run_is_labelled_and_keeps_each_workers_gil_state(tmp_path):
+    # The events a runner on a free-threaded build sends (samples carry the GIL state), fed to
+    # the real recorder and database: no such interpreter is on every machine that runs this.
+    from experiments.spec import ExperimentSpec
+    from storage.database import open_engine
+    from storage.recorder import RunRecorder
+    from storage.reports import load_repeats
+
+    engine = open_engine(tmp_path / "ft.db", writer=True)
+    spec = ExperimentSpec(workload="cpu", executor="threads", workers=2, tasks=2, repeats=1,
+                          warmups=0)  # fmt: skip
+    recorder = RunRecorder(engine, spec, {"workers": 2, "start_method": None, "chunksize": None,
+                                          "size": 10})  # fmt: skip
+    recorder.start()
+    environment = {"machine_fingerprint": "f" * 20, "interpreter_key": "k" * 20,
+                   "python_version": "3.13.0", "py_gil_disabled": True}  # fmt: skip
+    samples = [[7, 1, 100, 9_000, False], [7, 2, 120, 9_500, True]]
+    recorder.on_event({"event": "env", "environment": environment, "runner_pid": 7})
+    recorder.on_event({"event": "repeat", "index": 0, "warmup": False, "wall_ns": 10_000,
+                       "cpu_ns": 19_000, "start_ns": 0, "end_ns": 10_000})  # fmt: skip
+    recorder.on_event({"event": "tasks", "repeat": 0, "samples": samples})
+    recorder.finish("ok")
+    engine.dispose()
+    reader = open_engine(tmp_path / "ft.db")
+    with reader.connect() as connection:
+        text_ = connection.exec_driver_sql("SELECT environment_json FROM run").scalar()
+    assert json.loads(text_)["gil_enabled_by_worker"] == {"7": True}  # its last sample's state
+    repeats = load_repeats([("ft", reader)])
+    assert set(repeats["python"]) == {"3.13.0t"}
+    assert len(select(repeats, "python:3.13")) == 1

@@ -162,6 +162,41 @@ def test_http_gets_real_bytes_on_every_kind_of_executor(conlab, db_path):
     assert stored(db_path, "SELECT count(*) FROM task_sample")[0][0] == 4 * 3 * 6
 
 
+def two_cpython_minors() -> list[dict]:
+    """One interpreter of each of two different 3.x minors found here (or fewer)."""
+    from experiments.pythons import discover
+
+    by_minor: dict = {}
+    for found in discover():
+        if found.get("implementation", "cpython").lower() == "cpython":
+            by_minor.setdefault(tuple(found["version_info"][:2]), found)
+    return [by_minor[minor] for minor in sorted(by_minor)[-2:]]
+
+
+def test_one_sweep_under_two_interpreters_is_compared_by_python(conlab):
+    pythons = two_cpython_minors()
+    if len(pythons) < 2:
+        pytest.skip("needs two CPython minor versions on this machine; one was found")
+    a, b = (".".join(map(str, p["version_info"][:2])) for p in pythons)
+    result = conlab(
+        "run", "-w", "usermod:work", "-e", "sequential", "-e", "threads", "--workers", "2",
+        "--tasks", "4", "--size", "20000", "--repeats", "3", "--python", pythons[0]["path"],
+        "--python", pythons[1]["path"], "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    runs = result.json()
+    assert len(runs) == 4 and len({r["sweep_id"] for r in runs}) == 1
+    listed = conlab("runs", "--json").json()
+    assert sorted(r["python"].rsplit(".", 1)[0] for r in listed) == sorted([a, a, b, b])
+
+    report = conlab("report", "--compare", f"python:{a}", f"python:{b}", "--format", "json")
+    assert report.returncode == 0, report.stderr
+    comparison = json.loads(report.stdout)["comparison"]
+    assert {row["executor"] for row in comparison["rows"]} == {"sequential", "threads"}
+    assert all(row["a_repeats"] == row["b_repeats"] == 3 for row in comparison["rows"])
+    assert comparison["environment_differences"]["python"][0].startswith(f"{a}.")
+
+
 def test_json_output_is_only_json_and_default_workers_follow_the_cores(conlab):
     result = conlab(
         "run",
