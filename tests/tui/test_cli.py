@@ -409,7 +409,7 @@ def test_list_and_env(conlab):
     if not executors["interpreters"]["available"]:
         assert "3.14" in executors["interpreters"]["reason"]
     workloads = {w["name"] for w in conlab("list", "workloads", "--json").json()}
-    assert workloads == {"cpu", "hash", "sleep", "io", "tiny", "transfer"}
+    assert workloads == {"cpu", "hash", "sleep", "io", "tiny", "transfer", "http"}
     pythons = conlab("list", "pythons", "--json").json()
     assert any(p["current"] for p in pythons)
     env = conlab("env", "--json").json()

@@ -62,7 +62,7 @@ class LabPane(Vertical):
     #lab-top { height: auto; max-height: 60%; }
     #lab-choices { width: 1fr; height: auto; }
     #lab-params { width: 46; height: auto; }
-    #workloads, #executors { height: auto; max-height: 9; border: round $primary-darken-2; }
+    #workloads, #executors { height: auto; max-height: 10; border: round $primary-darken-2; }
     .param { height: 1; margin: 0 0 1 0; }
     .param Label { width: 12; }
     .param Input { width: 1fr; height: 1; border: none; padding: 0 1; }
