@@ -19,7 +19,7 @@ from pathlib import Path
 
 # Each round is a fresh process for the lab and for the script: per-process variation (address
 # layout, hash seed) is several per cent here, so many short rounds beat a few long ones.
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "10"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "12"))
 REPEATS = 3
 
 USER_MODULE = textwrap.dedent("""
@@ -131,7 +131,7 @@ class Bench:
     def record(self, name: str, value: float, budget: str, ok: bool) -> None:
         self.rows.append((name, value, budget, ok))
         mark = "ok" if ok else "MISSED"
-        print(f"  {name:<58} {value:>8.3f}   {budget:<14} {mark}", flush=True)
+        print(f"  {name:<78} {value:>8.3f}   {budget:<14} {mark}", flush=True)
 
     def ratio_against_hand(
         self,
@@ -144,24 +144,44 @@ class Bench:
         label: str,
         **extra: str,
     ) -> None:
-        lab, hand = [], []
+        lab, hand, paired = [], [], []
         for round_index in range(ROUNDS):
             # Alternate which goes first, so a drift within a round favours neither.
             pair = [
-                lambda: lab.extend(self.lab(kind, workers, tasks, size, REPEATS, **extra)),
-                lambda: hand.extend(self.hand(kind, workers, tasks, size, REPEATS)),
+                lambda: self.lab(kind, workers, tasks, size, REPEATS, **extra),
+                lambda: self.hand(kind, workers, tasks, size, REPEATS),
             ]
-            for measure in pair if round_index % 2 == 0 else reversed(pair):
-                measure()
-        ratio = statistics.median(lab) / statistics.median(hand)
+            if round_index % 2:
+                hand_walls, lab_walls = (measure() for measure in reversed(pair))
+            else:
+                lab_walls, hand_walls = (measure() for measure in pair)
+            lab += lab_walls
+            hand += hand_walls
+            # One ratio per round: the two sides of a round saw the same machine (the VM's
+            # speed drifts by several per cent over minutes), so their ratio is the steady figure.
+            paired.append(statistics.median(lab_walls) / statistics.median(hand_walls))
+        ratio = statistics.median(paired)
+        ci_low, ci_high = bootstrap_ci(paired)
         self.record(
-            f"{label}: lab / hand-written median "
-            f"({statistics.median(lab) * 1000:.1f} / {statistics.median(hand) * 1000:.1f}"
-            " ms)",
+            f"{label}: lab / hand-written "
+            f"({statistics.median(lab) * 1000:.1f} / {statistics.median(hand) * 1000:.1f} ms;"
+            f" 95% CI {ci_low:.3f}-{ci_high:.3f})",
             ratio,
             f"{low:.2f}-{high:.2f}",
             low <= ratio <= high,
         )
+
+
+def bootstrap_ci(values: list[float], resamples: int = 2000) -> tuple[float, float]:
+    """A 95% bootstrap interval for the median of ``values`` (seeded: the same data, the same
+    interval)."""
+    import random
+
+    rng = random.Random(1)
+    medians = sorted(
+        statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples)
+    )
+    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
 
 
 def bench_runner_import(bench: Bench) -> None:
@@ -247,7 +267,7 @@ def main(argv: list[str]) -> int:
         f"conlab benchmarks on {os.cpu_count()} cores, Python {sys.version.split()[0]}: "
         f"{', '.join(chosen)}"
     )
-    print(f"  {'benchmark':<58} {'value':>8}   {'budget':<14}")
+    print(f"  {'benchmark':<78} {'value':>8}   {'budget':<14}")
     with tempfile.TemporaryDirectory() as scratch:
         bench = Bench(Path(scratch))
         for group in chosen:
