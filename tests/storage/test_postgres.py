@@ -125,3 +125,29 @@ async def test_the_app_browses_a_postgres_database(conlab, pg_url):
         await wait_until(pilot, lambda: machines.row_count == 1)
         pythons = str(machines.get_row_at(0)[6])
         assert pythons.count(".") == 2  # the interpreter versions seen on that machine
+
+
+def test_killing_conlab_mid_run_leaves_an_interrupted_run_on_the_server(conlab, pg_url):
+    import signal
+    import time
+
+    process = conlab.start(
+        "run", "-w", "sleep", "-e", "threads", "--workers", "2", "--tasks", "4", "--size", "100",
+        "--repeats", "100", "--db", pg_url,
+    )  # fmt: skip
+    from sqlalchemy.exc import ProgrammingError
+
+    deadline = time.monotonic() + 60
+    while True:  # until some repeats are stored (the tables appear when conlab starts)
+        try:
+            if len(server_content(pg_url)["repeat"]) >= 3:  # past the warm-up
+                break
+        except ProgrammingError:
+            pass
+        assert time.monotonic() < deadline, "no repeat was stored"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    listed = runs(conlab, pg_url)
+    assert [r["status"] for r in listed] == ["interrupted"]
+    assert listed[0]["wall_s"], "the repeats stored before the kill are kept"
