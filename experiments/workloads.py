@@ -170,7 +170,7 @@ WORKLOADS = {
             "http",
             http_get,
             "GETs size bytes from a local HTTP server: real I/O waits",
-            4 * 2**20,
+            32 * 2**20,
             http_get_async,
             service="experiments.serve:running",
         ),  # fmt: skip
