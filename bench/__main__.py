@@ -250,9 +250,14 @@ def bench_core(bench: Bench) -> None:
 
 def groups() -> dict:
     """Benchmark groups by name: `python -m bench [GROUP ...]` runs some (default: all)."""
-    from bench import storage, tui
+    from bench import layout, storage, tui
 
-    return {"core": [bench_core], "storage": storage.BENCHMARKS, "tui": tui.BENCHMARKS}
+    return {
+        "core": [bench_core],
+        "storage": storage.BENCHMARKS,
+        "tui": tui.BENCHMARKS,
+        "layout": layout.BENCHMARKS,  # diagnostics for the processes ratio, no budget
+    }
 
 
 def main(argv: list[str]) -> int:
