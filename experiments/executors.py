@@ -414,6 +414,13 @@ class Dask(Executor):
     def unavailable_reason(self):
         return _missing("distributed", "dask")
 
+    def unsupported_option(self, job) -> Optional[str]:
+        if job.scheduler is not None and job.workload.service is not None:
+            return (f"workload {job.workload.name!r} talks to a server the runner starts on this "
+                    "machine, which an existing cluster's workers cannot reach; drop --scheduler "
+                    "to use a LocalCluster")  # fmt: skip
+        return super().unsupported_option(job)
+
     def run(self, job, items: list, on_sample: OnSample) -> None:
         import logging
 

@@ -252,6 +252,7 @@ BAD_INPUTS = [
     ["run", "-w", "cpu"],
     ["run", "-w", "cpu", "-e", "threads", "--frobnicate"],
     ["run", "-w", "cpu", "-e", "processes", "--scheduler", "tcp://127.0.0.1:8786"],
+    ["run", "-w", "http", "-e", "dask", "--scheduler", "tcp://127.0.0.1:8786"],
     ["runs", "--db", "/no/such/dir/results.db"],
     ["list", "everything"],
 ]
