@@ -7,7 +7,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import Column, Integer, MetaData, Table, event, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlmodel import SQLModel, create_engine
@@ -260,12 +260,20 @@ def _migrate_if_older(path: Path) -> None:
         )
 
 
+# A server database has no file header: its schema version lives in a one-row table of its own
+# (outside SQLModel.metadata, so SQLite files never get it).
+_server_meta = MetaData()
+_server_schema = Table("conlab_schema", _server_meta, Column("version", Integer, nullable=False))
+
+
 def _ensure_schema(engine: Engine) -> None:
     if engine.dialect.name == "sqlite":
         with engine.connect() as connection:
             version = connection.exec_driver_sql("PRAGMA user_version").scalar()
         if version == SCHEMA_VERSION:
             return
+    else:
+        _check_server_version(engine)
     SQLModel.metadata.create_all(engine)
     if engine.dialect.name == "sqlite":
         with engine.begin() as connection:
@@ -278,3 +286,17 @@ def _ensure_schema(engine: Engine) -> None:
             raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             raw.close()
+
+
+def _check_server_version(engine: Engine) -> None:
+    """Refuse a server database written by a newer conlab; mark a new one with our version."""
+    _server_meta.create_all(engine)
+    with engine.begin() as connection:
+        versions = connection.execute(select(_server_schema.c.version)).scalars().all()
+        if not versions:
+            connection.execute(_server_schema.insert(), {"version": SCHEMA_VERSION})
+        elif max(versions) > SCHEMA_VERSION:
+            raise DatabaseError(
+                f"{shown_url(str(engine.url))} has schema version {max(versions)}, newer than "
+                f"this conlab understands ({SCHEMA_VERSION}); upgrade concurrency-lab to use it"
+            )

@@ -151,3 +151,24 @@ def test_killing_conlab_mid_run_leaves_an_interrupted_run_on_the_server(conlab, 
     listed = runs(conlab, pg_url)
     assert [r["status"] for r in listed] == ["interrupted"]
     assert listed[0]["wall_s"], "the repeats stored before the kill are kept"
+
+
+def test_a_server_database_from_a_newer_conlab_is_refused_untouched(conlab, pg_url):
+    from sqlalchemy import create_engine, text
+
+    from storage.database import SCHEMA_VERSION
+    from tests.conftest import assert_one_line_error
+
+    record(conlab, pg_url, "x")
+    engine = create_engine(pg_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE conlab_schema SET version = :v"),
+                               {"v": SCHEMA_VERSION + 1})  # fmt: skip
+        before = server_content(pg_url)
+        result = conlab("runs", "--db", pg_url)
+        assert_one_line_error(result)
+        assert "newer than this conlab" in result.stderr and "upgrade" in result.stderr
+        assert server_content(pg_url) == before
+    finally:
+        engine.dispose()
