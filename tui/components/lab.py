@@ -38,6 +38,7 @@ PARAMETERS = [
     ("chunksize", "chunksize", "executor's default"),
     ("timeout", "timeout s", "none"),
     ("tag", "tag", "none"),
+    ("scheduler", "dask at", "a LocalCluster"),
 ]
 
 
@@ -59,7 +60,7 @@ class LabPane(Vertical):
 
     DEFAULT_CSS = """
     LabPane { padding: 0 1; }
-    #lab-top { height: auto; max-height: 60%; }
+    #lab-top { height: auto; max-height: 65%; }
     #lab-choices { width: 1fr; height: auto; }
     #lab-params { width: 46; height: auto; }
     #workloads, #executors { height: auto; max-height: 10; border: round $primary-darken-2; }
@@ -220,6 +221,7 @@ class LabPane(Vertical):
                     f"{values['timeout']!r}; pass e.g. --timeout 60"
                 ) from None
         params["tag"] = values["tag"] or None
+        params["scheduler"] = values["scheduler"] or None
         start_method = self.query_one("#start-method", Select).value
         params["start_method"] = start_method if isinstance(start_method, str) else None
         python = self.query_one("#python", Select).value
