@@ -488,6 +488,7 @@ class _NannyDeaths:
         self._handler = logging.Handler(logging.INFO)
         self._handler.emit = self._emit
         self._logger.addHandler(self._handler)
+        self._saved = (self._logger.level, self._logger.propagate)
         self._logger.setLevel(logging.INFO)
         self._logger.propagate = False  # read here, not printed
 
@@ -504,6 +505,8 @@ class _NannyDeaths:
 
     def close(self) -> None:
         self._logger.removeHandler(self._handler)
+        level, self._logger.propagate = self._saved  # the logger as the repeat found it
+        self._logger.setLevel(level)
 
 
 EXECUTORS: dict[str, Executor] = {
