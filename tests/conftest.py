@@ -192,17 +192,10 @@ def conlab(user_dir: Path, db_path: Path):
     marks = []
 
     def call(*args: str, timeout: float = 120, env: dict | None = None, check_db=True) -> Result:
-        mark = uuid.uuid4().hex
-        marks.append(mark)
-        full_env = dict(os.environ, CONLAB_DB=str(db_path), NO_COLOR="1", **{MARK_VAR: mark})
-        full_env["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(user_dir), full_env.get("PYTHONPATH")])
-        )
-        full_env.update(env or {})
         proc = subprocess.run(
             [sys.executable, "-m", "tui.cli", *args],
             cwd=user_dir,
-            env=full_env,
+            env={**_marked_env(user_dir, db_path, marks), **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -215,20 +208,39 @@ def conlab(user_dir: Path, db_path: Path):
         assert leftover_processes(mark) == [], "a process started by conlab outlived its run"
 
 
-def _start(user_dir: Path, db_path: Path, marks: list, *args: str) -> subprocess.Popen:
-    """Start `conlab ARGS...` without waiting (for signal tests)."""
+def _marked_env(user_dir: Path, db_path: Path, marks: list) -> dict:
+    """The environment of one `conlab` call: the test database, the user's modules importable,
+    and a fresh mark (remembered in ``marks``) that every process it starts inherits."""
     mark = uuid.uuid4().hex
     marks.append(mark)
     env = dict(os.environ, CONLAB_DB=str(db_path), NO_COLOR="1", **{MARK_VAR: mark})
-    env["PYTHONPATH"] = str(user_dir)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(user_dir), env.get("PYTHONPATH")]))
+    return env
+
+
+def _start(user_dir: Path, db_path: Path, marks: list, *args: str) -> subprocess.Popen:
+    """Start `conlab ARGS...` without waiting (for signal tests)."""
     return subprocess.Popen(
         [sys.executable, "-m", "tui.cli", *args],
         cwd=user_dir,
-        env=env,
+        env=_marked_env(user_dir, db_path, marks),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def run_args(workload: str, *executors: str, **options) -> list[str]:
+    """`conlab run` arguments with --json: ``run_args("tiny", "threads", tasks=2)`` is
+    ``run -w tiny -e threads --tasks 2 --json``; ``start_method=`` is ``--start-method``, and a
+    list repeats its option (``python=[a, b]``)."""
+    args = ["run", "-w", workload]
+    for executor in executors:
+        args += ["-e", executor]
+    for name, value in options.items():
+        for one in value if isinstance(value, list) else [value]:
+            args += ["--" + name.replace("_", "-"), str(one)]
+    return [*args, "--json"]
 
 
 def assert_one_line_error(result: Result) -> None:

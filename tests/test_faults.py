@@ -22,31 +22,13 @@ from tests.conftest import (
     PROCESS_EXECUTORS,
     assert_one_line_error,
     leftover_processes,
+    run_args,
 )
 
 
 def run_one(conlab, workload: str, executor: str, *extra: str) -> dict:
-    result = conlab(
-        "run",
-        "-w",
-        workload,
-        "-e",
-        executor,
-        "--workers",
-        "2",
-        "--tasks",
-        "4",
-        "--size",
-        "1",
-        "--repeats",
-        "1",
-        "--warmups",
-        "0",
-        "--json",
-        "--timeout",
-        "60",
-        *extra,
-    )
+    options = dict(workers=2, tasks=4, size=1, repeats=1, warmups=0, timeout=60)
+    result = conlab(*run_args(workload, executor, **options), *extra)
     assert result.returncode == 1, (result.returncode, result.stderr)
     assert "Traceback" not in result.stderr
     (run,) = result.json()
@@ -102,40 +84,16 @@ def test_a_module_that_starts_processes_at_import_still_runs_under_spawn(conlab)
     # phase" error cannot happen; the processes the module starts end with it (the fixture
     # checks that none is left).
     result = conlab(
-        "run",
-        "-w",
-        "unguarded:work",
-        "-e",
-        "processes",
-        "--start-method",
-        "spawn",
-        "--workers",
-        "2",
-        "--tasks",
-        "2",
-        "--repeats",
-        "1",
-        "--json",
+        *run_args(
+            "unguarded:work", "processes", start_method="spawn", workers=2, tasks=2, repeats=1
+        )
     )
     assert result.returncode == 0, result.stderr
     assert result.json()[0]["status"] == "ok"
 
 
 def test_warnings_from_a_run_are_kept_with_it(conlab, db_path):
-    result = conlab(
-        "run",
-        "-w",
-        "usermod:warns",
-        "-e",
-        "processes",
-        "--workers",
-        "1",
-        "--tasks",
-        "1",
-        "--repeats",
-        "1",
-        "--json",
-    )
+    result = conlab(*run_args("usermod:warns", "processes", workers=1, tasks=1, repeats=1))
     assert result.returncode == 0, result.stderr
     (run,) = result.json()
     assert "UserWarning: careful: this task warns" in stored_run(db_path, run["run_id"])["stderr"]
@@ -243,27 +201,8 @@ def test_a_full_disk_mid_run_loses_no_result(user_dir, tmp_path):
 def test_max_tasks_per_child_deadlock_ends_with_a_reason(conlab):
     """CPython gh-115634: a 1-worker ProcessPoolExecutor with max_tasks_per_child stops running
     tasks (and shutdown waits forever). The lab ends the run instead, naming the cause."""
-    result = conlab(
-        "run",
-        "-w",
-        "tiny",
-        "-e",
-        "processes",
-        "-e",
-        "pool",
-        "--workers",
-        "1",
-        "--tasks",
-        "5",
-        "--repeats",
-        "1",
-        "--start-method",
-        "spawn",
-        "--max-tasks-per-child",
-        "2",
-        "--json",
-        timeout=60,
-    )
+    options = dict(workers=1, tasks=5, repeats=1, start_method="spawn", max_tasks_per_child=2)
+    result = conlab(*run_args("tiny", "processes", "pool", **options), timeout=60)
     processes, pool = result.json()
     assert pool["status"] == "ok"  # multiprocessing.Pool replaces retired workers
     if processes["status"] == "failed":  # this CPython has the bug

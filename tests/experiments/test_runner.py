@@ -16,10 +16,17 @@ from experiments.spec import ExperimentSpec, SpecError
 HEAVY = {"pandas", "sqlalchemy", "sqlmodel", "textual", "rich", "typer", "numpy", "pydantic"}
 
 
-def run_spec(monkeypatch, user_dir: Path, **fields) -> launch.Launch:
+def in_user_dir(monkeypatch, user_dir: Path) -> None:
+    """Run from the test's user directory, with its modules (usermod...) importable."""
     monkeypatch.chdir(user_dir)
     monkeypatch.setenv("PYTHONPATH", str(user_dir))
-    current = launch.Launch(ExperimentSpec(**fields))
+
+
+def run_spec(monkeypatch, user_dir: Path, workload: str, executor: str, **fields) -> launch.Launch:
+    """Run one spec through a real runner; one measured repeat and no warm-up unless given."""
+    in_user_dir(monkeypatch, user_dir)
+    fields = {"repeats": 1, "warmups": 0, **fields}
+    current = launch.Launch(ExperimentSpec(workload=workload, executor=executor, **fields))
     current.events_seen = current.run()
     return current
 
@@ -30,14 +37,7 @@ def of_kind(events, kind):
 
 def test_events_follow_the_protocol(monkeypatch, user_dir):
     current = run_spec(
-        monkeypatch,
-        user_dir,
-        workload="tiny",
-        executor="threads",
-        workers=2,
-        tasks=5,
-        repeats=3,
-        warmups=2,
+        monkeypatch, user_dir, "tiny", "threads", workers=2, tasks=5, repeats=3, warmups=2
     )
     events = current.events_seen
     assert current.status == "ok" and current.error is None
@@ -58,13 +58,11 @@ def test_process_workers_are_other_processes_and_cpu_time_counts_them(monkeypatc
     current = run_spec(
         monkeypatch,
         user_dir,
-        workload="usermod:work",
-        executor="processes",
+        "usermod:work",
+        "processes",
         workers=2,
         tasks=4,
         size=300_000,
-        repeats=1,
-        warmups=0,
         start_method="spawn",
     )
     events = current.events_seen
@@ -83,12 +81,10 @@ def test_spawned_worker_imports_nothing_heavy(monkeypatch, user_dir, tmp_path):
     current = run_spec(
         monkeypatch,
         user_dir,
-        workload="usermod:report_modules",
-        executor="processes",
+        "usermod:report_modules",
+        "processes",
         workers=1,
         tasks=1,
-        repeats=1,
-        warmups=0,
         start_method="spawn",
     )
     assert current.status == "ok", current.error
@@ -100,47 +96,20 @@ def test_spawned_worker_imports_nothing_heavy(monkeypatch, user_dir, tmp_path):
 
 
 def test_sleep_overlaps_under_asyncio(monkeypatch, user_dir):
-    current = run_spec(
-        monkeypatch,
-        user_dir,
-        workload="sleep",
-        executor="asyncio",
-        workers=4,
-        tasks=8,
-        size=50,
-        repeats=1,
-        warmups=0,
-    )
+    current = run_spec(monkeypatch, user_dir, "sleep", "asyncio", workers=4, tasks=8, size=50)
     wall_ms = of_kind(current.events_seen, "repeat")[0]["wall_ns"] / 1e6
     assert 100 <= wall_ms < 300  # 8 naps of 50 ms, 4 at a time: two rounds, not eight
 
 
 def test_pool_uses_pool_map_chunksize(monkeypatch, user_dir):
-    current = run_spec(
-        monkeypatch,
-        user_dir,
-        workload="tiny",
-        executor="pool",
-        workers=2,
-        tasks=20,
-        repeats=1,
-        warmups=0,
-    )
+    current = run_spec(monkeypatch, user_dir, "tiny", "pool", workers=2, tasks=20)
     assert current.status == "ok", current.error
     assert current.events_seen[0]["resolved"]["chunksize"] == 3  # divmod(20, 2 * 4) -> 2 r 4
 
 
 def test_a_task_that_raises_is_a_failure_with_its_traceback(monkeypatch, user_dir):
     current = run_spec(
-        monkeypatch,
-        user_dir,
-        workload="usermod:boom",
-        executor="processes",
-        workers=2,
-        tasks=4,
-        size=7,
-        repeats=1,
-        warmups=0,
+        monkeypatch, user_dir, "usermod:boom", "processes", workers=2, tasks=4, size=7
     )
     assert current.status == "failed"
     assert current.error == "a task raised ValueError: boom at size 7"
@@ -149,15 +118,7 @@ def test_a_task_that_raises_is_a_failure_with_its_traceback(monkeypatch, user_di
 
 def test_timeout_kills_the_runner_and_its_workers(monkeypatch, user_dir):
     current = run_spec(
-        monkeypatch,
-        user_dir,
-        workload="usermod:hang",
-        executor="processes",
-        workers=2,
-        tasks=2,
-        repeats=1,
-        warmups=0,
-        timeout_s=1.5,
+        monkeypatch, user_dir, "usermod:hang", "processes", workers=2, tasks=2, timeout_s=1.5
     )
     assert current.status == "failed"
     assert "timed out after 1.5 s" in current.error
@@ -166,35 +127,16 @@ def test_timeout_kills_the_runner_and_its_workers(monkeypatch, user_dir):
 @pytest.mark.parametrize("executor", ["processes", "pool"])
 def test_a_worker_killed_by_a_signal_fails_the_run(monkeypatch, user_dir, executor):
     current = run_spec(
-        monkeypatch,
-        user_dir,
-        workload="usermod:die",
-        executor=executor,
-        workers=2,
-        tasks=4,
-        size=1,
-        repeats=1,
-        warmups=0,
-        timeout_s=60,
+        monkeypatch, user_dir, "usermod:die", executor, workers=2, tasks=4, size=1, timeout_s=60
     )
     assert current.status == "failed"
     assert "killed by SIGKILL" in current.error or "terminated abruptly" in current.error
 
 
 def test_the_runner_killed_is_reported(monkeypatch, user_dir):
-    monkeypatch.chdir(user_dir)
-    monkeypatch.setenv("PYTHONPATH", str(user_dir))
-    current = launch.Launch(
-        ExperimentSpec(
-            workload="sleep",
-            executor="threads",
-            workers=1,
-            tasks=200,
-            size=20,
-            repeats=1,
-            warmups=0,
-        )
-    )
+    in_user_dir(monkeypatch, user_dir)
+    spec = ExperimentSpec("sleep", "threads", workers=1, tasks=200, size=20, repeats=1, warmups=0)
+    current = launch.Launch(spec)
     for event in current.events():
         if event["event"] == "env":
             os.kill(event["runner_pid"], 9)
@@ -203,8 +145,7 @@ def test_the_runner_killed_is_reported(monkeypatch, user_dir):
 
 
 def test_check_refuses_what_cannot_be_pickled(monkeypatch, user_dir):
-    monkeypatch.chdir(user_dir)
-    monkeypatch.setenv("PYTHONPATH", str(user_dir))
+    in_user_dir(monkeypatch, user_dir)
     for name in ("lam", "nested"):
         spec = ExperimentSpec(workload=f"usermod:{name}", executor="processes", workers=2)
         with pytest.raises(SpecError, match="module's top level"):
@@ -242,13 +183,11 @@ def test_runs_under_every_cpython_from_3_9(monkeypatch, user_dir, minor):
     current = run_spec(
         monkeypatch,
         user_dir,
-        workload="usermod:work",
-        executor="processes",
+        "usermod:work",
+        "processes",
         workers=2,
         tasks=2,
         size=10,
-        repeats=1,
-        warmups=0,
         python=found[0]["path"],
         start_method="spawn",
     )

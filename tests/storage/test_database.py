@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from storage.database import APPLICATION_ID, SCHEMA_VERSION, open_engine
-from tests.conftest import assert_one_line_error
+from tests.conftest import assert_one_line_error, run_args
 
 DATA = Path(__file__).parent / "data"
 
@@ -164,21 +164,8 @@ def wait_for_status(db: Path, status: str, timeout_s: float = 30) -> None:
 
 
 def test_killing_conlab_mid_run_leaves_an_interrupted_run_and_a_sound_file(conlab, db_path):
-    process = conlab.start(
-        "run",
-        "-w",
-        "sleep",
-        "-e",
-        "processes",
-        "--workers",
-        "2",
-        "--tasks",
-        "4",
-        "--size",
-        "200",
-        "--repeats",
-        "50",
-    )
+    options = dict(workers=2, tasks=4, size=200, repeats=50)
+    process = conlab.start(*run_args("sleep", "processes", **options))
     wait_for_status(db_path, "running")
     time.sleep(1.0)  # some repeats stored
     process.send_signal(signal.SIGKILL)
@@ -192,22 +179,9 @@ def test_killing_conlab_mid_run_leaves_an_interrupted_run_and_a_sound_file(conla
 
 
 def test_two_writers_at_once_both_succeed(conlab, db_path):
-    args = (
-        "run",
-        "-w",
-        "tiny",
-        "-e",
-        "threads",
-        "--workers",
-        "1,2",
-        "--tasks",
-        "200",
-        "--repeats",
-        "20",
-        "--warmups",
-        "0",
-    )
-    first, second = conlab.start(*args, "--tag", "a"), conlab.start(*args, "--tag", "b")
+    args = dict(workers="1,2", tasks=200, repeats=20, warmups=0)
+    first = conlab.start(*run_args("tiny", "threads", **args, tag="a"))
+    second = conlab.start(*run_args("tiny", "threads", **args, tag="b"))
     for process in (first, second):
         _, stderr = process.communicate(timeout=120)
         assert process.returncode == 0, stderr

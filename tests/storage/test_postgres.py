@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from tests.conftest import assert_one_line_error, run_args
 from tests.storage.test_sharing import CONTENT_QUERIES, content, record
 
 
@@ -31,10 +32,18 @@ def runs(conlab, db: str) -> list[dict]:
 
 def test_run_runs_and_report_work_on_postgres(conlab, pg_url):
     result = conlab(
-        "run", "-w", "usermod:work", "-e", "sequential", "-e", "processes", "--workers", "2",
-        "--tasks", "4", "--size", "1000", "--repeats", "3", "--tag", "team", "--db", pg_url,
-        "--json",
-    )  # fmt: skip
+        *run_args(
+            "usermod:work",
+            "sequential",
+            "processes",
+            workers=2,
+            tasks=4,
+            size=1000,
+            repeats=3,
+            tag="team",
+            db=pg_url,
+        )
+    )
     assert result.returncode == 0, result.stderr
     recorded = result.json()
     listed = {r["run_id"]: r for r in runs(conlab, pg_url)}
@@ -98,8 +107,6 @@ def test_info_and_check_on_postgres(conlab, pg_url):
 
 
 def test_an_unreachable_server_is_one_line_and_exit_2(conlab, postgres_server):
-    from tests.conftest import assert_one_line_error
-
     url = postgres_server.rsplit(":", 1)[0] + ":1/nowhere"  # nothing listens on port 1
     result = conlab("runs", "--db", url)
     assert_one_line_error(result)
@@ -131,10 +138,8 @@ def test_killing_conlab_mid_run_leaves_an_interrupted_run_on_the_server(conlab, 
     import signal
     import time
 
-    process = conlab.start(
-        "run", "-w", "sleep", "-e", "threads", "--workers", "2", "--tasks", "4", "--size", "100",
-        "--repeats", "100", "--db", pg_url,
-    )  # fmt: skip
+    options = dict(workers=2, tasks=4, size=100, repeats=100, db=pg_url)
+    process = conlab.start(*run_args("sleep", "threads", **options))
     from sqlalchemy.exc import ProgrammingError
 
     deadline = time.monotonic() + 60
@@ -157,7 +162,6 @@ def test_a_server_database_from_a_newer_conlab_is_refused_untouched(conlab, pg_u
     from sqlalchemy import create_engine, text
 
     from storage.database import SCHEMA_VERSION
-    from tests.conftest import assert_one_line_error
 
     record(conlab, pg_url, "x")
     engine = create_engine(pg_url)

@@ -18,7 +18,7 @@ from storage.reports import (
     summarize,
     verdicts,
 )
-from tests.conftest import assert_one_line_error
+from tests.conftest import assert_one_line_error, run_args
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:
@@ -161,25 +161,15 @@ def test_bad_selections_are_refused(bad):
 
 
 def test_report_over_real_runs(conlab, tmp_path):
-    args = (
-        "run",
-        "-w",
-        "sleep",
-        "-e",
-        "sequential",
-        "-e",
-        "threads",
-        "--workers",
-        "4",
-        "--tasks",
-        "8",
-        "--repeats",
-        "5",
-        "--warmups",
-        "1",
+    args = dict(workers=4, tasks=8, repeats=5, warmups=1)
+    assert (
+        conlab(*run_args("sleep", "sequential", "threads", **args, size=50, tag="fast")).returncode
+        == 0
     )
-    assert conlab(*args, "--size", "50", "--tag", "fast").returncode == 0
-    assert conlab(*args, "--size", "100", "--tag", "slow").returncode == 0
+    assert (
+        conlab(*run_args("sleep", "sequential", "threads", **args, size=100, tag="slow")).returncode
+        == 0
+    )
 
     report = conlab("report", "--format", "json", "--select", "tag:fast")
     assert report.returncode == 0, report.stderr

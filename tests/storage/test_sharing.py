@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MARK_VAR, assert_one_line_error
+from tests.conftest import MARK_VAR, assert_one_line_error, run_args
 
 # What a merge or an export must carry over, row for row (plain SQL: SQLite and servers alike).
 CONTENT_QUERIES = {
@@ -36,25 +36,8 @@ def content(path: Path) -> dict[str, list]:
 
 
 def record(conlab, db: Path, tag: str) -> None:
-    result = conlab(
-        "run",
-        "-w",
-        "tiny",
-        "-e",
-        "sequential",
-        "-e",
-        "threads",
-        "--workers",
-        "2",
-        "--tasks",
-        "3",
-        "--repeats",
-        "2",
-        "--tag",
-        tag,
-        "--db",
-        str(db),
-    )
+    options = dict(workers=2, tasks=3, repeats=2, tag=tag, db=db)
+    result = conlab(*run_args("tiny", "sequential", "threads", **options))
     assert result.returncode == 0, result.stderr
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from experiments.executors import EXECUTORS
 from storage.database import SCHEMA_VERSION
-from tests.conftest import PROCESS_EXECUTORS, assert_one_line_error
+from tests.conftest import PROCESS_EXECUTORS, assert_one_line_error, run_args
 
 RUN_KEYS = {
     "run_id",
@@ -40,28 +40,8 @@ def stored(db_path, query, *args):
 
 
 def test_user_function_on_three_executors_is_stored_with_its_environment(conlab, db_path):
-    result = conlab(
-        "run",
-        "-w",
-        "usermod:work",
-        "-e",
-        "sequential",
-        "-e",
-        "threads",
-        "-e",
-        "processes",
-        "--start-method",
-        "spawn",
-        "--workers",
-        "2",
-        "--tasks",
-        "8",
-        "--size",
-        "20000",
-        "--repeats",
-        "5",
-        "--json",
-    )
+    options = dict(start_method="spawn", workers=2, tasks=8, size=20000, repeats=5)
+    result = conlab(*run_args("usermod:work", "sequential", "threads", "processes", **options))
     assert result.returncode == 0, result.stderr
     runs = result.json()
     assert [r["executor"] for r in runs] == ["sequential", "threads", "processes"]
@@ -91,9 +71,8 @@ def test_user_function_on_three_executors_is_stored_with_its_environment(conlab,
 @pytest.mark.parametrize("executor", PROCESS_EXECUTORS)
 def test_each_process_executor_runs_every_task_in_its_own_workers(conlab, db_path, executor):
     result = conlab(
-        "run", "-w", "usermod:work", "-e", executor, "--workers", "2", "--tasks", "6",
-        "--size", "1000", "--repeats", "2", "--warmups", "1", "--json",
-    )  # fmt: skip
+        *run_args("usermod:work", executor, workers=2, tasks=6, size=1000, repeats=2, warmups=1)
+    )
     assert result.returncode == 0, result.stderr
     (run,) = result.json()
     assert run["status"] == "ok" and run["executor"] == executor and len(run["wall_s"]) == 2
@@ -130,11 +109,8 @@ def test_dask_runs_on_an_existing_cluster_given_by_scheduler(
         n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None
     ) as cluster:
         cluster_pids = {nanny.pid for nanny in cluster.workers.values()}
-        result = conlab(
-            "run", "-w", "usermod:work", "-e", "dask", "-e", "threads", "--scheduler",
-            cluster.scheduler_address, "--workers", "2", "--tasks", "4", "--repeats", "1",
-            "--json",
-        )  # fmt: skip
+        options = dict(scheduler=cluster.scheduler_address, workers=2, tasks=4, repeats=1)
+        result = conlab(*run_args("usermod:work", "dask", "threads", **options))
         assert result.returncode == 0, result.stderr
         assert [(r["executor"], r["status"]) for r in result.json()] == [
             ("dask", "ok"),
@@ -149,11 +125,8 @@ def test_dask_runs_on_an_existing_cluster_given_by_scheduler(
 
 def test_http_gets_real_bytes_on_every_kind_of_executor(conlab, db_path):
     # the runner starts the local server for the run and stops it after (no process is left)
-    result = conlab(
-        "run", "-w", "http", "-e", "sequential", "-e", "threads", "-e", "asyncio", "-e",
-        "processes", "--workers", "2", "--tasks", "6", "--size", "300000", "--repeats", "2",
-        "--json",
-    )  # fmt: skip
+    options = dict(workers=2, tasks=6, size=300000, repeats=2)
+    result = conlab(*run_args("http", "sequential", "threads", "asyncio", "processes", **options))
     assert result.returncode == 0, result.stderr
     runs = result.json()
     assert [(r["executor"], r["status"]) for r in runs] == [
@@ -178,11 +151,9 @@ def test_one_sweep_under_two_interpreters_is_compared_by_python(conlab):
     if len(pythons) < 2:
         pytest.skip("needs two CPython minor versions on this machine; one was found")
     a, b = (".".join(map(str, p["version_info"][:2])) for p in pythons)
-    result = conlab(
-        "run", "-w", "usermod:work", "-e", "sequential", "-e", "threads", "--workers", "2",
-        "--tasks", "4", "--size", "20000", "--repeats", "3", "--python", pythons[0]["path"],
-        "--python", pythons[1]["path"], "--json",
-    )  # fmt: skip
+    interpreters = [found["path"] for found in pythons]
+    options = dict(workers=2, tasks=4, size=20000, repeats=3, python=interpreters)
+    result = conlab(*run_args("usermod:work", "sequential", "threads", **options))
     assert result.returncode == 0, result.stderr
     runs = result.json()
     assert len(runs) == 4 and len({r["sweep_id"] for r in runs}) == 1
@@ -198,20 +169,7 @@ def test_one_sweep_under_two_interpreters_is_compared_by_python(conlab):
 
 
 def test_json_output_is_only_json_and_default_workers_follow_the_cores(conlab):
-    result = conlab(
-        "run",
-        "-w",
-        "tiny",
-        "-e",
-        "threads",
-        "--tasks",
-        "2",
-        "--repeats",
-        "1",
-        "--warmups",
-        "0",
-        "--json",
-    )
+    result = conlab(*run_args("tiny", "threads", tasks=2, repeats=1, warmups=0))
     assert result.returncode == 0, result.stderr
     import os
 
@@ -276,44 +234,15 @@ def test_unpicklable_function_message_names_the_fix(conlab):
 def test_a_path_to_a_file_works_as_a_workload(conlab, user_dir):
     (user_dir / "sub").mkdir()
     (user_dir / "sub" / "jobs.py").write_text("def square(n):\n    return n * n\n")
-    result = conlab(
-        "run",
-        "-w",
-        "sub/jobs.py:square",
-        "-e",
-        "processes",
-        "--start-method",
-        "spawn",
-        "--workers",
-        "2",
-        "--tasks",
-        "4",
-        "--repeats",
-        "1",
-        "--json",
-    )
+    options = dict(start_method="spawn", workers=2, tasks=4, repeats=1)
+    result = conlab(*run_args("sub/jobs.py:square", "processes", **options))
     assert result.returncode == 0, result.stderr
     assert result.json()[0]["status"] == "ok"
 
 
 @pytest.mark.parametrize("executor", ["threads", *PROCESS_EXECUTORS])
 def test_a_task_that_raises_is_stored_as_failed(conlab, db_path, executor):
-    result = conlab(
-        "run",
-        "-w",
-        "usermod:boom",
-        "-e",
-        executor,
-        "--workers",
-        "2",
-        "--tasks",
-        "4",
-        "--size",
-        "3",
-        "--repeats",
-        "1",
-        "--json",
-    )
+    result = conlab(*run_args("usermod:boom", executor, workers=2, tasks=4, size=3, repeats=1))
     assert result.returncode == 1
     (run,) = result.json()
     assert run["status"] == "failed"
@@ -325,22 +254,7 @@ def test_a_task_that_raises_is_stored_as_failed(conlab, db_path, executor):
 @pytest.mark.parametrize("executor", PROCESS_EXECUTORS)
 def test_a_worker_killed_by_a_signal_is_stored_as_failed(conlab, executor):
     result = conlab(
-        "run",
-        "-w",
-        "usermod:die",
-        "-e",
-        executor,
-        "--workers",
-        "2",
-        "--tasks",
-        "4",
-        "--size",
-        "1",
-        "--repeats",
-        "1",
-        "--json",
-        "--timeout",
-        "60",
+        *run_args("usermod:die", executor, workers=2, tasks=4, size=1, repeats=1, timeout=60)
     )
     assert result.returncode == 1
     (run,) = result.json()
@@ -350,22 +264,7 @@ def test_a_worker_killed_by_a_signal_is_stored_as_failed(conlab, executor):
 
 @pytest.mark.parametrize("executor", PROCESS_EXECUTORS)
 def test_an_expired_timeout_is_stored_as_failed(conlab, executor):
-    result = conlab(
-        "run",
-        "-w",
-        "usermod:hang",
-        "-e",
-        executor,
-        "--workers",
-        "2",
-        "--tasks",
-        "2",
-        "--repeats",
-        "1",
-        "--timeout",
-        "1",
-        "--json",
-    )
+    result = conlab(*run_args("usermod:hang", executor, workers=2, tasks=2, repeats=1, timeout=1))
     assert result.returncode == 1
     (run,) = result.json()
     assert run["status"] == "failed" and "timed out after 1 s" in run["error"]
