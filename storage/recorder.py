@@ -19,6 +19,24 @@ from sqlmodel import Session
 from experiments.spec import ExperimentSpec
 from storage.models import Interpreter, Machine, Repeat, Run, Sweep, TaskSample, utc_now
 
+# Where the runner's environment fields go: column of Machine / Interpreter <- environment key.
+MACHINE_COLUMNS = {
+    name: name
+    for name in ("hostname", "os_name", "os_release", "architecture", "cpu_model",
+                 "logical_cores", "physical_cores", "usable_cores", "memory_total_bytes")
+}  # fmt: skip
+INTERPRETER_COLUMNS = {
+    "implementation": "python_implementation",
+    "version": "python_version",
+    "executable": "python_executable",
+    "compiler": "python_compiler",
+    "gil_disabled": "py_gil_disabled",
+}
+
+
+def _columns(env: dict, columns: dict) -> dict:
+    return {column: env.get(key) for column, key in columns.items()}
+
 
 class RunRecorder:
     """Feeds a runner's events into the database for one run."""
@@ -157,33 +175,11 @@ class RunRecorder:
         fingerprint, key = env.get("machine_fingerprint"), env.get("interpreter_key")
         with Session(self.engine) as session:
             if fingerprint and session.get(Machine, fingerprint) is None:
-                session.add(
-                    Machine(
-                        fingerprint=fingerprint,
-                        hostname=env.get("hostname"),
-                        os_name=env.get("os_name"),
-                        os_release=env.get("os_release"),
-                        architecture=env.get("architecture"),
-                        cpu_model=env.get("cpu_model"),
-                        logical_cores=env.get("logical_cores"),
-                        physical_cores=env.get("physical_cores"),
-                        usable_cores=env.get("usable_cores"),
-                        memory_total_bytes=env.get("memory_total_bytes"),
-                    )
-                )
+                session.add(Machine(fingerprint=fingerprint, **_columns(env, MACHINE_COLUMNS)))
                 session.flush()
             if key and session.get(Interpreter, key) is None:
-                session.add(
-                    Interpreter(
-                        key=key,
-                        machine_fingerprint=fingerprint,
-                        implementation=env.get("python_implementation"),
-                        version=env.get("python_version"),
-                        executable=env.get("python_executable"),
-                        compiler=env.get("python_compiler"),
-                        gil_disabled=env.get("py_gil_disabled"),
-                    )
-                )
+                columns = _columns(env, INTERPRETER_COLUMNS)
+                session.add(Interpreter(key=key, machine_fingerprint=fingerprint, **columns))
                 session.flush()
             run = session.get(Run, self.run_id)
             run.machine_fingerprint = fingerprint
