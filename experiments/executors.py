@@ -298,11 +298,36 @@ class Pool(Executor):
                 for sample in samples:
                     on_sample(sample)
         except BaseException:
-            pool.terminate()
-            pool.join()
+            self._terminate(pool)
             raise
         pool.close()
         pool.join()
+
+    # How long Pool.terminate() may take before the pool is left behind (normally a few ms).
+    terminate_within_s = 2.0
+
+    def _terminate(self, pool) -> None:
+        """``pool.terminate(); pool.join()``, but never hang. terminate() stops the workers,
+        then joins the pool's task handler, which waits forever to put its end marker on the
+        result queue when a worker ended while holding that queue's lock -- a worker stopped in
+        the middle of sending a result, as terminate() itself can do (seen here once in ~30
+        runs where a task raised). Past ``terminate_within_s`` the workers are killed and the
+        pool's threads (daemons) are left to end with the runner."""
+        import threading
+
+        def stop() -> None:
+            pool.terminate()
+            pool.join()
+
+        stopper = threading.Thread(target=stop, name="conlab-pool-terminate", daemon=True)
+        stopper.start()
+        stopper.join(self.terminate_within_s)
+        if stopper.is_alive():
+            for process in list(getattr(pool, "_pool", [])):
+                try:
+                    process.kill()
+                except OSError:
+                    pass
 
     @staticmethod
     def _raise_if_a_worker_died(pool, workers_seen: list) -> None:

@@ -62,6 +62,17 @@ USER_MODULE = textwrap.dedent('''
         time.sleep(3600)
 
 
+    def dies_holding_result_lock(size):
+        # Fault injection: end this pool worker while it holds the locks of the queues it
+        # shares with the parent, as a worker stopped in the middle of sending a result does.
+        import gc
+        from multiprocessing.queues import SimpleQueue
+
+        for queue in [o for o in gc.get_objects() if isinstance(o, SimpleQueue)]:
+            if queue._wlock is not None:
+                queue._wlock.acquire(timeout=1)
+        os._exit(3)
+
     def exit3(size):
         if size:
             os._exit(3)

@@ -68,6 +68,13 @@ def test_sys_exit_and_keyboard_interrupt_in_a_task_are_failures(conlab, executor
     )
 
 
+def test_a_pool_worker_that_dies_holding_a_queue_lock_ends_the_run(conlab):
+    # Pool.terminate() would wait forever here (its task handler cannot put its end marker on
+    # the result queue): the lab stops such a pool without waiting on it.
+    run = run_one(conlab, "usermod:dies_holding_result_lock", "pool")
+    assert run["error"].startswith("a worker died") and "exited with code 3" in run["error"]
+
+
 def test_keyboard_interrupt_in_a_pool_worker_is_a_dead_worker(conlab):
     run = run_one(conlab, "usermod:raises_keyboard_interrupt", "pool")
     assert run["error"].startswith("a worker died")
