@@ -251,7 +251,7 @@ def bench_cpu_speedup(bench: Bench) -> None:
     budget is missed, the second tells whether the machine itself had two cores to give."""
     from experiments.spec import ExperimentSpec
 
-    size, tasks = 400_000, 32  # ~0.5 s sequential: the pool's start-up is a small part of it
+    size, tasks = 400_000, 64  # ~1 s sequential: the pool's start-up is a small part of it
     lab, hand = [], []
     for _ in range(ROUNDS // 2):
         sequential, processes = (

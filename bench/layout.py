@@ -1,17 +1,18 @@
-"""Why `processes` measures a few per cent under the hand-written `ex.map(f, xs)`: diagnostics,
-not budgets (`make bench GROUPS=layout`).
+"""Why a Python-level loop on `processes` measures a few per cent under the hand-written
+`ex.map(f, xs)`: diagnostics, not budgets (`make bench GROUPS=layout`).
 
 1. The same pure-Python loop, called at call depths 0..11 in one process: on CPython 3.11 its
-   speed can move with the depth alone (where its frame lands in the interpreter's frame
-   stack), differently in each process: spreads of 2% to 9% were seen here.
+   speed can move with the depth alone, differently in each process: spreads of 2% to 10.5%
+   were seen here. (Not the frame's alignment: padding the calling frame in 8-byte steps moved
+   nothing. A C loop, `sum(range(n))`, moves as much with the program around it -- see the core
+   group's `c_loop` row -- so where the loop's objects land in memory is the likelier cause.)
 2. One spawn pool per call path, interleaved in one process: `map(spin)` as the hand-written
    script calls it, `submit(spin)`, and the lab's path (the function installed by the pool's
    initializer, each task wrapped by `timed_installed` to take its sample). `map(spin)` was the
-   slowest in most rounds here, `submit(spin)` -- no lab code at all -- as fast as the lab's
-   path (medians 0.96-0.99 of map's): the gap the core budget sees is in how CPython runs the
-   same loop under different call paths, not in the lab's overhead. Its sign is CPython's: the
-   lab's path against map(spin) measured 0.95-0.97 on 3.11.7, 0.99 on 3.12.1 and 1.01-1.03 on
-   3.13.0 on this machine (the same probe under each interpreter).
+   slowest in most rounds here, `submit(spin)` -- no lab code at all -- often as fast as the
+   lab's path: the gap is in how CPython runs the same loop under different call paths, not in
+   the lab's overhead. Its sign is CPython's: the lab's path against map(spin) measured
+   0.95-0.97 on 3.11.7, 0.99 on 3.12.1 and 1.01-1.03 on 3.13.0 on this machine.
 """
 
 from __future__ import annotations
