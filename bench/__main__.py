@@ -110,7 +110,8 @@ def in_turns(first: Iterator[float], second: Iterator[float], warmups: int = 1) 
     for wall in first:
         a.append(wall)
         b.append(next(second))
-    for _ in second:  # let it end: it has as many steps as the first
+    # Drive the second to its end (the runner's `done`, the script's exit): no step may be left.
+    for _ in second:
         raise RuntimeError("the two sides of a benchmark ran different numbers of repeats")
     # In time order a0 b0 a1 b1 ...: b[k] sits between a[k] and a[k+1], a[k] between b[k-1], b[k].
     ratios = [(a[k] * a[k + 1]) ** 0.5 / b[k] for k in range(warmups, len(a) - 1)]
