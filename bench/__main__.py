@@ -124,13 +124,12 @@ class Bench:
         self.workdir = workdir
         (workdir / "benchmod.py").write_text(USER_MODULE)
         (workdir / "handwritten.py").write_text(HAND_WRITTEN)
-        # The lab's runner inherits this environment, the hand-written script gets the same
-        # (with the lab importable: it calls the lab's own `cpu` workload by hand).
+        # The lab's runner and the hand-written script both inherit this environment (the lab
+        # importable too: the script calls the lab's own `cpu` workload by hand).
         lab_root = str(Path(__file__).resolve().parent.parent)
         os.environ["PYTHONPATH"] = os.pathsep.join(
             filter(None, [str(workdir), lab_root, os.environ.get("PYTHONPATH")])
         )
-        self.env = dict(os.environ, NO_COLOR="1", CONLAB_DB=str(workdir / "bench.db"))
         self.rows: list[tuple[str, float, str, bool]] = []
 
     def hand_repeats(
@@ -147,7 +146,7 @@ class Bench:
         ``function`` is a name in benchmod or MODULE:NAME; ``start_method`` "" is the default."""
         args = [function, kind, str(workers), str(tasks), str(size), start_method]
         process = subprocess.Popen(
-            [sys.executable, "handwritten.py", *args], cwd=self.workdir, env=self.env,
+            [sys.executable, "handwritten.py", *args], cwd=self.workdir,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
