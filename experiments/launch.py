@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Optional
 
 from experiments.spec import ExperimentSpec, SpecError
@@ -41,8 +43,31 @@ def runner_command(python: Optional[str], *args: str) -> list[str]:
     return [python or sys.executable, "-m", "experiments.runner", *args]
 
 
-def runner_env() -> dict[str, str]:
+@dataclass(frozen=True)
+class Layout:
+    """What gives one runner process a memory layout of its own: the seed of its str and bytes
+    hashes (dict and set order) and the size of its environment, which moves where its stack
+    starts (Mytkowicz et al., ASPLOS 2009). Recorded with each process, so a run can be replayed.
+    """
+
+    hash_seed: int
+    padding: int  # bytes of environment padding
+
+    @classmethod
+    def random(cls, rng: random.Random) -> Layout:
+        return cls(rng.randrange(2**32), rng.randrange(4096))
+
+    def env(self) -> dict[str, str]:
+        return {"PYTHONHASHSEED": str(self.hash_seed), "CONLAB_LAYOUT_PADDING": "x" * self.padding}
+
+    def as_dict(self) -> dict[str, int]:
+        return {"hash_seed": self.hash_seed, "padding": self.padding}
+
+
+def runner_env(layout: Optional[Layout] = None) -> dict[str, str]:
     env = dict(os.environ)
+    if layout is not None:
+        env.update(layout.env())
     paths = [runner_pythonpath()] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -113,6 +138,19 @@ def check(
     return resolved
 
 
+def calibrate(
+    workload: str, python: Optional[str] = None, fallback_size: int = 1, timeout_s: float = 120.0
+) -> dict:
+    """``--size auto`` for ``workload`` under ``python``: see experiments.calibrate."""
+    payload = json.dumps({"workload": workload, "fallback_size": fallback_size})
+    for event in _run_quick(python, ["--calibrate"], payload, timeout_s):
+        if event.get("event") == "error":
+            raise SpecError(f"{event.get('message')}; pass --size N instead of auto")
+        if event.get("event") == "calibrated":
+            return event
+    raise SpecError(f"finding a size for {workload} gave no answer; pass --size N")
+
+
 def environment(python: Optional[str] = None, timeout_s: float = 60.0) -> dict:
     """What ``python`` (this interpreter by default) and its machine are."""
     for event in _run_quick(python, ["--env"], "", timeout_s):
@@ -141,9 +179,11 @@ class Launch:
         python: Optional[str] = None,
         timeout_s: Optional[float] = None,
         progress: bool = False,
+        layout: Optional[Layout] = None,
     ):
         self.spec = spec
         self.progress = progress
+        self.layout = layout  # None: the runner inherits this process's environment as it is
         self.python = python or spec.python
         self.timeout_s = timeout_s if timeout_s is not None else spec.timeout_s
         self.status: Optional[str] = None
@@ -194,7 +234,7 @@ class Launch:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=stderr_file,
-                env=runner_env(),
+                env=runner_env(self.layout),
                 start_new_session=True,
                 bufsize=1,
                 text=True,

@@ -18,6 +18,8 @@ def main(argv=None) -> int:
         return 0
     if "--check" in args:
         return _check(sys.stdin.read(), out)
+    if "--calibrate" in args:
+        return _calibrate(sys.stdin.read(), out)
     line = sys.stdin.readline()
     parent = [int(a.split("=", 1)[1]) for a in args if a.startswith("--parent-pid=")]
     acks = (
@@ -66,6 +68,30 @@ def _check(text: str, out: _EventWriter) -> int:
             )
             status = 2
     return status
+
+
+def _calibrate(text: str, out: _EventWriter) -> int:
+    """``--size auto``: find the workload's size in this interpreter (experiments.calibrate)."""
+    import json
+
+    from experiments.calibrate import calibrate
+    from experiments.workloads import WorkloadError, resolve
+
+    try:
+        request = json.loads(text)
+        workload = resolve(request["workload"])
+    except (ValueError, KeyError, TypeError, WorkloadError) as exc:
+        out.emit("error", kind="invalid", message=str(exc), detail=None)
+        return 2
+    try:
+        found = calibrate(workload.func, request.get("fallback_size") or 1)
+    except BaseException as exc:  # the user's function failed: say how, as a run would
+        text_ = (str(exc).strip().splitlines() or [""])[0]
+        message = f"calling {workload.name} to find its size raised {type(exc).__name__}"
+        out.emit("error", kind="invalid", message=f"{message}: {text_}" if text_ else message)
+        return 2
+    out.emit("calibrated", **found)
+    return 0
 
 
 def _run(line: str, out: _EventWriter, acks, progress: bool) -> int:

@@ -243,8 +243,10 @@ def _start(user_dir: Path, db_path: Path, marks: list, *args: str) -> subprocess
 
 def run_args(workload: str, *executors: str, **options) -> list[str]:
     """`conlab run` arguments with --json: ``run_args("tiny", "threads", tasks=2)`` is
-    ``run -w tiny -e threads --tasks 2 --json``; ``start_method=`` is ``--start-method``, and a
-    list repeats its option (``python=[a, b]``)."""
+    ``run -w tiny -e threads --tasks 2 --processes 1 --json``; ``start_method=`` is
+    ``--start-method``, and a list repeats its option (``python=[a, b]``). One runner process
+    per run unless ``processes=`` says otherwise: the tests check behaviour, not figures."""
+    options.setdefault("processes", 1)
     args = ["run", "-w", workload]
     for executor in executors:
         args += ["-e", executor]
