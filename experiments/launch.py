@@ -6,6 +6,7 @@ it ends — is one ``killpg`` that takes its workers with it: no child survives 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -29,7 +30,9 @@ def runner_pythonpath() -> str:
     Adding the package's parent directory instead could be a site-packages directory, and would
     then leak one interpreter's compiled packages into another one.
     """
-    directory = os.path.join(tempfile.gettempdir(), f"conlab-path-{os.getuid()}")
+    # One directory per installed copy of the lab: two checkouts or venvs must not swap links.
+    copy = hashlib.sha1(_PACKAGE_DIR.encode()).hexdigest()[:12]
+    directory = os.path.join(tempfile.gettempdir(), f"conlab-path-{os.getuid()}-{copy}")
     link = os.path.join(directory, "experiments")
     if os.path.realpath(link) != os.path.realpath(_PACKAGE_DIR):
         os.makedirs(directory, exist_ok=True)
@@ -84,7 +87,9 @@ def _json_lines(text: str) -> list[dict]:
     return events
 
 
-def _run_quick(python: Optional[str], args: list[str], stdin: str, timeout_s: float) -> list[dict]:
+def _run_quick(
+    python: Optional[str], args: list[str], stdin: str, timeout_s: float, silent_ok: bool = False
+) -> list[dict]:
     try:
         proc = subprocess.run(
             runner_command(python, *args),
@@ -110,7 +115,7 @@ def _run_quick(python: Optional[str], args: list[str], stdin: str, timeout_s: fl
             "guard that work with `if __name__ == '__main__':`"
         ) from None
     events = _json_lines(proc.stdout)
-    if not events:
+    if not events and not (silent_ok and proc.returncode != 1):
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise SpecError(
             f"{python or sys.executable} could not start the runner ({last}); "
@@ -141,11 +146,17 @@ def check(
 def calibrate(
     workload: str, python: Optional[str] = None, fallback_size: int = 1, timeout_s: float = 120.0
 ) -> dict:
-    """``--size auto`` for ``workload`` under ``python``: see experiments.calibrate."""
+    """``--size auto`` for ``workload`` under ``python``: see experiments.calibrate.
+
+    A function that fails while being calibrated (raises, ends its process) gets
+    ``fallback_size`` and a ``failed`` reason: the run then meets the failure and records it."""
     payload = json.dumps({"workload": workload, "fallback_size": fallback_size})
-    for event in _run_quick(python, ["--calibrate"], payload, timeout_s):
+    events = _run_quick(python, ["--calibrate"], payload, timeout_s, silent_ok=True)
+    if not events:  # the function ended the process: the run will say how
+        return {"size": fallback_size, "failed": "the process ended during a call"}
+    for event in events:
         if event.get("event") == "error":
-            raise SpecError(f"{event.get('message')}; pass --size N instead of auto")
+            raise SpecError(event.get("message") or f"cannot load {workload}")
         if event.get("event") == "calibrated":
             return event
     raise SpecError(f"finding a size for {workload} gave no answer; pass --size N")

@@ -74,7 +74,7 @@ def _calibrate(text: str, out: _EventWriter) -> int:
     """``--size auto``: find the workload's size in this interpreter (experiments.calibrate)."""
     import json
 
-    from experiments.calibrate import calibrate
+    from experiments.calibrate import calibrate_answering_early
     from experiments.workloads import WorkloadError, resolve
 
     try:
@@ -84,13 +84,15 @@ def _calibrate(text: str, out: _EventWriter) -> int:
         out.emit("error", kind="invalid", message=str(exc), detail=None)
         return 2
     try:
-        found = calibrate(workload.func, request.get("fallback_size") or 1)
-    except BaseException as exc:  # the user's function failed: say how, as a run would
+        calibrate_answering_early(
+            workload.func,
+            request.get("fallback_size") or 1,
+            lambda found: out.emit("calibrated", **found),
+        )
+    except BaseException as exc:  # the run itself will meet this failure and record it
         text_ = (str(exc).strip().splitlines() or [""])[0]
-        message = f"calling {workload.name} to find its size raised {type(exc).__name__}"
-        out.emit("error", kind="invalid", message=f"{message}: {text_}" if text_ else message)
-        return 2
-    out.emit("calibrated", **found)
+        failed = f"{type(exc).__name__}: {text_}" if text_ else type(exc).__name__
+        out.emit("calibrated", size=request.get("fallback_size") or 1, failed=failed)
     return 0
 
 

@@ -92,7 +92,8 @@ def choose_sizes(
     for workload in dict.fromkeys(workloads):
         if is_auto_size(workload, size):
             found = launch.calibrate(workload, python)
-            calibrations[workload] = {k: found[k] for k in ("size", "call_s", "grows")}
+            keys = ("size", "call_s", "grows", "failed")
+            calibrations[workload] = {k: found[k] for k in keys if k in found}
             sizes[workload] = found["size"]
         else:
             sizes[workload] = None if size == "auto" else size  # type: ignore[assignment]
@@ -101,6 +102,9 @@ def choose_sizes(
 
 def calibration_note(workload: str, calibration: dict) -> str:
     """What ``--size auto`` chose, in words."""
+    if "failed" in calibration:
+        return (f"{workload}: --size auto could not time one call ({calibration['failed']}); "
+                f"it runs at size {calibration['size']}")  # fmt: skip
     call_ms = calibration["call_s"] * 1000
     if not calibration["grows"]:
         return (f"{workload}: its time does not grow with its argument (one call {call_ms:.3f} "
