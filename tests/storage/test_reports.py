@@ -331,3 +331,13 @@ def test_a_free_threaded_run_is_labelled_and_keeps_each_workers_gil_state(tmp_pa
     repeats = load_repeats([("ft", reader)])
     assert set(repeats["python"]) == {"3.13.0t"}
     assert len(select(repeats, "python:3.13")) == 1
+
+
+def test_selections_take_size_and_workers():
+    both = frame([
+        {"executor": "threads", "workers": 2, "walls": [1.0] * 3, "size": 100},
+        {"executor": "threads", "workers": 4, "walls": [1.0] * 3, "size": 200},
+    ])  # fmt: skip
+    assert set(select(both, "size:200")["workers"]) == {4}
+    assert set(select(both, "workers:2,size:100")["size"]) == {100}
+    assert select(both, "workers:3").empty
