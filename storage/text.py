@@ -9,9 +9,10 @@ import re
 from typing import Any
 
 # C0 controls (ESC starts every terminal sequence: colours, cursor moves, window titles, OSC 8
-# links), DEL, and C1 controls (0x9b is a one-character CSI, 0x9d an OSC).
-_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
-_CONTROLS_BUT_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # keeps tab and newline
+# links), DEL, C1 controls (0x9b is a one-character CSI, 0x9d an OSC), and lone surrogates (the
+# bytes of a path or argument that are not UTF-8, which no UTF-8 output can write).
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_CONTROLS_BUT_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")  # keeps \t, \n
 
 # What CommonMark (and its table extension) reads as more than a character inside a line:
 # escapes, code, emphasis, links and images, autolinks and raw HTML, entities, strikethrough,
