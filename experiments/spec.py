@@ -222,7 +222,7 @@ def _check_stored_text(name: str, value, option: str) -> None:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise SpecError(
-                f"{name} {value!r} is not valid UTF-8 text; change {option} (or the file's name)"
+                f"{name} {value!r} is not valid UTF-8 text; change {option}"
             ) from None
 
 
