@@ -221,9 +221,7 @@ def _check_stored_text(name: str, value, option: str) -> None:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise SpecError(
-                f"{name} {value!r} is not valid UTF-8 text; change {option}"
-            ) from None
+            raise SpecError(f"{name} {value!r} is not valid UTF-8 text; change {option}") from None
 
 
 def check_worker_counts(counts) -> None:
