@@ -459,3 +459,31 @@ SHOWN_TEXT = st.one_of(
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_any_text_in_a_database_is_only_text_in_its_reports(tmp_path, texts):
     assert_only_text_from_data(tmp_path, texts)
+
+
+def test_a_zero_wall_time_is_no_figure_and_no_warning(conlab, tmp_path):
+    """A damaged repeat that took no time: no numpy warning on stderr, no "inf" in any report;
+    the figures it would have made are missing, the others are there."""
+    from experiments.spec import ExperimentSpec
+    from storage.database import open_engine
+
+    db = tmp_path / "zero.db"
+    engine = open_engine(db, writer=True)
+    sweeps = []
+    for side in range(2):
+        env = environment("z" * 20, "host", "cpu", "3.12.1")
+        sweeps.append(ExperimentSpec(workload="x", executor="x").sweep_id)
+        common = dict(workload="cpu", tasks=2, repeats=3, warmups=0, sweep_id=sweeps[-1])
+        record_run(engine, ExperimentSpec(executor="sequential", **common), env, [0, 10, 10])
+        walls = [0, 0, 0] if side == 0 else [6, 6, 6]
+        record_run(engine, ExperimentSpec(executor="threads", workers=2, **common), env, walls)
+    engine.dispose()
+    compare_args = ["--compare", f"sweep:{sweeps[0]}", f"sweep:{sweeps[1]}"]
+    for format in ("table", "markdown", "csv", "json", "html"):
+        result = conlab("report", "--db", str(db), "--format", format, *compare_args)
+        assert result.returncode == 0 and result.stderr == "", (format, result.stderr)
+        assert not re.search(r"\binf|nan\b|Infinity|NaN", result.stdout), format
+    summary = conlab("report", "--db", str(db), "--format", "json").json()["summary"]
+    by_executor = {row["executor"]: row for row in summary}
+    assert by_executor["sequential"]["repeats"] == 4  # the two zero repeats are left out
+    assert by_executor["threads"]["repeats"] == 3  # only the sweep that measured something
