@@ -208,7 +208,7 @@ class _Progress:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(
-                TextColumn("{task.description}"),
+                TextColumn("{task.description}", markup=False),  # a workload path is text
                 BarColumn(),
                 TextColumn("{task.completed}/{task.total}"),
                 TimeElapsedColumn(),
@@ -232,7 +232,7 @@ class _Progress:
         if kind == "env":
             resolved = event.get("resolved", {})
             total = (spec.warmups + spec.repeats) * spec.tasks
-            label = f"{spec.workload} · {spec.executor} × {resolved.get('workers')}"
+            label = printable(f"{spec.workload} · {spec.executor} × {resolved.get('workers')}")
             self._current = self._progress.add_task(label, total=total)
             self._done_before = 0
         elif kind == "tasks" and self._current is not None:
