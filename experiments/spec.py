@@ -21,6 +21,11 @@ START_METHODS = ("fork", "spawn", "forkserver")
 MAX_WORKERS = 1024  # beyond this no machine gains anything; it is a typo
 MAX_TASKS = 10_000_000
 MAX_PROCESSES = 1000
+# A run that may take longer than a week is a typo; and threading.Timer cannot wait past
+# threading.TIMEOUT_MAX (~292 years on Linux), where it fails in its own thread.
+MAX_TIMEOUT_S = 7 * 24 * 3600
+# Where an existing Dask cluster can be reached from the runner's process (not inproc://).
+SCHEDULER_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
 
 
 class SpecError(ValueError):
@@ -115,19 +120,26 @@ class ExperimentSpec:
         if self.max_tasks_per_child is not None:
             _check_int("max_tasks_per_child", self.max_tasks_per_child, 1, MAX_TASKS,
                        "--max-tasks-per-child")  # fmt: skip
-        if self.scheduler is not None and (
-            not isinstance(self.scheduler, str) or not self.scheduler.strip()
-        ):
-            raise SpecError("--scheduler needs an address; pass e.g. --scheduler tcp://host:8786")
+        if self.scheduler is not None:
+            _check_scheduler(self.scheduler)
         if self.timeout_s is not None and (
             isinstance(self.timeout_s, bool)
             or not isinstance(self.timeout_s, (int, float))
-            or not 0 < self.timeout_s < float("inf")
+            or not 0 < self.timeout_s <= MAX_TIMEOUT_S
         ):
             raise SpecError(
-                f"timeout must be a positive number of seconds, not "
-                f"{self.timeout_s!r}; pass e.g. --timeout 60"
+                f"timeout must be a positive number of seconds up to {MAX_TIMEOUT_S:,} (a week), "
+                f"not {self.timeout_s!r}; pass e.g. --timeout 60"
             )
+        if self.python is not None and (
+            not isinstance(self.python, str) or not self.python.strip()
+        ):
+            raise SpecError(
+                "--python needs an interpreter, a path or a name on PATH; pass e.g. "
+                "--python python3.12, or leave it out to use this one"
+            )
+        _check_stored_text("tag", self.tag, "--tag")
+        _check_stored_text("workload", self.workload, "-w")
         if not isinstance(self.workload, str) or not self.workload.strip():
             raise SpecError("no workload given; pass -w with a name from `conlab list workloads`")
         if ":" not in self.workload and self.workload not in workloads_module.WORKLOADS:
@@ -165,6 +177,54 @@ class ExperimentSpec:
                 f"start method {self.start_method!r} is not available on this OS; "
                 f"use one of {', '.join(available)}"
             )
+
+
+def normal_workload(ref: str) -> str:
+    """``ref`` as a run stores it: a file path in its normal form, so that ``./jobs.py:work``
+    and ``jobs.py:work`` are one workload; names and ``MODULE:FUNCTION`` stay as given."""
+    module, colon, func = ref.rpartition(":")
+    if colon and (module.endswith(".py") or "/" in module or os.sep in module):
+        return f"{os.path.normpath(module)}:{func}"
+    return ref
+
+
+def _check_scheduler(address) -> None:
+    """A Dask scheduler address: ``[SCHEME://]HOST[:PORT]``, as ``distributed`` reads it."""
+    from urllib.parse import urlsplit
+
+    fix = "pass e.g. --scheduler tcp://host:8786"
+    if not isinstance(address, str) or not address.strip():
+        raise SpecError(f"--scheduler needs an address; {fix}")
+    scheme, _, rest = address.rpartition("://")
+    try:
+        parts = urlsplit(f"//{rest}")
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if (
+        (scheme and scheme not in SCHEDULER_SCHEMES)
+        or parts is None
+        or not parts.hostname
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+        or any(c.isspace() for c in address)
+        or (port is None and parts.netloc.endswith(":"))
+    ):
+        raise SpecError(
+            f"--scheduler {address!r} is not a scheduler address ([SCHEME://]HOST[:PORT], "
+            f"SCHEME one of {', '.join(SCHEDULER_SCHEMES)}); {fix}"
+        )
+
+
+def _check_stored_text(name: str, value, option: str) -> None:
+    """Text a run stores must be text: a command line can carry bytes that are not UTF-8."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise SpecError(f"{name} {value!r} is not valid UTF-8 text; change {option}") from None
 
 
 def check_worker_counts(counts) -> None:

@@ -12,6 +12,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from storage.reports import Comparison
+from storage.text import csv_cell, markdown_text, printable
 
 COLUMNS = [
     ("machine", "machine"), ("python", "python"), ("workload", "workload"), ("size", "size"),
@@ -24,12 +25,21 @@ COLUMNS = [
 ]  # fmt: skip
 
 
+def _missing(value: Any) -> bool:
+    """None, NaN or an infinity: a figure that could not be measured (a zero time, no baseline)."""
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
 def _ms(value: float) -> str:
-    return "" if value != value else f"{value * 1000:.1f} ms"
+    return "–" if _missing(value) else f"{value * 1000:.1f} ms"
+
+
+def _number(value: float, spec: str) -> str:
+    return "–" if _missing(value) else format(value, spec)
 
 
 def _fmt(column: str, value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return "–"
     if column.endswith("_s"):
         return _ms(value)
@@ -128,9 +138,9 @@ def comparison_rows(comparisons: Sequence[Comparison]) -> list[dict[str, str]]:
             "workers": _fmt("workers", c.config.get("workers")),
             "A": _ms(c.a_median_s),
             "B": _ms(c.b_median_s),
-            "B/A": f"{c.ratio:.3f}",
-            "95% CI": f"{c.ci_low:.3f}–{c.ci_high:.3f}",
-            "p": f"{c.p_value:.3f}",
+            "B/A": _number(c.ratio, ".3f"),
+            "95% CI": f"{_number(c.ci_low, '.3f')}–{_number(c.ci_high, '.3f')}",
+            "p": _number(c.p_value, ".3f"),
             "processes": f"{c.a_processes}/{c.b_processes}",
             "n": f"{c.a_repeats}/{c.b_repeats}",
             "verdict": c.verdict,
@@ -145,7 +155,7 @@ def markdown_table(rows: list[dict[str, str]]) -> str:
     headers = list(rows[0])
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:
-        lines.append("| " + " | ".join(row[h].replace("|", "\\|") for h in headers) + " |")
+        lines.append("| " + " | ".join(markdown_text(row[h]) for h in headers) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -155,20 +165,28 @@ def markdown(summary: pd.DataFrame, words: list[str], compared: Optional[tuple] 
         parts += _markdown_comparison(*compared)
     parts += ["## Summary\n", markdown_table(summary_rows(summary))]
     if words:
-        parts += ["## What it means\n", "\n".join(f"- {w.strip()}" for w in words) + "\n"]
+        said = "\n".join(f"- {markdown_text(w.strip())}" for w in words)
+        parts += ["## What it means\n", said + "\n"]
     return "\n".join(parts)
 
 
 def _markdown_comparison(comparisons, geomean, differences, a, b) -> list[str]:
-    parts = [f"## `{b}` against `{a}`\n", markdown_table(comparison_rows(comparisons)),
-             f"Geometric mean of B/A: **{geomean:.3f}**\n"]  # fmt: skip
+    parts = [f"## {markdown_text(b)} against {markdown_text(a)}\n",
+             markdown_table(comparison_rows(comparisons)),
+             f"Geometric mean of B/A: **{_number(geomean, '.3f')}**\n"]  # fmt: skip
     if differences:
-        parts.append("The selections differ in: " + "; ".join(
-            f"{k}: {va} vs {vb}" for k, (va, vb) in differences.items()) + "\n")  # fmt: skip
+        differ = "; ".join(f"{k}: {va} vs {vb}" for k, (va, vb) in differences.items())
+        parts.append(f"The selections differ in: {markdown_text(differ)}\n")
     return parts
 
 
 # --- HTML with inline SVG charts ---------------------------------------------------------------
+
+
+def _svg_text(value: Any) -> str:
+    """Data (a workload, a host name...) as SVG/HTML text: escaped, control characters shown."""
+    return html.escape(printable(value))
+
 
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7"]
 
@@ -195,9 +213,9 @@ def _svg_lines(
         return height - pad - (y / y_max) * (height - 2 * pad)
 
     out = [f'<svg width="{width}" height="{height}" '
-           f'role="img" aria-label="{html.escape(title)}">',
+           f'role="img" aria-label="{_svg_text(title)}">',
            f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">'
-           f"{html.escape(title)}</text>",
+           f"{_svg_text(title)}</text>",
            f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" '
            'stroke="#333"/>',
            f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#333"/>',
@@ -224,10 +242,10 @@ def _svg_lines(
         for x, y in values:
             out.append(
                 f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{colour}">'
-                f"<title>{html.escape(name)}: {y:.2f} at {x:g}</title></circle>"
+                f"<title>{_svg_text(name)}: {y:.2f} at {x:g}</title></circle>"
             )
         out.append(f'<text x="{width - pad + 4}" y="{pad + 14 * n}" font-size="11" '
-                   f'fill="{colour}">{html.escape(name)}</text>')  # fmt: skip
+                   f'fill="{colour}">{_svg_text(name)}</text>')  # fmt: skip
     out.append("</svg>")
     return "\n".join(out)
 
@@ -237,14 +255,14 @@ def _svg_bars(title: str, bars: list[tuple[str, float]]) -> str:
     height = 40 + bar_height * len(bars)
     top = max((v for _, v in bars), default=1) or 1
     out = [f'<svg width="{width}" height="{height}" '
-           f'role="img" aria-label="{html.escape(title)}">',
+           f'role="img" aria-label="{_svg_text(title)}">',
            f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">'
-           f"{html.escape(title)}</text>"]  # fmt: skip
+           f"{_svg_text(title)}</text>"]  # fmt: skip
     for n, (label, value) in enumerate(bars):
         y = 30 + n * bar_height
         length = (value / top) * (width - pad - 70)
         out.append(f'<text x="{pad - 6}" y="{y + 12}" text-anchor="end" font-size="11">'
-                   f"{html.escape(label)}</text>"
+                   f"{_svg_text(label)}</text>"
                    f'<rect x="{pad}" y="{y}" width="{length:.1f}" height="{bar_height - 4}" '
                    f'fill="{PALETTE[n % len(PALETTE)]}"/>'
                    f'<text x="{pad + length + 4}" y="{y + 12}" font-size="11">'
@@ -265,9 +283,9 @@ def _svg_timeline(title: str, timeline: pd.DataFrame) -> str:
     height = 50 + lane_height * len(lanes)
     end = max(tasks["end_ms"].max(), 1e-9)
     out = [f'<svg width="{width}" height="{height}" '
-           f'role="img" aria-label="{html.escape(title)}">',
+           f'role="img" aria-label="{_svg_text(title)}">',
            f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">'
-           f"{html.escape(title)} (repeat {int(repeat)}, {end:.1f} ms)</text>"]  # fmt: skip
+           f"{_svg_text(title)} (repeat {int(repeat)}, {end:.1f} ms)</text>"]  # fmt: skip
     one_pid = len({pid for pid, _ in lanes}) == 1
     for (pid, _thread), n in lanes.items():
         label = f"thread {n + 1}" if one_pid and len(lanes) > 1 else f"pid {pid}"
@@ -294,8 +312,10 @@ def html_page(
     """One self-contained page: tables, verdicts and SVG charts; no external URL."""
     import markdown_it  # shipped with rich
 
+    # The Markdown escapes every string from the data; raw HTML is off as well, so that
+    # nothing a database holds can become an element or an attribute of the page.
     body = (
-        markdown_it.MarkdownIt("commonmark")
+        markdown_it.MarkdownIt("commonmark", {"html": False})
         .enable("table")
         .render(markdown(summary, words, compared))
     )
@@ -306,13 +326,14 @@ def html_page(
         label = f"{workload} (size {size:g}, {tasks:g} tasks) on {machine}, Python {python}"
         speedups = {
             executor: [(float(r.workers), float(r.speedup)) for r in group.itertuples()
-                       if r.speedup == r.speedup]
+                       if math.isfinite(r.speedup)]
             for executor, group in rows.groupby("executor") if executor != "sequential"
         }  # fmt: skip
         speedups = {k: v for k, v in speedups.items() if v}
         if speedups:
             charts.append(_svg_lines(f"speedup: {label}", speedups, ideal=True))
-        bars = [(f"{r.executor} x{int(r.workers)}", float(r.median_s)) for r in rows.itertuples()]
+        bars = [(f"{r.executor} x{int(r.workers)}", float(r.median_s)) for r in rows.itertuples()
+                if math.isfinite(r.median_s)]  # fmt: skip
         charts.append(_svg_bars(f"time per executor: {label}", bars))
     if timeline is not None:
         charts.append(_svg_timeline(f"task timeline of run {timeline[0][:8]}", timeline[1]))
@@ -324,6 +345,14 @@ def html_page(
         f"<title>concurrency-lab report</title><style>{style}</style></head><body>\n"
         f"{body}\n<h2>Charts</h2>\n<div>{''.join(charts)}</div>\n</body></html>\n"
     )
+
+
+def csv_report(summary: pd.DataFrame) -> str:
+    """The summary as CSV; no text cell can be a spreadsheet formula, numbers stay numbers."""
+    frame = summary.drop(columns=["warnings"]).assign(
+        warnings=["; ".join(w) for w in summary["warnings"]]
+    )
+    return frame.map(csv_cell).to_csv(index=False)
 
 
 def json_report(summary: pd.DataFrame, words: list[str], compared: Optional[tuple]) -> str:

@@ -75,6 +75,7 @@ def load_repeats(engines: Sequence[tuple[str, Engine]]) -> pd.DataFrame:
     frame = frame.dropna(subset=["wall_ns", "workers"]).drop_duplicates(
         subset=["run_id", "repeat_index"]
     )
+    frame = frame[frame["wall_ns"] > 0]  # no repeat takes no time: a damaged row, not a figure
     frame["warmup"] = frame["warmup"].astype(bool)
     frame = frame[frame["wall_ns"] > 0]
     frame["wall_s"] = frame["wall_ns"] / 1e9

@@ -12,6 +12,7 @@ from textual.command import Hit, Hits, Provider
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
+from storage.text import printable
 from tui.components.compare import ComparePane
 from tui.components.lab import LabPane
 from tui.components.machine import MachinePane
@@ -118,7 +119,7 @@ class ConlabApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.sub_title = self.db or "default database"
+        self.sub_title = printable(self.db or "default database")
         self.reload_all()
         self.warm_up_reports()
 
@@ -164,7 +165,7 @@ class ConlabApp(App):
 
     def action_screenshot(self) -> None:
         path = self.save_screenshot()
-        self.notify(f"saved {path}", title="screenshot")
+        self.notify(printable(f"saved {path}"), title="screenshot", markup=False)
 
     def apply_preset(self, workload: str, executors: tuple[str, ...]) -> None:
         self.action_show("lab")
@@ -192,7 +193,7 @@ class ConlabApp(App):
             out.write_text(text, encoding="utf-8")
         finally:
             engine.dispose()
-        self.notify(f"wrote {out}", title="report")
+        self.notify(printable(f"wrote {out}"), title="report", markup=False)
 
     def ask_open_database(self) -> None:
         from tui.components.prompt import Prompt
@@ -205,10 +206,10 @@ class ConlabApp(App):
             try:
                 open_engine(path, create=False).dispose()
             except DatabaseError as exc:
-                self.notify(str(exc), severity="error", title="cannot open")
+                self.notify(printable(exc), severity="error", title="cannot open", markup=False)
                 return
             self.db = path
-            self.sub_title = path
+            self.sub_title = printable(path)
             for pane in (LabPane, RunsPane, ComparePane, MachinePane):
                 self.query_one(pane).db = path
             self.reload_all()
@@ -229,10 +230,10 @@ class ConlabApp(App):
             try:
                 (result,) = merge(lab_database(self.db), [Path(path)])
             except DatabaseError as exc:
-                self.notify(str(exc), severity="error", title="nothing merged")
+                self.notify(printable(exc), severity="error", title="nothing merged", markup=False)
                 return
             self.notify(f"{result.runs_added} runs added, {result.runs_skipped} skipped",
-                        title=f"merged {Path(path).name}")  # fmt: skip
+                        title=printable(f"merged {Path(path).name}"))  # fmt: skip
             self.reload_all()
 
         self.push_screen(Prompt("Merge which lab database into this one (a path)?"),

@@ -12,9 +12,10 @@ from typing import Any, NoReturn, Optional
 
 import typer
 
-from experiments.spec import SpecError, default_worker_counts
+from experiments.spec import SpecError, default_worker_counts, normal_workload
 from storage.database import DatabaseError
 from storage.errors import SelectionError
+from storage.text import as_text, printable
 
 app = typer.Typer(
     add_completion=False,
@@ -79,16 +80,40 @@ def _parse_workers(text: Optional[str]) -> list[int]:
 def _open(db: Optional[str], *, create: bool = True, writer: bool = False):
     from storage.database import open_engine
 
+    _check_db(db)
     return open_engine(db, create=create, writer=writer)
+
+
+def _check_db(db: Optional[str]) -> None:
+    """Refuse a --db (or $CONLAB_DB) that names no database we could keep runs in: an empty
+    value, text that is neither a path nor a SQLAlchemy URL, or SQLite in memory."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from storage.database import database_url
+
+    given = f"--db {db!r}" if db is not None else f"$CONLAB_DB {os.environ.get('CONLAB_DB')!r}"
+    if db is not None and not db.strip():
+        raise BadInput("--db is empty; pass a file path or a database URL, or leave it out")
+    try:
+        url = make_url(database_url(db))
+    except (ArgumentError, ValueError):
+        raise BadInput(
+            f"{given} is neither a file path nor a database URL; pass e.g. --db results.db "
+            "or --db postgresql+psycopg://user@host/db"
+        ) from None
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        raise BadInput(
+            f"{given} names a SQLite database in memory, which keeps nothing; "
+            "pass --db with a file path"
+        )
 
 
 @app.callback(invoke_without_command=True)
 def _root(ctx: typer.Context, db: Optional[str] = typer.Option(None, help=DB_HELP)) -> None:
     """Without a command: open the app (on the database --db)."""
     if ctx.invoked_subcommand is None:
-        from storage.database import open_engine
-
-        open_engine(db).dispose()  # a bad --db is one line and exit 2, before the screen opens
+        _open(db).dispose()  # a bad --db is one line and exit 2, before the screen opens
         from tui.app import run_app
 
         run_app(db)
@@ -159,7 +184,7 @@ def run(
     pythons = python or [None]
     sizes, calibrations = choose_sizes(workload, _parse_size(size), pythons[0])
     specs = plan(
-        workload,
+        list(dict.fromkeys(map(normal_workload, workload))),
         executor,
         _parse_workers(workers),
         pythons,
@@ -178,7 +203,7 @@ def run(
     resolved = check(specs)
     engine = _open(db, writer=True)
     for name, calibration in calibrations.items():
-        sys.stderr.write(f"conlab: {calibration_note(name, calibration)}\n")
+        sys.stderr.write(f"conlab: {printable(calibration_note(name, calibration))}\n")
     live = sys.stdout.isatty() and not as_json and not os.environ.get("NO_COLOR")
     sweep = Sweep(
         engine,
@@ -202,7 +227,7 @@ def run(
     if unsaved:
         sys.stderr.write(
             f"conlab: {len(unsaved)} run(s) could not be stored in the database; "
-            f"their results are saved in {os.path.dirname(unsaved[0]['saved_to'])}\n"
+            f"their results are saved in {printable(os.path.dirname(unsaved[0]['saved_to']))}\n"
         )
         return 1
     return 0 if results and all(r["status"] == "ok" for r in results) and not sweep.cancelled else 1
@@ -243,7 +268,7 @@ class _Progress:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(
-                TextColumn("{task.description}"),
+                TextColumn("{task.description}", markup=False),  # a workload path is text
                 BarColumn(),
                 TextColumn("{task.completed}/{task.total}"),
                 TimeElapsedColumn(),
@@ -266,7 +291,7 @@ class _Progress:
         kind = event.get("event")
         if kind == "env":
             total = (spec.warmups + spec.repeats) * spec.tasks
-            self._current = self._progress.add_task(run_label(spec, event), total=total)
+            self._current = self._progress.add_task(printable(run_label(spec, event)), total=total)
         elif kind == "tasks" and self._current is not None:
             # Per repeat, between timings: mid-repeat updates would take CPU from the run.
             self._progress.update(self._current, completed=(event["repeat"] + 1) * spec.tasks)
@@ -314,7 +339,7 @@ def _print_results(results: list[dict], cancelled: bool) -> None:
             "speedup": speedups.get(r["run_id"], ""),
             "error": (r["error"] or "")[:80],
         }
-        table.add_row(*(escape_text(cells[c]) for c in columns))
+        table.add_row(*(as_text(cells[c]) for c in columns))
     console = _console()
     console.print(table)
     for r in results:
@@ -322,11 +347,9 @@ def _print_results(results: list[dict], cancelled: bool) -> None:
             r["executor"] if r["executor"] == "sequential" else f"{r['executor']} x{r['workers']}"
         )
         for note in r.get("notes", []):
-            console.print(escape_text(f"{name}: {note}"))
+            console.print(as_text(f"{name}: {note}"))
         if r.get("target_ci_met") is False:
-            console.print(
-                escape_text(f"{name}: its interval did not reach --target-ci in --max-time")
-            )
+            console.print(as_text(f"{name}: its interval did not reach --target-ci in --max-time"))
     if cancelled:
         console.print("cancelled: the run in progress was stored as cancelled; later runs skipped")
 
@@ -338,20 +361,13 @@ def _print_verdicts(engine, results: list[dict]) -> None:
     if ok:
         console = _console()
         for line in sweep_verdicts(engine, ok[0]["sweep_id"])[1]:
-            console.print(escape_text(line))
+            console.print(as_text(line))
 
 
 def _interval_text(r: dict) -> str:
     if r.get("ci_low_s") is None or r.get("ci_high_s") is None:
         return ""
     return f"{r['ci_low_s'] * 1000:.1f}–{r['ci_high_s'] * 1000:.1f} ms"
-
-
-def escape_text(text: str) -> str:
-    """Text from the user or a database, shown as itself: never read as rich markup."""
-    from rich.markup import escape
-
-    return escape(text)
 
 
 @list_app.command("workloads")
@@ -484,11 +500,20 @@ def report(
 
     if fail_if_slower is not None and not compare:
         raise BadInput("--fail-if-slower needs --compare A B; add the two selections")
+    if fail_if_slower is not None and not 0 <= fail_if_slower < float("inf"):
+        raise BadInput(
+            f"--fail-if-slower must be a percentage of 0 or more, not {fail_if_slower}; "
+            "pass e.g. --fail-if-slower 5"
+        )
     if not 0 <= min_effect < 100:
         raise BadInput(f"--min-effect must be a percentage from 0 to 100, not {min_effect}")
+    if output is not None:
+        _check_output(output)
+    for one in db or [None]:
+        _check_db(one)
     if not db and not _default_db().exists():
         typer.echo(
-            f"No database yet at {_default_db()}. Record a first run with:\n"
+            f"No database yet at {printable(_default_db())}. Record a first run with:\n"
             "  conlab run -w cpu -e sequential -e threads -e processes"
         )
         return 0
@@ -496,6 +521,11 @@ def report(
     repeats = load_repeats(engines)
     if select_runs and not repeats.empty:
         repeats = select(repeats, select_runs)
+        if repeats.empty:
+            raise BadInput(
+                f"--select {select_runs!r} matches no finished run; see `conlab runs` for "
+                "what is stored"
+            )
     if repeats.empty:
         typer.echo(
             "No finished runs to report yet. Record a first one with:\n"
@@ -519,21 +549,14 @@ def report(
     elif chosen == ReportFormat.markdown:
         text = render.markdown(summary, words, compared)
     elif chosen == ReportFormat.csv:
-        text = (
-            summary.drop(columns=["warnings"])
-            .assign(warnings=["; ".join(w) for w in summary["warnings"]])
-            .to_csv(index=False)
-        )
+        text = render.csv_report(summary)
     elif chosen == ReportFormat.json:
         text = render.json_report(summary, words, compared)
     else:
         text = render.html_page(summary, words, compared, _timeline(engines, repeats, timeline))
     if text is not None:
         if output:
-            from pathlib import Path
-
-            Path(output).parent.mkdir(parents=True, exist_ok=True)
-            Path(output).write_text(text, encoding="utf-8")
+            _write_output(output, text)
         else:
             sys.stdout.write(text)
     if fail_if_slower is not None and compared:
@@ -546,6 +569,43 @@ def report(
             )
             return 1
     return 0
+
+
+def _check_output(output: str) -> None:
+    """Refuse, before any work, an --output that cannot be a file: a directory, or a path
+    under something that is not a directory."""
+    from pathlib import Path
+
+    path = Path(output)
+    if not output.strip() or path.is_dir():
+        raise BadInput(f"--output {output!r} is a directory; pass a file name, e.g. report.html")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise BadInput(
+                    f"--output {output!r} is under {str(parent)!r}, which is a file, not a "
+                    "directory; pass a path in a directory"
+                )
+            break
+
+
+def _write_output(output: str, text: str) -> None:
+    """Write a report to ``output``; a write that fails (a full disk, no permission) leaves no
+    partial new file and is one line."""
+    from pathlib import Path
+
+    path = Path(output)
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        if not existed and path.is_file():
+            path.unlink()
+        raise BadInput(
+            f"cannot write the report to {output!r} ({exc.strerror}); pass --output with a "
+            "writable file"
+        ) from None
 
 
 def _default_db():
@@ -581,13 +641,13 @@ def _print_report_table(summary, words, compared) -> None:
             list(render.comparison_rows(comparisons)[0]),
             title=f"{b} against {a}",
         )
-        console.print(f"geometric mean of B/A: {geomean:.3f}")
+        _say(f"geometric mean of B/A: {geomean:.3f}", console)
         for field, (va, vb) in differences.items():
-            console.print(f"the selections differ in {field}: {va} vs {vb}")
+            _say(f"the selections differ in {field}: {va} vs {vb}", console)
     rows = render.summary_rows(summary, compact=True)
     _print_rows(rows, list(rows[0]), title=f"summary: {render.shared_caption(summary)}")
     for line in words:
-        console.print(line)
+        _say(line, console)
 
 
 @app.command()
@@ -607,6 +667,7 @@ def env(
 def _lab_database(db: Optional[str]):
     from storage.database import lab_database
 
+    _check_db(db)
     return lab_database(db)
 
 
@@ -621,8 +682,7 @@ def db_info(
     details = info(_lab_database(db))
     if as_json:
         return _print_json(details)
-    console = _console()
-    console.print(
+    _say(
         f"{details['path']}: schema version {details['schema_version']}, "
         + (f"{details['size_bytes']:,} bytes, " if details["size_bytes"] is not None else "")
         + f"{details['runs']} runs"
@@ -645,9 +705,9 @@ def db_check(db: Optional[str] = typer.Option(None, help=DB_HELP)) -> int:
     target = _lab_database(db)
     problems = check(target)
     for problem in problems:
-        typer.echo(f"fault: {problem}")
+        typer.echo(printable(f"fault: {problem}"))
     where = shown_url(target) if isinstance(target, str) else target
-    typer.echo(f"{where}: {'ok' if not problems else f'{len(problems)} fault(s)'}")
+    typer.echo(printable(f"{where}: {'ok' if not problems else f'{len(problems)} fault(s)'}"))
     return 1 if problems else 0
 
 
@@ -662,14 +722,31 @@ def db_merge(
 
     from storage.sharing import merge
 
+    for source in sources:
+        _check_merge_source(source)
     results = merge(_lab_database(db), [Path(s) for s in sources])
     if as_json:
         return _print_json([r.__dict__ for r in results])
     for r in results:
         typer.echo(
-            f"{r.source}: {r.runs_added} runs added, {r.runs_skipped} already there "
-            "or in progress (skipped)"
+            printable(
+                f"{r.source}: {r.runs_added} runs added, {r.runs_skipped} already there "
+                "or in progress (skipped)"
+            )
         )
+
+
+def _check_merge_source(source: str) -> None:
+    """A merge source is a lab database file: say so when it is a directory or missing."""
+    from pathlib import Path
+
+    if Path(source).is_dir():
+        raise BadInput(
+            f"{source} is a directory, not a database file; pass the lab database files to "
+            "merge, e.g. conlab db merge theirs.db"
+        )
+    if not Path(source).exists():
+        raise BadInput(f"no file {source} to merge; check the path of the database to merge")
 
 
 @db_app.command("export")
@@ -687,22 +764,28 @@ def db_export(
     from storage.sharing import export
 
     count = export(_lab_database(db), Path(out), anonymize=anonymize, tag=tag)
-    typer.echo(f"exported {count} runs to {out}" + (" (anonymized)" if anonymize else ""))
+    typer.echo(printable(f"exported {count} runs to {out}" + (" (anonymized)" * anonymize)))
 
 
 def _print_rows(rows: list[dict], columns: list[str], title: Optional[str] = None) -> None:
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=as_text(title) if title else None)
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+        table.add_row(*(as_text(row.get(c)) for c in columns))
     _console().print(table)
 
 
+def _say(line: str, console=None) -> None:
+    """Print one line of text that may hold data (a path, a host name, a tag): shown as text,
+    never markup, its control characters escaped."""
+    (console or _console()).print(as_text(line))
+
+
 def _fail(message: str, code: int = 2) -> NoReturn:
-    sys.stderr.write(f"conlab: {message}\n")
+    sys.stderr.write(f"conlab: {printable(message)}\n")  # one line, whatever a path holds
     sys.exit(code)
 
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import re
+import uuid
+from html.parser import HTMLParser
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from storage.reports import (
     compare,
@@ -341,3 +346,218 @@ def test_selections_take_size_and_workers():
     assert set(select(both, "size:200")["workers"]) == {4}
     assert set(select(both, "workers:2,size:100")["size"]) == {100}
     assert select(both, "workers:3").empty
+
+
+# --- text from a received database is only ever text ------------------------------------------
+
+# Strings a database someone sent may hold in any text column: HTML and script, attributes,
+# Markdown links and images, rich/Textual markup (with actions), terminal sequences (ESC, OSC,
+# a one-character CSI), spreadsheet formulas, control characters.
+HOSTILE = [
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>",
+    '"><svg onload=alert(1)>',
+    "' onmouseover='alert(1)",
+    "javascript:alert(1)",
+    "[x](javascript:alert(1))",
+    "![x](http://example.invalid/p.png)",
+    "<http://example.invalid>",
+    "</style><script>alert(1)</script>",
+    "</title></svg><b>bold</b>",
+    "&lt;script&gt;",
+    "1. listed",
+    "- listed",
+    "# heading",
+    "`code` *em* _em_ ~~gone~~ | cell |",
+    "[/x]",
+    "[/i]",
+    "[bold red]loud[/]",
+    "[@click=app.quit]quit[/]",
+    "\x1b]0;retitled\x07",
+    "\x1b[2J\x1b[31mred",
+    "\x9b31m",
+    "\x1b]8;;http://example.invalid\x1b\\link\x1b]8;;\x1b\\",
+    '=HYPERLINK("http://example.invalid","x")',
+    "+1+1",
+    "-1+2",
+    "@SUM(A1:A2)",
+    "\tpadded",
+    "line\nbreak\rreturn\x00nul\x7fdel",
+]
+
+
+def environment(fingerprint: str, host: str, cpu: str, python: str) -> dict:
+    return {"machine_fingerprint": fingerprint, "interpreter_key": fingerprint[::-1],
+            "hostname": host, "cpu_model": cpu, "os_name": "Linux", "os_release": cpu,
+            "architecture": python, "usable_cores": 2, "logical_cores": 2,
+            "python_version": python, "python_executable": host,
+            "python_implementation": "CPython"}  # fmt: skip
+
+
+def record_run(engine, spec, env: dict, walls_ms: list[float], start_method=None, error=None):
+    """One run as the runner reports it, through the real recorder into the real database."""
+    from storage.recorder import RunRecorder
+
+    resolved = {"workers": spec.workers, "start_method": start_method, "chunksize": None,
+                "size": 10}  # fmt: skip
+    recorder = RunRecorder(engine, spec, resolved)
+    recorder.start()
+    recorder.on_event({"event": "env", "environment": env, "runner_pid": 7})
+    for index, wall_ms in enumerate(walls_ms):
+        wall_ns = int(wall_ms * 1e6)
+        recorder.on_event({"event": "repeat", "index": index, "warmup": False,
+                           "wall_ns": wall_ns, "cpu_ns": wall_ns, "start_ns": 0,
+                           "end_ns": wall_ns})  # fmt: skip
+        samples = [[7, 1, 1000, wall_ns // 2], [7, 2, wall_ns // 2, wall_ns - 1000]]
+        recorder.on_event({"event": "tasks", "repeat": index, "samples": samples})
+    recorder.end_process(error or "")
+    recorder.finish("failed" if error else "ok", error, error)
+
+
+def hostile_database(path, texts: list[str]) -> tuple[str, str]:
+    """A lab database whose every shown text column holds one of ``texts`` (cycled): host
+    names, CPU models, Python versions, workload, executor, start method, tags, an error.
+    Two sweeps of the same work on two machines; returns their sweep ids (for --compare)."""
+    from experiments.spec import ExperimentSpec
+    from storage.database import open_engine
+
+    text = [texts[n % len(texts)] for n in range(10)]
+    engine = open_engine(path, writer=True)
+    sweeps = []
+    for side, fingerprint in ((0, "a" * 20), (1, "b" * 20)):
+        host = text[side] + ("" if side == 0 else " (B)")  # two machines, two names
+        env = environment(fingerprint, host, text[2 + side], text[4])
+        sweep = ExperimentSpec(workload="x", executor="x").sweep_id
+        sweeps.append(sweep)
+        common = dict(workload=text[5], tasks=2, repeats=3, warmups=0, tag=text[8 + side],
+                      sweep_id=sweep)  # fmt: skip
+        base = 10.0 + side
+        record_run(engine, ExperimentSpec(executor="sequential", **common), env, [base] * 3)
+        parallel = ExperimentSpec(executor=text[6], workers=2, **common)
+        record_run(engine, parallel, env, [base * 0.6, base * 0.61, base * 0.62], text[7])
+    failed = ExperimentSpec(executor=text[6], workers=2, **common)
+    record_run(engine, failed, env, [], error=text[9])
+    engine.dispose()
+    return sweeps[0], sweeps[1]
+
+
+class Page(HTMLParser):
+    """What a browser would build from a page: its elements (tag and attribute names, counted)
+    and its text."""
+
+    def __init__(self, page: str):
+        super().__init__(convert_charrefs=True)
+        self.elements: collections.Counter = collections.Counter()
+        self.attributes: set[str] = set()
+        self.texts: list[str] = []
+        self.feed(page)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        names = tuple(sorted(name for name, _ in attrs))
+        self.elements[(tag, names)] += 1
+        self.attributes.update(names)
+
+    handle_startendtag = handle_starttag
+
+    def handle_data(self, data):
+        self.texts.append(data)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.texts)
+
+
+def rendered(path, sweeps, labels=None) -> tuple[str, str]:
+    """The HTML page and the Markdown of a database, with a comparison of its two sweeps (or
+    of two selections spelled ``labels``) and a task timeline, as `conlab report` makes them."""
+    from storage import render
+    from storage.database import open_engine
+    from storage.reports import load_repeats, load_timeline
+
+    engine = open_engine(path, create=False)
+    try:
+        repeats = load_repeats([("db", engine)])
+        summary = summarize(repeats)
+        words = verdicts(summary)
+        a, b = (f"sweep:{sweep}" for sweep in sweeps)
+        compared = (*compare(repeats, a, b), *(labels or (a, b)))
+        run_id = str(repeats[repeats["workers"] > 1]["run_id"].iloc[0])
+        timeline = (run_id, load_timeline(engine, run_id))
+        return render.html_page(summary, words, compared, timeline), render.markdown(
+            summary, words, compared
+        )
+    finally:
+        engine.dispose()
+
+
+def assert_only_text_from_data(tmp_path, texts: list[str]) -> None:
+    """The report of a database holding ``texts`` has exactly the elements and attributes of
+    the report of one holding plain words, and shows each of ``texts`` as text."""
+    import markdown_it
+
+    from storage.text import printable
+
+    plain = [f"text{n}" for n in range(len(texts))]
+    folder = tmp_path / uuid.uuid4().hex
+    folder.mkdir()
+    pages = {}
+    for name, values in (("hostile", texts), ("plain", plain)):
+        sweeps = hostile_database(folder / f"{name}.db", values)
+        pages[name] = rendered(folder / f"{name}.db", sweeps, labels=values[:2])
+    viewer = markdown_it.MarkdownIt("commonmark", {"html": True}).enable("table")
+    for index, make in ((0, str), (1, viewer.render)):  # the page; the Markdown as shown
+        hostile, plain_page = Page(make(pages["hostile"][index])), Page(make(pages["plain"][index]))
+        assert hostile.elements == plain_page.elements
+        assert not {a for a in hostile.attributes if a.startswith("on")}
+        assert not hostile.attributes & {"href", "src", "style", "xlink:href"}
+        shown = hostile.text.replace("\n", " ")
+        for text in texts[:8]:  # hosts, CPUs, Python, workload, executor, start method
+            assert printable(text).strip() in shown
+
+
+def test_a_report_shows_hostile_text_as_text_and_nothing_else(tmp_path):
+    for start in range(0, len(HOSTILE), 10):
+        chunk = (HOSTILE[start:] + HOSTILE)[:10]
+        assert_only_text_from_data(tmp_path, chunk)
+
+
+SHOWN_TEXT = st.one_of(
+    st.sampled_from(HOSTILE),
+    st.text(min_size=1, max_size=16),
+    st.lists(st.sampled_from(HOSTILE + list("<>\"'&[]/\\`*_!|=#-")), max_size=4).map("".join),
+).filter(lambda s: s.strip() not in ("", "sequential", "threads", "processes", "pool"))
+
+
+@given(st.lists(SHOWN_TEXT, min_size=10, max_size=10))
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+def test_any_text_in_a_database_is_only_text_in_its_reports(tmp_path, texts):
+    assert_only_text_from_data(tmp_path, texts)
+
+
+def test_a_zero_wall_time_is_no_figure_and_no_warning(conlab, tmp_path):
+    """A damaged repeat that took no time: no numpy warning on stderr, no "inf" in any report;
+    the figures it would have made are missing, the others are there."""
+    from experiments.spec import ExperimentSpec
+    from storage.database import open_engine
+
+    db = tmp_path / "zero.db"
+    engine = open_engine(db, writer=True)
+    sweeps = []
+    for side in range(2):
+        env = environment("z" * 20, "host", "cpu", "3.12.1")
+        sweeps.append(ExperimentSpec(workload="x", executor="x").sweep_id)
+        common = dict(workload="cpu", tasks=2, repeats=3, warmups=0, sweep_id=sweeps[-1])
+        record_run(engine, ExperimentSpec(executor="sequential", **common), env, [0, 10, 10])
+        walls = [0, 0, 0] if side == 0 else [6, 6, 6]
+        record_run(engine, ExperimentSpec(executor="threads", workers=2, **common), env, walls)
+    engine.dispose()
+    compare_args = ["--compare", f"sweep:{sweeps[0]}", f"sweep:{sweeps[1]}"]
+    for format in ("table", "markdown", "csv", "json", "html"):
+        result = conlab("report", "--db", str(db), "--format", format, *compare_args)
+        assert result.returncode == 0 and result.stderr == "", (format, result.stderr)
+        assert not re.search(r"\binf|nan\b|Infinity|NaN", result.stdout), format
+    summary = conlab("report", "--db", str(db), "--format", "json").json()["summary"]
+    by_executor = {row["executor"]: row for row in summary}
+    assert by_executor["sequential"]["repeats"] == 4  # the two zero repeats are left out
+    assert by_executor["threads"]["repeats"] == 3  # only the sweep that measured something

@@ -219,3 +219,40 @@ async def test_tag_delete_and_merge_from_the_app(tmp_path):
         await pilot.pause()
         await pilot.press(*str(other), "enter")
         await wait_until(pilot, lambda: len(runs.runs) == 2)  # the deleted run came back
+
+
+async def test_hostile_text_in_a_database_is_shown_as_text(tmp_path):
+    """Markup (with actions), terminal sequences and HTML in every text column: each pane
+    shows them as the characters they are, and nothing crashes or acts."""
+    from storage.text import printable
+    from tests.storage.test_reports import HOSTILE, hostile_database
+
+    texts = [t for t in HOSTILE if t.startswith(("[", "\x1b", "\x9b", "<"))][:10]
+    db = tmp_path / "received.db"
+    hostile_database(db, texts)
+    app = ConlabApp(db=str(db))
+    async with app.run_test(size=SIZE) as pilot:
+        runs = app.query_one(RunsPane)
+        await wait_until(pilot, lambda: runs.loaded)
+        await pilot.press("2")
+        table = runs.query_one(DataTable)
+        await wait_until(pilot, lambda: table.row_count == 5)
+        shown = {str(cell) for row in range(table.row_count) for cell in table.get_row_at(row)}
+        for text in (texts[0], texts[4], texts[5], texts[6], texts[8], texts[9]):
+            assert printable(text) in shown  # host, Python, workload, executor, tags
+        await pilot.click("DataTable", offset=(60, 0))  # sort by a text column (python)
+        detail = app.query_one("#run-detail")
+        await wait_until(pilot, lambda: str(detail.render()).startswith("run "))
+        await pilot.press("3")
+        app.query_one("#selection-a", Input).value = texts[0]  # not KEY:VALUE: refused
+        app.query_one("#selection-b", Input).value = "[/x]"
+        app.query_one("#selection-b", Input).focus()
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        assert "cannot read selection term" in str(app.query_one("#compare-verdict").render())
+        await pilot.press("4")
+        machines = app.query_one("#machines", DataTable)
+        await wait_until(pilot, lambda: machines.row_count == 2)
+        hosts = {str(machines.get_row_at(row)[0]) for row in range(2)}
+        assert hosts == {printable(texts[0]), printable(texts[1]) + " (B)"}
+        assert app.is_running and app.screen.__class__.__name__ != "ErrorScreen"

@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import collections
+import csv
 import hashlib
+import io
 import json
+import math
+import re
 import signal
 import sqlite3
+import string
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from experiments.executors import EXECUTORS
+from experiments.spec import MAX_TIMEOUT_S
 from storage.database import SCHEMA_VERSION
 from tests.conftest import PROCESS_EXECUTORS, assert_one_line_error, run_args
+from tests.storage.test_reports import (
+    HOSTILE,
+    SHOWN_TEXT,
+    environment,
+    hostile_database,
+    record_run,
+)
 
 RUN_KEYS = {
     "run_id",
@@ -213,6 +228,21 @@ BAD_INPUTS = [
     ["run", "-w", "http", "-e", "dask", "--scheduler", "tcp://127.0.0.1:8786"],
     ["runs", "--db", "/no/such/dir/results.db"],
     ["list", "everything"],
+    # bad input that was taken as something else
+    ["runs", "--db", "://"],
+    ["runs", "--db", "sqlite://"],
+    ["run", "-w", "tiny", "-e", "threads", "--db", ""],
+    ["report", "--format", "html", "--output", "."],
+    ["report", "--format", "html", "--output", "/dev/full"],
+    ["report", "--format", "html", "--output", "usermod.py/report.html"],
+    ["run", "-w", "tiny", "-e", "threads", "--timeout", "1e10"],
+    ["run", "-w", "tiny", "-e", "threads", "--python", ""],
+    ["run", "-w", "tiny", "-e", "dask", "--scheduler", "not a url"],
+    ["report", "--select", "tag:nothing"],
+    ["report", "--compare", "tag:a", "tag:b", "--fail-if-slower", "nan"],
+    ["report", "--compare", "tag:a", "tag:b", "--fail-if-slower", "-5"],
+    ["db", "merge", "."],
+    ["db", "merge", "missing.db"],
 ]
 
 
@@ -315,3 +345,144 @@ def test_list_and_env(conlab):
     env = conlab("env", "--json").json()
     assert env["logical_cores"] >= 1 and len(env["machine_fingerprint"]) == 20
     assert conlab("env", "--json").json()["machine_fingerprint"] == env["machine_fingerprint"]
+
+
+# --- bad input, by class: each a one-line refusal that changes nothing ------------------------
+
+LETTERS = st.text(alphabet=string.ascii_letters, min_size=1, max_size=8)
+NOT_UTF8 = st.text(max_size=6).filter(lambda s: "\x00" not in s).map(lambda s: s + "\udc9b")
+BAD_RUN_OPTIONS = st.one_of(
+    st.tuples(st.just("--timeout"), st.one_of(
+        st.floats(min_value=MAX_TIMEOUT_S, exclude_min=True), st.floats(max_value=0),
+        st.just(math.nan)).map(str)),
+    st.tuples(st.just("--python"), st.text(alphabet=" \t", max_size=3)),
+    st.tuples(st.just("--scheduler"), st.one_of(
+        st.sampled_from(["http", "inproc", "udp", "file", "tcp+x"]).map(lambda s: f"{s}://h:1"),
+        st.integers(65536, 10**7).map(lambda port: f"tcp://h:{port}"),
+        LETTERS.map(lambda s: f"{s} {s}"), st.just("tcp://"), st.just("h:"))),
+    st.tuples(st.just("--db"), st.sampled_from(
+        ["://", "sqlite://", "sqlite:///:memory:", "", " ", "://results.db"])),
+    st.tuples(st.just("--tag"), NOT_UTF8),
+    st.tuples(st.just("-w"), NOT_UTF8.map(lambda s: f"{s}.py:work")),
+).map(lambda option: ["run", "-w", "tiny", "-e", "dask", *option])  # fmt: skip
+BAD_REPORT_OPTIONS = st.one_of(
+    st.one_of(st.floats(max_value=0, exclude_max=True), st.just(math.inf), st.just(math.nan))
+    .map(lambda pct: ["--compare", "tag:a", "tag:b", "--fail-if-slower", str(pct)]),
+    st.sampled_from([".", "/", "usermod.py/x.html", "usermod.py/a/b.md", "/dev/full"])
+    .map(lambda out: ["--format", "markdown", "--output", out]),
+    LETTERS.map(lambda tag: ["--select", f"tag:no-{tag}"]),
+).map(lambda options: ["report", *options])  # fmt: skip
+BAD_MERGE_SOURCES = st.one_of(st.just("."), LETTERS.map(lambda s: f"missing-{s}.db")).map(
+    lambda source: ["db", "merge", source]
+)
+
+
+@given(st.one_of(BAD_RUN_OPTIONS, BAD_REPORT_OPTIONS, BAD_MERGE_SOURCES))
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+def test_each_class_of_bad_input_is_one_line_and_changes_nothing(conlab, db_path, args):
+    if not db_path.exists():  # one stored run, which no bad input may change
+        assert conlab("run", "-w", "tiny", "-e", "sequential", "--repeats", "1").returncode == 0
+    before = hashlib.sha256(db_path.read_bytes()).hexdigest()
+    assert_one_line_error(conlab(*args))
+    assert hashlib.sha256(db_path.read_bytes()).hexdigest() == before
+
+
+def test_one_file_is_one_workload_however_its_path_is_written(conlab, user_dir):
+    (user_dir / "sub").mkdir()
+    (user_dir / "sub" / "jobs.py").write_text("def square(n):\n    return n * n\n")
+    for ref in ("sub/jobs.py:square", "./sub/jobs.py:square", "sub/../sub/jobs.py:square"):
+        result = conlab(*run_args(ref, "sequential", tasks=2, repeats=1, warmups=0))
+        assert result.returncode == 0, result.stderr
+    assert {r["workload"] for r in conlab("runs", "--json").json()} == {"sub/jobs.py:square"}
+
+
+# --- stored text reaches the terminal as text -------------------------------------------------
+
+RAW_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def test_hostile_text_in_a_database_is_printed_as_text(conlab, tmp_path):
+    """Markup, terminal sequences and formulas in every shown column of received databases:
+    every command prints them as visible text, and no control character reaches the terminal."""
+    dbs = []
+    for start in range(0, len(HOSTILE), 10):
+        dbs.append(tmp_path / f"received{start}.db")
+        hostile_database(dbs[-1], (HOSTILE[start:] + HOSTILE)[:10])
+    several = [arg for db in dbs for arg in ("--db", str(db))]
+    outputs = [conlab("runs", *several), conlab("report", "--format", "table", *several)]
+    outputs += [conlab("report", "--format", f, *several) for f in ("markdown", "csv")]
+    outputs += [
+        conlab(*command, "--db", str(db)) for db in dbs for command in (["runs"], ["db", "info"])
+    ]
+    for result in outputs:
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        assert not RAW_CONTROL.search(result.stdout), repr(result.stdout)
+    runs, table, markdown, csv_text = (r.stdout for r in outputs[:4])
+    one_by_one = "".join(r.stdout for r in outputs[4:])  # tables as wide as one file needs
+    assert "[/x]" in one_by_one and "[@click=app.quit]quit[/]" in one_by_one
+    assert "\\x1b]0;retitled\\x07" in one_by_one and "\\x1b[2J\\x1b[31mred" in one_by_one
+    assert "\\\\x9b31m" in markdown  # the escape, itself escaped for Markdown
+    assert "\\[bold red\\]loud\\[/\\]" in markdown
+    for row in csv.reader(io.StringIO(csv_text)):
+        for cell in row:
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")) or is_number(cell)
+    assert "'@SUM(A1:A2)" in csv_text and "'+1+1" in csv_text
+
+
+def is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def test_csv_neutralises_formulas_and_keeps_negative_numbers(conlab, tmp_path):
+    from experiments.spec import ExperimentSpec
+    from storage.database import open_engine
+
+    db = tmp_path / "formulas.db"
+    engine = open_engine(db, writer=True)
+    env = environment("c" * 20, "@host", "=1+1", "-5")
+    sweep = ExperimentSpec(workload="x", executor="x").sweep_id
+    common = dict(workload='=HYPERLINK("x")', tasks=2, repeats=3, warmups=0, sweep_id=sweep)
+    record_run(engine, ExperimentSpec(executor="sequential", **common), env, [10, 10, 10])
+    # twice as fast on 2 workers and then some: a negative Karp–Flatt serial fraction
+    record_run(engine, ExperimentSpec(executor="+x", workers=2, **common), env, [4, 4, 4])
+    engine.dispose()
+    result = conlab("report", "--db", str(db), "--format", "csv")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert {r["machine"] for r in rows} == {"'@host"}
+    assert {r["workload"] for r in rows} == {'\'=HYPERLINK("x")'}
+    assert {r["executor"] for r in rows} == {"sequential", "'+x"}
+    assert {r["python"] for r in rows} == {"-5"}  # a plain number is no formula
+    parallel = next(r for r in rows if r["workers"] == "2")
+    assert float(parallel["karp_flatt"]) == pytest.approx(-0.2)  # a number, not "'-0.2"
+
+
+def test_markup_in_paths_and_tags_is_text(conlab, user_dir, tmp_path):
+    (user_dir / "w[" / "i]").mkdir(parents=True)
+    (user_dir / "w[" / "i]" / "jobs.py").write_text("def work(n):\n    return n\n")
+    db = str(tmp_path / "d[" / "i]" / "results.db")
+    options = ["--workers", "1", "--tasks", "2", "--repeats", "1", "--db", db]
+    run = conlab("run", "-w", "w[/i]/jobs.py:work", "-e", "threads", "--tag", "[/x]", *options)
+    assert run.returncode == 0 and "w[/i]/jobs.py:work" in run.stdout, run.stderr
+    for args in (["runs"], ["report", "--format", "table"], ["db", "info"], ["db", "check"]):
+        result = conlab(*args, "--db", db)
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        assert "[/" in result.stdout
+    assert "[/x]" in conlab("runs", "--db", db).stdout
+    assert db in conlab("db", "info", "--db", db).stdout
+
+
+@given(st.lists(SHOWN_TEXT, min_size=1, max_size=3), SHOWN_TEXT)
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+def test_any_text_in_a_table_or_a_line_prints_without_markup_or_control(capsys, cells, line):
+    from tui.cli import _print_rows, _say
+
+    columns = [f"c{n}" for n in range(len(cells))]
+    _print_rows([dict(zip(columns, cells))], columns, title=line)
+    _say(line)
+    out = capsys.readouterr().out
+    assert not RAW_CONTROL.search(out.replace("\n", ""))

@@ -12,6 +12,8 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Input, Static
 from textual_plotext import PlotextPlot
 
+from storage.text import as_text, printable
+
 
 def draw_speedup(plot, summary) -> None:
     """Speedup against workers, one line per executor, and the ideal (speedup = workers)."""
@@ -41,7 +43,7 @@ def draw_speedup(plot, summary) -> None:
             ]
         )
         plt.plot([int(w) for w in group["workers"]], [float(s) for s in group["speedup"]],
-                 label=label, marker="dot")  # fmt: skip
+                 label=printable(label), marker="dot")  # fmt: skip
     plot.refresh()
 
 
@@ -51,7 +53,8 @@ def draw_times(plot, summary) -> None:
     plt.clear_figure()
     plt.title("median time per executor (ms)")
     ordered = summary.sort_values(["workload", "median_s"])
-    labels = [f"{r.workload} {r.executor} x{int(r.workers)}" for r in ordered.itertuples()]
+    labels = [printable(f"{r.workload} {r.executor} x{int(r.workers)}")
+              for r in ordered.itertuples()]  # fmt: skip
     plt.bar(labels, [float(r.median_s) * 1000 for r in ordered.itertuples()],
             orientation="horizontal")  # fmt: skip
     plot.refresh()
@@ -122,7 +125,7 @@ class ComparePane(Vertical):
         b = self.query_one("#selection-b", Input).value.strip()
         verdict = self.query_one("#compare-verdict", Static)
         if not a or not b:
-            verdict.update("write both selections, A and B")
+            verdict.update(as_text("write both selections, A and B"))
             return
         engine = open_engine(self.db)
         try:
@@ -134,17 +137,17 @@ class ComparePane(Vertical):
                 raise SelectionError("no finished runs stored yet; run a sweep first")
             comparisons, geomean, differences = compare(repeats, a, b)
         except SelectionError as exc:
-            verdict.update(f"[b red]{exc}[/]")
+            verdict.update(as_text(exc, "bold red"))
             return
         rows = render.comparison_rows(comparisons)
         table = self.query_one("#compare-table", DataTable)
         table.clear(columns=True)
         table.add_columns(*rows[0])
         for row in rows:
-            table.add_row(*row.values())
+            table.add_row(*map(as_text, row.values()))
         differ = "; ".join(f"{k}: {va} vs {vb}" for k, (va, vb) in differences.items())
         verdict.update(
-            f"B against A, geometric mean of B/A: {geomean:.3f}"
-            + (f"\nthe selections differ in {differ}" if differ else "")
+            as_text(f"B against A, geometric mean of B/A: {geomean:.3f}")
+            + (as_text(f"\nthe selections differ in {differ}", lines=True) if differ else "")
         )
         self.refresh_charts(f"{a}")

@@ -8,6 +8,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown, Static
 
+from storage.text import as_text
+
 
 class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
@@ -43,4 +45,6 @@ class ErrorScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
-            yield Static(f"[b]{self.title_text}[/b]\n\n{self.detail}\n\n(escape to close)")
+            message = as_text(self.title_text, "bold")
+            message.append_text(as_text(f"\n\n{self.detail}\n\n(escape to close)", lines=True))
+            yield Static(message)

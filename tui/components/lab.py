@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -27,6 +26,7 @@ from textual.widgets.selection_list import Selection
 from experiments.executors import describe as describe_executors
 from experiments.spec import ExperimentSpec, SpecError, default_worker_counts
 from experiments.workloads import WORKLOADS
+from storage.text import as_text, printable
 from tui.components.timeline import Timeline
 
 # The parameter inputs: (id, label, placeholder shown when left empty = the default).
@@ -123,8 +123,10 @@ class LabPane(Vertical):
                 executors = SelectionList[str](
                     *[
                         Selection(
-                            e["name"]
-                            + ("" if e["available"] else f"  (unavailable: {e['reason']})"),
+                            as_text(
+                                e["name"]
+                                + ("" if e["available"] else f"  (unavailable: {e['reason']})")
+                            ),
                             e["name"],
                             e["name"] in ("sequential", "threads", "processes"),
                             disabled=not e["available"],
@@ -168,7 +170,7 @@ class LabPane(Vertical):
 
         found = discover()
         options = [
-            (f"{p['version']}{' (free-threaded)' if p['free_threaded'] else ''}  {p['path']}",
+            (as_text(f"{p['version']}{' (free-threaded)' * p['free_threaded']}  {p['path']}"),
              p["path"]) for p in found if not p.get("current")
         ]  # fmt: skip
         self.app.call_from_thread(self.query_one("#python", Select).set_options, options)
@@ -242,7 +244,7 @@ class LabPane(Vertical):
             self.build_specs()
         except SpecError as exc:
             message = str(exc)
-        self.query_one("#spec-error", Static).update(message)
+        self.query_one("#spec-error", Static).update(as_text(message))
 
     # --- running ---
 
@@ -253,8 +255,8 @@ class LabPane(Vertical):
         try:
             specs = self.build_specs()
         except SpecError as exc:
-            self.query_one("#spec-error", Static).update(str(exc))
-            self.app.notify(str(exc), severity="error", title="cannot run")
+            self.query_one("#spec-error", Static).update(as_text(exc))
+            self.app.notify(printable(exc), severity="error", title="cannot run", markup=False)
             return
         self.specs = specs
         self.finished_processes = 0
@@ -319,7 +321,9 @@ class LabPane(Vertical):
             current.update(total=(spec.warmups + spec.repeats) * spec.tasks, progress=0)
             total = sum(s.processes for s in self.specs)
             self.query_one("#summary", Static).update(
-                Text(f"process {self.finished_processes + 1} of {total}: {label} (escape cancels)")
+                as_text(
+                    f"process {self.finished_processes + 1} of {total}: {label} (escape cancels)"
+                )
             )
         elif kind == "tasks":
             repeat = event["repeat"]
@@ -339,15 +343,18 @@ class LabPane(Vertical):
         head = ("cancelled: the run in progress was stored as cancelled\n" if message.cancelled
                 else f"{len(message.results)} run(s) stored, {len(failed)} not ok\n")  # fmt: skip
         errors = "".join(f"{r['executor']} x{r['workers']}: {r['error']}\n" for r in failed)
-        self.query_one("#summary", Static).update(head + errors + message.summary)
+        self.query_one("#summary", Static).update(
+            as_text(head + errors + message.summary, lines=True)
+        )
         # the message bubbles on to the app, which refreshes the other panes
 
     def on_lab_pane_sweep_failed(self, message: SweepFailed) -> None:
         self.sweep = None
         self.busy = False
         self.started_at = None
-        self.query_one("#summary", Static).update(f"not started: {message.error}")
-        self.app.notify(message.error, severity="error", title="cannot run")
+        self.query_one("#summary", Static).update(as_text(f"not started: {message.error}"))
+        self.app.notify(printable(message.error), severity="error", title="cannot run",
+                        markup=False)  # fmt: skip
 
     def tick(self) -> None:
         if self.started_at is not None:

@@ -9,6 +9,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
+from storage.text import as_text
+
 SHOWN = ("hostname", "os_name", "os_release", "architecture", "cpu_model", "logical_cores",
          "physical_cores", "usable_cores", "cgroup_cpu_quota", "memory_total_bytes",
          "python_implementation", "python_version", "python_executable", "py_gil_disabled",
@@ -49,7 +51,7 @@ class MachinePane(Vertical):
         self.described = True
         self.query_one("#this-machine").border_title = "this machine and interpreter"
         self.query_one("#this-machine", Static).update(
-            "\n".join(f"{key:>22}  {env.get(key)}" for key in SHOWN)
+            as_text("\n".join(f"{key:>22}  {env.get(key)}" for key in SHOWN), lines=True)
         )
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="machines")
@@ -85,5 +87,6 @@ class MachinePane(Vertical):
         table.clear()
         for host, fingerprint, cpu, cores, memory, os_name, pythons, runs in rows:
             gib = f"{memory / 2**30:.0f} GiB" if isinstance(memory, int) else "?"
-            table.add_row(host or "?", (fingerprint or "")[:12], cpu or "?", cores or "?", gib,
-                          os_name, pythons or "", runs)  # fmt: skip
+            cells = (host or "?", (fingerprint or "")[:12], cpu or "?", cores or "?", gib,
+                     os_name, pythons or "", runs)  # fmt: skip
+            table.add_row(*map(as_text, cells))

@@ -11,6 +11,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label
 
+from storage.text import as_text
+
 
 class Prompt(ModalScreen[Optional[str]]):
     """Dismissed with the text entered (stripped), or None on escape."""
@@ -31,7 +33,7 @@ class Prompt(ModalScreen[Optional[str]]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.question)
+            yield Label(as_text(self.question))
             yield Input(value=self.value, placeholder=self.placeholder, id="prompt-input")
 
     @on(Input.Submitted)

@@ -12,6 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, Static
 
+from storage.text import as_text
 from tui.components.prompt import Prompt
 
 COLUMNS = ("run", "created", "machine", "python", "workload", "executor", "workers", "status",
@@ -19,11 +20,18 @@ COLUMNS = ("run", "created", "machine", "python", "workload", "executor", "worke
 
 
 def run_cells(run: dict) -> tuple:
+    """The row of ``run`` in the table: text, never markup; numbers stay numbers (to sort)."""
     median = run["median_s"]
-    return (run["run_id"][:8], (run["created_at"] or "")[:19].replace("T", " "),
-            run["machine"] or "?", run["python"] or "?", run["workload"], run["executor"],
-            run["workers"], run["status"],
-            f"{median * 1000:.1f} ms" if median is not None else "", run["tag"] or "")  # fmt: skip
+    shown = (run["run_id"][:8], (run["created_at"] or "")[:19].replace("T", " "),
+             run["machine"] or "?", run["python"] or "?", run["workload"], run["executor"],
+             run["workers"], run["status"],
+             f"{median * 1000:.1f} ms" if median is not None else "", run["tag"] or "")  # fmt: skip
+    return tuple(cell if isinstance(cell, int) else as_text(cell) for cell in shown)
+
+
+def sort_key(cell):
+    """A table cell as what it sorts by: its text, or the number it is."""
+    return getattr(cell, "plain", cell)
 
 
 class Confirm(ModalScreen[bool]):
@@ -44,7 +52,7 @@ class Confirm(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.question)
+            yield Label(as_text(self.question))
             with Horizontal():
                 yield Button("Delete", variant="error", id="yes")
                 yield Button("Keep", id="no")
@@ -142,7 +150,7 @@ class RunsPane(Vertical):
     @on(DataTable.HeaderSelected)
     def sort_by(self, event: DataTable.HeaderSelected) -> None:
         reverse = self.sort_column == event.column_key
-        event.data_table.sort(event.column_key, reverse=reverse)
+        event.data_table.sort(event.column_key, key=sort_key, reverse=reverse)
         self.sort_column = None if reverse else event.column_key
 
     def selected(self) -> Optional[dict]:
@@ -160,7 +168,7 @@ class RunsPane(Vertical):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="run-detail")
     def load_detail(self, run: dict) -> None:
-        text = self.describe(run)
+        text = as_text(self.describe(run), lines=True)  # what a database holds: never markup
         self.app.call_from_thread(self.query_one("#run-detail", Static).update, text)
 
     def describe(self, run: dict) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
+from storage.text import as_text
+
 COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1")
 
 
@@ -30,7 +32,7 @@ class Timeline(Widget):
         self.samples = [tuple(s) for s in samples]
         if caption is not None:
             self.caption = caption
-            self.border_title = caption
+            self.border_title = as_text(caption)
         # Re-layout only when lanes come or go (the height changes); else just repaint.
         self.refresh(layout=len(self.lanes()) != lanes_before or caption is not None)
 
@@ -44,7 +46,7 @@ class Timeline(Widget):
     def render(self) -> Text:
         lanes = self.lanes()
         if not lanes:
-            return Text(self.caption, style="dim")
+            return as_text(self.caption, "dim")
         start = min(s[2] for s in self.samples)
         end = max(s[3] for s in self.samples)
         span = max(end - start, 1)

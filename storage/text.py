@@ -1,0 +1,65 @@
+"""Text from outside the lab (a database someone sent, a path, what a user typed) made safe to
+show. Such text is only ever text: never rich or Textual markup, never a terminal control
+sequence, never Markdown or HTML, never a spreadsheet formula. Every output (the CLI, the app's
+panes, the reports) passes such strings through the one function here that fits it."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# C0 controls (ESC starts every terminal sequence: colours, cursor moves, window titles, OSC 8
+# links), DEL, C1 controls (0x9b is a one-character CSI, 0x9d an OSC), and lone surrogates (the
+# bytes of a path or argument that are not UTF-8, which no UTF-8 output can write).
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_CONTROLS_BUT_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")  # keeps \t, \n
+
+# What CommonMark (and its table extension) reads as more than a character inside a line:
+# escapes, code, emphasis, links and images, autolinks and raw HTML, entities, strikethrough,
+# table cells, a heading's closing hashes. Each of them written with a backslash is the character
+# itself. At the start of a line (a list item's text) a list marker or an underline is a block.
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>!&~|#])")
+_MARKDOWN_BLOCK_START = re.compile(r"^(?=[-+=]|\d{1,9}[.)](?:\s|$))(\d*)")
+
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP, CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def printable(value: Any, *, lines: bool = False) -> str:
+    """``value`` as text whose every control character is written as a visible escape (ESC as
+    ``\\x1b``), so it cannot move the cursor, retitle a window or hide what follows it.
+    ``lines=True`` keeps newlines and tabs (tracebacks, captured stderr); ``None`` is ""."""
+    pattern = _CONTROLS_BUT_LINES if lines else _CONTROLS
+    return pattern.sub(_escape, "" if value is None else str(value))
+
+
+def _escape(match: re.Match) -> str:
+    return repr(match.group())[1:-1]  # "\x1b", "\n", "\x9b": Python's own spelling
+
+
+def as_text(value: Any, style: str = "", *, lines: bool = False):
+    """``value`` as a rich ``Text`` for a terminal table or a Textual widget: shown as it is,
+    never parsed as markup (``[/x]`` is four characters, ``[@click=...]`` no action)."""
+    from rich.text import Text
+
+    return Text(printable(value, lines=lines), style=style)
+
+
+def markdown_text(value: Any) -> str:
+    """``value`` as Markdown that renders as exactly its text (one line, surrounding spaces
+    dropped), wherever it stands in a line: no HTML, link, image, emphasis, list or table cell
+    can come out of it."""
+    escaped = _MARKDOWN.sub(r"\\\1", printable(value).strip())
+    return _MARKDOWN_BLOCK_START.sub(r"\1\\", escaped)
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` for a CSV cell: text that a spreadsheet would run as a formula gets a leading
+    ``'`` (OWASP); numbers, and text that is a plain number such as ``-3.5``, stay as they are."""
+    if not isinstance(value, str):
+        return value
+    value = printable(value)
+    if value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
