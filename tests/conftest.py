@@ -332,3 +332,9 @@ def pg_url(postgres_server: str):
     yield f"{postgres_server}/{name}"
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "damaged_databases: the test leaves damaged databases behind on purpose"
+    )
