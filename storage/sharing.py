@@ -142,7 +142,7 @@ _SQLITE_CHECKS = {
     "repeats whose times are not numbers": "SELECT run_id FROM repeat WHERE "
     + " OR ".join(
         f"typeof({c}) NOT IN ('integer', 'real', 'null')"
-        for c in ("wall_ns", "cpu_ns", "start_ns", "end_ns", "first_task_start_ns", "busy_ns")
+        for c in ("wall_ns", "cpu_ns", "start_ns", "end_ns")  # columns since schema 1
     ),
     "task samples whose times are not numbers": "SELECT run_id FROM task_sample WHERE "
     "typeof(start_ns) NOT IN ('integer', 'real', 'null') "
