@@ -445,12 +445,13 @@ def _copy_new_runs(connection: sqlite3.Connection, source_name: str) -> MergeRes
 def export(source: Target, out: Path, anonymize: bool = False, tag: Optional[str] = None) -> int:
     """Write a consistent copy of ``source`` to the new SQLite file ``out`` (``VACUUM INTO`` from
     a SQLite file, one read transaction from a server: a live database is fine). ``tag`` keeps
-    only runs with that tag; ``anonymize`` rewrites what ANONYMIZED says. Returns the number of
-    runs exported.
+    only runs with that tag; ``anonymize`` rewrites what ``_anonymize`` says. Returns the
+    number of runs exported.
 
-    The copy is made, filtered and anonymised in a private temporary directory; only the finished
-    file is written beside ``out`` and then linked into place. An export that fails or is
-    interrupted (SIGINT, SIGTERM) leaves no ``out`` and nothing un-anonymised beside it."""
+    The copy is made, filtered and anonymised in a private temporary directory; only the
+    finished file is written beside ``out`` and then linked into place. An export that fails or
+    is interrupted leaves no ``out`` and nothing un-anonymised beside it (after SIGKILL, the
+    private copy stays in $TMPDIR: nothing else can remove it)."""
     if isinstance(source, Path):
         check_sqlite_file(source, create=False)
     _refuse_as_export_target(out)
@@ -587,14 +588,6 @@ def _keep_only_tag(copy: sqlite3.Connection, tag: str) -> None:
     )
 
 
-# What `db export --anonymize` rewrites (the CLI's help and the README say the same).
-ANONYMIZED = (
-    "every text value in every table (keys, statuses and executor names aside): host names "
-    "become machine-<fingerprint>, user names `user`, home directories `~`, interpreter paths "
-    "pythonX.Y, and every other absolute path is cut to its last part (/srv/lab/jobs.py -> "
-    ".../jobs.py); the machine id, the recording host and process ids are dropped"
-)
-
 # Columns whose values the lab itself makes (keys, statuses, executor names): never rewritten.
 _NOT_SCRUBBED = frozenset(
     {"id", "run_id", "sweep_id", "key", "fingerprint", "machine_fingerprint", "interpreter_key",
@@ -648,6 +641,10 @@ def _last_part(match: re.Match) -> str:
 
 
 def _anonymize(copy: sqlite3.Connection) -> None:
+    """Rewrite every text value in every table (keys, statuses and executor names aside): host
+    names become machine-<fingerprint>, user names `user`, home directories `~`, interpreter
+    paths pythonX.Y, every other absolute path its last part (/srv/lab/jobs.py -> .../jobs.py);
+    drop the machine id, the recording host and the process ids. (README and --help say so.)"""
     scrub = _Scrubber()
     aliases = {
         fingerprint: f"machine-{str(fingerprint)[:8]}"

@@ -584,7 +584,10 @@ def db_merge(
 def db_export(
     out: str = typer.Argument(..., help="the new file to write"),
     anonymize: bool = typer.Option(
-        False, help="replace host and user names, home directories and interpreter paths"
+        False,
+        help="rewrite every stored text: host names -> machine-<fingerprint>, user names -> "
+        "user, home directories -> ~, interpreter paths -> pythonX.Y, other absolute paths -> "
+        ".../their last part; drop machine id, recording host and pids",
     ),
     tag: Optional[str] = typer.Option(None, help="only runs with this tag"),
     db: Optional[str] = typer.Option(None, help=DB_HELP),
