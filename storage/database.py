@@ -106,7 +106,7 @@ def check_sqlite_file(path: Path, *, create: bool) -> None:
         )
     user_version, application_id = read_header(path)
     if application_id != APPLICATION_ID:
-        if application_id == 0 and user_version == 0 and not _table_names(path, ours=False):
+        if application_id == 0 and user_version == 0 and not _foreign_tables(path):
             if create:
                 return  # an empty SQLite file: ours to set up
             raise DatabaseError(
@@ -173,6 +173,14 @@ def _table_names(path: Path, *, ours: bool) -> set[str]:
             connection.close()
     except sqlite3.DatabaseError as exc:
         raise DamagedDatabase(path, str(exc)) from None
+
+
+def _foreign_tables(path: Path) -> bool:
+    """Whether a SQLite file without the lab's header holds anything (unreadable counts)."""
+    try:
+        return bool(_table_names(path, ours=False))
+    except DamagedDatabase:
+        return True
 
 
 def _file_uri(path: Path, **parameters: str) -> str:
