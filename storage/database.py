@@ -26,6 +26,16 @@ class DatabaseError(Exception):
     """A database that cannot be used as asked. The message names the problem and the fix."""
 
 
+class DamagedDatabase(DatabaseError):
+    """A lab database SQLite cannot read; ``reason`` is what SQLite said."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            f"{path} is damaged ({reason}); check it with `conlab db check --db {path}`"
+        )
+        self.reason = reason
+
+
 def default_path() -> Path:
     """``$CONLAB_DB``, else ``results.db`` in the user data directory."""
     env = os.environ.get("CONLAB_DB")
@@ -60,8 +70,15 @@ def sqlite_path(url: str) -> Path:
     return Path(make_url(url).database or "")
 
 
+# The tables every lab database has had since schema 1.
+LAB_TABLES = frozenset({"machine", "interpreter", "run", "repeat", "task_sample"})
+
+
 def check_sqlite_file(path: Path, *, create: bool) -> None:
-    """Refuse, without changing a byte, a file that is not a lab database of a version we know."""
+    """Refuse, without changing a byte, a file that is not a lab database of a version we know.
+
+    ``create`` allows what only a writer may set up: a missing, 0-byte or table-less SQLite file.
+    """
     if path.is_dir():
         raise DatabaseError(f"{path} is a directory; pass --db with a file path")
     if not path.exists():
@@ -81,11 +98,21 @@ def check_sqlite_file(path: Path, *, create: bool) -> None:
     if not os.access(path, os.R_OK):
         raise DatabaseError(f"{path} is not readable; fix its permissions or pass another --db")
     if path.stat().st_size == 0:
-        return
+        if create:
+            return
+        raise DatabaseError(
+            f"{path} is an empty file, not a lab database; check the path "
+            "(`conlab run --db` records into a new file)"
+        )
     user_version, application_id = read_header(path)
     if application_id != APPLICATION_ID:
-        if application_id == 0 and user_version == 0 and not _has_tables(path):
-            return  # an empty SQLite file: ours to set up
+        if application_id == 0 and user_version == 0 and not _foreign_tables(path):
+            if create:
+                return  # an empty SQLite file: ours to set up
+            raise DatabaseError(
+                f"{path} is an empty SQLite database, not a lab one yet; check the path "
+                "(`conlab run --db` records into it)"
+            )
         raise DatabaseError(
             f"{path} is a SQLite database but not a concurrency-lab one; "
             "pass --db with a lab database or a new file name"
@@ -95,10 +122,19 @@ def check_sqlite_file(path: Path, *, create: bool) -> None:
             f"{path} has schema version {user_version}, newer than this conlab "
             f"understands ({SCHEMA_VERSION}); upgrade concurrency-lab to read it"
         )
+    missing = LAB_TABLES - _table_names(path, ours=True)
+    if user_version < 1 or missing:
+        what = f"no {', '.join(sorted(missing))} table" if missing else "no schema version"
+        raise DatabaseError(
+            f"{path} is marked as a concurrency-lab database but has {what}; it is damaged "
+            "or was made by another program: ask for a fresh `conlab db export`"
+        )
 
 
 def read_header(path: Path) -> tuple[int, int]:
-    """``(user_version, application_id)`` from a SQLite file's header, without opening it."""
+    """``(user_version, application_id)`` as SQLite sees them, without changing the file: from
+    the file's header, or from its write-ahead log when one holds changes not yet checkpointed
+    (a writer that died before a checkpoint may have set them there)."""
     try:
         with open(path, "rb") as handle:
             header = handle.read(100)
@@ -111,10 +147,9 @@ def read_header(path: Path) -> tuple[int, int]:
     # Header offsets 60 (user_version) and 68 (application_id), big-endian (SQLite file format).
     found = int.from_bytes(header[60:64], "big"), int.from_bytes(header[68:72], "big")
     wal = path.with_name(path.name + "-wal")
-    if found[1] != APPLICATION_ID and wal.exists() and wal.stat().st_size:
-        # The header may still be in the write-ahead log (a writer died before a checkpoint).
+    if wal.exists() and wal.stat().st_size:
         try:
-            connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            connection = connect_readonly(path)
             try:
                 found = (
                     connection.execute("PRAGMA user_version").fetchone()[0],
@@ -123,18 +158,75 @@ def read_header(path: Path) -> tuple[int, int]:
             finally:
                 connection.close()
         except sqlite3.DatabaseError:
-            pass
+            pass  # SQLite cannot read the log either: the header is all there is
     return found
 
 
-def _has_tables(path: Path) -> bool:
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+def _table_names(path: Path, *, ours: bool) -> set[str]:
+    """The tables in ``path``. A file that is not ours is opened read-only (SQLite may then
+    leave its -wal and -shm files beside a WAL file); ours as every lab reader opens it."""
     try:
-        return connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
-    except sqlite3.DatabaseError:
+        connection = connect_to_read(path) if ours else connect_readonly(path)
+        try:
+            return {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as exc:
+        raise DamagedDatabase(path, str(exc)) from None
+
+
+def _foreign_tables(path: Path) -> bool:
+    """Whether a SQLite file without the lab's header holds anything (unreadable counts)."""
+    try:
+        return bool(_table_names(path, ours=False))
+    except DamagedDatabase:
         return True
-    finally:
-        connection.close()
+
+
+def _file_uri(path: Path, **parameters: str) -> str:
+    from urllib.parse import quote, urlencode
+
+    return f"file:{quote(str(Path(path).absolute()))}?{urlencode(parameters)}"
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """A connection that cannot change ``path``. A WAL file in a directory SQLite cannot write
+    (a read-only mount) is opened immutable: nobody can be writing it there either."""
+    try:
+        connection = sqlite3.connect(_file_uri(path, mode="ro"), uri=True)
+        try:
+            connection.execute("SELECT count(*) FROM sqlite_master")  # opens the file for real
+        except sqlite3.OperationalError:
+            connection.close()
+            raise
+        return connection
+    except sqlite3.OperationalError as exc:
+        if "unable to open" not in str(exc) or _writable(path):
+            raise
+    return sqlite3.connect(_file_uri(path, immutable="1"), uri=True)
+
+
+def connect_to_read(path: Path) -> sqlite3.Connection:
+    """A connection for reading an existing file: read-write where the file and its directory
+    are writable (so SQLite tidies its -wal and -shm files away on close), else read-only. It
+    never creates the file."""
+    if _writable(path):
+        connection = sqlite3.connect(
+            _file_uri(path, mode="rw"), uri=True, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+    else:
+        connection = connect_readonly(path)
+    connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return connection
+
+
+def _configure_reader(dbapi_connection, _record) -> None:
+    # A reader leaves the journal mode as it is: reading changes nothing in the file.
+    dbapi_connection.execute("PRAGMA foreign_keys = ON")
 
 
 def _configure_sqlite(dbapi_connection, _record) -> None:
@@ -189,15 +281,20 @@ def open_engine(
         path = sqlite_path(url)
         check_sqlite_file(path, create=create)
         _migrate_if_older(path)
-        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
-        event.listen(engine, "connect", _configure_sqlite)
+        if create or writer:
+            engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+            event.listen(engine, "connect", _configure_sqlite)
+        else:
+            engine = create_engine(url, creator=lambda: connect_to_read(path))
+            event.listen(engine, "connect", _configure_reader)
+            event.listen(engine, "handle_error", _unreadable(path))
         if writer:
             event.listen(engine, "connect", _autocommit_driver)
             event.listen(engine, "begin", _begin_immediate)
     else:
         engine = _server_engine(url)
     try:
-        _ensure_schema(engine)
+        _ensure_schema(engine, create=create)
     except Exception as exc:
         engine.dispose()
         if isinstance(exc, DatabaseError):
@@ -208,6 +305,27 @@ def open_engine(
             f"check --db and {fix}"
         ) from None
     return engine
+
+
+def _unreadable(path: Path):
+    """A ``handle_error`` listener: SQLite failing to read ``path`` (a damaged page, a table or
+    column missing) is a DatabaseError that names the file. A write refused by a read-only
+    database or a lock is left as it is, for the caller to handle."""
+
+    def convert(context) -> None:
+        error = context.original_exception
+        if not isinstance(error, sqlite3.DatabaseError):
+            return
+        if isinstance(error, sqlite3.OperationalError) and (
+            "readonly" in str(error) or "locked" in str(error)
+        ):
+            return
+        raise DatabaseError(
+            f"cannot read {path} ({str(error).strip()}); check it with "
+            f"`conlab db check --db {path}`"
+        )
+
+    return convert
 
 
 def shown_url(url: str) -> str:
@@ -242,6 +360,12 @@ def _migrate_if_older(path: Path) -> None:
     if application_id == APPLICATION_ID and 0 < version < SCHEMA_VERSION:
         from storage.migrations import migrate
 
+        if not _writable(path):
+            raise DatabaseError(
+                f"{path} has schema version {version} and must be migrated, but it cannot be "
+                "written here; copy it to a writable place and pass --db with the copy"
+            )
+
         try:
             backup = migrate(path, version, SCHEMA_VERSION)
         except sqlite3.Error as exc:
@@ -266,12 +390,22 @@ _server_meta = MetaData()
 _server_schema = Table("conlab_schema", _server_meta, Column("version", Integer, nullable=False))
 
 
-def _ensure_schema(engine: Engine) -> None:
+def _ensure_schema(engine: Engine, *, create: bool = True) -> None:
     if engine.dialect.name == "sqlite":
         with engine.connect() as connection:
             version = connection.exec_driver_sql("PRAGMA user_version").scalar()
         if version == SCHEMA_VERSION:
             return
+        if version > SCHEMA_VERSION:  # what SQLite sees now, write-ahead log included
+            raise DatabaseError(
+                f"{engine.url.database} has schema version {version}, newer than this conlab "
+                f"understands ({SCHEMA_VERSION}); upgrade concurrency-lab to read it"
+            )
+        if version or not create:  # a reader never writes a schema into a file
+            raise DatabaseError(
+                f"{engine.url.database} has schema version {version}, not one this conlab "
+                f"can use ({SCHEMA_VERSION}); check it with `conlab db check`"
+            )
     else:
         _check_server_version(engine)
     SQLModel.metadata.create_all(engine)

@@ -149,6 +149,8 @@ def _migrate_locked(path: Path, from_version: int, to_version: int) -> Path:
                 source.execute("COMMIT")
             except BaseException:
                 source.execute("ROLLBACK")
+                if version == from_version:
+                    backup.unlink(missing_ok=True)  # the file is unchanged: no copy to keep
                 raise
     finally:
         source.close()

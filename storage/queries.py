@@ -6,6 +6,7 @@ else, so a value of an unexpected type is shown as it is, never trusted or execu
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -17,6 +18,7 @@ from typing import Any, Optional
 
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
 from storage.models import utc_now
 from storage.stats import MOVED_BETWEEN_PROCESSES, interval
@@ -25,6 +27,18 @@ RUN_COLUMNS = (
     "id", "sweep_id", "status", "workload", "executor", "workers", "start_method", "chunksize",
     "tasks", "size", "repeats", "warmups", "tag", "error",
 )  # fmt: skip
+
+
+def json_object(text: Any) -> Optional[dict[str, Any]]:
+    """``text`` (a stored JSON column) as a dict, or None when it is not a JSON object this
+    process can read: not text, not JSON, not an object, or nested too deep to parse."""
+    if not isinstance(text, str):
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _number(value: Any) -> Optional[float]:
@@ -132,17 +146,26 @@ def mark_interrupted(engine: Engine) -> int:
         ).all()
     stale = [run_id for run_id, pid in candidates if not _pid_alive(pid)]
     if stale:
-        with engine.begin() as connection:
-            for run_id in stale:
-                connection.execute(
-                    text(
-                        "UPDATE run SET status = 'interrupted', finished_at = :now, error = "
-                        "coalesce(error, 'the recording process ended before the run finished') "
-                        "WHERE id = :id AND status = 'running'"
-                    ),
-                    {"id": run_id, "now": utc_now().replace(tzinfo=None).isoformat(sep=" ")},
-                )
+        try:
+            _mark(engine, stale)
+        except OperationalError as exc:
+            if "readonly" not in str(exc):
+                raise
+            return 0  # a database on a read-only disk: shown as it is stored
     return len(stale)
+
+
+def _mark(engine: Engine, stale: list[str]) -> None:
+    with engine.begin() as connection:
+        for run_id in stale:
+            connection.execute(
+                text(
+                    "UPDATE run SET status = 'interrupted', finished_at = :now, error = "
+                    "coalesce(error, 'the recording process ended before the run finished') "
+                    "WHERE id = :id AND status = 'running'"
+                ),
+                {"id": run_id, "now": utc_now().replace(tzinfo=None).isoformat(sep=" ")},
+            )
 
 
 def list_runs(engine: Engine, tag: Optional[str] = None) -> list[dict[str, Any]]:

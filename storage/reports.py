@@ -3,7 +3,6 @@ comparisons of two selections, and stability warnings. Rendering lives in ``rend
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from sqlalchemy.engine import Engine
 
 from storage import stats
 from storage.errors import SelectionError
+from storage.queries import json_object
 
 # A configuration: what must be equal for two runs to be repeats of the same measurement.
 CONFIG = ["machine", "python", "workload", "size", "tasks", "executor", "start_method", "workers",
@@ -105,7 +105,8 @@ def load_timeline(engine: Engine, run_id: str) -> pd.DataFrame:
             connection,
             params={"run": run_id},
         )
-    return frame
+    # A sample missing its process, thread or times (a damaged file) cannot be drawn.
+    return frame.dropna(subset=["pid", "thread_id", "start_ms", "end_ms"])
 
 
 # --- selections ------------------------------------------------------------------------------
@@ -303,8 +304,8 @@ def _warnings(row, repeats: pd.DataFrame, sweep_loads: dict[str, float]) -> list
 
 
 def _load_per_core(environment_json: str) -> Optional[float]:
+    env = json_object(environment_json)
     try:
-        env = json.loads(environment_json)
         load = env["load_average"][0]
         cores = env.get("usable_cores") or env.get("logical_cores") or 1
         return float(load) / float(cores)
@@ -536,10 +537,9 @@ def environment_differences(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, tuple
     def values(frame: pd.DataFrame, field: str) -> str:
         found = set()
         for text_ in frame["environment_json"].dropna().unique():
-            try:
-                found.add(str(json.loads(text_).get(field)))
-            except (ValueError, AttributeError):
-                continue
+            env = json_object(text_)
+            if env is not None:
+                found.add(str(env.get(field)))
         return ", ".join(sorted(found))
 
     differences = {}

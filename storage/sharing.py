@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import tempfile
 from collections.abc import Iterator
@@ -25,13 +26,16 @@ from sqlmodel import SQLModel, create_engine
 
 from storage.database import (
     SCHEMA_VERSION,
+    DamagedDatabase,
     DatabaseError,
     check_sqlite_file,
+    connect_to_read,
     open_engine,
     read_header,
     shown_url,
 )
 from storage.models import utc_now
+from storage.queries import json_object
 
 # A lab database: a SQLite file's path, or a database server's SQLAlchemy URL.
 Target = Union[Path, str]
@@ -41,7 +45,10 @@ TABLES = ("machine", "interpreter", "sweep", "run", "repeat", "task_sample", "im
 
 
 def _connect_ro(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    """A connection that reads ``path`` and refuses every write to it."""
+    connection = connect_to_read(path)
+    connection.execute("PRAGMA query_only = ON")
+    return connection
 
 
 def _columns(connection: sqlite3.Connection, table: str, schema: str = "main") -> list[str]:
@@ -123,27 +130,40 @@ _LAB_CHECKS = {
     "('running', 'ok', 'failed', 'cancelled', 'interrupted')",
     "ok runs missing counted repeats": "SELECT r.id FROM run r WHERE r.status = 'ok' AND "
     "r.repeats > (SELECT count(*) FROM repeat p WHERE p.run_id = r.id AND NOT p.warmup)",
-    "repeats with a non-positive wall time": "SELECT run_id FROM repeat WHERE wall_ns <= 0",
+    "repeats with a missing or non-positive wall time": "SELECT run_id FROM repeat "
+    "WHERE wall_ns IS NULL OR wall_ns <= 0",
     "task samples ending before they start": "SELECT run_id FROM task_sample "
     "WHERE end_ns < start_ns",
+    "task samples with missing values": "SELECT run_id FROM task_sample WHERE task_index IS NULL "
+    "OR pid IS NULL OR thread_id IS NULL OR start_ns IS NULL OR end_ns IS NULL",
+}
+# SQLite keeps any value in any column; a server's typed columns cannot hold these.
+_SQLITE_CHECKS = {
+    "repeats whose times are not numbers": "SELECT run_id FROM repeat WHERE "
+    + " OR ".join(
+        f"typeof({c}) NOT IN ('integer', 'real', 'null')"
+        for c in ("wall_ns", "cpu_ns", "start_ns", "end_ns")  # columns since schema 1
+    ),
+    "task samples whose times are not numbers": "SELECT run_id FROM task_sample WHERE "
+    "typeof(start_ns) NOT IN ('integer', 'real', 'null') "
+    "OR typeof(end_ns) NOT IN ('integer', 'real', 'null')",
 }
 
 
-def _lab_problems(execute) -> list[Problem]:
+def _lab_problems(execute, checks: dict[str, str] = _LAB_CHECKS) -> list[Problem]:
     """``execute(sql)`` returns rows; the lab's checks over them."""
     problems = []
-    for what, query in _LAB_CHECKS.items():
+    for what, query in checks.items():
         ids = [row[0] for row in execute(query + " LIMIT 5")]
         if ids:
             problems.append(Problem(f"{what}: {', '.join(map(str, ids))}"))
     for run_id, environment in execute(
         "SELECT id, environment_json FROM run WHERE environment_json IS NOT NULL"
     ):
-        try:
-            if not isinstance(json.loads(environment), dict):
-                raise ValueError
-        except (ValueError, TypeError):
-            problems.append(Problem(f"run {run_id} has an environment that is not JSON"))
+        if json_object(environment) is None:
+            problems.append(
+                Problem(f"run {run_id} has an environment that is not JSON (or too deep to read)")
+            )
     return problems
 
 
@@ -157,7 +177,10 @@ def check(path: Target) -> list[Problem]:
                 return _lab_problems(lambda query: connection.execute(sql(query)).all())
         finally:
             engine.dispose()
-    check_sqlite_file(path, create=False)
+    try:
+        check_sqlite_file(path, create=False)
+    except DamagedDatabase as exc:
+        return [Problem(f"unreadable: {exc.reason}")]
     connection = _connect_ro(path)
     problems: list[Problem] = []
     try:
@@ -166,31 +189,53 @@ def check(path: Target) -> list[Problem]:
             return [Problem(f"integrity: {row}") for row in rows[:20]]
         for table, rowid, parent, _ in connection.execute("PRAGMA foreign_key_check"):
             problems.append(Problem(f"{table} row {rowid} points at a missing {parent}"))
-        problems += _lab_problems(lambda sql: connection.execute(sql).fetchall())
+        problems += _lab_problems(
+            lambda sql: connection.execute(sql).fetchall(), {**_LAB_CHECKS, **_SQLITE_CHECKS}
+        )
     except sqlite3.DatabaseError as exc:
         problems.append(Problem(f"unreadable: {exc}"))
     finally:
         connection.close()
+    version, _ = read_header(path)
+    if version < SCHEMA_VERSION and not problems:
+        try:  # the migration every command would make first, tried on a copy
+            with tempfile.TemporaryDirectory(prefix="conlab-check-") as scratch:
+                _migrated_copy(path, Path(scratch) / "copy.db")
+        except sqlite3.Error as exc:
+            problems.append(Problem(f"cannot be migrated from schema {version}: {exc}"))
     return problems
+
+
+def _migrated_copy(path: Path, copy: Path) -> None:
+    """A consistent copy of the lab database ``path`` at ``copy``, with the current schema."""
+    from storage.migrations import migrate
+
+    version, _ = read_header(path)
+    source = _connect_ro(path)
+    target = sqlite3.connect(copy)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+    if version < SCHEMA_VERSION:
+        migrate(copy, version, SCHEMA_VERSION)
 
 
 @contextmanager
 def _readable_copy(path: Path) -> Iterator[Path]:
-    """``path`` itself when it has the current schema, else a migrated temporary copy of it."""
-    version, _ = read_header(path)
-    if version == SCHEMA_VERSION:
-        yield path
-        return
-    from storage.migrations import migrate
-
+    """A consistent copy of the lab database ``path`` with the current schema, in a private
+    temporary directory: a merge reads the copy, so the file itself is neither locked nor
+    changed."""
     with tempfile.TemporaryDirectory(prefix="conlab-merge-") as scratch:
-        copy = Path(scratch) / path.name
-        source = _connect_ro(path)
-        target = sqlite3.connect(copy)
-        source.backup(target)
-        source.close()
-        target.close()
-        migrate(copy, version, SCHEMA_VERSION)
+        copy = Path(scratch) / "source.db"
+        try:
+            _migrated_copy(path, copy)
+        except sqlite3.Error as exc:
+            raise DatabaseError(
+                f"cannot read {path} ({exc}); nothing was merged: "
+                "ask for a fresh `conlab db export`"
+            ) from None
         yield copy
 
 
@@ -215,14 +260,26 @@ def _refuse_unless_sound(path: Path) -> None:
 @dataclass(frozen=True)
 class MergeResult:
     source: str
-    runs_added: int
+    runs_added: int  # runs_replaced included
     runs_skipped: int
+    runs_replaced: int = 0  # finished runs that replaced this database's unfinished copies
+
+
+# How far a run got. A copy of a run that got further replaces one that did not (a run exported
+# while `running`, then finished), never the other way round.
+_PROGRESS = {"running": 0, "interrupted": 1}
+
+
+def _progress_sql(alias: str) -> str:
+    return f"CASE {alias}.status WHEN 'running' THEN 0 WHEN 'interrupted' THEN 1 ELSE 2 END"
 
 
 def merge(target: Target, sources: list[Path]) -> list[MergeResult]:
     """Add the runs of ``sources`` that ``target`` lacks, keyed by run UUID (and machines by
-    fingerprint): merging the same file twice adds nothing. Every source is checked before
-    anything is written; each source is merged in one transaction."""
+    fingerprint): merging the same file twice adds nothing. A run the source has finished
+    replaces the target's copy of it that is still `running` (or `interrupted`), with its repeats
+    and task samples. Every source is checked before anything is written; each source is merged
+    in one transaction."""
     for source in sources:
         _refuse_unless_sound(source)
         if isinstance(target, Path) and source.resolve() == target.resolve():
@@ -237,19 +294,31 @@ def merge(target: Target, sources: list[Path]) -> list[MergeResult]:
 
 
 def _merge_into_server(engine: Engine, source: Path) -> MergeResult:
+    from sqlalchemy.exc import DBAPIError
+
     with _readable_copy(source) as readable:
         reader = _sqlite_reader(readable)
         try:
             with reader.connect() as src, engine.begin() as dst:
-                added, total = _copy_runs(src, dst, skip_running=True)
+                added, total, replaced = _copy_runs(src, dst, skip_running=True)
                 dst.execute(
                     SQLModel.metadata.tables["import_log"].insert(),
                     {"imported_at": utc_now(), "source": os.path.basename(str(source)),
                      "runs_added": added, "runs_skipped": total - added},
                 )  # fmt: skip
+        except DBAPIError as exc:
+            raise _not_merged(source, exc.orig or exc) from None
         finally:
             reader.dispose()
-    return MergeResult(str(source), added, total - added)
+    return MergeResult(str(source), added, total - added, replaced)
+
+
+def _not_merged(source: Path, error: BaseException) -> DatabaseError:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return DatabaseError(
+        f"cannot merge {source} ({reason}); nothing was merged: "
+        "check both databases with `conlab db check`"
+    )
 
 
 def _sqlite_reader(path: Path) -> Engine:
@@ -264,18 +333,26 @@ def _sqlite_reader(path: Path) -> Engine:
 _BATCH = 5_000
 
 
-def _copy_runs(src: Connection, dst: Connection, *, skip_running: bool) -> tuple[int, int]:
-    """Copy the runs of ``src`` that ``dst`` lacks, with their machines, interpreters, sweeps,
-    repeats and task samples, through SQLAlchemy Core (any two databases). Both have the current
-    schema. Returns (runs added, runs in the source)."""
+def _copy_runs(src: Connection, dst: Connection, *, skip_running: bool) -> tuple[int, int, int]:
+    """Copy the runs of ``src`` that ``dst`` lacks or has not seen finish, with their machines,
+    interpreters, sweeps, repeats and task samples, through SQLAlchemy Core (any two databases).
+    Both have the current schema. Returns (runs added, runs in the source, of the added: runs
+    that replaced an unfinished copy)."""
     tables = SQLModel.metadata.tables
     run = tables["run"]
-    have = set(dst.execute(select(run.c.id)).scalars())
+    have = dict(dst.execute(select(run.c.id, run.c.status)).all())
     source_runs = src.execute(select(run.c.id, run.c.status)).all()
     new_ids = [
         run_id for run_id, status in source_runs
-        if run_id not in have and not (skip_running and status == "running")
+        if not (skip_running and status == "running")
+        and (run_id not in have or _PROGRESS.get(have[run_id], 2) < _PROGRESS.get(status, 2))
     ]  # fmt: skip
+    replaced = [run_id for run_id in new_ids if run_id in have]
+    for name in ("task_sample", "repeat", "run"):  # children first
+        table = tables[name]
+        key = table.c.id if name == "run" else table.c.run_id
+        for start in range(0, len(replaced), 500):
+            dst.execute(table.delete().where(key.in_(replaced[start : start + 500])))
     for name, key in (("machine", "fingerprint"), ("interpreter", "key"), ("sweep", "id")):
         table = tables[name]
         known = set(dst.execute(select(table.c[key])).scalars())
@@ -292,7 +369,7 @@ def _copy_runs(src: Connection, dst: Connection, *, skip_running: bool) -> tuple
             )
             for rows in result.mappings().partitions():
                 _insert(dst, table, [dict(r) for r in rows])
-    return len(new_ids), len(source_runs)
+    return len(new_ids), len(source_runs), len(replaced)
 
 
 def _insert(connection: Connection, table, rows: list[dict]) -> None:
@@ -302,18 +379,21 @@ def _insert(connection: Connection, table, rows: list[dict]) -> None:
 
 def _merge_one(target: Path, source: Path) -> MergeResult:
     with _readable_copy(source) as readable:
-        connection = sqlite3.connect(target, isolation_level=None, uri=True)
+        connection = sqlite3.connect(target, isolation_level=None)
         try:
             connection.execute("PRAGMA busy_timeout = 30000")
-            connection.execute("ATTACH DATABASE ? AS src", (f"file:{readable}?mode=ro",))
+            connection.execute("ATTACH DATABASE ? AS src", (str(readable),))
             connection.execute("BEGIN IMMEDIATE")
             try:
                 result = _copy_new_runs(connection, str(source))
                 connection.execute("COMMIT")
             except BaseException:
-                connection.execute("ROLLBACK")
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
                 raise
             connection.execute("DETACH DATABASE src")
+        except sqlite3.DatabaseError as exc:
+            raise _not_merged(source, exc) from None
         finally:
             connection.close()
     return result
@@ -321,13 +401,22 @@ def _merge_one(target: Path, source: Path) -> MergeResult:
 
 def _copy_new_runs(connection: sqlite3.Connection, source_name: str) -> MergeResult:
     connection.execute("DROP TABLE IF EXISTS temp.new_runs")
-    # Runs still `running` in the source are a snapshot of work in progress: left for later.
+    # Runs still `running` in the source are a snapshot of work in progress: left for later. A
+    # run the source saw get further replaces the target's copy (see _PROGRESS).
     connection.execute(
-        """CREATE TEMP TABLE new_runs AS SELECT id FROM src.run
-           WHERE status != 'running' AND id NOT IN (SELECT id FROM main.run)"""
+        f"""CREATE TEMP TABLE new_runs AS SELECT s.id, t.id IS NOT NULL AS replaces
+            FROM src.run s LEFT JOIN main.run t ON t.id = s.id
+            WHERE s.status != 'running'
+            AND (t.id IS NULL OR {_progress_sql("t")} < {_progress_sql("s")})"""
     )
-    added = connection.execute("SELECT count(*) FROM temp.new_runs").fetchone()[0]
+    added, replaced = connection.execute(
+        "SELECT count(*), coalesce(sum(replaces), 0) FROM temp.new_runs"
+    ).fetchone()
     total = connection.execute("SELECT count(*) FROM src.run").fetchone()[0]
+    for table, key in (("task_sample", "run_id"), ("repeat", "run_id"), ("run", "id")):
+        connection.execute(
+            f"DELETE FROM main.{table} WHERE {key} IN (SELECT id FROM temp.new_runs WHERE replaces)"
+        )
     for table, where in (
         ("machine", ""),
         ("interpreter", ""),
@@ -350,27 +439,69 @@ def _copy_new_runs(connection: sqlite3.Connection, source_name: str) -> MergeRes
         (utc_now().isoformat(sep=" "), os.path.basename(source_name), added, total - added),
     )
     connection.execute("DROP TABLE temp.new_runs")
-    return MergeResult(source_name, added, total - added)
+    return MergeResult(source_name, added, total - added, replaced)
 
 
 def export(source: Target, out: Path, anonymize: bool = False, tag: Optional[str] = None) -> int:
     """Write a consistent copy of ``source`` to the new SQLite file ``out`` (``VACUUM INTO`` from
     a SQLite file, one read transaction from a server: a live database is fine). ``tag`` keeps
-    only runs with that tag; ``anonymize`` replaces host names, user names, home directories and
-    executable paths everywhere. Returns the number of runs exported."""
+    only runs with that tag; ``anonymize`` rewrites what ``_anonymize`` says. Returns the
+    number of runs exported.
+
+    The copy is made, filtered and anonymised in a private temporary directory; only the
+    finished file is written beside ``out`` and then linked into place. An export that fails or
+    is interrupted leaves no ``out`` and nothing un-anonymised beside it (after SIGKILL, the
+    private copy stays in $TMPDIR: nothing else can remove it)."""
     if isinstance(source, Path):
         check_sqlite_file(source, create=False)
+    _refuse_as_export_target(out)
+    with _terminate_as_interrupt(), tempfile.TemporaryDirectory(prefix="conlab-export-") as scratch:
+        work = Path(scratch) / "export.db"
+        if isinstance(source, Path):
+            _vacuum_into(source, work)
+        else:
+            _copy_from_server(source, work)
+        count = _finish_copy(work, anonymize, tag)
+        _put_in_place(work, out)
+    return count
+
+
+def _refuse_as_export_target(out: Path) -> None:
+    if out.is_symlink():
+        raise DatabaseError(
+            f"{out} is a symbolic link (to {os.readlink(out)}); "
+            "choose a new file name for the export"
+        )
     if out.exists():
         raise DatabaseError(f"{out} already exists; choose a new file name for the export")
     if not out.parent.is_dir():
         raise DatabaseError(f"{out.parent} is not a directory; choose where to write the export")
-    if isinstance(source, Path):
-        _vacuum_into(source, out)
-    else:
-        _copy_from_server(source, out)
-    copy = sqlite3.connect(out, isolation_level=None)
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt meanwhile, so the temporary files are removed."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        copy.execute("PRAGMA secure_delete = ON")  # deleted text must not linger in free pages
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _finish_copy(work: Path, anonymize: bool, tag: Optional[str]) -> int:
+    """Filter and anonymise the private copy ``work`` in place; returns its number of runs."""
+    copy = sqlite3.connect(work, isolation_level=None)
+    try:
         copy.execute("BEGIN")
         if tag is not None:
             _keep_only_tag(copy, tag)
@@ -378,20 +509,52 @@ def export(source: Target, out: Path, anonymize: bool = False, tag: Optional[str
             _anonymize(copy)
         copy.execute("DELETE FROM import_log")  # the exporter's own history is not shared
         copy.execute("COMMIT")
-        copy.execute("VACUUM")
         return copy.execute("SELECT count(*) FROM run").fetchone()[0]
     finally:
         copy.close()
 
 
-def _vacuum_into(source: Path, out: Path) -> None:
-    connection = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+def _put_in_place(work: Path, out: Path) -> None:
+    """Write ``work`` compacted (``VACUUM INTO``: no free pages keep what was deleted or
+    rewritten) to a hidden file beside ``out``, then link it as ``out``, which must not exist."""
+    import uuid
+
+    part = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.part")
     try:
-        connection.execute("VACUUM INTO ?", (str(out),))
+        copy = sqlite3.connect(work)
+        try:
+            copy.execute("VACUUM INTO ?", (str(part),))
+        finally:
+            copy.close()
+        with open(part, "rb") as handle:
+            os.fsync(handle.fileno())  # the file is whole on disk before it has its name
+        try:
+            os.link(part, out)  # fails if `out` appeared meanwhile: never overwrites
+        except FileExistsError:
+            raise DatabaseError(
+                f"{out} already exists; choose a new file name for the export"
+            ) from None
+        except OSError:  # a file system without hard links
+            if os.path.lexists(out):
+                raise DatabaseError(
+                    f"{out} already exists; choose a new file name for the export"
+                ) from None
+            os.replace(part, out)
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"cannot write {out} ({exc}); choose another place") from None
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _vacuum_into(source: Path, out: Path) -> None:
+    try:
+        connection = connect_to_read(source)
+        try:
+            connection.execute("VACUUM INTO ?", (str(out),))
+        finally:
+            connection.close()
     except sqlite3.DatabaseError as exc:
         raise DatabaseError(f"cannot export {source} ({exc}); run `conlab db check`") from None
-    finally:
-        connection.close()
 
 
 def _copy_from_server(url: str, out: Path) -> None:
@@ -404,13 +567,9 @@ def _copy_from_server(url: str, out: Path) -> None:
             options = {}
         with server.connect().execution_options(**options) as src, local.begin() as dst:
             _copy_runs(src, dst, skip_running=False)
-    except BaseException:
-        local.dispose()
-        out.unlink(missing_ok=True)
-        raise
     finally:
+        local.dispose()
         server.dispose()
-    local.dispose()
 
 
 def _keep_only_tag(copy: sqlite3.Connection, tag: str) -> None:
@@ -429,8 +588,23 @@ def _keep_only_tag(copy: sqlite3.Connection, tag: str) -> None:
     )
 
 
+# Columns whose values the lab itself makes (keys, statuses, executor names): never rewritten.
+_NOT_SCRUBBED = frozenset(
+    {"id", "run_id", "sweep_id", "key", "fingerprint", "machine_fingerprint", "interpreter_key",
+     "status", "executor", "start_method"}
+)  # fmt: skip
+
+_PATH_PART = r"""[^\s/\\"'`<>|:;,()\[\]{}=]+"""
+# An absolute path (POSIX, or Windows with a drive letter), not inside a word, number or URL.
+_ABSOLUTE_PATH = re.compile(
+    rf"(?<![\w.~/\\-])/(?!/)(?:{_PATH_PART}/)*({_PATH_PART})"
+    rf"|(?<![\w])[A-Za-z]:\\(?:{_PATH_PART}\\)*({_PATH_PART})"
+)
+
+
 class _Scrubber:
-    """Replaces every known host name, user name, home directory and interpreter path in text."""
+    """Replaces every known host name, user name, home directory and interpreter path in text,
+    then cuts every other absolute path to its last part."""
 
     def __init__(self) -> None:
         self.paths: dict[str, str] = {}
@@ -439,7 +613,7 @@ class _Scrubber:
     def learn(self, env: dict, alias: str) -> None:
         home = env.get("home")
         if isinstance(home, str) and len(home) > 1:
-            self.paths[home.rstrip("/")] = "~"
+            self.paths[home.rstrip("/\\")] = "~"
         executable = env.get("python_executable")
         if isinstance(executable, str) and executable:
             self.paths[executable] = "python"
@@ -448,57 +622,56 @@ class _Scrubber:
             if isinstance(value, str) and value:
                 self.words[value] = replacement
 
-    def __call__(self, text):
-        import re
-
-        if not isinstance(text, str):
-            return text
+    def __call__(self, value):
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if not isinstance(value, str):
+            return value
         for path in sorted(self.paths, key=len, reverse=True):
-            text = text.replace(path, self.paths[path])
+            value = value.replace(path, self.paths[path])
         for word in sorted(self.words, key=len, reverse=True):
             pattern = rf"(?<![A-Za-z0-9]){re.escape(word)}(?![A-Za-z0-9])"
-            text = re.sub(pattern, self.words[word], text)
-        return text
+            value = re.sub(pattern, self.words[word], value)
+        return _ABSOLUTE_PATH.sub(_last_part, value)
+
+
+def _last_part(match: re.Match) -> str:
+    posix, windows = match.groups()
+    return f".../{posix}" if posix is not None else f"...\\{windows}"
 
 
 def _anonymize(copy: sqlite3.Connection) -> None:
+    """Rewrite every text value in every table (keys, statuses and executor names aside): host
+    names become machine-<fingerprint>, user names `user`, home directories `~`, interpreter
+    paths pythonX.Y, every other absolute path its last part (/srv/lab/jobs.py -> .../jobs.py);
+    drop the machine id, the recording host and the process ids. (README and --help say so.)"""
     scrub = _Scrubber()
     aliases = {
-        fingerprint: f"machine-{fingerprint[:8]}"
+        fingerprint: f"machine-{str(fingerprint)[:8]}"
         for (fingerprint,) in copy.execute("SELECT fingerprint FROM machine")
     }
     for fingerprint, hostname in copy.execute("SELECT fingerprint, hostname FROM machine"):
         scrub.learn({"hostname": hostname}, aliases[fingerprint])
     for (executable,) in copy.execute("SELECT executable FROM interpreter"):
         scrub.learn({"python_executable": executable}, "")
+    scrub.learn(_this_process(), "machine")
     runs = copy.execute(
         "SELECT id, environment_json, machine_fingerprint, recorder_host FROM run"
     ).fetchall()
     for _, text, fingerprint, host in runs:
         alias = aliases.get(fingerprint, "machine")
         scrub.learn({"hostname": host}, alias)
-        try:
-            env = json.loads(text) if text else {}
-        except ValueError:
-            env = {}
-        if isinstance(env, dict):
-            scrub.learn(env, alias)
+        scrub.learn(json_object(text) or {}, alias)
     for run_id, text, fingerprint, _ in runs:
-        try:
-            env = json.loads(text) if text else None
-        except ValueError:
-            env = None
-        if isinstance(env, dict):
+        env = json_object(text)
+        if env is not None:
             env.update(hostname=aliases.get(fingerprint, "machine"), user="user", home="~")
             env.pop("machine_id", None)
-            text = json.dumps(env, sort_keys=True)
-        copy.execute("UPDATE run SET environment_json = ? WHERE id = ?", (scrub(text), run_id))
+            copy.execute(
+                "UPDATE run SET environment_json = ? WHERE id = ?",
+                (json.dumps(env, sort_keys=True), run_id),
+            )
     copy.execute("UPDATE run SET recorder_host = NULL, recorder_pid = NULL, runner_pid = NULL")
-    for column in ("workload", "error", "error_detail", "stderr", "python_requested", "tag"):
-        for run_id, value in copy.execute(
-            f"SELECT id, {column} FROM run WHERE {column} IS NOT NULL"
-        ).fetchall():
-            copy.execute(f"UPDATE run SET {column} = ? WHERE id = ?", (scrub(value), run_id))
     for fingerprint, alias in aliases.items():
         copy.execute("UPDATE machine SET hostname = ? WHERE fingerprint = ?", (alias, fingerprint))
     for key, _executable, version in copy.execute(
@@ -506,3 +679,44 @@ def _anonymize(copy: sqlite3.Connection) -> None:
     ).fetchall():
         short = f"python{'.'.join(str(version or '').split('.')[:2])}"
         copy.execute("UPDATE interpreter SET executable = ? WHERE key = ?", (short, key))
+    _scrub_every_text(copy, scrub)
+
+
+def _this_process() -> dict[str, str]:
+    """The exporting user's own host, user name and home: secrets wherever they appear."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = ""
+    return {"hostname": socket.gethostname(), "user": user, "home": os.path.expanduser("~")}
+
+
+def _scrub_every_text(copy: sqlite3.Connection, scrub: _Scrubber) -> None:
+    copy.create_function("conlab_scrub", 1, scrub, deterministic=True)
+    tables = [
+        row[0]
+        for row in copy.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
+    for table in tables:
+        quoted = _identifier(table)
+        for (column,) in copy.execute(f"SELECT name FROM pragma_table_info({_literal(table)})"):
+            if column in _NOT_SCRUBBED:
+                continue
+            name = _identifier(column)
+            copy.execute(
+                f"UPDATE {quoted} SET {name} = conlab_scrub({name}) "
+                f"WHERE typeof({name}) IN ('text', 'blob')"
+            )
+
+
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

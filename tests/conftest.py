@@ -348,3 +348,81 @@ def pg_url(postgres_server: str):
     yield f"{postgres_server}/{name}"
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "damaged_databases: the test leaves damaged databases behind on purpose"
+    )
+
+
+def in_mount_namespace(mounts: str, command: str, *, cwd: Path, env: dict) -> Result:
+    """Run the shell ``command`` in a private mount namespace after the shell commands
+    ``mounts`` (a read-only bind mount, a tiny tmpfs ...), which vanish with it. Skips the test,
+    saying why, where this machine cannot (it needs root, or a user namespace, and unshare)."""
+    import shutil
+
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux) for a private mount namespace")
+    as_root = [] if os.geteuid() == 0 else ["-r"]
+    probe = subprocess.run(
+        ["unshare", "-m", *as_root, "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount in a private namespace here: {probe.stderr.decode().strip()}")
+    done = subprocess.run(
+        ["unshare", "-m", *as_root, "sh", "-c", f"set -e; {mounts}; set +e; {command}"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+def _lab_database_files(root: Path) -> list[Path]:
+    """Lab databases (by their header) under ``root`` of a version this conlab reads."""
+    from storage.database import APPLICATION_ID, SCHEMA_VERSION
+
+    found = []
+    for path in root.rglob("*"):
+        if not path.is_file() or path.is_symlink() or path.name.endswith(("-wal", "-shm")):
+            continue
+        try:
+            with open(path, "rb") as handle:
+                header = handle.read(100)
+        except OSError:
+            continue
+        if (
+            header.startswith(b"SQLite format 3\x00")
+            and int.from_bytes(header[68:72], "big") == APPLICATION_ID
+            and 0 < int.from_bytes(header[60:64], "big") <= SCHEMA_VERSION
+        ):
+            found.append(path)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _lab_databases_left_behind_pass_db_check(request):
+    """`conlab db check` passes on every lab database a test leaves in its tmp_path (a test
+    marked ``damaged_databases`` makes broken ones on purpose)."""
+    if "tmp_path" not in request.fixturenames or request.node.get_closest_marker(
+        "damaged_databases"
+    ):
+        yield
+        return
+    tmp_path = request.getfixturevalue("tmp_path")
+    yield
+    from storage.database import DatabaseError
+    from storage.sharing import check
+
+    faults = {}
+    for path in _lab_database_files(tmp_path):
+        try:
+            problems = [str(p) for p in check(path)]
+        except DatabaseError as exc:
+            problems = [str(exc)]
+        if problems:
+            faults[str(path.relative_to(tmp_path))] = problems
+    assert not faults, f"`conlab db check` fails on databases this test left: {faults}"

@@ -753,7 +753,10 @@ def _check_merge_source(source: str) -> None:
 def db_export(
     out: str = typer.Argument(..., help="the new file to write"),
     anonymize: bool = typer.Option(
-        False, help="replace host and user names, home directories and interpreter paths"
+        False,
+        help="rewrite every stored text: host names -> machine-<fingerprint>, user names -> "
+        "user, home directories -> ~, interpreter paths -> pythonX.Y, other absolute paths -> "
+        ".../their last part; drop machine id, recording host and pids",
     ),
     tag: Optional[str] = typer.Option(None, help="only runs with this tag"),
     db: Optional[str] = typer.Option(None, help=DB_HELP),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -240,3 +242,43 @@ def test_two_openers_of_an_old_file_migrate_it_once(tmp_path):
         engine.dispose()
     assert sqlite3.connect(old).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert sorted(p.name for p in tmp_path.glob("old.db.*bak*")) == ["old.db.v1.bak"]
+
+
+def test_a_database_on_a_read_only_file_system_can_be_read(conlab, tmp_path):
+    from tests.conftest import REPO, _marked_env, in_mount_namespace
+
+    data, mounted, outs = tmp_path / "data", tmp_path / "ro", tmp_path / "outs"
+    for directory in (data, mounted, outs):
+        directory.mkdir()
+    db = data / "results.db"
+    assert conlab(*run_args("tiny", "sequential", "threads", workers=2, db=db)).returncode == 0
+    before = {p.name: digest(p) for p in data.iterdir()}
+    commands = {
+        "runs": "runs --json",
+        "report": "report --format json",
+        "info": "db info --json",
+        "check": "db check",
+        "export": f"db export {outs}/copy.db",
+    }
+    script = "; ".join(
+        f"{sys.executable} -m tui.cli {args} --db {mounted}/results.db > {outs}/{name} "
+        f"2> {outs}/{name}.err; echo {name}=$?"
+        for name, args in commands.items()
+    )
+    result = in_mount_namespace(
+        f"mount --bind {data} {mounted} && mount -o remount,ro,bind {mounted} && "
+        f"! touch {mounted}/probe 2>/dev/null",  # the mount refuses writes, even root's
+        script,
+        cwd=REPO,
+        env=_marked_env(tmp_path, db, []),
+    )
+    assert result.returncode == 0, result.stderr
+    codes = dict(line.split("=") for line in result.stdout.split())
+    errors = {name: (outs / f"{name}.err").read_text() for name in commands}
+    assert codes == {name: "0" for name in commands}, errors
+    assert len(json.loads((outs / "runs").read_text())) == 2
+    assert len(json.loads((outs / "report").read_text())["summary"]) == 2
+    assert json.loads((outs / "info").read_text())["runs"] == 2
+    assert (outs / "check").read_text().strip().endswith(": ok")
+    assert sqlite3.connect(outs / "copy.db").execute("SELECT count(*) FROM run").fetchone() == (2,)
+    assert {p.name: digest(p) for p in data.iterdir()} == before

@@ -535,6 +535,7 @@ def test_any_text_in_a_database_is_only_text_in_its_reports(tmp_path, texts):
     assert_only_text_from_data(tmp_path, texts)
 
 
+@pytest.mark.damaged_databases  # a zero wall time is what `db check` reports
 def test_a_zero_wall_time_is_no_figure_and_no_warning(conlab, tmp_path):
     """A damaged repeat that took no time: no numpy warning on stderr, no "inf" in any report;
     the figures it would have made are missing, the others are there."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from storage.database import SCHEMA_VERSION
-from tests.conftest import MARK_VAR, assert_one_line_error, run_args
+from tests.conftest import MARK_VAR, REPO, assert_one_line_error, run_args
 
 # What a merge or an export must carry over, row for row (plain SQL: SQLite and servers alike).
 CONTENT_QUERIES = {
@@ -64,6 +64,7 @@ def test_merge_is_idempotent_both_ways(conlab, tmp_path):
     assert "0 runs added" in text.stdout
 
 
+@pytest.mark.damaged_databases
 def test_merge_refuses_a_damaged_source_and_leaves_the_target_as_it_was(conlab, tmp_path):
     a, b = tmp_path / "a.db", tmp_path / "b.db"
     record(conlab, a, "a")
@@ -102,8 +103,10 @@ HOSTNAME = "conlab-test-host-7f3a"
     shutil.which("unshare") is None or os.geteuid() != 0,
     reason="needs root and unshare to give the run its own host name",
 )
-def test_anonymized_export_holds_no_host_user_or_home(conlab, tmp_path, user_dir, db_path):
-    # Record under a distinctive host name (a UTS namespace), so the raw-bytes check means it.
+def test_anonymized_export_holds_no_host_user_home_or_path(conlab, tmp_path, user_dir, db_path):
+    # Record under a distinctive host name (a UTS namespace), so the raw-bytes check means it;
+    # a workload given as a file path and a tag holding a path put absolute paths outside home
+    # into run, sweep, tracebacks and captured stderr.
     env = dict(
         os.environ,
         CONLAB_DB=str(db_path),
@@ -111,10 +114,14 @@ def test_anonymized_export_holds_no_host_user_or_home(conlab, tmp_path, user_dir
         NO_COLOR="1",
         **{MARK_VAR: "anon"},
     )
+    module = user_dir / "usermod.py"
+    tag = f"notes in {user_dir}/notes.txt"
+    cli = f"{sys.executable} -m tui.cli"
     script = (
-        f"hostname {HOSTNAME} && {sys.executable} -m tui.cli run -w usermod:boom "
-        f"-e threads --workers 1 --tasks 1 --repeats 1 && true; {sys.executable} -m "
-        "tui.cli run -w tiny -e threads --workers 1 --tasks 2 --repeats 1"
+        f"hostname {HOSTNAME} && {cli} run -w {module}:boom -e threads --workers 1 --tasks 1 "
+        f"--repeats 1 --tag '{tag}'; {cli} run -w {module}:warns -e processes --workers 1 "
+        f"--tasks 1 --repeats 1 --tag '{tag}' && {cli} run -w tiny -e threads --workers 1 "
+        "--tasks 2 --repeats 1"
     )
     done = subprocess.run(
         ["unshare", "-u", "sh", "-c", script], cwd=user_dir, env=env, capture_output=True, text=True
@@ -123,19 +130,30 @@ def test_anonymized_export_holds_no_host_user_or_home(conlab, tmp_path, user_dir
     raw = db_path.read_bytes() + b"".join(
         p.read_bytes() for p in db_path.parent.glob("results.db-wal")
     )
-    home = os.path.expanduser("~").encode()
-    assert HOSTNAME.encode() in raw and home in raw  # the test would prove nothing otherwise
+    import getpass
+
+    secrets = [HOSTNAME, os.path.expanduser("~"), getpass.getuser(), str(user_dir), str(REPO)]
+    for secret in secrets:  # the test would prove nothing otherwise
+        assert secret.encode() in raw, secret
 
     out = tmp_path / "anon.db"
     assert conlab("db", "export", str(out), "--anonymize").returncode == 0
-    exported = out.read_bytes()
-    import getpass
-
-    for secret in (HOSTNAME, home.decode(), getpass.getuser(), str(user_dir)):
+    exported = out.read_bytes()  # every page, free ones included (there must be none)
+    for secret in secrets:
         assert secret.encode() not in exported, secret
+    connection = sqlite3.connect(out)
+    assert connection.execute("PRAGMA freelist_count").fetchone()[0] == 0
+    assert {row[0] for row in connection.execute("SELECT tag FROM sweep")} == {
+        "notes in .../notes.txt",
+        None,
+    }
+    failed = connection.execute("SELECT workload, error_detail FROM run WHERE status = 'failed'")
+    workload, detail = failed.fetchone()
+    assert workload == ".../usermod.py:boom" and '".../usermod.py", line' in detail
+    connection.close()
     assert conlab("db", "check", "--db", str(out)).returncode == 0
     runs = conlab("runs", "--db", str(out), "--json").json()
-    assert sorted(r["status"] for r in runs) == ["failed", "ok"]
+    assert sorted(r["status"] for r in runs) == ["failed", "ok", "ok"]
     assert all(r["machine"].startswith("machine-") for r in runs)
 
 
@@ -147,6 +165,7 @@ def test_info_counts_runs_per_machine_and_interpreter(conlab, db_path):
     assert details["first_run_at"] <= details["last_run_at"]
 
 
+@pytest.mark.damaged_databases
 def test_check_finds_the_lab_inconsistencies(conlab, db_path):
     record(conlab, db_path, "x")
     connection = sqlite3.connect(db_path)
@@ -160,6 +179,7 @@ def test_check_finds_the_lab_inconsistencies(conlab, db_path):
     assert "environment that is not JSON" in result.stdout
 
 
+@pytest.mark.damaged_databases
 def test_crafted_text_is_shown_as_text_never_run(conlab, db_path, tmp_path):
     record(conlab, db_path, "x")
     marker = tmp_path / "pwned"
@@ -213,3 +233,194 @@ def test_every_table_reads_with_plain_tools(conlab, db_path):
         ):
             types.update(row)
         assert types <= {"integer", "real", "text", "null"}, (table, types)
+
+
+# --- a run exported while it was running, merged once it has finished ------------------------
+
+GATED_MODULE = '''
+import os
+import time
+
+CALLS, HOLD = {calls!r}, {hold!r}
+
+
+def gated(size):
+    """The first ``size`` calls return at once; later ones wait while HOLD exists."""
+    with open(CALLS, "a+") as handle:
+        handle.seek(0)
+        calls = len(handle.read().splitlines())
+        handle.write("call\\n")
+    while calls >= size and os.path.exists(HOLD):
+        time.sleep(0.01)
+    return calls
+'''
+
+
+def _repeats_stored(db: Path) -> int:
+    connection = sqlite3.connect(db)
+    try:
+        return connection.execute("SELECT count(*) FROM repeat").fetchone()[0]
+    except sqlite3.OperationalError:  # the tables are not there yet
+        return 0
+    finally:
+        connection.close()
+
+
+def snapshot_mid_run(conlab, user_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """``(source, snapshot)``: ``snapshot`` is ``db export`` of ``source`` taken while its run
+    had stored 2 of 4 repeats; ``source`` has since finished the run."""
+    import time
+
+    hold, source, snapshot = tmp_path / "hold", tmp_path / "source.db", tmp_path / "snapshot.db"
+    calls = tmp_path / "calls"
+    (user_dir / "gatemod.py").write_text(GATED_MODULE.format(calls=str(calls), hold=str(hold)))
+    hold.touch()
+    options = dict(workers=1, tasks=1, size=2, repeats=4, warmups=0, db=source)
+    process = conlab.start(*run_args("gatemod:gated", "threads", **options))
+    while _repeats_stored(source) < 2:  # the run now waits in its third repeat
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.02)
+    exported = conlab("db", "export", str(snapshot), "--db", str(source))
+    assert exported.returncode == 0, exported.stderr
+    hold.unlink()
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert _repeats_stored(snapshot) == 2 and _repeats_stored(source) == 4
+    return source, snapshot
+
+
+def statuses(db: Path) -> list[str]:
+    return [row[1] for row in content(db)["run"]]
+
+
+@pytest.mark.parametrize("stale", ["running", "interrupted"])
+def test_a_finished_run_replaces_its_unfinished_copy_never_the_reverse(
+    conlab, user_dir, tmp_path, stale
+):
+    source, snapshot = snapshot_mid_run(conlab, user_dir, tmp_path)
+    if stale == "interrupted":  # `runs` on this host sees the recorder gone
+        assert conlab("runs", "--db", str(snapshot)).returncode == 0
+    assert statuses(snapshot) == [stale] and statuses(source) == ["ok"]
+
+    finished = content(source)
+    backwards = conlab("db", "merge", str(snapshot), "--db", str(source), "--json")
+    assert backwards.returncode == 0, backwards.stderr
+    assert backwards.json()[0]["runs_added"] == 0
+    assert content(source) == finished  # the unfinished copy never replaces the finished one
+
+    merged = conlab("db", "merge", str(source), "--db", str(snapshot), "--json")
+    assert merged.returncode == 0, merged.stderr
+    assert (merged.json()[0]["runs_added"], merged.json()[0]["runs_replaced"]) == (1, 1)
+    assert content(snapshot) == finished  # the run, its 4 repeats and their task samples
+    assert (
+        conlab("db", "merge", str(source), "--db", str(snapshot), "--json").json()[0]["runs_added"]
+        == 0
+    )
+    assert conlab("db", "check", "--db", str(snapshot)).returncode == 0
+
+
+def test_a_finished_run_replaces_its_interrupted_copy_on_postgres(
+    conlab, user_dir, tmp_path, pg_url
+):
+    from tests.storage.test_postgres import server_content
+
+    source, snapshot = snapshot_mid_run(conlab, user_dir, tmp_path)
+    assert conlab("runs", "--db", str(snapshot)).returncode == 0  # now `interrupted`
+    assert conlab("db", "merge", str(snapshot), "--db", pg_url).returncode == 0
+    assert [row[1] for row in server_content(pg_url)["run"]] == ["interrupted"]
+    assert len(server_content(pg_url)["repeat"]) == 2
+
+    merged = conlab("db", "merge", str(source), "--db", pg_url, "--json")
+    assert merged.returncode == 0, merged.stderr
+    assert merged.json()[0]["runs_replaced"] == 1
+    assert server_content(pg_url) == content(source)
+    again = conlab("db", "merge", str(snapshot), "--db", pg_url, "--json")
+    assert again.json()[0]["runs_added"] == 0 and server_content(pg_url) == content(source)
+
+
+# --- an export is all there or not there at all ----------------------------------------------
+
+
+def inflate(db: Path, doublings: int) -> None:
+    """Copies of the recorded task samples, so that exporting ``db`` takes a while."""
+    connection = sqlite3.connect(db)
+    columns = "run_id, repeat_index, task_index, pid, thread_id, start_ns, end_ns"
+    for _ in range(doublings):
+        connection.execute(f"INSERT INTO task_sample ({columns}) SELECT {columns} FROM task_sample")
+        connection.commit()
+    connection.close()
+
+
+@pytest.mark.damaged_databases  # SIGKILL leaves the private working copy half written
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM", "SIGKILL"])
+def test_an_interrupted_export_leaves_nothing_at_out(
+    conlab, db_path, tmp_path, monkeypatch, signum
+):
+    import signal
+    import time
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))  # where the private working copy goes
+    record(conlab, db_path, "x")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    out = shared / "anon.db"
+    inflate(db_path, 14)
+    for _attempt in range(4):
+        process = conlab.start("db", "export", str(out), "--anonymize")
+        while not list(scratch.glob("conlab-export-*")) and process.poll() is None:
+            time.sleep(0.001)
+        process.send_signal(signal.SIGSTOP)  # caught working; the signal arrives mid-export
+        if process.poll() is None:
+            break
+        out.unlink(missing_ok=True)  # it finished first: try again on a bigger database
+        inflate(db_path, 1)
+    else:
+        pytest.fail("every export finished before the test could signal it")
+    process.send_signal(getattr(signal, signum))
+    process.send_signal(signal.SIGCONT)
+    _, stderr = process.communicate(timeout=60)
+
+    assert not out.exists()
+    if signum == "SIGKILL":
+        assert process.returncode == -signal.SIGKILL
+        home = os.path.expanduser("~").encode()
+        assert not any(home in p.read_bytes() for p in shared.iterdir())  # nothing private
+    else:
+        assert process.returncode in (1, 130), stderr  # 130: 128 + SIGINT, as typer ends
+        assert "Traceback" not in stderr and len(stderr.strip().splitlines()) <= 1, stderr
+        assert list(shared.iterdir()) == [] and list(scratch.glob("conlab-export-*")) == []
+    done = conlab("db", "export", str(out), "--anonymize")  # and the name is still free
+    assert done.returncode == 0, done.stderr
+
+
+def test_an_export_that_cannot_be_written_leaves_nothing_at_out(conlab, db_path, tmp_path):
+    from tests.conftest import _marked_env, in_mount_namespace
+
+    record(conlab, db_path, "x")
+    full = tmp_path / "full"  # a file system too small for the export
+    full.mkdir()
+    env = _marked_env(tmp_path, db_path, [])
+    result = in_mount_namespace(
+        f"mount -t tmpfs -o size=16k tmpfs {full}",
+        f"{sys.executable} -m tui.cli db export {full}/anon.db --anonymize; echo exit=$?; "
+        f"ls -A {full}",
+        cwd=REPO,
+        env=env,
+    )
+    lines = result.stdout.split()
+    assert lines == ["exit=2"], result.stdout  # and the directory is empty: no OUT, no part
+    assert result.stderr.startswith("conlab: cannot write") and result.stderr.count("\n") == 1
+
+
+def test_export_refuses_a_dangling_symlink(conlab, db_path, tmp_path):
+    record(conlab, db_path, "x")
+    target = tmp_path / "elsewhere" / "secret.db"
+    target.parent.mkdir()
+    link = tmp_path / "out.db"
+    link.symlink_to(target)
+    result = conlab("db", "export", str(link))
+    assert_one_line_error(result)
+    assert "symbolic link" in result.stderr
+    assert not target.exists() and link.is_symlink()

@@ -1,0 +1,360 @@
+"""Damaged and crafted databases: a corpus made from a real lab database, every command on
+every file. Each command ends with exit 0, 1 or 2 and at most one line on stderr, never a
+traceback, and leaves the file's bytes (and the files beside it) as they were unless writing
+that file is the command's job."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from storage.database import APPLICATION_ID, SCHEMA_VERSION
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.damaged_databases  # the corpus is damaged on purpose
+
+# --- the corpus: each damage kind makes a real SQLite file from a real lab database -------------
+
+
+def _sql(path: Path, *statements: str, params: tuple = ()) -> None:
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        for statement in statements:
+            connection.execute(statement)
+    finally:
+        connection.close()
+
+
+def _header(path: Path, application_id: int, user_version: int) -> None:
+    _sql(path, f"PRAGMA application_id = {application_id}", f"PRAGMA user_version = {user_version}")
+
+
+def deep_environment(base: Path, out: Path) -> None:
+    """environment_json nested 5,000 deep: valid JSON that no recursive parser can read."""
+    shutil.copy(base, out)
+    deep = '{"cpu_model": ' + "[" * 5000 + "]" * 5000 + "}"
+    _sql(out, f"UPDATE run SET environment_json = '{deep}'")
+
+
+def _root_pages(path: Path, *tables: str) -> list[int]:
+    connection = sqlite3.connect(path)
+    try:
+        marks = ",".join("?" * len(tables))
+        query = f"SELECT rootpage FROM sqlite_master WHERE tbl_name IN ({marks}) AND rootpage > 1"
+        return [row[0] for row in connection.execute(query, tables)]
+    finally:
+        connection.close()
+
+
+def _scribble(path: Path, pages: list[int]) -> None:
+    data = bytearray(path.read_bytes())
+    size = int.from_bytes(data[16:18], "big")
+    for page in pages:
+        start = (page - 1) * size
+        data[start : start + 64] = b"\xff" * 64
+    path.write_bytes(bytes(data))
+
+
+def corrupt_run_pages(base: Path, out: Path) -> None:
+    """The header and the schema are intact; the pages of the run and repeat tables are not."""
+    shutil.copy(base, out)
+    _scribble(out, _root_pages(out, "run", "repeat"))
+
+
+def corrupt_sample_pages(base: Path, out: Path) -> None:
+    """Only the task samples' pages are damaged: runs list, the timeline cannot be read."""
+    shutil.copy(base, out)
+    _scribble(out, _root_pages(out, "task_sample"))
+
+
+def truncated(base: Path, out: Path) -> None:
+    out.write_bytes(base.read_bytes()[: base.stat().st_size // 2])
+
+
+def lab_header_without_tables(base: Path, out: Path) -> None:
+    _header(out, APPLICATION_ID, SCHEMA_VERSION)
+
+
+def lab_header_version_0_with_a_foreign_table(base: Path, out: Path) -> None:
+    _sql(out, "CREATE TABLE customers (name TEXT)", "INSERT INTO customers VALUES ('ada')")
+    _header(out, APPLICATION_ID, 0)
+
+
+def foreign_table_without_a_header(base: Path, out: Path) -> None:
+    _sql(out, "CREATE TABLE customers (name TEXT)", "INSERT INTO customers VALUES ('ada')")
+
+
+def current_schema_labelled_v1(base: Path, out: Path) -> None:
+    """Every table and column of today's schema, but user_version says 1: migrating cannot work."""
+    shutil.copy(base, out)
+    _sql(out, "PRAGMA user_version = 1")
+
+
+def null_samples(base: Path, out: Path) -> None:
+    """task_sample rebuilt without its NOT NULL constraints, and half its values NULL."""
+    shutil.copy(base, out)
+    _sql(
+        out,
+        "ALTER TABLE task_sample RENAME TO old_sample",
+        "CREATE TABLE task_sample (id INTEGER PRIMARY KEY, run_id VARCHAR REFERENCES run (id), "
+        "repeat_index INTEGER, task_index INTEGER, pid INTEGER, thread_id BIGINT, "
+        "start_ns BIGINT, end_ns BIGINT)",
+        "INSERT INTO task_sample SELECT * FROM old_sample",
+        "DROP TABLE old_sample",
+        "UPDATE task_sample SET start_ns = NULL, end_ns = NULL, pid = NULL, thread_id = NULL, "
+        "task_index = NULL WHERE id % 2 = 0",
+        "UPDATE repeat SET cpu_ns = NULL, start_ns = NULL, first_task_start_ns = NULL",
+        "VACUUM",
+    )
+
+
+def odd_values(base: Path, out: Path) -> None:
+    """Values of the wrong type where the lab writes numbers, dates and known words."""
+    shutil.copy(base, out)
+    _sql(
+        out,
+        "UPDATE run SET status = 'weird', created_at = 'not a date' WHERE executor = 'threads'",
+        "UPDATE repeat SET wall_ns = 'x', busy_ns = -5 WHERE repeat_index = 1",
+        "UPDATE task_sample SET start_ns = 'soon', thread_id = 1e300",
+        "UPDATE machine SET logical_cores = 'many', hostname = NULL",
+    )
+
+
+def empty_file(base: Path, out: Path) -> None:
+    out.write_bytes(b"")
+
+
+def text_file(base: Path, out: Path) -> None:
+    out.write_text("run,status\nx,ok\n")
+
+
+def newer_version_only_in_the_wal(base: Path, out: Path) -> None:
+    """A newer conlab set user_version and was killed before a checkpoint."""
+    shutil.copy(base, out)
+    script = textwrap.dedent(f"""
+        import os, sqlite3
+        c = sqlite3.connect({str(out)!r}, isolation_level=None)
+        c.execute("PRAGMA journal_mode = WAL")
+        c.execute("PRAGMA wal_autocheckpoint = 0")
+        c.execute("PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        os._exit(0)  # killed: no checkpoint, the -wal file stays
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True)
+    assert Path(f"{out}-wal").stat().st_size > 0
+
+
+def _version_seen_by_sqlite(path: Path) -> int:
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return connection.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        connection.close()
+
+
+CORPUS: dict[str, Callable[[Path, Path], None]] = {
+    f.__name__: f
+    for f in (
+        deep_environment,
+        corrupt_run_pages,
+        corrupt_sample_pages,
+        truncated,
+        lab_header_without_tables,
+        lab_header_version_0_with_a_foreign_table,
+        foreign_table_without_a_header,
+        current_schema_labelled_v1,
+        null_samples,
+        odd_values,
+        empty_file,
+        text_file,
+        newer_version_only_in_the_wal,
+    )
+}
+
+
+# --- running the real CLI many times, quickly ------------------------------------------------
+
+# One process imports the CLI and its libraries once, then forks a child per command, which runs
+# the console script's entry point (tui.cli:main) with its own stdout, stderr and exit code, and
+# ends as that script ends (SystemExit, so connections close as they would).
+FORK_SERVER = textwrap.dedent("""
+    import json, os, sys, traceback
+    import pandas, tui.cli, storage.reports, storage.render, storage.sharing
+    for line in sys.stdin:
+        job = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            os.chdir(job["cwd"])
+            for fd, name in ((1, "stdout"), (2, "stderr")):
+                os.dup2(os.open(job[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+            sys.argv = ["conlab", *job["argv"]]
+            try:
+                tui.cli.main(job["argv"])
+            except SystemExit:
+                raise  # the child ends as the console script does: a normal interpreter exit
+            except BaseException:
+                traceback.print_exc()
+                raise SystemExit(70)
+            raise SystemExit(0)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status), flush=True)
+""")
+
+
+class ForkedCli:
+    def __init__(self, scratch: Path) -> None:
+        self.scratch = scratch
+        env = dict(os.environ, NO_COLOR="1", CONLAB_DB=str(scratch / "default-unused.db"))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        self.server = subprocess.Popen(
+            [sys.executable, "-c", FORK_SERVER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=scratch,
+        )
+
+    def __call__(self, *argv: str) -> tuple[int, str, str]:
+        out, err = self.scratch / "stdout", self.scratch / "stderr"
+        job = {"argv": list(argv), "cwd": str(self.scratch), "stdout": str(out), "stderr": str(err)}
+        self.server.stdin.write(json.dumps(job) + "\n")
+        self.server.stdin.flush()
+        code = int(self.server.stdout.readline())
+        return code, out.read_text(errors="replace"), err.read_text(errors="replace")
+
+    def close(self) -> None:
+        self.server.stdin.close()
+        self.server.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+    forked = ForkedCli(tmp_path_factory.mktemp("cli"))
+    yield forked
+    forked.close()
+
+
+def _record(cli, where: Path, name: str) -> Path:
+    """A real lab database: runs recorded by `conlab run`, one of them failed."""
+    path = where / name
+    jobs = where / "jobs.py"
+    jobs.write_text("def boom(size):\n    raise ValueError(size)\n")
+    for args in (
+        ["run", "-w", "tiny", "-e", "sequential", "-e", "threads", "--workers", "2"],
+        ["run", "-w", f"{jobs}:boom", "-e", "threads"],
+    ):
+        code, _, err = cli(*args, "--tasks", "3", "--repeats", "3", "--tag", "t", "--db", str(path))
+        assert code in (0, 1), err
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM run").fetchone()[0] >= 3
+    return path
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, cli) -> Path:
+    """The lab database each damaged file is made from."""
+    return _record(cli, tmp_path_factory.mktemp("base"), "base.db")
+
+
+@pytest.fixture(scope="module")
+def other(tmp_path_factory, cli) -> Path:
+    """A sound lab database with other runs, to merge to and from."""
+    return _record(cli, tmp_path_factory.mktemp("other"), "other.db")
+
+
+# --- every command on every file ------------------------------------------------------------
+
+READS = {
+    "runs": ["runs"],
+    "runs --json": ["runs", "--json"],
+    **{f"report {f}": ["report", "--format", f] for f in ("table", "markdown", "csv", "json")},
+    "report html": ["report", "--format", "html"],
+    "db info": ["db", "info"],
+    "db check": ["db", "check"],
+    "db export": ["db", "export", "OUT"],
+    "db export --anonymize": ["db", "export", "OUT", "--anonymize"],
+    "db merge it into a good one": ["db", "merge", "FILE", "--db", "GOOD"],
+}
+WRITES_THE_FILE = {"db merge a good one into it": ["db", "merge", "GOOD"]}
+
+
+def _snapshot(directory: Path) -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.iterdir())
+        if p.is_file()
+    }
+
+
+def _breaks(code: int, stderr: str) -> list[str]:
+    """What is wrong with how a command ended, if anything."""
+    lines = stderr.strip().splitlines()
+    return [
+        what
+        for what, broken in (
+            (f"exit {code}", code not in (0, 1, 2)),
+            ("a traceback", "Traceback" in stderr),
+            (f"{len(lines)} lines on stderr", len(lines) > 1),
+        )
+        if broken
+    ]
+
+
+@pytest.mark.parametrize("kind", sorted(CORPUS))
+def test_every_command_on_a_damaged_file_is_contained(kind, base, other, cli, tmp_path):
+    where = tmp_path / "damaged"
+    where.mkdir()
+    path = where / "lab.db"
+    CORPUS[kind](base, path)
+    version_before = _version_seen_by_sqlite(path) if kind.startswith("newer") else None
+    failures = []
+    for name, template in {**READS, **WRITES_THE_FILE}.items():
+        good = tmp_path / f"good-{len(list(tmp_path.iterdir()))}.db"
+        shutil.copy(other, good)
+        out = tmp_path / f"out-{len(list(tmp_path.iterdir()))}.db"
+        args = [{"OUT": str(out), "GOOD": str(good), "FILE": str(path)}.get(a, a) for a in template]
+        if "--db" not in args:
+            args += ["--db", str(path)]
+        before = _snapshot(where)
+        code, _, err = cli(*args)
+        broken = _breaks(code, err)
+        if (name in READS or code != 0) and _snapshot(where) != before:
+            broken.append("the file (or the files beside it) changed")
+            shutil.rmtree(where)
+            where.mkdir()
+            CORPUS[kind](base, path)
+        if code != 0 and out.exists():
+            broken.append(f"{out.name} left behind by a failure")
+        if version_before is not None and _version_seen_by_sqlite(path) != version_before:
+            broken.append("the version SQLite sees went down")
+        if name == "db check" and code == 0:
+            broken.append("said the file is ok")
+        if broken:
+            failures.append(f"conlab {name}: {', '.join(broken)}\n    {err.strip()[-300:]}")
+    assert not failures, f"{kind}:\n" + "\n".join(failures)
+
+
+@pytest.mark.parametrize("name", sorted(READS))
+def test_a_missing_file_is_refused_and_not_created(name, other, cli, tmp_path):
+    missing = tmp_path / "nothing-here.db"
+    good = tmp_path / "good.db"
+    shutil.copy(other, good)
+    template = READS[name]
+    args = [
+        {"OUT": str(tmp_path / "out.db"), "GOOD": str(good), "FILE": str(missing)}.get(a, a)
+        for a in template
+    ]
+    if "--db" not in args:
+        args += ["--db", str(missing)]
+    code, _, err = cli(*args)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.db"]
