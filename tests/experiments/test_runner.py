@@ -94,7 +94,7 @@ def test_spawned_worker_imports_nothing_heavy(monkeypatch, user_dir, tmp_path):
     reports = list(tmp_path.glob("*.json"))
     assert reports, "the worker did not run"
     modules = {name.split(".")[0] for name in json.loads(reports[0].read_text())}
-    assert "experiments" in modules  # it did import the lab's runner, as __mp_main__
+    assert "experiments" in modules  # it did import the lab's task wrapper (workloads)
     assert modules & HEAVY == set()
 
 
