@@ -33,9 +33,9 @@ This module imports nothing at the top, so importing it costs a worker nothing.
 """
 
 # Run by ``python -c`` before anything else: refuses interpreters older than 3.9 in words the
-# parent shows (it parses on Python 2 too), takes the working directory that ``-c`` put first off
-# ``sys.path`` and puts the lab's own directory there instead. The user's module paths are given
-# back to the workload loader, after the lab's (``experiments.workloads.user_module_paths``).
+# parent shows (it parses on Python 2 too), takes off ``sys.path`` the working directory that
+# ``-c`` put first (``""``; none under -I or PYTHONSAFEPATH) and puts the lab's own directory
+# there. The workload loader adds the user's module paths after it (``user_module_paths``).
 _BOOTSTRAP = """\
 # conlab: {module}
 import sys
@@ -43,7 +43,7 @@ if sys.version_info < (3, 9):
     sys.stderr.write("conlab: Python %d.%d cannot run the lab's runner; pass --python with "
                      "CPython 3.9 or newer\\n" % sys.version_info[:2])
     sys.exit(2)
-if not getattr(sys.flags, "safe_path", False):
+if sys.path and sys.path[0] == "":
     del sys.path[0]
 sys.path.insert(0, {lab_dir!r})
 from {module} import {function} as main
