@@ -48,6 +48,9 @@ USER_MODULE = textwrap.dedent("""
         for _ in range(n):
             digest.update(_BLOCK)
         return digest.hexdigest()
+
+    def tiny(n):
+        return n
 """)
 
 # The script a user would write, timed the way the lab times: construction to end of shutdown.
@@ -63,6 +66,13 @@ HAND_WRITTEN = textwrap.dedent("""
         elif kind == "threads":
             with ThreadPoolExecutor(workers) as ex:
                 list(ex.map(spin, xs))
+        elif kind == "pool":
+            # Pool's own `with` terminates the workers; close() and join() wait for them, as
+            # the lab's pool does.
+            pool = multiprocessing.get_context(start_method).Pool(workers)
+            pool.map(spin, xs)
+            pool.close()
+            pool.join()
         else:
             context = multiprocessing.get_context(start_method)
             with ProcessPoolExecutor(workers, mp_context=context) as ex:
@@ -186,7 +196,7 @@ class Bench:
         for _ in range(ROUNDS):
             spec = ExperimentSpec(
                 f"benchmod:{function}", kind, workers=workers, tasks=tasks, size=size,
-                repeats=REPEATS, warmups=1, **options,
+                repeats=REPEATS, warmups=1, processes=1, **options,
             )  # fmt: skip
             hand = self.hand_repeats(function, kind, workers, tasks, size, 1 + REPEATS)
             per_round.append(statistics.median(in_turns(lab_repeats(spec), hand)))
@@ -256,7 +266,7 @@ def bench_cpu_speedup(bench: Bench) -> None:
     for _ in range(ROUNDS // 2):
         sequential, processes = (
             ExperimentSpec("cpu", executor, workers=workers, tasks=tasks, size=size,
-                           repeats=REPEATS, warmups=1)
+                           repeats=REPEATS, warmups=1, processes=1)
             for executor, workers in (("sequential", 1), ("processes", 2))
         )  # fmt: skip
         lab.append(statistics.median(in_turns(lab_repeats(sequential), lab_repeats(processes))))
@@ -301,20 +311,27 @@ def bench_core(bench: Bench) -> None:
         "sequential", 1, 10_000, 1_500, 0.0, 1.03, "sequential 10,000 x spin ~100 us",
         function="spin",
     )  # fmt: skip
-    bench.ratio_against_hand(
-        "processes", 2, 10_000, 1_500, 0.0, 1.03, "processes x2 spawn 10,000 x spin ~100 us",
-        function="spin", **spawn,
-    )  # fmt: skip
+    # The dispatch path: the function travels with every task, as in the user's ex.map(f, xs).
+    for kind in ("processes", "pool"):
+        bench.ratio_against_hand(
+            kind, 2, 10_000, 1_500, 0.97, 1.03, f"{kind} x2 spawn 10,000 x spin ~100 us",
+            function="spin", **spawn,
+        )  # fmt: skip
+        bench.ratio_against_hand(
+            kind, 2, 10_000, 1, 0.97, 1.03, f"{kind} x2 spawn 10,000 x tiny (dispatch only)",
+            function="tiny", **spawn,
+        )  # fmt: skip
     bench_runner_import(bench)
     bench_cpu_speedup(bench)
 
 
 def groups() -> dict:
     """Benchmark groups by name: `python -m bench [GROUP ...]` runs some (default: all)."""
-    from bench import layout, storage, tui
+    from bench import layout, storage, trust, tui
 
     return {
         "core": [bench_core],
+        "trust": trust.BENCHMARKS,  # verdicts: A/A, a real 10% change, pyperf's figure
         "storage": storage.BENCHMARKS,
         "tui": tui.BENCHMARKS,
         "layout": layout.BENCHMARKS,  # diagnostics for the processes ratio, no budget

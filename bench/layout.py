@@ -7,12 +7,10 @@
    nothing. A C loop, `sum(range(n))`, moves as much with the program around it -- see the core
    group's `c_loop` row -- so where the loop's objects land in memory is the likelier cause.)
 2. One spawn pool per call path, interleaved in one process: `map(spin)` as the hand-written
-   script calls it, `submit(spin)`, and the lab's path (the function installed by the pool's
-   initializer, each task wrapped by `timed_installed` to take its sample). `map(spin)` was the
-   slowest in most rounds here, `submit(spin)` -- no lab code at all -- often as fast as the
-   lab's path: the gap is in how CPython runs the same loop under different call paths, not in
-   the lab's overhead. Its sign is CPython's: the lab's path against map(spin) measured
-   0.95-0.97 on 3.11.7, 0.99 on 3.12.1 and 1.01-1.03 on 3.13.0 on this machine.
+   script calls it, `submit(spin)`, and the lab's path (`submit(timed_call, spin, x)`: the
+   function sent with each task, wrapped to take its sample). How CPython runs the same loop
+   can differ by call path alone, independently of any lab code (`submit(spin)` against
+   `map(spin)`).
 """
 
 from __future__ import annotations
@@ -46,16 +44,15 @@ CALL_PATHS = textwrap.dedent("""
     import multiprocessing, statistics, sys, time
     from concurrent.futures import ProcessPoolExecutor
     from benchmod import spin
-    from experiments.workloads import install, timed_installed
+    from experiments.workloads import timed_call
 
     def once(path):
         xs = [300_000] * 8
         spawn = multiprocessing.get_context("spawn")
         start = time.monotonic_ns()
         if path == "lab":
-            with ProcessPoolExecutor(2, mp_context=spawn, initializer=install,
-                                     initargs=(spin,)) as ex:
-                [f.result() for f in [ex.submit(timed_installed, x) for x in xs]]
+            with ProcessPoolExecutor(2, mp_context=spawn) as ex:
+                [f.result() for f in [ex.submit(timed_call, spin, x) for x in xs]]
         else:
             with ProcessPoolExecutor(2, mp_context=spawn) as ex:
                 if path == "map":

@@ -14,14 +14,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
-from experiments.workloads import (
-    Workload,
-    install,
-    timed_call,
-    timed_call_async,
-    timed_installed,
-    timed_installed_chunk,
-)
+from experiments.workloads import Workload, timed_call, timed_call_async, timed_chunk
 
 # Called with each task's sample as it comes back (for progress); must be cheap.
 OnSample = Callable[[tuple], None]
@@ -177,11 +170,7 @@ class Processes(Executor):
         if job.max_tasks_per_child is not None:
             options["max_tasks_per_child"] = job.max_tasks_per_child
         return ProcessPoolExecutor(
-            max_workers=job.workers,
-            mp_context=_mp_context(job.start_method),
-            initializer=install,
-            initargs=(job.workload.func,),
-            **options,
+            max_workers=job.workers, mp_context=_mp_context(job.start_method), **options
         )
 
     def _abandon(self, pool) -> None:
@@ -193,19 +182,20 @@ class Processes(Executor):
         from concurrent.futures.process import BrokenProcessPool
 
         chunksize = job.chunksize or 1
+        func = job.workload.func
         pool = self._new_pool(job)
         seen: dict = {}
         try:
-            # What map() does -- one future per task, or per chunk -- with futures we can wait
-            # on with a timeout, to notice a pool that has stopped running anything.
+            # What map() does -- one future per task, or per chunk, the function sent with each
+            # -- with futures we can wait on with a timeout, to notice a stuck pool.
             if chunksize == 1:
-                task, payloads = timed_installed, items
+                task, payloads = timed_call, items
             else:
-                task = timed_installed_chunk
+                task = timed_chunk
                 payloads = [items[i : i + chunksize] for i in range(0, len(items), chunksize)]
             futures = []
             for payload in payloads:
-                futures.append(pool.submit(task, payload))
+                futures.append(pool.submit(task, func, payload))
                 if len(seen) < job.workers:
                     # Workers start with the first submissions: keep them to name the dead
                     # later (a broken pool forgets its processes, even before map() returns).
@@ -282,12 +272,12 @@ class Pool(Executor):
         chunksize = job.chunksize or self.default_chunksize(len(items), job.workers)
         chunks = [items[i : i + chunksize] for i in range(0, len(items), chunksize)]
         pool = _mp_context(job.start_method).Pool(
-            job.workers, initializer=install, initargs=(job.workload.func,),
-            maxtasksperchild=job.max_tasks_per_child,
-        )  # fmt: skip
+            job.workers, maxtasksperchild=job.max_tasks_per_child
+        )
         try:
             workers_seen = list(getattr(pool, "_pool", []))
-            results = pool.imap(timed_installed_chunk, chunks)
+            # The function goes with every chunk, as in Pool.map's (mapstar, (f, chunk)) tasks.
+            results = pool.imap(functools.partial(timed_chunk, job.workload.func), chunks)
             for _ in range(len(chunks)):
                 while True:
                     try:
@@ -386,10 +376,9 @@ class Interpreters(Executor):
     def run(self, job, items: list, on_sample: OnSample) -> None:
         from concurrent.futures import InterpreterPoolExecutor
 
-        with InterpreterPoolExecutor(
-            max_workers=job.workers, initializer=install, initargs=(job.workload.func,)
-        ) as pool:
-            _drain(pool.map(timed_installed, items), on_sample)
+        call = functools.partial(timed_call, job.workload.func)
+        with InterpreterPoolExecutor(max_workers=job.workers) as pool:
+            _drain(pool.map(call, items), on_sample)
 
 
 def _missing(module: str, extra: str) -> Optional[str]:
@@ -418,12 +407,7 @@ class Loky(Processes):
 
         # reuse=False: a fresh executor per repeat, as for every other executor (the SPEC's
         # "construction to shutdown" window); the previous repeat's was shut down already.
-        return get_reusable_executor(
-            max_workers=job.workers,
-            initializer=install,
-            initargs=(job.workload.func,),
-            reuse=False,
-        )
+        return get_reusable_executor(max_workers=job.workers, reuse=False)
 
     def _abandon(self, pool) -> None:
         pool.shutdown(wait=False, kill_workers=True)

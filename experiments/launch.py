@@ -8,14 +8,17 @@ and stored with the run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Optional
 
 from experiments.runner import command
@@ -32,7 +35,6 @@ def runner_pythonpath() -> str:
     checkout's own (two installs of the lab must not redirect each other's runners) and the
     user's own: one that another user could write to is never used.
     """
-    import hashlib
     import stat
 
     key = hashlib.sha256(os.path.realpath(_PACKAGE_DIR).encode()).hexdigest()[:12]
@@ -57,17 +59,43 @@ def runner_command(python: Optional[str], *args: str) -> list[str]:
     )
 
 
-def runner_env() -> dict[str, str]:
+@dataclass(frozen=True)
+class Layout:
+    """What gives one runner process a memory layout of its own: the seed of its str and bytes
+    hashes (dict and set order) and the size of its environment, which moves where its stack
+    starts (Mytkowicz et al., ASPLOS 2009). Recorded with each process, so a run can be replayed.
+    """
+
+    hash_seed: int
+    padding: int  # bytes of environment padding
+
+    @classmethod
+    def random(cls, rng: random.Random) -> Layout:
+        return cls(rng.randrange(2**32), rng.randrange(4096))
+
+    def env(self) -> dict[str, str]:
+        return {"PYTHONHASHSEED": str(self.hash_seed), "CONLAB_LAYOUT_PADDING": "x" * self.padding}
+
+    def as_dict(self) -> dict[str, int]:
+        return {"hash_seed": self.hash_seed, "padding": self.padding}
+
+
+def runner_env(layout: Optional[Layout] = None) -> dict[str, str]:
     env = dict(os.environ)
+    if layout is not None:
+        env.update(layout.env())
     paths = [runner_pythonpath()] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
 
-def _start_runner(python: Optional[str], args: list[str], output) -> tuple[subprocess.Popen, int]:
-    """Start a runner in a session of its own, its stdout and stderr into the file ``output``
-    and its events into a pipe of their own; returns the process and that pipe's read end.
+def _start_runner(
+    python: Optional[str], args: list[str], output, layout: Optional[Layout] = None
+) -> tuple[subprocess.Popen, int]:
+    """Start a runner in a session of its own (with ``layout``'s environment, if given), its
+    stdout and stderr into the file ``output`` and its events into a pipe of their own; returns
+    the process and that pipe's read end.
 
     FileNotFoundError or PermissionError when ``python`` cannot be run.
     """
@@ -84,7 +112,7 @@ def _start_runner(python: Optional[str], args: list[str], output) -> tuple[subpr
             stdin=subprocess.PIPE,
             stdout=output,
             stderr=output,
-            env=runner_env(),
+            env=runner_env(layout),
             start_new_session=True,
             pass_fds=(write_fd,),
             bufsize=1,
@@ -235,8 +263,12 @@ def why_it_ended(output: str, returncode: Optional[int]) -> Optional[str]:
     return found
 
 
-def _run_quick(python: Optional[str], args: list[str], stdin: str, timeout_s: float) -> list[dict]:
-    """Run a runner in a mode that answers and ends (``--check``, ``--env``); its events."""
+def _run_quick(
+    python: Optional[str], args: list[str], stdin: str, timeout_s: float, silent_ok: bool = False
+) -> list[dict]:
+    """Run a runner in a mode that answers and ends (``--check``, ``--env``, ``--calibrate``);
+    its events. ``silent_ok``: a runner that ended without a word and without a traceback (the
+    function it was calling ended the process) answers no events instead of an error."""
     exe = python or sys.executable
     with tempfile.TemporaryFile() as output:
         try:
@@ -265,7 +297,7 @@ def _run_quick(python: Optional[str], args: list[str], stdin: str, timeout_s: fl
             ) from None
         finally:
             returncode = _end(process, pipe)
-        if events:
+        if events or (silent_ok and returncode != 1):
             return events
         why = why_it_ended(_read(output), returncode)
     if why is not None and why.startswith("conlab: "):  # the runner's own words
@@ -273,8 +305,8 @@ def _run_quick(python: Optional[str], args: list[str], stdin: str, timeout_s: fl
     raise SpecError(
         f"the runner under {exe} ended without answering ({describe_returncode(returncode)}"
         + (f": {why}" if why else "")
-        + "); check that this interpreter runs, and that no module the workload imports ends "
-        "the process when imported"
+        + "); pass --python with CPython 3.9 or newer, or keep the workload's module from "
+        "ending the process when imported"
     )
 
 
@@ -295,6 +327,25 @@ def check(
                 raise SpecError(event.get("error") or "invalid spec")
             resolved[event["run_id"]] = event["resolved"]
     return resolved
+
+
+def calibrate(
+    workload: str, python: Optional[str] = None, fallback_size: int = 1, timeout_s: float = 120.0
+) -> dict:
+    """``--size auto`` for ``workload`` under ``python``: see experiments.calibrate.
+
+    A function that fails while being calibrated (raises, ends its process) gets
+    ``fallback_size`` and a ``failed`` reason: the run then meets the failure and records it."""
+    payload = json.dumps({"workload": workload, "fallback_size": fallback_size})
+    events = _run_quick(python, ["--calibrate"], payload, timeout_s, silent_ok=True)
+    if not events:  # the function ended the process: the run will say how
+        return {"size": fallback_size, "failed": "the process ended during a call"}
+    for event in events:
+        if event.get("event") == "error":
+            raise SpecError(event.get("message") or f"cannot load {workload}")
+        if event.get("event") == "calibrated":
+            return event
+    raise SpecError(f"finding a size for {workload} gave no answer; pass --size N")
 
 
 def environment(python: Optional[str] = None, timeout_s: float = 60.0) -> dict:
@@ -326,9 +377,11 @@ class Launch:
         python: Optional[str] = None,
         timeout_s: Optional[float] = None,
         progress: bool = False,
+        layout: Optional[Layout] = None,
     ):
         self.spec = spec
         self.progress = progress
+        self.layout = layout  # None: the runner inherits this process's environment as it is
         self.python = python or spec.python
         self.timeout_s = timeout_s if timeout_s is not None else spec.timeout_s
         self.status: Optional[str] = None
@@ -370,7 +423,10 @@ class Launch:
     def _start(self, output) -> None:
         try:
             self._process, fd = _start_runner(
-                self.python, ["--ack", *(["--progress"] if self.progress else [])], output
+                self.python,
+                ["--ack", *(["--progress"] if self.progress else [])],
+                output,
+                self.layout,
             )
         except (FileNotFoundError, PermissionError) as exc:
             raise SpecError(

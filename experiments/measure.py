@@ -25,6 +25,8 @@ def main(argv=None) -> int:
         return 0
     if "--check" in args:
         return _check(line, out)
+    if "--calibrate" in args:
+        return _calibrate(line, out)
     return _run(line, out, acks if "--ack" in args else None, "--progress" in args)
 
 
@@ -87,6 +89,32 @@ def _check(text: str, out: _EventWriter) -> int:
             )
             status = 2
     return status
+
+
+def _calibrate(text: str, out: _EventWriter) -> int:
+    """``--size auto``: find the workload's size in this interpreter (experiments.calibrate)."""
+    import json
+
+    from experiments.calibrate import calibrate_answering_early
+    from experiments.workloads import WorkloadError, resolve
+
+    try:
+        request = json.loads(text)
+        workload = resolve(request["workload"])
+    except (ValueError, KeyError, TypeError, WorkloadError) as exc:
+        out.emit("error", kind="invalid", message=str(exc), detail=None)
+        return 2
+    try:
+        calibrate_answering_early(
+            workload.func,
+            request.get("fallback_size") or 1,
+            lambda found: out.emit("calibrated", **found),
+        )
+    except BaseException as exc:  # the run itself will meet this failure and record it
+        text_ = (str(exc).strip().splitlines() or [""])[0]
+        failed = f"{type(exc).__name__}: {text_}" if text_ else type(exc).__name__
+        out.emit("calibrated", size=request.get("fallback_size") or 1, failed=failed)
+    return 0
 
 
 def _run(line: str, out: _EventWriter, acks, progress: bool) -> int:

@@ -20,6 +20,7 @@ from experiments import workloads as workloads_module
 START_METHODS = ("fork", "spawn", "forkserver")
 MAX_WORKERS = 1024  # beyond this no machine gains anything; it is a typo
 MAX_TASKS = 10_000_000
+MAX_PROCESSES = 1000
 
 
 class SpecError(ValueError):
@@ -60,8 +61,9 @@ class ExperimentSpec:
     workers: int = 1
     tasks: int = 16
     size: Optional[int] = None
-    repeats: int = 5
-    warmups: int = 1
+    repeats: int = 5  # counted repeats in each runner process
+    warmups: int = 1  # in each runner process
+    processes: int = 3  # runner processes, each with its own memory layout
     start_method: Optional[str] = None
     chunksize: Optional[int] = None
     max_tasks_per_child: Optional[int] = None
@@ -107,6 +109,7 @@ class ExperimentSpec:
             _check_int("size", self.size, 0, 2**40, "--size")
         _check_int("repeats", self.repeats, 1, 10_000, "--repeats")
         _check_int("warmups", self.warmups, 0, 10_000, "--warmups")
+        _check_int("processes", self.processes, 1, MAX_PROCESSES, "--processes")
         if self.chunksize is not None:
             _check_int("chunksize", self.chunksize, 1, MAX_TASKS, "--chunksize")
         if self.max_tasks_per_child is not None:
@@ -211,6 +214,7 @@ class PreparedRun:
             "tasks": self.spec.tasks,
             "repeats": self.spec.repeats,
             "warmups": self.spec.warmups,
+            "processes": self.spec.processes,
             "description": self.workload.description,
         }
 

@@ -313,26 +313,11 @@ def timed_call(func, size: int):
     return (result, _pid, get_ident(), start_ns, end_ns, _gil_enabled())
 
 
-# A process or interpreter worker gets its task function once, from the pool's initializer, so
-# each task message names only ``timed_installed`` -- as small as a hand-written pool's message.
-# (Sending functools.partial(timed_call, func) per task cost the parent ~3 us of pickling each.)
-_installed = None
-
-
-def install(func) -> None:
-    """Pool initializer: make ``func`` the function ``timed_installed`` calls in this worker."""
-    global _installed
-    _installed = func
-
-
-def timed_installed(size: int):
-    """``timed_call`` of the function given to ``install`` in this worker."""
-    return timed_call(_installed, size)
-
-
-def timed_installed_chunk(sizes: list) -> list:
-    """``timed_installed`` over a chunk of tasks: one message to a worker, as Pool.map sends."""
-    return [timed_call(_installed, size) for size in sizes]
+def timed_chunk(func, sizes: list) -> list:
+    """``timed_call`` over a chunk of tasks: one message to a worker, as ``Pool.map`` and
+    ``ProcessPoolExecutor.map(chunksize=N)`` send. The function travels with every message, as
+    it does in the user's own ``ex.map(f, xs)``, so the lab pays the user's dispatch cost."""
+    return [timed_call(func, size) for size in sizes]
 
 
 async def timed_call_async(func, size: int):

@@ -18,7 +18,7 @@ log = logging.getLogger("conlab.storage")
 
 # PRAGMA application_id: "CLab". Identifies a lab database among SQLite files.
 APPLICATION_ID = 0x434C6162
-SCHEMA_VERSION = 2  # storage/migrations.py has a step from each older version
+SCHEMA_VERSION = 3  # storage/migrations.py has a step from each older version
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -295,6 +295,11 @@ def _check_server_version(engine: Engine) -> None:
         versions = connection.execute(select(_server_schema.c.version)).scalars().all()
         if not versions:
             connection.execute(_server_schema.insert(), {"version": SCHEMA_VERSION})
+        elif max(versions) < SCHEMA_VERSION:
+            from storage.migrations import migrate_server
+
+            migrate_server(connection, max(versions), SCHEMA_VERSION)
+            connection.execute(_server_schema.update().values(version=SCHEMA_VERSION))
         elif max(versions) > SCHEMA_VERSION:
             raise DatabaseError(
                 f"{shown_url(str(engine.url))} has schema version {max(versions)}, newer than "

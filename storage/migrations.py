@@ -50,6 +50,41 @@ def _sweeps_imports_and_heartbeats(connection: sqlite3.Connection) -> None:
         connection.execute(statement)
 
 
+# Steps from version 2 on are plain SQL that SQLite and PostgreSQL both accept, so a team's server
+# database is migrated by the same statements as a file (servers started at version 2).
+PORTABLE_STEPS: dict[int, tuple[str, ...]] = {
+    # v2 -> v3: several runner processes per run, and the order a sweep's runs took turns in.
+    # Runs recorded before were measured in one process.
+    2: (
+        "ALTER TABLE run ADD COLUMN processes INTEGER",
+        "UPDATE run SET processes = 1",
+        "ALTER TABLE repeat ADD COLUMN process_index INTEGER",
+        "UPDATE repeat SET process_index = 0",
+        "ALTER TABLE sweep ADD COLUMN run_order VARCHAR",
+        "ALTER TABLE sweep ADD COLUMN order_seed BIGINT",
+    ),
+}
+
+
+def _portable(statements: tuple[str, ...]) -> Callable[[sqlite3.Connection], None]:
+    def run(connection: sqlite3.Connection) -> None:
+        for statement in statements:
+            connection.execute(statement)
+
+    return run
+
+
+for _version, _statements in PORTABLE_STEPS.items():
+    STEPS[_version] = _portable(_statements)
+
+
+def migrate_server(connection, from_version: int, to_version: int) -> None:
+    """Bring a server database (a SQLAlchemy connection in a transaction) up to ``to_version``."""
+    for version in range(from_version, to_version):
+        for statement in PORTABLE_STEPS[version]:
+            connection.exec_driver_sql(statement)
+
+
 def backup_path(path: Path, version: int) -> Path:
     candidate = path.with_name(f"{path.name}.v{version}.bak")
     n = 1

@@ -54,6 +54,10 @@ class Sweep(SQLModel, table=True):
     id: str = Field(primary_key=True)
     created_at: datetime = Field(default_factory=utc_now)
     tag: Optional[str] = None
+    # How its runs' processes were ordered: "turns" (round by round, each round in an order
+    # shuffled with order_seed) or "blocks" (all processes of one run, then the next run).
+    run_order: Optional[str] = None
+    order_seed: Optional[int] = Field(default=None, sa_type=BigInteger)
 
 
 class ImportLog(SQLModel, table=True):
@@ -83,8 +87,9 @@ class Run(SQLModel, table=True):
     max_tasks_per_child: Optional[int] = None
     tasks: int
     size: int = Field(sa_type=BigInteger)
-    repeats: int
-    warmups: int
+    repeats: int  # counted repeats per runner process
+    warmups: int  # per runner process
+    processes: Optional[int] = None  # runner processes that ran (each its own memory layout)
     timeout_s: Optional[float] = None
     tag: Optional[str] = Field(default=None, index=True)
     error: Optional[str] = None
@@ -111,7 +116,8 @@ class Repeat(SQLModel, table=True):
 
     id: Optional[int] = Field(default=None, primary_key=True)
     run_id: str = Field(foreign_key="run.id", index=True)
-    repeat_index: int
+    repeat_index: int  # unique within the run, across its processes
+    process_index: Optional[int] = None  # which of the run's runner processes timed it
     warmup: bool
     wall_ns: int = Field(sa_type=BigInteger)
     cpu_ns: Optional[int] = Field(default=None, sa_type=BigInteger)

@@ -6,6 +6,7 @@ else, so a value of an unexpected type is shown as it is, never trusted or execu
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import statistics
@@ -18,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from storage.models import utc_now
+from storage.stats import MOVED_BETWEEN_PROCESSES, interval
 
 RUN_COLUMNS = (
     "id", "sweep_id", "status", "workload", "executor", "workers", "start_method", "chunksize",
@@ -31,31 +33,65 @@ def _number(value: Any) -> Optional[float]:
 
 def run_object(
     run: Mapping[str, Any],
-    walls_ns: Iterable[Any],
+    process_walls: Iterable[Iterable[Any]],
     machine: Optional[str] = None,
     python: Optional[str] = None,
     *,
     stored: bool = False,
 ) -> dict[str, Any]:
-    """One run as the CLI contract's JSON object (``stored`` adds machine, python, created_at).
+    """One run as the CLI contract's JSON object (``stored`` adds machine, created_at).
 
-    ``run`` maps the run table's column names to values; walls that are not numbers are left out.
+    ``run`` maps the run table's column names to values; ``process_walls`` holds the counted
+    repeats' wall times (ns) of each runner process; values that are not numbers are left out.
+    The median's 95% interval is taken over processes and repeats together (storage.stats).
     """
-    wall_s = [w / 1e9 for w in walls_ns if _number(w) is not None]
+    groups = [[w / 1e9 for w in walls if _number(w) is not None] for walls in process_walls]
+    groups = [g for g in groups if g]
+    wall_s = [w for g in groups for w in g]
+    spread = interval(groups)
     obj: dict[str, Any] = {"run_id": run["id"]}
     obj.update({name: run.get(name) for name in RUN_COLUMNS[1:]})
+    obj["python"] = python
+    obj["processes"] = len(groups) or run.get("processes")
     obj["wall_s"] = wall_s
+    obj["wall_s_by_process"] = groups
     obj["median_s"] = statistics.median(wall_s) if wall_s else None
+    obj["ci_low_s"] = _finite(spread.low)
+    obj["ci_high_s"] = _finite(spread.high)
+    obj["notes"] = run_notes(obj, spread)
     # keep the contract's key order: error last
     obj["error"] = obj.pop("error")
     if stored:
         obj.update(
             machine=machine,
-            python=python,
             created_at=_iso_utc(run.get("created_at")),
             machine_fingerprint=run.get("machine_fingerprint"),
         )
     return obj
+
+
+# A task shorter than this measures the executor's dispatch more than the work.
+SHORT_TASK_S = 0.001
+
+
+def run_notes(obj: Mapping[str, Any], spread) -> list[str]:
+    """What a person should know about one run's figures, said when it ends."""
+    notes = []
+    tasks = _number(obj.get("tasks"))
+    if obj["median_s"] is not None and tasks and obj["median_s"] / tasks < SHORT_TASK_S:
+        notes.append(
+            f"tasks took {obj['median_s'] / tasks * 1e6:.0f} us each, under 1 ms: the executor's "
+            "dispatch dominates; pass a larger --size to measure the work"
+        )
+    if obj["median_s"] is not None and spread.processes == 1:
+        notes.append("one runner process: its interval leaves out layout and drift (--processes)")
+    elif spread.processes > 1 and spread.spread > MOVED_BETWEEN_PROCESSES:
+        notes.append(f"this figure moved {spread.spread:.0%} between processes")
+    return notes
+
+
+def _finite(value: float) -> Optional[float]:
+    return value if math.isfinite(value) else None
 
 
 def _iso_utc(moment: Any) -> Optional[str]:
@@ -116,7 +152,8 @@ def list_runs(engine: Engine, tag: Optional[str] = None) -> list[dict[str, Any]]
         runs = (
             connection.execute(
                 text(
-                    f"SELECT r.*, m.hostname AS machine_name, i.version AS python_version "
+                    f"SELECT r.*, m.hostname AS machine_name, i.version AS python_version, "
+                    f"i.gil_disabled AS python_gil_disabled "
                     f"FROM run r LEFT JOIN machine m ON m.fingerprint = r.machine_fingerprint "
                     f"LEFT JOIN interpreter i ON i.key = r.interpreter_key {where} "
                     f"ORDER BY r.created_at, r.id"
@@ -126,19 +163,26 @@ def list_runs(engine: Engine, tag: Optional[str] = None) -> list[dict[str, Any]]
             .mappings()
             .all()
         )
-        walls: dict[str, list] = defaultdict(list)
+        walls: dict[str, dict[Any, list]] = defaultdict(lambda: defaultdict(list))
         repeats = connection.execute(
             text(
-                "SELECT p.run_id, p.wall_ns FROM repeat p "
+                "SELECT p.run_id, p.process_index, p.wall_ns FROM repeat p "
                 + ("JOIN run r ON r.id = p.run_id AND r.tag = :tag " if tag is not None else "")
                 + "WHERE NOT p.warmup ORDER BY p.run_id, p.repeat_index"
             ),
             {"tag": tag},
         )
-        for run_id, wall_ns in repeats:
-            walls[run_id].append(wall_ns)
+        for run_id, process_index, wall_ns in repeats:
+            walls[run_id][process_index].append(wall_ns)
     return [
-        run_object(run, walls.get(run["id"], ()), run["machine_name"], run["python_version"],
-                   stored=True)
+        run_object(run, walls[run["id"]].values() if run["id"] in walls else (),
+                   run["machine_name"], _python(run), stored=True)
         for run in runs
     ]  # fmt: skip
+
+
+def _python(run: Mapping[str, Any]) -> Optional[str]:
+    version = run["python_version"]
+    if version is not None and run["python_gil_disabled"]:
+        return f"{version}t"
+    return version

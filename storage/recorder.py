@@ -18,6 +18,7 @@ from sqlmodel import Session
 
 from experiments.spec import ExperimentSpec
 from storage.models import Interpreter, Machine, Repeat, Run, Sweep, TaskSample, utc_now
+from storage.stats import Interval, interval
 
 # Where the runner's environment fields go: column of Machine / Interpreter <- environment key.
 MACHINE_COLUMNS = {
@@ -38,6 +39,14 @@ def _columns(env: dict, columns: dict) -> dict:
     return {column: env.get(key) for column, key in columns.items()}
 
 
+def python_label(env: dict) -> Optional[str]:
+    """The interpreter as reports name it: its version, with a ``t`` for a free-threaded build."""
+    version = env.get("python_version")
+    if version is None:
+        return None
+    return f"{version}t" if env.get("py_gil_disabled") else str(version)
+
+
 class RunRecorder:
     """Feeds a runner's events into the database for one run."""
 
@@ -47,7 +56,14 @@ class RunRecorder:
         self.resolved = resolved
         self.run_id = spec.run_id
         self._pending_repeat: Optional[dict] = None
-        self.walls_ns: list[int] = []  # counted (non-warm-up) repeats, in order
+        # Counted (non-warm-up) repeats' wall times, per runner process, in order.
+        self.walls_by_process: dict[int, list[int]] = {}
+        self.process_index = 0  # the runner process whose events come in now
+        self.runner_processes: list[dict[str, Any]] = []  # each process's layout and pid
+        self.python: Optional[str] = None  # the interpreter's version, from its environment
+        self._stderr: list[str] = []  # each runner process's stderr
+        # Stored in the run's environment too: how its size was chosen, its interval target.
+        self.environment_notes: dict[str, Any] = {}
         self.events: list[dict] = []  # everything the runner said, for the fallback file
         self.storage_error: Optional[str] = None  # why the database stopped taking writes
         self.saved_to: Optional[str] = None  # where the results went instead
@@ -83,6 +99,7 @@ class RunRecorder:
             size=self.resolved["size"],
             repeats=self.spec.repeats,
             warmups=self.spec.warmups,
+            processes=self.spec.processes,
             timeout_s=self.spec.timeout_s,
             tag=self.spec.tag,
             python_requested=self.spec.python,
@@ -96,32 +113,52 @@ class RunRecorder:
             session.add(run)
             session.commit()
 
+    def begin_process(self, index: int, layout: Optional[dict] = None) -> None:
+        """The events that follow come from the run's runner process number ``index``."""
+        self.process_index = index
+        self.runner_processes.append({"index": index, **(layout or {})})
+        self.walls_by_process.setdefault(index, [])
+
+    def end_process(self, stderr: str) -> None:
+        """The current runner process has ended; keep what it wrote on stderr."""
+        if stderr.strip():
+            label = f"[process {self.process_index}]\n" if self.spec.processes > 1 else ""
+            self._stderr.append(label + stderr)
+
+    def interval(self) -> Interval:
+        """The median of the counted repeats so far and its 95% interval (over processes)."""
+        return interval(self.walls_by_process.values())
+
+    def _repeat_index(self, index: int) -> int:
+        """A repeat's index within the run: each process's repeats follow the previous ones'."""
+        return self.process_index * (self.spec.warmups + self.spec.repeats) + index
+
     def on_event(self, event: dict) -> None:
         kind = event.get("event")
         if kind != "progress":
-            self.events.append(event)
+            self.events.append({**event, "process": self.process_index})
         if kind == "env":
+            if self.runner_processes:
+                self.runner_processes[-1]["pid"] = event.get("runner_pid")
+            self.python = python_label(event.get("environment") or {})
             self._store(self._record_environment, event)
         elif kind == "repeat":
             self._pending_repeat = event
             if not event.get("warmup"):
-                self.walls_ns.append(event.get("wall_ns"))
+                walls = self.walls_by_process.setdefault(self.process_index, [])
+                walls.append(event.get("wall_ns"))
         elif kind == "tasks":
             self._store(self._record_repeat, event)
 
     def finish(
-        self,
-        status: str,
-        error: Optional[str] = None,
-        detail: Optional[str] = None,
-        stderr: Optional[str] = None,
+        self, status: str, error: Optional[str] = None, detail: Optional[str] = None
     ) -> dict[str, Any]:
         """Store the run's final status; return the run's columns.
 
         If the database failed at any point, the whole run is saved to a JSON file instead
         (``saved_to``), and ``error`` says so."""
-        if self.gil_by_worker:
-            self._store(self._record_gil_by_worker)
+        stderr = "".join(self._stderr)
+        self._store(self._record_processes)
         self._store(self._update_finished, status, error, detail, stderr)
         if self.storage_error is None:
             return self._finished_row()
@@ -140,6 +177,7 @@ class RunRecorder:
             "chunksize": self.resolved["chunksize"], "tasks": self.spec.tasks,
             "size": self.resolved["size"], "repeats": self.spec.repeats,
             "warmups": self.spec.warmups, "tag": self.spec.tag,
+            "processes": len(self.runner_processes),
         }  # fmt: skip
 
     def _save_elsewhere(self, status, error, detail, stderr) -> str:
@@ -174,6 +212,12 @@ class RunRecorder:
         env = event.get("environment") or {}
         fingerprint, key = env.get("machine_fingerprint"), env.get("interpreter_key")
         with Session(self.engine) as session:
+            run = session.get(Run, self.run_id)
+            if run.environment_json is not None:  # a later process of the run: same machine
+                run.runner_pid = event.get("runner_pid")
+                session.add(run)
+                session.commit()
+                return
             if fingerprint and session.get(Machine, fingerprint) is None:
                 session.add(Machine(fingerprint=fingerprint, **_columns(env, MACHINE_COLUMNS)))
                 session.flush()
@@ -181,7 +225,6 @@ class RunRecorder:
                 columns = _columns(env, INTERPRETER_COLUMNS)
                 session.add(Interpreter(key=key, machine_fingerprint=fingerprint, **columns))
                 session.flush()
-            run = session.get(Run, self.run_id)
             run.machine_fingerprint = fingerprint
             run.interpreter_key = key
             run.environment_json = json.dumps(env, sort_keys=True)
@@ -189,11 +232,17 @@ class RunRecorder:
             session.add(run)
             session.commit()
 
-    def _record_gil_by_worker(self) -> None:
+    def _record_processes(self) -> None:
+        """How many runner processes ran and each one's layout (to replay it); on a
+        free-threaded build, whether each worker ran with the GIL on."""
         with Session(self.engine) as session:
             run = session.get(Run, self.run_id)
+            run.processes = len(self.runner_processes) or None
             env = json.loads(run.environment_json or "{}")
-            env["gil_enabled_by_worker"] = dict(sorted(self.gil_by_worker.items()))
+            env["runner_processes"] = self.runner_processes
+            env.update(self.environment_notes)
+            if self.gil_by_worker:
+                env["gil_enabled_by_worker"] = dict(sorted(self.gil_by_worker.items()))
             run.environment_json = json.dumps(env, sort_keys=True)
             session.add(run)
             session.commit()
@@ -201,7 +250,7 @@ class RunRecorder:
     def _record_repeat(self, event: dict) -> None:
         repeat = self._pending_repeat or {}
         self._pending_repeat = None
-        index = event["repeat"]
+        index = self._repeat_index(event["repeat"])
         run_id = self.run_id
         samples = event.get("samples") or ()
         for sample in samples:
@@ -218,6 +267,7 @@ class RunRecorder:
                     {
                         "run_id": self.run_id,
                         "repeat_index": index,
+                        "process_index": self.process_index,
                         "warmup": repeat.get("warmup"),
                         "wall_ns": repeat.get("wall_ns"),
                         "cpu_ns": repeat.get("cpu_ns"),

@@ -16,10 +16,11 @@ from storage.reports import Comparison
 COLUMNS = [
     ("machine", "machine"), ("python", "python"), ("workload", "workload"), ("size", "size"),
     ("tasks", "tasks"), ("executor", "executor"), ("start_method", "start"),
-    ("workers", "workers"), ("repeats", "n"), ("median_s", "median"), ("iqr_s", "IQR"),
-    ("cv", "CV"), ("min_s", "min"), ("speedup", "speedup"), ("efficiency", "eff."),
-    ("karp_flatt", "serial"), ("startup_s", "start-up"), ("parallelism", "parallel"),
-    ("cpu_per_wall", "CPU/wall"),
+    ("workers", "workers"), ("processes", "proc."), ("repeats", "n"), ("median_s", "median"),
+    ("ci_low_s", "95% CI low"), ("ci_high_s", "95% CI high"), ("iqr_s", "IQR"), ("cv", "CV"),
+    ("min_s", "min"), ("speedup", "speedup"), ("speedup_low", "speedup low"),
+    ("speedup_high", "speedup high"), ("efficiency", "eff."), ("karp_flatt", "serial"),
+    ("startup_s", "start-up"), ("in_flight", "in flight"), ("cpu_per_wall", "CPU/wall"),
 ]  # fmt: skip
 
 
@@ -34,7 +35,7 @@ def _fmt(column: str, value: Any) -> str:
         return _ms(value)
     if column in ("cv", "efficiency"):
         return f"{value:.0%}"
-    if column in ("speedup", "parallelism", "cpu_per_wall"):
+    if column in ("speedup", "speedup_low", "speedup_high", "in_flight", "cpu_per_wall"):
         return f"{value:.2f}x"
     if column == "karp_flatt":
         return f"{value:.2f}"
@@ -52,12 +53,28 @@ def summary_rows(summary: pd.DataFrame, compact: bool = False) -> list[dict[str,
     if compact:
         shared = {c for c in CONSTANT_WHEN_SHARED if summary[c].map(str).nunique() <= 1}
         columns = [(c, label) for c, label in COLUMNS if c not in shared]
-        columns = [(c, label) for c, label in columns if c not in ("min_s",)]
+        # A terminal has room for the interval and the speedup with theirs in one cell each.
+        columns = [(c, {"ci_low_s": "95% CI", "speedup_low": "speedup CI"}.get(c, label))
+                   for c, label in columns
+                   if c not in ("min_s", "ci_high_s", "speedup_high", "iqr_s")]  # fmt: skip
+        return [
+            {label: _compact(column, row, label) for column, label in columns}
+            | {"warnings": "; ".join(row["warnings"])}
+            for _, row in summary.iterrows()
+        ]
     return [
         {label: _fmt(column, row[column]) for column, label in columns}
         | {"warnings": "; ".join(row["warnings"])}
         for _, row in summary.iterrows()
     ]
+
+
+def _compact(column: str, row, label: str) -> str:
+    if column == "ci_low_s":
+        return f"{_fmt(column, row['ci_low_s'])}–{_fmt(column, row['ci_high_s'])}"
+    if column == "speedup_low":
+        return f"{_fmt(column, row['speedup_low'])}–{_fmt(column, row['speedup_high'])}"
+    return _fmt(column, row[column])
 
 
 def shared_caption(summary: pd.DataFrame) -> str:
@@ -75,7 +92,13 @@ def summary_records(summary: pd.DataFrame) -> list[dict[str, Any]]:
     records = []
     for _, row in summary.iterrows():
         record = {}
-        for column in [c for c, _ in COLUMNS] + ["sequential_s", "q1_s", "q3_s", "warnings"]:
+        for column in [c for c, _ in COLUMNS] + [
+            "sequential_s",
+            "q1_s",
+            "q3_s",
+            "spread",
+            "warnings",
+        ]:
             value = row[column]
             if isinstance(value, float) and math.isnan(value):
                 value = None
@@ -91,7 +114,8 @@ def comparison_records(comparisons: Sequence[Comparison]) -> list[dict[str, Any]
         {**{k: (v.item() if hasattr(v, "item") else v) for k, v in c.config.items()},
          "a_median_s": c.a_median_s, "b_median_s": c.b_median_s, "ratio": c.ratio,
          "ci_low": c.ci_low, "ci_high": c.ci_high, "p_value": c.p_value, "verdict": c.verdict,
-         "a_repeats": c.a_repeats, "b_repeats": c.b_repeats}
+         "a_repeats": c.a_repeats, "b_repeats": c.b_repeats,
+         "a_processes": c.a_processes, "b_processes": c.b_processes}
         for c in comparisons
     ]  # fmt: skip
 
@@ -107,6 +131,7 @@ def comparison_rows(comparisons: Sequence[Comparison]) -> list[dict[str, str]]:
             "B/A": f"{c.ratio:.3f}",
             "95% CI": f"{c.ci_low:.3f}–{c.ci_high:.3f}",
             "p": f"{c.p_value:.3f}",
+            "processes": f"{c.a_processes}/{c.b_processes}",
             "n": f"{c.a_repeats}/{c.b_repeats}",
             "verdict": c.verdict,
         }
@@ -275,8 +300,10 @@ def html_page(
         .render(markdown(summary, words, compared))
     )
     charts = []
-    for (machine, python, workload), rows in summary.groupby(["machine", "python", "workload"]):
-        label = f"{workload} on {machine}, Python {python}"
+    for (machine, python, workload, size, tasks), rows in summary.groupby(
+        ["machine", "python", "workload", "size", "tasks"], dropna=False
+    ):
+        label = f"{workload} (size {size:g}, {tasks:g} tasks) on {machine}, Python {python}"
         speedups = {
             executor: [(float(r.workers), float(r.speedup)) for r in group.itertuples()
                        if r.speedup == r.speedup]

@@ -14,6 +14,7 @@ import pandas as pd
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from storage import stats
 from storage.errors import SelectionError
 
 # A configuration: what must be equal for two runs to be repeats of the same measurement.
@@ -55,9 +56,9 @@ def load_repeats(engines: Sequence[tuple[str, Engine]]) -> pd.DataFrame:
             # Numbers only, one row per repeat: the run's text columns are joined in pandas.
             repeats = pd.read_sql(
                 text(
-                    "SELECT p.run_id, p.repeat_index, p.warmup, p.wall_ns, p.cpu_ns, p.start_ns, "
-                    "p.end_ns, p.first_task_start_ns, p.busy_ns FROM repeat p "
-                    "JOIN run r ON r.id = p.run_id WHERE r.status = 'ok'"
+                    "SELECT p.run_id, p.repeat_index, p.process_index, p.warmup, p.wall_ns, "
+                    "p.cpu_ns, p.start_ns, p.end_ns, p.first_task_start_ns, p.busy_ns "
+                    "FROM repeat p JOIN run r ON r.id = p.run_id WHERE r.status = 'ok'"
                 ),
                 connection,
             )
@@ -75,7 +76,11 @@ def load_repeats(engines: Sequence[tuple[str, Engine]]) -> pd.DataFrame:
         subset=["run_id", "repeat_index"]
     )
     frame["warmup"] = frame["warmup"].astype(bool)
+    frame = frame[frame["wall_ns"] > 0]
     frame["wall_s"] = frame["wall_ns"] / 1e9
+    # The unit of every interval: one runner process of one run (older runs had one process).
+    process_index = pd.to_numeric(frame["process_index"], errors="coerce").fillna(0).astype(int)
+    frame["process"] = frame["run_id"].astype(str) + "/" + process_index.astype(str)
     frame["python"] = frame["python"].fillna("?")
     # A free-threaded build is its own interpreter in every table: 3.13.0t, as python.org names it.
     free_threaded = frame["gil_disabled"].fillna(False).astype(bool)
@@ -106,8 +111,16 @@ def load_timeline(engine: Engine, run_id: str) -> pd.DataFrame:
 
 SELECTION_KEYS = {
     "run": "run_id", "sweep": "sweep_id", "tag": "tag", "machine": "machine", "python": "python",
-    "workload": "workload", "executor": "executor", "db": "db",
+    "workload": "workload", "executor": "executor", "db": "db", "size": "size",
+    "workers": "workers",
 }  # fmt: skip
+
+
+def _text(value) -> str:
+    """A cell as a selection compares it: whole numbers without a decimal point."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def select(frame: pd.DataFrame, selection: str) -> pd.DataFrame:
@@ -124,7 +137,7 @@ def select(frame: pd.DataFrame, selection: str) -> pd.DataFrame:
                 f"cannot read selection term {term!r}; write KEY:VALUE with KEY one of "
                 f"{', '.join(SELECTION_KEYS)} (e.g. tag:before or python:3.12)"
             )
-        column = frame[SELECTION_KEYS[key]].map(str)
+        column = frame[SELECTION_KEYS[key]].map(_text)
         if key in ("run", "sweep"):
             mask &= column.str.startswith(value)
         elif key == "python":
@@ -146,20 +159,26 @@ def karp_flatt(speedup: float, workers: float) -> float:
     return (1 / speedup - 1 / workers) / (1 - 1 / workers)
 
 
+def process_groups(counted: pd.DataFrame) -> list[np.ndarray]:
+    """The counted wall times (s) of each runner process in ``counted``: what intervals use."""
+    return [group.to_numpy() for _, group in counted.groupby("process", sort=False)["wall_s"]]
+
+
 def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
-    """One row per configuration: counted repeats, median, IQR, CV, min; speedup against the
-    sequential run of the same work, efficiency, Karp–Flatt; from samples, start-up latency,
-    effective parallelism (busy / wall) and CPU / wall; and the stability warnings."""
+    """One row per configuration: runner processes, counted repeats, median with its 95%
+    interval over processes and repeats (storage.stats), IQR, CV, min; speedup against the
+    sequential run of the same work with its interval, efficiency, Karp–Flatt; from samples,
+    start-up latency, tasks in flight (busy / wall) and CPU / wall; and the warnings."""
     if repeats.empty:
         return pd.DataFrame()
     counted = repeats[~repeats["warmup"]].copy()
     counted["startup_s"] = (counted["first_task_start_ns"] - counted["start_ns"]) / 1e9
-    counted["parallelism"] = counted["busy_ns"] / counted["wall_ns"]
+    counted["in_flight"] = counted["busy_ns"] / counted["wall_ns"]
     counted["cpu_per_wall"] = counted["cpu_ns"] / counted["wall_ns"]
-    keys = [k for k in CONFIG]
-    grouped = counted.groupby(keys, dropna=False, sort=True)
+    grouped = counted.groupby(CONFIG, dropna=False, sort=True)
     summary = grouped.agg(
         repeats=("wall_s", "size"),
+        processes=("process", "nunique"),
         median_s=("wall_s", "median"),
         q1_s=("wall_s", lambda s: s.quantile(0.25)),
         q3_s=("wall_s", lambda s: s.quantile(0.75)),
@@ -167,29 +186,62 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
         std_s=("wall_s", "std"),
         min_s=("wall_s", "min"),
         startup_s=("startup_s", "median"),
-        parallelism=("parallelism", "median"),
+        in_flight=("in_flight", "median"),
         cpu_per_wall=("cpu_per_wall", "median"),
         cores=("cores", "max"),
         runs=("run_id", "nunique"),
         gil_disabled=("gil_disabled", "max"),
     ).reset_index()
+    intervals = [stats.interval(process_groups(group)) for _, group in grouped]
+    summary["ci_low_s"] = [i.low for i in intervals]
+    summary["ci_high_s"] = [i.high for i in intervals]
+    summary["spread"] = [i.spread for i in intervals]
     summary["iqr_s"] = summary["q3_s"] - summary["q1_s"]
     summary["cv"] = summary["std_s"] / summary["mean_s"]
     summary["task_s"] = summary["median_s"] / summary["tasks"]
-    baseline = (
-        summary[summary["executor"] == "sequential"]
-        .groupby(BASELINE_KEY, dropna=False)["median_s"]
-        .min()
-    )
-    summary = summary.join(baseline.rename("sequential_s"), on=BASELINE_KEY)
-    summary["speedup"] = summary["sequential_s"] / summary["median_s"]
+    # With center_s and se_df: what ratios between configurations are built from.
+    summary["center_s"] = [i.center for i in intervals]
+    summary["log_se"] = [i.log_se for i in intervals]
+    summary["se_df"] = [i.df for i in intervals]
+    summary["interval"] = intervals
+    _add_speedups(summary)
     summary["efficiency"] = summary["speedup"] / summary["workers"]
     summary["karp_flatt"] = [
         karp_flatt(s, p) for s, p in zip(summary["speedup"], summary["workers"])
     ]
     sweep_loads = _sweep_start_loads(repeats)
     summary["warnings"] = [_warnings(row, repeats, sweep_loads) for row in summary.itertuples()]
-    return summary
+    return summary.drop(columns=["interval"])
+
+
+def _add_speedups(summary: pd.DataFrame) -> None:
+    """Speedup of each configuration against the sequential run of the same work (machine,
+    Python, workload, size, tasks), with the ratio's 95% interval."""
+    baselines = {}
+    for key, rows in summary[summary["executor"] == "sequential"].groupby(
+        BASELINE_KEY, dropna=False
+    ):
+        best = rows.loc[rows["median_s"].idxmin()]
+        baselines[_key_text(key)] = best["interval"]
+    speedups, lows, highs, sequential = [], [], [], []
+    for row in summary.itertuples():
+        baseline = baselines.get(_key_text(tuple(getattr(row, k) for k in BASELINE_KEY)))
+        if baseline is None:
+            speedups.append(math.nan), lows.append(math.nan), highs.append(math.nan)
+            sequential.append(math.nan)
+            continue
+        # speedup = sequential / this: the ratio of B = sequential against A = this run
+        found = stats.ratio(row.interval, baseline)
+        speedups.append(found.ratio), lows.append(found.low), highs.append(found.high)
+        sequential.append(baseline.median)
+    summary["sequential_s"] = sequential
+    summary["speedup"] = speedups
+    summary["speedup_low"] = lows
+    summary["speedup_high"] = highs
+
+
+def _key_text(key) -> str:
+    return "|".join(_text(v) for v in (key if isinstance(key, tuple) else (key,)))
 
 
 def _sweep_start_loads(repeats: pd.DataFrame) -> dict[str, float]:
@@ -208,6 +260,24 @@ def _warnings(row, repeats: pd.DataFrame, sweep_loads: dict[str, float]) -> list
     found = []
     if row.repeats < 3:
         found.append(f"only {row.repeats} repeat(s): too few to trust")
+    if row.processes == 1:
+        found.append("one runner process: the interval leaves out layout and drift")
+    elif row.spread > stats.MOVED_BETWEEN_PROCESSES and row.spread > row.iqr_s / row.median_s:
+        found.append(f"moved {row.spread:.0%} between processes (layout, drift)")
+    if row.efficiency > 1 and row.workers > 1:
+        low = row.speedup_low / row.workers
+        found.append(
+            f"efficiency over 100% ({row.efficiency:.0%}): noise, or a super-linear effect "
+            "such as caches"
+            if low <= 1
+            else f"super-linear: efficiency {row.efficiency:.0%}, above 100% beyond noise"
+        )
+    if row.workers > 1 and row.karp_flatt == row.karp_flatt and not 0 <= row.karp_flatt <= 1:
+        found.append(
+            f"serial fraction {row.karp_flatt:.2f} is outside 0..1: "
+            + ("super-linear speedup" if row.karp_flatt < 0 else "slower than sequential")
+            + ", so Karp–Flatt has no meaning here"
+        )
     if row.cv >= CV_WARNING:
         found.append(f"unstable: CV {row.cv:.0%} >= {CV_WARNING:.0%}")
     if row.task_s < 0.001:
@@ -218,10 +288,11 @@ def _warnings(row, repeats: pd.DataFrame, sweep_loads: dict[str, float]) -> list
         (repeats["workload"] == row.workload) & (repeats["executor"] == row.executor)
         & (repeats["workers"] == row.workers) & (repeats["machine"] == row.machine)
         & (repeats["python"] == row.python) & (repeats["size"] == row.size)
+        & (repeats["tasks"] == row.tasks)
     ]  # fmt: skip
     counted = mine[~mine["warmup"]].sort_values(["run_id", "repeat_index"])
     if len(counted) >= 3:
-        first = counted.groupby("run_id")["wall_s"].first().median()
+        first = counted.groupby("process")["wall_s"].first().median()
         if first > 1.5 * row.median_s:
             found.append(f"first repeat {first / row.median_s:.1f}x slower than the median")
     loads = [sweep_loads[s] for s in mine["sweep_id"].unique() if s in sweep_loads]
@@ -243,22 +314,62 @@ def _load_per_core(environment_json: str) -> Optional[float]:
 # --- why, in words ---------------------------------------------------------------------------
 
 
-def verdicts(summary: pd.DataFrame) -> list[str]:
-    """A few sentences per workload, each derived from the numbers in ``summary``."""
+def row_interval(row) -> stats.Interval:
+    """A summary row's interval, to build ratios from."""
+    return stats.Interval(row.median_s, row.ci_low_s, row.ci_high_s, int(row.processes),
+                          row.log_se, row.se_df, row.processes > 1, row.spread,
+                          row.center_s)  # fmt: skip
+
+
+def fastest(rows: pd.DataFrame, min_effect: float = MIN_EFFECT) -> tuple[pd.Series, list]:
+    """The fastest configuration among ``rows`` (the same work), and the ones tied with it:
+    ``[(row, ratio)]`` for every configuration whose difference from it is inside the intervals
+    or under ``min_effect``."""
+    ordered = rows.sort_values("median_s")
+    best = ordered.iloc[0]
+    ties = []
+    for _, other in ordered.iloc[1:].iterrows():
+        found = stats.ratio(row_interval(best), row_interval(other), min_effect)
+        if found.verdict == stats.NO_DIFFERENCE:
+            ties.append((other, found))
+    return best, ties
+
+
+def _name(row) -> str:
+    return "sequential" if row.executor == "sequential" else f"{row.executor} x{int(row.workers)}"
+
+
+def verdicts(summary: pd.DataFrame, min_effect: float = MIN_EFFECT) -> list[str]:
+    """A few sentences per piece of work (machine, Python, workload, size, tasks), each derived
+    from the numbers in ``summary``. A winner is named only when it is clear of the rest."""
     lines = []
     if summary.empty:
         return lines
-    for (machine, python, workload), rows in summary.groupby(["machine", "python", "workload"]):
-        where = f"{workload} on {machine}, Python {python}"
-        rows = rows[rows["speedup"].notna()]
-        if rows.empty:
+    several_sizes = summary.groupby(["workload"])["size"].nunique().max() > 1
+    for key, rows in summary.groupby(BASELINE_KEY, dropna=False):
+        machine, python, workload, size, tasks = key
+        where = f"{workload}{f' at size {size:g}' if several_sizes else ''} on {machine}, " \
+                f"Python {python}"  # fmt: skip
+        if rows["speedup"].isna().all():
             lines.append(f"{where}: no sequential run to compare with; add `-e sequential`.")
             continue
-        best = rows.loc[rows["speedup"].idxmax()]
-        lines.append(
-            f"{where}: fastest is {best.executor} x{int(best.workers)} "
-            f"({best.median_s * 1000:.1f} ms, {best.speedup:.2f}x the sequential run)."
-        )
+        best, ties = fastest(rows, min_effect)
+        speedup = ""
+        if best.executor != "sequential" and best.speedup == best.speedup:
+            speedup = (f", {best.speedup:.2f}x the sequential run (95% CI "
+                       f"{best.speedup_low:.2f}–{best.speedup_high:.2f})")  # fmt: skip
+        if not ties:
+            lines.append(f"{where}: fastest is {_name(best)} ({best.median_s * 1000:.1f} ms"
+                         f"{speedup}), clear of the rest beyond their intervals.")  # fmt: skip
+        else:
+            names = ", ".join(_name(r) for r, _ in ties)
+            differences = ", ".join(f"{f.ratio - 1:+.1%}" for _, f in ties)
+            widest = max(max(abs(1 - f.low), abs(f.high - 1)) for _, f in ties)
+            lines.append(
+                f"{where}: {_name(best)} ({best.median_s * 1000:.1f} ms{speedup}) and {names} "
+                f"are tied: their differences ({differences}) are inside the intervals (up to "
+                f"±{widest:.0%}) or under {min_effect:.0%}."
+            )
         threads = rows[(rows["executor"] == "threads") & (rows["workers"] > 1)]
         for t in threads.itertuples():
             if t.speedup < 1.2 and t.cpu_per_wall == t.cpu_per_wall and t.cpu_per_wall < 1.2:
@@ -288,13 +399,50 @@ def verdicts(summary: pd.DataFrame) -> list[str]:
                     "too short for processes to pay off."
                 )
                 break
-            if p.karp_flatt == p.karp_flatt and p.efficiency < 0.7:
+            if 0 <= p.karp_flatt <= 1 and p.efficiency < 0.7:
                 lines.append(
                     f"  {p.executor} x{p.workers}: efficiency {p.efficiency:.0%}, serial "
                     f"fraction {p.karp_flatt:.2f} (Karp–Flatt): overhead grows with workers."
                 )
                 break
     return lines
+
+
+def run_speedups(runs: Sequence[dict]) -> dict[str, str]:
+    """Each finished run's speedup against the sequential run of the same work among ``runs``
+    (run objects of one sweep), with its 95% interval, as text by run id."""
+    key = ("python", "workload", "size", "tasks")
+    baselines = {
+        tuple(r.get(k) for k in key): r
+        for r in runs
+        if r["executor"] == "sequential" and r["status"] == "ok" and r["median_s"]
+    }
+    shown = {}
+    for r in runs:
+        base = baselines.get(tuple(r.get(k) for k in key))
+        if base is None or r["status"] != "ok" or not r["median_s"]:
+            continue
+        if base is r:
+            shown[r["run_id"]] = "baseline"
+            continue
+        found = stats.ratio(_run_interval(r), _run_interval(base))
+        bounds = f" ({found.low:.2f}–{found.high:.2f})" if math.isfinite(found.low) else ""
+        shown[r["run_id"]] = f"{found.ratio:.2f}×{bounds}"
+    return shown
+
+
+def _run_interval(run: dict) -> stats.Interval:
+    return stats.interval(run.get("wall_s_by_process") or [run["wall_s"]])
+
+
+def sweep_verdicts(engine: Engine, sweep_id: str) -> tuple[pd.DataFrame, list[str]]:
+    """The summary and verdicts of one sweep's stored runs (what `conlab run` and the Lab show
+    when a sweep ends)."""
+    repeats = select(load_repeats([("db", engine)]), f"sweep:{sweep_id}")
+    if repeats.empty:
+        return pd.DataFrame(), []
+    summary = summarize(repeats)
+    return summary, verdicts(summary)
 
 
 # --- comparisons -----------------------------------------------------------------------------
@@ -314,36 +462,14 @@ class Comparison:
     verdict: str
     a_repeats: int
     b_repeats: int
+    a_processes: int
+    b_processes: int
 
 
-def bootstrap_ratio_ci(a: np.ndarray, b: np.ndarray, rounds: int = 2000, seed: int = 0):
-    """95% bootstrap confidence interval of median(b) / median(a); deterministic (seeded)."""
-    rng = np.random.default_rng(seed)
-    a_medians = np.median(rng.choice(a, size=(rounds, len(a)), replace=True), axis=1)
-    b_medians = np.median(rng.choice(b, size=(rounds, len(b)), replace=True), axis=1)
-    ratios = b_medians / a_medians
-    return float(np.quantile(ratios, 0.025)), float(np.quantile(ratios, 0.975))
-
-
-def compare_samples(a: Sequence[float], b: Sequence[float], min_effect: float = MIN_EFFECT):
-    """(ratio, ci_low, ci_high, p_value, verdict) for B against A; works for unequal sizes.
-
-    "slower" or "faster" needs all three: the Mann–Whitney test rejects equality (p < 0.05),
-    the 95% interval excludes 1, and the change is at least ``min_effect``.
-    """
-    from scipy.stats import mannwhitneyu
-
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    ratio = float(np.median(b) / np.median(a))
-    low, high = bootstrap_ratio_ci(a, b)
-    p_value = float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
-    if p_value < 0.05 and low > 1 and ratio >= 1 + min_effect:
-        verdict = "slower"
-    elif p_value < 0.05 and high < 1 and ratio <= 1 - min_effect:
-        verdict = "faster"
-    else:
-        verdict = "no significant difference"
-    return ratio, low, high, p_value, verdict
+def compare_groups(a, b, min_effect: float = MIN_EFFECT) -> stats.Ratio:
+    """B against A, each given as the counted wall times of its runner processes: the ratio of
+    medians with Welch's 95% interval over processes (storage.stats) and the verdict."""
+    return stats.ratio(a, b, min_effect)
 
 
 def compare(repeats: pd.DataFrame, a: str, b: str, min_effect: float = MIN_EFFECT):
@@ -367,13 +493,12 @@ def compare(repeats: pd.DataFrame, a: str, b: str, min_effect: float = MIN_EFFEC
         group_b = groups_b.get(key)
         if group_b is None:
             continue
-        ratio, low, high, p, verdict = compare_samples(
-            group_a["wall_s"].to_numpy(), group_b["wall_s"].to_numpy(), min_effect
-        )
+        found = compare_groups(process_groups(group_a), process_groups(group_b), min_effect)
         comparisons.append(Comparison(
             {k: group_a[k].iloc[0] for k in keys},
-            float(group_a["wall_s"].median()), float(group_b["wall_s"].median()), ratio, low,
-            high, p, verdict, len(group_a), len(group_b),
+            float(group_a["wall_s"].median()), float(group_b["wall_s"].median()), found.ratio,
+            found.low, found.high, found.p_value, found.verdict, len(group_a), len(group_b),
+            group_a["process"].nunique(), group_b["process"].nunique(),
         ))  # fmt: skip
     if not comparisons:
         raise SelectionError(

@@ -139,6 +139,20 @@ USER_MODULE = textwrap.dedent('''
         return size
 
 
+    def layout(size):
+        """writes the runner's hash seed and environment padding to $LAYOUT_OUT"""
+        path = os.path.join(os.environ["LAYOUT_OUT"], f"{os.getpid()}.json")
+        with open(path, "w") as handle:
+            json.dump([os.environ.get("PYTHONHASHSEED"),
+                       len(os.environ.get("CONLAB_LAYOUT_PADDING", ""))], handle)
+        return size
+
+
+    def flat(size):
+        """takes the same time whatever its argument"""
+        return 0
+
+
     def speaks_protocol(size):
         """prints what the runner's events look like, as JSON loggers do"""
         print(json.dumps({"event": "repeat", "index": 99, "warmup": False, "wall_ns": 1,
@@ -291,8 +305,10 @@ def _start(user_dir: Path, db_path: Path, marks: list, *args: str) -> subprocess
 
 def run_args(workload: str, *executors: str, **options) -> list[str]:
     """`conlab run` arguments with --json: ``run_args("tiny", "threads", tasks=2)`` is
-    ``run -w tiny -e threads --tasks 2 --json``; ``start_method=`` is ``--start-method``, and a
-    list repeats its option (``python=[a, b]``)."""
+    ``run -w tiny -e threads --tasks 2 --processes 1 --json``; ``start_method=`` is
+    ``--start-method``, and a list repeats its option (``python=[a, b]``). One runner process
+    per run unless ``processes=`` says otherwise: the tests check behaviour, not figures."""
+    options.setdefault("processes", 1)
     args = ["run", "-w", workload]
     for executor in executors:
         args += ["-e", executor]

@@ -313,7 +313,7 @@ def test_a_full_disk_mid_run_loses_no_result(user_dir, tmp_path):
     script = (
         f"mount -t tmpfs -o size=2m tmpfs {folder} && "
         f"{sys.executable} -m tui.cli run -w tiny -e threads --workers 2 --tasks 5000 "
-        f"--repeats 6 --db {db} --json > {out} 2> {err}; echo $?; "
+        f"--repeats 6 --processes 1 --db {db} --json > {out} 2> {err}; echo $?; "
         f'{sys.executable} -c "{check}" {db}'
     )
     env = dict(os.environ, PYTHONPATH=str(user_dir), NO_COLOR="1", **{MARK_VAR: mark})

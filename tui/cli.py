@@ -94,6 +94,11 @@ def _root(ctx: typer.Context, db: Optional[str] = typer.Option(None, help=DB_HEL
         run_app(db)
 
 
+class Order(str, Enum):
+    turns = "turns"
+    blocks = "blocks"
+
+
 @app.command()
 def run(
     workload: list[str] = typer.Option(
@@ -104,11 +109,29 @@ def run(
         None, help="worker counts, e.g. 1,2,4 (default: 1, 2, 4 … up to the usable cores)"
     ),
     tasks: int = typer.Option(16, help="tasks per repeat"),
-    size: Optional[int] = typer.Option(
-        None, help="the argument each task gets (default: the workload's, ~10-50 ms of work)"
+    size: Optional[str] = typer.Option(
+        None,
+        help="the argument each task gets, or auto: the smallest power of two at which one call "
+        "takes >= 10 ms (default: the workload's, ~10-50 ms of work; auto for MODULE:FUNCTION)",
     ),
-    repeats: int = typer.Option(5, help="counted repeats"),
-    warmups: int = typer.Option(1, help="warm-up repeats, recorded and flagged"),
+    repeats: str = typer.Option(
+        "5",
+        help="counted repeats in each runner process, or auto: add processes until each run's "
+        "95% interval is within --target-ci (or --max-time is spent)",
+    ),
+    warmups: int = typer.Option(1, help="warm-up repeats in each process, recorded and flagged"),
+    processes: int = typer.Option(
+        3, help="runner processes per run, each with its own memory layout and hash seed"
+    ),
+    order: Order = typer.Option(
+        Order.turns,
+        help="turns: the runs' processes take turns in a shuffled order (drift hits all alike); "
+        "blocks: all processes of one run, then the next",
+    ),
+    target_ci: float = typer.Option(2.0, help="with --repeats auto: interval half-width, percent"),
+    max_time: Optional[float] = typer.Option(
+        None, help="with --repeats auto: seconds the sweep may take (default 300)"
+    ),
     start_method: Optional[StartMethod] = typer.Option(None, help="for process executors"),
     chunksize: Optional[int] = typer.Option(None, help="for process executors"),
     max_tasks_per_child: Optional[int] = typer.Option(
@@ -118,23 +141,33 @@ def run(
         None, help="dask: address of an existing cluster (default: a LocalCluster of --workers)"
     ),
     python: Optional[list[str]] = typer.Option(None, help="interpreter to run under (repeatable)"),
-    timeout: Optional[float] = typer.Option(None, help="seconds before a run is stopped as failed"),
+    timeout: Optional[float] = typer.Option(
+        None, help="seconds before a runner process is stopped and its run failed"
+    ),
     tag: Optional[str] = typer.Option(None, help="a label to select these runs by later"),
     db: Optional[str] = typer.Option(None, help=DB_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> int:
     """Run workloads on executors and store every timing."""
-    from tui.sweep import Sweep, check, plan
+    from tui.sweep import Sweep, calibration_note, check, choose_sizes, plan
 
+    adaptive = repeats.strip().lower() == "auto"
+    if adaptive and not 0 < target_ci < 100:
+        raise BadInput(f"--target-ci must be a percentage above 0 and below 100, not {target_ci}")
+    if max_time is not None and not 0 < max_time < 10**6:
+        raise BadInput(f"--max-time must be a number of seconds above 0, not {max_time}")
+    pythons = python or [None]
+    sizes, calibrations = choose_sizes(workload, _parse_size(size), pythons[0])
     specs = plan(
         workload,
         executor,
         _parse_workers(workers),
-        python or [None],
+        pythons,
         tasks=tasks,
-        size=size,
-        repeats=repeats,
+        size=sizes,
+        repeats=5 if adaptive else _parse_count("--repeats", repeats, "5 or auto"),
         warmups=warmups,
+        processes=processes,
         start_method=start_method.value if start_method else None,
         chunksize=chunksize,
         max_tasks_per_child=max_tasks_per_child,
@@ -144,15 +177,27 @@ def run(
     )
     resolved = check(specs)
     engine = _open(db, writer=True)
+    for name, calibration in calibrations.items():
+        sys.stderr.write(f"conlab: {calibration_note(name, calibration)}\n")
     live = sys.stdout.isatty() and not as_json and not os.environ.get("NO_COLOR")
-    with _Progress(live, specs) as progress:
-        sweep = Sweep(engine, specs, resolved, on_event=progress.on_event)
+    sweep = Sweep(
+        engine,
+        specs,
+        resolved,
+        order=order.value,
+        target_ci=target_ci / 100 if adaptive else None,
+        max_time_s=max_time,
+        calibrations=calibrations,
+    )
+    with _Progress(live, sweep) as progress:
+        sweep.on_event = progress.on_event
         _cancel_on_sigterm(sweep)
         results = sweep.run()
     if as_json:
         _print_json(results)
     else:
         _print_results(results, sweep.cancelled)
+        _print_verdicts(engine, results)
     unsaved = [r for r in results if r.get("saved_to")]
     if unsaved:
         sys.stderr.write(
@@ -161,6 +206,21 @@ def run(
         )
         return 1
     return 0 if results and all(r["status"] == "ok" for r in results) and not sweep.cancelled else 1
+
+
+def _parse_count(option: str, text: str, example: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise BadInput(
+            f"{option} takes a whole number, not {text!r}; pass e.g. {option} {example}"
+        ) from None
+
+
+def _parse_size(text: Optional[str]) -> Optional[int | str]:
+    if text is None or text.strip().lower() == "auto":
+        return None if text is None else "auto"
+    return _parse_count("--size", text, "1000 or auto")
 
 
 def _cancel_on_sigterm(sweep) -> None:
@@ -173,9 +233,9 @@ def _cancel_on_sigterm(sweep) -> None:
 class _Progress:
     """Rich live progress on a terminal; nothing otherwise."""
 
-    def __init__(self, live: bool, specs):
+    def __init__(self, live: bool, sweep):
         self.live = live
-        self.specs = specs
+        self.sweep = sweep
         self._progress = None
 
     def __enter__(self):
@@ -191,7 +251,7 @@ class _Progress:
                 transient=True,
             )
             self._progress.__enter__()
-            self._overall = self._progress.add_task("sweep", total=len(self.specs))
+            self._overall = self._progress.add_task("processes", total=self.sweep.planned)
             self._current = None
         return self
 
@@ -205,61 +265,93 @@ class _Progress:
             return
         kind = event.get("event")
         if kind == "env":
-            resolved = event.get("resolved", {})
             total = (spec.warmups + spec.repeats) * spec.tasks
-            label = f"{spec.workload} · {spec.executor} × {resolved.get('workers')}"
-            self._current = self._progress.add_task(label, total=total)
-            self._done_before = 0
+            self._current = self._progress.add_task(run_label(spec, event), total=total)
         elif kind == "tasks" and self._current is not None:
             # Per repeat, between timings: mid-repeat updates would take CPU from the run.
             self._progress.update(self._current, completed=(event["repeat"] + 1) * spec.tasks)
         elif kind in ("done", "error"):
-            self._progress.advance(self._overall)
+            total = max(self.sweep.planned, self.sweep.launched)
+            self._progress.update(self._overall, completed=self.sweep.launched, total=total)
             if self._current is not None:
                 self._progress.remove_task(self._current)
                 self._current = None
 
 
+def run_label(spec, event: dict) -> str:
+    """One runner process of a run, as progress displays name it."""
+    workers = event.get("resolved", {}).get("workers", spec.workers)
+    return (f"{spec.workload} · {spec.executor} × {workers} · process {event['process'] + 1}"
+            f"/{spec.processes}")  # fmt: skip
+
+
 def _print_results(results: list[dict], cancelled: bool) -> None:
     from rich.table import Table
 
-    baseline = {
-        r["workload"]: r["median_s"]
-        for r in results
-        if r["executor"] == "sequential" and r["status"] == "ok"
-    }
+    from storage.reports import run_speedups
+
+    speedups = run_speedups(results)
+    pythons = {r.get("python") for r in results}
     table = Table(title="runs", show_lines=False)
-    for column in (
-        "workload",
-        "executor",
-        "workers",
-        "start",
-        "status",
-        "median",
-        "speedup",
-        "error",
-    ):
-        table.add_column(
-            column, justify="right" if column in ("workers", "median", "speedup") else "left"
-        )
+    columns = ["workload", "size", "executor", "workers", "start", "status", "median",
+               "95% interval", "speedup", "error"]  # fmt: skip
+    if len(pythons) > 1:
+        columns.insert(0, "python")
+    right = ("size", "workers", "median", "95% interval", "speedup")
+    for column in columns:
+        table.add_column(column, justify="right" if column in right else "left")
     for r in results:
-        base = baseline.get(r["workload"])
-        speedup = f"{base / r['median_s']:.2f}×" if base and r["median_s"] else ""
-        median = f"{r['median_s'] * 1000:.1f} ms" if r["median_s"] is not None else ""
-        table.add_row(
-            r["workload"],
-            r["executor"],
-            str(r["workers"]),
-            r["start_method"] or "",
-            r["status"],
-            median,
-            speedup,
-            (r["error"] or "")[:80],
-        )
+        cells = {
+            "python": r.get("python") or "",
+            "workload": r["workload"],
+            "size": str(r["size"]),
+            "executor": r["executor"],
+            "workers": str(r["workers"]),
+            "start": r["start_method"] or "",
+            "status": r["status"],
+            "median": f"{r['median_s'] * 1000:.1f} ms" if r["median_s"] is not None else "",
+            "95% interval": _interval_text(r),
+            "speedup": speedups.get(r["run_id"], ""),
+            "error": (r["error"] or "")[:80],
+        }
+        table.add_row(*(escape_text(cells[c]) for c in columns))
     console = _console()
     console.print(table)
+    for r in results:
+        name = (
+            r["executor"] if r["executor"] == "sequential" else f"{r['executor']} x{r['workers']}"
+        )
+        for note in r.get("notes", []):
+            console.print(escape_text(f"{name}: {note}"))
+        if r.get("target_ci_met") is False:
+            console.print(
+                escape_text(f"{name}: its interval did not reach --target-ci in --max-time")
+            )
     if cancelled:
         console.print("cancelled: the run in progress was stored as cancelled; later runs skipped")
+
+
+def _print_verdicts(engine, results: list[dict]) -> None:
+    from storage.reports import sweep_verdicts
+
+    ok = [r for r in results if r["status"] == "ok"]
+    if ok:
+        console = _console()
+        for line in sweep_verdicts(engine, ok[0]["sweep_id"])[1]:
+            console.print(escape_text(line))
+
+
+def _interval_text(r: dict) -> str:
+    if r.get("ci_low_s") is None or r.get("ci_high_s") is None:
+        return ""
+    return f"{r['ci_low_s'] * 1000:.1f}–{r['ci_high_s'] * 1000:.1f} ms"
+
+
+def escape_text(text: str) -> str:
+    """Text from the user or a database, shown as itself: never read as rich markup."""
+    from rich.markup import escape
+
+    return escape(text)
 
 
 @list_app.command("workloads")

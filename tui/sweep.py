@@ -1,10 +1,21 @@
-"""A sweep: several specs run one after another through the runner and recorded as they go.
-Shared by the CLI and the app, so both measure and store runs the same way."""
+"""A sweep: several specs, each measured in several runner processes, recorded as they go.
+Shared by the CLI and the app, so both measure and store runs the same way.
+
+The processes of a sweep take turns: round 1 runs the first process of every run, round 2 the
+second, and so on, each round in an order shuffled with the sweep's recorded seed. A machine whose
+speed drifts over minutes then slows every configuration alike instead of whichever ran in the
+slow minutes. ``order="blocks"`` runs all processes of one run, then the next run.
+
+With ``target_ci`` (``--repeats auto``), rounds go on after the first ``spec.processes`` ones for
+the runs whose 95% interval is still wider than the target, until ``max_time_s`` is spent.
+"""
 
 from __future__ import annotations
 
+import random
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
 from experiments import launch
@@ -14,8 +25,16 @@ from experiments.spec import ExperimentSpec, SpecError, check_worker_counts, new
 if TYPE_CHECKING:  # storage (and SQLAlchemy) load when a sweep runs, not when one is planned
     from sqlalchemy.engine import Engine
 
-# Called with (spec, event) for every runner event, from the thread running the sweep.
+    from storage.recorder import RunRecorder
+
+# Called with (spec, event) for every runner event, from the thread running the sweep. Each
+# event carries ``process``: which of the run's runner processes sent it (0, 1, ...).
 OnEvent = Callable[[ExperimentSpec, dict], None]
+
+ORDERS = ("turns", "blocks")
+# --repeats auto: processes a run may get at most, and the time a sweep may take by default.
+MAX_AUTO_PROCESSES = 30
+DEFAULT_MAX_TIME_S = 300.0
 
 
 def plan(
@@ -34,12 +53,14 @@ def plan(
         raise SpecError("--scheduler applies to dask; add -e dask or drop --scheduler")
     sweep_id = new_id()
     specs = []
+    sizes = params.pop("size", None)
     for python in pythons:
         for workload in workloads:
+            size = sizes.get(workload) if isinstance(sizes, Mapping) else sizes
             for executor in executors:
                 known = EXECUTORS.get(executor)
                 takes_workers = getattr(known, "takes_workers", True)
-                own = dict(params)
+                own = dict(params, size=size)
                 if not getattr(known, "takes_scheduler", False):
                     own.pop("scheduler", None)  # the cluster's address is dask's alone
                 for count in workers if takes_workers else [1]:
@@ -55,6 +76,42 @@ def plan(
     return specs
 
 
+def is_auto_size(workload: str, size: Optional[int | str]) -> bool:
+    """``--size auto``, which a user function gets when no --size is given: a function called
+    at size 1 would be timed at a few microseconds without a word."""
+    return size == "auto" or (size is None and ":" in workload)
+
+
+def choose_sizes(
+    workloads: Sequence[str], size: Optional[int | str], python: Optional[str] = None
+) -> tuple[dict[str, Optional[int]], dict[str, dict]]:
+    """Each workload's size, calibrated where it is auto (under ``python``: a sweep over several
+    interpreters keeps one size, so that they compare). Returns (sizes, calibrations)."""
+    sizes: dict[str, Optional[int]] = {}
+    calibrations = {}
+    for workload in dict.fromkeys(workloads):
+        if is_auto_size(workload, size):
+            found = launch.calibrate(workload, python)
+            keys = ("size", "call_s", "grows", "failed")
+            calibrations[workload] = {k: found[k] for k in keys if k in found}
+            sizes[workload] = found["size"]
+        else:
+            sizes[workload] = None if size == "auto" else size  # type: ignore[assignment]
+    return sizes, calibrations
+
+
+def calibration_note(workload: str, calibration: dict) -> str:
+    """What ``--size auto`` chose, in words."""
+    if "failed" in calibration:
+        return (f"{workload}: --size auto could not time one call ({calibration['failed']}); "
+                f"it runs at size {calibration['size']}")  # fmt: skip
+    call_ms = calibration["call_s"] * 1000
+    if not calibration["grows"]:
+        return (f"{workload}: its time does not grow with its argument (one call {call_ms:.3f} "
+                f"ms at any size), so it runs at size {calibration['size']}")  # fmt: skip
+    return f"{workload}: size {calibration['size']} (--size auto: one call took {call_ms:.1f} ms)"
+
+
 def check(specs: Sequence[ExperimentSpec]) -> dict[str, dict]:
     """Validate every spec in the interpreter that will run it; resolved parameters by run id."""
     resolved: dict[str, dict] = {}
@@ -63,9 +120,15 @@ def check(specs: Sequence[ExperimentSpec]) -> dict[str, dict]:
     return resolved
 
 
+def check_order(order: str) -> str:
+    if order not in ORDERS:
+        raise SpecError(f"unknown order {order!r}; use one of {', '.join(ORDERS)}")
+    return order
+
+
 class Sweep:
-    """Runs specs in order, recording each; ``cancel()`` (any thread) stops the current run and
-    skips the rest."""
+    """Runs the specs' processes in turns, recording each run; ``cancel()`` (any thread) stops
+    the current process and skips the rest."""
 
     def __init__(
         self,
@@ -74,15 +137,32 @@ class Sweep:
         resolved: dict[str, dict],
         on_event: Optional[OnEvent] = None,
         progress: bool = False,
+        order: str = "turns",
+        seed: Optional[int] = None,
+        target_ci: Optional[float] = None,
+        max_time_s: Optional[float] = None,
+        calibrations: Optional[dict[str, dict]] = None,
     ):
         self.engine = engine
         self.progress = progress  # ask runners for live progress events (costly while timing)
         self.specs = list(specs)
         self.resolved = resolved
         self.on_event = on_event
+        self.order = check_order(order)
+        self.seed = seed if seed is not None else random.SystemRandom().randrange(2**63)
+        self.target_ci = target_ci  # relative half-width of the 95% interval, e.g. 0.02
+        self.max_time_s = max_time_s if max_time_s is not None else DEFAULT_MAX_TIME_S
+        self.calibrations = calibrations or {}  # --size auto's findings, by workload
         self.results: list[dict[str, Any]] = []
+        self.launched = 0  # runner processes started so far
         self._cancelled = threading.Event()
         self._current: Optional[launch.Launch] = None
+        self._rng = random.Random(self.seed)
+
+    @property
+    def planned(self) -> int:
+        """Runner processes this sweep starts at least (``--repeats auto`` may add some)."""
+        return sum(spec.processes for spec in self.specs)
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -95,37 +175,127 @@ class Sweep:
         return self._cancelled.is_set()
 
     def run(self) -> list[dict[str, Any]]:
-        """Run every spec; return their run objects (the CLI's JSON shape)."""
-        for spec in self.specs:
-            if self._cancelled.is_set():
-                break
-            self.results.append(self.run_one(spec))
-        return self.results
-
-    def run_one(self, spec: ExperimentSpec) -> dict[str, Any]:
-        from storage.queries import run_object
+        """Run every spec's processes; return the runs' objects (the CLI's JSON shape)."""
         from storage.recorder import RunRecorder
 
-        recorder = RunRecorder(self.engine, spec, self.resolved[spec.run_id])
-        recorder.start()
-        current = launch.Launch(spec, progress=self.progress)
+        self._record_sweep()
+        recorders = {}
+        for spec in self.specs:
+            recorder = RunRecorder(self.engine, spec, self.resolved[spec.run_id])
+            if spec.workload in self.calibrations:
+                recorder.environment_notes["size_calibration"] = self.calibrations[spec.workload]
+            if self.target_ci is not None:
+                recorder.environment_notes["target_ci"] = self.target_ci
+            recorder.start()
+            recorders[spec.run_id] = recorder
+        ended: dict[str, launch.Launch] = {}  # runs that failed or were cancelled
+        started = time.monotonic()
+        try:
+            for spec, index in self._schedule(recorders, ended, started):
+                if self._cancelled.is_set():
+                    break
+                current = self._run_process(spec, index, recorders[spec.run_id])
+                if current.status != "ok":
+                    ended[spec.run_id] = current
+        finally:
+            self.results = [
+                self._finish(recorders[s.run_id], ended.get(s.run_id)) for s in self.specs
+            ]
+        return self.results
+
+    def _schedule(
+        self, recorders: dict[str, RunRecorder], ended: dict, started: float
+    ) -> Iterator[tuple[ExperimentSpec, int]]:
+        """(spec, process index) in the order they run."""
+        if self.order == "blocks":
+            for spec in self.specs:
+                for index in range(spec.processes):
+                    if spec.run_id not in ended:
+                        yield spec, index
+            return
+        round_ = 0
+        while True:
+            due = [
+                s for s in self.specs if s.run_id not in ended and self._due(s, round_, recorders)
+            ]
+            if not due or (
+                round_ >= max(s.processes for s in self.specs) and self._out_of_time(started)
+            ):
+                return
+            self._rng.shuffle(due)
+            for spec in due:
+                if spec.run_id not in ended:
+                    yield spec, round_
+            round_ += 1
+
+    def _due(self, spec: ExperimentSpec, round_: int, recorders: dict[str, RunRecorder]) -> bool:
+        """Whether ``spec`` runs a process in this round."""
+        if round_ < spec.processes:
+            return True
+        if self.target_ci is None or round_ >= MAX_AUTO_PROCESSES:
+            return False
+        return recorders[spec.run_id].interval().half_width > self.target_ci
+
+    def _out_of_time(self, started: float) -> bool:
+        return time.monotonic() - started >= self.max_time_s
+
+    def _run_process(
+        self, spec: ExperimentSpec, index: int, recorder: RunRecorder
+    ) -> launch.Launch:
+        layout = launch.Layout.random(self._rng)
+        recorder.begin_process(index, layout.as_dict())
+        current = launch.Launch(spec, progress=self.progress, layout=layout)
         self._current = current
+        self.launched += 1
         try:
             if self._cancelled.is_set():
                 current.cancel()
             for event in current.events():
                 recorder.on_event(event)
                 if self.on_event is not None:
-                    self.on_event(spec, event)
+                    self.on_event(spec, {**event, "process": index})
         except KeyboardInterrupt:
             self._cancelled.set()
         except SpecError as exc:  # the interpreter could not even be started
             current.status, current.error = "failed", str(exc)
         finally:
             self._current = None
-            status = "failed" if current.status == "invalid" else (current.status or "cancelled")
-            run = recorder.finish(status, current.error, current.detail, current.stderr)
-        result = run_object(run, recorder.walls_ns)
+            recorder.end_process(current.stderr)
+        if current.status is None:
+            current.status, current.error = "cancelled", "cancelled by the user"
+        return current
+
+    def _finish(self, recorder: RunRecorder, ended: Optional[launch.Launch]) -> dict[str, Any]:
+        from storage.queries import run_object
+
+        if ended is not None:
+            status = "failed" if ended.status == "invalid" else ended.status
+            run = recorder.finish(status, ended.error, ended.detail)
+        elif self._cancelled.is_set() and len(recorder.runner_processes) < recorder.spec.processes:
+            run = recorder.finish("cancelled", "cancelled by the user before all its processes ran")
+        else:
+            run = recorder.finish("ok")
+        result = run_object(run, recorder.walls_by_process.values(), python=recorder.python)
+        if self.target_ci is not None and result["status"] == "ok":
+            result["target_ci_met"] = recorder.interval().half_width <= self.target_ci
         if recorder.saved_to:
             result["saved_to"] = recorder.saved_to
         return result
+
+    def _record_sweep(self) -> None:
+        from sqlalchemy.exc import SQLAlchemyError
+        from sqlmodel import Session
+
+        from storage.models import Sweep as SweepRow
+
+        if not self.specs:
+            return
+        first = self.specs[0]
+        try:
+            with Session(self.engine) as session:
+                if session.get(SweepRow, first.sweep_id) is None:
+                    session.add(SweepRow(id=first.sweep_id, tag=first.tag, run_order=self.order,
+                                         order_seed=self.seed))  # fmt: skip
+                    session.commit()
+        except SQLAlchemyError:
+            pass  # the recorders meet the same failure and save the runs elsewhere

@@ -68,8 +68,12 @@ def test_a_version_1_file_is_migrated_after_a_backup(conlab, tmp_path):
     assert schema(old) == schema(fresh)
     assert sqlite3.connect(old).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert digest(old) != before
-    # sweeps were made from the runs' sweep ids; new runs can be added to the migrated file
-    assert sqlite3.connect(old).execute("SELECT count(*) FROM sweep").fetchone()[0] == 1
+    # sweeps were made from the runs' sweep ids; old runs were measured in one process
+    migrated = sqlite3.connect(old)
+    assert migrated.execute("SELECT count(*) FROM sweep").fetchone()[0] == 1
+    assert migrated.execute("SELECT DISTINCT processes FROM run").fetchall() == [(1,)]
+    assert migrated.execute("SELECT DISTINCT process_index FROM repeat").fetchall() == [(0,)]
+    # new runs can be added to the migrated file
     assert (
         conlab(
             "run", "-w", "tiny", "-e", "sequential", "--repeats", "1", "--db", str(old)

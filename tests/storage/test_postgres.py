@@ -176,3 +176,30 @@ def test_a_server_database_from_a_newer_conlab_is_refused_untouched(conlab, pg_u
         assert server_content(pg_url) == before
     finally:
         engine.dispose()
+
+
+def test_a_version_2_server_database_is_migrated_in_place(conlab, pg_url):
+    from sqlalchemy import create_engine, text
+
+    from storage.database import SCHEMA_VERSION
+
+    record(conlab, pg_url, "x")
+    engine = create_engine(pg_url)
+    try:  # what a conlab of schema 2 left: no process columns, version 2
+        with engine.begin() as connection:
+            for statement in ("ALTER TABLE run DROP COLUMN processes",
+                              "ALTER TABLE repeat DROP COLUMN process_index",
+                              "ALTER TABLE sweep DROP COLUMN run_order",
+                              "ALTER TABLE sweep DROP COLUMN order_seed",
+                              "UPDATE conlab_schema SET version = 2"):  # fmt: skip
+                connection.execute(text(statement))
+        listed = runs(conlab, pg_url)
+        assert {r["status"] for r in listed} == {"ok"} and {r["processes"] for r in listed} == {1}
+        with engine.connect() as connection:
+            version = connection.execute(text("SELECT version FROM conlab_schema")).scalar()
+            indexes = connection.execute(text("SELECT DISTINCT process_index FROM repeat")).all()
+        assert version == SCHEMA_VERSION and indexes == [(0,)]
+        record(conlab, pg_url, "y")  # and it records new runs
+        assert len(runs(conlab, pg_url)) == 2 * len(listed)
+    finally:
+        engine.dispose()

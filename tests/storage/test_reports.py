@@ -12,7 +12,7 @@ import pytest
 
 from storage.reports import (
     compare,
-    compare_samples,
+    compare_groups,
     karp_flatt,
     select,
     summarize,
@@ -22,12 +22,16 @@ from tests.conftest import assert_one_line_error, run_args
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:
-    """Repeats as load_repeats returns them, from (executor, workers, walls...) descriptions."""
+    """Repeats as load_repeats returns them, from (executor, workers, walls...) descriptions;
+    ``walls`` are one runner process's, ``process_walls`` a list of several processes' walls."""
     records = []
     for n, row in enumerate(rows):
-        for index, wall_s in enumerate(row["walls"]):
-            records.append({
-                "run_id": row.get("run", f"run{n}"), "sweep_id": row.get("sweep", "s1"),
+        run_id = row.get("run", f"run{n}")
+        process_walls = row.get("process_walls", [row.get("walls")])
+        walls = [(p, w) for p, group in enumerate(process_walls) for w in group]
+        for index, (process, wall_s) in enumerate(walls):
+            records.append({"process_index": process, "process": f"{run_id}/{process}",
+                "run_id": run_id, "sweep_id": row.get("sweep", "s1"),
                 "tag": row.get("tag"), "status": "ok", "workload": row.get("workload", "cpu"),
                 "size": row.get("size", 100), "tasks": 16, "executor": row["executor"],
                 "start_method": None, "workers": row["workers"], "chunksize": None,
@@ -100,26 +104,85 @@ def test_stability_warnings():
 
 def test_same_configuration_twice_is_no_significant_difference():
     rng = np.random.default_rng(1)
-    a = 0.1 * (1 + rng.normal(0, 0.01, 7))
-    b = 0.1 * (1 + rng.normal(0, 0.01, 5))  # unequal numbers of repeats
-    ratio, low, high, p, verdict = compare_samples(a, b)
-    assert verdict == "no significant difference"
-    assert low <= 1 <= high and p > 0.05
+    a = [0.1 * (1 + rng.normal(0, 0.01, 7)) for _ in range(3)]
+    b = [0.1 * (1 + rng.normal(0, 0.01, 5)) for _ in range(4)]  # unequal processes and repeats
+    found = compare_groups(a, b)
+    assert found.verdict == "no significant difference"
+    assert found.low <= 1 <= found.high and found.p_value > 0.05
 
 
 def test_a_doubled_time_is_slower_and_a_halved_one_faster():
-    a = [0.050, 0.051, 0.0505, 0.0502, 0.0508]
-    b = [0.100, 0.1004, 0.1009, 0.1001, 0.1003, 0.1006]
-    assert compare_samples(a, b)[4] == "slower"
-    assert compare_samples(b, a)[4] == "faster"
-    assert compare_samples(a, b)[0] == pytest.approx(2.0, rel=0.02)
+    a = [[0.050, 0.051, 0.0505], [0.0502, 0.0508, 0.0503]]
+    b = [[0.100, 0.1004, 0.1009], [0.1001, 0.1003, 0.1006]]
+    assert compare_groups(a, b).verdict == "slower"
+    assert compare_groups(b, a).verdict == "faster"
+    assert compare_groups(a, b).ratio == pytest.approx(2.0, rel=0.02)
 
 
 def test_a_small_change_below_the_minimum_effect_is_no_difference():
-    a = [1.000, 1.001, 1.002, 1.000, 1.001]
-    b = [1.020, 1.021, 1.022, 1.020, 1.021]  # 2% slower, consistently
-    assert compare_samples(a, b)[4] == "no significant difference"
-    assert compare_samples(a, b, min_effect=0.01)[4] == "slower"
+    a = [[1.000, 1.001], [1.002, 1.000], [1.001, 1.0]]
+    b = [[1.020, 1.021], [1.022, 1.020], [1.021, 1.02]]  # 2% slower, consistently
+    assert compare_groups(a, b).verdict == "no significant difference"
+    assert compare_groups(a, b, min_effect=0.01).verdict == "slower"
+
+
+def test_a_difference_inside_the_between_process_spread_is_a_tie():
+    # Every process is steady, but the processes disagree by ~7% (layout): B's 4% is inside.
+    a = [[1.00] * 5, [1.07] * 5, [1.03] * 5]
+    b = [[1.04] * 5, [1.11] * 5, [1.06] * 5]
+    assert compare_groups(a, b, min_effect=0.0).verdict == "no significant difference"
+
+
+def test_a_winner_inside_the_noise_is_called_a_tie():
+    summary = summarize(frame([
+        {"executor": "sequential", "workers": 1, "process_walls": [[1.0, 1.01], [0.99, 1.0]]},
+        {"executor": "threads", "workers": 2, "process_walls": [[0.161, 0.162], [0.165, 0.160]]},
+        {"executor": "asyncio", "workers": 2, "process_walls": [[0.162, 0.163], [0.161, 0.166]]},
+    ]))  # fmt: skip
+    words = " ".join(verdicts(summary))
+    assert "fastest" not in words and "are tied" in words
+    assert "threads x2" in words and "asyncio x2" in words
+
+
+def test_speedups_and_verdicts_keep_interpreters_and_sizes_apart():
+    summary = summarize(frame([
+        {"executor": "sequential", "workers": 1, "walls": [1.0] * 3, "python": "3.11.7"},
+        {"executor": "processes", "workers": 2, "walls": [0.5] * 3, "python": "3.11.7"},
+        {"executor": "sequential", "workers": 1, "walls": [0.8] * 3, "python": "3.12.1"},
+        {"executor": "processes", "workers": 2, "walls": [0.8] * 3, "python": "3.12.1"},
+        {"executor": "sequential", "workers": 1, "walls": [0.01] * 3, "size": 1},
+        {"executor": "threads", "workers": 2, "walls": [1.0] * 3, "size": 1},
+    ]))  # fmt: skip
+    speedups = {(r.python, r.size, r.executor): r.speedup for r in summary.itertuples()}
+    assert speedups[("3.11.7", 100, "processes")] == pytest.approx(2.0)
+    assert speedups[("3.12.1", 100, "processes")] == pytest.approx(1.0)
+    assert speedups[("3.12.1", 100, "sequential")] == pytest.approx(1.0)
+    assert speedups[("3.12.1", 1, "threads")] == pytest.approx(0.01)
+    words = verdicts(summary)
+    # one verdict per interpreter and size: 3.12's two equal times are a tie
+    assert sum("fastest is" in w for w in words) == 2
+    assert sum("are tied" in w and "3.12.1" in w for w in words) == 1
+    assert any("at size 1 " in w for w in words)
+
+
+def test_figures_that_cannot_mean_what_their_name_says_are_flagged():
+    summary = summarize(frame([
+        {"executor": "sequential", "workers": 1, "walls": [1.0] * 5},
+        {"executor": "processes", "workers": 2, "walls": [0.45] * 5},  # 111% efficient
+        {"executor": "threads", "workers": 2, "walls": [1.3] * 5},  # slower than sequential
+    ]))  # fmt: skip
+    fast = " ".join(row(summary, "processes", 2)["warnings"])
+    assert "super-linear" in fast and "outside 0..1" in fast
+    slow = " ".join(row(summary, "threads", 2)["warnings"])
+    assert "outside 0..1" in slow and "slower than sequential" in slow
+
+
+def test_between_process_spread_is_shown_where_it_dominates():
+    summary = summarize(frame([
+        {"executor": "sequential", "workers": 1, "process_walls": [[1.0] * 4, [1.07] * 4]},
+    ]))  # fmt: skip
+    assert summary.iloc[0]["processes"] == 2
+    assert "moved 7% between processes" in " ".join(summary.iloc[0]["warnings"])
 
 
 def test_threads_scaling_on_cpu_is_explained_by_a_free_threaded_build():
@@ -178,7 +241,7 @@ def test_report_over_real_runs(conlab, tmp_path):
     assert threads["speedup"] > 2.5 and threads["efficiency"] == pytest.approx(
         threads["speedup"] / 4
     )
-    assert threads["parallelism"] > 2.5  # four naps overlap
+    assert threads["in_flight"] > 2.5  # four naps overlap
 
     same = conlab("report", "--compare", "tag:fast", "tag:fast", "--format", "json").json()
     assert {r["verdict"] for r in same["comparison"]["rows"]} == {"no significant difference"}
@@ -268,3 +331,13 @@ def test_a_free_threaded_run_is_labelled_and_keeps_each_workers_gil_state(tmp_pa
     repeats = load_repeats([("ft", reader)])
     assert set(repeats["python"]) == {"3.13.0t"}
     assert len(select(repeats, "python:3.13")) == 1
+
+
+def test_selections_take_size_and_workers():
+    both = frame([
+        {"executor": "threads", "workers": 2, "walls": [1.0] * 3, "size": 100},
+        {"executor": "threads", "workers": 4, "walls": [1.0] * 3, "size": 200},
+    ])  # fmt: skip
+    assert set(select(both, "size:200")["workers"]) == {4}
+    assert set(select(both, "workers:2,size:100")["size"]) == {100}
+    assert select(both, "workers:3").empty

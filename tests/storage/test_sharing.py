@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from storage.database import SCHEMA_VERSION
 from tests.conftest import MARK_VAR, assert_one_line_error, run_args
 
 # What a merge or an export must carry over, row for row (plain SQL: SQLite and servers alike).
@@ -141,7 +142,7 @@ def test_anonymized_export_holds_no_host_user_or_home(conlab, tmp_path, user_dir
 def test_info_counts_runs_per_machine_and_interpreter(conlab, db_path):
     record(conlab, db_path, "x")
     details = conlab("db", "info", "--json").json()
-    assert details["runs"] == 2 and details["schema_version"] == 2
+    assert details["runs"] == 2 and details["schema_version"] == SCHEMA_VERSION
     assert details["runs_by"][0]["runs"] == 2 and details["runs_by"][0]["status"] == "ok"
     assert details["first_run_at"] <= details["last_run_at"]
 

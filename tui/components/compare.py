@@ -26,10 +26,22 @@ def draw_speedup(plot, summary) -> None:
         return
     most = int(rows["workers"].max())
     plt.plot([1, most], [1, most], label="ideal", color="gray")
-    for (workload, executor), group in rows.groupby(["workload", "executor"]):
+    # One line per piece of work and executor: runs of other interpreters, sizes or machines
+    # are other lines, never points of the same one.
+    keys = ["machine", "python", "workload", "size", "tasks", "executor"]
+    varying = [k for k in keys[:-1] if rows[k].map(str).nunique() > 1]
+    for key, group in rows.groupby(keys, dropna=False):
+        values = dict(zip(keys, key))
         group = group.sort_values("workers")
+        label = " ".join(
+            [
+                str(values["workload"]),
+                *(f"{k} {values[k]}" for k in varying if k != "workload"),
+                values["executor"],
+            ]
+        )
         plt.plot([int(w) for w in group["workers"]], [float(s) for s in group["speedup"]],
-                 label=f"{workload} {executor}", marker="dot")  # fmt: skip
+                 label=label, marker="dot")  # fmt: skip
     plot.refresh()
 
 

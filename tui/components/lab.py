@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -35,6 +36,7 @@ PARAMETERS = [
     ("size", "size", "workload's default"),
     ("repeats", "repeats", "5"),
     ("warmups", "warm-ups", "1"),
+    ("processes", "processes", "3"),
     ("chunksize", "chunksize", "executor's default"),
     ("timeout", "timeout s", "none"),
     ("tag", "tag", "none"),
@@ -104,7 +106,7 @@ class LabPane(Vertical):
         self.cancel_requested = threading.Event()
         self.started_at: Optional[float] = None
         self.specs: list[ExperimentSpec] = []
-        self.finished_runs = 0
+        self.finished_processes = 0  # runner processes of the sweep that have ended
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="lab-top"):
@@ -203,6 +205,7 @@ class LabPane(Vertical):
             ("size", "--size"),
             ("repeats", "--repeats"),
             ("warmups", "--warmups"),
+            ("processes", "--processes"),
             ("chunksize", "--chunksize"),
         ):
             if values[name]:
@@ -254,9 +257,10 @@ class LabPane(Vertical):
             self.app.notify(str(exc), severity="error", title="cannot run")
             return
         self.specs = specs
-        self.finished_runs = 0
+        self.finished_processes = 0
         self.started_at = time.monotonic()
-        self.query_one("#overall", ProgressBar).update(total=len(specs), progress=0)
+        total = sum(spec.processes for spec in specs)
+        self.query_one("#overall", ProgressBar).update(total=total, progress=0)
         self.query_one("#current", ProgressBar).update(total=None, progress=0)
         self.query_one("#summary", Static).update(f"checking {len(specs)} run(s)...")
         self.busy = True
@@ -308,12 +312,14 @@ class LabPane(Vertical):
         timeline = self.query_one(Timeline)
         current = self.query_one("#current", ProgressBar)
         if kind == "env":
-            workers = event.get("resolved", {}).get("workers")
-            timeline.reset(f"{spec.workload} · {spec.executor} × {workers}")
+            from tui.cli import run_label
+
+            label = run_label(spec, event)
+            timeline.reset(label)
             current.update(total=(spec.warmups + spec.repeats) * spec.tasks, progress=0)
+            total = sum(s.processes for s in self.specs)
             self.query_one("#summary", Static).update(
-                f"running {self.finished_runs + 1} of {len(self.specs)}: {spec.workload} on "
-                f"{spec.executor} x{workers} (escape cancels)"
+                Text(f"process {self.finished_processes + 1} of {total}: {label} (escape cancels)")
             )
         elif kind == "tasks":
             repeat = event["repeat"]
@@ -322,8 +328,8 @@ class LabPane(Vertical):
             timeline.set_samples(event["samples"], f"{caption} (repeat {repeat + 1}{warmup})")
             current.update(progress=(repeat + 1) * spec.tasks)
         elif kind in ("done", "error"):
-            self.finished_runs += 1
-            self.query_one("#overall", ProgressBar).update(progress=self.finished_runs)
+            self.finished_processes += 1
+            self.query_one("#overall", ProgressBar).update(progress=self.finished_processes)
 
     def on_lab_pane_sweep_done(self, message: SweepDone) -> None:
         self.sweep = None
@@ -350,20 +356,22 @@ class LabPane(Vertical):
 
 
 def sweep_summary(engine, results: list[dict]) -> str:
-    """The sweep's speedup, efficiency and verdict in words, from the reports layer."""
-    from storage.reports import load_repeats, select, summarize, verdicts
+    """The sweep's times with their intervals, speedups and verdicts in words, and what each
+    run's figures need said (short tasks, one process), from the reports layer."""
+    from storage.reports import sweep_verdicts
 
     ok = [r for r in results if r["status"] == "ok"]
     if not ok:
         return ""
-    repeats = select(load_repeats([("db", engine)]), f"sweep:{ok[0]['sweep_id']}")
-    if repeats.empty:
+    summary, words = sweep_verdicts(engine, ok[0]["sweep_id"])
+    if summary.empty:
         return ""
-    summary = summarize(repeats)
     lines = [
-        f"{row.executor:>12} x{int(row.workers):<3} {row.median_s * 1000:9.1f} ms   "
+        f"{row.executor:>12} x{int(row.workers):<3} {row.median_s * 1000:9.1f} ms "
+        f"({row.ci_low_s * 1000:.1f}–{row.ci_high_s * 1000:.1f})   "
         + (f"speedup {row.speedup:5.2f}x  efficiency {row.efficiency:4.0%}"
            if row.speedup == row.speedup else "no sequential run to compare with")
         for row in summary.itertuples()
     ]  # fmt: skip
-    return "\n".join(lines + [""] + verdicts(summary))
+    notes = [f"{r['executor']} x{r['workers']}: {note}" for r in ok for note in r["notes"]]
+    return "\n".join(lines + [""] + words + notes)

@@ -1,0 +1,78 @@
+"""``--size auto``: the size at which one call of a workload takes long enough to measure.
+
+As timeit's autorange grows the loop count, this grows the argument: 1, 2, 4, ... until one call
+takes at least ``TARGET_S``. A function whose time does not grow with its argument is reported as
+such (``grows`` false) and keeps the size it was given.
+"""
+
+from __future__ import annotations
+
+import time
+
+TARGET_S = 0.010  # one call this long: clock and dispatch costs are small beside it
+MAX_SIZE = 2**40
+FLAT_FROM = 2**16  # by this size a function that uses its argument takes clearly longer
+BUDGET_S = 30.0  # calibration gives up past this, keeping the largest size tried
+
+
+class _Watch:
+    """The call in progress, so that one which outlasts the target can be answered for without
+    waiting for it to return (a call may take minutes, or never return)."""
+
+    size = 0
+    since = None  # perf_counter() when the call in progress started
+
+
+def _one_call_s(func, size: int, watch: _Watch) -> float:
+    """The fastest of up to three calls (one when a call is already long enough)."""
+    best = float("inf")
+    for _ in range(3):
+        watch.size, watch.since = size, time.perf_counter()
+        func(size)
+        best = min(best, time.perf_counter() - watch.since)
+        watch.since = None
+        if best >= TARGET_S:
+            break
+    return best
+
+
+def calibrate(func, fallback_size: int = 1, target_s: float = TARGET_S, watch=None) -> dict:
+    """``{"size", "call_s", "grows", "tried"}``: the smallest power of two at which one call
+    takes ``target_s``, or ``fallback_size`` when the time does not grow with the size."""
+    watch = watch or _Watch()
+    started = time.perf_counter()
+    size, first, tried = 1, None, 0
+    while True:
+        call_s = _one_call_s(func, size, watch)
+        tried += 1
+        first = call_s if first is None else first
+        if call_s >= target_s:
+            return {"size": size, "call_s": call_s, "grows": True, "tried": tried}
+        if size >= FLAT_FROM and call_s < 2 * first:
+            call_s = _one_call_s(func, fallback_size, watch)
+            return {"size": fallback_size, "call_s": call_s, "grows": False, "tried": tried}
+        if size >= MAX_SIZE or time.perf_counter() - started > BUDGET_S:
+            return {"size": size, "call_s": call_s, "grows": True, "tried": tried}
+        size *= 2
+
+
+def calibrate_answering_early(func, fallback_size: int, answer) -> None:
+    """Run ``calibrate`` and give its result to ``answer``; if a call outlasts twice the
+    target, answer with that call's size at once and end the process (the call is not waited
+    for)."""
+    import os
+    import threading
+
+    watch = _Watch()
+
+    def watchdog() -> None:
+        while True:
+            time.sleep(TARGET_S / 2)
+            since = watch.since
+            if since is not None and time.perf_counter() - since >= 2 * TARGET_S:
+                call_s = time.perf_counter() - since
+                answer({"size": watch.size, "call_s": call_s, "grows": True, "tried": 0})
+                os._exit(0)
+
+    threading.Thread(target=watchdog, name="conlab-calibrate-watch", daemon=True).start()
+    answer(calibrate(func, fallback_size, watch=watch))

@@ -1,0 +1,168 @@
+"""Intervals and verdicts that cover what a re-run would meet.
+
+A configuration is measured in several runner processes, each with its own memory layout, and
+within each process in several repeats. Repeats of one process share that process's layout, so
+they are not independent samples of what the next `conlab run` would see: the process is the
+unit. Every interval here is therefore built from per-process values (each process's median
+wall time, on a log scale), with Student's t for the few processes a run has:
+
+- a configuration's typical time is the geometric mean of its per-process medians, and its 95%
+  interval is that ``x exp(+-t(P-1) * s / sqrt(P))``, where ``s`` is the spread of the log
+  per-process medians: it holds the layout lottery, the drift of the machine between
+  processes, and the repeat-to-repeat noise of each process's median;
+- the ratio of two configurations is Welch's interval on the same log values.
+
+With one process there is no between-process spread to measure: the interval then comes from the
+repeats alone and says so (``layout_covered`` is False).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+CONFIDENCE = 0.95
+# A configuration whose process medians spread more than this is said to have moved between
+# processes (layout, drift) more than its repeats show.
+MOVED_BETWEEN_PROCESSES = 0.03
+
+
+@functools.lru_cache(maxsize=1024)
+def t_quantile(df: float, confidence: float = CONFIDENCE) -> float:
+    """Two-sided Student t critical value (scipy.special: a fraction of scipy.stats' import)."""
+    from scipy.special import stdtrit
+
+    return float(stdtrit(df, 0.5 + confidence / 2))
+
+
+def t_two_sided_p(statistic: float, df: float) -> float:
+    from scipy.special import stdtr
+
+    return float(2 * stdtr(df, -abs(statistic)))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A configuration's median wall time and the 95% interval of its typical time, in seconds.
+
+    The interval is centred on ``center``, the geometric mean of the per-process medians (the
+    estimate its standard error belongs to); ``median`` pools every repeat, as tables show it.
+    The two differ by a fraction of the interval's width."""
+
+    median: float
+    low: float
+    high: float
+    processes: int
+    log_se: float  # standard error of log(median)
+    df: float  # degrees of freedom behind log_se
+    layout_covered: bool  # False when only one process ran: layout and drift are not in it
+    spread: float  # max/min of the per-process medians, minus 1 (0 with one process)
+    center: float = math.nan
+
+    @property
+    def half_width(self) -> float:
+        """Half the interval's width, relative to its centre (0.02 = +-2%)."""
+        if not self.center or not math.isfinite(self.high - self.low):
+            return math.inf
+        return (self.high - self.low) / 2 / self.center
+
+
+def _groups(groups: Sequence[Sequence[float]]) -> list[list[float]]:
+    """Each group's finite, positive values, empty groups dropped. Plain Python: a run has a
+    handful of values, and `conlab runs --json` computes this for every stored run."""
+    kept = []
+    for group in groups:
+        values = [float(v) for v in group if isinstance(v, (int, float)) and 0 < v < math.inf]
+        if values:
+            kept.append(values)
+    return kept
+
+
+def _log_sd(values: list[float]) -> float:
+    """Sample standard deviation of the logs of ``values`` (at least two)."""
+    logs = [math.log(v) for v in values]
+    mean = sum(logs) / len(logs)
+    return math.sqrt(sum((x - mean) ** 2 for x in logs) / (len(logs) - 1))
+
+
+def interval(groups: Sequence[Sequence[float]], confidence: float = CONFIDENCE) -> Interval:
+    """The median of every value in ``groups`` (one group per runner process) and its interval."""
+    kept = _groups(groups)
+    if not kept:
+        nan = math.nan
+        return Interval(nan, nan, nan, 0, nan, 0, False, nan, nan)
+    pooled = [v for values in kept for v in values]
+    median = statistics.median(pooled)
+    process_medians = [statistics.median(values) for values in kept]
+    spread = max(process_medians) / min(process_medians) - 1
+    if len(kept) >= 2:
+        center = math.exp(sum(math.log(m) for m in process_medians) / len(kept))
+        se = _log_sd(process_medians) / math.sqrt(len(kept))
+        df, covered = len(kept) - 1, True
+    elif len(pooled) >= 2:
+        # One process: the standard error of a median from its repeats (1.2533 = sqrt(pi/2)).
+        center = median
+        se = 1.2533 * _log_sd(pooled) / math.sqrt(len(pooled))
+        df, covered = len(pooled) - 1, False
+    else:
+        return Interval(median, math.nan, math.nan, 1, math.nan, 0, False, spread, median)
+    margin = t_quantile(df, confidence) * se
+    low, high = center * math.exp(-margin), center * math.exp(margin)
+    return Interval(median, low, high, len(kept), se, df, covered, spread, center)
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """B against A: the ratio of medians B/A, its 95% interval, a p-value and a verdict."""
+
+    ratio: float
+    low: float
+    high: float
+    p_value: float
+    verdict: str  # "faster", "slower" or "no significant difference"
+
+
+NO_DIFFERENCE = "no significant difference"
+
+
+def ratio(
+    a: Sequence[Sequence[float]] | Interval,
+    b: Sequence[Sequence[float]] | Interval,
+    min_effect: float = 0.05,
+    confidence: float = CONFIDENCE,
+) -> Ratio:
+    """Compare B with A (groups of per-process values, or their intervals).
+
+    Welch's interval on the log medians. "slower" / "faster" needs both: the interval excludes 1,
+    and the change is at least ``min_effect``; anything else is no significant difference.
+    """
+    ia = a if isinstance(a, Interval) else interval(a, confidence)
+    ib = b if isinstance(b, Interval) else interval(b, confidence)
+    value = ib.center / ia.center if ia.center else math.nan
+    variance = ia.log_se**2 + ib.log_se**2
+    if not (math.isfinite(value) and math.isfinite(variance)) or value <= 0:
+        return Ratio(value, math.nan, math.nan, math.nan, NO_DIFFERENCE)
+    if variance == 0:
+        low = high = value
+        p_value = 0.0 if value != 1 else 1.0
+    else:
+        # Welch–Satterthwaite degrees of freedom.
+        df = variance**2 / (ia.log_se**4 / max(ia.df, 1) + ib.log_se**4 / max(ib.df, 1))
+        se = math.sqrt(variance)
+        margin = t_quantile(df, confidence) * se
+        low, high = value * math.exp(-margin), value * math.exp(margin)
+        p_value = t_two_sided_p(math.log(value) / se, df)
+    return Ratio(value, low, high, p_value, decide(value, low, high, min_effect))
+
+
+def decide(value: float, low: float, high: float, min_effect: float) -> str:
+    """The verdict for a ratio B/A with its interval: a difference inside the interval, or
+    smaller than ``min_effect``, is no difference."""
+    if low > 1 and value >= 1 + min_effect:
+        return "slower"
+    if high < 1 and value <= 1 - min_effect:
+        return "faster"
+    return NO_DIFFERENCE
