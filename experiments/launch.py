@@ -1,7 +1,9 @@
 """The parent side: start a runner under any interpreter, stream its events, cancel, time out.
 
 The runner gets its own session (process group), so stopping it — on cancel, on timeout, or after
-it ends — is one ``killpg`` that takes its workers with it: no child survives a run.
+it ends, however it ends — is one ``killpg`` that takes its workers with it: no child survives a
+run. Its events come on a pipe of their own; its stdout and stderr are the user's, kept in a file
+and stored with the run.
 """
 
 from __future__ import annotations
@@ -19,23 +21,30 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Optional
 
+from experiments.runner import command
 from experiments.spec import ExperimentSpec, SpecError
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def runner_pythonpath() -> str:
-    """A directory holding only ``experiments`` (a symlink), to put on the runner's PYTHONPATH.
+    """A directory holding only ``experiments`` (a symlink), to put first on the runner's path.
 
     Adding the package's parent directory instead could be a site-packages directory, and would
-    then leak one interpreter's compiled packages into another one.
+    then leak one interpreter's compiled packages into another one. The directory is this
+    checkout's own (two installs of the lab must not redirect each other's runners) and the
+    user's own: one that another user could write to is never used.
     """
-    # One directory per installed copy of the lab: two checkouts or venvs must not swap links.
-    copy = hashlib.sha1(_PACKAGE_DIR.encode()).hexdigest()[:12]
-    directory = os.path.join(tempfile.gettempdir(), f"conlab-path-{os.getuid()}-{copy}")
+    import stat
+
+    key = hashlib.sha256(os.path.realpath(_PACKAGE_DIR).encode()).hexdigest()[:12]
+    directory = os.path.join(tempfile.gettempdir(), f"conlab-path-{os.getuid()}-{key}")
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    info = os.lstat(directory)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        directory = tempfile.mkdtemp(prefix="conlab-path-")
     link = os.path.join(directory, "experiments")
     if os.path.realpath(link) != os.path.realpath(_PACKAGE_DIR):
-        os.makedirs(directory, exist_ok=True)
         temporary = f"{link}.{os.getpid()}.tmp"
         os.symlink(_PACKAGE_DIR, temporary)
         os.replace(temporary, link)
@@ -43,7 +52,11 @@ def runner_pythonpath() -> str:
 
 
 def runner_command(python: Optional[str], *args: str) -> list[str]:
-    return [python or sys.executable, "-m", "experiments.runner", *args]
+    """The command starting a runner: ``python -c``, not ``-m``, which would put the working
+    directory first on ``sys.path``, where a user's ``experiments`` folder would shadow the lab."""
+    return command(
+        python or sys.executable, runner_pythonpath(), "experiments.runner", "main", *args
+    )
 
 
 @dataclass(frozen=True)
@@ -77,51 +90,224 @@ def runner_env(layout: Optional[Layout] = None) -> dict[str, str]:
     return env
 
 
-def _json_lines(text: str) -> list[dict]:
-    events = []
-    for line in text.splitlines():
+def _start_runner(
+    python: Optional[str], args: list[str], output, layout: Optional[Layout] = None
+) -> tuple[subprocess.Popen, int]:
+    """Start a runner in a session of its own (with ``layout``'s environment, if given), its
+    stdout and stderr into the file ``output`` and its events into a pipe of their own; returns
+    the process and that pipe's read end.
+
+    FileNotFoundError or PermissionError when ``python`` cannot be run.
+    """
+    read_fd, write_fd = os.pipe()
+    try:
+        process = subprocess.Popen(
+            runner_command(
+                python,
+                f"--events-fd={write_fd}",
+                "--watch-stdin",
+                f"--parent-pid={os.getpid()}",
+                *args,
+            ),
+            stdin=subprocess.PIPE,
+            stdout=output,
+            stderr=output,
+            env=runner_env(layout),
+            start_new_session=True,
+            pass_fds=(write_fd,),
+            bufsize=1,
+            text=True,
+        )
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    return process, read_fd
+
+
+class _EventPipe:
+    """The read end of a runner's event pipe, watched together with the runner itself, so that
+    a process the runner left holding the pipe cannot keep the parent waiting for its end.
+
+    The runner is watched without being reaped (until then its process group stays its own, so
+    a ``killpg`` cannot hit another): with a pidfd where there is one, else ``waitid``.
+    """
+
+    def __init__(self, process: subprocess.Popen, fd: int):
+        self.process = process
+        self.fd: Optional[int] = fd
+        os.set_blocking(fd, False)
         try:
-            events.append(json.loads(line))
+            self.pidfd: Optional[int] = os.pidfd_open(process.pid)
+        except (AttributeError, OSError):  # not Linux 5.3+: look at the runner twice a second
+            self.pidfd = None
+
+    def lines(self, timeout_s: Optional[float] = None) -> Iterator[bytes]:
+        """Event lines until the pipe ends, or the runner has ended and all it sent is read.
+        TimeoutError past ``timeout_s``."""
+        import select
+        import time
+
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        watched = [self.fd] if self.pidfd is None else [self.fd, self.pidfd]
+        buffer, searched, ended = bytearray(), 0, False
+        while True:
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                if ended:
+                    return
+                wait_s = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if self.pidfd is None:
+                    wait_s = 0.5 if wait_s is None else min(wait_s, 0.5)
+                ready = select.select(watched, [], [], wait_s)[0]
+                if not ready and deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError from None
+                ended = self._runner_ended(ready)
+                continue
+            if not chunk:
+                return
+            buffer += chunk
+            while True:
+                end = buffer.find(b"\n", searched)
+                if end < 0:
+                    searched = len(buffer)
+                    break
+                line = bytes(buffer[:end])
+                del buffer[: end + 1]
+                searched = 0
+                yield line
+
+    def _runner_ended(self, ready: list) -> bool:
+        if self.pidfd is not None:
+            return self.pidfd in ready
+        try:
+            flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+            return os.waitid(os.P_PID, self.process.pid, flags) is not None
+        except ChildProcessError:  # reaped already
+            return True
+        except AttributeError:  # no waitid (macOS): poll, which reaps
+            return self.process.poll() is not None
+
+    def close(self) -> None:
+        for fd in (self.fd, self.pidfd):
+            if fd is not None:
+                os.close(fd)
+        self.fd = self.pidfd = None
+
+
+def _events(lines) -> Iterator[dict]:
+    for line in lines:
+        try:
+            yield json.loads(line)
         except ValueError:
-            continue  # a user function that printed to stdout: not ours, ignore it
-    return events
+            continue  # the last line of a runner killed while writing it
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL the runner's whole process group: the runner and every worker it started."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _end(process: subprocess.Popen, pipe: Optional[_EventPipe]) -> int:
+    """Kill what is left of a runner's group, reap the runner, close its pipes; its exit code."""
+    _kill_group(process)  # before the wait: an unreaped runner keeps its group id its own
+    code = process.wait()
+    if process.stdin is not None:
+        try:
+            process.stdin.close()
+        except OSError:
+            pass
+    if pipe is not None:
+        pipe.close()
+    return code
+
+
+def _read(output) -> str:
+    output.seek(0)
+    return output.read().decode("utf-8", "replace")
+
+
+# What a worker raises because its runner went away: a consequence, never the cause.
+_AFTERMATH = ("BrokenPipeError", "ConnectionResetError", "EOFError")
+
+
+def why_it_ended(output: str, returncode: Optional[int]) -> Optional[str]:
+    """The line of a runner's output that says why it ended, or None.
+
+    A runner that exited printed its reason last: the lab's own words (``conlab: ...``), or the
+    final line of its last traceback -- not a worker's broken pipe or a warning (resource_tracker's
+    leaked-semaphore notice). A runner killed by a signal printed nothing itself: only CPython's
+    ``Fatal Python error`` (before an abort) speaks for it, never what its workers printed.
+    """
+    found = None
+    in_traceback = False
+    killed = returncode is not None and returncode < 0
+    for line in output.splitlines():
+        if line.startswith("Fatal Python error:"):
+            found = line
+        elif killed:
+            continue
+        elif line.startswith("conlab: "):
+            found = line
+        elif line.startswith("Traceback (most recent call last):"):
+            in_traceback = True
+        elif in_traceback and line and not line[0].isspace():
+            in_traceback = False
+            if not line.startswith(_AFTERMATH):
+                found = line
+    return found
 
 
 def _run_quick(
     python: Optional[str], args: list[str], stdin: str, timeout_s: float, silent_ok: bool = False
 ) -> list[dict]:
-    try:
-        proc = subprocess.run(
-            runner_command(python, *args),
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=runner_env(),
-            timeout=timeout_s,
-        )
-    except FileNotFoundError:
-        raise SpecError(
-            f"no Python interpreter at {python!r}; "
-            "pass --python with a path from `conlab list pythons`"
-        ) from None
-    except PermissionError:
-        raise SpecError(
-            f"{python!r} is not executable; pass --python with an interpreter"
-        ) from None
-    except subprocess.TimeoutExpired:
-        raise SpecError(
-            f"the runner under {python or sys.executable} did not answer in "
-            f"{timeout_s:.0f} s (a user module doing work at import time?); "
-            "guard that work with `if __name__ == '__main__':`"
-        ) from None
-    events = _json_lines(proc.stdout)
-    if not events and not (silent_ok and proc.returncode != 1):
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise SpecError(
-            f"{python or sys.executable} could not start the runner ({last}); "
-            "pass --python with CPython 3.9 or newer"
-        )
-    return events
+    """Run a runner in a mode that answers and ends (``--check``, ``--env``, ``--calibrate``);
+    its events. ``silent_ok``: a runner that ended without a word and without a traceback (the
+    function it was calling ended the process) answers no events instead of an error."""
+    exe = python or sys.executable
+    with tempfile.TemporaryFile() as output:
+        try:
+            process, fd = _start_runner(python, args, output)
+        except FileNotFoundError:
+            raise SpecError(
+                f"no Python interpreter at {python!r}; "
+                "pass --python with a path from `conlab list pythons`"
+            ) from None
+        except PermissionError:
+            raise SpecError(
+                f"{python!r} is not executable; pass --python with an interpreter"
+            ) from None
+        pipe = _EventPipe(process, fd)
+        try:
+            try:
+                process.stdin.write(stdin + "\n")
+                process.stdin.flush()
+            except OSError:
+                pass  # it ended already: its output says why
+            events = list(_events(pipe.lines(timeout_s)))
+        except TimeoutError:
+            raise SpecError(
+                f"the runner under {exe} did not answer in {timeout_s:.0f} s (a user module "
+                "doing work at import time?); guard that work with `if __name__ == '__main__':`"
+            ) from None
+        finally:
+            returncode = _end(process, pipe)
+        if events or (silent_ok and returncode != 1):
+            return events
+        why = why_it_ended(_read(output), returncode)
+    if why is not None and why.startswith("conlab: "):  # the runner's own words
+        raise SpecError(f"{exe}: {why[len('conlab: ') :]}")
+    raise SpecError(
+        f"the runner under {exe} ended without answering ({describe_returncode(returncode)}"
+        + (f": {why}" if why else "")
+        + "); pass --python with CPython 3.9 or newer, or keep the workload's module from "
+        "ending the process when imported"
+    )
 
 
 def check(
@@ -177,8 +363,9 @@ class Launch:
     """One run of one spec in a runner process.
 
     Iterate ``events()`` for the runner's events (``progress`` ones only with ``progress=True``);
-    afterwards ``status`` is ``ok``, ``failed``, ``cancelled`` or ``invalid`` and ``error`` says
-    why when it is not ok. ``cancel()`` may be called from any thread at any time.
+    afterwards ``status`` is ``ok``, ``failed``, ``cancelled`` or ``invalid``, ``error`` says
+    why when it is not ok, and ``stderr`` is everything the runner and its workers printed
+    (stdout and stderr, in the order written). ``cancel()`` may be called from any thread.
 
     Iterate in the thread that called ``events()`` first, and keep that thread alive until the
     iteration ends: on Linux the runner ends itself when the thread that started it exits.
@@ -203,13 +390,14 @@ class Launch:
         self.stderr = ""
         self.returncode: Optional[int] = None
         self._process: Optional[subprocess.Popen] = None
+        self._pipe: Optional[_EventPipe] = None
         self._stopped_because: Optional[str] = None
         self._lock = threading.Lock()
 
     def events(self) -> Iterator[dict]:
-        stderr_file = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (closed below)
+        output = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (closed below)
         try:
-            self._start(stderr_file)
+            self._start(output)
             timer = self._start_timer()
             try:
                 yield from self._read_events()
@@ -219,9 +407,9 @@ class Launch:
             finally:
                 if timer is not None:
                     timer.cancel()
-                self._finish(stderr_file)
+                self._finish(output)
         finally:
-            stderr_file.close()
+            output.close()
 
     def run(self) -> list[dict]:
         """Run to the end and return every event."""
@@ -232,34 +420,24 @@ class Launch:
 
     # --- internals ---
 
-    def _start(self, stderr_file) -> None:
+    def _start(self, output) -> None:
         try:
-            self._process = subprocess.Popen(
-                runner_command(
-                    self.python,
-                    "--watch-stdin",
-                    f"--parent-pid={os.getpid()}",
-                    "--ack",
-                    *(["--progress"] if self.progress else []),
-                ),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr_file,
-                env=runner_env(self.layout),
-                start_new_session=True,
-                bufsize=1,
-                text=True,
+            self._process, fd = _start_runner(
+                self.python,
+                ["--ack", *(["--progress"] if self.progress else [])],
+                output,
+                self.layout,
             )
         except (FileNotFoundError, PermissionError) as exc:
             raise SpecError(
                 f"cannot start {self.python!r} ({exc.strerror}); "
                 "pass --python with a working interpreter"
             ) from None
-        self._process.stdin.write(self.spec.to_json() + "\n")
-        self._process.stdin.flush()
+        self._pipe = _EventPipe(self._process, fd)
+        self._send(self.spec.to_json())
         with self._lock:
             if self._stopped_because:  # cancelled before the process existed
-                self._kill_group()
+                _kill_group(self._process)
 
     def _start_timer(self) -> Optional[threading.Timer]:
         if not self.timeout_s:
@@ -270,13 +448,7 @@ class Launch:
         return timer
 
     def _read_events(self) -> Iterator[dict]:
-        for line in self._process.stdout:
-            if not line.startswith("{"):
-                continue  # a user function printing to stdout
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
+        for event in _events(self._pipe.lines()):
             kind = event.get("event")
             if kind == "done":
                 self.status = "ok"
@@ -294,23 +466,17 @@ class Launch:
             self._process.stdin.write(line + "\n")
             self._process.stdin.flush()
         except (BrokenPipeError, OSError, ValueError):
-            pass  # the runner is gone; its end of the event stream says why
+            pass  # the runner is gone; how it ended says why
 
     def _stop(self, reason: str) -> None:
         with self._lock:
-            if self._stopped_because or self.status is not None:
+            if self._stopped_because or self.status is not None or self.returncode is not None:
                 return
             self._stopped_because = reason
             if self._process is not None:
-                self._kill_group()
+                _kill_group(self._process)
 
-    def _kill_group(self) -> None:
-        try:
-            os.killpg(self._process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    def _finish(self, stderr_file) -> None:
+    def _finish(self, output) -> None:
         process = self._process
         if process is None:
             return
@@ -320,15 +486,9 @@ class Launch:
                 process.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 self._stopped_because = self._stopped_because or "cancelled"
-        self._kill_group()  # whatever the runner left behind goes with it
-        self.returncode = process.wait()
-        for stream in (process.stdin, process.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
-        stderr_file.seek(0)
-        self.stderr = stderr_file.read().decode("utf-8", "replace")
+        with self._lock:  # no cancel() may signal the group once the runner is reaped
+            self.returncode = _end(process, self._pipe)  # what it left behind goes with it
+        self.stderr = _read(output)
         self._settle()
 
     def _settle(self) -> None:
@@ -342,9 +502,9 @@ class Launch:
         elif self.status is None:
             self.status = "failed"
             self.error = f"the runner process died ({describe_returncode(self.returncode)})"
-            last = self.stderr.strip().splitlines()
-            if last:
-                self.error += f": {last[-1]}"
+            why = why_it_ended(self.stderr, self.returncode)
+            if why:
+                self.error += f": {why}"
         if self.status == "failed" and "bootstrapping phase" in self.stderr:
             # CPython's words when a spawned child starts a process while importing __main__
             # or a module: the user's code has no `if __name__ == "__main__":` guard.

@@ -1,7 +1,7 @@
 """Running one spec in the runner process: the repeats, their timing, and the events sent.
 
-Kept apart from ``runner.py`` so that a spawned worker, which re-imports the runner module as
-``__mp_main__``, compiles and runs nothing but a few lines.
+Kept apart from ``runner.py``, whose import costs nothing, so that only the runner itself
+compiles and runs what is here.
 """
 
 
@@ -10,22 +10,43 @@ def main(argv=None) -> int:
     import sys
 
     args = sys.argv[1:] if argv is None else argv
-    out = _EventWriter(sys.stdout)
+    out = _EventWriter(_event_stream(args))
+    line = "" if "--env" in args else sys.stdin.readline()
+    # Watched before anything of the user's is imported: a module that hangs at import time must
+    # not outlive the parent either.
+    parent = [int(a.split("=", 1)[1]) for a in args if a.startswith("--parent-pid=")]
+    acks = (
+        _watch_parent(sys.stdin, parent[0] if parent else None) if "--watch-stdin" in args else None
+    )
     if "--env" in args:
         from experiments.environment import collect
 
         out.emit("env", environment=collect())
         return 0
     if "--check" in args:
-        return _check(sys.stdin.read(), out)
+        return _check(line, out)
     if "--calibrate" in args:
-        return _calibrate(sys.stdin.read(), out)
-    line = sys.stdin.readline()
-    parent = [int(a.split("=", 1)[1]) for a in args if a.startswith("--parent-pid=")]
-    acks = (
-        _watch_parent(sys.stdin, parent[0] if parent else None) if "--watch-stdin" in args else None
-    )
+        return _calibrate(line, out)
     return _run(line, out, acks if "--ack" in args else None, "--progress" in args)
+
+
+def _event_stream(args):
+    """Where events go: the pipe ``--events-fd=N`` names, kept from every process this runner
+    starts, or stdout."""
+    import os
+    import sys
+
+    fds = [int(a.split("=", 1)[1]) for a in args if a.startswith("--events-fd=")]
+    if not fds:
+        return sys.stdout
+    fd = fds[0]
+    os.set_inheritable(fd, False)  # a started program (exec) does not get it
+    if hasattr(os, "register_at_fork"):
+        # A forked worker does not keep it either: /dev/null takes its place, so the parent sees
+        # the pipe end when the runner does, and a worker that writes there writes nowhere.
+        null = os.open(os.devnull, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+        os.register_at_fork(after_in_child=lambda: os.dup2(null, fd, inheritable=False))
+    return open(fd, "w", encoding="utf-8", closefd=False)
 
 
 class _EventWriter:
@@ -321,10 +342,26 @@ def _die_with_parent(parent_pid) -> bool:
             return False
     except (OSError, AttributeError):
         return False
-    signal.signal(signal.SIGTERM, lambda signum, frame: _end_with_parent())
+
+    def on_sigterm(signum, frame) -> None:
+        if os.getppid() != parent_pid:  # the kernel's word: the parent is gone
+            _end_with_parent()
+        _end_by_sigterm()  # someone else's SIGTERM
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     if os.getppid() != parent_pid:  # the parent died before the kernel was told
         _end_with_parent()
     return True
+
+
+def _end_by_sigterm() -> None:
+    """End as SIGTERM ends a process, workers first, so the parent reports what happened."""
+    import os
+    import signal
+
+    _kill_workers()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _end_with_parent() -> None:

@@ -185,7 +185,8 @@ class WorkloadError(ValueError):
 def resolve(ref: str) -> Workload:
     """The workload named ``ref``: a built-in name, ``MODULE:FUNCTION`` or ``file.py:FUNCTION``.
 
-    User functions are imported here, so the current directory and ``PYTHONPATH`` apply.
+    User functions are imported from the user's module paths (``user_module_paths``), which
+    come after the lab's own directory: a user's module is found, and cannot shadow the lab.
     """
     if ref in WORKLOADS:
         return WORKLOADS[ref]
@@ -214,7 +215,31 @@ def resolve(ref: str) -> Workload:
     return Workload(ref, func, doc, 1)
 
 
+def user_module_paths() -> list[str]:
+    """Where a user's modules are found, in Python's own order: the working directory, then
+    the entries of ``PYTHONPATH`` (but the lab's own directory, which launch puts there)."""
+    lab = _lab_dir()
+    entries = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    paths = [os.getcwd()] + [os.path.abspath(entry) for entry in entries if entry]
+    return [path for path in dict.fromkeys(paths) if path != lab]
+
+
+def _lab_dir() -> str:
+    """The directory this ``experiments`` package was imported from."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _use_paths(paths: list) -> None:
+    """Put ``paths`` on ``sys.path`` in their order, right after the lab's own directory (so a
+    spawned worker, which gets this ``sys.path``, finds the same modules)."""
+    lab = _lab_dir()
+    rest = [path for path in sys.path if path not in paths]
+    at = rest.index(lab) + 1 if lab in rest else 0
+    sys.path[:] = rest[:at] + paths + rest[at:]
+
+
 def _import_module(module_ref: str, ref: str):
+    paths = user_module_paths()
     if module_ref.endswith(".py") or os.sep in module_ref or "/" in module_ref:
         path = os.path.abspath(module_ref)
         if not os.path.isfile(path):
@@ -222,10 +247,9 @@ def _import_module(module_ref: str, ref: str):
         # Import the file under its own name from its own directory, so that a spawned worker
         # (which gets the parent's sys.path) can import it again to unpickle the function.
         directory, filename = os.path.split(path)
-        name = os.path.splitext(filename)[0]
-        if directory not in sys.path:
-            sys.path.insert(0, directory)
-        module_ref = name
+        module_ref = os.path.splitext(filename)[0]
+        paths = [directory] + [p for p in paths if p != directory]
+    _use_paths(paths)
     import importlib
 
     try:
@@ -234,6 +258,11 @@ def _import_module(module_ref: str, ref: str):
         raise WorkloadError(
             f"cannot import {module_ref!r} for workload {ref!r} ({exc}); "
             "run from its directory or add it to PYTHONPATH"
+        ) from None
+    except SystemExit as exc:
+        raise WorkloadError(
+            f"importing {module_ref!r} for workload {ref!r} called sys.exit({exc.code!r}); "
+            "put the module's script code under `if __name__ == '__main__':`"
         ) from None
     except Exception as exc:
         raise WorkloadError(

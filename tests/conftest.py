@@ -30,6 +30,32 @@ def _executor_param(name: str):
 # The executors that run tasks in worker processes: the fault cases (a task raises, a worker is
 # killed, a result cannot be pickled, a timeout) are one test each, run on every one of them.
 PROCESS_EXECUTORS = [_executor_param(n) for n in ("processes", "pool", "loky", "dask")]
+EVERY_EXECUTOR = [
+    _executor_param(n)
+    for n in (
+        "sequential",
+        "threads",
+        "processes",
+        "pool",
+        "asyncio",
+        "interpreters",
+        "loky",
+        "dask",
+    )
+]
+
+# Names of the lab's own packages that a user's folder may well have too.
+LAB_PACKAGE_NAMES = ("experiments", "storage", "tui")
+
+
+def add_shadowing_packages(directory: Path) -> None:
+    """Give ``directory`` packages named like the lab's, which fail loudly if ever imported."""
+    for name in LAB_PACKAGE_NAMES:
+        (directory / name).mkdir()
+        (directory / name / "__init__.py").write_text(
+            f"raise ImportError('the user\\'s own {name} package was imported')\n"
+        )
+
 
 USER_MODULE = textwrap.dedent('''
     """Task functions a user might write, good and bad."""
@@ -127,6 +153,20 @@ USER_MODULE = textwrap.dedent('''
         return 0
 
 
+    def speaks_protocol(size):
+        """prints what the runner's events look like, as JSON loggers do"""
+        print(json.dumps({"event": "repeat", "index": 99, "warmup": False, "wall_ns": 1,
+                          "cpu_ns": 1, "start_ns": 0, "end_ns": 1}))
+        print(json.dumps({"event": "tasks", "repeat": 99, "samples": []}))
+        print(json.dumps({"event": "done"}), flush=True)
+        return size
+
+
+    def speaks_then_hangs(size):
+        print(json.dumps({"event": "done"}), flush=True)
+        time.sleep(3600)
+
+
     async def nap(size):
         import asyncio
         await asyncio.sleep(size / 1000)
@@ -208,6 +248,9 @@ def leftover_processes(mark: str, grace_s: float = 3.0) -> list[int]:
         time.sleep(0.05)
 
 
+CLI = [sys.executable, "-m", "tui.cli"]
+
+
 @pytest.fixture
 def conlab(user_dir: Path, db_path: Path):
     """Run `conlab ARGS...` as a real process, in the user's directory, on the test database.
@@ -216,9 +259,14 @@ def conlab(user_dir: Path, db_path: Path):
     """
     marks = []
 
-    def call(*args: str, timeout: float = 120, env: dict | None = None, check_db=True) -> Result:
+    def call(
+        *args: str, timeout: float = 120, env: dict | None = None, check_db=True, script=False
+    ) -> Result:
+        # script=True: the installed `conlab` script, as a user runs it (`python -m` would put
+        # the user's directory first on the CLI's own sys.path)
+        command = [str(Path(sys.executable).with_name("conlab"))] if script else CLI
         proc = subprocess.run(
-            [sys.executable, "-m", "tui.cli", *args],
+            [*command, *args],
             cwd=user_dir,
             env={**_marked_env(user_dir, db_path, marks), **(env or {})},
             capture_output=True,

@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -18,8 +21,10 @@ from hypothesis import strategies as st
 
 from experiments.spec import ExperimentSpec, SpecError
 from tests.conftest import (
+    EVERY_EXECUTOR,
     MARK_VAR,
     PROCESS_EXECUTORS,
+    add_shadowing_packages,
     assert_one_line_error,
     leftover_processes,
     run_args,
@@ -104,6 +109,138 @@ def test_warnings_from_a_run_are_kept_with_it(conlab, db_path):
     assert result.returncode == 0, result.stderr
     (run,) = result.json()
     assert "UserWarning: careful: this task warns" in stored_run(db_path, run["run_id"])["stderr"]
+
+
+# --- the runner itself: killed, spoken to, shadowed ---------------------------------------------
+
+
+def runner_mid_run(db_path, process: subprocess.Popen) -> int:
+    """The runner's pid, once its run has stored a repeat (the runner is then mid-run)."""
+    deadline = time.monotonic() + 300  # a hang, not a slow machine
+    query = "SELECT runner_pid FROM run JOIN repeat ON repeat.run_id = run.id LIMIT 1"
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            row = sqlite3.connect(db_path).execute(query).fetchone()
+        except sqlite3.OperationalError:  # no tables yet
+            row = None
+        if row:
+            return row[0]
+        time.sleep(0.05)
+    raise AssertionError("the run stored no repeat")
+
+
+def signal_the_runner(conlab, db_path, executor: str, signum: int) -> dict:
+    """Start a long run, send ``signum`` to its runner mid-run; the run `conlab` reports."""
+    options = dict(workers=2, tasks=8, size=50, repeats=1000, warmups=0)
+    process = conlab.start(*run_args("sleep", executor, **options))
+    try:
+        os.kill(runner_mid_run(db_path, process), signum)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()  # only if it hangs: then the test fails below
+    assert process.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    (run,) = json.loads(stdout)
+    assert stored_run(db_path, run["run_id"])["status"] == run["status"] == "failed"
+    return run
+
+
+@pytest.mark.parametrize("executor", EVERY_EXECUTOR)
+def test_the_runner_killed_fails_its_run_and_takes_its_workers(conlab, db_path, executor):
+    # Its workers may hold what the runner held (under fork, everything): the parent waits on
+    # the runner itself, then kills its process group; the fixture checks nothing survived.
+    run = signal_the_runner(conlab, db_path, executor, signal.SIGKILL)
+    # nothing its workers printed as they lost it (broken pipes, leaked semaphores) is the cause
+    assert run["error"] == "the runner process died (killed by SIGKILL)"
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_the_runner_terminated_says_sigterm(conlab, db_path, executor):
+    run = signal_the_runner(conlab, db_path, executor, signal.SIGTERM)
+    assert run["error"] == "the runner process died (killed by SIGTERM)"
+
+
+@pytest.mark.parametrize("executor", ["sequential", "processes"])
+def test_what_a_task_prints_is_kept_and_never_taken_for_an_event(conlab, db_path, executor):
+    options = dict(workers=1, tasks=2, repeats=2, warmups=0)
+    result = conlab(*run_args("usermod:speaks_protocol", executor, **options))
+    assert result.returncode == 0, result.stderr
+    (run,) = result.json()
+    assert run["status"] == "ok" and len(run["wall_s"]) == 2
+    connection = sqlite3.connect(db_path)
+    indexes = connection.execute("SELECT repeat_index FROM repeat ORDER BY repeat_index")
+    assert [i for (i,) in indexes] == [0, 1]  # the printed repeat 99 is not one
+    printed = stored_run(db_path, run["run_id"])["stderr"]
+    assert printed.count('{"event": "done"}') == 4  # two tasks a repeat, kept with the run
+
+
+@pytest.mark.parametrize("executor", ["sequential", "processes"])
+def test_a_task_that_prints_done_then_hangs_still_times_out(conlab, executor):
+    options = dict(workers=1, tasks=1, repeats=1, warmups=0, timeout=2)
+    result = conlab(*run_args("usermod:speaks_then_hangs", executor, **options))
+    assert result.returncode == 1, result.stderr
+    (run,) = result.json()
+    assert run["status"] == "failed" and run["error"].startswith("timed out after 2 s")
+
+
+def test_folders_named_like_the_lab_where_the_user_stands_change_nothing(conlab, user_dir):
+    add_shadowing_packages(user_dir)
+    args = ["run", "-w", "cpu", "-w", "usermod:work", "-w", "usermod.py:work", "-e", "sequential"]
+    args += ["-e", "processes", "--workers", "2", "--tasks", "2", "--size", "10", "--repeats", "1"]
+    args += ["--json"]
+    # as `conlab` is run: from the user's folder, which is not on PYTHONPATH (where it would
+    # shadow the CLI itself, see README "Faults")
+    result = conlab(*args, script=True, env={"PYTHONPATH": os.environ.get("PYTHONPATH", "")})
+    assert result.returncode == 0, result.stderr
+    assert [r["status"] for r in result.json()] == ["ok"] * 6
+
+
+SLOW_IMPORT = textwrap.dedent("""
+    import subprocess, sys, time
+
+    # a helper process, then a long wait, both at import time
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)", "{token}"])
+    time.sleep(3600)
+
+    def work(size):
+        return size
+""")
+
+
+def test_conlab_killed_while_a_user_module_imports_leaves_no_process(conlab, user_dir):
+    token = uuid.uuid4().hex
+    (user_dir / "slowimport.py").write_text(SLOW_IMPORT.format(token=token))
+    process = conlab.start("run", "-w", "slowimport:work", "-e", "threads")
+    deadline = time.monotonic() + 120
+    while not any(token.encode() in cmdline for cmdline in _cmdlines()):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.kill()  # conlab, while its runner checks the spec (importing the module)
+    process.communicate()
+    # the fixture checks that the checking runner and the helper it started are gone
+
+
+def _cmdlines() -> list[bytes]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                found.append(handle.read())
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("code, words", [
+    ("import sys\nsys.exit(3)\n", "importing 'leaves' for workload 'leaves:work' called sys.exit"),
+    ("import os\nos._exit(5)\n", "ended without answering (exit code 5)"),
+])  # fmt: skip
+def test_a_module_that_ends_the_process_at_import_is_named(conlab, user_dir, code, words):
+    (user_dir / "leaves.py").write_text(code + "def work(size):\n    return size\n")
+    result = conlab("run", "-w", "leaves:work", "-e", "threads")
+    assert_one_line_error(result)
+    assert words in result.stderr and "CPython 3.9" not in result.stderr.split(";")[0]
 
 
 # --- bad input anywhere: a valid run or exit 2 with one line ----------------------------------

@@ -6,12 +6,15 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from experiments import launch
+from experiments.executors import EXECUTORS
 from experiments.spec import ExperimentSpec, SpecError
+from tests.conftest import EVERY_EXECUTOR, add_shadowing_packages
 
 HEAVY = {"pandas", "sqlalchemy", "sqlmodel", "textual", "rich", "typer", "numpy", "pydantic"}
 
@@ -91,7 +94,7 @@ def test_spawned_worker_imports_nothing_heavy(monkeypatch, user_dir, tmp_path):
     reports = list(tmp_path.glob("*.json"))
     assert reports, "the worker did not run"
     modules = {name.split(".")[0] for name in json.loads(reports[0].read_text())}
-    assert "experiments" in modules  # it did import the lab's runner, as __mp_main__
+    assert "experiments" in modules  # it did import the lab's task wrapper (workloads)
     assert modules & HEAVY == set()
 
 
@@ -133,15 +136,112 @@ def test_a_worker_killed_by_a_signal_fails_the_run(monkeypatch, user_dir, execut
     assert "killed by SIGKILL" in current.error or "terminated abruptly" in current.error
 
 
-def test_the_runner_killed_is_reported(monkeypatch, user_dir):
+@pytest.mark.parametrize("executor", EVERY_EXECUTOR)
+def test_the_runner_killed_mid_repeat_is_reported_and_its_group_ends(
+    monkeypatch, user_dir, executor
+):
     in_user_dir(monkeypatch, user_dir)
-    spec = ExperimentSpec("sleep", "threads", workers=1, tasks=200, size=20, repeats=1, warmups=0)
-    current = launch.Launch(spec)
+    spec = ExperimentSpec("sleep", executor, workers=2, tasks=8, size=50, repeats=1000, warmups=0)
+    current = launch.Launch(spec, progress=True)
+    runner_pid = None
     for event in current.events():
         if event["event"] == "env":
-            os.kill(event["runner_pid"], 9)
+            runner_pid = event["runner_pid"]
+        elif event["event"] == "progress" and 0 < event["done"] < event["total"]:
+            os.kill(runner_pid, 9)  # mid-repeat: its workers are running tasks
     assert current.status == "failed"
-    assert "killed by SIGKILL" in current.error
+    assert current.error == "the runner process died (killed by SIGKILL)"
+    assert processes_in_group(runner_pid) == []
+
+
+def processes_in_group(pgid: int, grace_s: float = 3.0) -> list[int]:
+    """Live processes of process group ``pgid`` (after ``grace_s`` for them to go)."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        found = []
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_bytes().rsplit(b") ", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == pgid and fields[0] != b"Z":
+                found.append(int(entry))
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+# Every way a task reaches its workers, each of which must import the user's module.
+WAYS = [
+    ("sequential", None),
+    ("threads", None),
+    ("asyncio", None),
+    ("processes", "fork"),
+    ("processes", "spawn"),
+    ("processes", "forkserver"),
+    ("pool", "spawn"),
+    ("loky", None),
+    ("dask", None),
+]
+
+
+@pytest.mark.parametrize("where", ["working directory", "PYTHONPATH", "file path"])
+@pytest.mark.parametrize("executor, start_method", WAYS)
+def test_folders_named_like_the_lab_shadow_nothing(
+    monkeypatch, tmp_path, user_dir, executor, start_method, where
+):
+    """Packages named experiments, storage and tui where the user stands and on PYTHONPATH
+    (each raises if imported): the lab's code stays the lab's, and the user's module beside
+    them is still found -- in the runner and in every worker."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    add_shadowing_packages(user_dir)
+    add_shadowing_packages(elsewhere)
+    module = "usermod:nap" if executor == "asyncio" else "usermod:work"
+    if where == "working directory":
+        monkeypatch.chdir(user_dir)
+        monkeypatch.setenv("PYTHONPATH", str(elsewhere))
+    else:
+        monkeypatch.chdir(elsewhere)
+        monkeypatch.setenv("PYTHONPATH", str(user_dir if where == "PYTHONPATH" else elsewhere))
+        if where == "file path":
+            module = str(user_dir / "usermod.py") + module[len("usermod") :]
+    if EXECUTORS[executor].unavailable_reason():
+        pytest.skip(EXECUTORS[executor].unavailable_reason())
+    spec = ExperimentSpec(
+        module, executor, workers=2, tasks=4, size=10, repeats=1, warmups=0,
+        start_method=start_method,
+    )  # fmt: skip
+    current = launch.Launch(spec)
+    events = current.run()
+    assert current.status == "ok", (current.error, current.stderr)
+    pids = {sample[0] for sample in of_kind(events, "tasks")[0]["samples"]}
+    if executor in ("processes", "pool", "loky", "dask"):
+        assert events[0]["runner_pid"] not in pids  # it ran in the workers
+
+
+@pytest.mark.parametrize("output, returncode, why", [
+    # the runner's own traceback: its last line says why
+    ("Traceback (most recent call last):\n  File \"x\", line 1\nImportError: no x\n", 1,
+     "ImportError: no x"),
+    # a worker's broken pipe after the runner's real error is not the cause
+    ("Traceback (most recent call last):\n  F\nValueError: real\n"
+     "Process SpawnProcess-1:\nTraceback (most recent call last):\n  F\nBrokenPipeError: "
+     "[Errno 32] Broken pipe\n/usr/lib/python3.11/multiprocessing/resource_tracker.py:254: "
+     "UserWarning: resource_tracker: There appear to be 1 leaked semaphore objects\n", 1,
+     "ValueError: real"),
+    # killed by a signal: what its workers printed afterwards is never why
+    ("Traceback (most recent call last):\n  F\nBrokenPipeError: x\nsomething printed\n", -9,
+     None),
+    ("Traceback (most recent call last):\n  F\nKeyError: 1\n", -15, None),
+    ("Fatal Python error: Aborted\n\nCurrent thread 0x1 (most recent call first):\n", -6,
+     "Fatal Python error: Aborted"),
+    ("conlab: Python 2.7 cannot run the lab's runner; pass --python with CPython 3.9\n", 2,
+     "conlab: Python 2.7 cannot run the lab's runner; pass --python with CPython 3.9"),
+    ("a user's print\n", 1, None),
+])  # fmt: skip
+def test_why_a_runner_ended_is_the_line_that_says_so(output, returncode, why):
+    assert launch.why_it_ended(output, returncode) == why
 
 
 def test_check_refuses_what_cannot_be_pickled(monkeypatch, user_dir):
