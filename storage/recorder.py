@@ -35,6 +35,11 @@ INTERPRETER_COLUMNS = {
 }
 
 
+# Of a runner process's output (its and its tasks' stdout and stderr), the first and the last
+# this many characters are stored with the run.
+KEPT_OUTPUT = 32_768
+
+
 def _columns(env: dict, columns: dict) -> dict:
     return {column: env.get(key) for column, key in columns.items()}
 
@@ -119,11 +124,18 @@ class RunRecorder:
         self.runner_processes.append({"index": index, **(layout or {})})
         self.walls_by_process.setdefault(index, [])
 
-    def end_process(self, stderr: str) -> None:
-        """The current runner process has ended; keep what it wrote on stderr."""
-        if stderr.strip():
-            label = f"[process {self.process_index}]\n" if self.spec.processes > 1 else ""
-            self._stderr.append(label + stderr)
+    def end_process(self, output: str) -> None:
+        """The current runner process has ended; keep what it and the tasks printed, its first
+        and last ``KEPT_OUTPUT`` characters (a task printing once per call would otherwise grow
+        the database by megabytes a run)."""
+        if not output.strip():
+            return
+        if len(output) > 2 * KEPT_OUTPUT:
+            cut = len(output) - 2 * KEPT_OUTPUT
+            output = (f"{output[:KEPT_OUTPUT]}\n[... {cut:,} characters left out ...]\n"
+                      f"{output[-KEPT_OUTPUT:]}")  # fmt: skip
+        label = f"[process {self.process_index}]\n" if self.spec.processes > 1 else ""
+        self._stderr.append(label + output)
 
     def interval(self) -> Interval:
         """The median of the counted repeats so far and its 95% interval (over processes)."""

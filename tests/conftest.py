@@ -162,6 +162,12 @@ USER_MODULE = textwrap.dedent('''
         return size
 
 
+    def chatty(size):
+        for line in range(5000):
+            print(f"line {line} of a task that prints a lot " + "." * 60)
+        return size
+
+
     def speaks_then_hangs(size):
         print(json.dumps({"event": "done"}), flush=True)
         time.sleep(3600)

@@ -175,6 +175,16 @@ def test_what_a_task_prints_is_kept_and_never_taken_for_an_event(conlab, db_path
     assert printed.count('{"event": "done"}') == 4  # two tasks a repeat, kept with the run
 
 
+def test_a_task_that_prints_megabytes_keeps_the_start_and_end_of_it(conlab, db_path):
+    options = dict(tasks=4, repeats=1, warmups=0, size=1)
+    result = conlab(*run_args("usermod:chatty", "sequential", **options))
+    (run,) = result.json()
+    printed = stored_run(db_path, run["run_id"])["stderr"]
+    assert run["status"] == "ok" and len(printed) < 70_000  # of ~2 MB printed
+    assert printed.startswith("line 0 of") and printed.rstrip().endswith("." * 60)
+    assert "characters left out" in printed
+
+
 @pytest.mark.parametrize("executor", ["sequential", "processes"])
 def test_a_task_that_prints_done_then_hangs_still_times_out(conlab, executor):
     options = dict(workers=1, tasks=1, repeats=1, warmups=0, timeout=2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 from textual import on, work
@@ -183,10 +182,9 @@ class RunsPane(Vertical):
                 ).one()
         finally:
             engine.dispose()
-        try:
-            env = json.loads(row[0]) if row[0] else {}
-        except ValueError:
-            env = {}
+        from storage.queries import json_object
+
+        env = json_object(row[0]) or {}
         walls = ", ".join(f"{w * 1000:.1f}" for w in run["wall_s"])
         lines = [
             f"run {run['run_id']}  sweep {run['sweep_id'][:8]}  status {run['status']}",
