@@ -12,7 +12,7 @@ from typing import Any, NoReturn, Optional
 
 import typer
 
-from experiments.spec import SpecError, default_worker_counts, normal_workload
+from experiments.spec import DEFAULT_PROCESSES, SpecError, default_worker_counts, normal_workload
 from storage.database import DatabaseError
 from storage.errors import SelectionError
 from storage.text import as_text, printable
@@ -146,7 +146,8 @@ def run(
     ),
     warmups: int = typer.Option(1, help="warm-up repeats in each process, recorded and flagged"),
     processes: int = typer.Option(
-        3, help="runner processes per run, each with its own memory layout and hash seed"
+        DEFAULT_PROCESSES,
+        help="runner processes per run, each with its own memory layout and hash seed",
     ),
     order: Order = typer.Option(
         Order.turns,

@@ -24,7 +24,7 @@ from textual.widgets.option_list import Option
 from textual.widgets.selection_list import Selection
 
 from experiments.executors import describe as describe_executors
-from experiments.spec import ExperimentSpec, SpecError, default_worker_counts
+from experiments.spec import DEFAULT_PROCESSES, ExperimentSpec, SpecError, default_worker_counts
 from experiments.workloads import WORKLOADS
 from storage.text import as_text, printable
 from tui.components.timeline import Timeline
@@ -36,7 +36,7 @@ PARAMETERS = [
     ("size", "size", "workload's default"),
     ("repeats", "repeats", "5"),
     ("warmups", "warm-ups", "1"),
-    ("processes", "processes", "3"),
+    ("processes", "processes", str(DEFAULT_PROCESSES)),
     ("chunksize", "chunksize", "executor's default"),
     ("timeout", "timeout s", "none"),
     ("tag", "tag", "none"),
