@@ -426,7 +426,10 @@ def hostile_database(path, texts: list[str]) -> tuple[str, str]:
     sweeps = []
     for side, fingerprint in ((0, "a" * 20), (1, "b" * 20)):
         host = text[side] + ("" if side == 0 else " (B)")  # two machines, two names
-        env = environment(fingerprint, host, text[2 + side], text[4])
+        # The CPU models differ, so that the comparison shows them (as it shows what differs).
+        env = environment(
+            fingerprint, host, text[2 + side] + ("" if side == 0 else " (B)"), text[4]
+        )
         sweep = ExperimentSpec(workload="x", executor="x").sweep_id
         sweeps.append(sweep)
         common = dict(workload=text[5], tasks=2, repeats=3, warmups=0, tag=text[8 + side],
