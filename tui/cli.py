@@ -136,8 +136,9 @@ def run(
     tasks: int = typer.Option(16, help="tasks per repeat"),
     size: Optional[str] = typer.Option(
         None,
-        help="the argument each task gets, or auto: the smallest power of two at which one call "
-        "takes >= 10 ms (default: the workload's, ~10-50 ms of work; auto for MODULE:FUNCTION)",
+        help="the argument each task gets (several, e.g. 1000,1100, take turns in one sweep), or "
+        "auto: the smallest power of two at which one call takes >= 10 ms (default: the "
+        "workload's, ~10-50 ms of work; auto for MODULE:FUNCTION)",
     ),
     repeats: str = typer.Option(
         "5",
@@ -183,9 +184,10 @@ def run(
     if max_time is not None and not 0 < max_time < 10**6:
         raise BadInput(f"--max-time must be a number of seconds above 0, not {max_time}")
     pythons = python or [None]
-    sizes, calibrations = choose_sizes(workload, _parse_size(size), pythons[0])
+    workloads = list(dict.fromkeys(map(normal_workload, workload)))
+    sizes, calibrations = choose_sizes(workloads, _parse_sizes(size), pythons[0])
     specs = plan(
-        list(dict.fromkeys(map(normal_workload, workload))),
+        workloads,
         executor,
         _parse_workers(workers),
         pythons,
@@ -243,10 +245,17 @@ def _parse_count(option: str, text: str, example: str) -> int:
         ) from None
 
 
-def _parse_size(text: Optional[str]) -> Optional[int | str]:
-    if text is None or text.strip().lower() == "auto":
-        return None if text is None else "auto"
-    return _parse_count("--size", text, "1000 or auto")
+def _parse_sizes(text: Optional[str]) -> list[Optional[int | str]]:
+    """``--size``: none (the workload's own), ``auto``, or sizes separated by commas, which
+    take turns in one sweep (compare them with --compare size:A size:B)."""
+    if text is None:
+        return [None]
+    if text.strip().lower() == "auto":
+        return ["auto"]
+    sizes = [
+        _parse_count("--size", part.strip(), "1000, 1000,1100 or auto") for part in text.split(",")
+    ]
+    return list(dict.fromkeys(sizes))
 
 
 def _cancel_on_sigterm(sweep) -> None:

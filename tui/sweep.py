@@ -53,27 +53,29 @@ def plan(
         raise SpecError("--scheduler applies to dask; add -e dask or drop --scheduler")
     sweep_id = new_id()
     specs = []
-    sizes = params.pop("size", None)
+    sizes = params.pop("size", None)  # one size for all, a list, or a list per workload
     for python in pythons:
         for workload in workloads:
-            size = sizes.get(workload) if isinstance(sizes, Mapping) else sizes
-            for executor in executors:
-                known = EXECUTORS.get(executor)
-                takes_workers = getattr(known, "takes_workers", True)
-                own = dict(params, size=size)
-                if not getattr(known, "takes_scheduler", False):
-                    own.pop("scheduler", None)  # the cluster's address is dask's alone
-                for count in workers if takes_workers else [1]:
-                    spec = ExperimentSpec(
-                        workload=workload,
-                        executor=executor,
-                        workers=count,
-                        python=python,
-                        sweep_id=sweep_id,
-                        **own,
-                    )
-                    specs.append(spec.validate())
+            own_sizes = sizes.get(workload) if isinstance(sizes, Mapping) else sizes
+            for size in own_sizes if isinstance(own_sizes, list) else [own_sizes]:
+                for executor in executors:
+                    specs += _configurations(workload, executor, workers, python, sweep_id,
+                                             dict(params, size=size))  # fmt: skip
     return specs
+
+
+def _configurations(workload, executor, workers, python, sweep_id, params) -> list:
+    """The specs of one workload and size on one executor: one per worker count (sequential
+    once)."""
+    known = EXECUTORS.get(executor)
+    if not getattr(known, "takes_scheduler", False):
+        params.pop("scheduler", None)  # the cluster's address is dask's alone
+    counts = workers if getattr(known, "takes_workers", True) else [1]
+    return [
+        ExperimentSpec(workload=workload, executor=executor, workers=count, python=python,
+                       sweep_id=sweep_id, **params).validate()
+        for count in counts
+    ]  # fmt: skip
 
 
 def is_auto_size(workload: str, size: Optional[int | str]) -> bool:
@@ -83,21 +85,24 @@ def is_auto_size(workload: str, size: Optional[int | str]) -> bool:
 
 
 def choose_sizes(
-    workloads: Sequence[str], size: Optional[int | str], python: Optional[str] = None
-) -> tuple[dict[str, Optional[int]], dict[str, dict]]:
-    """Each workload's size, calibrated where it is auto (under ``python``: a sweep over several
-    interpreters keeps one size, so that they compare). Returns (sizes, calibrations)."""
-    sizes: dict[str, Optional[int]] = {}
+    workloads: Sequence[str], sizes: Sequence[Optional[int | str]], python: Optional[str] = None
+) -> tuple[dict[str, list[Optional[int]]], dict[str, dict]]:
+    """Each workload's sizes (several take turns in one sweep), calibrated where the size is
+    auto (under ``python``: a sweep over several interpreters keeps one size, so that they
+    compare). Returns (sizes by workload, calibrations by workload)."""
+    chosen: dict[str, list[Optional[int]]] = {}
     calibrations = {}
     for workload in dict.fromkeys(workloads):
-        if is_auto_size(workload, size):
-            found = launch.calibrate(workload, python)
-            keys = ("size", "call_s", "grows", "failed")
-            calibrations[workload] = {k: found[k] for k in keys if k in found}
-            sizes[workload] = found["size"]
-        else:
-            sizes[workload] = None if size == "auto" else size  # type: ignore[assignment]
-    return sizes, calibrations
+        chosen[workload] = []
+        for size in sizes:
+            if is_auto_size(workload, size):
+                found = launch.calibrate(workload, python)
+                keys = ("size", "call_s", "grows", "failed")
+                calibrations[workload] = {k: found[k] for k in keys if k in found}
+                chosen[workload].append(found["size"])
+            else:
+                chosen[workload].append(None if size == "auto" else size)  # type: ignore[arg-type]
+    return chosen, calibrations
 
 
 def calibration_note(workload: str, calibration: dict) -> str:

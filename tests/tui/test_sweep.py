@@ -138,3 +138,14 @@ def test_a_bad_order_is_refused(conlab, order):
     from tests.conftest import assert_one_line_error
 
     assert_one_line_error(conlab("run", "-w", "tiny", "-e", "sequential", "--order", order))
+
+
+def test_several_sizes_take_turns_in_one_sweep_and_compare(conlab):
+    result = conlab(*run_args("sleep", "sequential", size="5,10", tasks=2, repeats=2, warmups=0,
+                              processes=2))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    runs = result.json()
+    assert sorted(r["size"] for r in runs) == [5, 10] and len({r["sweep_id"] for r in runs}) == 1
+    report = conlab("report", "--compare", "size:5", "size:10", "--format", "json")
+    (row,) = report.json()["comparison"]["rows"]
+    assert row["ratio"] > 1.5  # 10 ms naps against 5 ms ones
