@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from storage.models import utc_now
-from storage.stats import MOVED_BETWEEN_PROCESSES, interval
+from storage.stats import interval, moved_between_processes
 
 RUN_COLUMNS = (
     "id", "sweep_id", "status", "workload", "executor", "workers", "start_method", "chunksize",
@@ -99,8 +99,11 @@ def run_notes(obj: Mapping[str, Any], spread) -> list[str]:
         )
     if obj["median_s"] is not None and spread.processes == 1:
         notes.append("one runner process: its interval leaves out layout and drift (--processes)")
-    elif spread.processes > 1 and spread.spread > MOVED_BETWEEN_PROCESSES:
-        notes.append(f"this figure moved {spread.spread:.0%} between processes")
+    elif spread.processes > 1 and moved_between_processes(spread.spread, spread.within):
+        notes.append(
+            f"this figure moved {spread.spread:.0%} between processes, more than between "
+            "repeats of one: the interval holds it"
+        )
     return notes
 
 

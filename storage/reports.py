@@ -198,6 +198,7 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
     summary["ci_low_s"] = [i.low for i in intervals]
     summary["ci_high_s"] = [i.high for i in intervals]
     summary["spread"] = [i.spread for i in intervals]
+    summary["within"] = [i.within for i in intervals]
     summary["iqr_s"] = summary["q3_s"] - summary["q1_s"]
     summary["cv"] = summary["std_s"] / summary["mean_s"]
     summary["task_s"] = summary["median_s"] / summary["tasks"]
@@ -232,10 +233,13 @@ def _add_speedups(summary: pd.DataFrame) -> None:
             speedups.append(math.nan), lows.append(math.nan), highs.append(math.nan)
             sequential.append(math.nan)
             continue
+        sequential.append(baseline.median)
+        if row.interval is baseline:  # the baseline itself: 1 by definition, no interval
+            speedups.append(1.0), lows.append(math.nan), highs.append(math.nan)
+            continue
         # speedup = sequential / this: the ratio of B = sequential against A = this run
         found = stats.ratio(row.interval, baseline)
         speedups.append(found.ratio), lows.append(found.low), highs.append(found.high)
-        sequential.append(baseline.median)
     summary["sequential_s"] = sequential
     summary["speedup"] = speedups
     summary["speedup_low"] = lows
@@ -264,7 +268,7 @@ def _warnings(row, repeats: pd.DataFrame, sweep_loads: dict[str, float]) -> list
         found.append(f"only {row.repeats} repeat(s): too few to trust")
     if row.processes == 1:
         found.append("one runner process: the interval leaves out layout and drift")
-    elif row.spread > stats.MOVED_BETWEEN_PROCESSES and row.spread > row.iqr_s / row.median_s:
+    elif stats.moved_between_processes(row.spread, row.within):
         found.append(f"moved {row.spread:.0%} between processes (layout, drift)")
     if row.efficiency > 1 and row.workers > 1:
         low = row.speedup_low / row.workers
@@ -276,9 +280,9 @@ def _warnings(row, repeats: pd.DataFrame, sweep_loads: dict[str, float]) -> list
         )
     if row.workers > 1 and row.karp_flatt == row.karp_flatt and not 0 <= row.karp_flatt <= 1:
         found.append(
-            f"serial fraction {row.karp_flatt:.2f} is outside 0..1: "
-            + ("super-linear speedup" if row.karp_flatt < 0 else "slower than sequential")
-            + ", so Karp–Flatt has no meaning here"
+            f"serial fraction {row.karp_flatt:.2f} is outside 0..1 ("
+            + ("super-linear speedup" if row.karp_flatt < 0 else "no faster than sequential")
+            + "), so Karp–Flatt has no meaning here"
         )
     if row.cv >= CV_WARNING:
         found.append(f"unstable: CV {row.cv:.0%} >= {CV_WARNING:.0%}")
@@ -320,7 +324,7 @@ def row_interval(row) -> stats.Interval:
     """A summary row's interval, to build ratios from."""
     return stats.Interval(row.median_s, row.ci_low_s, row.ci_high_s, int(row.processes),
                           row.log_se, row.se_df, row.processes > 1, row.spread,
-                          row.center_s)  # fmt: skip
+                          row.center_s, row.within)  # fmt: skip
 
 
 def fastest(rows: pd.DataFrame, min_effect: float = MIN_EFFECT) -> tuple[pd.Series, list]:

@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 CONFIDENCE = 0.95
-# A configuration whose process medians spread more than this is said to have moved between
-# processes (layout, drift) more than its repeats show.
-MOVED_BETWEEN_PROCESSES = 0.03
+# A figure whose process medians spread more than this, and more than twice as far as one
+# process's repeats do, is said to have moved between processes (layout, drift).
+MOVED_BETWEEN_PROCESSES = 0.10
 
 
 @functools.lru_cache(maxsize=1024)
@@ -64,6 +64,7 @@ class Interval:
     layout_covered: bool  # False when only one process ran: layout and drift are not in it
     spread: float  # max/min of the per-process medians, minus 1 (0 with one process)
     center: float = math.nan
+    within: float = math.nan  # max/min of one process's repeats, minus 1 (median over processes)
 
     @property
     def half_width(self) -> float:
@@ -135,7 +136,13 @@ def interval(groups: Sequence[Sequence[float]], confidence: float = CONFIDENCE) 
         return Interval(median, math.nan, math.nan, 1, math.nan, 0, False, spread, median)
     margin = t_quantile(df, confidence) * se
     low, high = center * math.exp(-margin), center * math.exp(margin)
-    return Interval(median, low, high, len(kept), se, df, covered, spread, center)
+    within = statistics.median(max(values) / min(values) - 1 for values in kept)
+    return Interval(median, low, high, len(kept), se, df, covered, spread, center, within)
+
+
+def moved_between_processes(spread: float, within: float) -> bool:
+    """Whether a figure moved between its processes far more than between repeats of one."""
+    return spread > MOVED_BETWEEN_PROCESSES and spread > 2 * within
 
 
 @dataclass(frozen=True)
