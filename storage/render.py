@@ -102,13 +102,8 @@ def summary_records(summary: pd.DataFrame) -> list[dict[str, Any]]:
     records = []
     for _, row in summary.iterrows():
         record = {}
-        for column in [c for c, _ in COLUMNS] + [
-            "sequential_s",
-            "q1_s",
-            "q3_s",
-            "spread",
-            "warnings",
-        ]:
+        extra = ["sequential_s", "q1_s", "q3_s", "spread", "run_order", "warnings"]
+        for column in [c for c, _ in COLUMNS] + extra:
             value = row[column]
             if isinstance(value, float) and math.isnan(value):
                 value = None

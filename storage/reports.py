@@ -46,9 +46,11 @@ def load_repeats(engines: Sequence[tuple[str, Engine]]) -> pd.DataFrame:
                     "r.environment_json, r.machine_fingerprint, "
                     "coalesce(m.hostname, r.machine_fingerprint) AS machine, "
                     "coalesce(m.usable_cores, m.logical_cores) AS cores, m.cpu_model, "
-                    "i.version AS python, i.gil_disabled FROM run r "
+                    "i.version AS python, i.gil_disabled, "
+                    "coalesce(s.run_order, 'blocks') AS run_order FROM run r "
                     "LEFT JOIN machine m ON m.fingerprint = r.machine_fingerprint "
                     "LEFT JOIN interpreter i ON i.key = r.interpreter_key "
+                    "LEFT JOIN sweep s ON s.id = r.sweep_id "
                     "WHERE r.status = 'ok'"
                 ),
                 connection,
@@ -193,6 +195,8 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
         cores=("cores", "max"),
         runs=("run_id", "nunique"),
         gil_disabled=("gil_disabled", "max"),
+        # "turns" unless some of its runs ran in blocks (older runs all did)
+        run_order=("run_order", lambda s: "blocks" if "blocks" in set(s) else "turns"),
     ).reset_index()
     intervals = [stats.interval(process_groups(group)) for _, group in grouped]
     summary["ci_low_s"] = [i.low for i in intervals]
@@ -268,6 +272,8 @@ def _warnings(row, repeats: pd.DataFrame, sweep_loads: dict[str, float]) -> list
         found.append(f"only {row.repeats} repeat(s): too few to trust")
     if row.processes == 1:
         found.append("one runner process: the interval leaves out layout and drift")
+    if row.run_order == "blocks":
+        found.append("measured in blocks, not in turns: drift can favour one configuration")
     elif stats.moved_between_processes(row.spread, row.within):
         found.append(f"moved {row.spread:.0%} between processes (layout, drift)")
     if row.efficiency > 1 and row.workers > 1:

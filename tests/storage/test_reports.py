@@ -36,6 +36,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
         walls = [(p, w) for p, group in enumerate(process_walls) for w in group]
         for index, (process, wall_s) in enumerate(walls):
             records.append({"process_index": process, "process": f"{run_id}/{process}",
+                            "run_order": row.get("order", "turns"),
                 "run_id": run_id, "sweep_id": row.get("sweep", "s1"),
                 "tag": row.get("tag"), "status": "ok", "workload": row.get("workload", "cpu"),
                 "size": row.get("size", 100), "tasks": 16, "executor": row["executor"],
@@ -180,6 +181,15 @@ def test_figures_that_cannot_mean_what_their_name_says_are_flagged():
     assert "super-linear" in fast and "outside 0..1" in fast
     slow = " ".join(row(summary, "threads", 2)["warnings"])
     assert "outside 0..1" in slow and "no faster than sequential" in slow
+
+
+def test_a_configuration_measured_in_blocks_says_so():
+    summary = summarize(frame([
+        {"executor": "sequential", "workers": 1, "walls": [1.0] * 3, "order": "blocks"},
+        {"executor": "threads", "workers": 2, "walls": [1.0] * 3},
+    ]))  # fmt: skip
+    assert "measured in blocks" in " ".join(row(summary, "sequential", 1)["warnings"])
+    assert "measured in blocks" not in " ".join(row(summary, "threads", 2)["warnings"])
 
 
 def test_between_process_spread_is_shown_where_it_dominates():
