@@ -214,18 +214,19 @@ class Sweep:
         """(spec, process index) in the order they run."""
         if self.order == "blocks":
             for spec in self.specs:
-                for index in range(spec.processes):
-                    if spec.run_id not in ended:
-                        yield spec, index
+                index = 0
+                while spec.run_id not in ended and self._due(spec, index, recorders, started):
+                    yield spec, index
+                    index += 1
             return
         round_ = 0
         while True:
             due = [
-                s for s in self.specs if s.run_id not in ended and self._due(s, round_, recorders)
+                s
+                for s in self.specs
+                if s.run_id not in ended and self._due(s, round_, recorders, started)
             ]
-            if not due or (
-                round_ >= max(s.processes for s in self.specs) and self._out_of_time(started)
-            ):
+            if not due:
                 return
             self._rng.shuffle(due)
             for spec in due:
@@ -233,16 +234,19 @@ class Sweep:
                     yield spec, round_
             round_ += 1
 
-    def _due(self, spec: ExperimentSpec, round_: int, recorders: dict[str, RunRecorder]) -> bool:
-        """Whether ``spec`` runs a process in this round."""
-        if round_ < spec.processes:
+    def _due(
+        self, spec: ExperimentSpec, index: int, recorders: dict[str, RunRecorder], started: float
+    ) -> bool:
+        """Whether ``spec`` runs its process number ``index``: its first ``spec.processes``
+        always; more with ``--repeats auto`` while its interval is wider than the target and
+        time is left."""
+        if index < spec.processes:
             return True
-        if self.target_ci is None or round_ >= MAX_AUTO_PROCESSES:
+        if self.target_ci is None or index >= MAX_AUTO_PROCESSES:
+            return False
+        if time.monotonic() - started >= self.max_time_s:
             return False
         return recorders[spec.run_id].interval().half_width > self.target_ci
-
-    def _out_of_time(self, started: float) -> bool:
-        return time.monotonic() - started >= self.max_time_s
 
     def _run_process(
         self, spec: ExperimentSpec, index: int, recorder: RunRecorder

@@ -88,6 +88,9 @@ def test_repeats_auto_adds_processes_until_the_target_or_the_limit(db_path, monk
     sweep, started = run_sweep(db_path, specs, target_ci=1e-12, max_time_s=600)
     assert len(started) == 8  # an unreachable target: every run up to the limit
     assert all(r["processes"] == 4 and r["target_ci_met"] is False for r in sweep.results)
+    # in blocks too: every process of one run, then the next
+    _, started = run_sweep(db_path, specs := tiny_specs(), order="blocks", target_ci=1e-12)
+    assert [run for run, _ in started] == [specs[0].run_id] * 4 + [specs[1].run_id] * 4
     # a target met at once: no process beyond the minimum
     sweep, started = run_sweep(db_path, tiny_specs(), target_ci=1e9, max_time_s=600)
     assert len(started) == 4 and all(r["target_ci_met"] for r in sweep.results)
