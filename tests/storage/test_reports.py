@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storage.reports import (
+    COST_COLUMNS,
     compare,
     compare_groups,
     karp_flatt,
@@ -48,6 +49,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
                 "cpu_ns": int(row.get("cpu", 1.0) * wall_s * 1e9), "start_ns": 0,
                 "end_ns": int(wall_s * 1e9), "db": "test", "wall_s": wall_s,
                 "first_task_start_ns": 1_000_000, "busy_ns": int(wall_s * 1e9),
+                **{column: row.get(column, math.nan) for column in COST_COLUMNS},
             })  # fmt: skip
     return pd.DataFrame(records)
 
