@@ -175,8 +175,8 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
     interval over processes and repeats (storage.stats), IQR, CV, min; speedup against the
     sequential run of the same work with its interval, efficiency, Karp–Flatt; from samples,
     start-up latency, tasks in flight (busy / wall) and CPU / wall; the costs beyond time (the
-    largest peak memory of a repeat and of one worker, the median involuntary switches and core
-    moves per repeat, the cores used); and the warnings."""
+    largest peak memory of a repeat and of one worker, the median switches and core moves per
+    repeat, the cores used); and the warnings."""
     if repeats.empty:
         return pd.DataFrame()
     counted = repeats[~repeats["warmup"]].copy()
@@ -201,6 +201,7 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
         gil_disabled=("gil_disabled", "max"),
         peak_rss_bytes=("peak_rss_bytes", "max"),
         worker_peak_rss_bytes=("worker_peak_rss_bytes", "max"),
+        voluntary_switches=("voluntary_switches", "median"),
         involuntary_switches=("involuntary_switches", "median"),
         core_moves=("core_moves", "median"),
         cores_used=("cores_used", "max"),
@@ -411,9 +412,11 @@ def verdicts(summary: pd.DataFrame, min_effect: float = MIN_EFFECT) -> list[str]
                     "the GIL serialised the work."
                 )
                 if t.involuntary_switches == t.involuntary_switches:
+                    switches = t.voluntary_switches + t.involuntary_switches
                     lines.append(
-                        f"  threads x{t.workers} under the GIL: {t.involuntary_switches:,.0f} "
-                        "involuntary switches a repeat, one core busy at a time."
+                        f"  threads x{t.workers} under the GIL: {switches:,.0f} context switches "
+                        f"a repeat ({t.involuntary_switches:,.0f} involuntary), one core busy at "
+                        "a time."
                     )
                 break
             if t.speedup >= 0.8 * t.workers:
