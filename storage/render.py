@@ -305,12 +305,24 @@ def _svg_timeline(title: str, timeline: pd.DataFrame) -> str:
         n = lanes[(task.pid, task.thread_id)]
         x = pad + task.start_ms / end * (width - pad - 10)
         w = max((task.end_ms - task.start_ms) / end * (width - pad - 10), 1)
+        colour, where = _core_colour(task)
         out.append(f'<rect x="{x:.1f}" y="{28 + n * lane_height}" width="{w:.1f}" '
-                   f'height="{lane_height - 6}" fill="{PALETTE[task.task_index % len(PALETTE)]}">'
+                   f'height="{lane_height - 6}" fill="{colour}">'
                    f"<title>task {task.task_index}: {task.start_ms:.2f}–{task.end_ms:.2f} ms"
-                   "</title></rect>")  # fmt: skip
+                   f"{where}</title></rect>")  # fmt: skip
     out.append("</svg>")
     return "\n".join(out)
+
+
+def _core_colour(task) -> tuple[str, str]:
+    """A task's colour by the core it ended on (by its number where cores were not recorded),
+    and where it ran: "on core 1", or "moved from core 0 to core 1"."""
+    start, end = getattr(task, "core_start", None), getattr(task, "core_end", None)
+    if _missing(end) or _missing(start):
+        return PALETTE[task.task_index % len(PALETTE)], ""
+    start, end = int(start), int(end)
+    where = f", on core {end}" if start == end else f", moved from core {start} to core {end}"
+    return PALETTE[end % len(PALETTE)], where
 
 
 def html_page(

@@ -100,7 +100,8 @@ def load_timeline(engine: Engine, run_id: str) -> pd.DataFrame:
     with engine.connect() as connection:
         frame = pd.read_sql(
             text(
-                "SELECT s.repeat_index, s.task_index, s.pid, s.thread_id, "
+                "SELECT s.repeat_index, s.task_index, s.pid, s.thread_id, s.core_start, "
+                "s.core_end, "
                 "(s.start_ns - p.start_ns) / 1e6 AS start_ms, (s.end_ns - p.start_ns) / 1e6 "
                 "AS end_ms, p.warmup FROM task_sample s JOIN repeat p ON p.run_id = s.run_id "
                 "AND p.repeat_index = s.repeat_index WHERE s.run_id = :run "

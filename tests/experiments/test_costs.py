@@ -136,6 +136,8 @@ def test_threads_under_the_gil_are_switched_and_reports_show_the_costs(conlab, d
         assert column in header
     rows = [line for line in report.stdout.splitlines() if line.startswith("| ") and "MiB" in line]
     assert len(rows) == 2  # both configurations show their memory
+    page = conlab("report", "--format", "html")
+    assert page.returncode == 0 and "peak memory per executor" in page.stdout
 
 
 def test_a_sample_says_none_where_the_platform_does_not(monkeypatch):
