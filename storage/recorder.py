@@ -163,7 +163,7 @@ class RunRecorder:
                 walls = self.walls_by_process.setdefault(self.process_index, [])
                 walls.append(event.get("wall_ns"))
         elif kind == "tasks":
-            self._store(self._record_repeat, event)
+            self._store(self._record_repeat, event, self._note_costs(event))
 
     def finish(
         self, status: str, error: Optional[str] = None, detail: Optional[str] = None
@@ -264,7 +264,19 @@ class RunRecorder:
             session.add(run)
             session.commit()
 
-    def _record_repeat(self, event: dict) -> None:
+    def _note_costs(self, event: dict) -> dict:
+        """The repeat's costs (``repeat_costs``), kept for the run's figures even when the
+        database stopped taking writes."""
+        repeat, samples = self._pending_repeat or {}, event.get("samples") or ()
+        runner_pid = self.runner_processes[-1].get("pid") if self.runner_processes else None
+        costs = repeat_costs(samples, runner_pid, repeat.get("runner_peak_rss_bytes"))
+        if not repeat.get("warmup"):
+            self.counted_costs.append(costs)
+        for pid, peak in _worker_peaks(samples).items():
+            self.peak_rss_by_worker[str(pid)] = max(peak, self.peak_rss_by_worker.get(str(pid), 0))
+        return costs
+
+    def _record_repeat(self, event: dict, costs: dict) -> None:
         repeat = self._pending_repeat or {}
         self._pending_repeat = None
         index = self._repeat_index(event["repeat"])
@@ -277,12 +289,6 @@ class RunRecorder:
             (run_id, index, task_index, *s[:4], *_task_costs(s))
             for task_index, s in enumerate(samples)
         ]
-        runner_pid = self.runner_processes[-1].get("pid") if self.runner_processes else None
-        costs = repeat_costs(samples, runner_pid, repeat.get("runner_peak_rss_bytes"))
-        if not repeat.get("warmup"):
-            self.counted_costs.append(costs)
-        for pid, peak in _worker_peaks(samples).items():
-            self.peak_rss_by_worker[str(pid)] = max(peak, self.peak_rss_by_worker.get(str(pid), 0))
         with self.engine.begin() as connection:
             connection.execute(
                 insert(Repeat),
