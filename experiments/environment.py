@@ -123,6 +123,121 @@ def load_average() -> Optional[list[float]]:
         return None
 
 
+# --- whether the machine is fit to measure (as pyperf's `system show`) ---------------------------
+
+_CPU = "/sys/devices/system/cpu"
+
+
+def _text(path: str) -> Optional[str]:
+    text = _read(path)
+    return None if text is None else text.strip()
+
+
+def cpu_governor() -> Optional[str]:
+    """The first CPU's frequency governor (``performance`` keeps the clock steady)."""
+    return _text(f"{_CPU}/cpu0/cpufreq/scaling_governor")
+
+
+def cpu_scaling_driver() -> Optional[str]:
+    return _text(f"{_CPU}/cpu0/cpufreq/scaling_driver")
+
+
+def turbo_enabled() -> Optional[bool]:
+    """Whether turbo/boost may raise the clock (Intel's ``no_turbo`` or the generic ``boost``)."""
+    no_turbo = _text(f"{_CPU}/intel_pstate/no_turbo")
+    if no_turbo in ("0", "1"):
+        return no_turbo == "0"
+    boost = _text(f"{_CPU}/cpufreq/boost")
+    return boost == "1" if boost in ("0", "1") else None
+
+
+def isolated_cpus() -> Optional[str]:
+    """The CPUs kept from the scheduler (``isolcpus=``), "" for none."""
+    return _text(f"{_CPU}/isolated")
+
+
+def nohz_full_cpus() -> Optional[str]:
+    """The CPUs without the scheduler tick (``nohz_full=``), "" for none."""
+    text = _text(f"{_CPU}/nohz_full")
+    return "" if text == "(null)" else text
+
+
+def aslr() -> Optional[int]:
+    """``/proc/sys/kernel/randomize_va_space``: 2 is full randomisation, the kernel's default."""
+    text = _text("/proc/sys/kernel/randomize_va_space")
+    return int(text) if text and text.isdigit() else None
+
+
+def swap_used_bytes() -> Optional[int]:
+    text = _read("/proc/meminfo")
+    if not text:
+        return None
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("SwapTotal", "SwapFree") and value.split():
+            fields[key] = int(value.split()[0]) * 1024
+    if len(fields) != 2:
+        return None
+    return fields["SwapTotal"] - fields["SwapFree"]
+
+
+def thermal_throttle_count() -> Optional[int]:
+    """Times the cores were slowed for heat since boot, where the kernel counts them."""
+    counts = []
+    for entry in sorted(os.listdir(_CPU)) if os.path.isdir(_CPU) else ():
+        text = _text(f"{_CPU}/{entry}/thermal_throttle/core_throttle_count")
+        if text and text.isdigit():
+            counts.append(int(text))
+    return sum(counts) if counts else None
+
+
+# Load per usable core at which a machine is too busy to measure on.
+BUSY_LOAD_PER_CORE = 0.5
+
+
+# The fields that say whether the machine is fit to measure, as `conlab env --check` shows them.
+FITNESS_FIELDS = ("cpu_governor", "cpu_scaling_driver", "turbo_enabled", "isolated_cpus",
+                  "nohz_full_cpus", "aslr", "swap_used_bytes", "thermal_throttle_count",
+                  "load_average")  # fmt: skip
+
+
+def problems(env: dict[str, Any], with_load: bool = True) -> list[str]:
+    """What makes figures taken on this machine move, each with its fix, from ``env``; empty
+    when it is fit (a source the platform does not offer is no problem). ``with_load=False``
+    leaves out the load, which reports judge at a sweep's start (later runs see its own)."""
+    found = []
+    governor = env.get("cpu_governor")
+    if governor not in (None, "performance"):
+        found.append(
+            f"CPU frequency governor is {governor!r}, so the clock speed varies; set "
+            "it with `sudo cpupower frequency-set -g performance`"
+        )
+    if env.get("turbo_enabled"):
+        found.append(
+            "turbo/boost is on, so the clock depends on heat and load; turn it off "
+            "(`pyperf system tune`, or write 1 to intel_pstate/no_turbo)"
+        )
+    if env.get("aslr") not in (None, 2):
+        found.append(
+            f"ASLR is {env.get('aslr')} (not full randomisation), so results depend on "
+            "one memory layout; `echo 2 | sudo tee /proc/sys/kernel/randomize_va_space`"
+        )
+    if env.get("swap_used_bytes"):
+        found.append(
+            f"{env['swap_used_bytes'] / 2**20:.0f} MiB of swap in use, so memory may be "
+            "paged in mid-run; free memory, then `sudo swapoff -a && sudo swapon -a`"
+        )
+    load = (env.get("load_average") or [None])[0]
+    cores = env.get("usable_cores") or env.get("logical_cores")
+    if with_load and load is not None and cores and load / cores >= BUSY_LOAD_PER_CORE:
+        found.append(
+            f"the machine is busy (load {load / cores:.1f} per core at start), so other "
+            "work shares the cores; wait until it is idle or stop that work"
+        )
+    return found
+
+
 def machine_fingerprint(env: dict[str, Any]) -> str:
     """A stable key for the machine: a hash, so it reveals no host or user name."""
     raw = "|".join(str(env.get(name)) for name in MACHINE_FIELDS)
@@ -175,11 +290,20 @@ def collect(start_method: Optional[str] = None) -> dict[str, Any]:
         "gil_enabled": gil_enabled(),
         "start_method": start_method,
         "load_average": load_average(),
+        "cpu_governor": cpu_governor(),
+        "cpu_scaling_driver": cpu_scaling_driver(),
+        "turbo_enabled": turbo_enabled(),
+        "isolated_cpus": isolated_cpus(),
+        "nohz_full_cpus": nohz_full_cpus(),
+        "aslr": aslr(),
+        "swap_used_bytes": swap_used_bytes(),
+        "thermal_throttle_count": thermal_throttle_count(),
         "lab_version": __version__,
         "collected_at": time.time(),
     }
     env["machine_fingerprint"] = machine_fingerprint(env)
     env["interpreter_key"] = interpreter_key(env)
+    env["problems"] = problems(env, with_load=False)
     return env
 
 

@@ -137,6 +137,9 @@ def _run(line: str, out: _EventWriter, acks, progress: bool) -> int:
         resolved=prepared.resolved(),
         runner_pid=os.getpid(),
     )
+    from experiments.workloads import current_core
+
+    current_core()  # loads the core reader here, so forked workers inherit it
     try:
         with _service(prepared.workload):
             for index in range(prepared.spec.warmups + prepared.spec.repeats):
@@ -203,6 +206,7 @@ def _run_repeat(prepared, index: int, out: _EventWriter, progress: bool) -> None
         cpu_ns=cpu_ns,
         start_ns=start_ns,
         end_ns=end_ns,
+        runner_peak_rss_bytes=_peak_rss_bytes(),
     )
     out.emit("tasks", repeat=index, samples=samples)
 
@@ -221,6 +225,18 @@ def _cpu_ns() -> int:
         usage = resource.getrusage(who)
         total += usage.ru_utime + usage.ru_stime
     return int(total * 1e9)
+
+
+def _peak_rss_bytes():
+    """This runner's own peak resident memory so far, or None where the platform has none."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
 
 
 def _fail(exc: BaseException, out: _EventWriter) -> None:

@@ -6,12 +6,15 @@ each with an ``event`` key:
 
     env       the environment and the parameters actually used (sent once validation passed)
     progress  {repeat, done, total, samples}: the newest task samples, at most every 0.1 s
-    repeat    {index, warmup, wall_ns, cpu_ns, start_ns, end_ns}: one repeat, timed
+    repeat    {index, warmup, wall_ns, cpu_ns, start_ns, end_ns, runner_peak_rss_bytes}: one
+              repeat, timed, with the runner's own peak resident memory so far
     tasks     {repeat, samples}: every task sample of that repeat
     done      the run finished
     error     {kind, message, detail}: ``invalid`` (exit 2) or a failure (exit 1)
 
-A sample is ``[pid, thread_id, start_ns, end_ns]`` on the system-wide monotonic clock.
+A sample is ``[pid, thread_id, start_ns, end_ns, gil, voluntary, involuntary, core_start,
+core_end, peak_rss_bytes]``: times on the system-wide monotonic clock, then what
+``experiments.workloads._sample`` says (None where the platform does not say).
 
 The events have their own pipe so that nothing a task prints can be taken for one: stdout and
 stderr are the user's, and the parent stores them with the run. The runner keeps that pipe out of

@@ -298,19 +298,84 @@ if hasattr(os, "register_at_fork"):
 # that needs it), so each sample says whether it was on. A GIL build's never changes: no call.
 _gil_enabled = getattr(sys, "_is_gil_enabled", None) if "free-threading" in sys.version else None
 
+try:  # the thread's own context switches and its process's peak memory, where the OS says
+    from resource import RUSAGE_THREAD as _RUSAGE_THREAD
+    from resource import getrusage as _getrusage
+except ImportError:  # not Linux (or no resource module): no per-thread figures
+    _getrusage = None
+# ru_maxrss is in KiB on Linux (bytes on macOS, which has no RUSAGE_THREAD and never gets here).
+_RSS_UNIT = 1024
+
+
+def _no_usage():
+    return None
+
+
+def thread_usage():
+    """``(voluntary, involuntary, peak_rss_bytes)`` of the calling thread so far: its context
+    switches, and its process's peak resident memory (Linux's RUSAGE_THREAD gives both)."""
+    usage = _getrusage(_RUSAGE_THREAD)
+    return usage.ru_nvcsw, usage.ru_nivcsw, usage.ru_maxrss * _RSS_UNIT
+
+
+_usage = thread_usage if _getrusage is not None else _no_usage
+
+
+def _no_core():
+    return None
+
+
+def _load_core_reader():
+    """Linux's ``sched_getcpu`` through ctypes, loaded once per process (the runner loads it
+    before forking workers, so they inherit it); elsewhere a reader of None."""
+    global current_core
+    current_core = _no_core
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            getcpu = ctypes.CDLL(None).sched_getcpu
+            getcpu.argtypes, getcpu.restype = (), ctypes.c_int
+            current_core = getcpu
+        except (ImportError, OSError, AttributeError):
+            pass
+    return current_core
+
+
+def _first_core():
+    core = _load_core_reader()()
+    return core if core is None or core >= 0 else None
+
+
+# The core the calling thread runs on now (-1 or None when unknown); loaded on first use.
+current_core = _first_core
+
 
 def timed_call(func, size: int):
-    """Call ``func(size)`` and return ``(result, pid, thread_id, start_ns, end_ns)``, plus
-    whether the GIL was enabled in this worker on a free-threaded build.
+    """Call ``func(size)`` and return its sample (``_sample``).
 
-    Start and end are on the system-wide monotonic clock, comparable across worker processes.
+    Start and end are on the system-wide monotonic clock, comparable across worker processes;
+    switches and cores are read outside that window.
     """
+    core_start = current_core()
+    before = _usage()
     start_ns = time.monotonic_ns()
     result = func(size)
     end_ns = time.monotonic_ns()
-    if _gil_enabled is None:
-        return (result, _pid, get_ident(), start_ns, end_ns)
-    return (result, _pid, get_ident(), start_ns, end_ns, _gil_enabled())
+    return _sample(result, start_ns, end_ns, before, _usage(), core_start)
+
+
+def _sample(result, start_ns: int, end_ns: int, before, after, core_start):
+    """``(result, pid, thread_id, start_ns, end_ns, gil, voluntary, involuntary, core at
+    start, core at end, peak_rss_bytes)``: ``gil`` is whether the GIL was on in this worker on a
+    free-threaded build (else None); the switches are the thread's during the task, the peak is
+    its process's so far; each is None where the platform does not say."""
+    gil = None if _gil_enabled is None else _gil_enabled()
+    if before is None:
+        return (result, _pid, get_ident(), start_ns, end_ns, gil, None, None, core_start,
+                current_core(), None)  # fmt: skip
+    return (result, _pid, get_ident(), start_ns, end_ns, gil, after[0] - before[0],
+            after[1] - before[1], core_start, current_core(), after[2])  # fmt: skip
 
 
 def timed_chunk(func, sizes: list) -> list:
@@ -322,9 +387,9 @@ def timed_chunk(func, sizes: list) -> list:
 
 async def timed_call_async(func, size: int):
     """The coroutine form of ``timed_call``."""
+    core_start = current_core()
+    before = _usage()
     start_ns = time.monotonic_ns()
     result = await func(size)
     end_ns = time.monotonic_ns()
-    if _gil_enabled is None:
-        return (result, _pid, get_ident(), start_ns, end_ns)
-    return (result, _pid, get_ident(), start_ns, end_ns, _gil_enabled())
+    return _sample(result, start_ns, end_ns, before, _usage(), core_start)

@@ -53,8 +53,9 @@ def _sweeps_imports_and_heartbeats(connection: sqlite3.Connection) -> None:
 # Steps from version 2 on are plain SQL that SQLite and PostgreSQL both accept, so a team's server
 # database is migrated by the same statements as a file (servers started at version 2).
 PORTABLE_STEPS: dict[int, tuple[str, ...]] = {
-    # v2 -> v3: several runner processes per run, and the order a sweep's runs took turns in.
-    # Runs recorded before were measured in one process.
+    # v2 -> v3: several runner processes per run, and the order a sweep's runs took turns in
+    # (runs recorded before were measured in one process); the cost beyond time, per repeat and
+    # per task (unknown, NULL, for runs recorded before).
     2: (
         "ALTER TABLE run ADD COLUMN processes INTEGER",
         "UPDATE run SET processes = 1",
@@ -62,6 +63,16 @@ PORTABLE_STEPS: dict[int, tuple[str, ...]] = {
         "UPDATE repeat SET process_index = 0",
         "ALTER TABLE sweep ADD COLUMN run_order VARCHAR",
         "ALTER TABLE sweep ADD COLUMN order_seed BIGINT",
+        "ALTER TABLE repeat ADD COLUMN peak_rss_bytes BIGINT",
+        "ALTER TABLE repeat ADD COLUMN worker_peak_rss_bytes BIGINT",
+        "ALTER TABLE repeat ADD COLUMN voluntary_switches BIGINT",
+        "ALTER TABLE repeat ADD COLUMN involuntary_switches BIGINT",
+        "ALTER TABLE repeat ADD COLUMN core_moves INTEGER",
+        "ALTER TABLE repeat ADD COLUMN cores_used INTEGER",
+        "ALTER TABLE task_sample ADD COLUMN voluntary_switches INTEGER",
+        "ALTER TABLE task_sample ADD COLUMN involuntary_switches INTEGER",
+        "ALTER TABLE task_sample ADD COLUMN core_start INTEGER",
+        "ALTER TABLE task_sample ADD COLUMN core_end INTEGER",
     ),
 }
 

@@ -127,6 +127,16 @@ class Repeat(SQLModel, table=True):
     # start-up latency = first_task_start_ns - start_ns; parallelism = busy_ns / wall_ns
     first_task_start_ns: Optional[int] = Field(default=None, sa_type=BigInteger)
     busy_ns: Optional[int] = Field(default=None, sa_type=BigInteger)  # sum of task durations
+    # The cost beyond time, None where the platform does not say: the runner's peak resident
+    # memory plus each worker process's (an upper bound: the peaks need not coincide), the
+    # largest single worker's, the tasks' context switches, how many tasks ended on another
+    # core than they started on, and how many cores ran tasks.
+    peak_rss_bytes: Optional[int] = Field(default=None, sa_type=BigInteger)
+    worker_peak_rss_bytes: Optional[int] = Field(default=None, sa_type=BigInteger)
+    voluntary_switches: Optional[int] = Field(default=None, sa_type=BigInteger)
+    involuntary_switches: Optional[int] = Field(default=None, sa_type=BigInteger)
+    core_moves: Optional[int] = None
+    cores_used: Optional[int] = None
 
 
 class TaskSample(SQLModel, table=True):
@@ -140,3 +150,9 @@ class TaskSample(SQLModel, table=True):
     thread_id: int = Field(sa_type=BigInteger)
     start_ns: int = Field(sa_type=BigInteger)
     end_ns: int = Field(sa_type=BigInteger)
+    # The running thread's context switches during the task, and the core it started and
+    # ended on (None where the platform does not say).
+    voluntary_switches: Optional[int] = None
+    involuntary_switches: Optional[int] = None
+    core_start: Optional[int] = None
+    core_end: Optional[int] = None

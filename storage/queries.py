@@ -73,6 +73,7 @@ def run_object(
     obj["ci_low_s"] = _finite(spread.low)
     obj["ci_high_s"] = _finite(spread.high)
     obj["notes"] = run_notes(obj, spread)
+    obj.update({name: _number(run.get(name)) for name in COST_FIELDS})
     # keep the contract's key order: error last
     obj["error"] = obj.pop("error")
     if stored:
@@ -82,6 +83,26 @@ def run_object(
             machine_fingerprint=run.get("machine_fingerprint"),
         )
     return obj
+
+
+# The cost beyond time in a run object, from its counted repeats (``run_costs``).
+COST_FIELDS = ("peak_rss_bytes", "worker_peak_rss_bytes", "involuntary_switches", "core_moves",
+               "cores_used")  # fmt: skip
+
+
+def run_costs(repeats: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """A run's costs from its counted repeats' columns: the largest peaks and cores used, the
+    median switches and core moves per repeat; None when no repeat says."""
+    found: dict[str, Any] = {}
+    for name in COST_FIELDS:
+        values = [v for r in repeats if (v := _number(r.get(name))) is not None]
+        if not values:
+            found[name] = None
+        elif name in ("involuntary_switches", "core_moves"):
+            found[name] = statistics.median(values)
+        else:
+            found[name] = max(values)
+    return found
 
 
 # A task shorter than this measures the executor's dispatch more than the work.
@@ -190,18 +211,22 @@ def list_runs(engine: Engine, tag: Optional[str] = None) -> list[dict[str, Any]]
             .all()
         )
         walls: dict[str, dict[Any, list]] = defaultdict(lambda: defaultdict(list))
+        costs: dict[str, list] = defaultdict(list)
         repeats = connection.execute(
             text(
-                "SELECT p.run_id, p.process_index, p.wall_ns FROM repeat p "
+                f"SELECT p.run_id, p.process_index, p.wall_ns, {', '.join(COST_FIELDS)} "
+                "FROM repeat p "
                 + ("JOIN run r ON r.id = p.run_id AND r.tag = :tag " if tag is not None else "")
                 + "WHERE NOT p.warmup ORDER BY p.run_id, p.repeat_index"
             ),
             {"tag": tag},
         )
-        for run_id, process_index, wall_ns in repeats:
+        for run_id, process_index, wall_ns, *cost in repeats:
             walls[run_id][process_index].append(wall_ns)
+            costs[run_id].append(dict(zip(COST_FIELDS, cost)))
     return [
-        run_object(run, walls[run["id"]].values() if run["id"] in walls else (),
+        run_object({**run, **run_costs(costs.get(run["id"], ()))},
+                   walls[run["id"]].values() if run["id"] in walls else (),
                    run["machine_name"], _python(run), stored=True)
         for run in runs
     ]  # fmt: skip

@@ -18,6 +18,7 @@ from sqlmodel import Session
 
 from experiments.spec import ExperimentSpec
 from storage.models import Interpreter, Machine, Repeat, Run, Sweep, TaskSample, utc_now
+from storage.queries import run_costs
 from storage.stats import Interval, interval
 
 # Where the runner's environment fields go: column of Machine / Interpreter <- environment key.
@@ -74,6 +75,8 @@ class RunRecorder:
         self.saved_to: Optional[str] = None  # where the results went instead
         # Free-threaded builds: whether each worker (pid) ran with the GIL on, from its samples.
         self.gil_by_worker: dict[str, bool] = {}
+        self.counted_costs: list[dict] = []  # the counted repeats' costs (repeat_costs)
+        self.peak_rss_by_worker: dict[str, int] = {}  # each worker process's peak (pid: bytes)
 
     def _store(self, write, *args) -> None:
         """Write to the database unless it already failed; remember the first failure."""
@@ -160,7 +163,7 @@ class RunRecorder:
                 walls = self.walls_by_process.setdefault(self.process_index, [])
                 walls.append(event.get("wall_ns"))
         elif kind == "tasks":
-            self._store(self._record_repeat, event)
+            self._store(self._record_repeat, event, self._note_costs(event))
 
     def finish(
         self, status: str, error: Optional[str] = None, detail: Optional[str] = None
@@ -189,7 +192,7 @@ class RunRecorder:
             "chunksize": self.resolved["chunksize"], "tasks": self.spec.tasks,
             "size": self.resolved["size"], "repeats": self.spec.repeats,
             "warmups": self.spec.warmups, "tag": self.spec.tag,
-            "processes": len(self.runner_processes),
+            "processes": len(self.runner_processes), **run_costs(self.counted_costs),
         }  # fmt: skip
 
     def _save_elsewhere(self, status, error, detail, stderr) -> str:
@@ -207,7 +210,7 @@ class RunRecorder:
 
     def _finished_row(self) -> dict[str, Any]:
         with Session(self.engine) as session:
-            return session.get(Run, self.run_id).model_dump()
+            return {**session.get(Run, self.run_id).model_dump(), **run_costs(self.counted_costs)}
 
     def _update_finished(self, status, error, detail, stderr) -> None:
         with Session(self.engine) as session:
@@ -255,21 +258,35 @@ class RunRecorder:
             env.update(self.environment_notes)
             if self.gil_by_worker:
                 env["gil_enabled_by_worker"] = dict(sorted(self.gil_by_worker.items()))
+            if self.peak_rss_by_worker:
+                env["peak_rss_by_worker"] = dict(sorted(self.peak_rss_by_worker.items()))
             run.environment_json = json.dumps(env, sort_keys=True)
             session.add(run)
             session.commit()
 
-    def _record_repeat(self, event: dict) -> None:
+    def _note_costs(self, event: dict) -> dict:
+        """The repeat's costs (``repeat_costs``), kept for the run's figures even when the
+        database stopped taking writes."""
+        repeat, samples = self._pending_repeat or {}, event.get("samples") or ()
+        runner_pid = self.runner_processes[-1].get("pid") if self.runner_processes else None
+        costs = repeat_costs(samples, runner_pid, repeat.get("runner_peak_rss_bytes"))
+        if not repeat.get("warmup"):
+            self.counted_costs.append(costs)
+        for pid, peak in _worker_peaks(samples).items():
+            self.peak_rss_by_worker[str(pid)] = max(peak, self.peak_rss_by_worker.get(str(pid), 0))
+        return costs
+
+    def _record_repeat(self, event: dict, costs: dict) -> None:
         repeat = self._pending_repeat or {}
         self._pending_repeat = None
         index = self._repeat_index(event["repeat"])
         run_id = self.run_id
         samples = event.get("samples") or ()
         for sample in samples:
-            if len(sample) > 4:  # (pid, thread id, start, end, GIL on) from a free-threaded build
+            if len(sample) > 4 and sample[4] is not None:  # GIL on, from a free-threaded build
                 self.gil_by_worker[str(sample[0])] = bool(sample[4])
         rows = [
-            (run_id, index, task_index, s[0], s[1], s[2], s[3])
+            (run_id, index, task_index, *s[:4], *_task_costs(s))
             for task_index, s in enumerate(samples)
         ]
         with self.engine.begin() as connection:
@@ -287,6 +304,7 @@ class RunRecorder:
                         "end_ns": repeat.get("end_ns"),
                         "first_task_start_ns": min((s[2] for s in samples), default=None),
                         "busy_ns": sum(s[3] - s[2] for s in samples) if samples else None,
+                        **costs,
                     }
                 ],
             )
@@ -297,7 +315,62 @@ class RunRecorder:
             )
 
 
-_SAMPLE_COLUMNS = ("run_id", "repeat_index", "task_index", "pid", "thread_id", "start_ns", "end_ns")
+_SAMPLE_COLUMNS = ("run_id", "repeat_index", "task_index", "pid", "thread_id", "start_ns", "end_ns",
+                   "voluntary_switches", "involuntary_switches", "core_start",
+                   "core_end")  # fmt: skip
+
+_PLACEHOLDERS = ", ".join("?" * len(_SAMPLE_COLUMNS))
+
+
+def _count(value) -> Optional[int]:
+    """A sample's count or core number, or None when it is missing or not one."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _task_costs(sample) -> tuple:
+    """(voluntary, involuntary, core at start, core at end) of a sample, None where unknown
+    (samples from before these were collected have only four fields)."""
+    return tuple(_count(sample[i]) if len(sample) > i else None for i in (5, 6, 7, 8))
+
+
+def _worker_peaks(samples) -> dict:
+    """Each worker process's peak resident memory in these samples: pid -> bytes."""
+    peaks: dict = {}
+    for sample in samples:
+        peak = _count(sample[9]) if len(sample) > 9 else None
+        if peak is not None:
+            peaks[sample[0]] = max(peak, peaks.get(sample[0], 0))
+    return peaks
+
+
+def repeat_costs(samples, runner_pid, runner_peak) -> dict[str, Optional[int]]:
+    """A repeat's cost beyond time from its task samples: the runner's peak plus each other
+    worker process's (an upper bound of the peak total), the largest one process's peak, the
+    switches summed over tasks, tasks that ended on another core, and the cores used."""
+    voluntary = involuntary = 0
+    switches_known = bool(samples)
+    moves, cores = 0, set()
+    for sample in samples:
+        vol, invol, start, end = _task_costs(sample)
+        if vol is None or invol is None:
+            switches_known = False
+        else:
+            voluntary, involuntary = voluntary + vol, involuntary + invol
+        if start is not None and end is not None:
+            moves += start != end
+            cores.update((start, end))
+    peaks = _worker_peaks(samples)
+    runner_peak = _count(runner_peak)
+    others = [peak for pid, peak in peaks.items() if pid != runner_pid]
+    total = runner_peak + sum(others) if runner_peak is not None else None
+    return {
+        "peak_rss_bytes": total,
+        "worker_peak_rss_bytes": max(peaks.values(), default=runner_peak),
+        "voluntary_switches": voluntary if switches_known else None,
+        "involuntary_switches": involuntary if switches_known else None,
+        "core_moves": moves if cores else None,
+        "cores_used": len(cores) or None,
+    }
 
 
 def _insert_samples(connection, rows: list[tuple]) -> None:
@@ -305,7 +378,7 @@ def _insert_samples(connection, rows: list[tuple]) -> None:
     the time SQLAlchemy's per-row parameter handling takes), the portable insert elsewhere."""
     if connection.dialect.name == "sqlite":
         connection.exec_driver_sql(
-            f"INSERT INTO task_sample ({', '.join(_SAMPLE_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO task_sample ({', '.join(_SAMPLE_COLUMNS)}) VALUES ({_PLACEHOLDERS})",
             rows,
         )
     else:

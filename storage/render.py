@@ -22,6 +22,9 @@ COLUMNS = [
     ("min_s", "min"), ("speedup", "speedup"), ("speedup_low", "speedup low"),
     ("speedup_high", "speedup high"), ("efficiency", "eff."), ("karp_flatt", "serial"),
     ("startup_s", "start-up"), ("in_flight", "in flight"), ("cpu_per_wall", "CPU/wall"),
+    ("peak_rss_bytes", "peak mem"), ("worker_peak_rss_bytes", "worker mem"),
+    ("involuntary_switches", "invol. switches"), ("core_moves", "core moves"),
+    ("cores_used", "cores"),
 ]  # fmt: skip
 
 
@@ -49,6 +52,8 @@ def _fmt(column: str, value: Any) -> str:
         return f"{value:.2f}x"
     if column == "karp_flatt":
         return f"{value:.2f}"
+    if column.endswith("_bytes"):
+        return f"{value / 2**20:.0f} MiB"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
@@ -66,7 +71,8 @@ def summary_rows(summary: pd.DataFrame, compact: bool = False) -> list[dict[str,
         # A terminal has room for the interval and the speedup with theirs in one cell each.
         columns = [(c, {"ci_low_s": "95% CI", "speedup_low": "speedup CI"}.get(c, label))
                    for c, label in columns
-                   if c not in ("min_s", "ci_high_s", "speedup_high", "iqr_s")]  # fmt: skip
+                   if c not in ("min_s", "ci_high_s", "speedup_high", "iqr_s",
+                                "worker_peak_rss_bytes", "cores_used")]  # fmt: skip
         return [
             {label: _compact(column, row, label) for column, label in columns}
             | {"warnings": "; ".join(row["warnings"])}
@@ -245,7 +251,11 @@ def _svg_lines(
     return "\n".join(out)
 
 
-def _svg_bars(title: str, bars: list[tuple[str, float]]) -> str:
+def _mib(value: float) -> str:
+    return f"{value / 2**20:.0f} MiB"
+
+
+def _svg_bars(title: str, bars: list[tuple[str, float]], shown=_ms) -> str:
     width, bar_height, pad = 520, 18, 150
     height = 40 + bar_height * len(bars)
     top = max((v for _, v in bars), default=1) or 1
@@ -261,7 +271,7 @@ def _svg_bars(title: str, bars: list[tuple[str, float]]) -> str:
                    f'<rect x="{pad}" y="{y}" width="{length:.1f}" height="{bar_height - 4}" '
                    f'fill="{PALETTE[n % len(PALETTE)]}"/>'
                    f'<text x="{pad + length + 4}" y="{y + 12}" font-size="11">'
-                   f"{value * 1000:.1f} ms</text>")  # fmt: skip
+                   f"{shown(value)}</text>")  # fmt: skip
     out.append("</svg>")
     return "\n".join(out)
 
@@ -290,12 +300,24 @@ def _svg_timeline(title: str, timeline: pd.DataFrame) -> str:
         n = lanes[(task.pid, task.thread_id)]
         x = pad + task.start_ms / end * (width - pad - 10)
         w = max((task.end_ms - task.start_ms) / end * (width - pad - 10), 1)
+        colour, where = _core_colour(task)
         out.append(f'<rect x="{x:.1f}" y="{28 + n * lane_height}" width="{w:.1f}" '
-                   f'height="{lane_height - 6}" fill="{PALETTE[task.task_index % len(PALETTE)]}">'
+                   f'height="{lane_height - 6}" fill="{colour}">'
                    f"<title>task {task.task_index}: {task.start_ms:.2f}–{task.end_ms:.2f} ms"
-                   "</title></rect>")  # fmt: skip
+                   f"{where}</title></rect>")  # fmt: skip
     out.append("</svg>")
     return "\n".join(out)
+
+
+def _core_colour(task) -> tuple[str, str]:
+    """A task's colour by the core it ended on (by its number where cores were not recorded),
+    and where it ran: "on core 1", or "moved from core 0 to core 1"."""
+    start, end = getattr(task, "core_start", None), getattr(task, "core_end", None)
+    if _missing(end) or _missing(start):
+        return PALETTE[task.task_index % len(PALETTE)], ""
+    start, end = int(start), int(end)
+    where = f", on core {end}" if start == end else f", moved from core {start} to core {end}"
+    return PALETTE[end % len(PALETTE)], where
 
 
 def html_page(
@@ -330,6 +352,10 @@ def html_page(
         bars = [(f"{r.executor} x{int(r.workers)}", float(r.median_s)) for r in rows.itertuples()
                 if math.isfinite(r.median_s)]  # fmt: skip
         charts.append(_svg_bars(f"time per executor: {label}", bars))
+        memory = [(f"{r.executor} x{int(r.workers)}", float(r.peak_rss_bytes))
+                  for r in rows.itertuples() if r.peak_rss_bytes > 0]  # fmt: skip
+        if memory:
+            charts.append(_svg_bars(f"peak memory per executor: {label}", memory, _mib))
     if timeline is not None:
         charts.append(_svg_timeline(f"task timeline of run {timeline[0][:8]}", timeline[1]))
     style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}"

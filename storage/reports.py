@@ -22,6 +22,9 @@ CONFIG = ["machine", "python", "workload", "size", "tasks", "executor", "start_m
           "chunksize"]  # fmt: skip
 # What a speedup is measured against: the sequential run of the same work in the same place.
 BASELINE_KEY = ["machine", "python", "workload", "size", "tasks"]
+# A repeat's cost beyond time (storage.models.Repeat); NULL where it was not recorded.
+COST_COLUMNS = ("peak_rss_bytes", "worker_peak_rss_bytes", "voluntary_switches",
+                "involuntary_switches", "core_moves", "cores_used")  # fmt: skip
 MIN_EFFECT = 0.05
 CV_WARNING = 0.10
 HIGH_LOAD_PER_CORE = 0.5
@@ -59,7 +62,8 @@ def load_repeats(engines: Sequence[tuple[str, Engine]]) -> pd.DataFrame:
             repeats = pd.read_sql(
                 text(
                     "SELECT p.run_id, p.repeat_index, p.process_index, p.warmup, p.wall_ns, "
-                    "p.cpu_ns, p.start_ns, p.end_ns, p.first_task_start_ns, p.busy_ns "
+                    "p.cpu_ns, p.start_ns, p.end_ns, p.first_task_start_ns, p.busy_ns, "
+                    f"{', '.join('p.' + c for c in COST_COLUMNS)} "
                     "FROM repeat p JOIN run r ON r.id = p.run_id WHERE r.status = 'ok'"
                 ),
                 connection,
@@ -71,7 +75,7 @@ def load_repeats(engines: Sequence[tuple[str, Engine]]) -> pd.DataFrame:
         return pd.DataFrame()
     frame = pd.concat(frames, ignore_index=True)
     numeric = ("wall_ns", "cpu_ns", "start_ns", "end_ns", "first_task_start_ns", "busy_ns",
-               "size", "tasks", "workers")  # fmt: skip
+               "size", "tasks", "workers", *COST_COLUMNS)  # fmt: skip
     for column in numeric:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     frame = frame.dropna(subset=["wall_ns", "workers"]).drop_duplicates(
@@ -98,7 +102,8 @@ def load_timeline(engine: Engine, run_id: str) -> pd.DataFrame:
     with engine.connect() as connection:
         frame = pd.read_sql(
             text(
-                "SELECT s.repeat_index, s.task_index, s.pid, s.thread_id, "
+                "SELECT s.repeat_index, s.task_index, s.pid, s.thread_id, s.core_start, "
+                "s.core_end, "
                 "(s.start_ns - p.start_ns) / 1e6 AS start_ms, (s.end_ns - p.start_ns) / 1e6 "
                 "AS end_ms, p.warmup FROM task_sample s JOIN repeat p ON p.run_id = s.run_id "
                 "AND p.repeat_index = s.repeat_index WHERE s.run_id = :run "
@@ -172,7 +177,9 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration: runner processes, counted repeats, median with its 95%
     interval over processes and repeats (storage.stats), IQR, CV, min; speedup against the
     sequential run of the same work with its interval, efficiency, Karp–Flatt; from samples,
-    start-up latency, tasks in flight (busy / wall) and CPU / wall; and the warnings."""
+    start-up latency, tasks in flight (busy / wall) and CPU / wall; the costs beyond time (the
+    largest peak memory of a repeat and of one worker, the median switches and core moves per
+    repeat, the cores used); and the warnings."""
     if repeats.empty:
         return pd.DataFrame()
     counted = repeats[~repeats["warmup"]].copy()
@@ -197,6 +204,12 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
         gil_disabled=("gil_disabled", "max"),
         # "turns" unless some of its runs ran in blocks (older runs all did)
         run_order=("run_order", lambda s: "blocks" if "blocks" in set(s) else "turns"),
+        peak_rss_bytes=("peak_rss_bytes", "max"),
+        worker_peak_rss_bytes=("worker_peak_rss_bytes", "max"),
+        voluntary_switches=("voluntary_switches", "median"),
+        involuntary_switches=("involuntary_switches", "median"),
+        core_moves=("core_moves", "median"),
+        cores_used=("cores_used", "max"),
     ).reset_index()
     intervals = [stats.interval(process_groups(group)) for _, group in grouped]
     summary["ci_low_s"] = [i.low for i in intervals]
@@ -217,7 +230,10 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
         karp_flatt(s, p) for s, p in zip(summary["speedup"], summary["workers"])
     ]
     sweep_loads = _sweep_start_loads(repeats)
-    summary["warnings"] = [_warnings(row, repeats, sweep_loads) for row in summary.itertuples()]
+    unfit = _machine_problems(repeats)
+    summary["warnings"] = [
+        _warnings(row, repeats, sweep_loads, unfit) for row in summary.itertuples()
+    ]
     return summary.drop(columns=["interval"])
 
 
@@ -266,7 +282,20 @@ def _sweep_start_loads(repeats: pd.DataFrame) -> dict[str, float]:
     return loads
 
 
-def _warnings(row, repeats: pd.DataFrame, sweep_loads: dict[str, float]) -> list[str]:
+def _machine_problems(repeats: pd.DataFrame) -> dict[str, list[str]]:
+    """Each run's machine problems as its environment recorded them (experiments.environment
+    ``problems``), by run id; runs with none are left out."""
+    found = {}
+    for run_id, text_ in repeats.drop_duplicates("run_id")[["run_id", "environment_json"]].values:
+        problems = (json_object(text_) or {}).get("problems")
+        if isinstance(problems, list) and problems:
+            found[run_id] = [str(p) for p in problems]
+    return found
+
+
+def _warnings(
+    row, repeats: pd.DataFrame, sweep_loads: dict[str, float], unfit: dict[str, list[str]]
+) -> list[str]:
     found = []
     if row.repeats < 3:
         found.append(f"only {row.repeats} repeat(s): too few to trust")
@@ -310,6 +339,9 @@ def _warnings(row, repeats: pd.DataFrame, sweep_loads: dict[str, float]) -> list
     loads = [sweep_loads[s] for s in mine["sweep_id"].unique() if s in sweep_loads]
     if loads and max(loads) >= HIGH_LOAD_PER_CORE:
         found.append(f"machine was busy at start (load {max(loads):.1f} per core)")
+    problems = dict.fromkeys(p for r in mine["run_id"].unique() for p in unfit.get(r, ()))
+    for problem in problems:
+        found.append(f"measured on an unfit machine: {problem.partition(';')[0]}")
     return found
 
 
@@ -390,6 +422,13 @@ def verdicts(summary: pd.DataFrame, min_effect: float = MIN_EFFECT) -> list[str]
                     f"equal to wall time ({t.cpu_per_wall:.2f}x): one thread ran at a time, "
                     "the GIL serialised the work."
                 )
+                if t.involuntary_switches == t.involuntary_switches:
+                    switches = t.voluntary_switches + t.involuntary_switches
+                    lines.append(
+                        f"  threads x{t.workers} under the GIL: {switches:,.0f} context switches "
+                        f"a repeat ({t.involuntary_switches:,.0f} involuntary), one core busy at "
+                        "a time."
+                    )
                 break
             if t.speedup >= 0.8 * t.workers:
                 free_threaded = t.gil_disabled == t.gil_disabled and bool(t.gil_disabled)
@@ -402,6 +441,7 @@ def verdicts(summary: pd.DataFrame, min_effect: float = MIN_EFFECT) -> list[str]
                 )
                 lines.append(f"  threads x{t.workers} scaled ({t.speedup:.2f}x): {why}.")
                 break
+        lines += _memory_verdict(rows)
         procs = rows[rows["executor"].isin(["processes", "pool"]) & (rows["workers"] > 1)]
         for p in procs.itertuples():
             if p.startup_s == p.startup_s and p.startup_s > 0.3 * p.median_s:
@@ -418,6 +458,34 @@ def verdicts(summary: pd.DataFrame, min_effect: float = MIN_EFFECT) -> list[str]
                 )
                 break
     return lines
+
+
+# Executors whose tasks run in worker processes of their own (the others run in the runner).
+PROCESS_EXECUTORS = ("processes", "pool", "loky", "dask")
+
+
+def _memory_verdict(rows: pd.DataFrame) -> list[str]:
+    """The fastest process executor's speed against the memory it held, next to the threads
+    of as many workers (else the lightest configuration of the same work)."""
+    measured = rows[rows["peak_rss_bytes"] > 0]
+    procs = measured[measured["executor"].isin(PROCESS_EXECUTORS)]
+    if procs.empty or not (procs["speedup"] > 0).any():
+        return []
+    p = procs[procs["speedup"] > 0].sort_values("median_s").iloc[0]
+    others = measured[~measured["executor"].isin(PROCESS_EXECUTORS)]
+    same = others[(others["executor"] == "threads") & (others["workers"] == p.workers)]
+    if same.empty:
+        same = others.sort_values("peak_rss_bytes")
+    if same.empty:
+        return []
+    other = same.iloc[0]
+    pace = (f"{p.speedup:.1f}x faster than" if p.speedup >= 1
+            else f"{1 / p.speedup:.1f}x slower than")  # fmt: skip
+    return [
+        f"  {_name(p)}: {pace} sequential, {p.peak_rss_bytes / other.peak_rss_bytes:.1f}x the "
+        f"memory of {_name(other)} ({p.peak_rss_bytes / 2**20:.0f} MiB against "
+        f"{other.peak_rss_bytes / 2**20:.0f} MiB, peaks summed over processes)."
+    ]
 
 
 def run_speedups(runs: Sequence[dict]) -> dict[str, str]:

@@ -664,14 +664,39 @@ def _print_report_table(summary, words, compared) -> None:
 def env(
     python: Optional[str] = typer.Option(None, help="interpreter to describe (default: this one)"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-) -> None:
+    check: bool = typer.Option(
+        False, "--check", help="say whether the machine is fit to measure; exit 1 when not"
+    ),
+) -> int:
     """What this machine and interpreter are, as recorded with every run."""
     from experiments import launch
 
     info = launch.environment(python)
+    if check:
+        return _env_check(info, as_json)
     if as_json:
         return _print_json(info)
     _print_rows([{"field": k, "value": v} for k, v in info.items()], ["field", "value"])
+    return 0
+
+
+def _env_check(info: dict, as_json: bool) -> int:
+    """The fitness fields, then one line per problem with its fix; 1 when there is one."""
+    from experiments.environment import FITNESS_FIELDS, problems
+
+    found = problems(info)
+    if as_json:
+        _print_json({"fit": not found, "problems": found,
+                     **{k: info.get(k) for k in FITNESS_FIELDS}})  # fmt: skip
+        return 1 if found else 0
+    for field in FITNESS_FIELDS:
+        value = info.get(field)
+        shown = "unknown here" if value is None else "none" if value == "" else value
+        typer.echo(printable(f"{field}: {shown}"))
+    for problem in found:
+        typer.echo(printable(f"problem: {problem}"))
+    typer.echo("fit to measure" if not found else f"not fit to measure: {len(found)} problem(s)")
+    return 1 if found else 0
 
 
 def _lab_database(db: Optional[str]):

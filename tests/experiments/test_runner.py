@@ -51,7 +51,7 @@ def test_events_follow_the_protocol(monkeypatch, user_dir):
     for repeat, tasks in zip(repeats, of_kind(events, "tasks")):
         assert repeat["wall_ns"] == repeat["end_ns"] - repeat["start_ns"] > 0
         assert len(tasks["samples"]) == 5
-        for pid, _thread_id, start_ns, end_ns in tasks["samples"]:
+        for pid, _thread_id, start_ns, end_ns, *_cost in tasks["samples"]:
             # every task ran inside the timed window, in this runner process
             assert repeat["start_ns"] <= start_ns <= end_ns <= repeat["end_ns"]
             assert pid == events[0]["runner_pid"]
@@ -73,7 +73,7 @@ def test_process_workers_are_other_processes_and_cpu_time_counts_them(monkeypatc
     pids = {s[0] for s in of_kind(events, "tasks")[0]["samples"]}
     assert runner_pid not in pids and 1 <= len(pids) <= 2
     repeat = of_kind(events, "repeat")[0]
-    busy_ns = sum(end - start for _, _, start, end in of_kind(events, "tasks")[0]["samples"])
+    busy_ns = sum(s[3] - s[2] for s in of_kind(events, "tasks")[0]["samples"])
     # the workers' CPU time is part of the run's CPU time (they are reaped before it is read):
     # their busy time is pure computation, so CPU time covers at least most of it
     assert repeat["cpu_ns"] >= busy_ns * 0.8

@@ -108,11 +108,12 @@ def null_samples(base: Path, out: Path) -> None:
         "ALTER TABLE task_sample RENAME TO old_sample",
         "CREATE TABLE task_sample (id INTEGER PRIMARY KEY, run_id VARCHAR REFERENCES run (id), "
         "repeat_index INTEGER, task_index INTEGER, pid INTEGER, thread_id BIGINT, "
-        "start_ns BIGINT, end_ns BIGINT)",
+        "start_ns BIGINT, end_ns BIGINT, voluntary_switches INTEGER, "
+        "involuntary_switches INTEGER, core_start INTEGER, core_end INTEGER)",
         "INSERT INTO task_sample SELECT * FROM old_sample",
         "DROP TABLE old_sample",
         "UPDATE task_sample SET start_ns = NULL, end_ns = NULL, pid = NULL, thread_id = NULL, "
-        "task_index = NULL WHERE id % 2 = 0",
+        "task_index = NULL, core_start = NULL WHERE id % 2 = 0",
         "UPDATE repeat SET cpu_ns = NULL, start_ns = NULL, first_task_start_ns = NULL",
         "VACUUM",
     )

@@ -182,16 +182,16 @@ def test_a_version_2_server_database_is_migrated_in_place(conlab, pg_url):
     from sqlalchemy import create_engine, text
 
     from storage.database import SCHEMA_VERSION
+    from storage.migrations import PORTABLE_STEPS
 
     record(conlab, pg_url, "x")
     engine = create_engine(pg_url)
-    try:  # what a conlab of schema 2 left: no process columns, version 2
+    # what a conlab of schema 2 left: none of the columns step 2 adds, version 2
+    added = [s.split() for s in PORTABLE_STEPS[2] if " ADD COLUMN " in s]
+    drops = [f"ALTER TABLE {words[2]} DROP COLUMN {words[5]}" for words in added]
+    try:
         with engine.begin() as connection:
-            for statement in ("ALTER TABLE run DROP COLUMN processes",
-                              "ALTER TABLE repeat DROP COLUMN process_index",
-                              "ALTER TABLE sweep DROP COLUMN run_order",
-                              "ALTER TABLE sweep DROP COLUMN order_seed",
-                              "UPDATE conlab_schema SET version = 2"):  # fmt: skip
+            for statement in (*drops, "UPDATE conlab_schema SET version = 2"):
                 connection.execute(text(statement))
         listed = runs(conlab, pg_url)
         assert {r["status"] for r in listed} == {"ok"} and {r["processes"] for r in listed} == {1}

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storage.reports import (
+    COST_COLUMNS,
     compare,
     compare_groups,
     karp_flatt,
@@ -49,6 +50,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
                 "cpu_ns": int(row.get("cpu", 1.0) * wall_s * 1e9), "start_ns": 0,
                 "end_ns": int(wall_s * 1e9), "db": "test", "wall_s": wall_s,
                 "first_task_start_ns": 1_000_000, "busy_ns": int(wall_s * 1e9),
+                **{column: row.get(column, math.nan) for column in COST_COLUMNS},
             })  # fmt: skip
     return pd.DataFrame(records)
 
@@ -106,6 +108,34 @@ def test_stability_warnings():
     threads = " ".join(row(summary, "threads", 2)["warnings"])
     assert "first repeat 3.0x slower" in threads
     assert "dispatch overhead" in " ".join(row(summary, "processes", 2)["warnings"])
+
+
+def test_verdicts_weigh_memory_and_switches_and_warn_of_an_unfit_machine():
+    mib = 2**20
+    walls = [1.0] * 5
+    costly = frame([
+        {"executor": "sequential", "workers": 1, "walls": walls, "peak_rss_bytes": 50 * mib,
+         "voluntary_switches": 2, "involuntary_switches": 1},
+        {"executor": "threads", "workers": 2, "walls": [1.02] * 5, "peak_rss_bytes": 100 * mib,
+         "voluntary_switches": 900, "involuntary_switches": 41_000},
+        {"executor": "processes", "workers": 2, "walls": [0.5] * 5, "cpu": 2,
+         "peak_rss_bytes": 380 * mib, "voluntary_switches": 10, "involuntary_switches": 5},
+    ])  # fmt: skip
+    unfit = {"problems": ["CPU frequency governor is 'powersave', so the clock speed varies; "
+                          "set it with `sudo cpupower frequency-set -g performance`"]}  # fmt: skip
+    costly.loc[costly["executor"] == "processes", "environment_json"] = json.dumps(unfit)
+    summary = summarize(costly)
+    words = "\n".join(verdicts(summary))
+    assert "processes x2: 2.0x faster than sequential, 3.8x the memory of threads x2" in words
+    assert (
+        "threads x2 under the GIL: 41,900 context switches a repeat (41,000 involuntary)" in words
+    )
+    warned = " ".join(row(summary, "processes", 2)["warnings"])
+    assert "measured on an unfit machine: CPU frequency governor is 'powersave'" in warned
+    assert "unfit" not in " ".join(row(summary, "threads", 2)["warnings"])
+    assert row(summary, "processes", 2)["peak_rss_bytes"] == 380 * mib
+    # runs recorded before costs were: no figure and no sentence made up
+    assert "memory" not in "\n".join(verdicts(summarize(KNOWN)))
 
 
 def test_same_configuration_twice_is_no_significant_difference():

@@ -378,6 +378,8 @@ def sweep_summary(engine, results: list[dict]) -> str:
         f"({row.ci_low_s * 1000:.1f}–{row.ci_high_s * 1000:.1f})   "
         + (f"speedup {row.speedup:5.2f}x  efficiency {row.efficiency:4.0%}"
            if row.speedup == row.speedup else "no sequential run to compare with")
+        + (f"  peak memory {row.peak_rss_bytes / 2**20:.0f} MiB"
+           if row.peak_rss_bytes == row.peak_rss_bytes else "")
         for row in summary.itertuples()
     ]  # fmt: skip
     notes = [f"{r['executor']} x{r['workers']}: {note}" for r in ok for note in r["notes"]]

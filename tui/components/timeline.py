@@ -29,7 +29,7 @@ class Timeline(Widget):
     def set_samples(self, samples, caption: str | None = None) -> None:
         """Replace the samples (a repeat's full list, or none)."""
         lanes_before = len(self.lanes())
-        self.samples = [tuple(s) for s in samples]
+        self.samples = [tuple(s[:4]) for s in samples]  # (pid, thread, start, end)
         if caption is not None:
             self.caption = caption
             self.border_title = as_text(caption)
