@@ -40,13 +40,15 @@ runner.bench_func("spin", spin, {size})
 
 def conlab(bench, *args: str) -> subprocess.CompletedProcess:
     db = str(bench.workdir / "trust.db")
-    return subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "tui.cli", *args, "--db", db],
         cwd=bench.workdir,
         capture_output=True,
         text=True,
-        check=True,
     )
+    if done.returncode != 0:
+        raise RuntimeError(f"conlab {' '.join(args)} failed: {done.stderr.strip()[-500:]}")
+    return done
 
 
 def verdicts(bench, a: str, b: str) -> list[str]:

@@ -202,6 +202,7 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
         cores=("cores", "max"),
         runs=("run_id", "nunique"),
         gil_disabled=("gil_disabled", "max"),
+        sweeps=("sweep_id", lambda s: " ".join(sorted(set(map(str, s))))),
         # "turns" unless some of its runs ran in blocks (older runs all did)
         run_order=("run_order", lambda s: "blocks" if "blocks" in set(s) else "turns"),
         peak_rss_bytes=("peak_rss_bytes", "max"),
@@ -222,6 +223,7 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
     # With center_s and se_df: what ratios between configurations are built from.
     summary["center_s"] = [i.center for i in intervals]
     summary["log_se"] = [i.log_se for i in intervals]
+    summary["log_sd"] = [i.log_sd for i in intervals]
     summary["se_df"] = [i.df for i in intervals]
     summary["interval"] = intervals
     _add_speedups(summary)
@@ -245,10 +247,12 @@ def _add_speedups(summary: pd.DataFrame) -> None:
         BASELINE_KEY, dropna=False
     ):
         best = rows.loc[rows["median_s"].idxmin()]
-        baselines[_key_text(key)] = best["interval"]
+        baselines[_key_text(key)] = (best["interval"], best["sweeps"])
     speedups, lows, highs, sequential = [], [], [], []
     for row in summary.itertuples():
-        baseline = baselines.get(_key_text(tuple(getattr(row, k) for k in BASELINE_KEY)))
+        baseline, baseline_sweeps = baselines.get(
+            _key_text(tuple(getattr(row, k) for k in BASELINE_KEY)), (None, "")
+        )
         if baseline is None:
             speedups.append(math.nan), lows.append(math.nan), highs.append(math.nan)
             sequential.append(math.nan)
@@ -258,12 +262,19 @@ def _add_speedups(summary: pd.DataFrame) -> None:
             speedups.append(1.0), lows.append(math.nan), highs.append(math.nan)
             continue
         # speedup = sequential / this: the ratio of B = sequential against A = this run
-        found = stats.ratio(row.interval, baseline)
+        found = stats.ratio(row.interval, baseline,
+                            across_sweeps=across_sweeps(row.sweeps, baseline_sweeps))  # fmt: skip
         speedups.append(found.ratio), lows.append(found.low), highs.append(found.high)
     summary["sequential_s"] = sequential
     summary["speedup"] = speedups
     summary["speedup_low"] = lows
     summary["speedup_high"] = highs
+
+
+def across_sweeps(a: str, b: str) -> bool:
+    """Whether two configurations (their sweep ids, space-joined) never took turns: they share
+    no sweep, so each met the machine's level of its own minutes (storage.stats.ratio)."""
+    return not set(a.split()) & set(b.split())
 
 
 def _key_text(key) -> str:
@@ -362,7 +373,7 @@ def row_interval(row) -> stats.Interval:
     """A summary row's interval, to build ratios from."""
     return stats.Interval(row.median_s, row.ci_low_s, row.ci_high_s, int(row.processes),
                           row.log_se, row.se_df, row.processes > 1, row.spread,
-                          row.center_s, row.within)  # fmt: skip
+                          row.center_s, row.within, row.log_sd)  # fmt: skip
 
 
 def fastest(rows: pd.DataFrame, min_effect: float = MIN_EFFECT) -> tuple[pd.Series, list]:
@@ -373,7 +384,8 @@ def fastest(rows: pd.DataFrame, min_effect: float = MIN_EFFECT) -> tuple[pd.Seri
     best = ordered.iloc[0]
     ties = []
     for _, other in ordered.iloc[1:].iterrows():
-        found = stats.ratio(row_interval(best), row_interval(other), min_effect)
+        found = stats.ratio(row_interval(best), row_interval(other), min_effect,
+                            across_sweeps=across_sweeps(best.sweeps, other.sweeps))  # fmt: skip
         if found.verdict == stats.NO_DIFFERENCE:
             ties.append((other, found))
     return best, ties
@@ -546,10 +558,11 @@ class Comparison:
     b_processes: int
 
 
-def compare_groups(a, b, min_effect: float = MIN_EFFECT) -> stats.Ratio:
-    """B against A, each given as the counted wall times of its runner processes: the ratio of
-    medians with Welch's 95% interval over processes (storage.stats) and the verdict."""
-    return stats.ratio(a, b, min_effect)
+def compare_groups(a, b, min_effect: float = MIN_EFFECT, across: bool = False) -> stats.Ratio:
+    """B against A, each given as the counted wall times of its runner processes: the ratio
+    with its 95% interval over processes (storage.stats) and the verdict; ``across`` when they
+    come from sweeps that did not take turns."""
+    return stats.ratio(a, b, min_effect, across_sweeps=across)
 
 
 def compare(repeats: pd.DataFrame, a: str, b: str, min_effect: float = MIN_EFFECT):
@@ -573,7 +586,8 @@ def compare(repeats: pd.DataFrame, a: str, b: str, min_effect: float = MIN_EFFEC
         group_b = groups_b.get(key)
         if group_b is None:
             continue
-        found = compare_groups(process_groups(group_a), process_groups(group_b), min_effect)
+        across = not set(group_a["sweep_id"]) & set(group_b["sweep_id"])
+        found = compare_groups(process_groups(group_a), process_groups(group_b), min_effect, across)
         comparisons.append(Comparison(
             {k: group_a[k].iloc[0] for k in keys},
             float(group_a["wall_s"].median()), float(group_b["wall_s"].median()), found.ratio,

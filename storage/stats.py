@@ -65,6 +65,7 @@ class Interval:
     spread: float  # max/min of the per-process medians, minus 1 (0 with one process)
     center: float = math.nan
     within: float = math.nan  # max/min of one process's repeats, minus 1 (median over processes)
+    log_sd: float = 0.0  # spread of the log per-process medians (winsorized): the machine's level
 
     @property
     def half_width(self) -> float:
@@ -99,10 +100,10 @@ def _log_sd(values: list[float]) -> float:
 TRIM = 0.2
 
 
-def _trimmed(logs: list[float]) -> tuple[float, float, int]:
-    """(trimmed mean, squared standard error, values kept) of ``logs`` (Yuen): the mean of what
-    is left after trimming ``TRIM`` of the values from each end, and its error from the
-    winsorized variance."""
+def _trimmed(logs: list[float]) -> tuple[float, float, int, float]:
+    """(trimmed mean, squared standard error, values kept, winsorized variance) of ``logs``
+    (Yuen): the mean of what is left after trimming ``TRIM`` of the values from each end, and
+    its error from the winsorized variance."""
     values = sorted(logs)
     n = len(values)
     g = int(TRIM * n)
@@ -111,7 +112,7 @@ def _trimmed(logs: list[float]) -> tuple[float, float, int]:
     winsorized = [kept[0]] * g + kept + [kept[-1]] * g
     mean_w = sum(winsorized) / n
     variance_w = sum((x - mean_w) ** 2 for x in winsorized) / (n - 1)
-    return sum(kept) / h, (n - 1) * variance_w / (h * (h - 1)), h
+    return sum(kept) / h, (n - 1) * variance_w / (h * (h - 1)), h, variance_w
 
 
 def interval(groups: Sequence[Sequence[float]], confidence: float = CONFIDENCE) -> Interval:
@@ -125,11 +126,14 @@ def interval(groups: Sequence[Sequence[float]], confidence: float = CONFIDENCE) 
     process_medians = [statistics.median(values) for values in kept]
     spread = max(process_medians) / min(process_medians) - 1
     if len(kept) >= 2:
-        log_center, variance, h = _trimmed([math.log(m) for m in process_medians])
+        log_center, variance, h, variance_w = _trimmed([math.log(m) for m in process_medians])
         center, se, df, covered = math.exp(log_center), math.sqrt(variance), h - 1, True
+        # the machine's level moves at least as far as these processes differ: their plain
+        # (untrimmed) spread, since a slow process is a level the next sweep may meet
+        log_sd = _log_sd(process_medians)
     elif len(pooled) >= 2:
         # One process: the standard error of a median from its repeats (1.2533 = sqrt(pi/2)).
-        center = median
+        center, log_sd = median, 0.0  # one process: its level is unknown
         se = 1.2533 * _log_sd(pooled) / math.sqrt(len(pooled))
         df, covered = len(pooled) - 1, False
     else:
@@ -137,7 +141,7 @@ def interval(groups: Sequence[Sequence[float]], confidence: float = CONFIDENCE) 
     margin = t_quantile(df, confidence) * se
     low, high = center * math.exp(-margin), center * math.exp(margin)
     within = statistics.median(max(values) / min(values) - 1 for values in kept)
-    return Interval(median, low, high, len(kept), se, df, covered, spread, center, within)
+    return Interval(median, low, high, len(kept), se, df, covered, spread, center, within, log_sd)
 
 
 def moved_between_processes(spread: float, within: float) -> bool:
@@ -164,17 +168,26 @@ def ratio(
     b: Sequence[Sequence[float]] | Interval,
     min_effect: float = 0.05,
     confidence: float = CONFIDENCE,
+    across_sweeps: bool = False,
 ) -> Ratio:
     """Compare B with A (groups of per-process values, or their intervals).
 
     Yuen's interval (Welch's, on trimmed means) on the log per-process medians. "slower" /
     "faster" needs both: the interval excludes 1, and the change is at least ``min_effect``;
     anything else is no significant difference.
+
+    ``across_sweeps``: A and B did not take turns, so each met the machine's level of its own
+    minutes. That level moves about as much as processes of one sweep differ (on this VM,
+    identical sweeps 20 s apart sat 7.5% apart), and one sweep cannot measure it: each side's
+    process-level variance is added to its error.
     """
     ia = a if isinstance(a, Interval) else interval(a, confidence)
     ib = b if isinstance(b, Interval) else interval(b, confidence)
     value = ib.center / ia.center if ia.center else math.nan
-    variance = ia.log_se**2 + ib.log_se**2
+    var_a, var_b = ia.log_se**2, ib.log_se**2
+    if across_sweeps:
+        var_a, var_b = var_a + ia.log_sd**2, var_b + ib.log_sd**2
+    variance = var_a + var_b
     if not (math.isfinite(value) and math.isfinite(variance)) or value <= 0:
         return Ratio(value, math.nan, math.nan, math.nan, NO_DIFFERENCE)
     if variance == 0:
@@ -182,7 +195,7 @@ def ratio(
         p_value = 0.0 if value != 1 else 1.0
     else:
         # Welch–Satterthwaite degrees of freedom.
-        df = variance**2 / (ia.log_se**4 / max(ia.df, 1) + ib.log_se**4 / max(ib.df, 1))
+        df = variance**2 / (var_a**2 / max(ia.df, 1) + var_b**2 / max(ib.df, 1))
         se = math.sqrt(variance)
         margin = t_quantile(df, confidence) * se
         low, high = value * math.exp(-margin), value * math.exp(margin)

@@ -93,6 +93,28 @@ def test_a_process_slowed_by_something_else_decides_neither_figure_nor_verdict()
     assert sum(verdict(1.1) == "slower" for _ in range(trials)) / trials >= 0.85
 
 
+def test_sweeps_that_did_not_take_turns_carry_their_own_level():
+    """Two sweeps minutes apart each meet the machine at a level of its own, which lasts the
+    whole sweep (so its processes cannot show it). Compared as if they had taken turns, the
+    same thing is called different far too often; compared across sweeps, it is not."""
+    rng = np.random.default_rng(23)
+    trials = 1000
+
+    def sweep(center: float) -> list[np.ndarray]:
+        level = math.exp(rng.normal(0, 0.03))  # the machine's level during this sweep
+        return measured(rng, center * level, processes=6, layout=0.03)
+
+    def called(across: bool) -> float:
+        verdicts = [
+            ratio(sweep(1.0), sweep(1.0), min_effect=0.0, across_sweeps=across).verdict
+            for _ in range(trials)
+        ]
+        return sum(v != NO_DIFFERENCE for v in verdicts) / trials
+
+    assert called(across=False) > 0.15
+    assert called(across=True) <= 0.05
+
+
 def test_the_ratio_interval_covers_the_true_ratio():
     rng = np.random.default_rng(17)
     trials = 2000
