@@ -348,14 +348,13 @@ def repeat_costs(samples, runner_pid, runner_peak) -> dict[str, Optional[int]]:
     worker process's (an upper bound of the peak total), the largest one process's peak, the
     switches summed over tasks, tasks that ended on another core, and the cores used."""
     voluntary = involuntary = 0
-    switches_known = bool(samples)
+    switches_known = False  # a chunk's switches sit on its last task, the others carry None
     moves, cores = 0, set()
     for sample in samples:
         vol, invol, start, end = _task_costs(sample)
-        if vol is None or invol is None:
-            switches_known = False
-        else:
+        if vol is not None and invol is not None:
             voluntary, involuntary = voluntary + vol, involuntary + invol
+            switches_known = True
         if start is not None and end is not None:
             moves += start != end
             cores.update((start, end))
