@@ -29,6 +29,11 @@ DEFAULT_PROCESSES = 6
 MAX_TIMEOUT_S = 7 * 24 * 3600
 # Where an existing Dask cluster can be reached from the runner's process (not inproc://).
 SCHEDULER_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
+# Ray: a running head's HOST:PORT (what `ray start --head` prints), or ray://HOST:PORT (Ray Client).
+RAY_SCHEMES = ("ray",)
+# joblib's backends (--backend, joblib's default first) and asyncio's event loops (--loop).
+BACKENDS = executors_module.JOBLIB_BACKENDS
+LOOPS = ("asyncio", "uvloop")
 
 
 class SpecError(ValueError):
@@ -75,7 +80,9 @@ class ExperimentSpec:
     start_method: Optional[str] = None
     chunksize: Optional[int] = None
     max_tasks_per_child: Optional[int] = None
-    scheduler: Optional[str] = None  # dask: the address of an existing cluster's scheduler
+    scheduler: Optional[str] = None  # dask, ray: the address of an existing cluster
+    backend: Optional[str] = None  # joblib: loky, threading or multiprocessing
+    loop: Optional[str] = None  # asyncio: asyncio's own event loop or uvloop
     timeout_s: Optional[float] = None
     python: Optional[str] = None
     tag: Optional[str] = None
@@ -123,8 +130,6 @@ class ExperimentSpec:
         if self.max_tasks_per_child is not None:
             _check_int("max_tasks_per_child", self.max_tasks_per_child, 1, MAX_TASKS,
                        "--max-tasks-per-child")  # fmt: skip
-        if self.scheduler is not None:
-            _check_scheduler(self.scheduler)
         if self.timeout_s is not None and (
             isinstance(self.timeout_s, bool)
             or not isinstance(self.timeout_s, (int, float))
@@ -160,6 +165,12 @@ class ExperimentSpec:
             )
         if self.start_method is not None:
             self._check_start_method(executor)
+        if self.scheduler is not None:
+            ray = executor.name == "ray"
+            _check_scheduler(self.scheduler, RAY_SCHEMES if ray else SCHEDULER_SCHEMES,
+                             "127.0.0.1:6379" if ray else "tcp://host:8786")  # fmt: skip
+        _check_choice("backend", self.backend, BACKENDS, executor, "takes_backend", "joblib")
+        _check_choice("loop", self.loop, LOOPS, executor, "takes_loop", "asyncio")
         if executor.pickles_tasks and self.workers > max(64, 8 * usable_cores()):
             raise SpecError(
                 f"{self.workers} worker processes on a {usable_cores()}-core machine "
@@ -191,11 +202,24 @@ def normal_workload(ref: str) -> str:
     return ref
 
 
-def _check_scheduler(address) -> None:
-    """A Dask scheduler address: ``[SCHEME://]HOST[:PORT]``, as ``distributed`` reads it."""
+def _check_choice(name: str, value, choices, executor, takes: str, owner: str) -> None:
+    """An executor's own option (--backend, --loop): one of ``choices``, and only for it."""
+    if value is None:
+        return
+    if value not in choices:
+        raise SpecError(f"unknown {name} {value!r}; use one of {', '.join(choices)}")
+    if not getattr(executor, takes, False):
+        raise SpecError(
+            f"--{name} applies to {owner}, not {executor.name}; drop --{name} or run "
+            f"-e {owner} in a sweep of its own"
+        )
+
+
+def _check_scheduler(address, schemes=SCHEDULER_SCHEMES, example="tcp://host:8786") -> None:
+    """A cluster address: ``[SCHEME://]HOST[:PORT]``, as ``distributed`` (or Ray) reads it."""
     from urllib.parse import urlsplit
 
-    fix = "pass e.g. --scheduler tcp://host:8786"
+    fix = f"pass e.g. --scheduler {example}"
     if not isinstance(address, str) or not address.strip():
         raise SpecError(f"--scheduler needs an address; {fix}")
     scheme, _, rest = address.rpartition("://")
@@ -205,7 +229,7 @@ def _check_scheduler(address) -> None:
     except ValueError:
         parts, port = None, None
     if (
-        (scheme and scheme not in SCHEDULER_SCHEMES)
+        (scheme and scheme not in schemes)
         or parts is None
         or not parts.hostname
         or parts.path
@@ -217,7 +241,7 @@ def _check_scheduler(address) -> None:
     ):
         raise SpecError(
             f"--scheduler {address!r} is not a scheduler address ([SCHEME://]HOST[:PORT], "
-            f"SCHEME one of {', '.join(SCHEDULER_SCHEMES)}); {fix}"
+            f"SCHEME one of {', '.join(schemes)}); {fix}"
         )
 
 
@@ -262,6 +286,8 @@ class PreparedRun:
     chunksize: Optional[int]
     max_tasks_per_child: Optional[int] = None
     scheduler: Optional[str] = None
+    backend: Optional[str] = None
+    loop: Optional[str] = None
 
     def resolved(self) -> dict:
         """The parameters actually used, as recorded with the run."""
@@ -272,6 +298,8 @@ class PreparedRun:
             "chunksize": self.chunksize,
             "max_tasks_per_child": self.max_tasks_per_child,
             "scheduler": self.scheduler,
+            "backend": self.backend,
+            "loop": self.loop,
             "workload": self.spec.workload,
             "executor": self.executor.name,
             "tasks": self.spec.tasks,
@@ -317,6 +345,8 @@ def prepare(spec: ExperimentSpec) -> PreparedRun:
         chunksize if executor.takes_chunksize else None,
         spec.max_tasks_per_child,
         spec.scheduler,
+        (spec.backend or BACKENDS[0]) if executor.takes_backend else None,
+        (spec.loop or LOOPS[0]) if executor.takes_loop else None,
     )
     reason = executor.unsupported_option(prepared)
     if reason:

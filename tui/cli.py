@@ -165,7 +165,15 @@ def run(
         None, help="process pools: replace each worker after N tasks"
     ),
     scheduler: Optional[str] = typer.Option(
-        None, help="dask: address of an existing cluster (default: a LocalCluster of --workers)"
+        None,
+        help="dask, ray: address of an existing cluster (default: a LocalCluster of --workers, "
+        "a local Ray of --workers CPUs)",
+    ),
+    backend: Optional[str] = typer.Option(
+        None, help="joblib: loky, threading or multiprocessing (default loky, joblib's own)"
+    ),
+    loop: Optional[str] = typer.Option(
+        None, help="asyncio: the event loop, asyncio or uvloop (default asyncio)"
     ),
     python: Optional[list[str]] = typer.Option(None, help="interpreter to run under (repeatable)"),
     timeout: Optional[float] = typer.Option(
@@ -200,6 +208,8 @@ def run(
         chunksize=chunksize,
         max_tasks_per_child=max_tasks_per_child,
         scheduler=scheduler,
+        backend=backend,
+        loop=loop,
         timeout_s=timeout,
         tag=tag,
     )
