@@ -408,7 +408,11 @@ def _missing(module: str, extra: str) -> Optional[str]:
     """Why an executor from an optional extra is unavailable (found without importing it)."""
     import importlib.util
 
-    if importlib.util.find_spec(module) is None:
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):  # a finder that refuses it, or a broken install
+        found = None
+    if found is None:
         return f"needs the {extra!r} extra: pip install 'concurrency-lab[{extra}]'"
     return None
 
@@ -594,6 +598,7 @@ class Joblib(Executor):
 
         backend = job.backend or "loky"
         shut_down_after = backend == "loky"
+        return_as = "list" if backend == "multiprocessing" else "generator"
         made: list = []
         results: queue.SimpleQueue = queue.SimpleQueue()
         func = job.workload.func
@@ -603,11 +608,16 @@ class Joblib(Executor):
             # never completes (CPython gh-66587), so this thread waits and the runner watches.
             try:
                 parallel = Parallel(n_jobs=job.workers, backend=backend,
-                                    batch_size=job.chunksize or "auto")  # fmt: skip
+                                    batch_size=job.chunksize or "auto", return_as=return_as)  # fmt: skip
                 made.append(parallel)
-                # A list, as the user's call returns (the multiprocessing backend has no
-                # generator): the samples come at the end of the call.
-                results.put(parallel(delayed(timed_call)(func, item) for item in items))
+                # joblib collects a list from this same generator; the multiprocessing
+                # backend has none, and its samples come at the end of the call.
+                calls = parallel(delayed(timed_call)(func, item) for item in items)
+                if return_as == "list":
+                    results.put(calls)
+                else:
+                    for sample in calls:
+                        results.put((sample,))
                 if shut_down_after:
                     _shut_down_joblib_workers()
                 results.put(_Done)
@@ -659,7 +669,7 @@ def _joblib_workers(made: list) -> dict:
     if loky:
         return dict(loky)
     pool = getattr(getattr(backend, "_pool", None), "_pool", None) or []
-    return {p.pid: p for p in list(pool) if hasattr(p, "exitcode")}
+    return {p.pid: p for p in list(pool) if getattr(p, "pid", None) is not None}  # not threads
 
 
 def _watched_pool_backend(seen: dict):
@@ -672,7 +682,7 @@ def _watched_pool_backend(seen: dict):
         def configure(self, *args, **kwargs):
             n_jobs = super().configure(*args, **kwargs)
             pool = getattr(self, "_pool", None)
-            seen.update((p.pid, p) for p in list(getattr(pool, "_pool", None) or []))
+            seen.update((p.pid, p) for p in list(getattr(pool, "_pool", None) or []) if p.pid)
             return n_jobs
 
     return Watched()

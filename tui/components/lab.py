@@ -24,7 +24,14 @@ from textual.widgets.option_list import Option
 from textual.widgets.selection_list import Selection
 
 from experiments.executors import describe as describe_executors
-from experiments.spec import DEFAULT_PROCESSES, ExperimentSpec, SpecError, default_worker_counts
+from experiments.spec import (
+    BACKENDS,
+    DEFAULT_PROCESSES,
+    LOOPS,
+    ExperimentSpec,
+    SpecError,
+    default_worker_counts,
+)
 from experiments.workloads import WORKLOADS
 from storage.text import as_text, printable
 from tui.components.timeline import Timeline
@@ -40,7 +47,7 @@ PARAMETERS = [
     ("chunksize", "chunksize", "executor's default"),
     ("timeout", "timeout s", "none"),
     ("tag", "tag", "none"),
-    ("scheduler", "dask at", "a LocalCluster"),
+    ("scheduler", "cluster at", "dask, ray: a local one"),
 ]
 
 
@@ -69,7 +76,7 @@ class LabPane(Vertical):
     .param { height: 1; margin: 0 0 1 0; }
     .param Label { width: 12; }
     .param Input { width: 1fr; height: 1; border: none; padding: 0 1; }
-    #start-method, #python { border: none; height: auto; }
+    #start-method, #backend, #loop, #python { border: none; height: auto; }
     #spec-error { color: $error; height: auto; }
     #progress-row { height: auto; }
     #elapsed { width: 12; }
@@ -147,6 +154,8 @@ class LabPane(Vertical):
                     prompt="start method: executor's default",
                     id="start-method",
                 )
+                yield Select([(b, b) for b in BACKENDS], prompt="joblib backend: loky", id="backend")
+                yield Select([(n, n) for n in LOOPS], prompt="asyncio loop: asyncio", id="loop")
                 yield Select([], prompt="python: this interpreter", id="python")
                 yield Static("", id="spec-error")
         with Horizontal(id="progress-row"):
@@ -229,6 +238,9 @@ class LabPane(Vertical):
         params["scheduler"] = values["scheduler"] or None
         start_method = self.query_one("#start-method", Select).value
         params["start_method"] = start_method if isinstance(start_method, str) else None
+        for name in ("backend", "loop"):
+            chosen = self.query_one(f"#{name}", Select).value
+            params[name] = chosen if isinstance(chosen, str) else None
         python = self.query_one("#python", Select).value
         pythons = [python if isinstance(python, str) else None]
         return plan([self.selected_workload()], executors, parse_workers(values["workers"]),
