@@ -607,8 +607,10 @@ class Joblib(Executor):
             # In a thread of its own: under the multiprocessing backend a dead worker's task
             # never completes (CPython gh-66587), so this thread waits and the runner watches.
             try:
-                parallel = Parallel(n_jobs=job.workers, backend=backend,
-                                    batch_size=job.chunksize or "auto", return_as=return_as)  # fmt: skip
+                options = dict(backend=backend, return_as=return_as)
+                parallel = Parallel(
+                    n_jobs=job.workers, batch_size=job.chunksize or "auto", **options
+                )
                 made.append(parallel)
                 # joblib collects a list from this same generator; the multiprocessing
                 # backend has none, and its samples come at the end of the call.

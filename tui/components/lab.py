@@ -154,7 +154,7 @@ class LabPane(Vertical):
                     prompt="start method: executor's default",
                     id="start-method",
                 )
-                yield Select([(b, b) for b in BACKENDS], prompt="joblib backend: loky", id="backend")
+                yield Select([(b, b) for b in BACKENDS], prompt="joblib: loky", id="backend")
                 yield Select([(n, n) for n in LOOPS], prompt="asyncio loop: asyncio", id="loop")
                 yield Select([], prompt="python: this interpreter", id="python")
                 yield Static("", id="spec-error")
