@@ -724,6 +724,14 @@ class Ray(Executor):
             return (f"workload {job.workload.name!r} talks to a server the runner starts on this "
                     "machine, which an existing cluster's workers cannot reach; drop --scheduler "
                     "to start a local Ray")  # fmt: skip
+        import os
+
+        # Ray puts the driver's working directory first on its workers' sys.path, where a
+        # folder named like the lab's would stand in for the lab's code in every task.
+        if any(os.path.exists(name) for name in ("experiments", "experiments.py")):
+            return (f"ray puts the current directory ({os.getcwd()}) first on its workers' "
+                    "module path, and its 'experiments' would replace the lab's there; run "
+                    "conlab from another directory (your module can be on PYTHONPATH)")  # fmt: skip
         return super().unsupported_option(job)
 
     def session(self, job):

@@ -194,3 +194,18 @@ def test_a_runner_killed_takes_its_local_ray_with_it(conlab, db_path):
     (run,) = json.loads(stdout)
     assert run["error"] == "the runner process died (killed by SIGKILL)"
     # the conlab fixture fails the test if a Ray process (gcs, raylet, a worker) outlives it
+
+
+@needs("ray")
+def test_ray_is_refused_where_a_folder_would_stand_in_for_the_lab(monkeypatch, tmp_path):
+    # Ray puts the working directory first on its workers' sys.path (its own rule): there, a
+    # package named `experiments` would replace the lab's code in every task.
+    from experiments.spec import ExperimentSpec, SpecError, prepare
+    from tests.conftest import add_shadowing_packages
+
+    add_shadowing_packages(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SpecError, match="run conlab from another directory"):
+        prepare(ExperimentSpec("cpu", "ray", workers=2, tasks=2, size=1))
+    monkeypatch.chdir(tmp_path.parent)
+    assert prepare(ExperimentSpec("cpu", "ray", workers=2, tasks=2, size=1)).executor.name == "ray"
