@@ -378,28 +378,49 @@ def _sample(result, start_ns: int, end_ns: int, before, after, core_start):
             after[1] - before[1], core_start, current_core(), after[2])  # fmt: skip
 
 
+def _chunk_core():
+    """The calling thread's core for a chunk's ends: the loaded ``sched_getcpu`` where this
+    process has it (a forked worker inherits it), else the kernel's stat line for the thread,
+    which costs ~10 us but no import (loading ctypes costs ~1.4 ms of a spawned worker's
+    first chunk); None where neither says."""
+    if current_core is not _first_core:
+        core = current_core()
+        return core if core is None or core >= 0 else None
+    try:
+        with open("/proc/thread-self/stat", "rb") as stat:
+            line = stat.read()
+        return int(line[line.rindex(b")") + 2 :].split()[36])  # field 39, "processor"
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def timed_chunk(func, sizes: list) -> list:
     """``timed_call`` over a chunk of tasks: one message to a worker, as ``Pool.map`` and
     ``ProcessPoolExecutor.map(chunksize=N)`` send. The function travels with every message, as
     it does in the user's own ``ex.map(f, xs)``, so the lab pays the user's dispatch cost.
 
-    Each task keeps its own times and cores; the switches and peak memory are read once around
-    the whole chunk (a reading costs more than a short task) and sit on its last task, the
-    others carrying None for them."""
+    Each task keeps its own start and end; the switches, cores and peak memory are read once,
+    at the chunk's two ends (a reading costs more than a short task), and sit on its last task,
+    the others carrying None for them."""
     if not sizes:
         return []
+    core_start = _chunk_core()
     before = _usage()
+    gil = None if _gil_enabled is None else _gil_enabled()
+    pid, thread_id, clock = _pid, get_ident(), time.monotonic_ns
     samples = []
     for size in sizes:
-        core_start = current_core()
-        start_ns = time.monotonic_ns()
+        start_ns = clock()
         result = func(size)
-        end_ns = time.monotonic_ns()
-        samples.append(_sample(result, start_ns, end_ns, None, None, core_start))
-    if before is not None:
-        after = _usage()
-        last = samples[-1]
-        samples[-1] = (*last[:6], after[0] - before[0], after[1] - before[1], *last[8:10], after[2])
+        samples.append((result, pid, thread_id, start_ns, clock(), gil, None, None, None, None,
+                        None))  # fmt: skip
+    after, core_end = _usage(), _chunk_core()
+    last = samples[-1]
+    if after is None:
+        samples[-1] = (*last[:8], core_start, core_end, None)
+    else:
+        switches = (after[0] - before[0], after[1] - before[1])
+        samples[-1] = (*last[:6], *switches, core_start, core_end, after[2])
     return samples
 
 

@@ -156,14 +156,21 @@ def test_a_sample_says_none_where_the_platform_does_not(monkeypatch):
     assert measure._peak_rss_bytes() is None
 
 
-def test_a_chunk_reads_switches_and_memory_once_and_keeps_each_tasks_times_and_cores():
+def test_a_chunk_reads_its_costs_at_its_two_ends_and_keeps_each_tasks_times(monkeypatch):
     samples = workloads.timed_chunk(workloads.tiny, [1, 2, 3])
     assert [s[0] for s in samples] == [1, 2, 3] and all(len(s) == 11 for s in samples)
     assert all(s[3] <= s[4] for s in samples)  # each task's own start and end
-    if hasattr(os, "sched_getaffinity"):  # Linux: cores per task, the chunk's costs on its last
-        assert all(isinstance(s[8], int) and isinstance(s[9], int) for s in samples)
-        assert all(s[6] is None and s[10] is None for s in samples[:-1])
+    assert all(s[6:] == (None,) * 5 for s in samples[:-1])
+    if hasattr(os, "sched_setaffinity"):  # Linux: the chunk's costs sit on its last task
         assert all(isinstance(value, int) for value in samples[-1][6:])
+        allowed = os.sched_getaffinity(0)
+        core = max(allowed)
+        monkeypatch.setattr(workloads, "current_core", workloads._first_core)  # ctypes not loaded
+        os.sched_setaffinity(0, {core})
+        try:  # the core read without ctypes (a spawned worker's path) is the one it runs on
+            assert workloads._chunk_core() == core
+        finally:
+            os.sched_setaffinity(0, allowed)
     stored = [list(s[1:]) for s in samples]  # as the runner sends them
     costs = repeat_costs(stored, runner_pid=-1, runner_peak=None)
     assert costs["voluntary_switches"] == samples[-1][6]  # summed over the chunk, not lost
