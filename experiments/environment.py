@@ -16,6 +16,7 @@ import time
 from typing import Any, Optional
 
 from experiments import __version__
+from experiments.timing import gil_enabled
 
 # The fields that identify a machine, as opposed to one run on it.
 MACHINE_FIELDS = (
@@ -129,11 +130,6 @@ def machine_id() -> Optional[str]:
         if text and text.strip():
             return text.strip()
     return socket.gethostname()
-
-
-def gil_enabled() -> Optional[bool]:
-    check = getattr(sys, "_is_gil_enabled", None)
-    return bool(check()) if check is not None else True
 
 
 def load_average() -> Optional[list[float]]:

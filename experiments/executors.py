@@ -14,7 +14,8 @@ import time
 from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
-from experiments.workloads import Workload, timed_call, timed_call_async, timed_chunk
+from experiments.timing import timed_call, timed_call_async, timed_chunk
+from experiments.workloads import Workload
 
 # Called with each task's sample as it comes back (for progress); must be cheap.
 OnSample = Callable[[tuple], None]
@@ -112,15 +113,20 @@ def _default_start_method() -> str:
     return multiprocessing.get_context().get_start_method()
 
 
-def _describe_exit(pid: int, exitcode: Optional[int]) -> str:
+def describe_exit(exitcode: Optional[int], pid: Optional[int] = None) -> str:
+    """How a process ended (a negative code is the signal that ended it): "killed by SIGKILL",
+    "exit code 3"; with ``pid``, a worker's: "worker pid 7 was killed by SIGKILL", "worker pid 7
+    exited with code 3"."""
     if exitcode is not None and exitcode < 0:
         import signal
 
         try:
-            signame = signal.Signals(-exitcode).name
+            how = f"killed by {signal.Signals(-exitcode).name}"
         except ValueError:
-            signame = f"signal {-exitcode}"
-        return f"worker pid {pid} was killed by {signame}"
+            how = f"killed by signal {-exitcode}"
+        return how if pid is None else f"worker pid {pid} was {how}"
+    if pid is None:
+        return f"exit code {exitcode}"
     return f"worker pid {pid} exited with code {exitcode}"
 
 
@@ -133,7 +139,7 @@ def _name_the_dead(processes: dict) -> str:
         process.join(1.0)  # the pool's own thread may be reaping it: wait for its exit code
     ended = [(pid, p.exitcode) for pid, p in processes.items() if p.exitcode not in (None, 0)]
     causes = [(pid, code) for pid, code in ended if code != -signal.SIGTERM] or ended
-    return "; ".join(_describe_exit(pid, code) for pid, code in causes)
+    return "; ".join(describe_exit(code, pid) for pid, code in causes)
 
 
 class Processes(Executor):
@@ -325,7 +331,7 @@ class Pool(Executor):
             if process not in workers_seen:
                 workers_seen.append(process)
             if process.exitcode not in (None, 0):
-                raise WorkerDied(_describe_exit(process.pid, process.exitcode))
+                raise WorkerDied(describe_exit(process.exitcode, process.pid))
 
 
 class Asyncio(Executor):
@@ -506,7 +512,7 @@ class _NannyDeaths:
 
     def wait_for_one(self, timeout_s: float = 2.0) -> str:
         self._event.wait(timeout_s)  # the nanny may log it just after the scheduler gives up
-        return "; ".join(_describe_exit(pid, code) for pid, code in self._found)
+        return "; ".join(describe_exit(code, pid) for pid, code in self._found)
 
     def close(self) -> None:
         self._logger.removeHandler(self._handler)

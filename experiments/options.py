@@ -1,7 +1,7 @@
 """The sweep options: one row each, read by spec validation, ``conlab run``'s flags and the Lab.
 
 A row says what the option is (name, type, default), how a person gives it (flag, help, the Lab's
-label and placeholder), what values it takes (bounds or a check), and which executors take it:
+label and placeholder), what values it takes (bounds or a validator), and which executors take it:
 ``for_executors=False`` means every executor; otherwise only the executors that list the option in
 their ``options``, and the others ignore it (``elsewhere="ignored"``) or refuse it
 (``elsewhere="refused"``, with one message for every such option).
@@ -49,7 +49,7 @@ class SweepOption:
     low: Optional[int] = None  # bounds of a whole number, both included
     high: Optional[int] = None
     choices: tuple = ()  # the values it may take, when it is one of a few
-    check: Optional[Callable[[SweepOption, Any], None]] = None  # raises SpecError; else by type
+    validator: Optional[Callable[[SweepOption, Any], None]] = None  # raises SpecError; else by type
     for_executors: bool = False  # True: only executors that list it in their ``options``
     elsewhere: str = "ignored"  # what other executors do with it: "ignored" or "refused"
     applies_to: str = ""  # the executors that take it, in words, for "applies to ..." messages
@@ -64,8 +64,8 @@ class SweepOption:
         """Raise SpecError unless ``value`` is one this option takes (None: its default)."""
         if value is None and self.default is None:
             return
-        if self.check is not None:
-            self.check(self, value)
+        if self.validator is not None:
+            self.validator(self, value)
         elif self.type is int:
             check_int(self.name, value, self.low, self.high, self.flag)
         elif self.type is str:
@@ -272,7 +272,7 @@ OPTIONS: tuple[SweepOption, ...] = (
         label="start method",
         placeholder="executor's default",
         choices=START_METHODS,
-        check=_check_start_method,
+        validator=_check_start_method,
         for_executors=True,
         applies_to="process executors",
         example="spawn",
@@ -312,7 +312,7 @@ OPTIONS: tuple[SweepOption, ...] = (
         help="dask: address of an existing cluster (default: a LocalCluster of --workers)",
         label="dask at",
         placeholder="a LocalCluster",
-        check=_check_scheduler,
+        validator=_check_scheduler,
         for_executors=True,
         elsewhere="refused",
         applies_to="dask",
@@ -326,7 +326,7 @@ OPTIONS: tuple[SweepOption, ...] = (
         help="interpreter to run under (repeatable)",
         label="python",
         placeholder="this interpreter",
-        check=_check_python,
+        validator=_check_python,
         example="python3.12",
     ),
     SweepOption(
@@ -337,7 +337,7 @@ OPTIONS: tuple[SweepOption, ...] = (
         help="seconds before a runner process is stopped and its run failed",
         label="timeout s",
         placeholder="none",
-        check=_check_timeout,
+        validator=_check_timeout,
         example="60",
     ),
     SweepOption(

@@ -120,7 +120,7 @@ def check(specs: Sequence[ExperimentSpec]) -> dict[str, dict]:
     """Validate every spec in the interpreter that will run it; resolved parameters by run id."""
     resolved: dict[str, dict] = {}
     for python in dict.fromkeys(spec.python for spec in specs):
-        resolved.update(launch.check([s for s in specs if s.python == python], python))
+        resolved.update(launch.check_specs([s for s in specs if s.python == python], python))
     return resolved
 
 
