@@ -355,6 +355,19 @@ OPTIONS: tuple[SweepOption, ...] = (
 BY_NAME = {option.name: option for option in OPTIONS}
 
 
+def with_option_fields(cls):
+    """Give a class (before ``@dataclass``) one field per option, with the option's default,
+    after its own fields that have no default."""
+    own = dict(cls.__dict__.get("__annotations__", {}))
+    required = {name: kind for name, kind in own.items() if name not in cls.__dict__}
+    for option in OPTIONS:
+        kind = option.type.__name__
+        required[option.name] = kind if option.default is not None else f"Optional[{kind}]"
+        setattr(cls, option.name, option.default)
+    cls.__annotations__ = {**required, **{n: k for n, k in own.items() if n not in required}}
+    return cls
+
+
 def takers(option: SweepOption, executors) -> list[str]:
     """The names of the executors (objects with ``name`` and ``options``) that take ``option``."""
     return [e.name for e in executors if not option.for_executors or option.name in e.options]

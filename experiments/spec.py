@@ -15,16 +15,16 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from experiments import executors as executors_module
+from experiments import options as options_module
 from experiments import workloads as workloads_module
 from experiments.environment import usable_cores
 from experiments.options import (
-    DEFAULT_PROCESSES,
     MAX_WORKERS,
-    OPTIONS,
     SpecError,
     check_int,
     check_stored_text,
     not_taken,
+    with_option_fields,
 )
 
 
@@ -33,24 +33,17 @@ def new_id() -> str:
 
 
 @dataclass(frozen=True)
+@with_option_fields
 class ExperimentSpec:
-    """One run: a workload, an executor and its parameters. ``None`` means "the default here"."""
+    """One run: a workload, an executor and its parameters. ``None`` means "the default here".
+
+    Between ``executor`` and ``run_id``: one field per row of the option table
+    (experiments/options.py), with its default: workers, tasks, size, repeats, warmups,
+    processes, start_method, chunksize, max_tasks_per_child, scheduler, python, timeout_s, tag.
+    """
 
     workload: str
     executor: str
-    workers: int = 1
-    tasks: int = 16
-    size: Optional[int] = None
-    repeats: int = 5  # counted repeats in each runner process
-    warmups: int = 1  # in each runner process
-    processes: int = DEFAULT_PROCESSES  # runner processes, each with its own memory layout
-    start_method: Optional[str] = None
-    chunksize: Optional[int] = None
-    max_tasks_per_child: Optional[int] = None
-    scheduler: Optional[str] = None  # dask: the address of an existing cluster's scheduler
-    timeout_s: Optional[float] = None
-    python: Optional[str] = None
-    tag: Optional[str] = None
     run_id: str = field(default_factory=new_id)
     sweep_id: str = field(default_factory=new_id)
 
@@ -83,7 +76,7 @@ class ExperimentSpec:
 
     def validate(self) -> ExperimentSpec:
         """Raise SpecError unless the spec can run; checks that need no user code. Returns self."""
-        for option in OPTIONS:
+        for option in options_module.OPTIONS:
             option.validate(getattr(self, option.name))
         check_stored_text("workload", self.workload, "-w")
         if not isinstance(self.workload, str) or not self.workload.strip():
@@ -163,7 +156,7 @@ def executor_options(spec: ExperimentSpec, executor: executors_module.Executor) 
     """The value of each executor option for ``executor``: the spec's, else the executor's
     default; None where the executor does not take it, and one worker for one that has none."""
     values = {}
-    for option in OPTIONS:
+    for option in options_module.OPTIONS:
         if option.for_executors:
             taken = option.name in executor.options
             value = getattr(spec, option.name) if taken else None

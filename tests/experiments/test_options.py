@@ -4,11 +4,13 @@ an executor lists is a row."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import pytest
 
+from experiments import options
 from experiments.executors import EXECUTORS
-from experiments.options import OPTIONS, SpecError, not_taken
+from experiments.options import OPTIONS, SpecError, not_taken, with_option_fields
 from experiments.spec import ExperimentSpec, prepare
 
 SPEC_FIELDS = {f.name: f for f in dataclasses.fields(ExperimentSpec)}
@@ -29,6 +31,25 @@ def test_every_option_is_a_spec_field_that_validation_checks(option):
             refused.append(str(exc))
     assert refused, f"validation takes every value for {option.flag}"
     assert all("\n" not in message for message in refused)
+
+
+def test_a_new_row_is_a_spec_field_that_validation_checks(monkeypatch):
+    added = dataclasses.replace(OPTIONS[1], name="throwaway_count", flag="--throwaway-count")
+    monkeypatch.setattr(options, "OPTIONS", (*OPTIONS, added))
+
+    @dataclass(frozen=True)
+    @with_option_fields
+    class Spec(ExperimentSpec):  # as spec.py builds ExperimentSpec, under the longer table
+        workload: str
+        executor: str
+
+    assert Spec(workload="tiny", executor="threads").throwaway_count == added.default
+    Spec(workload="tiny", executor="threads", throwaway_count=3).validate()
+    with pytest.raises(SpecError) as refused:
+        Spec(workload="tiny", executor="threads", throwaway_count=0).validate()
+    assert str(refused.value) == (
+        "throwaway_count must be between 1 and 10,000,000, not 0; change --throwaway-count"
+    )
 
 
 def test_every_option_an_executor_takes_is_in_the_table():

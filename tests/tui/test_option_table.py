@@ -9,8 +9,10 @@ import dataclasses
 import pytest
 from textual.widgets import Input, Select
 
+import tui.sweep
 from experiments import options as sweep_options
-from experiments.options import OPTIONS, SpecError
+from experiments.options import OPTIONS, SpecError, with_option_fields
+from experiments.spec import ExperimentSpec
 from tui import cli
 from tui.app import ConlabApp
 from tui.components.lab import LabPane
@@ -28,8 +30,17 @@ THROWAWAY = dataclasses.replace(
 
 @pytest.fixture
 def with_throwaway_row(monkeypatch):
-    """The option table with one more row, for this test only."""
+    """The option table with one more row, and the spec as spec.py builds it from that table,
+    for this test only."""
     monkeypatch.setattr(sweep_options, "OPTIONS", (*OPTIONS, THROWAWAY))
+
+    @dataclasses.dataclass(frozen=True)
+    @with_option_fields
+    class Spec(ExperimentSpec):
+        workload: str
+        executor: str
+
+    monkeypatch.setattr(tui.sweep, "ExperimentSpec", Spec)
     yield
     monkeypatch.undo()
     cli.use_option_table()  # `run` back to the real table's flags
@@ -49,9 +60,18 @@ def test_every_option_is_a_flag_of_conlab_run(monkeypatch, capsys):
         assert option.flag in shown and option.help.split(",")[0] in shown
 
 
-def test_a_new_row_is_a_flag_of_conlab_run(monkeypatch, capsys, with_throwaway_row):
+def test_a_new_row_is_a_flag_of_conlab_run(monkeypatch, capsys, tmp_path, with_throwaway_row):
     shown = run_help(monkeypatch, capsys)
     assert "--throwaway-count" in shown and "a row added by the test, nowhere else" in shown
+    monkeypatch.setenv("CONLAB_DB", str(tmp_path / "results.db"))
+    with pytest.raises(SystemExit) as ended:
+        cli.main(["run", "-w", "tiny", "-e", "threads", "--throwaway-count", "0"])
+    assert ended.value.code == 2
+    assert capsys.readouterr().err == (
+        "conlab: throwaway_count must be between 1 and 10,000,000, not 0; "
+        "change --throwaway-count\n"
+    )
+    assert not (tmp_path / "results.db").exists()  # refused before anything was stored
 
 
 async def lab_fields(tmp_path) -> dict:
@@ -75,6 +95,17 @@ async def test_every_option_is_a_field_of_the_lab(tmp_path):
 async def test_a_new_row_is_a_field_of_the_lab(tmp_path, with_throwaway_row):
     fields = await lab_fields(tmp_path)
     assert fields["throwaway_count"] == ("input", "added at run time")
+    app = ConlabApp(db=str(tmp_path / "results.db"))
+    async with app.run_test(size=(150, 48)) as pilot:
+        lab = app.query_one(LabPane)
+        lab.choose("tiny", ["threads"], workers="1", throwaway_count="3")
+        await pilot.pause()
+        assert [spec.throwaway_count for spec in lab.build_specs()] == [3]
+        lab.choose("tiny", ["threads"], workers="1", throwaway_count="0")
+        await pilot.pause()
+        assert str(lab.query_one("#spec-error").render()) == (
+            "throwaway_count must be between 1 and 10,000,000, not 0; change --throwaway-count"
+        )
 
 
 async def test_the_labs_max_tasks_per_child_reaches_the_process_pools_only(tmp_path):
