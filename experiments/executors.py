@@ -340,9 +340,12 @@ class Asyncio(Executor):
 
     def check_workload(self, workload):
         if workload.async_func is None:
+            from experiments.workloads import WORKLOADS
+
+            forms = [w.name for w in WORKLOADS.values() if w.async_func is not None]
             return (
                 f"workload {workload.name!r} has no async form, so asyncio cannot run it; "
-                "pick sleep or tiny, or an `async def` function"
+                f"pick {', '.join(forms[:-1])} or {forms[-1]}, or an `async def` function"
             )
         return None
 
