@@ -145,11 +145,11 @@ def test_asyncio_on_uvloop_runs_and_is_recorded(conlab, db_path):
 
 @needs("ray")
 def test_ray_runs_on_an_existing_head_given_by_scheduler(conlab, db_path, ray_head):
-    options = dict(scheduler=ray_head, workers=2, tasks=4, size=100, repeats=2)
+    options = dict(scheduler=ray_head, workers=2, tasks=4, size=100, repeats=1)
     result = conlab(*run_args("usermod:work", "ray", **options), env=RAY_ENV)
     assert result.returncode == 0, result.stderr
     (run,) = result.json()
-    assert run["status"] == "ok" and len(run["wall_s"]) == 2
+    assert run["status"] == "ok" and len(run["wall_s"]) == 1
     assert environment(db_path, run["run_id"])["scheduler"] == ray_head
 
 

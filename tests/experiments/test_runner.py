@@ -182,7 +182,6 @@ WAYS = [
     ("pool", "spawn"),
     ("loky", None),
     ("dask", None),
-    ("joblib", None),
 ]
 
 
@@ -217,7 +216,7 @@ def test_folders_named_like_the_lab_shadow_nothing(
     events = current.run()
     assert current.status == "ok", (current.error, current.stderr)
     pids = {sample[0] for sample in of_kind(events, "tasks")[0]["samples"]}
-    if executor in ("processes", "pool", "loky", "dask", "joblib"):
+    if executor in ("processes", "pool", "loky", "dask"):
         assert events[0]["runner_pid"] not in pids  # it ran in the workers
 
 
