@@ -403,6 +403,8 @@ def _machine_problems(runs: pd.DataFrame) -> dict[str, list[str]]:
     ``problems``), by run id; runs with none are left out."""
     found = {}
     for run_id, text_ in zip(runs["run_id"].tolist(), runs["environment_json"].tolist()):
+        if not isinstance(text_, str) or "problems" not in text_:
+            continue  # no key of that name (parsing every run's environment costs more)
         problems = (json_object(text_) or {}).get("problems")
         if isinstance(problems, list) and problems:
             found[run_id] = [str(p) for p in problems]
