@@ -35,7 +35,7 @@ from storage.database import (
     shown_url,
 )
 from storage.models import utc_now
-from storage.queries import json_object
+from storage.queries import iso_utc, json_object
 
 # A lab database: a SQLite file's path, or a database server's SQLAlchemy URL.
 Target = Union[Path, str]
@@ -99,7 +99,9 @@ def info(path: Target) -> dict[str, Any]:
         raise DatabaseError(f"{path} cannot be read ({exc}); run `conlab db check`") from None
     finally:
         connection.close()
-    return _summary(str(path), version, path.stat().st_size, by_config, first, last)
+    return _summary(
+        str(path), version, path.stat().st_size, by_config, iso_utc(first), iso_utc(last)
+    )
 
 
 def _server_info(url: str) -> dict[str, Any]:
@@ -117,11 +119,7 @@ def _server_info(url: str) -> dict[str, Any]:
                 ).scalar()
     finally:
         engine.dispose()
-    return _summary(shown_url(url), SCHEMA_VERSION, size, by_config, _iso(first), _iso(last))
-
-
-def _iso(moment) -> Optional[str]:
-    return moment.isoformat(sep=" ") if moment is not None else None
+    return _summary(shown_url(url), SCHEMA_VERSION, size, by_config, iso_utc(first), iso_utc(last))
 
 
 # The lab's own consistency checks, in SQL every database we support speaks.
