@@ -123,9 +123,16 @@ def record_by_lab(path: Path) -> float:
     start = time.perf_counter()
     for index in range(10):
         recorder.on_event(
-            {"event": "repeat", "index": index, "warmup": False, "wall_ns": 1, "cpu_ns": 1,
-             "start_ns": 0, "end_ns": 1}
-        )  # fmt: skip
+            {
+                "event": "repeat",
+                "index": index,
+                "warmup": False,
+                "wall_ns": 1,
+                "cpu_ns": 1,
+                "start_ns": 0,
+                "end_ns": 1,
+            }
+        )
         recorder.on_event({"event": "tasks", "repeat": index, "samples": SAMPLES})
     elapsed = time.perf_counter() - start
     engine.dispose()
@@ -143,8 +150,10 @@ def record_by_hand(path: Path) -> float:
     run_id = str(uuid.uuid4())
     start = time.perf_counter()
     for index in range(10):
-        rows = [(run_id, index, i, s[0], s[1], s[2], s[3], s[5], s[6], s[7], s[8])
-                for i, s in enumerate(SAMPLES)]  # fmt: skip
+        rows = [
+            (run_id, index, i, s[0], s[1], s[2], s[3], s[5], s[6], s[7], s[8])
+            for i, s in enumerate(SAMPLES)
+        ]
         connection.execute("BEGIN IMMEDIATE")
         connection.executemany(SAMPLE_SQL, rows)
         connection.execute("COMMIT")
@@ -247,8 +256,9 @@ def bench_report(bench) -> None:
         "<= 0.3",
         elapsed <= 0.3,
     )
-    bench.show("  SQL aggregates per process, then pandas medians (by hand), s",
-               statistics.median(hand))  # fmt: skip
+    bench.show(
+        "  SQL aggregates per process, then pandas medians (by hand), s", statistics.median(hand)
+    )
     env = dict(os.environ, NO_COLOR="1")
     elapsed = min(cli("report", "--db", str(path), "--format", "json", env=env) for _ in range(3))
     bench.record(

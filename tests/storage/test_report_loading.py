@@ -24,27 +24,60 @@ PYTHONS = {"3.11.7": "k311" * 5, "3.12.1": "k312" * 5}
 def record(engine, rng, executor, workers, fingerprint, python, *, processes=3, failed=False):
     """One run through the real recorder: ``processes`` runner processes, each a warm-up and
     three repeats with their samples and costs; a failed run stops in its second process."""
-    spec = ExperimentSpec(workload="cpu", executor=executor, workers=workers, tasks=2,
-                          repeats=3, warmups=1, processes=processes)  # fmt: skip
-    recorder = RunRecorder(engine, spec, {"workers": workers, "start_method": None,
-                                          "chunksize": None, "size": 10})  # fmt: skip
+    spec = ExperimentSpec(
+        workload="cpu",
+        executor=executor,
+        workers=workers,
+        tasks=2,
+        repeats=3,
+        warmups=1,
+        processes=processes,
+    )
+    recorder = RunRecorder(
+        engine, spec, {"workers": workers, "start_method": None, "chunksize": None, "size": 10}
+    )
     recorder.start()
-    env = {"machine_fingerprint": fingerprint, "hostname": MACHINES[fingerprint],
-           "interpreter_key": PYTHONS[python], "python_version": python,
-           "load_average": [rng.random(), 0, 0], "logical_cores": 2}  # fmt: skip
+    env = {
+        "machine_fingerprint": fingerprint,
+        "hostname": MACHINES[fingerprint],
+        "interpreter_key": PYTHONS[python],
+        "python_version": python,
+        "load_average": [rng.random(), 0, 0],
+        "logical_cores": 2,
+    }
     for process in range(processes):
         recorder.begin_process(process)
         recorder.on_event({"event": "env", "environment": env, "runner_pid": 100 + process})
         for index in range(4):
             wall = rng.randint(5_000_000, 9_000_000) // workers
-            recorder.on_event({"event": "repeat", "index": index, "warmup": index == 0,
-                               "wall_ns": wall, "cpu_ns": rng.randint(wall // 2, 2 * wall),
-                               "start_ns": 10**17, "end_ns": 10**17 + wall,
-                               "runner_peak_rss_bytes": rng.randint(10**7, 10**8)})  # fmt: skip
+            recorder.on_event(
+                {
+                    "event": "repeat",
+                    "index": index,
+                    "warmup": index == 0,
+                    "wall_ns": wall,
+                    "cpu_ns": rng.randint(wall // 2, 2 * wall),
+                    "start_ns": 10**17,
+                    "end_ns": 10**17 + wall,
+                    "runner_peak_rss_bytes": rng.randint(10**7, 10**8),
+                }
+            )
             start = 10**17 + rng.randint(1, 10**6)
-            samples = [[200 + t % workers, t, start + t, start + t + wall // 3, None,
-                        rng.randint(0, 9), rng.randint(0, 3), t % 2, rng.randint(0, 1),
-                        rng.randint(10**6, 10**7)] for t in range(2)]  # fmt: skip
+            samples = [
+                [
+                    200 + t % workers,
+                    t,
+                    start + t,
+                    start + t + wall // 3,
+                    None,
+                    rng.randint(0, 9),
+                    rng.randint(0, 3),
+                    t % 2,
+                    rng.randint(0, 1),
+                    rng.randint(10**6, 10**7),
+                ]
+                for t in range(2)
+            ]
             recorder.on_event({"event": "tasks", "repeat": index, "samples": samples})
         if failed and process == 1:
             return recorder.finish("failed", "a task raised ValueError")
@@ -92,26 +125,39 @@ def plain_summary(path) -> pd.DataFrame:
     for key, group in frame.groupby(CONFIG, dropna=False):
         walls = [g["wall_s"].tolist() for _, g in group.groupby(["run_id", "process_index"])]
         found = stats.interval(walls)
-        rows.append({
-            **dict(zip(CONFIG, key)), "repeats": len(group), "processes": len(walls),
-            "runs": group["run_id"].nunique(), "median_s": group["wall_s"].median(),
-            "q1_s": group["wall_s"].quantile(0.25), "q3_s": group["wall_s"].quantile(0.75),
-            "cv": group["wall_s"].std() / group["wall_s"].mean(), "min_s": group["wall_s"].min(),
-            "startup_s": group["startup_s"].median(), "in_flight": group["in_flight"].median(),
-            "cpu_per_wall": group["cpu_per_wall"].median(),
-            "peak_rss_bytes": group["peak_rss_bytes"].max(),
-            "worker_peak_rss_bytes": group["worker_peak_rss_bytes"].max(),
-            "voluntary_switches": group["voluntary_switches"].median(),
-            "involuntary_switches": group["involuntary_switches"].median(),
-            "core_moves": group["core_moves"].median(), "cores_used": group["cores_used"].max(),
-            "ci_low_s": found.low, "ci_high_s": found.high, "spread": found.spread,
-            "interval": found,
-        })  # fmt: skip
+        rows.append(
+            {
+                **dict(zip(CONFIG, key)),
+                "repeats": len(group),
+                "processes": len(walls),
+                "runs": group["run_id"].nunique(),
+                "median_s": group["wall_s"].median(),
+                "q1_s": group["wall_s"].quantile(0.25),
+                "q3_s": group["wall_s"].quantile(0.75),
+                "cv": group["wall_s"].std() / group["wall_s"].mean(),
+                "min_s": group["wall_s"].min(),
+                "startup_s": group["startup_s"].median(),
+                "in_flight": group["in_flight"].median(),
+                "cpu_per_wall": group["cpu_per_wall"].median(),
+                "peak_rss_bytes": group["peak_rss_bytes"].max(),
+                "worker_peak_rss_bytes": group["worker_peak_rss_bytes"].max(),
+                "voluntary_switches": group["voluntary_switches"].median(),
+                "involuntary_switches": group["involuntary_switches"].median(),
+                "core_moves": group["core_moves"].median(),
+                "cores_used": group["cores_used"].max(),
+                "ci_low_s": found.low,
+                "ci_high_s": found.high,
+                "spread": found.spread,
+                "interval": found,
+            }
+        )
     plain = pd.DataFrame(rows)
     speedups = []
     for row in plain.itertuples():
-        same = plain[(plain["executor"] == "sequential")
-                     & (plain[BASELINE_KEY] == [getattr(row, k) for k in BASELINE_KEY]).all(axis=1)]  # fmt: skip
+        same = plain[
+            (plain["executor"] == "sequential")
+            & (plain[BASELINE_KEY] == [getattr(row, k) for k in BASELINE_KEY]).all(axis=1)
+        ]
         base = same.iloc[0]["interval"]
         ratio = stats.ratio(row.interval, base) if row.executor != "sequential" else None
         speedups.append(ratio.ratio if ratio else 1.0)
@@ -131,8 +177,11 @@ def test_the_summary_is_the_plain_computation_over_every_repeat(database):
     assert len(merged) == len(plain)
     assert set(merged["machine"]) == {"alpha", "beta"}
     assert set(merged["python"]) == {"3.11.7", "3.12.1"}
-    threads = merged[(merged["executor"] == "threads") & (merged["machine"] == "alpha")
-                     & (merged["python"] == "3.11.7")]  # fmt: skip
+    threads = merged[
+        (merged["executor"] == "threads")
+        & (merged["machine"] == "alpha")
+        & (merged["python"] == "3.11.7")
+    ]
     assert threads["runs"].item() == 3 and threads["processes"].item() == 3 + 3 + 1
     assert (merged.loc[merged["executor"] == "processes", "runs"] == 1).all()  # failed: left out
     for column in plain.columns.difference(CONFIG):
