@@ -42,12 +42,13 @@ def load_repeats(engines: Sequence[tuple[str, Engine]]) -> pd.DataFrame:
     database joins and filters; it hands over each run's columns once and of each repeat only
     the numbers a summary reads (REPEAT_NUMBERS), never a task sample.
     """
-    frames = []
+    frames, runs_before = [], 0
     for label, engine in engines:
         with engine.connect() as connection:
             runs = _read_frame(connection, RUNS_SQL)
             run_ids, numbers = _read_numbers(connection)
-        frame = _repeat_rows(runs, run_ids, numbers)
+        frame = _repeat_rows(runs, run_ids, numbers, runs_before)
+        runs_before += len(runs)
         frame["db"] = label
         frames.append(frame)
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
@@ -115,8 +116,11 @@ def _read_numbers(connection) -> tuple[list, np.ndarray]:
     return run_ids, numbers
 
 
-def _repeat_rows(runs: pd.DataFrame, run_ids: list, numbers: np.ndarray) -> pd.DataFrame:
-    """One row per counted repeat: its numbers beside its run's columns."""
+def _repeat_rows(
+    runs: pd.DataFrame, run_ids: list, numbers: np.ndarray, runs_before: int
+) -> pd.DataFrame:
+    """One row per counted repeat: its numbers beside its run's columns. ``runs_before`` is how
+    many runs the databases read before this one hold (for ``process``)."""
     for column in ("size", "tasks", "workers"):
         runs[column] = pd.to_numeric(runs[column], errors="coerce")
     runs["python"] = runs["python"].fillna("?")
@@ -131,10 +135,16 @@ def _repeat_rows(runs: pd.DataFrame, run_ids: list, numbers: np.ndarray) -> pd.D
     frame["warmup"] = False
     for at, column in enumerate(REPEAT_NUMBERS):
         frame[column] = numbers[known, at]
-    # The unit of every interval: one runner process of one run (older runs had one process).
-    process_index = frame["process_index"].fillna(0).astype(np.int64).astype(str)
-    frame["process"] = frame["run_id"].astype(str) + "/" + process_index
+    # The unit of every interval: one runner process of one run (older runs had one process),
+    # numbered: the run's place among every database's runs, then the process's index.
+    process_index = np.nan_to_num(frame["process_index"].to_numpy(), nan=0, posinf=0, neginf=0)
+    process_index = np.clip(process_index, 0, PROCESSES - 1).astype(np.int64)
+    frame["process"] = (run_at[known] + runs_before) * PROCESSES + process_index
     return frame
+
+
+# More runner processes than a run can have (storage.models.Run.processes): what numbers them.
+PROCESSES = 2**20
 
 
 def load_timeline(engine: Engine, run_id: str) -> pd.DataFrame:
