@@ -419,7 +419,7 @@ def runs(
     tag: Optional[str] = typer.Option(None, help="only runs with this tag"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Stored runs, oldest first."""
+    """Stored runs, newest first."""
     from storage.queries import list_runs, mark_interrupted
 
     rows: list[dict] = []
