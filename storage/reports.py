@@ -51,6 +51,8 @@ def load_repeats(engines: Sequence[tuple[str, Engine]]) -> pd.DataFrame:
         runs_before += len(runs)
         frame["db"] = label
         frames.append(frame)
+    if not frames:
+        return pd.DataFrame()
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     frame = frame.dropna(subset=["wall_ns", "workers"])
     frame = frame[~frame.duplicated(["run_id", "repeat_index"])]
