@@ -7,7 +7,7 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 from sqlalchemy import Column, Integer, MetaData, Table, event, select
 from sqlalchemy.engine import Engine, make_url
@@ -368,19 +368,26 @@ def _unreadable(path: Path):
     database or a lock is left as it is, for the caller to handle."""
 
     def convert(context) -> None:
-        error = context.original_exception
-        if not isinstance(error, sqlite3.DatabaseError):
-            return
-        if isinstance(error, sqlite3.OperationalError) and (
-            "readonly" in str(error) or "locked" in str(error)
-        ):
-            return
-        raise DatabaseError(
-            f"cannot read {path} ({str(error).strip()}); check it with "
-            f"`conlab db check --db {path}`"
-        )
+        found = read_error(path, context.original_exception)
+        if found is not None:
+            raise found
 
     return convert
+
+
+def read_error(path: Path, error: BaseException) -> Optional[DatabaseError]:
+    """SQLite failing to read ``path`` (a damaged page, a table or column missing) as a
+    DatabaseError that names the file; None for anything else, and for a write refused by a
+    read-only database or a lock."""
+    if not isinstance(error, sqlite3.DatabaseError):
+        return None
+    if isinstance(error, sqlite3.OperationalError) and (
+        "readonly" in str(error) or "locked" in str(error)
+    ):
+        return None
+    return DatabaseError(
+        f"cannot read {path} ({str(error).strip()}); check it with `conlab db check --db {path}`"
+    )
 
 
 def shown_url(url: str) -> str:

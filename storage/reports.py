@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -14,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from storage import stats
+from storage.database import read_error
 from storage.errors import SelectionError
 from storage.queries import json_object
 
@@ -94,6 +96,14 @@ def _rows(connection, sql: str) -> tuple[list[str], list[tuple]]:
     try:
         cursor.execute(sql)
         return [d[0] for d in cursor.description], cursor.fetchall()
+    except Exception as exc:
+        # what SQLAlchemy's handle_error would have made of it (storage.database)
+        found = None
+        if connection.dialect.name == "sqlite":
+            found = read_error(Path(connection.engine.url.database or ""), exc)
+        if found is None:
+            raise
+        raise found from None
     finally:
         cursor.close()
 
