@@ -62,7 +62,8 @@ class Executor:
 
     def session(self, job):
         """A context around all of a runner process's repeats, outside every timed window: for
-        engines started once per run (a Ray instance), not per repeat."""
+        engines started once per run (a Ray instance), not per repeat. It may give a dict of
+        what starting cost (``{"engine_start_s": ...}``), which is stored with the process."""
         import contextlib
 
         return contextlib.nullcontext()
@@ -772,6 +773,9 @@ class Ray(Executor):
 
             options = dict(include_dashboard=False, log_to_driver=False,
                            logging_level=logging.ERROR)  # fmt: skip
+            import time
+
+            start = time.monotonic()
             try:
                 if job.scheduler is None:
                     # "local": a new instance even where another one runs on this machine.
@@ -786,7 +790,7 @@ class Ray(Executor):
                     "ray://HOST:PORT), or drop it to start a local Ray"
                 ) from exc
             try:
-                yield
+                yield {"engine_start_s": round(time.monotonic() - start, 3)}
             finally:
                 ray.shutdown()
 
