@@ -28,7 +28,8 @@ overlaps the timing of the next one; ``--progress`` sends ``progress`` events (a
 them; without one they would only cost CPU in the parent while the run is being timed).
 
 Other modes: ``--check`` reads a JSON list of specs (one line) and answers one ``check`` event
-each, without running anything; ``--env`` sends the environment.
+each, without running anything; ``--env`` sends the environment; ``--calibrate`` finds a size
+(``--size auto``); ``--probe`` answers ``conlab advise``'s probes (experiments.probe).
 
 ``launch`` starts the runner with ``command()``, not ``python -m``: ``-m`` would put the working
 directory first on ``sys.path``, where a user's folder named ``experiments`` would shadow the lab.
