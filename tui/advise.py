@@ -45,6 +45,9 @@ MAX_AUTO_TASKS = 4096
 # A task's dispatch above this share of its call: tasks go to the workers in chunks.
 DISPATCH_SHARE = 0.1
 MIN_EFFECT = 0.05  # as storage.reports: a smaller difference is no difference
+# The three rounds of turns every answer needs are planned within this share of the budget:
+# runner processes on a busy machine take longer than the probes predict.
+BUDGET_SHARE = 0.7
 # Per runner process, beyond its repeats: start-up, import, environment, storing (measured here).
 PROCESS_OVERHEAD_S = 0.25
 # Executors preferred, among tied configurations, in this order (fewer resources, no rewrite).
@@ -184,9 +187,10 @@ def plan(workload: str, probes: dict, tasks: int) -> tuple[list[Candidate], list
         else:
             left["asyncio"] = (f"{workload} has no async form (it is a plain def); asyncio needs "
                                "an async def, threads wait as well without a rewrite")  # fmt: skip
-        procs = (f"it waits (CPU {_share(cpu)} of wall): threads wait as well as processes without "
-                 f"an interpreter each (a worker process took {_ms(probes['process_pool']['startup_s'])} "
-                 "to start here)")  # fmt: skip
+        startup = _ms(probes["process_pool"]["startup_s"])
+        procs = (f"it waits (CPU {_share(cpu)} of wall): threads wait as well as processes "
+                 f"without an interpreter each (a worker process took {startup} to start "
+                 "here)")  # fmt: skip
     else:
         left["asyncio"] = (f"it works rather than waits (CPU {cpu:.0%} of wall): an event loop "
                            "runs one task at a time")  # fmt: skip
@@ -260,7 +264,7 @@ def budget_repeats(candidates, probes: dict, tasks: int, budget_s: float) -> tup
     per_repeat = sum(estimate_s(c, probes, tasks) for c in candidates)
     for repeats in (5, 3, 2):
         round_s = len(candidates) * PROCESS_OVERHEAD_S + (repeats + 1) * per_repeat
-        if 3 * round_s <= budget_s:
+        if 3 * round_s <= BUDGET_SHARE * budget_s:
             return repeats, round_s
     raise SpecError(
         f"measuring {len(candidates)} configurations of {tasks} tasks (one call "
@@ -415,8 +419,9 @@ def snippet(workload: str, executor: str, workers: int, chunksize: Optional[int]
         body = (f"    context = multiprocessing.get_context({method!r})\n"
                 f"    with ProcessPoolExecutor(max_workers={workers}, mp_context=context) as ex:\n"
                 f"        results = list(ex.map({func}, items{chunk}))\n")  # fmt: skip
-        head = f"import multiprocessing\nfrom concurrent.futures import ProcessPoolExecutor\n\n{line}\n\n"
-    return f"{head}{guard}if __name__ == \"__main__\":\n    {items}\n{body}"
+        head = ("import multiprocessing\nfrom concurrent.futures import ProcessPoolExecutor\n\n"
+                f"{line}\n\n")  # fmt: skip
+    return f'{head}{guard}if __name__ == "__main__":\n    {items}\n{body}'
 
 
 def _probe_reasons(workload: str, probes: dict, tasks: int) -> list[str]:
@@ -503,9 +508,9 @@ def answer(
                                                     if r.name != chosen.name])  # fmt: skip
         why.append(f"{names} are tied; " + "; ".join(t["preferred"] for t in ties))
     elif runner_up is not None:
+        slower = runner_up.median_s / chosen.median_s
         why.append(f"{_row_name(chosen)} is clear of the rest beyond their intervals; the "
-                   f"runner-up, {_row_name(runner_up)}, took {runner_up.median_s / chosen.median_s:.2f}x "
-                   "as long")  # fmt: skip
+                   f"runner-up, {_row_name(runner_up)}, took {slower:.2f}x as long")  # fmt: skip
     if not is_seq:
         why.append(f"{_row_name(chosen)}: {speedup:.2f}x the sequential run (95% CI "
                    f"{ci[0]:.2f}–{ci[1]:.2f})")  # fmt: skip
@@ -556,6 +561,28 @@ def _candidate_rows(candidates, rows, results: list[dict]) -> list[dict]:
                          peak_rss_bytes=_number(row.peak_rss_bytes))  # fmt: skip
         found.append(entry)
     return found
+
+
+def advice_lines(found: dict) -> list[str]:
+    """The answer in words: the recommendation, why, what was left out and why, the snippet
+    (the CLI prints these; the Lab shows them)."""
+    rec = found["recommendation"]
+    if rec is None:
+        lines = ["no recommendation: no configuration finished"]
+    else:
+        name = Candidate(rec["executor"], rec["workers"], rec["chunksize"]).name
+        method = f", start method {rec['start_method']}" if rec["start_method"] else ""
+        lines = [f"recommendation: {name}{method} — {rec['speedup']:.2f}x sequential (95% CI "
+                 f"{rec['ci'][0]:.2f}–{rec['ci'][1]:.2f})"]  # fmt: skip
+    lines += [f"  - {line}" for line in found["why"]]
+    lines += [f"  left out {c['executor']}: {c['reason']}" for c in found["candidates"]
+              if c["left_out"]]  # fmt: skip
+    if found["snippet"]:
+        lines += ["", *found["snippet"].rstrip("\n").split("\n"), ""]
+    if found["sweep_id"]:
+        lines.append(f"stored as sweep {found['sweep_id']} (tag {TAG}): conlab report "
+                     f"--select sweep:{found['sweep_id']}")  # fmt: skip
+    return lines
 
 
 # --- all of it -------------------------------------------------------------------------------

@@ -417,28 +417,11 @@ def advise(
 
 
 def _print_advice(found: dict) -> None:
-    """The recommendation, its reasons, what was left out and why, and the snippet."""
+    from tui.advise import advice_lines
+
     console = _console()
-    rec = found["recommendation"]
-    if rec is None:
-        _say("no recommendation: no configuration finished", console)
-    else:
-        name = rec["executor"] if rec["executor"] == "sequential" else (
-            f"{rec['executor']} x{rec['workers']}")  # fmt: skip
-        extras = [f"chunksize {rec['chunksize']}" if rec["chunksize"] else "",
-                  f"start method {rec['start_method']}" if rec["start_method"] else ""]  # fmt: skip
-        _say(f"recommendation: {name}" + "".join(f", {e}" for e in extras if e) +
-             f" — {rec['speedup']:.2f}x sequential (95% CI {rec['ci'][0]:.2f}–{rec['ci'][1]:.2f})",
-             console)  # fmt: skip
-    for line in found["why"]:
-        _say(f"  - {line}", console)
-    for c in found["candidates"]:
-        if c["left_out"]:
-            _say(f"  left out {c['executor']}: {c['reason']}", console)
-    if found["snippet"]:
-        console.print(as_text("\n" + found["snippet"], lines=True))
-    _say(f"stored as sweep {found['sweep_id']} (tag advise): conlab report --select "
-         f"sweep:{found['sweep_id']}", console)  # fmt: skip
+    for line in advice_lines(found):
+        console.print(as_text(line))
 
 
 @list_app.command("workloads")

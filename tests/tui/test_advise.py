@@ -4,6 +4,7 @@ nothing, and the stop rule and the plan follow from the figures."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ import pytest
 from experiments.spec import usable_cores
 from storage import stats
 from tests.conftest import assert_one_line_error
+from tests.tui.test_app import marked  # noqa: F401 (a fixture)
 from tui import advise
 
 KINDS = textwrap.dedent('''
@@ -42,7 +44,7 @@ KINDS = textwrap.dedent('''
     def short(size):
         return sum(range(1500))
 ''')
-BUDGET = "15"
+BUDGET = "12"
 PROCESS_FAMILY = ("processes", "pool", "loky")
 
 
@@ -218,3 +220,28 @@ def test_the_plan_follows_the_probes():
     candidates, left = advise.plan("m:f", unpicklable, 16)
     assert [c.name for c in candidates] == ["sequential"]
     assert "cannot be pickled" in {x["executor"]: x["reason"] for x in left}["processes"]
+
+
+# --- the app ---------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("marked")
+async def test_the_labs_advise_action_shows_the_answer_and_stores_the_sweep(db_path):
+    from tests.tui.test_app import SIZE, wait_until
+    from tui.app import ConlabApp
+    from tui.components.lab import LabPane
+
+    app = ConlabApp(db=str(db_path))
+    async with app.run_test(size=SIZE) as pilot:
+        lab = app.query_one(LabPane)
+        lab.choose("sleep", ["sequential"])
+        await pilot.pause()
+        lab.query_one("#workloads").focus()
+        await pilot.press("a")
+        await wait_until(pilot, lambda: lab.busy)
+        await wait_until(pilot, lambda: not lab.busy, timeout_s=90)
+        shown = str(lab.query_one("#summary").render())
+        assert "recommendation: threads x" in shown or "recommendation: asyncio x" in shown, shown
+        assert "left out processes: it waits" in shown
+    runs = sqlite3.connect(db_path).execute("SELECT DISTINCT tag, status FROM run").fetchall()
+    assert runs == [("advise", "ok")]
