@@ -142,7 +142,7 @@ def _probe(text: str, out: _EventWriter) -> int:
         return 2
     start_method = EXECUTORS["processes"].default_start_method()
     try:
-        found = probe(workload, request.get("size") or "auto", request.get("fallback_size") or 1,
+        found = probe(workload, request.get("size", "auto"), request.get("fallback_size") or 1,
                       usable_cores(), start_method)  # fmt: skip
     except BaseException as exc:  # the function's own failure: advise reports it, ends
         text_ = (str(exc).strip().splitlines() or [""])[0]

@@ -213,9 +213,12 @@ def plan(workload: str, probes: dict, tasks: int) -> tuple[list[Candidate], list
                     f"{cost / max(call, 1e-9):.1f}x a call's {_ms(call)}: one task at a time, "
                     "dispatch would decide the time"
                 )
-    if probes["result"].get("error"):
+    unpicklable = probes["result"].get("error")
+    if unpicklable:
         candidates = [c for c in candidates if not EXECUTORS[c.executor].pickles_tasks]
-        procs = f"its result cannot be pickled ({probes['result']['error']}), so no worker process can send it back"  # noqa: E501
+        left.pop("processes chunksize 1", None)
+        procs = (f"its result cannot be pickled ({unpicklable}), so no worker process can send "
+                 "it back")  # fmt: skip
     if procs:
         left["processes"] = procs
     for name, executor in EXECUTORS.items():
@@ -224,7 +227,7 @@ def plan(workload: str, probes: dict, tasks: int) -> tuple[list[Candidate], list
         reason = executor.unavailable_reason()
         if reason:
             left[name] = f"unavailable here: {reason}"
-        elif name == "interpreters" and not waiting and cores >= 2:
+        elif name == "interpreters" and not (waiting or unpicklable) and cores >= 2:
             candidates.append(Candidate("interpreters", cores))
         elif name == "interpreters":
             left[name] = procs or left.get("threads", "threads do the same with less")
@@ -577,6 +580,9 @@ def advice_lines(found: dict) -> list[str]:
     lines += [f"  - {line}" for line in found["why"]]
     lines += [f"  left out {c['executor']}: {c['reason']}" for c in found["candidates"]
               if c["left_out"]]  # fmt: skip
+    lines += [f"  {Candidate(c['executor'], c['workers'], c['chunksize']).name} {c['status']}: "
+              f"{c['error']}" for c in found["candidates"]
+              if not c["left_out"] and c.get("status") not in (None, "ok")]  # fmt: skip
     if found["snippet"]:
         lines += ["", *found["snippet"].rstrip("\n").split("\n"), ""]
     if found["sweep_id"]:
@@ -590,7 +596,7 @@ def advice_lines(found: dict) -> list[str]:
 
 def advise(
     workload: str,
-    engine: Engine,
+    engine: Engine | Callable[[], Engine],
     size: Optional[int | str] = None,
     tasks: Optional[int] = None,
     time_budget_s: float = DEFAULT_BUDGET_S,
@@ -601,7 +607,9 @@ def advise(
     """Probe ``workload``, measure its candidates as one sweep tagged ``advise`` in ``engine``
     within ``time_budget_s``, and return the answer (the ``--json`` object).
 
-    SpecError for bad input (one line); AdviseFailed when the function fails while probed.
+    ``engine`` may be a function returning one, called once the plan stands: bad input then
+    leaves no database behind. SpecError for bad input (one line); AdviseFailed when the
+    function fails while probed.
     ``on_event`` gets the sweep's runner events, ``say`` a line per step, ``on_sweep`` the
     Sweep once it exists (to cancel it)."""
     from tui.sweep import Sweep, check, is_auto_size
@@ -626,6 +634,8 @@ def advise(
     repeats, round_s = budget_repeats(candidates, probes, tasks, remaining)
     specs = specs_for(workload, candidates, probes["size"], tasks, repeats)
     resolved = check(specs)
+    if callable(engine):
+        engine = engine()
     stop = _StopRule(time_budget_s - (time.monotonic() - started))
     say(f"measuring {len(candidates)} configurations for up to {stop.budget_s:.0f} s")
     sweep = Sweep(engine, specs, resolved, on_event=on_event, target_ci=0.0,

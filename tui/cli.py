@@ -402,11 +402,12 @@ def advise(
     sizes = _parse_sizes(size)
     if len(sizes) > 1:
         raise BadInput("advise takes one --size (or auto); pass e.g. --size 1000")
-    engine = _open(db, writer=True)
+    _check_db(db)
     say = (lambda line: sys.stderr.write(f"conlab: {printable(line)}\n")) if (
         sys.stderr.isatty()) else None  # fmt: skip
     try:
-        found = run_advise(normal_workload(workload), engine, sizes[0], tasks, time_budget, say=say)
+        found = run_advise(normal_workload(workload), lambda: _open(db, writer=True), sizes[0],
+                           tasks, time_budget, say=say)  # fmt: skip
     except AdviseFailed as exc:
         _fail(str(exc), 1)
     if as_json:
