@@ -35,9 +35,16 @@ TAG = "advise"
 WAITS_BELOW = 0.2
 # Two threads at least this much faster than one after the other: the calls overlap.
 OVERLAPS_FROM = 1.3
-# ... and under this (on a machine that gave the probe its CPU) they ran one at a time.
+# Voluntary switches of the two threads per 10 ms: a thread holding the GIL makes the other
+# wait every 5 ms switch interval (2-4 per 10 ms here for pure Python; hashlib 0-0.3).
+FEW_GIL_WAITS = 0.5
+MANY_GIL_WAITS = 1.5
+# ... without those counts (not Linux): under this speedup, on a machine that gave the probe
+# its CPU, they ran one at a time.
 SERIAL_BELOW = 1.1
 HAD_THE_CPU = 0.9
+# The probes waited for a core this share of their time: the machine is busy (say so).
+BUSY_FROM = 0.1
 WAITING_WORKERS = (8, 16, 32, 64)
 # Without --tasks: enough tasks for the sequential run to take this long (at least 16).
 RUN_TARGET_S = 0.2
@@ -121,14 +128,35 @@ def waits(probes: dict) -> bool:
     return (probes.get("cpu_per_wall") or 0) < WAITS_BELOW
 
 
+def busy(probes: dict) -> bool:
+    """Whether the probes waited for a core a good share of their time (other work here)."""
+    return (probes.get("core_wait_share") or 0) >= BUSY_FROM
+
+
 def thread_verdict(probes: dict) -> str:
-    """``overlap``, ``serial`` or ``unclear``: what two threads calling at once showed."""
-    speedup = probes["two_threads"].get("speedup") or 0
+    """``overlap``, ``serial`` or ``unclear``: what two threads calling at once showed. Their
+    speedup when it is plain; else how often they waited for the GIL (which a busy machine does
+    not hide); else, where that is not known, a speedup of about 1 when the probe had a core."""
+    two = probes["two_threads"]
+    speedup, waits = two.get("speedup") or 0, two.get("gil_waits_per_10ms")
     if speedup >= OVERLAPS_FROM:
         return "overlap"
+    if waits is not None:
+        return "overlap" if waits < FEW_GIL_WAITS else "serial" if waits >= MANY_GIL_WAITS else (
+            "unclear")  # fmt: skip
     if speedup < SERIAL_BELOW and (probes.get("cpu_per_wall") or 0) >= HAD_THE_CPU:
         return "serial"
     return "unclear"
+
+
+def _thread_words(probes: dict) -> str:
+    """The two-thread probe's figures, in words."""
+    two = probes["two_threads"]
+    words = (f"two threads calling it at once ran {two.get('speedup') or 0:.2f}x as fast as one "
+             "after the other")  # fmt: skip
+    if two.get("gil_waits_per_10ms") is not None:
+        words += f" and waited for the GIL {two['gil_waits_per_10ms']:.1f} times per 10 ms"
+    return words
 
 
 # --- 2. the plan -----------------------------------------------------------------------------
@@ -167,7 +195,6 @@ def plan(workload: str, probes: dict, tasks: int) -> tuple[list[Candidate], list
     the probe figures)."""
     cores = probes["cores"]
     cpu = probes.get("cpu_per_wall") or 0
-    two = probes["two_threads"].get("speedup") or 0
     call, cost = probes["call_s"], dispatch_s(probes)
     candidates = [Candidate("sequential")]
     left: dict[str, str] = {}
@@ -192,16 +219,15 @@ def plan(workload: str, probes: dict, tasks: int) -> tuple[list[Candidate], list
                  f"without an interpreter each (a worker process took {startup} to start "
                  "here)")  # fmt: skip
     else:
-        left["asyncio"] = (f"it works rather than waits (CPU {cpu:.0%} of wall): an event loop "
-                           "runs one task at a time")  # fmt: skip
+        left["asyncio"] = (f"it works rather than waits (CPU {_share(min(cpu, 1))} of wall): "
+                           "an event loop runs one task at a time")  # fmt: skip
         if cores < 2:
             left["threads"] = "one usable core: threads could only take turns on it"
             procs = "one usable core: worker processes could only take turns on it"
         else:
             if threads == "serial":
-                left["threads"] = (f"two threads calling it at once ran {two:.2f}x as fast as one "
-                                   "after the other: it holds the GIL, so threads cannot run it "
-                                   "in parallel")  # fmt: skip
+                left["threads"] = (f"{_thread_words(probes)}: it holds the GIL, so threads "
+                                   "cannot run it in parallel")  # fmt: skip
             else:
                 candidates += [Candidate("threads", w) for w in _process_counts(cores)]
             procs = ""
@@ -429,25 +455,27 @@ def snippet(workload: str, executor: str, workers: int, chunksize: Optional[int]
 
 def _probe_reasons(workload: str, probes: dict, tasks: int) -> list[str]:
     """What the probes found, in words with their figures."""
-    cpu, two = probes.get("cpu_per_wall") or 0, probes["two_threads"].get("speedup") or 0
+    cpu = probes.get("cpu_per_wall") or 0
     sized = probes.get("calibration") or {}
     how = " (--size auto)" if sized.get("grows") else ""
     if sized and not sized.get("grows"):
         how = " (its time does not grow with its argument)"
     found = [
         f"one call takes {_ms(probes['call_s'])} at size {probes['size']}{how}; its CPU time is "
-        f"{_share(cpu)} of its wall time: it "
+        f"{_share(min(cpu, 1))} of the wall time it had a core for: it "
         + ("waits rather than works" if waits(probes) else "works rather than waits")
     ]
+    if busy(probes):
+        found.append(f"the machine was busy: the probe waited {_share(probes['core_wait_share'])} "
+                     "of its time for a core, so speedups here are smaller than on a quiet "
+                     "machine, and ties likelier")  # fmt: skip
     verdict = thread_verdict(probes)
     found.append(
-        f"two threads calling it at once ran {two:.2f}x as fast as one after the other: "
+        f"{_thread_words(probes)}: "
         + {
             "overlap": "the calls overlap (it waits, or its C code releases the GIL)",
             "serial": "one ran at a time (it holds the GIL)",
-            "unclear": "no clear sign either way"
-            + (f" (the probe got {cpu:.0%} of a core: a busy machine)" if cpu < HAD_THE_CPU
-               and not waits(probes) else ""),
+            "unclear": "no clear sign either way, so threads are measured",
         }[verdict]
     )  # fmt: skip
     cost, call = dispatch_s(probes), probes["call_s"]

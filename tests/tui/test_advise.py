@@ -75,8 +75,8 @@ def _run_snippet(directory, found: dict, tasks: int) -> None:
 
 
 def _busy(found: dict) -> bool:
-    """The probes saw a crowded machine: a working function got under 90% of a core."""
-    return found["probes"]["cpu_per_wall"] < advise.HAD_THE_CPU
+    """The probes saw a crowded machine (they waited for a core), and said so."""
+    return advise.busy(found["probes"]) and any("machine was busy" in w for w in found["why"])
 
 
 def test_pure_python_work_goes_to_as_many_processes_as_cores(conlab, kinds):
@@ -196,7 +196,8 @@ def test_the_sweep_stops_when_the_best_is_clear_or_tied_within_the_effect():
 
 PROBES = {
     "cores": 4, "call_s": 0.01, "cpu_per_wall": 1.0, "size": 1, "async_form": None,
-    "two_threads": {"speedup": 1.0}, "argument": {"bytes": 5, "s": 1e-6, "error": None},
+    "two_threads": {"speedup": 1.0, "gil_waits_per_10ms": 3.0},
+    "argument": {"bytes": 5, "s": 1e-6, "error": None},
     "result": {"bytes": 5, "s": 1e-6, "error": None},
     "process_pool": {"startup_s": 0.01, "round_trip_s": 1e-4},
 }  # fmt: skip
@@ -208,6 +209,12 @@ def test_the_plan_follows_the_probes():
     assert names == ["sequential", "processes x2", "processes x4"]
     reasons = {x["executor"]: x["reason"] for x in left}
     assert "ran 1.00x as fast" in reasons["threads"] and "holds the GIL" in reasons["threads"]
+    assert "waited for the GIL 3.0 times per 10 ms" in reasons["threads"]
+    # a busy machine hides the speedup, not the GIL: few waits and threads are measured
+    releasing = dict(PROBES, two_threads={"speedup": 1.0, "gil_waits_per_10ms": 0.1})
+    assert "threads x4" in [c.name for c in advise.plan("m:f", releasing, 16)[0]]
+    elsewhere = dict(PROBES, two_threads={"speedup": 1.0, "gil_waits_per_10ms": None})
+    assert "threads" in {x["executor"] for x in advise.plan("m:f", elsewhere, 16)[1]}
     waiting = dict(PROBES, cpu_per_wall=0.01, two_threads={"speedup": 2.0})
     candidates, left = advise.plan("m:f", waiting, 16)
     assert [c.name for c in candidates] == ["sequential", "threads x8", "threads x16"]
