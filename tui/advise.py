@@ -288,17 +288,21 @@ def estimate_s(c: Candidate, probes: dict, tasks: int) -> float:
 
 
 def budget_repeats(candidates, probes: dict, tasks: int, budget_s: float) -> tuple[int, float]:
-    """Counted repeats per process (5, 3 or 2) such that three rounds of turns fit in the
-    budget, and the estimated time of one round. SpecError when not even 2 do."""
+    """Counted repeats per process (5, 3 or 2) such that three rounds of turns fit in
+    ``BUDGET_SHARE`` of the budget left (2 when they fit in all of it), and the estimated time of
+    one round. SpecError when not even that fits."""
     per_repeat = sum(estimate_s(c, probes, tasks) for c in candidates)
     for repeats in (5, 3, 2):
         round_s = len(candidates) * PROCESS_OVERHEAD_S + (repeats + 1) * per_repeat
         if 3 * round_s <= BUDGET_SHARE * budget_s:
             return repeats, round_s
+    if 3 * round_s <= budget_s:
+        return 2, round_s
     raise SpecError(
         f"measuring {len(candidates)} configurations of {tasks} tasks (one call "
-        f"{_ms(probes['call_s'])}) needs about {3 * round_s:.0f} s, over --time-budget "
-        f"{budget_s:g}; pass a larger --time-budget, fewer --tasks or a smaller --size"
+        f"{_ms(probes['call_s'])}) needs about {3 * round_s:.0f} s, more than the {budget_s:.0f} s "
+        "left of --time-budget after the probes; pass a larger --time-budget, fewer --tasks or "
+        "a smaller --size"
     )
 
 

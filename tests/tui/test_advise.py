@@ -44,7 +44,8 @@ KINDS = textwrap.dedent('''
     def short(size):
         return sum(range(1500))
 ''')
-BUDGET = "12"
+BUDGET = "10"
+TASKS = ["--tasks", "8"]  # within the budget even on a busy machine
 PROCESS_FAMILY = ("processes", "pool", "loky")
 
 
@@ -80,7 +81,7 @@ def _busy(found: dict) -> bool:
 
 
 def test_pure_python_work_goes_to_as_many_processes_as_cores(conlab, kinds):
-    found = _advise(conlab, "spin")
+    found = _advise(conlab, "spin", *TASKS, "--size", "100000")
     rec, cores = found["recommendation"], usable_cores()
     if rec["executor"] == "sequential":  # only when the machine gave the workers no core
         assert _busy(found) and ("processes", cores) in _names(found), found["why"]
@@ -104,7 +105,7 @@ def test_pure_python_work_goes_to_as_many_processes_as_cores(conlab, kinds):
 
 
 def test_waiting_goes_to_threads_with_at_least_8_workers(conlab, kinds):
-    found = _advise(conlab, "wait")
+    found = _advise(conlab, "wait", *TASKS)
     rec = found["recommendation"]
     assert rec["executor"] in ("threads", "asyncio") and rec["workers"] >= 8, found["why"]
     assert rec["ci"][0] > 1
@@ -117,7 +118,7 @@ def test_waiting_goes_to_threads_with_at_least_8_workers(conlab, kinds):
 
 
 def test_gil_releasing_c_code_goes_to_threads(conlab, kinds):
-    found = _advise(conlab, "digest")
+    found = _advise(conlab, "digest", *TASKS)
     rec = found["recommendation"]
     measured = {(c["executor"], c["workers"]) for c in found["candidates"] if not c["left_out"]}
     assert ("threads", usable_cores()) in measured  # never left out: its calls overlap
@@ -131,7 +132,7 @@ def test_gil_releasing_c_code_goes_to_threads(conlab, kinds):
 
 
 def test_a_20_us_function_is_sequential_or_chunked_with_dispatch_named(conlab, kinds):
-    found = _advise(conlab, "short")
+    found = _advise(conlab, "short", "--tasks", "1024")
     rec = found["recommendation"]
     assert rec["executor"] == "sequential" or (
         rec["executor"] in PROCESS_FAMILY and rec["chunksize"] >= 16
@@ -233,7 +234,7 @@ def test_the_plan_follows_the_probes():
 
 
 @pytest.mark.usefixtures("marked")
-async def test_the_labs_advise_action_shows_the_answer_and_stores_the_sweep(db_path):
+async def test_the_labs_advise_action_shows_the_answer_and_stores_the_sweep(db_path, monkeypatch):
     from tests.tui.test_app import SIZE, wait_until
     from tui.app import ConlabApp
     from tui.components.lab import LabPane
@@ -241,7 +242,8 @@ async def test_the_labs_advise_action_shows_the_answer_and_stores_the_sweep(db_p
     app = ConlabApp(db=str(db_path))
     async with app.run_test(size=SIZE) as pilot:
         lab = app.query_one(LabPane)
-        lab.choose("sleep", ["sequential"])
+        monkeypatch.setattr(LabPane, "ADVISE_BUDGET_S", 8.0)
+        lab.choose("sleep", ["sequential"], size="5", tasks="8")
         await pilot.pause()
         lab.query_one("#workloads").focus()
         await pilot.press("a")

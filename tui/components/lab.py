@@ -83,6 +83,8 @@ class LabPane(Vertical):
                 tooltip="probe the chosen workload, measure what can win, recommend one"),
     ]  # fmt: skip
 
+    ADVISE_BUDGET_S = 60.0  # `conlab advise`'s default --time-budget
+
     @dataclass
     class SweepEvent(Message):
         """A runner event of the sweep in progress (sent from the worker thread)."""
@@ -320,17 +322,26 @@ class LabPane(Vertical):
             self.app.notify("a sweep is already running; escape cancels it", severity="warning")
             return
         workload = self.selected_workload()
+        try:  # the form's size and tasks, when given, as `conlab advise --size --tasks`
+            values = [self.query_one(f"#{n}", Input).value.strip() for n in ("size", "tasks")]
+            size, tasks = (int(v) if v else None for v in values)
+        except ValueError:
+            self.app.notify("size and tasks must be whole numbers (or empty)", severity="error")
+            return
         self.busy, self.specs, self.finished_processes = True, [], 0
         self.started_at = time.monotonic()
         self.cancel_requested.clear()
         self.query_one("#overall", ProgressBar).update(total=None, progress=0)
         self.query_one("#summary", Static).update(
-            as_text(f"advise: probing {workload}, then measuring what can win (up to 60 s)")
+            as_text(
+                f"advise: probing {workload}, then measuring what can win (up to "
+                f"{self.ADVISE_BUDGET_S:.0f} s)"
+            )  # fmt: skip
         )
-        self.run_advice(workload)
+        self.run_advice(workload, size, tasks)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="sweep")
-    def run_advice(self, workload: str) -> None:
+    def run_advice(self, workload: str, size: Optional[int], tasks: Optional[int]) -> None:
         from storage.database import open_engine
         from tui.advise import advice_lines, advise
 
@@ -341,7 +352,7 @@ class LabPane(Vertical):
 
         try:
             engine = open_engine(self.db, writer=True)
-            found = advise(workload, engine, on_sweep=adopt,
+            found = advise(workload, engine, size, tasks, self.ADVISE_BUDGET_S, on_sweep=adopt,
                            on_event=lambda spec, event: self.post_message(
                                self.SweepEvent(spec, event)))  # fmt: skip
         except Exception as exc:  # bad input, a failing function: shown, not raised
