@@ -539,9 +539,10 @@ def answer(
         for row in group if row.name != chosen.name
     ]  # fmt: skip
     if ties:
-        names = " and ".join([_row_name(chosen)] + [_row_name(r) for r in group
-                                                    if r.name != chosen.name])  # fmt: skip
-        why.append(f"{names} are tied; " + "; ".join(t["preferred"] for t in ties))
+        names = [_row_name(chosen)] + [_row_name(r) for r in group if r.name != chosen.name]
+        listed = ", ".join(names[:-1]) + f" and {names[-1]}"
+        reasons = dict.fromkeys(t["preferred"] for t in ties)  # each reason once, in order
+        why.append(f"{listed} are tied; " + "; ".join(reasons))
     elif runner_up is not None:
         slower = runner_up.median_s / chosen.median_s
         why.append(f"{_row_name(chosen)} is clear of the rest beyond their intervals; the "

@@ -110,6 +110,8 @@ def test_waiting_goes_to_threads_with_at_least_8_workers(conlab, kinds):
     assert rec["executor"] in ("threads", "asyncio") and rec["workers"] >= 8, found["why"]
     assert rec["ci"][0] > 1
     assert any("waits rather than works" in line for line in found["why"])
+    # the sweep stopped by its rule: the answer settled, or the budget ran out
+    assert "settled after" in found["stopped"] or "ran out" in found["stopped"]
     left = {c["executor"]: c["reason"] for c in found["candidates"] if c["left_out"]}
     assert "waits" in left["processes"] and "no async form" in left["asyncio"]
     assert "ThreadPoolExecutor(max_workers=" in found["snippet"]
