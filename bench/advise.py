@@ -53,7 +53,7 @@ def _fits(kind: str, found: dict, cores: int) -> bool:
 
 
 def bench_advise(bench) -> None:
-    from experiments.spec import usable_cores
+    from experiments.environment import usable_cores
 
     (bench.workdir / "advisekinds.py").write_text(KINDS_MODULE)
     for kind in ("spin", "wait", "digest", "short"):

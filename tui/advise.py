@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 from experiments import launch
+from experiments.environment import usable_cores
 from experiments.executors import EXECUTORS
-from experiments.spec import ExperimentSpec, SpecError, new_id, usable_cores
+from experiments.spec import ExperimentSpec, SpecError, new_id
 from experiments.workloads import WORKLOADS
 
 if TYPE_CHECKING:

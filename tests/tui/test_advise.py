@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from experiments.spec import usable_cores
+from experiments.environment import usable_cores
 from storage import stats
 from tests.conftest import assert_one_line_error
 from tests.tui.test_app import marked  # noqa: F401 (a fixture)
