@@ -75,8 +75,11 @@ def bench_advise(bench) -> None:
         if rec["chunksize"] and rec["chunksize"] > 1:
             name += f" chunksize {rec['chunksize']}"
         ties = ", ".join(f"{t['executor']} x{t['workers']}" for t in found["ties"])
+        from tui.advise import busy
+
         label = (f"advise {kind}: {name} {rec['speedup']:.2f}x"
-                 + (f" (tied: {ties})" if ties else "") + ", seconds")  # fmt: skip
+                 + (f" (tied: {ties})" if ties else "")
+                 + (" on a busy machine" if busy(found["probes"]) else "") + ", seconds")  # fmt: skip
         fits = _fits(kind, found, usable_cores())
         bench.record(label[:78], took, "<= 90, family", took <= 90 and fits)
 
