@@ -54,6 +54,7 @@ def _fits(kind: str, found: dict, cores: int) -> bool:
 
 def bench_advise(bench) -> None:
     from experiments.environment import usable_cores
+    from tui.advise import busy
 
     (bench.workdir / "advisekinds.py").write_text(KINDS_MODULE)
     for kind in ("spin", "wait", "digest", "short"):
@@ -75,11 +76,9 @@ def bench_advise(bench) -> None:
         if rec["chunksize"] and rec["chunksize"] > 1:
             name += f" chunksize {rec['chunksize']}"
         ties = ", ".join(f"{t['executor']} x{t['workers']}" for t in found["ties"])
-        from tui.advise import busy
-
+        crowded = " on a busy machine" if busy(found["probes"]) else ""
         label = (f"advise {kind}: {name} {rec['speedup']:.2f}x"
-                 + (f" (tied: {ties})" if ties else "")
-                 + (" on a busy machine" if busy(found["probes"]) else "") + ", seconds")  # fmt: skip
+                 + (f" (tied: {ties})" if ties else "") + crowded + ", seconds")  # fmt: skip
         fits = _fits(kind, found, usable_cores())
         bench.record(label[:78], took, "<= 90, family", took <= 90 and fits)
 
