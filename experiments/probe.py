@@ -18,6 +18,7 @@ end the process, never return -- the parent's watchdog and error messages are th
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import threading
 import time
@@ -173,6 +174,10 @@ def probe(workload, size, fallback_size: int, cores: int, start_method: str) -> 
     """Every probe of ``workload`` (experiments.workloads.Workload) at ``size`` (an int, or
     "auto" to calibrate it first); a plain dict, JSON-ready. A call that raises propagates."""
     found: dict = {"cores": cores, "async_form": getattr(workload.async_func, "__name__", None)}
+    try:  # other work on the machine, before ours
+        found["load_per_core"] = os.getloadavg()[0] / max(cores, 1)
+    except (AttributeError, OSError):
+        found["load_per_core"] = None
     if size == "auto":
         from experiments.calibrate import calibrate
 

@@ -16,6 +16,7 @@ data (the ``--json`` object) and prints nothing. Four steps:
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +47,9 @@ SERIAL_BELOW = 1.1
 HAD_THE_CPU = 0.9
 # The probes waited for a core this share of their time: the machine is busy (say so).
 BUSY_FROM = 0.1
+# ... or the 1-minute load average per core was this high (the lab itself adds about one
+# process: 0.5 a core on two).
+BUSY_LOAD = 1.0
 WAITING_WORKERS = (8, 16, 32, 64)
 # Without --tasks: enough tasks for the sequential run to take this long (at least 16).
 RUN_TARGET_S = 0.2
@@ -130,8 +134,13 @@ def waits(probes: dict) -> bool:
 
 
 def busy(probes: dict) -> bool:
-    """Whether the probes waited for a core a good share of their time (other work here)."""
-    return (probes.get("core_wait_share") or 0) >= BUSY_FROM
+    """Whether other work crowded the machine: the probes waited for a core a good share of
+    their time, or the load average per core was high before the probes or after the sweep."""
+    return (probes.get("core_wait_share") or 0) >= BUSY_FROM or _load(probes) >= BUSY_LOAD
+
+
+def _load(probes: dict) -> float:
+    return max(probes.get("load_per_core") or 0, probes.get("load_per_core_after") or 0)
 
 
 def thread_verdict(probes: dict) -> str:
@@ -471,9 +480,10 @@ def _probe_reasons(workload: str, probes: dict, tasks: int) -> list[str]:
         + ("waits rather than works" if waits(probes) else "works rather than waits")
     ]
     if busy(probes):
-        found.append(f"the machine was busy: the probe waited {_share(probes['core_wait_share'])} "
-                     "of its time for a core, so speedups here are smaller than on a quiet "
-                     "machine, and ties likelier")  # fmt: skip
+        waited = _share(probes.get("core_wait_share") or 0)
+        found.append(f"the machine was busy (the probe waited {waited} of its time for a core; "
+                     f"load up to {_load(probes):.1f} per core): speedups here are smaller "
+                     "than on a quiet machine, and ties likelier")  # fmt: skip
     verdict = thread_verdict(probes)
     found.append(
         f"{_thread_words(probes)}: "
@@ -600,6 +610,13 @@ def _candidate_rows(candidates, rows, results: list[dict]) -> list[dict]:
     return found
 
 
+def _load_per_core(cores: int) -> Optional[float]:
+    try:
+        return os.getloadavg()[0] / max(cores, 1)
+    except (AttributeError, OSError):  # Windows
+        return None
+
+
 def advice_lines(found: dict) -> list[str]:
     """The answer in words: the recommendation, why, what was left out and why, the snippet
     (the CLI prints these; the Lab shows them)."""
@@ -683,6 +700,7 @@ def advise(
     from storage.reports import sweep_verdicts
 
     summary, words = sweep_verdicts(engine, specs[0].sweep_id)
+    probes["load_per_core_after"] = _load_per_core(probes["cores"])
     found = answer(workload, probes, candidates, left_out, summary, words, results, stop.reason,
                    tasks)  # fmt: skip
     found["elapsed_s"] = time.monotonic() - started
