@@ -269,7 +269,7 @@ def plan(workload: str, probes: dict, tasks: int) -> tuple[list[Candidate], list
             left[name] = procs or left.get("threads", "threads do the same with less")
         elif procs:
             left[name] = f"as processes: {procs}"
-        elif name == "dask":
+        elif name in ("dask", "ray"):
             left[name] = ("a cluster's scheduler adds its own round trip to every task on top of "
                           f"a process pool's {_ms(cost)}; it pays off across machines, which "
                           "advise does not measure")  # fmt: skip

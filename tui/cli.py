@@ -66,28 +66,11 @@ def _open(db: Optional[str], *, create: bool = True, writer: bool = False):
 
 
 def _check_db(db: Optional[str]) -> None:
-    """Refuse a --db (or $CONLAB_DB) that names no database we could keep runs in: an empty
-    value, text that is neither a path nor a SQLAlchemy URL, or SQLite in memory."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    """Refuse a --db (or $CONLAB_DB) that names no database we could keep runs in (one line,
+    from storage.database.database_target)."""
+    from storage.database import database_target
 
-    from storage.database import database_url
-
-    given = f"--db {db!r}" if db is not None else f"$CONLAB_DB {os.environ.get('CONLAB_DB')!r}"
-    if db is not None and not db.strip():
-        raise BadInput("--db is empty; pass a file path or a database URL, or leave it out")
-    try:
-        url = make_url(database_url(db))
-    except (ArgumentError, ValueError):
-        raise BadInput(
-            f"{given} is neither a file path nor a database URL; pass e.g. --db results.db "
-            "or --db postgresql+psycopg://user@host/db"
-        ) from None
-    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
-        raise BadInput(
-            f"{given} names a SQLite database in memory, which keeps nothing; "
-            "pass --db with a file path"
-        )
+    database_target(db)
 
 
 @app.callback(invoke_without_command=True)
@@ -470,7 +453,7 @@ def runs(
     tag: Optional[str] = typer.Option(None, help="only runs with this tag"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Stored runs, oldest first."""
+    """Stored runs, newest first."""
     from storage.queries import list_runs, mark_interrupted
 
     rows: list[dict] = []

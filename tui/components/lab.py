@@ -53,7 +53,7 @@ class LabPane(Vertical):
     .param { height: 1; margin: 0 0 1 0; }
     .param Label { width: 12; }
     .param Input { width: 1fr; height: 1; border: none; padding: 0 1; }
-    #start_method, #python { border: none; height: auto; }
+    #start_method, #backend, #loop, #python { border: none; height: auto; }
     #spec-error { color: $error; height: auto; }
     #progress-row { height: auto; }
     #elapsed { width: 12; }
