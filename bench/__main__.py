@@ -363,7 +363,7 @@ def _available(executor: str) -> bool:
 
 def groups() -> dict:
     """Benchmark groups by name: `python -m bench [GROUP ...]` runs some (default: all)."""
-    from bench import layout, storage, trust, tui
+    from bench import advise, layout, storage, trust, tui
 
     return {
         "core": [bench_core],
@@ -371,6 +371,7 @@ def groups() -> dict:
         "storage": storage.BENCHMARKS,
         "tui": tui.BENCHMARKS,
         "layout": layout.BENCHMARKS,  # diagnostics for the processes ratio, no budget
+        "advise": advise.BENCHMARKS,  # conlab advise on four kinds of function, 90 s each
     }
 
 

@@ -265,11 +265,17 @@ def why_it_ended(output: str, returncode: Optional[int]) -> Optional[str]:
 
 
 def _run_quick(
-    python: Optional[str], args: list[str], stdin: str, timeout_s: float, silent_ok: bool = False
+    python: Optional[str],
+    args: list[str],
+    stdin: str,
+    timeout_s: float,
+    silent_ok: bool = False,
+    timed_out: Optional[str] = None,
 ) -> list[dict]:
-    """Run a runner in a mode that answers and ends (``--check``, ``--env``, ``--calibrate``);
-    its events. ``silent_ok``: a runner that ended without a word and without a traceback (the
-    function it was calling ended the process) answers no events instead of an error."""
+    """Run a runner in a mode that answers and ends (``--check``, ``--env``, ``--calibrate``,
+    ``--probe``); its events. ``silent_ok``: a runner that ended without a word and without a
+    traceback (the function it was calling ended the process) answers no events instead of an
+    error. ``timed_out``: the message when it does not answer in ``timeout_s``."""
     exe = python or sys.executable
     with tempfile.TemporaryFile() as output:
         try:
@@ -292,6 +298,8 @@ def _run_quick(
                 pass  # it ended already: its output says why
             events = list(_events(pipe.lines(timeout_s)))
         except TimeoutError:
+            if timed_out is not None:
+                raise SpecError(timed_out) from None
             raise SpecError(
                 f"the runner under {exe} did not answer in {timeout_s:.0f} s (a user module "
                 "doing work at import time?); guard that work with `if __name__ == '__main__':`"
@@ -347,6 +355,30 @@ def calibrate(
         if event.get("event") == "calibrated":
             return event
     raise SpecError(f"finding a size for {workload} gave no answer; pass --size N")
+
+
+def probe(
+    workload: str,
+    size,
+    python: Optional[str] = None,
+    fallback_size: int = 1,
+    timeout_s: float = 120.0,
+) -> dict:
+    """``conlab advise``'s probes of ``workload`` at ``size`` (an int, or "auto") under
+    ``python``: see experiments.probe. A function that raises or ends its process gives a
+    ``failed`` reason; one that does not return within ``timeout_s`` is a SpecError."""
+    payload = json.dumps({"workload": workload, "size": size, "fallback_size": fallback_size})
+    events = _run_quick(python, ["--probe"], payload, timeout_s, silent_ok=True, timed_out=(
+        f"probing {workload} took over {timeout_s:g} s (a call that never returns?); "
+        "pass a smaller --size or a larger --time-budget, or fix the function"))  # fmt: skip
+    if not events:
+        return {"failed": "the process ended during a call"}
+    for event in events:
+        if event.get("event") == "error":
+            raise SpecError(event.get("message") or f"cannot load {workload}")
+        if event.get("event") == "probed":
+            return {k: v for k, v in event.items() if k != "event"}
+    raise SpecError(f"probing {workload} gave no answer; check that it runs as f(size)")
 
 
 def environment(python: Optional[str] = None, timeout_s: float = 60.0) -> dict:

@@ -29,7 +29,8 @@ overlaps the timing of the next one; ``--progress`` sends ``progress`` events (a
 them; without one they would only cost CPU in the parent while the run is being timed).
 
 Other modes: ``--check`` reads a JSON list of specs (one line) and answers one ``check`` event
-each, without running anything; ``--env`` sends the environment.
+each, without running anything; ``--env`` sends the environment; ``--calibrate`` finds a size
+(``--size auto``); ``--probe`` answers ``conlab advise``'s probes (experiments.probe).
 
 ``launch`` (the parent's side) starts the runner with ``bootstrap.command()``, not ``python -m``:
 ``-m`` would put the working directory first on ``sys.path``, where a user's folder named
@@ -60,6 +61,8 @@ def main(argv=None) -> int:
         return _check(line, out)
     if "--calibrate" in args:
         return _calibrate(line, out)
+    if "--probe" in args:
+        return _probe(line, out)
     return _run(line, out, acks if "--ack" in args else None, "--progress" in args)
 
 
@@ -147,6 +150,40 @@ def _calibrate(text: str, out: _EventWriter) -> int:
         text_ = (str(exc).strip().splitlines() or [""])[0]
         failed = f"{type(exc).__name__}: {text_}" if text_ else type(exc).__name__
         out.emit("calibrated", size=request.get("fallback_size") or 1, failed=failed)
+    return 0
+
+
+def _probe(text: str, out: _EventWriter) -> int:
+    """``conlab advise``'s probes of one workload (experiments.probe): one ``probed`` event, or
+    one with ``failed`` when a call of the function raised."""
+    import json
+
+    from experiments.environment import usable_cores
+    from experiments.executors import EXECUTORS
+    from experiments.probe import probe
+    from experiments.workloads import WorkloadError, resolve
+
+    try:
+        request = json.loads(text)
+        workload = resolve(request["workload"])
+    except (ValueError, KeyError, TypeError, WorkloadError) as exc:
+        out.emit("error", kind="invalid", message=str(exc), detail=None)
+        return 2
+    if workload.async_func is workload.func:
+        out.emit("error", kind="invalid", detail=None, message=(
+            f"{workload.name} is an async def, which only asyncio can run; give advise a plain "
+            "def f(size) (asyncio is measured when the workload has an async form)"))  # fmt: skip
+        return 2
+    start_method = EXECUTORS["processes"].default_start_method()
+    try:
+        found = probe(workload, request.get("size", "auto"), request.get("fallback_size") or 1,
+                      usable_cores(), start_method)  # fmt: skip
+    except BaseException as exc:  # the function's own failure: advise reports it, ends
+        text_ = (str(exc).strip().splitlines() or [""])[0]
+        out.emit("probed", failed=f"{type(exc).__name__}: {text_}" if text_ else type(exc).__name__)
+        _kill_workers()
+        return 0
+    out.emit("probed", **found)
     return 0
 
 

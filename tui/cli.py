@@ -352,6 +352,51 @@ def _interval_text(r: dict) -> str:
     return f"{r['ci_low_s'] * 1000:.1f}–{r['ci_high_s'] * 1000:.1f} ms"
 
 
+@app.command()
+def advise(
+    workload: str = typer.Argument(
+        ..., help="MODULE:FUNCTION, path/file.py:FUNCTION or a built-in name"
+    ),
+    size: Optional[str] = typer.Option(
+        None, help="the argument each call gets, or auto (default: auto for MODULE:FUNCTION)"
+    ),
+    tasks: Optional[int] = typer.Option(
+        None, help="calls per repeat (default: enough for ~0.2 s sequentially, at least 16)"
+    ),
+    time_budget: float = typer.Option(60.0, help="seconds the probes and the sweep may take"),
+    db: Optional[str] = typer.Option(None, help=DB_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> int:
+    """Characterise a function, measure the executors that can win, and recommend one."""
+    from tui.advise import AdviseFailed
+    from tui.advise import advise as run_advise
+
+    sizes = _parse_sizes(size)
+    if len(sizes) > 1:
+        raise BadInput("advise takes one --size (or auto); pass e.g. --size 1000")
+    _check_db(db)
+    say = (lambda line: sys.stderr.write(f"conlab: {printable(line)}\n")) if (
+        sys.stderr.isatty()) else None  # fmt: skip
+    try:
+        found = run_advise(normal_workload(workload), lambda: _open(db, writer=True), sizes[0],
+                           tasks, time_budget, say=say)  # fmt: skip
+    except AdviseFailed as exc:
+        _fail(str(exc), 1)
+    if as_json:
+        _print_json(found)
+    else:
+        _print_advice(found)
+    return 0 if found["recommendation"] is not None else 1
+
+
+def _print_advice(found: dict) -> None:
+    from tui.advise import advice_lines
+
+    console = _console()
+    for line in advice_lines(found):
+        console.print(as_text(line))
+
+
 @list_app.command("workloads")
 def list_workloads(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Built-in workloads, with what each shows and its default size."""

@@ -8,6 +8,7 @@ slow minutes. ``order="blocks"`` runs all processes of one run, then the next ru
 
 With ``target_ci`` (``--repeats auto``), rounds go on after the first ``spec.processes`` ones for
 the runs whose 95% interval is still wider than the target, until ``max_time_s`` is spent.
+``stop`` (``conlab advise``'s rule) is asked before each round whether the sweep has its answer.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ if TYPE_CHECKING:  # storage (and SQLAlchemy) load when a sweep runs, not when o
 
     from storage.recorder import RunRecorder
 
+# Asked before each round of turns (round index, recorders by run id): True ends the sweep there.
+StopRule = Callable[[int, "dict[str, RunRecorder]"], bool]
 # Called with (spec, event) for every runner event, from the thread running the sweep. Each
 # event carries ``process``: which of the run's runner processes sent it (0, 1, ...).
 OnEvent = Callable[[ExperimentSpec, dict], None]
@@ -146,6 +149,8 @@ class Sweep:
         target_ci: Optional[float] = None,
         max_time_s: Optional[float] = None,
         calibrations: Optional[dict[str, dict]] = None,
+        stop: Optional[StopRule] = None,
+        notes: Optional[dict[str, Any]] = None,
     ):
         self.engine = engine
         self.progress = progress  # ask runners for live progress events (costly while timing)
@@ -157,6 +162,8 @@ class Sweep:
         self.target_ci = target_ci  # relative half-width of the 95% interval, e.g. 0.02
         self.max_time_s = max_time_s if max_time_s is not None else DEFAULT_MAX_TIME_S
         self.calibrations = calibrations or {}  # --size auto's findings, by workload
+        self.stop = stop
+        self.notes = notes or {}  # stored in every run's environment (advise: its probes)
         self.results: list[dict[str, Any]] = []
         self.launched = 0  # runner processes started so far
         self._cancelled = threading.Event()
@@ -190,6 +197,7 @@ class Sweep:
                 recorder.environment_notes["size_calibration"] = self.calibrations[spec.workload]
             if self.target_ci is not None:
                 recorder.environment_notes["target_ci"] = self.target_ci
+            recorder.environment_notes.update(self.notes)
             recorder.start()
             recorders[spec.run_id] = recorder
         ended: dict[str, launch.Launch] = {}  # runs that failed or were cancelled
@@ -220,6 +228,8 @@ class Sweep:
             return
         round_ = 0
         while True:
+            if self.stop is not None and self.stop(round_, recorders):
+                return
             due = [
                 s
                 for s in self.specs

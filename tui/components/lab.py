@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import (
@@ -59,6 +60,13 @@ class LabPane(Vertical):
     .bar-label { margin: 0 1 0 2; }
     #summary { height: auto; border: round $success-darken-2; padding: 0 1; }
     """
+
+    BINDINGS = [
+        Binding("a", "advise", "Advise", id="lab.advise", show=False,
+                tooltip="probe the chosen workload, measure what can win, recommend one"),
+    ]  # fmt: skip
+
+    ADVISE_BUDGET_S = 60.0  # `conlab advise`'s default --time-budget
 
     @dataclass
     class SweepEvent(Message):
@@ -271,6 +279,54 @@ class LabPane(Vertical):
         summary = sweep_summary(engine, results)
         engine.dispose()
         self.post_message(self.SweepDone(results, sweep.cancelled, summary))
+
+    def action_advise(self) -> None:
+        """`conlab advise` on the chosen workload; the answer shows in the summary area."""
+        if self.busy:
+            self.app.notify("a sweep is already running; escape cancels it", severity="warning")
+            return
+        workload = self.selected_workload()
+        try:  # the form's size and tasks, when given, as `conlab advise --size --tasks`
+            values = [self.query_one(f"#{n}", Input).value.strip() for n in ("size", "tasks")]
+            size, tasks = (int(v) if v else None for v in values)
+        except ValueError:
+            self.app.notify("size and tasks must be whole numbers (or empty)", severity="error")
+            return
+        self.busy, self.specs, self.finished_processes = True, [], 0
+        self.started_at = time.monotonic()
+        self.cancel_requested.clear()
+        self.query_one("#overall", ProgressBar).update(total=None, progress=0)
+        self.query_one("#summary", Static).update(
+            as_text(
+                f"advise: probing {workload}, then measuring what can win (up to "
+                f"{self.ADVISE_BUDGET_S:.0f} s)"
+            )  # fmt: skip
+        )
+        self.run_advice(workload, size, tasks)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="sweep")
+    def run_advice(self, workload: str, size: Optional[int], tasks: Optional[int]) -> None:
+        from storage.database import open_engine
+        from tui.advise import advice_lines, advise
+
+        def adopt(sweep) -> None:  # escape cancels it, events count its processes
+            self.sweep, self.specs = sweep, sweep.specs
+            if self.cancel_requested.is_set():
+                sweep.cancel()
+
+        try:
+            engine = open_engine(self.db, writer=True)
+            found = advise(workload, engine, size, tasks, self.ADVISE_BUDGET_S, on_sweep=adopt,
+                           on_event=lambda spec, event: self.post_message(
+                               self.SweepEvent(spec, event)))  # fmt: skip
+        except Exception as exc:  # bad input, a failing function: shown, not raised
+            self.post_message(self.SweepFailed(str(exc)))
+            return
+        engine.dispose()
+        sweep = self.sweep
+        results = sweep.results if sweep is not None else []
+        cancelled = sweep is not None and sweep.cancelled
+        self.post_message(self.SweepDone(results, cancelled, "\n".join(advice_lines(found))))
 
     def on_lab_pane_sweep_event(self, message: SweepEvent) -> None:
         event, spec = message.event, message.spec
