@@ -103,12 +103,28 @@ def shared_caption(summary: pd.DataFrame) -> str:
     return ", ".join(parts)
 
 
+# Counts: whole numbers in every format (a column with a NULL comes back from SQL as floats).
+WHOLE_COLUMNS = ("size", "tasks", "workers", "chunksize", "processes", "repeats")
+
+
+def _whole(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _whole_columns(summary: pd.DataFrame) -> pd.DataFrame:
+    return summary.assign(
+        **{c: summary[c].map(_whole).astype(object) for c in WHOLE_COLUMNS if c in summary}
+    )
+
+
 def summary_records(summary: pd.DataFrame) -> list[dict[str, Any]]:
-    """The summary as plain JSON values (NaN becomes null)."""
+    """The summary as plain JSON values (NaN becomes null, counts whole numbers)."""
     records = []
-    for _, row in summary.iterrows():
+    for _, row in _whole_columns(summary).iterrows():
         record = {}
-        extra = ["sequential_s", "q1_s", "q3_s", "spread", "run_order", "warnings"]
+        extra = ["chunksize", "sequential_s", "q1_s", "q3_s", "spread", "run_order", "warnings"]
         for column in [c for c, _ in COLUMNS] + extra:
             value = row[column]
             if isinstance(value, float) and math.isnan(value):
@@ -370,7 +386,7 @@ def html_page(
 
 def csv_report(summary: pd.DataFrame) -> str:
     """The summary as CSV; no text cell can be a spreadsheet formula, numbers stay numbers."""
-    frame = summary.drop(columns=["warnings"]).assign(
+    frame = _whole_columns(summary).drop(columns=["warnings"]).assign(
         warnings=["; ".join(w) for w in summary["warnings"]]
     )
     return frame.map(csv_cell).to_csv(index=False)
