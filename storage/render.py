@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
+from storage.lanes import PALETTE, lane_label, lane_numbers
 from storage.reports import Comparison
 from storage.text import csv_cell, markdown_text, printable
 
@@ -205,9 +206,6 @@ def _svg_text(value: Any) -> str:
     return html.escape(printable(value))
 
 
-PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7"]
-
-
 def _svg_lines(
     title: str,
     series: dict[str, list[tuple[float, float]]],
@@ -299,7 +297,7 @@ def _svg_timeline(title: str, timeline: pd.DataFrame) -> str:
     counted = timeline[~timeline["warmup"].astype(bool)]
     repeat = (counted if not counted.empty else timeline)["repeat_index"].min()
     tasks = timeline[timeline["repeat_index"] == repeat]
-    lanes = {lane: n for n, lane in enumerate(dict.fromkeys(zip(tasks["pid"], tasks["thread_id"])))}
+    lanes = lane_numbers(zip(tasks["pid"], tasks["thread_id"]))
     width, lane_height, pad = 520, 22, 90
     height = 50 + lane_height * len(lanes)
     end = max(tasks["end_ms"].max(), 1e-9)
@@ -307,9 +305,8 @@ def _svg_timeline(title: str, timeline: pd.DataFrame) -> str:
            f'role="img" aria-label="{_svg_text(title)}">',
            f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">'
            f"{_svg_text(title)} (repeat {int(repeat)}, {end:.1f} ms)</text>"]  # fmt: skip
-    one_pid = len({pid for pid, _ in lanes}) == 1
-    for (pid, _thread), n in lanes.items():
-        label = f"thread {n + 1}" if one_pid and len(lanes) > 1 else f"pid {pid}"
+    for worker, n in lanes.items():
+        label = lane_label(lanes, worker)
         out.append(f'<text x="{pad - 6}" y="{40 + n * lane_height}" text-anchor="end" '
                    f'font-size="11">{label}</text>')  # fmt: skip
     for task in tasks.itertuples():
@@ -386,8 +383,10 @@ def html_page(
 
 def csv_report(summary: pd.DataFrame) -> str:
     """The summary as CSV; no text cell can be a spreadsheet formula, numbers stay numbers."""
-    frame = _whole_columns(summary).drop(columns=["warnings"]).assign(
-        warnings=["; ".join(w) for w in summary["warnings"]]
+    frame = (
+        _whole_columns(summary)
+        .drop(columns=["warnings"])
+        .assign(warnings=["; ".join(w) for w in summary["warnings"]])
     )
     return frame.map(csv_cell).to_csv(index=False)
 

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from enum import Enum
+from pathlib import Path
 from typing import Any, NoReturn, Optional
 
 import typer
@@ -92,13 +93,21 @@ def _check_db(db: Optional[str]) -> None:
 
 
 @app.callback(invoke_without_command=True)
-def _root(ctx: typer.Context, db: Optional[str] = typer.Option(None, help=DB_HELP)) -> None:
+def _root(
+    ctx: typer.Context,
+    db: Optional[str] = typer.Option(None, help=DB_HELP),
+    screenshots: Optional[Path] = typer.Option(
+        None,
+        file_okay=False,
+        help="folder for the app's F8 screenshots (default: screenshots in the user data dir)",
+    ),
+) -> None:
     """Without a command: open the app (on the database --db)."""
     if ctx.invoked_subcommand is None:
         _open(db).dispose()  # a bad --db is one line and exit 2, before the screen opens
         from tui.app import run_app
 
-        run_app(db)
+        run_app(db, screenshots)
 
 
 class Order(str, Enum):
