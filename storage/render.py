@@ -116,7 +116,11 @@ def _whole(value: Any) -> Any:
 
 def _whole_columns(summary: pd.DataFrame) -> pd.DataFrame:
     return summary.assign(
-        **{c: summary[c].map(_whole).astype(object) for c in WHOLE_COLUMNS if c in summary}
+        **{
+            c: pd.Series([_whole(v) for v in summary[c]], index=summary.index, dtype=object)
+            for c in WHOLE_COLUMNS
+            if c in summary
+        }
     )
 
 
@@ -383,12 +387,11 @@ def html_page(
 
 def csv_report(summary: pd.DataFrame) -> str:
     """The summary as CSV; no text cell can be a spreadsheet formula, numbers stay numbers."""
-    frame = (
-        _whole_columns(summary)
-        .drop(columns=["warnings"])
-        .assign(warnings=["; ".join(w) for w in summary["warnings"]])
+    frame = summary.drop(columns=["warnings"]).assign(
+        warnings=["; ".join(w) for w in summary["warnings"]]
     )
-    return frame.map(csv_cell).to_csv(index=False)
+    # Counts as whole numbers: a column with a missing value would be written 1.0.
+    return _whole_columns(frame.map(csv_cell)).to_csv(index=False)
 
 
 def json_report(summary: pd.DataFrame, words: list[str], compared: Optional[tuple]) -> str:

@@ -32,6 +32,9 @@ PRESETS = [
      "almost no work: what each executor costs per task"),
 ]  # fmt: skip
 
+# The widget that takes the keys when a pane is shown (Runs decides for itself).
+FIRST_FOCUS = {"lab": "#workloads", "compare": "#compare-table", "machine": "#machines"}
+
 # Where reports exported from the palette go (relative to where conlab was started).
 REPORTS_FOLDER = Path("reports")
 
@@ -78,7 +81,7 @@ class ConlabApp(App):
     """Pick workloads and executors, run them, watch the workers, compare stored runs."""
 
     TITLE = "concurrency-lab"
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # beside this module, for subclasses too
     COMMANDS = App.COMMANDS | {LabCommands}
     BINDINGS = [
         Binding("1", "show('lab')", "Lab", id="show.lab", tooltip="choose and run experiments"),
@@ -158,10 +161,12 @@ class ConlabApp(App):
     @on(TabbedContent.TabActivated)
     def pane_shown(self, event: TabbedContent.TabActivated) -> None:
         # The pane's main widget takes the keys, not whatever had the focus before.
+        # (Left without focus, Textual would refocus a widget of the pane just left, and
+        # bring that pane back.)
         if event.pane.id == "runs":
             self.query_one(RunsPane).shown()
-        elif event.pane.id == "machine":
-            self.query_one("#machines").focus()
+        else:
+            self.query_one(FIRST_FOCUS[event.pane.id]).focus()
         self.refresh_bindings()
 
     def action_run(self) -> None:
