@@ -17,6 +17,8 @@ from tui.components.modal import Modal
 class Prompt(Modal[Optional[str]]):
     """Dismissed with the text entered (stripped), or None on escape."""
 
+    AUTO_FOCUS = "#prompt-input"
+
     def __init__(self, question: str, value: str = "", placeholder: str = "") -> None:
         super().__init__()
         self.question = question
@@ -36,6 +38,7 @@ class Confirm(Modal[bool]):
     """Yes or no; "keep" has the focus, so enter keeps everything as it is."""
 
     CANCEL = False
+    AUTO_FOCUS = "#no"
 
     def __init__(self, question: str, yes: str = "Delete") -> None:
         super().__init__(classes="alarm")
@@ -47,9 +50,6 @@ class Confirm(Modal[bool]):
         with Horizontal(classes="buttons"):
             yield Button("Keep", id="no")
             yield Button(self.yes, variant="error", id="yes")
-
-    def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
 
     @on(Button.Pressed)
     def answer(self, event: Button.Pressed) -> None:
