@@ -79,7 +79,11 @@ class MachinePane(ReportsWorkerErrors, Vertical):
         yield table
 
     def on_mount(self) -> None:
-        self.query_one("#this-machine").border_title = "this machine and interpreter"
+        self.query_one(
+            "#this-machine"
+        ).border_title = (
+            f"this machine and interpreter ({THIS.strip()} in the table of machines below)"
+        )
         self.describe_this_machine()
 
     @work(thread=True, exit_on_error=False, group="this-machine")
@@ -122,5 +126,3 @@ class MachinePane(ReportsWorkerErrors, Vertical):
                      m["cpu_model"] or "?", m["usable_cores"] or "?", gib(m["memory_total_bytes"]),
                      system, ",".join(m["pythons"]), m["runs"])  # fmt: skip
             table.add_row(*map(as_text, cells))
-        caption = f"{THIS}this machine" if self.fingerprint else ""
-        table.border_title = f"machines in the database {caption}".strip()
