@@ -11,6 +11,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.lazy import Lazy
 from textual.reactive import reactive
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
@@ -104,6 +105,8 @@ class ConlabApp(App):
 
     db: reactive[Optional[str]] = reactive(None)
     """The database shown and recorded into (None: the default); every pane is bound to it."""
+    db_ready: reactive[bool] = reactive(False)
+    """Whether ``db`` has its tables: panes read it side by side only then."""
 
     def __init__(
         self, db: Optional[str] = None, screenshots: Optional[Path] = None, **kwargs
@@ -117,19 +120,25 @@ class ConlabApp(App):
         with TabbedContent(initial="lab"):
             with TabPane("1 Lab", id="lab"):
                 yield LabPane().data_bind(ConlabApp.db)
+            # The hidden panes are made after the first screen is drawn, not before it.
             with TabPane("2 Runs", id="runs"):
-                yield RunsPane().data_bind(ConlabApp.db)
+                yield Lazy(RunsPane().data_bind(ConlabApp.db, ConlabApp.db_ready))
             with TabPane("3 Compare", id="compare"):
-                yield ComparePane().data_bind(ConlabApp.db)
+                yield Lazy(ComparePane().data_bind(ConlabApp.db))
             with TabPane("4 Machine", id="machine"):
-                yield MachinePane().data_bind(ConlabApp.db)
+                yield Lazy(MachinePane().data_bind(ConlabApp.db, ConlabApp.db_ready))
         yield Footer()
 
     def on_mount(self) -> None:
-        self.watch_db()
+        self.sub_title = printable(self.db or "default database")
+
+    def on_ready(self) -> None:
+        # The database is opened (SQLAlchemy imported) once the first screen is up.
+        self.reload_all()
 
     def watch_db(self) -> None:
         self.sub_title = printable(self.db or "default database")
+        self.db_ready = False
         self.reload_all()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="reload")
@@ -142,9 +151,15 @@ class ConlabApp(App):
         self.call_from_thread(self.reload_panes)
 
     def reload_panes(self) -> None:
-        self.query_one(RunsPane).reload()
-        self.query_one(MachinePane).reload()
-        self.query_one(ComparePane).refresh_comparison()
+        if not self.db_ready:
+            self.db_ready = True  # the panes, bound to it, read the database (when mounted)
+            return
+        for pane in self.query(RunsPane):
+            pane.reload()
+        for pane in self.query(MachinePane):
+            pane.reload()
+        for pane in self.query(ComparePane):
+            pane.refresh_comparison()
 
     # --- actions ---
 

@@ -153,6 +153,8 @@ async def show_delete(app, pilot) -> None:
     await pilot.pause()
 
 
+NO_RUN = "No run selected."
+
 # (name, terminal size, what to do after the fixed start): one snapshot per meaningful state.
 SNAPSHOTS = {
     "lab": (SIZE, None),
@@ -188,6 +190,10 @@ def test_snapshots(snap_compare, tmp_path, name):
         if pane in ("runs", "machine"):
             app.action_show(pane)
             await settle(app, pilot)
+        # what the panes read, in workers started as the panes were made
+        await wait_until(pilot, lambda: app.query_one("#machines", DataTable).row_count == 1)
+        await wait_until(pilot, lambda: str(app.query_one("#run-detail").render()) != NO_RUN)
+        await settle(app, pilot)
         if then is not None:
             await then(app, pilot)
 
@@ -205,8 +211,8 @@ async def test_tag_delete_and_merge_from_the_app(tmp_path):
     other.write_bytes(db.read_bytes())  # same runs: merging adds nothing
     app = ConlabApp(db=str(db))
     async with app.run_test(size=SIZE) as pilot:
-        runs = app.query_one(RunsPane)
         await settle(app, pilot)
+        runs = app.query_one(RunsPane)
         await pilot.press("2")
         runs.query_one(DataTable).focus()
         first = runs.selected()["run_id"]
@@ -244,8 +250,8 @@ async def test_hostile_text_in_a_database_is_shown_as_text(tmp_path):
     hostile_database(db, texts)
     app = ConlabApp(db=str(db))
     async with app.run_test(size=SIZE) as pilot:
-        runs = app.query_one(RunsPane)
         await settle(app, pilot)
+        runs = app.query_one(RunsPane)
         await pilot.press("2")
         table = runs.query_one(DataTable)
         await wait_until(pilot, lambda: table.row_count == 5)

@@ -5,7 +5,7 @@ The comparison runs in a worker: selection -> service -> message -> table and ch
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -13,8 +13,9 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Button, DataTable, Input, Static
-from textual_plotext import PlotextPlot
 
+if TYPE_CHECKING:  # plotext loads when the pane is made, after the first screen
+    from textual_plotext import PlotextPlot
 from storage.text import as_text, printable
 from tui.components.pane import ReportsWorkerErrors
 
@@ -117,12 +118,14 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             "workload, executor) and press enter.",
             id="compare-verdict",
         )
+        from textual_plotext import PlotextPlot
+
         with Horizontal(id="charts"):
             yield PlotextPlot(id="speedup-chart", classes="chart")
             yield PlotextPlot(id="time-chart", classes="chart")
 
     def on_mount(self) -> None:
-        clear_charts(self.query(PlotextPlot), "compare A and B to draw them")
+        clear_charts(self.query(".chart"), "compare A and B to draw them")
 
     def refresh_comparison(self) -> None:
         """Compare the shown selections again (after a sweep): table and charts stay A and B."""
@@ -179,5 +182,5 @@ class ComparePane(ReportsWorkerErrors, Vertical):
                     f"{comparison.geomean:.3f}")
             + (as_text(f"\nthe selections differ in {differ}", lines=True) if differ else "")
         )  # fmt: skip
-        draw_speedup(self.query_one("#speedup-chart", PlotextPlot), comparison)
-        draw_times(self.query_one("#time-chart", PlotextPlot), comparison)
+        draw_speedup(self.query_one("#speedup-chart"), comparison)
+        draw_times(self.query_one("#time-chart"), comparison)

@@ -51,6 +51,8 @@ def facts(env: dict) -> list[tuple[str, str]]:
 class MachinePane(ReportsWorkerErrors, Vertical):
     db: reactive[Optional[str]] = reactive(None)
     """The database whose machines are listed (bound to the app's)."""
+    db_ready: reactive[bool] = reactive(False)
+    """Whether the database has its tables (bound to the app's): then the pane reads it."""
 
     @dataclass
     class Described(Message):
@@ -85,6 +87,10 @@ class MachinePane(ReportsWorkerErrors, Vertical):
             f"this machine and interpreter ({THIS.strip()} in the table of machines below)"
         )
         self.describe_this_machine()
+
+    def watch_db_ready(self, ready: bool) -> None:
+        if ready:
+            self.reload()
 
     @work(thread=True, exit_on_error=False, group="this-machine")
     def describe_this_machine(self) -> None:

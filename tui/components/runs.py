@@ -66,6 +66,8 @@ class RunsPane(ReportsWorkerErrors, Vertical):
 
     db: reactive[Optional[str]] = reactive(None)
     """The database shown (bound to the app's)."""
+    db_ready: reactive[bool] = reactive(False)
+    """Whether the database has its tables (bound to the app's): then the pane reads it."""
 
     @dataclass
     class Loaded(Message):
@@ -97,6 +99,10 @@ class RunsPane(ReportsWorkerErrors, Vertical):
         table.add_columns(*RUN_COLUMNS)
         yield table
         yield Static("No run selected.", id="run-detail")
+
+    def watch_db_ready(self, ready: bool) -> None:
+        if ready:
+            self.reload()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="runs")
     def reload(self) -> None:
