@@ -184,11 +184,9 @@ def report(
     import pandas as pd
 
     repeats = load(sources, selection)
-    return (
-        build_report(repeats, compare, min_effect, summarise_all)
-        if not repeats.empty
-        else (Report(repeats, pd.DataFrame()))
-    )
+    if repeats.empty:
+        return Report(repeats, pd.DataFrame())
+    return build_report(repeats, compare, min_effect, summarise_all)
 
 
 def build_report(
@@ -222,10 +220,7 @@ def run_warnings(db: Optional[str], run: dict) -> list[str]:
     """The reports' stability warnings for one run's configuration, as a report gives them."""
     if run["status"] != "ok":
         return []
-    from storage.reports import summarize
-
-    repeats = load([("db", db)], f"run:{run['run_id']}")
-    summary = summarize(repeats)
+    summary = report([("db", db)], f"run:{run['run_id']}").summary
     if summary.empty:
         return []
     # Alone, any run lacks its sequential baseline: that one says nothing about this run.
