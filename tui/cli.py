@@ -687,6 +687,7 @@ def db_info(
 ) -> None:
     """Path, schema version, size, runs per machine and interpreter, date range."""
     from storage.sharing import info
+    from tui.service import iso_seconds
 
     details = info(_lab_database(db))
     if as_json:
@@ -696,7 +697,7 @@ def db_info(
         + (f"{details['size_bytes']:,} bytes, " if details["size_bytes"] is not None else "")
         + f"{details['runs']} runs"
         + (
-            f" from {details['first_run_at']} to {details['last_run_at']}"
+            f" from {iso_seconds(details['first_run_at'])} to {iso_seconds(details['last_run_at'])}"
             if details["runs"]
             else ""
         )
