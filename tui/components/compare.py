@@ -67,8 +67,7 @@ def draw_times(plot: PlotextPlot, comparison) -> None:
     plt = plot.plt
     plt.clear_figure()
     plt.title("median time, A against B (ms)")
-    labels = [printable(f"{n} {c.config.get('executor')} x{int(c.config.get('workers', 1))}")
-              for n, c in enumerate(comparison.rows, 1)]  # fmt: skip
+    labels = [printable(f"{n} {row_name(c.config)}") for n, c in enumerate(comparison.rows, 1)]
     plt.multiple_bar(
         labels,
         [[c.a_median_s * 1000 for c in comparison.rows],
@@ -78,6 +77,15 @@ def draw_times(plot: PlotextPlot, comparison) -> None:
         orientation="horizontal",
     )  # fmt: skip
     plot.refresh()
+
+
+def row_name(config: dict) -> str:
+    """A comparison row by what its configuration holds: executor and workers where the two
+    selections share them (a comparison of executors has no executor in its rows)."""
+    parts = [str(config["executor"])] if "executor" in config else []
+    if "workers" in config:
+        parts.append(f"x{int(config['workers'])}")
+    return " ".join(parts) or str(config.get("workload", ""))
 
 
 def clear_charts(charts, title: str) -> None:
