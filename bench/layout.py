@@ -44,7 +44,7 @@ CALL_PATHS = textwrap.dedent("""
     import multiprocessing, statistics, sys, time
     from concurrent.futures import ProcessPoolExecutor
     from benchmod import spin
-    from experiments.workloads import timed_call
+    from experiments.timing import timed_call
 
     def once(path):
         xs = [300_000] * 8

@@ -16,7 +16,7 @@ import time
 from typing import Any, Optional
 
 from experiments import __version__
-from experiments.spec import usable_cores
+from experiments.timing import gil_enabled
 
 # The fields that identify a machine, as opposed to one run on it.
 MACHINE_FIELDS = (
@@ -28,6 +28,27 @@ MACHINE_FIELDS = (
     "physical_cores",
     "memory_total_bytes",
 )
+
+
+def usable_cores() -> int:
+    """The cores this process may use: affinity and, on 3.13+, ``os.process_cpu_count``."""
+    count = getattr(os, "process_cpu_count", None)
+    if count is not None:
+        return count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def default_worker_counts() -> list[int]:
+    """1, 2, 4 ... up to the usable cores (and the core count itself when not a power of two)."""
+    cores = usable_cores()
+    counts, n = [], 1
+    while n < cores:
+        counts.append(n)
+        n *= 2
+    counts.append(cores)
+    return counts
 
 
 def _read(path: str) -> Optional[str]:
@@ -109,11 +130,6 @@ def machine_id() -> Optional[str]:
         if text and text.strip():
             return text.strip()
     return socket.gethostname()
-
-
-def gil_enabled() -> Optional[bool]:
-    check = getattr(sys, "_is_gil_enabled", None)
-    return bool(check()) if check is not None else True
 
 
 def load_average() -> Optional[list[float]]:

@@ -14,7 +14,8 @@ import time
 from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
-from experiments.workloads import Workload, timed_call, timed_call_async, timed_chunk
+from experiments.timing import timed_call, timed_call_async, timed_chunk
+from experiments.workloads import Workload
 
 # Called with each task's sample as it comes back (for progress); must be cheap.
 OnSample = Callable[[tuple], None]
@@ -34,11 +35,9 @@ class Executor:
     name = ""
     description = ""
     pickles_tasks = False  # True when the task function crosses a process/interpreter boundary
-    takes_start_method = False
-    takes_workers = True
-    takes_chunksize = False
-    recycles_workers = False  # takes --max-tasks-per-child
-    takes_scheduler = False  # takes --scheduler ADDRESS (an existing cluster)
+    # The executor options (experiments/options.py) this executor takes; it ignores or refuses
+    # the others, as their rows say.
+    options: tuple = ("workers",)
 
     def unavailable_reason(self) -> Optional[str]:
         """None when this executor can run on this interpreter, else why it cannot."""
@@ -49,12 +48,16 @@ class Executor:
         return None
 
     def unsupported_option(self, job) -> Optional[str]:
-        """None when the job's options suit this executor here, else what to change."""
-        if getattr(job, "max_tasks_per_child", None) is not None and not self.recycles_workers:
-            return (f"--max-tasks-per-child applies to process pools, not {self.name}; "
-                    "drop it or choose processes or pool")  # fmt: skip
-        if getattr(job, "scheduler", None) is not None and not self.takes_scheduler:
-            return f"--scheduler applies to dask, not {self.name}; drop it or choose -e dask"
+        """None when the job's option values suit this executor here, else what to change.
+        (Options it does not take at all are refused by their rows in experiments/options.py.)"""
+        return None
+
+    def default(self, option: str, tasks: int, workers: int) -> Any:
+        """The value of ``option`` (one this executor takes) when the spec leaves it out."""
+        if option == "start_method":
+            return self.default_start_method()
+        if option == "chunksize":
+            return self.default_chunksize(tasks, workers)
         return None
 
     def default_start_method(self) -> Optional[str]:
@@ -78,7 +81,7 @@ def _drain(results: Iterable[tuple], on_sample: OnSample) -> None:
 class Sequential(Executor):
     name = "sequential"
     description = "a plain loop in one thread: the baseline every speedup is measured against"
-    takes_workers = False
+    options = ()
 
     def run(self, job, items: list, on_sample: OnSample) -> None:
         func = job.workload.func
@@ -110,15 +113,20 @@ def _default_start_method() -> str:
     return multiprocessing.get_context().get_start_method()
 
 
-def _describe_exit(pid: int, exitcode: Optional[int]) -> str:
+def describe_exit(exitcode: Optional[int], pid: Optional[int] = None) -> str:
+    """How a process ended (a negative code is the signal that ended it): "killed by SIGKILL",
+    "exit code 3"; with ``pid``, a worker's: "worker pid 7 was killed by SIGKILL", "worker pid 7
+    exited with code 3"."""
     if exitcode is not None and exitcode < 0:
         import signal
 
         try:
-            signame = signal.Signals(-exitcode).name
+            how = f"killed by {signal.Signals(-exitcode).name}"
         except ValueError:
-            signame = f"signal {-exitcode}"
-        return f"worker pid {pid} was killed by {signame}"
+            how = f"killed by signal {-exitcode}"
+        return how if pid is None else f"worker pid {pid} was {how}"
+    if pid is None:
+        return f"exit code {exitcode}"
     return f"worker pid {pid} exited with code {exitcode}"
 
 
@@ -131,16 +139,14 @@ def _name_the_dead(processes: dict) -> str:
         process.join(1.0)  # the pool's own thread may be reaping it: wait for its exit code
     ended = [(pid, p.exitcode) for pid, p in processes.items() if p.exitcode not in (None, 0)]
     causes = [(pid, code) for pid, code in ended if code != -signal.SIGTERM] or ended
-    return "; ".join(_describe_exit(pid, code) for pid, code in causes)
+    return "; ".join(describe_exit(code, pid) for pid, code in causes)
 
 
 class Processes(Executor):
     name = "processes"
     description = "concurrent.futures.ProcessPoolExecutor: one interpreter per worker"
     pickles_tasks = True
-    takes_start_method = True
-    takes_chunksize = True
-    recycles_workers = True
+    options = ("workers", "start_method", "chunksize", "max_tasks_per_child")
 
     def default_start_method(self):
         return _default_start_method()
@@ -154,23 +160,22 @@ class Processes(Executor):
     stuck_after_s = 2.0
 
     def unsupported_option(self, job) -> Optional[str]:
-        reason = super().unsupported_option(job)
-        if reason is None and job.max_tasks_per_child is not None:
+        if job.max_tasks_per_child is not None:
             if sys.version_info < (3, 11):
                 return "--max-tasks-per-child needs Python 3.11+ for ProcessPoolExecutor"
             if job.start_method == "fork":
                 return ("--max-tasks-per-child cannot be used with the fork start method; "
                         "pass --start-method spawn or forkserver")  # fmt: skip
-        return reason
+        return None
 
     def _new_pool(self, job):
         from concurrent.futures import ProcessPoolExecutor
 
-        options = {}
+        recycling = {}
         if job.max_tasks_per_child is not None:
-            options["max_tasks_per_child"] = job.max_tasks_per_child
+            recycling["max_tasks_per_child"] = job.max_tasks_per_child
         return ProcessPoolExecutor(
-            max_workers=job.workers, mp_context=_mp_context(job.start_method), **options
+            max_workers=job.workers, mp_context=_mp_context(job.start_method), **recycling
         )
 
     def _abandon(self, pool) -> None:
@@ -249,9 +254,7 @@ class Pool(Executor):
     name = "pool"
     description = "multiprocessing.Pool: the classic process pool, with chunking"
     pickles_tasks = True
-    takes_start_method = True
-    takes_chunksize = True
-    recycles_workers = True
+    options = ("workers", "start_method", "chunksize", "max_tasks_per_child")
 
     # How often to look for dead workers while waiting: Pool itself would wait forever.
     poll_s = 0.05
@@ -328,7 +331,7 @@ class Pool(Executor):
             if process not in workers_seen:
                 workers_seen.append(process)
             if process.exitcode not in (None, 0):
-                raise WorkerDied(_describe_exit(process.pid, process.exitcode))
+                raise WorkerDied(describe_exit(process.exitcode, process.pid))
 
 
 class Asyncio(Executor):
@@ -337,9 +340,12 @@ class Asyncio(Executor):
 
     def check_workload(self, workload):
         if workload.async_func is None:
+            from experiments.workloads import WORKLOADS
+
+            forms = [w.name for w in WORKLOADS.values() if w.async_func is not None]
             return (
                 f"workload {workload.name!r} has no async form, so asyncio cannot run it; "
-                "pick sleep or tiny, or an `async def` function"
+                f"pick {', '.join(forms[:-1])} or {forms[-1]}, or an `async def` function"
             )
         return None
 
@@ -396,8 +402,7 @@ class Loky(Processes):
 
     name = "loky"
     description = "loky's reusable executor: processes started by fork+exec, cloudpickle"
-    takes_start_method = False  # loky starts its workers its own way
-    recycles_workers = False
+    options = ("workers", "chunksize")  # loky starts its workers its own way
 
     def unavailable_reason(self):
         return _missing("loky", "loky")
@@ -417,7 +422,7 @@ class Dask(Executor):
     name = "dask"
     description = "dask.distributed: a LocalCluster of --workers processes, or --scheduler ADDR"
     pickles_tasks = True
-    takes_scheduler = True
+    options = ("workers", "scheduler")
     connect_timeout_s = 10
 
     def unavailable_reason(self):
@@ -510,7 +515,7 @@ class _NannyDeaths:
 
     def wait_for_one(self, timeout_s: float = 2.0) -> str:
         self._event.wait(timeout_s)  # the nanny may log it just after the scheduler gives up
-        return "; ".join(_describe_exit(pid, code) for pid, code in self._found)
+        return "; ".join(describe_exit(code, pid) for pid, code in self._found)
 
     def close(self) -> None:
         self._logger.removeHandler(self._handler)
@@ -535,8 +540,11 @@ def describe() -> list[dict[str, Any]]:
             "available": e.unavailable_reason() is None,
             "reason": e.unavailable_reason(),
             "pickles_tasks": e.pickles_tasks,
-            "takes_start_method": e.takes_start_method,
-            "default_start_method": e.default_start_method() if e.takes_start_method else None,
+            "takes_start_method": "start_method" in e.options,
+            "default_start_method": (
+                e.default_start_method() if "start_method" in e.options else None
+            ),
+            "options": list(e.options),
         }
         for e in EXECUTORS.values()
     ]

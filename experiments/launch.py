@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Optional
 
-from experiments.runner import command
+from experiments.bootstrap import command
+from experiments.executors import describe_exit
 from experiments.spec import ExperimentSpec, SpecError
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -303,14 +304,14 @@ def _run_quick(
     if why is not None and why.startswith("conlab: "):  # the runner's own words
         raise SpecError(f"{exe}: {why[len('conlab: ') :]}")
     raise SpecError(
-        f"the runner under {exe} ended without answering ({describe_returncode(returncode)}"
+        f"the runner under {exe} ended without answering ({describe_exit(returncode)}"
         + (f": {why}" if why else "")
         + "); pass --python with CPython 3.9 or newer, or keep the workload's module from "
         "ending the process when imported"
     )
 
 
-def check(
+def check_specs(
     specs: list[ExperimentSpec], python: Optional[str] = None, timeout_s: float = 60.0
 ) -> dict[str, dict]:
     """Validate specs in the interpreter that will run them, starting nothing else.
@@ -501,7 +502,7 @@ class Launch:
             self.status, self.error = "cancelled", "cancelled by the user"
         elif self.status is None:
             self.status = "failed"
-            self.error = f"the runner process died ({describe_returncode(self.returncode)})"
+            self.error = f"the runner process died ({describe_exit(self.returncode)})"
             why = why_it_ended(self.stderr, self.returncode)
             if why:
                 self.error += f": {why}"
@@ -512,12 +513,3 @@ class Launch:
                 "; a module the workers import starts processes when imported: put "
                 "that code under `if __name__ == '__main__':`"
             )
-
-
-def describe_returncode(code: Optional[int]) -> str:
-    if code is not None and code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"

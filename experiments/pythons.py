@@ -14,15 +14,27 @@ from typing import Optional
 
 MINIMUM = (3, 9)  # experiments/ runs on CPython 3.9 and newer
 
-_PROBE = (
-    "import json, sys, sysconfig, platform;"
-    "g = getattr(sys, '_is_gil_enabled', None);"
-    "print(json.dumps({'executable': sys.executable, 'version': platform.python_version(),"
-    " 'implementation': platform.python_implementation(),"
-    " 'version_info': list(sys.version_info[:3]),"
-    " 'free_threaded': bool(sysconfig.get_config_var('Py_GIL_DISABLED')),"
-    " 'gil_enabled': g() if g else True}))"
-)
+
+def describe_this() -> int:
+    """Run under the interpreter being probed: what it is, as one JSON line on stdout."""
+    import platform
+    import sysconfig
+
+    from experiments.timing import gil_enabled
+
+    print(
+        json.dumps(
+            {
+                "executable": sys.executable,
+                "version": platform.python_version(),
+                "implementation": platform.python_implementation(),
+                "version_info": list(sys.version_info[:3]),
+                "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+                "gil_enabled": gil_enabled(),
+            }
+        )
+    )
+    return 0
 
 
 def candidates() -> list[str]:
@@ -53,9 +65,14 @@ def candidates() -> list[str]:
 
 def probe(path: str, timeout_s: float = 10.0) -> Optional[dict]:
     """What the interpreter at ``path`` is, or None when it does not run or is too old."""
+    from experiments.bootstrap import command
+    from experiments.launch import runner_pythonpath
+
+    # The lab's own code answers, under the interpreter's own bootstrap (which refuses < 3.9).
+    asking = command(path, runner_pythonpath(), "experiments.pythons", "describe_this")
     try:
         proc = subprocess.run(
-            [path, "-c", _PROBE],
+            asking,
             capture_output=True,
             text=True,
             timeout=timeout_s,

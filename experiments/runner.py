@@ -1,4 +1,5 @@
-"""The runner's entry point: one spec in on stdin, JSON-lines events out on a pipe of their own.
+"""The runner process: one spec in on stdin, its repeats timed, JSON-lines events out on a pipe
+of their own.
 
 Protocol: the parent writes one ExperimentSpec as a JSON line on stdin and reads events from the
 file descriptor named by ``--events-fd=N`` (stdout when none is given), one JSON object per line,
@@ -14,7 +15,7 @@ each with an ``event`` key:
 
 A sample is ``[pid, thread_id, start_ns, end_ns, gil, voluntary, involuntary, core_start,
 core_end, peak_rss_bytes]``: times on the system-wide monotonic clock, then what
-``experiments.workloads._sample`` says (None where the platform does not say).
+``experiments.timing._sample`` says (None where the platform does not say).
 
 The events have their own pipe so that nothing a task prints can be taken for one: stdout and
 stderr are the user's, and the parent stores them with the run. The runner keeps that pipe out of
@@ -30,45 +31,394 @@ them; without one they would only cost CPU in the parent while the run is being 
 Other modes: ``--check`` reads a JSON list of specs (one line) and answers one ``check`` event
 each, without running anything; ``--env`` sends the environment.
 
-``launch`` starts the runner with ``command()``, not ``python -m``: ``-m`` would put the working
-directory first on ``sys.path``, where a user's folder named ``experiments`` would shadow the lab.
-This module imports nothing at the top, so importing it costs a worker nothing.
+``launch`` (the parent's side) starts the runner with ``bootstrap.command()``, not ``python -m``:
+``-m`` would put the working directory first on ``sys.path``, where a user's folder named
+``experiments`` would shadow the lab. This module imports nothing at the top: the runner loads
+what a run needs when it needs it.
 """
-
-# Run by ``python -c`` before anything else: refuses interpreters older than 3.9 in words the
-# parent shows (it parses on Python 2 too), takes off ``sys.path`` the working directory that
-# ``-c`` put first (``""``; none under -I or PYTHONSAFEPATH) and puts the lab's own directory
-# there. The workload loader adds the user's module paths after it (``user_module_paths``).
-_BOOTSTRAP = """\
-# conlab: {module}
-import sys
-if sys.version_info < (3, 9):
-    sys.stderr.write("conlab: Python %d.%d cannot run the lab's runner; pass --python with "
-                     "CPython 3.9 or newer\\n" % sys.version_info[:2])
-    sys.exit(2)
-if sys.path and sys.path[0] == "":
-    del sys.path[0]
-sys.path.insert(0, {lab_dir!r})
-from {module} import {function} as main
-sys.exit(main())
-"""
-
-
-def command(python: str, lab_dir: str, module: str, function: str, *args: str) -> list:
-    """The command line running ``module.function()`` under ``python`` with ``lab_dir`` (where
-    the lab's ``experiments`` package is) first on ``sys.path`` and the working directory off it;
-    ``args`` are its ``sys.argv[1:]``."""
-    code = _BOOTSTRAP.format(lab_dir=lab_dir, module=module, function=function)
-    return [python, "-c", code, *args]
 
 
 def main(argv=None) -> int:
-    from experiments.measure import main as run_main
-
-    return run_main(argv)
-
-
-if __name__ == "__main__":
+    """The runner's command line (the protocol above); its exit code."""
     import sys
 
-    sys.exit(main())
+    args = sys.argv[1:] if argv is None else argv
+    out = _EventWriter(_event_stream(args))
+    line = "" if "--env" in args else sys.stdin.readline()
+    # Watched before anything of the user's is imported: a module that hangs at import time must
+    # not outlive the parent either.
+    parent = [int(a.split("=", 1)[1]) for a in args if a.startswith("--parent-pid=")]
+    acks = (
+        _watch_parent(sys.stdin, parent[0] if parent else None) if "--watch-stdin" in args else None
+    )
+    if "--env" in args:
+        from experiments.environment import collect
+
+        out.emit("env", environment=collect())
+        return 0
+    if "--check" in args:
+        return _check(line, out)
+    if "--calibrate" in args:
+        return _calibrate(line, out)
+    return _run(line, out, acks if "--ack" in args else None, "--progress" in args)
+
+
+def _event_stream(args):
+    """Where events go: the pipe ``--events-fd=N`` names, kept from every process this runner
+    starts, or stdout."""
+    import os
+    import sys
+
+    fds = [int(a.split("=", 1)[1]) for a in args if a.startswith("--events-fd=")]
+    if not fds:
+        return sys.stdout
+    fd = fds[0]
+    os.set_inheritable(fd, False)  # a started program (exec) does not get it
+    if hasattr(os, "register_at_fork"):
+        # A forked worker does not keep it either: /dev/null takes its place, so the parent sees
+        # the pipe end when the runner does, and a worker that writes there writes nowhere.
+        null = os.open(os.devnull, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+        os.register_at_fork(after_in_child=lambda: os.dup2(null, fd, inheritable=False))
+    return open(fd, "w", encoding="utf-8", closefd=False)
+
+
+class _EventWriter:
+    def __init__(self, stream):
+        import json
+
+        self._dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
+        self._stream = stream
+
+    def emit(self, event: str, **fields) -> None:
+        fields["event"] = event
+        self._stream.write(self._dumps(fields) + "\n")
+        self._stream.flush()
+
+
+def _check(text: str, out: _EventWriter) -> int:
+    import json
+
+    from experiments.spec import ExperimentSpec, SpecError, prepare
+
+    try:
+        items = json.loads(text)
+        if not isinstance(items, list):
+            raise ValueError("expected a JSON list of specs")
+    except ValueError as exc:
+        out.emit("error", kind="invalid", message=f"--check needs a JSON list of specs ({exc})")
+        return 2
+    status = 0
+    for item in items:
+        try:
+            spec = ExperimentSpec.from_dict(item)
+            prepared = prepare(spec)
+            out.emit("check", run_id=spec.run_id, ok=True, resolved=prepared.resolved())
+        except (SpecError, TypeError) as exc:
+            out.emit(
+                "check",
+                run_id=item.get("run_id") if isinstance(item, dict) else None,
+                ok=False,
+                error=str(exc),
+            )
+            status = 2
+    return status
+
+
+def _calibrate(text: str, out: _EventWriter) -> int:
+    """``--size auto``: find the workload's size in this interpreter (experiments.calibrate)."""
+    import json
+
+    from experiments.calibrate import calibrate_answering_early
+    from experiments.workloads import WorkloadError, resolve
+
+    try:
+        request = json.loads(text)
+        workload = resolve(request["workload"])
+    except (ValueError, KeyError, TypeError, WorkloadError) as exc:
+        out.emit("error", kind="invalid", message=str(exc), detail=None)
+        return 2
+    try:
+        calibrate_answering_early(
+            workload.func,
+            request.get("fallback_size") or 1,
+            lambda found: out.emit("calibrated", **found),
+        )
+    except BaseException as exc:  # the run itself will meet this failure and record it
+        text_ = (str(exc).strip().splitlines() or [""])[0]
+        failed = f"{type(exc).__name__}: {text_}" if text_ else type(exc).__name__
+        out.emit("calibrated", size=request.get("fallback_size") or 1, failed=failed)
+    return 0
+
+
+def _run(line: str, out: _EventWriter, acks, progress: bool) -> int:
+    from experiments.environment import collect
+    from experiments.spec import ExperimentSpec, SpecError, prepare
+
+    try:
+        prepared = prepare(ExperimentSpec.from_json(line))
+    except (SpecError, TypeError) as exc:
+        out.emit("error", kind="invalid", message=str(exc), detail=None)
+        return 2
+    import os
+
+    environment = collect(prepared.start_method)
+    if prepared.scheduler is not None:
+        environment["scheduler"] = prepared.scheduler
+    out.emit(
+        "env",
+        environment=environment,
+        resolved=prepared.resolved(),
+        runner_pid=os.getpid(),
+    )
+    from experiments.timing import current_core
+
+    current_core()  # loads the core reader here, so forked workers inherit it
+    try:
+        with _service(prepared.workload):
+            for index in range(prepared.spec.warmups + prepared.spec.repeats):
+                _run_repeat(prepared, index, out, progress)
+                if acks is not None:
+                    acks.acquire()  # the parent has stored this repeat: time the next one
+    except BaseException as exc:  # SystemExit/KeyboardInterrupt from a task are failures too
+        _fail(exc, out)
+    out.emit("done")
+    return 0
+
+
+def _service(workload):
+    """The context the workload's tasks need around all repeats (e.g. a local server)."""
+    if workload.service is None:
+        import contextlib
+
+        return contextlib.nullcontext()
+    import importlib
+
+    module, _, name = workload.service.partition(":")
+    return getattr(importlib.import_module(module), name)()
+
+
+def _run_repeat(prepared, index: int, out: _EventWriter, progress: bool) -> None:
+    import time
+
+    items = [prepared.size] * prepared.spec.tasks
+    samples = []
+    total = len(items)
+    monotonic_ns = time.monotonic_ns
+    progress_every_ns = 100_000_000
+    # Without --progress the first progress event is due in a year: one comparison per task.
+    next_progress_ns = monotonic_ns() + (progress_every_ns if progress else 365 * 86400 * 10**9)
+    sent = 0
+
+    def on_sample(sample) -> None:
+        nonlocal next_progress_ns, sent
+        samples.append(sample[1:])  # drop the task's result: only its timing is kept
+        if monotonic_ns() >= next_progress_ns:
+            # A bounded batch keeps the cost inside the timed window negligible; every sample
+            # is sent in the `tasks` event after the repeat anyway.
+            out.emit(
+                "progress",
+                repeat=index,
+                done=len(samples),
+                total=total,
+                samples=samples[max(sent, len(samples) - 256) :],
+            )
+            sent = len(samples)
+            next_progress_ns = monotonic_ns() + progress_every_ns
+
+    cpu_before = _cpu_ns()
+    start_ns = monotonic_ns()
+    prepared.executor.run(prepared, items, on_sample)
+    end_ns = monotonic_ns()
+    cpu_ns = _cpu_ns() - cpu_before
+    out.emit("progress", repeat=index, done=len(samples), total=total, samples=[])
+    out.emit(
+        "repeat",
+        index=index,
+        warmup=index < prepared.spec.warmups,
+        wall_ns=end_ns - start_ns,
+        cpu_ns=cpu_ns,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        runner_peak_rss_bytes=_peak_rss_bytes(),
+    )
+    out.emit("tasks", repeat=index, samples=samples)
+
+
+def _cpu_ns() -> int:
+    """User + system CPU of this process and its reaped children (pool workers, once joined)."""
+    try:
+        import resource
+    except ImportError:  # Windows: os.times has no child times there, but it is what exists
+        import os
+
+        t = os.times()
+        return int((t.user + t.system + t.children_user + t.children_system) * 1e9)
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return int(total * 1e9)
+
+
+def _peak_rss_bytes():
+    """This runner's own peak resident memory so far, or None where the platform has none."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+
+
+def _fail(exc: BaseException, out: _EventWriter) -> None:
+    """Report a failed run, stop every worker, and end the runner without waiting on them."""
+    import os
+    import sys
+    import traceback
+
+    from experiments.executors import ExecutorFailed, WorkerDied
+
+    kind = "worker_died" if isinstance(exc, WorkerDied) else "task_error"
+    if isinstance(exc, WorkerDied):
+        message = f"a worker died: {exc}"
+    elif isinstance(exc, ExecutorFailed):
+        kind, message = "executor_failed", str(exc)
+    elif _is_pickling_error(exc):
+        message = (
+            f"a task's result could not be pickled to send it back ({exc}); return plain "
+            "data (numbers, strings, bytes, lists, dicts) from the function"
+        )
+    else:
+        text = str(exc).strip().splitlines()
+        message = f"a task raised {type(exc).__name__}" + (f": {text[0]}" if text else "")
+    detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    out.emit("error", kind=kind, message=message, detail=detail)
+    _kill_workers()
+    sys.stdout.flush()
+    # os._exit: a normal exit would join executor threads stuck in a task that never returns.
+    os._exit(1)
+
+
+def _is_pickling_error(exc: BaseException) -> bool:
+    import pickle
+
+    text = str(exc)
+    return (
+        isinstance(exc, pickle.PicklingError)
+        or type(exc).__name__ == "MaybeEncodingError"
+        or "pickle" in text.lower()
+        and ("Can't" in text or "cannot" in text)
+    )
+
+
+def _kill_workers() -> None:
+    import sys
+
+    multiprocessing = sys.modules.get("multiprocessing")
+    if multiprocessing is None:
+        return
+    for child in multiprocessing.active_children():
+        try:
+            child.kill()
+        except OSError:
+            pass
+
+
+def _watch_parent(stdin, parent_pid):
+    """Arrange for this runner and its workers to end when the parent goes away, and return an
+    object whose ``acquire()`` waits for the parent's ``next`` line.
+
+    On Linux the kernel signals us when the parent dies (PR_SET_PDEATHSIG), so no thread is
+    added to the measured process: an idle thread blocked in read() is not free here -- it made
+    a single-threaded loop measurably faster than the same loop in a plain script, and the
+    lab's figures must be the plain script's. Elsewhere a thread watches stdin for its end.
+    """
+    fd = stdin.fileno()
+    if _die_with_parent(parent_pid):
+        return _StdinAcks(fd)
+    import threading
+
+    acks = threading.Semaphore(0)
+
+    def watch() -> None:
+        # Raw reads, not stdin.readline(): a thread blocked inside the buffered reader holds its
+        # lock, and a forked worker that closes sys.stdin at start-up would deadlock on it.
+        reader = _StdinAcks(fd)
+        while reader.acquire():
+            acks.release()
+
+    threading.Thread(target=watch, name="conlab-parent-watch", daemon=True).start()
+    return acks
+
+
+class _StdinAcks:
+    """Reads ``next`` lines from the parent; end of file means the parent is gone."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.pending = b""
+
+    def acquire(self) -> bool:
+        import os
+
+        while b"\n" not in self.pending:
+            try:
+                chunk = os.read(self.fd, 4096)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                _end_with_parent()
+            self.pending += chunk
+        _, _, self.pending = self.pending.partition(b"\n")
+        return True
+
+
+def _die_with_parent(parent_pid) -> bool:
+    """Linux: have the kernel send SIGTERM when the parent dies, and end then. True if set."""
+    import os
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux") or parent_pid is None:
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:  # 1 = PR_SET_PDEATHSIG
+            return False
+    except (OSError, AttributeError):
+        return False
+
+    def on_sigterm(signum, frame) -> None:
+        if os.getppid() != parent_pid:  # the kernel's word: the parent is gone
+            _end_with_parent()
+        _end_by_sigterm()  # someone else's SIGTERM
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    if os.getppid() != parent_pid:  # the parent died before the kernel was told
+        _end_with_parent()
+    return True
+
+
+def _end_by_sigterm() -> None:
+    """End as SIGTERM ends a process, workers first, so the parent reports what happened."""
+    import os
+    import signal
+
+    _kill_workers()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _end_with_parent() -> None:
+    """The parent is gone: stop every worker and this runner, now."""
+    import os
+    import signal
+
+    _kill_workers()
+    if os.getpgrp() == os.getpid():  # launch made us a session leader: take the whole group
+        os.killpg(0, signal.SIGKILL)
+    os._exit(3)

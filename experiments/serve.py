@@ -62,7 +62,7 @@ def running():
     """Run the server for the duration of the block, its address in ``$CONLAB_HTTP_ADDRESS``."""
     import subprocess
 
-    from experiments.runner import command
+    from experiments.bootstrap import command
 
     # Not `-m`: the working directory (the user's) must not come before the lab's package.
     lab_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional, Union
 
 from sqlalchemy import Column, Integer, MetaData, Table, event, select
 from sqlalchemy.engine import Engine, make_url
@@ -46,8 +48,64 @@ def default_path() -> Path:
     return Path(user_data_dir("conlab", appauthor=False)) / "results.db"
 
 
-def database_url(db: str | os.PathLike | None) -> str:
+@dataclass(frozen=True)
+class FileDatabase:
+    """A lab database in a SQLite file."""
+
+    path: Path
+
+    @property
+    def url(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+@dataclass(frozen=True)
+class ServerDatabase:
+    """A lab database on a database server (a team's PostgreSQL), by its SQLAlchemy URL."""
+
+    url: str
+
+    def __str__(self) -> str:
+        return shown_url(self.url)  # fit for a message: the password hidden
+
+
+Database = Union[FileDatabase, ServerDatabase]
+
+
+def database_target(db: str | os.PathLike | Database | None = None) -> Database:
+    """What ``--db`` names: a file path or a ``sqlite:///`` URL is a FileDatabase, any other
+    SQLAlchemy URL a ServerDatabase; None is ``$CONLAB_DB``, else the default file. Text that
+    names no database to keep runs in (empty, neither a path nor a URL, SQLite in memory) is a
+    DatabaseError of one line naming the fix."""
+    if isinstance(db, (FileDatabase, ServerDatabase)):
+        return db
+    given = f"--db {str(db)!r}" if db is not None else f"$CONLAB_DB {os.environ.get('CONLAB_DB')!r}"
+    if db is not None and not str(db).strip():
+        raise DatabaseError("--db is empty; pass a file path or a database URL, or leave it out")
+    try:
+        url = make_url(database_url(db))
+    except (ArgumentError, ValueError):
+        raise DatabaseError(
+            f"{given} is neither a file path nor a database URL; pass e.g. --db results.db "
+            "or --db postgresql+psycopg://user@host/db"
+        ) from None
+    if url.get_backend_name() != "sqlite":
+        return ServerDatabase(database_url(db))
+    if url.database in (None, "", ":memory:"):
+        raise DatabaseError(
+            f"{given} names a SQLite database in memory, which keeps nothing; "
+            "pass --db with a file path"
+        )
+    return FileDatabase(Path(url.database))
+
+
+def database_url(db: str | os.PathLike | Database | None) -> str:
     """A SQLAlchemy URL for ``--db``: a path, a SQLAlchemy URL, or None for the default."""
+    if isinstance(db, (FileDatabase, ServerDatabase)):
+        return db.url
     if db is None:
         db = default_path()
     text = str(db)
@@ -56,18 +114,9 @@ def database_url(db: str | os.PathLike | None) -> str:
     return f"sqlite:///{Path(text).expanduser().absolute()}"
 
 
-def lab_database(db: str | os.PathLike | None) -> Path | str:
-    """What ``--db`` names: a SQLite file's Path, or a database server's URL (a str)."""
-    url = database_url(db)
-    return sqlite_path(url) if is_sqlite(url) else url
-
-
-def is_sqlite(url: str) -> bool:
-    return make_url(url).get_backend_name() == "sqlite"
-
-
-def sqlite_path(url: str) -> Path:
-    return Path(make_url(url).database or "")
+def lab_database(db: str | os.PathLike | Database | None) -> Database:
+    """What ``--db`` names (``database_target``)."""
+    return database_target(db)
 
 
 # The tables every lab database has had since schema 1.
@@ -268,17 +317,19 @@ def _autocommit_driver(dbapi_connection, _record) -> None:
 
 
 def open_engine(
-    db: str | os.PathLike | None = None, *, create: bool = True, writer: bool = False
+    db: str | os.PathLike | Database | None = None, *, create: bool = True, writer: bool = False
 ) -> Engine:
-    """An engine on ``db`` (path, URL or None for the default), with the schema in place.
+    """An engine on ``db`` (a Database, a path, a URL, or None for the default), with the
+    schema in place.
 
     ``writer=True`` makes every transaction ``BEGIN IMMEDIATE`` (for recording runs); readers
     keep plain transactions, which under WAL never wait for a writer.
     Raises DatabaseError, leaving the file untouched, when it is not a lab database we can read.
     """
-    url = database_url(db)
-    if is_sqlite(url):
-        path = sqlite_path(url)
+    target = database_target(db)
+    url = target.url
+    if isinstance(target, FileDatabase):
+        path = target.path
         check_sqlite_file(path, create=create)
         _migrate_if_older(path)
         if create or writer:
@@ -299,7 +350,11 @@ def open_engine(
         engine.dispose()
         if isinstance(exc, DatabaseError):
             raise
-        fix = "that the file is writable" if is_sqlite(url) else "that the server is running"
+        fix = (
+            "that the file is writable"
+            if isinstance(target, FileDatabase)
+            else "that the server is running"
+        )
         raise DatabaseError(
             f"cannot open {shown_url(url)} ({str(exc).strip().splitlines()[0]}); "
             f"check --db and {fix}"
@@ -313,19 +368,26 @@ def _unreadable(path: Path):
     database or a lock is left as it is, for the caller to handle."""
 
     def convert(context) -> None:
-        error = context.original_exception
-        if not isinstance(error, sqlite3.DatabaseError):
-            return
-        if isinstance(error, sqlite3.OperationalError) and (
-            "readonly" in str(error) or "locked" in str(error)
-        ):
-            return
-        raise DatabaseError(
-            f"cannot read {path} ({str(error).strip()}); check it with "
-            f"`conlab db check --db {path}`"
-        )
+        found = read_error(path, context.original_exception)
+        if found is not None:
+            raise found
 
     return convert
+
+
+def read_error(path: Path, error: BaseException) -> Optional[DatabaseError]:
+    """SQLite failing to read ``path`` (a damaged page, a table or column missing) as a
+    DatabaseError that names the file; None for anything else, and for a write refused by a
+    read-only database or a lock."""
+    if not isinstance(error, sqlite3.DatabaseError):
+        return None
+    if isinstance(error, sqlite3.OperationalError) and (
+        "readonly" in str(error) or "locked" in str(error)
+    ):
+        return None
+    return DatabaseError(
+        f"cannot read {path} ({str(error).strip()}); check it with `conlab db check --db {path}`"
+    )
 
 
 def shown_url(url: str) -> str:

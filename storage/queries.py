@@ -79,7 +79,7 @@ def run_object(
     if stored:
         obj.update(
             machine=machine,
-            created_at=_iso_utc(run.get("created_at")),
+            created_at=iso_utc(run.get("created_at")),
             machine_fingerprint=run.get("machine_fingerprint"),
         )
     return obj
@@ -132,17 +132,20 @@ def _finite(value: float) -> Optional[float]:
     return value if math.isfinite(value) else None
 
 
-def _iso_utc(moment: Any) -> Optional[str]:
+def iso_utc(moment: Any) -> Optional[str]:
+    """A stored time as every output writes it: ISO 8601, UTC, to the second
+    (``2026-11-25T21:03:07Z``). A time without a zone is UTC (the lab writes UTC; SQLite keeps
+    no zone); text that is no time is shown as the text it is."""
     if isinstance(moment, str):
         try:
             moment = datetime.fromisoformat(moment)
         except ValueError:
-            return moment  # not a date: shown as the text it is
+            return moment
     if not isinstance(moment, datetime):
         return None if moment is None else str(moment)
-    if moment.tzinfo is None:  # SQLite keeps no zone; the lab writes UTC
+    if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return moment.isoformat()
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _pid_alive(pid: Any) -> bool:
@@ -193,7 +196,7 @@ def _mark(engine: Engine, stale: list[str]) -> None:
 
 
 def list_runs(engine: Engine, tag: Optional[str] = None) -> list[dict[str, Any]]:
-    """Every stored run (optionally with ``tag``), oldest first, as run objects."""
+    """Every stored run (optionally with ``tag``), newest first, as run objects."""
     where = "WHERE r.tag = :tag" if tag is not None else ""
     with engine.connect() as connection:
         runs = (
@@ -203,7 +206,7 @@ def list_runs(engine: Engine, tag: Optional[str] = None) -> list[dict[str, Any]]
                     f"i.gil_disabled AS python_gil_disabled "
                     f"FROM run r LEFT JOIN machine m ON m.fingerprint = r.machine_fingerprint "
                     f"LEFT JOIN interpreter i ON i.key = r.interpreter_key {where} "
-                    f"ORDER BY r.created_at, r.id"
+                    f"ORDER BY r.created_at DESC, r.id DESC"
                 ),
                 {"tag": tag},
             )

@@ -9,6 +9,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Iterator, Sequence
+from functools import cached_property, partial
+from itertools import compress, count, repeat
+from operator import eq, is_not, itemgetter, ne
 from typing import Any, Optional
 
 from sqlalchemy import insert, update
@@ -163,7 +167,8 @@ class RunRecorder:
                 walls = self.walls_by_process.setdefault(self.process_index, [])
                 walls.append(event.get("wall_ns"))
         elif kind == "tasks":
-            self._store(self._record_repeat, event, self._note_costs(event))
+            samples = Samples(event.get("samples") or ())
+            self._store(self._record_repeat, event, samples, self._note_costs(samples))
 
     def finish(
         self, status: str, error: Optional[str] = None, detail: Optional[str] = None
@@ -264,31 +269,23 @@ class RunRecorder:
             session.add(run)
             session.commit()
 
-    def _note_costs(self, event: dict) -> dict:
+    def _note_costs(self, samples: Samples) -> dict:
         """The repeat's costs (``repeat_costs``), kept for the run's figures even when the
         database stopped taking writes."""
-        repeat, samples = self._pending_repeat or {}, event.get("samples") or ()
+        repeat = self._pending_repeat or {}
         runner_pid = self.runner_processes[-1].get("pid") if self.runner_processes else None
-        costs = repeat_costs(samples, runner_pid, repeat.get("runner_peak_rss_bytes"))
+        costs = samples.costs(runner_pid, repeat.get("runner_peak_rss_bytes"))
         if not repeat.get("warmup"):
             self.counted_costs.append(costs)
-        for pid, peak in _worker_peaks(samples).items():
+        for pid, peak in samples.worker_peaks.items():
             self.peak_rss_by_worker[str(pid)] = max(peak, self.peak_rss_by_worker.get(str(pid), 0))
         return costs
 
-    def _record_repeat(self, event: dict, costs: dict) -> None:
+    def _record_repeat(self, event: dict, samples: Samples, costs: dict) -> None:
         repeat = self._pending_repeat or {}
         self._pending_repeat = None
         index = self._repeat_index(event["repeat"])
-        run_id = self.run_id
-        samples = event.get("samples") or ()
-        for sample in samples:
-            if len(sample) > 4 and sample[4] is not None:  # GIL on, from a free-threaded build
-                self.gil_by_worker[str(sample[0])] = bool(sample[4])
-        rows = [
-            (run_id, index, task_index, *s[:4], *_task_costs(s))
-            for task_index, s in enumerate(samples)
-        ]
+        self.gil_by_worker.update(samples.gil_by_worker())
         with self.engine.begin() as connection:
             connection.execute(
                 insert(Repeat),
@@ -302,24 +299,106 @@ class RunRecorder:
                         "cpu_ns": repeat.get("cpu_ns"),
                         "start_ns": repeat.get("start_ns"),
                         "end_ns": repeat.get("end_ns"),
-                        "first_task_start_ns": min((s[2] for s in samples), default=None),
-                        "busy_ns": sum(s[3] - s[2] for s in samples) if samples else None,
+                        "first_task_start_ns": min(samples.start_ns, default=None),
+                        "busy_ns": sum(samples.end_ns) - sum(samples.start_ns) if samples else None,
                         **costs,
                     }
                 ],
             )
-            if rows:
-                _insert_samples(connection, rows)
+            if samples:
+                _insert_samples(connection, samples.rows(self.run_id, index))
             connection.execute(
                 update(Run).where(Run.id == self.run_id).values(heartbeat_at=utc_now())
             )
 
 
-_SAMPLE_COLUMNS = ("run_id", "repeat_index", "task_index", "pid", "thread_id", "start_ns", "end_ns",
-                   "voluntary_switches", "involuntary_switches", "core_start",
-                   "core_end")  # fmt: skip
-
+# A task sample as the runner sends it (experiments.workloads._sample without the result).
+SAMPLE_FIELDS = ("pid", "thread_id", "start_ns", "end_ns", "gil", "voluntary_switches",
+                 "involuntary_switches", "core_start", "core_end", "peak_rss_bytes")  # fmt: skip
+# The fields stored per task, after the run id, repeat index and task index.
+_STORED_FIELDS = ("pid", "thread_id", "start_ns", "end_ns", "voluntary_switches",
+                  "involuntary_switches", "core_start", "core_end")  # fmt: skip
+_SAMPLE_COLUMNS = ("run_id", "repeat_index", "task_index", *_STORED_FIELDS)
 _PLACEHOLDERS = ", ".join("?" * len(_SAMPLE_COLUMNS))
+
+
+class Samples:
+    """A repeat's task samples, field by field (``SAMPLE_FIELDS``): a repeat has up to a
+    hundred thousand, so each field is read and checked once, in C loops (zip, map, min, sum),
+    and the rows to store are zipped from the fields, never built in a Python loop. Samples
+    from before the costs were collected have only their first four fields: the others are
+    None."""
+
+    def __init__(self, samples) -> None:
+        self.count = len(samples)
+        if self.count and min(map(len, samples)) < len(SAMPLE_FIELDS):
+            width = len(SAMPLE_FIELDS)
+            samples = [(*s[:width], *(None,) * (width - len(s))) for s in samples]
+        for at, name in enumerate(SAMPLE_FIELDS):
+            values = tuple(map(itemgetter(at), samples))
+            setattr(self, name, values if at < 5 else _counts(values))
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def rows(self, run_id: str, repeat_index: int) -> Iterator[tuple]:
+        """The task_sample rows (``_SAMPLE_COLUMNS``), task by task."""
+        fields = [getattr(self, name) for name in _STORED_FIELDS]
+        return zip(repeat(run_id), repeat(repeat_index), count(), *fields)
+
+    def gil_by_worker(self) -> dict[str, bool]:
+        """Free-threaded builds: whether each worker (pid) ran with the GIL on (its last
+        sample that says)."""
+        if self.gil.count(None) == len(self.gil):
+            return {}
+        return {str(pid): bool(gil) for pid, gil in zip(self.pid, self.gil) if gil is not None}
+
+    @cached_property
+    def worker_peaks(self) -> dict:
+        """Each worker process's peak resident memory in these samples: pid -> bytes."""
+        pids, peaks = self.pid, self.peak_rss_bytes
+        if None in peaks:  # a chunk's peak sits on its last task
+            pids, peaks = _known(pids, peaks)
+        return {pid: max(compress(peaks, map(eq, pids, repeat(pid)))) for pid in set(pids)}
+
+    def costs(self, runner_pid, runner_peak) -> dict[str, Optional[int]]:
+        """The repeat's cost beyond time: the runner's peak plus each other worker process's
+        (an upper bound of the peak total), the largest one process's peak, the switches summed
+        over tasks, tasks that ended on another core, and the cores used."""
+        # a chunk's switches sit on its last task, the others carry None
+        voluntary, involuntary = _known(self.voluntary_switches, self.involuntary_switches)
+        starts, ends = _known(self.core_start, self.core_end)
+        peaks = self.worker_peaks
+        runner_peak = _count(runner_peak)
+        others = [peak for pid, peak in peaks.items() if pid != runner_pid]
+        total = runner_peak + sum(others) if runner_peak is not None else None
+        return {
+            "peak_rss_bytes": total,
+            "worker_peak_rss_bytes": max(peaks.values(), default=runner_peak),
+            "voluntary_switches": sum(voluntary) if voluntary else None,
+            "involuntary_switches": sum(involuntary) if involuntary else None,
+            "core_moves": sum(map(ne, starts, ends)) if starts else None,
+            "cores_used": len(set(starts) | set(ends)) or None,
+        }
+
+
+def _known(first: Sequence, second: Sequence) -> tuple[Sequence, Sequence]:
+    """The pairs of two fields where both are known (not None), as two fields."""
+    if None not in first and None not in second:
+        return first, second
+    kept = [i for i, (a, b) in enumerate(zip(first, second)) if a is not None and b is not None]
+    return [first[i] for i in kept], [second[i] for i in kept]
+
+
+def _counts(values: tuple) -> tuple:
+    """A field of counts with every value that is not one (``_count``) made None: the field
+    as it is when it holds only None and whole numbers >= 0, checked in C loops."""
+    kinds = set(map(type, values))
+    if kinds == {int} and min(values) >= 0:
+        return values
+    if kinds <= {int, type(None)} and min(filter(partial(is_not, None), values), default=0) >= 0:
+        return values
+    return tuple(map(_count, values))
 
 
 def _count(value) -> Optional[int]:
@@ -327,58 +406,23 @@ def _count(value) -> Optional[int]:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def _task_costs(sample) -> tuple:
-    """(voluntary, involuntary, core at start, core at end) of a sample, None where unknown
-    (samples from before these were collected have only four fields)."""
-    return tuple(_count(sample[i]) if len(sample) > i else None for i in (5, 6, 7, 8))
-
-
-def _worker_peaks(samples) -> dict:
-    """Each worker process's peak resident memory in these samples: pid -> bytes."""
-    peaks: dict = {}
-    for sample in samples:
-        peak = _count(sample[9]) if len(sample) > 9 else None
-        if peak is not None:
-            peaks[sample[0]] = max(peak, peaks.get(sample[0], 0))
-    return peaks
-
-
 def repeat_costs(samples, runner_pid, runner_peak) -> dict[str, Optional[int]]:
-    """A repeat's cost beyond time from its task samples: the runner's peak plus each other
-    worker process's (an upper bound of the peak total), the largest one process's peak, the
-    switches summed over tasks, tasks that ended on another core, and the cores used."""
-    voluntary = involuntary = 0
-    switches_known = False  # a chunk's switches sit on its last task, the others carry None
-    moves, cores = 0, set()
-    for sample in samples:
-        vol, invol, start, end = _task_costs(sample)
-        if vol is not None and invol is not None:
-            voluntary, involuntary = voluntary + vol, involuntary + invol
-            switches_known = True
-        if start is not None and end is not None:
-            moves += start != end
-            cores.update((start, end))
-    peaks = _worker_peaks(samples)
-    runner_peak = _count(runner_peak)
-    others = [peak for pid, peak in peaks.items() if pid != runner_pid]
-    total = runner_peak + sum(others) if runner_peak is not None else None
-    return {
-        "peak_rss_bytes": total,
-        "worker_peak_rss_bytes": max(peaks.values(), default=runner_peak),
-        "voluntary_switches": voluntary if switches_known else None,
-        "involuntary_switches": involuntary if switches_known else None,
-        "core_moves": moves if cores else None,
-        "cores_used": len(cores) or None,
-    }
+    """A repeat's cost beyond time from its task samples (``Samples.costs``)."""
+    return Samples(samples).costs(runner_pid, runner_peak)
 
 
-def _insert_samples(connection, rows: list[tuple]) -> None:
-    """Bulk-insert task samples: the driver's executemany with plain tuples on SQLite (a third of
-    the time SQLAlchemy's per-row parameter handling takes), the portable insert elsewhere."""
+def _insert_samples(connection, rows: Iterator[tuple]) -> None:
+    """Bulk-insert task samples: on SQLite the driver's own executemany, in the transaction
+    SQLAlchemy began, fed tuples as zip makes them (a third of the time SQLAlchemy's per-row
+    parameter handling takes); the portable insert elsewhere."""
     if connection.dialect.name == "sqlite":
-        connection.exec_driver_sql(
-            f"INSERT INTO task_sample ({', '.join(_SAMPLE_COLUMNS)}) VALUES ({_PLACEHOLDERS})",
-            rows,
-        )
+        cursor = connection.connection.driver_connection.cursor()
+        try:
+            cursor.executemany(
+                f"INSERT INTO task_sample ({', '.join(_SAMPLE_COLUMNS)}) VALUES ({_PLACEHOLDERS})",
+                rows,
+            )
+        finally:
+            cursor.close()
     else:
         connection.execute(insert(TaskSample), [dict(zip(_SAMPLE_COLUMNS, row)) for row in rows])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -14,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from storage import stats
+from storage.database import read_error
 from storage.errors import SelectionError
 from storage.queries import json_object
 
@@ -34,67 +36,127 @@ HIGH_LOAD_PER_CORE = 0.5
 
 
 def load_repeats(engines: Sequence[tuple[str, Engine]]) -> pd.DataFrame:
-    """One row per stored repeat of a finished run, with its run's configuration and origin.
+    """One row per counted repeat (warm-ups left out) of a finished run, with its run's
+    configuration and origin.
 
     ``engines`` are ``(label, engine)`` pairs; the label is what ``db:`` selections match.
-    Runs still running, interrupted, failed or cancelled are left out of the figures.
+    Runs still running, interrupted, failed or cancelled are left out of the figures. The
+    database joins and filters; it hands over each run's columns once and of each repeat only
+    the numbers a summary reads (REPEAT_NUMBERS), never a task sample.
     """
-    frames = []
+    frames, runs_before = [], 0
     for label, engine in engines:
         with engine.connect() as connection:
-            runs = pd.read_sql(
-                text(
-                    "SELECT r.id AS run_id, r.sweep_id, r.tag, r.status, r.workload, r.size, "
-                    "r.tasks, r.executor, r.start_method, r.workers, r.chunksize, r.created_at, "
-                    "r.environment_json, r.machine_fingerprint, "
-                    "coalesce(m.hostname, r.machine_fingerprint) AS machine, "
-                    "coalesce(m.usable_cores, m.logical_cores) AS cores, m.cpu_model, "
-                    "i.version AS python, i.gil_disabled, "
-                    "coalesce(s.run_order, 'blocks') AS run_order FROM run r "
-                    "LEFT JOIN machine m ON m.fingerprint = r.machine_fingerprint "
-                    "LEFT JOIN interpreter i ON i.key = r.interpreter_key "
-                    "LEFT JOIN sweep s ON s.id = r.sweep_id "
-                    "WHERE r.status = 'ok'"
-                ),
-                connection,
-            )
-            # Numbers only, one row per repeat: the run's text columns are joined in pandas.
-            repeats = pd.read_sql(
-                text(
-                    "SELECT p.run_id, p.repeat_index, p.process_index, p.warmup, p.wall_ns, "
-                    "p.cpu_ns, p.start_ns, p.end_ns, p.first_task_start_ns, p.busy_ns, "
-                    f"{', '.join('p.' + c for c in COST_COLUMNS)} "
-                    "FROM repeat p JOIN run r ON r.id = p.run_id WHERE r.status = 'ok'"
-                ),
-                connection,
-            )
-        frame = runs.merge(repeats, on="run_id", how="inner")
+            runs = _read_frame(connection, RUNS_SQL)
+            run_ids, numbers = _read_numbers(connection)
+        frame = _repeat_rows(runs, run_ids, numbers, runs_before)
+        runs_before += len(runs)
         frame["db"] = label
         frames.append(frame)
     if not frames:
         return pd.DataFrame()
-    frame = pd.concat(frames, ignore_index=True)
-    numeric = ("wall_ns", "cpu_ns", "start_ns", "end_ns", "first_task_start_ns", "busy_ns",
-               "size", "tasks", "workers", *COST_COLUMNS)  # fmt: skip
-    for column in numeric:
-        frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    frame = frame.dropna(subset=["wall_ns", "workers"]).drop_duplicates(
-        subset=["run_id", "repeat_index"]
-    )
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frame = frame.dropna(subset=["wall_ns", "workers"])
+    frame = frame[~frame.duplicated(["run_id", "repeat_index"])]
     frame = frame[frame["wall_ns"] > 0]  # no repeat takes no time: a damaged row, not a figure
-    frame["warmup"] = frame["warmup"].astype(bool)
-    frame = frame[frame["wall_ns"] > 0]
+    if frame.empty:
+        return pd.DataFrame()
     frame["wall_s"] = frame["wall_ns"] / 1e9
-    # The unit of every interval: one runner process of one run (older runs had one process).
-    process_index = pd.to_numeric(frame["process_index"], errors="coerce").fillna(0).astype(int)
-    frame["process"] = frame["run_id"].astype(str) + "/" + process_index.astype(str)
-    frame["python"] = frame["python"].fillna("?")
-    # A free-threaded build is its own interpreter in every table: 3.13.0t, as python.org names it.
-    free_threaded = frame["gil_disabled"].fillna(False).astype(bool)
-    frame.loc[free_threaded, "python"] = frame.loc[free_threaded, "python"] + "t"
-    for column in ("start_method", "chunksize", "tag"):
-        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
     return frame
+
+
+RUNS_SQL = (
+    "SELECT r.id AS run_id, r.sweep_id, r.tag, r.status, r.workload, r.size, r.tasks, r.executor, "
+    "r.start_method, r.workers, r.chunksize, r.created_at, r.environment_json, "
+    "r.machine_fingerprint, coalesce(m.hostname, r.machine_fingerprint) AS machine, "
+    "coalesce(m.usable_cores, m.logical_cores) AS cores, m.cpu_model, i.version AS python, "
+    "i.gil_disabled, coalesce(s.run_order, 'blocks') AS run_order FROM run r "
+    "LEFT JOIN machine m ON m.fingerprint = r.machine_fingerprint "
+    "LEFT JOIN interpreter i ON i.key = r.interpreter_key "
+    "LEFT JOIN sweep s ON s.id = r.sweep_id WHERE r.status = 'ok'"
+)
+# What a summary reads of each counted repeat. Start-up latency is taken in SQL, on integers:
+# clock readings past 2**53 ns would lose nanoseconds as floats.
+REPEAT_NUMBERS = {
+    "process_index": "p.process_index", "repeat_index": "p.repeat_index",
+    "wall_ns": "p.wall_ns", "cpu_ns": "p.cpu_ns",
+    "startup_ns": "p.first_task_start_ns - p.start_ns", "busy_ns": "p.busy_ns",
+    **{column: f"p.{column}" for column in COST_COLUMNS},
+}  # fmt: skip
+REPEATS_SQL = (
+    f"SELECT p.run_id, {', '.join(REPEAT_NUMBERS.values())} "
+    "FROM repeat p JOIN run r ON r.id = p.run_id WHERE r.status = 'ok' AND p.warmup IS NOT TRUE"
+)
+
+
+def _rows(connection, sql: str) -> tuple[list[str], list[tuple]]:
+    """Column names and rows of ``sql`` through the driver's own cursor (SQLAlchemy's row
+    objects cost more than the query)."""
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        cursor.execute(sql)
+        return [d[0] for d in cursor.description], cursor.fetchall()
+    except Exception as exc:
+        # what SQLAlchemy's handle_error would have made of it (storage.database)
+        found = None
+        if connection.dialect.name == "sqlite":
+            found = read_error(Path(connection.engine.url.database or ""), exc)
+        if found is None:
+            raise
+        raise found from None
+    finally:
+        cursor.close()
+
+
+def _read_frame(connection, sql: str) -> pd.DataFrame:
+    names, rows = _rows(connection, sql)
+    return pd.DataFrame.from_records(rows, columns=names)
+
+
+def _read_numbers(connection) -> tuple[list, np.ndarray]:
+    """Each counted repeat's run id, and its REPEAT_NUMBERS as floats (NaN where missing or,
+    in a damaged file whose columns took any type, not a number)."""
+    _, rows = _rows(connection, REPEATS_SQL)
+    run_ids = [row[0] for row in rows]
+    values = [row[1:] for row in rows]
+    try:
+        numbers = np.array(values, dtype=float).reshape(-1, len(REPEAT_NUMBERS))
+    except (TypeError, ValueError):
+        columns = zip(*values) if values else [()] * len(REPEAT_NUMBERS)
+        numbers = np.column_stack([pd.to_numeric(pd.Series(c, dtype=object), errors="coerce")
+                                   .to_numpy(dtype=float) for c in columns])  # fmt: skip
+    return run_ids, numbers
+
+
+def _repeat_rows(
+    runs: pd.DataFrame, run_ids: list, numbers: np.ndarray, runs_before: int
+) -> pd.DataFrame:
+    """One row per counted repeat: its numbers beside its run's columns. ``runs_before`` is how
+    many runs the databases read before this one hold (for ``process``)."""
+    for column in ("size", "tasks", "workers"):
+        runs[column] = pd.to_numeric(runs[column], errors="coerce")
+    runs["python"] = runs["python"].fillna("?")
+    # A free-threaded build is its own interpreter in every table: 3.13.0t, as python.org names it.
+    free_threaded = runs["gil_disabled"].fillna(False).astype(bool)
+    runs.loc[free_threaded, "python"] = runs.loc[free_threaded, "python"] + "t"
+    for column in ("start_method", "chunksize", "tag"):
+        runs[column] = runs[column].astype(object).where(runs[column].notna(), None)
+    run_at = pd.Index(runs["run_id"]).get_indexer(run_ids)
+    known = run_at >= 0
+    frame = runs.iloc[run_at[known]].reset_index(drop=True)
+    frame["warmup"] = False
+    for at, column in enumerate(REPEAT_NUMBERS):
+        frame[column] = numbers[known, at]
+    # The unit of every interval: one runner process of one run (older runs had one process),
+    # numbered: the run's place among every database's runs, then the process's index.
+    process_index = np.nan_to_num(frame["process_index"].to_numpy(), nan=0, posinf=0, neginf=0)
+    process_index = np.clip(process_index, 0, PROCESSES - 1).astype(np.int64)
+    frame["process"] = (run_at[known] + runs_before) * PROCESSES + process_index
+    return frame
+
+
+# More runner processes than a run can have (storage.models.Run.processes): what numbers them.
+PROCESSES = 2**20
 
 
 def load_timeline(engine: Engine, run_id: str) -> pd.DataFrame:
@@ -168,9 +230,25 @@ def karp_flatt(speedup: float, workers: float) -> float:
     return (1 / speedup - 1 / workers) / (1 - 1 / workers)
 
 
-def process_groups(counted: pd.DataFrame) -> list[np.ndarray]:
+def process_groups(counted: pd.DataFrame) -> list[list[float]]:
     """The counted wall times (s) of each runner process in ``counted``: what intervals use."""
-    return [group.to_numpy() for _, group in counted.groupby("process", sort=False)["wall_s"]]
+    return _by_process(counted, np.zeros(len(counted), dtype=np.int64), 1)[0]
+
+
+def _by_process(counted: pd.DataFrame, owner: np.ndarray, owners: int) -> list[list[list[float]]]:
+    """For each of ``owners`` sets of rows (``owner`` numbers each row's), the wall times of
+    each runner process in it: processes in the order they first appear, each one's times in
+    row order. One sort for every set: a groupby per set costs milliseconds each."""
+    process = pd.factorize(counted["process"])[0]
+    order = np.lexsort((process, owner))
+    walls = counted["wall_s"].to_numpy(dtype=float)[order].tolist()
+    owner, process = owner[order], process[order]
+    starts = np.flatnonzero(np.diff(process, prepend=-1) | np.diff(owner, prepend=-1))
+    found: list[list[list[float]]] = [[] for _ in range(owners)]
+    for start, end, at in zip(starts.tolist(), [*starts[1:].tolist(), len(walls)],
+                              owner[starts].tolist()):  # fmt: skip
+        found[at].append(walls[start:end])
+    return found
 
 
 def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
@@ -183,7 +261,7 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
     if repeats.empty:
         return pd.DataFrame()
     counted = repeats[~repeats["warmup"]].copy()
-    counted["startup_s"] = (counted["first_task_start_ns"] - counted["start_ns"]) / 1e9
+    counted["startup_s"] = counted["startup_ns"] / 1e9
     counted["in_flight"] = counted["busy_ns"] / counted["wall_ns"]
     counted["cpu_per_wall"] = counted["cpu_ns"] / counted["wall_ns"]
     grouped = counted.groupby(CONFIG, dropna=False, sort=True)
@@ -191,8 +269,6 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
         repeats=("wall_s", "size"),
         processes=("process", "nunique"),
         median_s=("wall_s", "median"),
-        q1_s=("wall_s", lambda s: s.quantile(0.25)),
-        q3_s=("wall_s", lambda s: s.quantile(0.75)),
         mean_s=("wall_s", "mean"),
         std_s=("wall_s", "std"),
         min_s=("wall_s", "min"),
@@ -202,9 +278,6 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
         cores=("cores", "max"),
         runs=("run_id", "nunique"),
         gil_disabled=("gil_disabled", "max"),
-        sweeps=("sweep_id", lambda s: " ".join(sorted(set(map(str, s))))),
-        # "turns" unless some of its runs ran in blocks (older runs all did)
-        run_order=("run_order", lambda s: "blocks" if "blocks" in set(s) else "turns"),
         peak_rss_bytes=("peak_rss_bytes", "max"),
         worker_peak_rss_bytes=("worker_peak_rss_bytes", "max"),
         voluntary_switches=("voluntary_switches", "median"),
@@ -212,7 +285,22 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
         core_moves=("core_moves", "median"),
         cores_used=("cores_used", "max"),
     ).reset_index()
-    intervals = [stats.interval(process_groups(group)) for _, group in grouped]
+    summary.insert(
+        summary.columns.get_loc("mean_s"), "q1_s", grouped["wall_s"].quantile(0.25).values
+    )
+    summary.insert(
+        summary.columns.get_loc("mean_s"), "q3_s", grouped["wall_s"].quantile(0.75).values
+    )
+    config = grouped.ngroup().to_numpy()
+    first_of_run = ~counted["run_id"].duplicated().to_numpy()
+    runs, run_config = counted[first_of_run], config[first_of_run]
+    sweeps = runs.groupby(run_config)["sweep_id"].agg(lambda s: " ".join(sorted(set(map(str, s)))))
+    summary.insert(summary.columns.get_loc("peak_rss_bytes"), "sweeps", sweeps.values)
+    # "turns" unless some of its runs ran in blocks (older runs all did)
+    blocks = (runs["run_order"] == "blocks").groupby(run_config).any()
+    summary.insert(summary.columns.get_loc("peak_rss_bytes"), "run_order",
+                   np.where(blocks.values, "blocks", "turns"))  # fmt: skip
+    intervals = [stats.interval(groups) for groups in _by_process(counted, config, len(summary))]
     summary["ci_low_s"] = [i.low for i in intervals]
     summary["ci_high_s"] = [i.high for i in intervals]
     summary["spread"] = [i.spread for i in intervals]
@@ -231,12 +319,51 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
     summary["karp_flatt"] = [
         karp_flatt(s, p) for s, p in zip(summary["speedup"], summary["workers"])
     ]
-    sweep_loads = _sweep_start_loads(repeats)
-    unfit = _machine_problems(repeats)
+    sweep_loads = _sweep_start_loads(runs)
+    unfit = _machine_problems(runs)
+    works = _same_work(summary, counted, config, runs, run_config)
     summary["warnings"] = [
-        _warnings(row, repeats, sweep_loads, unfit) for row in summary.itertuples()
+        _warnings(row, work, sweep_loads, unfit) for row, work in zip(summary.itertuples(), works)
     ]
     return summary.drop(columns=["interval"])
+
+
+# What the run-level warnings of a configuration look at: its runs of the same work with the
+# same executor and workers (whatever their start method and chunksize).
+WORK_KEY = ["workload", "executor", "workers", "machine", "python", "size", "tasks"]
+
+
+@dataclass(frozen=True)
+class SameWork:
+    """The counted repeats of one WORK_KEY: how many, the median of each process's first one,
+    and which sweeps and runs they come from."""
+
+    repeats: int
+    first_s: float
+    sweep_ids: list
+    run_ids: list
+
+
+def _same_work(summary, counted, config, runs, run_config) -> list[Optional[SameWork]]:
+    """For each summary row (config numbers each counted repeat's and each run's row), the
+    SameWork of its WORK_KEY; None where the key has a missing value, which matches nothing."""
+    work = summary.groupby(WORK_KEY, sort=False).ngroup().fillna(-1).astype(int).to_numpy()
+    # each runner process's first counted repeat: its lowest repeat index
+    process = pd.factorize(counted["process"])[0]
+    order = np.lexsort((counted["repeat_index"].to_numpy(), process))
+    first = order[np.diff(process[order], prepend=-1) != 0]
+    first_work = work[config[first]]
+    kept = first_work >= 0
+    first_s = pd.Series(counted["wall_s"].to_numpy()[first][kept]).groupby(first_work[kept])
+    first_s = first_s.median().to_dict()
+    run_work = work[run_config]
+    found = {}
+    for w, rows in runs.groupby(run_work):
+        if w < 0:
+            continue
+        found[w] = SameWork(int(summary["repeats"][work == w].sum()), first_s.get(w, math.nan),
+                            list(rows["sweep_id"].unique()), list(rows["run_id"]))  # fmt: skip
+    return [found.get(w) for w in work]
 
 
 def _add_speedups(summary: pd.DataFrame) -> None:
@@ -281,10 +408,10 @@ def _key_text(key) -> str:
     return "|".join(_text(v) for v in (key if isinstance(key, tuple) else (key,)))
 
 
-def _sweep_start_loads(repeats: pd.DataFrame) -> dict[str, float]:
+def _sweep_start_loads(runs: pd.DataFrame) -> dict[str, float]:
     """Load per core when each sweep began (its first run): later runs of a sweep see the load
     the sweep itself made, which says nothing about other work on the machine."""
-    firsts = repeats.sort_values("created_at").drop_duplicates("sweep_id")
+    firsts = runs.sort_values("created_at", kind="stable").drop_duplicates("sweep_id")
     loads = {}
     for sweep_id, text_ in zip(firsts["sweep_id"], firsts["environment_json"]):
         load = _load_per_core(text_) if isinstance(text_, str) else None
@@ -293,11 +420,13 @@ def _sweep_start_loads(repeats: pd.DataFrame) -> dict[str, float]:
     return loads
 
 
-def _machine_problems(repeats: pd.DataFrame) -> dict[str, list[str]]:
+def _machine_problems(runs: pd.DataFrame) -> dict[str, list[str]]:
     """Each run's machine problems as its environment recorded them (experiments.environment
     ``problems``), by run id; runs with none are left out."""
     found = {}
-    for run_id, text_ in repeats.drop_duplicates("run_id")[["run_id", "environment_json"]].values:
+    for run_id, text_ in zip(runs["run_id"].tolist(), runs["environment_json"].tolist()):
+        if not isinstance(text_, str) or "problems" not in text_:
+            continue  # no key of that name (parsing every run's environment costs more)
         problems = (json_object(text_) or {}).get("problems")
         if isinstance(problems, list) and problems:
             found[run_id] = [str(p) for p in problems]
@@ -305,7 +434,7 @@ def _machine_problems(repeats: pd.DataFrame) -> dict[str, list[str]]:
 
 
 def _warnings(
-    row, repeats: pd.DataFrame, sweep_loads: dict[str, float], unfit: dict[str, list[str]]
+    row, work: Optional[SameWork], sweep_loads: dict[str, float], unfit: dict[str, list[str]]
 ) -> list[str]:
     found = []
     if row.repeats < 3:
@@ -336,21 +465,14 @@ def _warnings(
         found.append("tasks under 1 ms: dispatch overhead dominates")
     if math.isnan(row.sequential_s) and row.executor != "sequential":
         found.append("no sequential run of this work here: no speedup")
-    mine = repeats[
-        (repeats["workload"] == row.workload) & (repeats["executor"] == row.executor)
-        & (repeats["workers"] == row.workers) & (repeats["machine"] == row.machine)
-        & (repeats["python"] == row.python) & (repeats["size"] == row.size)
-        & (repeats["tasks"] == row.tasks)
-    ]  # fmt: skip
-    counted = mine[~mine["warmup"]].sort_values(["run_id", "repeat_index"])
-    if len(counted) >= 3:
-        first = counted.groupby("process")["wall_s"].first().median()
-        if first > 1.5 * row.median_s:
-            found.append(f"first repeat {first / row.median_s:.1f}x slower than the median")
-    loads = [sweep_loads[s] for s in mine["sweep_id"].unique() if s in sweep_loads]
+    if work is None:
+        return found
+    if work.repeats >= 3 and work.first_s > 1.5 * row.median_s:
+        found.append(f"first repeat {work.first_s / row.median_s:.1f}x slower than the median")
+    loads = [sweep_loads[s] for s in work.sweep_ids if s in sweep_loads]
     if loads and max(loads) >= HIGH_LOAD_PER_CORE:
         found.append(f"machine was busy at start (load {max(loads):.1f} per core)")
-    problems = dict.fromkeys(p for r in mine["run_id"].unique() for p in unfit.get(r, ()))
+    problems = dict.fromkeys(p for r in work.run_ids for p in unfit.get(r, ()))
     for problem in problems:
         found.append(f"measured on an unfit machine: {problem.partition(';')[0]}")
     return found

@@ -27,18 +27,22 @@ from sqlmodel import SQLModel, create_engine
 from storage.database import (
     SCHEMA_VERSION,
     DamagedDatabase,
+    Database,
     DatabaseError,
+    FileDatabase,
+    ServerDatabase,
     check_sqlite_file,
     connect_to_read,
+    database_target,
     open_engine,
     read_header,
     shown_url,
 )
 from storage.models import utc_now
-from storage.queries import json_object
+from storage.queries import iso_utc, json_object
 
-# A lab database: a SQLite file's path, or a database server's SQLAlchemy URL.
-Target = Union[Path, str]
+# A lab database: a Database (storage.database), or what --db takes (a path, a URL).
+Target = Union[Database, Path, str]
 
 # Tables in the order rows must be copied (parents before children).
 TABLES = ("machine", "interpreter", "sweep", "run", "repeat", "task_sample", "import_log")
@@ -83,10 +87,12 @@ def _summary(location: str, version: int, size: Optional[int], by_config, first,
     }
 
 
-def info(path: Target) -> dict[str, Any]:
+def info(db: Target) -> dict[str, Any]:
     """What a lab database holds: version, size, runs per machine and interpreter, date range."""
-    if isinstance(path, str):
-        return _server_info(path)
+    db = database_target(db)
+    if isinstance(db, ServerDatabase):
+        return _server_info(db.url)
+    path = db.path
     check_sqlite_file(path, create=False)
     version, _ = read_header(path)
     connection = _connect_ro(path)
@@ -99,7 +105,9 @@ def info(path: Target) -> dict[str, Any]:
         raise DatabaseError(f"{path} cannot be read ({exc}); run `conlab db check`") from None
     finally:
         connection.close()
-    return _summary(str(path), version, path.stat().st_size, by_config, first, last)
+    return _summary(
+        str(path), version, path.stat().st_size, by_config, iso_utc(first), iso_utc(last)
+    )
 
 
 def _server_info(url: str) -> dict[str, Any]:
@@ -117,11 +125,7 @@ def _server_info(url: str) -> dict[str, Any]:
                 ).scalar()
     finally:
         engine.dispose()
-    return _summary(shown_url(url), SCHEMA_VERSION, size, by_config, _iso(first), _iso(last))
-
-
-def _iso(moment) -> Optional[str]:
-    return moment.isoformat(sep=" ") if moment is not None else None
+    return _summary(shown_url(url), SCHEMA_VERSION, size, by_config, iso_utc(first), iso_utc(last))
 
 
 # The lab's own consistency checks, in SQL every database we support speaks.
@@ -167,16 +171,18 @@ def _lab_problems(execute, checks: dict[str, str] = _LAB_CHECKS) -> list[Problem
     return problems
 
 
-def check(path: Target) -> list[Problem]:
+def check(db: Target) -> list[Problem]:
     """SQLite's integrity and foreign-key checks, then the lab's own consistency checks (a
     server keeps its own integrity and foreign keys: there, only the lab's)."""
-    if isinstance(path, str):
-        engine = open_engine(path, create=False)
+    db = database_target(db)
+    if isinstance(db, ServerDatabase):
+        engine = open_engine(db, create=False)
         try:
             with engine.connect() as connection:
                 return _lab_problems(lambda query: connection.execute(sql(query)).all())
         finally:
             engine.dispose()
+    path = db.path
     try:
         check_sqlite_file(path, create=False)
     except DamagedDatabase as exc:
@@ -280,14 +286,15 @@ def merge(target: Target, sources: list[Path]) -> list[MergeResult]:
     replaces the target's copy of it that is still `running` (or `interrupted`), with its repeats
     and task samples. Every source is checked before anything is written; each source is merged
     in one transaction."""
+    target = database_target(target)
     for source in sources:
         _refuse_unless_sound(source)
-        if isinstance(target, Path) and source.resolve() == target.resolve():
+        if isinstance(target, FileDatabase) and source.resolve() == target.path.resolve():
             raise DatabaseError(f"{source} is the target database itself; merge another file")
     engine = open_engine(target, create=True)  # creates or migrates the target's schema
     try:
-        if isinstance(target, Path):
-            return [_merge_one(target, source) for source in sources]
+        if isinstance(target, FileDatabase):
+            return [_merge_one(target.path, source) for source in sources]
         return [_merge_into_server(engine, source) for source in sources]
     finally:
         engine.dispose()
@@ -452,15 +459,16 @@ def export(source: Target, out: Path, anonymize: bool = False, tag: Optional[str
     finished file is written beside ``out`` and then linked into place. An export that fails or
     is interrupted leaves no ``out`` and nothing un-anonymised beside it (after SIGKILL, the
     private copy stays in $TMPDIR: nothing else can remove it)."""
-    if isinstance(source, Path):
-        check_sqlite_file(source, create=False)
+    source = database_target(source)
+    if isinstance(source, FileDatabase):
+        check_sqlite_file(source.path, create=False)
     _refuse_as_export_target(out)
     with _terminate_as_interrupt(), tempfile.TemporaryDirectory(prefix="conlab-export-") as scratch:
         work = Path(scratch) / "export.db"
-        if isinstance(source, Path):
-            _vacuum_into(source, work)
+        if isinstance(source, FileDatabase):
+            _vacuum_into(source.path, work)
         else:
-            _copy_from_server(source, work)
+            _copy_from_server(source.url, work)
         count = _finish_copy(work, anonymize, tag)
         _put_in_place(work, out)
     return count

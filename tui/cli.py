@@ -3,6 +3,7 @@ fails is recorded as failed and gives exit code 1; never a traceback for either.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -13,7 +14,9 @@ from typing import Any, NoReturn, Optional
 
 import typer
 
-from experiments.spec import DEFAULT_PROCESSES, START_METHODS, SpecError, normal_workload
+from experiments import options as sweep_options
+from experiments.options import parse_workers
+from experiments.spec import SpecError, normal_workload
 from storage.database import DatabaseError
 from storage.errors import SelectionError
 from storage.text import as_text, printable
@@ -41,10 +44,6 @@ DB_HELP = (
 JSON_HELP = "print machine-readable JSON on stdout, and nothing else there"
 
 
-# The start methods a process executor may use: the spec's own list.
-StartMethod = Enum("StartMethod", {name: name for name in START_METHODS}, type=str)
-
-
 def _console(stderr: bool = False):
     from rich.console import Console
 
@@ -68,28 +67,11 @@ def _open(db: Optional[str], *, create: bool = True, writer: bool = False):
 
 
 def _check_db(db: Optional[str]) -> None:
-    """Refuse a --db (or $CONLAB_DB) that names no database we could keep runs in: an empty
-    value, text that is neither a path nor a SQLAlchemy URL, or SQLite in memory."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    """Refuse a --db (or $CONLAB_DB) that names no database we could keep runs in (one line,
+    from storage.database.database_target)."""
+    from storage.database import database_target
 
-    from storage.database import database_url
-
-    given = f"--db {db!r}" if db is not None else f"$CONLAB_DB {os.environ.get('CONLAB_DB')!r}"
-    if db is not None and not db.strip():
-        raise BadInput("--db is empty; pass a file path or a database URL, or leave it out")
-    try:
-        url = make_url(database_url(db))
-    except (ArgumentError, ValueError):
-        raise BadInput(
-            f"{given} is neither a file path nor a database URL; pass e.g. --db results.db "
-            "or --db postgresql+psycopg://user@host/db"
-        ) from None
-    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
-        raise BadInput(
-            f"{given} names a SQLite database in memory, which keeps nothing; "
-            "pass --db with a file path"
-        )
+    database_target(db)
 
 
 @app.callback(invoke_without_command=True)
@@ -121,26 +103,6 @@ def run(
         ..., "-w", "--workload", help="built-in name, MODULE:FUNCTION or path/file.py:FUNCTION"
     ),
     executor: list[str] = typer.Option(..., "-e", "--executor", help="may be given several times"),
-    workers: Optional[str] = typer.Option(
-        None, help="worker counts, e.g. 1,2,4 (default: 1, 2, 4 … up to the usable cores)"
-    ),
-    tasks: int = typer.Option(16, help="tasks per repeat"),
-    size: Optional[str] = typer.Option(
-        None,
-        help="the argument each task gets (several, e.g. 1000,1100, take turns in one sweep), or "
-        "auto: the smallest power of two at which one call takes >= 10 ms (default: the "
-        "workload's, ~10-50 ms of work; auto for MODULE:FUNCTION)",
-    ),
-    repeats: str = typer.Option(
-        "5",
-        help="counted repeats in each runner process, or auto: add processes until each run's "
-        "95% interval is within --target-ci (or --max-time is spent)",
-    ),
-    warmups: int = typer.Option(1, help="warm-up repeats in each process, recorded and flagged"),
-    processes: int = typer.Option(
-        DEFAULT_PROCESSES,
-        help="runner processes per run, each with its own memory layout and hash seed",
-    ),
     order: Order = typer.Option(
         Order.turns,
         help="turns: the runs' processes take turns in a shuffled order (drift hits all alike); "
@@ -150,32 +112,21 @@ def run(
     max_time: Optional[float] = typer.Option(
         None, help="with --repeats auto: seconds the sweep may take (default 300)"
     ),
-    start_method: Optional[StartMethod] = typer.Option(None, help="for process executors"),
-    chunksize: Optional[int] = typer.Option(None, help="for process executors"),
-    max_tasks_per_child: Optional[int] = typer.Option(
-        None, help="process pools: replace each worker after N tasks"
-    ),
-    scheduler: Optional[str] = typer.Option(
-        None, help="dask: address of an existing cluster (default: a LocalCluster of --workers)"
-    ),
-    python: Optional[list[str]] = typer.Option(None, help="interpreter to run under (repeatable)"),
-    timeout: Optional[float] = typer.Option(
-        None, help="seconds before a runner process is stopped and its run failed"
-    ),
-    tag: Optional[str] = typer.Option(None, help="a label to select these runs by later"),
     db: Optional[str] = typer.Option(None, help=DB_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    **options: Any,
 ) -> int:
     """Run workloads on executors and store every timing."""
-    from tui.service import parse_workers
     from tui.sweep import Sweep, calibration_note, check, choose_sizes, plan
 
+    options = {o.name: options[o.key] for o in sweep_options.OPTIONS}
+    workers, size, repeats = options.pop("workers"), options.pop("size"), options.pop("repeats")
     adaptive = repeats.strip().lower() == "auto"
     if adaptive and not 0 < target_ci < 100:
         raise BadInput(f"--target-ci must be a percentage above 0 and below 100, not {target_ci}")
     if max_time is not None and not 0 < max_time < 10**6:
         raise BadInput(f"--max-time must be a number of seconds above 0, not {max_time}")
-    pythons = python or [None]
+    pythons = options.pop("python") or [None]
     workloads = list(dict.fromkeys(map(normal_workload, workload)))
     sizes, calibrations = choose_sizes(workloads, _parse_sizes(size), pythons[0])
     specs = plan(
@@ -183,17 +134,9 @@ def run(
         executor,
         parse_workers(workers),
         pythons,
-        tasks=tasks,
         size=sizes,
         repeats=5 if adaptive else _parse_count("--repeats", repeats, "5 or auto"),
-        warmups=warmups,
-        processes=processes,
-        start_method=start_method.value if start_method else None,
-        chunksize=chunksize,
-        max_tasks_per_child=max_tasks_per_child,
-        scheduler=scheduler,
-        timeout_s=timeout,
-        tag=tag,
+        **{name: getattr(value, "value", value) for name, value in options.items()},
     )
     resolved = check(specs)
     engine = _open(db, writer=True)
@@ -226,6 +169,52 @@ def run(
         )
         return 1
     return 0 if results and all(r["status"] == "ok" for r in results) and not sweep.cancelled else 1
+
+
+# How `conlab run` takes an option whose command-line form is not one value of its type: several
+# worker counts or sizes, a count or "auto", an interpreter per --python.
+CLI_FORMS: dict[str, tuple[Any, Any]] = {
+    "workers": (Optional[str], None),
+    "size": (Optional[str], None),
+    "repeats": (str, "5"),
+    "python": (Optional[list[str]], None),
+}
+
+
+def _option_parameter(option: sweep_options.SweepOption) -> inspect.Parameter:
+    """``option`` as a parameter of ``run``, which typer turns into a flag."""
+    if option.name in CLI_FORMS:
+        annotation, default = CLI_FORMS[option.name]
+    elif option.choices:
+        annotation = Optional[Enum(option.key, [(c, c) for c in option.choices], type=str)]
+        default = option.default
+    else:
+        annotation = option.type if option.default is not None else Optional[option.type]
+        default = option.default
+    return inspect.Parameter(
+        option.key,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(default, option.flag, help=option.help),
+        annotation=annotation,
+    )
+
+
+def use_option_table() -> None:
+    """Give ``run`` one flag per row of the option table (typer reads the signature)."""
+    fixed = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for p in inspect.signature(run, follow_wrapped=False).parameters.values()
+        if p.kind is not inspect.Parameter.VAR_KEYWORD and p.name not in _option_keys
+    ]
+    added = [_option_parameter(option) for option in sweep_options.OPTIONS]
+    _option_keys.clear()
+    _option_keys.update(p.name for p in added)
+    # after -w and -e, before the options of the sweep as a whole (--order ... --json)
+    run.__signature__ = inspect.Signature(fixed[:2] + added + fixed[2:], return_annotation=int)
+
+
+_option_keys: set[str] = set()
+use_option_table()
 
 
 def _parse_count(option: str, text: str, example: str) -> int:
@@ -819,6 +808,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="conlab: %(message)s")
+    use_option_table()
     try:
         result = app(args=argv, standalone_mode=False, prog_name="conlab")
     except (SpecError, DatabaseError, BadInput, SelectionError) as exc:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from experiments.spec import ExperimentSpec, SpecError, default_worker_counts
+from experiments.spec import ExperimentSpec
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,20 +36,6 @@ def engine_for(db: Optional[str], *, create: bool = True, writer: bool = False) 
 
 
 # --- sweeps ----------------------------------------------------------------------------------
-
-
-def parse_workers(text: Optional[str]) -> list[int]:
-    """``1,2,4`` as worker counts, repeats dropped; the default counts when empty or None.
-    Raises SpecError with the fix."""
-    if text is None or not text.strip():
-        return default_worker_counts()
-    try:
-        return list(dict.fromkeys(int(part) for part in text.split(",")))
-    except ValueError:
-        raise SpecError(
-            f"--workers takes whole numbers separated by commas, not {text!r}; "
-            "pass e.g. --workers 1,2,4"
-        ) from None
 
 
 def run_label(spec: ExperimentSpec, event: dict) -> str:
@@ -286,8 +272,7 @@ def list_runs(db: Optional[str], tag: Optional[str] = None, *, create: bool = Tr
 
     with engine_for(db, create=create) as engine:
         mark_interrupted(engine)
-        runs = stored_runs(engine, tag=tag)
-    return newest_first(runs)
+        return stored_runs(engine, tag=tag)  # newest first
 
 
 # The columns of a list of runs, in `conlab runs` and the app's Runs table alike.
@@ -330,8 +315,9 @@ def iso_seconds(moment: Any) -> str:
 
 
 def newest_first(runs: list[dict]) -> list[dict]:
-    """Runs by creation time, the newest first (ties by id, for a stable order)."""
-    return sorted(runs, key=lambda r: (r.get("created_at") or "", r["run_id"]), reverse=True)
+    """Runs of several databases by creation time, the newest first; runs of one second keep
+    the order each database gave them (its own, finer)."""
+    return sorted(runs, key=lambda r: r.get("created_at") or "", reverse=True)
 
 
 def run_detail(db: Optional[str], run: dict) -> dict[str, Any]:

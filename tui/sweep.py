@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from experiments import launch
 from experiments.executors import EXECUTORS
+from experiments.options import not_taken_by_any, without_refused
 from experiments.spec import ExperimentSpec, SpecError, check_worker_counts, new_id
 
 if TYPE_CHECKING:  # storage (and SQLAlchemy) load when a sweep runs, not when one is planned
@@ -47,10 +48,9 @@ def plan(
     """The specs of one sweep: every python x workload x executor x worker count, one sweep id.
     Executors without workers (sequential) run once. Raises SpecError for the first bad spec."""
     check_worker_counts(workers)
-    if params.get("scheduler") is not None and not any(
-        getattr(EXECUTORS.get(e), "takes_scheduler", False) for e in executors
-    ):
-        raise SpecError("--scheduler applies to dask; add -e dask or drop --scheduler")
+    reason = not_taken_by_any([EXECUTORS.get(e) for e in executors], params)
+    if reason:
+        raise SpecError(reason)
     sweep_id = new_id()
     specs = []
     sizes = params.pop("size", None)  # one size for all, a list, or a list per workload
@@ -68,9 +68,8 @@ def _configurations(workload, executor, workers, python, sweep_id, params) -> li
     """The specs of one workload and size on one executor: one per worker count (sequential
     once)."""
     known = EXECUTORS.get(executor)
-    if not getattr(known, "takes_scheduler", False):
-        params.pop("scheduler", None)  # the cluster's address is dask's alone
-    counts = workers if getattr(known, "takes_workers", True) else [1]
+    params = without_refused(known, params)
+    counts = workers if known is None or "workers" in known.options else [1]
     return [
         ExperimentSpec(workload=workload, executor=executor, workers=count, python=python,
                        sweep_id=sweep_id, **params).validate()
@@ -121,7 +120,7 @@ def check(specs: Sequence[ExperimentSpec]) -> dict[str, dict]:
     """Validate every spec in the interpreter that will run it; resolved parameters by run id."""
     resolved: dict[str, dict] = {}
     for python in dict.fromkeys(spec.python for spec in specs):
-        resolved.update(launch.check([s for s in specs if s.python == python], python))
+        resolved.update(launch.check_specs([s for s in specs if s.python == python], python))
     return resolved
 
 

@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from experiments import environment, measure, workloads
+from experiments import environment, runner, timing, workloads
 from storage.recorder import repeat_costs
 from tests.conftest import run_args
 from tests.storage.test_database import make_v1_file
@@ -141,33 +141,40 @@ def test_threads_under_the_gil_are_switched_and_reports_show_the_costs(conlab, d
 
 
 def test_a_sample_says_none_where_the_platform_does_not(monkeypatch):
-    sample = workloads.timed_call(workloads.tiny, 3)
+    sample = timing.timed_call(workloads.tiny, 3)
     assert sample[0] == 3 and len(sample) == 11
     if hasattr(os, "sched_getaffinity"):  # Linux: every figure is there
         assert all(isinstance(value, int) for value in sample[6:])
-    monkeypatch.setattr(workloads, "_usage", workloads._no_usage)
-    monkeypatch.setattr(workloads, "current_core", workloads._no_core)
-    assert workloads.timed_call(workloads.tiny, 3)[5:] == (None,) * 6
+    monkeypatch.setattr(timing, "_usage", timing._no_usage)
+    monkeypatch.setattr(timing, "current_core", timing._no_core)
+    assert timing.timed_call(workloads.tiny, 3)[5:] == (None,) * 6
     # not Linux: no sched_getcpu to load
-    monkeypatch.setattr(workloads.sys, "platform", "darwin")
-    assert workloads._load_core_reader() is workloads._no_core
+    monkeypatch.setattr(timing.sys, "platform", "darwin")
+    assert timing._load_core_reader() is timing._no_core
     # no resource module (Windows): the runner's own peak is unknown
     monkeypatch.setitem(sys.modules, "resource", None)
-    assert measure._peak_rss_bytes() is None
+    assert runner._peak_rss_bytes() is None
 
 
-def test_a_chunk_reads_switches_and_memory_once_and_keeps_each_tasks_times_and_cores():
-    samples = workloads.timed_chunk(workloads.tiny, [1, 2, 3])
+def test_a_chunk_reads_its_costs_at_its_two_ends_and_keeps_each_tasks_times(monkeypatch):
+    samples = timing.timed_chunk(workloads.tiny, [1, 2, 3])
     assert [s[0] for s in samples] == [1, 2, 3] and all(len(s) == 11 for s in samples)
     assert all(s[3] <= s[4] for s in samples)  # each task's own start and end
-    if hasattr(os, "sched_getaffinity"):  # Linux: cores per task, the chunk's costs on its last
-        assert all(isinstance(s[8], int) and isinstance(s[9], int) for s in samples)
-        assert all(s[6] is None and s[10] is None for s in samples[:-1])
+    assert all(s[6:] == (None,) * 5 for s in samples[:-1])
+    if hasattr(os, "sched_setaffinity"):  # Linux: the chunk's costs sit on its last task
         assert all(isinstance(value, int) for value in samples[-1][6:])
+        allowed = os.sched_getaffinity(0)
+        core = max(allowed)
+        monkeypatch.setattr(timing, "current_core", timing._first_core)  # ctypes not loaded
+        os.sched_setaffinity(0, {core})
+        try:  # the core read without ctypes (a spawned worker's path) is the one it runs on
+            assert timing._chunk_core() == core
+        finally:
+            os.sched_setaffinity(0, allowed)
     stored = [list(s[1:]) for s in samples]  # as the runner sends them
     costs = repeat_costs(stored, runner_pid=-1, runner_peak=None)
     assert costs["voluntary_switches"] == samples[-1][6]  # summed over the chunk, not lost
-    assert workloads.timed_chunk(workloads.tiny, []) == []
+    assert timing.timed_chunk(workloads.tiny, []) == []
 
 
 def test_repeat_costs_from_samples_old_and_new():

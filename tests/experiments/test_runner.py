@@ -249,9 +249,9 @@ def test_check_refuses_what_cannot_be_pickled(monkeypatch, user_dir):
     for name in ("lam", "nested"):
         spec = ExperimentSpec(workload=f"usermod:{name}", executor="processes", workers=2)
         with pytest.raises(SpecError, match="module's top level"):
-            launch.check([spec])
+            launch.check_specs([spec])
     # threads share memory: nothing needs pickling, so the same functions are fine there
-    launch.check([ExperimentSpec(workload="usermod:lam", executor="threads", workers=2)])
+    launch.check_specs([ExperimentSpec(workload="usermod:lam", executor="threads", workers=2)])
 
 
 def test_runner_imports_cheaply():

@@ -154,26 +154,23 @@ def test_bad_db_paths_are_one_line_errors(conlab, tmp_path, target):
         assert_one_line_error(conlab(*command, "--db", str(path)))
 
 
-def wait_for_status(db: Path, status: str, timeout_s: float = 30) -> None:
+def wait_for_count(db: Path, query: str, args=(), at_least: int = 1, timeout_s: float = 60) -> None:
+    """Until ``query`` counts ``at_least`` rows: the file may not exist or have tables yet."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            connection = sqlite3.connect(db)
-            if connection.execute(
-                "SELECT count(*) FROM run WHERE status = ?", (status,)
-            ).fetchone()[0]:
+            if sqlite3.connect(db).execute(query, args).fetchone()[0] >= at_least:
                 return
         except sqlite3.OperationalError:
             pass
         time.sleep(0.05)
-    raise AssertionError(f"no run became {status}")
+    raise AssertionError(f"{query} {args} never counted {at_least}")
 
 
 def test_killing_conlab_mid_run_leaves_an_interrupted_run_and_a_sound_file(conlab, db_path):
     options = dict(workers=2, tasks=4, size=200, repeats=50)
     process = conlab.start(*run_args("sleep", "processes", **options))
-    wait_for_status(db_path, "running")
-    time.sleep(1.0)  # some repeats stored
+    wait_for_count(db_path, "SELECT count(*) FROM repeat WHERE NOT warmup", at_least=2)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=10)
     listed = conlab("runs", "--json").json()

@@ -52,7 +52,7 @@ def test_run_runs_and_report_work_on_postgres(conlab, pg_url):
         stored = listed[run["run_id"]]
         assert stored["status"] == "ok" and stored["wall_s"] == run["wall_s"]
         assert stored["python"].count(".") == 2 and stored["machine"] and stored["tag"] == "team"
-        assert stored["created_at"].endswith("+00:00")  # stored as UTC whatever the server's zone
+        assert stored["created_at"].endswith("Z")  # stored as UTC whatever the server's zone
     stored_rows = server_content(pg_url)
     # nanosecond clocks and thread ids are 64-bit values: they must come back exact
     assert len(stored_rows["task_sample"]) == 2 * 4 * 4

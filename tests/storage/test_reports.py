@@ -47,9 +47,8 @@ def frame(rows: list[dict]) -> pd.DataFrame:
                 "cpu_model": "x", "python": row.get("python", "3.12.1"),
                 "gil_disabled": row.get("gil_disabled", False),
                 "repeat_index": index, "warmup": False, "wall_ns": int(wall_s * 1e9),
-                "cpu_ns": int(row.get("cpu", 1.0) * wall_s * 1e9), "start_ns": 0,
-                "end_ns": int(wall_s * 1e9), "db": "test", "wall_s": wall_s,
-                "first_task_start_ns": 1_000_000, "busy_ns": int(wall_s * 1e9),
+                "cpu_ns": int(row.get("cpu", 1.0) * wall_s * 1e9), "db": "test", "wall_s": wall_s,
+                "startup_ns": 1_000_000, "busy_ns": int(wall_s * 1e9),
                 **{column: row.get(column, math.nan) for column in COST_COLUMNS},
             })  # fmt: skip
     return pd.DataFrame(records)

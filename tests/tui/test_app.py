@@ -423,7 +423,7 @@ async def test_every_part_of_the_lab_can_be_reached(tmp_path, size):
     async with app.run_test(size=size) as pilot:
         await settle(app, pilot)
         lab = app.query_one(LabPane)
-        for part in ("#executors", "#start-method", "#python", "#timeline", "#summary"):
+        for part in ("#executors", "#start_method", "#python", "#timeline", "#summary"):
             widget = app.query_one(part)
             lab.scroll_to_widget(widget, animate=False)
             await pilot.pause()

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from experiments.executors import EXECUTORS
-from experiments.spec import MAX_TIMEOUT_S
+from experiments.options import MAX_TIMEOUT_S
 from storage.database import SCHEMA_VERSION
 from tests.conftest import PROCESS_EXECUTORS, assert_one_line_error, run_args
 from tests.storage.test_reports import (

@@ -27,34 +27,23 @@ from textual.widgets.option_list import Option, OptionDoesNotExist
 from textual.widgets.selection_list import Selection
 from textual.worker import Worker, WorkerState
 
+from experiments import options as sweep_options
 from experiments.executors import describe as describe_executors
-from experiments.spec import (
-    DEFAULT_PROCESSES,
-    START_METHODS,
-    ExperimentSpec,
-    SpecError,
-    default_worker_counts,
-    normal_workload,
-)
+from experiments.options import SweepOption, parse_workers
+from experiments.spec import ExperimentSpec, SpecError, normal_workload
 from experiments.workloads import WORKLOADS
 from storage.text import as_text, printable
 from tui.components.pane import ReportsWorkerErrors
 from tui.components.timeline import Timeline
-from tui.service import parse_workers, process_tasks, run_label
+from tui.service import process_tasks, run_label
 
-# The parameter inputs: (id, label, placeholder shown when left empty = the default).
-PARAMETERS = [
-    ("workers", "workers", ",".join(map(str, default_worker_counts()))),
-    ("tasks", "tasks", "16"),
-    ("size", "size", "workload's default"),
-    ("repeats", "repeats", "5"),
-    ("warmups", "warm-ups", "1"),
-    ("processes", "processes", str(DEFAULT_PROCESSES)),
-    ("chunksize", "chunksize", "executor's default"),
-    ("timeout", "timeout s", "none"),
-    ("tag", "tag", "none"),
-    ("scheduler", "dask at", "a LocalCluster"),
-]
+# The form's fields, one per row of the option table: a menu for an option of a few values and
+# for the interpreter (``find_pythons`` fills it), a text field for the others.
+MENUS = ("python",)
+
+
+def menu_prompt(option: SweepOption) -> str:
+    return f"{option.label}: {option.placeholder}"
 
 
 class TickList(SelectionList):
@@ -145,16 +134,16 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
                 executors.border_title = "executors (space ticks)"
                 yield executors
             with VerticalScroll(id="lab-params"):
-                for name, label, placeholder in PARAMETERS:
+                menus = []
+                for option in sweep_options.OPTIONS:
+                    if option.choices or option.name in MENUS:
+                        choices = [(c, c) for c in option.choices]
+                        menus.append(Select(choices, prompt=menu_prompt(option), id=option.key))
+                        continue
                     with Horizontal(classes="param"):
-                        yield Label(label)
-                        yield Input(placeholder=placeholder, id=name)
-                yield Select(
-                    [(m, m) for m in START_METHODS],
-                    prompt="start method: executor's default",
-                    id="start-method",
-                )
-                yield Select([], prompt="python: this interpreter", id="python")
+                        yield Label(option.label)
+                        yield Input(placeholder=option.placeholder, id=option.key)
+                yield from menus
                 yield Static("", id="spec-error")
         with Horizontal(id="progress-row"):
             yield Label("sweep", classes="bar-label")
@@ -214,39 +203,20 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         executors = list(self.query_one("#executors", SelectionList).selected)
         if not executors:
             raise SpecError("no executor chosen; select at least one (space toggles)")
-        values = {name: self.query_one(f"#{name}", Input).value.strip() for name, *_ in PARAMETERS}
         params: dict[str, Any] = {}
-        for name, option in (
-            ("tasks", "--tasks"),
-            ("size", "--size"),
-            ("repeats", "--repeats"),
-            ("warmups", "--warmups"),
-            ("processes", "--processes"),
-            ("chunksize", "--chunksize"),
-        ):
-            if values[name]:
-                try:
-                    params[name] = int(values[name])
-                except ValueError:
-                    raise SpecError(
-                        f"{name} must be a whole number, not {values[name]!r}; pass e.g. {option} 2"
-                    ) from None
-        if values["timeout"]:
-            try:
-                params["timeout_s"] = float(values["timeout"])
-            except ValueError:
-                raise SpecError(
-                    f"timeout must be a positive number of seconds, not "
-                    f"{values['timeout']!r}; pass e.g. --timeout 60"
-                ) from None
-        params["tag"] = values["tag"] or None
-        params["scheduler"] = values["scheduler"] or None
-        start_method = self.query_one("#start-method", Select).value
-        params["start_method"] = start_method if isinstance(start_method, str) else None
-        python = self.query_one("#python", Select).value
-        pythons = [python if isinstance(python, str) else None]
-        return plan([self.selected_workload()], executors, parse_workers(values["workers"]),
-                    pythons, **params)  # fmt: skip
+        for option in sweep_options.OPTIONS:
+            field = self.query_one(f"#{option.key}")
+            if isinstance(field, Select):
+                chosen = field.value
+                params[option.name] = chosen if isinstance(chosen, str) else None
+            elif option.name == "workers":
+                params[option.name] = field.value
+            else:
+                params[option.name] = option.from_text(field.value)
+        workers = parse_workers(params.pop("workers"))
+        pythons = [params.pop("python")]
+        params = {name: value for name, value in params.items() if value is not None}
+        return plan([self.selected_workload()], executors, workers, pythons, **params)
 
     @on(Input.Changed)
     @on(SelectionList.SelectedChanged)

@@ -1,0 +1,174 @@
+"""Timing one task: its start and end on the system-wide monotonic clock, and what the OS says
+around it (the thread's context switches, its process's peak memory, the core it ran on, whether
+the GIL was on). The executors send these functions to their workers with each task.
+
+Only cheap modules here: a spawned worker imports this file with its first task.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from _thread import get_ident  # threading.get_ident without importing threading
+
+# The pid, cached: os.getpid() is a system call, and a fork gives the child its own copy.
+_pid = os.getpid()
+
+
+def _forget_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pid)
+
+
+# Whether the GIL is on in this process now (3.13+ can say; before, it always is).
+_is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
+
+
+def gil_enabled() -> bool:
+    """Whether this process runs with the GIL on, now."""
+    return bool(_is_gil_enabled()) if _is_gil_enabled is not None else True
+
+
+# On a free-threaded build a worker's GIL can come back at run time (importing an extension
+# that needs it), so each sample says whether it was on. A GIL build's never changes: no call.
+_gil_enabled = _is_gil_enabled if "free-threading" in sys.version else None
+
+try:  # the thread's own context switches and its process's peak memory, where the OS says
+    from resource import RUSAGE_THREAD as _RUSAGE_THREAD
+    from resource import getrusage as _getrusage
+except ImportError:  # not Linux (or no resource module): no per-thread figures
+    _getrusage = None
+# ru_maxrss is in KiB on Linux (bytes on macOS, which has no RUSAGE_THREAD and never gets here).
+_RSS_UNIT = 1024
+
+
+def _no_usage():
+    return None
+
+
+def thread_usage():
+    """``(voluntary, involuntary, peak_rss_bytes)`` of the calling thread so far: its context
+    switches, and its process's peak resident memory (Linux's RUSAGE_THREAD gives both)."""
+    usage = _getrusage(_RUSAGE_THREAD)
+    return usage.ru_nvcsw, usage.ru_nivcsw, usage.ru_maxrss * _RSS_UNIT
+
+
+_usage = thread_usage if _getrusage is not None else _no_usage
+
+
+def _no_core():
+    return None
+
+
+def _load_core_reader():
+    """Linux's ``sched_getcpu`` through ctypes, loaded once per process (the runner loads it
+    before forking workers, so they inherit it); elsewhere a reader of None."""
+    global current_core
+    current_core = _no_core
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            getcpu = ctypes.CDLL(None).sched_getcpu
+            getcpu.argtypes, getcpu.restype = (), ctypes.c_int
+            current_core = getcpu
+        except (ImportError, OSError, AttributeError):
+            pass
+    return current_core
+
+
+def _first_core():
+    core = _load_core_reader()()
+    return core if core is None or core >= 0 else None
+
+
+# The core the calling thread runs on now (-1 or None when unknown); loaded on first use.
+current_core = _first_core
+
+
+def timed_call(func, size: int):
+    """Call ``func(size)`` and return its sample (``_sample``).
+
+    Start and end are on the system-wide monotonic clock, comparable across worker processes;
+    switches and cores are read outside that window.
+    """
+    core_start = current_core()
+    before = _usage()
+    start_ns = time.monotonic_ns()
+    result = func(size)
+    end_ns = time.monotonic_ns()
+    return _sample(result, start_ns, end_ns, before, _usage(), core_start)
+
+
+def _sample(result, start_ns: int, end_ns: int, before, after, core_start):
+    """``(result, pid, thread_id, start_ns, end_ns, gil, voluntary, involuntary, core at
+    start, core at end, peak_rss_bytes)``: ``gil`` is whether the GIL was on in this worker on a
+    free-threaded build (else None); the switches are the thread's during the task, the peak is
+    its process's so far; each is None where the platform does not say."""
+    gil = None if _gil_enabled is None else _gil_enabled()
+    if before is None:
+        return (result, _pid, get_ident(), start_ns, end_ns, gil, None, None, core_start,
+                current_core(), None)  # fmt: skip
+    return (result, _pid, get_ident(), start_ns, end_ns, gil, after[0] - before[0],
+            after[1] - before[1], core_start, current_core(), after[2])  # fmt: skip
+
+
+def _chunk_core():
+    """The calling thread's core for a chunk's ends: the loaded ``sched_getcpu`` where this
+    process has it (a forked worker inherits it), else the kernel's stat line for the thread,
+    which costs ~10 us but no import (loading ctypes costs ~1.4 ms of a spawned worker's
+    first chunk); None where neither says."""
+    if current_core is not _first_core:
+        core = current_core()
+        return core if core is None or core >= 0 else None
+    try:
+        with open("/proc/thread-self/stat", "rb") as stat:
+            line = stat.read()
+        return int(line[line.rindex(b")") + 2 :].split()[36])  # field 39, "processor"
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def timed_chunk(func, sizes: list) -> list:
+    """``timed_call`` over a chunk of tasks: one message to a worker, as ``Pool.map`` and
+    ``ProcessPoolExecutor.map(chunksize=N)`` send. The function travels with every message, as
+    it does in the user's own ``ex.map(f, xs)``, so the lab pays the user's dispatch cost.
+
+    Each task keeps its own start and end; the switches, cores and peak memory are read once,
+    at the chunk's two ends (a reading costs more than a short task), and sit on its last task,
+    the others carrying None for them."""
+    if not sizes:
+        return []
+    core_start = _chunk_core()
+    before = _usage()
+    gil = None if _gil_enabled is None else _gil_enabled()
+    pid, thread_id, clock = _pid, get_ident(), time.monotonic_ns
+    samples = []
+    for size in sizes:
+        start_ns = clock()
+        result = func(size)
+        samples.append((result, pid, thread_id, start_ns, clock(), gil, None, None, None, None,
+                        None))  # fmt: skip
+    after, core_end = _usage(), _chunk_core()
+    last = samples[-1]
+    if after is None:
+        samples[-1] = (*last[:8], core_start, core_end, None)
+    else:
+        switches = (after[0] - before[0], after[1] - before[1])
+        samples[-1] = (*last[:6], *switches, core_start, core_end, after[2])
+    return samples
+
+
+async def timed_call_async(func, size: int):
+    """The coroutine form of ``timed_call``."""
+    core_start = current_core()
+    before = _usage()
+    start_ns = time.monotonic_ns()
+    result = await func(size)
+    end_ns = time.monotonic_ns()
+    return _sample(result, start_ns, end_ns, before, _usage(), core_start)

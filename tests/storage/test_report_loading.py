@@ -1,0 +1,202 @@
+"""The report's loading reads each run once and of each counted repeat only its numbers; the
+summary it gives is the one a plain pandas computation over every stored repeat gives."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import event
+
+from experiments.spec import ExperimentSpec
+from storage import stats
+from storage.database import open_engine
+from storage.recorder import RunRecorder
+from storage.reports import BASELINE_KEY, CONFIG, load_repeats, summarize
+
+MACHINES = {"a" * 20: "alpha", "b" * 20: "beta"}
+PYTHONS = {"3.11.7": "k311" * 5, "3.12.1": "k312" * 5}
+
+
+def record(engine, rng, executor, workers, fingerprint, python, *, processes=3, failed=False):
+    """One run through the real recorder: ``processes`` runner processes, each a warm-up and
+    three repeats with their samples and costs; a failed run stops in its second process."""
+    spec = ExperimentSpec(
+        workload="cpu",
+        executor=executor,
+        workers=workers,
+        tasks=2,
+        repeats=3,
+        warmups=1,
+        processes=processes,
+    )
+    recorder = RunRecorder(
+        engine, spec, {"workers": workers, "start_method": None, "chunksize": None, "size": 10}
+    )
+    recorder.start()
+    env = {
+        "machine_fingerprint": fingerprint,
+        "hostname": MACHINES[fingerprint],
+        "interpreter_key": PYTHONS[python],
+        "python_version": python,
+        "load_average": [rng.random(), 0, 0],
+        "logical_cores": 2,
+    }
+    for process in range(processes):
+        recorder.begin_process(process)
+        recorder.on_event({"event": "env", "environment": env, "runner_pid": 100 + process})
+        for index in range(4):
+            wall = rng.randint(5_000_000, 9_000_000) // workers
+            recorder.on_event(
+                {
+                    "event": "repeat",
+                    "index": index,
+                    "warmup": index == 0,
+                    "wall_ns": wall,
+                    "cpu_ns": rng.randint(wall // 2, 2 * wall),
+                    "start_ns": 10**17,
+                    "end_ns": 10**17 + wall,
+                    "runner_peak_rss_bytes": rng.randint(10**7, 10**8),
+                }
+            )
+            start = 10**17 + rng.randint(1, 10**6)
+            samples = [
+                [
+                    200 + t % workers,
+                    t,
+                    start + t,
+                    start + t + wall // 3,
+                    None,
+                    rng.randint(0, 9),
+                    rng.randint(0, 3),
+                    t % 2,
+                    rng.randint(0, 1),
+                    rng.randint(10**6, 10**7),
+                ]
+                for t in range(2)
+            ]
+            recorder.on_event({"event": "tasks", "repeat": index, "samples": samples})
+        if failed and process == 1:
+            return recorder.finish("failed", "a task raised ValueError")
+        recorder.end_process("")
+    return recorder.finish("ok")
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory):
+    path = tmp_path_factory.mktemp("loading") / "runs.db"
+    engine = open_engine(path, writer=True)
+    rng = random.Random(14)
+    for fingerprint in MACHINES:
+        for python in PYTHONS:
+            for executor, workers in (("sequential", 1), ("threads", 2), ("processes", 2)):
+                record(engine, rng, executor, workers, fingerprint, python)
+            record(engine, rng, "threads", 2, fingerprint, python)  # the same config again
+            record(engine, rng, "processes", 2, fingerprint, python, failed=True)
+    record(engine, rng, "threads", 2, "a" * 20, "3.11.7", processes=1)  # one process
+    engine.dispose()
+    return path
+
+
+def plain_summary(path) -> pd.DataFrame:
+    """The summary's figures the plain way: every stored repeat read with pandas, finished runs'
+    counted repeats grouped by configuration; intervals from each process's walls."""
+    engine = open_engine(path, create=False)
+    with engine.connect() as connection:
+        frame = pd.read_sql(
+            "SELECT r.id AS run_id, r.status, r.workload, r.size, r.tasks, r.executor, "
+            "r.start_method, r.workers, r.chunksize, m.hostname AS machine, i.version AS python, "
+            "p.* FROM repeat p JOIN run r ON r.id = p.run_id "
+            "LEFT JOIN machine m ON m.fingerprint = r.machine_fingerprint "
+            "LEFT JOIN interpreter i ON i.key = r.interpreter_key",
+            connection,
+        )
+    engine.dispose()
+    frame = frame.loc[:, ~frame.columns.duplicated()]
+    frame = frame[(frame["status"] == "ok") & (frame["warmup"] == 0)].copy()
+    frame["wall_s"] = frame["wall_ns"] / 1e9
+    frame["startup_s"] = (frame["first_task_start_ns"] - frame["start_ns"]) / 1e9
+    frame["in_flight"] = frame["busy_ns"] / frame["wall_ns"]
+    frame["cpu_per_wall"] = frame["cpu_ns"] / frame["wall_ns"]
+    rows = []
+    for key, group in frame.groupby(CONFIG, dropna=False):
+        walls = [g["wall_s"].tolist() for _, g in group.groupby(["run_id", "process_index"])]
+        found = stats.interval(walls)
+        rows.append(
+            {
+                **dict(zip(CONFIG, key)),
+                "repeats": len(group),
+                "processes": len(walls),
+                "runs": group["run_id"].nunique(),
+                "median_s": group["wall_s"].median(),
+                "q1_s": group["wall_s"].quantile(0.25),
+                "q3_s": group["wall_s"].quantile(0.75),
+                "cv": group["wall_s"].std() / group["wall_s"].mean(),
+                "min_s": group["wall_s"].min(),
+                "startup_s": group["startup_s"].median(),
+                "in_flight": group["in_flight"].median(),
+                "cpu_per_wall": group["cpu_per_wall"].median(),
+                "peak_rss_bytes": group["peak_rss_bytes"].max(),
+                "worker_peak_rss_bytes": group["worker_peak_rss_bytes"].max(),
+                "voluntary_switches": group["voluntary_switches"].median(),
+                "involuntary_switches": group["involuntary_switches"].median(),
+                "core_moves": group["core_moves"].median(),
+                "cores_used": group["cores_used"].max(),
+                "ci_low_s": found.low,
+                "ci_high_s": found.high,
+                "spread": found.spread,
+                "interval": found,
+            }
+        )
+    plain = pd.DataFrame(rows)
+    speedups = []
+    for row in plain.itertuples():
+        same = plain[
+            (plain["executor"] == "sequential")
+            & (plain[BASELINE_KEY] == [getattr(row, k) for k in BASELINE_KEY]).all(axis=1)
+        ]
+        base = same.iloc[0]["interval"]
+        ratio = stats.ratio(row.interval, base) if row.executor != "sequential" else None
+        speedups.append(ratio.ratio if ratio else 1.0)
+    plain["speedup"] = speedups
+    return plain.drop(columns=["interval"])
+
+
+def test_the_summary_is_the_plain_computation_over_every_repeat(database):
+    engine = open_engine(database, create=False)
+    repeats = load_repeats([("db", engine)])
+    engine.dispose()
+    assert not repeats["warmup"].any()
+    summary = summarize(repeats)
+    plain = plain_summary(database)
+    assert len(summary) == len(plain) == 2 * 2 * 3  # machines x pythons x configurations
+    merged = summary.merge(plain, on=CONFIG, suffixes=("", "_plain"))
+    assert len(merged) == len(plain)
+    assert set(merged["machine"]) == {"alpha", "beta"}
+    assert set(merged["python"]) == {"3.11.7", "3.12.1"}
+    threads = merged[
+        (merged["executor"] == "threads")
+        & (merged["machine"] == "alpha")
+        & (merged["python"] == "3.11.7")
+    ]
+    assert threads["runs"].item() == 3 and threads["processes"].item() == 3 + 3 + 1
+    assert (merged.loc[merged["executor"] == "processes", "runs"] == 1).all()  # failed: left out
+    for column in plain.columns.difference(CONFIG):
+        ours, theirs = merged[column].to_numpy(float), merged[f"{column}_plain"].to_numpy(float)
+        assert np.allclose(ours, theirs, rtol=1e-12, equal_nan=True), column
+    assert not math.isnan(merged["speedup"].sum())
+
+
+def test_loading_reads_no_task_sample(database):
+    engine = open_engine(database, create=False)
+    engine.dispose()  # new connections get the listener below
+    statements: list[str] = []
+    event.listen(
+        engine, "connect", lambda connection, _: connection.set_trace_callback(statements.append)
+    )
+    summarize(load_repeats([("db", engine)]))
+    engine.dispose()
+    assert statements and not [s for s in statements if "task_sample" in s]
