@@ -11,7 +11,6 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
-from textual.lazy import Lazy
 from textual.reactive import reactive
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
@@ -20,7 +19,7 @@ from storage.text import printable
 from tui.components.compare import ComparePane
 from tui.components.lab import LabPane
 from tui.components.machine import MachinePane
-from tui.components.pane import WorkerFailed
+from tui.components.pane import AfterFirstScreen, WorkerFailed
 from tui.components.runs import RunsPane
 
 # Presets for the command palette: (name, workload, executors, fields, what it shows).
@@ -122,11 +121,11 @@ class ConlabApp(App):
                 yield LabPane().data_bind(ConlabApp.db)
             # The hidden panes are made after the first screen is drawn, not before it.
             with TabPane("2 Runs", id="runs"):
-                yield Lazy(RunsPane().data_bind(ConlabApp.db, ConlabApp.db_ready))
+                yield AfterFirstScreen(RunsPane().data_bind(ConlabApp.db, ConlabApp.db_ready))
             with TabPane("3 Compare", id="compare"):
-                yield Lazy(ComparePane().data_bind(ConlabApp.db))
+                yield AfterFirstScreen(ComparePane().data_bind(ConlabApp.db))
             with TabPane("4 Machine", id="machine"):
-                yield Lazy(MachinePane().data_bind(ConlabApp.db, ConlabApp.db_ready))
+                yield AfterFirstScreen(MachinePane().data_bind(ConlabApp.db, ConlabApp.db_ready))
         yield Footer()
 
     def on_mount(self) -> None:
