@@ -74,6 +74,14 @@ HAND_WRITTEN = textwrap.dedent("""
         elif kind == "threads":
             with ThreadPoolExecutor(workers) as ex:
                 list(ex.map(spin, xs))
+        elif kind == "joblib":
+            from joblib import Parallel, delayed
+            from joblib.externals.loky import reusable_executor
+
+            Parallel(n_jobs=workers)(delayed(spin)(x) for x in xs)
+            # The workers joblib keeps for a next call, stopped as the script's exit stops
+            # them: every repeat pays a first call, as the lab's joblib repeats do.
+            reusable_executor._executor.shutdown(wait=True)
         elif kind == "pool":
             # Pool's own `with` terminates the workers; close() and join() wait for them, as
             # the lab's pool does.
@@ -306,6 +314,11 @@ def bench_core(bench: Bench) -> None:
             kind, workers, 8, 28, 0.97, 1.03, f"{label}, 8 x c_hash 28 MiB ~20 ms",
             function="c_hash", **extra,
         )  # fmt: skip
+    if _available("joblib"):
+        bench.ratio_against_hand(
+            "joblib", 2, 8, 28, 0.97, 1.03, "joblib x2 (loky), 8 x c_hash 28 MiB ~20 ms",
+            function="c_hash",
+        )  # fmt: skip
     # Loops whose speed depends on memory layout and call path (see USER_MODULE): no budget.
     bench.ratio_against_hand(
         "sequential", 1, 8, 1_300_000, 0.97, 1.03, "sequential, 8 x c_loop ~20 ms (layout)",
@@ -336,6 +349,16 @@ def bench_core(bench: Bench) -> None:
         )  # fmt: skip
     bench_runner_import(bench)
     bench_cpu_speedup(bench)
+
+
+def _available(executor: str) -> bool:
+    """True where ``executor`` runs here; else says which row is left out, and why."""
+    from experiments.executors import EXECUTORS
+
+    reason = EXECUTORS[executor].unavailable_reason()
+    if reason:
+        print(f"  ({executor} rows left out: {reason})", flush=True)
+    return reason is None
 
 
 def groups() -> dict:

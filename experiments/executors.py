@@ -60,6 +60,14 @@ class Executor:
             return self.default_chunksize(tasks, workers)
         return None
 
+    def session(self, job):
+        """A context around all of a runner process's repeats, outside every timed window: for
+        engines started once per run (a Ray instance), not per repeat. It may give a dict of
+        what starting cost (``{"engine_start_s": ...}``), which is stored with the process."""
+        import contextlib
+
+        return contextlib.nullcontext()
+
     def default_start_method(self) -> Optional[str]:
         return None
 
@@ -337,6 +345,17 @@ class Pool(Executor):
 class Asyncio(Executor):
     name = "asyncio"
     description = "coroutines on one event loop, at most `workers` at a time (a semaphore)"
+    options = ("workers", "loop")
+
+    def default(self, option, tasks, workers):
+        return "asyncio" if option == "loop" else super().default(option, tasks, workers)
+
+    def unsupported_option(self, job) -> Optional[str]:
+        if getattr(job, "loop", None) == "uvloop":
+            reason = _missing("uvloop", "uvloop")
+            if reason:
+                return f"--loop uvloop {reason}"
+        return super().unsupported_option(job)
 
     def check_workload(self, workload):
         if workload.async_func is None:
@@ -361,7 +380,12 @@ class Asyncio(Executor):
             semaphore = asyncio.Semaphore(job.workers)
             await asyncio.gather(*(one(semaphore, item) for item in items))
 
-        asyncio.run(main())
+        if getattr(job, "loop", None) == "uvloop":
+            import uvloop
+
+            uvloop.run(main())  # asyncio.run with uvloop's loop, on every Python uvloop supports
+        else:
+            asyncio.run(main())
 
 
 class Interpreters(Executor):
@@ -387,11 +411,20 @@ class Interpreters(Executor):
             _drain(pool.map(call, items), on_sample)
 
 
+def _scheme(address: Optional[str]) -> str:
+    """The scheme of a cluster address (``tcp`` in ``tcp://host:8786``), "" for none."""
+    return (address or "").rpartition("://")[0]
+
+
 def _missing(module: str, extra: str) -> Optional[str]:
     """Why an executor from an optional extra is unavailable (found without importing it)."""
     import importlib.util
 
-    if importlib.util.find_spec(module) is None:
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):  # a finder that refuses it, or a broken install
+        found = None
+    if found is None:
         return f"needs the {extra!r} extra: pip install 'concurrency-lab[{extra}]'"
     return None
 
@@ -433,6 +466,9 @@ class Dask(Executor):
             return (f"workload {job.workload.name!r} talks to a server the runner starts on this "
                     "machine, which an existing cluster's workers cannot reach; drop --scheduler "
                     "to use a LocalCluster")  # fmt: skip
+        if _scheme(job.scheduler) == "ray":
+            return (f"--scheduler {job.scheduler} is a Ray address, which dask cannot use; "
+                    "pass a dask scheduler (tcp://HOST:8786), or choose -e ray")  # fmt: skip
         return super().unsupported_option(job)
 
     def run(self, job, items: list, on_sample: OnSample) -> None:
@@ -548,3 +584,239 @@ def describe() -> list[dict[str, Any]]:
         }
         for e in EXECUTORS.values()
     ]
+
+
+# --- engines from the optional extras: joblib and Ray ---------------------------------------------
+
+
+class Joblib(Executor):
+    """``Parallel(n_jobs=workers, backend=...)(delayed(f)(x) for x in xs)``, a fresh Parallel
+    per repeat. Its loky backend keeps its workers for the next call; the lab shuts them down
+    at the end of each repeat (inside the timed window, as multiprocessing and threading shut
+    their pools down inside the call), so every repeat pays what a script's first call pays."""
+
+    name = "joblib"
+    description = "joblib.Parallel(n_jobs=workers), --backend loky|threading|multiprocessing"
+    pickles_tasks = True
+    # chunksize is joblib's batch_size: none given, joblib's own "auto" batching (recorded None)
+    options = ("workers", "chunksize", "backend")
+    poll_s = 0.05  # how often to look for dead workers while waiting
+    cause_within_s = 2.0  # how long a dead worker's call may take to say why it ended
+
+    def unavailable_reason(self):
+        return _missing("joblib", "joblib")
+
+    def default(self, option, tasks, workers):
+        return "loky" if option == "backend" else None
+
+    def run(self, job, items: list, on_sample: OnSample) -> None:
+        import queue
+        import threading
+
+        from joblib import Parallel, delayed
+
+        backend = job.backend or "loky"
+        shut_down_after = backend == "loky"
+        return_as = "list" if backend == "multiprocessing" else "generator"
+        made: list = []
+        results: queue.SimpleQueue = queue.SimpleQueue()
+        func = job.workload.func
+
+        def call() -> None:
+            # In a thread of its own: under the multiprocessing backend a dead worker's task
+            # never completes (CPython gh-66587), so this thread waits and the runner watches.
+            try:
+                options = dict(backend=backend, return_as=return_as)
+                parallel = Parallel(
+                    n_jobs=job.workers, batch_size=job.chunksize or "auto", **options
+                )
+                made.append(parallel)
+                # joblib collects a list from this same generator; the multiprocessing
+                # backend has none, and its samples come at the end of the call.
+                calls = parallel(delayed(timed_call)(func, item) for item in items)
+                if return_as == "list":
+                    results.put(calls)
+                else:
+                    for sample in calls:
+                        results.put((sample,))
+                if shut_down_after:
+                    _shut_down_joblib_workers()
+                results.put(_Done)
+            except BaseException as exc:
+                results.put(_Raised(exc))
+
+        seen: dict = {}
+        if backend == "multiprocessing":
+            backend = _watched_pool_backend(seen)
+        thread = threading.Thread(target=call, name="conlab-joblib", daemon=True)
+        thread.start()
+        while True:
+            try:
+                got = results.get(timeout=self.poll_s)
+            except queue.Empty:
+                if not _joblib_worker_died(made, seen):
+                    continue
+                # joblib kills its workers itself when a task raises: that error, if it comes
+                # now, is the cause; else (a Pool waits forever, gh-66587) the death is.
+                try:
+                    got = results.get(timeout=self.cause_within_s)
+                except queue.Empty:
+                    raise WorkerDied(_name_the_dead(dict(seen))) from None
+            if got is _Done:
+                break
+            if isinstance(got, _Raised):
+                _raise_joblib_error(got.exc, made, seen)
+            _drain(got, on_sample)
+        thread.join()
+
+
+class _Done:
+    """The end of a joblib call's results."""
+
+
+class _Raised:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _shut_down_joblib_workers() -> None:
+    """Shut down the loky executor joblib keeps between calls, waiting for its workers."""
+    from joblib.externals.loky import reusable_executor
+
+    executor = reusable_executor._executor
+    if executor is not None:
+        executor.shutdown(wait=True)
+
+
+def _joblib_workers(made: list) -> dict:
+    """The worker processes of the joblib call in progress, by pid: loky's executor or the
+    multiprocessing pool behind its backend (none for threading)."""
+    backend = getattr(made[0], "_backend", None) if made else None
+    loky = getattr(getattr(backend, "_workers", None), "_processes", None)
+    if loky:
+        return dict(loky)
+    pool = getattr(getattr(backend, "_pool", None), "_pool", None) or []
+    return {p.pid: p for p in list(pool) if getattr(p, "pid", None) is not None}  # not threads
+
+
+def _watched_pool_backend(seen: dict):
+    """joblib's multiprocessing backend, which puts its pool's workers in ``seen`` as it
+    starts them, before any task: a worker that dies is replaced at once by
+    ``multiprocessing.Pool``, and its task never completes (CPython gh-66587)."""
+    from joblib._parallel_backends import MultiprocessingBackend
+
+    class Watched(MultiprocessingBackend):
+        def configure(self, *args, **kwargs):
+            n_jobs = super().configure(*args, **kwargs)
+            pool = getattr(self, "_pool", None)
+            seen.update((p.pid, p) for p in list(getattr(pool, "_pool", None) or []) if p.pid)
+            return n_jobs
+
+    return Watched()
+
+
+def _joblib_worker_died(made: list, seen: dict) -> bool:
+    seen.update(_joblib_workers(made))
+    return any(p.exitcode not in (None, 0) for p in list(seen.values()))
+
+
+def _raise_joblib_error(exc: BaseException, made: list, seen: dict) -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
+    if isinstance(exc, BrokenProcessPool):  # joblib's TerminatedWorkerError, from loky
+        seen.update(_joblib_workers(made))
+        raise WorkerDied(_name_the_dead(seen) or str(exc).strip().splitlines()[-1]) from exc
+    raise exc
+
+
+class Ray(Executor):
+    """Ray tasks: one remote call of the user's function per item, ``max_retries=0`` (a task
+    whose worker dies fails the run, as in every process executor), on a local Ray instance
+    started once per runner process (``session``, outside the timed windows) or an existing
+    cluster named by ``--scheduler``."""
+
+    name = "ray"
+    description = "Ray remote tasks: a local ray.init(num_cpus=workers) per run, or --scheduler"
+    pickles_tasks = True
+    options = ("workers", "scheduler")
+
+    def unavailable_reason(self):
+        return _missing("ray", "ray")
+
+    def unsupported_option(self, job) -> Optional[str]:
+        if job.scheduler is not None and job.workload.service is not None:
+            return (f"workload {job.workload.name!r} talks to a server the runner starts on this "
+                    "machine, which an existing cluster's workers cannot reach; drop --scheduler "
+                    "to start a local Ray")  # fmt: skip
+        if _scheme(job.scheduler) not in ("", "ray"):
+            return (f"--scheduler {job.scheduler} is not a Ray address; pass HOST:PORT of "
+                    "a running `ray start --head` (e.g. 127.0.0.1:6379) "
+                    "or ray://HOST:PORT")  # fmt: skip
+        import os
+
+        # Ray puts the driver's working directory first on its workers' sys.path, where a
+        # folder named like the lab's would stand in for the lab's code in every task.
+        if any(os.path.exists(name) for name in ("experiments", "experiments.py")):
+            return (f"ray puts the current directory ({os.getcwd()}) first on its workers' "
+                    "module path, and its 'experiments' would replace the lab's there; run "
+                    "conlab from another directory (your module can be on PYTHONPATH)")  # fmt: skip
+        return super().unsupported_option(job)
+
+    def session(self, job):
+        import contextlib
+
+        @contextlib.contextmanager
+        def started():
+            import logging
+
+            import ray
+
+            options = dict(include_dashboard=False, log_to_driver=False,
+                           logging_level=logging.ERROR)  # fmt: skip
+            import time
+
+            start = time.monotonic()
+            try:
+                if job.scheduler is None:
+                    # "local": a new instance even where another one runs on this machine.
+                    ray.init(address="local", num_cpus=job.workers, **options)
+                else:
+                    ray.init(address=job.scheduler, **options)
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                where = job.scheduler or "a local instance"
+                raise ExecutorFailed(
+                    f"cannot start or reach ray at {where} ({str(exc).strip().splitlines()[0]}); "
+                    "check --scheduler (HOST:PORT of a running `ray start --head`, or "
+                    "ray://HOST:PORT), or drop it to start a local Ray"
+                ) from exc
+            try:
+                yield {"engine_start_s": round(time.monotonic() - start, 3)}
+            finally:
+                ray.shutdown()
+
+        return started()
+
+    def run(self, job, items: list, on_sample: OnSample) -> None:
+        import ray
+        from ray.exceptions import RayTaskError, WorkerCrashedError
+
+        task = ray.remote(max_retries=0)(timed_call)
+        func = job.workload.func
+        # The function goes with each task, as Ray ships it (cloudpickle; by reference when
+        # it is importable), as the other process executors send it.
+        refs = [task.remote(func, item) for item in items]
+        try:
+            for ref in refs:
+                on_sample(ray.get(ref))
+        except RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            raise (cause if isinstance(cause, BaseException) else exc) from exc
+        except WorkerCrashedError as exc:
+            raise WorkerDied(
+                "a ray worker process ended while running a task (Ray's WorkerCrashedError, not "
+                "retried: max_retries=0; Ray reports no exit code or signal, its raylet's log "
+                "line in the run's output names the worker's pid)"
+            ) from exc
+
+
+EXECUTORS.update((e.name, e) for e in (Joblib(), Ray()))

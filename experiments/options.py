@@ -29,6 +29,11 @@ MAX_TIMEOUT_S = 7 * 24 * 3600
 START_METHODS = ("fork", "spawn", "forkserver")
 # Where an existing Dask cluster can be reached from the runner's process (not inproc://).
 SCHEDULER_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
+# Ray: a running head's HOST:PORT (what `ray start --head` prints), or ray://HOST:PORT (Client).
+RAY_SCHEMES = ("ray",)
+# joblib's backends (--backend, joblib's default first) and asyncio's event loops (--loop).
+JOBLIB_BACKENDS = ("loky", "threading", "multiprocessing")
+LOOPS = ("asyncio", "uvloop")
 
 
 class SpecError(ValueError):
@@ -147,8 +152,14 @@ def _check_start_method(option: SweepOption, value) -> None:
         )
 
 
+def _check_choice(option: SweepOption, value) -> None:
+    if value not in option.choices:
+        raise SpecError(f"unknown {option.name} {value!r}; use one of {', '.join(option.choices)}")
+
+
 def _check_scheduler(option: SweepOption, address) -> None:
-    """A Dask scheduler address: ``[SCHEME://]HOST[:PORT]``, as ``distributed`` reads it."""
+    """A cluster address, ``[SCHEME://]HOST[:PORT]``, as ``distributed`` or Ray reads it; which
+    schemes suit which executor is the executor's to say (``unsupported_option``)."""
     from urllib.parse import urlsplit
 
     fix = f"pass e.g. {option.flag} {option.example}"
@@ -161,7 +172,7 @@ def _check_scheduler(option: SweepOption, address) -> None:
     except ValueError:
         parts, port = None, None
     if (
-        (scheme and scheme not in SCHEDULER_SCHEMES)
+        (scheme and scheme not in SCHEDULER_SCHEMES + RAY_SCHEMES)
         or parts is None
         or not parts.hostname
         or parts.path
@@ -173,7 +184,7 @@ def _check_scheduler(option: SweepOption, address) -> None:
     ):
         raise SpecError(
             f"{option.flag} {address!r} is not a scheduler address ([SCHEME://]HOST[:PORT], "
-            f"SCHEME one of {', '.join(SCHEDULER_SCHEMES)}); {fix}"
+            f"SCHEME one of {', '.join(SCHEDULER_SCHEMES + RAY_SCHEMES)}); {fix}"
         )
 
 
@@ -309,14 +320,45 @@ OPTIONS: tuple[SweepOption, ...] = (
         type=str,
         default=None,
         flag="--scheduler",
-        help="dask: address of an existing cluster (default: a LocalCluster of --workers)",
-        label="dask at",
-        placeholder="a LocalCluster",
+        help="dask, ray: address of an existing cluster (default: a LocalCluster of --workers, "
+        "a local Ray of --workers CPUs)",
+        label="cluster at",
+        placeholder="dask, ray: a local one",
         validator=_check_scheduler,
         for_executors=True,
         elsewhere="refused",
-        applies_to="dask",
+        applies_to="dask and ray",
         example="tcp://host:8786",
+    ),
+    SweepOption(
+        name="backend",
+        type=str,
+        default=None,
+        flag="--backend",
+        help="joblib: loky, threading or multiprocessing (default loky, joblib's own)",
+        label="joblib on",
+        placeholder="loky",
+        choices=JOBLIB_BACKENDS,
+        validator=_check_choice,
+        for_executors=True,
+        elsewhere="refused",
+        applies_to="joblib",
+        example="threading",
+    ),
+    SweepOption(
+        name="loop",
+        type=str,
+        default=None,
+        flag="--loop",
+        help="asyncio: the event loop, asyncio's own or uvloop (default asyncio)",
+        label="event loop",
+        placeholder="asyncio",
+        choices=LOOPS,
+        validator=_check_choice,
+        for_executors=True,
+        elsewhere="refused",
+        applies_to="asyncio",
+        example="uvloop",
     ),
     SweepOption(
         name="python",

@@ -162,8 +162,9 @@ def _run(line: str, out: _EventWriter, acks, progress: bool) -> int:
     import os
 
     environment = collect(prepared.start_method)
-    if prepared.scheduler is not None:
-        environment["scheduler"] = prepared.scheduler
+    for option in ("scheduler", "backend", "loop"):  # recorded with the run
+        if getattr(prepared, option) is not None:
+            environment[option] = getattr(prepared, option)
     out.emit(
         "env",
         environment=environment,
@@ -174,7 +175,9 @@ def _run(line: str, out: _EventWriter, acks, progress: bool) -> int:
 
     current_core()  # loads the core reader here, so forked workers inherit it
     try:
-        with _service(prepared.workload):
+        with _service(prepared.workload), prepared.executor.session(prepared) as started:
+            if started:  # what starting the engine cost, outside every timed window
+                out.emit("session", **started)
             for index in range(prepared.spec.warmups + prepared.spec.repeats):
                 _run_repeat(prepared, index, out, progress)
                 if acks is not None:

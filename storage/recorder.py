@@ -161,6 +161,9 @@ class RunRecorder:
                 self.runner_processes[-1]["pid"] = event.get("runner_pid")
             self.python = python_label(event.get("environment") or {})
             self._store(self._record_environment, event)
+        elif kind == "session" and self.runner_processes:
+            started = {k: v for k, v in event.items() if k not in ("event", "process")}
+            self.runner_processes[-1].update(started)
         elif kind == "repeat":
             self._pending_repeat = event
             if not event.get("warmup"):

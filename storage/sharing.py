@@ -463,7 +463,7 @@ def export(source: Target, out: Path, anonymize: bool = False, tag: Optional[str
     if isinstance(source, FileDatabase):
         check_sqlite_file(source.path, create=False)
     _refuse_as_export_target(out)
-    with _terminate_as_interrupt(), tempfile.TemporaryDirectory(prefix="conlab-export-") as scratch:
+    with _terminate_as_interrupt(), _private_directory("conlab-export-") as scratch:
         work = Path(scratch) / "export.db"
         if isinstance(source, FileDatabase):
             _vacuum_into(source.path, work)
@@ -504,6 +504,25 @@ def _terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _private_directory(prefix: str) -> tempfile.TemporaryDirectory:
+    """A temporary directory that is removed whenever an interrupt arrives: SIGINT and SIGTERM
+    wait while it is made, until its removal is registered (an interrupt between ``mkdtemp`` and
+    that registration would leave it behind)."""
+    import signal
+    import threading
+
+    held = {signal.SIGINT, signal.SIGTERM}
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):
+        return tempfile.TemporaryDirectory(prefix=prefix)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        return tempfile.TemporaryDirectory(prefix=prefix)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _finish_copy(work: Path, anonymize: bool, tag: Optional[str]) -> int:

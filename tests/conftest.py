@@ -41,6 +41,7 @@ EVERY_EXECUTOR = [
         "interpreters",
         "loky",
         "dask",
+        "joblib",
     )
 ]
 
@@ -297,12 +298,14 @@ def _marked_env(user_dir: Path, db_path: Path, marks: list) -> dict:
     return env
 
 
-def _start(user_dir: Path, db_path: Path, marks: list, *args: str) -> subprocess.Popen:
+def _start(
+    user_dir: Path, db_path: Path, marks: list, *args: str, env: dict | None = None
+) -> subprocess.Popen:
     """Start `conlab ARGS...` without waiting (for signal tests)."""
     return subprocess.Popen(
         [sys.executable, "-m", "tui.cli", *args],
         cwd=user_dir,
-        env=_marked_env(user_dir, db_path, marks),
+        env={**_marked_env(user_dir, db_path, marks), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -402,6 +405,59 @@ def pg_url(postgres_server: str):
     yield f"{postgres_server}/{name}"
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+# Ray on loopback only, without its token authentication (nothing but this machine can reach it):
+# for the head the tests start and for every run that talks to it or starts its own.
+RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A real local Ray head (`ray start --head --block`) on 127.0.0.1, shared by the tests that
+    ask for it; yields its address. Stopped by signalling its own process group (never `ray
+    stop`, which would stop every Ray on the machine). Skipped when the ray extra is absent."""
+    import signal
+    import socket
+    import tempfile
+
+    from experiments.executors import EXECUTORS
+
+    reason = EXECUTORS["ray"].unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = Path(tempfile.mkdtemp(prefix="conlab-ray-")) / "head.log"
+    ray = str(Path(sys.executable).with_name("ray"))
+    with open(log, "wb") as out:
+        head = subprocess.Popen(
+            [ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port",
+             str(port), "--num-cpus", "2", "--include-dashboard", "false",
+             "--disable-usage-stats"],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **RAY_ENV},
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while b"Ray runtime started" not in log.read_bytes():
+            assert head.poll() is None, log.read_text(errors="replace")[-2000:]
+            assert time.monotonic() < deadline, "ray start --head did not start in 120 s"
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        for signum, grace_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(head.pid, signum)
+                head.wait(grace_s)
+                break
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                continue
+        try:
+            os.killpg(head.pid, signal.SIGKILL)  # its gcs_server and raylet, if still there
+        except ProcessLookupError:
+            pass
 
 
 def pytest_configure(config):

@@ -62,7 +62,11 @@ def test_every_option_an_executor_takes_is_in_the_table():
     "option", [o for o in OPTIONS if o.elsewhere == "refused"], ids=lambda o: o.name
 )
 def test_an_option_refused_elsewhere_names_the_executors_that_take_it(option):
-    value = {"scheduler": "tcp://127.0.0.1:8786"}.get(option.name, 2)
+    value = (
+        option.choices[-1]
+        if option.choices
+        else {"scheduler": "tcp://127.0.0.1:8786"}.get(option.name, 2)
+    )
     spec = ExperimentSpec(workload="tiny", executor="threads", **{option.name: value})
     with pytest.raises(SpecError) as refused:
         prepare(spec)

@@ -83,7 +83,10 @@ async def test_bad_input_is_shown_inline_and_nothing_runs(db_path, marked):
         assert message == "workers must be between 1 and 1,024, not 0; change --workers"
         await choose(pilot, lab, "cpu", ["threads"], workers="1", scheduler="tcp://h:8786")
         message = str(lab.query_one("#spec-error").render())
-        assert message == "--scheduler applies to dask; add -e dask or drop --scheduler"
+        assert (
+            message
+            == "--scheduler applies to dask and ray; add -e dask or -e ray or drop --scheduler"
+        )
         await pilot.press("escape", "r")
         await pilot.pause(0.3)
         assert not lab.busy

@@ -132,5 +132,7 @@ def test_a_sweep_gives_an_option_to_the_executors_that_take_it():
         ("dask", "tcp://h:8786", 3),
         ("pool", None, 3),
     ]
-    with pytest.raises(SpecError, match="^--scheduler applies to dask; add -e dask or drop"):
+    with pytest.raises(
+        SpecError, match="^--scheduler applies to dask and ray; add -e dask or -e ray or drop"
+    ):
         plan(["tiny"], ["threads"], [2], scheduler="tcp://h:8786")
