@@ -19,7 +19,7 @@ from storage.text import printable
 from tui.components.compare import ComparePane
 from tui.components.lab import LabPane
 from tui.components.machine import MachinePane
-from tui.components.pane import AfterFirstScreen, WorkerFailed
+from tui.components.pane import AfterFirstScreen, PaneMounted, WorkerFailed
 from tui.components.runs import RunsPane
 
 # Presets for the command palette: (name, workload, executors, fields, what it shows).
@@ -177,11 +177,24 @@ class ConlabApp(App):
         # The pane's main widget takes the keys, not whatever had the focus before.
         # (Left without focus, Textual would refocus a widget of the pane just left, and
         # bring that pane back.)
-        if event.pane.id == "runs":
-            self.query_one(RunsPane).shown()
-        else:
-            self.query_one(FIRST_FOCUS[event.pane.id]).focus()
+        self.focus_pane(event.pane.id)
         self.refresh_bindings()
+
+    @on(PaneMounted)
+    def pane_mounted(self, message: PaneMounted) -> None:
+        # A pane shown (2, 3, 4) before it was made takes the keys once it is.
+        active = self.query_one(TabbedContent).active
+        if message.pane.parent is not None and message.pane.parent.id == active:
+            self.focus_pane(active)
+
+    def focus_pane(self, pane_id: str) -> None:
+        """Give the keys to the shown pane's main widget, if the pane is made yet."""
+        if pane_id == "runs":
+            for runs in self.query(RunsPane):
+                runs.shown()
+        else:
+            for widget in self.query(FIRST_FOCUS[pane_id]):
+                widget.focus()
 
     def action_run(self) -> None:
         self.query_one(LabPane).start()

@@ -19,8 +19,18 @@ class WorkerFailed(Message):
     error: str
 
 
+@dataclass
+class PaneMounted(Message):
+    """A pane made after the first screen is there: the app gives it the keys if it is shown."""
+
+    pane: object
+
+
 class ReportsWorkerErrors:
-    """Mixed into a pane: its workers' errors bubble up as WorkerFailed."""
+    """Mixed into a pane: its workers' errors bubble up as WorkerFailed; its mount is said."""
+
+    def on_mount(self) -> None:
+        self.post_message(PaneMounted(self))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR:
