@@ -10,6 +10,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from textual.widgets import Button, Input
+
 from tui.app import ConlabApp
 from tui.components.lab import LabPane
 
@@ -33,12 +35,21 @@ async def main() -> None:
                 await pilot.pause(0.05)
             while lab.busy:
                 await pilot.pause(0.1)
-            await pilot.pause(0.3)
+            await app.workers.wait_for_complete()
+            app.query_one("#selection-a", Input).value = "executor:threads"
+            app.query_one("#selection-b", Input).value = "executor:processes"
+            app.query_one("#compare-button", Button).press()
             for pane in ("lab", "runs", "compare", "machine"):
                 app.action_show(pane)
+                await app.workers.wait_for_complete()
                 await pilot.pause(0.3)
                 path = app.save_screenshot(filename=f"{pane}.svg", path=str(DOCS))
                 print(path, file=sys.stderr)
+            await pilot.resize_terminal(80, 24)
+            app.action_show("lab")
+            await pilot.pause(0.3)
+            path = app.save_screenshot(filename="lab-80x24.svg", path=str(DOCS))
+            print(path, file=sys.stderr)
 
 
 if __name__ == "__main__":

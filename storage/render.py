@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
+from storage.lanes import PALETTE, lane_label, lane_numbers
 from storage.reports import Comparison
 from storage.text import csv_cell, markdown_text, printable
 
@@ -103,12 +104,32 @@ def shared_caption(summary: pd.DataFrame) -> str:
     return ", ".join(parts)
 
 
+# Counts: whole numbers in every format (a column with a NULL comes back from SQL as floats).
+WHOLE_COLUMNS = ("size", "tasks", "workers", "chunksize", "processes", "repeats")
+
+
+def _whole(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _whole_columns(summary: pd.DataFrame) -> pd.DataFrame:
+    return summary.assign(
+        **{
+            c: pd.Series([_whole(v) for v in summary[c]], index=summary.index, dtype=object)
+            for c in WHOLE_COLUMNS
+            if c in summary
+        }
+    )
+
+
 def summary_records(summary: pd.DataFrame) -> list[dict[str, Any]]:
-    """The summary as plain JSON values (NaN becomes null)."""
+    """The summary as plain JSON values (NaN becomes null, counts whole numbers)."""
     records = []
-    for _, row in summary.iterrows():
+    for _, row in _whole_columns(summary).iterrows():
         record = {}
-        extra = ["sequential_s", "q1_s", "q3_s", "spread", "run_order", "warnings"]
+        extra = ["chunksize", "sequential_s", "q1_s", "q3_s", "spread", "run_order", "warnings"]
         for column in [c for c, _ in COLUMNS] + extra:
             value = row[column]
             if isinstance(value, float) and math.isnan(value):
@@ -187,9 +208,6 @@ def _markdown_comparison(comparisons, geomean, differences, a, b) -> list[str]:
 def _svg_text(value: Any) -> str:
     """Data (a workload, a host name...) as SVG/HTML text: escaped, control characters shown."""
     return html.escape(printable(value))
-
-
-PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7"]
 
 
 def _svg_lines(
@@ -283,7 +301,7 @@ def _svg_timeline(title: str, timeline: pd.DataFrame) -> str:
     counted = timeline[~timeline["warmup"].astype(bool)]
     repeat = (counted if not counted.empty else timeline)["repeat_index"].min()
     tasks = timeline[timeline["repeat_index"] == repeat]
-    lanes = {lane: n for n, lane in enumerate(dict.fromkeys(zip(tasks["pid"], tasks["thread_id"])))}
+    lanes = lane_numbers(zip(tasks["pid"], tasks["thread_id"]))
     width, lane_height, pad = 520, 22, 90
     height = 50 + lane_height * len(lanes)
     end = max(tasks["end_ms"].max(), 1e-9)
@@ -291,9 +309,8 @@ def _svg_timeline(title: str, timeline: pd.DataFrame) -> str:
            f'role="img" aria-label="{_svg_text(title)}">',
            f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">'
            f"{_svg_text(title)} (repeat {int(repeat)}, {end:.1f} ms)</text>"]  # fmt: skip
-    one_pid = len({pid for pid, _ in lanes}) == 1
-    for (pid, _thread), n in lanes.items():
-        label = f"thread {n + 1}" if one_pid and len(lanes) > 1 else f"pid {pid}"
+    for worker, n in lanes.items():
+        label = lane_label(lanes, worker)
         out.append(f'<text x="{pad - 6}" y="{40 + n * lane_height}" text-anchor="end" '
                    f'font-size="11">{label}</text>')  # fmt: skip
     for task in tasks.itertuples():
@@ -373,7 +390,8 @@ def csv_report(summary: pd.DataFrame) -> str:
     frame = summary.drop(columns=["warnings"]).assign(
         warnings=["; ".join(w) for w in summary["warnings"]]
     )
-    return frame.map(csv_cell).to_csv(index=False)
+    # Counts as whole numbers: a column with a missing value would be written 1.0.
+    return _whole_columns(frame.map(csv_cell)).to_csv(index=False)
 
 
 def json_report(summary: pd.DataFrame, words: list[str], compared: Optional[tuple]) -> str:

@@ -624,8 +624,9 @@ def _memory_verdict(rows: pd.DataFrame) -> list[str]:
 
 def run_speedups(runs: Sequence[dict]) -> dict[str, str]:
     """Each finished run's speedup against the sequential run of the same work among ``runs``
-    (run objects of one sweep), with its 95% interval, as text by run id."""
-    key = ("python", "workload", "size", "tasks")
+    (run objects of one sweep), with its 95% interval, as text by run id. The baseline is
+    keyed as in every report (BASELINE_KEY); a run object without a machine is of this one."""
+    key = BASELINE_KEY
     baselines = {
         tuple(r.get(k) for k in key): r
         for r in runs

@@ -1,14 +1,17 @@
-"""The Textual app: Lab, Runs, Compare and Machine, keyboard first."""
+"""The Textual app: Lab, Runs, Compare and Machine, keyboard first. Every pane reads and changes
+stored runs through ``tui.service``, in workers; the app's stylesheet is ``app.tcss``."""
 
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Optional
 
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.command import Hit, Hits, Provider
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.reactive import reactive
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
@@ -16,60 +19,59 @@ from storage.text import printable
 from tui.components.compare import ComparePane
 from tui.components.lab import LabPane
 from tui.components.machine import MachinePane
+from tui.components.pane import AfterFirstScreen, PaneMounted, WorkerFailed
 from tui.components.runs import RunsPane
 
-HELP = """\
-# conlab
-
-**For this work, on this machine, with this Python: which way of running it concurrently is
-fastest, and why?**
-
-| key | what it does |
-|---|---|
-| `1` `2` `3` `4` | Lab, Runs, Compare, Machine |
-| `r` | run the sweep the Lab describes |
-| `escape` | cancel the sweep (the current run is stored as cancelled) |
-| `/` | filter the runs |
-| `t` / `d` | tag / delete the highlighted run (Runs) |
-| `ctrl+p` | command palette: presets, export a report, themes |
-| `f8` | save an SVG screenshot |
-| `?` / `f1` | this help |
-| `q` | quit |
-
-In the Lab: up/down picks the workload, space toggles executors, the fields set the parameters
-(empty means the default shown). Bad input is shown under the fields, with how to fix it.
-"""
-
-# Presets for the command palette: (name, workload, executors, what it shows).
+# Presets for the command palette: (name, workload, executors, fields, what it shows).
 PRESETS = [
-    ("See the GIL", "cpu", ("sequential", "threads", "processes"),
+    ("See the GIL", "cpu", ("sequential", "threads", "processes"), {},
      "pure Python work: threads do not help, processes do"),
-    ("Waiting scales", "sleep", ("sequential", "threads", "asyncio"),
-     "waiting releases the GIL: threads and asyncio overlap it"),
-    ("Dispatch overhead", "tiny", ("sequential", "threads", "processes", "pool"),
+    ("Waiting scales", "sleep", ("sequential", "threads", "asyncio"), {"workers": "1,4,16,64"},
+     "waiting releases the GIL: threads and asyncio overlap it, far beyond the cores"),
+    ("Dispatch overhead", "tiny", ("sequential", "threads", "processes", "pool"), {},
      "almost no work: what each executor costs per task"),
 ]  # fmt: skip
 
+# The widget that takes the keys when a pane is shown (Runs decides for itself).
+FIRST_FOCUS = {"lab": "#workloads", "compare": "#compare-table", "machine": "#machines"}
+
+# Where reports exported from the palette go (relative to where conlab was started).
+REPORTS_FOLDER = Path("reports")
+
+
+def screenshots_folder() -> Path:
+    """Where F8 saves screenshots by default: `screenshots` in the user data directory."""
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("conlab", appauthor=False)) / "screenshots"
+
 
 class LabCommands(Provider):
-    """Command palette entries that make sense in the lab."""
+    """Command palette entries that make sense in the lab; the presets show before typing."""
 
-    async def search(self, query: str) -> Hits:
+    def commands(self) -> list[tuple[str, object, str]]:
         app = self.app
-        matcher = self.matcher(query)
-        commands = [
-            (f"Preset: {name}", partial(app.apply_preset, workload, executors), help_text)
-            for name, workload, executors, help_text in PRESETS
+        return [
+            (f"Preset: {name}", partial(app.apply_preset, workload, executors, fields), help_text)
+            for name, workload, executors, fields, help_text in PRESETS
         ] + [
-            ("Export report (HTML)", app.export_report, "write reports/summary.html"),
+            ("Export report (HTML)", partial(app.export_report, "html"),
+             f"write {REPORTS_FOLDER}/summary.html"),
             ("Export report (Markdown)", partial(app.export_report, "markdown"),
-             "write reports/summary.md"),
+             f"write {REPORTS_FOLDER}/summary.md"),
             ("Reload runs", app.reload_all, "read the database again"),
             ("Open a database...", app.ask_open_database, "show another result database"),
             ("Merge a database...", app.ask_merge_database,
              "add the runs of another lab database to this one"),
         ]  # fmt: skip
-        for name, callback, help_text in commands:
+
+    async def discover(self) -> Hits:
+        for name, callback, help_text in self.commands():
+            yield DiscoveryHit(name, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, callback, help_text in self.commands():
             score = matcher.match(name)
             if score > 0:
                 yield Hit(score, matcher.highlight(name), callback, help=help_text)
@@ -79,11 +81,8 @@ class ConlabApp(App):
     """Pick workloads and executors, run them, watch the workers, compare stored runs."""
 
     TITLE = "concurrency-lab"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # beside this module, for subclasses too
     COMMANDS = App.COMMANDS | {LabCommands}
-    CSS = """
-    TabbedContent { height: 1fr; }
-    TabPane { padding: 0; }
-    """
     BINDINGS = [
         Binding("1", "show('lab')", "Lab", id="show.lab", tooltip="choose and run experiments"),
         Binding("2", "show('runs')", "Runs", id="show.runs", tooltip="browse stored runs"),
@@ -91,63 +90,113 @@ class ConlabApp(App):
                 tooltip="compare two selections of runs"),
         Binding("4", "show('machine')", "Machine", id="show.machine",
                 tooltip="this machine and the machines in the database"),
-        Binding("r", "run", "Run", id="lab.run", tooltip="run the sweep the Lab describes"),
+        Binding("r", "run", "Run", id="lab.run", tooltip="run the sweep the Lab describes (Lab)"),
         Binding("escape", "cancel", "Cancel", id="lab.cancel",
                 tooltip="stop the sweep; the current run is stored as cancelled"),
         Binding("slash", "filter", "Filter", id="runs.filter", tooltip="filter the stored runs"),
+        Binding("ctrl+p", "command_palette", "Commands", id="app.palette", show=False,
+                tooltip="command palette: presets, export a report, open or merge a database"),
         Binding("question_mark,f1", "help", "Help", id="app.help", tooltip="keys and what they do"),
         Binding("f8", "screenshot", "Screenshot", id="app.screenshot",
-                tooltip="save an SVG screenshot of the screen"),
+                tooltip="save an SVG screenshot (in the screenshots folder; says where)"),
         Binding("q", "quit", "Quit", id="app.quit", tooltip="leave conlab"),
     ]  # fmt: skip
 
-    def __init__(self, db: Optional[str] = None, **kwargs) -> None:
+    db: reactive[Optional[str]] = reactive(None)
+    """The database shown and recorded into (None: the default); every pane is bound to it."""
+    db_ready: reactive[bool] = reactive(False)
+    """Whether ``db`` has its tables: panes read it side by side only then."""
+
+    def __init__(
+        self, db: Optional[str] = None, screenshots: Optional[Path] = None, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
-        self.db = db
+        self.set_reactive(ConlabApp.db, db)
+        self.screenshots = Path(screenshots) if screenshots else screenshots_folder()
 
     def compose(self) -> ComposeResult:
         yield Header()
         with TabbedContent(initial="lab"):
             with TabPane("1 Lab", id="lab"):
-                yield LabPane(self.db)
+                yield LabPane().data_bind(ConlabApp.db)
+            # The hidden panes are made after the first screen is drawn, not before it.
             with TabPane("2 Runs", id="runs"):
-                yield RunsPane(self.db)
+                yield AfterFirstScreen(RunsPane().data_bind(ConlabApp.db, ConlabApp.db_ready))
             with TabPane("3 Compare", id="compare"):
-                yield ComparePane(self.db)
+                yield AfterFirstScreen(ComparePane().data_bind(ConlabApp.db))
             with TabPane("4 Machine", id="machine"):
-                yield MachinePane(self.db)
+                yield AfterFirstScreen(MachinePane().data_bind(ConlabApp.db, ConlabApp.db_ready))
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = printable(self.db or "default database")
+
+    def on_ready(self) -> None:
+        # The database is opened (SQLAlchemy imported) once the first screen is up.
         self.reload_all()
-        self.warm_up_reports()
 
-    @work(thread=True, exit_on_error=False, group="warm-up")
-    def warm_up_reports(self) -> None:
-        # Importing pandas holds the GIL for ~0.3 s: do it now, while the user reads the first
-        # screen, rather than on their first look at a run's detail or the Compare charts.
-        import storage.reports  # noqa: F401
+    def watch_db(self) -> None:
+        self.sub_title = printable(self.db or "default database")
+        self.db_ready = False
+        self.reload_all()
 
+    @work(thread=True, exclusive=True, exit_on_error=False, group="reload")
     def reload_all(self) -> None:
-        self.query_one(RunsPane).reload()
-        self.query_one(MachinePane).reload()
-        if self.query_one(TabbedContent).active == "compare":
-            self.query_one(ComparePane).refresh_charts()
+        """Read the database again in every pane (after a sweep, a merge, another --db)."""
+        from tui.service import engine_for
 
-    @on(TabbedContent.TabActivated)
-    def pane_shown(self, event: TabbedContent.TabActivated) -> None:
-        # The charts need pandas: drawn when first looked at, not at start-up.
-        if event.pane.id == "compare":
-            self.query_one(ComparePane).refresh_charts()
+        with engine_for(self.db):
+            pass  # a new database gets its tables once, before the panes read it side by side
+        self.call_from_thread(self.reload_panes)
+
+    def reload_panes(self) -> None:
+        if not self.db_ready:
+            self.db_ready = True  # the panes, bound to it, read the database (when mounted)
+            return
+        for pane in self.query(RunsPane):
+            pane.reload()
+        for pane in self.query(MachinePane):
+            pane.reload()
+        for pane in self.query(ComparePane):
+            pane.refresh_comparison()
 
     # --- actions ---
+
+    def check_action(self, action: str, parameters: tuple) -> Optional[bool]:
+        # `r` runs what the Lab shows, from the Lab only: elsewhere it would start a sweep
+        # the user is not looking at.
+        if action == "run":
+            return self.query_one(TabbedContent).active == "lab"
+        return True
 
     def action_show(self, pane: str) -> None:
         self.query_one(TabbedContent).active = pane
 
+    @on(TabbedContent.TabActivated)
+    def pane_shown(self, event: TabbedContent.TabActivated) -> None:
+        # The pane's main widget takes the keys, not whatever had the focus before.
+        # (Left without focus, Textual would refocus a widget of the pane just left, and
+        # bring that pane back.)
+        self.focus_pane(event.pane.id)
+        self.refresh_bindings()
+
+    @on(PaneMounted)
+    def pane_mounted(self, message: PaneMounted) -> None:
+        # A pane shown (2, 3, 4) before it was made takes the keys once it is.
+        active = self.query_one(TabbedContent).active
+        if message.pane.parent is not None and message.pane.parent.id == active:
+            self.focus_pane(active)
+
+    def focus_pane(self, pane_id: str) -> None:
+        """Give the keys to the shown pane's main widget, if the pane is made yet."""
+        if pane_id == "runs":
+            for runs in self.query(RunsPane):
+                runs.shown()
+        else:
+            for widget in self.query(FIRST_FOCUS[pane_id]):
+                widget.focus()
+
     def action_run(self) -> None:
-        self.action_show("lab")
         self.query_one(LabPane).start()
 
     def action_cancel(self) -> None:
@@ -155,89 +204,87 @@ class ConlabApp(App):
             self.screen.set_focus(None)
 
     def action_filter(self) -> None:
-        self.action_show("runs")
-        self.query_one(RunsPane).show_filter()
+        runs = self.query_one(RunsPane)
+        runs.filter_requested = True
+        if self.query_one(TabbedContent).active == "runs":
+            runs.shown()
+        else:
+            self.action_show("runs")  # the pane shows the filter when it comes into view
 
     def action_help(self) -> None:
-        from tui.components.help import HelpScreen
+        from tui.components.help import INTRO, OUTRO, HelpScreen, bindings_table
 
-        self.push_screen(HelpScreen(HELP))
+        groups = [("everywhere", self.BINDINGS), ("Runs", RunsPane.BINDINGS)]
+        table = bindings_table(groups, self.get_key_display_for)
+        self.push_screen(HelpScreen(f"{INTRO}\n{table}\n\n{OUTRO}\n"))
+
+    def get_key_display_for(self, key: str) -> str:
+        return self.get_key_display(Binding(key, ""))
 
     def action_screenshot(self) -> None:
-        path = self.save_screenshot()
+        self.screenshots.mkdir(parents=True, exist_ok=True)
+        path = self.save_screenshot(path=str(self.screenshots))
         self.notify(printable(f"saved {path}"), title="screenshot", markup=False)
 
-    def apply_preset(self, workload: str, executors: tuple[str, ...]) -> None:
+    def apply_preset(self, workload: str, executors: tuple[str, ...], fields: dict) -> None:
         self.action_show("lab")
-        self.query_one(LabPane).choose(workload, executors)
+        self.query_one(LabPane).choose(workload, executors, **fields)
 
+    @work(thread=True, exit_on_error=False, group="export")
     def export_report(self, format: str = "html") -> None:
-        from pathlib import Path
+        from tui.service import export_report
 
-        from storage import render
-        from storage.database import open_engine
-        from storage.reports import load_repeats, summarize, verdicts
-
-        engine = open_engine(self.db)
-        try:
-            repeats = load_repeats([("db", engine)])
-            if repeats.empty:
-                self.notify("no finished runs to report yet", severity="warning")
-                return
-            summary = summarize(repeats)
-            words = verdicts(summary)
-            out = Path("reports") / f"summary.{'html' if format == 'html' else 'md'}"
-            out.parent.mkdir(exist_ok=True)
-            text = (render.html_page(summary, words) if format == "html"
-                    else render.markdown(summary, words))  # fmt: skip
-            out.write_text(text, encoding="utf-8")
-        finally:
-            engine.dispose()
-        self.notify(printable(f"wrote {out}"), title="report", markup=False)
+        out = export_report(self.db, format, REPORTS_FOLDER)
+        if out is None:
+            self.notify("no finished runs to report yet", severity="warning")
+        else:
+            self.notify(printable(f"wrote {out.absolute()}"), title="report", markup=False)
 
     def ask_open_database(self) -> None:
         from tui.components.prompt import Prompt
 
         def open_database(path: Optional[str]) -> None:
-            if not path:
-                return
-            from storage.database import DatabaseError, open_engine
-
-            try:
-                open_engine(path, create=False).dispose()
-            except DatabaseError as exc:
-                self.notify(printable(exc), severity="error", title="cannot open", markup=False)
-                return
-            self.db = path
-            self.sub_title = printable(path)
-            for pane in (LabPane, RunsPane, ComparePane, MachinePane):
-                self.query_one(pane).db = path
-            self.reload_all()
+            if path:
+                self.open_database(path)
 
         self.push_screen(Prompt("Open which result database (a path)?"), open_database)
+
+    @work(thread=True, exit_on_error=False, group="open-database")
+    def open_database(self, path: str) -> None:
+        from storage.database import DatabaseError
+        from tui.service import engine_for
+
+        try:
+            with engine_for(path, create=False):
+                pass
+        except DatabaseError as exc:
+            self.notify(printable(exc), severity="error", title="cannot open", markup=False)
+            return
+        self.call_from_thread(setattr, self, "db", path)
 
     def ask_merge_database(self) -> None:
         from tui.components.prompt import Prompt
 
         def merge_database(path: Optional[str]) -> None:
-            if not path:
-                return
-            from pathlib import Path
-
-            from storage.database import DatabaseError, lab_database
-            from storage.sharing import merge
-
-            try:
-                (result,) = merge(lab_database(self.db), [Path(path)])
-            except DatabaseError as exc:
-                self.notify(printable(exc), severity="error", title="nothing merged", markup=False)
-                return
-            self.notify(f"{result.runs_added} runs added, {result.runs_skipped} skipped",
-                        title=printable(f"merged {Path(path).name}"))  # fmt: skip
-            self.reload_all()
+            if path:
+                self.merge_database(path)
 
         self.push_screen(Prompt("Merge which lab database into this one (a path)?"),
                          merge_database)  # fmt: skip
+
+    @work(thread=True, exit_on_error=False, group="merge-database")
+    def merge_database(self, path: str) -> None:
+        from storage.database import DatabaseError, lab_database
+        from storage.sharing import merge
+
+        try:
+            (result,) = merge(lab_database(self.db), [Path(path)])
+        except DatabaseError as exc:
+            self.notify(printable(exc), severity="error", title="nothing merged", markup=False)
+            return
+        self.notify(f"{result.runs_added} runs added, {result.runs_skipped} skipped",
+                    title=printable(f"merged {Path(path).name}"))  # fmt: skip
+        self.call_from_thread(self.reload_all)
 
     # --- reactions ---
 
@@ -246,15 +293,16 @@ class ConlabApp(App):
         self.reload_all()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        # A worker's unexpected error becomes a modal, never a crash.
         if event.state == WorkerState.ERROR:
-            from tui.components.help import ErrorScreen
+            self.post_message(WorkerFailed(event.worker.name, str(event.worker.error)))
 
-            lab = self.query_one(LabPane)
-            lab.busy = False
-            lab.sweep = None
-            self.push_screen(ErrorScreen(f"{event.worker.name} failed", str(event.worker.error)))
+    @on(WorkerFailed)
+    def worker_failed(self, message: WorkerFailed) -> None:
+        # A worker's unexpected error (the app's or a pane's) becomes a dialog, never a crash.
+        from tui.components.help import ErrorScreen
+
+        self.push_screen(ErrorScreen(f"{message.name} failed", message.error))
 
 
-def run_app(db: Optional[str] = None) -> None:
-    ConlabApp(db=db).run()
+def run_app(db: Optional[str] = None, screenshots: Optional[Path] = None) -> None:
+    ConlabApp(db=db, screenshots=screenshots).run()

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from enum import Enum
+from pathlib import Path
 from typing import Any, NoReturn, Optional
 
 import typer
@@ -74,13 +75,21 @@ def _check_db(db: Optional[str]) -> None:
 
 
 @app.callback(invoke_without_command=True)
-def _root(ctx: typer.Context, db: Optional[str] = typer.Option(None, help=DB_HELP)) -> None:
+def _root(
+    ctx: typer.Context,
+    db: Optional[str] = typer.Option(None, help=DB_HELP),
+    screenshots: Optional[Path] = typer.Option(
+        None,
+        file_okay=False,
+        help="folder for the app's F8 screenshots (default: screenshots in the user data dir)",
+    ),
+) -> None:
     """Without a command: open the app (on the database --db)."""
     if ctx.invoked_subcommand is None:
         _open(db).dispose()  # a bad --db is one line and exit 2, before the screen opens
         from tui.app import run_app
 
-        run_app(db)
+        run_app(db, screenshots)
 
 
 class Order(str, Enum):
@@ -272,8 +281,10 @@ class _Progress:
             return
         kind = event.get("event")
         if kind == "env":
-            total = (spec.warmups + spec.repeats) * spec.tasks
-            self._current = self._progress.add_task(printable(run_label(spec, event)), total=total)
+            from tui.service import process_tasks, run_label
+
+            label = printable(run_label(spec, event))
+            self._current = self._progress.add_task(label, total=process_tasks(spec))
         elif kind == "tasks" and self._current is not None:
             # Per repeat, between timings: mid-repeat updates would take CPU from the run.
             self._progress.update(self._current, completed=(event["repeat"] + 1) * spec.tasks)
@@ -283,13 +294,6 @@ class _Progress:
             if self._current is not None:
                 self._progress.remove_task(self._current)
                 self._current = None
-
-
-def run_label(spec, event: dict) -> str:
-    """One runner process of a run, as progress displays name it."""
-    workers = event.get("resolved", {}).get("workers", spec.workers)
-    return (f"{spec.workload} · {spec.executor} × {workers} · process {event['process'] + 1}"
-            f"/{spec.processes}")  # fmt: skip
 
 
 def _print_results(results: list[dict], cancelled: bool) -> None:
@@ -337,12 +341,12 @@ def _print_results(results: list[dict], cancelled: bool) -> None:
 
 
 def _print_verdicts(engine, results: list[dict]) -> None:
-    from storage.reports import sweep_verdicts
+    from tui.service import sweep_report
 
-    ok = [r for r in results if r["status"] == "ok"]
-    if ok:
+    found = sweep_report(engine, results)
+    if found is not None:
         console = _console()
-        for line in sweep_verdicts(engine, ok[0]["sweep_id"])[1]:
+        for line in found.verdicts:
             console.print(as_text(line))
 
 
@@ -454,14 +458,13 @@ def runs(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Stored runs, newest first."""
-    from storage.queries import list_runs, mark_interrupted
+    from tui.service import RUN_COLUMNS, list_runs, newest_first, run_row
 
     rows: list[dict] = []
     for one in db or [None]:
-        engine = _open(one, create=False)
-        mark_interrupted(engine)
-        rows += list_runs(engine, tag=tag)
-        engine.dispose()
+        _check_db(one)
+        rows += list_runs(one, tag=tag, create=False)
+    rows = newest_first(rows)
     if as_json:
         return _print_json(rows)
     if not rows:
@@ -469,24 +472,7 @@ def runs(
             "No runs stored yet. Record one with: conlab run -w cpu -e sequential -e processes"
         )
         return None
-    for row in rows:
-        row["median"] = f"{row['median_s'] * 1000:.1f} ms" if row["median_s"] is not None else ""
-        row["run"] = row["run_id"][:8]
-    _print_rows(
-        rows,
-        [
-            "run",
-            "created_at",
-            "machine",
-            "python",
-            "workload",
-            "executor",
-            "workers",
-            "status",
-            "median",
-            "tag",
-        ],
-    )
+    _print_rows([run_row(row) for row in rows], list(RUN_COLUMNS))
 
 
 class ReportFormat(str, Enum):
@@ -521,9 +507,7 @@ def report(
     ),
 ) -> int:
     """What the stored runs mean: medians, spread, speedup, efficiency, verdicts, comparisons."""
-    from storage import render
-    from storage.reports import compare as compare_selections
-    from storage.reports import load_repeats, select, summarize, verdicts
+    from tui import service
 
     if fail_if_slower is not None and not compare:
         raise BadInput("--fail-if-slower needs --compare A B; add the two selections")
@@ -538,57 +522,42 @@ def report(
         _check_output(output)
     for one in db or [None]:
         _check_db(one)
-    if not db and not _default_db().exists():
-        typer.echo(
-            f"No database yet at {printable(_default_db())}. Record a first run with:\n"
-            "  conlab run -w cpu -e sequential -e threads -e processes"
+    sources = [(one or str(_default_db()), one) for one in db or [None]]
+    repeats = service.load(sources, select_runs)
+    if repeats.empty and select_runs:
+        raise BadInput(
+            f"--select {select_runs!r} matches no finished run; see `conlab runs` for what "
+            "is stored"
         )
-        return 0
-    engines = [(one or str(_default_db()), _open(one, create=False)) for one in db or [None]]
-    repeats = load_repeats(engines)
-    if select_runs and not repeats.empty:
-        repeats = select(repeats, select_runs)
-        if repeats.empty:
-            raise BadInput(
-                f"--select {select_runs!r} matches no finished run; see `conlab runs` for "
-                "what is stored"
-            )
     if repeats.empty:
         typer.echo(
             "No finished runs to report yet. Record a first one with:\n"
             "  conlab run -w cpu -e sequential -e threads -e processes"
         )
         return 0
-    summary = summarize(repeats)
-    words = verdicts(summary)
-    compared = None
-    if compare:
-        comparisons, geomean, differences = compare_selections(
-            repeats, compare[0], compare[1], min_effect / 100
-        )
-        compared = (comparisons, geomean, differences, compare[0], compare[1])
     chosen = format or (
         ReportFormat.table if sys.stdout.isatty() and not output else ReportFormat.markdown
     )
+    # A comparison on a terminal is the answer asked for: the whole summary would bury it.
+    found = service.build_report(
+        repeats, compare, min_effect / 100, summarise_all=chosen != ReportFormat.table
+    )
     if chosen == ReportFormat.table:
-        text = None
-        _print_report_table(summary, words, compared)
-    elif chosen == ReportFormat.markdown:
-        text = render.markdown(summary, words, compared)
-    elif chosen == ReportFormat.csv:
-        text = render.csv_report(summary)
-    elif chosen == ReportFormat.json:
-        text = render.json_report(summary, words, compared)
+        _print_report_table(found)
     else:
-        text = render.html_page(summary, words, compared, _timeline(engines, repeats, timeline))
-    if text is not None:
+        timeline_of = None
+        if chosen == ReportFormat.html:
+            timeline_of = _timeline(sources, repeats, timeline)
+        text = service.render_report(found, chosen.value, timeline_of)
         if output:
             _write_output(output, text)
         else:
             sys.stdout.write(text)
-    if fail_if_slower is not None and compared:
+    if fail_if_slower is not None and found.comparison:
         slower = [
-            c for c in compared[0] if c.verdict == "slower" and (c.ratio - 1) * 100 > fail_if_slower
+            c
+            for c in found.comparison.rows
+            if c.verdict == "slower" and (c.ratio - 1) * 100 > fail_if_slower
         ]
         if slower:
             sys.stderr.write(
@@ -641,40 +610,62 @@ def _default_db():
     return default_path()
 
 
-def _timeline(engines, repeats, run_prefix: Optional[str]):
-    from storage.reports import load_timeline
+def _timeline(sources, repeats, run_prefix: Optional[str]):
+    """The run whose task timeline an HTML report draws, and its samples."""
+    from tui.service import engine_for, timeline
 
-    runs = repeats.drop_duplicates("run_id").sort_values("created_at")
-    if run_prefix:
-        runs = runs[runs["run_id"].astype(str).str.startswith(run_prefix)]
-        if runs.empty:
-            raise BadInput(f"no finished run starts with {run_prefix!r}; see `conlab runs`")
-    else:
-        parallel = runs[runs["workers"] > 1]
-        runs = parallel if not parallel.empty else runs
-    run = runs.iloc[-1]
-    engine = dict(engines)[run["db"]]
-    return str(run["run_id"]), load_timeline(engine, str(run["run_id"]))
+    databases = dict(sources)
+    opened = []
+
+    def engine(label):
+        context = engine_for(databases[label], create=False)
+        opened.append(context)
+        return context.__enter__()
+
+    try:
+        return timeline(engine, repeats, run_prefix)
+    finally:
+        for context in opened:
+            context.__exit__(None, None, None)
 
 
-def _print_report_table(summary, words, compared) -> None:
+def _print_report_table(found) -> None:
+    """A comparison, or the summary with its warnings once each below it, then the verdicts."""
     from storage import render
 
     console = _console()
-    if compared:
-        comparisons, geomean, differences, a, b = compared
-        _print_rows(
-            render.comparison_rows(comparisons),
-            list(render.comparison_rows(comparisons)[0]),
-            title=f"{b} against {a}",
-        )
-        _say(f"geometric mean of B/A: {geomean:.3f}", console)
-        for field, (va, vb) in differences.items():
-            _say(f"the selections differ in {field}: {va} vs {vb}", console)
-    rows = render.summary_rows(summary, compact=True)
-    _print_rows(rows, list(rows[0]), title=f"summary: {render.shared_caption(summary)}")
-    for line in words:
+    if found.comparison:
+        compared = found.comparison
+        rows = render.comparison_rows(compared.rows)
+        _print_rows(rows, list(rows[0]), title=f"{compared.b} against {compared.a}")
+        _say(f"geometric mean of B/A: {compared.geomean:.3f}", console)
+        for name, (va, vb) in compared.differences.items():
+            _say(f"the selections differ in {name}: {va} vs {vb}", console)
+    if not found.summary.empty:
+        rows = render.summary_rows(found.summary, compact=True)
+        notes = _warnings_below(rows, list(found.summary["warnings"]))
+        _print_rows(rows, list(rows[0]), title=f"summary: {render.shared_caption(found.summary)}")
+        for line in notes:
+            _say(line, console)
+    for line in found.verdicts:
         _say(line, console)
+
+
+def _warnings_below(rows: list[dict], warnings: list[list[str]]) -> list[str]:
+    """Take the warnings out of a terminal table's rows (a long cell wraps every row onto
+    several lines): each warning once, with the rows it applies to by number, in a "#"
+    column."""
+    by_warning: dict[str, list[int]] = {}
+    for number, (row, row_warnings) in enumerate(zip(rows, warnings), 1):
+        row.pop("warnings", None)
+        for warning in row_warnings:
+            by_warning.setdefault(warning, []).append(number)
+        row["#"] = str(number)
+        row.update({k: row.pop(k) for k in list(row) if k != "#"})  # "#" first
+    return [
+        f"warning (row{'s' * (len(numbers) > 1)} {', '.join(map(str, numbers))}): {warning}"
+        for warning, numbers in by_warning.items()
+    ]
 
 
 @app.command()
@@ -730,6 +721,7 @@ def db_info(
 ) -> None:
     """Path, schema version, size, runs per machine and interpreter, date range."""
     from storage.sharing import info
+    from tui.service import iso_seconds
 
     details = info(_lab_database(db))
     if as_json:
@@ -739,7 +731,7 @@ def db_info(
         + (f"{details['size_bytes']:,} bytes, " if details["size_bytes"] is not None else "")
         + f"{details['runs']} runs"
         + (
-            f" from {details['first_run_at']} to {details['last_run_at']}"
+            f" from {iso_seconds(details['first_run_at'])} to {iso_seconds(details['last_run_at'])}"
             if details["runs"]
             else ""
         )

@@ -116,7 +116,7 @@ def test_an_unreachable_server_is_one_line_and_exit_2(conlab, postgres_server):
 async def test_the_app_browses_a_postgres_database(conlab, pg_url):
     from textual.widgets import DataTable
 
-    from tests.tui.test_app import SIZE, wait_until
+    from tests.tui.conftest import SIZE, settle, wait_until
     from tui.app import ConlabApp
     from tui.components.machine import MachinePane
     from tui.components.runs import RunsPane
@@ -124,6 +124,7 @@ async def test_the_app_browses_a_postgres_database(conlab, pg_url):
     record(conlab, pg_url, "shared")
     app = ConlabApp(db=pg_url)
     async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)  # the hidden panes are made after the first screen
         await pilot.press("2")
         table = app.query_one(RunsPane).query_one(DataTable)
         await wait_until(pilot, lambda: table.row_count == 2)

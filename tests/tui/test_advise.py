@@ -14,7 +14,6 @@ import pytest
 from experiments.environment import usable_cores
 from storage import stats
 from tests.conftest import assert_one_line_error
-from tests.tui.test_app import marked  # noqa: F401 (a fixture)
 from tui import advise
 
 KINDS = textwrap.dedent('''
@@ -245,7 +244,7 @@ def test_the_plan_follows_the_probes():
 
 @pytest.mark.usefixtures("marked")
 async def test_the_labs_advise_action_shows_the_answer_and_stores_the_sweep(db_path, monkeypatch):
-    from tests.tui.test_app import SIZE, wait_until
+    from tests.tui.conftest import SIZE, wait_until
     from tui.app import ConlabApp
     from tui.components.lab import LabPane
 

@@ -4,51 +4,24 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import uuid
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, TabbedContent
 
-from tests.conftest import MARK_VAR, leftover_processes
 from tests.storage.test_database import make_v1_file
+from tests.tui.conftest import (
+    FIXED_ENVIRONMENT,
+    SIZE,
+    choose,
+    settle,
+    statuses,
+    two_sweeps,
+    wait_until,
+)
 from tui.app import ConlabApp
 from tui.components.lab import LabPane
 from tui.components.runs import RunsPane
-
-SIZE = (150, 48)
-
-
-@pytest.fixture
-def marked(monkeypatch, user_dir):
-    """Mark every process the app starts, and prove none outlives the test."""
-    mark = uuid.uuid4().hex
-    monkeypatch.setenv(MARK_VAR, mark)
-    monkeypatch.setenv("PYTHONPATH", str(user_dir))
-    monkeypatch.chdir(user_dir)
-    yield
-    assert leftover_processes(mark) == [], "a process started by the app outlived its run"
-
-
-async def choose(pilot, lab: LabPane, workload: str, executors: list[str], **fields: str):
-    lab.choose(workload, executors, **fields)
-    await pilot.pause()
-
-
-async def wait_until(pilot, condition, timeout_s: float = 60) -> None:
-    for _ in range(int(timeout_s / 0.05)):
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("the app did not get there in time")
-
-
-def statuses(db: Path) -> list[tuple]:
-    return (
-        sqlite3.connect(db)
-        .execute("SELECT executor, workers, status FROM run ORDER BY created_at")
-        .fetchall()
-    )
 
 
 async def test_choose_run_and_see_the_runs(db_path, marked):
@@ -124,71 +97,113 @@ async def test_filter_runs_and_compare(tmp_path):
     db = make_v1_file(tmp_path / "fixture.db")
     app = ConlabApp(db=str(db))
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.query_one(RunsPane).loaded)
+        await settle(app, pilot)
         await pilot.press("slash")
         await pilot.press(*"threads")
         table = app.query_one(RunsPane).query_one(DataTable)
         assert table.row_count == 1
-        await pilot.press("enter", "3")  # enter leaves the filter for the table
+        await pilot.press("enter")  # enter leaves the filter for the table
+        assert app.focused is table
+        await pilot.press("3")  # a pane key, not a letter of the filter
+        assert app.query_one(TabbedContent).active == "compare"
+        assert app.query_one("#runs-filter", Input).value == "threads"
         app.query_one("#selection-a", Input).value = "executor:sequential"
         app.query_one("#selection-b", Input).value = "executor:threads"
         app.query_one("#selection-b", Input).focus()
         await pilot.press("enter")
-        await pilot.pause(0.3)
+        await settle(app, pilot)
         verdict = str(app.query_one("#compare-verdict").render())
         assert "geometric mean of B/A" in verdict
         assert "executor: sequential vs threads" in verdict
         assert app.query_one("#compare-table", DataTable).row_count == 1
 
 
-async def test_help_and_screenshot(tmp_path, monkeypatch):
+async def test_help_lists_every_binding_and_f8_saves_where_it_says(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    app = ConlabApp(db=str(tmp_path / "x.db"))
+    shots = tmp_path / "shots"
+    app = ConlabApp(db=str(tmp_path / "x.db"), screenshots=shots)
     async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
         await pilot.press("question_mark")
         assert app.screen.__class__.__name__ == "HelpScreen"
+        shown = app.screen.text
+        for binding in [*ConlabApp.BINDINGS, *RunsPane.BINDINGS]:
+            assert (binding.tooltip or binding.description) in shown
         await pilot.press("escape")
         await pilot.press("f8")
         await pilot.pause()
-    assert list(tmp_path.glob("*.svg"))
+        said = [n.message for n in app._notifications]
+    saved = list(shots.glob("*.svg"))
+    assert len(saved) == 1 and not list(tmp_path.glob("*.svg"))  # not the current directory
+    assert any(str(saved[0]) in message for message in said)
 
 
-# What the Machine screen says about "this machine" in its snapshot: the screen's own rendering
-# of fixed facts, since the real ones (host, CPU, interpreter path) differ from box to box.
-FIXED_ENVIRONMENT = {
-    "hostname": "lab-box", "os_name": "Linux", "os_release": "6.1.0", "architecture": "x86_64",
-    "cpu_model": "Example CPU", "logical_cores": 2, "physical_cores": 2, "usable_cores": 2,
-    "cgroup_cpu_quota": None, "memory_total_bytes": 25_276_502_016,
-    "python_implementation": "CPython", "python_version": "3.11.7",
-    "python_executable": "/opt/python/bin/python3", "py_gil_disabled": False,
-    "gil_enabled": True, "machine_fingerprint": "0123456789abcdef0123",
-}  # fmt: skip
+async def show_compared(app, pilot) -> None:
+    app.action_show("compare")
+    app.query_one("#selection-a", Input).value = "tag:before"
+    app.query_one("#selection-b", Input).value = "tag:after"
+    app.query_one("#compare-button").press()
+    await settle(app, pilot)
 
 
-@pytest.mark.parametrize("pane", ["lab", "runs", "compare", "machine"])
-def test_snapshots(snap_compare, tmp_path, pane):
-    """Each screen at a fixed size, on a fixed database (the schema-1 fixture, migrated)."""
+async def show_lab_end(app, pilot) -> None:
+    app.query_one(LabPane).scroll_end(animate=False)
+    await pilot.pause()
+
+
+async def show_delete(app, pilot) -> None:
+    await pilot.press("2", "d")
+    await pilot.pause()
+
+
+NO_RUN = "No run selected."
+
+# (name, terminal size, what to do after the fixed start): one snapshot per meaningful state.
+SNAPSHOTS = {
+    "lab": (SIZE, None),
+    "runs": (SIZE, None),
+    "compare": (SIZE, show_compared),
+    "machine": (SIZE, None),
+    "lab-80x24": ((80, 24), None),
+    "lab-80x24-end": ((80, 24), show_lab_end),
+    "delete-80x24": ((80, 24), show_delete),
+    "compare-160x48": ((160, 48), show_compared),
+}
+
+
+@pytest.mark.parametrize("name", list(SNAPSHOTS))
+def test_snapshots(snap_compare, tmp_path, name):
+    """Each screen at a fixed size, on a fixed database."""
     from tui.components.machine import MachinePane
 
-    db = make_v1_file(tmp_path / "fixture.db")
-    app = ConlabApp(db="fixture.db")
+    size, then = SNAPSHOTS[name]
+    # Runs show run ids and times: the schema-1 fixture's are fixed; the tagged sweeps' are not.
+    make = make_v1_file if name.split("-")[0] in ("runs", "delete") else two_sweeps
+    db = make(tmp_path / "fixture.db")
+    app = ConlabApp(db="fixture.db", screenshots=tmp_path)
+    app.animation_level = "none"  # a tab's underline mid-slide is no state to compare
 
     async def show(pilot):
-        await wait_until(pilot, lambda: app.query_one(RunsPane).loaded)
+        await settle(app, pilot)
         machine = app.query_one(MachinePane)
         await wait_until(pilot, lambda: machine.described)
         machine.show_this_machine(FIXED_ENVIRONMENT)
-        detail = app.query_one("#run-detail")
-        await wait_until(pilot, lambda: str(detail.render()).startswith("run "))
-        await pilot.pause(0.3)
-        await pilot.press("escape")
-        app.action_show(pane)
-        await pilot.pause(0.3)
+        await settle(app, pilot)
+        pane = name.split("-")[0]
+        if pane in ("runs", "machine"):
+            app.action_show(pane)
+            await settle(app, pilot)
+        # what the panes read, in workers started as the panes were made
+        await wait_until(pilot, lambda: app.query_one("#machines", DataTable).row_count == 1)
+        await wait_until(pilot, lambda: str(app.query_one("#run-detail").render()) != NO_RUN)
+        await settle(app, pilot)
+        if then is not None:
+            await then(app, pilot)
 
     cwd = os.getcwd()
     os.chdir(db.parent)
     try:
-        assert snap_compare(app, terminal_size=SIZE, run_before=show)
+        assert snap_compare(app, terminal_size=size, run_before=show)
     finally:
         os.chdir(cwd)
 
@@ -199,8 +214,8 @@ async def test_tag_delete_and_merge_from_the_app(tmp_path):
     other.write_bytes(db.read_bytes())  # same runs: merging adds nothing
     app = ConlabApp(db=str(db))
     async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
         runs = app.query_one(RunsPane)
-        await wait_until(pilot, lambda: runs.loaded)
         await pilot.press("2")
         runs.query_one(DataTable).focus()
         first = runs.selected()["run_id"]
@@ -212,6 +227,9 @@ async def test_tag_delete_and_merge_from_the_app(tmp_path):
         assert sqlite3.connect(db).execute(
             "SELECT tag FROM run WHERE id = ?", (first,)
         ).fetchone() == ("keep",)
+        await pilot.press("d", "enter")  # enter answers the focused button: Keep
+        await settle(app, pilot)
+        assert len(runs.runs) == 2
         await pilot.press("d")
         await pilot.click("#yes")
         await wait_until(pilot, lambda: len(runs.runs) == 1)
@@ -235,8 +253,8 @@ async def test_hostile_text_in_a_database_is_shown_as_text(tmp_path):
     hostile_database(db, texts)
     app = ConlabApp(db=str(db))
     async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
         runs = app.query_one(RunsPane)
-        await wait_until(pilot, lambda: runs.loaded)
         await pilot.press("2")
         table = runs.query_one(DataTable)
         await wait_until(pilot, lambda: table.row_count == 5)
@@ -251,7 +269,7 @@ async def test_hostile_text_in_a_database_is_shown_as_text(tmp_path):
         app.query_one("#selection-b", Input).value = "[/x]"
         app.query_one("#selection-b", Input).focus()
         await pilot.press("enter")
-        await pilot.pause(0.3)
+        await settle(app, pilot)
         assert "cannot read selection term" in str(app.query_one("#compare-verdict").render())
         await pilot.press("4")
         machines = app.query_one("#machines", DataTable)
@@ -259,3 +277,175 @@ async def test_hostile_text_in_a_database_is_shown_as_text(tmp_path):
         hosts = {str(machines.get_row_at(row)[0]) for row in range(2)}
         assert hosts == {printable(texts[0]), printable(texts[1]) + " (B)"}
         assert app.is_running and app.screen.__class__.__name__ != "ErrorScreen"
+
+
+# --- the app as a new user meets it ------------------------------------------------------------
+
+
+async def test_after_2_the_runs_table_takes_the_keys(tmp_path):
+    app = ConlabApp(db=str(two_sweeps(tmp_path / "two.db")))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2")
+        table = app.query_one("#runs-table", DataTable)
+        assert app.focused is table
+        await pilot.press("down")
+        assert table.cursor_row == 1
+        await pilot.press("t")  # acts at once: the tag prompt opens
+        assert app.screen.__class__.__name__ == "Prompt"
+
+
+async def test_r_runs_only_from_the_lab(tmp_path):
+    db = tmp_path / "x.db"
+    app = ConlabApp(db=str(db))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        lab = app.query_one(LabPane)
+        for pane in ("2", "3", "4"):
+            await pilot.press(pane, "r")
+            assert not lab.busy and app.query_one(TabbedContent).active != "lab"
+    assert statuses(db) == []
+
+
+async def test_runs_are_newest_first_with_iso_utc_seconds(tmp_path):
+    app = ConlabApp(db=str(two_sweeps(tmp_path / "two.db")))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        table = app.query_one("#runs-table", DataTable)
+        created = [str(table.get_row_at(n)[1]) for n in range(table.row_count)]
+        tags = [str(table.get_row_at(n)[-1]) for n in range(table.row_count)]
+    assert created == sorted(created, reverse=True)
+    assert all(len(c) == 20 and c[10] == "T" and c.endswith("Z") for c in created)
+    assert tags == ["after"] * 3 + ["before"] * 3
+
+
+async def test_compare_draws_a_against_b_and_keeps_them_after_a_sweep(tmp_path):
+    app = ConlabApp(db=str(two_sweeps(tmp_path / "two.db")))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await show_compared(app, pilot)
+        table = app.query_one("#compare-table", DataTable)
+        assert table.row_count == 3
+        rows = [str(table.get_row_at(n)[0]) for n in range(3)]
+        assert rows == ["1", "2", "3"]  # the chart's bars carry these numbers
+
+        def labels() -> str:
+            speedup = app.query_one("#speedup-chart").plt.build()
+            times = app.query_one("#time-chart").plt.build()
+            return speedup + times
+
+        drawn = labels()
+        for text in ("A threads", "B threads", "A tag:before", "B tag:after", "1 sequential"):
+            assert text in drawn
+        app.post_message(LabPane.SweepDone([], False, ""))  # what a later sweep makes the app do
+        await settle(app, pilot)
+        assert table.row_count == 3 and labels() == drawn
+
+
+async def test_machine_is_described_in_words_and_marked(tmp_path):
+    from tui.components.machine import MachinePane
+
+    app = ConlabApp(db=str(two_sweeps(tmp_path / "two.db")))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        machine = app.query_one(MachinePane)
+        machine.show_this_machine(FIXED_ENVIRONMENT)
+        await pilot.press("4")
+        shown = str(app.query_one("#this-machine").render())
+        assert "memory  23.5 GiB" in shown and "memory_total_bytes" not in shown
+        assert "cores  2 usable of 2 logical (2 physical)" in shown
+        row = app.query_one("#machines", DataTable).get_row_at(0)
+        assert str(row[0]) == "▶ lab-box"
+
+
+async def test_executors_read_ticked_or_not_without_colour(tmp_path):
+    app = ConlabApp(db=str(tmp_path / "x.db"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        executors = app.query_one("#executors")
+        lines = [executors.render_line(y).text for y in range(4)]
+    assert lines[0].startswith("[x] sequential")
+    assert lines[3].startswith("[ ] pool")
+
+
+def test_the_timeline_counts_warm_ups_and_repeats_apart():
+    from experiments.spec import ExperimentSpec
+    from tui.components.lab import repeat_caption
+
+    spec = ExperimentSpec(workload="cpu", executor="threads", repeats=5, warmups=1)
+    captions = [repeat_caption(spec, n) for n in range(6)]
+    assert captions[0] == "warm-up 1 of 1"
+    assert captions[1:] == [f"repeat {n} of 5" for n in range(1, 6)]
+
+
+async def test_palette_offers_presets_before_typing_and_waiting_scales(tmp_path):
+    app = ConlabApp(db=str(tmp_path / "x.db"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.5)  # the palette gathers its hits in a task of its own
+        from textual.command import CommandList
+
+        listed = app.screen.query_one(CommandList)
+        names = [str(listed.get_option_at_index(n).prompt) for n in range(listed.option_count)]
+        assert any("Preset: Waiting scales" in name for name in names)
+        await pilot.press("escape")
+        app.apply_preset("sleep", ("sequential", "threads", "asyncio"), {"workers": "1,4,16,64"})
+        from tui.app import PRESETS
+
+        (preset,) = [p for p in PRESETS if p[0] == "Waiting scales"]
+        assert preset[3] == {"workers": "1,4,16,64"}
+        app.apply_preset(*preset[1:4])
+        await pilot.pause()
+        assert app.query_one("#workers", Input).value == "1,4,16,64"
+
+
+async def test_the_lab_runs_the_users_function_with_the_clis_checks(db_path, marked):
+    app = ConlabApp(db=str(db_path))
+    async with app.run_test(size=SIZE) as pilot:
+        lab = app.query_one(LabPane)
+        fields = dict(workers="2", tasks="2", size="5", repeats="1", warmups="0", processes="1")
+        await choose(pilot, lab, "usermod:nothere", ["threads"], **fields)
+        await pilot.press("escape", "r")
+        await wait_until(pilot, lambda: not lab.busy)
+        said = str(lab.query_one("#summary").render())
+        assert "not started:" in said and "nothere" in said
+        await choose(pilot, lab, "usermod:work", ["sequential", "threads"], **fields)
+        await pilot.press("escape", "r")
+        await wait_until(pilot, lambda: lab.busy)
+        await wait_until(pilot, lambda: not lab.busy)
+        assert "2 run(s) stored, 0 not ok" in str(lab.query_one("#summary").render())
+    connection = sqlite3.connect(db_path)
+    assert {w for (w,) in connection.execute("SELECT workload FROM run")} == {"usermod:work"}
+    connection.close()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+async def test_every_part_of_the_lab_can_be_reached(tmp_path, size):
+    app = ConlabApp(db=str(tmp_path / "x.db"))
+    async with app.run_test(size=size) as pilot:
+        await settle(app, pilot)
+        lab = app.query_one(LabPane)
+        for part in ("#executors", "#start_method", "#python", "#timeline", "#summary"):
+            widget = app.query_one(part)
+            lab.scroll_to_widget(widget, animate=False)
+            await pilot.pause()
+            region = widget.region
+            assert region.height and lab.region.contains_region(region), part
+
+
+def test_the_stylesheet_ships_in_the_package():
+    from importlib.resources import files
+
+    sheet = files("tui") / "app.tcss"
+    assert Path(str(ConlabApp.CSS_PATH)) == Path(str(sheet)) and sheet.is_file()
+    assert "#runs-table" in sheet.read_text()
+
+
+async def test_the_apps_stylesheet_is_applied(tmp_path):
+    app = ConlabApp(db=str(tmp_path / "x.db"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2")
+        # #runs-filter is hidden until / (a rule of app.tcss alone)
+        assert app.query_one("#runs-filter").styles.display == "none"

@@ -486,3 +486,61 @@ def test_any_text_in_a_table_or_a_line_prints_without_markup_or_control(capsys, 
     _say(line)
     out = capsys.readouterr().out
     assert not RAW_CONTROL.search(out.replace("\n", ""))
+
+
+# --- the commands agree with each other and with the app ---------------------------------------
+
+
+def test_runs_are_newest_first_with_iso_utc_seconds(conlab, db_path):
+    from tests.tui.conftest import two_sweeps
+
+    two_sweeps(db_path)
+    listed = json.loads(conlab("runs", "--json").stdout)
+    created = [r["created_at"] for r in listed]
+    assert created == sorted(created, reverse=True)
+    assert [r["tag"] for r in listed] == ["after"] * 3 + ["before"] * 3
+    table = conlab("runs").stdout
+    shown = re.findall(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", table)
+    assert len(shown) == 6 and shown == sorted(shown, reverse=True)
+
+
+@pytest.mark.parametrize("command", ["report", "runs"])
+def test_a_missing_database_is_one_line_and_exit_2(conlab, tmp_path, command):
+    result = conlab(command, "--db", str(tmp_path / "missing.db"))
+    assert_one_line_error(result)
+    assert "no database at" in result.stderr and not (tmp_path / "missing.db").exists()
+
+
+def test_csv_and_json_give_chunksize_as_a_whole_number(conlab, db_path):
+    from tests.tui.conftest import two_sweeps
+
+    two_sweeps(db_path)
+    connection = sqlite3.connect(db_path)
+    with connection:
+        connection.execute("UPDATE run SET chunksize = 1 WHERE workers = 2")
+    connection.close()
+    rows = list(csv.DictReader(io.StringIO(conlab("report", "--format", "csv").stdout)))
+    assert sorted(r["chunksize"] for r in rows) == ["", "", "1"]
+    summary = json.loads(conlab("report", "--format", "json").stdout)["summary"]
+    assert sorted(str(r["chunksize"]) for r in summary) == ["1", "None", "None"]
+
+
+def test_the_terminal_table_says_each_warning_once_below_it(conlab, db_path):
+    from tests.tui.conftest import two_sweeps
+
+    two_sweeps(db_path)
+    lines = conlab("report", "--format", "table").stdout.splitlines()
+    warnings = [line for line in lines if line.startswith("warning (row")]
+    assert warnings and len(warnings) == len(set(warnings))
+    # every row of the table is one line: no warning text wraps it
+    rows = [line for line in lines if re.match(r"│ \d ", line)]
+    assert len(rows) == 3
+
+
+def test_compare_on_a_terminal_shows_the_comparison_alone(conlab, db_path):
+    from tests.tui.conftest import two_sweeps
+
+    two_sweeps(db_path)
+    out = conlab("report", "--format", "table", "--compare", "tag:before", "tag:after").stdout
+    assert "tag:after against tag:before" in out and "geometric mean of B/A: 0.8" in out
+    assert "summary:" not in out

@@ -1,153 +1,194 @@
 """The Compare pane: two selections (as `conlab report --compare A B`), their comparison with
-verdicts, and charts (textual-plotext): speedup against workers with the ideal line, time per
-executor."""
+verdicts, and charts of A against B (textual-plotext) whose rows are numbered as the table's.
+The comparison runs in a worker: selection -> service -> message -> table and charts."""
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.reactive import reactive
 from textual.widgets import Button, DataTable, Input, Static
-from textual_plotext import PlotextPlot
 
+if TYPE_CHECKING:  # plotext loads when the pane is made, after the first screen
+    from textual_plotext import PlotextPlot
 from storage.text import as_text, printable
+from tui.components.pane import ReportsWorkerErrors
+
+SIDES = ("A", "B")
+SIDE_COLOURS = {"A": "blue", "B": "orange"}
 
 
-def draw_speedup(plot, summary) -> None:
-    """Speedup against workers, one line per executor, and the ideal (speedup = workers)."""
-    plt = plot.plt
-    plt.clear_figure()
-    plt.title("speedup against workers")
-    plt.xlabel("workers")
+def speedup_lines(summary, side: str) -> list[tuple[str, list[int], list[float]]]:
+    """(label, workers, speedups) per executor of one side's summary, parallel runs only; runs
+    of other interpreters, sizes or machines are other lines, never points of the same one."""
+    if summary.empty:
+        return []
     rows = summary[summary["speedup"].notna() & (summary["executor"] != "sequential")]
-    if rows.empty:
-        plt.title("no sequential run in the selection: no speedup to draw")
-        plot.refresh()
-        return
-    most = int(rows["workers"].max())
-    plt.plot([1, most], [1, most], label="ideal", color="gray")
-    # One line per piece of work and executor: runs of other interpreters, sizes or machines
-    # are other lines, never points of the same one.
     keys = ["machine", "python", "workload", "size", "tasks", "executor"]
     varying = [k for k in keys[:-1] if rows[k].map(str).nunique() > 1]
+    lines = []
     for key, group in rows.groupby(keys, dropna=False):
         values = dict(zip(keys, key))
         group = group.sort_values("workers")
-        label = " ".join(
-            [
-                str(values["workload"]),
-                *(f"{k} {values[k]}" for k in varying if k != "workload"),
-                values["executor"],
-            ]
-        )
-        plt.plot([int(w) for w in group["workers"]], [float(s) for s in group["speedup"]],
-                 label=printable(label), marker="dot")  # fmt: skip
-    plot.refresh()
+        label = " ".join([side, *(f"{k} {values[k]}" for k in varying), str(values["executor"])])
+        lines.append((printable(label), [int(w) for w in group["workers"]],
+                      [float(s) for s in group["speedup"]]))  # fmt: skip
+    return lines
 
 
-def draw_times(plot, summary) -> None:
-    """Median time per executor and worker count, as bars."""
+def draw_speedup(plot: PlotextPlot, comparison) -> None:
+    """Speedup against workers for A and for B, each executor a line, and the ideal."""
     plt = plot.plt
     plt.clear_figure()
-    plt.title("median time per executor (ms)")
-    ordered = summary.sort_values(["workload", "median_s"])
-    labels = [printable(f"{r.workload} {r.executor} x{int(r.workers)}")
-              for r in ordered.itertuples()]  # fmt: skip
-    plt.bar(labels, [float(r.median_s) * 1000 for r in ordered.itertuples()],
-            orientation="horizontal")  # fmt: skip
+    plt.title("speedup against workers, A and B")
+    plt.xlabel("workers")
+    sides = {"A": comparison.summary_a, "B": comparison.summary_b}
+    lines = {side: speedup_lines(summary, side) for side, summary in sides.items()}
+    if not any(lines.values()):
+        plt.title("no sequential run in A or B: no speedup to draw")
+        plot.refresh()
+        return
+    most = max(max(workers) for found in lines.values() for _, workers, _ in found)
+    plt.plot([1, most], [1, most], label="ideal", color="gray")
+    for side, found in lines.items():
+        for label, workers, speedups in found:
+            plt.plot(workers, speedups, label=label, marker="dot",
+                     color=SIDE_COLOURS[side])  # fmt: skip
     plot.refresh()
 
 
-class ComparePane(Vertical):
-    DEFAULT_CSS = """
-    ComparePane { padding: 0 1; }
-    #compare-form { height: 3; }
-    #compare-form Input { width: 1fr; }
-    #compare-table { height: auto; max-height: 40%; }
-    #compare-verdict { height: auto; }
-    #charts { height: 1fr; min-height: 14; }
-    .chart { width: 1fr; height: 1fr; }
-    """
+def draw_times(plot: PlotextPlot, comparison) -> None:
+    """Median time of A and of B for each row of the comparison table, numbered as there."""
+    plt = plot.plt
+    plt.clear_figure()
+    plt.title("median time, A against B (ms)")
+    labels = [printable(f"{n} {row_name(c.config)}") for n, c in enumerate(comparison.rows, 1)]
+    plt.multiple_bar(
+        labels,
+        [[c.a_median_s * 1000 for c in comparison.rows],
+         [c.b_median_s * 1000 for c in comparison.rows]],
+        labels=[printable(f"A {comparison.a}"), printable(f"B {comparison.b}")],
+        color=[SIDE_COLOURS["A"], SIDE_COLOURS["B"]],
+        orientation="horizontal",
+    )  # fmt: skip
+    plot.refresh()
 
-    def __init__(self, db: Optional[str], **kwargs) -> None:
+
+def row_name(config: dict) -> str:
+    """A comparison row by what its configuration holds: executor and workers where the two
+    selections share them (a comparison of executors has no executor in its rows)."""
+    parts = [str(config["executor"])] if "executor" in config else []
+    if "workers" in config:
+        parts.append(f"x{int(config['workers'])}")
+    return " ".join(parts) or str(config.get("workload", ""))
+
+
+def clear_charts(charts, title: str) -> None:
+    for chart in charts:
+        chart.plt.clear_figure()
+        chart.plt.title(title)
+        chart.refresh()
+
+
+class ComparePane(ReportsWorkerErrors, Vertical):
+    db: reactive[Optional[str]] = reactive(None)
+    """The database compared in (bound to the app's)."""
+
+    @dataclass
+    class Compared(Message):
+        """B against A (a tui.service.Comparison)."""
+
+        comparison: object
+
+    @dataclass
+    class Refused(Message):
+        """The selections could not be compared: why, and how to fix it."""
+
+        reason: str
+
+    def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.db = db
+        self.shown: Optional[tuple[str, str]] = None  # the selections the table and charts show
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="compare-form"):
             yield Input(placeholder="A, e.g. tag:before", id="selection-a")
             yield Input(placeholder="B, e.g. tag:after or python:3.12", id="selection-b")
             yield Button("Compare", id="compare-button", variant="primary")
-        table = DataTable(id="compare-table", cursor_type="row")
-        yield table
+        yield DataTable(id="compare-table", cursor_type="row")
         yield Static(
             "Write two selections (KEY:VALUE, keys run, sweep, tag, machine, python, "
             "workload, executor) and press enter.",
             id="compare-verdict",
         )
+        from textual_plotext import PlotextPlot
+
         with Horizontal(id="charts"):
             yield PlotextPlot(id="speedup-chart", classes="chart")
             yield PlotextPlot(id="time-chart", classes="chart")
 
-    def refresh_charts(self, selection: Optional[str] = None) -> None:
-        """Draw the charts for the runs in ``selection`` (all finished runs by default)."""
-        from storage.database import open_engine
-        from storage.reports import load_repeats, select, summarize
+    def on_mount(self) -> None:
+        clear_charts(self.query(".chart"), "compare A and B to draw them")
 
-        engine = open_engine(self.db)
-        try:
-            repeats = load_repeats([("db", engine)])
-        finally:
-            engine.dispose()
-        if selection and not repeats.empty:
-            repeats = select(repeats, selection)
-        if repeats.empty:
-            for chart in self.query(PlotextPlot):
-                chart.plt.clear_figure()
-                chart.plt.title("no finished runs yet")
-                chart.refresh()
-            return
-        summary = summarize(repeats)
-        draw_speedup(self.query_one("#speedup-chart", PlotextPlot), summary)
-        draw_times(self.query_one("#time-chart", PlotextPlot), summary)
+    def refresh_comparison(self) -> None:
+        """Compare the shown selections again (after a sweep): table and charts stay A and B."""
+        if self.shown is not None:
+            self.compare(*self.shown)
 
     @on(Input.Submitted)
     @on(Button.Pressed, "#compare-button")
-    def run_compare(self) -> None:
-        from storage import render
-        from storage.database import open_engine
-        from storage.errors import SelectionError
-        from storage.reports import compare, load_repeats
-
+    def submitted(self) -> None:
         a = self.query_one("#selection-a", Input).value.strip()
         b = self.query_one("#selection-b", Input).value.strip()
-        verdict = self.query_one("#compare-verdict", Static)
         if not a or not b:
-            verdict.update(as_text("write both selections, A and B"))
+            self.query_one("#compare-verdict", Static).update(
+                as_text("write both selections, A and B")
+            )
             return
-        engine = open_engine(self.db)
+        self.query_one("#compare-verdict", Static).update(as_text(f"comparing {b} against {a}..."))
+        self.compare(a, b)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="compare")
+    def compare(self, a: str, b: str) -> None:
+        from storage.errors import SelectionError
+        from tui.service import build_report, load
+
         try:
-            repeats = load_repeats([("db", engine)])
-        finally:
-            engine.dispose()
-        try:
+            repeats = load([("db", self.db)])
             if repeats.empty:
                 raise SelectionError("no finished runs stored yet; run a sweep first")
-            comparisons, geomean, differences = compare(repeats, a, b)
+            found = build_report(repeats, (a, b), summarise_all=False)
         except SelectionError as exc:
-            verdict.update(as_text(exc, "bold red"))
+            self.post_message(self.Refused(str(exc)))
             return
-        rows = render.comparison_rows(comparisons)
+        self.post_message(self.Compared(found.comparison))
+
+    @on(Refused)
+    def refused(self, message: Refused) -> None:
+        self.query_one("#compare-verdict", Static).update(as_text(message.reason, "bold red"))
+
+    @on(Compared)
+    def show(self, message: Compared) -> None:
+        from storage import render
+
+        comparison = message.comparison
+        self.shown = (comparison.a, comparison.b)
+        rows = render.comparison_rows(comparison.rows)
         table = self.query_one("#compare-table", DataTable)
         table.clear(columns=True)
-        table.add_columns(*rows[0])
-        for row in rows:
-            table.add_row(*map(as_text, row.values()))
-        differ = "; ".join(f"{k}: {va} vs {vb}" for k, (va, vb) in differences.items())
-        verdict.update(
-            as_text(f"B against A, geometric mean of B/A: {geomean:.3f}")
+        table.add_columns("#", *rows[0])
+        for n, row in enumerate(rows, 1):
+            table.add_row(str(n), *map(as_text, row.values()))
+        differ = "; ".join(f"{k}: {va} vs {vb}" for k, (va, vb) in comparison.differences.items())
+        self.query_one("#compare-verdict", Static).update(
+            as_text(f"B ({comparison.b}) against A ({comparison.a}), geometric mean of B/A: "
+                    f"{comparison.geomean:.3f}")
             + (as_text(f"\nthe selections differ in {differ}", lines=True) if differ else "")
-        )
-        self.refresh_charts(f"{a}")
+        )  # fmt: skip
+        draw_speedup(self.query_one("#speedup-chart"), comparison)
+        draw_times(self.query_one("#time-chart"), comparison)

@@ -1,50 +1,62 @@
-"""Modal screens: help, and errors that a worker met."""
+"""Dialogs: help built from the key bindings, and errors that a worker met."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Markdown, Static
 
 from storage.text import as_text
+from tui.components.modal import Modal
+
+INTRO = (
+    "# conlab\n\n**For this work, on this machine, with this Python: which way of running it "
+    "concurrently is fastest, and why?**\n"
+)
+OUTRO = (
+    "In the Lab: up/down picks the workload (or write MODULE:FUNCTION), space ticks executors, "
+    "the fields set the parameters (empty means the default shown). Bad input is shown under "
+    "the fields, with how to fix it."
+)
 
 
-class HelpScreen(ModalScreen[None]):
-    DEFAULT_CSS = """
-    HelpScreen { align: center middle; }
-    HelpScreen > VerticalScroll { width: 90; height: 80%; border: thick $primary;
-                                  background: $surface; padding: 0 1; }
-    """
-    BINDINGS = [Binding("escape,q,question_mark,f1", "dismiss", "close", id="help.close",
-                        tooltip="back to the app")]  # fmt: skip
+def bindings_table(groups: Iterable[tuple[str, Iterable[Binding]]], key_display) -> str:
+    """Markdown: one row per binding of each (where, bindings) group: keys, what, and more."""
+    rows = ["| where | key | what it does |", "|---|---|---|"]
+    for where, bindings in groups:
+        for binding in bindings:
+            keys = " ".join(f"`{key_display(key)}`" for key in binding.key.split(","))
+            what = binding.tooltip or binding.description
+            rows.append(f"| {where} | {keys} | {what} |")
+    return "\n".join(rows)
+
+
+class HelpScreen(Modal[None]):
+    BINDINGS = [
+        Binding("escape,q,question_mark,f1", "cancel", "close", id="help.close",
+                tooltip="back to the app"),
+    ]  # fmt: skip
 
     def __init__(self, text: str) -> None:
         super().__init__()
         self.text = text
 
-    def compose(self) -> ComposeResult:
-        with VerticalScroll():
-            yield Markdown(self.text)
+    def body(self) -> ComposeResult:
+        yield Markdown(self.text)
 
 
-class ErrorScreen(ModalScreen[None]):
-    DEFAULT_CSS = """
-    ErrorScreen { align: center middle; }
-    ErrorScreen > VerticalScroll { width: 90; height: auto; max-height: 80%;
-                                   border: thick $error; background: $surface; padding: 1 2; }
-    """
-    BINDINGS = [Binding("escape,enter", "dismiss", "close", id="error.close",
+class ErrorScreen(Modal[None]):
+    BINDINGS = [Binding("escape,enter", "cancel", "close", id="error.close",
                         tooltip="back to the app")]  # fmt: skip
 
     def __init__(self, title: str, detail: str) -> None:
-        super().__init__()
+        super().__init__(classes="alarm")
         self.title_text = title
         self.detail = detail
 
-    def compose(self) -> ComposeResult:
-        with VerticalScroll():
-            message = as_text(self.title_text, "bold")
-            message.append_text(as_text(f"\n\n{self.detail}\n\n(escape to close)", lines=True))
-            yield Static(message)
+    def body(self) -> ComposeResult:
+        message = as_text(self.title_text, "bold")
+        message.append_text(as_text(f"\n\n{self.detail}\n\n(escape to close)", lines=True))
+        yield Static(message)

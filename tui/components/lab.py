@@ -7,11 +7,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from rich.segment import Segment
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
+from textual.reactive import reactive
+from textual.strip import Strip
 from textual.widgets import (
     Input,
     Label,
@@ -21,16 +24,19 @@ from textual.widgets import (
     SelectionList,
     Static,
 )
-from textual.widgets.option_list import Option
+from textual.widgets.option_list import Option, OptionDoesNotExist
 from textual.widgets.selection_list import Selection
+from textual.worker import Worker, WorkerState
 
 from experiments import options as sweep_options
 from experiments.executors import describe as describe_executors
 from experiments.options import SweepOption, parse_workers
-from experiments.spec import ExperimentSpec, SpecError
+from experiments.spec import ExperimentSpec, SpecError, normal_workload
 from experiments.workloads import WORKLOADS
 from storage.text import as_text, printable
+from tui.components.pane import ReportsWorkerErrors
 from tui.components.timeline import Timeline
+from tui.service import process_tasks, run_label
 
 # The form's fields, one per row of the option table: a menu for an option of a few values and
 # for the interpreter (``find_pythons`` fills it), a text field for the others.
@@ -41,25 +47,30 @@ def menu_prompt(option: SweepOption) -> str:
     return f"{option.label}: {option.placeholder}"
 
 
-class LabPane(Vertical):
-    """Pick and run a sweep; progress, a live timeline per worker, then the verdict."""
+class TickList(SelectionList):
+    """A SelectionList whose boxes read [x] and [ ]: ticked and not differ by more than colour."""
 
-    DEFAULT_CSS = """
-    LabPane { padding: 0 1; }
-    #lab-top { height: auto; max-height: 65%; }
-    #lab-choices { width: 1fr; height: auto; }
-    #lab-params { width: 46; height: auto; }
-    #workloads, #executors { height: auto; max-height: 10; border: round $primary-darken-2; }
-    .param { height: 1; margin: 0 0 1 0; }
-    .param Label { width: 12; }
-    .param Input { width: 1fr; height: 1; border: none; padding: 0 1; }
-    #start_method, #backend, #loop, #python { border: none; height: auto; }
-    #spec-error { color: $error; height: auto; }
-    #progress-row { height: auto; }
-    #elapsed { width: 12; }
-    .bar-label { margin: 0 1 0 2; }
-    #summary { height: auto; border: round $success-darken-2; padding: 0 1; }
-    """
+    def render_line(self, y: int) -> Strip:
+        strip = super().render_line(y)
+        segments = list(strip)
+        try:
+            option = self.get_option_at_index(self.scroll_offset.y + y)
+        except OptionDoesNotExist:
+            return strip
+        if len(segments) < 4:
+            return strip
+        box = "[x]" if option.value in self._selected else "[ ]"
+        return Strip([Segment(box, segments[1].style), *segments[3:]], strip.cell_length)
+
+
+class LabPane(ReportsWorkerErrors, VerticalScroll):
+    """Pick and run a sweep; progress, a live timeline per worker, then the verdict. It scrolls
+    as a whole: on a small terminal every field and the results stay reachable."""
+
+    db: reactive[Optional[str]] = reactive(None)
+    """The database sweeps are stored in (bound to the app's)."""
+    busy: reactive[bool] = reactive(False)
+    """Whether a sweep is being checked or run."""
 
     BINDINGS = [
         Binding("a", "advise", "Advise", id="lab.advise", show=False,
@@ -89,11 +100,9 @@ class LabPane(Vertical):
 
         error: str
 
-    def __init__(self, db: Optional[str], **kwargs) -> None:
+    def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.db = db
         self.sweep = None  # the Sweep in progress, once its runs have been checked
-        self.busy = False
         self.cancel_requested = threading.Event()
         self.started_at: Optional[float] = None
         self.specs: list[ExperimentSpec] = []
@@ -111,7 +120,11 @@ class LabPane(Vertical):
                 )
                 workloads.border_title = "workload"
                 yield workloads
-                executors = SelectionList[str](
+                yield Input(
+                    placeholder="or your own: MODULE:FUNCTION or path/file.py:FUNCTION",
+                    id="function",
+                )
+                executors = TickList(
                     *[
                         Selection(
                             as_text(
@@ -126,7 +139,7 @@ class LabPane(Vertical):
                     ],
                     id="executors",
                 )
-                executors.border_title = "executors (space to toggle)"
+                executors.border_title = "executors (space ticks)"
                 yield executors
             with VerticalScroll(id="lab-params"):
                 menus = []
@@ -169,7 +182,10 @@ class LabPane(Vertical):
     def choose(self, workload: str, executors, **fields: str) -> None:
         """Fill the form: a workload, the executors to run, and parameter fields by id."""
         workloads = self.query_one("#workloads", OptionList)
-        workloads.highlighted = workloads.get_option_index(workload)
+        own = workload not in WORKLOADS
+        self.query_one("#function", Input).value = workload if own else ""
+        if not own:
+            workloads.highlighted = workloads.get_option_index(workload)
         chosen = self.query_one("#executors", SelectionList)
         chosen.deselect_all()
         for name in executors:
@@ -180,6 +196,10 @@ class LabPane(Vertical):
     # --- the spec the form describes ---
 
     def selected_workload(self) -> str:
+        """The user's own function when one is written, else the highlighted workload."""
+        own = self.query_one("#function", Input).value.strip()
+        if own:
+            return normal_workload(own)
         workloads = self.query_one("#workloads", OptionList)
         index = workloads.highlighted or 0
         return workloads.get_option_at_index(index).id
@@ -253,31 +273,30 @@ class LabPane(Vertical):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="sweep")
     def run_sweep(self, specs: list[ExperimentSpec]) -> None:
-        from storage.database import open_engine
-        from tui.sweep import Sweep, check
+        from tui.service import sized, start_sweep, sweep_report
 
         try:
-            resolved = check(specs)
-            engine = open_engine(self.db, writer=True)
+            specs, notes = sized(specs)  # a user function without a size: calibrated as the CLI
+            # No mid-repeat progress: redrawing while a repeat is timed takes CPU from the run.
+            # The timeline and the bars move once per repeat, between timings.
+            sweep = start_sweep(
+                self.db,
+                specs,
+                progress=False,
+                on_event=lambda spec, event: self.post_message(self.SweepEvent(spec, event)),
+            )
         except Exception as exc:  # bad input (SpecError, DatabaseError): shown, not raised
             self.post_message(self.SweepFailed(str(exc)))
             return
-        sweep = Sweep(
-            engine,
-            specs,
-            resolved,
-            # No mid-repeat progress: redrawing while a repeat is timed took CPU from the run
-            # (a 2-process cpu run measured ~25% slower under tmux). The timeline and the bars
-            # move once per repeat, between timings, from the `tasks` events.
-            progress=False,
-            on_event=lambda spec, event: self.post_message(self.SweepEvent(spec, event)),
-        )
         self.sweep = sweep
         if self.cancel_requested.is_set():  # escape while the specs were being checked
             sweep.cancel()
-        results = sweep.run()
-        summary = sweep_summary(engine, results)
-        engine.dispose()
+        try:
+            results = sweep.run()
+            found = sweep_report(sweep.engine, results)
+        finally:
+            sweep.engine.dispose()
+        summary = "\n".join(notes + ([sweep_summary(found, results)] if found else []))
         self.post_message(self.SweepDone(results, sweep.cancelled, summary))
 
     def action_advise(self) -> None:
@@ -328,17 +347,23 @@ class LabPane(Vertical):
         cancelled = sweep is not None and sweep.cancelled
         self.post_message(self.SweepDone(results, cancelled, "\n".join(advice_lines(found))))
 
+    @on(Worker.StateChanged)
+    def worker_ended(self, event: Worker.StateChanged) -> None:
+        # A sweep that met a bug is over: the app shows the error, the Lab is free again.
+        if event.worker.group == "sweep" and event.state == WorkerState.ERROR:
+            self.sweep = None
+            self.busy = False
+            self.started_at = None
+
     def on_lab_pane_sweep_event(self, message: SweepEvent) -> None:
         event, spec = message.event, message.spec
         kind = event.get("event")
         timeline = self.query_one(Timeline)
         current = self.query_one("#current", ProgressBar)
         if kind == "env":
-            from tui.cli import run_label
-
             label = run_label(spec, event)
             timeline.reset(label)
-            current.update(total=(spec.warmups + spec.repeats) * spec.tasks, progress=0)
+            current.update(total=process_tasks(spec), progress=0)
             total = sum(s.processes for s in self.specs)
             self.query_one("#summary", Static).update(
                 as_text(
@@ -346,10 +371,9 @@ class LabPane(Vertical):
                 )
             )
         elif kind == "tasks":
-            repeat = event["repeat"]
-            caption = timeline.caption.split(" (repeat")[0]
-            warmup = " warm-up" if repeat < spec.warmups else ""
-            timeline.set_samples(event["samples"], f"{caption} (repeat {repeat + 1}{warmup})")
+            repeat = event["repeat"]  # warm-ups first, then the counted repeats
+            caption = timeline.caption.split(" (")[0]
+            timeline.set_samples(event["samples"], f"{caption} ({repeat_caption(spec, repeat)})")
             current.update(progress=(repeat + 1) * spec.tasks)
         elif kind in ("done", "error"):
             self.finished_processes += 1
@@ -382,17 +406,17 @@ class LabPane(Vertical):
             self.query_one("#elapsed", Label).update(f"  {elapsed:5.1f} s")
 
 
-def sweep_summary(engine, results: list[dict]) -> str:
-    """The sweep's times with their intervals, speedups and verdicts in words, and what each
-    run's figures need said (short tasks, one process), from the reports layer."""
-    from storage.reports import sweep_verdicts
+def repeat_caption(spec: ExperimentSpec, repeat: int) -> str:
+    """Which repeat a runner process is at, counting warm-ups and counted repeats apart."""
+    if repeat < spec.warmups:
+        return f"warm-up {repeat + 1} of {spec.warmups}"
+    return f"repeat {repeat - spec.warmups + 1} of {spec.repeats}"
 
+
+def sweep_summary(found, results: list[dict]) -> str:
+    """The sweep's times with their intervals, speedups and verdicts in words, and what each
+    run's figures need said (short tasks, one process), from its report."""
     ok = [r for r in results if r["status"] == "ok"]
-    if not ok:
-        return ""
-    summary, words = sweep_verdicts(engine, ok[0]["sweep_id"])
-    if summary.empty:
-        return ""
     lines = [
         f"{row.executor:>12} x{int(row.workers):<3} {row.median_s * 1000:9.1f} ms "
         f"({row.ci_low_s * 1000:.1f}–{row.ci_high_s * 1000:.1f})   "
@@ -400,7 +424,7 @@ def sweep_summary(engine, results: list[dict]) -> str:
            if row.speedup == row.speedup else "no sequential run to compare with")
         + (f"  peak memory {row.peak_rss_bytes / 2**20:.0f} MiB"
            if row.peak_rss_bytes == row.peak_rss_bytes else "")
-        for row in summary.itertuples()
+        for row in found.summary.itertuples()
     ]  # fmt: skip
     notes = [f"{r['executor']} x{r['workers']}: {note}" for r in ok for note in r["notes"]]
-    return "\n".join(lines + [""] + words + notes)
+    return "\n".join(lines + [""] + found.verdicts + notes)

@@ -1,32 +1,77 @@
-"""The Machine pane: this machine and interpreter, and every machine in the database."""
+"""The Machine pane: this machine and interpreter in words and units, and every machine in the
+database, this one marked."""
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Optional
 
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.message import Message
+from textual.reactive import reactive
 from textual.widgets import DataTable, Static
 
 from storage.text import as_text
+from tui.components.pane import ReportsWorkerErrors
 
-SHOWN = ("hostname", "os_name", "os_release", "architecture", "cpu_model", "logical_cores",
-         "physical_cores", "usable_cores", "cgroup_cpu_quota", "memory_total_bytes",
-         "python_implementation", "python_version", "python_executable", "py_gil_disabled",
-         "gil_enabled", "machine_fingerprint")  # fmt: skip
+THIS = "▶ "  # marks this machine's row in the table
 
 
-class MachinePane(Vertical):
-    DEFAULT_CSS = """
-    MachinePane { padding: 0 1; }
-    #this-machine { height: auto; border: round $primary-darken-2; padding: 0 1; }
-    #machines { height: 1fr; }
-    """
+def gib(value: Any) -> str:
+    return f"{value / 2**30:.1f} GiB" if isinstance(value, int) else "?"
 
-    def __init__(self, db: Optional[str], **kwargs) -> None:
+
+def facts(env: dict) -> list[tuple[str, str]]:
+    """This machine's and interpreter's facts as (label, value in words and units)."""
+
+    def known(key: str) -> str:
+        value = env.get(key)
+        return "?" if value is None else str(value)
+
+    quota = env.get("cgroup_cpu_quota")
+    free = env.get("py_gil_disabled")
+    return [
+        ("host", known("hostname")),
+        ("system", f"{known('os_name')} {known('os_release')} on {known('architecture')}"),
+        ("cpu", known("cpu_model")),
+        ("cores", f"{known('usable_cores')} usable of {known('logical_cores')} logical "
+                  f"({known('physical_cores')} physical)"),
+        ("cpu quota", "none" if quota is None else f"{quota} cores"),
+        ("memory", gib(env.get("memory_total_bytes"))),
+        ("python", f"{known('python_implementation')} {known('python_version')}"
+                   + (" free-threaded build" if free else "")),
+        ("gil", "enabled" if env.get("gil_enabled") else "disabled"),
+        ("interpreter", known("python_executable")),
+        ("fingerprint", known("machine_fingerprint")),
+    ]  # fmt: skip
+
+
+class MachinePane(ReportsWorkerErrors, Vertical):
+    db: reactive[Optional[str]] = reactive(None)
+    """The database whose machines are listed (bound to the app's)."""
+    db_ready: reactive[bool] = reactive(False)
+    """Whether the database has its tables (bound to the app's): then the pane reads it."""
+
+    @dataclass
+    class Described(Message):
+        """This machine's facts."""
+
+        environment: dict
+
+    @dataclass
+    class Loaded(Message):
+        """The machines in the database."""
+
+        machines: list[dict]
+
+    described = False
+
+    def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.db = db
+        self.machines: list[dict] = []
+        self.fingerprint: Optional[str] = None
 
     def compose(self) -> ComposeResult:
         yield Static("", id="this-machine")
@@ -36,57 +81,54 @@ class MachinePane(Vertical):
         yield table
 
     def on_mount(self) -> None:
+        self.query_one(
+            "#this-machine"
+        ).border_title = (
+            f"this machine and interpreter ({THIS.strip()} in the table of machines below)"
+        )
         self.describe_this_machine()
+
+    def watch_db_ready(self, ready: bool) -> None:
+        if ready:
+            self.reload()
 
     @work(thread=True, exit_on_error=False, group="this-machine")
     def describe_this_machine(self) -> None:
-        from experiments.environment import collect
+        from tui.service import this_machine
 
-        env = collect()
-        self.app.call_from_thread(self.show_this_machine, env)
+        self.post_message(self.Described(this_machine()))
 
-    described = False
+    @on(Described)
+    def _described(self, message: Described) -> None:
+        self.show_this_machine(message.environment)
 
     def show_this_machine(self, env: dict) -> None:
         self.described = True
-        self.query_one("#this-machine").border_title = "this machine and interpreter"
+        self.fingerprint = env.get("machine_fingerprint")
         self.query_one("#this-machine", Static).update(
-            as_text("\n".join(f"{key:>22}  {env.get(key)}" for key in SHOWN), lines=True)
+            as_text("\n".join(f"{label:>12}  {value}" for label, value in facts(env)), lines=True)
         )
+        self.fill()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="machines")
     def reload(self) -> None:
         """Read the machines in the database, off the event loop."""
-        from sqlalchemy import text
+        from tui.service import machines
 
-        from storage.database import open_engine
+        self.post_message(self.Loaded(machines(self.db)))
 
-        engine = open_engine(self.db)
-        try:
-            with engine.connect() as connection:
-                machines = connection.execute(text(
-                    "SELECT m.hostname, m.fingerprint, m.cpu_model, m.usable_cores, "
-                    "m.memory_total_bytes, m.os_name || ' ' || coalesce(m.os_release, ''), "
-                    "(SELECT count(*) FROM run r WHERE r.machine_fingerprint = m.fingerprint) "
-                    "FROM machine m ORDER BY m.hostname"
-                )).all()  # fmt: skip
-                versions = connection.execute(
-                    text("SELECT DISTINCT machine_fingerprint, version FROM interpreter")
-                ).all()
-        finally:
-            engine.dispose()
-        # Joined here, not with group_concat/string_agg: one query for SQLite and servers alike.
-        pythons: dict = {}
-        for fingerprint, version in sorted(versions, key=lambda row: str(row[1])):
-            pythons.setdefault(fingerprint, []).append(str(version))
-        rows = [(*m[:6], ",".join(pythons.get(m[1], [])), m[6]) for m in machines]
-        self.app.call_from_thread(self.show_machines, rows)
+    @on(Loaded)
+    def _loaded(self, message: Loaded) -> None:
+        self.machines = message.machines
+        self.fill()
 
-    def show_machines(self, rows) -> None:
+    def fill(self) -> None:
         table = self.query_one(DataTable)
         table.clear()
-        for host, fingerprint, cpu, cores, memory, os_name, pythons, runs in rows:
-            gib = f"{memory / 2**30:.0f} GiB" if isinstance(memory, int) else "?"
-            cells = (host or "?", (fingerprint or "")[:12], cpu or "?", cores or "?", gib,
-                     os_name, pythons or "", runs)  # fmt: skip
+        for m in self.machines:
+            mark = THIS if self.fingerprint and m["fingerprint"] == self.fingerprint else ""
+            system = f"{m['os_name'] or '?'} {m['os_release'] or ''}".strip()
+            cells = (mark + (m["hostname"] or "?"), (m["fingerprint"] or "")[:12],
+                     m["cpu_model"] or "?", m["usable_cores"] or "?", gib(m["memory_total_bytes"]),
+                     system, ",".join(m["pythons"]), m["runs"])  # fmt: skip
             table.add_row(*map(as_text, cells))

@@ -1,4 +1,5 @@
-"""A one-line question in a modal: enter answers, escape leaves things as they are."""
+"""Dialogs that ask: a line of text (Prompt), or yes or no before something that cannot be
+undone (Confirm). Escape leaves things as they are."""
 
 from __future__ import annotations
 
@@ -6,24 +7,17 @@ from typing import Optional
 
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Input, Label
+from textual.containers import Horizontal
+from textual.widgets import Button, Input, Label
 
 from storage.text import as_text
+from tui.components.modal import Modal
 
 
-class Prompt(ModalScreen[Optional[str]]):
+class Prompt(Modal[Optional[str]]):
     """Dismissed with the text entered (stripped), or None on escape."""
 
-    DEFAULT_CSS = """
-    Prompt { align: center middle; }
-    Prompt > Vertical { width: 80; height: auto; border: thick $primary; padding: 1 2;
-                        background: $surface; }
-    """
-    BINDINGS = [Binding("escape", "dismiss(None)", "cancel", id="prompt.cancel",
-                        tooltip="leave things as they are")]  # fmt: skip
+    AUTO_FOCUS = "#prompt-input"
 
     def __init__(self, question: str, value: str = "", placeholder: str = "") -> None:
         super().__init__()
@@ -31,11 +25,32 @@ class Prompt(ModalScreen[Optional[str]]):
         self.value = value
         self.placeholder = placeholder
 
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Label(as_text(self.question))
-            yield Input(value=self.value, placeholder=self.placeholder, id="prompt-input")
+    def body(self) -> ComposeResult:
+        yield Label(as_text(self.question))
+        yield Input(value=self.value, placeholder=self.placeholder, id="prompt-input")
 
     @on(Input.Submitted)
     def answer(self, event: Input.Submitted) -> None:
         self.dismiss(event.value.strip())
+
+
+class Confirm(Modal[bool]):
+    """Yes or no; "keep" has the focus, so enter keeps everything as it is."""
+
+    CANCEL = False
+    AUTO_FOCUS = "#no"
+
+    def __init__(self, question: str, yes: str = "Delete") -> None:
+        super().__init__(classes="alarm")
+        self.question = question
+        self.yes = yes
+
+    def body(self) -> ComposeResult:
+        yield Label(as_text(self.question), classes="question")
+        with Horizontal(classes="buttons"):
+            yield Button("Keep", id="no")
+            yield Button(self.yes, variant="error", id="yes")
+
+    @on(Button.Pressed)
+    def answer(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")

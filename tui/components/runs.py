@@ -1,31 +1,29 @@
-"""The Runs pane: every stored run in a sortable table, `/` to filter, details, tag, delete."""
+"""The Runs pane: every stored run in a sortable table, `/` to filter, details, tag, delete.
+Each action is worker -> service call -> message -> render."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Input, Label, Static
+from textual.containers import Vertical
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widgets import DataTable, Input, Static
 
 from storage.text import as_text
-from tui.components.prompt import Prompt
-
-COLUMNS = ("run", "created", "machine", "python", "workload", "executor", "workers", "status",
-           "median", "tag")  # fmt: skip
+from tui.components.pane import ReportsWorkerErrors
+from tui.components.prompt import Confirm, Prompt
+from tui.service import RUN_COLUMNS, run_row
 
 
 def run_cells(run: dict) -> tuple:
     """The row of ``run`` in the table: text, never markup; numbers stay numbers (to sort)."""
-    median = run["median_s"]
-    shown = (run["run_id"][:8], (run["created_at"] or "")[:19].replace("T", " "),
-             run["machine"] or "?", run["python"] or "?", run["workload"], run["executor"],
-             run["workers"], run["status"],
-             f"{median * 1000:.1f} ms" if median is not None else "", run["tag"] or "")  # fmt: skip
-    return tuple(cell if isinstance(cell, int) else as_text(cell) for cell in shown)
+    row = run_row(run)
+    return tuple(cell if isinstance(cell, int) else as_text(cell) for cell in row.values())
 
 
 def sort_key(cell):
@@ -33,88 +31,89 @@ def sort_key(cell):
     return getattr(cell, "plain", cell)
 
 
-class Confirm(ModalScreen[bool]):
-    """Yes or no, before something that cannot be undone."""
-
-    DEFAULT_CSS = """
-    Confirm { align: center middle; }
-    Confirm > Vertical { width: 60; height: auto; border: thick $error; padding: 1 2;
-                         background: $surface; }
-    Confirm Horizontal { height: auto; margin-top: 1; }
-    """
-    BINDINGS = [Binding("escape", "dismiss(False)", "cancel", id="confirm.cancel",
-                        tooltip="keep everything as it is")]  # fmt: skip
-
-    def __init__(self, question: str) -> None:
-        super().__init__()
-        self.question = question
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Label(as_text(self.question))
-            with Horizontal():
-                yield Button("Delete", variant="error", id="yes")
-                yield Button("Keep", id="no")
-
-    @on(Button.Pressed)
-    def answer(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
+def describe(run: dict, detail: dict) -> str:
+    """A run's detail in lines of text."""
+    env = detail["environment"]
+    walls = ", ".join(f"{w * 1000:.1f}" for w in run["wall_s"])
+    lines = [
+        f"run {run['run_id']}  sweep {run['sweep_id'][:8]}  status {run['status']}",
+        f"{run['workload']} size {run['size']} x {run['tasks']} tasks on {run['executor']} "
+        f"x{run['workers']}  start method {run['start_method'] or '-'}  chunksize "
+        f"{run['chunksize'] or '-'}  repeats {run['repeats']} (+{run['warmups']} warm-up)",
+        f"counted repeats (ms): {walls or 'none'}",
+        f"machine {run['machine']}: {env.get('cpu_model', '?')}, "
+        f"{env.get('usable_cores', '?')} usable cores; Python {run['python']} "
+        f"{'(free-threaded)' if env.get('py_gil_disabled') else ''}",
+    ]
+    lines += [f"warning: {w}" for w in detail["warnings"]]
+    if run["error"]:
+        lines.append(f"error: {run['error']}")
+    if detail["error_detail"]:
+        lines.append(str(detail["error_detail"])[-1500:])
+    if detail["stderr"]:
+        lines.append("stderr: " + str(detail["stderr"])[-800:])
+    return "\n".join(lines)
 
 
-class RunsPane(Vertical):
-    """Stored runs; the detail of the highlighted one below."""
+class RunsPane(ReportsWorkerErrors, Vertical):
+    """Stored runs, newest first; the detail of the highlighted one below."""
 
-    DEFAULT_CSS = """
-    RunsPane { padding: 0 1; }
-    #runs-filter { display: none; height: 3; }
-    #runs-filter.visible { display: block; }
-    #runs-table { height: 1fr; }
-    #run-detail { height: auto; max-height: 45%; border: round $primary-darken-2; padding: 0 1;
-                  overflow-y: auto; }
-    """
     BINDINGS = [
         Binding("t", "tag", "tag", id="runs.tag", tooltip="set the highlighted run's tag"),
         Binding("d", "delete", "delete", id="runs.delete",
                 tooltip="delete the highlighted run (asks first)"),
     ]  # fmt: skip
 
-    def __init__(self, db: Optional[str], **kwargs) -> None:
+    db: reactive[Optional[str]] = reactive(None)
+    """The database shown (bound to the app's)."""
+    db_ready: reactive[bool] = reactive(False)
+    """Whether the database has its tables (bound to the app's): then the pane reads it."""
+
+    @dataclass
+    class Loaded(Message):
+        """The stored runs, newest first."""
+
+        runs: list[dict]
+
+    @dataclass
+    class Detailed(Message):
+        """The detail of one run, as text."""
+
+        run_id: str
+        text: str
+
+    def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.db = db
         self.runs: list[dict] = []
         self.loaded = False
         self.sort_column: Optional[str] = None
+        self.filter_requested = False
 
     def compose(self) -> ComposeResult:
         yield Input(
-            placeholder="filter: text anywhere in the row, e.g. processes or tag:before",
+            placeholder="filter: text anywhere in the row, e.g. processes or tag:before "
+            "(enter or escape: back to the table)",
             id="runs-filter",
         )
         table = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
-        table.add_columns(*COLUMNS)
+        table.add_columns(*RUN_COLUMNS)
         yield table
         yield Static("No run selected.", id="run-detail")
 
-    def engine(self):
-        from storage.database import open_engine
-
-        return open_engine(self.db)
+    def watch_db_ready(self, ready: bool) -> None:
+        if ready:
+            self.reload()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="runs")
     def reload(self) -> None:
         """Read the stored runs again (after a sweep, a merge, a tag...), off the event loop."""
-        from storage.queries import list_runs, mark_interrupted
+        from tui.service import list_runs
 
-        engine = self.engine()
-        try:
-            mark_interrupted(engine)
-            runs = list_runs(engine)
-        finally:
-            engine.dispose()
-        self.app.call_from_thread(self.show_runs, runs)
+        self.post_message(self.Loaded(list_runs(self.db)))
 
-    def show_runs(self, runs: list[dict]) -> None:
-        self.runs = runs
+    @on(Loaded)
+    def show_runs(self, message: Loaded) -> None:
+        self.runs = message.runs
         self.loaded = True
         self.fill()
 
@@ -123,7 +122,7 @@ class RunsPane(Vertical):
         cursor = table.cursor_row
         table.clear()
         needle = self.query_one("#runs-filter", Input).value.strip().lower()
-        for run in reversed(self.runs):  # newest first
+        for run in self.runs:
             cells = run_cells(run)
             text = " ".join(map(str, cells)) + f" tag:{run['tag']} {run['run_id']}"
             if needle and needle not in text.lower():
@@ -133,10 +132,19 @@ class RunsPane(Vertical):
             table.move_cursor(row=min(cursor, table.row_count - 1))
             self.show_detail()  # the highlighted row may be the same index with another run
 
-    def show_filter(self) -> None:
-        box = self.query_one("#runs-filter", Input)
-        box.add_class("visible")
-        box.focus()
+    def focus_table(self) -> None:
+        self.query_one(DataTable).focus()
+
+    def shown(self) -> None:
+        """The pane came into view: the filter box takes the keys if it was asked for, else
+        the table (so that t, d and the arrows act at once)."""
+        if self.filter_requested:
+            self.filter_requested = False
+            box = self.query_one("#runs-filter", Input)
+            box.add_class("visible")
+            box.focus()
+        else:
+            self.focus_table()
 
     @on(Input.Changed, "#runs-filter")
     def refilter(self) -> None:
@@ -144,7 +152,13 @@ class RunsPane(Vertical):
 
     @on(Input.Submitted, "#runs-filter")
     def leave_filter(self) -> None:
-        self.query_one(DataTable).focus()
+        self.focus_table()
+
+    def on_key(self, event) -> None:
+        # Escape in the filter goes back to the table, keeping the filter.
+        if event.key == "escape" and self.query_one("#runs-filter", Input).has_focus:
+            event.stop()
+            self.focus_table()
 
     @on(DataTable.HeaderSelected)
     def sort_by(self, event: DataTable.HeaderSelected) -> None:
@@ -167,60 +181,14 @@ class RunsPane(Vertical):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="run-detail")
     def load_detail(self, run: dict) -> None:
-        text = as_text(self.describe(run), lines=True)  # what a database holds: never markup
-        self.app.call_from_thread(self.query_one("#run-detail", Static).update, text)
+        from tui.service import run_detail
 
-    def describe(self, run: dict) -> str:
-        from sqlalchemy import text
+        self.post_message(self.Detailed(run["run_id"], describe(run, run_detail(self.db, run))))
 
-        engine = self.engine()
-        try:
-            with engine.connect() as connection:
-                row = connection.execute(
-                    text("SELECT environment_json, error_detail, stderr FROM run WHERE id = :id"),
-                    {"id": run["run_id"]},
-                ).one()
-        finally:
-            engine.dispose()
-        from storage.queries import json_object
-
-        env = json_object(row[0]) or {}
-        walls = ", ".join(f"{w * 1000:.1f}" for w in run["wall_s"])
-        lines = [
-            f"run {run['run_id']}  sweep {run['sweep_id'][:8]}  status {run['status']}",
-            f"{run['workload']} size {run['size']} x {run['tasks']} tasks on {run['executor']} "
-            f"x{run['workers']}  start method {run['start_method'] or '-'}  chunksize "
-            f"{run['chunksize'] or '-'}  repeats {run['repeats']} (+{run['warmups']} warm-up)",
-            f"counted repeats (ms): {walls or 'none'}",
-            f"machine {run['machine']}: {env.get('cpu_model', '?')}, "
-            f"{env.get('usable_cores', '?')} usable cores; Python {run['python']} "
-            f"{'(free-threaded)' if env.get('py_gil_disabled') else ''}",
-        ]
-        lines += [f"warning: {w}" for w in self.warnings(run)]
-        if run["error"]:
-            lines.append(f"error: {run['error']}")
-        if row[1]:
-            lines.append(str(row[1])[-1500:])
-        if row[2]:
-            lines.append("stderr: " + str(row[2])[-800:])
-        return "\n".join(lines)
-
-    def warnings(self, run: dict) -> list[str]:
-        """The reports layer's stability warnings for this run's configuration."""
-        if run["status"] != "ok":
-            return []
-        from storage.reports import load_repeats, select, summarize
-
-        engine = self.engine()
-        try:
-            repeats = select(load_repeats([("db", engine)]), f"run:{run['run_id']}")
-        finally:
-            engine.dispose()
-        summary = summarize(repeats)
-        if summary.empty:
-            return []
-        # Alone, any run lacks its sequential baseline: that one says nothing about this run.
-        return [w for w in summary.iloc[0]["warnings"] if "no sequential run" not in w]
+    @on(Detailed)
+    def render_detail(self, message: Detailed) -> None:
+        # what a database holds: never markup
+        self.query_one("#run-detail", Static).update(as_text(message.text, lines=True))
 
     def action_tag(self) -> None:
         run = self.selected()
@@ -228,10 +196,8 @@ class RunsPane(Vertical):
             return
 
         def save(tag: Optional[str]) -> None:
-            if tag is None:
-                return
-            self.update_run(run["run_id"], "UPDATE run SET tag = :tag WHERE id = :id",
-                            {"tag": tag or None})  # fmt: skip
+            if tag is not None:
+                self.change("tag_run", run["run_id"], tag)
 
         self.app.push_screen(
             Prompt("Tag for the highlighted run (empty removes it), enter to save:",
@@ -244,25 +210,19 @@ class RunsPane(Vertical):
 
         def delete(yes: Optional[bool]) -> None:
             if yes:
-                for table in ("task_sample", "repeat"):
-                    self.update_run(run["run_id"], f"DELETE FROM {table} WHERE run_id = :id", {},
-                                    reload=False)  # fmt: skip
-                self.update_run(run["run_id"], "DELETE FROM run WHERE id = :id", {})
+                self.change("delete_run", run["run_id"])
 
         self.app.push_screen(
             Confirm(f"Delete run {run['run_id'][:8]} ({run['workload']} on {run['executor']} "
-                    f"x{run['workers']}) and its measurements?"), delete)  # fmt: skip
+                    f"x{run['workers']}) and its measurements? This cannot be undone."),
+            delete,
+        )  # fmt: skip
 
-    def update_run(self, run_id: str, sql: str, params: dict, reload: bool = True) -> None:
-        from sqlalchemy import text
+    @work(thread=True, exit_on_error=False, group="runs-change")
+    def change(self, action: str, *args) -> None:
+        """A service call that changes stored runs (``tag_run``, ``delete_run``), then a
+        reload."""
+        from tui import service
 
-        from storage.database import open_engine
-
-        engine = open_engine(self.db, writer=True)
-        try:
-            with engine.begin() as connection:
-                connection.execute(text(sql), {"id": run_id, **params})
-        finally:
-            engine.dispose()
-        if reload:
-            self.reload()
+        getattr(service, action)(self.db, *args)
+        self.app.call_from_thread(self.reload)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
+from storage.lanes import PALETTE, lane_label, lane_numbers
 from storage.text import as_text
-
-COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1")
 
 
 class Timeline(Widget):
@@ -38,9 +37,11 @@ class Timeline(Widget):
 
     def lanes(self) -> dict[tuple[int, int], list[tuple[int, int, int]]]:
         """Samples by worker lane, each with its task number, in order of first appearance."""
-        lanes: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
+        lanes: dict[tuple[int, int], list[tuple[int, int, int]]] = {
+            worker: [] for worker in lane_numbers((s[0], s[1]) for s in self.samples)
+        }
         for n, (pid, thread, start, end) in enumerate(self.samples):
-            lanes.setdefault((pid, thread), []).append((n, start, end))
+            lanes[(pid, thread)].append((n, start, end))
         return lanes
 
     def render(self) -> Text:
@@ -51,10 +52,10 @@ class Timeline(Widget):
         end = max(s[3] for s in self.samples)
         span = max(end - start, 1)
         width = max(self.size.width - 14, 10)
-        one_pid = len({pid for pid, _ in lanes}) == 1
+        numbers = {worker: n for n, worker in enumerate(lanes)}
         text = Text()
-        for number, ((pid, _thread), tasks) in enumerate(lanes.items()):
-            label = f"thread {number + 1}" if one_pid and len(lanes) > 1 else f"pid {pid}"
+        for worker, tasks in lanes.items():
+            label = lane_label(numbers, worker)
             cells = [" "] * width
             styles: list[str | None] = [None] * width
             for n, task_start, task_end in tasks:
@@ -62,7 +63,7 @@ class Timeline(Widget):
                 last = max(first, int((task_end - start) / span * (width - 1)))
                 for column in range(first, last + 1):
                     cells[column] = "█"
-                    styles[column] = COLOURS[n % len(COLOURS)]
+                    styles[column] = PALETTE[n % len(PALETTE)]
             text.append(f"{label:>12} ")
             for cell, style in zip(cells, styles):
                 text.append(cell, style=style)

@@ -1,0 +1,90 @@
+"""Helpers the app's and the CLI's tests share: databases made through the real recorder, the
+app at a fixed size, waiting on its workers, marking the processes it starts."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MARK_VAR, leftover_processes
+from tests.storage.test_reports import environment, record_run
+
+SIZE = (150, 48)  # the size most app tests run at; the layout tests also use 80x24 and 160x48
+
+# What the Machine screen says about "this machine" in its snapshots: fixed facts, since the
+# real ones (host, CPU, interpreter path) differ from box to box. Its fingerprint is that of
+# the machine in `two_sweeps`, so that the table marks it.
+FIXED_ENVIRONMENT = {
+    "hostname": "lab-box", "os_name": "Linux", "os_release": "6.1.0", "architecture": "x86_64",
+    "cpu_model": "Example CPU", "logical_cores": 2, "physical_cores": 2, "usable_cores": 2,
+    "cgroup_cpu_quota": None, "memory_total_bytes": 25_276_502_016,
+    "python_implementation": "CPython", "python_version": "3.11.7",
+    "python_executable": "/opt/python/bin/python3", "py_gil_disabled": False,
+    "gil_enabled": True, "machine_fingerprint": "f" * 20,
+}  # fmt: skip
+
+
+@pytest.fixture
+def marked(monkeypatch, user_dir):
+    """Mark every process the app starts, and prove none outlives the test."""
+    mark = uuid.uuid4().hex
+    monkeypatch.setenv(MARK_VAR, mark)
+    monkeypatch.setenv("PYTHONPATH", str(user_dir))
+    monkeypatch.chdir(user_dir)
+    yield
+    assert leftover_processes(mark) == [], "a process started by the app outlived its run"
+
+
+def two_sweeps(path: Path) -> Path:
+    """A lab database of two sweeps of the same work on one machine, tagged before and after:
+    sequential and threads x2, x4 in each (after: the parallel runs are faster)."""
+    from experiments.spec import ExperimentSpec
+    from storage.database import open_engine
+
+    engine = open_engine(path, writer=True)
+    env = environment("f" * 20, "lab-box", "Example CPU", "3.11.7")
+    for tag, factor in (("before", 1.0), ("after", 0.8)):
+        sweep = ExperimentSpec(workload="x", executor="x").sweep_id
+        common = dict(workload="sleep", tasks=2, repeats=3, warmups=0, tag=tag, sweep_id=sweep)
+        record_run(engine, ExperimentSpec(executor="sequential", **common), env, [10, 10.1, 10.2])
+        for workers in (2, 4):
+            walls = [10 / workers * factor * (1 + n / 100) for n in range(3)]
+            spec = ExperimentSpec(executor="threads", workers=workers, **common)
+            record_run(engine, spec, env, walls)
+    engine.dispose()
+    return path
+
+
+async def settle(app, pilot) -> None:
+    """Let every worker the app has started finish, then let their messages be handled."""
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+    await app.workers.wait_for_complete()  # workers started by those messages (a reload)
+    await pilot.pause()
+
+
+async def wait_until(pilot, condition, timeout_s: float = 60) -> None:
+    """For what no worker's end says (a sweep's live progress): poll, never a fixed sleep."""
+    for _ in range(int(timeout_s / 0.05)):
+        if condition():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("the app did not get there in time")
+
+
+async def choose(pilot, lab, workload: str, executors: list[str], **fields: str) -> None:
+    lab.choose(workload, executors, **fields)
+    await pilot.pause()
+
+
+def statuses(db: Path) -> list[tuple]:
+    connection = sqlite3.connect(db)
+    try:
+        return connection.execute(
+            "SELECT executor, workers, status FROM run ORDER BY created_at"
+        ).fetchall()
+    finally:
+        connection.close()

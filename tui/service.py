@@ -1,0 +1,361 @@
+"""The one way through for both faces: the CLI and the app call these functions and only format
+what they return. Each opens the database it is given, does one job, and returns plain data
+(dicts, dataclasses, pandas frames). Nothing here prints or draws.
+
+pandas, SQLAlchemy and the reports load inside the functions that need them, so that importing
+this module (the app does at start-up) costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from experiments.spec import ExperimentSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# What a report is drawn from: (label, database) pairs; the label is what `db:` selections match.
+Sources = Sequence[tuple[str, Optional[str]]]
+
+
+@contextmanager
+def engine_for(db: Optional[str], *, create: bool = True, writer: bool = False) -> Iterator:
+    """An engine on ``db`` (a path, a URL, or None for the default), disposed afterwards."""
+    from storage.database import open_engine
+
+    engine = open_engine(db, create=create, writer=writer)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+# --- sweeps ----------------------------------------------------------------------------------
+
+
+def run_label(spec: ExperimentSpec, event: dict) -> str:
+    """One runner process of a run, as progress displays name it."""
+    workers = event.get("resolved", {}).get("workers", spec.workers)
+    return (
+        f"{spec.workload} · {spec.executor} × {workers} · process {event['process'] + 1}"
+        f"/{spec.processes}"
+    )
+
+
+def process_tasks(spec: ExperimentSpec) -> int:
+    """The tasks one runner process of ``spec`` runs, warm-ups included: its progress total."""
+    return (spec.warmups + spec.repeats) * spec.tasks
+
+
+def sized(specs: Sequence[ExperimentSpec]) -> tuple[list[ExperimentSpec], list[str]]:
+    """``specs`` with ``--size auto`` resolved (a user function without a size is calibrated,
+    as the CLI does), and what calibration chose, in words. Starts a process per workload."""
+    from tui.sweep import calibration_note, choose_sizes
+
+    auto = [s.workload for s in specs if s.size is None and ":" in s.workload]
+    if not auto:
+        return list(specs), []
+    sizes, calibrations = choose_sizes(auto, ["auto"], specs[0].python)
+    chosen = [
+        replace(s, size=sizes[s.workload][0]) if s.workload in sizes and s.size is None else s
+        for s in specs
+    ]
+    return chosen, [calibration_note(name, found) for name, found in calibrations.items()]
+
+
+def start_sweep(db: Optional[str], specs: Sequence[ExperimentSpec], **options: Any):
+    """A Sweep of ``specs`` on ``db``, its specs checked in the interpreters that will run them
+    (SpecError, DatabaseError when they cannot); ``run()`` it, ``cancel()`` it from any thread."""
+    from storage.database import open_engine
+    from tui.sweep import Sweep, check
+
+    resolved = check(specs)
+    return Sweep(open_engine(db, writer=True), specs, resolved, **options)
+
+
+@dataclass
+class SweepReport:
+    """A finished sweep: its summary (one row per configuration) and verdicts in words."""
+
+    summary: pd.DataFrame
+    verdicts: list[str]
+
+
+def sweep_report(engine, results: Sequence[dict]) -> Optional[SweepReport]:
+    """The report of the sweep that gave ``results`` (the runs' objects), keyed as every report
+    is (machine, Python, size and tasks); None when no run finished."""
+    from storage.reports import sweep_verdicts
+
+    ok = [r for r in results if r["status"] == "ok"]
+    if not ok:
+        return None
+    summary, words = sweep_verdicts(engine, ok[0]["sweep_id"])
+    return None if summary.empty else SweepReport(summary, words)
+
+
+# --- reports ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    """B against A: one row per configuration both hold, their geometric mean, and how the
+    selections' environments differ."""
+
+    a: str
+    b: str
+    rows: list
+    geomean: float
+    differences: dict[str, tuple[str, str]]
+    summary_a: pd.DataFrame
+    summary_b: pd.DataFrame
+
+    def as_tuple(self) -> tuple:
+        """The shape ``storage.render`` takes."""
+        return self.rows, self.geomean, self.differences, self.a, self.b
+
+
+@dataclass
+class Report:
+    """What stored runs mean: their repeats, summary and verdicts, and a comparison if asked."""
+
+    repeats: pd.DataFrame
+    summary: pd.DataFrame
+    verdicts: list[str] = field(default_factory=list)
+    comparison: Optional[Comparison] = None
+
+    @property
+    def empty(self) -> bool:
+        return self.repeats.empty
+
+
+def load(sources: Sources, selection: Optional[str] = None) -> pd.DataFrame:
+    """The finished runs' repeats in ``sources``, only those matching ``selection`` if given
+    (SelectionError for a selection that cannot be read)."""
+    from storage.reports import load_repeats, select
+
+    engines = []
+    try:
+        for label, db in sources:
+            engines.append((label, _open_existing(db)))
+        repeats = load_repeats(engines)
+    finally:
+        for _, engine in engines:
+            engine.dispose()
+    if selection and not repeats.empty:
+        repeats = select(repeats, selection)
+    return repeats
+
+
+def _open_existing(db: Optional[str]):
+    from storage.database import open_engine
+
+    return open_engine(db, create=False)
+
+
+def report(
+    sources: Sources,
+    selection: Optional[str] = None,
+    compare: Optional[tuple[str, str]] = None,
+    min_effect: Optional[float] = None,
+    summarise_all: bool = True,
+) -> Report:
+    """The report over ``sources``: the summary and verdicts of the runs ``selection`` picks,
+    and B against A when ``compare`` is given. ``summarise_all=False`` leaves the whole summary
+    out when only the comparison is wanted."""
+    import pandas as pd
+
+    repeats = load(sources, selection)
+    if repeats.empty:
+        return Report(repeats, pd.DataFrame())
+    return build_report(repeats, compare, min_effect, summarise_all)
+
+
+def build_report(
+    repeats: pd.DataFrame,
+    compare: Optional[tuple[str, str]] = None,
+    min_effect: Optional[float] = None,
+    summarise_all: bool = True,
+) -> Report:
+    """The report of ``repeats`` already loaded (see ``report``)."""
+    import pandas as pd
+
+    from storage.reports import MIN_EFFECT, select, summarize, verdicts
+
+    effect = MIN_EFFECT if min_effect is None else min_effect
+    summary = summarize(repeats) if summarise_all or not compare else pd.DataFrame()
+    words = verdicts(summary, effect) if not summary.empty else []
+    found = Report(repeats, summary, words)
+    if compare:
+        from storage.reports import compare as compare_selections
+
+        a, b = compare
+        rows, geomean, differences = compare_selections(repeats, a, b, effect)
+        found.comparison = Comparison(
+            a, b, rows, geomean, differences,
+            summarize(select(repeats, a)), summarize(select(repeats, b)),
+        )  # fmt: skip
+    return found
+
+
+def run_warnings(db: Optional[str], run: dict) -> list[str]:
+    """The reports' stability warnings for one run's configuration, as a report gives them."""
+    if run["status"] != "ok":
+        return []
+    summary = report([("db", db)], f"run:{run['run_id']}").summary
+    if summary.empty:
+        return []
+    # Alone, any run lacks its sequential baseline: that one says nothing about this run.
+    return [w for w in summary.iloc[0]["warnings"] if "no sequential run" not in w]
+
+
+def timeline(engine, repeats: pd.DataFrame, run_prefix: Optional[str] = None):
+    """(run id, task samples) of the run whose prefix is given, else of the latest parallel
+    run (the latest run when none ran in parallel); SelectionError for an unknown prefix."""
+    from storage.errors import SelectionError
+    from storage.reports import load_timeline
+
+    runs = repeats.drop_duplicates("run_id").sort_values("created_at")
+    if run_prefix:
+        runs = runs[runs["run_id"].astype(str).str.startswith(run_prefix)]
+        if runs.empty:
+            raise SelectionError(f"no finished run starts with {run_prefix!r}; see `conlab runs`")
+    else:
+        parallel = runs[runs["workers"] > 1]
+        runs = parallel if not parallel.empty else runs
+    run = runs.iloc[-1]
+    return str(run["run_id"]), load_timeline(engine(run["db"]), str(run["run_id"]))
+
+
+# The formats a report can be exported in, by the name the CLI and the palette use.
+EXPORT_SUFFIXES = {"html": "html", "markdown": "md", "csv": "csv", "json": "json"}
+
+
+def render_report(found: Report, format: str, timeline_of=None) -> str:
+    """``found`` as the text of ``format`` (markdown, csv, json or html)."""
+    from storage import render
+
+    compared = found.comparison.as_tuple() if found.comparison else None
+    if format == "markdown":
+        return render.markdown(found.summary, found.verdicts, compared)
+    if format == "csv":
+        return render.csv_report(found.summary)
+    if format == "json":
+        return render.json_report(found.summary, found.verdicts, compared)
+    return render.html_page(found.summary, found.verdicts, compared, timeline_of)
+
+
+def export_report(db: Optional[str], format: str, folder: Path) -> Optional[Path]:
+    """Write the report of every finished run in ``db`` to ``folder``/summary.SUFFIX; the file
+    written, or None when no run has finished."""
+    found = report([("db", db)])
+    if found.empty:
+        return None
+    out = folder / f"summary.{EXPORT_SUFFIXES[format]}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_report(found, format), encoding="utf-8")
+    return out
+
+
+# --- runs and machines -----------------------------------------------------------------------
+
+
+def list_runs(db: Optional[str], tag: Optional[str] = None, *, create: bool = True) -> list[dict]:
+    """Every stored run in ``db`` as run objects, newest first; runs left `running` by a
+    recorder that is gone are marked interrupted first."""
+    from storage.queries import list_runs as stored_runs
+    from storage.queries import mark_interrupted
+
+    with engine_for(db, create=create) as engine:
+        mark_interrupted(engine)
+        return stored_runs(engine, tag=tag)  # newest first
+
+
+# The columns of a list of runs, in `conlab runs` and the app's Runs table alike.
+RUN_COLUMNS = ("run", "created", "machine", "python", "workload", "executor", "workers", "status",
+               "median", "tag")  # fmt: skip
+
+
+def run_row(run: dict) -> dict[str, Any]:
+    """One run as a list shows it, by RUN_COLUMNS: numbers stay numbers (to sort)."""
+    median = run["median_s"]
+    return {
+        "run": run["run_id"][:8],
+        "created": iso_seconds(run.get("created_at")),
+        "machine": run.get("machine") or "?",
+        "python": run.get("python") or "?",
+        "workload": run["workload"],
+        "executor": run["executor"],
+        "workers": run["workers"],
+        "status": run["status"],
+        "median": f"{median * 1000:.1f} ms" if median is not None else "",
+        "tag": run["tag"] or "",
+    }
+
+
+def iso_seconds(moment: Any) -> str:
+    """A stored time as every command and pane shows it: ISO 8601, UTC, to the second
+    (2026-11-25T21:03:07Z); text that is no time is shown as it is."""
+    from datetime import datetime, timezone
+
+    if moment is None:
+        return ""
+    if not isinstance(moment, datetime):
+        try:
+            moment = datetime.fromisoformat(str(moment).replace("Z", "+00:00"))
+        except ValueError:
+            return str(moment)
+    if moment.tzinfo is None:  # SQLite keeps no zone; the lab writes UTC
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def newest_first(runs: list[dict]) -> list[dict]:
+    """Runs of several databases by creation time, the newest first; runs of one second keep
+    the order each database gave them (its own, finer)."""
+    return sorted(runs, key=lambda r: r.get("created_at") or "", reverse=True)
+
+
+def run_detail(db: Optional[str], run: dict) -> dict[str, Any]:
+    """What the run's row in a list leaves out: its environment, error detail, stderr, and the
+    reports' warnings for it."""
+    from storage.browse import run_detail as stored_detail
+
+    with engine_for(db) as engine:
+        detail = stored_detail(engine, run["run_id"])
+    return {**detail, "warnings": run_warnings(db, run)}
+
+
+def tag_run(db: Optional[str], run_id: str, tag: Optional[str]) -> None:
+    """Set one run's tag (empty or None removes it)."""
+    from storage.browse import set_tag
+
+    with engine_for(db, writer=True) as engine:
+        set_tag(engine, run_id, tag or None)
+
+
+def delete_run(db: Optional[str], run_id: str) -> None:
+    """Delete one run and its measurements."""
+    from storage.browse import delete_run as stored_delete
+
+    with engine_for(db, writer=True) as engine:
+        stored_delete(engine, run_id)
+
+
+def machines(db: Optional[str]) -> list[dict[str, Any]]:
+    """The machines in ``db`` (see storage.browse.machines)."""
+    from storage.browse import machines as stored_machines
+
+    with engine_for(db) as engine:
+        return stored_machines(engine)
+
+
+def this_machine() -> dict[str, Any]:
+    """This machine's and interpreter's facts, as recorded with every run."""
+    from experiments.environment import collect
+
+    return collect()
