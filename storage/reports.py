@@ -47,9 +47,9 @@ def load_repeats(engines: Sequence[tuple[str, Engine]]) -> pd.DataFrame:
     frames, runs_before = [], 0
     for label, engine in engines:
         with engine.connect() as connection:
-            runs = _read_frame(connection, RUNS_SQL)
-            run_ids, numbers = _read_numbers(connection)
-        frame = _repeat_rows(runs, run_ids, numbers, runs_before)
+            runs = _read_frame(connection, RUNS_SQL.format(run_row=_run_row(connection)))
+            run_rows, numbers = _read_numbers(connection)
+        frame = _repeat_rows(runs, run_rows, numbers, runs_before)
         runs_before += len(runs)
         frame["db"] = label
         frames.append(frame)
@@ -66,7 +66,8 @@ def load_repeats(engines: Sequence[tuple[str, Engine]]) -> pd.DataFrame:
 
 
 RUNS_SQL = (
-    "SELECT r.id AS run_id, r.sweep_id, r.tag, r.status, r.workload, r.size, r.tasks, r.executor, "
+    "SELECT {run_row} AS run_row, r.id AS run_id, r.sweep_id, r.tag, r.status, r.workload, "
+    "r.size, r.tasks, r.executor, "
     "r.start_method, r.workers, r.chunksize, r.created_at, r.environment_json, "
     "r.machine_fingerprint, coalesce(m.hostname, r.machine_fingerprint) AS machine, "
     "coalesce(m.usable_cores, m.logical_cores) AS cores, m.cpu_model, i.version AS python, "
@@ -84,7 +85,7 @@ REPEAT_NUMBERS = {
     **{column: f"p.{column}" for column in COST_COLUMNS},
 }  # fmt: skip
 REPEATS_SQL = (
-    f"SELECT p.run_id, {', '.join(REPEAT_NUMBERS.values())} "
+    f"SELECT {{run_row}}, {', '.join(REPEAT_NUMBERS.values())} "
     "FROM repeat p JOIN run r ON r.id = p.run_id WHERE r.status = 'ok' AND p.warmup IS NOT TRUE"
 )
 
@@ -113,23 +114,32 @@ def _read_frame(connection, sql: str) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows, columns=names)
 
 
-def _read_numbers(connection) -> tuple[list, np.ndarray]:
-    """Each counted repeat's run id, and its REPEAT_NUMBERS as floats (NaN where missing or,
-    in a damaged file whose columns took any type, not a number)."""
-    _, rows = _rows(connection, REPEATS_SQL)
-    run_ids = [row[0] for row in rows]
+def _run_row(connection) -> str:
+    """What names a run in both queries: SQLite's rowid, a number (numbers convert to an array
+    in one step); elsewhere its id."""
+    return "r.rowid" if connection.dialect.name == "sqlite" else "r.id"
+
+
+def _read_numbers(connection) -> tuple[Sequence, np.ndarray]:
+    """Each counted repeat's run (RUNS_SQL's ``run_row``), and its REPEAT_NUMBERS as floats
+    (NaN where missing or, in a damaged file whose columns took any type, not a number)."""
+    by_number = _run_row(connection) == "r.rowid"
+    _, rows = _rows(connection, REPEATS_SQL.format(run_row=_run_row(connection)))
+    if by_number:
+        try:
+            values = np.array(rows, dtype=float).reshape(-1, 1 + len(REPEAT_NUMBERS))
+            return values[:, 0].astype(np.int64), values[:, 1:]
+        except (TypeError, ValueError):
+            pass
     values = [row[1:] for row in rows]
-    try:
-        numbers = np.array(values, dtype=float).reshape(-1, len(REPEAT_NUMBERS))
-    except (TypeError, ValueError):
-        columns = zip(*values) if values else [()] * len(REPEAT_NUMBERS)
-        numbers = np.column_stack([pd.to_numeric(pd.Series(c, dtype=object), errors="coerce")
-                                   .to_numpy(dtype=float) for c in columns])  # fmt: skip
-    return run_ids, numbers
+    columns = zip(*values) if values else [()] * len(REPEAT_NUMBERS)
+    numbers = np.column_stack([pd.to_numeric(pd.Series(c, dtype=object), errors="coerce")
+                               .to_numpy(dtype=float) for c in columns])  # fmt: skip
+    return [row[0] for row in rows], numbers
 
 
 def _repeat_rows(
-    runs: pd.DataFrame, run_ids: list, numbers: np.ndarray, runs_before: int
+    runs: pd.DataFrame, run_rows: Sequence, numbers: np.ndarray, runs_before: int
 ) -> pd.DataFrame:
     """One row per counted repeat: its numbers beside its run's columns. ``runs_before`` is how
     many runs the databases read before this one hold (for ``process``)."""
@@ -141,7 +151,7 @@ def _repeat_rows(
     runs.loc[free_threaded, "python"] = runs.loc[free_threaded, "python"] + "t"
     for column in ("start_method", "chunksize", "tag"):
         runs[column] = runs[column].astype(object).where(runs[column].notna(), None)
-    run_at = pd.Index(runs["run_id"]).get_indexer(run_ids)
+    run_at = pd.Index(runs.pop("run_row")).get_indexer(run_rows)
     known = run_at >= 0
     frame = runs.iloc[run_at[known]].reset_index(drop=True)
     frame["warmup"] = False
@@ -332,7 +342,9 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
     config = grouped.ngroup().to_numpy()
     first_of_run = ~counted["run_id"].duplicated().to_numpy()
     runs, run_config = counted[first_of_run], config[first_of_run]
-    sweeps = runs.groupby(run_config)["sweep_id"].agg(lambda s: " ".join(sorted(set(map(str, s)))))
+    sweeps = runs.groupby(run_config)["sweep_id"].agg(
+        lambda s: " ".join(sorted(set(map(str, s.tolist()))))
+    )
     summary.insert(summary.columns.get_loc("peak_rss_bytes"), "sweeps", sweeps.values)
     # "turns" unless some of its runs ran in blocks (older runs all did)
     blocks = (runs["run_order"] == "blocks").groupby(run_config).any()
@@ -400,7 +412,7 @@ def _same_work(summary, counted, config, runs, run_config) -> list[Optional[Same
         if w < 0:
             continue
         found[w] = SameWork(int(summary["repeats"][work == w].sum()), first_s.get(w, math.nan),
-                            list(rows["sweep_id"].unique()), list(rows["run_id"]))  # fmt: skip
+                            list(rows["sweep_id"].unique()), rows["run_id"].tolist())  # fmt: skip
     return [found.get(w) for w in work]
 
 
