@@ -47,9 +47,9 @@ def load_repeats(engines: Sequence[tuple[str, Engine]]) -> pd.DataFrame:
     frames, runs_before = [], 0
     for label, engine in engines:
         with engine.connect() as connection:
-            runs = _read_frame(connection, RUNS_SQL)
-            run_ids, numbers = _read_numbers(connection)
-        frame = _repeat_rows(runs, run_ids, numbers, runs_before)
+            runs = _read_frame(connection, RUNS_SQL.format(run_row=_run_row(connection)))
+            run_rows, numbers = _read_numbers(connection)
+        frame = _repeat_rows(runs, run_rows, numbers, runs_before)
         runs_before += len(runs)
         frame["db"] = label
         frames.append(frame)
@@ -66,7 +66,8 @@ def load_repeats(engines: Sequence[tuple[str, Engine]]) -> pd.DataFrame:
 
 
 RUNS_SQL = (
-    "SELECT r.id AS run_id, r.sweep_id, r.tag, r.status, r.workload, r.size, r.tasks, r.executor, "
+    "SELECT {run_row} AS run_row, r.id AS run_id, r.sweep_id, r.tag, r.status, r.workload, "
+    "r.size, r.tasks, r.executor, "
     "r.start_method, r.workers, r.chunksize, r.created_at, r.environment_json, "
     "r.machine_fingerprint, coalesce(m.hostname, r.machine_fingerprint) AS machine, "
     "coalesce(m.usable_cores, m.logical_cores) AS cores, m.cpu_model, i.version AS python, "
@@ -84,7 +85,7 @@ REPEAT_NUMBERS = {
     **{column: f"p.{column}" for column in COST_COLUMNS},
 }  # fmt: skip
 REPEATS_SQL = (
-    f"SELECT p.run_id, {', '.join(REPEAT_NUMBERS.values())} "
+    f"SELECT {{run_row}}, {', '.join(REPEAT_NUMBERS.values())} "
     "FROM repeat p JOIN run r ON r.id = p.run_id WHERE r.status = 'ok' AND p.warmup IS NOT TRUE"
 )
 
@@ -113,23 +114,32 @@ def _read_frame(connection, sql: str) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows, columns=names)
 
 
-def _read_numbers(connection) -> tuple[list, np.ndarray]:
-    """Each counted repeat's run id, and its REPEAT_NUMBERS as floats (NaN where missing or,
-    in a damaged file whose columns took any type, not a number)."""
-    _, rows = _rows(connection, REPEATS_SQL)
-    run_ids = [row[0] for row in rows]
+def _run_row(connection) -> str:
+    """What names a run in both queries: SQLite's rowid, a number (numbers convert to an array
+    in one step); elsewhere its id."""
+    return "r.rowid" if connection.dialect.name == "sqlite" else "r.id"
+
+
+def _read_numbers(connection) -> tuple[Sequence, np.ndarray]:
+    """Each counted repeat's run (RUNS_SQL's ``run_row``), and its REPEAT_NUMBERS as floats
+    (NaN where missing or, in a damaged file whose columns took any type, not a number)."""
+    by_number = _run_row(connection) == "r.rowid"
+    _, rows = _rows(connection, REPEATS_SQL.format(run_row=_run_row(connection)))
+    if by_number:
+        try:
+            values = np.array(rows, dtype=float).reshape(-1, 1 + len(REPEAT_NUMBERS))
+            return values[:, 0].astype(np.int64), values[:, 1:]
+        except (TypeError, ValueError):
+            pass
     values = [row[1:] for row in rows]
-    try:
-        numbers = np.array(values, dtype=float).reshape(-1, len(REPEAT_NUMBERS))
-    except (TypeError, ValueError):
-        columns = zip(*values) if values else [()] * len(REPEAT_NUMBERS)
-        numbers = np.column_stack([pd.to_numeric(pd.Series(c, dtype=object), errors="coerce")
-                                   .to_numpy(dtype=float) for c in columns])  # fmt: skip
-    return run_ids, numbers
+    columns = zip(*values) if values else [()] * len(REPEAT_NUMBERS)
+    numbers = np.column_stack([pd.to_numeric(pd.Series(c, dtype=object), errors="coerce")
+                               .to_numpy(dtype=float) for c in columns])  # fmt: skip
+    return [row[0] for row in rows], numbers
 
 
 def _repeat_rows(
-    runs: pd.DataFrame, run_ids: list, numbers: np.ndarray, runs_before: int
+    runs: pd.DataFrame, run_rows: Sequence, numbers: np.ndarray, runs_before: int
 ) -> pd.DataFrame:
     """One row per counted repeat: its numbers beside its run's columns. ``runs_before`` is how
     many runs the databases read before this one hold (for ``process``)."""
@@ -141,7 +151,7 @@ def _repeat_rows(
     runs.loc[free_threaded, "python"] = runs.loc[free_threaded, "python"] + "t"
     for column in ("start_method", "chunksize", "tag"):
         runs[column] = runs[column].astype(object).where(runs[column].notna(), None)
-    run_at = pd.Index(runs["run_id"]).get_indexer(run_ids)
+    run_at = pd.Index(runs.pop("run_row")).get_indexer(run_rows)
     known = run_at >= 0
     frame = runs.iloc[run_at[known]].reset_index(drop=True)
     frame["warmup"] = False
@@ -251,6 +261,44 @@ def _by_process(counted: pd.DataFrame, owner: np.ndarray, owners: int) -> list[l
     return found
 
 
+def _intervals(counted: pd.DataFrame, owner: np.ndarray, owners: int) -> list[stats.Interval]:
+    """stats.interval of each of ``owners`` sets of rows (``owner`` numbers each row's), its
+    runner processes in the order they first appear: the medians and max/min of every process
+    from one sort, instead of a Python list per process."""
+    walls = counted["wall_s"].to_numpy(dtype=float)
+    process = pd.factorize(counted["process"])[0]
+    kept = (walls > 0) & (walls < math.inf)  # the values stats.interval keeps
+    walls, owner, process = walls[kept], owner[kept], process[kept]
+    order = np.lexsort((walls, process, owner))
+    medians, withins, process_owner = _medians(walls[order], owner[order], process[order])
+    medians, withins = medians.tolist(), withins.tolist()
+    order = np.lexsort((walls, owner))
+    pooled_medians, _, pooled_owner = _medians(walls[order], owner[order], owner[order])
+    median_of = dict(zip(pooled_owner.tolist(), pooled_medians.tolist()))
+    in_rows = np.argsort(owner, kind="stable")  # each set's values in row order
+    rows_walls, rows_owner = walls[in_rows], owner[in_rows]
+    process_at = np.searchsorted(process_owner, np.arange(owners + 1))
+    rows_at = np.searchsorted(rows_owner, np.arange(owners + 1))
+    found = []
+    for at in range(owners):
+        first, last = process_at[at], process_at[at + 1]
+        pooled = rows_walls[rows_at[at] : rows_at[at + 1]].tolist() if last - first == 1 else []
+        found.append(stats.interval_of(median_of.get(at, math.nan), medians[first:last],
+                                       withins[first:last], pooled))  # fmt: skip
+    return found
+
+
+def _medians(walls: np.ndarray, owner: np.ndarray, group: np.ndarray):
+    """For rows sorted by owner, group and value: each group's median (as statistics.median
+    takes it), its max/min minus 1, and its owner."""
+    starts = np.flatnonzero(np.diff(group, prepend=-1) | np.diff(owner, prepend=-1))
+    ends = np.append(starts[1:], len(walls))
+    middle = starts + (ends - starts) // 2
+    odd = (ends - starts) % 2 == 1
+    medians = np.where(odd, walls[middle], (walls[middle - 1] + walls[middle]) / 2)
+    return medians, walls[ends - 1] / walls[starts] - 1, owner[starts]
+
+
 def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration: runner processes, counted repeats, median with its 95%
     interval over processes and repeats (storage.stats), IQR, CV, min; speedup against the
@@ -294,13 +342,15 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
     config = grouped.ngroup().to_numpy()
     first_of_run = ~counted["run_id"].duplicated().to_numpy()
     runs, run_config = counted[first_of_run], config[first_of_run]
-    sweeps = runs.groupby(run_config)["sweep_id"].agg(lambda s: " ".join(sorted(set(map(str, s)))))
+    sweeps = runs.groupby(run_config)["sweep_id"].agg(
+        lambda s: " ".join(sorted(set(map(str, s.tolist()))))
+    )
     summary.insert(summary.columns.get_loc("peak_rss_bytes"), "sweeps", sweeps.values)
     # "turns" unless some of its runs ran in blocks (older runs all did)
     blocks = (runs["run_order"] == "blocks").groupby(run_config).any()
     summary.insert(summary.columns.get_loc("peak_rss_bytes"), "run_order",
                    np.where(blocks.values, "blocks", "turns"))  # fmt: skip
-    intervals = [stats.interval(groups) for groups in _by_process(counted, config, len(summary))]
+    intervals = _intervals(counted, config, len(summary))
     summary["ci_low_s"] = [i.low for i in intervals]
     summary["ci_high_s"] = [i.high for i in intervals]
     summary["spread"] = [i.spread for i in intervals]
@@ -362,7 +412,7 @@ def _same_work(summary, counted, config, runs, run_config) -> list[Optional[Same
         if w < 0:
             continue
         found[w] = SameWork(int(summary["repeats"][work == w].sum()), first_s.get(w, math.nan),
-                            list(rows["sweep_id"].unique()), list(rows["run_id"]))  # fmt: skip
+                            list(rows["sweep_id"].unique()), rows["run_id"].tolist())  # fmt: skip
     return [found.get(w) for w in work]
 
 

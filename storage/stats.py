@@ -119,13 +119,28 @@ def interval(groups: Sequence[Sequence[float]], confidence: float = CONFIDENCE) 
     """The median of every value in ``groups`` (one group per runner process) and its interval."""
     kept = _groups(groups)
     if not kept:
+        return interval_of(math.nan, [], [], [], confidence)
+    pooled = [v for values in kept for v in values]
+    medians = [statistics.median(values) for values in kept]
+    withins = [max(values) / min(values) - 1 for values in kept]
+    return interval_of(statistics.median(pooled), medians, withins, pooled, confidence)
+
+
+def interval_of(
+    median: float,
+    process_medians: list[float],
+    withins: list[float],
+    pooled: Sequence[float],
+    confidence: float = CONFIDENCE,
+) -> Interval:
+    """The interval from what ``interval`` takes of each process: its median and its max/min
+    minus 1 (processes in order, values finite and positive), with ``median`` over every value.
+    ``pooled`` (every value, each process's in order) is read only when one process ran."""
+    if not process_medians:
         nan = math.nan
         return Interval(nan, nan, nan, 0, nan, 0, False, nan, nan)
-    pooled = [v for values in kept for v in values]
-    median = statistics.median(pooled)
-    process_medians = [statistics.median(values) for values in kept]
     spread = max(process_medians) / min(process_medians) - 1
-    if len(kept) >= 2:
+    if len(process_medians) >= 2:
         log_center, variance, h, variance_w = _trimmed([math.log(m) for m in process_medians])
         center, se, df, covered = math.exp(log_center), math.sqrt(variance), h - 1, True
         # the machine's level moves at least as far as these processes differ: their plain
@@ -134,14 +149,15 @@ def interval(groups: Sequence[Sequence[float]], confidence: float = CONFIDENCE) 
     elif len(pooled) >= 2:
         # One process: the standard error of a median from its repeats (1.2533 = sqrt(pi/2)).
         center, log_sd = median, 0.0  # one process: its level is unknown
-        se = 1.2533 * _log_sd(pooled) / math.sqrt(len(pooled))
+        se = 1.2533 * _log_sd(list(pooled)) / math.sqrt(len(pooled))
         df, covered = len(pooled) - 1, False
     else:
         return Interval(median, math.nan, math.nan, 1, math.nan, 0, False, spread, median)
     margin = t_quantile(df, confidence) * se
     low, high = center * math.exp(-margin), center * math.exp(margin)
-    within = statistics.median(max(values) / min(values) - 1 for values in kept)
-    return Interval(median, low, high, len(kept), se, df, covered, spread, center, within, log_sd)
+    within = statistics.median(withins)
+    processes = len(process_medians)
+    return Interval(median, low, high, processes, se, df, covered, spread, center, within, log_sd)
 
 
 def moved_between_processes(spread: float, within: float) -> bool:

@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import event
 
 from experiments.spec import ExperimentSpec
-from storage import stats
+from storage import render, reports, stats
 from storage.database import open_engine
 from storage.recorder import RunRecorder
-from storage.reports import BASELINE_KEY, CONFIG, load_repeats, summarize
+from storage.reports import BASELINE_KEY, CONFIG, load_repeats, process_groups, summarize
 
 MACHINES = {"a" * 20: "alpha", "b" * 20: "beta"}
 PYTHONS = {"3.11.7": "k311" * 5, "3.12.1": "k312" * 5}
@@ -200,3 +200,47 @@ def test_loading_reads_no_task_sample(database):
     summarize(load_repeats([("db", engine)]))
     engine.dispose()
     assert statements and not [s for s in statements if "task_sample" in s]
+
+
+@pytest.mark.parametrize("last_repeat", [True, False])
+def test_each_interval_is_stats_interval_of_its_processes_exactly(database, last_repeat):
+    """Every figure of the interval, from odd and (without each process's last repeat) even
+    counts of repeats."""
+    engine = open_engine(database, create=False)
+    repeats = load_repeats([("db", engine)])
+    engine.dispose()
+    if not last_repeat:
+        repeats = repeats[repeats["repeat_index"] < repeats["repeat_index"].max()]
+    summary = summarize(repeats)
+    groups = repeats.groupby(CONFIG, dropna=False, sort=True)
+    assert len(summary) == groups.ngroups
+    for (key, group), row in zip(groups, summary.itertuples()):
+        assert (row.machine, row.python, row.executor) == (key[0], key[1], key[5])
+        found = stats.interval(process_groups(group))
+        assert found.processes == row.processes
+        ours = (row.ci_low_s, row.ci_high_s, row.spread, row.within, row.center_s, row.log_se,
+                row.log_sd, row.se_df)  # fmt: skip
+        theirs = (found.low, found.high, found.spread, found.within, found.center, found.log_se,
+                  found.log_sd, found.df)  # fmt: skip
+        assert ours == theirs, key
+
+
+def every_format(path) -> dict[str, str]:
+    engine = open_engine(path, create=False)
+    summary = summarize(load_repeats([("db", engine)]))
+    engine.dispose()
+    words = reports.verdicts(summary)
+    return {
+        "json": render.json_report(summary, words, None),
+        "csv": render.csv_report(summary),
+        "markdown": render.markdown(summary, words),
+    }
+
+
+def test_every_format_is_the_same_whether_runs_are_read_by_rowid_or_by_id(database, monkeypatch):
+    """SQLite names each repeat's run by its rowid (converted with the numbers in one step); a
+    server database names it by id: both give the same report, byte for byte."""
+    by_rowid = every_format(database)
+    assert all(by_rowid.values()) and "alpha" in by_rowid["csv"]
+    monkeypatch.setattr(reports, "_run_row", lambda connection: "r.id")
+    assert every_format(database) == by_rowid
