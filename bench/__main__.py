@@ -128,9 +128,8 @@ def in_turns(first: Iterator[float], second: Iterator[float], warmups: int = 1) 
     measured repeat against the geometric mean of the other side's repeats just before and just
     after it, so that neither side always goes first.
 
-    This VM switches between speed levels every second or two (8 x sum(range(1.3M)) took 169,
-    156 then 125 ms in one process, seconds apart): repeats a fraction of a second apart mostly
-    run at the same level, processes run one after the other often do not.
+    A machine whose speed drifts between levels every second or two runs repeats a fraction of
+    a second apart at the same level, and processes run one after the other often not.
     """
     a, b = [], []
     for wall in first:
@@ -172,9 +171,12 @@ class Bench:
         ``function`` is a name in benchmod or MODULE:NAME; ``start_method`` "" is the default."""
         args = [function, kind, str(workers), str(tasks), str(size), start_method]
         process = subprocess.Popen(
-            [sys.executable, "handwritten.py", *args], cwd=self.workdir,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [sys.executable, "handwritten.py", *args],
+            cwd=self.workdir,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             for _ in range(count):
                 process.stdin.write("go\n")
@@ -211,9 +213,16 @@ class Bench:
         per_round = []
         for _ in range(ROUNDS):
             spec = ExperimentSpec(
-                f"benchmod:{function}", kind, workers=workers, tasks=tasks, size=size,
-                repeats=REPEATS, warmups=1, processes=1, **options,
-            )  # fmt: skip
+                f"benchmod:{function}",
+                kind,
+                workers=workers,
+                tasks=tasks,
+                size=size,
+                repeats=REPEATS,
+                warmups=1,
+                processes=1,
+                **options,
+            )
             hand = self.hand_repeats(function, kind, workers, tasks, size, 1 + REPEATS)
             per_round.append(statistics.median(in_turns(lab_repeats(spec), hand)))
         judged = Judged(per_round)
@@ -281,16 +290,31 @@ def bench_cpu_speedup(bench: Bench) -> None:
     lab, hand = [], []
     for _ in range(ROUNDS // 2):
         sequential, processes = (
-            ExperimentSpec("cpu", executor, workers=workers, tasks=tasks, size=size,
-                           repeats=REPEATS, warmups=1, processes=1)
+            ExperimentSpec(
+                "cpu",
+                executor,
+                workers=workers,
+                tasks=tasks,
+                size=size,
+                repeats=REPEATS,
+                warmups=1,
+                processes=1,
+            )
             for executor, workers in (("sequential", 1), ("processes", 2))
-        )  # fmt: skip
+        )
         lab.append(statistics.median(in_turns(lab_repeats(sequential), lab_repeats(processes))))
         by_hand = (
-            bench.hand_repeats("experiments.workloads:cpu", kind, workers, tasks, size,
-                               1 + REPEATS, start_method="")
+            bench.hand_repeats(
+                "experiments.workloads:cpu",
+                kind,
+                workers,
+                tasks,
+                size,
+                1 + REPEATS,
+                start_method="",
+            )
             for kind, workers in (("sequential", 1), ("processes", 2))
-        )  # fmt: skip
+        )
         hand.append(statistics.median(in_turns(*by_hand)))
     judged = Judged(lab)
     bench.record(
@@ -311,42 +335,98 @@ def bench_core(bench: Bench) -> None:
         ("processes", 2, "processes x2 spawn", spawn),
     ]:
         bench.ratio_against_hand(
-            kind, workers, 8, 28, 0.97, 1.03, f"{label}, 8 x c_hash 28 MiB ~20 ms",
-            function="c_hash", **extra,
-        )  # fmt: skip
+            kind,
+            workers,
+            8,
+            28,
+            0.97,
+            1.03,
+            f"{label}, 8 x c_hash 28 MiB ~20 ms",
+            function="c_hash",
+            **extra,
+        )
     if _available("joblib"):
         bench.ratio_against_hand(
-            "joblib", 2, 8, 28, 0.97, 1.03, "joblib x2 (loky), 8 x c_hash 28 MiB ~20 ms",
+            "joblib",
+            2,
+            8,
+            28,
+            0.97,
+            1.03,
+            "joblib x2 (loky), 8 x c_hash 28 MiB ~20 ms",
             function="c_hash",
-        )  # fmt: skip
+        )
     # Loops whose speed depends on memory layout and call path (see USER_MODULE): no budget.
     bench.ratio_against_hand(
-        "sequential", 1, 8, 1_300_000, 0.97, 1.03, "sequential, 8 x c_loop ~20 ms (layout)",
-        function="c_loop", budgeted=False,
-    )  # fmt: skip
+        "sequential",
+        1,
+        8,
+        1_300_000,
+        0.97,
+        1.03,
+        "sequential, 8 x c_loop ~20 ms (layout)",
+        function="c_loop",
+        budgeted=False,
+    )
     bench.ratio_against_hand(
-        "processes", 2, 8, 300_000, 0.97, 1.03, "processes x2 spawn, 8 x spin ~20 ms (call path)",
-        function="spin", budgeted=False, **spawn,
-    )  # fmt: skip
-    bench.ratio_against_hand(
-        "sequential", 1, 10_000, 1_500, 0.0, 1.03, "sequential 10,000 x spin ~100 us",
+        "processes",
+        2,
+        8,
+        300_000,
+        0.97,
+        1.03,
+        "processes x2 spawn, 8 x spin ~20 ms (call path)",
         function="spin",
-    )  # fmt: skip
+        budgeted=False,
+        **spawn,
+    )
+    bench.ratio_against_hand(
+        "sequential",
+        1,
+        10_000,
+        1_500,
+        0.0,
+        1.03,
+        "sequential 10,000 x spin ~100 us",
+        function="spin",
+    )
     # The dispatch path: the function travels with every task, as in the user's ex.map(f, xs).
     # Budgets on hashing (layout-insensitive) and on `tiny`; the Python loop shown beside them.
     for kind in ("processes", "pool"):
         bench.ratio_against_hand(
-            kind, 2, 10_000, 36, 0.97, 1.03, f"{kind} x2 spawn 10,000 x c_hash 144 KiB ~100 us",
-            function="c_hash_4k", **spawn,
-        )  # fmt: skip
+            kind,
+            2,
+            10_000,
+            36,
+            0.97,
+            1.03,
+            f"{kind} x2 spawn 10,000 x c_hash 144 KiB ~100 us",
+            function="c_hash_4k",
+            **spawn,
+        )
         bench.ratio_against_hand(
-            kind, 2, 10_000, 1, 0.97, 1.03, f"{kind} x2 spawn 10,000 x tiny (dispatch only)",
-            function="tiny", **spawn,
-        )  # fmt: skip
+            kind,
+            2,
+            10_000,
+            1,
+            0.97,
+            1.03,
+            f"{kind} x2 spawn 10,000 x tiny (dispatch only)",
+            function="tiny",
+            **spawn,
+        )
         bench.ratio_against_hand(
-            kind, 2, 10_000, 1_500, 0.97, 1.03, f"{kind} x2 spawn 10,000 x spin ~100 us (layout)",
-            function="spin", budgeted=False, **spawn,
-        )  # fmt: skip
+            kind,
+            2,
+            10_000,
+            1_500,
+            0.97,
+            1.03,
+            f"{kind} x2 spawn 10,000 x spin ~100 us (layout)",
+            function="spin",
+            budgeted=False,
+            **spawn,
+        )
     bench_runner_import(bench)
     bench_cpu_speedup(bench)
 

@@ -60,10 +60,20 @@ def bench_advise(bench) -> None:
     for kind in ("spin", "wait", "digest", "short"):
         start = time.monotonic()
         done = subprocess.run(
-            [sys.executable, "-m", "tui.cli", "advise", f"advisekinds:{kind}", "--json",
-             "--db", str(bench.workdir / "advise.db")],
-            cwd=bench.workdir, capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "tui.cli",
+                "advise",
+                f"advisekinds:{kind}",
+                "--json",
+                "--db",
+                str(bench.workdir / "advise.db"),
+            ],
+            cwd=bench.workdir,
+            capture_output=True,
+            text=True,
+        )
         took = time.monotonic() - start
         if done.returncode != 0:
             bench.record(
@@ -77,8 +87,12 @@ def bench_advise(bench) -> None:
             name += f" chunksize {rec['chunksize']}"
         ties = ", ".join(f"{t['executor']} x{t['workers']}" for t in found["ties"])
         crowded = " on a busy machine" if busy(found["probes"]) else ""
-        label = (f"advise {kind}: {name} {rec['speedup']:.2f}x"
-                 + (f" (tied: {ties})" if ties else "") + crowded + ", seconds")  # fmt: skip
+        label = (
+            f"advise {kind}: {name} {rec['speedup']:.2f}x"
+            + (f" (tied: {ties})" if ties else "")
+            + crowded
+            + ", seconds"
+        )
         fits = _fits(kind, found, usable_cores())
         bench.record(label[:78], took, "<= 90, family", took <= 90 and fits)
 

@@ -80,9 +80,13 @@ def _python(bench, code: str, *args: str) -> str:
     script = bench.workdir / "layout_probe.py"
     script.write_text(code)
     return subprocess.run(
-        [sys.executable, str(script), *args], cwd=bench.workdir, env=env, capture_output=True,
-        text=True, check=True,
-    ).stdout.strip()  # fmt: skip
+        [sys.executable, str(script), *args],
+        cwd=bench.workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 def bench_call_depth(bench) -> None:
@@ -90,8 +94,10 @@ def bench_call_depth(bench) -> None:
     for process in range(3):
         ratios = [float(r) for r in _python(bench, DEPTHS).split()]
         spreads.append(max(ratios) - min(ratios))
-        print(f"  spin(300k) at call depth 0..11 / depth 0, process {process + 1}: "
-              + " ".join(f"{r:.3f}" for r in ratios))  # fmt: skip
+        print(
+            f"  spin(300k) at call depth 0..11 / depth 0, process {process + 1}: "
+            + " ".join(f"{r:.3f}" for r in ratios)
+        )
     print(f"  widest spread of one loop's time by call depth alone: {max(spreads):.1%}")
 
 
@@ -100,9 +106,11 @@ def bench_call_paths(bench) -> None:
     for _ in range(3):
         rounds.append([float(r) for r in _python(bench, CALL_PATHS, "14").split()])
     for name, column in zip(("map(spin)", "submit(spin)", "lab's path"), zip(*rounds)):
-        print(f"  processes x2 spawn, 8 x spin(300k), {name:<13} / map(spin): "
-              + " ".join(f"{r:.3f}" for r in column)
-              + f"  (median {statistics.median(column):.3f})")  # fmt: skip
+        print(
+            f"  processes x2 spawn, 8 x spin(300k), {name:<13} / map(spin): "
+            + " ".join(f"{r:.3f}" for r in column)
+            + f"  (median {statistics.median(column):.3f})"
+        )
 
 
 BENCHMARKS = [bench_call_depth, bench_call_paths]

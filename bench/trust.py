@@ -70,8 +70,11 @@ def bench_verdicts(bench) -> None:
         same += verdicts(bench, f"tag:a{pair}", f"tag:b{pair}")
         within += verdicts(bench, f"tag:w{pair},size:{SIZE}", f"tag:w{pair},size:{larger}")
         across += verdicts(bench, f"tag:a{pair}", f"tag:w{pair},size:{larger}")
-        print(f"    pair {pair + 1}: A/A {same[-2:]}, +10% in one sweep {within[-2:]}, "
-              f"across sweeps {across[-2:]}", flush=True)  # fmt: skip
+        print(
+            f"    pair {pair + 1}: A/A {same[-2:]}, +10% in one sweep {within[-2:]}, "
+            f"across sweeps {across[-2:]}",
+            flush=True,
+        )
     called = sum(v != NO_DIFFERENCE for v in same)
     bench.record(
         f"A/A: verdicts of faster/slower in {len(same)} comparisons of identical sweeps",
@@ -108,9 +111,20 @@ def bench_against_pyperf(bench) -> None:
 
     theirs = pyperf.Benchmark.load(str(out)).median()
     (run,) = json.loads(
-        conlab(bench, "run", "-w", "benchmod:spin", "-e", "sequential", "--size", str(size),
-               "--tasks", str(tasks), "--json").stdout
-    )  # fmt: skip
+        conlab(
+            bench,
+            "run",
+            "-w",
+            "benchmod:spin",
+            "-e",
+            "sequential",
+            "--size",
+            str(size),
+            "--tasks",
+            str(tasks),
+            "--json",
+        ).stdout
+    )
     ours, low, high = (run[k] / tasks for k in ("median_s", "ci_low_s", "ci_high_s"))
     ratio = ours / theirs
     inside = low <= theirs <= high
@@ -126,8 +140,20 @@ def bench_against_pyperf(bench) -> None:
 
 def bench_default_sweep(bench) -> None:
     start = time.monotonic()
-    conlab(bench, "run", "-w", "cpu", "-e", "sequential", "-e", "threads", "-e", "processes",
-           "--tag", "default")  # fmt: skip
+    conlab(
+        bench,
+        "run",
+        "-w",
+        "cpu",
+        "-e",
+        "sequential",
+        "-e",
+        "threads",
+        "-e",
+        "processes",
+        "--tag",
+        "default",
+    )
     took = time.monotonic() - start
     bench.record("the quick start's default cpu sweep, seconds", took, "<= 90", took <= 90)
 

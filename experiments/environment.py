@@ -213,9 +213,17 @@ BUSY_LOAD_PER_CORE = 0.5
 
 
 # The fields that say whether the machine is fit to measure, as `conlab env --check` shows them.
-FITNESS_FIELDS = ("cpu_governor", "cpu_scaling_driver", "turbo_enabled", "isolated_cpus",
-                  "nohz_full_cpus", "aslr", "swap_used_bytes", "thermal_throttle_count",
-                  "load_average")  # fmt: skip
+FITNESS_FIELDS = (
+    "cpu_governor",
+    "cpu_scaling_driver",
+    "turbo_enabled",
+    "isolated_cpus",
+    "nohz_full_cpus",
+    "aslr",
+    "swap_used_bytes",
+    "thermal_throttle_count",
+    "load_average",
+)
 
 
 def problems(env: dict[str, Any], with_load: bool = True) -> list[str]:

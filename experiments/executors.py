@@ -172,8 +172,10 @@ class Processes(Executor):
             if sys.version_info < (3, 11):
                 return "--max-tasks-per-child needs Python 3.11+ for ProcessPoolExecutor"
             if job.start_method == "fork":
-                return ("--max-tasks-per-child cannot be used with the fork start method; "
-                        "pass --start-method spawn or forkserver")  # fmt: skip
+                return (
+                    "--max-tasks-per-child cannot be used with the fork start method; "
+                    "pass --start-method spawn or forkserver"
+                )
         return None
 
     def _new_pool(self, job):
@@ -311,8 +313,7 @@ class Pool(Executor):
         """``pool.terminate(); pool.join()``, but never hang. terminate() stops the workers,
         then joins the pool's task handler, which waits forever to put its end marker on the
         result queue when a worker ended while holding that queue's lock -- a worker stopped in
-        the middle of sending a result, as terminate() itself can do (seen here once in ~30
-        runs where a task raised). Past ``terminate_within_s`` the workers are killed and the
+        the middle of sending a result, as terminate() itself can do. Past ``terminate_within_s`` the workers are killed and the
         pool's threads (daemons) are left to end with the runner."""
         import threading
 
@@ -463,12 +464,16 @@ class Dask(Executor):
 
     def unsupported_option(self, job) -> Optional[str]:
         if job.scheduler is not None and job.workload.service is not None:
-            return (f"workload {job.workload.name!r} talks to a server the runner starts on this "
-                    "machine, which an existing cluster's workers cannot reach; drop --scheduler "
-                    "to use a LocalCluster")  # fmt: skip
+            return (
+                f"workload {job.workload.name!r} talks to a server the runner starts on this "
+                "machine, which an existing cluster's workers cannot reach; drop --scheduler "
+                "to use a LocalCluster"
+            )
         if _scheme(job.scheduler) == "ray":
-            return (f"--scheduler {job.scheduler} is a Ray address, which dask cannot use; "
-                    "pass a dask scheduler (tcp://HOST:8786), or choose -e ray")  # fmt: skip
+            return (
+                f"--scheduler {job.scheduler} is a Ray address, which dask cannot use; "
+                "pass a dask scheduler (tcp://HOST:8786), or choose -e ray"
+            )
         return super().unsupported_option(job)
 
     def run(self, job, items: list, on_sample: OnSample) -> None:
@@ -562,9 +567,16 @@ class _NannyDeaths:
 EXECUTORS: dict[str, Executor] = {
     e.name: e
     for e in (
-        Sequential(), Threads(), Processes(), Pool(), Asyncio(), Interpreters(), Loky(), Dask(),
+        Sequential(),
+        Threads(),
+        Processes(),
+        Pool(),
+        Asyncio(),
+        Interpreters(),
+        Loky(),
+        Dask(),
     )
-}  # fmt: skip
+}
 
 
 def describe() -> list[dict[str, Any]]:
@@ -745,21 +757,27 @@ class Ray(Executor):
 
     def unsupported_option(self, job) -> Optional[str]:
         if job.scheduler is not None and job.workload.service is not None:
-            return (f"workload {job.workload.name!r} talks to a server the runner starts on this "
-                    "machine, which an existing cluster's workers cannot reach; drop --scheduler "
-                    "to start a local Ray")  # fmt: skip
+            return (
+                f"workload {job.workload.name!r} talks to a server the runner starts on this "
+                "machine, which an existing cluster's workers cannot reach; drop --scheduler "
+                "to start a local Ray"
+            )
         if _scheme(job.scheduler) not in ("", "ray"):
-            return (f"--scheduler {job.scheduler} is not a Ray address; pass HOST:PORT of "
-                    "a running `ray start --head` (e.g. 127.0.0.1:6379) "
-                    "or ray://HOST:PORT")  # fmt: skip
+            return (
+                f"--scheduler {job.scheduler} is not a Ray address; pass HOST:PORT of "
+                "a running `ray start --head` (e.g. 127.0.0.1:6379) "
+                "or ray://HOST:PORT"
+            )
         import os
 
         # Ray puts the driver's working directory first on its workers' sys.path, where a
         # folder named like the lab's would stand in for the lab's code in every task.
         if any(os.path.exists(name) for name in ("experiments", "experiments.py")):
-            return (f"ray puts the current directory ({os.getcwd()}) first on its workers' "
-                    "module path, and its 'experiments' would replace the lab's there; run "
-                    "conlab from another directory (your module can be on PYTHONPATH)")  # fmt: skip
+            return (
+                f"ray puts the current directory ({os.getcwd()}) first on its workers' "
+                "module path, and its 'experiments' would replace the lab's there; run "
+                "conlab from another directory (your module can be on PYTHONPATH)"
+            )
         return super().unsupported_option(job)
 
     def session(self, job):
@@ -771,8 +789,9 @@ class Ray(Executor):
 
             import ray
 
-            options = dict(include_dashboard=False, log_to_driver=False,
-                           logging_level=logging.ERROR)  # fmt: skip
+            options = dict(
+                include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR
+            )
             import time
 
             start = time.monotonic()

@@ -368,9 +368,17 @@ def probe(
     ``python``: see experiments.probe. A function that raises or ends its process gives a
     ``failed`` reason; one that does not return within ``timeout_s`` is a SpecError."""
     payload = json.dumps({"workload": workload, "size": size, "fallback_size": fallback_size})
-    events = _run_quick(python, ["--probe"], payload, timeout_s, silent_ok=True, timed_out=(
-        f"probing {workload} took over {timeout_s:g} s (a call that never returns?); "
-        "pass a smaller --size or a larger --time-budget, or fix the function"))  # fmt: skip
+    events = _run_quick(
+        python,
+        ["--probe"],
+        payload,
+        timeout_s,
+        silent_ok=True,
+        timed_out=(
+            f"probing {workload} took over {timeout_s:g} s (a call that never returns?); "
+            "pass a smaller --size or a larger --time-budget, or fix the function"
+        ),
+    )
     if not events:
         return {"failed": "the process ended during a call"}
     for event in events:

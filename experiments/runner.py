@@ -170,14 +170,25 @@ def _probe(text: str, out: _EventWriter) -> int:
         out.emit("error", kind="invalid", message=str(exc), detail=None)
         return 2
     if workload.async_func is workload.func:
-        out.emit("error", kind="invalid", detail=None, message=(
-            f"{workload.name} is an async def, which only asyncio can run; give advise a plain "
-            "def f(size) (asyncio is measured when the workload has an async form)"))  # fmt: skip
+        out.emit(
+            "error",
+            kind="invalid",
+            detail=None,
+            message=(
+                f"{workload.name} is an async def, which only asyncio can run; give advise a plain "
+                "def f(size) (asyncio is measured when the workload has an async form)"
+            ),
+        )
         return 2
     start_method = EXECUTORS["processes"].default_start_method()
     try:
-        found = probe(workload, request.get("size", "auto"), request.get("fallback_size") or 1,
-                      usable_cores(), start_method)  # fmt: skip
+        found = probe(
+            workload,
+            request.get("size", "auto"),
+            request.get("fallback_size") or 1,
+            usable_cores(),
+            start_method,
+        )
     except BaseException as exc:  # the function's own failure: advise reports it, ends
         text_ = (str(exc).strip().splitlines() or [""])[0]
         out.emit("probed", failed=f"{type(exc).__name__}: {text_}" if text_ else type(exc).__name__)

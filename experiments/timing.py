@@ -112,10 +112,32 @@ def _sample(result, start_ns: int, end_ns: int, before, after, core_start):
     its process's so far; each is None where the platform does not say."""
     gil = None if _gil_enabled is None else _gil_enabled()
     if before is None:
-        return (result, _pid, get_ident(), start_ns, end_ns, gil, None, None, core_start,
-                current_core(), None)  # fmt: skip
-    return (result, _pid, get_ident(), start_ns, end_ns, gil, after[0] - before[0],
-            after[1] - before[1], core_start, current_core(), after[2])  # fmt: skip
+        return (
+            result,
+            _pid,
+            get_ident(),
+            start_ns,
+            end_ns,
+            gil,
+            None,
+            None,
+            core_start,
+            current_core(),
+            None,
+        )
+    return (
+        result,
+        _pid,
+        get_ident(),
+        start_ns,
+        end_ns,
+        gil,
+        after[0] - before[0],
+        after[1] - before[1],
+        core_start,
+        current_core(),
+        after[2],
+    )
 
 
 def _chunk_core():
@@ -152,8 +174,9 @@ def timed_chunk(func, sizes: list) -> list:
     for size in sizes:
         start_ns = clock()
         result = func(size)
-        samples.append((result, pid, thread_id, start_ns, clock(), gil, None, None, None, None,
-                        None))  # fmt: skip
+        samples.append(
+            (result, pid, thread_id, start_ns, clock(), gil, None, None, None, None, None)
+        )
     after, core_end = _usage(), _chunk_core()
     last = samples[-1]
     if after is None:

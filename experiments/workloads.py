@@ -172,7 +172,7 @@ WORKLOADS = {
             32 * 2**20,
             http_get_async,
             service="experiments.serve:running",
-        ),  # fmt: skip
+        ),
     )
 }
 

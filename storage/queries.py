@@ -24,9 +24,21 @@ from storage.models import utc_now
 from storage.stats import interval, moved_between_processes
 
 RUN_COLUMNS = (
-    "id", "sweep_id", "status", "workload", "executor", "workers", "start_method", "chunksize",
-    "tasks", "size", "repeats", "warmups", "tag", "error",
-)  # fmt: skip
+    "id",
+    "sweep_id",
+    "status",
+    "workload",
+    "executor",
+    "workers",
+    "start_method",
+    "chunksize",
+    "tasks",
+    "size",
+    "repeats",
+    "warmups",
+    "tag",
+    "error",
+)
 
 
 def json_object(text: Any) -> Optional[dict[str, Any]]:
@@ -86,8 +98,13 @@ def run_object(
 
 
 # The cost beyond time in a run object, from its counted repeats (``run_costs``).
-COST_FIELDS = ("peak_rss_bytes", "worker_peak_rss_bytes", "involuntary_switches", "core_moves",
-               "cores_used")  # fmt: skip
+COST_FIELDS = (
+    "peak_rss_bytes",
+    "worker_peak_rss_bytes",
+    "involuntary_switches",
+    "core_moves",
+    "cores_used",
+)
 
 
 def run_costs(repeats: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -228,11 +245,15 @@ def list_runs(engine: Engine, tag: Optional[str] = None) -> list[dict[str, Any]]
             walls[run_id][process_index].append(wall_ns)
             costs[run_id].append(dict(zip(COST_FIELDS, cost)))
     return [
-        run_object({**run, **run_costs(costs.get(run["id"], ()))},
-                   walls[run["id"]].values() if run["id"] in walls else (),
-                   run["machine_name"], _python(run), stored=True)
+        run_object(
+            {**run, **run_costs(costs.get(run["id"], ()))},
+            walls[run["id"]].values() if run["id"] in walls else (),
+            run["machine_name"],
+            _python(run),
+            stored=True,
+        )
         for run in runs
-    ]  # fmt: skip
+    ]
 
 
 def _python(run: Mapping[str, Any]) -> Optional[str]:

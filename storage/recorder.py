@@ -28,9 +28,18 @@ from storage.stats import Interval, interval
 # Where the runner's environment fields go: column of Machine / Interpreter <- environment key.
 MACHINE_COLUMNS = {
     name: name
-    for name in ("hostname", "os_name", "os_release", "architecture", "cpu_model",
-                 "logical_cores", "physical_cores", "usable_cores", "memory_total_bytes")
-}  # fmt: skip
+    for name in (
+        "hostname",
+        "os_name",
+        "os_release",
+        "architecture",
+        "cpu_model",
+        "logical_cores",
+        "physical_cores",
+        "usable_cores",
+        "memory_total_bytes",
+    )
+}
 INTERPRETER_COLUMNS = {
     "implementation": "python_implementation",
     "version": "python_version",
@@ -139,8 +148,10 @@ class RunRecorder:
             return
         if len(output) > 2 * KEPT_OUTPUT:
             cut = len(output) - 2 * KEPT_OUTPUT
-            output = (f"{output[:KEPT_OUTPUT]}\n[... {cut:,} characters left out ...]\n"
-                      f"{output[-KEPT_OUTPUT:]}")  # fmt: skip
+            output = (
+                f"{output[:KEPT_OUTPUT]}\n[... {cut:,} characters left out ...]\n"
+                f"{output[-KEPT_OUTPUT:]}"
+            )
         label = f"[process {self.process_index}]\n" if self.spec.processes > 1 else ""
         self._stderr.append(label + output)
 
@@ -186,22 +197,32 @@ class RunRecorder:
         if self.storage_error is None:
             return self._finished_row()
         self.saved_to = self._save_elsewhere(status, error, detail, stderr)
-        note = (f"not stored in the database ({self.storage_error}); the results are saved in "
-                f"{self.saved_to}")  # fmt: skip
+        note = (
+            f"not stored in the database ({self.storage_error}); the results are saved in "
+            f"{self.saved_to}"
+        )
         row = self._columns(status)
         row["error"] = f"{error}; {note}" if error else note
         return row
 
     def _columns(self, status: str) -> dict[str, Any]:
         return {
-            "id": self.run_id, "sweep_id": self.spec.sweep_id, "status": status,
-            "workload": self.spec.workload, "executor": self.spec.executor,
-            "workers": self.resolved["workers"], "start_method": self.resolved["start_method"],
-            "chunksize": self.resolved["chunksize"], "tasks": self.spec.tasks,
-            "size": self.resolved["size"], "repeats": self.spec.repeats,
-            "warmups": self.spec.warmups, "tag": self.spec.tag,
-            "processes": len(self.runner_processes), **run_costs(self.counted_costs),
-        }  # fmt: skip
+            "id": self.run_id,
+            "sweep_id": self.spec.sweep_id,
+            "status": status,
+            "workload": self.spec.workload,
+            "executor": self.spec.executor,
+            "workers": self.resolved["workers"],
+            "start_method": self.resolved["start_method"],
+            "chunksize": self.resolved["chunksize"],
+            "tasks": self.spec.tasks,
+            "size": self.resolved["size"],
+            "repeats": self.spec.repeats,
+            "warmups": self.spec.warmups,
+            "tag": self.spec.tag,
+            "processes": len(self.runner_processes),
+            **run_costs(self.counted_costs),
+        }
 
     def _save_elsewhere(self, status, error, detail, stderr) -> str:
         import tempfile
@@ -210,9 +231,15 @@ class RunRecorder:
         folder = Path(tempfile.gettempdir()) / "conlab-unsaved"
         folder.mkdir(exist_ok=True)
         path = folder / f"{self.run_id}.json"
-        record = {"run": self._columns(status), "error": error, "detail": detail,
-                  "stderr": stderr, "storage_error": self.storage_error,
-                  "spec": json.loads(self.spec.to_json()), "events": self.events}  # fmt: skip
+        record = {
+            "run": self._columns(status),
+            "error": error,
+            "detail": detail,
+            "stderr": stderr,
+            "storage_error": self.storage_error,
+            "spec": json.loads(self.spec.to_json()),
+            "events": self.events,
+        }
         path.write_text(json.dumps(record, default=str), encoding="utf-8")
         return str(path)
 
@@ -316,11 +343,29 @@ class RunRecorder:
 
 
 # A task sample as the runner sends it (experiments.workloads._sample without the result).
-SAMPLE_FIELDS = ("pid", "thread_id", "start_ns", "end_ns", "gil", "voluntary_switches",
-                 "involuntary_switches", "core_start", "core_end", "peak_rss_bytes")  # fmt: skip
+SAMPLE_FIELDS = (
+    "pid",
+    "thread_id",
+    "start_ns",
+    "end_ns",
+    "gil",
+    "voluntary_switches",
+    "involuntary_switches",
+    "core_start",
+    "core_end",
+    "peak_rss_bytes",
+)
 # The fields stored per task, after the run id, repeat index and task index.
-_STORED_FIELDS = ("pid", "thread_id", "start_ns", "end_ns", "voluntary_switches",
-                  "involuntary_switches", "core_start", "core_end")  # fmt: skip
+_STORED_FIELDS = (
+    "pid",
+    "thread_id",
+    "start_ns",
+    "end_ns",
+    "voluntary_switches",
+    "involuntary_switches",
+    "core_start",
+    "core_end",
+)
 _SAMPLE_COLUMNS = ("run_id", "repeat_index", "task_index", *_STORED_FIELDS)
 _PLACEHOLDERS = ", ".join("?" * len(_SAMPLE_COLUMNS))
 

@@ -16,17 +16,36 @@ from storage.reports import Comparison
 from storage.text import csv_cell, markdown_text, printable
 
 COLUMNS = [
-    ("machine", "machine"), ("python", "python"), ("workload", "workload"), ("size", "size"),
-    ("tasks", "tasks"), ("executor", "executor"), ("start_method", "start"),
-    ("workers", "workers"), ("processes", "proc."), ("repeats", "n"), ("median_s", "median"),
-    ("ci_low_s", "95% CI low"), ("ci_high_s", "95% CI high"), ("iqr_s", "IQR"), ("cv", "CV"),
-    ("min_s", "min"), ("speedup", "speedup"), ("speedup_low", "speedup low"),
-    ("speedup_high", "speedup high"), ("efficiency", "eff."), ("karp_flatt", "serial"),
-    ("startup_s", "start-up"), ("in_flight", "in flight"), ("cpu_per_wall", "CPU/wall"),
-    ("peak_rss_bytes", "peak mem"), ("worker_peak_rss_bytes", "worker mem"),
-    ("involuntary_switches", "invol. switches"), ("core_moves", "core moves"),
+    ("machine", "machine"),
+    ("python", "python"),
+    ("workload", "workload"),
+    ("size", "size"),
+    ("tasks", "tasks"),
+    ("executor", "executor"),
+    ("start_method", "start"),
+    ("workers", "workers"),
+    ("processes", "proc."),
+    ("repeats", "n"),
+    ("median_s", "median"),
+    ("ci_low_s", "95% CI low"),
+    ("ci_high_s", "95% CI high"),
+    ("iqr_s", "IQR"),
+    ("cv", "CV"),
+    ("min_s", "min"),
+    ("speedup", "speedup"),
+    ("speedup_low", "speedup low"),
+    ("speedup_high", "speedup high"),
+    ("efficiency", "eff."),
+    ("karp_flatt", "serial"),
+    ("startup_s", "start-up"),
+    ("in_flight", "in flight"),
+    ("cpu_per_wall", "CPU/wall"),
+    ("peak_rss_bytes", "peak mem"),
+    ("worker_peak_rss_bytes", "worker mem"),
+    ("involuntary_switches", "invol. switches"),
+    ("core_moves", "core moves"),
     ("cores_used", "cores"),
-]  # fmt: skip
+]
 
 
 def _missing(value: Any) -> bool:
@@ -70,10 +89,19 @@ def summary_rows(summary: pd.DataFrame, compact: bool = False) -> list[dict[str,
         shared = {c for c in CONSTANT_WHEN_SHARED if summary[c].map(str).nunique() <= 1}
         columns = [(c, label) for c, label in COLUMNS if c not in shared]
         # A terminal has room for the interval and the speedup with theirs in one cell each.
-        columns = [(c, {"ci_low_s": "95% CI", "speedup_low": "speedup CI"}.get(c, label))
-                   for c, label in columns
-                   if c not in ("min_s", "ci_high_s", "speedup_high", "iqr_s",
-                                "worker_peak_rss_bytes", "cores_used")]  # fmt: skip
+        columns = [
+            (c, {"ci_low_s": "95% CI", "speedup_low": "speedup CI"}.get(c, label))
+            for c, label in columns
+            if c
+            not in (
+                "min_s",
+                "ci_high_s",
+                "speedup_high",
+                "iqr_s",
+                "worker_peak_rss_bytes",
+                "cores_used",
+            )
+        ]
         return [
             {label: _compact(column, row, label) for column, label in columns}
             | {"warnings": "; ".join(row["warnings"])}
@@ -143,13 +171,22 @@ def summary_records(summary: pd.DataFrame) -> list[dict[str, Any]]:
 
 def comparison_records(comparisons: Sequence[Comparison]) -> list[dict[str, Any]]:
     return [
-        {**{k: (v.item() if hasattr(v, "item") else v) for k, v in c.config.items()},
-         "a_median_s": c.a_median_s, "b_median_s": c.b_median_s, "ratio": c.ratio,
-         "ci_low": c.ci_low, "ci_high": c.ci_high, "p_value": c.p_value, "verdict": c.verdict,
-         "a_repeats": c.a_repeats, "b_repeats": c.b_repeats,
-         "a_processes": c.a_processes, "b_processes": c.b_processes}
+        {
+            **{k: (v.item() if hasattr(v, "item") else v) for k, v in c.config.items()},
+            "a_median_s": c.a_median_s,
+            "b_median_s": c.b_median_s,
+            "ratio": c.ratio,
+            "ci_low": c.ci_low,
+            "ci_high": c.ci_high,
+            "p_value": c.p_value,
+            "verdict": c.verdict,
+            "a_repeats": c.a_repeats,
+            "b_repeats": c.b_repeats,
+            "a_processes": c.a_processes,
+            "b_processes": c.b_processes,
+        }
         for c in comparisons
-    ]  # fmt: skip
+    ]
 
 
 def comparison_rows(comparisons: Sequence[Comparison]) -> list[dict[str, str]]:
@@ -193,9 +230,11 @@ def markdown(summary: pd.DataFrame, words: list[str], compared: Optional[tuple] 
 
 
 def _markdown_comparison(comparisons, geomean, differences, a, b) -> list[str]:
-    parts = [f"## {markdown_text(b)} against {markdown_text(a)}\n",
-             markdown_table(comparison_rows(comparisons)),
-             f"Geometric mean of B/A: **{_number(geomean, '.3f')}**\n"]  # fmt: skip
+    parts = [
+        f"## {markdown_text(b)} against {markdown_text(a)}\n",
+        markdown_table(comparison_rows(comparisons)),
+        f"Geometric mean of B/A: **{_number(geomean, '.3f')}**\n",
+    ]
     if differences:
         differ = "; ".join(f"{k}: {va} vs {vb}" for k, (va, vb) in differences.items())
         parts.append(f"The selections differ in: {markdown_text(differ)}\n")
@@ -231,24 +270,29 @@ def _svg_lines(
     def sy(y: float) -> float:
         return height - pad - (y / y_max) * (height - 2 * pad)
 
-    out = [f'<svg width="{width}" height="{height}" '
-           f'role="img" aria-label="{_svg_text(title)}">',
-           f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">'
-           f"{_svg_text(title)}</text>",
-           f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" '
-           'stroke="#333"/>',
-           f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#333"/>',
-           f'<text x="{width / 2}" y="{height - 8}" text-anchor="middle" font-size="12">'
-           f"{x_label}</text>",
-           f'<text x="12" y="{height / 2}" font-size="12" transform="rotate(-90 12 '
-           f'{height / 2})" text-anchor="middle">{y_label}</text>']  # fmt: skip
+    out = [
+        f'<svg width="{width}" height="{height}" role="img" aria-label="{_svg_text(title)}">',
+        f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">'
+        f"{_svg_text(title)}</text>",
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" '
+        'stroke="#333"/>',
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#333"/>',
+        f'<text x="{width / 2}" y="{height - 8}" text-anchor="middle" font-size="12">'
+        f"{x_label}</text>",
+        f'<text x="12" y="{height / 2}" font-size="12" transform="rotate(-90 12 '
+        f'{height / 2})" text-anchor="middle">{y_label}</text>',
+    ]
     for tick in sorted({x for x, _ in points}):
-        out.append(f'<text x="{sx(tick):.1f}" y="{height - pad + 15}" text-anchor="middle" '
-                   f'font-size="11">{tick:g}</text>')  # fmt: skip
+        out.append(
+            f'<text x="{sx(tick):.1f}" y="{height - pad + 15}" text-anchor="middle" '
+            f'font-size="11">{tick:g}</text>'
+        )
     for i in range(5):
         y = y_max * i / 4
-        out.append(f'<text x="{pad - 5}" y="{sy(y) + 4:.1f}" text-anchor="end" font-size="11">'
-                   f"{y:.2g}</text>")  # fmt: skip
+        out.append(
+            f'<text x="{pad - 5}" y="{sy(y) + 4:.1f}" text-anchor="end" font-size="11">'
+            f"{y:.2g}</text>"
+        )
     if ideal:
         out.append(
             f'<line x1="{sx(0)}" y1="{sy(0)}" x2="{sx(x_max)}" y2="{sy(x_max)}" '
@@ -263,8 +307,10 @@ def _svg_lines(
                 f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{colour}">'
                 f"<title>{_svg_text(name)}: {y:.2f} at {x:g}</title></circle>"
             )
-        out.append(f'<text x="{width - pad + 4}" y="{pad + 14 * n}" font-size="11" '
-                   f'fill="{colour}">{_svg_text(name)}</text>')  # fmt: skip
+        out.append(
+            f'<text x="{width - pad + 4}" y="{pad + 14 * n}" font-size="11" '
+            f'fill="{colour}">{_svg_text(name)}</text>'
+        )
     out.append("</svg>")
     return "\n".join(out)
 
@@ -277,19 +323,22 @@ def _svg_bars(title: str, bars: list[tuple[str, float]], shown=_ms) -> str:
     width, bar_height, pad = 520, 18, 150
     height = 40 + bar_height * len(bars)
     top = max((v for _, v in bars), default=1) or 1
-    out = [f'<svg width="{width}" height="{height}" '
-           f'role="img" aria-label="{_svg_text(title)}">',
-           f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">'
-           f"{_svg_text(title)}</text>"]  # fmt: skip
+    out = [
+        f'<svg width="{width}" height="{height}" role="img" aria-label="{_svg_text(title)}">',
+        f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">'
+        f"{_svg_text(title)}</text>",
+    ]
     for n, (label, value) in enumerate(bars):
         y = 30 + n * bar_height
         length = (value / top) * (width - pad - 70)
-        out.append(f'<text x="{pad - 6}" y="{y + 12}" text-anchor="end" font-size="11">'
-                   f"{_svg_text(label)}</text>"
-                   f'<rect x="{pad}" y="{y}" width="{length:.1f}" height="{bar_height - 4}" '
-                   f'fill="{PALETTE[n % len(PALETTE)]}"/>'
-                   f'<text x="{pad + length + 4}" y="{y + 12}" font-size="11">'
-                   f"{shown(value)}</text>")  # fmt: skip
+        out.append(
+            f'<text x="{pad - 6}" y="{y + 12}" text-anchor="end" font-size="11">'
+            f"{_svg_text(label)}</text>"
+            f'<rect x="{pad}" y="{y}" width="{length:.1f}" height="{bar_height - 4}" '
+            f'fill="{PALETTE[n % len(PALETTE)]}"/>'
+            f'<text x="{pad + length + 4}" y="{y + 12}" font-size="11">'
+            f"{shown(value)}</text>"
+        )
     out.append("</svg>")
     return "\n".join(out)
 
@@ -305,23 +354,28 @@ def _svg_timeline(title: str, timeline: pd.DataFrame) -> str:
     width, lane_height, pad = 520, 22, 90
     height = 50 + lane_height * len(lanes)
     end = max(tasks["end_ms"].max(), 1e-9)
-    out = [f'<svg width="{width}" height="{height}" '
-           f'role="img" aria-label="{_svg_text(title)}">',
-           f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">'
-           f"{_svg_text(title)} (repeat {int(repeat)}, {end:.1f} ms)</text>"]  # fmt: skip
+    out = [
+        f'<svg width="{width}" height="{height}" role="img" aria-label="{_svg_text(title)}">',
+        f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">'
+        f"{_svg_text(title)} (repeat {int(repeat)}, {end:.1f} ms)</text>",
+    ]
     for worker, n in lanes.items():
         label = lane_label(lanes, worker)
-        out.append(f'<text x="{pad - 6}" y="{40 + n * lane_height}" text-anchor="end" '
-                   f'font-size="11">{label}</text>')  # fmt: skip
+        out.append(
+            f'<text x="{pad - 6}" y="{40 + n * lane_height}" text-anchor="end" '
+            f'font-size="11">{label}</text>'
+        )
     for task in tasks.itertuples():
         n = lanes[(task.pid, task.thread_id)]
         x = pad + task.start_ms / end * (width - pad - 10)
         w = max((task.end_ms - task.start_ms) / end * (width - pad - 10), 1)
         colour, where = _core_colour(task)
-        out.append(f'<rect x="{x:.1f}" y="{28 + n * lane_height}" width="{w:.1f}" '
-                   f'height="{lane_height - 6}" fill="{colour}">'
-                   f"<title>task {task.task_index}: {task.start_ms:.2f}–{task.end_ms:.2f} ms"
-                   f"{where}</title></rect>")  # fmt: skip
+        out.append(
+            f'<rect x="{x:.1f}" y="{28 + n * lane_height}" width="{w:.1f}" '
+            f'height="{lane_height - 6}" fill="{colour}">'
+            f"<title>task {task.task_index}: {task.start_ms:.2f}–{task.end_ms:.2f} ms"
+            f"{where}</title></rect>"
+        )
     out.append("</svg>")
     return "\n".join(out)
 
@@ -359,25 +413,37 @@ def html_page(
     ):
         label = f"{workload} (size {size:g}, {tasks:g} tasks) on {machine}, Python {python}"
         speedups = {
-            executor: [(float(r.workers), float(r.speedup)) for r in group.itertuples()
-                       if math.isfinite(r.speedup)]
-            for executor, group in rows.groupby("executor") if executor != "sequential"
-        }  # fmt: skip
+            executor: [
+                (float(r.workers), float(r.speedup))
+                for r in group.itertuples()
+                if math.isfinite(r.speedup)
+            ]
+            for executor, group in rows.groupby("executor")
+            if executor != "sequential"
+        }
         speedups = {k: v for k, v in speedups.items() if v}
         if speedups:
             charts.append(_svg_lines(f"speedup: {label}", speedups, ideal=True))
-        bars = [(f"{r.executor} x{int(r.workers)}", float(r.median_s)) for r in rows.itertuples()
-                if math.isfinite(r.median_s)]  # fmt: skip
+        bars = [
+            (f"{r.executor} x{int(r.workers)}", float(r.median_s))
+            for r in rows.itertuples()
+            if math.isfinite(r.median_s)
+        ]
         charts.append(_svg_bars(f"time per executor: {label}", bars))
-        memory = [(f"{r.executor} x{int(r.workers)}", float(r.peak_rss_bytes))
-                  for r in rows.itertuples() if r.peak_rss_bytes > 0]  # fmt: skip
+        memory = [
+            (f"{r.executor} x{int(r.workers)}", float(r.peak_rss_bytes))
+            for r in rows.itertuples()
+            if r.peak_rss_bytes > 0
+        ]
         if memory:
             charts.append(_svg_bars(f"peak memory per executor: {label}", memory, _mib))
     if timeline is not None:
         charts.append(_svg_timeline(f"task timeline of run {timeline[0][:8]}", timeline[1]))
-    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}"
-             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
-             "padding:3px 6px;text-align:right}svg{margin:1em 1em 0 0}")  # fmt: skip
+    style = (
+        "body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
+        "padding:3px 6px;text-align:right}svg{margin:1em 1em 0 0}"
+    )
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<title>concurrency-lab report</title><style>{style}</style></head><body>\n"
@@ -399,7 +465,10 @@ def json_report(summary: pd.DataFrame, words: list[str], compared: Optional[tupl
     if compared:
         comparisons, geomean, differences, a, b = compared
         data["comparison"] = {
-            "a": a, "b": b, "rows": comparison_records(comparisons), "geomean_ratio": geomean,
+            "a": a,
+            "b": b,
+            "rows": comparison_records(comparisons),
+            "geomean_ratio": geomean,
             "environment_differences": {k: list(v) for k, v in differences.items()},
-        }  # fmt: skip
+        }
     return json.dumps(data, indent=2, default=str) + "\n"

@@ -20,13 +20,28 @@ from storage.errors import SelectionError
 from storage.queries import json_object
 
 # A configuration: what must be equal for two runs to be repeats of the same measurement.
-CONFIG = ["machine", "python", "workload", "size", "tasks", "executor", "start_method", "workers",
-          "chunksize"]  # fmt: skip
+CONFIG = [
+    "machine",
+    "python",
+    "workload",
+    "size",
+    "tasks",
+    "executor",
+    "start_method",
+    "workers",
+    "chunksize",
+]
 # What a speedup is measured against: the sequential run of the same work in the same place.
 BASELINE_KEY = ["machine", "python", "workload", "size", "tasks"]
 # A repeat's cost beyond time (storage.models.Repeat); NULL where it was not recorded.
-COST_COLUMNS = ("peak_rss_bytes", "worker_peak_rss_bytes", "voluntary_switches",
-                "involuntary_switches", "core_moves", "cores_used")  # fmt: skip
+COST_COLUMNS = (
+    "peak_rss_bytes",
+    "worker_peak_rss_bytes",
+    "voluntary_switches",
+    "involuntary_switches",
+    "core_moves",
+    "cores_used",
+)
 MIN_EFFECT = 0.05
 CV_WARNING = 0.10
 HIGH_LOAD_PER_CORE = 0.5
@@ -79,11 +94,14 @@ RUNS_SQL = (
 # What a summary reads of each counted repeat. Start-up latency is taken in SQL, on integers:
 # clock readings past 2**53 ns would lose nanoseconds as floats.
 REPEAT_NUMBERS = {
-    "process_index": "p.process_index", "repeat_index": "p.repeat_index",
-    "wall_ns": "p.wall_ns", "cpu_ns": "p.cpu_ns",
-    "startup_ns": "p.first_task_start_ns - p.start_ns", "busy_ns": "p.busy_ns",
+    "process_index": "p.process_index",
+    "repeat_index": "p.repeat_index",
+    "wall_ns": "p.wall_ns",
+    "cpu_ns": "p.cpu_ns",
+    "startup_ns": "p.first_task_start_ns - p.start_ns",
+    "busy_ns": "p.busy_ns",
     **{column: f"p.{column}" for column in COST_COLUMNS},
-}  # fmt: skip
+}
 REPEATS_SQL = (
     f"SELECT {{run_row}}, {', '.join(REPEAT_NUMBERS.values())} "
     "FROM repeat p JOIN run r ON r.id = p.run_id WHERE r.status = 'ok' AND p.warmup IS NOT TRUE"
@@ -133,8 +151,12 @@ def _read_numbers(connection) -> tuple[Sequence, np.ndarray]:
             pass
     values = [row[1:] for row in rows]
     columns = zip(*values) if values else [()] * len(REPEAT_NUMBERS)
-    numbers = np.column_stack([pd.to_numeric(pd.Series(c, dtype=object), errors="coerce")
-                               .to_numpy(dtype=float) for c in columns])  # fmt: skip
+    numbers = np.column_stack(
+        [
+            pd.to_numeric(pd.Series(c, dtype=object), errors="coerce").to_numpy(dtype=float)
+            for c in columns
+        ]
+    )
     return [row[0] for row in rows], numbers
 
 
@@ -191,10 +213,17 @@ def load_timeline(engine: Engine, run_id: str) -> pd.DataFrame:
 # --- selections ------------------------------------------------------------------------------
 
 SELECTION_KEYS = {
-    "run": "run_id", "sweep": "sweep_id", "tag": "tag", "machine": "machine", "python": "python",
-    "workload": "workload", "executor": "executor", "db": "db", "size": "size",
+    "run": "run_id",
+    "sweep": "sweep_id",
+    "tag": "tag",
+    "machine": "machine",
+    "python": "python",
+    "workload": "workload",
+    "executor": "executor",
+    "db": "db",
+    "size": "size",
     "workers": "workers",
-}  # fmt: skip
+}
 
 
 def _text(value) -> str:
@@ -255,8 +284,9 @@ def _by_process(counted: pd.DataFrame, owner: np.ndarray, owners: int) -> list[l
     owner, process = owner[order], process[order]
     starts = np.flatnonzero(np.diff(process, prepend=-1) | np.diff(owner, prepend=-1))
     found: list[list[list[float]]] = [[] for _ in range(owners)]
-    for start, end, at in zip(starts.tolist(), [*starts[1:].tolist(), len(walls)],
-                              owner[starts].tolist()):  # fmt: skip
+    for start, end, at in zip(
+        starts.tolist(), [*starts[1:].tolist(), len(walls)], owner[starts].tolist()
+    ):
         found[at].append(walls[start:end])
     return found
 
@@ -283,8 +313,11 @@ def _intervals(counted: pd.DataFrame, owner: np.ndarray, owners: int) -> list[st
     for at in range(owners):
         first, last = process_at[at], process_at[at + 1]
         pooled = rows_walls[rows_at[at] : rows_at[at + 1]].tolist() if last - first == 1 else []
-        found.append(stats.interval_of(median_of.get(at, math.nan), medians[first:last],
-                                       withins[first:last], pooled))  # fmt: skip
+        found.append(
+            stats.interval_of(
+                median_of.get(at, math.nan), medians[first:last], withins[first:last], pooled
+            )
+        )
     return found
 
 
@@ -348,8 +381,11 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
     summary.insert(summary.columns.get_loc("peak_rss_bytes"), "sweeps", sweeps.values)
     # "turns" unless some of its runs ran in blocks (older runs all did)
     blocks = (runs["run_order"] == "blocks").groupby(run_config).any()
-    summary.insert(summary.columns.get_loc("peak_rss_bytes"), "run_order",
-                   np.where(blocks.values, "blocks", "turns"))  # fmt: skip
+    summary.insert(
+        summary.columns.get_loc("peak_rss_bytes"),
+        "run_order",
+        np.where(blocks.values, "blocks", "turns"),
+    )
     intervals = _intervals(counted, config, len(summary))
     summary["ci_low_s"] = [i.low for i in intervals]
     summary["ci_high_s"] = [i.high for i in intervals]
@@ -411,8 +447,12 @@ def _same_work(summary, counted, config, runs, run_config) -> list[Optional[Same
     for w, rows in runs.groupby(run_work):
         if w < 0:
             continue
-        found[w] = SameWork(int(summary["repeats"][work == w].sum()), first_s.get(w, math.nan),
-                            list(rows["sweep_id"].unique()), rows["run_id"].tolist())  # fmt: skip
+        found[w] = SameWork(
+            int(summary["repeats"][work == w].sum()),
+            first_s.get(w, math.nan),
+            list(rows["sweep_id"].unique()),
+            rows["run_id"].tolist(),
+        )
     return [found.get(w) for w in work]
 
 
@@ -439,8 +479,9 @@ def _add_speedups(summary: pd.DataFrame) -> None:
             speedups.append(1.0), lows.append(math.nan), highs.append(math.nan)
             continue
         # speedup = sequential / this: the ratio of B = sequential against A = this run
-        found = stats.ratio(row.interval, baseline,
-                            across_sweeps=across_sweeps(row.sweeps, baseline_sweeps))  # fmt: skip
+        found = stats.ratio(
+            row.interval, baseline, across_sweeps=across_sweeps(row.sweeps, baseline_sweeps)
+        )
         speedups.append(found.ratio), lows.append(found.low), highs.append(found.high)
     summary["sequential_s"] = sequential
     summary["speedup"] = speedups
@@ -543,9 +584,19 @@ def _load_per_core(environment_json: str) -> Optional[float]:
 
 def row_interval(row) -> stats.Interval:
     """A summary row's interval, to build ratios from."""
-    return stats.Interval(row.median_s, row.ci_low_s, row.ci_high_s, int(row.processes),
-                          row.log_se, row.se_df, row.processes > 1, row.spread,
-                          row.center_s, row.within, row.log_sd)  # fmt: skip
+    return stats.Interval(
+        row.median_s,
+        row.ci_low_s,
+        row.ci_high_s,
+        int(row.processes),
+        row.log_se,
+        row.se_df,
+        row.processes > 1,
+        row.spread,
+        row.center_s,
+        row.within,
+        row.log_sd,
+    )
 
 
 def fastest(rows: pd.DataFrame, min_effect: float = MIN_EFFECT) -> tuple[pd.Series, list]:
@@ -556,8 +607,12 @@ def fastest(rows: pd.DataFrame, min_effect: float = MIN_EFFECT) -> tuple[pd.Seri
     best = ordered.iloc[0]
     ties = []
     for _, other in ordered.iloc[1:].iterrows():
-        found = stats.ratio(row_interval(best), row_interval(other), min_effect,
-                            across_sweeps=across_sweeps(best.sweeps, other.sweeps))  # fmt: skip
+        found = stats.ratio(
+            row_interval(best),
+            row_interval(other),
+            min_effect,
+            across_sweeps=across_sweeps(best.sweeps, other.sweeps),
+        )
         if found.verdict == stats.NO_DIFFERENCE:
             ties.append((other, found))
     return best, ties
@@ -576,19 +631,25 @@ def verdicts(summary: pd.DataFrame, min_effect: float = MIN_EFFECT) -> list[str]
     several_sizes = summary.groupby(["workload"])["size"].nunique().max() > 1
     for key, rows in summary.groupby(BASELINE_KEY, dropna=False):
         machine, python, workload, size, tasks = key
-        where = f"{workload}{f' at size {size:g}' if several_sizes else ''} on {machine}, " \
-                f"Python {python}"  # fmt: skip
+        where = (
+            f"{workload}{f' at size {size:g}' if several_sizes else ''} on {machine}, "
+            f"Python {python}"
+        )
         if rows["speedup"].isna().all():
             lines.append(f"{where}: no sequential run to compare with; add `-e sequential`.")
             continue
         best, ties = fastest(rows, min_effect)
         speedup = ""
         if best.executor != "sequential" and best.speedup == best.speedup:
-            speedup = (f", {best.speedup:.2f}x the sequential run (95% CI "
-                       f"{best.speedup_low:.2f}–{best.speedup_high:.2f})")  # fmt: skip
+            speedup = (
+                f", {best.speedup:.2f}x the sequential run (95% CI "
+                f"{best.speedup_low:.2f}–{best.speedup_high:.2f})"
+            )
         if not ties:
-            lines.append(f"{where}: fastest is {_name(best)} ({best.median_s * 1000:.1f} ms"
-                         f"{speedup}), clear of the rest beyond their intervals.")  # fmt: skip
+            lines.append(
+                f"{where}: fastest is {_name(best)} ({best.median_s * 1000:.1f} ms"
+                f"{speedup}), clear of the rest beyond their intervals."
+            )
         else:
             names = ", ".join(_name(r) for r, _ in ties)
             differences = ", ".join(f"{f.ratio - 1:+.1%}" for _, f in ties)
@@ -663,8 +724,9 @@ def _memory_verdict(rows: pd.DataFrame) -> list[str]:
     if same.empty:
         return []
     other = same.iloc[0]
-    pace = (f"{p.speedup:.1f}x faster than" if p.speedup >= 1
-            else f"{1 / p.speedup:.1f}x slower than")  # fmt: skip
+    pace = (
+        f"{p.speedup:.1f}x faster than" if p.speedup >= 1 else f"{1 / p.speedup:.1f}x slower than"
+    )
     return [
         f"  {_name(p)}: {pace} sequential, {p.peak_rss_bytes / other.peak_rss_bytes:.1f}x the "
         f"memory of {_name(other)} ({p.peak_rss_bytes / 2**20:.0f} MiB against "
@@ -761,12 +823,22 @@ def compare(repeats: pd.DataFrame, a: str, b: str, min_effect: float = MIN_EFFEC
             continue
         across = not set(group_a["sweep_id"]) & set(group_b["sweep_id"])
         found = compare_groups(process_groups(group_a), process_groups(group_b), min_effect, across)
-        comparisons.append(Comparison(
-            {k: group_a[k].iloc[0] for k in keys},
-            float(group_a["wall_s"].median()), float(group_b["wall_s"].median()), found.ratio,
-            found.low, found.high, found.p_value, found.verdict, len(group_a), len(group_b),
-            group_a["process"].nunique(), group_b["process"].nunique(),
-        ))  # fmt: skip
+        comparisons.append(
+            Comparison(
+                {k: group_a[k].iloc[0] for k in keys},
+                float(group_a["wall_s"].median()),
+                float(group_b["wall_s"].median()),
+                found.ratio,
+                found.low,
+                found.high,
+                found.p_value,
+                found.verdict,
+                len(group_a),
+                len(group_b),
+                group_a["process"].nunique(),
+                group_b["process"].nunique(),
+            )
+        )
     if not comparisons:
         raise SelectionError(
             f"{a!r} and {b!r} share no configuration (workload, size, tasks, executor, "
@@ -774,10 +846,13 @@ def compare(repeats: pd.DataFrame, a: str, b: str, min_effect: float = MIN_EFFEC
         )
     geomean = float(np.exp(np.mean(np.log([c.ratio for c in comparisons]))))
     differences = {
-        column: (", ".join(sorted(set(side_a[column].map(str)))),
-                 ", ".join(sorted(set(side_b[column].map(str)))))
-        for column in CONFIG if column not in keys
-    }  # fmt: skip
+        column: (
+            ", ".join(sorted(set(side_a[column].map(str)))),
+            ", ".join(sorted(set(side_b[column].map(str)))),
+        )
+        for column in CONFIG
+        if column not in keys
+    }
     differences.update(environment_differences(side_a, side_b))
     return comparisons, geomean, differences
 
@@ -792,8 +867,15 @@ def _differs(a: pd.DataFrame, b: pd.DataFrame, column: str) -> bool:
     return not set(a[column].map(str)) & set(b[column].map(str))
 
 
-ENV_FIELDS = ("cpu_model", "logical_cores", "usable_cores", "python_version", "os_release",
-              "py_gil_disabled", "architecture")  # fmt: skip
+ENV_FIELDS = (
+    "cpu_model",
+    "logical_cores",
+    "usable_cores",
+    "python_version",
+    "os_release",
+    "py_gil_disabled",
+    "architecture",
+)
 
 
 def environment_differences(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, tuple[str, str]]:

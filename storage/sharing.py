@@ -310,9 +310,13 @@ def _merge_into_server(engine: Engine, source: Path) -> MergeResult:
                 added, total, replaced = _copy_runs(src, dst, skip_running=True)
                 dst.execute(
                     SQLModel.metadata.tables["import_log"].insert(),
-                    {"imported_at": utc_now(), "source": os.path.basename(str(source)),
-                     "runs_added": added, "runs_skipped": total - added},
-                )  # fmt: skip
+                    {
+                        "imported_at": utc_now(),
+                        "source": os.path.basename(str(source)),
+                        "runs_added": added,
+                        "runs_skipped": total - added,
+                    },
+                )
         except DBAPIError as exc:
             raise _not_merged(source, exc.orig or exc) from None
         finally:
@@ -350,10 +354,11 @@ def _copy_runs(src: Connection, dst: Connection, *, skip_running: bool) -> tuple
     have = dict(dst.execute(select(run.c.id, run.c.status)).all())
     source_runs = src.execute(select(run.c.id, run.c.status)).all()
     new_ids = [
-        run_id for run_id, status in source_runs
+        run_id
+        for run_id, status in source_runs
         if not (skip_running and status == "running")
         and (run_id not in have or _PROGRESS.get(have[run_id], 2) < _PROGRESS.get(status, 2))
-    ]  # fmt: skip
+    ]
     replaced = [run_id for run_id in new_ids if run_id in have]
     for name in ("task_sample", "repeat", "run"):  # children first
         table = tables[name]
@@ -617,9 +622,19 @@ def _keep_only_tag(copy: sqlite3.Connection, tag: str) -> None:
 
 # Columns whose values the lab itself makes (keys, statuses, executor names): never rewritten.
 _NOT_SCRUBBED = frozenset(
-    {"id", "run_id", "sweep_id", "key", "fingerprint", "machine_fingerprint", "interpreter_key",
-     "status", "executor", "start_method"}
-)  # fmt: skip
+    {
+        "id",
+        "run_id",
+        "sweep_id",
+        "key",
+        "fingerprint",
+        "machine_fingerprint",
+        "interpreter_key",
+        "status",
+        "executor",
+        "start_method",
+    }
+)
 
 _PATH_PART = r"""[^\s/\\"'`<>|:;,()\[\]{}=]+"""
 # An absolute path (POSIX, or Windows with a drive letter), not inside a word, number or URL.

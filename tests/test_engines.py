@@ -60,7 +60,7 @@ def test_joblib_records_its_backend_and_batching(conlab, db_path):
             repeats=1,
             backend="threading",
             chunksize=2,
-        )  # fmt: skip
+        )
     )
     for result, backend, chunksize in ((default, "loky", None), (threading, "threading", 2)):
         assert result.returncode == 0, result.stderr

@@ -50,11 +50,14 @@ def stored_run(db_path, run_id: str) -> dict:
 
 
 @pytest.mark.parametrize("executor", PROCESS_EXECUTORS)
-@pytest.mark.parametrize("workload, words", [
-    ("usermod:exit3", "exited with code 3"),
-    ("usermod:die", "killed by SIGKILL"),
-    ("usermod:segfault", "killed by SIGSEGV"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "workload, words",
+    [
+        ("usermod:exit3", "exited with code 3"),
+        ("usermod:die", "killed by SIGKILL"),
+        ("usermod:segfault", "killed by SIGSEGV"),
+    ],
+)
 def test_a_worker_that_dies_ends_the_run_with_how_it_died(
     conlab, db_path, executor, workload, words
 ):
@@ -242,10 +245,16 @@ def _cmdlines() -> list[bytes]:
     return found
 
 
-@pytest.mark.parametrize("code, words", [
-    ("import sys\nsys.exit(3)\n", "importing 'leaves' for workload 'leaves:work' called sys.exit"),
-    ("import os\nos._exit(5)\n", "ended without answering (exit code 5)"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "code, words",
+    [
+        (
+            "import sys\nsys.exit(3)\n",
+            "importing 'leaves' for workload 'leaves:work' called sys.exit",
+        ),
+        ("import os\nos._exit(5)\n", "ended without answering (exit code 5)"),
+    ],
+)
 def test_a_module_that_ends_the_process_at_import_is_named(conlab, user_dir, code, words):
     (user_dir / "leaves.py").write_text(code + "def work(size):\n    return size\n")
     result = conlab("run", "-w", "leaves:work", "-e", "threads")
@@ -255,22 +264,28 @@ def test_a_module_that_ends_the_process_at_import_is_named(conlab, user_dir, cod
 
 # --- bad input anywhere: a valid run or exit 2 with one line ----------------------------------
 
-FIELDS = st.fixed_dictionaries({}, optional={
-    "workload": st.one_of(st.sampled_from(["cpu", "tiny", "sleep", "nosuch", "a:b", ""]),
-                          st.text(max_size=8)),
-    "executor": st.one_of(st.sampled_from(["threads", "processes", "pool", "asyncio"]),
-                          st.text(max_size=8)),
-    "workers": st.one_of(st.integers(-5, 5000), st.text(max_size=3), st.none()),
-    "tasks": st.one_of(st.integers(-5, 20_000_000), st.floats(), st.booleans()),
-    "size": st.one_of(st.integers(-10, 2**41), st.none(), st.text(max_size=3)),
-    "repeats": st.integers(-2, 20_000),
-    "warmups": st.integers(-2, 20_000),
-    "start_method": st.one_of(st.sampled_from(["fork", "spawn", "forkserver", "vfork"]),
-                              st.none()),
-    "chunksize": st.one_of(st.integers(-2, 5), st.none()),
-    "timeout_s": st.one_of(st.floats(allow_nan=True), st.integers(-1, 5), st.none()),
-    "colour": st.text(max_size=3),
-})  # fmt: skip
+FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "workload": st.one_of(
+            st.sampled_from(["cpu", "tiny", "sleep", "nosuch", "a:b", ""]), st.text(max_size=8)
+        ),
+        "executor": st.one_of(
+            st.sampled_from(["threads", "processes", "pool", "asyncio"]), st.text(max_size=8)
+        ),
+        "workers": st.one_of(st.integers(-5, 5000), st.text(max_size=3), st.none()),
+        "tasks": st.one_of(st.integers(-5, 20_000_000), st.floats(), st.booleans()),
+        "size": st.one_of(st.integers(-10, 2**41), st.none(), st.text(max_size=3)),
+        "repeats": st.integers(-2, 20_000),
+        "warmups": st.integers(-2, 20_000),
+        "start_method": st.one_of(
+            st.sampled_from(["fork", "spawn", "forkserver", "vfork"]), st.none()
+        ),
+        "chunksize": st.one_of(st.integers(-2, 5), st.none()),
+        "timeout_s": st.one_of(st.floats(allow_nan=True), st.integers(-1, 5), st.none()),
+        "colour": st.text(max_size=3),
+    },
+)
 
 
 @given(FIELDS)
@@ -285,13 +300,32 @@ def test_any_spec_either_validates_or_says_why_in_one_line(fields):
         raise
 
 
-OPTIONS = st.lists(st.sampled_from([
-    ["--workers", "0"], ["--workers", "1,x"], ["--tasks", "-1"], ["--tasks", "abc"],
-    ["--size", "-3"], ["--repeats", "0"], ["--warmups", "-1"], ["--chunksize", "0"],
-    ["--start-method", "vfork"], ["--timeout", "0"], ["--timeout", "nan"], ["-e", "nosuch"],
-    ["-w", "nosuch"], ["-w", "nomodule:f"], ["--python", "/nonexistent"], ["--bogus"],
-    ["--db", "/"], ["-w", "cpu", "-e", "asyncio"],
-]), min_size=1, max_size=3)  # fmt: skip
+OPTIONS = st.lists(
+    st.sampled_from(
+        [
+            ["--workers", "0"],
+            ["--workers", "1,x"],
+            ["--tasks", "-1"],
+            ["--tasks", "abc"],
+            ["--size", "-3"],
+            ["--repeats", "0"],
+            ["--warmups", "-1"],
+            ["--chunksize", "0"],
+            ["--start-method", "vfork"],
+            ["--timeout", "0"],
+            ["--timeout", "nan"],
+            ["-e", "nosuch"],
+            ["-w", "nosuch"],
+            ["-w", "nomodule:f"],
+            ["--python", "/nonexistent"],
+            ["--bogus"],
+            ["--db", "/"],
+            ["-w", "cpu", "-e", "asyncio"],
+        ]
+    ),
+    min_size=1,
+    max_size=3,
+)
 
 
 @given(OPTIONS)
@@ -365,11 +399,14 @@ def test_max_tasks_per_child_deadlock_ends_with_a_reason(conlab):
         assert processes["status"] == "ok" and result.returncode == 0
 
 
-@pytest.mark.parametrize("args, words", [
-    (["-e", "processes", "--max-tasks-per-child", "2", "--start-method", "fork"], "fork"),
-    (["-e", "threads", "--max-tasks-per-child", "2"], "applies to process pools"),
-    (["-e", "pool", "--max-tasks-per-child", "0"], "max_tasks_per_child must be"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["-e", "processes", "--max-tasks-per-child", "2", "--start-method", "fork"], "fork"),
+        (["-e", "threads", "--max-tasks-per-child", "2"], "applies to process pools"),
+        (["-e", "pool", "--max-tasks-per-child", "0"], "max_tasks_per_child must be"),
+    ],
+)
 def test_max_tasks_per_child_bad_uses_are_refused(conlab, args, words):
     result = conlab("run", "-w", "tiny", *args)
     assert_one_line_error(result)

@@ -63,8 +63,16 @@ BUDGET_SHARE = 0.7
 # Per runner process, beyond its repeats: start-up, import, environment, storing (measured here).
 PROCESS_OVERHEAD_S = 0.25
 # Executors preferred, among tied configurations, in this order (fewer resources, no rewrite).
-PREFERENCE = ("sequential", "threads", "asyncio", "interpreters", "processes", "pool", "loky",
-              "dask")  # fmt: skip
+PREFERENCE = (
+    "sequential",
+    "threads",
+    "asyncio",
+    "interpreters",
+    "processes",
+    "pool",
+    "loky",
+    "dask",
+)
 
 
 class AdviseFailed(Exception):
@@ -152,8 +160,13 @@ def thread_verdict(probes: dict) -> str:
     if speedup >= OVERLAPS_FROM:
         return "overlap"
     if waits is not None:
-        return "overlap" if waits < FEW_GIL_WAITS else "serial" if waits >= MANY_GIL_WAITS else (
-            "unclear")  # fmt: skip
+        return (
+            "overlap"
+            if waits < FEW_GIL_WAITS
+            else "serial"
+            if waits >= MANY_GIL_WAITS
+            else ("unclear")
+        )
     if speedup < SERIAL_BELOW and (probes.get("cpu_per_wall") or 0) >= HAD_THE_CPU:
         return "serial"
     return "unclear"
@@ -162,8 +175,10 @@ def thread_verdict(probes: dict) -> str:
 def _thread_words(probes: dict) -> str:
     """The two-thread probe's figures, in words."""
     two = probes["two_threads"]
-    words = (f"two threads calling it at once ran {two.get('speedup') or 0:.2f}x as fast as one "
-             "after the other")  # fmt: skip
+    words = (
+        f"two threads calling it at once ran {two.get('speedup') or 0:.2f}x as fast as one "
+        "after the other"
+    )
     if two.get("gil_waits_per_10ms") is not None:
         words += f" and waited for the GIL {two['gil_waits_per_10ms']:.1f} times per 10 ms"
     return words
@@ -222,22 +237,30 @@ def plan(workload: str, probes: dict, tasks: int) -> tuple[list[Candidate], list
         if probes.get("async_form"):
             candidates += [Candidate("asyncio", w) for w in counts]
         else:
-            left["asyncio"] = (f"{workload} has no async form (it is a plain def); asyncio needs "
-                               "an async def, threads wait as well without a rewrite")  # fmt: skip
+            left["asyncio"] = (
+                f"{workload} has no async form (it is a plain def); asyncio needs "
+                "an async def, threads wait as well without a rewrite"
+            )
         startup = _ms(probes["process_pool"]["startup_s"])
-        procs = (f"it waits (CPU {_share(cpu)} of wall): threads wait as well as processes "
-                 f"without an interpreter each (a worker process took {startup} to start "
-                 "here)")  # fmt: skip
+        procs = (
+            f"it waits (CPU {_share(cpu)} of wall): threads wait as well as processes "
+            f"without an interpreter each (a worker process took {startup} to start "
+            "here)"
+        )
     else:
-        left["asyncio"] = (f"it works rather than waits (CPU {_share(min(cpu, 1))} of wall): "
-                           "an event loop runs one task at a time")  # fmt: skip
+        left["asyncio"] = (
+            f"it works rather than waits (CPU {_share(min(cpu, 1))} of wall): "
+            "an event loop runs one task at a time"
+        )
         if cores < 2:
             left["threads"] = "one usable core: threads could only take turns on it"
             procs = "one usable core: worker processes could only take turns on it"
         else:
             if threads == "serial":
-                left["threads"] = (f"{_thread_words(probes)}: it holds the GIL, so threads "
-                                   "cannot run it in parallel")  # fmt: skip
+                left["threads"] = (
+                    f"{_thread_words(probes)}: it holds the GIL, so threads "
+                    "cannot run it in parallel"
+                )
             else:
                 candidates += [Candidate("threads", w) for w in _process_counts(cores)]
             procs = ""
@@ -253,8 +276,9 @@ def plan(workload: str, probes: dict, tasks: int) -> tuple[list[Candidate], list
     if unpicklable:
         candidates = [c for c in candidates if not EXECUTORS[c.executor].pickles_tasks]
         left.pop("processes chunksize 1", None)
-        procs = (f"its result cannot be pickled ({unpicklable}), so no worker process can send "
-                 "it back")  # fmt: skip
+        procs = (
+            f"its result cannot be pickled ({unpicklable}), so no worker process can send it back"
+        )
     if procs:
         left["processes"] = procs
     for name, executor in EXECUTORS.items():
@@ -270,12 +294,16 @@ def plan(workload: str, probes: dict, tasks: int) -> tuple[list[Candidate], list
         elif procs:
             left[name] = f"as processes: {procs}"
         elif name in ("dask", "ray"):
-            left[name] = ("a cluster's scheduler adds its own round trip to every task on top of "
-                          f"a process pool's {_ms(cost)}; it pays off across machines, which "
-                          "advise does not measure")  # fmt: skip
+            left[name] = (
+                "a cluster's scheduler adds its own round trip to every task on top of "
+                f"a process pool's {_ms(cost)}; it pays off across machines, which "
+                "advise does not measure"
+            )
         else:
-            left[name] = ("the same kind of worker processes as processes, which stands for them "
-                          f"here (compare with conlab run -e processes -e {name})")  # fmt: skip
+            left[name] = (
+                "the same kind of worker processes as processes, which stands for them "
+                f"here (compare with conlab run -e processes -e {name})"
+            )
     return candidates, [{"executor": k, "reason": v} for k, v in left.items()]
 
 
@@ -366,11 +394,20 @@ def specs_for(
 ) -> list[ExperimentSpec]:
     sweep_id = new_id()
     return [
-        ExperimentSpec(workload=workload, executor=c.executor, workers=c.workers, tasks=tasks,
-                       size=size, repeats=repeats, warmups=1, chunksize=c.chunksize,
-                       tag=TAG, sweep_id=sweep_id).validate()
+        ExperimentSpec(
+            workload=workload,
+            executor=c.executor,
+            workers=c.workers,
+            tasks=tasks,
+            size=size,
+            repeats=repeats,
+            warmups=1,
+            chunksize=c.chunksize,
+            tag=TAG,
+            sweep_id=sweep_id,
+        ).validate()
         for c in candidates
-    ]  # fmt: skip
+    ]
 
 
 # --- 4. the answer ---------------------------------------------------------------------------
@@ -422,48 +459,71 @@ def _import_line(workload: str) -> tuple[str, str]:
     return f"from {module} import {name}", name
 
 
-def snippet(workload: str, executor: str, workers: int, chunksize: Optional[int],
-            start_method: Optional[str], size: int, tasks: int) -> str:  # fmt: skip
+def snippet(
+    workload: str,
+    executor: str,
+    workers: int,
+    chunksize: Optional[int],
+    start_method: Optional[str],
+    size: int,
+    tasks: int,
+) -> str:
     """Ready-to-paste code running the function the recommended way."""
     line, func = _import_line(workload)
     items = f"items = [{size}] * {tasks}  # your arguments"
     if executor == "sequential":
         return f"{line}\n\n{items}\nresults = [{func}(x) for x in items]\n"
     if executor == "threads":
-        return (f"from concurrent.futures import ThreadPoolExecutor\n\n{line}\n\n{items}\n"
-                f"with ThreadPoolExecutor(max_workers={workers}) as ex:\n"
-                f"    results = list(ex.map({func}, items))\n")  # fmt: skip
+        return (
+            f"from concurrent.futures import ThreadPoolExecutor\n\n{line}\n\n{items}\n"
+            f"with ThreadPoolExecutor(max_workers={workers}) as ex:\n"
+            f"    results = list(ex.map({func}, items))\n"
+        )
     if executor == "asyncio":
         async_name = getattr(WORKLOADS.get(workload), "async_func", None)
         afunc = async_name.__name__ if async_name else func
-        return (f"import asyncio\n\n{line.rsplit(' ', 1)[0]} {afunc}\n\n\n"
-                f"async def main(items):\n    limit = asyncio.Semaphore({workers})\n\n"
-                f"    async def one(x):\n        async with limit:\n"
-                f"            return await {afunc}(x)\n\n"
-                "    return await asyncio.gather(*(one(x) for x in items))\n\n\n"
-                f"{items}\nresults = asyncio.run(main(items))\n")  # fmt: skip
+        return (
+            f"import asyncio\n\n{line.rsplit(' ', 1)[0]} {afunc}\n\n\n"
+            f"async def main(items):\n    limit = asyncio.Semaphore({workers})\n\n"
+            f"    async def one(x):\n        async with limit:\n"
+            f"            return await {afunc}(x)\n\n"
+            "    return await asyncio.gather(*(one(x) for x in items))\n\n\n"
+            f"{items}\nresults = asyncio.run(main(items))\n"
+        )
     if executor == "interpreters":
-        return (f"from concurrent.futures import InterpreterPoolExecutor\n\n{line}\n\n{items}\n"
-                f"with InterpreterPoolExecutor(max_workers={workers}) as ex:\n"
-                f"    results = list(ex.map({func}, items))\n")  # fmt: skip
+        return (
+            f"from concurrent.futures import InterpreterPoolExecutor\n\n{line}\n\n{items}\n"
+            f"with InterpreterPoolExecutor(max_workers={workers}) as ex:\n"
+            f"    results = list(ex.map({func}, items))\n"
+        )
     chunk = f", chunksize={chunksize}" if chunksize and chunksize > 1 else ""
     method = start_method or "spawn"
     guard = (
         "# The guard: spawn and forkserver start each worker by importing this module, and\n"
         "# without it every worker would run this code again and start a pool of its own.\n"
-        + (f"# ({method} is the default here; spawn is on macOS and Windows, forkserver on\n"
-           "# Linux from Python 3.14.)\n" if method == "fork" else "")
-    )  # fmt: skip
+        + (
+            f"# ({method} is the default here; spawn is on macOS and Windows, forkserver on\n"
+            "# Linux from Python 3.14.)\n"
+            if method == "fork"
+            else ""
+        )
+    )
     if executor == "pool":
-        body = (f"    with multiprocessing.get_context({method!r}).Pool({workers}) as pool:\n"
-                f"        results = pool.map({func}, items{chunk})\n")  # fmt: skip
+        body = (
+            f"    with multiprocessing.get_context({method!r}).Pool({workers}) as pool:\n"
+            f"        results = pool.map({func}, items{chunk})\n"
+        )
         head = f"import multiprocessing\n\n{line}\n\n"
     else:
-        body = (f"    context = multiprocessing.get_context({method!r})\n"
-                f"    with ProcessPoolExecutor(max_workers={workers}, mp_context=context) as ex:\n"
-                f"        results = list(ex.map({func}, items{chunk}))\n")  # fmt: skip
-        head = ("import multiprocessing\nfrom concurrent.futures import ProcessPoolExecutor\n\n"
-                f"{line}\n\n")  # fmt: skip
+        body = (
+            f"    context = multiprocessing.get_context({method!r})\n"
+            f"    with ProcessPoolExecutor(max_workers={workers}, mp_context=context) as ex:\n"
+            f"        results = list(ex.map({func}, items{chunk}))\n"
+        )
+        head = (
+            "import multiprocessing\nfrom concurrent.futures import ProcessPoolExecutor\n\n"
+            f"{line}\n\n"
+        )
     return f'{head}{guard}if __name__ == "__main__":\n    {items}\n{body}'
 
 
@@ -481,9 +541,11 @@ def _probe_reasons(workload: str, probes: dict, tasks: int) -> list[str]:
     ]
     if busy(probes):
         waited = _share(probes.get("core_wait_share") or 0)
-        found.append(f"the machine was busy (the probe waited {waited} of its time for a core; "
-                     f"load up to {_load(probes):.1f} per core): speedups here are smaller "
-                     "than on a quiet machine, and ties likelier")  # fmt: skip
+        found.append(
+            f"the machine was busy (the probe waited {waited} of its time for a core; "
+            f"load up to {_load(probes):.1f} per core): speedups here are smaller "
+            "than on a quiet machine, and ties likelier"
+        )
     verdict = thread_verdict(probes)
     found.append(
         f"{_thread_words(probes)}: "
@@ -492,16 +554,21 @@ def _probe_reasons(workload: str, probes: dict, tasks: int) -> list[str]:
             "serial": "one ran at a time (it holds the GIL)",
             "unclear": "no clear sign either way, so threads are measured",
         }[verdict]
-    )  # fmt: skip
+    )
     cost, call = dispatch_s(probes), probes["call_s"]
     share = cost / max(call, 1e-9)
     found.append(
         f"a task's round trip to a worker process costs {_ms(cost)} here (argument "
         f"{_bytes(probes['argument']['bytes'])}, result {_bytes(probes['result']['bytes'])} "
-        f"pickled), " + (f"{share:.1f}x" if share >= 1 else f"{share:.1%} of") + " a call: "
-        + ("dispatch dominates, so process pools get chunks of tasks" if share > DISPATCH_SHARE
-           else "small beside the work")
-    )  # fmt: skip
+        f"pickled), "
+        + (f"{share:.1f}x" if share >= 1 else f"{share:.1%} of")
+        + " a call: "
+        + (
+            "dispatch dominates, so process pools get chunks of tasks"
+            if share > DISPATCH_SHARE
+            else "small beside the work"
+        )
+    )
     return found
 
 
@@ -522,9 +589,13 @@ def answer(
     why = _probe_reasons(workload, probes, tasks)
     rows = summary[summary["workload"] == workload] if not summary.empty else summary
     measured = _candidate_rows(candidates, rows, results)
-    base = {"probes": probes, "candidates": measured + [{**x, "left_out": True} for x in left_out],
-            "sweep_id": results[0]["sweep_id"] if results else None, "tasks": tasks,
-            "stopped": stop_reason}  # fmt: skip
+    base = {
+        "probes": probes,
+        "candidates": measured + [{**x, "left_out": True} for x in left_out],
+        "sweep_id": results[0]["sweep_id"] if results else None,
+        "tasks": tasks,
+        "stopped": stop_reason,
+    }
     if rows.empty:
         failed = [r for r in results if r["status"] != "ok"]
         reason = failed[0]["error"] if failed else "no run finished"
@@ -539,16 +610,26 @@ def answer(
     ci = [1.0, 1.0] if is_seq else [float(chosen.speedup_low), float(chosen.speedup_high)]
     start_method = _start_method(results, chosen)
     recommendation = {
-        "executor": chosen.executor, "workers": int(chosen.workers),
-        "chunksize": _int(chosen.chunksize), "start_method": start_method,
-        "speedup": speedup, "ci": ci, "median_s": float(chosen.median_s),
+        "executor": chosen.executor,
+        "workers": int(chosen.workers),
+        "chunksize": _int(chosen.chunksize),
+        "start_method": start_method,
+        "speedup": speedup,
+        "ci": ci,
+        "median_s": float(chosen.median_s),
         "peak_rss_bytes": _number(chosen.peak_rss_bytes),
-    }  # fmt: skip
+    }
     ties = [
-        {"executor": row.executor, "workers": int(row.workers), "chunksize": _int(row.chunksize),
-         "median_s": float(row.median_s), "preferred": _prefer_reason(chosen, row)}
-        for row in group if row.name != chosen.name
-    ]  # fmt: skip
+        {
+            "executor": row.executor,
+            "workers": int(row.workers),
+            "chunksize": _int(row.chunksize),
+            "median_s": float(row.median_s),
+            "preferred": _prefer_reason(chosen, row),
+        }
+        for row in group
+        if row.name != chosen.name
+    ]
     if ties:
         names = [_row_name(chosen)] + [_row_name(r) for r in group if r.name != chosen.name]
         listed = ", ".join(names[:-1]) + f" and {names[-1]}"
@@ -556,26 +637,40 @@ def answer(
         why.append(f"{listed} are tied; " + "; ".join(reasons))
     elif runner_up is not None:
         slower = runner_up.median_s / chosen.median_s
-        why.append(f"{_row_name(chosen)} is clear of the rest beyond their intervals; the "
-                   f"runner-up, {_row_name(runner_up)}, took {slower:.2f}x as long")  # fmt: skip
+        why.append(
+            f"{_row_name(chosen)} is clear of the rest beyond their intervals; the "
+            f"runner-up, {_row_name(runner_up)}, took {slower:.2f}x as long"
+        )
     if not is_seq:
-        why.append(f"{_row_name(chosen)}: {speedup:.2f}x the sequential run (95% CI "
-                   f"{ci[0]:.2f}–{ci[1]:.2f})")  # fmt: skip
+        why.append(
+            f"{_row_name(chosen)}: {speedup:.2f}x the sequential run (95% CI "
+            f"{ci[0]:.2f}–{ci[1]:.2f})"
+        )
     if runner_up is not None:
         memory = _memory_text(chosen, runner_up)
         if memory:
             recommendation["runner_up_peak_rss_bytes"] = _number(runner_up.peak_rss_bytes)
             why.append(f"memory: {_row_name(chosen)} {memory}")
     if EXECUTORS[chosen.executor].pickles_tasks:
-        why.append("the snippet starts its pool under `if __name__ == \"__main__\":`: the spawn "
-                   "and forkserver start methods import the main module in every worker, which "
-                   "would otherwise start pools of its own" + (f" ({start_method} is the default "
-                   "here)" if start_method else ""))  # fmt: skip
-    why.append(f"measured: {len(candidates)} configurations in one sweep, taking turns; "
-               f"{stop_reason}")  # fmt: skip
+        why.append(
+            'the snippet starts its pool under `if __name__ == "__main__":`: the spawn '
+            "and forkserver start methods import the main module in every worker, which "
+            "would otherwise start pools of its own"
+            + (f" ({start_method} is the default here)" if start_method else "")
+        )
+    why.append(
+        f"measured: {len(candidates)} configurations in one sweep, taking turns; {stop_reason}"
+    )
     why += [w.strip() for w in words[1:]]
-    code = snippet(workload, chosen.executor, int(chosen.workers), _int(chosen.chunksize),
-                   start_method, int(chosen["size"]), tasks)  # fmt: skip
+    code = snippet(
+        workload,
+        chosen.executor,
+        int(chosen.workers),
+        _int(chosen.chunksize),
+        start_method,
+        int(chosen["size"]),
+        tasks,
+    )
     return {"recommendation": recommendation, "ties": ties, **base, "why": why, "snippet": code}
 
 
@@ -594,18 +689,27 @@ def _candidate_rows(candidates, rows, results: list[dict]) -> list[dict]:
     """Each measured candidate with its figures (or its run's status and error)."""
     found = []
     for c in candidates:
-        entry: dict[str, Any] = {"executor": c.executor, "workers": c.workers,
-                                 "chunksize": c.chunksize, "left_out": False}  # fmt: skip
-        run = next((r for r in results if r["executor"] == c.executor
-                    and r["workers"] == c.workers), None)  # fmt: skip
+        entry: dict[str, Any] = {
+            "executor": c.executor,
+            "workers": c.workers,
+            "chunksize": c.chunksize,
+            "left_out": False,
+        }
+        run = next(
+            (r for r in results if r["executor"] == c.executor and r["workers"] == c.workers), None
+        )
         if run is not None:
             entry.update(status=run["status"], processes=run["processes"], error=run["error"])
         mine = rows[(rows["executor"] == c.executor) & (rows["workers"] == c.workers)]
         if not mine.empty:
             row = mine.iloc[0]
-            entry.update(median_s=float(row.median_s), ci_low_s=_number(row.ci_low_s),
-                         ci_high_s=_number(row.ci_high_s), speedup=_number(row.speedup),
-                         peak_rss_bytes=_number(row.peak_rss_bytes))  # fmt: skip
+            entry.update(
+                median_s=float(row.median_s),
+                ci_low_s=_number(row.ci_low_s),
+                ci_high_s=_number(row.ci_high_s),
+                speedup=_number(row.speedup),
+                peak_rss_bytes=_number(row.peak_rss_bytes),
+            )
         found.append(entry)
     return found
 
@@ -626,19 +730,27 @@ def advice_lines(found: dict) -> list[str]:
     else:
         name = Candidate(rec["executor"], rec["workers"], rec["chunksize"]).name
         method = f", start method {rec['start_method']}" if rec["start_method"] else ""
-        lines = [f"recommendation: {name}{method} — {rec['speedup']:.2f}x sequential (95% CI "
-                 f"{rec['ci'][0]:.2f}–{rec['ci'][1]:.2f})"]  # fmt: skip
+        lines = [
+            f"recommendation: {name}{method} — {rec['speedup']:.2f}x sequential (95% CI "
+            f"{rec['ci'][0]:.2f}–{rec['ci'][1]:.2f})"
+        ]
     lines += [f"  - {line}" for line in found["why"]]
-    lines += [f"  left out {c['executor']}: {c['reason']}" for c in found["candidates"]
-              if c["left_out"]]  # fmt: skip
-    lines += [f"  {Candidate(c['executor'], c['workers'], c['chunksize']).name} {c['status']}: "
-              f"{c['error']}" for c in found["candidates"]
-              if not c["left_out"] and c.get("status") not in (None, "ok")]  # fmt: skip
+    lines += [
+        f"  left out {c['executor']}: {c['reason']}" for c in found["candidates"] if c["left_out"]
+    ]
+    lines += [
+        f"  {Candidate(c['executor'], c['workers'], c['chunksize']).name} {c['status']}: "
+        f"{c['error']}"
+        for c in found["candidates"]
+        if not c["left_out"] and c.get("status") not in (None, "ok")
+    ]
     if found["snippet"]:
         lines += ["", *found["snippet"].rstrip("\n").split("\n"), ""]
     if found["sweep_id"]:
-        lines.append(f"stored as sweep {found['sweep_id']} (tag {TAG}): conlab report "
-                     f"--select sweep:{found['sweep_id']}")  # fmt: skip
+        lines.append(
+            f"stored as sweep {found['sweep_id']} (tag {TAG}): conlab report "
+            f"--select sweep:{found['sweep_id']}"
+        )
     return lines
 
 
@@ -668,14 +780,17 @@ def advise(
     started = time.monotonic()
     say = say or (lambda line: None)
     if not 0 < time_budget_s <= 86400:
-        raise SpecError(f"--time-budget must be seconds above 0 and at most a day, not "
-                        f"{time_budget_s:g}; pass e.g. --time-budget 60")  # fmt: skip
+        raise SpecError(
+            f"--time-budget must be seconds above 0 and at most a day, not "
+            f"{time_budget_s:g}; pass e.g. --time-budget 60"
+        )
     if tasks is not None:
         ExperimentSpec(workload=workload, executor="sequential", tasks=tasks).validate()
     auto = is_auto_size(workload, size)
     chosen_size = "auto" if auto else size if size is not None else WORKLOADS[workload].default_size
-    ExperimentSpec(workload=workload, executor="sequential",
-                   size=None if auto else chosen_size).validate()  # fmt: skip
+    ExperimentSpec(
+        workload=workload, executor="sequential", size=None if auto else chosen_size
+    ).validate()
     say(f"probing {workload}")
     probes = characterise(workload, chosen_size, time_budget_s)
     probes["cores"] = probes.get("cores") or usable_cores()
@@ -689,9 +804,16 @@ def advise(
         engine = engine()
     stop = _StopRule(time_budget_s - (time.monotonic() - started))
     say(f"measuring {len(candidates)} configurations for up to {stop.budget_s:.0f} s")
-    sweep = Sweep(engine, specs, resolved, on_event=on_event, target_ci=0.0,
-                  max_time_s=stop.budget_s, stop=stop,
-                  notes={"advise": {"probes": probes, "left_out": left_out}})  # fmt: skip
+    sweep = Sweep(
+        engine,
+        specs,
+        resolved,
+        on_event=on_event,
+        target_ci=0.0,
+        max_time_s=stop.budget_s,
+        stop=stop,
+        notes={"advise": {"probes": probes, "left_out": left_out}},
+    )
     if on_sweep is not None:
         on_sweep(sweep)
     results = sweep.run()
@@ -701,7 +823,8 @@ def advise(
 
     summary, words = sweep_verdicts(engine, specs[0].sweep_id)
     probes["load_per_core_after"] = _load_per_core(probes["cores"])
-    found = answer(workload, probes, candidates, left_out, summary, words, results, stop.reason,
-                   tasks)  # fmt: skip
+    found = answer(
+        workload, probes, candidates, left_out, summary, words, results, stop.reason, tasks
+    )
     found["elapsed_s"] = time.monotonic() - started
     return found

@@ -24,13 +24,28 @@ from tui.components.runs import RunsPane
 
 # Presets for the command palette: (name, workload, executors, fields, what it shows).
 PRESETS = [
-    ("See the GIL", "cpu", ("sequential", "threads", "processes"), {},
-     "pure Python work: threads do not help, processes do"),
-    ("Waiting scales", "sleep", ("sequential", "threads", "asyncio"), {"workers": "1,4,16,64"},
-     "waiting releases the GIL: threads and asyncio overlap it, far beyond the cores"),
-    ("Dispatch overhead", "tiny", ("sequential", "threads", "processes", "pool"), {},
-     "almost no work: what each executor costs per task"),
-]  # fmt: skip
+    (
+        "See the GIL",
+        "cpu",
+        ("sequential", "threads", "processes"),
+        {},
+        "pure Python work: threads do not help, processes do",
+    ),
+    (
+        "Waiting scales",
+        "sleep",
+        ("sequential", "threads", "asyncio"),
+        {"workers": "1,4,16,64"},
+        "waiting releases the GIL: threads and asyncio overlap it, far beyond the cores",
+    ),
+    (
+        "Dispatch overhead",
+        "tiny",
+        ("sequential", "threads", "processes", "pool"),
+        {},
+        "almost no work: what each executor costs per task",
+    ),
+]
 
 # The widget that takes the keys when a pane is shown (Runs decides for itself).
 FIRST_FOCUS = {"lab": "#workloads", "compare": "#compare-table", "machine": "#machines"}
@@ -55,15 +70,24 @@ class LabCommands(Provider):
             (f"Preset: {name}", partial(app.apply_preset, workload, executors, fields), help_text)
             for name, workload, executors, fields, help_text in PRESETS
         ] + [
-            ("Export report (HTML)", partial(app.export_report, "html"),
-             f"write {REPORTS_FOLDER}/summary.html"),
-            ("Export report (Markdown)", partial(app.export_report, "markdown"),
-             f"write {REPORTS_FOLDER}/summary.md"),
+            (
+                "Export report (HTML)",
+                partial(app.export_report, "html"),
+                f"write {REPORTS_FOLDER}/summary.html",
+            ),
+            (
+                "Export report (Markdown)",
+                partial(app.export_report, "markdown"),
+                f"write {REPORTS_FOLDER}/summary.md",
+            ),
             ("Reload runs", app.reload_all, "read the database again"),
             ("Open a database...", app.ask_open_database, "show another result database"),
-            ("Merge a database...", app.ask_merge_database,
-             "add the runs of another lab database to this one"),
-        ]  # fmt: skip
+            (
+                "Merge a database...",
+                app.ask_merge_database,
+                "add the runs of another lab database to this one",
+            ),
+        ]
 
     async def discover(self) -> Hits:
         for name, callback, help_text in self.commands():
@@ -86,21 +110,47 @@ class ConlabApp(App):
     BINDINGS = [
         Binding("1", "show('lab')", "Lab", id="show.lab", tooltip="choose and run experiments"),
         Binding("2", "show('runs')", "Runs", id="show.runs", tooltip="browse stored runs"),
-        Binding("3", "show('compare')", "Compare", id="show.compare",
-                tooltip="compare two selections of runs"),
-        Binding("4", "show('machine')", "Machine", id="show.machine",
-                tooltip="this machine and the machines in the database"),
+        Binding(
+            "3",
+            "show('compare')",
+            "Compare",
+            id="show.compare",
+            tooltip="compare two selections of runs",
+        ),
+        Binding(
+            "4",
+            "show('machine')",
+            "Machine",
+            id="show.machine",
+            tooltip="this machine and the machines in the database",
+        ),
         Binding("r", "run", "Run", id="lab.run", tooltip="run the sweep the Lab describes (Lab)"),
-        Binding("escape", "cancel", "Cancel", id="lab.cancel",
-                tooltip="stop the sweep; the current run is stored as cancelled"),
+        Binding(
+            "escape",
+            "cancel",
+            "Cancel",
+            id="lab.cancel",
+            tooltip="stop the sweep; the current run is stored as cancelled",
+        ),
         Binding("slash", "filter", "Filter", id="runs.filter", tooltip="filter the stored runs"),
-        Binding("ctrl+p", "command_palette", "Commands", id="app.palette", show=False,
-                tooltip="command palette: presets, export a report, open or merge a database"),
+        Binding(
+            "ctrl+p",
+            "command_palette",
+            "Commands",
+            id="app.palette",
+            show=False,
+            tooltip="command palette: presets, export a report, open or merge a database",
+        ),
         Binding("question_mark,f1", "help", "Help", id="app.help", tooltip="keys and what they do"),
-        Binding("f8", "screenshot", "Screenshot", id="app.screenshot",
-                tooltip="save an SVG screenshot (in the screenshots folder; says where)"),
+        Binding(
+            "f8",
+            "screenshot",
+            "Screenshot",
+            id="app.screenshot",
+            tooltip="save an SVG screenshot (in the screenshots folder; says where)",
+        ),
         Binding("q", "quit", "Quit", id="app.quit", tooltip="leave conlab"),
-    ]  # fmt: skip
+    ]
 
     db: reactive[Optional[str]] = reactive(None)
     """The database shown and recorded into (None: the default); every pane is bound to it."""
@@ -269,8 +319,7 @@ class ConlabApp(App):
             if path:
                 self.merge_database(path)
 
-        self.push_screen(Prompt("Merge which lab database into this one (a path)?"),
-                         merge_database)  # fmt: skip
+        self.push_screen(Prompt("Merge which lab database into this one (a path)?"), merge_database)
 
     @work(thread=True, exit_on_error=False, group="merge-database")
     def merge_database(self, path: str) -> None:
@@ -282,8 +331,10 @@ class ConlabApp(App):
         except DatabaseError as exc:
             self.notify(printable(exc), severity="error", title="nothing merged", markup=False)
             return
-        self.notify(f"{result.runs_added} runs added, {result.runs_skipped} skipped",
-                    title=printable(f"merged {Path(path).name}"))  # fmt: skip
+        self.notify(
+            f"{result.runs_added} runs added, {result.runs_skipped} skipped",
+            title=printable(f"merged {Path(path).name}"),
+        )
         self.call_from_thread(self.reload_all)
 
     # --- reactions ---

@@ -304,8 +304,18 @@ def _print_results(results: list[dict], cancelled: bool) -> None:
     speedups = run_speedups(results)
     pythons = {r.get("python") for r in results}
     table = Table(title="runs", show_lines=False)
-    columns = ["workload", "size", "executor", "workers", "start", "status", "median",
-               "95% interval", "speedup", "error"]  # fmt: skip
+    columns = [
+        "workload",
+        "size",
+        "executor",
+        "workers",
+        "start",
+        "status",
+        "median",
+        "95% interval",
+        "speedup",
+        "error",
+    ]
     if len(pythons) > 1:
         columns.insert(0, "python")
     right = ("size", "workers", "median", "95% interval", "speedup")
@@ -379,11 +389,20 @@ def advise(
     if len(sizes) > 1:
         raise BadInput("advise takes one --size (or auto); pass e.g. --size 1000")
     _check_db(db)
-    say = (lambda line: sys.stderr.write(f"conlab: {printable(line)}\n")) if (
-        sys.stderr.isatty()) else None  # fmt: skip
+    say = (
+        (lambda line: sys.stderr.write(f"conlab: {printable(line)}\n"))
+        if (sys.stderr.isatty())
+        else None
+    )
     try:
-        found = run_advise(normal_workload(workload), lambda: _open(db, writer=True), sizes[0],
-                           tasks, time_budget, say=say)  # fmt: skip
+        found = run_advise(
+            normal_workload(workload),
+            lambda: _open(db, writer=True),
+            sizes[0],
+            tasks,
+            time_budget,
+            say=say,
+        )
     except AdviseFailed as exc:
         _fail(str(exc), 1)
     if as_json:
@@ -694,8 +713,9 @@ def _env_check(info: dict, as_json: bool) -> int:
 
     found = problems(info)
     if as_json:
-        _print_json({"fit": not found, "problems": found,
-                     **{k: info.get(k) for k in FITNESS_FIELDS}})  # fmt: skip
+        _print_json(
+            {"fit": not found, "problems": found, **{k: info.get(k) for k in FITNESS_FIELDS}}
+        )
         return 1 if found else 0
     for field in FITNESS_FIELDS:
         value = info.get(field)

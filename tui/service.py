@@ -196,9 +196,14 @@ def build_report(
         a, b = compare
         rows, geomean, differences = compare_selections(repeats, a, b, effect)
         found.comparison = Comparison(
-            a, b, rows, geomean, differences,
-            summarize(select(repeats, a)), summarize(select(repeats, b)),
-        )  # fmt: skip
+            a,
+            b,
+            rows,
+            geomean,
+            differences,
+            summarize(select(repeats, a)),
+            summarize(select(repeats, b)),
+        )
     return found
 
 
@@ -276,8 +281,18 @@ def list_runs(db: Optional[str], tag: Optional[str] = None, *, create: bool = Tr
 
 
 # The columns of a list of runs, in `conlab runs` and the app's Runs table alike.
-RUN_COLUMNS = ("run", "created", "machine", "python", "workload", "executor", "workers", "status",
-               "median", "tag")  # fmt: skip
+RUN_COLUMNS = (
+    "run",
+    "created",
+    "machine",
+    "python",
+    "workload",
+    "executor",
+    "workers",
+    "status",
+    "median",
+    "tag",
+)
 
 
 def run_row(run: dict) -> dict[str, Any]:

@@ -62,8 +62,9 @@ def plan(
             own_sizes = sizes.get(workload) if isinstance(sizes, Mapping) else sizes
             for size in own_sizes if isinstance(own_sizes, list) else [own_sizes]:
                 for executor in executors:
-                    specs += _configurations(workload, executor, workers, python, sweep_id,
-                                             dict(params, size=size))  # fmt: skip
+                    specs += _configurations(
+                        workload, executor, workers, python, sweep_id, dict(params, size=size)
+                    )
     return specs
 
 
@@ -74,10 +75,16 @@ def _configurations(workload, executor, workers, python, sweep_id, params) -> li
     params = without_refused(known, params)
     counts = workers if known is None or "workers" in known.options else [1]
     return [
-        ExperimentSpec(workload=workload, executor=executor, workers=count, python=python,
-                       sweep_id=sweep_id, **params).validate()
+        ExperimentSpec(
+            workload=workload,
+            executor=executor,
+            workers=count,
+            python=python,
+            sweep_id=sweep_id,
+            **params,
+        ).validate()
         for count in counts
-    ]  # fmt: skip
+    ]
 
 
 def is_auto_size(workload: str, size: Optional[int | str]) -> bool:
@@ -110,12 +117,16 @@ def choose_sizes(
 def calibration_note(workload: str, calibration: dict) -> str:
     """What ``--size auto`` chose, in words."""
     if "failed" in calibration:
-        return (f"{workload}: --size auto could not time one call ({calibration['failed']}); "
-                f"it runs at size {calibration['size']}")  # fmt: skip
+        return (
+            f"{workload}: --size auto could not time one call ({calibration['failed']}); "
+            f"it runs at size {calibration['size']}"
+        )
     call_ms = calibration["call_s"] * 1000
     if not calibration["grows"]:
-        return (f"{workload}: its time does not grow with its argument (one call {call_ms:.3f} "
-                f"ms at any size), so it runs at size {calibration['size']}")  # fmt: skip
+        return (
+            f"{workload}: its time does not grow with its argument (one call {call_ms:.3f} "
+            f"ms at any size), so it runs at size {calibration['size']}"
+        )
     return f"{workload}: size {calibration['size']} (--size auto: one call took {call_ms:.1f} ms)"
 
 
@@ -312,8 +323,14 @@ class Sweep:
         try:
             with Session(self.engine) as session:
                 if session.get(SweepRow, first.sweep_id) is None:
-                    session.add(SweepRow(id=first.sweep_id, tag=first.tag, run_order=self.order,
-                                         order_seed=self.seed))  # fmt: skip
+                    session.add(
+                        SweepRow(
+                            id=first.sweep_id,
+                            tag=first.tag,
+                            run_order=self.order,
+                            order_seed=self.seed,
+                        )
+                    )
                     session.commit()
         except SQLAlchemyError:
             pass  # the recorders meet the same failure and save the runs elsewhere

@@ -73,8 +73,15 @@ def test_each_worker_and_the_run_report_their_peak_memory(conlab, user_dir, tmp_
     (user_dir / "allocmod.py").write_text(ALLOC_MODULE)
     meet = tmp_path / "meet"
     meet.mkdir()
-    args = run_args("allocmod:alloc_and_meet", "processes", workers=2, tasks=2, size=ALLOC_MIB,
-                    repeats=1, warmups=0)  # fmt: skip
+    args = run_args(
+        "allocmod:alloc_and_meet",
+        "processes",
+        workers=2,
+        tasks=2,
+        size=ALLOC_MIB,
+        repeats=1,
+        warmups=0,
+    )
     result = conlab(*args, env={"MEET_DIR": str(meet)})
     assert result.returncode == 0, result.stderr
     (run,) = result.json()
@@ -88,8 +95,11 @@ def test_each_worker_and_the_run_report_their_peak_memory(conlab, user_dir, tmp_
 
 
 def test_threads_hold_less_memory_than_processes(conlab):
-    result = conlab(*run_args("cpu", "threads", "processes", workers=2, tasks=4, size=20_000,
-                              repeats=1, warmups=0))  # fmt: skip
+    result = conlab(
+        *run_args(
+            "cpu", "threads", "processes", workers=2, tasks=4, size=20_000, repeats=1, warmups=0
+        )
+    )
     assert result.returncode == 0, result.stderr
     peaks = {run["executor"]: run["peak_rss_bytes"] for run in result.json()}
     assert 0 < peaks["threads"] < peaks["processes"]
@@ -105,8 +115,9 @@ def test_a_task_is_recorded_on_the_core_that_ran_it(conlab, user_dir, tmp_path, 
     (user_dir / "allocmod.py").write_text(ALLOC_MODULE)
     meet = tmp_path / "meet"
     meet.mkdir()
-    args = run_args("allocmod:pin_and_meet", "processes", workers=2, tasks=2, size=100_000,
-                    repeats=1, warmups=0)  # fmt: skip
+    args = run_args(
+        "allocmod:pin_and_meet", "processes", workers=2, tasks=2, size=100_000, repeats=1, warmups=0
+    )
     result = conlab(*args, env={"MEET_DIR": str(meet)})
     assert result.returncode == 0, result.stderr
     assert result.json()[0]["cores_used"] >= 2
@@ -116,16 +127,20 @@ def test_a_task_is_recorded_on_the_core_that_ran_it(conlab, user_dir, tmp_path, 
 
 
 def test_threads_under_the_gil_are_switched_and_reports_show_the_costs(conlab, db_path):
-    result = conlab(*run_args("cpu", "processes", "threads", workers=2, tasks=8, size=200_000,
-                              repeats=1, warmups=0))  # fmt: skip
+    result = conlab(
+        *run_args(
+            "cpu", "processes", "threads", workers=2, tasks=8, size=200_000, repeats=1, warmups=0
+        )
+    )
     assert result.returncode == 0, result.stderr
     runs = {run["executor"]: run for run in result.json()}
     assert all(1 <= run["cores_used"] <= os.cpu_count() for run in runs.values())
     # Threads taking turns under the GIL are switched: every turn the GIL passes is one.
     ((voluntary, involuntary),) = stored(
-        db_path, "SELECT p.voluntary_switches, p.involuntary_switches FROM repeat p JOIN run r "
-        "ON r.id = p.run_id WHERE r.executor = 'threads'"
-    )  # fmt: skip
+        db_path,
+        "SELECT p.voluntary_switches, p.involuntary_switches FROM repeat p JOIN run r "
+        "ON r.id = p.run_id WHERE r.executor = 'threads'",
+    )
     assert involuntary is not None and voluntary + involuntary > 0
     assert runs["threads"]["involuntary_switches"] == involuntary
     report = conlab("report", "--format", "markdown")
@@ -195,9 +210,14 @@ def test_repeat_costs_from_samples_old_and_new():
 
 def test_environment_collectors_where_the_kernel_says_nothing(monkeypatch, tmp_path):
     monkeypatch.setattr(environment, "_CPU", str(tmp_path / "no-such-dir"))
-    for collector in (environment.cpu_governor, environment.cpu_scaling_driver,
-                      environment.turbo_enabled, environment.isolated_cpus,
-                      environment.nohz_full_cpus, environment.thermal_throttle_count):  # fmt: skip
+    for collector in (
+        environment.cpu_governor,
+        environment.cpu_scaling_driver,
+        environment.turbo_enabled,
+        environment.isolated_cpus,
+        environment.nohz_full_cpus,
+        environment.thermal_throttle_count,
+    ):
         assert collector() is None
     cpu = tmp_path / "cpu"
     (cpu / "cpu0" / "cpufreq").mkdir(parents=True)
@@ -210,8 +230,14 @@ def test_environment_collectors_where_the_kernel_says_nothing(monkeypatch, tmp_p
     monkeypatch.setattr(environment, "_CPU", str(cpu))
     assert environment.cpu_governor() == "powersave" and environment.turbo_enabled() is True
     assert environment.nohz_full_cpus() == "" and environment.thermal_throttle_count() == 7
-    unfit = {"cpu_governor": "powersave", "turbo_enabled": True, "aslr": 0,
-             "swap_used_bytes": 64 * MIB, "load_average": [3.0], "usable_cores": 2}  # fmt: skip
+    unfit = {
+        "cpu_governor": "powersave",
+        "turbo_enabled": True,
+        "aslr": 0,
+        "swap_used_bytes": 64 * MIB,
+        "load_average": [3.0],
+        "usable_cores": 2,
+    }
     found = environment.problems(unfit)
     assert len(found) == 5 and all(";" in line for line in found)  # each with its fix
     assert len(environment.problems(unfit, with_load=False)) == 4
@@ -237,6 +263,7 @@ def test_runs_from_before_the_costs_have_none_after_migration(conlab, tmp_path):
     old = make_v1_file(tmp_path / "old.db")
     listed = conlab("runs", "--db", str(old), "--json")
     assert listed.returncode == 0, listed.stderr
-    assert all(r["peak_rss_bytes"] is None and r["involuntary_switches"] is None
-               for r in listed.json())  # fmt: skip
+    assert all(
+        r["peak_rss_bytes"] is None and r["involuntary_switches"] is None for r in listed.json()
+    )
     assert stored(old, "SELECT count(*) FROM task_sample WHERE core_start IS NOT NULL") == [(0,)]

@@ -209,9 +209,15 @@ def test_folders_named_like_the_lab_shadow_nothing(
     if EXECUTORS[executor].unavailable_reason():
         pytest.skip(EXECUTORS[executor].unavailable_reason())
     spec = ExperimentSpec(
-        module, executor, workers=2, tasks=4, size=10, repeats=1, warmups=0,
+        module,
+        executor,
+        workers=2,
+        tasks=4,
+        size=10,
+        repeats=1,
+        warmups=0,
         start_method=start_method,
-    )  # fmt: skip
+    )
     current = launch.Launch(spec)
     events = current.run()
     assert current.status == "ok", (current.error, current.stderr)
@@ -220,26 +226,44 @@ def test_folders_named_like_the_lab_shadow_nothing(
         assert events[0]["runner_pid"] not in pids  # it ran in the workers
 
 
-@pytest.mark.parametrize("output, returncode, why", [
-    # the runner's own traceback: its last line says why
-    ("Traceback (most recent call last):\n  File \"x\", line 1\nImportError: no x\n", 1,
-     "ImportError: no x"),
-    # a worker's broken pipe after the runner's real error is not the cause
-    ("Traceback (most recent call last):\n  F\nValueError: real\n"
-     "Process SpawnProcess-1:\nTraceback (most recent call last):\n  F\nBrokenPipeError: "
-     "[Errno 32] Broken pipe\n/usr/lib/python3.11/multiprocessing/resource_tracker.py:254: "
-     "UserWarning: resource_tracker: There appear to be 1 leaked semaphore objects\n", 1,
-     "ValueError: real"),
-    # killed by a signal: what its workers printed afterwards is never why
-    ("Traceback (most recent call last):\n  F\nBrokenPipeError: x\nsomething printed\n", -9,
-     None),
-    ("Traceback (most recent call last):\n  F\nKeyError: 1\n", -15, None),
-    ("Fatal Python error: Aborted\n\nCurrent thread 0x1 (most recent call first):\n", -6,
-     "Fatal Python error: Aborted"),
-    ("conlab: Python 2.7 cannot run the lab's runner; pass --python with CPython 3.9\n", 2,
-     "conlab: Python 2.7 cannot run the lab's runner; pass --python with CPython 3.9"),
-    ("a user's print\n", 1, None),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "output, returncode, why",
+    [
+        # the runner's own traceback: its last line says why
+        (
+            'Traceback (most recent call last):\n  File "x", line 1\nImportError: no x\n',
+            1,
+            "ImportError: no x",
+        ),
+        # a worker's broken pipe after the runner's real error is not the cause
+        (
+            "Traceback (most recent call last):\n  F\nValueError: real\n"
+            "Process SpawnProcess-1:\nTraceback (most recent call last):\n  F\nBrokenPipeError: "
+            "[Errno 32] Broken pipe\n/usr/lib/python3.11/multiprocessing/resource_tracker.py:254: "
+            "UserWarning: resource_tracker: There appear to be 1 leaked semaphore objects\n",
+            1,
+            "ValueError: real",
+        ),
+        # killed by a signal: what its workers printed afterwards is never why
+        (
+            "Traceback (most recent call last):\n  F\nBrokenPipeError: x\nsomething printed\n",
+            -9,
+            None,
+        ),
+        ("Traceback (most recent call last):\n  F\nKeyError: 1\n", -15, None),
+        (
+            "Fatal Python error: Aborted\n\nCurrent thread 0x1 (most recent call first):\n",
+            -6,
+            "Fatal Python error: Aborted",
+        ),
+        (
+            "conlab: Python 2.7 cannot run the lab's runner; pass --python with CPython 3.9\n",
+            2,
+            "conlab: Python 2.7 cannot run the lab's runner; pass --python with CPython 3.9",
+        ),
+        ("a user's print\n", 1, None),
+    ],
+)
 def test_why_a_runner_ended_is_the_line_that_says_so(output, returncode, why):
     assert launch.why_it_ended(output, returncode) == why
 

@@ -168,8 +168,9 @@ def test_a_server_database_from_a_newer_conlab_is_refused_untouched(conlab, pg_u
     engine = create_engine(pg_url)
     try:
         with engine.begin() as connection:
-            connection.execute(text("UPDATE conlab_schema SET version = :v"),
-                               {"v": SCHEMA_VERSION + 1})  # fmt: skip
+            connection.execute(
+                text("UPDATE conlab_schema SET version = :v"), {"v": SCHEMA_VERSION + 1}
+            )
         before = server_content(pg_url)
         result = conlab("runs", "--db", pg_url)
         assert_one_line_error(result)

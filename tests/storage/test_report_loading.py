@@ -218,10 +218,26 @@ def test_each_interval_is_stats_interval_of_its_processes_exactly(database, last
         assert (row.machine, row.python, row.executor) == (key[0], key[1], key[5])
         found = stats.interval(process_groups(group))
         assert found.processes == row.processes
-        ours = (row.ci_low_s, row.ci_high_s, row.spread, row.within, row.center_s, row.log_se,
-                row.log_sd, row.se_df)  # fmt: skip
-        theirs = (found.low, found.high, found.spread, found.within, found.center, found.log_se,
-                  found.log_sd, found.df)  # fmt: skip
+        ours = (
+            row.ci_low_s,
+            row.ci_high_s,
+            row.spread,
+            row.within,
+            row.center_s,
+            row.log_se,
+            row.log_sd,
+            row.se_df,
+        )
+        theirs = (
+            found.low,
+            found.high,
+            found.spread,
+            found.within,
+            found.center,
+            found.log_se,
+            found.log_sd,
+            found.df,
+        )
         assert ours == theirs, key
 
 

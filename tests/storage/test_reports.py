@@ -36,30 +36,57 @@ def frame(rows: list[dict]) -> pd.DataFrame:
         process_walls = row.get("process_walls", [row.get("walls")])
         walls = [(p, w) for p, group in enumerate(process_walls) for w in group]
         for index, (process, wall_s) in enumerate(walls):
-            records.append({"process_index": process, "process": f"{run_id}/{process}",
-                            "run_order": row.get("order", "turns"),
-                "run_id": run_id, "sweep_id": row.get("sweep", "s1"),
-                "tag": row.get("tag"), "status": "ok", "workload": row.get("workload", "cpu"),
-                "size": row.get("size", 100), "tasks": 16, "executor": row["executor"],
-                "start_method": None, "workers": row["workers"], "chunksize": None,
-                "created_at": f"2026-01-01 00:00:{n:02d}", "environment_json": "{}",
-                "machine_fingerprint": "abc", "machine": row.get("machine", "box"), "cores": 4,
-                "cpu_model": "x", "python": row.get("python", "3.12.1"),
-                "gil_disabled": row.get("gil_disabled", False),
-                "repeat_index": index, "warmup": False, "wall_ns": int(wall_s * 1e9),
-                "cpu_ns": int(row.get("cpu", 1.0) * wall_s * 1e9), "db": "test", "wall_s": wall_s,
-                "startup_ns": 1_000_000, "busy_ns": int(wall_s * 1e9),
-                **{column: row.get(column, math.nan) for column in COST_COLUMNS},
-            })  # fmt: skip
+            records.append(
+                {
+                    "process_index": process,
+                    "process": f"{run_id}/{process}",
+                    "run_order": row.get("order", "turns"),
+                    "run_id": run_id,
+                    "sweep_id": row.get("sweep", "s1"),
+                    "tag": row.get("tag"),
+                    "status": "ok",
+                    "workload": row.get("workload", "cpu"),
+                    "size": row.get("size", 100),
+                    "tasks": 16,
+                    "executor": row["executor"],
+                    "start_method": None,
+                    "workers": row["workers"],
+                    "chunksize": None,
+                    "created_at": f"2026-01-01 00:00:{n:02d}",
+                    "environment_json": "{}",
+                    "machine_fingerprint": "abc",
+                    "machine": row.get("machine", "box"),
+                    "cores": 4,
+                    "cpu_model": "x",
+                    "python": row.get("python", "3.12.1"),
+                    "gil_disabled": row.get("gil_disabled", False),
+                    "repeat_index": index,
+                    "warmup": False,
+                    "wall_ns": int(wall_s * 1e9),
+                    "cpu_ns": int(row.get("cpu", 1.0) * wall_s * 1e9),
+                    "db": "test",
+                    "wall_s": wall_s,
+                    "startup_ns": 1_000_000,
+                    "busy_ns": int(wall_s * 1e9),
+                    **{column: row.get(column, math.nan) for column in COST_COLUMNS},
+                }
+            )
     return pd.DataFrame(records)
 
 
-KNOWN = frame([
-    {"executor": "sequential", "workers": 1, "walls": [1.00, 1.00, 1.00, 1.00, 1.00]},
-    {"executor": "processes", "workers": 2, "walls": [0.50, 0.50, 0.50, 0.50, 0.50], "cpu": 2},
-    {"executor": "processes", "workers": 4, "walls": [0.40, 0.40, 0.40, 0.40, 0.40], "cpu": 2.5},
-    {"executor": "threads", "workers": 4, "walls": [1.05, 1.05, 1.05, 1.05, 1.05], "cpu": 1.0},
-])  # fmt: skip
+KNOWN = frame(
+    [
+        {"executor": "sequential", "workers": 1, "walls": [1.00, 1.00, 1.00, 1.00, 1.00]},
+        {"executor": "processes", "workers": 2, "walls": [0.50, 0.50, 0.50, 0.50, 0.50], "cpu": 2},
+        {
+            "executor": "processes",
+            "workers": 4,
+            "walls": [0.40, 0.40, 0.40, 0.40, 0.40],
+            "cpu": 2.5,
+        },
+        {"executor": "threads", "workers": 4, "walls": [1.05, 1.05, 1.05, 1.05, 1.05], "cpu": 1.0},
+    ]
+)
 
 
 def row(summary: pd.DataFrame, executor: str, workers: int) -> pd.Series:
@@ -96,11 +123,13 @@ def test_no_sequential_run_is_said_plainly():
 
 
 def test_stability_warnings():
-    noisy = frame([
-        {"executor": "sequential", "workers": 1, "walls": [1.0, 1.5]},
-        {"executor": "threads", "workers": 2, "walls": [3.0, 1.0, 1.0, 1.0, 1.0]},
-        {"executor": "processes", "workers": 2, "walls": [0.0005] * 5, "workload": "tiny"},
-    ])  # fmt: skip
+    noisy = frame(
+        [
+            {"executor": "sequential", "workers": 1, "walls": [1.0, 1.5]},
+            {"executor": "threads", "workers": 2, "walls": [3.0, 1.0, 1.0, 1.0, 1.0]},
+            {"executor": "processes", "workers": 2, "walls": [0.0005] * 5, "workload": "tiny"},
+        ]
+    )
     summary = summarize(noisy)
     sequential = " ".join(row(summary, "sequential", 1)["warnings"])
     assert "only 2 repeat(s)" in sequential and "CV" in sequential
@@ -112,16 +141,41 @@ def test_stability_warnings():
 def test_verdicts_weigh_memory_and_switches_and_warn_of_an_unfit_machine():
     mib = 2**20
     walls = [1.0] * 5
-    costly = frame([
-        {"executor": "sequential", "workers": 1, "walls": walls, "peak_rss_bytes": 50 * mib,
-         "voluntary_switches": 2, "involuntary_switches": 1},
-        {"executor": "threads", "workers": 2, "walls": [1.02] * 5, "peak_rss_bytes": 100 * mib,
-         "voluntary_switches": 900, "involuntary_switches": 41_000},
-        {"executor": "processes", "workers": 2, "walls": [0.5] * 5, "cpu": 2,
-         "peak_rss_bytes": 380 * mib, "voluntary_switches": 10, "involuntary_switches": 5},
-    ])  # fmt: skip
-    unfit = {"problems": ["CPU frequency governor is 'powersave', so the clock speed varies; "
-                          "set it with `sudo cpupower frequency-set -g performance`"]}  # fmt: skip
+    costly = frame(
+        [
+            {
+                "executor": "sequential",
+                "workers": 1,
+                "walls": walls,
+                "peak_rss_bytes": 50 * mib,
+                "voluntary_switches": 2,
+                "involuntary_switches": 1,
+            },
+            {
+                "executor": "threads",
+                "workers": 2,
+                "walls": [1.02] * 5,
+                "peak_rss_bytes": 100 * mib,
+                "voluntary_switches": 900,
+                "involuntary_switches": 41_000,
+            },
+            {
+                "executor": "processes",
+                "workers": 2,
+                "walls": [0.5] * 5,
+                "cpu": 2,
+                "peak_rss_bytes": 380 * mib,
+                "voluntary_switches": 10,
+                "involuntary_switches": 5,
+            },
+        ]
+    )
+    unfit = {
+        "problems": [
+            "CPU frequency governor is 'powersave', so the clock speed varies; "
+            "set it with `sudo cpupower frequency-set -g performance`"
+        ]
+    }
     costly.loc[costly["executor"] == "processes", "environment_json"] = json.dumps(unfit)
     summary = summarize(costly)
     words = "\n".join(verdicts(summary))
@@ -169,25 +223,45 @@ def test_a_difference_inside_the_between_process_spread_is_a_tie():
 
 
 def test_a_winner_inside_the_noise_is_called_a_tie():
-    summary = summarize(frame([
-        {"executor": "sequential", "workers": 1, "process_walls": [[1.0, 1.01], [0.99, 1.0]]},
-        {"executor": "threads", "workers": 2, "process_walls": [[0.161, 0.162], [0.165, 0.160]]},
-        {"executor": "asyncio", "workers": 2, "process_walls": [[0.162, 0.163], [0.161, 0.166]]},
-    ]))  # fmt: skip
+    summary = summarize(
+        frame(
+            [
+                {
+                    "executor": "sequential",
+                    "workers": 1,
+                    "process_walls": [[1.0, 1.01], [0.99, 1.0]],
+                },
+                {
+                    "executor": "threads",
+                    "workers": 2,
+                    "process_walls": [[0.161, 0.162], [0.165, 0.160]],
+                },
+                {
+                    "executor": "asyncio",
+                    "workers": 2,
+                    "process_walls": [[0.162, 0.163], [0.161, 0.166]],
+                },
+            ]
+        )
+    )
     words = " ".join(verdicts(summary))
     assert "fastest" not in words and "are tied" in words
     assert "threads x2" in words and "asyncio x2" in words
 
 
 def test_speedups_and_verdicts_keep_interpreters_and_sizes_apart():
-    summary = summarize(frame([
-        {"executor": "sequential", "workers": 1, "walls": [1.0] * 3, "python": "3.11.7"},
-        {"executor": "processes", "workers": 2, "walls": [0.5] * 3, "python": "3.11.7"},
-        {"executor": "sequential", "workers": 1, "walls": [0.8] * 3, "python": "3.12.1"},
-        {"executor": "processes", "workers": 2, "walls": [0.8] * 3, "python": "3.12.1"},
-        {"executor": "sequential", "workers": 1, "walls": [0.01] * 3, "size": 1},
-        {"executor": "threads", "workers": 2, "walls": [1.0] * 3, "size": 1},
-    ]))  # fmt: skip
+    summary = summarize(
+        frame(
+            [
+                {"executor": "sequential", "workers": 1, "walls": [1.0] * 3, "python": "3.11.7"},
+                {"executor": "processes", "workers": 2, "walls": [0.5] * 3, "python": "3.11.7"},
+                {"executor": "sequential", "workers": 1, "walls": [0.8] * 3, "python": "3.12.1"},
+                {"executor": "processes", "workers": 2, "walls": [0.8] * 3, "python": "3.12.1"},
+                {"executor": "sequential", "workers": 1, "walls": [0.01] * 3, "size": 1},
+                {"executor": "threads", "workers": 2, "walls": [1.0] * 3, "size": 1},
+            ]
+        )
+    )
     speedups = {(r.python, r.size, r.executor): r.speedup for r in summary.itertuples()}
     assert speedups[("3.11.7", 100, "processes")] == pytest.approx(2.0)
     assert speedups[("3.12.1", 100, "processes")] == pytest.approx(1.0)
@@ -201,11 +275,15 @@ def test_speedups_and_verdicts_keep_interpreters_and_sizes_apart():
 
 
 def test_figures_that_cannot_mean_what_their_name_says_are_flagged():
-    summary = summarize(frame([
-        {"executor": "sequential", "workers": 1, "walls": [1.0] * 5},
-        {"executor": "processes", "workers": 2, "walls": [0.45] * 5},  # 111% efficient
-        {"executor": "threads", "workers": 2, "walls": [1.3] * 5},  # slower than sequential
-    ]))  # fmt: skip
+    summary = summarize(
+        frame(
+            [
+                {"executor": "sequential", "workers": 1, "walls": [1.0] * 5},
+                {"executor": "processes", "workers": 2, "walls": [0.45] * 5},  # 111% efficient
+                {"executor": "threads", "workers": 2, "walls": [1.3] * 5},  # slower than sequential
+            ]
+        )
+    )
     fast = " ".join(row(summary, "processes", 2)["warnings"])
     assert "super-linear" in fast and "outside 0..1" in fast
     slow = " ".join(row(summary, "threads", 2)["warnings"])
@@ -213,21 +291,29 @@ def test_figures_that_cannot_mean_what_their_name_says_are_flagged():
 
 
 def test_a_configuration_measured_in_blocks_says_so():
-    summary = summarize(frame([
-        {"executor": "sequential", "workers": 1, "walls": [1.0] * 3, "order": "blocks"},
-        {"executor": "threads", "workers": 2, "walls": [1.0] * 3},
-    ]))  # fmt: skip
+    summary = summarize(
+        frame(
+            [
+                {"executor": "sequential", "workers": 1, "walls": [1.0] * 3, "order": "blocks"},
+                {"executor": "threads", "workers": 2, "walls": [1.0] * 3},
+            ]
+        )
+    )
     assert "measured in blocks" in " ".join(row(summary, "sequential", 1)["warnings"])
     assert "measured in blocks" not in " ".join(row(summary, "threads", 2)["warnings"])
 
 
 def test_between_process_spread_is_shown_where_it_dominates():
-    summary = summarize(frame([
-        # steady repeats, processes 15% apart: said
-        {"executor": "sequential", "workers": 1, "process_walls": [[1.0] * 4, [1.15] * 4]},
-        # repeats as spread as the processes: nothing to add
-        {"executor": "threads", "workers": 2, "process_walls": [[1.0, 1.15], [1.01, 1.16]]},
-    ]))  # fmt: skip
+    summary = summarize(
+        frame(
+            [
+                # steady repeats, processes 15% apart: said
+                {"executor": "sequential", "workers": 1, "process_walls": [[1.0] * 4, [1.15] * 4]},
+                # repeats as spread as the processes: nothing to add
+                {"executor": "threads", "workers": 2, "process_walls": [[1.0, 1.15], [1.01, 1.16]]},
+            ]
+        )
+    )
     assert summary.iloc[0]["processes"] == 2
     assert "moved 15% between processes" in " ".join(row(summary, "sequential", 1)["warnings"])
     assert "between processes" not in " ".join(row(summary, "threads", 2)["warnings"])
@@ -246,12 +332,36 @@ def test_threads_scaling_on_cpu_is_explained_by_a_free_threaded_build():
 
 
 def test_compare_matches_configurations_and_names_what_differs():
-    before = frame([{"executor": "threads", "workers": 2, "walls": [1.0] * 5, "tag": "before",
-                     "python": "3.11.7"},
-                    {"executor": "processes", "workers": 2, "walls": [1.0] * 5,
-                     "tag": "before", "python": "3.11.7"}])  # fmt: skip
-    after = frame([{"executor": "threads", "workers": 2, "walls": [2.0] * 5, "tag": "after",
-                    "python": "3.12.1", "run": "other"}])  # fmt: skip
+    before = frame(
+        [
+            {
+                "executor": "threads",
+                "workers": 2,
+                "walls": [1.0] * 5,
+                "tag": "before",
+                "python": "3.11.7",
+            },
+            {
+                "executor": "processes",
+                "workers": 2,
+                "walls": [1.0] * 5,
+                "tag": "before",
+                "python": "3.11.7",
+            },
+        ]
+    )
+    after = frame(
+        [
+            {
+                "executor": "threads",
+                "workers": 2,
+                "walls": [2.0] * 5,
+                "tag": "after",
+                "python": "3.12.1",
+                "run": "other",
+            }
+        ]
+    )
     both = pd.concat([before, after], ignore_index=True)
     comparisons, geomean, differences = compare(both, "python:3.11", "python:3.12")
     assert len(comparisons) == 1 and comparisons[0].config["executor"] == "threads"
@@ -329,14 +439,17 @@ def test_report_on_an_empty_database_says_how_to_start(conlab, db_path):
     assert result.returncode == 0 and "conlab run -w cpu" in result.stdout
 
 
-@pytest.mark.parametrize("args", [
-    ["report", "--compare", "tag:x"],
-    ["report", "--compare", "flavour:x", "tag:y"],
-    ["report", "--compare", "tag:nothing", "tag:nothing-either"],
-    ["report", "--fail-if-slower", "5"],
-    ["report", "--format", "pdf"],
-    ["report", "--timeline", "zzzz", "--format", "html"],
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["report", "--compare", "tag:x"],
+        ["report", "--compare", "flavour:x", "tag:y"],
+        ["report", "--compare", "tag:nothing", "tag:nothing-either"],
+        ["report", "--fail-if-slower", "5"],
+        ["report", "--format", "pdf"],
+        ["report", "--timeline", "zzzz", "--format", "html"],
+    ],
+)
 def test_bad_report_input_is_one_line(conlab, args):
     assert conlab("run", "-w", "tiny", "-e", "sequential", "--repeats", "1").returncode == 0
     assert_one_line_error(conlab(*args))
@@ -358,17 +471,32 @@ def test_a_free_threaded_run_is_labelled_and_keeps_each_workers_gil_state(tmp_pa
     from storage.reports import load_repeats
 
     engine = open_engine(tmp_path / "ft.db", writer=True)
-    spec = ExperimentSpec(workload="cpu", executor="threads", workers=2, tasks=2, repeats=1,
-                          warmups=0)  # fmt: skip
-    recorder = RunRecorder(engine, spec, {"workers": 2, "start_method": None, "chunksize": None,
-                                          "size": 10})  # fmt: skip
+    spec = ExperimentSpec(
+        workload="cpu", executor="threads", workers=2, tasks=2, repeats=1, warmups=0
+    )
+    recorder = RunRecorder(
+        engine, spec, {"workers": 2, "start_method": None, "chunksize": None, "size": 10}
+    )
     recorder.start()
-    environment = {"machine_fingerprint": "f" * 20, "interpreter_key": "k" * 20,
-                   "python_version": "3.13.0", "py_gil_disabled": True}  # fmt: skip
+    environment = {
+        "machine_fingerprint": "f" * 20,
+        "interpreter_key": "k" * 20,
+        "python_version": "3.13.0",
+        "py_gil_disabled": True,
+    }
     samples = [[7, 1, 100, 9_000, False], [7, 2, 120, 9_500, True]]
     recorder.on_event({"event": "env", "environment": environment, "runner_pid": 7})
-    recorder.on_event({"event": "repeat", "index": 0, "warmup": False, "wall_ns": 10_000,
-                       "cpu_ns": 19_000, "start_ns": 0, "end_ns": 10_000})  # fmt: skip
+    recorder.on_event(
+        {
+            "event": "repeat",
+            "index": 0,
+            "warmup": False,
+            "wall_ns": 10_000,
+            "cpu_ns": 19_000,
+            "start_ns": 0,
+            "end_ns": 10_000,
+        }
+    )
     recorder.on_event({"event": "tasks", "repeat": 0, "samples": samples})
     recorder.finish("ok")
     engine.dispose()
@@ -382,10 +510,12 @@ def test_a_free_threaded_run_is_labelled_and_keeps_each_workers_gil_state(tmp_pa
 
 
 def test_selections_take_size_and_workers():
-    both = frame([
-        {"executor": "threads", "workers": 2, "walls": [1.0] * 3, "size": 100},
-        {"executor": "threads", "workers": 4, "walls": [1.0] * 3, "size": 200},
-    ])  # fmt: skip
+    both = frame(
+        [
+            {"executor": "threads", "workers": 2, "walls": [1.0] * 3, "size": 100},
+            {"executor": "threads", "workers": 4, "walls": [1.0] * 3, "size": 200},
+        ]
+    )
     assert set(select(both, "size:200")["workers"]) == {4}
     assert set(select(both, "workers:2,size:100")["size"]) == {100}
     assert select(both, "workers:3").empty
@@ -430,27 +560,48 @@ HOSTILE = [
 
 
 def environment(fingerprint: str, host: str, cpu: str, python: str) -> dict:
-    return {"machine_fingerprint": fingerprint, "interpreter_key": fingerprint[::-1],
-            "hostname": host, "cpu_model": cpu, "os_name": "Linux", "os_release": cpu,
-            "architecture": python, "usable_cores": 2, "logical_cores": 2,
-            "python_version": python, "python_executable": host,
-            "python_implementation": "CPython"}  # fmt: skip
+    return {
+        "machine_fingerprint": fingerprint,
+        "interpreter_key": fingerprint[::-1],
+        "hostname": host,
+        "cpu_model": cpu,
+        "os_name": "Linux",
+        "os_release": cpu,
+        "architecture": python,
+        "usable_cores": 2,
+        "logical_cores": 2,
+        "python_version": python,
+        "python_executable": host,
+        "python_implementation": "CPython",
+    }
 
 
 def record_run(engine, spec, env: dict, walls_ms: list[float], start_method=None, error=None):
     """One run as the runner reports it, through the real recorder into the real database."""
     from storage.recorder import RunRecorder
 
-    resolved = {"workers": spec.workers, "start_method": start_method, "chunksize": None,
-                "size": 10}  # fmt: skip
+    resolved = {
+        "workers": spec.workers,
+        "start_method": start_method,
+        "chunksize": None,
+        "size": 10,
+    }
     recorder = RunRecorder(engine, spec, resolved)
     recorder.start()
     recorder.on_event({"event": "env", "environment": env, "runner_pid": 7})
     for index, wall_ms in enumerate(walls_ms):
         wall_ns = int(wall_ms * 1e6)
-        recorder.on_event({"event": "repeat", "index": index, "warmup": False,
-                           "wall_ns": wall_ns, "cpu_ns": wall_ns, "start_ns": 0,
-                           "end_ns": wall_ns})  # fmt: skip
+        recorder.on_event(
+            {
+                "event": "repeat",
+                "index": index,
+                "warmup": False,
+                "wall_ns": wall_ns,
+                "cpu_ns": wall_ns,
+                "start_ns": 0,
+                "end_ns": wall_ns,
+            }
+        )
         samples = [[7, 1, 1000, wall_ns // 2], [7, 2, wall_ns // 2, wall_ns - 1000]]
         recorder.on_event({"event": "tasks", "repeat": index, "samples": samples})
     recorder.end_process(error or "")
@@ -475,8 +626,9 @@ def hostile_database(path, texts: list[str]) -> tuple[str, str]:
         )
         sweep = ExperimentSpec(workload="x", executor="x").sweep_id
         sweeps.append(sweep)
-        common = dict(workload=text[5], tasks=2, repeats=3, warmups=0, tag=text[8 + side],
-                      sweep_id=sweep)  # fmt: skip
+        common = dict(
+            workload=text[5], tasks=2, repeats=3, warmups=0, tag=text[8 + side], sweep_id=sweep
+        )
         base = 10.0 + side
         record_run(engine, ExperimentSpec(executor="sequential", **common), env, [base] * 3)
         parallel = ExperimentSpec(executor=text[6], workers=2, **common)

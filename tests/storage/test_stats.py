@@ -15,8 +15,15 @@ import pytest
 from storage.stats import NO_DIFFERENCE, interval, ratio
 
 
-def measured(rng, center: float, processes: int = 3, repeats: int = 5, layout: float = 0.03,
-             noise: float = 0.01, bursts: float = 0.0) -> list[np.ndarray]:  # fmt: skip
+def measured(
+    rng,
+    center: float,
+    processes: int = 3,
+    repeats: int = 5,
+    layout: float = 0.03,
+    noise: float = 0.01,
+    bursts: float = 0.0,
+) -> list[np.ndarray]:
     """Walls of one configuration: log-normal layout per process, then noise per repeat; with
     ``bursts``, that share of processes runs up to 30% slow (something else took the CPU)."""
     walls = []

@@ -18,13 +18,23 @@ SIZE = (150, 48)  # the size most app tests run at; the layout tests also use 80
 # real ones (host, CPU, interpreter path) differ from box to box. Its fingerprint is that of
 # the machine in `two_sweeps`, so that the table marks it.
 FIXED_ENVIRONMENT = {
-    "hostname": "lab-box", "os_name": "Linux", "os_release": "6.1.0", "architecture": "x86_64",
-    "cpu_model": "Example CPU", "logical_cores": 2, "physical_cores": 2, "usable_cores": 2,
-    "cgroup_cpu_quota": None, "memory_total_bytes": 25_276_502_016,
-    "python_implementation": "CPython", "python_version": "3.11.7",
-    "python_executable": "/opt/python/bin/python3", "py_gil_disabled": False,
-    "gil_enabled": True, "machine_fingerprint": "f" * 20,
-}  # fmt: skip
+    "hostname": "lab-box",
+    "os_name": "Linux",
+    "os_release": "6.1.0",
+    "architecture": "x86_64",
+    "cpu_model": "Example CPU",
+    "logical_cores": 2,
+    "physical_cores": 2,
+    "usable_cores": 2,
+    "cgroup_cpu_quota": None,
+    "memory_total_bytes": 25_276_502_016,
+    "python_implementation": "CPython",
+    "python_version": "3.11.7",
+    "python_executable": "/opt/python/bin/python3",
+    "py_gil_disabled": False,
+    "gil_enabled": True,
+    "machine_fingerprint": "f" * 20,
+}
 
 
 @pytest.fixture

@@ -62,15 +62,17 @@ def _advise(conlab, function: str, *extra: str, budget: str = BUDGET) -> dict:
 
 def _names(found: dict) -> set:
     rec = found["recommendation"]
-    return {(rec["executor"], rec["workers"])} | {(t["executor"], t["workers"]) for t in
-                                                  found["ties"]}  # fmt: skip
+    return {(rec["executor"], rec["workers"])} | {
+        (t["executor"], t["workers"]) for t in found["ties"]
+    }
 
 
 def _run_snippet(directory, found: dict, tasks: int) -> None:
     """The answer's snippet runs as pasted and computes every result."""
     (directory / "snippet.py").write_text(found["snippet"] + "\nprint(len(results))\n")
-    out = subprocess.run([sys.executable, "snippet.py"], cwd=directory, capture_output=True,
-                         text=True, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "snippet.py"], cwd=directory, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0 and out.stdout.strip() == str(tasks), out.stderr
 
 
@@ -99,8 +101,15 @@ def test_pure_python_work_goes_to_as_many_processes_as_cores(conlab, kinds):
     assert "event loop" in left["asyncio"]
     assert 'if __name__ == "__main__":' in found["snippet"] or rec["executor"] == "sequential"
     _run_snippet(kinds, found, found["tasks"])
-    assert set(found) >= {"recommendation", "ties", "probes", "candidates", "sweep_id", "why",
-                          "snippet"}  # fmt: skip
+    assert set(found) >= {
+        "recommendation",
+        "ties",
+        "probes",
+        "candidates",
+        "sweep_id",
+        "why",
+        "snippet",
+    }
     assert set(rec) >= {"executor", "workers", "chunksize", "start_method", "speedup", "ci"}
     # stored as a tagged sweep: `conlab runs` and `conlab report` show it later
     runs = conlab("runs", "--tag", "advise", "--json").json()
@@ -170,10 +179,12 @@ def test_a_text_answer_names_the_recommendation_and_the_snippet(conlab, kinds):
         (["nosuchmod:work"], "cannot import"),
         (["usermod:nap"], "async def"),
         (["usermod:hang", "--time-budget", "2"], "took over 2 s"),
-        (["usermod:work", "--size", "100000", "--tasks", "10000", "--time-budget", "3"],
-         "--time-budget"),
+        (
+            ["usermod:work", "--size", "100000", "--tasks", "10000", "--time-budget", "3"],
+            "--time-budget",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_input_is_one_line_and_stores_nothing(conlab, db_path, args, words):
     result = conlab("advise", *args)
     assert_one_line_error(result)
@@ -205,12 +216,16 @@ def test_the_sweep_stops_when_the_best_is_clear_or_tied_within_the_effect():
 
 
 PROBES = {
-    "cores": 4, "call_s": 0.01, "cpu_per_wall": 1.0, "size": 1, "async_form": None,
+    "cores": 4,
+    "call_s": 0.01,
+    "cpu_per_wall": 1.0,
+    "size": 1,
+    "async_form": None,
     "two_threads": {"speedup": 1.0, "gil_waits_per_10ms": 3.0},
     "argument": {"bytes": 5, "s": 1e-6, "error": None},
     "result": {"bytes": 5, "s": 1e-6, "error": None},
     "process_pool": {"startup_s": 0.01, "round_trip_s": 1e-4},
-}  # fmt: skip
+}
 
 
 def test_the_plan_follows_the_probes():

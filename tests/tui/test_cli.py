@@ -145,8 +145,11 @@ def test_http_gets_real_bytes_on_every_kind_of_executor(conlab, db_path):
     assert result.returncode == 0, result.stderr
     runs = result.json()
     assert [(r["executor"], r["status"]) for r in runs] == [
-        ("sequential", "ok"), ("threads", "ok"), ("asyncio", "ok"), ("processes", "ok")
-    ]  # fmt: skip
+        ("sequential", "ok"),
+        ("threads", "ok"),
+        ("asyncio", "ok"),
+        ("processes", "ok"),
+    ]
     assert stored(db_path, "SELECT count(*) FROM task_sample")[0][0] == 4 * 3 * 6
 
 
@@ -352,26 +355,41 @@ def test_list_and_env(conlab):
 LETTERS = st.text(alphabet=string.ascii_letters, min_size=1, max_size=8)
 NOT_UTF8 = st.text(max_size=6).filter(lambda s: "\x00" not in s).map(lambda s: s + "\udc9b")
 BAD_RUN_OPTIONS = st.one_of(
-    st.tuples(st.just("--timeout"), st.one_of(
-        st.floats(min_value=MAX_TIMEOUT_S, exclude_min=True), st.floats(max_value=0),
-        st.just(math.nan)).map(str)),
+    st.tuples(
+        st.just("--timeout"),
+        st.one_of(
+            st.floats(min_value=MAX_TIMEOUT_S, exclude_min=True),
+            st.floats(max_value=0),
+            st.just(math.nan),
+        ).map(str),
+    ),
     st.tuples(st.just("--python"), st.text(alphabet=" \t", max_size=3)),
-    st.tuples(st.just("--scheduler"), st.one_of(
-        st.sampled_from(["http", "inproc", "udp", "file", "tcp+x"]).map(lambda s: f"{s}://h:1"),
-        st.integers(65536, 10**7).map(lambda port: f"tcp://h:{port}"),
-        LETTERS.map(lambda s: f"{s} {s}"), st.just("tcp://"), st.just("h:"))),
-    st.tuples(st.just("--db"), st.sampled_from(
-        ["://", "sqlite://", "sqlite:///:memory:", "", " ", "://results.db"])),
+    st.tuples(
+        st.just("--scheduler"),
+        st.one_of(
+            st.sampled_from(["http", "inproc", "udp", "file", "tcp+x"]).map(lambda s: f"{s}://h:1"),
+            st.integers(65536, 10**7).map(lambda port: f"tcp://h:{port}"),
+            LETTERS.map(lambda s: f"{s} {s}"),
+            st.just("tcp://"),
+            st.just("h:"),
+        ),
+    ),
+    st.tuples(
+        st.just("--db"),
+        st.sampled_from(["://", "sqlite://", "sqlite:///:memory:", "", " ", "://results.db"]),
+    ),
     st.tuples(st.just("--tag"), NOT_UTF8),
     st.tuples(st.just("-w"), NOT_UTF8.map(lambda s: f"{s}.py:work")),
-).map(lambda option: ["run", "-w", "tiny", "-e", "dask", *option])  # fmt: skip
+).map(lambda option: ["run", "-w", "tiny", "-e", "dask", *option])
 BAD_REPORT_OPTIONS = st.one_of(
-    st.one_of(st.floats(max_value=0, exclude_max=True), st.just(math.inf), st.just(math.nan))
-    .map(lambda pct: ["--compare", "tag:a", "tag:b", "--fail-if-slower", str(pct)]),
-    st.sampled_from([".", "/", "usermod.py/x.html", "usermod.py/a/b.md", "/dev/full"])
-    .map(lambda out: ["--format", "markdown", "--output", out]),
+    st.one_of(st.floats(max_value=0, exclude_max=True), st.just(math.inf), st.just(math.nan)).map(
+        lambda pct: ["--compare", "tag:a", "tag:b", "--fail-if-slower", str(pct)]
+    ),
+    st.sampled_from([".", "/", "usermod.py/x.html", "usermod.py/a/b.md", "/dev/full"]).map(
+        lambda out: ["--format", "markdown", "--output", out]
+    ),
     LETTERS.map(lambda tag: ["--select", f"tag:no-{tag}"]),
-).map(lambda options: ["report", *options])  # fmt: skip
+).map(lambda options: ["report", *options])
 BAD_MERGE_SOURCES = st.one_of(st.just("."), LETTERS.map(lambda s: f"missing-{s}.db")).map(
     lambda source: ["db", "merge", source]
 )

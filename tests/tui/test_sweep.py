@@ -33,8 +33,9 @@ def run_sweep(db_path, specs, **options) -> tuple[Sweep, list[tuple[str, int]]]:
 
 
 def tiny_specs(executors=("sequential", "threads"), processes=2, **params):
-    return plan(["tiny"], list(executors), [2], tasks=2, repeats=1, warmups=0,
-                processes=processes, **params)  # fmt: skip
+    return plan(
+        ["tiny"], list(executors), [2], tasks=2, repeats=1, warmups=0, processes=processes, **params
+    )
 
 
 def test_processes_take_turns_in_a_recorded_shuffled_order(db_path):
@@ -44,8 +45,12 @@ def test_processes_take_turns_in_a_recorded_shuffled_order(db_path):
     for round_ in range(3):  # every run once per round
         assert {run for run, _ in started[3 * round_ : 3 * round_ + 3]} == {s.run_id for s in specs}
     # the same seed gives the same order; the order and seed are stored with the sweep
-    _, again = run_sweep(db_path.with_name("again.db"), [s.replace(run_id=s.run_id) for s in specs],
-                         order="turns", seed=42)  # fmt: skip
+    _, again = run_sweep(
+        db_path.with_name("again.db"),
+        [s.replace(run_id=s.run_id) for s in specs],
+        order="turns",
+        seed=42,
+    )
     assert again == started
     db = sqlite3.connect(db_path)
     assert db.execute("SELECT run_order, order_seed FROM sweep").fetchall() == [("turns", 42)]
@@ -61,8 +66,12 @@ def test_processes_take_turns_in_a_recorded_shuffled_order(db_path):
 def test_blocks_run_every_process_of_a_run_before_the_next(db_path):
     specs = tiny_specs()
     _, started = run_sweep(db_path, specs, order="blocks")
-    assert started == [(specs[0].run_id, 0), (specs[0].run_id, 1),
-                       (specs[1].run_id, 0), (specs[1].run_id, 1)]  # fmt: skip
+    assert started == [
+        (specs[0].run_id, 0),
+        (specs[0].run_id, 1),
+        (specs[1].run_id, 0),
+        (specs[1].run_id, 1),
+    ]
 
 
 def test_each_process_gets_its_own_recorded_layout(db_path, user_dir, tmp_path, monkeypatch):
@@ -70,8 +79,9 @@ def test_each_process_gets_its_own_recorded_layout(db_path, user_dir, tmp_path, 
     monkeypatch.syspath_prepend(str(user_dir))
     monkeypatch.setenv("PYTHONPATH", str(user_dir))
     monkeypatch.setenv("LAYOUT_OUT", str(tmp_path))
-    specs = plan(["usermod:layout"], ["sequential"], [1], tasks=1, repeats=1, warmups=0,
-                 processes=4, size=1)  # fmt: skip
+    specs = plan(
+        ["usermod:layout"], ["sequential"], [1], tasks=1, repeats=1, warmups=0, processes=4, size=1
+    )
     run_sweep(db_path, specs)
     seen = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
     (env,) = sqlite3.connect(db_path).execute("SELECT environment_json FROM run").fetchone()
@@ -103,8 +113,19 @@ def test_repeats_auto_stops_when_time_is_up(db_path):
 
 
 def test_run_json_carries_the_configuration_and_the_interval(conlab):
-    result = conlab(*run_args("sleep", "sequential", "threads", workers=2, tasks=2, size=5,
-                              repeats=3, warmups=0, processes=2))  # fmt: skip
+    result = conlab(
+        *run_args(
+            "sleep",
+            "sequential",
+            "threads",
+            workers=2,
+            tasks=2,
+            size=5,
+            repeats=3,
+            warmups=0,
+            processes=2,
+        )
+    )
     assert result.returncode == 0, result.stderr
     for run in result.json():
         assert run["python"].startswith("3.") and run["processes"] == 2
@@ -144,8 +165,9 @@ def test_a_bad_order_is_refused(conlab, order):
 
 
 def test_several_sizes_take_turns_in_one_sweep_and_compare(conlab):
-    result = conlab(*run_args("sleep", "sequential", size="5,10", tasks=2, repeats=2, warmups=0,
-                              processes=2))  # fmt: skip
+    result = conlab(
+        *run_args("sleep", "sequential", size="5,10", tasks=2, repeats=2, warmups=0, processes=2)
+    )
     assert result.returncode == 0, result.stderr
     runs = result.json()
     assert sorted(r["size"] for r in runs) == [5, 10] and len({r["sweep_id"] for r in runs}) == 1

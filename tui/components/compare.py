@@ -36,8 +36,13 @@ def speedup_lines(summary, side: str) -> list[tuple[str, list[int], list[float]]
         values = dict(zip(keys, key))
         group = group.sort_values("workers")
         label = " ".join([side, *(f"{k} {values[k]}" for k in varying), str(values["executor"])])
-        lines.append((printable(label), [int(w) for w in group["workers"]],
-                      [float(s) for s in group["speedup"]]))  # fmt: skip
+        lines.append(
+            (
+                printable(label),
+                [int(w) for w in group["workers"]],
+                [float(s) for s in group["speedup"]],
+            )
+        )
     return lines
 
 
@@ -57,8 +62,7 @@ def draw_speedup(plot: PlotextPlot, comparison) -> None:
     plt.plot([1, most], [1, most], label="ideal", color="gray")
     for side, found in lines.items():
         for label, workers, speedups in found:
-            plt.plot(workers, speedups, label=label, marker="dot",
-                     color=SIDE_COLOURS[side])  # fmt: skip
+            plt.plot(workers, speedups, label=label, marker="dot", color=SIDE_COLOURS[side])
     plot.refresh()
 
 
@@ -70,12 +74,14 @@ def draw_times(plot: PlotextPlot, comparison) -> None:
     labels = [printable(f"{n} {row_name(c.config)}") for n, c in enumerate(comparison.rows, 1)]
     plt.multiple_bar(
         labels,
-        [[c.a_median_s * 1000 for c in comparison.rows],
-         [c.b_median_s * 1000 for c in comparison.rows]],
+        [
+            [c.a_median_s * 1000 for c in comparison.rows],
+            [c.b_median_s * 1000 for c in comparison.rows],
+        ],
         labels=[printable(f"A {comparison.a}"), printable(f"B {comparison.b}")],
         color=[SIDE_COLOURS["A"], SIDE_COLOURS["B"]],
         orientation="horizontal",
-    )  # fmt: skip
+    )
     plot.refresh()
 
 
@@ -186,9 +192,11 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             table.add_row(str(n), *map(as_text, row.values()))
         differ = "; ".join(f"{k}: {va} vs {vb}" for k, (va, vb) in comparison.differences.items())
         self.query_one("#compare-verdict", Static).update(
-            as_text(f"B ({comparison.b}) against A ({comparison.a}), geometric mean of B/A: "
-                    f"{comparison.geomean:.3f}")
+            as_text(
+                f"B ({comparison.b}) against A ({comparison.a}), geometric mean of B/A: "
+                f"{comparison.geomean:.3f}"
+            )
             + (as_text(f"\nthe selections differ in {differ}", lines=True) if differ else "")
-        )  # fmt: skip
+        )
         draw_speedup(self.query_one("#speedup-chart"), comparison)
         draw_times(self.query_one("#time-chart"), comparison)

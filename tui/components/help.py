@@ -35,9 +35,14 @@ def bindings_table(groups: Iterable[tuple[str, Iterable[Binding]]], key_display)
 
 class HelpScreen(Modal[None]):
     BINDINGS = [
-        Binding("escape,q,question_mark,f1", "cancel", "close", id="help.close",
-                tooltip="back to the app"),
-    ]  # fmt: skip
+        Binding(
+            "escape,q,question_mark,f1",
+            "cancel",
+            "close",
+            id="help.close",
+            tooltip="back to the app",
+        ),
+    ]
 
     def __init__(self, text: str) -> None:
         super().__init__()
@@ -48,8 +53,9 @@ class HelpScreen(Modal[None]):
 
 
 class ErrorScreen(Modal[None]):
-    BINDINGS = [Binding("escape,enter", "cancel", "close", id="error.close",
-                        tooltip="back to the app")]  # fmt: skip
+    BINDINGS = [
+        Binding("escape,enter", "cancel", "close", id="error.close", tooltip="back to the app")
+    ]
 
     def __init__(self, title: str, detail: str) -> None:
         super().__init__(classes="alarm")

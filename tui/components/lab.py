@@ -73,9 +73,15 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
     """Whether a sweep is being checked or run."""
 
     BINDINGS = [
-        Binding("a", "advise", "Advise", id="lab.advise", show=False,
-                tooltip="probe the chosen workload, measure what can win, recommend one"),
-    ]  # fmt: skip
+        Binding(
+            "a",
+            "advise",
+            "Advise",
+            id="lab.advise",
+            show=False,
+            tooltip="probe the chosen workload, measure what can win, recommend one",
+        ),
+    ]
 
     ADVISE_BUDGET_S = 60.0  # `conlab advise`'s default --time-budget
 
@@ -174,9 +180,13 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
 
         found = discover()
         options = [
-            (as_text(f"{p['version']}{' (free-threaded)' * p['free_threaded']}  {p['path']}"),
-             p["path"]) for p in found if not p.get("current")
-        ]  # fmt: skip
+            (
+                as_text(f"{p['version']}{' (free-threaded)' * p['free_threaded']}  {p['path']}"),
+                p["path"],
+            )
+            for p in found
+            if not p.get("current")
+        ]
         self.app.call_from_thread(self.query_one("#python", Select).set_options, options)
 
     def choose(self, workload: str, executors, **fields: str) -> None:
@@ -319,7 +329,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             as_text(
                 f"advise: probing {workload}, then measuring what can win (up to "
                 f"{self.ADVISE_BUDGET_S:.0f} s)"
-            )  # fmt: skip
+            )
         )
         self.run_advice(workload, size, tasks)
 
@@ -335,9 +345,15 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
 
         try:
             engine = open_engine(self.db, writer=True)
-            found = advise(workload, engine, size, tasks, self.ADVISE_BUDGET_S, on_sweep=adopt,
-                           on_event=lambda spec, event: self.post_message(
-                               self.SweepEvent(spec, event)))  # fmt: skip
+            found = advise(
+                workload,
+                engine,
+                size,
+                tasks,
+                self.ADVISE_BUDGET_S,
+                on_sweep=adopt,
+                on_event=lambda spec, event: self.post_message(self.SweepEvent(spec, event)),
+            )
         except Exception as exc:  # bad input, a failing function: shown, not raised
             self.post_message(self.SweepFailed(str(exc)))
             return
@@ -384,8 +400,11 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         self.busy = False
         self.started_at = None
         failed = [r for r in message.results if r["status"] != "ok"]
-        head = ("cancelled: the run in progress was stored as cancelled\n" if message.cancelled
-                else f"{len(message.results)} run(s) stored, {len(failed)} not ok\n")  # fmt: skip
+        head = (
+            "cancelled: the run in progress was stored as cancelled\n"
+            if message.cancelled
+            else f"{len(message.results)} run(s) stored, {len(failed)} not ok\n"
+        )
         errors = "".join(f"{r['executor']} x{r['workers']}: {r['error']}\n" for r in failed)
         self.query_one("#summary", Static).update(
             as_text(head + errors + message.summary, lines=True)
@@ -397,8 +416,9 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         self.busy = False
         self.started_at = None
         self.query_one("#summary", Static).update(as_text(f"not started: {message.error}"))
-        self.app.notify(printable(message.error), severity="error", title="cannot run",
-                        markup=False)  # fmt: skip
+        self.app.notify(
+            printable(message.error), severity="error", title="cannot run", markup=False
+        )
 
     def tick(self) -> None:
         if self.started_at is not None:
@@ -420,11 +440,17 @@ def sweep_summary(found, results: list[dict]) -> str:
     lines = [
         f"{row.executor:>12} x{int(row.workers):<3} {row.median_s * 1000:9.1f} ms "
         f"({row.ci_low_s * 1000:.1f}–{row.ci_high_s * 1000:.1f})   "
-        + (f"speedup {row.speedup:5.2f}x  efficiency {row.efficiency:4.0%}"
-           if row.speedup == row.speedup else "no sequential run to compare with")
-        + (f"  peak memory {row.peak_rss_bytes / 2**20:.0f} MiB"
-           if row.peak_rss_bytes == row.peak_rss_bytes else "")
+        + (
+            f"speedup {row.speedup:5.2f}x  efficiency {row.efficiency:4.0%}"
+            if row.speedup == row.speedup
+            else "no sequential run to compare with"
+        )
+        + (
+            f"  peak memory {row.peak_rss_bytes / 2**20:.0f} MiB"
+            if row.peak_rss_bytes == row.peak_rss_bytes
+            else ""
+        )
         for row in found.summary.itertuples()
-    ]  # fmt: skip
+    ]
     notes = [f"{r['executor']} x{r['workers']}: {note}" for r in ok for note in r["notes"]]
     return "\n".join(lines + [""] + found.verdicts + notes)

@@ -36,16 +36,22 @@ def facts(env: dict) -> list[tuple[str, str]]:
         ("host", known("hostname")),
         ("system", f"{known('os_name')} {known('os_release')} on {known('architecture')}"),
         ("cpu", known("cpu_model")),
-        ("cores", f"{known('usable_cores')} usable of {known('logical_cores')} logical "
-                  f"({known('physical_cores')} physical)"),
+        (
+            "cores",
+            f"{known('usable_cores')} usable of {known('logical_cores')} logical "
+            f"({known('physical_cores')} physical)",
+        ),
         ("cpu quota", "none" if quota is None else f"{quota} cores"),
         ("memory", gib(env.get("memory_total_bytes"))),
-        ("python", f"{known('python_implementation')} {known('python_version')}"
-                   + (" free-threaded build" if free else "")),
+        (
+            "python",
+            f"{known('python_implementation')} {known('python_version')}"
+            + (" free-threaded build" if free else ""),
+        ),
         ("gil", "enabled" if env.get("gil_enabled") else "disabled"),
         ("interpreter", known("python_executable")),
         ("fingerprint", known("machine_fingerprint")),
-    ]  # fmt: skip
+    ]
 
 
 class MachinePane(ReportsWorkerErrors, Vertical):
@@ -76,8 +82,9 @@ class MachinePane(ReportsWorkerErrors, Vertical):
     def compose(self) -> ComposeResult:
         yield Static("", id="this-machine")
         table = DataTable(id="machines", cursor_type="row")
-        table.add_columns("machine", "fingerprint", "cpu", "cores", "memory", "os", "pythons",
-                          "runs")  # fmt: skip
+        table.add_columns(
+            "machine", "fingerprint", "cpu", "cores", "memory", "os", "pythons", "runs"
+        )
         yield table
 
     def on_mount(self) -> None:
@@ -128,7 +135,14 @@ class MachinePane(ReportsWorkerErrors, Vertical):
         for m in self.machines:
             mark = THIS if self.fingerprint and m["fingerprint"] == self.fingerprint else ""
             system = f"{m['os_name'] or '?'} {m['os_release'] or ''}".strip()
-            cells = (mark + (m["hostname"] or "?"), (m["fingerprint"] or "")[:12],
-                     m["cpu_model"] or "?", m["usable_cores"] or "?", gib(m["memory_total_bytes"]),
-                     system, ",".join(m["pythons"]), m["runs"])  # fmt: skip
+            cells = (
+                mark + (m["hostname"] or "?"),
+                (m["fingerprint"] or "")[:12],
+                m["cpu_model"] or "?",
+                m["usable_cores"] or "?",
+                gib(m["memory_total_bytes"]),
+                system,
+                ",".join(m["pythons"]),
+                m["runs"],
+            )
             table.add_row(*map(as_text, cells))

@@ -60,9 +60,14 @@ class RunsPane(ReportsWorkerErrors, Vertical):
 
     BINDINGS = [
         Binding("t", "tag", "tag", id="runs.tag", tooltip="set the highlighted run's tag"),
-        Binding("d", "delete", "delete", id="runs.delete",
-                tooltip="delete the highlighted run (asks first)"),
-    ]  # fmt: skip
+        Binding(
+            "d",
+            "delete",
+            "delete",
+            id="runs.delete",
+            tooltip="delete the highlighted run (asks first)",
+        ),
+    ]
 
     db: reactive[Optional[str]] = reactive(None)
     """The database shown (bound to the app's)."""
@@ -200,8 +205,11 @@ class RunsPane(ReportsWorkerErrors, Vertical):
                 self.change("tag_run", run["run_id"], tag)
 
         self.app.push_screen(
-            Prompt("Tag for the highlighted run (empty removes it), enter to save:",
-                   run["tag"] or ""), save)  # fmt: skip
+            Prompt(
+                "Tag for the highlighted run (empty removes it), enter to save:", run["tag"] or ""
+            ),
+            save,
+        )
 
     def action_delete(self) -> None:
         run = self.selected()
@@ -213,10 +221,12 @@ class RunsPane(ReportsWorkerErrors, Vertical):
                 self.change("delete_run", run["run_id"])
 
         self.app.push_screen(
-            Confirm(f"Delete run {run['run_id'][:8]} ({run['workload']} on {run['executor']} "
-                    f"x{run['workers']}) and its measurements? This cannot be undone."),
+            Confirm(
+                f"Delete run {run['run_id'][:8]} ({run['workload']} on {run['executor']} "
+                f"x{run['workers']}) and its measurements? This cannot be undone."
+            ),
             delete,
-        )  # fmt: skip
+        )
 
     @work(thread=True, exit_on_error=False, group="runs-change")
     def change(self, action: str, *args) -> None:
