@@ -313,8 +313,9 @@ class Pool(Executor):
         """``pool.terminate(); pool.join()``, but never hang. terminate() stops the workers,
         then joins the pool's task handler, which waits forever to put its end marker on the
         result queue when a worker ended while holding that queue's lock -- a worker stopped in
-        the middle of sending a result, as terminate() itself can do. Past ``terminate_within_s`` the workers are killed and the
-        pool's threads (daemons) are left to end with the runner."""
+        the middle of sending a result, as terminate() itself can do. Past
+        ``terminate_within_s`` the workers are killed and the pool's threads (daemons) are
+        left to end with the runner."""
         import threading
 
         def stop() -> None:
