@@ -82,7 +82,13 @@ async def wait_until(pilot, condition, timeout_s: float = 60) -> None:
         if condition():
             return
         await pilot.pause(0.05)
-    raise AssertionError("the app did not get there in time")
+    app = pilot.app
+    screens = [type(screen).__name__ for screen in app.screen_stack]
+    workers = [(worker.name, worker.state.name, str(worker.error or "")) for worker in app.workers]
+    raise AssertionError(
+        f"the app did not get there in time (screens {screens}, workers {workers}, "
+        f"notifications {[n.message for n in app._notifications]})"
+    )
 
 
 async def choose(pilot, lab, workload: str, executors: list[str], **fields: str) -> None:
