@@ -127,18 +127,27 @@ def _check(text: str, out: _EventWriter) -> int:
     return status
 
 
-def _calibrate(text: str, out: _EventWriter) -> int:
-    """``--size auto``: find the workload's size in this interpreter (experiments.calibrate)."""
+def _request(text: str, out: _EventWriter):
+    """``(request, workload)`` of a ``--calibrate`` or ``--probe`` JSON request; ``(None, None)``
+    after an ``invalid`` error event when it names no importable workload."""
     import json
 
-    from experiments.calibrate import calibrate_answering_early
     from experiments.workloads import WorkloadError, resolve
 
     try:
         request = json.loads(text)
-        workload = resolve(request["workload"])
+        return request, resolve(request["workload"])
     except (ValueError, KeyError, TypeError, WorkloadError) as exc:
         out.emit("error", kind="invalid", message=str(exc), detail=None)
+        return None, None
+
+
+def _calibrate(text: str, out: _EventWriter) -> int:
+    """``--size auto``: find the workload's size in this interpreter (experiments.calibrate)."""
+    from experiments.calibrate import calibrate_answering_early
+
+    request, workload = _request(text, out)
+    if workload is None:
         return 2
     try:
         calibrate_answering_early(
@@ -156,18 +165,13 @@ def _calibrate(text: str, out: _EventWriter) -> int:
 def _probe(text: str, out: _EventWriter) -> int:
     """``conlab advise``'s probes of one workload (experiments.probe): one ``probed`` event, or
     one with ``failed`` when a call of the function raised."""
-    import json
 
     from experiments.environment import usable_cores
     from experiments.executors import EXECUTORS
     from experiments.probe import probe
-    from experiments.workloads import WorkloadError, resolve
 
-    try:
-        request = json.loads(text)
-        workload = resolve(request["workload"])
-    except (ValueError, KeyError, TypeError, WorkloadError) as exc:
-        out.emit("error", kind="invalid", message=str(exc), detail=None)
+    request, workload = _request(text, out)
+    if workload is None:
         return 2
     if workload.async_func is workload.func:
         out.emit(

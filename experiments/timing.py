@@ -112,19 +112,9 @@ def _sample(result, start_ns: int, end_ns: int, before, after, core_start):
     its process's so far; each is None where the platform does not say."""
     gil = None if _gil_enabled is None else _gil_enabled()
     if before is None:
-        return (
-            result,
-            _pid,
-            get_ident(),
-            start_ns,
-            end_ns,
-            gil,
-            None,
-            None,
-            core_start,
-            current_core(),
-            None,
-        )
+        voluntary = involuntary = peak = None
+    else:
+        voluntary, involuntary, peak = after[0] - before[0], after[1] - before[1], after[2]
     return (
         result,
         _pid,
@@ -132,11 +122,11 @@ def _sample(result, start_ns: int, end_ns: int, before, after, core_start):
         start_ns,
         end_ns,
         gil,
-        after[0] - before[0],
-        after[1] - before[1],
+        voluntary,
+        involuntary,
         core_start,
         current_core(),
-        after[2],
+        peak,
     )
 
 
