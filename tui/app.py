@@ -12,7 +12,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.reactive import reactive
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.widgets import ContentSwitcher, Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from storage.text import printable
@@ -216,8 +216,13 @@ class ConlabApp(App):
         # `r` runs what the Lab shows, from the Lab only: elsewhere it would start a sweep
         # the user is not looking at.
         if action == "run":
-            return self.query_one(TabbedContent).active == "lab"
+            return self.shown_pane() == "lab"
         return True
+
+    def shown_pane(self) -> str:
+        """The id of the pane on screen, from the first frame on (TabbedContent.active stays ""
+        until its tabs have said which is active, a moment later, and keys may come first)."""
+        return self.query_one(TabbedContent).query_one(ContentSwitcher).current or "lab"
 
     def action_show(self, pane: str) -> None:
         self.query_one(TabbedContent).active = pane
@@ -233,7 +238,7 @@ class ConlabApp(App):
     @on(PaneMounted)
     def pane_mounted(self, message: PaneMounted) -> None:
         # A pane shown (2, 3, 4) before it was made takes the keys once it is.
-        active = self.query_one(TabbedContent).active
+        active = self.shown_pane()
         if message.pane.parent is not None and message.pane.parent.id == active:
             self.focus_pane(active)
 
@@ -256,7 +261,7 @@ class ConlabApp(App):
     def action_filter(self) -> None:
         runs = self.query_one(RunsPane)
         runs.filter_requested = True
-        if self.query_one(TabbedContent).active == "runs":
+        if self.shown_pane() == "runs":
             runs.shown()
         else:
             self.action_show("runs")  # the pane shows the filter when it comes into view

@@ -83,7 +83,11 @@ async def wait_until(pilot, condition, timeout_s: float = 60) -> None:
             return
         await pilot.pause(0.05)
     app = pilot.app
-    screens = [type(screen).__name__ for screen in app.screen_stack]
+    screens = [
+        type(screen).__name__
+        + (f" ({screen.title_text}: {screen.detail})" if hasattr(screen, "detail") else "")
+        for screen in app.screen_stack
+    ]
     workers = [(worker.name, worker.state.name, str(worker.error or "")) for worker in app.workers]
     raise AssertionError(
         f"the app did not get there in time (screens {screens}, workers {workers}, "

@@ -21,6 +21,7 @@ from tests.tui.conftest import (
 )
 from tui.app import ConlabApp
 from tui.components.lab import LabPane
+from tui.components.prompt import Prompt
 from tui.components.runs import RunsPane
 
 
@@ -220,7 +221,7 @@ async def test_tag_delete_and_merge_from_the_app(tmp_path):
         runs.query_one(DataTable).focus()
         first = runs.selected()["run_id"]
         await pilot.press("t")
-        await pilot.pause()
+        await wait_until(pilot, lambda: isinstance(app.screen, Prompt))
         app.screen.query_one(Input).value = "keep"  # the prompt opens with the current tag
         await pilot.press("enter")
         await wait_until(pilot, lambda: runs.selected() and runs.selected()["tag"] == "keep")
