@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -226,6 +227,35 @@ def user_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "results.db"
+
+
+@pytest.fixture(scope="session")
+def _one_run_template(tmp_path_factory) -> Path:
+    """A database holding one run that a real `conlab run` stored, made once per session."""
+    folder = tmp_path_factory.mktemp("one-run")
+    template = folder / "results.db"
+    proc = subprocess.run(
+        [*CLI, "run", "-w", "tiny", "-e", "sequential", "--repeats", "1"],
+        cwd=folder,
+        env=dict(os.environ, CONLAB_DB=str(template), NO_COLOR="1"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return template
+
+
+@pytest.fixture
+def db_with_one_run(db_path: Path, _one_run_template: Path) -> Path:
+    """``db_path`` holding one stored run (a copy of one real `conlab run`'s database)."""
+    source, copy = sqlite3.connect(_one_run_template), sqlite3.connect(db_path)
+    try:
+        source.backup(copy)
+    finally:
+        source.close()
+        copy.close()
+    return db_path
 
 
 def _marked_pids(mark: str) -> list[int]:

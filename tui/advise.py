@@ -816,7 +816,8 @@ def advise(
     )
     if on_sweep is not None:
         on_sweep(sweep)
-    results = sweep.run()
+    with sweep.cancelled_by_signals():
+        results = sweep.run()
     if sweep.cancelled:
         stop.reason = "cancelled"
     from storage.reports import sweep_verdicts

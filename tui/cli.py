@@ -6,7 +6,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -152,9 +151,8 @@ def run(
         max_time_s=max_time,
         calibrations=calibrations,
     )
-    with _Progress(live, sweep) as progress:
+    with _Progress(live, sweep) as progress, sweep.cancelled_by_signals():
         sweep.on_event = progress.on_event
-        _cancel_on_sigterm(sweep)
         results = sweep.run()
     if as_json:
         _print_json(results)
@@ -237,13 +235,6 @@ def _parse_sizes(text: Optional[str]) -> list[Optional[int | str]]:
         _parse_count("--size", part.strip(), "1000, 1000,1100 or auto") for part in text.split(",")
     ]
     return list(dict.fromkeys(sizes))
-
-
-def _cancel_on_sigterm(sweep) -> None:
-    def handler(signum, frame):
-        raise KeyboardInterrupt  # handled like Ctrl-C: the current run is stored as cancelled
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 class _Progress:

@@ -14,9 +14,11 @@ the runs whose 95% interval is still wider than the target, until ``max_time_s``
 from __future__ import annotations
 
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Optional
 
 from experiments import launch
@@ -195,6 +197,29 @@ class Sweep:
     @property
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
+
+    @contextmanager
+    def cancelled_by_signals(self) -> Iterator[None]:
+        """Meanwhile Ctrl-C and SIGTERM cancel the sweep: its current run is stopped and stored
+        as cancelled. The cancelling runs on a thread of its own, never as an exception raised
+        into whatever the sweep was doing (storing a repeat, starting a runner); a second
+        Ctrl-C interrupts at once. Only the main thread receives signals: elsewhere, nothing."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self.cancelled:
+                raise KeyboardInterrupt
+            threading.Thread(target=self.cancel, name="conlab-cancel", daemon=True).start()
+
+        caught = (signal.SIGINT, signal.SIGTERM)
+        previous = {signum: signal.signal(signum, handler) for signum in caught}
+        try:
+            yield
+        finally:
+            for signum, earlier in previous.items():
+                signal.signal(signum, earlier)
 
     def run(self) -> list[dict[str, Any]]:
         """Run every spec's processes; return the runs' objects (the CLI's JSON shape)."""

@@ -450,8 +450,7 @@ def test_report_on_an_empty_database_says_how_to_start(conlab, db_path):
         ["report", "--timeline", "zzzz", "--format", "html"],
     ],
 )
-def test_bad_report_input_is_one_line(conlab, args):
-    assert conlab("run", "-w", "tiny", "-e", "sequential", "--repeats", "1").returncode == 0
+def test_bad_report_input_is_one_line(conlab, db_with_one_run, args):
     assert_one_line_error(conlab(*args))
 
 

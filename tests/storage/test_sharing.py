@@ -352,6 +352,18 @@ def inflate(db: Path, doublings: int) -> None:
 
 
 @pytest.mark.damaged_databases  # SIGKILL leaves the private working copy half written
+def stopped(process) -> bool:
+    """Whether ``process``, sent SIGSTOP, is stopped (False: it had ended first)."""
+    import time
+
+    while process.poll() is None:
+        with open(f"/proc/{process.pid}/stat") as stat:
+            if stat.read().rpartition(")")[2].split()[0] in ("T", "t"):
+                return True
+        time.sleep(0.001)
+    return False
+
+
 @pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM", "SIGKILL"])
 def test_an_interrupted_export_leaves_nothing_at_out(
     conlab, db_path, tmp_path, monkeypatch, signum
@@ -372,9 +384,11 @@ def test_an_interrupted_export_leaves_nothing_at_out(
         while not list(scratch.glob("conlab-export-*")) and process.poll() is None:
             time.sleep(0.001)
         process.send_signal(signal.SIGSTOP)  # caught working; the signal arrives mid-export
-        if process.poll() is None:
+        if stopped(process) and not out.exists():
             break
-        out.unlink(missing_ok=True)  # it finished first: try again on a bigger database
+        process.send_signal(signal.SIGCONT)  # it finished first: try again on a bigger database
+        process.communicate(timeout=60)
+        out.unlink(missing_ok=True)
         inflate(db_path, 1)
     else:
         pytest.fail("every export finished before the test could signal it")

@@ -250,9 +250,8 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("args", BAD_INPUTS, ids=lambda a: " ".join(a[1:]))
-def test_bad_input_is_one_line_exit_2_and_stores_nothing(conlab, db_path, args):
-    # a database with one run in it, which bad input must leave byte for byte as it was
-    assert conlab("run", "-w", "tiny", "-e", "sequential", "--repeats", "1").returncode == 0
+def test_bad_input_is_one_line_exit_2_and_stores_nothing(conlab, db_with_one_run, args):
+    db_path = db_with_one_run  # which bad input must leave byte for byte as it was
     before = hashlib.sha256(db_path.read_bytes()).hexdigest()
     assert_one_line_error(conlab(*args))
     assert hashlib.sha256(db_path.read_bytes()).hexdigest() == before
@@ -397,9 +396,8 @@ BAD_MERGE_SOURCES = st.one_of(st.just("."), LETTERS.map(lambda s: f"missing-{s}.
 
 @given(st.one_of(BAD_RUN_OPTIONS, BAD_REPORT_OPTIONS, BAD_MERGE_SOURCES))
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
-def test_each_class_of_bad_input_is_one_line_and_changes_nothing(conlab, db_path, args):
-    if not db_path.exists():  # one stored run, which no bad input may change
-        assert conlab("run", "-w", "tiny", "-e", "sequential", "--repeats", "1").returncode == 0
+def test_each_class_of_bad_input_is_one_line_and_changes_nothing(conlab, db_with_one_run, args):
+    db_path = db_with_one_run  # which no bad input may change
     before = hashlib.sha256(db_path.read_bytes()).hexdigest()
     assert_one_line_error(conlab(*args))
     assert hashlib.sha256(db_path.read_bytes()).hexdigest() == before
