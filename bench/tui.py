@@ -22,25 +22,58 @@ START = float(sys.argv[1])
 Timed(db=sys.argv[2]).run(headless=True)
 """
 
+# The floor: Textual's hello world, timed the same way on the same machine in the same turns.
+HELLO_WORLD = """
+import sys, time
+from textual.app import App
+from textual.widgets import Static
+
+class Hello(App):
+    def compose(self):
+        yield Static("Hello, world")
+
+    def on_ready(self) -> None:
+        print(time.perf_counter() - START, flush=True)
+        self.exit()
+
+START = float(sys.argv[1])
+Hello().run(headless=True)
+"""
+
 
 def bench_cold_start(bench) -> None:
     db = str(bench.workdir / "tui.db")
-    env = dict(os.environ, NO_COLOR="1")
-    times = []
-    for _ in range(5):
+    # A cold start as a user's: a new process that reads the bytecode Python wrote on an earlier
+    # run (the untimed first round writes it), not one that compiles the lab's sources each time
+    # because the shell that runs the bench set PYTHONDONTWRITEBYTECODE.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["NO_COLOR"] = "1"
+
+    def once(script: str) -> float:
         # time.perf_counter is system-wide monotonic on Linux: the child can subtract our start.
         start = time.perf_counter()
         out = subprocess.run(
-            [sys.executable, "-c", COLD_START, str(start), db],
+            [sys.executable, "-c", script, str(start), db],
             env=env,
             capture_output=True,
             text=True,
             check=True,
         ).stdout
-        times.append(float(out.strip().splitlines()[-1]))
-    value = statistics.median(times)
+        return float(out.strip().splitlines()[-1])
+
+    times: dict[str, list[float]] = {COLD_START: [], HELLO_WORLD: []}
+    for n in range(1 + 5):  # the app and the floor take turns; the first round is not timed
+        for script, taken in times.items():
+            took = once(script)
+            if n:
+                taken.append(took)
+    value = statistics.median(times[COLD_START])
     bench.record(
         "app: cold start to first screen, s (median of 5)", value, "<= 0.25", value <= 0.25
+    )
+    bench.show(
+        "  the floor: Textual's hello world, same turns, s (median of 5)",
+        statistics.median(times[HELLO_WORLD]),
     )
 
 

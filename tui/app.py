@@ -3,9 +3,10 @@ stored runs through ``tui.service``, in workers; the app's stylesheet is ``app.t
 
 from __future__ import annotations
 
+import gc
 from functools import partial
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -16,11 +17,13 @@ from textual.widgets import ContentSwitcher, Footer, Header, TabbedContent, TabP
 from textual.worker import Worker, WorkerState
 
 from storage.text import printable
-from tui.components.compare import ComparePane
 from tui.components.lab import LabPane
-from tui.components.machine import MachinePane
 from tui.components.pane import AfterFirstScreen, PaneMounted, WorkerFailed
-from tui.components.runs import RunsPane
+
+if TYPE_CHECKING:  # the hidden panes' modules load when the panes are made, after the first screen
+    from tui.components.compare import ComparePane
+    from tui.components.machine import MachinePane
+    from tui.components.runs import RunsPane
 
 # Presets for the command palette: (name, workload, executors, fields, what it shows).
 PRESETS = [
@@ -163,25 +166,60 @@ class ConlabApp(App):
         super().__init__(**kwargs)
         self.set_reactive(ConlabApp.db, db)
         self.screenshots = Path(screenshots) if screenshots else screenshots_folder()
+        self.collect_after_first_screen = False
+
+    def run(self, *args, **kwargs):
+        """Run the app; its first screen is made with the cyclic garbage collector paused.
+
+        Textual makes over a hundred thousand objects for the first screen, and collecting as they
+        come (a full collection among them) takes about a tenth of the time to it. Collection
+        resumes once the screen is drawn (``on_ready``), or when the app ends before that."""
+        self.collect_after_first_screen = gc.isenabled()
+        gc.disable()
+        try:
+            return super().run(*args, **kwargs)
+        finally:
+            self.resume_collection()
+
+    def resume_collection(self) -> None:
+        if self.collect_after_first_screen:
+            self.collect_after_first_screen = False
+            gc.enable()
 
     def compose(self) -> ComposeResult:
         yield Header()
         with TabbedContent(initial="lab"):
             with TabPane("1 Lab", id="lab"):
                 yield LabPane().data_bind(ConlabApp.db)
-            # The hidden panes are made after the first screen is drawn, not before it.
+            # The hidden panes (and their modules) are made after the first screen is drawn.
             with TabPane("2 Runs", id="runs"):
-                yield AfterFirstScreen(RunsPane().data_bind(ConlabApp.db, ConlabApp.db_ready))
+                yield AfterFirstScreen(self.make_runs)
             with TabPane("3 Compare", id="compare"):
-                yield AfterFirstScreen(ComparePane().data_bind(ConlabApp.db))
+                yield AfterFirstScreen(self.make_compare)
             with TabPane("4 Machine", id="machine"):
-                yield AfterFirstScreen(MachinePane().data_bind(ConlabApp.db, ConlabApp.db_ready))
+                yield AfterFirstScreen(self.make_machine)
         yield Footer()
+
+    def make_runs(self) -> RunsPane:
+        from tui.components.runs import RunsPane
+
+        return RunsPane().data_bind(ConlabApp.db, ConlabApp.db_ready)
+
+    def make_compare(self) -> ComparePane:
+        from tui.components.compare import ComparePane
+
+        return ComparePane().data_bind(ConlabApp.db)
+
+    def make_machine(self) -> MachinePane:
+        from tui.components.machine import MachinePane
+
+        return MachinePane().data_bind(ConlabApp.db, ConlabApp.db_ready)
 
     def on_mount(self) -> None:
         self.sub_title = printable(self.db or "default database")
 
     def on_ready(self) -> None:
+        self.resume_collection()
         # The database is opened (SQLAlchemy imported) once the first screen is up.
         self.reload_all()
 
@@ -203,11 +241,12 @@ class ConlabApp(App):
         if not self.db_ready:
             self.db_ready = True  # the panes, bound to it, read the database (when mounted)
             return
-        for pane in self.query(RunsPane):
+        # (by type name: a pane's class is loaded only once the pane is made)
+        for pane in self.query("RunsPane"):
             pane.reload()
-        for pane in self.query(MachinePane):
+        for pane in self.query("MachinePane"):
             pane.reload()
-        for pane in self.query(ComparePane):
+        for pane in self.query("ComparePane"):
             pane.refresh_comparison()
 
     # --- actions ---
@@ -245,7 +284,7 @@ class ConlabApp(App):
     def focus_pane(self, pane_id: str) -> None:
         """Give the keys to the shown pane's main widget, if the pane is made yet."""
         if pane_id == "runs":
-            for runs in self.query(RunsPane):
+            for runs in self.query("RunsPane"):
                 runs.shown()
         else:
             for widget in self.query(FIRST_FOCUS[pane_id]):
@@ -259,7 +298,7 @@ class ConlabApp(App):
             self.screen.set_focus(None)
 
     def action_filter(self) -> None:
-        runs = self.query_one(RunsPane)
+        runs = self.query_one("RunsPane")
         runs.filter_requested = True
         if self.shown_pane() == "runs":
             runs.shown()
@@ -268,6 +307,7 @@ class ConlabApp(App):
 
     def action_help(self) -> None:
         from tui.components.help import INTRO, OUTRO, HelpScreen, bindings_table
+        from tui.components.runs import RunsPane
 
         groups = [("everywhere", self.BINDINGS), ("Runs", RunsPane.BINDINGS)]
         table = bindings_table(groups, self.get_key_display_for)

@@ -450,3 +450,18 @@ async def test_the_apps_stylesheet_is_applied(tmp_path):
         await pilot.press("2")
         # #runs-filter is hidden until / (a rule of app.tcss alone)
         assert app.query_one("#runs-filter").styles.display == "none"
+
+
+def test_garbage_is_collected_again_once_the_first_screen_is_drawn(tmp_path):
+    import gc
+
+    seen = {}
+
+    class FirstScreen(ConlabApp):
+        def on_ready(self) -> None:
+            super().on_ready()
+            seen["after the first screen"] = gc.isenabled()
+            self.exit()
+
+    FirstScreen(db=str(tmp_path / "x.db")).run(headless=True, size=(80, 24))
+    assert seen == {"after the first screen": True} and gc.isenabled()

@@ -36,7 +36,6 @@ from experiments.workloads import WORKLOADS
 from storage.text import as_text, printable
 from tui.components.pane import ReportsWorkerErrors
 from tui.components.timeline import Timeline
-from tui.service import process_tasks, run_label
 
 # The form's fields, one per row of the option table: a menu for an option of a few values and
 # for the interpreter (``find_pythons`` fills it), a text field for the others.
@@ -169,7 +168,10 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         yield Static("Choose a workload and executors, then press r.", id="summary")
 
     def on_mount(self) -> None:
-        self.query_one("#workloads", OptionList).highlighted = 0
+        # The form is checked once the first screen is drawn (the check loads the sweep planner).
+        with self.prevent(OptionList.OptionHighlighted):
+            self.query_one("#workloads", OptionList).highlighted = 0
+        self.call_after_refresh(self.validate_form)
         # Probing every interpreter starts a process each: after the first screen, not before.
         self.set_timer(1.0, self.find_pythons)
         self.set_interval(0.5, self.tick)
@@ -372,6 +374,8 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             self.started_at = None
 
     def on_lab_pane_sweep_event(self, message: SweepEvent) -> None:
+        from tui.service import process_tasks, run_label
+
         event, spec = message.event, message.spec
         kind = event.get("event")
         timeline = self.query_one(Timeline)

@@ -5,9 +5,10 @@ the hidden panes are made after the first screen."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
-from textual.lazy import Lazy
 from textual.message import Message
+from textual.widget import Widget
 from textual.worker import Worker, WorkerState
 
 
@@ -37,9 +38,19 @@ class ReportsWorkerErrors:
             self.post_message(WorkerFailed(event.worker.name, str(event.worker.error)))
 
 
-class AfterFirstScreen(Lazy):
-    """A pane made after the first screen is drawn (Textual's Lazy), and not at all when the app
-    is already closing by then (Lazy would then mount into a pane that is gone, and fail)."""
+class AfterFirstScreen(Widget):
+    """Stands for a pane until the first screen is drawn, then makes it (as Textual's Lazy), and
+    not at all when the app is already closing by then (it would mount into a pane that is gone).
+
+    It is given how to make the pane, not the pane: the pane's module (and what that imports) is
+    loaded after the first screen too. The app calls ``make``, so that the pane binds to the app's
+    reactives as it would in the app's ``compose``."""
+
+    DEFAULT_CSS = "AfterFirstScreen { display: none; }"
+
+    def __init__(self, make: Callable[[], Widget]) -> None:
+        super().__init__()
+        self.make = make
 
     async def mount_composed_widgets(self, widgets: list) -> None:
         parent = self.parent
@@ -47,9 +58,9 @@ class AfterFirstScreen(Lazy):
             return
 
         async def mount() -> None:
-            if not parent.is_attached:
+            if not parent.is_attached or not self.is_attached:
                 return
-            await parent.mount(self._replace_widget, after=self)
+            await parent.mount(self.make(), after=self)
             await self.remove()
 
-        self.call_after_refresh(mount)
+        self.call_after_refresh(self.app.call_later, mount)
