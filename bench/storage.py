@@ -107,8 +107,9 @@ SAMPLE_SQL = (
 )
 
 
-def record_by_lab(path: Path) -> float:
-    """1,000,000 samples in 10 repeats through the recorder, as `conlab run` stores them."""
+def record_by_lab(path: Path) -> tuple[float, float]:
+    """1,000,000 samples in 10 repeats through the recorder, as `conlab run` stores them.
+    Returns the wall time and the CPU time."""
     from storage.database import open_engine
     from storage.recorder import RunRecorder
 
@@ -120,7 +121,7 @@ def record_by_lab(path: Path) -> float:
         engine, spec, {"workers": 2, "start_method": None, "chunksize": None, "size": 1}
     )
     recorder.start()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for index in range(10):
         recorder.on_event(
             {
@@ -134,21 +135,24 @@ def record_by_lab(path: Path) -> float:
             }
         )
         recorder.on_event({"event": "tasks", "repeat": index, "samples": SAMPLES})
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    assert recorder.storage_error is None, recorder.storage_error
     engine.dispose()
-    return elapsed
+    return elapsed, cpu
 
 
-def record_by_hand(path: Path) -> float:
+def record_by_hand(path: Path) -> tuple[float, float]:
     """The same samples by a plain sqlite3 executemany, one transaction per repeat, into the
-    same schema (WAL, synchronous=NORMAL, as the lab's writer)."""
+    same schema (WAL, synchronous=NORMAL, as the lab's writer). A plain script leaves foreign
+    keys unchecked: the lab checks them (PRAGMA foreign_keys = ON), within its budget. Returns
+    the wall time and the CPU time."""
     from storage.database import open_engine
 
     open_engine(path).dispose()
     connection = sqlite3.connect(path, isolation_level=None)
     connection.execute("PRAGMA synchronous = NORMAL")
     run_id = str(uuid.uuid4())
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for index in range(10):
         rows = [
             (run_id, index, i, s[0], s[1], s[2], s[3], s[5], s[6], s[7], s[8])
@@ -157,12 +161,14 @@ def record_by_hand(path: Path) -> float:
         connection.execute("BEGIN IMMEDIATE")
         connection.executemany(SAMPLE_SQL, rows)
         connection.execute("COMMIT")
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     connection.close()
-    return elapsed
+    return elapsed, cpu
 
 
 def bench_record_samples(bench) -> None:
+    """Issue 14's budget, 1.0 s where the plain executemany takes 0.9 s, held as a ratio to the
+    plain executemany measured in the same round: the lab's figure / the hand's <= 1.10."""
     lab, hand = [], []
     for round_ in range(ROUNDS):  # in turns: the machine's speed moves between rounds
         lab.append(record_by_lab(bench.workdir / f"lab{round_}.db"))
@@ -170,14 +176,16 @@ def bench_record_samples(bench) -> None:
         for name in (f"lab{round_}.db", f"hand{round_}.db"):
             for path in bench.workdir.glob(name + "*"):
                 path.unlink()
-    elapsed = statistics.median(lab)
+    ratio = statistics.median(a[0] / b[0] for a, b in zip(lab, hand))
     bench.record(
-        f"store 1,000,000 task samples (10 repeats), s (median of {ROUNDS})",
-        elapsed,
-        "<= 1.0",
-        elapsed <= 1.0,
+        f"store 1,000,000 task samples: lab / plain executemany, wall (median of {ROUNDS})",
+        ratio,
+        "<= 1.10",
+        ratio <= 1.1,
     )
-    bench.show("  the same rows by a plain sqlite3 executemany, s", statistics.median(hand))
+    bench.show("  the same, CPU time", statistics.median(a[1] / b[1] for a, b in zip(lab, hand)))
+    bench.show("  the lab's wall time, s", statistics.median(a[0] for a in lab))
+    bench.show("  the plain executemany's wall time, s", statistics.median(b[0] for b in hand))
 
 
 def bench_list_runs(bench) -> None:

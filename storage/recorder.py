@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 from collections.abc import Iterator, Sequence
-from functools import cached_property, partial
-from itertools import compress, count, repeat
-from operator import eq, is_not, itemgetter, ne
+from functools import cached_property, lru_cache, partial
+from itertools import chain, compress, count, repeat
+from operator import eq, is_not, ne
 from typing import Any, Optional
 
 from sqlalchemy import insert, update
@@ -336,7 +337,7 @@ class RunRecorder:
                 ],
             )
             if samples:
-                _insert_samples(connection, samples.rows(self.run_id, index))
+                _insert_samples(connection, samples, self.run_id, index)
             connection.execute(
                 update(Run).where(Run.id == self.run_id).values(heartbeat_at=utc_now())
             )
@@ -367,23 +368,26 @@ _STORED_FIELDS = (
     "core_end",
 )
 _SAMPLE_COLUMNS = ("run_id", "repeat_index", "task_index", *_STORED_FIELDS)
-_PLACEHOLDERS = ", ".join("?" * len(_SAMPLE_COLUMNS))
 
 
 class Samples:
     """A repeat's task samples, field by field (``SAMPLE_FIELDS``): a repeat has up to a
-    hundred thousand, so each field is read and checked once, in C loops (zip, map, min, sum),
-    and the rows to store are zipped from the fields, never built in a Python loop. Samples
-    from before the costs were collected have only their first four fields: the others are
-    None."""
+    hundred thousand, so each field is read and checked once, in C loops (chain, slices, map,
+    min, sum), and the rows to store are laid out from the fields, never built in a Python
+    loop. Samples from before the costs were collected have only their first four fields: the
+    others are None."""
 
     def __init__(self, samples) -> None:
         self.count = len(samples)
-        if self.count and min(map(len, samples)) < len(SAMPLE_FIELDS):
-            width = len(SAMPLE_FIELDS)
+        width = len(SAMPLE_FIELDS)
+        flat = list(chain.from_iterable(samples))
+        # The samples end to end; field k of each is every width-th value from k when every
+        # sample has exactly the width (same total, none shorter).
+        if len(flat) != width * self.count or (self.count and min(map(len, samples)) != width):
             samples = [(*s[:width], *(None,) * (width - len(s))) for s in samples]
+            flat = list(chain.from_iterable(samples))
         for at, name in enumerate(SAMPLE_FIELDS):
-            values = tuple(map(itemgetter(at), samples))
+            values = flat[at::width]
             setattr(self, name, values if at < 5 else _counts(values))
 
     def __bool__(self) -> bool:
@@ -393,6 +397,18 @@ class Samples:
         """The task_sample rows (``_SAMPLE_COLUMNS``), task by task."""
         fields = [getattr(self, name) for name in _STORED_FIELDS]
         return zip(repeat(run_id), repeat(repeat_index), count(), *fields)
+
+    def flat_rows(self, run_id: str, repeat_index: int) -> list:
+        """The task_sample rows (``_SAMPLE_COLUMNS``) end to end in one list, each column laid
+        in by one slice assignment."""
+        width, tasks = len(_SAMPLE_COLUMNS), self.count
+        flat: list = [None] * (width * tasks)
+        flat[0::width] = [run_id] * tasks
+        flat[1::width] = [repeat_index] * tasks
+        flat[2::width] = range(tasks)
+        for at, name in enumerate(_STORED_FIELDS, 3):
+            flat[at::width] = getattr(self, name)
+        return flat
 
     def gil_by_worker(self) -> dict[str, bool]:
         """Free-threaded builds: whether each worker (pid) ran with the GIL on (its last
@@ -459,18 +475,35 @@ def repeat_costs(samples, runner_pid, runner_peak) -> dict[str, Optional[int]]:
     return Samples(samples).costs(runner_pid, runner_peak)
 
 
-def _insert_samples(connection, rows: Iterator[tuple]) -> None:
-    """Bulk-insert task samples: on SQLite the driver's own executemany, in the transaction
-    SQLAlchemy began, fed tuples as zip makes them (a third of the time SQLAlchemy's per-row
-    parameter handling takes); the portable insert elsewhere."""
-    if connection.dialect.name == "sqlite":
-        cursor = connection.connection.driver_connection.cursor()
-        try:
-            cursor.executemany(
-                f"INSERT INTO task_sample ({', '.join(_SAMPLE_COLUMNS)}) VALUES ({_PLACEHOLDERS})",
-                rows,
-            )
-        finally:
-            cursor.close()
-    else:
+def _insert_samples(connection, samples: Samples, run_id: str, repeat_index: int) -> None:
+    """Bulk-insert a repeat's task samples, in the transaction SQLAlchemy began: on SQLite as
+    INSERTs of many rows each (``_insert_sql``), their values sliced from one flat list
+    (``Samples.flat_rows``), through SQLAlchemy so that a failing write is its error like any
+    other; the portable insert elsewhere."""
+    if connection.dialect.name != "sqlite":
+        rows = samples.rows(run_id, repeat_index)
         connection.execute(insert(TaskSample), [dict(zip(_SAMPLE_COLUMNS, row)) for row in rows])
+        return
+    width = len(_SAMPLE_COLUMNS)
+    limit = connection.connection.driver_connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    step = width * max(1, min(ROWS_PER_INSERT, limit // width))
+    values = tuple(samples.flat_rows(run_id, repeat_index))  # exec_driver_sql takes tuples
+    whole = len(values) - len(values) % step
+    if whole:
+        chunks = [values[at : at + step] for at in range(0, whole, step)]
+        connection.exec_driver_sql(_insert_sql(step // width), chunks)
+    if whole < len(values):
+        connection.exec_driver_sql(_insert_sql((len(values) - whole) // width), values[whole:])
+
+
+# Task samples per INSERT on SQLite (fewer where SQLite takes fewer variables per statement):
+# one statement stepped once per few hundred rows costs a third less than one per row.
+ROWS_PER_INSERT = 500
+
+
+@lru_cache(maxsize=8)
+def _insert_sql(rows: int) -> str:
+    """An INSERT of ``rows`` task_sample rows (``_SAMPLE_COLUMNS``), positional values."""
+    row = f"({', '.join('?' * len(_SAMPLE_COLUMNS))})"
+    columns = ", ".join(_SAMPLE_COLUMNS)
+    return f"INSERT INTO task_sample ({columns}) VALUES {', '.join([row] * rows)}"

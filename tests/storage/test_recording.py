@@ -4,9 +4,13 @@ loops over whole fields), with the same rows and costs as reading them sample by
 from __future__ import annotations
 
 import sqlite3
+from itertools import chain
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import event
 
 from experiments.spec import ExperimentSpec
 from storage.database import open_engine
@@ -70,6 +74,7 @@ def test_samples_give_the_rows_and_costs_read_one_by_one(samples, runner_pid, ru
     rows, costs = reference(samples, runner_pid, runner_peak)
     found = Samples(samples)
     assert list(found.rows("run", 3)) == rows
+    assert found.flat_rows("run", 3) == list(chain.from_iterable(rows))
     assert found.costs(runner_pid, runner_peak) == costs
 
 
@@ -121,3 +126,85 @@ def test_a_recorded_repeat_stores_every_sample_with_its_costs(tmp_path):
         (3, 12, 6, 2, 1, 1),
     ]
     assert repeat == (0, 5 + 4 + 5 + 2, 30 + 80 + 50, 80, 6, 1, 1, 2)
+
+
+def _record_one_repeat(engine, samples) -> str:
+    spec = ExperimentSpec(
+        workload="tiny", executor="threads", workers=2, tasks=len(samples), repeats=1, warmups=0
+    )
+    recorder = RunRecorder(
+        engine, spec, {"workers": 2, "start_method": None, "chunksize": None, "size": 1}
+    )
+    recorder.start()
+    recorder.on_event(
+        {"event": "repeat", "index": 0, "warmup": False, "wall_ns": 1, "start_ns": 0, "end_ns": 1}
+    )
+    recorder.on_event({"event": "tasks", "repeat": 0, "samples": samples})
+    recorder.finish("ok")
+    assert recorder.storage_error is None
+    return spec.run_id
+
+
+@pytest.mark.parametrize(
+    ("tasks", "variables"),
+    [(1, 40), (3, 40), (4, 40), (11, 40), (1_007, None), (1_000, None)],
+)
+def test_every_sample_is_stored_however_many_an_insert_holds(tmp_path, tasks, variables):
+    """Samples go in INSERTs of many rows each: as many as SQLite takes variables for (40 take
+    three rows of eleven columns), whole statements and what is left, every row once."""
+    path = tmp_path / "r.db"
+    engine = open_engine(path, writer=True)
+    if variables is not None:
+
+        @event.listens_for(engine, "connect")
+        def _few_variables(dbapi_connection, _record) -> None:
+            dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variables)
+
+        engine.dispose()  # connections from here on take ``variables``
+    samples = [[1000 + i % 3, 7, i, i + 5, None, i % 4, 0, i % 2, 1, None] for i in range(tasks)]
+    run_id = _record_one_repeat(engine, samples)
+    engine.dispose()
+    with sqlite3.connect(path) as connection:
+        stored = connection.execute(
+            "SELECT run_id, repeat_index, task_index, pid, thread_id, start_ns, end_ns, "
+            "voluntary_switches, involuntary_switches, core_start, core_end "
+            "FROM task_sample ORDER BY task_index"
+        ).fetchall()
+    assert stored == list(Samples(samples).rows(run_id, 0))
+
+
+def test_a_database_that_fills_up_while_samples_go_in_keeps_the_run_in_a_file(
+    tmp_path, monkeypatch
+):
+    """SQLite runs out of room halfway through a repeat's samples (a database held to 200
+    pages): the recorder stops writing, the run goes on, and its events end up in a file."""
+    import json
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the file goes
+    engine = open_engine(tmp_path / "r.db", writer=True)
+
+    @event.listens_for(engine, "connect")
+    def _small(dbapi_connection, _record) -> None:
+        dbapi_connection.execute("PRAGMA max_page_count = 200")
+
+    engine.dispose()
+    samples = [[1000, 7, i, i + 5, None, 1, 0, 0, 1, None] for i in range(20_000)]
+    spec = ExperimentSpec(
+        workload="tiny", executor="threads", workers=1, tasks=len(samples), repeats=1, warmups=0
+    )
+    recorder = RunRecorder(
+        engine, spec, {"workers": 1, "start_method": None, "chunksize": None, "size": 1}
+    )
+    recorder.start()
+    recorder.on_event(
+        {"event": "repeat", "index": 0, "warmup": False, "wall_ns": 1, "start_ns": 0, "end_ns": 1}
+    )
+    recorder.on_event({"event": "tasks", "repeat": 0, "samples": samples})
+    assert "full" in recorder.storage_error
+    row = recorder.finish("ok")
+    engine.dispose()
+    assert recorder.saved_to in row["error"]
+    saved = json.loads(Path(recorder.saved_to).read_text())
+    (tasks,) = [e for e in saved["events"] if e["event"] == "tasks"]
+    assert tasks["samples"] == samples
