@@ -468,14 +468,22 @@ def export(source: Target, out: Path, anonymize: bool = False, tag: Optional[str
     if isinstance(source, FileDatabase):
         check_sqlite_file(source.path, create=False)
     _refuse_as_export_target(out)
-    with _terminate_as_interrupt(), _private_directory("conlab-export-") as scratch:
-        work = Path(scratch) / "export.db"
-        if isinstance(source, FileDatabase):
-            _vacuum_into(source.path, work)
-        else:
-            _copy_from_server(source.url, work)
-        count = _finish_copy(work, anonymize, tag)
-        _put_in_place(work, out)
+    placed = False
+    try:
+        with _terminate_as_interrupt(), _private_directory("conlab-export-") as scratch:
+            work = Path(scratch) / "export.db"
+            if isinstance(source, FileDatabase):
+                _vacuum_into(source.path, work)
+            else:
+                _copy_from_server(source.url, work)
+            count = _finish_copy(work, anonymize, tag)
+            placed = _put_in_place(work, out)
+    except BaseException:
+        # Python raises an interrupt at its next check, which may come after the link: an
+        # export that is said to be interrupted leaves no `out`, whenever the signal came.
+        if placed:
+            out.unlink(missing_ok=True)
+        raise
     return count
 
 
@@ -546,12 +554,14 @@ def _finish_copy(work: Path, anonymize: bool, tag: Optional[str]) -> int:
         copy.close()
 
 
-def _put_in_place(work: Path, out: Path) -> None:
+def _put_in_place(work: Path, out: Path) -> bool:
     """Write ``work`` compacted (``VACUUM INTO``: no free pages keep what was deleted or
-    rewritten) to a hidden file beside ``out``, then link it as ``out``, which must not exist."""
+    rewritten) to a hidden file beside ``out``, then link it as ``out``, which must not exist.
+    Returns True; an interrupt raised once ``out`` is linked removes it again."""
     import uuid
 
     part = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.part")
+    placed = False
     try:
         copy = sqlite3.connect(work)
         try:
@@ -572,8 +582,15 @@ def _put_in_place(work: Path, out: Path) -> None:
                     f"{out} already exists; choose a new file name for the export"
                 ) from None
             os.replace(part, out)
+        placed = True
+        part.unlink(missing_ok=True)
+        return placed
     except sqlite3.Error as exc:
         raise DatabaseError(f"cannot write {out} ({exc}); choose another place") from None
+    except BaseException:
+        if placed:
+            out.unlink(missing_ok=True)
+        raise
     finally:
         part.unlink(missing_ok=True)
 
