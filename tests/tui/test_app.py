@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from textual import events
 from textual.widgets import DataTable, Input, TabbedContent
 
 from tests.storage.test_database import make_v1_file
@@ -294,6 +295,22 @@ async def test_after_2_the_runs_table_takes_the_keys(tmp_path):
         assert table.cursor_row == 1
         await pilot.press("t")  # acts at once: the tag prompt opens
         assert app.screen.__class__.__name__ == "Prompt"
+
+
+async def test_the_pane_shown_is_the_last_one_chosen_and_stays(tmp_path):
+    # Keys faster than the app: a pane's focusing lands after the next key chose another one.
+    app = ConlabApp(db=str(tmp_path / "x.db"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        tabs = app.query_one(TabbedContent)
+        for key in "21212":
+            app.post_message(events.Key(key, key))
+        await settle(app, pilot)
+        shown = []
+        app.watch(tabs, "active", shown.append, init=False)
+        await pilot.pause(0.5)  # time for a pane brought back to show (it was shown in turns)
+        assert (tabs.active, shown) == ("runs", [])
+        assert app.focused is app.query_one("#runs-table", DataTable)
 
 
 async def test_r_runs_only_from_the_lab(tmp_path):
