@@ -64,14 +64,17 @@ async def test_escape_cancels_and_stores_the_run_as_cancelled(db_path, marked):
     app = ConlabApp(db=str(db_path))
     async with app.run_test(size=SIZE) as pilot:
         lab = app.query_one(LabPane)
+        animations = app.animation_level
         await choose(
             pilot, lab, "sleep", ["processes"], workers="2", tasks="400", size="100", repeats="3"
         )
         await pilot.press("escape", "r")
         await wait_until(pilot, lambda: lab.sweep is not None and len(statuses(db_path)) == 1)
+        assert app.animation_level == "none"  # nothing animates while a sweep runs
         await pilot.pause(0.5)
         await pilot.press("escape")
         await wait_until(pilot, lambda: not lab.busy)
+        assert app.animation_level == animations
         assert statuses(db_path) == [("processes", 2, "cancelled")]
         assert "cancelled" in str(lab.query_one("#summary").render())
 

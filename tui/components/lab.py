@@ -113,6 +113,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         self.started_at: Optional[float] = None
         self.specs: list[ExperimentSpec] = []
         self.finished_processes = 0  # runner processes of the sweep that have ended
+        self.app_animation_level: Optional[str] = None  # put back when the sweep ends
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="lab-top"):
@@ -420,10 +421,20 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             printable(message.error), severity="error", title="cannot run", markup=False
         )
 
+    def watch_busy(self, busy: bool) -> None:
+        # While a sweep runs the app's CPU is taken from the runs, and keys wait behind every
+        # redraw: nothing animates (the tabs' underline alone redraws the screen some 18 times
+        # in the 0.3 s after a pane is shown).
+        if busy:
+            self.app_animation_level, self.app.animation_level = self.app.animation_level, "none"
+        elif self.app_animation_level is not None:
+            self.app.animation_level, self.app_animation_level = self.app_animation_level, None
+
     def tick(self) -> None:
         if self.started_at is not None:
             elapsed = time.monotonic() - self.started_at
-            self.query_one("#elapsed", Label).update(f"  {elapsed:5.1f} s")
+            # a fixed-width field: its text changes, its size does not (no layout)
+            self.query_one("#elapsed", Label).update(f"  {elapsed:5.1f} s", layout=False)
 
 
 def repeat_caption(spec: ExperimentSpec, repeat: int) -> str:
