@@ -104,6 +104,53 @@ class LabCommands(Provider):
                 yield Hit(score, matcher.highlight(name), callback, help=help_text)
 
 
+class Panes(TabbedContent):
+    """The app's panes. The pane on screen is the one the user chose (1-4, a tab clicked), and
+    the keys follow it (``ConlabApp.focus_pane``), never the reverse. TabbedContent's own rule,
+    show the pane of whichever widget takes the focus, acts on a focus message that arrives
+    after the user has moved on: the pane just left comes back, its focusing brings the other
+    back, and the two take turns for as long as the app runs, each turn a full restyle."""
+
+    def on_tab_pane_focused(self, event: TabPane.Focused) -> None:
+        event.prevent_default()  # TabbedContent's handler, which would show event.tab_pane
+        event.stop()
+
+
+class KeysFooter(Footer):
+    """Textual's Footer, made again only when the keys it shows have changed. Footer remakes
+    itself (a widget per key, each styled) whenever the bindings may have changed: on every
+    change of focus and every ``refresh_bindings``, several times per pane shown, most of them
+    showing the same keys."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.composed_keys: Optional[tuple] = None
+
+    def shown_keys(self) -> tuple:
+        """What ``compose`` draws from: the shown bindings, enabled or not, and the palette's."""
+        active = self.screen.active_bindings
+        palette = active.get(self.app.COMMAND_PALETTE_BINDING)
+        return (
+            tuple(
+                (binding, enabled, tooltip)
+                for _, binding, enabled, tooltip in active.values()
+                if binding.show
+            ),
+            palette[1:] if palette and self.show_command_palette else None,
+            self.compact,
+            self.combine_groups,
+        )
+
+    async def recompose(self) -> None:
+        if not self.is_attached:
+            return
+        keys = self.shown_keys()
+        if keys == self.composed_keys:
+            return
+        self.composed_keys = keys
+        await super().recompose()
+
+
 class ConlabApp(App):
     """Pick workloads and executors, run them, watch the workers, compare stored runs."""
 
@@ -188,7 +235,7 @@ class ConlabApp(App):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with TabbedContent(initial="lab"):
+        with Panes(initial="lab"):
             with TabPane("1 Lab", id="lab"):
                 yield LabPane().data_bind(ConlabApp.db)
             # The hidden panes (and their modules) are made after the first screen is drawn.
@@ -198,7 +245,7 @@ class ConlabApp(App):
                 yield AfterFirstScreen(self.make_compare)
             with TabPane("4 Machine", id="machine"):
                 yield AfterFirstScreen(self.make_machine)
-        yield Footer()
+        yield KeysFooter()
 
     def make_runs(self) -> RunsPane:
         from tui.components.runs import RunsPane
@@ -282,7 +329,10 @@ class ConlabApp(App):
             self.focus_pane(active)
 
     def focus_pane(self, pane_id: str) -> None:
-        """Give the keys to the shown pane's main widget, if the pane is made yet."""
+        """Give the keys to the shown pane's main widget, if the pane is made yet; nothing
+        when ``pane_id`` is no longer shown (a later key chose another pane)."""
+        if pane_id != self.shown_pane():
+            return
         if pane_id == "runs":
             for runs in self.query("RunsPane"):
                 runs.shown()

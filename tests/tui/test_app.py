@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from textual import events
 from textual.widgets import DataTable, Input, TabbedContent
 
 from tests.storage.test_database import make_v1_file
@@ -63,14 +64,17 @@ async def test_escape_cancels_and_stores_the_run_as_cancelled(db_path, marked):
     app = ConlabApp(db=str(db_path))
     async with app.run_test(size=SIZE) as pilot:
         lab = app.query_one(LabPane)
+        animations = app.animation_level
         await choose(
             pilot, lab, "sleep", ["processes"], workers="2", tasks="400", size="100", repeats="3"
         )
         await pilot.press("escape", "r")
         await wait_until(pilot, lambda: lab.sweep is not None and len(statuses(db_path)) == 1)
+        assert app.animation_level == "none"  # nothing animates while a sweep runs
         await pilot.pause(0.5)
         await pilot.press("escape")
         await wait_until(pilot, lambda: not lab.busy)
+        assert app.animation_level == animations
         assert statuses(db_path) == [("processes", 2, "cancelled")]
         assert "cancelled" in str(lab.query_one("#summary").render())
 
@@ -294,6 +298,22 @@ async def test_after_2_the_runs_table_takes_the_keys(tmp_path):
         assert table.cursor_row == 1
         await pilot.press("t")  # acts at once: the tag prompt opens
         assert app.screen.__class__.__name__ == "Prompt"
+
+
+async def test_the_pane_shown_is_the_last_one_chosen_and_stays(tmp_path):
+    # Keys faster than the app: a pane's focusing lands after the next key chose another one.
+    app = ConlabApp(db=str(tmp_path / "x.db"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        tabs = app.query_one(TabbedContent)
+        for key in "21212":
+            app.post_message(events.Key(key, key))
+        await settle(app, pilot)
+        shown = []
+        app.watch(tabs, "active", shown.append, init=False)
+        await pilot.pause(0.5)  # time for a pane brought back to show (it was shown in turns)
+        assert (tabs.active, shown) == ("runs", [])
+        assert app.focused is app.query_one("#runs-table", DataTable)
 
 
 async def test_r_runs_only_from_the_lab(tmp_path):

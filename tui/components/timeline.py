@@ -29,11 +29,14 @@ class Timeline(Widget):
         """Replace the samples (a repeat's full list, or none)."""
         lanes_before = len(self.lanes())
         self.samples = [tuple(s[:4]) for s in samples]  # (pid, thread, start, end)
+        lanes = len(self.lanes())
+        # The height changes when lanes come or go, or with the caption shown in their place;
+        # the caption in the border title changes no size. Else a repaint, not a layout.
+        layout = lanes != lanes_before or (not lanes and caption not in (None, self.caption))
         if caption is not None:
             self.caption = caption
             self.border_title = as_text(caption)
-        # Re-layout only when lanes come or go (the height changes); else just repaint.
-        self.refresh(layout=len(self.lanes()) != lanes_before or caption is not None)
+        self.refresh(layout=layout)
 
     def lanes(self) -> dict[tuple[int, int], list[tuple[int, int, int]]]:
         """Samples by worker lane, each with its task number, in order of first appearance."""
