@@ -91,12 +91,14 @@ async def wait_until(pilot, condition, timeout_s: float = 60) -> None:
     workers = [(worker.name, worker.state.name, str(worker.error or "")) for worker in app.workers]
     raise AssertionError(
         f"the app did not get there in time (screens {screens}, workers {workers}, "
-        f"notifications {[n.message for n in app._notifications]})"
+        f"notifications {[n.message for n in app._notifications]}, focused {app.focused!r}, "
+        f"shown {app.shown_pane()!r})"
     )
 
 
 async def choose(pilot, lab, workload: str, executors: list[str], **fields: str) -> None:
     lab.choose(workload, executors, **fields)
+    await wait_until(pilot, lambda: lab.form_made)  # its fields are made after the first screen
     await pilot.pause()
 
 

@@ -259,7 +259,7 @@ def test_the_plan_follows_the_probes():
 
 @pytest.mark.usefixtures("marked")
 async def test_the_labs_advise_action_shows_the_answer_and_stores_the_sweep(db_path, monkeypatch):
-    from tests.tui.conftest import SIZE, wait_until
+    from tests.tui.conftest import SIZE, choose, wait_until
     from tui.app import ConlabApp
     from tui.components.lab import LabPane
 
@@ -267,8 +267,7 @@ async def test_the_labs_advise_action_shows_the_answer_and_stores_the_sweep(db_p
     async with app.run_test(size=SIZE) as pilot:
         lab = app.query_one(LabPane)
         monkeypatch.setattr(LabPane, "ADVISE_BUDGET_S", 8.0)
-        lab.choose("sleep", ["sequential"], size="5", tasks="8")
-        await pilot.pause()
+        await choose(pilot, lab, "sleep", ["sequential"], size="5", tasks="8")
         lab.query_one("#workloads").focus()
         await pilot.press("a")
         await wait_until(pilot, lambda: lab.busy)

@@ -13,6 +13,7 @@ import tui.sweep
 from experiments import options as sweep_options
 from experiments.options import OPTIONS, SpecError, with_option_fields
 from experiments.spec import ExperimentSpec
+from tests.tui.conftest import choose, wait_until
 from tui import cli
 from tui.app import ConlabApp
 from tui.components.lab import LabPane
@@ -77,8 +78,9 @@ def test_a_new_row_is_a_flag_of_conlab_run(monkeypatch, capsys, tmp_path, with_t
 async def lab_fields(tmp_path) -> dict:
     """The Lab's fields by id: (kind, placeholder or prompt)."""
     app = ConlabApp(db=str(tmp_path / "results.db"))
-    async with app.run_test(size=(150, 48)):
+    async with app.run_test(size=(150, 48)) as pilot:
         lab = app.query_one(LabPane)
+        await wait_until(pilot, lambda: lab.form_made)
         fields = {w.id: ("input", w.placeholder) for w in lab.query(Input)}
         fields.update({w.id: ("menu", w.prompt) for w in lab.query(Select)})
     return fields
@@ -98,11 +100,9 @@ async def test_a_new_row_is_a_field_of_the_lab(tmp_path, with_throwaway_row):
     app = ConlabApp(db=str(tmp_path / "results.db"))
     async with app.run_test(size=(150, 48)) as pilot:
         lab = app.query_one(LabPane)
-        lab.choose("tiny", ["threads"], workers="1", throwaway_count="3")
-        await pilot.pause()
+        await choose(pilot, lab, "tiny", ["threads"], workers="1", throwaway_count="3")
         assert [spec.throwaway_count for spec in lab.build_specs()] == [3]
-        lab.choose("tiny", ["threads"], workers="1", throwaway_count="0")
-        await pilot.pause()
+        await choose(pilot, lab, "tiny", ["threads"], workers="1", throwaway_count="0")
         assert str(lab.query_one("#spec-error").render()) == (
             "throwaway_count must be between 1 and 10,000,000, not 0; change --throwaway-count"
         )
@@ -112,12 +112,10 @@ async def test_the_labs_max_tasks_per_child_reaches_the_process_pools_only(tmp_p
     app = ConlabApp(db=str(tmp_path / "results.db"))
     async with app.run_test(size=(150, 48)) as pilot:
         lab = app.query_one(LabPane)
-        lab.choose("cpu", ["threads", "pool"], workers="1", max_tasks_per_child="3")
-        await pilot.pause()
+        await choose(pilot, lab, "cpu", ["threads", "pool"], workers="1", max_tasks_per_child="3")
         specs = {spec.executor: spec.max_tasks_per_child for spec in lab.build_specs()}
         assert specs == {"threads": None, "pool": 3}
-        lab.choose("cpu", ["threads"], workers="1", max_tasks_per_child="3")
-        await pilot.pause()
+        await choose(pilot, lab, "cpu", ["threads"], workers="1", max_tasks_per_child="3")
         assert str(lab.query_one("#spec-error").render()) == (
             "--max-tasks-per-child applies to process pools; add -e processes or -e pool "
             "or drop --max-tasks-per-child"

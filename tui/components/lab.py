@@ -5,9 +5,10 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Optional
 
 from rich.segment import Segment
@@ -37,7 +38,7 @@ from experiments.options import SweepOption, parse_workers
 from experiments.spec import ExperimentSpec, SpecError, normal_workload
 from experiments.workloads import WORKLOADS
 from storage.text import as_text, printable
-from tui.components.pane import ReportsWorkerErrors
+from tui.components.pane import AfterFirstScreen, ReportsWorkerErrors
 from tui.components.timeline import Timeline
 
 # The form's fields, one per row of the option table: a menu for an option of a few values and
@@ -63,6 +64,28 @@ class TickList(SelectionList):
             return strip
         box = "[x]" if option.value in self._selected else "[ ]"
         return Strip([Segment(box, segments[1].style), *segments[3:]], strip.cell_length)
+
+
+class Parameters(VerticalScroll):
+    """The sweep's parameters: a field per row of the option table (a menu for an option of a
+    few values and for the interpreter), then what is wrong with the form, if anything."""
+
+    class Made(Message):
+        """The fields are there: the Lab fills and checks them."""
+
+    def __init__(self) -> None:
+        fields, menus = [], []
+        for option in sweep_options.OPTIONS:
+            if option.choices or option.name in MENUS:
+                choices = [(c, c) for c in option.choices]
+                menus.append(Select(choices, prompt=menu_prompt(option), id=option.key))
+            else:
+                field = Input(placeholder=option.placeholder, id=option.key)
+                fields.append(Horizontal(Label(option.label), field, classes="param"))
+        super().__init__(*fields, *menus, Static("", id="spec-error"), id="lab-params")
+
+    def on_mount(self) -> None:
+        self.post_message(self.Made())
 
 
 class LabPane(ReportsWorkerErrors, VerticalScroll):
@@ -116,6 +139,8 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         self.specs: list[ExperimentSpec] = []
         self.finished_processes = 0  # runner processes of the sweep that have ended
         self.app_animation_level: Optional[str] = None  # put back when the sweep ends
+        self.form_made = False  # whether the parameter fields are there yet
+        self.when_form_made: list[Callable[[], None]] = []  # what waits for them
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="lab-top"):
@@ -150,18 +175,8 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
                 )
                 executors.border_title = "executors (space ticks)"
                 yield executors
-            with VerticalScroll(id="lab-params"):
-                menus = []
-                for option in sweep_options.OPTIONS:
-                    if option.choices or option.name in MENUS:
-                        choices = [(c, c) for c in option.choices]
-                        menus.append(Select(choices, prompt=menu_prompt(option), id=option.key))
-                        continue
-                    with Horizontal(classes="param"):
-                        yield Label(option.label)
-                        yield Input(placeholder=option.placeholder, id=option.key)
-                yield from menus
-                yield Static("", id="spec-error")
+            # The parameter fields (some sixty widgets) are made just after the first screen.
+            yield AfterFirstScreen(Parameters, id="lab-params-to-come")
         with Horizontal(id="progress-row"):
             yield Label("sweep", classes="bar-label")
             yield ProgressBar(total=1, id="overall", show_eta=False)  # still until a run
@@ -172,10 +187,9 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         yield Static("Choose a workload and executors, then press r.", id="summary")
 
     def on_mount(self) -> None:
-        # The form is checked once the first screen is drawn (the check loads the sweep planner).
+        # The form is checked once its fields are made (the check loads the sweep planner).
         with self.prevent(OptionList.OptionHighlighted):
             self.query_one("#workloads", OptionList).highlighted = 0
-        self.call_after_refresh(self.validate_form)
         # Probing every interpreter starts a process each: after the first screen, not before.
         self.set_timer(1.0, self.find_pythons)
         self.set_interval(0.5, self.tick)
@@ -193,10 +207,33 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             for p in found
             if not p.get("current")
         ]
-        self.app.call_from_thread(self.query_one("#python", Select).set_options, options)
+        self.app.call_from_thread(self.once_form_made, self.set_pythons, options)
+
+    def set_pythons(self, options: list) -> None:
+        self.query_one("#python", Select).set_options(options)
+
+    @on(Parameters.Made)
+    def form_is_made(self) -> None:
+        self.form_made = True
+        waiting, self.when_form_made = self.when_form_made, []
+        for action in waiting:
+            action()
+        self.validate_form()
+
+    def once_form_made(self, action: Callable, *args) -> None:
+        """``action(*args)`` now if the parameter fields are made, else as soon as they are (a
+        key, a preset or a test may come before them)."""
+        if self.form_made:
+            action(*args)
+        elif not args:
+            if action not in self.when_form_made:  # `r` twice is one sweep
+                self.when_form_made.append(action)
+        else:
+            self.when_form_made.append(partial(action, *args))
 
     def choose(self, workload: str, executors, **fields: str) -> None:
-        """Fill the form: a workload, the executors to run, and parameter fields by id."""
+        """Fill the form: a workload, the executors to run, and parameter fields by id (those
+        once they are made)."""
         workloads = self.query_one("#workloads", OptionList)
         own = workload not in WORKLOADS
         self.query_one("#function", Input).value = workload if own else ""
@@ -206,6 +243,9 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         chosen.deselect_all()
         for name in executors:
             chosen.select(name)
+        self.once_form_made(self.fill_fields, fields)
+
+    def fill_fields(self, fields: dict[str, str]) -> None:
         for name, value in fields.items():
             self.query_one(f"#{name}", Input).value = value
 
@@ -247,6 +287,8 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
     @on(OptionList.OptionHighlighted)
     @on(Select.Changed)
     def validate_form(self) -> None:
+        if not self.form_made:
+            return  # checked once it is
         message = ""
         try:
             self.build_specs()
@@ -257,6 +299,9 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
     # --- running ---
 
     def start(self) -> None:
+        if not self.form_made:
+            self.once_form_made(self.start)
+            return
         if self.busy:
             self.app.notify("a sweep is already running; escape cancels it", severity="warning")
             return
@@ -318,6 +363,9 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
 
     def action_advise(self) -> None:
         """`conlab advise` on the chosen workload; the answer shows in the summary area."""
+        if not self.form_made:
+            self.once_form_made(self.action_advise)
+            return
         if self.busy:
             self.app.notify("a sweep is already running; escape cancels it", severity="warning")
             return

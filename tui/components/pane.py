@@ -5,7 +5,7 @@ the hidden panes are made after the first screen."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 from textual.message import Message
 from textual.widget import Widget
@@ -48,8 +48,8 @@ class AfterFirstScreen(Widget):
 
     DEFAULT_CSS = "AfterFirstScreen { display: none; }"
 
-    def __init__(self, make: Callable[[], Widget]) -> None:
-        super().__init__()
+    def __init__(self, make: Callable[[], Widget], id: Optional[str] = None) -> None:
+        super().__init__(id=id)  # an id lets the app's stylesheet keep the pane's place
         self.make = make
 
     async def mount_composed_widgets(self, widgets: list) -> None:
@@ -60,6 +60,7 @@ class AfterFirstScreen(Widget):
         async def mount() -> None:
             if not parent.is_attached or not self.is_attached:
                 return
+            self.display = False  # its place goes to what it makes, never to both at once
             await parent.mount(self.make(), after=self)
             await self.remove()
 
