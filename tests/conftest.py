@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -527,6 +528,10 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "damaged_databases: the test leaves damaged databases behind on purpose"
     )
+    # The processes the tests start take Ctrl-C as from a user's terminal, also when the suite
+    # itself runs as a background job (which a shell starts ignoring SIGINT, and every process
+    # it starts inherits that).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def in_mount_namespace(mounts: str, command: str, *, cwd: Path, env: dict) -> Result:

@@ -213,7 +213,10 @@ class Sweep:
                 raise KeyboardInterrupt
             threading.Thread(target=self.cancel, name="conlab-cancel", daemon=True).start()
 
-        caught = (signal.SIGINT, signal.SIGTERM)
+        # A signal set to be ignored stays so (a shell starts background jobs ignoring SIGINT).
+        caught = [
+            s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) != signal.SIG_IGN
+        ]
         previous = {signum: signal.signal(signum, handler) for signum in caught}
         try:
             yield
