@@ -195,8 +195,11 @@ def read_header(path: Path) -> tuple[int, int]:
         )
     # Header offsets 60 (user_version) and 68 (application_id), big-endian (SQLite file format).
     found = int.from_bytes(header[60:64], "big"), int.from_bytes(header[68:72], "big")
-    wal = path.with_name(path.name + "-wal")
-    if wal.exists() and wal.stat().st_size:
+    try:  # the log may go between two looks: SQLite removes it as the last connection closes
+        logged = path.with_name(path.name + "-wal").stat().st_size > 0
+    except OSError:
+        logged = False
+    if logged:
         try:
             connection = connect_readonly(path)
             try:
