@@ -96,6 +96,15 @@ async def wait_until(pilot, condition, timeout_s: float = 60) -> None:
     )
 
 
+async def until_it_ends(pilot, lab, *keys: str, timeout_s: float = 60) -> None:
+    """Press ``keys`` (they start a sweep or advice), then wait until that sweep has ended. A
+    short sweep may end before the keys' handling has returned: what is awaited is the count of
+    sweeps ended, never a glimpse of the Lab being busy."""
+    ended = lab.sweeps_ended
+    await pilot.press(*keys)
+    await wait_until(pilot, lambda: lab.sweeps_ended > ended, timeout_s=timeout_s)
+
+
 async def choose(pilot, lab, workload: str, executors: list[str], **fields: str) -> None:
     lab.choose(workload, executors, **fields)
     await wait_until(pilot, lambda: lab.form_made)  # its fields are made after the first screen

@@ -259,7 +259,7 @@ def test_the_plan_follows_the_probes():
 
 @pytest.mark.usefixtures("marked")
 async def test_the_labs_advise_action_shows_the_answer_and_stores_the_sweep(db_path, monkeypatch):
-    from tests.tui.conftest import SIZE, choose, wait_until
+    from tests.tui.conftest import SIZE, choose, until_it_ends
     from tui.app import ConlabApp
     from tui.components.lab import LabPane
 
@@ -269,9 +269,7 @@ async def test_the_labs_advise_action_shows_the_answer_and_stores_the_sweep(db_p
         monkeypatch.setattr(LabPane, "ADVISE_BUDGET_S", 8.0)
         await choose(pilot, lab, "sleep", ["sequential"], size="5", tasks="8")
         lab.query_one("#workloads").focus()
-        await pilot.press("a")
-        await wait_until(pilot, lambda: lab.busy)
-        await wait_until(pilot, lambda: not lab.busy, timeout_s=90)
+        await until_it_ends(pilot, lab, "a", timeout_s=90)
         shown = str(lab.query_one("#summary").render())
         assert "recommendation: threads x" in shown or "recommendation: asyncio x" in shown, shown
         assert "left out processes: it waits" in shown

@@ -18,6 +18,7 @@ from tests.tui.conftest import (
     settle,
     statuses,
     two_sweeps,
+    until_it_ends,
     wait_until,
 )
 from tui.app import ConlabApp
@@ -42,9 +43,7 @@ async def test_choose_run_and_see_the_runs(db_path, marked):
             warmups="0",
             processes="1",
         )
-        await pilot.press("escape", "r")
-        await wait_until(pilot, lambda: lab.busy)
-        await wait_until(pilot, lambda: not lab.busy)
+        await until_it_ends(pilot, lab, "escape", "r")
         assert "2 run(s) stored, 0 not ok" in str(lab.query_one("#summary").render())
         assert "speedup" in str(lab.query_one("#summary").render())
         assert statuses(db_path) == [("sequential", 1, "ok"), ("threads", 2, "ok")]
@@ -427,14 +426,11 @@ async def test_the_lab_runs_the_users_function_with_the_clis_checks(db_path, mar
         lab = app.query_one(LabPane)
         fields = dict(workers="2", tasks="2", size="5", repeats="1", warmups="0", processes="1")
         await choose(pilot, lab, "usermod:nothere", ["threads"], **fields)
-        await pilot.press("escape", "r")
-        await wait_until(pilot, lambda: not lab.busy)
+        await until_it_ends(pilot, lab, "escape", "r")
         said = str(lab.query_one("#summary").render())
         assert "not started:" in said and "nothere" in said
         await choose(pilot, lab, "usermod:work", ["sequential", "threads"], **fields)
-        await pilot.press("escape", "r")
-        await wait_until(pilot, lambda: lab.busy)
-        await wait_until(pilot, lambda: not lab.busy)
+        await until_it_ends(pilot, lab, "escape", "r")
         assert "2 run(s) stored, 0 not ok" in str(lab.query_one("#summary").render())
     connection = sqlite3.connect(db_path)
     assert {w for (w,) in connection.execute("SELECT workload FROM run")} == {"usermod:work"}

@@ -140,6 +140,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         self.finished_processes = 0  # runner processes of the sweep that have ended
         self.app_animation_level: Optional[str] = None  # put back when the sweep ends
         self.form_made = False  # whether the parameter fields are there yet
+        self.sweeps_ended = 0  # sweeps (and advice) that ended, however, since the app began
         self.when_form_made: list[Callable[[], None]] = []  # what waits for them
 
     def compose(self) -> ComposeResult:
@@ -423,9 +424,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
     def worker_ended(self, event: Worker.StateChanged) -> None:
         # A sweep that met a bug is over: the app shows the error, the Lab is free again.
         if event.worker.group == "sweep" and event.state == WorkerState.ERROR:
-            self.sweep = None
-            self.busy = False
-            self.started_at = None
+            self.sweep_ended()
 
     def on_lab_pane_sweep_event(self, message: SweepEvent) -> None:
         from tui.service import process_tasks, run_label
@@ -453,10 +452,15 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             self.finished_processes += 1
             self.query_one("#overall", ProgressBar).update(progress=self.finished_processes)
 
-    def on_lab_pane_sweep_done(self, message: SweepDone) -> None:
+    def sweep_ended(self) -> None:
+        """The Lab is free again (whether the sweep ran, failed, or met a bug)."""
         self.sweep = None
         self.busy = False
         self.started_at = None
+        self.sweeps_ended += 1
+
+    def on_lab_pane_sweep_done(self, message: SweepDone) -> None:
+        self.sweep_ended()
         failed = [r for r in message.results if r["status"] != "ok"]
         head = (
             "cancelled: the run in progress was stored as cancelled\n"
@@ -470,9 +474,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         # the message bubbles on to the app, which refreshes the other panes
 
     def on_lab_pane_sweep_failed(self, message: SweepFailed) -> None:
-        self.sweep = None
-        self.busy = False
-        self.started_at = None
+        self.sweep_ended()
         self.query_one("#summary", Static).update(as_text(f"not started: {message.error}"))
         self.app.notify(
             printable(message.error), severity="error", title="cannot run", markup=False
