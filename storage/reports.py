@@ -654,6 +654,12 @@ def verdicts(summary: pd.DataFrame, min_effect: float = MIN_EFFECT) -> list[str]
             names = ", ".join(_name(r) for r, _ in ties)
             differences = ", ".join(f"{f.ratio - 1:+.1%}" for _, f in ties)
             widest = max(max(abs(1 - f.low), abs(f.high - 1)) for _, f in ties)
+        if ties and widest != widest:  # a figure without an interval: no verdict, not a tie
+            lines.append(
+                f"{where}: {_name(best)} and {names} cannot be told apart: a run of one repeat "
+                "in one process has no interval; run it with --repeats 5 (or more)."
+            )
+        elif ties:
             lines.append(
                 f"{where}: {_name(best)} ({best.median_s * 1000:.1f} ms{speedup}) and {names} "
                 f"are tied: their differences ({differences}) are inside the intervals (up to "

@@ -249,6 +249,21 @@ def test_a_winner_inside_the_noise_is_called_a_tie():
     assert "threads x2" in words and "asyncio x2" in words
 
 
+def test_runs_without_an_interval_are_no_verdict_not_a_tie():
+    # one repeat in one process each: 8 ms against 0.01 ms is no tie, and no winner either
+    summary = summarize(
+        frame(
+            [
+                {"executor": "sequential", "workers": 1, "process_walls": [[0.00001]]},
+                {"executor": "threads", "workers": 2, "process_walls": [[0.0082]]},
+            ]
+        )
+    )
+    words = " ".join(verdicts(summary))
+    assert "are tied" not in words and "fastest" not in words
+    assert "sequential and threads x2 cannot be told apart" in words and "--repeats" in words
+
+
 def test_speedups_and_verdicts_keep_interpreters_and_sizes_apart():
     summary = summarize(
         frame(
