@@ -329,7 +329,7 @@ OPTIONS = st.lists(
 
 
 @given(OPTIONS)
-@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
 def test_bad_cli_options_are_one_line_and_exit_2(conlab, options):
     args = ["run", "-w", "tiny", "-e", "sequential", "--repeats", "1", "--tasks", "1"]
     for option in options:

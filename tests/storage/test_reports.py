@@ -397,13 +397,13 @@ def test_bad_selections_are_refused(bad):
 
 
 def test_report_over_real_runs(conlab, tmp_path):
-    args = dict(workers=4, tasks=8, repeats=5, warmups=1)
+    args = dict(workers=4, tasks=4, repeats=5, warmups=1)
     assert (
-        conlab(*run_args("sleep", "sequential", "threads", **args, size=50, tag="fast")).returncode
+        conlab(*run_args("sleep", "sequential", "threads", **args, size=20, tag="fast")).returncode
         == 0
     )
     assert (
-        conlab(*run_args("sleep", "sequential", "threads", **args, size=100, tag="slow")).returncode
+        conlab(*run_args("sleep", "sequential", "threads", **args, size=40, tag="slow")).returncode
         == 0
     )
 
@@ -421,7 +421,7 @@ def test_report_over_real_runs(conlab, tmp_path):
 
     slower = conlab("report", "--compare", "tag:fast", "tag:slow", "--format", "json").json()
     assert {r["verdict"] for r in slower["comparison"]["rows"]} == {"slower"}
-    assert slower["comparison"]["environment_differences"]["size"] == ["50", "100"]
+    assert slower["comparison"]["environment_differences"]["size"] == ["20", "40"]
 
     gate = conlab("report", "--compare", "tag:fast", "tag:slow", "--fail-if-slower", "50")
     assert gate.returncode == 1 and "slower by more than 50%" in gate.stderr

@@ -395,7 +395,7 @@ BAD_MERGE_SOURCES = st.one_of(st.just("."), LETTERS.map(lambda s: f"missing-{s}.
 
 
 @given(st.one_of(BAD_RUN_OPTIONS, BAD_REPORT_OPTIONS, BAD_MERGE_SOURCES))
-@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 def test_each_class_of_bad_input_is_one_line_and_changes_nothing(conlab, db_with_one_run, args):
     db_path = db_with_one_run  # which no bad input may change
     before = hashlib.sha256(db_path.read_bytes()).hexdigest()
