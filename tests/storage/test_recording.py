@@ -128,21 +128,25 @@ def test_a_recorded_repeat_stores_every_sample_with_its_costs(tmp_path):
     assert repeat == (0, 5 + 4 + 5 + 2, 30 + 80 + 50, 80, 6, 1, 1, 2)
 
 
-def _record_one_repeat(engine, samples) -> str:
+def _one_repeat_recorded(engine, samples, workers: int = 2) -> RunRecorder:
+    """A recorder that has been given one counted repeat of ``samples`` (not finished)."""
     spec = ExperimentSpec(
-        workload="tiny", executor="threads", workers=2, tasks=len(samples), repeats=1, warmups=0
+        workload="tiny",
+        executor="threads",
+        workers=workers,
+        tasks=len(samples),
+        repeats=1,
+        warmups=0,
     )
     recorder = RunRecorder(
-        engine, spec, {"workers": 2, "start_method": None, "chunksize": None, "size": 1}
+        engine, spec, {"workers": workers, "start_method": None, "chunksize": None, "size": 1}
     )
     recorder.start()
     recorder.on_event(
         {"event": "repeat", "index": 0, "warmup": False, "wall_ns": 1, "start_ns": 0, "end_ns": 1}
     )
     recorder.on_event({"event": "tasks", "repeat": 0, "samples": samples})
-    recorder.finish("ok")
-    assert recorder.storage_error is None
-    return spec.run_id
+    return recorder
 
 
 @pytest.mark.parametrize(
@@ -162,7 +166,10 @@ def test_every_sample_is_stored_however_many_an_insert_holds(tmp_path, tasks, va
 
         engine.dispose()  # connections from here on take ``variables``
     samples = [[1000 + i % 3, 7, i, i + 5, None, i % 4, 0, i % 2, 1, None] for i in range(tasks)]
-    run_id = _record_one_repeat(engine, samples)
+    recorder = _one_repeat_recorded(engine, samples)
+    recorder.finish("ok")
+    assert recorder.storage_error is None
+    run_id = recorder.spec.run_id
     engine.dispose()
     with sqlite3.connect(path) as connection:
         stored = connection.execute(
@@ -190,17 +197,7 @@ def test_a_database_that_fills_up_while_samples_go_in_keeps_the_run_in_a_file(
 
     engine.dispose()
     samples = [[1000, 7, i, i + 5, None, 1, 0, 0, 1, None] for i in range(20_000)]
-    spec = ExperimentSpec(
-        workload="tiny", executor="threads", workers=1, tasks=len(samples), repeats=1, warmups=0
-    )
-    recorder = RunRecorder(
-        engine, spec, {"workers": 1, "start_method": None, "chunksize": None, "size": 1}
-    )
-    recorder.start()
-    recorder.on_event(
-        {"event": "repeat", "index": 0, "warmup": False, "wall_ns": 1, "start_ns": 0, "end_ns": 1}
-    )
-    recorder.on_event({"event": "tasks", "repeat": 0, "samples": samples})
+    recorder = _one_repeat_recorded(engine, samples, workers=1)
     assert "full" in recorder.storage_error
     row = recorder.finish("ok")
     engine.dispose()
