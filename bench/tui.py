@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import pty
+import select
 import statistics
+import struct
 import subprocess
 import sys
+import termios
 import time
+from pathlib import Path
 
-COLD_START = """
-import sys, time
-from tui.app import ConlabApp
-
-class Timed(ConlabApp):
-    def on_ready(self) -> None:
-        print(time.perf_counter() - START, flush=True)
-        self.exit()
-
-START = float(sys.argv[1])
-Timed(db=sys.argv[2]).run(headless=True)
-"""
-
-# The floor: Textual's hello world, timed the same way on the same machine in the same turns.
+# The floor: Textual's hello world, started and timed the same way in the same turns.
 HELLO_WORLD = """
-import sys, time
 from textual.app import App
 from textual.widgets import Static
 
@@ -32,49 +24,64 @@ class Hello(App):
     def compose(self):
         yield Static("Hello, world")
 
-    def on_ready(self) -> None:
-        print(time.perf_counter() - START, flush=True)
-        self.exit()
-
-START = float(sys.argv[1])
-Hello().run(headless=True)
+Hello().run()
 """
+
+
+def first_frame(argv: list[str], marker: bytes, env: dict[str, str]) -> float:
+    """Seconds from starting ``argv`` on a new 80x24 pseudo-terminal to ``marker`` arriving on
+    that terminal: what a user waits for, from the command to the first screen drawn."""
+    main, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    started = time.perf_counter()
+    child = subprocess.Popen(
+        argv, stdin=terminal, stdout=terminal, stderr=terminal, env=env, start_new_session=True
+    )
+    os.close(terminal)
+    seen = b""
+    try:
+        while marker not in seen:
+            ready, _, _ = select.select([main], [], [], 10)
+            if not ready:
+                raise RuntimeError(f"{argv[0]} drew no {marker!r} in 10 s: {seen[-300:]!r}")
+            seen = seen[-len(marker) :] + os.read(main, 1 << 16)
+        return time.perf_counter() - started
+    finally:
+        child.kill()
+        child.wait()
+        os.close(main)
 
 
 def bench_cold_start(bench) -> None:
     db = str(bench.workdir / "tui.db")
+    conlab = str(Path(sys.executable).with_name("conlab"))
     # A cold start as a user's: a new process that reads the bytecode Python wrote on an earlier
     # run (the untimed first round writes it), not one that compiles the lab's sources each time
     # because the shell that runs the bench set PYTHONDONTWRITEBYTECODE.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["NO_COLOR"] = "1"
-
-    def once(script: str) -> float:
-        # time.perf_counter is system-wide monotonic on Linux: the child can subtract our start.
-        start = time.perf_counter()
-        out = subprocess.run(
-            [sys.executable, "-c", script, str(start), db],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        return float(out.strip().splitlines()[-1])
-
-    times: dict[str, list[float]] = {COLD_START: [], HELLO_WORLD: []}
-    for n in range(1 + 5):  # the app and the floor take turns; the first round is not timed
-        for script, taken in times.items():
-            took = once(script)
+    env["TERM"] = "xterm-256color"
+    commands = {
+        "conlab": ([conlab, "--db", db], b"workload"),  # the Lab's first box
+        "hello": ([sys.executable, "-c", HELLO_WORLD], b"Hello, world"),
+    }
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for n in range(1 + 7):  # the app and the floor take turns; the first round is not timed
+        for name, (argv, marker) in commands.items():
+            took = first_frame(argv, marker, env)
             if n:
-                taken.append(took)
-    value = statistics.median(times[COLD_START])
+                times[name].append(took)
+    value = statistics.median(times["conlab"])
+    floor = statistics.median(times["hello"])
+    over = statistics.median(a - b for a, b in zip(times["conlab"], times["hello"]))
     bench.record(
-        "app: cold start to first screen, s (median of 5)", value, "<= 0.25", value <= 0.25
+        "app: `conlab` to its first screen on an 80x24 terminal, s (median of 7)",
+        value,
+        "<= 0.25",
+        value <= 0.25,
     )
-    bench.show(
-        "  the floor: Textual's hello world, same turns, s (median of 5)",
-        statistics.median(times[HELLO_WORLD]),
-    )
+    bench.show("  the floor: Textual's hello world, same turns, s (median of 7)", floor)
+    # The issue's budget was 0.25 s where the floor was 0.15 s: 0.10 s above it.
+    bench.record("  above the floor, turn by turn, s (median of 7)", over, "<= 0.10", over <= 0.10)
 
 
 def bench_key_latency(bench) -> None:

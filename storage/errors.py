@@ -1,5 +1,23 @@
-"""Errors the storage layer raises for bad user input, importable without pandas."""
+"""Errors the storage layer raises for bad user input, importable without pandas or SQLAlchemy."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 
 class SelectionError(ValueError):
     """A selection the user wrote that cannot be understood; the message names the fix."""
+
+
+class DatabaseError(Exception):
+    """A database that cannot be used as asked. The message names the problem and the fix."""
+
+
+class DamagedDatabase(DatabaseError):
+    """A lab database SQLite cannot read; ``reason`` is what SQLite said."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            f"{path} is damaged ({reason}); check it with `conlab db check --db {path}`"
+        )
+        self.reason = reason

@@ -24,24 +24,23 @@ from sqlalchemy import text as sql
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel, create_engine
 
-from storage.database import (
+from storage.database import open_engine
+from storage.errors import DamagedDatabase, DatabaseError
+from storage.models import utc_now
+from storage.queries import iso_utc, json_object
+from storage.target import (
     SCHEMA_VERSION,
-    DamagedDatabase,
     Database,
-    DatabaseError,
     FileDatabase,
     ServerDatabase,
     check_sqlite_file,
     connect_to_read,
     database_target,
-    open_engine,
     read_header,
     shown_url,
 )
-from storage.models import utc_now
-from storage.queries import iso_utc, json_object
 
-# A lab database: a Database (storage.database), or what --db takes (a path, a URL).
+# A lab database: a Database (storage.target), or what --db takes (a path, a URL).
 Target = Union[Database, Path, str]
 
 # Tables in the order rows must be copied (parents before children).

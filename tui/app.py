@@ -396,7 +396,7 @@ class ConlabApp(App):
 
     @work(thread=True, exit_on_error=False, group="open-database")
     def open_database(self, path: str) -> None:
-        from storage.database import DatabaseError
+        from storage.errors import DatabaseError
         from tui.service import engine_for
 
         try:
@@ -418,8 +418,9 @@ class ConlabApp(App):
 
     @work(thread=True, exit_on_error=False, group="merge-database")
     def merge_database(self, path: str) -> None:
-        from storage.database import DatabaseError, lab_database
+        from storage.errors import DatabaseError
         from storage.sharing import merge
+        from storage.target import lab_database
 
         try:
             (result,) = merge(lab_database(self.db), [Path(path)])

@@ -9,16 +9,16 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any, Optional
 
 import typer
 
 from experiments import options as sweep_options
 from experiments.options import parse_workers
 from experiments.spec import SpecError, normal_workload
-from storage.database import DatabaseError
-from storage.errors import SelectionError
+from storage.errors import DatabaseError, SelectionError
 from storage.text import as_text, printable
+from tui.start import fail, open_app
 
 app = typer.Typer(
     add_completion=False,
@@ -68,27 +68,23 @@ def _open(db: Optional[str], *, create: bool = True, writer: bool = False):
 def _check_db(db: Optional[str]) -> None:
     """Refuse a --db (or $CONLAB_DB) that names no database we could keep runs in (one line,
     from storage.database.database_target)."""
-    from storage.database import database_target
+    from storage.target import database_target
 
     database_target(db)
+
+
+SCREENSHOTS_HELP = "folder for the app's F8 screenshots (default: screenshots in the user data dir)"
 
 
 @app.callback(invoke_without_command=True)
 def _root(
     ctx: typer.Context,
     db: Optional[str] = typer.Option(None, help=DB_HELP),
-    screenshots: Optional[Path] = typer.Option(
-        None,
-        file_okay=False,
-        help="folder for the app's F8 screenshots (default: screenshots in the user data dir)",
-    ),
+    screenshots: Optional[Path] = typer.Option(None, file_okay=False, help=SCREENSHOTS_HELP),
 ) -> None:
     """Without a command: open the app (on the database --db)."""
     if ctx.invoked_subcommand is None:
-        _open(db).dispose()  # a bad --db is one line and exit 2, before the screen opens
-        from tui.app import run_app
-
-        run_app(db, screenshots)
+        open_app(db, screenshots)
 
 
 class Order(str, Enum):
@@ -395,7 +391,7 @@ def advise(
             say=say,
         )
     except AdviseFailed as exc:
-        _fail(str(exc), 1)
+        fail(str(exc), 1)
     if as_json:
         _print_json(found)
     else:
@@ -615,7 +611,7 @@ def _write_output(output: str, text: str) -> None:
 
 
 def _default_db():
-    from storage.database import default_path
+    from storage.target import default_path
 
     return default_path()
 
@@ -719,7 +715,7 @@ def _env_check(info: dict, as_json: bool) -> int:
 
 
 def _lab_database(db: Optional[str]):
-    from storage.database import lab_database
+    from storage.target import lab_database
 
     _check_db(db)
     return lab_database(db)
@@ -754,8 +750,8 @@ def db_info(
 @db_app.command("check")
 def db_check(db: Optional[str] = typer.Option(None, help=DB_HELP)) -> int:
     """Integrity, foreign keys and the lab's own consistency checks; exit 1 on a fault."""
-    from storage.database import shown_url
     from storage.sharing import check
+    from storage.target import shown_url
 
     target = _lab_database(db)
     problems = check(target)
@@ -842,11 +838,6 @@ def _say(line: str, console=None) -> None:
     (console or _console()).print(as_text(line))
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
-    sys.stderr.write(f"conlab: {printable(message)}\n")  # one line, whatever a path holds
-    sys.exit(code)
-
-
 def _click_error_line(exc: Exception) -> Optional[str]:
     """One line for a click usage error (typer may vendor click, so match by shape, not class)."""
     if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
@@ -868,18 +859,18 @@ def main(argv: Optional[list[str]] = None) -> None:
     try:
         result = app(args=argv, standalone_mode=False, prog_name="conlab")
     except (SpecError, DatabaseError, BadInput, SelectionError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except KeyboardInterrupt:
-        _fail("interrupted", 1)
+        fail("interrupted", 1)
     except BrokenPipeError:
         sys.exit(1)
     except Exception as exc:
         line = _click_error_line(exc)
         if line is None:
             if type(exc).__name__ == "Abort":
-                _fail("interrupted", 1)
+                fail("interrupted", 1)
             raise
-        _fail(line, 2)
+        fail(line, 2)
     sys.exit(result if isinstance(result, int) else 0)
 
 

@@ -319,6 +319,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         self.query_one("#overall", ProgressBar).update(total=total, progress=0)
         self.query_one("#current", ProgressBar).update(total=None, progress=0)
         self.query_one("#summary", Static).update(f"checking {len(specs)} run(s)...")
+        self.query_one(Timeline).clear("starting")
         self.busy = True
         self.cancel_requested.clear()
         self.run_sweep(specs)

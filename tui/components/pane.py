@@ -52,6 +52,9 @@ class AfterFirstScreen(Widget):
         super().__init__(id=id)  # an id lets the app's stylesheet keep the pane's place
         self.make = make
 
+    def render(self) -> str:
+        return ""  # a blank where the pane will be, not the widget's name
+
     async def mount_composed_widgets(self, widgets: list) -> None:
         parent = self.parent
         if parent is None:

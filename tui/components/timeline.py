@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import groupby
+
 from rich.text import Text
 from textual.widget import Widget
 
@@ -21,18 +23,27 @@ class Timeline(Widget):
         super().__init__(**kwargs)
         self.samples: list[tuple[int, int, int, int]] = []
         self.caption = "no run yet: press r"
+        self.rows = 0  # the lanes it keeps room for: the most it has shown since ``clear``
+
+    def clear(self, caption: str) -> None:
+        """No samples, and no room kept for lanes: a new sweep begins."""
+        self.rows = 0
+        self.set_samples([], caption)
 
     def reset(self, caption: str) -> None:
+        """No samples yet (a new runner process); the room for the lanes stays."""
         self.set_samples([], caption)
 
     def set_samples(self, samples, caption: str | None = None) -> None:
         """Replace the samples (a repeat's full list, or none)."""
-        lanes_before = len(self.lanes())
         self.samples = [tuple(s[:4]) for s in samples]  # (pid, thread, start, end)
-        lanes = len(self.lanes())
-        # The height changes when lanes come or go, or with the caption shown in their place;
-        # the caption in the border title changes no size. Else a repaint, not a layout.
-        layout = lanes != lanes_before or (not lanes and caption not in (None, self.caption))
+        rows = max(self.rows, len(self.lanes()))
+        # A sweep's timeline grows to the most lanes it has shown and keeps that height, so
+        # that a repeat whose tasks all went to fewer workers, or a process just started,
+        # redraws it rather than lays the screen out again. The caption in the border title
+        # changes no size; shown in place of the lanes (none yet), it is a line of its own.
+        layout = rows != self.rows or (not rows and caption not in (None, self.caption))
+        self.rows = rows
         if caption is not None:
             self.caption = caption
             self.border_title = as_text(caption)
@@ -50,7 +61,9 @@ class Timeline(Widget):
     def render(self) -> Text:
         lanes = self.lanes()
         if not lanes:
-            return as_text(self.caption, "dim")
+            caption = as_text(self.caption, "dim")
+            caption.append("\n" * self.rows)  # the room kept for the lanes
+            return caption
         start = min(s[2] for s in self.samples)
         end = max(s[3] for s in self.samples)
         span = max(end - start, 1)
@@ -59,17 +72,16 @@ class Timeline(Widget):
         text = Text()
         for worker, tasks in lanes.items():
             label = lane_label(numbers, worker)
-            cells = [" "] * width
-            styles: list[str | None] = [None] * width
+            styles: list[str | None] = [None] * width  # a task's colour, None where idle
             for n, task_start, task_end in tasks:
                 first = int((task_start - start) / span * (width - 1))
                 last = max(first, int((task_end - start) / span * (width - 1)))
-                for column in range(first, last + 1):
-                    cells[column] = "█"
-                    styles[column] = PALETTE[n % len(PALETTE)]
+                styles[first : last + 1] = [PALETTE[n % len(PALETTE)]] * (last + 1 - first)
             text.append(f"{label:>12} ")
-            for cell, style in zip(cells, styles):
-                text.append(cell, style=style)
+            # one span per run of a colour: a frame's cost grows with the spans, not the cells
+            for style, run in groupby(styles):
+                text.append(("█" if style else " ") * len(list(run)), style=style)
             text.append("\n")
+        text.append("\n" * (self.rows - len(lanes)))
         text.append(f"{'':>12} 0 ms{'':>{max(width - 14, 1)}}{span / 1e6:.1f} ms", style="dim")
         return text

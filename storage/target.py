@@ -1,0 +1,319 @@
+"""What ``--db`` names, and whether the file there is a lab database this conlab can use.
+
+Standard library only (SQLAlchemy is loaded for URLs alone): a command checks its ``--db`` with
+these before it loads SQLAlchemy, and the app before its first screen. ``storage.database``
+opens the engine on what passes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+from storage.errors import DamagedDatabase, DatabaseError
+
+log = logging.getLogger("conlab.storage")
+
+# PRAGMA application_id: "CLab". Identifies a lab database among SQLite files.
+APPLICATION_ID = 0x434C6162
+SCHEMA_VERSION = 3  # storage/migrations.py has a step from each older version
+BUSY_TIMEOUT_MS = 30_000
+
+
+def default_path() -> Path:
+    """``$CONLAB_DB``, else ``results.db`` in the user data directory."""
+    env = os.environ.get("CONLAB_DB")
+    if env:
+        return Path(env)
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("conlab", appauthor=False)) / "results.db"
+
+
+@dataclass(frozen=True)
+class FileDatabase:
+    """A lab database in a SQLite file."""
+
+    path: Path
+
+    @property
+    def url(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+@dataclass(frozen=True)
+class ServerDatabase:
+    """A lab database on a database server (a team's PostgreSQL), by its SQLAlchemy URL."""
+
+    url: str
+
+    def __str__(self) -> str:
+        return shown_url(self.url)  # fit for a message: the password hidden
+
+
+Database = Union[FileDatabase, ServerDatabase]
+
+
+def database_target(db: str | os.PathLike | Database | None = None) -> Database:
+    """What ``--db`` names: a file path or a ``sqlite:///`` URL is a FileDatabase, any other
+    SQLAlchemy URL a ServerDatabase; None is ``$CONLAB_DB``, else the default file. Text that
+    names no database to keep runs in (empty, neither a path nor a URL, SQLite in memory) is a
+    DatabaseError of one line naming the fix."""
+    if isinstance(db, (FileDatabase, ServerDatabase)):
+        return db
+    given = f"--db {str(db)!r}" if db is not None else f"$CONLAB_DB {os.environ.get('CONLAB_DB')!r}"
+    if db is not None and not str(db).strip():
+        raise DatabaseError("--db is empty; pass a file path or a database URL, or leave it out")
+    url_text = database_url(db)
+    if url_text.startswith("sqlite:///") and not any(c in url_text for c in "?%"):
+        name = url_text[len("sqlite:///") :]  # as SQLAlchemy reads a URL without ? or %
+    else:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(url_text)
+        except (ArgumentError, ValueError):
+            raise DatabaseError(
+                f"{given} is neither a file path nor a database URL; pass e.g. --db results.db "
+                "or --db postgresql+psycopg://user@host/db"
+            ) from None
+        if url.get_backend_name() != "sqlite":
+            return ServerDatabase(url_text)
+        name = url.database
+    if name in (None, "", ":memory:"):
+        raise DatabaseError(
+            f"{given} names a SQLite database in memory, which keeps nothing; "
+            "pass --db with a file path"
+        )
+    return FileDatabase(Path(name))
+
+
+def database_url(db: str | os.PathLike | Database | None) -> str:
+    """A SQLAlchemy URL for ``--db``: a path, a SQLAlchemy URL, or None for the default."""
+    if isinstance(db, (FileDatabase, ServerDatabase)):
+        return db.url
+    if db is None:
+        db = default_path()
+    text = str(db)
+    if "://" in text:
+        return text
+    return f"sqlite:///{Path(text).expanduser().absolute()}"
+
+
+def lab_database(db: str | os.PathLike | Database | None) -> Database:
+    """What ``--db`` names (``database_target``)."""
+    return database_target(db)
+
+
+def shown_url(url: str) -> str:
+    """``url`` fit for a message: its password hidden."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# The tables every lab database has had since schema 1.
+LAB_TABLES = frozenset({"machine", "interpreter", "run", "repeat", "task_sample"})
+
+
+def check_sqlite_file(path: Path, *, create: bool) -> None:
+    """Refuse, without changing a byte, a file that is not a lab database of a version we know.
+
+    ``create`` allows what only a writer may set up: a missing, 0-byte or table-less SQLite file.
+    """
+    if path.is_dir():
+        raise DatabaseError(f"{path} is a directory; pass --db with a file path")
+    if not path.exists():
+        if not create:
+            raise DatabaseError(
+                f"no database at {path}; check the path (or run `conlab run` to create one)"
+            )
+        if not path.parent.exists():
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseError(
+                    f"cannot create {path.parent} ({exc.strerror}); "
+                    "pass --db with a writable location"
+                ) from None
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise DatabaseError(
+                f"cannot create {path} ({path.parent} is not writable); "
+                "pass --db with a writable location"
+            )
+        return
+    if not os.access(path, os.R_OK):
+        raise DatabaseError(f"{path} is not readable; fix its permissions or pass another --db")
+    if path.stat().st_size == 0:
+        if create:
+            return
+        raise DatabaseError(
+            f"{path} is an empty file, not a lab database; check the path "
+            "(`conlab run --db` records into a new file)"
+        )
+    user_version, application_id = read_header(path)
+    if application_id != APPLICATION_ID:
+        if application_id == 0 and user_version == 0 and not _foreign_tables(path):
+            if create:
+                return  # an empty SQLite file: ours to set up
+            raise DatabaseError(
+                f"{path} is an empty SQLite database, not a lab one yet; check the path "
+                "(`conlab run --db` records into it)"
+            )
+        raise DatabaseError(
+            f"{path} is a SQLite database but not a concurrency-lab one; "
+            "pass --db with a lab database or a new file name"
+        )
+    if user_version > SCHEMA_VERSION:
+        raise DatabaseError(
+            f"{path} has schema version {user_version}, newer than this conlab "
+            f"understands ({SCHEMA_VERSION}); upgrade concurrency-lab to read it"
+        )
+    missing = LAB_TABLES - _table_names(path, ours=True)
+    if user_version < 1 or missing:
+        what = f"no {', '.join(sorted(missing))} table" if missing else "no schema version"
+        raise DatabaseError(
+            f"{path} is marked as a concurrency-lab database but has {what}; it is damaged "
+            "or was made by another program: ask for a fresh `conlab db export`"
+        )
+
+
+def read_header(path: Path) -> tuple[int, int]:
+    """``(user_version, application_id)`` as SQLite sees them, without changing the file: from
+    the file's header, or from its write-ahead log when one holds changes not yet checkpointed
+    (a writer that died before a checkpoint may have set them there)."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+    except OSError as exc:
+        raise DatabaseError(f"cannot read {path} ({exc.strerror}); check the path") from None
+    if not header.startswith(b"SQLite format 3\x00"):
+        raise DatabaseError(
+            f"{path} is not a SQLite database; pass --db with a lab database or a new file name"
+        )
+    # Header offsets 60 (user_version) and 68 (application_id), big-endian (SQLite file format).
+    found = int.from_bytes(header[60:64], "big"), int.from_bytes(header[68:72], "big")
+    try:  # the log may go between two looks: SQLite removes it as the last connection closes
+        logged = path.with_name(path.name + "-wal").stat().st_size > 0
+    except OSError:
+        logged = False
+    if logged:
+        try:
+            connection = connect_readonly(path)
+            try:
+                found = (
+                    connection.execute("PRAGMA user_version").fetchone()[0],
+                    connection.execute("PRAGMA application_id").fetchone()[0],
+                )
+            finally:
+                connection.close()
+        except sqlite3.DatabaseError:
+            pass  # SQLite cannot read the log either: the header is all there is
+    return found
+
+
+def _table_names(path: Path, *, ours: bool) -> set[str]:
+    """The tables in ``path``. A file that is not ours is opened read-only (SQLite may then
+    leave its -wal and -shm files beside a WAL file); ours as every lab reader opens it."""
+    try:
+        connection = connect_to_read(path) if ours else connect_readonly(path)
+        try:
+            return {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as exc:
+        raise DamagedDatabase(path, str(exc)) from None
+
+
+def _foreign_tables(path: Path) -> bool:
+    """Whether a SQLite file without the lab's header holds anything (unreadable counts)."""
+    try:
+        return bool(_table_names(path, ours=False))
+    except DamagedDatabase:
+        return True
+
+
+def _file_uri(path: Path, **parameters: str) -> str:
+    from urllib.parse import quote, urlencode
+
+    return f"file:{quote(str(Path(path).absolute()))}?{urlencode(parameters)}"
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """A connection that cannot change ``path``. A WAL file in a directory SQLite cannot write
+    (a read-only mount) is opened immutable: nobody can be writing it there either."""
+    try:
+        connection = sqlite3.connect(_file_uri(path, mode="ro"), uri=True)
+        try:
+            connection.execute("SELECT count(*) FROM sqlite_master")  # opens the file for real
+        except sqlite3.OperationalError:
+            connection.close()
+            raise
+        return connection
+    except sqlite3.OperationalError as exc:
+        if "unable to open" not in str(exc) or _writable(path):
+            raise
+    return sqlite3.connect(_file_uri(path, immutable="1"), uri=True)
+
+
+def connect_to_read(path: Path) -> sqlite3.Connection:
+    """A connection for reading an existing file: read-write where the file and its directory
+    are writable (so SQLite tidies its -wal and -shm files away on close), else read-only. It
+    never creates the file."""
+    if _writable(path):
+        connection = sqlite3.connect(
+            _file_uri(path, mode="rw"), uri=True, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+    else:
+        connection = connect_readonly(path)
+    connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return connection
+
+
+def prepare_file(path: Path, *, create: bool) -> None:
+    """Everything opening a lab database file does before SQLAlchemy takes it: refuse what is
+    not one we can use (``check_sqlite_file``), migrate an older one."""
+    check_sqlite_file(path, create=create)
+    migrate_if_older(path)
+
+
+def migrate_if_older(path: Path) -> None:
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    version, application_id = read_header(path)
+    if application_id == APPLICATION_ID and 0 < version < SCHEMA_VERSION:
+        from storage.migrations import migrate
+
+        if not _writable(path):
+            raise DatabaseError(
+                f"{path} has schema version {version} and must be migrated, but it cannot be "
+                "written here; copy it to a writable place and pass --db with the copy"
+            )
+
+        try:
+            backup = migrate(path, version, SCHEMA_VERSION)
+        except sqlite3.Error as exc:
+            raise DatabaseError(
+                f"cannot migrate {path} from schema {version} ({exc}); "
+                "the file is unchanged: check it with `conlab db check`"
+            ) from None
+        if backup is None:
+            return  # someone else migrated it just now
+        log.warning(
+            "migrated %s from schema %d to %d; the previous file is kept as %s",
+            path,
+            version,
+            SCHEMA_VERSION,
+            backup,
+        )
