@@ -13,10 +13,11 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.reactive import reactive
-from textual.widgets import ContentSwitcher, Footer, Header, TabbedContent, TabPane
+from textual.widgets import ContentSwitcher, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from storage.text import printable
+from tui.components.footer import KeysFooter
 from tui.components.lab import LabPane
 from tui.components.pane import AfterFirstScreen, PaneMounted, WorkerFailed
 
@@ -114,41 +115,6 @@ class Panes(TabbedContent):
     def on_tab_pane_focused(self, event: TabPane.Focused) -> None:
         event.prevent_default()  # TabbedContent's handler, which would show event.tab_pane
         event.stop()
-
-
-class KeysFooter(Footer):
-    """Textual's Footer, made again only when the keys it shows have changed. Footer remakes
-    itself (a widget per key, each styled) whenever the bindings may have changed: on every
-    change of focus and every ``refresh_bindings``, several times per pane shown, most of them
-    showing the same keys."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.composed_keys: Optional[tuple] = None
-
-    def shown_keys(self) -> tuple:
-        """What ``compose`` draws from: the shown bindings, enabled or not, and the palette's."""
-        active = self.screen.active_bindings
-        palette = active.get(self.app.COMMAND_PALETTE_BINDING)
-        return (
-            tuple(
-                (binding, enabled, tooltip)
-                for _, binding, enabled, tooltip in active.values()
-                if binding.show
-            ),
-            palette[1:] if palette and self.show_command_palette else None,
-            self.compact,
-            self.combine_groups,
-        )
-
-    async def recompose(self) -> None:
-        if not self.is_attached:
-            return
-        keys = self.shown_keys()
-        if keys == self.composed_keys:
-            return
-        self.composed_keys = keys
-        await super().recompose()
 
 
 class ConlabApp(App):

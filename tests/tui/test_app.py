@@ -388,6 +388,53 @@ async def test_executors_read_ticked_or_not_without_colour(tmp_path):
     assert lines[3].startswith("[ ] pool")
 
 
+async def test_the_footer_shows_the_panes_keys_and_a_click_presses_one(tmp_path):
+    from tui.components.footer import KeysFooter
+
+    app = ConlabApp(db=str(two_sweeps(tmp_path / "two.db")))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        footer = app.query_one(KeysFooter)
+        lab_keys = str(footer.render())
+        assert " r Run " in lab_keys and " t tag " not in lab_keys
+        assert lab_keys.rstrip().endswith("^p Commands")  # kept at the right, however narrow
+        assert len(lab_keys) == 80
+        # A click on a key presses it: "2 Runs" shows the Runs pane, whose keys come in.
+        start, end, tooltip = next(span for span in footer.spans if "stored runs" in span[2])
+        await pilot.click(KeysFooter, offset=(start + 1, 0))
+        await wait_until(pilot, lambda: app.shown_pane() == "runs")
+        await wait_until(pilot, lambda: " t tag " in str(footer.render()))
+        # Hovering a key shows what it does (the Runs pane's keys came first: it moved).
+        start, _, tooltip = next(span for span in footer.spans if "delete" in span[2])
+        await pilot.hover(KeysFooter, offset=(start + 1, 0))
+        assert footer.tooltip == tooltip == "delete the highlighted run (asks first)"
+
+
+async def test_the_timeline_keeps_its_height_through_a_sweep(tmp_path):
+    from tui.components.timeline import Timeline
+
+    app = ConlabApp(db=str(tmp_path / "x.db"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        timeline = app.query_one(Timeline)
+        heights = []
+
+        async def show(samples, caption=None):
+            timeline.set_samples(samples, caption)
+            await pilot.pause()
+            heights.append(timeline.size.height)
+
+        two = [(1, 1, 0, 10), (2, 1, 0, 10)]
+        await show(two, "run 1")
+        await show(two[:1])  # a repeat whose tasks all went to one worker
+        timeline.reset("run 2")  # a new runner process: no samples yet
+        await show([])
+        assert heights == [2 + 1] * 3  # two lanes and the axis, throughout
+        timeline.clear("a new sweep")
+        await show([])
+        assert heights[-1] < heights[0]
+
+
 def test_the_timeline_counts_warm_ups_and_repeats_apart():
     from experiments.spec import ExperimentSpec
     from tui.components.lab import repeat_caption
