@@ -871,6 +871,8 @@ def main(argv: Optional[list[str]] = None) -> None:
                 fail("interrupted", 1)
             raise
         fail(line, 2)
+    if result == 130:  # typer's word for a KeyboardInterrupt inside a command
+        fail("interrupted", 1)
     sys.exit(result if isinstance(result, int) else 0)
 
 

@@ -17,21 +17,21 @@ from storage.text import printable
 
 def main(argv: Optional[list[str]] = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
-    found = app_options(args)
-    if found is None:
-        from tui.cli import main as cli
-
-        cli(args)
-        return
-    import logging
-
-    logging.basicConfig(level=logging.WARNING, format="conlab: %(message)s")
-    shots = found.get("--screenshots")
     try:
+        found = app_options(args)
+        if found is None:
+            from tui.cli import main as cli  # typer, and what the command needs, load here
+
+            cli(args)
+            return
+        import logging
+
+        logging.basicConfig(level=logging.WARNING, format="conlab: %(message)s")
+        shots = found.get("--screenshots")
         open_app(found.get("--db"), Path(shots) if shots else None)
     except DatabaseError as exc:
         fail(str(exc))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C at any moment, loading included: one line
         fail("interrupted", 1)
 
 
