@@ -86,7 +86,6 @@ def bench_cold_start(bench) -> None:
 
 def bench_key_latency(bench) -> None:
     from textual import events
-    from textual.widgets import TabbedContent
 
     from tui.app import ConlabApp
     from tui.components.lab import LabPane
@@ -105,24 +104,40 @@ def bench_key_latency(bench) -> None:
             while not timeline.samples:
                 await pilot.pause(0.05)
             await pilot.pause(0.5)
-            tabs = app.query_one(TabbedContent)
+            drawn = []
+            # Handled: the app has chosen the pane the key asks for (its action runs). Drawn:
+            # the screen has been refreshed since, with the pane on it.
+            key_in: dict = {}
+
+            def chosen(pane: str) -> None:
+                if pane == key_in["target"] and "handled" not in key_in:
+                    key_in["handled"] = time.perf_counter()
+                    app.call_after_refresh(refreshed)
+
+            def refreshed() -> None:
+                key_in["drawn"] = time.perf_counter()
+                key_in["done"].set()
+
+            app.watch(app, "shown", chosen, init=False)
             for n in range(20):
                 target, key = (("runs", "2"), ("lab", "1"))[n % 2]
-                # The key goes in as a terminal's would; the clock stops when the pane changed.
-                # (Pilot.press would also wait for the app to go idle, which a live run is not.)
+                key_in.clear()
+                key_in.update(target=target, done=asyncio.Event())
+                # The key goes in as a terminal's would. (Pilot.press would also wait for the
+                # app to go idle, which a live run is not.)
                 started = time.perf_counter()
                 app.post_message(events.Key(key, key))
-                while tabs.active != target:
-                    await asyncio.sleep(0.001)
-                latencies.append(time.perf_counter() - started)
+                await key_in["done"].wait()
+                latencies.append(key_in["handled"] - started)
+                drawn.append(key_in["drawn"] - started)
                 await asyncio.sleep(0.1)
             assert lab.busy, f"the sweep ended early: {lab.query_one('#summary').render()}"
             await pilot.press("escape")
             while lab.busy:
                 await pilot.pause(0.05)
-        return latencies
+        return latencies, drawn
 
-    latencies = asyncio.run(measure())
+    latencies, drawn = asyncio.run(measure())
     worst = max(latencies) * 1000
     bench.record(
         f"app: key handled during a 2-process cpu sweep, worst of 20 (median "
@@ -130,6 +145,11 @@ def bench_key_latency(bench) -> None:
         worst,
         "<= 50",
         worst <= 50,
+    )
+    bench.show(
+        f"  and its pane drawn on the screen, worst of 20 (median "
+        f"{statistics.median(drawn) * 1000:.0f}), ms",
+        max(drawn) * 1000,
     )
 
 

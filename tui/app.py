@@ -12,14 +12,16 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.containers import Vertical
 from textual.reactive import reactive
-from textual.widgets import ContentSwitcher, Header, TabbedContent, TabPane
+from textual.widgets import ContentSwitcher, Header
 from textual.worker import Worker, WorkerState
 
 from storage.text import printable
 from tui.components.footer import KeysFooter
 from tui.components.lab import LabPane
 from tui.components.pane import AfterFirstScreen, PaneMounted, WorkerFailed
+from tui.components.tabs import PaneTabs
 
 if TYPE_CHECKING:  # the hidden panes' modules load when the panes are made, after the first screen
     from tui.components.compare import ComparePane
@@ -50,6 +52,9 @@ PRESETS = [
         "almost no work: what each executor costs per task",
     ),
 ]
+
+# The panes, by id, and their names on the tabs.
+PANES = {"lab": "1 Lab", "runs": "2 Runs", "compare": "3 Compare", "machine": "4 Machine"}
 
 # The widget that takes the keys when a pane is shown (Runs decides for itself).
 FIRST_FOCUS = {"lab": "#workloads", "compare": "#compare-table", "machine": "#machines"}
@@ -105,18 +110,6 @@ class LabCommands(Provider):
                 yield Hit(score, matcher.highlight(name), callback, help=help_text)
 
 
-class Panes(TabbedContent):
-    """The app's panes. The pane on screen is the one the user chose (1-4, a tab clicked), and
-    the keys follow it (``ConlabApp.focus_pane``), never the reverse. TabbedContent's own rule,
-    show the pane of whichever widget takes the focus, acts on a focus message that arrives
-    after the user has moved on: the pane just left comes back, its focusing brings the other
-    back, and the two take turns for as long as the app runs, each turn a full restyle."""
-
-    def on_tab_pane_focused(self, event: TabPane.Focused) -> None:
-        event.prevent_default()  # TabbedContent's handler, which would show event.tab_pane
-        event.stop()
-
-
 class ConlabApp(App):
     """Pick workloads and executors, run them, watch the workers, compare stored runs."""
 
@@ -170,6 +163,8 @@ class ConlabApp(App):
 
     db: reactive[Optional[str]] = reactive(None)
     """The database shown and recorded into (None: the default); every pane is bound to it."""
+    shown: reactive[str] = reactive("lab", repaint=False)
+    """The id of the pane on screen: the one the user chose last (1-4, a name clicked)."""
     db_ready: reactive[bool] = reactive(False)
     """Whether ``db`` has its tables: panes read it side by side only then."""
 
@@ -201,15 +196,16 @@ class ConlabApp(App):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with Panes(initial="lab"):
-            with TabPane("1 Lab", id="lab"):
+        yield PaneTabs(PANES).data_bind(active=ConlabApp.shown)
+        with ContentSwitcher(initial="lab", id="panes"):
+            with Vertical(id="lab"):
                 yield LabPane().data_bind(ConlabApp.db)
             # The hidden panes (and their modules) are made after the first screen is drawn.
-            with TabPane("2 Runs", id="runs"):
+            with Vertical(id="runs"):
                 yield AfterFirstScreen(self.make_runs)
-            with TabPane("3 Compare", id="compare"):
+            with Vertical(id="compare"):
                 yield AfterFirstScreen(self.make_compare)
-            with TabPane("4 Machine", id="machine"):
+            with Vertical(id="machine"):
                 yield AfterFirstScreen(self.make_machine)
         yield KeysFooter()
 
@@ -268,43 +264,38 @@ class ConlabApp(App):
         # `r` runs what the Lab shows, from the Lab only: elsewhere it would start a sweep
         # the user is not looking at.
         if action == "run":
-            return self.shown_pane() == "lab"
+            return self.shown == "lab"
         return True
 
-    def shown_pane(self) -> str:
-        """The id of the pane on screen, from the first frame on (TabbedContent.active stays ""
-        until its tabs have said which is active, a moment later, and keys may come first)."""
-        return self.query_one(TabbedContent).query_one(ContentSwitcher).current or "lab"
-
     def action_show(self, pane: str) -> None:
-        self.query_one(TabbedContent).active = pane
-
-    @on(TabbedContent.TabActivated)
-    def pane_shown(self, event: TabbedContent.TabActivated) -> None:
+        self.shown = pane  # the tabs are bound to it
+        self.query_one("#panes", ContentSwitcher).current = pane
         # The pane's main widget takes the keys, not whatever had the focus before.
-        # (Left without focus, Textual would refocus a widget of the pane just left, and
-        # bring that pane back.)
-        self.focus_pane(event.pane.id)
+        self.focus_pane(pane)
         self.refresh_bindings()
 
     @on(PaneMounted)
     def pane_mounted(self, message: PaneMounted) -> None:
         # A pane shown (2, 3, 4) before it was made takes the keys once it is.
-        active = self.shown_pane()
+        active = self.shown
         if message.pane.parent is not None and message.pane.parent.id == active:
             self.focus_pane(active)
 
     def focus_pane(self, pane_id: str) -> None:
         """Give the keys to the shown pane's main widget, if the pane is made yet; nothing
         when ``pane_id`` is no longer shown (a later key chose another pane)."""
-        if pane_id != self.shown_pane():
+        if pane_id != self.shown:
             return
         if pane_id == "runs":
-            for runs in self.query("RunsPane"):
+            made = list(self.query("RunsPane"))
+            for runs in made:
                 runs.shown()
         else:
-            for widget in self.query(FIRST_FOCUS[pane_id]):
+            made = list(self.query(FIRST_FOCUS[pane_id]))
+            for widget in made:
                 widget.focus()
+        if not made:  # the pane is not made yet: no key goes to the pane just left
+            self.screen.set_focus(None)
 
     def action_run(self) -> None:
         self.query_one(LabPane).start()
@@ -316,7 +307,7 @@ class ConlabApp(App):
     def action_filter(self) -> None:
         runs = self.query_one("RunsPane")
         runs.filter_requested = True
-        if self.shown_pane() == "runs":
+        if self.shown == "runs":
             runs.shown()
         else:
             self.action_show("runs")  # the pane shows the filter when it comes into view

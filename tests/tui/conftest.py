@@ -92,7 +92,7 @@ async def wait_until(pilot, condition, timeout_s: float = 60) -> None:
     raise AssertionError(
         f"the app did not get there in time (screens {screens}, workers {workers}, "
         f"notifications {[n.message for n in app._notifications]}, focused {app.focused!r}, "
-        f"shown {app.shown_pane()!r}, lab says {[str(w.render()) for w in app.query('#summary')]})"
+        f"shown {app.shown!r}, lab says {[str(w.render()) for w in app.query('#summary')]})"
     )
 
 

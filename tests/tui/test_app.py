@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from textual import events
-from textual.widgets import DataTable, Input, TabbedContent
+from textual.widgets import ContentSwitcher, DataTable, Input
 
 from tests.storage.test_database import make_v1_file
 from tests.tui.conftest import (
@@ -109,7 +109,7 @@ async def test_filter_runs_and_compare(tmp_path):
         await pilot.press("enter")  # enter leaves the filter for the table
         assert app.focused is table
         await pilot.press("3")  # a pane key, not a letter of the filter
-        assert app.query_one(TabbedContent).active == "compare"
+        assert app.shown == "compare"
         assert app.query_one("#runs-filter", Input).value == "threads"
         app.query_one("#selection-a", Input).value = "executor:sequential"
         app.query_one("#selection-b", Input).value = "executor:threads"
@@ -304,14 +304,14 @@ async def test_the_pane_shown_is_the_last_one_chosen_and_stays(tmp_path):
     app = ConlabApp(db=str(tmp_path / "x.db"))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
-        tabs = app.query_one(TabbedContent)
         for key in "21212":
             app.post_message(events.Key(key, key))
         await settle(app, pilot)
         shown = []
-        app.watch(tabs, "active", shown.append, init=False)
+        app.watch(app, "shown", shown.append, init=False)
         await pilot.pause(0.5)  # time for a pane brought back to show (it was shown in turns)
-        assert (tabs.active, shown) == ("runs", [])
+        assert (app.shown, shown) == ("runs", [])
+        assert app.query_one("#panes", ContentSwitcher).current == "runs"
         assert app.focused is app.query_one("#runs-table", DataTable)
 
 
@@ -323,7 +323,7 @@ async def test_r_runs_only_from_the_lab(tmp_path):
         lab = app.query_one(LabPane)
         for pane in ("2", "3", "4"):
             await pilot.press(pane, "r")
-            assert not lab.busy and app.query_one(TabbedContent).active != "lab"
+            assert not lab.busy and app.shown != "lab"
     assert statuses(db) == []
 
 
@@ -402,12 +402,37 @@ async def test_the_footer_shows_the_panes_keys_and_a_click_presses_one(tmp_path)
         # A click on a key presses it: "2 Runs" shows the Runs pane, whose keys come in.
         start, end, tooltip = next(span for span in footer.spans if "stored runs" in span[2])
         await pilot.click(KeysFooter, offset=(start + 1, 0))
-        await wait_until(pilot, lambda: app.shown_pane() == "runs")
+        await wait_until(pilot, lambda: app.shown == "runs")
         await wait_until(pilot, lambda: " t tag " in str(footer.render()))
         # Hovering a key shows what it does (the Runs pane's keys came first: it moved).
         start, _, tooltip = next(span for span in footer.spans if "delete" in span[2])
         await pilot.hover(KeysFooter, offset=(start + 1, 0))
         assert footer.tooltip == tooltip == "delete the highlighted run (asks first)"
+
+
+async def test_the_tabs_mark_the_pane_shown_and_a_click_shows_one(tmp_path):
+    from tui.components.tabs import PaneTabs
+
+    app = ConlabApp(db=str(tmp_path / "x.db"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        tabs = app.query_one(PaneTabs)
+
+        def marked() -> list[str]:  # the names drawn bold and underlined: the pane shown
+            text = tabs.render()
+            return [
+                text.plain[span.start : span.end].strip()
+                for span in text.spans
+                if span.style.bold and span.style.underline
+            ]
+
+        assert marked() == ["1 Lab"]
+        await pilot.click(PaneTabs, offset=(tabs.render().plain.index("3 Compare") + 1, 0))
+        await wait_until(pilot, lambda: app.shown == "compare")
+        assert app.query_one("#panes", ContentSwitcher).current == "compare"
+        await wait_until(pilot, lambda: marked() == ["3 Compare"])
+        await pilot.press("1")
+        assert marked() == ["1 Lab"] and app.focused is app.query_one("#workloads")
 
 
 async def test_the_timeline_keeps_its_height_through_a_sweep(tmp_path):
