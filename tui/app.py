@@ -274,6 +274,10 @@ class ConlabApp(App):
         self.focus_pane(pane)
         self.refresh_bindings()
 
+    @on(PaneTabs.Chosen)
+    def pane_chosen(self, message: PaneTabs.Chosen) -> None:
+        self.action_show(message.pane)
+
     @on(PaneMounted)
     def pane_mounted(self, message: PaneMounted) -> None:
         # A pane shown (2, 3, 4) before it was made takes the keys once it is.

@@ -185,11 +185,11 @@ CORPUS: dict[str, Callable[[Path, Path], None]] = {
 # --- running the real CLI many times, quickly ------------------------------------------------
 
 # One process imports the CLI and its libraries once, then forks a child per command, which runs
-# the console script's entry point (tui.cli:main) with its own stdout, stderr and exit code, and
+# the console script's entry point (tui.start:main) with its own stdout, stderr and exit code, and
 # ends as that script ends (SystemExit, so connections close as they would).
 FORK_SERVER = textwrap.dedent("""
     import json, os, sys, traceback
-    import pandas, tui.cli, storage.reports, storage.render, storage.sharing
+    import pandas, tui.cli, tui.start, storage.reports, storage.render, storage.sharing
     for line in sys.stdin:
         job = json.loads(line)
         pid = os.fork()
@@ -199,7 +199,7 @@ FORK_SERVER = textwrap.dedent("""
                 os.dup2(os.open(job[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
             sys.argv = ["conlab", *job["argv"]]
             try:
-                tui.cli.main(job["argv"])
+                tui.start.main(job["argv"])
             except SystemExit:
                 raise  # the child ends as the console script does: a normal interpreter exit
             except BaseException:

@@ -400,14 +400,16 @@ async def test_the_footer_shows_the_panes_keys_and_a_click_presses_one(tmp_path)
         assert lab_keys.rstrip().endswith("^p Commands")  # kept at the right, however narrow
         assert len(lab_keys) == 80
         # A click on a key presses it: "2 Runs" shows the Runs pane, whose keys come in.
-        start, end, tooltip = next(span for span in footer.spans if "stored runs" in span[2])
+        # Drawn as they are: no key is drawn as a link (underlined, in the link colour).
+        assert not any(segment.style.underline for segment in footer.render_line(0))
+        start, end, key = next(span for span in footer.spans if "stored runs" in span[2].tooltip)
         await pilot.click(KeysFooter, offset=(start + 1, 0))
         await wait_until(pilot, lambda: app.shown == "runs")
         await wait_until(pilot, lambda: " t tag " in str(footer.render()))
         # Hovering a key shows what it does (the Runs pane's keys came first: it moved).
-        start, _, tooltip = next(span for span in footer.spans if "delete" in span[2])
+        start, _, key = next(span for span in footer.spans if "delete" in span[2].tooltip)
         await pilot.hover(KeysFooter, offset=(start + 1, 0))
-        assert footer.tooltip == tooltip == "delete the highlighted run (asks first)"
+        assert footer.tooltip == key.tooltip == "delete the highlighted run (asks first)"
 
 
 async def test_the_tabs_mark_the_pane_shown_and_a_click_shows_one(tmp_path):
@@ -419,12 +421,8 @@ async def test_the_tabs_mark_the_pane_shown_and_a_click_shows_one(tmp_path):
         tabs = app.query_one(PaneTabs)
 
         def marked() -> list[str]:  # the names drawn bold and underlined: the pane shown
-            text = tabs.render()
-            return [
-                text.plain[span.start : span.end].strip()
-                for span in text.spans
-                if span.style.bold and span.style.underline
-            ]
+            drawn = [(segment.text, segment.style) for segment in tabs.render_line(0)]
+            return [" ".join("".join(t for t, style in drawn if style and style.underline).split())]
 
         assert marked() == ["1 Lab"]
         await pilot.click(PaneTabs, offset=(tabs.render().plain.index("3 Compare") + 1, 0))

@@ -3,7 +3,8 @@
 Textual's Footer is a widget per key, made again (and the whole screen laid out again) each
 time the bindings may have changed: on every change of focus, several times per pane shown.
 This one is a single widget of fixed height whose text changes; a key is clicked as pressed,
-and hovering one shows its tooltip, as in Textual's."""
+and hovering one shows its tooltip, as in Textual's. (Clicks are found by the cell clicked,
+not by an ``@click`` in the text, which Textual would draw as a link.)"""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ class KeysFooter(Widget):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.spans: list[tuple[int, int, str]] = []  # (first cell, end, tooltip) of each key
+        self.spans: list[tuple[int, int, ShownKey]] = []  # each key's first cell and end
 
     def on_mount(self) -> None:
         self.screen.bindings_updated_signal.subscribe(self, self.bindings_changed)
@@ -86,11 +87,10 @@ class KeysFooter(Widget):
 
         def add(text: Text, shown: ShownKey) -> None:
             start = text.cell_len
-            click = Style(meta={"@click": f"app.simulate_key({shown.key!r})"})
             dim = Style(dim=not shown.enabled)
-            text.append(f" {shown.display} ", key_style + dim + click)
-            text.append(f"{shown.description} ", description_style + dim + click)
-            self.spans.append((start, text.cell_len, shown.tooltip))
+            text.append(f" {shown.display} ", key_style + dim)
+            text.append(f"{shown.description} ", description_style + dim)
+            self.spans.append((start, text.cell_len, shown))
 
         text = Text(no_wrap=True)
         for shown in keys:
@@ -106,9 +106,21 @@ class KeysFooter(Widget):
             self.spans = [span for span in self.spans[:-1] if span[1] <= room]
         start = max(room, text.cell_len)
         text.append(" " * (start - text.cell_len))
-        self.spans.append((start, start + right.cell_len, palette.tooltip))
+        self.spans.append((start, start + right.cell_len, palette))
         return text + right
 
+    def key_at(self, x: int) -> ShownKey | None:
+        return next((shown for start, end, shown in self.spans if start <= x < end), None)
+
     def on_mouse_move(self, event: events.MouseMove) -> None:
-        tooltip = next((tip for start, end, tip in self.spans if start <= event.x < end), None)
-        self.tooltip = tooltip or None
+        shown = self.key_at(event.x)
+        self.tooltip = shown.tooltip if shown is not None else None
+
+    def on_click(self, event: events.Click) -> None:
+        shown = self.key_at(event.x)
+        if shown is None:
+            return
+        if shown.enabled:
+            self.app.simulate_key(shown.key)
+        else:
+            self.app.bell()
