@@ -285,10 +285,10 @@ def prepare_file(path: Path, *, create: bool) -> None:
     """Everything opening a lab database file does before SQLAlchemy takes it: refuse what is
     not one we can use (``check_sqlite_file``), migrate an older one."""
     check_sqlite_file(path, create=create)
-    migrate_if_older(path)
+    _migrate_if_older(path)
 
 
-def migrate_if_older(path: Path) -> None:
+def _migrate_if_older(path: Path) -> None:
     if not path.exists() or path.stat().st_size == 0:
         return
     version, application_id = read_header(path)
