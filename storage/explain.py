@@ -188,17 +188,6 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "scaling",
-        "parallel-no-gil",
-        THREADS,
-        lambda f: f.gil is False and f.speedup >= SCALED * f.reach,
-        lambda f: (
-            f"{f.name} scaled ({f.speedup:.2f}x, CPU time {f.cpu_per_wall:.2f}x wall "
-            "time): with the GIL off in every worker the threads ran Python in parallel."
-        ),
-        ("gil", "speedup", "cpu_per_wall"),
-    ),
-    Rule(
-        "scaling",
         "one-core-free",
         THREADS + POOLS,
         lambda f: (
@@ -210,9 +199,24 @@ RULES: tuple[Rule, ...] = (
         lambda f: (
             f"{f.name} gave {f.speedup:.2f}x with CPU time {f.cpu_per_wall:.2f}x wall "
             f"time: only one core was free, {_others(f)}"
-            + (", and the GIL was off, so it did not hold them back." if f.gil is False else ".")
+            + (
+                ", and the GIL was off: the busy core held the threads back, not a GIL."
+                if f.gil is False
+                else "."
+            )
         ),
         ("speedup", "cpu_per_wall", "others_cores", "load_per_core", "gil"),
+    ),
+    Rule(
+        "scaling",
+        "parallel-no-gil",
+        THREADS,
+        lambda f: f.gil is False and f.speedup >= SCALED * f.reach,
+        lambda f: (
+            f"{f.name} scaled ({f.speedup:.2f}x, CPU time {f.cpu_per_wall:.2f}x wall "
+            "time): with the GIL off in every worker the threads ran Python in parallel."
+        ),
+        ("gil", "speedup", "cpu_per_wall"),
     ),
     Rule(
         "scaling",
@@ -286,7 +290,7 @@ RULES: tuple[Rule, ...] = (
         CPU_SEEN,
         lambda f: WAITS <= f.cpu_per_wall < ONE_CORE and known(f.cores_used),
         lambda f: (
-            f"{f.name} ran on one core's worth at a time, taking turns (CPU time "
+            f"{f.name} ran one at a time, taking turns (CPU time "
             f"{f.cpu_per_wall:.2f}x wall time; tasks seen on {f.cores_used:g} "
             f"core{'s' if f.cores_used != 1 else ''})."
         ),
