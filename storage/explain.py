@@ -10,11 +10,12 @@ was seen and no more.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Callable, Optional
+
+from storage.queries import json_object
 
 # Executors whose whole CPU time the runner's clock sees (its own threads, or worker processes
 # it reaps inside the timed window): CPU/wall and the others' share are only read of these.
@@ -329,12 +330,7 @@ def run_facts(environment_json, build_has_gil: bool) -> RunFacts:
     """The facts of one run's stored environment. A build with a GIL always had it on; on a
     free-threaded build, the GIL was on if any worker's samples said so (else the runner's own
     word after importing the workload); its cause is the setting or module that turned it on."""
-    try:
-        env = json.loads(environment_json) if isinstance(environment_json, str) else {}
-    except ValueError:
-        env = {}
-    if not isinstance(env, dict):
-        env = {}
+    env = json_object(environment_json) or {}
     others = env.get("others_cores")
     others = tuple(
         float(x)

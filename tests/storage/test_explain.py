@@ -131,7 +131,8 @@ def test_run_facts_read_the_gil_from_the_workers_and_its_cause():
     others = run_facts(env(others_cores=[0.9, 1.1, "x", None]), True).others_cores
     assert others == (0.9, 1.1)
     # hostile or damaged environments: no facts, no failure
-    for text in ("[1]", "not json", None, env(gil_enabled_by_worker="yes", others_cores=3)):
+    deep = "[" * 5000 + "]" * 5000
+    for text in ("[1]", "not json", None, deep, env(gil_enabled_by_worker="yes", others_cores=3)):
         found = run_facts(text, False)
         assert found.gil is None and found.others_cores == ()
     assert explain.known(1.0) and not explain.known(math.nan, 1.0)
