@@ -10,7 +10,7 @@ from typing import Optional
 
 from sqlalchemy import Column, Integer, MetaData, Table, event, select
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import SQLModel, create_engine
 
 from storage import models  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -188,7 +188,7 @@ def _ensure_schema(engine: Engine, *, create: bool = True) -> None:
             )
     else:
         _check_server_version(engine)
-    SQLModel.metadata.create_all(engine)
+    _create_tables(engine)
     if engine.dialect.name == "sqlite":
         with engine.begin() as connection:
             connection.exec_driver_sql(f"PRAGMA application_id = {APPLICATION_ID}")
@@ -200,6 +200,19 @@ def _ensure_schema(engine: Engine, *, create: bool = True) -> None:
             raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             raw.close()
+
+
+def _create_tables(engine: Engine, attempts: int = 5) -> None:
+    """The lab's tables, where missing. Two processes (or an app's two workers) opening a new
+    file at once both see a table missing, and the slower one's CREATE TABLE then fails: it
+    looks again, and finds that table made (each look creates only what is still missing)."""
+    for attempt in range(attempts):
+        try:
+            SQLModel.metadata.create_all(engine)
+            return
+        except OperationalError as exc:
+            if "already exists" not in str(exc) or attempt == attempts - 1:
+                raise
 
 
 def _check_server_version(engine: Engine) -> None:

@@ -141,6 +141,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         self.app_animation_level: Optional[str] = None  # put back when the sweep ends
         self.form_made = False  # whether the parameter fields are there yet
         self.sweeps_ended = 0  # sweeps (and advice) that ended, however, since the app began
+        self.closing = False  # the app quits once the sweep is cancelled: no report to make
         self.when_form_made: list[Callable[[], None]] = []  # what waits for them
 
     def compose(self) -> ComposeResult:
@@ -324,10 +325,12 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         self.cancel_requested.clear()
         self.run_sweep(specs)
 
-    def cancel(self) -> bool:
-        """Stop the sweep in progress (its current run is stored as cancelled)."""
+    def cancel(self, closing: bool = False) -> bool:
+        """Stop the sweep in progress (its current run is stored as cancelled); ``closing``:
+        the app quits as soon as the runs are stored, so no report is made of them."""
         if not self.busy:
             return False
+        self.closing = self.closing or closing
         self.cancel_requested.set()
         if self.sweep is not None:
             self.sweep.cancel()
@@ -357,6 +360,8 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         try:
             with collecting_only_new_objects():
                 results = sweep.run()
+            if self.closing:
+                return  # the runs are stored; the app is gone before a report could show
             found = sweep_report(sweep.engine, results)
         finally:
             sweep.engine.dispose()
