@@ -48,8 +48,15 @@ class Terminal:
         while marker not in self.seen:
             ready, _, _ = select.select([self.main], [], [], max(deadline - time.monotonic(), 0))
             if not ready:
-                raise RuntimeError(f"no {marker!r} in {timeout_s} s: {self.seen[-300:]!r}")
-            self.seen = self.seen[-4096:] + os.read(self.main, 1 << 16)
+                import re
+
+                text = re.sub(rb"\x1b\[[0-9;]*[A-Za-z]", b"|", self.seen)
+                text = re.sub(rb"\x1b\[[0-9;]*[A-Za-z]", b"|", self.log)
+                words = re.findall(rb"[a-zA-Z][a-zA-Z0-9 :().,/]{6,}", text)
+                raise RuntimeError(f"no {marker!r} in {timeout_s} s: {sorted(set(words))!r}")
+            chunk = os.read(self.main, 1 << 16)
+            self.seen = self.seen[-4096:] + chunk
+            self.log = getattr(self, "log", b"") + chunk
         self.seen = b""
 
     def type(self, keys: bytes) -> None:
