@@ -6,7 +6,9 @@ import asyncio
 import fcntl
 import os
 import pty
+import re
 import select
+import sqlite3
 import statistics
 import struct
 import subprocess
@@ -40,7 +42,8 @@ class Terminal:
             argv, stdin=terminal, stdout=terminal, stderr=terminal, env=env, start_new_session=True
         )
         os.close(terminal)
-        self.seen = b""
+        self.seen = b""  # drawn since the last marker waited for (its tail)
+        self.drawn = b""  # everything drawn, for the words of a failure
 
     def wait_for(self, marker: bytes, timeout_s: float = 30) -> None:
         """Read what is drawn until ``marker`` is among it (since the last call)."""
@@ -48,15 +51,12 @@ class Terminal:
         while marker not in self.seen:
             ready, _, _ = select.select([self.main], [], [], max(deadline - time.monotonic(), 0))
             if not ready:
-                import re
-
-                text = re.sub(rb"\x1b\[[0-9;]*[A-Za-z]", b"|", self.seen)
-                text = re.sub(rb"\x1b\[[0-9;]*[A-Za-z]", b"|", self.log)
-                words = re.findall(rb"[a-zA-Z][a-zA-Z0-9 :().,/]{6,}", text)
-                raise RuntimeError(f"no {marker!r} in {timeout_s} s: {sorted(set(words))!r}")
+                text = re.sub(rb"\x1b\[[0-9;]*[A-Za-z]", b"|", self.drawn)
+                words = sorted(set(re.findall(rb"[a-zA-Z][a-zA-Z0-9 :().,/]{6,}", text)))
+                raise RuntimeError(f"no {marker!r} in {timeout_s} s; drawn: {words!r}")
             chunk = os.read(self.main, 1 << 16)
             self.seen = self.seen[-4096:] + chunk
-            self.log = getattr(self, "log", b"") + chunk
+            self.drawn += chunk
         self.seen = b""
 
     def type(self, keys: bytes) -> None:
@@ -129,6 +129,9 @@ def bench_quit_during_sweep(bench) -> None:
             times.append(time.perf_counter() - started)
         finally:
             app.close()
+        stored = sqlite3.connect(db).execute("SELECT DISTINCT status FROM run").fetchall()
+        if stored != [("cancelled",)]:
+            raise RuntimeError(f"after q, y the runs are stored as {stored}, not cancelled")
     worst = max(times)
     bench.record(
         f"app: `q`, `y` during a sweep: the shell back, worst of 5 (median "
