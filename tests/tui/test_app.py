@@ -178,6 +178,7 @@ async def show_compared(app, pilot) -> None:
     app.query_one("#selection-b", Input).value = "tag:after"
     app.query_one("#compare-button").press()
     await settle(app, pilot)
+    await wait_until(pilot, lambda: app.query_one("#compare-table", DataTable).row_count == 3)
 
 
 async def show_lab_end(app, pilot) -> None:
@@ -227,8 +228,11 @@ def test_snapshots(snap_compare, tmp_path, name):
         if pane in ("runs", "machine"):
             app.action_show(pane)
             await settle(app, pilot)
-        # what the panes read, in workers started as the panes were made
+        # what the panes read, in workers started as the panes were made: the state each
+        # picture shows is waited for as such, not as the end of a worker the app may cancel
+        await wait_until(pilot, lambda: app.query_one(LabPane).form_made)
         await wait_until(pilot, lambda: app.query_one("#machines", DataTable).row_count == 1)
+        await wait_until(pilot, lambda: app.query_one("#runs-table", DataTable).row_count > 0)
         await wait_until(pilot, lambda: str(app.query_one("#run-detail").render()) != NO_RUN)
         await settle(app, pilot)
         if then is not None:
