@@ -184,7 +184,9 @@ class ConlabApp(App):
     ) -> None:
         super().__init__(**kwargs)
         self.set_reactive(ConlabApp.db, db)
-        self.screenshots = Path(screenshots) if screenshots else screenshots_folder()
+        # (the default, in the user data directory, is found when F8 is first pressed: looking
+        # for it loads platformdirs, a cost the first screen need not pay)
+        self.screenshots = Path(screenshots) if screenshots else None
         self.collect_after_first_screen = False
 
     def run(self, *args, **kwargs):
@@ -367,6 +369,8 @@ class ConlabApp(App):
         return self.get_key_display(Binding(key, ""))
 
     def action_screenshot(self) -> None:
+        if self.screenshots is None:
+            self.screenshots = screenshots_folder()
         self.screenshots.mkdir(parents=True, exist_ok=True)
         path = self.save_screenshot(path=str(self.screenshots))
         self.notify(printable(f"saved {path}"), title="screenshot", markup=False)

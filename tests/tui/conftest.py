@@ -73,6 +73,8 @@ async def settle(app, pilot) -> None:
     however: the app cancels a worker when a newer one of its group starts (a second reload
     while the first still reads, as on a busy machine), and a cancelled worker is no failure.
     What a test looks at next, it waits for by that state itself (``wait_until``)."""
+    # what is made after the first screen (the hidden panes, the Lab's form and timeline)
+    await wait_until(pilot, lambda: not app.query("AfterFirstScreen"))
     for _ in range(2):  # then the workers started by those messages (a reload)
         await wait_until(pilot, lambda: all(worker.is_finished for worker in app.workers))
         await pilot.pause()

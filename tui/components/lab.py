@@ -88,6 +88,26 @@ class Parameters(VerticalScroll):
         self.post_message(self.Made())
 
 
+class Results(Vertical):
+    """Under the form: the sweep's progress bars, the live timeline and the summary."""
+
+    class Made(Message):
+        """The progress, timeline and summary are there."""
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="progress-row"):
+            yield Label("sweep", classes="bar-label")
+            yield ProgressBar(total=1, id="overall", show_eta=False)  # still until a run
+            yield Label("run", classes="bar-label")
+            yield ProgressBar(total=1, id="current", show_eta=False)
+            yield Label("", id="elapsed")
+        yield Timeline(id="timeline")
+        yield Static("Choose a workload and executors, then press r.", id="summary")
+
+    def on_mount(self) -> None:
+        self.post_message(self.Made())
+
+
 class LabPane(ReportsWorkerErrors, VerticalScroll):
     """Pick and run a sweep; progress, a live timeline per worker, then the verdict. It scrolls
     as a whole: on a small terminal every field and the results stay reachable."""
@@ -139,7 +159,8 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         self.specs: list[ExperimentSpec] = []
         self.finished_processes = 0  # runner processes of the sweep that have ended
         self.app_animation_level: Optional[str] = None  # put back when the sweep ends
-        self.form_made = False  # whether the parameter fields are there yet
+        self.form_made = False  # whether the parameter fields and the results are there yet
+        self.parts_to_come = {Parameters, Results}  # made after the first screen
         self.sweeps_ended = 0  # sweeps (and advice) that ended, however, since the app began
         self.closing = False  # the app quits once the sweep is cancelled: no report to make
         self.when_form_made: list[Callable[[], None]] = []  # what waits for them
@@ -177,16 +198,10 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
                 )
                 executors.border_title = "executors (space ticks)"
                 yield executors
-            # The parameter fields (some sixty widgets) are made just after the first screen.
+            # The parameter fields (some sixty widgets) are made just after the first screen,
+            # and so are the progress bars, the timeline and the summary under them.
             yield AfterFirstScreen(Parameters, id="lab-params-to-come")
-        with Horizontal(id="progress-row"):
-            yield Label("sweep", classes="bar-label")
-            yield ProgressBar(total=1, id="overall", show_eta=False)  # still until a run
-            yield Label("run", classes="bar-label")
-            yield ProgressBar(total=1, id="current", show_eta=False)
-            yield Label("", id="elapsed")
-        yield Timeline(id="timeline")
-        yield Static("Choose a workload and executors, then press r.", id="summary")
+        yield AfterFirstScreen(Results, id="lab-results-to-come")
 
     def on_mount(self) -> None:
         # The form is checked once its fields are made (the check loads the sweep planner).
@@ -215,6 +230,18 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         self.query_one("#python", Select).set_options(options)
 
     @on(Parameters.Made)
+    def parameters_made(self) -> None:
+        self.part_made(Parameters)
+
+    @on(Results.Made)
+    def results_made(self) -> None:
+        self.part_made(Results)
+
+    def part_made(self, part: type) -> None:
+        self.parts_to_come.discard(part)
+        if not self.parts_to_come:
+            self.form_is_made()
+
     def form_is_made(self) -> None:
         self.form_made = True
         waiting, self.when_form_made = self.when_form_made, []
@@ -496,7 +523,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             self.app.animation_level, self.app_animation_level = self.app_animation_level, None
 
     def tick(self) -> None:
-        if self.started_at is not None:
+        if self.started_at is not None and self.form_made:
             elapsed = time.monotonic() - self.started_at
             # a fixed-width field: its text changes, its size does not (no layout)
             self.query_one("#elapsed", Label).update(f"  {elapsed:5.1f} s", layout=False)
