@@ -88,6 +88,37 @@ class Parameters(VerticalScroll):
         self.post_message(self.Made())
 
 
+class Executors(Vertical):
+    """Under the workloads: a field for the user's own function, and the executors to tick."""
+
+    class Made(Message):
+        """The function field and the executors are there."""
+
+    def compose(self) -> ComposeResult:
+        yield Input(
+            placeholder="or your own: MODULE:FUNCTION or path/file.py:FUNCTION", id="function"
+        )
+        executors = TickList(
+            *[
+                Selection(
+                    as_text(
+                        e["name"] + ("" if e["available"] else f"  (unavailable: {e['reason']})")
+                    ),
+                    e["name"],
+                    e["name"] in ("sequential", "threads", "processes"),
+                    disabled=not e["available"],
+                )
+                for e in describe_executors()
+            ],
+            id="executors",
+        )
+        executors.border_title = "executors (space ticks)"
+        yield executors
+
+    def on_mount(self) -> None:
+        self.post_message(self.Made())
+
+
 class Results(Vertical):
     """Under the form: the sweep's progress bars, the live timeline and the summary."""
 
@@ -160,7 +191,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         self.finished_processes = 0  # runner processes of the sweep that have ended
         self.app_animation_level: Optional[str] = None  # put back when the sweep ends
         self.form_made = False  # whether the parameter fields and the results are there yet
-        self.parts_to_come = {Parameters, Results}  # made after the first screen
+        self.parts_to_come = {Executors, Parameters, Results}  # made after the first screen
         self.sweeps_ended = 0  # sweeps (and advice) that ended, however, since the app began
         self.closing = False  # the app quits once the sweep is cancelled: no report to make
         self.when_form_made: list[Callable[[], None]] = []  # what waits for them
@@ -177,29 +208,10 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
                 )
                 workloads.border_title = "workload"
                 yield workloads
-                yield Input(
-                    placeholder="or your own: MODULE:FUNCTION or path/file.py:FUNCTION",
-                    id="function",
-                )
-                executors = TickList(
-                    *[
-                        Selection(
-                            as_text(
-                                e["name"]
-                                + ("" if e["available"] else f"  (unavailable: {e['reason']})")
-                            ),
-                            e["name"],
-                            e["name"] in ("sequential", "threads", "processes"),
-                            disabled=not e["available"],
-                        )
-                        for e in describe_executors()
-                    ],
-                    id="executors",
-                )
-                executors.border_title = "executors (space ticks)"
-                yield executors
-            # The parameter fields (some sixty widgets) are made just after the first screen,
-            # and so are the progress bars, the timeline and the summary under them.
+                # The first screen is the list of workloads: the rest of the form (the executors
+                # are each asked whether they can run here), the parameter fields (some sixty
+                # widgets), the progress bars, the timeline and the summary are made just after.
+                yield AfterFirstScreen(Executors)
             yield AfterFirstScreen(Parameters, id="lab-params-to-come")
         yield AfterFirstScreen(Results, id="lab-results-to-come")
 
@@ -228,6 +240,10 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
 
     def set_pythons(self, options: list) -> None:
         self.query_one("#python", Select).set_options(options)
+
+    @on(Executors.Made)
+    def executors_made(self) -> None:
+        self.part_made(Executors)
 
     @on(Parameters.Made)
     def parameters_made(self) -> None:
@@ -261,8 +277,11 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             self.when_form_made.append(partial(action, *args))
 
     def choose(self, workload: str, executors, **fields: str) -> None:
-        """Fill the form: a workload, the executors to run, and parameter fields by id (those
-        once they are made)."""
+        """Fill the form: a workload, the executors to run, and parameter fields by id (once
+        they are made)."""
+        self.once_form_made(self.fill_form, workload, executors, fields)
+
+    def fill_form(self, workload: str, executors, fields: dict[str, str]) -> None:
         workloads = self.query_one("#workloads", OptionList)
         own = workload not in WORKLOADS
         self.query_one("#function", Input).value = workload if own else ""
@@ -272,9 +291,6 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         chosen.deselect_all()
         for name in executors:
             chosen.select(name)
-        self.once_form_made(self.fill_fields, fields)
-
-    def fill_fields(self, fields: dict[str, str]) -> None:
         for name, value in fields.items():
             self.query_one(f"#{name}", Input).value = value
 
