@@ -16,7 +16,7 @@ import time
 from typing import Any, Optional
 
 from experiments import __version__
-from experiments.timing import gil_enabled
+from experiments.timing import gil_enabled, gil_setting
 
 # The fields that identify a machine, as opposed to one run on it.
 MACHINE_FIELDS = (
@@ -312,6 +312,7 @@ def collect(start_method: Optional[str] = None) -> dict[str, Any]:
         "python_build": " ".join(platform.python_build()),
         "py_gil_disabled": bool(gil_disabled),
         "gil_enabled": gil_enabled(),
+        "gil_setting": gil_setting(),
         "start_method": start_method,
         "load_average": load_average(),
         "cpu_governor": cpu_governor(),

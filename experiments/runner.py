@@ -7,8 +7,9 @@ each with an ``event`` key:
 
     env       the environment and the parameters actually used (sent once validation passed)
     progress  {repeat, done, total, samples}: the newest task samples, at most every 0.1 s
-    repeat    {index, warmup, wall_ns, cpu_ns, start_ns, end_ns, runner_peak_rss_bytes}: one
-              repeat, timed, with the runner's own peak resident memory so far
+    repeat    {index, warmup, wall_ns, cpu_ns, start_ns, end_ns, runner_peak_rss_bytes,
+              machine_busy_ns}: one repeat, timed, with the runner's own peak resident memory
+              so far and the CPU time the whole machine used meanwhile (every process's)
     tasks     {repeat, samples}: every task sample of that repeat
     done      the run finished
     error     {kind, message, detail}: ``invalid`` (exit 2) or a failure (exit 1)
@@ -205,15 +206,21 @@ def _probe(text: str, out: _EventWriter) -> int:
 def _run(line: str, out: _EventWriter, acks, progress: bool) -> int:
     from experiments.environment import collect
     from experiments.spec import ExperimentSpec, SpecError, prepare
+    from experiments.timing import gil_enabled
 
+    gil_at_start = gil_enabled()
     try:
-        prepared = prepare(ExperimentSpec.from_json(line))
+        with _gil_watch() as enabled_by:
+            prepared = prepare(ExperimentSpec.from_json(line))
     except (SpecError, TypeError) as exc:
         out.emit("error", kind="invalid", message=str(exc), detail=None)
         return 2
     import os
 
     environment = collect(prepared.start_method)
+    environment["gil_at_start"] = gil_at_start  # before the user's module was imported
+    if enabled_by:
+        environment["gil_enabled_by"] = enabled_by
     for option in ("scheduler", "backend", "loop"):  # recorded with the run
         if getattr(prepared, option) is not None:
             environment[option] = getattr(prepared, option)
@@ -240,6 +247,32 @@ def _run(line: str, out: _EventWriter, acks, progress: bool) -> int:
     return 0
 
 
+class _gil_watch:
+    """Around importing the user's module: the modules that turned the GIL back on, as the
+    interpreter names them in its RuntimeWarning (an extension that does not declare
+    free-threading support). Every other warning is shown as it would have been."""
+
+    def __enter__(self) -> list:
+        import warnings
+
+        self._catching = warnings.catch_warnings(record=True)
+        self._caught = self._catching.__enter__()
+        self.modules: list = []
+        return self.modules
+
+    def __exit__(self, *exc_info) -> None:
+        import re
+        import warnings
+
+        self._catching.__exit__(*exc_info)
+        for w in self._caught:
+            found = re.search(r"GIL\) has been enabled to load module '([^']+)'", str(w.message))
+            if found:
+                self.modules.append(found.group(1))
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
 def _service(workload):
     """The context the workload's tasks need around all repeats (e.g. a local server)."""
     if workload.service is None:
@@ -254,6 +287,8 @@ def _service(workload):
 
 def _run_repeat(prepared, index: int, out: _EventWriter, progress: bool) -> None:
     import time
+
+    from experiments.timing import machine_busy_ns
 
     items = [prepared.size] * prepared.spec.tasks
     samples = []
@@ -280,11 +315,13 @@ def _run_repeat(prepared, index: int, out: _EventWriter, progress: bool) -> None
             sent = len(samples)
             next_progress_ns = monotonic_ns() + progress_every_ns
 
+    busy_before = machine_busy_ns()
     cpu_before = _cpu_ns()
     start_ns = monotonic_ns()
     prepared.executor.run(prepared, items, on_sample)
     end_ns = monotonic_ns()
     cpu_ns = _cpu_ns() - cpu_before
+    busy_after = machine_busy_ns()
     out.emit("progress", repeat=index, done=len(samples), total=total, samples=[])
     out.emit(
         "repeat",
@@ -295,6 +332,7 @@ def _run_repeat(prepared, index: int, out: _EventWriter, progress: bool) -> None
         start_ns=start_ns,
         end_ns=end_ns,
         runner_peak_rss_bytes=_peak_rss_bytes(),
+        machine_busy_ns=None if busy_before is None else busy_after - busy_before,
     )
     out.emit("tasks", repeat=index, samples=samples)
 

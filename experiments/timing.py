@@ -34,6 +34,12 @@ def gil_enabled() -> bool:
     return bool(_is_gil_enabled()) if _is_gil_enabled is not None else True
 
 
+def gil_setting():
+    """What the user asked of the GIL at start-up (``PYTHON_GIL`` or ``-X gil``), or None."""
+    asked = getattr(sys, "_xoptions", {}).get("gil")
+    return str(asked) if asked not in (None, True) else os.environ.get("PYTHON_GIL") or None
+
+
 # On a free-threaded build a worker's GIL can come back at run time (importing an extension
 # that needs it), so each sample says whether it was on. A GIL build's never changes: no call.
 _gil_enabled = _is_gil_enabled if "free-threading" in sys.version else None
@@ -59,6 +65,24 @@ def thread_usage():
 
 
 _usage = thread_usage if _getrusage is not None else _no_usage
+
+
+def _busy_ticks():
+    """The CPU time the whole machine spent busy so far, in clock ticks, from Linux's
+    /proc/stat (user, nice, system, irq, softirq and steal: time no one else could use)."""
+    with open("/proc/stat", "rb") as stat:
+        fields = stat.readline().split()
+    return sum(int(fields[i]) for i in (1, 2, 3, 6, 7, 8))
+
+
+def machine_busy_ns():
+    """The CPU time every process on the machine has used so far (ns, at clock-tick
+    resolution), or None where the platform does not say: read around a repeat, it tells how
+    many cores other work took while the repeat ran."""
+    try:
+        return _busy_ticks() * (10**9 // os.sysconf("SC_CLK_TCK"))
+    except (AttributeError, ValueError, OSError, IndexError):
+        return None
 
 
 def _no_core():

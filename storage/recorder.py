@@ -67,6 +67,15 @@ def python_label(env: dict) -> Optional[str]:
     return f"{version}t" if env.get("py_gil_disabled") else str(version)
 
 
+def others_cores(repeat: dict) -> Optional[float]:
+    """How many cores' worth of CPU other work on the machine took while ``repeat`` (a runner's
+    repeat event) ran, to two decimals; None where the machine's busy time was not read."""
+    busy, cpu, wall = (repeat.get(k) for k in ("machine_busy_ns", "cpu_ns", "wall_ns"))
+    if not all(isinstance(v, (int, float)) for v in (busy, cpu, wall)) or wall <= 0:
+        return None
+    return round(max(busy - cpu, 0) / wall, 2)
+
+
 class RunRecorder:
     """Feeds a runner's events into the database for one run."""
 
@@ -91,6 +100,9 @@ class RunRecorder:
         self.gil_by_worker: dict[str, bool] = {}
         self.counted_costs: list[dict] = []  # the counted repeats' costs (repeat_costs)
         self.peak_rss_by_worker: dict[str, int] = {}  # each worker process's peak (pid: bytes)
+        # Cores' worth of CPU that other work took during each counted repeat: the machine's
+        # busy time less the runner's and its workers', over the wall time.
+        self.others_cores: list[float] = []
 
     def _store(self, write, *args) -> None:
         """Write to the database unless it already failed; remember the first failure."""
@@ -181,6 +193,9 @@ class RunRecorder:
             if not event.get("warmup"):
                 walls = self.walls_by_process.setdefault(self.process_index, [])
                 walls.append(event.get("wall_ns"))
+                others = others_cores(event)
+                if others is not None:
+                    self.others_cores.append(others)
         elif kind == "tasks":
             samples = Samples(event.get("samples") or ())
             self._store(self._record_repeat, event, samples, self._note_costs(samples))
@@ -296,6 +311,8 @@ class RunRecorder:
                 env["gil_enabled_by_worker"] = dict(sorted(self.gil_by_worker.items()))
             if self.peak_rss_by_worker:
                 env["peak_rss_by_worker"] = dict(sorted(self.peak_rss_by_worker.items()))
+            if self.others_cores:
+                env["others_cores"] = self.others_cores
             run.environment_json = json.dumps(env, sort_keys=True)
             session.add(run)
             session.commit()

@@ -14,7 +14,7 @@ import pandas as pd
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from storage import stats
+from storage import explain, stats
 from storage.database import read_error
 from storage.errors import SelectionError
 from storage.queries import json_object
@@ -406,12 +406,41 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
         karp_flatt(s, p) for s, p in zip(summary["speedup"], summary["workers"])
     ]
     sweep_loads = _sweep_start_loads(runs)
+    _add_run_facts(summary, runs, run_config, sweep_loads)
     unfit = _machine_problems(runs)
     works = _same_work(summary, counted, config, runs, run_config)
     summary["warnings"] = [
         _warnings(row, work, sweep_loads, unfit) for row, work in zip(summary.itertuples(), works)
     ]
     return summary.drop(columns=["interval"])
+
+
+def _add_run_facts(summary, runs, run_config, sweep_loads) -> None:
+    """What the rules of ``explain`` read beside the figures, per configuration: whether the
+    GIL was on in its workers (any run's), what turned it on, the cores other work took during
+    its repeats (median) and the load when its sweeps began (the highest)."""
+    facts = [
+        explain.run_facts(text_, not gil_disabled)
+        for text_, gil_disabled in zip(
+            runs["environment_json"].tolist(), runs["gil_disabled"].fillna(False).astype(bool)
+        )
+    ]
+    gil, cause, others, load = {}, {}, {}, {}
+    for at, found, sweep_id in zip(run_config.tolist(), facts, runs["sweep_id"].tolist()):
+        if found.gil is not None:
+            gil[at] = gil.get(at, False) or found.gil
+        if found.gil_cause and at not in cause:
+            cause[at] = found.gil_cause
+        others.setdefault(at, []).extend(found.others_cores)
+        if sweep_id in sweep_loads:
+            load[at] = max(load.get(at, 0.0), sweep_loads[sweep_id])
+    rows = range(len(summary))
+    summary["gil_on"] = [gil.get(at) for at in rows]
+    summary["gil_cause"] = [cause.get(at) for at in rows]
+    summary["others_cores"] = [
+        float(np.median(others[at])) if others.get(at) else math.nan for at in rows
+    ]
+    summary["load_per_core"] = [load.get(at, math.nan) for at in rows]
 
 
 # What the run-level warnings of a configuration look at: its runs of the same work with the
@@ -622,6 +651,30 @@ def _name(row) -> str:
     return "sequential" if row.executor == "sequential" else f"{row.executor} x{int(row.workers)}"
 
 
+def facts_of(row) -> explain.Facts:
+    """A summary row as the rules of ``explain`` read it."""
+    return explain.Facts(
+        executor=row.executor,
+        workers=int(row.workers),
+        speedup=row.speedup,
+        cpu_per_wall=row.cpu_per_wall,
+        cores=row.cores,
+        cores_used=row.cores_used,
+        task_s=row.task_s,
+        gil=row.gil_on if isinstance(row.gil_on, bool) else None,
+        free_threaded=bool(row.gil_disabled == row.gil_disabled and row.gil_disabled),
+        gil_cause=row.gil_cause if isinstance(row.gil_cause, str) else None,
+        others_cores=row.others_cores,
+        load_per_core=row.load_per_core,
+        switches=row.voluntary_switches + row.involuntary_switches,
+        involuntary=row.involuntary_switches,
+        startup_s=row.startup_s,
+        median_s=row.median_s,
+        efficiency=row.efficiency,
+        karp_flatt=row.karp_flatt,
+    )
+
+
 def verdicts(summary: pd.DataFrame, min_effect: float = MIN_EFFECT) -> list[str]:
     """A few sentences per piece of work (machine, Python, workload, size, tasks), each derived
     from the numbers in ``summary``. A winner is named only when it is clear of the rest."""
@@ -665,49 +718,13 @@ def verdicts(summary: pd.DataFrame, min_effect: float = MIN_EFFECT) -> list[str]
                 f"are tied: their differences ({differences}) are inside the intervals (up to "
                 f"±{widest:.0%}) or under {min_effect:.0%}."
             )
-        threads = rows[(rows["executor"] == "threads") & (rows["workers"] > 1)]
-        for t in threads.itertuples():
-            if t.speedup < 1.2 and t.cpu_per_wall == t.cpu_per_wall and t.cpu_per_wall < 1.2:
-                lines.append(
-                    f"  threads x{t.workers} gave {t.speedup:.2f}x while CPU time stayed about "
-                    f"equal to wall time ({t.cpu_per_wall:.2f}x): one thread ran at a time, "
-                    "the GIL serialised the work."
-                )
-                if t.involuntary_switches == t.involuntary_switches:
-                    switches = t.voluntary_switches + t.involuntary_switches
-                    lines.append(
-                        f"  threads x{t.workers} under the GIL: {switches:,.0f} context switches "
-                        f"a repeat ({t.involuntary_switches:,.0f} involuntary), one core busy at "
-                        "a time."
-                    )
-                break
-            if t.speedup >= 0.8 * t.workers:
-                free_threaded = t.gil_disabled == t.gil_disabled and bool(t.gil_disabled)
-                busy = t.cpu_per_wall == t.cpu_per_wall and t.cpu_per_wall >= 0.8 * t.workers
-                why = (
-                    f"CPU time {t.cpu_per_wall:.2f}x wall time: on this free-threaded build the "
-                    "threads ran Python in parallel, no GIL between them"
-                    if free_threaded and busy
-                    else "the work releases the GIL (waiting, I/O or C code)"
-                )
-                lines.append(f"  threads x{t.workers} scaled ({t.speedup:.2f}x): {why}.")
-                break
+        threads_first = rows.sort_values("workers", kind="stable")
+        threads_first = threads_first.iloc[
+            np.argsort(threads_first["executor"] != "threads", kind="stable")
+        ]
+        for row in threads_first.itertuples():
+            lines += [f"  {sentence}" for _, sentence in explain.explain(facts_of(row))]
         lines += _memory_verdict(rows)
-        procs = rows[rows["executor"].isin(["processes", "pool"]) & (rows["workers"] > 1)]
-        for p in procs.itertuples():
-            if p.startup_s == p.startup_s and p.startup_s > 0.3 * p.median_s:
-                lines.append(
-                    f"  {p.executor} x{p.workers}: start-up took {p.startup_s * 1000:.0f} ms of "
-                    f"{p.median_s * 1000:.0f} ms ({p.startup_s / p.median_s:.0%}): the run is "
-                    "too short for processes to pay off."
-                )
-                break
-            if 0 <= p.karp_flatt <= 1 and p.efficiency < 0.7:
-                lines.append(
-                    f"  {p.executor} x{p.workers}: efficiency {p.efficiency:.0%}, serial "
-                    f"fraction {p.karp_flatt:.2f} (Karp–Flatt): overhead grows with workers."
-                )
-                break
     return lines
 
 

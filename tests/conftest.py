@@ -468,6 +468,31 @@ def pg_url(postgres_server: str):
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
 
 
+# The one command that gets a free-threaded CPython on this machine (from the repository's root).
+GET_FREE_THREADED = "../shared/tools/build-cpython 3.13 --disable-gil"
+
+
+@pytest.fixture(scope="session")
+def free_threaded_python() -> str:
+    """A free-threaded CPython's path: ``$CONLAB_TEST_FREE_THREADED`` (`.ci/run` builds one and
+    sets it), else one that `conlab list pythons` finds here. Missing under ``CI=true``, the
+    test fails; elsewhere it is skipped, naming the command that gets one."""
+    from experiments.pythons import discover, probe
+
+    given = os.environ.get("CONLAB_TEST_FREE_THREADED")
+    found = [probe(given)] if given else discover()
+    found = [info for info in found if info and info["free_threaded"]]
+    if found:
+        return found[0]["path"]
+    missing = (
+        f"no free-threaded CPython here (CONLAB_TEST_FREE_THREADED={given!r}); get "
+        f"one with `{GET_FREE_THREADED}` and set CONLAB_TEST_FREE_THREADED to the path it prints"
+    )
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(missing)
+    pytest.skip(missing)
+
+
 @pytest.fixture(scope="session")
 def ray_head():
     """A real local Ray head (`ray start --head --block`) on 127.0.0.1, shared by the tests that

@@ -181,7 +181,8 @@ def test_verdicts_weigh_memory_and_switches_and_warn_of_an_unfit_machine():
     words = "\n".join(verdicts(summary))
     assert "processes x2: 2.0x faster than sequential, 3.8x the memory of threads x2" in words
     assert (
-        "threads x2 under the GIL: 41,900 context switches a repeat (41,000 involuntary)" in words
+        "the GIL serialised the work, 41,900 context switches a repeat (41,000 involuntary)"
+        in words
     )
     warned = " ".join(row(summary, "processes", 2)["warnings"])
     assert "measured on an unfit machine: CPU frequency governor is 'powersave'" in warned
@@ -334,16 +335,24 @@ def test_between_process_spread_is_shown_where_it_dominates():
     assert "between processes" not in " ".join(row(summary, "threads", 2)["warnings"])
 
 
-def test_threads_scaling_on_cpu_is_explained_by_a_free_threaded_build():
+def test_threads_scaling_is_explained_by_the_gil_state_the_workers_recorded():
     runs = [
         {"executor": "sequential", "workers": 1, "walls": [1.0] * 5},
         {"executor": "threads", "workers": 2, "walls": [0.52] * 5, "cpu": 1.95},
     ]
-    free = verdicts(summarize(frame([{**r, "gil_disabled": True} for r in runs])))
-    assert any("free-threaded build the threads ran Python in parallel" in v for v in free)
+    free = frame([{**r, "gil_disabled": True} for r in runs])
+    free["environment_json"] = json.dumps({"gil_enabled_by_worker": {"101": False}})
+    words = verdicts(summarize(free))
+    assert any(
+        "with the GIL off in every worker the threads ran Python in parallel" in v for v in words
+    )
     with_gil = verdicts(summarize(frame(runs)))  # the same figures with a GIL: C code or I/O
-    assert any("releases the GIL" in v for v in with_gil)
-    assert not any("free-threaded" in v for v in with_gil)
+    assert any("the work releases the GIL (C code or I/O)" in v for v in with_gil)
+    assert not any("in parallel" in v for v in with_gil)
+    # a free-threaded build whose runs recorded no GIL state: no claim about the GIL either way
+    unknown = verdicts(summarize(frame([{**r, "gil_disabled": True} for r in runs])))
+    assert any("its GIL state not recorded" in v for v in unknown)
+    assert not any("in parallel" in v or "serialised" in v for v in unknown)
 
 
 def test_compare_matches_configurations_and_names_what_differs():

@@ -1,0 +1,369 @@
+"""Why, in words: one table of rules. Each rule is a condition over what a run recorded, the
+sentence it says and the recorded figures it cites. The CLI, the reports, `conlab advise` and the
+app all print from it (through ``reports.verdicts``), so a sentence is never an assumption about
+the interpreter: a free-threaded build is only called GIL-free where its workers said so.
+
+For one configuration (a summary row) each topic says at most one sentence: that of the first
+rule of the topic whose condition holds. Where no rule decides, the topic's last rule says what
+was seen and no more.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+# Executors whose whole CPU time the runner's clock sees (its own threads, or worker processes
+# it reaps inside the timed window): CPU/wall and the others' share are only read of these.
+CPU_SEEN = ("threads", "interpreters", "processes", "pool")
+
+# The thresholds the rules share, each a ratio of measured figures.
+NO_SPEEDUP = 1.2  # under this, the workers did not shorten the run
+SCALED = 0.8  # a speed-up of at least this share of the cores it could use: it scaled
+ONE_CORE = 1.3  # CPU/wall under this: one core's worth of CPU at a time
+AT_ONCE = 1.5  # CPU/wall at least this: more than one core busy at once
+WAITS = 0.5  # CPU/wall under this: the tasks mostly wait
+OTHERS_BUSY = 0.5  # other work took at least half a core while the repeats ran
+SHORT_TASK_S = 0.001  # tasks under 1 ms: dispatch decides the time
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What one configuration recorded, as the rules read it (NaN or None: not recorded)."""
+
+    executor: str
+    workers: int
+    speedup: float  # against the sequential run of the same work
+    cpu_per_wall: float  # the runner's and its workers' CPU time over wall time, median
+    cores: float  # the cores the runner could use
+    cores_used: float  # the most cores that ran its tasks in a repeat
+    task_s: float  # one task's share of the median repeat
+    gil: Optional[bool]  # the GIL was on in its workers during the tasks
+    free_threaded: bool  # the build can run without a GIL
+    gil_cause: Optional[str]  # what turned the GIL on, in words, on a free-threaded build
+    others_cores: float  # cores' worth of CPU other work took during the repeats, median
+    load_per_core: float  # the 1-minute load per core when the sweep began
+    switches: float  # context switches per repeat, median
+    involuntary: float  # of which involuntary
+    startup_s: float  # executor made to first task started, median
+    median_s: float
+    efficiency: float
+    karp_flatt: float
+
+    @property
+    def name(self) -> str:
+        return "sequential" if self.executor == "sequential" else f"{self.executor} x{self.workers}"
+
+    @property
+    def reach(self) -> float:
+        """The speed-up the workers could give at most: as many as there are cores."""
+        return float(min(self.workers, self.cores)) if self.cores == self.cores else self.workers
+
+
+def known(*values) -> bool:
+    return all(v is not None and v == v for v in values)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A row of the table: for ``applies`` executors, in ``topic``, when ``when`` holds of the
+    facts, say ``says``; ``cites`` names the facts the sentence gives figures of."""
+
+    topic: str
+    name: str
+    applies: tuple[str, ...]
+    when: Callable[[Facts], bool]
+    says: Callable[[Facts], str]
+    cites: tuple[str, ...]
+
+
+def _others(f: Facts) -> str:
+    load = (
+        f" (load {f.load_per_core:.1f} per core when the sweep began)"
+        if known(f.load_per_core)
+        else ""
+    )
+    return f"other work took {f.others_cores:.1f} of the {f.cores:g} cores while it ran{load}"
+
+
+def _switches(f: Facts) -> str:
+    if not known(f.switches, f.involuntary):
+        return ""
+    return f", {f.switches:,.0f} context switches a repeat ({f.involuntary:,.0f} involuntary)"
+
+
+def _one_core_free(f: Facts) -> bool:
+    return known(f.others_cores) and f.others_cores >= OTHERS_BUSY or f.cores == 1
+
+
+THREADS = ("threads",)
+POOLS = ("processes", "pool")
+
+RULES: tuple[Rule, ...] = (
+    # -- the GIL's state, where the build could run without one --------------------------------
+    Rule(
+        "gil",
+        "gil-came-back",
+        ("threads", "interpreters", "processes", "pool", "loky", "dask", "joblib", "ray"),
+        lambda f: f.free_threaded and f.gil is True,
+        lambda f: (
+            f"{f.name}: the GIL was on although this build runs without one: "
+            f"{f.gil_cause or 'its workers reported it on'}."
+        ),
+        ("gil", "gil_cause"),
+    ),
+    # -- how threads scaled, and why -------------------------------------------------------------
+    Rule(
+        "scaling",
+        "dispatch-dominates",
+        THREADS,
+        lambda f: known(f.task_s) and f.task_s < SHORT_TASK_S,
+        lambda f: (
+            f"{f.name}: a task takes {f.task_s * 1e6:.0f} µs, so handing tasks to the "
+            f"threads decides the time ({f.speedup:.2f}x); it says nothing about the GIL."
+        ),
+        ("task_s", "speedup"),
+    ),
+    Rule(
+        "scaling",
+        "gil-serialised",
+        THREADS,
+        lambda f: f.gil is True and f.speedup < NO_SPEEDUP and f.cpu_per_wall < ONE_CORE,
+        lambda f: (
+            f"{f.name} gave {f.speedup:.2f}x while CPU time stayed about equal to wall "
+            f"time ({f.cpu_per_wall:.2f}x) with the GIL on: one thread ran at a time, the GIL "
+            f"serialised the work{_switches(f)}."
+        ),
+        ("gil", "speedup", "cpu_per_wall", "switches"),
+    ),
+    Rule(
+        "scaling",
+        "gil-on-cpu-wasted",
+        THREADS,
+        lambda f: f.gil is True and f.speedup < NO_SPEEDUP,
+        lambda f: (
+            f"{f.name} gave {f.speedup:.2f}x with the GIL on although CPU time was "
+            f"{f.cpu_per_wall:.2f}x wall time: the CPU beyond one core did not shorten the run"
+            f"{_switches(f)}."
+        ),
+        ("gil", "speedup", "cpu_per_wall", "switches"),
+    ),
+    Rule(
+        "scaling",
+        "waits",
+        THREADS,
+        lambda f: f.cpu_per_wall < WAITS and f.speedup >= NO_SPEEDUP,
+        lambda f: (
+            f"{f.name} scaled ({f.speedup:.2f}x) with CPU time {f.cpu_per_wall:.2f}x "
+            "wall time: the tasks mostly wait, and a waiting thread holds no core"
+            + (" and releases the GIL." if f.gil else ".")
+        ),
+        ("speedup", "cpu_per_wall", "gil"),
+    ),
+    Rule(
+        "scaling",
+        "releases-gil",
+        THREADS,
+        lambda f: f.gil is True and f.speedup >= SCALED * f.reach,
+        lambda f: (
+            f"{f.name} scaled ({f.speedup:.2f}x) with the GIL on and CPU time "
+            f"{f.cpu_per_wall:.2f}x wall time: the work releases the GIL (C code or I/O)."
+        ),
+        ("gil", "speedup", "cpu_per_wall"),
+    ),
+    Rule(
+        "scaling",
+        "partly-released",
+        THREADS,
+        lambda f: f.gil is True,
+        lambda f: (
+            f"{f.name} gave {f.speedup:.2f}x with the GIL on and CPU time "
+            f"{f.cpu_per_wall:.2f}x wall time: part of each task ran without the GIL (C code or "
+            "I/O), the rest took turns."
+        ),
+        ("gil", "speedup", "cpu_per_wall"),
+    ),
+    Rule(
+        "scaling",
+        "one-core-free",
+        THREADS + POOLS,
+        lambda f: (
+            (f.executor != "threads" or f.gil is not True)
+            and f.cpu_per_wall < ONE_CORE
+            and f.speedup < SCALED * f.reach
+            and _one_core_free(f)
+        ),
+        lambda f: (
+            f"{f.name} gave {f.speedup:.2f}x with CPU time {f.cpu_per_wall:.2f}x wall "
+            f"time: only one core was free, {_others(f)}"
+            + (
+                ", and the GIL was off: the busy core held the threads back, not a GIL."
+                if f.gil is False
+                else "."
+            )
+        ),
+        ("speedup", "cpu_per_wall", "others_cores", "load_per_core", "gil"),
+    ),
+    Rule(
+        "scaling",
+        "parallel-no-gil",
+        THREADS,
+        lambda f: f.gil is False and f.speedup >= SCALED * f.reach,
+        lambda f: (
+            f"{f.name} scaled ({f.speedup:.2f}x, CPU time {f.cpu_per_wall:.2f}x wall "
+            "time): with the GIL off in every worker the threads ran Python in parallel."
+        ),
+        ("gil", "speedup", "cpu_per_wall"),
+    ),
+    Rule(
+        "scaling",
+        "contended",
+        THREADS,
+        lambda f: (
+            f.gil is False and f.cpu_per_wall >= SCALED * f.reach and f.speedup < SCALED * f.reach
+        ),
+        lambda f: (
+            f"{f.name}: the threads contended: they ran at once with the GIL off (CPU "
+            f"time {f.cpu_per_wall:.2f}x wall time, near its {f.reach:g} workers) but wall time "
+            f"shrank only {f.speedup:.2f}x, so each did its share slower than one thread alone"
+            f"{_switches(f)}."
+        ),
+        ("gil", "cpu_per_wall", "speedup", "switches"),
+    ),
+    Rule(
+        "scaling",
+        "seen",
+        THREADS,
+        lambda f: True,
+        lambda f: (
+            f"{f.name} gave {f.speedup:.2f}x with CPU time {f.cpu_per_wall:.2f}x wall "
+            "time"
+            + (", the GIL off" if f.gil is False else ", its GIL state not recorded")
+            + (f"; {_others(f)}" if known(f.others_cores) else "")
+            + ": partly parallel; these figures do not say what held it back."
+        ),
+        ("speedup", "cpu_per_wall", "gil", "others_cores"),
+    ),
+    # -- process executors -----------------------------------------------------------------------
+    Rule(
+        "scaling",
+        "startup-dominates",
+        POOLS,
+        lambda f: known(f.startup_s) and f.startup_s > 0.3 * f.median_s,
+        lambda f: (
+            f"{f.name}: start-up took {f.startup_s * 1000:.0f} ms of "
+            f"{f.median_s * 1000:.0f} ms ({f.startup_s / f.median_s:.0%}): the run is too short "
+            "for processes to pay off."
+        ),
+        ("startup_s", "median_s"),
+    ),
+    Rule(
+        "scaling",
+        "overhead-grows",
+        POOLS,
+        lambda f: 0 <= f.karp_flatt <= 1 and f.efficiency < 0.7 and not _one_core_free(f),
+        lambda f: (
+            f"{f.name}: efficiency {f.efficiency:.0%}, serial fraction "
+            f"{f.karp_flatt:.2f} (Karp–Flatt): overhead grows with workers."
+        ),
+        ("efficiency", "karp_flatt"),
+    ),
+    # -- the cores the tasks ran on --------------------------------------------------------------
+    Rule(
+        "cores",
+        "at-once",
+        CPU_SEEN,
+        lambda f: f.cpu_per_wall >= AT_ONCE and known(f.cores_used) and f.cores_used >= 2,
+        lambda f: (
+            f"{f.name} ran on {min(f.cores_used, round(f.cpu_per_wall)):g} cores at "
+            f"once (CPU time {f.cpu_per_wall:.2f}x wall time; tasks seen on {f.cores_used:g} "
+            "cores)."
+        ),
+        ("cpu_per_wall", "cores_used"),
+    ),
+    Rule(
+        "cores",
+        "taking-turns",
+        CPU_SEEN,
+        lambda f: WAITS <= f.cpu_per_wall < ONE_CORE and known(f.cores_used),
+        lambda f: (
+            f"{f.name} ran one at a time, taking turns (CPU time "
+            f"{f.cpu_per_wall:.2f}x wall time; tasks seen on {f.cores_used:g} "
+            f"core{'s' if f.cores_used != 1 else ''})."
+        ),
+        ("cpu_per_wall", "cores_used"),
+    ),
+)
+
+
+def explain(facts: Facts, rules: Iterable[Rule] = RULES) -> list[tuple[Rule, str]]:
+    """The sentences ``rules`` say of ``facts``: per topic, the first rule that applies."""
+    said, topics = [], set()
+    if facts.workers <= 1 or not known(facts.speedup, facts.cpu_per_wall):
+        return said
+    for rule in rules:
+        if rule.topic in topics or facts.executor not in rule.applies:
+            continue
+        if rule.when(facts):
+            said.append((rule, rule.says(facts)))
+            topics.add(rule.topic)
+    return said
+
+
+# --- the facts, from what runs recorded ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What one run's environment recorded about its GIL and the machine's other work."""
+
+    gil: Optional[bool]
+    gil_cause: Optional[str]
+    others_cores: tuple[float, ...]
+
+
+def run_facts(environment_json, build_has_gil: bool) -> RunFacts:
+    """The facts of one run's stored environment. A build with a GIL always had it on; on a
+    free-threaded build, the GIL was on if any worker's samples said so (else the runner's own
+    word after importing the workload); its cause is the setting or module that turned it on."""
+    try:
+        env = json.loads(environment_json) if isinstance(environment_json, str) else {}
+    except ValueError:
+        env = {}
+    if not isinstance(env, dict):
+        env = {}
+    others = env.get("others_cores")
+    others = tuple(
+        float(x)
+        for x in (others if isinstance(others, list) else ())
+        if isinstance(x, (int, float)) and math.isfinite(x)
+    )
+    if build_has_gil:
+        return RunFacts(True, None, others)
+    workers = env.get("gil_enabled_by_worker")
+    if isinstance(workers, dict) and workers:
+        gil: Optional[bool] = any(v is True for v in workers.values())
+    elif isinstance(env.get("gil_enabled"), bool):
+        gil = env["gil_enabled"]
+    else:
+        gil = None
+    return RunFacts(gil, _gil_cause(env) if gil else None, others)
+
+
+def _gil_cause(env: dict) -> str:
+    setting = env.get("gil_setting")
+    modules = env.get("gil_enabled_by")
+    if isinstance(modules, list) and modules:
+        names = ", ".join(str(m) for m in modules)
+        return (
+            f"importing {names}, which does not declare that it runs without the GIL, turned "
+            "it back on (PYTHON_GIL=0 keeps it off, at your own risk)"
+        )
+    if setting not in (None, "0"):
+        return f"it was asked for at start-up (PYTHON_GIL={setting} or -X gil={setting})"
+    if env.get("gil_at_start") is False:
+        return "it came back while the tasks ran (an extension loaded by a task)"
+    return "its workers reported it on"
