@@ -184,6 +184,8 @@ def bench_key_latency(bench) -> None:
             lab = app.query_one(LabPane)
             lab.choose("cpu", ["processes"], workers="2", repeats="40")  # outlasts the measurement
             await pilot.press("escape", "r")
+            while not lab.form_made:  # the timeline is made after the first screen
+                await pilot.pause(0.05)
             # The keys come once the sweep is under way: a repeat recorded and drawn (the
             # sweep's first moments load the storage layer, a cost of its own).
             timeline = lab.query_one(Timeline)
