@@ -6,7 +6,9 @@ import asyncio
 import fcntl
 import os
 import pty
+import re
 import select
+import sqlite3
 import statistics
 import struct
 import subprocess
@@ -28,38 +30,122 @@ Hello().run()
 """
 
 
+class Terminal:
+    """``argv`` started on a new pseudo-terminal (80x24 unless said), as from a shell: what it
+    draws is read as it comes, keys are typed into it."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], size: tuple[int, int] = (80, 24)):
+        self.main, terminal = pty.openpty()
+        winsize = struct.pack("HHHH", size[1], size[0], 0, 0)
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, winsize)
+        self.child = subprocess.Popen(
+            argv, stdin=terminal, stdout=terminal, stderr=terminal, env=env, start_new_session=True
+        )
+        os.close(terminal)
+        self.seen = b""  # drawn since the last marker waited for (its tail)
+        self.drawn = b""  # everything drawn, for the words of a failure
+
+    def wait_for(self, marker: bytes, timeout_s: float = 30) -> None:
+        """Read what is drawn until ``marker`` is among it (since the last call)."""
+        deadline = time.monotonic() + timeout_s
+        while marker not in self.seen:
+            ready, _, _ = select.select([self.main], [], [], max(deadline - time.monotonic(), 0))
+            if not ready:
+                text = re.sub(rb"\x1b\[[0-9;]*[A-Za-z]", b"|", self.drawn)
+                words = sorted(set(re.findall(rb"[a-zA-Z][a-zA-Z0-9 :().,/]{6,}", text)))
+                raise RuntimeError(f"no {marker!r} in {timeout_s} s; drawn: {words!r}")
+            chunk = os.read(self.main, 1 << 16)
+            self.seen = self.seen[-4096:] + chunk
+            self.drawn += chunk
+        self.seen = b""
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.main, keys)
+
+    def exited_within(self, timeout_s: float) -> bool:
+        """Whether the process ends within ``timeout_s`` (what is drawn meanwhile is read, so
+        that it never waits on a full terminal)."""
+        deadline = time.monotonic() + timeout_s
+        while self.child.poll() is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            ready, _, _ = select.select([self.main], [], [], min(left, 0.01))
+            if ready:
+                try:
+                    os.read(self.main, 1 << 16)
+                except OSError:  # the terminal's last process has gone
+                    pass
+        return True
+
+    def close(self) -> None:
+        if self.child.poll() is None:
+            os.killpg(self.child.pid, 9)
+        self.child.wait()
+        os.close(self.main)
+
+
 def first_frame(argv: list[str], marker: bytes, env: dict[str, str]) -> float:
     """Seconds from starting ``argv`` on a new 80x24 pseudo-terminal to ``marker`` arriving on
     that terminal: what a user waits for, from the command to the first screen drawn."""
-    main, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     started = time.perf_counter()
-    child = subprocess.Popen(
-        argv, stdin=terminal, stdout=terminal, stderr=terminal, env=env, start_new_session=True
-    )
-    os.close(terminal)
-    seen = b""
+    app = Terminal(argv, env)
     try:
-        while marker not in seen:
-            ready, _, _ = select.select([main], [], [], 10)
-            if not ready:
-                raise RuntimeError(f"{argv[0]} drew no {marker!r} in 10 s: {seen[-300:]!r}")
-            seen = seen[-len(marker) :] + os.read(main, 1 << 16)
+        app.wait_for(marker, timeout_s=10)
         return time.perf_counter() - started
     finally:
-        child.kill()
-        child.wait()
-        os.close(main)
+        app.close()
+
+
+def terminal_env() -> dict[str, str]:
+    # A start as a user's: a new process that reads the bytecode Python wrote on an earlier run
+    # (an untimed first round writes it), not one that compiles the lab's sources each time
+    # because the shell that runs the bench set PYTHONDONTWRITEBYTECODE.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["TERM"] = "xterm-256color"
+    return env
+
+
+def bench_quit_during_sweep(bench) -> None:
+    """`q` during the Lab's default sweep, then `y`: seconds until the `conlab` process has
+    ended (the shell is back), its runner's group killed, its runs stored as cancelled."""
+    conlab = str(Path(sys.executable).with_name("conlab"))
+    times = []
+    for n in range(5):
+        db = str(bench.workdir / f"quit-{n}.db")
+        # tall enough that the Lab's summary, which says when a runner is under way, is drawn
+        app = Terminal([conlab, "--db", db], terminal_env(), size=(140, 46))
+        try:
+            app.wait_for(b"warm-ups")  # the form is made, after the first screen
+            app.type(b"r")
+            app.wait_for(b"escape cancels")  # a runner process of the sweep is under way
+            time.sleep(0.5)
+            app.type(b"q")
+            app.wait_for(b"(y/N)")
+            started = time.perf_counter()
+            app.type(b"y")
+            if not app.exited_within(10):
+                raise RuntimeError("conlab was still there 10 s after y")
+            times.append(time.perf_counter() - started)
+        finally:
+            app.close()
+        stored = sqlite3.connect(db).execute("SELECT DISTINCT status FROM run").fetchall()
+        if stored != [("cancelled",)]:
+            raise RuntimeError(f"after q, y the runs are stored as {stored}, not cancelled")
+    worst = max(times)
+    bench.record(
+        f"app: `q`, `y` during a sweep: the shell back, worst of 5 (median "
+        f"{statistics.median(times):.3f}), s",
+        worst,
+        "<= 0.5",
+        worst <= 0.5,
+    )
 
 
 def bench_cold_start(bench) -> None:
     db = str(bench.workdir / "tui.db")
     conlab = str(Path(sys.executable).with_name("conlab"))
-    # A cold start as a user's: a new process that reads the bytecode Python wrote on an earlier
-    # run (the untimed first round writes it), not one that compiles the lab's sources each time
-    # because the shell that runs the bench set PYTHONDONTWRITEBYTECODE.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["TERM"] = "xterm-256color"
+    env = terminal_env()
     commands = {
         "conlab": ([conlab, "--db", db], b"workload"),  # the Lab's first box
         "hello": ([sys.executable, "-c", HELLO_WORLD], b"Hello, world"),
@@ -98,6 +184,8 @@ def bench_key_latency(bench) -> None:
             lab = app.query_one(LabPane)
             lab.choose("cpu", ["processes"], workers="2", repeats="40")  # outlasts the measurement
             await pilot.press("escape", "r")
+            while not lab.form_made:  # the timeline is made after the first screen
+                await pilot.pause(0.05)
             # The keys come once the sweep is under way: a repeat recorded and drawn (the
             # sweep's first moments load the storage layer, a cost of its own).
             timeline = lab.query_one(Timeline)
@@ -153,4 +241,4 @@ def bench_key_latency(bench) -> None:
     )
 
 
-BENCHMARKS = [bench_cold_start, bench_key_latency]
+BENCHMARKS = [bench_cold_start, bench_key_latency, bench_quit_during_sweep]

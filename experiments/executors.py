@@ -772,12 +772,16 @@ class Ray(Executor):
         import os
 
         # Ray puts the driver's working directory first on its workers' sys.path, where a
-        # folder named like the lab's would stand in for the lab's code in every task.
-        if any(os.path.exists(name) for name in ("experiments", "experiments.py")):
+        # folder named like the lab's would stand in for the lab's code in every task, unless
+        # it is the lab's own (conlab run from its checkout).
+        own = os.path.dirname(os.path.realpath(__file__))
+        here = "experiments"
+        if os.path.exists(here + ".py") or (os.path.exists(here) and os.path.realpath(here) != own):
             return (
                 f"ray puts the current directory ({os.getcwd()}) first on its workers' "
-                "module path, and its 'experiments' would replace the lab's there; run "
-                "conlab from another directory (your module can be on PYTHONPATH)"
+                "module path, and its 'experiments' (not the lab's, which is in "
+                f"{own}) would replace the lab's there; run conlab from another directory "
+                "(your module can be on PYTHONPATH)"
             )
         return super().unsupported_option(job)
 

@@ -186,20 +186,46 @@ def _ensure_schema(engine: Engine, *, create: bool = True) -> None:
                 f"{engine.url.database} has schema version {version}, not one this conlab "
                 f"can use ({SCHEMA_VERSION}); check it with `conlab db check`"
             )
-    else:
-        _check_server_version(engine)
+        _create_sqlite_schema(engine)
+        return
+    _check_server_version(engine)
     SQLModel.metadata.create_all(engine)
-    if engine.dialect.name == "sqlite":
-        with engine.begin() as connection:
-            connection.exec_driver_sql(f"PRAGMA application_id = {APPLICATION_ID}")
-            connection.exec_driver_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        # Put the header into the main file now, not at some later checkpoint: tools that look
-        # at the file (and our own check) read it there. Outside any transaction, on the driver.
-        raw = engine.raw_connection()
+
+
+def _create_sqlite_schema(engine: Engine) -> None:
+    """The tables and the header of a new lab file, in one transaction: another process (or
+    the app's other worker) opening the file meanwhile sees it empty or whole, never tables
+    without the lab's header (which it would refuse as another program's file)."""
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    raw = engine.raw_connection()
+    try:
+        driver = raw.driver_connection
+        level, driver.isolation_level = driver.isolation_level, None  # our BEGIN, our COMMIT
         try:
-            raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            driver.execute("BEGIN IMMEDIATE")  # waits (busy timeout) for another creator
+            try:
+                # Another opener may have made it while this one waited for the lock.
+                if driver.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                    for table in SQLModel.metadata.sorted_tables:
+                        ddl = CreateTable(table, if_not_exists=True)
+                        driver.execute(str(ddl.compile(dialect=engine.dialect)))
+                        for index in table.indexes:
+                            ddl = CreateIndex(index, if_not_exists=True)
+                            driver.execute(str(ddl.compile(dialect=engine.dialect)))
+                    driver.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                    driver.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                driver.execute("COMMIT")
+            except BaseException:
+                driver.execute("ROLLBACK")
+                raise
         finally:
-            raw.close()
+            driver.isolation_level = level
+        # Put the header into the main file now, not at some later checkpoint: tools that look
+        # at the file (and our own check) read it there. Outside any transaction.
+        driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        raw.close()
 
 
 def _check_server_version(engine: Engine) -> None:

@@ -298,14 +298,20 @@ def conlab(user_dir: Path, db_path: Path):
     marks = []
 
     def call(
-        *args: str, timeout: float = 120, env: dict | None = None, check_db=True, script=False
+        *args: str,
+        timeout: float = 120,
+        env: dict | None = None,
+        check_db=True,
+        script=False,
+        cwd: Path | None = None,
     ) -> Result:
         # script=True: the installed `conlab` script, as a user runs it (`python -m` would put
-        # the user's directory first on the CLI's own sys.path)
+        # the user's directory first on the CLI's own sys.path); cwd: where the user stands
+        # (the user's directory unless said)
         command = [str(Path(sys.executable).with_name("conlab"))] if script else CLI
         proc = subprocess.run(
             [*command, *args],
-            cwd=user_dir,
+            cwd=cwd or user_dir,
             env={**_marked_env(user_dir, db_path, marks), **(env or {})},
             capture_output=True,
             text=True,

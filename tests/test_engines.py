@@ -213,3 +213,36 @@ def test_ray_is_refused_where_a_folder_would_stand_in_for_the_lab(monkeypatch, t
         prepare(ExperimentSpec("cpu", "ray", workers=2, tasks=2, size=1))
     monkeypatch.chdir(tmp_path.parent)
     assert prepare(ExperimentSpec("cpu", "ray", workers=2, tasks=2, size=1)).executor.name == "ray"
+    # A module `experiments.py` would shadow the lab's package too.
+    (tmp_path / "module").mkdir()
+    (tmp_path / "module" / "experiments.py").write_text("raise ImportError('a user module')\n")
+    monkeypatch.chdir(tmp_path / "module")
+    with pytest.raises(SpecError, match="run conlab from another directory"):
+        prepare(ExperimentSpec("cpu", "ray", workers=2, tasks=2, size=1))
+
+
+@needs("ray")
+def test_ray_takes_a_folder_whose_experiments_is_the_labs_own(monkeypatch, tmp_path):
+    # The lab's checkout, or a link to the lab's package: the same code, whichever comes first.
+    from experiments.spec import ExperimentSpec, prepare
+    from tests.conftest import REPO
+
+    for where in (REPO, tmp_path):
+        if where == tmp_path:
+            (tmp_path / "experiments").symlink_to(REPO / "experiments")
+        monkeypatch.chdir(where)
+        spec = ExperimentSpec("cpu", "ray", workers=2, tasks=2, size=1)
+        assert prepare(spec).executor.name == "ray"
+
+
+@needs("ray")
+def test_ray_runs_from_the_labs_own_checkout(conlab):
+    """The README's quick start, from the checkout (after `make install`): the `experiments`
+    folder there is the lab's own, so Ray's workers find the lab's code either way."""
+    from tests.conftest import REPO
+
+    options = dict(workers=1, tasks=2, size=1, repeats=1, warmups=0)
+    result = conlab(*run_args("cpu", "ray", **options), env=RAY_ENV, cwd=REPO, script=True)
+    assert result.returncode == 0, result.stderr
+    (run,) = result.json()
+    assert run["status"] == "ok"

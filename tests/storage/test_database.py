@@ -241,6 +241,22 @@ def test_two_openers_of_an_old_file_migrate_it_once(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("old.db.*bak*")) == ["old.db.v1.bak"]
 
 
+def test_openers_of_a_new_file_at_once_all_get_its_tables(tmp_path):
+    """The app's first reload and a sweep started at once both make a new file's tables."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for n in range(10):
+        new = tmp_path / f"new-{n}.db"
+        with ThreadPoolExecutor(4) as pool:
+            openers = [(new, False), (new, True)] * 2  # the app's reload and a sweep's writer
+            engines = list(
+                pool.map(lambda opener: open_engine(opener[0], writer=opener[1]), openers)
+            )
+        for engine in engines:
+            engine.dispose()
+        assert sqlite3.connect(new).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
 def test_a_database_on_a_read_only_file_system_can_be_read(conlab, tmp_path):
     from tests.conftest import REPO, _marked_env, in_mount_namespace
 

@@ -78,6 +78,36 @@ async def test_escape_cancels_and_stores_the_run_as_cancelled(db_path, marked):
         assert "cancelled" in str(lab.query_one("#summary").render())
 
 
+async def test_q_during_a_sweep_asks_then_cancels_it_and_quits(db_path, marked):
+    from tui.app import QUIT_QUESTION
+    from tui.components.prompt import YesNo
+
+    app = ConlabApp(db=str(db_path))
+    async with app.run_test(size=SIZE) as pilot:
+        lab = app.query_one(LabPane)
+        await choose(
+            pilot, lab, "sleep", ["processes"], workers="2", tasks="400", size="100", repeats="3"
+        )
+        await pilot.press("escape", "r")
+        await wait_until(pilot, lambda: lab.sweep is not None and lab.sweep._current is not None)
+        await pilot.press("q")  # asks, and the sweep goes on meanwhile
+        assert isinstance(app.screen, YesNo) and app.screen.question == QUIT_QUESTION
+        await pilot.press("q", "n")  # q again changes nothing; n (or escape, or enter) keeps it
+        assert app.is_running and lab.busy and not isinstance(app.screen, YesNo)
+        await pilot.press("q", "y")
+        await wait_until(pilot, lambda: app.return_code is not None)
+    assert statuses(db_path) == [("processes", 2, "cancelled")]
+    # (the `marked` fixture: no runner or worker outlives the app)
+
+
+async def test_q_with_no_sweep_quits_at_once(tmp_path):
+    app = ConlabApp(db=str(tmp_path / "x.db"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("q")
+        await wait_until(pilot, lambda: app.return_code is not None)
+
+
 async def test_bad_input_is_shown_inline_and_nothing_runs(db_path, marked):
     app = ConlabApp(db=str(db_path))
     async with app.run_test(size=SIZE) as pilot:
@@ -148,6 +178,7 @@ async def show_compared(app, pilot) -> None:
     app.query_one("#selection-b", Input).value = "tag:after"
     app.query_one("#compare-button").press()
     await settle(app, pilot)
+    await wait_until(pilot, lambda: app.query_one("#compare-table", DataTable).row_count == 3)
 
 
 async def show_lab_end(app, pilot) -> None:
@@ -197,8 +228,11 @@ def test_snapshots(snap_compare, tmp_path, name):
         if pane in ("runs", "machine"):
             app.action_show(pane)
             await settle(app, pilot)
-        # what the panes read, in workers started as the panes were made
+        # what the panes read, in workers started as the panes were made: the state each
+        # picture shows is waited for as such, not as the end of a worker the app may cancel
+        await wait_until(pilot, lambda: app.query_one(LabPane).form_made)
         await wait_until(pilot, lambda: app.query_one("#machines", DataTable).row_count == 1)
+        await wait_until(pilot, lambda: app.query_one("#runs-table", DataTable).row_count > 0)
         await wait_until(pilot, lambda: str(app.query_one("#run-detail").render()) != NO_RUN)
         await settle(app, pilot)
         if then is not None:

@@ -11,81 +11,40 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Optional
 
-from rich.segment import Segment
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
-from textual.strip import Strip
 from textual.widgets import (
-    Input,
-    Label,
     OptionList,
-    ProgressBar,
-    Select,
-    SelectionList,
-    Static,
 )
-from textual.widgets.option_list import Option, OptionDoesNotExist
-from textual.widgets.selection_list import Selection
+from textual.widgets.option_list import Option
 from textual.worker import Worker, WorkerState
 
 from experiments import options as sweep_options
-from experiments.executors import describe as describe_executors
-from experiments.options import SweepOption, parse_workers
+from experiments.options import parse_workers
 from experiments.spec import ExperimentSpec, SpecError, normal_workload
 from experiments.workloads import WORKLOADS
 from storage.text import as_text, printable
 from tui.components.pane import AfterFirstScreen, ReportsWorkerErrors
-from tui.components.timeline import Timeline
 
 # The form's fields, one per row of the option table: a menu for an option of a few values and
 # for the interpreter (``find_pythons`` fills it), a text field for the others.
 MENUS = ("python",)
 
 
-def menu_prompt(option: SweepOption) -> str:
-    return f"{option.label}: {option.placeholder}"
+def made_later(part: str) -> Callable[[], Any]:
+    """How to make a part of the Lab (a class of ``lab_form``) once the first screen is drawn:
+    its module, and the widgets that loads, are imported then."""
 
+    def make():
+        from tui.components import lab_form
 
-class TickList(SelectionList):
-    """A SelectionList whose boxes read [x] and [ ]: ticked and not differ by more than colour."""
+        return getattr(lab_form, part)()
 
-    def render_line(self, y: int) -> Strip:
-        strip = super().render_line(y)
-        segments = list(strip)
-        try:
-            option = self.get_option_at_index(self.scroll_offset.y + y)
-        except OptionDoesNotExist:
-            return strip
-        if len(segments) < 4:
-            return strip
-        box = "[x]" if option.value in self._selected else "[ ]"
-        return Strip([Segment(box, segments[1].style), *segments[3:]], strip.cell_length)
-
-
-class Parameters(VerticalScroll):
-    """The sweep's parameters: a field per row of the option table (a menu for an option of a
-    few values and for the interpreter), then what is wrong with the form, if anything."""
-
-    class Made(Message):
-        """The fields are there: the Lab fills and checks them."""
-
-    def __init__(self) -> None:
-        fields, menus = [], []
-        for option in sweep_options.OPTIONS:
-            if option.choices or option.name in MENUS:
-                choices = [(c, c) for c in option.choices]
-                menus.append(Select(choices, prompt=menu_prompt(option), id=option.key))
-            else:
-                field = Input(placeholder=option.placeholder, id=option.key)
-                fields.append(Horizontal(Label(option.label), field, classes="param"))
-        super().__init__(*fields, *menus, Static("", id="spec-error"), id="lab-params")
-
-    def on_mount(self) -> None:
-        self.post_message(self.Made())
+    return make
 
 
 class LabPane(ReportsWorkerErrors, VerticalScroll):
@@ -139,8 +98,10 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         self.specs: list[ExperimentSpec] = []
         self.finished_processes = 0  # runner processes of the sweep that have ended
         self.app_animation_level: Optional[str] = None  # put back when the sweep ends
-        self.form_made = False  # whether the parameter fields are there yet
+        self.form_made = False  # whether the parameter fields and the results are there yet
+        self.parts_to_come = {"Executors", "Parameters", "Results"}  # after the first screen
         self.sweeps_ended = 0  # sweeps (and advice) that ended, however, since the app began
+        self.closing = False  # the app quits once the sweep is cancelled: no report to make
         self.when_form_made: list[Callable[[], None]] = []  # what waits for them
 
     def compose(self) -> ComposeResult:
@@ -155,37 +116,12 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
                 )
                 workloads.border_title = "workload"
                 yield workloads
-                yield Input(
-                    placeholder="or your own: MODULE:FUNCTION or path/file.py:FUNCTION",
-                    id="function",
-                )
-                executors = TickList(
-                    *[
-                        Selection(
-                            as_text(
-                                e["name"]
-                                + ("" if e["available"] else f"  (unavailable: {e['reason']})")
-                            ),
-                            e["name"],
-                            e["name"] in ("sequential", "threads", "processes"),
-                            disabled=not e["available"],
-                        )
-                        for e in describe_executors()
-                    ],
-                    id="executors",
-                )
-                executors.border_title = "executors (space ticks)"
-                yield executors
-            # The parameter fields (some sixty widgets) are made just after the first screen.
-            yield AfterFirstScreen(Parameters, id="lab-params-to-come")
-        with Horizontal(id="progress-row"):
-            yield Label("sweep", classes="bar-label")
-            yield ProgressBar(total=1, id="overall", show_eta=False)  # still until a run
-            yield Label("run", classes="bar-label")
-            yield ProgressBar(total=1, id="current", show_eta=False)
-            yield Label("", id="elapsed")
-        yield Timeline(id="timeline")
-        yield Static("Choose a workload and executors, then press r.", id="summary")
+                # The first screen is the list of workloads: the rest of the form (the executors
+                # are each asked whether they can run here), the parameter fields (some sixty
+                # widgets), the progress bars, the timeline and the summary are made just after.
+                yield AfterFirstScreen(made_later("Executors"))
+            yield AfterFirstScreen(made_later("Parameters"), id="lab-params-to-come")
+        yield AfterFirstScreen(made_later("Results"), id="lab-results-to-come")
 
     def on_mount(self) -> None:
         # The form is checked once its fields are made (the check loads the sweep planner).
@@ -211,9 +147,13 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         self.app.call_from_thread(self.once_form_made, self.set_pythons, options)
 
     def set_pythons(self, options: list) -> None:
-        self.query_one("#python", Select).set_options(options)
+        self.query_one("#python").set_options(options)
 
-    @on(Parameters.Made)
+    def on_part_made(self, message) -> None:  # lab_form.PartMade, from each part
+        self.parts_to_come.discard(message.part)
+        if not self.parts_to_come:
+            self.form_is_made()
+
     def form_is_made(self) -> None:
         self.form_made = True
         waiting, self.when_form_made = self.when_form_made, []
@@ -233,28 +173,28 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             self.when_form_made.append(partial(action, *args))
 
     def choose(self, workload: str, executors, **fields: str) -> None:
-        """Fill the form: a workload, the executors to run, and parameter fields by id (those
-        once they are made)."""
+        """Fill the form: a workload, the executors to run, and parameter fields by id (once
+        they are made)."""
+        self.once_form_made(self.fill_form, workload, executors, fields)
+
+    def fill_form(self, workload: str, executors, fields: dict[str, str]) -> None:
         workloads = self.query_one("#workloads", OptionList)
         own = workload not in WORKLOADS
-        self.query_one("#function", Input).value = workload if own else ""
+        self.query_one("#function").value = workload if own else ""
         if not own:
             workloads.highlighted = workloads.get_option_index(workload)
-        chosen = self.query_one("#executors", SelectionList)
+        chosen = self.query_one("#executors")
         chosen.deselect_all()
         for name in executors:
             chosen.select(name)
-        self.once_form_made(self.fill_fields, fields)
-
-    def fill_fields(self, fields: dict[str, str]) -> None:
         for name, value in fields.items():
-            self.query_one(f"#{name}", Input).value = value
+            self.query_one(f"#{name}").value = value
 
     # --- the spec the form describes ---
 
     def selected_workload(self) -> str:
         """The user's own function when one is written, else the highlighted workload."""
-        own = self.query_one("#function", Input).value.strip()
+        own = self.query_one("#function").value.strip()
         if own:
             return normal_workload(own)
         workloads = self.query_one("#workloads", OptionList)
@@ -265,13 +205,13 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         """The sweep the form describes; SpecError with the CLI's message when it cannot run."""
         from tui.sweep import plan
 
-        executors = list(self.query_one("#executors", SelectionList).selected)
+        executors = list(self.query_one("#executors").selected)
         if not executors:
             raise SpecError("no executor chosen; select at least one (space toggles)")
         params: dict[str, Any] = {}
         for option in sweep_options.OPTIONS:
             field = self.query_one(f"#{option.key}")
-            if isinstance(field, Select):
+            if option.choices or option.name in MENUS:  # a menu (Select)
                 chosen = field.value
                 params[option.name] = chosen if isinstance(chosen, str) else None
             elif option.name == "workers":
@@ -283,10 +223,17 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         params = {name: value for name, value in params.items() if value is not None}
         return plan([self.selected_workload()], executors, workers, pythons, **params)
 
-    @on(Input.Changed)
-    @on(SelectionList.SelectedChanged)
+    # (by handler name: the form's widget classes load after the first screen)
+    def on_input_changed(self) -> None:
+        self.validate_form()
+
+    def on_selection_list_selected_changed(self) -> None:
+        self.validate_form()
+
+    def on_select_changed(self) -> None:
+        self.validate_form()
+
     @on(OptionList.OptionHighlighted)
-    @on(Select.Changed)
     def validate_form(self) -> None:
         if not self.form_made:
             return  # checked once it is
@@ -295,7 +242,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             self.build_specs()
         except SpecError as exc:
             message = str(exc)
-        self.query_one("#spec-error", Static).update(as_text(message))
+        self.query_one("#spec-error").update(as_text(message))
 
     # --- running ---
 
@@ -309,29 +256,31 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         try:
             specs = self.build_specs()
         except SpecError as exc:
-            self.query_one("#spec-error", Static).update(as_text(exc))
+            self.query_one("#spec-error").update(as_text(exc))
             self.app.notify(printable(exc), severity="error", title="cannot run", markup=False)
             return
         self.specs = specs
         self.finished_processes = 0
         self.started_at = time.monotonic()
         total = sum(spec.processes for spec in specs)
-        self.query_one("#overall", ProgressBar).update(total=total, progress=0)
-        self.query_one("#current", ProgressBar).update(total=None, progress=0)
-        self.query_one("#summary", Static).update(f"checking {len(specs)} run(s)...")
-        self.query_one(Timeline).clear("starting")
+        self.query_one("#overall").update(total=total, progress=0)
+        self.query_one("#current").update(total=None, progress=0)
+        self.query_one("#summary").update(f"checking {len(specs)} run(s)...")
+        self.query_one("#timeline").clear("starting")
         self.busy = True
         self.cancel_requested.clear()
         self.run_sweep(specs)
 
-    def cancel(self) -> bool:
-        """Stop the sweep in progress (its current run is stored as cancelled)."""
+    def cancel(self, closing: bool = False) -> bool:
+        """Stop the sweep in progress (its current run is stored as cancelled); ``closing``:
+        the app quits as soon as the runs are stored, so no report is made of them."""
         if not self.busy:
             return False
+        self.closing = self.closing or closing
         self.cancel_requested.set()
         if self.sweep is not None:
             self.sweep.cancel()
-        self.query_one("#summary", Static).update("cancelling...")
+        self.query_one("#summary").update("cancelling...")
         return True
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="sweep")
@@ -357,6 +306,8 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         try:
             with collecting_only_new_objects():
                 results = sweep.run()
+            if self.closing:
+                return  # the runs are stored; the app is gone before a report could show
             found = sweep_report(sweep.engine, results)
         finally:
             sweep.engine.dispose()
@@ -373,7 +324,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             return
         workload = self.selected_workload()
         try:  # the form's size and tasks, when given, as `conlab advise --size --tasks`
-            values = [self.query_one(f"#{n}", Input).value.strip() for n in ("size", "tasks")]
+            values = [self.query_one(f"#{n}").value.strip() for n in ("size", "tasks")]
             size, tasks = (int(v) if v else None for v in values)
         except ValueError:
             self.app.notify("size and tasks must be whole numbers (or empty)", severity="error")
@@ -381,8 +332,8 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         self.busy, self.specs, self.finished_processes = True, [], 0
         self.started_at = time.monotonic()
         self.cancel_requested.clear()
-        self.query_one("#overall", ProgressBar).update(total=None, progress=0)
-        self.query_one("#summary", Static).update(
+        self.query_one("#overall").update(total=None, progress=0)
+        self.query_one("#summary").update(
             as_text(
                 f"advise: probing {workload}, then measuring what can win (up to "
                 f"{self.ADVISE_BUDGET_S:.0f} s)"
@@ -432,14 +383,14 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
 
         event, spec = message.event, message.spec
         kind = event.get("event")
-        timeline = self.query_one(Timeline)
-        current = self.query_one("#current", ProgressBar)
+        timeline = self.query_one("#timeline")
+        current = self.query_one("#current")
         if kind == "env":
             label = run_label(spec, event)
             timeline.reset(label)
             current.update(total=process_tasks(spec), progress=0)
             total = sum(s.processes for s in self.specs)
-            self.query_one("#summary", Static).update(
+            self.query_one("#summary").update(
                 as_text(
                     f"process {self.finished_processes + 1} of {total}: {label} (escape cancels)"
                 )
@@ -451,7 +402,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             current.update(progress=(repeat + 1) * spec.tasks)
         elif kind in ("done", "error"):
             self.finished_processes += 1
-            self.query_one("#overall", ProgressBar).update(progress=self.finished_processes)
+            self.query_one("#overall").update(progress=self.finished_processes)
 
     def sweep_ended(self) -> None:
         """The Lab is free again (whether the sweep ran, failed, or met a bug)."""
@@ -469,14 +420,12 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             else f"{len(message.results)} run(s) stored, {len(failed)} not ok\n"
         )
         errors = "".join(f"{r['executor']} x{r['workers']}: {r['error']}\n" for r in failed)
-        self.query_one("#summary", Static).update(
-            as_text(head + errors + message.summary, lines=True)
-        )
+        self.query_one("#summary").update(as_text(head + errors + message.summary, lines=True))
         # the message bubbles on to the app, which refreshes the other panes
 
     def on_lab_pane_sweep_failed(self, message: SweepFailed) -> None:
         self.sweep_ended()
-        self.query_one("#summary", Static).update(as_text(f"not started: {message.error}"))
+        self.query_one("#summary").update(as_text(f"not started: {message.error}"))
         self.app.notify(
             printable(message.error), severity="error", title="cannot run", markup=False
         )
@@ -491,10 +440,10 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             self.app.animation_level, self.app_animation_level = self.app_animation_level, None
 
     def tick(self) -> None:
-        if self.started_at is not None:
+        if self.started_at is not None and self.form_made:
             elapsed = time.monotonic() - self.started_at
             # a fixed-width field: its text changes, its size does not (no layout)
-            self.query_one("#elapsed", Label).update(f"  {elapsed:5.1f} s", layout=False)
+            self.query_one("#elapsed").update(f"  {elapsed:5.1f} s", layout=False)
 
 
 @contextmanager

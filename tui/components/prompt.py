@@ -1,5 +1,5 @@
 """Dialogs that ask: a line of text (Prompt), or yes or no before something that cannot be
-undone (Confirm). Escape leaves things as they are."""
+undone (Confirm; YesNo also takes y and n). Escape leaves things as they are."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Optional
 
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Button, Input, Label
 
@@ -40,17 +41,30 @@ class Confirm(Modal[bool]):
     CANCEL = False
     AUTO_FOCUS = "#no"
 
-    def __init__(self, question: str, yes: str = "Delete") -> None:
+    def __init__(self, question: str, yes: str = "Delete", no: str = "Keep") -> None:
         super().__init__(classes="alarm")
         self.question = question
         self.yes = yes
+        self.no = no
 
     def body(self) -> ComposeResult:
         yield Label(as_text(self.question), classes="question")
         with Horizontal(classes="buttons"):
-            yield Button("Keep", id="no")
+            yield Button(self.no, id="no")
             yield Button(self.yes, variant="error", id="yes")
 
     @on(Button.Pressed)
     def answer(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")
+
+
+class YesNo(Confirm):
+    """A Confirm whose question ends "(y/N)": y answers yes; n, escape and enter no."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "yes", id="yesno.yes", tooltip="yes"),
+        Binding("n", "answer(False)", "no", id="yesno.no", tooltip="no (the default)"),
+    ]
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
