@@ -173,7 +173,11 @@ def _round_trip(start_method: str) -> dict:
 def probe(workload, size, fallback_size: int, cores: int, start_method: str) -> dict:
     """Every probe of ``workload`` (experiments.workloads.Workload) at ``size`` (an int, or
     "auto" to calibrate it first); a plain dict, JSON-ready. A call that raises propagates."""
-    found: dict = {"cores": cores, "async_form": getattr(workload.async_func, "__name__", None)}
+    found: dict = {
+        "python": _python_label(),
+        "cores": cores,
+        "async_form": getattr(workload.async_func, "__name__", None),
+    }
     try:  # other work on the machine, before ours
         found["load_per_core"] = os.getloadavg()[0] / max(cores, 1)
     except (AttributeError, OSError):
@@ -194,3 +198,11 @@ def probe(workload, size, fallback_size: int, cores: int, start_method: str) -> 
     found["function"] = _pickled(workload.func)
     found["process_pool"] = _round_trip(start_method)
     return found
+
+
+def _python_label() -> str:
+    """This interpreter as reports name it: its version, with a ``t`` for a free-threaded build."""
+    import platform
+    import sysconfig
+
+    return platform.python_version() + ("t" if sysconfig.get_config_var("Py_GIL_DISABLED") else "")

@@ -202,7 +202,7 @@ RULES: tuple[Rule, ...] = (
             f"time: only one core was free, {_others(f)}"
             + (
                 ", and the GIL was off: the busy core held the threads back, not a GIL."
-                if f.gil is False
+                if f.gil is False and f.executor == "threads"
                 else "."
             )
         ),

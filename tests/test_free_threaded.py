@@ -232,3 +232,32 @@ def test_a_busy_core_is_blamed_not_a_gil(conlab, free_threaded_python):
     words = verdicts(conlab, found[0]["sweep_id"])
     assert "only one core was free" in words and "not a GIL" in words, words
     assert "serialised" not in words and "GIL was on" not in words
+
+
+def test_advise_names_the_interpreter_of_its_answer_and_of_every_row(conlab, free_threaded_python):
+    result = conlab(
+        "advise",
+        "usermod:work",
+        "--size",
+        str(SIZE),
+        "--tasks",
+        "8",
+        "--time-budget",
+        "40",
+        "--python",
+        sys.executable,
+        "--python",
+        free_threaded_python,
+        "--json",
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    measured = [c for c in found["candidates"] if not c["left_out"]]
+    labels = {c["python"] for c in measured}
+    assert len(labels) == 2 and any(label.endswith("t") for label in labels), labels
+    assert found["recommendation"]["python"] in labels
+    assert all(t["python"] in labels for t in found["ties"])
+    free = next(label for label in labels if label.endswith("t"))
+    assert all(c.get("median_s") for c in measured), measured
+    assert {c["executor"] for c in measured if c["python"] == free} >= {"sequential", "processes"}

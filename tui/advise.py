@@ -18,8 +18,8 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Optional
 
 from experiments import launch
@@ -85,6 +85,8 @@ class Candidate:
     executor: str
     workers: int = 1
     chunksize: Optional[int] = None
+    python: Optional[str] = None  # the interpreter's path (None: the running one)
+    label: Optional[str] = None  # its version as reports name it (3.13.1t)
 
     @property
     def name(self) -> str:
@@ -92,6 +94,10 @@ class Candidate:
             return "sequential"
         chunks = f" chunksize {self.chunksize}" if self.chunksize and self.chunksize > 1 else ""
         return f"{self.executor} x{self.workers}{chunks}"
+
+    def named(self, several_pythons: bool) -> str:
+        """Its name, with its interpreter when the answer spans several."""
+        return f"{self.name} on {self.label}" if several_pythons and self.label else self.name
 
 
 # --- 1. probes -------------------------------------------------------------------------------
@@ -403,6 +409,7 @@ def specs_for(
             repeats=repeats,
             warmups=1,
             chunksize=c.chunksize,
+            python=c.python,
             tag=TAG,
             sweep_id=sweep_id,
         ).validate()
@@ -414,21 +421,30 @@ def specs_for(
 
 
 def _row_name(row) -> str:
-    return Candidate(row.executor, int(row.workers), _int(row.chunksize)).name
+    candidate = Candidate(row.executor, int(row.workers), _int(row.chunksize), label=row.python)
+    return candidate.named(bool(getattr(row, "several_pythons", False)))
 
 
 def _int(value) -> Optional[int]:
     return None if value is None or value != value else int(value)
 
 
-def _preference(row) -> tuple:
+def _preference(row, pythons: Sequence[str] = ()) -> tuple:
+    """Among tied rows: the simpler executor, then the interpreter given first, then fewer
+    workers and smaller chunks."""
     executor = row.executor
     rank = PREFERENCE.index(executor) if executor in PREFERENCE else len(PREFERENCE)
-    return rank, int(row.workers), _int(row.chunksize) or 1
+    python = pythons.index(row.python) if row.python in pythons else len(pythons)
+    return rank, python, int(row.workers), _int(row.chunksize) or 1
 
 
 def _prefer_reason(chosen, other) -> str:
     """Why ``chosen`` is preferred to the tied ``other``, from what they are and cost."""
+    if chosen.executor == other.executor and chosen.python != other.python:
+        memory = _memory_text(chosen, other)
+        if memory:
+            return f"{_row_name(chosen)} holds less memory ({memory})"
+        return f"{_row_name(chosen)} runs on the first interpreter given (--python)"
     if chosen.executor == other.executor:
         return f"{_row_name(chosen)} uses fewer workers"
     if chosen.executor == "sequential":
@@ -588,6 +604,8 @@ def answer(
 
     why = _probe_reasons(workload, probes, tasks)
     rows = summary[summary["workload"] == workload] if not summary.empty else summary
+    if not rows.empty:  # every name says its interpreter when several were measured
+        rows = rows.assign(several_pythons=rows["python"].nunique() > 1)
     measured = _candidate_rows(candidates, rows, results)
     base = {
         "probes": probes,
@@ -602,7 +620,8 @@ def answer(
         return {"recommendation": None, "ties": [], **base, "why": why + [reason], "snippet": ""}
     best, tied = fastest(rows, MIN_EFFECT)
     group = [best] + [row for row, _ in tied]
-    chosen = min(group, key=_preference)
+    pythons = [c.label for c in candidates if c.label]
+    chosen = min(group, key=lambda row: _preference(row, list(dict.fromkeys(pythons))))
     others = rows[rows.index != chosen.name].sort_values("median_s")
     runner_up = others.iloc[0] if not others.empty else None
     is_seq = chosen.executor == "sequential"
@@ -610,6 +629,7 @@ def answer(
     ci = [1.0, 1.0] if is_seq else [float(chosen.speedup_low), float(chosen.speedup_high)]
     start_method = _start_method(results, chosen)
     recommendation = {
+        "python": chosen.python,
         "executor": chosen.executor,
         "workers": int(chosen.workers),
         "chunksize": _int(chosen.chunksize),
@@ -621,6 +641,7 @@ def answer(
     }
     ties = [
         {
+            "python": row.python,
             "executor": row.executor,
             "workers": int(row.workers),
             "chunksize": _int(row.chunksize),
@@ -680,7 +701,11 @@ def _number(value) -> Optional[float]:
 
 def _start_method(results: list[dict], row) -> Optional[str]:
     for r in results:
-        if r["executor"] == row.executor and r["workers"] == row.workers:
+        if (r["executor"], r["workers"], r.get("python")) == (
+            row.executor,
+            row.workers,
+            row.python,
+        ):
             return r.get("start_method")
     return None
 
@@ -690,17 +715,28 @@ def _candidate_rows(candidates, rows, results: list[dict]) -> list[dict]:
     found = []
     for c in candidates:
         entry: dict[str, Any] = {
+            "python": c.label,
             "executor": c.executor,
             "workers": c.workers,
             "chunksize": c.chunksize,
             "left_out": False,
         }
         run = next(
-            (r for r in results if r["executor"] == c.executor and r["workers"] == c.workers), None
+            (
+                r
+                for r in results
+                if (r["executor"], r["workers"]) == (c.executor, c.workers)
+                and r.get("python") == c.label
+            ),
+            None,
         )
         if run is not None:
             entry.update(status=run["status"], processes=run["processes"], error=run["error"])
-        mine = rows[(rows["executor"] == c.executor) & (rows["workers"] == c.workers)]
+        mine = rows[
+            (rows["executor"] == c.executor)
+            & (rows["workers"] == c.workers)
+            & (rows["python"] == c.label)
+        ]
         if not mine.empty:
             row = mine.iloc[0]
             entry.update(
@@ -721,14 +757,25 @@ def _load_per_core(cores: int) -> Optional[float]:
         return None
 
 
+def _entry_name(entry: dict, several_pythons: bool) -> str:
+    """A measured candidate of the ``--json`` answer, named."""
+    candidate = Candidate(
+        entry["executor"], entry["workers"], entry["chunksize"], label=entry.get("python")
+    )
+    return candidate.named(several_pythons)
+
+
 def advice_lines(found: dict) -> list[str]:
     """The answer in words: the recommendation, why, what was left out and why, the snippet
     (the CLI prints these; the Lab shows them)."""
     rec = found["recommendation"]
+    several = len({c.get("python") for c in found["candidates"] if not c["left_out"]}) > 1
     if rec is None:
         lines = ["no recommendation: no configuration finished"]
     else:
-        name = Candidate(rec["executor"], rec["workers"], rec["chunksize"]).name
+        name = Candidate(
+            rec["executor"], rec["workers"], rec["chunksize"], label=rec["python"]
+        ).named(several)
         method = f", start method {rec['start_method']}" if rec["start_method"] else ""
         lines = [
             f"recommendation: {name}{method} — {rec['speedup']:.2f}x sequential (95% CI "
@@ -736,11 +783,13 @@ def advice_lines(found: dict) -> list[str]:
         ]
     lines += [f"  - {line}" for line in found["why"]]
     lines += [
-        f"  left out {c['executor']}: {c['reason']}" for c in found["candidates"] if c["left_out"]
+        f"  left out {c['executor']}{' on ' + c['python'] if several and c.get('python') else ''}: "
+        f"{c['reason']}"
+        for c in found["candidates"]
+        if c["left_out"]
     ]
     lines += [
-        f"  {Candidate(c['executor'], c['workers'], c['chunksize']).name} {c['status']}: "
-        f"{c['error']}"
+        f"  {_entry_name(c, several)} {c['status']}: {c['error']}"
         for c in found["candidates"]
         if not c["left_out"] and c.get("status") not in (None, "ok")
     ]
@@ -766,6 +815,7 @@ def advise(
     on_event: Optional[Callable] = None,
     say: Optional[Callable[[str], None]] = None,
     on_sweep: Optional[Callable] = None,
+    pythons: Sequence[Optional[str]] = (None,),
 ) -> dict:
     """Probe ``workload``, measure its candidates as one sweep tagged ``advise`` in ``engine``
     within ``time_budget_s``, and return the answer (the ``--json`` object).
@@ -774,7 +824,9 @@ def advise(
     leaves no database behind. SpecError for bad input (one line); AdviseFailed when the
     function fails while probed.
     ``on_event`` gets the sweep's runner events, ``say`` a line per step, ``on_sweep`` the
-    Sweep once it exists (to cancel it)."""
+    Sweep once it exists (to cancel it). ``pythons``: the interpreters to advise on (None is
+    this one); each is probed, and their candidates take turns in one sweep, at the size the
+    first one chose."""
     from tui.sweep import Sweep, check, is_auto_size
 
     started = time.monotonic()
@@ -791,11 +843,27 @@ def advise(
     ExperimentSpec(
         workload=workload, executor="sequential", size=None if auto else chosen_size
     ).validate()
+    pythons = list(dict.fromkeys(pythons)) or [None]
+    for python in pythons:  # an empty --python is refused as `conlab run` refuses it
+        ExperimentSpec(workload=workload, executor="sequential", python=python).validate()
     say(f"probing {workload}")
-    probes = characterise(workload, chosen_size, time_budget_s)
+    probes = characterise(workload, chosen_size, time_budget_s, pythons[0])
     probes["cores"] = probes.get("cores") or usable_cores()
     tasks = choose_tasks(probes, tasks)
     candidates, left_out = plan(workload, probes, tasks)
+    candidates = [replace(c, python=pythons[0], label=probes["python"]) for c in candidates]
+    left_out = [{**x, "python": probes["python"]} for x in left_out]
+    by_python = {probes["python"]: probes}
+    for python in pythons[1:]:
+        say(f"probing {workload} on {python}")
+        more = characterise(workload, probes["size"], time_budget_s, python)
+        more["cores"] = more.get("cores") or usable_cores()
+        found, left = plan(workload, more, tasks)
+        candidates += [replace(c, python=python, label=more["python"]) for c in found]
+        left_out += [{**x, "python": more["python"]} for x in left]
+        by_python[more["python"]] = more
+    if len(by_python) > 1:
+        probes = {**probes, "by_python": by_python}
     remaining = time_budget_s - (time.monotonic() - started)
     repeats, round_s = budget_repeats(candidates, probes, tasks, remaining)
     specs = specs_for(workload, candidates, probes["size"], tasks, repeats)

@@ -365,6 +365,11 @@ def advise(
         None, help="calls per repeat (default: enough for ~0.2 s sequentially, at least 16)"
     ),
     time_budget: float = typer.Option(60.0, help="seconds the probes and the sweep may take"),
+    python: Optional[list[str]] = typer.Option(
+        None,
+        help="an interpreter to advise on (repeat it: their candidates take turns in one sweep, "
+        "and the answer names the interpreter); default: this one",
+    ),
     db: Optional[str] = typer.Option(None, help=DB_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> int:
@@ -389,6 +394,7 @@ def advise(
             tasks,
             time_budget,
             say=say,
+            pythons=python or (None,),
         )
     except AdviseFailed as exc:
         fail(str(exc), 1)
