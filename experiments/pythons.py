@@ -77,6 +77,8 @@ def probe(path: str, timeout_s: float = 10.0) -> Optional[dict]:
             text=True,
             timeout=timeout_s,
             stdin=subprocess.DEVNULL,
+            # the GIL as the build starts it, whatever this shell asks of it
+            env={k: v for k, v in os.environ.items() if k != "PYTHON_GIL"},
         )
         info = json.loads(proc.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):

@@ -261,3 +261,15 @@ def test_advise_names_the_interpreter_of_its_answer_and_of_every_row(conlab, fre
     free = next(label for label in labels if label.endswith("t"))
     assert all(c.get("median_s") for c in measured), measured
     assert {c["executor"] for c in measured if c["python"] == free} >= {"sequential", "processes"}
+
+
+def test_list_pythons_marks_the_free_threaded_build_and_its_default_gil(
+    conlab, free_threaded_python
+):
+    path = os.pathsep.join([str(Path(free_threaded_python).parent), os.environ.get("PATH", "")])
+    result = conlab("list", "pythons", "--json", env={"PATH": path, "PYTHON_GIL": "1"})
+    assert result.returncode == 0, result.stderr
+    free = [p for p in json.loads(result.stdout) if p["free_threaded"]]
+    assert free and all(p["gil_enabled"] is False for p in free), free
+    table = conlab("list", "pythons", env={"PATH": path}).stdout
+    assert "free-threaded" in table and "gil by default" in table

@@ -458,9 +458,10 @@ def list_pythons(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) 
     if as_json:
         return _print_json(rows)
     for row in rows:
-        row["gil"] = "disabled" if not row["gil_enabled"] else "enabled"
+        row["build"] = "free-threaded" if row["free_threaded"] else "GIL"
+        row["gil by default"] = "off" if not row["gil_enabled"] else "on"
         row["current"] = "*" if row["current"] else ""
-    _print_rows(rows, ["current", "version", "implementation", "gil", "path"])
+    _print_rows(rows, ["current", "version", "implementation", "build", "gil by default", "path"])
 
 
 @app.command()
