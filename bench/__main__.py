@@ -16,6 +16,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Optional
 
 # Each round is a fresh process for the lab and for the script: per-process variation (address
 # layout, hash seed) is several per cent here, so many short rounds beat a few long ones.
@@ -166,12 +167,13 @@ class Bench:
         size: int,
         count: int,
         start_method: str = "spawn",
+        python: Optional[str] = None,
     ) -> Iterator[float]:
         """The hand-written script, ``count`` repeats' wall times (s), one per step.
         ``function`` is a name in benchmod or MODULE:NAME; ``start_method`` "" is the default."""
         args = [function, kind, str(workers), str(tasks), str(size), start_method]
         process = subprocess.Popen(
-            [sys.executable, "handwritten.py", *args],
+            [python or sys.executable, "handwritten.py", *args],
             cwd=self.workdir,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -206,6 +208,7 @@ class Bench:
         label: str,
         function: str,
         budgeted: bool = True,
+        python: Optional[str] = None,
         **options,
     ) -> None:
         from experiments.spec import ExperimentSpec
@@ -221,9 +224,12 @@ class Bench:
                 repeats=REPEATS,
                 warmups=1,
                 processes=1,
+                python=python,
                 **options,
             )
-            hand = self.hand_repeats(function, kind, workers, tasks, size, 1 + REPEATS)
+            hand = self.hand_repeats(
+                function, kind, workers, tasks, size, 1 + REPEATS, python=python
+            )
             per_round.append(statistics.median(in_turns(lab_repeats(spec), hand)))
         judged = Judged(per_round)
         name = f"{label}: lab / hand-written{judged.how}"
@@ -427,8 +433,36 @@ def bench_core(bench: Bench) -> None:
             budgeted=False,
             **spawn,
         )
+    free_threaded = _free_threaded_python()
+    if free_threaded:
+        # Threads without a GIL: the lab's figure against the same script on the same build.
+        bench.ratio_against_hand(
+            "threads",
+            2,
+            8,
+            28,
+            0.97,
+            1.03,
+            "threads x2 on a free-threaded build, 8 x c_hash 28 MiB ~20 ms",
+            function="c_hash",
+            python=free_threaded,
+        )
     bench_runner_import(bench)
     bench_cpu_speedup(bench)
+
+
+def _free_threaded_python() -> Optional[str]:
+    """$CONLAB_TEST_FREE_THREADED, else the first free-threaded build `conlab list pythons`
+    finds; None (saying which row is left out) when there is none."""
+    from experiments.pythons import discover, probe
+
+    given = os.environ.get("CONLAB_TEST_FREE_THREADED")
+    found = [probe(given)] if given else discover()
+    for info in found:
+        if info and info["free_threaded"]:
+            return info["path"]
+    print("  (free-threaded row left out: no free-threaded CPython found)", flush=True)
+    return None
 
 
 def _available(executor: str) -> bool:
