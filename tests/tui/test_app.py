@@ -492,6 +492,30 @@ async def test_the_timeline_keeps_its_height_through_a_sweep(tmp_path):
         assert heights[-1] < heights[0]
 
 
+async def test_the_timeline_shows_the_core_each_task_ran_on(tmp_path):
+    from tui.components.timeline import Timeline
+
+    app = ConlabApp(db=str(tmp_path / "x.db"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        timeline = app.query_one(Timeline)
+        # two threads of one runner, as the runner sends samples: the core a task ended on ninth
+        on_two_cores = [
+            (7, 1, 0, 10, None, 0, 0, 0, 0, None),
+            (7, 2, 0, 10, None, 0, 0, 1, 1, None),
+        ]
+        timeline.set_samples(on_two_cores, "run 1")
+        await pilot.pause()
+        lanes = timeline.render().plain.splitlines()
+        assert set(lanes[0].split()[-1]) == {"0"} and set(lanes[1].split()[-1]) == {"1"}
+        assert "digits: the core each task ended on" in lanes[2]
+        # where the platform does not say, a block and no legend
+        timeline.set_samples([(7, 1, 0, 10)], "run 2")
+        await pilot.pause()
+        unknown = timeline.render().plain
+        assert "█" in unknown and "digits" not in unknown
+
+
 def test_the_timeline_counts_warm_ups_and_repeats_apart():
     from experiments.spec import ExperimentSpec
     from tui.components.lab import repeat_caption

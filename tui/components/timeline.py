@@ -12,8 +12,10 @@ from storage.text import as_text
 
 
 class Timeline(Widget):
-    """Task samples ``(pid, thread_id, start_ns, end_ns)`` drawn on lanes by worker, so threads
-    taking turns under the GIL and processes running side by side can be seen."""
+    """Task samples ``(pid, thread_id, start_ns, end_ns, ..., core_end)`` drawn on lanes by
+    worker, so threads taking turns under the GIL and processes running side by side can be
+    seen; each task's cells are the digit of the core it ended on (readable without colour),
+    a block where the platform did not say."""
 
     DEFAULT_CSS = """
     Timeline { height: auto; min-height: 3; border: round $primary-darken-2; padding: 0 1; }
@@ -21,7 +23,7 @@ class Timeline(Widget):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.samples: list[tuple[int, int, int, int]] = []
+        self.samples: list[tuple] = []  # (pid, thread, start, end, core or None)
         self.caption = "no run yet: press r"
         self.rows = 0  # the lanes it keeps room for: the most it has shown since ``clear``
 
@@ -36,7 +38,9 @@ class Timeline(Widget):
 
     def set_samples(self, samples, caption: str | None = None) -> None:
         """Replace the samples (a repeat's full list, or none)."""
-        self.samples = [tuple(s[:4]) for s in samples]  # (pid, thread, start, end)
+        # (pid, thread, start, end, the core it ended on): a runner's sample as
+        # experiments.runner documents it, the core ninth
+        self.samples = [(*s[:4], s[8] if len(s) > 8 else None) for s in samples]
         rows = max(self.rows, len(self.lanes()))
         # A sweep's timeline grows to the most lanes it has shown and keeps that height, so
         # that a repeat whose tasks all went to fewer workers, or a process just started,
@@ -54,8 +58,8 @@ class Timeline(Widget):
         lanes: dict[tuple[int, int], list[tuple[int, int, int]]] = {
             worker: [] for worker in lane_numbers((s[0], s[1]) for s in self.samples)
         }
-        for n, (pid, thread, start, end) in enumerate(self.samples):
-            lanes[(pid, thread)].append((n, start, end))
+        for n, (pid, thread, start, end, core) in enumerate(self.samples):
+            lanes[(pid, thread)].append((n, start, end, core))
         return lanes
 
     def render(self) -> Text:
@@ -72,16 +76,25 @@ class Timeline(Widget):
         text = Text()
         for worker, tasks in lanes.items():
             label = lane_label(numbers, worker)
-            styles: list[str | None] = [None] * width  # a task's colour, None where idle
-            for n, task_start, task_end in tasks:
+            # each cell: a task's colour and glyph (its core's digit), or idle
+            cells: list[tuple[str | None, str]] = [(None, " ")] * width
+            for n, task_start, task_end, core in tasks:
                 first = int((task_start - start) / span * (width - 1))
                 last = max(first, int((task_end - start) / span * (width - 1)))
-                styles[first : last + 1] = [PALETTE[n % len(PALETTE)]] * (last + 1 - first)
+                colour = PALETTE[n % len(PALETTE)]
+                cell = (colour, "█") if core is None else (f"reverse {colour}", str(core % 10))
+                cells[first : last + 1] = [cell] * (last + 1 - first)
             text.append(f"{label:>12} ")
-            # one span per run of a colour: a frame's cost grows with the spans, not the cells
-            for style, run in groupby(styles):
-                text.append(("█" if style else " ") * len(list(run)), style=style)
+            # one span per run of a cell: a frame's cost grows with the spans, not the cells
+            for (style, glyph), run in groupby(cells):
+                text.append(glyph * len(list(run)), style=style)
             text.append("\n")
         text.append("\n" * (self.rows - len(lanes)))
-        text.append(f"{'':>12} 0 ms{'':>{max(width - 14, 1)}}{span / 1e6:.1f} ms", style="dim")
+        legend = (
+            "digits: the core each task ended on"
+            if any(s[4] is not None for s in self.samples)
+            else ""
+        )
+        axis = f"{'':>12} 0 ms {legend:^{max(width - 15, 1)}}{span / 1e6:.1f} ms"
+        text.append(axis, style="dim")
         return text
