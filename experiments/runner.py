@@ -199,6 +199,8 @@ def _probe(text: str, out: _EventWriter) -> int:
         out.emit("probed", failed=f"{type(exc).__name__}: {text_}" if text_ else type(exc).__name__)
         _kill_workers()
         return 0
+    # what can run under this interpreter, which may not be the one advise runs in
+    found["unavailable"] = {name: e.unavailable_reason() for name, e in EXECUTORS.items()}
     out.emit("probed", **found)
     return 0
 

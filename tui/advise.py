@@ -290,7 +290,8 @@ def plan(workload: str, probes: dict, tasks: int) -> tuple[list[Candidate], list
     for name, executor in EXECUTORS.items():
         if name in ("sequential", "threads", "asyncio", "processes"):
             continue
-        reason = executor.unavailable_reason()
+        # as the probed interpreter said (it may not be this one), else as this one says
+        reason = probes.get("unavailable", {}).get(name, executor.unavailable_reason())
         if reason:
             left[name] = f"unavailable here: {reason}"
         elif name == "interpreters" and not (waiting or unpicklable) and cores >= 2:
