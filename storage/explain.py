@@ -111,7 +111,7 @@ RULES: tuple[Rule, ...] = (
         ("threads", "interpreters", "processes", "pool", "loky", "dask", "joblib", "ray"),
         lambda f: f.free_threaded and f.gil is True,
         lambda f: (
-            f"{f.name}: the GIL was on although this build runs without one: "
+            f"{f.name}: the GIL was re-enabled on this free-threaded build: "
             f"{f.gil_cause or 'its workers reported it on'}."
         ),
         ("gil", "gil_cause"),
@@ -215,7 +215,7 @@ RULES: tuple[Rule, ...] = (
         lambda f: f.gil is False and f.speedup >= SCALED * f.reach,
         lambda f: (
             f"{f.name} scaled ({f.speedup:.2f}x, CPU time {f.cpu_per_wall:.2f}x wall "
-            "time): with the GIL off in every worker the threads ran Python in parallel."
+            "time): the threads ran Python in parallel on this free-threaded build."
         ),
         ("gil", "speedup", "cpu_per_wall"),
     ),
