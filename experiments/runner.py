@@ -11,6 +11,8 @@ each with an ``event`` key:
               machine_busy_ns}: one repeat, timed, with the runner's own peak resident memory
               so far and the CPU time the whole machine used meanwhile (every process's)
     tasks     {repeat, samples}: every task sample of that repeat
+    control   {version, loop_ns, hash_ns}: the control (experiments.control), timed before
+              each repeat and after the last
     done      the run finished
     error     {kind, message, detail}: ``invalid`` (exit 2) or a failure (exit 1)
 
@@ -232,6 +234,7 @@ def _run(line: str, out: _EventWriter, acks, progress: bool) -> int:
         resolved=prepared.resolved(),
         runner_pid=os.getpid(),
     )
+    from experiments import control
     from experiments.timing import current_core
 
     current_core()  # loads the core reader here, so forked workers inherit it
@@ -240,9 +243,11 @@ def _run(line: str, out: _EventWriter, acks, progress: bool) -> int:
             if started:  # what starting the engine cost, outside every timed window
                 out.emit("session", **started)
             for index in range(prepared.spec.warmups + prepared.spec.repeats):
+                out.emit("control", **control.measure())
                 _run_repeat(prepared, index, out, progress)
                 if acks is not None:
                     acks.acquire()  # the parent has stored this repeat: time the next one
+            out.emit("control", **control.measure())
     except BaseException as exc:  # SystemExit/KeyboardInterrupt from a task are failures too
         _fail(exc, out)
     out.emit("done")

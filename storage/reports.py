@@ -14,7 +14,7 @@ import pandas as pd
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from storage import explain, stats
+from storage import controlled, explain, stats
 from storage.database import read_error
 from storage.errors import SelectionError
 from storage.queries import json_object
@@ -814,6 +814,12 @@ class Comparison:
     b_repeats: int
     a_processes: int
     b_processes: int
+    # The raw comparison (wall times as measured), shown beside the one the verdict used.
+    raw: Optional[stats.Ratio] = None
+    basis: str = "raw"  # what the verdict stands on: "controlled" or "raw" (storage.controlled)
+    basis_why: str = ""
+    # A tie: the largest change the interval leaves possible (0.04: none larger than +-4%).
+    detectable: Optional[float] = None
 
 
 def compare_groups(a, b, min_effect: float = MIN_EFFECT, across: bool = False) -> stats.Ratio:
@@ -839,28 +845,19 @@ def compare(repeats: pd.DataFrame, a: str, b: str, min_effect: float = MIN_EFFEC
     side_a = side_a.assign(_key=_text_keys(side_a, keys))
     side_b = side_b.assign(_key=_text_keys(side_b, keys))
     groups_b = dict(list(side_b.groupby("_key")))
+    controls = controlled.controls_by_run(counted)
+    sweep_tracking: dict[frozenset, controlled.Tracking] = {}
     comparisons = []
     for key, group_a in side_a.groupby("_key"):
         group_b = groups_b.get(key)
         if group_b is None:
             continue
-        across = not set(group_a["sweep_id"]) & set(group_b["sweep_id"])
-        found = compare_groups(process_groups(group_a), process_groups(group_b), min_effect, across)
+        sweeps = frozenset(group_a["sweep_id"]) | frozenset(group_b["sweep_id"])
+        if sweeps not in sweep_tracking:
+            around = counted[counted["sweep_id"].isin(sweeps)]
+            sweep_tracking[sweeps] = controlled.tracking([controlled.processes(around, controls)])
         comparisons.append(
-            Comparison(
-                {k: group_a[k].iloc[0] for k in keys},
-                float(group_a["wall_s"].median()),
-                float(group_b["wall_s"].median()),
-                found.ratio,
-                found.low,
-                found.high,
-                found.p_value,
-                found.verdict,
-                len(group_a),
-                len(group_b),
-                group_a["process"].nunique(),
-                group_b["process"].nunique(),
-            )
+            _compare_one(group_a, group_b, keys, controls, sweep_tracking[sweeps], min_effect)
         )
     if not comparisons:
         raise SelectionError(
@@ -878,6 +875,46 @@ def compare(repeats: pd.DataFrame, a: str, b: str, min_effect: float = MIN_EFFEC
     }
     differences.update(environment_differences(side_a, side_b))
     return comparisons, geomean, differences
+
+
+def _compare_one(group_a, group_b, keys, controls, sweeps, min_effect) -> Comparison:
+    """One configuration's B against A: the raw comparison, and the controlled one where
+    ``storage.controlled.basis`` allows it (the verdict then stands on it)."""
+    across = not set(group_a["sweep_id"]) & set(group_b["sweep_id"])
+    pa, pb = controlled.processes(group_a, controls), controlled.processes(group_b, controls)
+    raw = compare_groups(pa.walls, pb.walls, min_effect, across)
+    same_place = all(
+        group_a[column].nunique(dropna=False) == 1
+        and set(group_a[column].map(str)) == set(group_b[column].map(str))
+        for column in ("machine_fingerprint", "python")
+    )
+    basis = controlled.basis(pa, pb, same_place, sweeps)
+    found = raw
+    if basis.name == "controlled":
+        # The control measured the level each process met: nothing about it is left to assume
+        # across sweeps (stats.ratio's across_sweeps term stands for a level not measured).
+        found = compare_groups(pa.controlled, pb.controlled, min_effect)
+    detectable = None
+    if found.verdict == stats.NO_DIFFERENCE and math.isfinite(found.high - found.low):
+        detectable = max(found.high - 1, 1 - found.low)
+    return Comparison(
+        {k: group_a[k].iloc[0] for k in keys},
+        float(group_a["wall_s"].median()),
+        float(group_b["wall_s"].median()),
+        found.ratio,
+        found.low,
+        found.high,
+        found.p_value,
+        found.verdict,
+        len(group_a),
+        len(group_b),
+        group_a["process"].nunique(),
+        group_b["process"].nunique(),
+        raw,
+        basis.name,
+        basis.why,
+        detectable,
+    )
 
 
 def _text_keys(frame: pd.DataFrame, keys: list[str]) -> list[str]:

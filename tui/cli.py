@@ -104,6 +104,17 @@ def run(
         "blocks: all processes of one run, then the next",
     ),
     target_ci: float = typer.Option(2.0, help="with --repeats auto: interval half-width, percent"),
+    detect: Optional[float] = typer.Option(
+        None,
+        help="with --repeats auto: the smallest change (percent) a comparison of these runs "
+        "should see; sets --target-ci to half of it",
+    ),
+    against: Optional[str] = typer.Option(
+        None,
+        metavar="SELECTION",
+        help="measure the stored runs SELECTION picks (e.g. tag:v1) again in this sweep, taking "
+        "turns with the new ones, so `report --compare` compares them within one sweep",
+    ),
     max_time: Optional[float] = typer.Option(
         None, help="with --repeats auto: seconds the sweep may take (default 300)"
     ),
@@ -112,11 +123,19 @@ def run(
     **options: Any,
 ) -> int:
     """Run workloads on executors and store every timing."""
+    from tui import service
     from tui.sweep import Sweep, calibration_note, check, choose_sizes, plan
 
     options = {o.name: options[o.key] for o in sweep_options.OPTIONS}
     workers, size, repeats = options.pop("workers"), options.pop("size"), options.pop("repeats")
     adaptive = repeats.strip().lower() == "auto"
+    if detect is not None and not adaptive:
+        raise BadInput("--detect needs --repeats auto; add --repeats auto")
+    if detect is not None and not 0 < detect < 100:
+        raise BadInput(f"--detect must be a percentage above 0 and below 100, not {detect}")
+    if detect is not None:
+        # Two runs each measured to +-detect/2 see a change of `detect` about 4 times in 5.
+        target_ci = detect / 2
     if adaptive and not 0 < target_ci < 100:
         raise BadInput(f"--target-ci must be a percentage above 0 and below 100, not {target_ci}")
     if max_time is not None and not 0 < max_time < 10**6:
@@ -135,6 +154,8 @@ def run(
     )
     resolved = check(specs)
     engine = _open(db, writer=True)
+    if against is not None:
+        specs, resolved = _add_baseline(engine, against, specs, resolved)
     for name, calibration in calibrations.items():
         sys.stderr.write(f"conlab: {printable(calibration_note(name, calibration))}\n")
     live = sys.stdout.isatty() and not as_json and not os.environ.get("NO_COLOR")
@@ -146,7 +167,11 @@ def run(
         target_ci=target_ci / 100 if adaptive else None,
         max_time_s=max_time,
         calibrations=calibrations,
+        notes={"detect": detect / 100} if detect is not None else None,
     )
+    if not as_json:
+        for line in service.detectable_note(engine, specs):
+            sys.stderr.write(f"conlab: {line}\n")
     with _Progress(live, sweep) as progress, sweep.cancelled_by_signals():
         sweep.on_event = progress.on_event
         results = sweep.run()
@@ -163,6 +188,25 @@ def run(
         )
         return 1
     return 0 if results and all(r["status"] == "ok" for r in results) and not sweep.cancelled else 1
+
+
+def _add_baseline(engine, selection: str, specs: list, resolved: dict) -> tuple[list, dict]:
+    """``specs`` with the stored runs ``selection`` picks measured again beside them."""
+    from tui.sweep import against, check
+
+    found, elsewhere = against(engine, selection, specs)
+    if not found:
+        raise BadInput(
+            f"--against {selection!r}: its runs were measured on another machine or interpreter "
+            "and cannot be measured again here; compare them as stored with `conlab report "
+            "--compare`"
+        )
+    if elsewhere:
+        sys.stderr.write(
+            f"conlab: --against {printable(selection)}: {elsewhere} configuration(s) were "
+            "measured on another machine or interpreter and are compared as stored\n"
+        )
+    return specs + found, {**resolved, **check(found)}
 
 
 # How `conlab run` takes an option whose command-line form is not one value of its type: several
@@ -652,6 +696,8 @@ def _print_report_table(found) -> None:
         rows = render.comparison_rows(compared.rows)
         _print_rows(rows, list(rows[0]), title=f"{compared.b} against {compared.a}")
         _say(f"geometric mean of B/A: {compared.geomean:.3f}", console)
+        for line in render.basis_lines(compared.rows):
+            _say(line, console)
         for name, (va, vb) in compared.differences.items():
             _say(f"the selections differ in {name}: {va} vs {vb}", console)
     if not found.summary.empty:

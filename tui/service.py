@@ -207,6 +207,18 @@ def build_report(
     return found
 
 
+def detectable_note(engine, specs) -> list[str]:
+    """Before a sweep: the smallest change its runs can tell apart on this machine, from the
+    spread of the runs stored here (storage.power); nothing when none are."""
+    from experiments.environment import collect, machine_fingerprint
+    from storage.power import note
+
+    if not specs:
+        return []
+    found = note(engine, machine_fingerprint(collect()), max(s.processes for s in specs))
+    return [found] if found else []
+
+
 def run_warnings(db: Optional[str], run: dict) -> list[str]:
     """The reports' stability warnings for one run's configuration, as a report gives them."""
     if run["status"] != "ok":
