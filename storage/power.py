@@ -84,7 +84,8 @@ def note(engine: Engine, fingerprint: Optional[str], processes: int) -> Optional
     more = [n for n in (2 * processes, 4 * processes) if n <= 1000]
     buys = "; ".join(f"{n} processes: {detectable(spread, n):.1%}" for n in more)
     return (
-        f"this machine's runs spread {spread:.1%} between their processes (median of its "
-        f"{runs} newest): with {processes} processes a run, a comparison sees a change of about "
-        f"{detectable(spread, processes):.1%} 4 times in 5 (--processes N; {buys})"
+        f"this machine's runs spread {spread:.1%} between their processes (the median over "
+        f"its {runs} newest run(s)): with {processes} processes a run, a comparison sees a "
+        f"change of about {detectable(spread, processes):.1%} 4 times in 5 (--processes N; "
+        f"{buys})"
     )

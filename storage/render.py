@@ -191,6 +191,7 @@ def comparison_records(comparisons: Sequence[Comparison]) -> list[dict[str, Any]
             "raw_ci_high": c.raw.high if c.raw else c.ci_high,
             "raw_verdict": c.raw.verdict if c.raw else c.verdict,
             "detectable": c.detectable,
+            "sweeps_note": c.sweeps_note,
         }
         for c in comparisons
     ]
@@ -225,8 +226,11 @@ def verdict_text(c: Comparison) -> str:
 
 
 def basis_lines(comparisons: Sequence[Comparison]) -> list[str]:
-    """Which comparison the verdicts stand on and why, each reason once."""
-    return [f"verdicts {why}" for why in dict.fromkeys(c.basis_why for c in comparisons) if why]
+    """Which comparison the verdicts stand on and why, and how the sweeps were used, each
+    reason once."""
+    said = [f"verdicts {c.basis_why}" for c in comparisons if c.basis_why]
+    said += [c.sweeps_note for c in comparisons if c.sweeps_note]
+    return list(dict.fromkeys(said))
 
 
 def markdown_table(rows: list[dict[str, str]]) -> str:

@@ -3,6 +3,7 @@ comparisons of two selections, and stability warnings. Rendering lives in ``rend
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -820,6 +821,7 @@ class Comparison:
     basis_why: str = ""
     # A tie: the largest change the interval leaves possible (0.04: none larger than +-4%).
     detectable: Optional[float] = None
+    sweeps_note: str = ""  # how the sides' sweeps were used, when it matters (``_in_sweeps``)
 
 
 def compare_groups(a, b, min_effect: float = MIN_EFFECT, across: bool = False) -> stats.Ratio:
@@ -852,13 +854,13 @@ def compare(repeats: pd.DataFrame, a: str, b: str, min_effect: float = MIN_EFFEC
         group_b = groups_b.get(key)
         if group_b is None:
             continue
+        group_a, group_b, sweeps_note = _in_sweeps(group_a, group_b, a)
         sweeps = frozenset(group_a["sweep_id"]) | frozenset(group_b["sweep_id"])
         if sweeps not in sweep_tracking:
             around = counted[counted["sweep_id"].isin(sweeps)]
             sweep_tracking[sweeps] = controlled.tracking([controlled.processes(around, controls)])
-        comparisons.append(
-            _compare_one(group_a, group_b, keys, controls, sweep_tracking[sweeps], min_effect)
-        )
+        found = _compare_one(group_a, group_b, keys, controls, sweep_tracking[sweeps], min_effect)
+        comparisons.append(dataclasses.replace(found, sweeps_note=sweeps_note))
     if not comparisons:
         raise SelectionError(
             f"{a!r} and {b!r} share no configuration (workload, size, tasks, executor, "
@@ -877,18 +879,70 @@ def compare(repeats: pd.DataFrame, a: str, b: str, min_effect: float = MIN_EFFEC
     return comparisons, geomean, differences
 
 
+def _same_place(group_a, group_b) -> bool:
+    """Both sides measured on one machine, under one interpreter."""
+    return all(
+        group_a[column].nunique(dropna=False) == 1
+        and set(group_a[column].map(str)) == set(group_b[column].map(str))
+        for column in ("machine_fingerprint", "python")
+    )
+
+
+def min_effect_for(repeats: pd.DataFrame) -> float:
+    """The smallest change called a difference among ``repeats`` unless the user says: 5%, or
+    half the smallest ``--detect`` their runs were measured for (a change of exactly that size
+    must not fall under the threshold half the time)."""
+    asked = []
+    for text_ in repeats["environment_json"].dropna().unique():
+        detect = (json_object(text_) or {}).get("detect")
+        if isinstance(detect, (int, float)) and 0 < detect < 1:
+            asked.append(detect / 2)
+    return min([MIN_EFFECT, *asked])
+
+
+def _in_sweeps(group_a, group_b, a: str) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Both sides of one configuration, kept to the sweeps they share when they share one (a
+    baseline measured again beside the new runs, `conlab run --against`): there the runs took
+    turns and met the same machine. The note says so, or that A could have been."""
+    shared = set(group_a["sweep_id"]) & set(group_b["sweep_id"])
+    if not shared:
+        same_place = all(
+            set(group_a[c].map(str)) == set(group_b[c].map(str))
+            for c in ("machine_fingerprint", "python")
+        )
+        return (
+            group_a,
+            group_b,
+            (
+                f"A and B were measured in different sweeps: `conlab run … --against {a}` measures "
+                "A again beside B, within one sweep"
+                if same_place
+                else ""
+            ),
+        )
+    kept_a = group_a[group_a["sweep_id"].isin(shared)]
+    kept_b = group_b[group_b["sweep_id"].isin(shared)]
+    left = group_a["run_id"].nunique() - kept_a["run_id"].nunique()
+    left += group_b["run_id"].nunique() - kept_b["run_id"].nunique()
+    if not left:
+        return group_a, group_b, ""
+    return (
+        kept_a,
+        kept_b,
+        (
+            f"compared within the sweep(s) A and B share (A measured again beside B); {left} "
+            "run(s) from other sweeps left out"
+        ),
+    )
+
+
 def _compare_one(group_a, group_b, keys, controls, sweeps, min_effect) -> Comparison:
     """One configuration's B against A: the raw comparison, and the controlled one where
     ``storage.controlled.basis`` allows it (the verdict then stands on it)."""
     across = not set(group_a["sweep_id"]) & set(group_b["sweep_id"])
     pa, pb = controlled.processes(group_a, controls), controlled.processes(group_b, controls)
     raw = compare_groups(pa.walls, pb.walls, min_effect, across)
-    same_place = all(
-        group_a[column].nunique(dropna=False) == 1
-        and set(group_a[column].map(str)) == set(group_b[column].map(str))
-        for column in ("machine_fingerprint", "python")
-    )
-    basis = controlled.basis(pa, pb, same_place, sweeps)
+    basis = controlled.basis(pa, pb, _same_place(group_a, group_b), sweeps)
     found = raw
     if basis.name == "controlled":
         # The control measured the level each process met: nothing about it is left to assume

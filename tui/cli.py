@@ -555,7 +555,11 @@ def report(
     fail_if_slower: Optional[float] = typer.Option(
         None, help="exit 1 when a comparison is significantly slower by more than PCT percent"
     ),
-    min_effect: float = typer.Option(5.0, help="smallest change (percent) called a difference"),
+    min_effect: Optional[float] = typer.Option(
+        None,
+        help="smallest change (percent) called a difference (default 5, or half the smallest "
+        "--detect the runs were measured for)",
+    ),
     select_runs: Optional[str] = typer.Option(None, "--select", help="only runs matching this"),
     timeline: Optional[str] = typer.Option(
         None,
@@ -573,7 +577,7 @@ def report(
             f"--fail-if-slower must be a percentage of 0 or more, not {fail_if_slower}; "
             "pass e.g. --fail-if-slower 5"
         )
-    if not 0 <= min_effect < 100:
+    if min_effect is not None and not 0 <= min_effect < 100:
         raise BadInput(f"--min-effect must be a percentage from 0 to 100, not {min_effect}")
     if output is not None:
         _check_output(output)
@@ -597,7 +601,10 @@ def report(
     )
     # A comparison on a terminal is the answer asked for: the whole summary would bury it.
     found = service.build_report(
-        repeats, compare, min_effect / 100, summarise_all=chosen != ReportFormat.table
+        repeats,
+        compare,
+        None if min_effect is None else min_effect / 100,
+        summarise_all=chosen != ReportFormat.table,
     )
     if chosen == ReportFormat.table:
         _print_report_table(found)

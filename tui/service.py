@@ -184,9 +184,9 @@ def build_report(
     """The report of ``repeats`` already loaded (see ``report``)."""
     import pandas as pd
 
-    from storage.reports import MIN_EFFECT, select, summarize, verdicts
+    from storage.reports import min_effect_for, select, summarize, verdicts
 
-    effect = MIN_EFFECT if min_effect is None else min_effect
+    effect = min_effect_for(repeats) if min_effect is None else min_effect
     summary = summarize(repeats) if summarise_all or not compare else pd.DataFrame()
     words = verdicts(summary, effect) if not summary.empty else []
     found = Report(repeats, summary, words)
