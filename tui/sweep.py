@@ -100,7 +100,8 @@ def against(
     from storage.errors import SelectionError
     from storage.reports import load_repeats, select
 
-    picked = select(load_repeats([("db", engine)]), selection)
+    stored = load_repeats([("db", engine)])
+    picked = select(stored, selection) if not stored.empty else stored
     if picked.empty:
         raise SelectionError(
             f"--against {selection!r} matches no finished run; see `conlab runs` for what is stored"
