@@ -1,5 +1,5 @@
-"""The control: a fixed piece of work every runner process times before each of its repeats and
-after the last one (outside every timed window), in the same process and memory layout as the
+"""The control: a fixed piece of work every runner process times before its first repeat and
+right after each one (outside every timed window), in the same process and memory layout as the
 workload.
 
 Two runs measured minutes apart each met the machine's speed of their own minutes (this VM holds
@@ -18,8 +18,8 @@ import hashlib
 import time
 
 VERSION = 1
-# Timed between repeats rather than only around them, so a process's control samples the level
-# over the whole time its repeats took: a few ms each time, about 1% of a default sweep.
+# Timed after every repeat rather than only around them all, so a process's control samples the
+# level over the whole time its repeats took: a few ms each time, about 1% of a default sweep.
 LOOP_N = 20_000  # a pure-Python loop: ~1.8 ms here
 HASH_BLOCKS = 128  # sha256 of 128 x 16 KiB: ~1.5 ms here
 _BLOCK = bytes(range(256)) * 64

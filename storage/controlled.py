@@ -8,6 +8,9 @@ A comparison uses it only where it is sound, and says which one it used and why:
 - the control is seen to track the work: across the processes of the sweeps involved, each
   run's per-process log median and log control time move together (Pearson's r of the values
   centred on their run, at least ``TRACKS``, over at least ``MIN_DEGREES`` degrees of freedom).
+  The level is then taken out in proportion: the work's log times less ``slope`` times the
+  control's (the least-squares slope of the same values), since a short control and a long
+  task need not feel the machine's level alike.
   A workload bound by memory or I/O, which the machine's level moves differently, falls back to
   the raw comparison, and so does a sweep too short to tell.
 """
@@ -79,11 +82,15 @@ class Processes:
     versions: frozenset
 
     @property
-    def controlled(self) -> Optional[list[list[float]]]:
-        """Each process's wall times over its control time; None unless every process has one."""
-        if not self.controls or any(c is None for c in self.controls):
-            return None
-        return [[w / c for w in walls] for walls, c in zip(self.walls, self.controls)]
+    def complete(self) -> bool:
+        """Whether every process timed the control."""
+        return bool(self.controls) and all(c is not None for c in self.controls)
+
+    def controlled(self, slope: float) -> list[list[float]]:
+        """Each process's wall times with the level its control met taken out: over its
+        control time to the power ``slope`` (how far the work moves per unit the control
+        moves, on log scales; ``Tracking.slope``). Only for ``complete`` sides."""
+        return [[w / c**slope for w in walls] for walls, c in zip(self.walls, self.controls)]
 
 
 def processes(counted: pd.DataFrame, controls: Mapping[Any, dict]) -> Processes:
@@ -123,6 +130,17 @@ class Tracking:
     r: float
     degrees: int
     processes: int
+    # How far the work's log time moves per unit of the control's (least squares, centred on
+    # each run): the control need not feel the machine's level exactly as the work does.
+    slope: float = math.nan
+    slope_variance: float = math.nan  # the slope's squared standard error
+
+    def adjustment_variance(self, a: Processes, b: Processes) -> float:
+        """What the slope's uncertainty adds to the variance of the log ratio of B's to A's
+        controlled values: their mean log control times differ by d, and d x slope is taken
+        out."""
+        d = _mean_log(b.controls) - _mean_log(a.controls)
+        return d * d * self.slope_variance
 
     @property
     def tracks(self) -> bool:
@@ -150,8 +168,14 @@ def tracking(sides: Iterable[Processes]) -> Tracking:
     sxx, scc = sum(x * x for x in xs), sum(c * c for c in cs)
     if degrees == 0 or sxx == 0 or scc == 0:
         return Tracking(math.nan, degrees, processes_)
-    r = sum(x * c for x, c in zip(xs, cs)) / math.sqrt(sxx * scc)
-    return Tracking(r, degrees, processes_)
+    sxc = sum(x * c for x, c in zip(xs, cs))
+    slope = sxc / scc
+    residual = sum((x - slope * c) ** 2 for x, c in zip(xs, cs)) / max(degrees - 1, 1)
+    return Tracking(sxc / math.sqrt(sxx * scc), degrees, processes_, slope, residual / scc)
+
+
+def _mean_log(values: list) -> float:
+    return sum(math.log(v) for v in values) / len(values)
 
 
 @dataclass(frozen=True)
@@ -167,7 +191,7 @@ def basis(a: Processes, b: Processes, same_place: bool, sweeps: Tracking) -> Bas
     """Whether B against A is judged on the controlled values (see the module's rules).
     ``same_place``: one machine and one interpreter on both sides; ``sweeps``: the tracking in
     every run of the sweeps both sides come from."""
-    if a.controlled is None or b.controlled is None:
+    if not (a.complete and b.complete):
         return Basis("raw", "raw: some of these runs timed no control (recorded before it)")
     if len(a.versions | b.versions) != 1:
         return Basis("raw", "raw: the two sides timed different versions of the control")

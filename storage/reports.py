@@ -947,7 +947,7 @@ def _compare_one(group_a, group_b, keys, controls, sweeps, min_effect) -> Compar
     if basis.name == "controlled":
         # The control measured the level each process met: nothing about it is left to assume
         # across sweeps (stats.ratio's across_sweeps term stands for a level not measured).
-        found = compare_groups(pa.controlled, pb.controlled, min_effect)
+        found = compare_groups(pa.controlled(sweeps.slope), pb.controlled(sweeps.slope), min_effect)
     detectable = None
     if found.verdict == stats.NO_DIFFERENCE and math.isfinite(found.high - found.low):
         detectable = max(found.high - 1, 1 - found.low)

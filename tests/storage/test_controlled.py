@@ -101,7 +101,9 @@ def test_across_sweeps_the_control_cancels_the_level_each_sweep_met():
     rows, _, _ = compare(repeats, "tag:a", "tag:b")
     for row in rows:
         assert row.basis == "controlled"
-        assert row.ratio == pytest.approx(1.10, rel=0.005)
+        # the level comes out in proportion to how the work followed the control within the
+        # sweeps (a slope fitted over 16 processes, each with its own noise): near 1.10
+        assert row.ratio == pytest.approx(1.10, rel=0.02)
         assert row.verdict == "slower"
         assert row.raw.ratio == pytest.approx(1.188, rel=0.005)
         assert "tracked the work" in row.basis_why and "over 32 processes" in row.basis_why
@@ -114,7 +116,7 @@ def test_a_level_alone_is_no_difference_with_the_control():
     for row in rows:
         assert row.basis == "controlled"
         assert row.verdict == "no significant difference"
-        assert row.ratio == pytest.approx(1.0, abs=0.005)
+        assert row.ratio == pytest.approx(1.0, abs=0.02)
         # a tie says what it rules out
         assert 0 < row.detectable < 0.05
 
