@@ -185,6 +185,7 @@ class Basis:
     name: str
     why: str
     tracking: Optional[Tracking] = None
+    comparable: bool = False  # whether the controlled comparison can be made at all
 
 
 def basis(a: Processes, b: Processes, same_place: bool, sweeps: Tracking) -> Basis:
@@ -198,12 +199,10 @@ def basis(a: Processes, b: Processes, same_place: bool, sweeps: Tracking) -> Bas
     if not same_place:
         return Basis("raw", "raw: the control cannot carry across machines or interpreters")
     seen = f"r = {sweeps.r:.2f} over {sweeps.processes} processes"
-    if sweeps.degrees < MIN_DEGREES:
-        return Basis(
-            "raw", "raw: too few runner processes to see whether the control tracks", sweeps
-        )
+    if sweeps.degrees < MIN_DEGREES or not math.isfinite(sweeps.slope):
+        return Basis("raw", "raw: too few runner processes to see whether the control tracks")
     if not sweeps.tracks:
-        return Basis("raw", f"raw: the control did not track this work ({seen})", sweeps)
-    return Basis(
-        "controlled", f"controlled: the control tracked the work in these sweeps ({seen})", sweeps
-    )
+        why = f"raw: the control did not track this work ({seen})"
+        return Basis("raw", why, sweeps, comparable=True)
+    why = f"controlled: the control tracked the work in these sweeps ({seen})"
+    return Basis("controlled", why, sweeps, comparable=True)

@@ -190,6 +190,10 @@ def comparison_records(comparisons: Sequence[Comparison]) -> list[dict[str, Any]
             "raw_ci_low": c.raw.low if c.raw else c.ci_low,
             "raw_ci_high": c.raw.high if c.raw else c.ci_high,
             "raw_verdict": c.raw.verdict if c.raw else c.verdict,
+            **{
+                f"controlled_{k}": getattr(c.controlled, k, None)
+                for k in ("ratio", "low", "high", "verdict")
+            },
             "detectable": c.detectable,
             "sweeps_note": c.sweeps_note,
         }
@@ -208,8 +212,9 @@ def comparison_rows(comparisons: Sequence[Comparison]) -> list[dict[str, str]]:
             "B/A": _number(c.ratio, ".3f"),
             "95% CI": f"{_number(c.ci_low, '.3f')}–{_number(c.ci_high, '.3f')}",
             "p": _number(c.p_value, ".3f"),
-            "raw B/A": _number(c.raw.ratio if c.raw else c.ratio, ".3f"),
             "basis": c.basis,
+            "raw B/A": _number(c.raw.ratio if c.raw else c.ratio, ".3f"),
+            "ctl B/A": _number(c.controlled.ratio, ".3f") if c.controlled else "–",
             "processes": f"{c.a_processes}/{c.b_processes}",
             "n": f"{c.a_repeats}/{c.b_repeats}",
             "verdict": verdict_text(c),

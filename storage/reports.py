@@ -817,6 +817,8 @@ class Comparison:
     b_processes: int
     # The raw comparison (wall times as measured), shown beside the one the verdict used.
     raw: Optional[stats.Ratio] = None
+    # The controlled comparison wherever it could be made (shown even when not used), else None.
+    controlled: Optional[stats.Ratio] = None
     basis: str = "raw"  # what the verdict stands on: "controlled" or "raw" (storage.controlled)
     basis_why: str = ""
     # A tie: the largest change the interval leaves possible (0.04: none larger than +-4%).
@@ -943,11 +945,17 @@ def _compare_one(group_a, group_b, keys, controls, sweeps, min_effect) -> Compar
     pa, pb = controlled.processes(group_a, controls), controlled.processes(group_b, controls)
     raw = compare_groups(pa.walls, pb.walls, min_effect, across)
     basis = controlled.basis(pa, pb, _same_place(group_a, group_b), sweeps)
-    found = raw
-    if basis.name == "controlled":
+    with_control = None
+    if basis.comparable:
         # The control measured the level each process met: nothing about it is left to assume
         # across sweeps (stats.ratio's across_sweeps term stands for a level not measured).
-        found = compare_groups(pa.controlled(sweeps.slope), pb.controlled(sweeps.slope), min_effect)
+        with_control = stats.ratio(
+            pa.controlled(sweeps.slope),
+            pb.controlled(sweeps.slope),
+            min_effect,
+            extra_variance=sweeps.adjustment_variance(pa, pb),
+        )
+    found = with_control if basis.name == "controlled" else raw
     detectable = None
     if found.verdict == stats.NO_DIFFERENCE and math.isfinite(found.high - found.low):
         detectable = max(found.high - 1, 1 - found.low)
@@ -965,6 +973,7 @@ def _compare_one(group_a, group_b, keys, controls, sweeps, min_effect) -> Compar
         group_a["process"].nunique(),
         group_b["process"].nunique(),
         raw,
+        with_control,
         basis.name,
         basis.why,
         detectable,

@@ -130,8 +130,12 @@ def test_work_the_control_does_not_track_is_compared_raw_and_says_why():
         assert row.basis == "raw"
         assert "did not track" in row.basis_why
         assert row.ratio == row.raw.ratio
-        # the control alone says B's machine was 8% slower: trusting it would call B faster
+        # the control alone says B's machine was 8% slower: dividing by it would call B faster
         assert row.verdict == "no significant difference"
+        # the controlled figure is shown beside, not used; its fitted slope (near 0: the work
+        # did not follow the control) keeps it near the raw one
+        assert row.controlled is not None
+        assert row.controlled.ratio == pytest.approx(row.raw.ratio, abs=0.03)
 
 
 def test_runs_without_a_control_or_from_elsewhere_are_compared_raw():
