@@ -196,6 +196,7 @@ def comparison_records(comparisons: Sequence[Comparison]) -> list[dict[str, Any]
             },
             "detectable": c.detectable,
             "sweeps_note": c.sweeps_note,
+            **{f"control_{k}": getattr(c.tracking, k, None) for k in ("r", "slope", "processes")},
         }
         for c in comparisons
     ]

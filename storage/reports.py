@@ -821,6 +821,7 @@ class Comparison:
     controlled: Optional[stats.Ratio] = None
     basis: str = "raw"  # what the verdict stands on: "controlled" or "raw" (storage.controlled)
     basis_why: str = ""
+    tracking: Optional[controlled.Tracking] = None  # how the control followed the work
     # A tie: the largest change the interval leaves possible (0.04: none larger than +-4%).
     detectable: Optional[float] = None
     sweeps_note: str = ""  # how the sides' sweeps were used, when it matters (``_in_sweeps``)
@@ -976,6 +977,7 @@ def _compare_one(group_a, group_b, keys, controls, sweeps, min_effect) -> Compar
         with_control,
         basis.name,
         basis.why,
+        basis.tracking,
         detectable,
     )
 
