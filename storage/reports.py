@@ -851,7 +851,9 @@ def compare(repeats: pd.DataFrame, a: str, b: str, min_effect: float = MIN_EFFEC
     side_b = side_b.assign(_key=_text_keys(side_b, keys))
     groups_b = dict(list(side_b.groupby("_key")))
     controls = controlled.controls_by_run(counted)
-    sweep_tracking: dict[frozenset, controlled.Tracking] = {}
+    # How the control followed the work: per kind of execution (executor, workers, start
+    # method: each meets the machine's level in its own way) over the sweeps both sides are from.
+    sweep_tracking: dict[tuple, controlled.Tracking] = {}
     comparisons = []
     for key, group_a in side_a.groupby("_key"):
         group_b = groups_b.get(key)
@@ -859,10 +861,15 @@ def compare(repeats: pd.DataFrame, a: str, b: str, min_effect: float = MIN_EFFEC
             continue
         group_a, group_b, sweeps_note = _in_sweeps(group_a, group_b, a)
         sweeps = frozenset(group_a["sweep_id"]) | frozenset(group_b["sweep_id"])
-        if sweeps not in sweep_tracking:
+        kind = tuple(map(str, group_a[list(EXECUTION)].iloc[0]))
+        if (sweeps, kind) not in sweep_tracking:
             around = counted[counted["sweep_id"].isin(sweeps)]
-            sweep_tracking[sweeps] = controlled.tracking([controlled.processes(around, controls)])
-        found = _compare_one(group_a, group_b, keys, controls, sweep_tracking[sweeps], min_effect)
+            around = around[_text_keys(around, list(EXECUTION)) == "|".join(kind)]
+            found = controlled.tracking([controlled.processes(around, controls)])
+            sweep_tracking[sweeps, kind] = found
+        found = _compare_one(
+            group_a, group_b, keys, controls, sweep_tracking[sweeps, kind], min_effect
+        )
         comparisons.append(dataclasses.replace(found, sweeps_note=sweeps_note))
     if not comparisons:
         raise SelectionError(
@@ -982,8 +989,12 @@ def _compare_one(group_a, group_b, keys, controls, sweeps, min_effect) -> Compar
     )
 
 
-def _text_keys(frame: pd.DataFrame, keys: list[str]) -> list[str]:
-    return ["|".join(map(str, row)) for row in frame[keys].itertuples(index=False)]
+def _text_keys(frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
+    return np.array(["|".join(map(str, row)) for row in frame[keys].itertuples(index=False)])
+
+
+# What makes two runs the same kind of execution, whatever their work and size.
+EXECUTION = ["executor", "workers", "start_method"]
 
 
 def _differs(a: pd.DataFrame, b: pd.DataFrame, column: str) -> bool:
