@@ -57,7 +57,21 @@ def _side(tag, sweep, work_s, level_shift, *, follows=True, executors=("sequenti
 
 
 def test_a_real_run_times_the_control_in_every_runner_process(conlab, db_path):
-    done = conlab(*"run -w tiny -e sequential --processes 2 --repeats 2 --warmups 1".split())
+    done = conlab(
+        *[
+            "run",
+            "-w",
+            "tiny",
+            "-e",
+            "sequential",
+            "--processes",
+            "2",
+            "--repeats",
+            "2",
+            "--warmups",
+            "1",
+        ]
+    )
     assert done.returncode == 0, done.stderr
     with sqlite3.connect(db_path) as connection:
         (env,) = connection.execute("SELECT environment_json FROM run").fetchone()
