@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from storage import controlled, explain, stats
 from storage.database import read_error
 from storage.errors import SelectionError
-from storage.queries import json_object
+from storage.queries import SELECTION_KEYS, json_object, selection_terms
 
 # A configuration: what must be equal for two runs to be repeats of the same measurement.
 CONFIG = [
@@ -213,19 +213,6 @@ def load_timeline(engine: Engine, run_id: str) -> pd.DataFrame:
 
 # --- selections ------------------------------------------------------------------------------
 
-SELECTION_KEYS = {
-    "run": "run_id",
-    "sweep": "sweep_id",
-    "tag": "tag",
-    "machine": "machine",
-    "python": "python",
-    "workload": "workload",
-    "executor": "executor",
-    "db": "db",
-    "size": "size",
-    "workers": "workers",
-}
-
 
 def _text(value) -> str:
     """A cell as a selection compares it: whole numbers without a decimal point."""
@@ -241,13 +228,7 @@ def select(frame: pd.DataFrame, selection: str) -> pd.DataFrame:
     3.12.1), ``machine`` a host name or fingerprint prefix; the other keys match exactly.
     """
     mask = pd.Series(True, index=frame.index)
-    for term in filter(None, (t.strip() for t in selection.split(","))):
-        key, sep, value = term.partition(":")
-        if not sep or key not in SELECTION_KEYS or not value:
-            raise SelectionError(
-                f"cannot read selection term {term!r}; write KEY:VALUE with KEY one of "
-                f"{', '.join(SELECTION_KEYS)} (e.g. tag:before or python:3.12)"
-            )
+    for key, value in selection_terms(selection):
         column = frame[SELECTION_KEYS[key]].map(_text)
         if key in ("run", "sweep"):
             mask &= column.str.startswith(value)

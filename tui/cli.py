@@ -4,6 +4,7 @@ fails is recorded as failed and gives exit code 1; never a traceback for either.
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 import os
 import sys
@@ -508,28 +509,90 @@ def list_pythons(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) 
     _print_rows(rows, ["current", "version", "implementation", "build", "gil by default", "path"])
 
 
+RUNS_SHOWN = 50  # `conlab runs` without --limit or --all
+# Rows of one terminal table while `conlab runs --all` streams (each table sized to its rows).
+TABLE_ROWS = 500
+
+
 @app.command()
 def runs(
     db: Optional[list[str]] = typer.Option(None, help=DB_HELP + "; repeat to read several"),
     tag: Optional[str] = typer.Option(None, help="only runs with this tag"),
+    select_runs: Optional[str] = typer.Option(
+        None, "--select", help="only runs matching this selection (as in `conlab report`)"
+    ),
+    since: Optional[str] = typer.Option(
+        None, help="only runs created on or after this UTC date or time (2026-11-25)"
+    ),
+    limit: int = typer.Option(RUNS_SHOWN, help="the newest N runs"),
+    all_runs: bool = typer.Option(False, "--all", help="every run (instead of --limit)"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Stored runs, newest first."""
-    from tui.service import RUN_COLUMNS, list_runs, newest_first, run_row
+    """Stored runs, newest first (the newest 50 unless --limit or --all)."""
+    from storage.queries import RunFilter
+    from tui.service import RUN_COLUMNS, run_row, stored_runs
 
-    rows: list[dict] = []
+    if limit < 1:
+        raise BadInput(f"--limit must be 1 or more, not {limit}; or pass --all")
     for one in db or [None]:
         _check_db(one)
-        rows += list_runs(one, tag=tag, create=False)
-    rows = newest_first(rows)
-    if as_json:
-        return _print_json(rows)
-    if not rows:
+    chosen = RunFilter(tag, select_runs, _parse_since(since), None if all_runs else limit)
+    sources = [(one or str(_default_db()), one) for one in db or [None]]
+    with stored_runs(sources, chosen) as (found, total):
+        if as_json:
+            shown = _stream_json(found)
+        else:
+            shown = _print_run_tables(found, RUN_COLUMNS, run_row)
+    if not total and not as_json:
+        filtered = tag is not None or select_runs or since
         typer.echo(
-            "No runs stored yet. Record one with: conlab run -w cpu -e sequential -e processes"
+            "No stored run matches --tag, --select or --since; `conlab runs` lists the newest"
+            if filtered
+            else "No runs stored yet. Record one with: conlab run -w cpu -e sequential -e processes"
         )
+    if total > shown:
+        sys.stderr.write(
+            f"conlab: {total - shown} older run(s) not shown; see them with --limit N, --all, "
+            "--since DATE or --select SEL\n"
+        )
+
+
+def _parse_since(since: Optional[str]):
+    """``--since``: an ISO date or time, UTC unless it names its zone."""
+    if since is None:
         return None
-    _print_rows([run_row(row) for row in rows], list(RUN_COLUMNS))
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(since.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise BadInput(
+            f"--since {since!r} is no date; write an ISO date or time, e.g. 2026-11-25 or "
+            "2026-11-25T21:00"
+        ) from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return moment.replace(tzinfo=None)
+
+
+def _stream_json(objects) -> int:
+    """Write ``objects`` as one JSON array, each as soon as it comes; how many were written."""
+    count = 0
+    sys.stdout.write("[")
+    for count, obj in enumerate(objects, 1):
+        text = json.dumps(obj, indent=2, default=str).replace("\n", "\n  ")
+        sys.stdout.write(("," if count > 1 else "") + "\n  " + text)
+    sys.stdout.write("\n]\n" if count else "]\n")
+    return count
+
+
+def _print_run_tables(runs, columns, row_of) -> int:
+    """Runs as terminal tables of at most TABLE_ROWS rows each, as they come; how many."""
+    count = 0
+    for batch in iter(lambda: list(itertools.islice(runs, TABLE_ROWS)), []):
+        _print_rows([row_of(run) for run in batch], list(columns))
+        count += len(batch)
+    return count
 
 
 class ReportFormat(str, Enum):

@@ -8,6 +8,7 @@ this module (the app does at start-up) costs nothing.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -290,6 +291,30 @@ def list_runs(db: Optional[str], tag: Optional[str] = None, *, create: bool = Tr
     with engine_for(db, create=create) as engine:
         mark_interrupted(engine)
         return stored_runs(engine, tag=tag)  # newest first
+
+
+@contextmanager
+def stored_runs(sources: Sources, chosen) -> Iterator[tuple[Iterator[dict], int]]:
+    """The runs of ``sources`` (label, db) that ``chosen`` (storage.queries.RunFilter) picks,
+    newest first across the databases, streamed; and how many they hold without its limit.
+    Runs left `running` by a recorder that is gone are marked interrupted first."""
+    import heapq
+    from contextlib import ExitStack
+
+    from storage.queries import count_runs, mark_interrupted, stream_runs
+
+    with ExitStack() as stack:
+        streams, total = [], 0
+        for label, db in sources:
+            engine = stack.enter_context(engine_for(db, create=False))
+            mark_interrupted(engine)
+            one = replace(chosen, label=label)
+            total += count_runs(engine, one)
+            streams.append(stream_runs(engine, one))
+        merged = heapq.merge(*streams, key=lambda r: r.get("created_at") or "", reverse=True)
+        if chosen.limit is not None:
+            merged = itertools.islice(merged, chosen.limit)
+        yield merged, total
 
 
 # The columns of a list of runs, in `conlab runs` and the app's Runs table alike.
