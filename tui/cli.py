@@ -9,6 +9,7 @@ import json
 import os
 import sys
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -539,10 +540,8 @@ def runs(
     chosen = RunFilter(tag, select_runs, _parse_since(since), None if all_runs else limit)
     sources = [(one or str(_default_db()), one) for one in db or [None]]
     with stored_runs(sources, chosen) as (found, total):
-        if as_json:
-            shown = _stream_json(found)
-        else:
-            shown = _print_run_tables(found, RUN_COLUMNS, run_row)
+        write = _stream_json if as_json else partial(_print_run_tables, RUN_COLUMNS, run_row)
+        shown = write(found)
     if not total and not as_json:
         filtered = tag is not None or select_runs or since
         typer.echo(
@@ -586,7 +585,7 @@ def _stream_json(objects) -> int:
     return count
 
 
-def _print_run_tables(runs, columns, row_of) -> int:
+def _print_run_tables(columns, row_of, runs) -> int:
     """Runs as terminal tables of at most TABLE_ROWS rows each, as they come; how many."""
     count = 0
     for batch in iter(lambda: list(itertools.islice(runs, TABLE_ROWS)), []):
