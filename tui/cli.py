@@ -556,8 +556,8 @@ def runs(
         )
 
 
-def _parse_since(since: Optional[str]):
-    """``--since``: an ISO date or time, UTC unless it names its zone."""
+def _parse_since(since: Optional[str], option: str = "--since"):
+    """An ISO date or time given to ``option``, UTC unless it names its zone (naive UTC)."""
     if since is None:
         return None
     from datetime import datetime, timezone
@@ -566,7 +566,7 @@ def _parse_since(since: Optional[str]):
         moment = datetime.fromisoformat(since.strip().replace("Z", "+00:00"))
     except ValueError:
         raise BadInput(
-            f"--since {since!r} is no date; write an ISO date or time, e.g. 2026-11-25 or "
+            f"{option} {since!r} is no date; write an ISO date or time, e.g. 2026-11-25 or "
             "2026-11-25T21:00"
         ) from None
     if moment.tzinfo is not None:
@@ -848,7 +848,8 @@ def db_info(
     db: Optional[str] = typer.Option(None, help=DB_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Path, schema version, size, runs per machine and interpreter, date range."""
+    """Path, schema version, size, runs and task samples, runs per machine and interpreter, the
+    oldest and newest run."""
     from storage.sharing import info
     from tui.service import iso_seconds
 
@@ -858,7 +859,7 @@ def db_info(
     _say(
         f"{details['path']}: schema version {details['schema_version']}, "
         + (f"{details['size_bytes']:,} bytes, " if details["size_bytes"] is not None else "")
-        + f"{details['runs']} runs"
+        + f"{details['runs']} runs, {details['task_samples']:,} task samples"
         + (
             f" from {iso_seconds(details['first_run_at'])} to {iso_seconds(details['last_run_at'])}"
             if details["runs"]
@@ -882,6 +883,40 @@ def db_check(db: Optional[str] = typer.Option(None, help=DB_HELP)) -> int:
     where = shown_url(target) if isinstance(target, str) else target
     typer.echo(printable(f"{where}: {'ok' if not problems else f'{len(problems)} fault(s)'}"))
     return 1 if problems else 0
+
+
+@db_app.command("prune")
+def db_prune(
+    before: str = typer.Option(..., help="delete runs created before this UTC date or time"),
+    keep_tag: Optional[list[str]] = typer.Option(
+        None, help="never delete runs with this tag (may be given several times)"
+    ),
+    include_tagged: bool = typer.Option(
+        False, help="delete tagged runs too (those of --keep-tag stay)"
+    ),
+    dry_run: bool = typer.Option(False, help="say what would be deleted; change nothing"),
+    db: Optional[str] = typer.Option(None, help=DB_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Delete old runs with their repeats and task samples, in one transaction; tagged runs
+    (baselines) stay unless --include-tagged; then give the space back."""
+    from tui.service import prune_runs
+
+    moment = _parse_since(before, "--before")
+    _check_db(db)
+    found = prune_runs(db, moment, keep_tag or [], include_tagged, dry_run)
+    if as_json:
+        return _print_json(found)
+    verb = "would delete" if dry_run else "deleted"
+    _say(
+        f"{verb} {found['runs']} run(s) created before {before.strip()}, with "
+        f"{found['repeats']} repeat(s) and {found['task_samples']} task sample(s)"
+        + ("" if include_tagged else "; tagged runs kept (--include-tagged deletes them)")
+    )
+    if found["reclaimed_bytes"] is not None:
+        _say(f"VACUUM gave back {found['reclaimed_bytes']:,} bytes")
+    elif found["runs"] and not dry_run:
+        _say("a PostgreSQL server gives the space back by its autovacuum; run VACUUM to do it now")
 
 
 @db_app.command("merge")

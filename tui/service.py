@@ -317,6 +317,14 @@ def stored_runs(sources: Sources, chosen) -> Iterator[tuple[Iterator[dict], int]
         yield merged, total
 
 
+def prune_runs(db: Optional[str], before, keep_tags, include_tagged: bool, dry_run: bool) -> dict:
+    """`conlab db prune` (storage.upkeep.prune) on ``db``."""
+    from storage.upkeep import prune
+
+    with engine_for(db, create=False, writer=not dry_run) as engine:
+        return prune(engine, before, keep_tags, include_tagged, dry_run)
+
+
 # The columns of a list of runs, in `conlab runs` and the app's Runs table alike.
 RUN_COLUMNS = (
     "run",
