@@ -115,7 +115,8 @@ def test_an_engine_whose_extra_is_missing_is_listed_with_its_install_line(conlab
         "sys.meta_path.insert(0, Hide())\n"
     )
     env = {"PYTHONPATH": os.pathsep.join([str(hide), os.environ.get("PYTHONPATH", "")])}
-    result = conlab("list", "executors", "--json", env=env)
+    # a fresh interpreter (the installed script): the site hook runs at start-up
+    result = conlab("list", "executors", "--json", env=env, script=True)
     assert result.returncode == 0, result.stderr
     listed = {e["name"]: e for e in result.json()}
     for name in ("joblib", "ray"):
@@ -123,7 +124,7 @@ def test_an_engine_whose_extra_is_missing_is_listed_with_its_install_line(conlab
         assert listed[name]["reason"] == (
             f"needs the {name!r} extra: pip install 'concurrency-lab[{name}]'"
         )
-    refused = conlab(*run_args("sleep", "asyncio", loop="uvloop", workers=2), env=env)
+    refused = conlab(*run_args("sleep", "asyncio", loop="uvloop", workers=2), env=env, script=True)
     assert_one_line_error(refused)
     assert "--loop uvloop needs the 'uvloop' extra" in refused.stderr
 

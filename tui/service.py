@@ -282,6 +282,18 @@ def export_report(db: Optional[str], format: str, folder: Path) -> Optional[Path
 # --- runs and machines -----------------------------------------------------------------------
 
 
+def runs_page(db: Optional[str], text: str = "", offset: int = 0, limit: int = 200):
+    """One page of the stored runs in ``db`` whose row holds ``text`` (``tag:X``: the tag X),
+    newest first, from the ``offset``-th; and how many match in all."""
+    from storage.queries import RunFilter, count_runs, mark_interrupted, stream_runs
+
+    chosen = RunFilter(text=text, offset=offset, limit=limit)
+    with engine_for(db) as engine:
+        if not offset:
+            mark_interrupted(engine)
+        return list(stream_runs(engine, chosen)), count_runs(engine, chosen)
+
+
 def list_runs(db: Optional[str], tag: Optional[str] = None, *, create: bool = True) -> list[dict]:
     """Every stored run in ``db`` as run objects, newest first; runs left `running` by a
     recorder that is gone are marked interrupted first."""
