@@ -99,6 +99,7 @@ def test_export_is_a_consistent_copy_and_filters_by_tag(conlab, tmp_path, db_pat
 HOSTNAME = "conlab-test-host-7f3a"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     shutil.which("unshare") is None or os.geteuid() != 0,
     reason="needs root and unshare to give the run its own host name",
