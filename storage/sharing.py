@@ -36,6 +36,7 @@ from storage.target import (
     check_sqlite_file,
     connect_to_read,
     database_target,
+    file_uri,
     read_header,
     shown_url,
 )
@@ -389,24 +390,67 @@ def _insert(connection: Connection, table, rows: list[dict]) -> None:
 
 
 def _merge_one(target: Path, source: Path) -> MergeResult:
-    with _readable_copy(source) as readable:
-        connection = sqlite3.connect(target, isolation_level=None)
+    """Merge one checked source into the SQLite file ``target``: the source attached read-only
+    where it has the current schema (a consistent read in the merge's one transaction, the
+    file never written), else a migrated copy of it."""
+    uri = _read_only_uri(source)
+    if uri is not None:
         try:
-            connection.execute("PRAGMA busy_timeout = 30000")
-            connection.execute("ATTACH DATABASE ? AS src", (str(readable),))
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                result = _copy_new_runs(connection, str(source))
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
-            connection.execute("DETACH DATABASE src")
-        except sqlite3.DatabaseError as exc:
-            raise _not_merged(source, exc) from None
-        finally:
-            connection.close()
+            return _merge_attached(target, uri, source)
+        except _NotAttachable:
+            pass  # a file SQLite cannot open read-only where it lies: read a copy instead
+    with _readable_copy(source) as readable:
+        return _merge_attached(target, str(readable), source)
+
+
+def _read_only_uri(source: Path) -> Optional[str]:
+    """How to attach ``source`` so that reading it changes no file, or None where only a copy
+    can: a file of another schema version (migrated on a copy), or one with a write-ahead log
+    beside it (SQLite reading it would leave its own -shm). A file in WAL mode with no log
+    beside it has nobody writing it: its pages are all in the file (``immutable``, which makes
+    no -shm); a file in rollback mode opens read-only and makes none."""
+    version, _ = read_header(source)
+    if version != SCHEMA_VERSION or os.path.lexists(f"{source}-wal"):
+        return None
+    with open(source, "rb") as handle:
+        wal_mode = handle.read(20)[18:20] == b"\x02\x02"  # the header's read/write versions
+    return file_uri(source, immutable="1") if wal_mode else file_uri(source, mode="ro")
+
+
+class _NotAttachable(Exception):
+    """The source cannot be attached read-only; nothing was written."""
+
+
+def _merge_attached(target: Path, attach: str, source: Path) -> MergeResult:
+    connection = sqlite3.connect(file_uri(target, mode="rw"), uri=True, isolation_level=None)
+    try:
+        connection.execute("PRAGMA busy_timeout = 30000")
+        # A source is hostile: its views and triggers may call no function with side effects.
+        connection.execute("PRAGMA trusted_schema = OFF")
+        # As the lab's own writer (storage.database): WAL, synced at checkpoints; a larger page
+        # cache keeps the indexes the copy writes in memory until the commit.
+        connection.execute("PRAGMA synchronous = NORMAL")
+        connection.execute("PRAGMA cache_size = -65536")
+        connection.execute("ATTACH DATABASE ? AS src", (attach,))
+        try:
+            connection.execute("SELECT count(*) FROM src.sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            if attach.startswith("file:"):
+                raise _NotAttachable from None
+            raise
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            result = _copy_new_runs(connection, str(source))
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        connection.execute("DETACH DATABASE src")
+    except sqlite3.DatabaseError as exc:
+        raise _not_merged(source, exc) from None
+    finally:
+        connection.close()
     return result
 
 
