@@ -2,12 +2,10 @@
 
 Everything here goes through `conlab` as a user runs it, on a scratch database:
 
-- A/A: the same default sweep (`cpu`, sequential and processes x2) twice, compared with `conlab
-  report --compare`: the lab must say "no significant difference" (at most 1 verdict of faster or
-  slower over every comparison of BENCH_PAIRS pairs).
-- A real 10% change, the same function at 1.10x the size taking turns with the size in one
-  sweep: "slower" in at least 9 of 10 (across two sweeps, shown without a budget: this VM's
-  drift over minutes comes on top there).
+- Comparisons across time (``bench_verdicts``): A/A across two sweeps, a real 10% change (the
+  same function at 1.10x the size) across two sweeps, within one, and against a stored baseline
+  measured again (``--against``), and a 5% change with ``--repeats auto --detect 5``; and the
+  control's share of a sweep's time.
 - The lab's time per call of a pure-Python function run sequentially against pyperf's
   (`bench_func`, its default worker processes): within 0.97-1.03, or pyperf's median inside the
   lab's 95% interval.
@@ -18,12 +16,15 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 PAIRS = int(os.environ.get("BENCH_PAIRS", "10"))
+DETECT_MAX_S = 150  # --max-time of each --detect sweep
 SIZE = 400_000  # the cpu workload's default size
 NO_DIFFERENCE = "no significant difference"
 
@@ -51,47 +52,124 @@ def conlab(bench, *args: str) -> subprocess.CompletedProcess:
     return done
 
 
-def verdicts(bench, a: str, b: str) -> list[str]:
+def compared(bench, a: str, b: str) -> list[dict]:
     report = conlab(bench, "report", "--compare", a, b, "--format", "json")
-    return [row["verdict"] for row in json.loads(report.stdout)["comparison"]["rows"]]
+    return json.loads(report.stdout)["comparison"]["rows"]
+
+
+def _share(rows: list[dict], verdict: str, key: str = "verdict") -> float:
+    return sum(r[key] == verdict for r in rows) / len(rows)
 
 
 def bench_verdicts(bench) -> None:
-    """Per pair: sweeps A and B the same (A/A); sweep W runs the size and 1.10x the size taking
-    turns. +10% is judged within W (drift hits both sizes alike) and, without a budget, across
-    sweeps (A against W's larger size): there, minutes of drift come on top."""
-    same, within, across = [], [], []
+    """Per pair, on one scratch database: sweep A (the size); a minute later sweep W, the size
+    and 1.10x the size taking turns; then sweep V, 1.10x the size with A measured again beside
+    it (``--against``); then sweep D, the size and 1.05x with ``--repeats auto --detect 5``.
+
+    - A/A across two sweeps: A against W's same size;
+    - +10% across two sweeps: A against W's larger size, with the control (and the raw figure);
+    - +10% within one sweep: W's two sizes;
+    - +10% against a stored baseline: A against V (A re-measured in V's sweep);
+    - +5% with --detect 5: D's two sizes, and the time D took.
+    """
+    same, across, within, against, detect, detect_s = [], [], [], [], [], []
     sweep = ["run", "-w", "cpu", "-e", "sequential", "-e", "processes", "--workers", "2"]
-    larger = str(int(SIZE * 1.1))
+    larger, five = str(int(SIZE * 1.1)), str(int(SIZE * 1.05))
     for pair in range(PAIRS):
-        conlab(bench, *sweep, "--tag", f"a{pair}")
-        conlab(bench, *sweep, "--tag", f"b{pair}")
+        conlab(bench, *sweep, "--size", str(SIZE), "--tag", f"a{pair}")
         conlab(bench, *sweep, "--size", f"{SIZE},{larger}", "--tag", f"w{pair}")
-        same += verdicts(bench, f"tag:a{pair}", f"tag:b{pair}")
-        within += verdicts(bench, f"tag:w{pair},size:{SIZE}", f"tag:w{pair},size:{larger}")
-        across += verdicts(bench, f"tag:a{pair}", f"tag:w{pair},size:{larger}")
+        conlab(bench, *sweep, "--size", larger, "--tag", f"v{pair}", "--against", f"tag:a{pair}")
+        start = time.monotonic()
+        conlab(
+            bench,
+            *sweep,
+            "--size",
+            f"{SIZE},{five}",
+            "--repeats",
+            "auto",
+            "--detect",
+            "5",
+            "--max-time",
+            str(DETECT_MAX_S),
+            "--tag",
+            f"d{pair}",
+        )
+        detect_s.append(time.monotonic() - start)
+        same += compared(bench, f"tag:a{pair}", f"tag:w{pair},size:{SIZE}")
+        across += compared(bench, f"tag:a{pair}", f"tag:w{pair},size:{larger}")
+        within += compared(bench, f"tag:w{pair},size:{SIZE}", f"tag:w{pair},size:{larger}")
+        against += compared(bench, f"tag:a{pair}", f"tag:v{pair}")
+        detect += compared(bench, f"tag:d{pair},size:{SIZE}", f"tag:d{pair},size:{five}")
         print(
-            f"    pair {pair + 1}: A/A {same[-2:]}, +10% in one sweep {within[-2:]}, "
-            f"across sweeps {across[-2:]}",
+            f"    pair {pair + 1}: A/A {[r['verdict'][:4] for r in same[-2:]]}, +10% across "
+            f"{[(r['verdict'][:4], r['basis'][:4], round(r['ratio'], 3)) for r in across[-2:]]}, "
+            f"within {[r['verdict'][:4] for r in within[-2:]]}, against "
+            f"{[r['verdict'][:4] for r in against[-2:]]}, +5% detect "
+            f"{[r['verdict'][:4] for r in detect[-2:]]} ({detect_s[-1]:.0f} s)",
             flush=True,
         )
-    called = sum(v != NO_DIFFERENCE for v in same)
+    called = sum(r["verdict"] != NO_DIFFERENCE for r in same)
     bench.record(
-        f"A/A: verdicts of faster/slower in {len(same)} comparisons of identical sweeps",
+        f"A/A across two sweeps: faster/slower verdicts in {len(same)} comparisons",
         called,
         "<= 1",
         called <= 1,
     )
-    found = sum(v == "slower" for v in within) / len(within)
+    found = _share(across, "slower")
     bench.record(
-        f"+10% size taking turns in one sweep: share of {len(within)} comparisons called slower",
+        f"+10% across two sweeps, as reported (control where it tracks): share of {len(across)}",
+        found,
+        ">= 0.80",
+        found >= 0.8,
+    )
+    bench.show("  of which judged on the controlled values", _share(across, "controlled", "basis"))
+    bench.show(
+        "  the raw comparison alone: share called slower", _share(across, "slower", "raw_verdict")
+    )
+    found = _share(within, "slower")
+    bench.record(
+        f"+10% within one sweep, default settings: share of {len(within)} called slower",
         found,
         ">= 0.90",
         found >= 0.9,
     )
-    bench.show(
-        f"+10% size across two sweeps: share of {len(across)} comparisons called slower",
-        sum(v == "slower" for v in across) / len(across),
+    found = _share(against, "slower")
+    bench.record(
+        f"+10% against a stored baseline measured again (--against): share of {len(against)}",
+        found,
+        ">= 0.90",
+        found >= 0.9,
+    )
+    found = _share(detect, "slower")
+    bench.record(
+        f"+5% with --repeats auto --detect 5: share of {len(detect)} called slower",
+        found,
+        ">= 0.80",
+        found >= 0.8,
+    )
+    bench.show("  seconds each --detect 5 sweep took (median)", statistics.median(detect_s))
+    bench_control_share(bench)
+
+
+def bench_control_share(bench) -> None:
+    """The control's share of a default sweep's time: every runner process's control samples
+    (timed with the same clock as the workload) over the sweep's runs' process time."""
+    from storage.controlled import PARTS
+
+    db = bench.workdir / "trust.db"
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute(
+            "SELECT r.environment_json, (SELECT sum(wall_ns) FROM repeat p WHERE p.run_id = r.id) "
+            "FROM run r WHERE r.tag LIKE 'a%' AND r.status = 'ok'"
+        ).fetchall()
+    control_ns = repeats_ns = 0
+    for env, walls in rows:
+        for process in json.loads(env).get("runner_processes", []):
+            control_ns += sum(sum(sample[: len(PARTS)]) for sample in process.get("control", []))
+        repeats_ns += walls or 0
+    share = control_ns / (control_ns + repeats_ns) if repeats_ns else float("nan")
+    bench.record(
+        "the control's share of a default sweep's timed work", share, "<= 0.02", share <= 0.02
     )
 
 

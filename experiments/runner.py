@@ -11,6 +11,8 @@ each with an ``event`` key:
               machine_busy_ns}: one repeat, timed, with the runner's own peak resident memory
               so far and the CPU time the whole machine used meanwhile (every process's)
     tasks     {repeat, samples}: every task sample of that repeat
+    control   {version, loop_ns, hash_ns}: the control (experiments.control), timed before
+              the first repeat and right after each
     done      the run finished
     error     {kind, message, detail}: ``invalid`` (exit 2) or a failure (exit 1)
 
@@ -232,6 +234,7 @@ def _run(line: str, out: _EventWriter, acks, progress: bool) -> int:
         resolved=prepared.resolved(),
         runner_pid=os.getpid(),
     )
+    from experiments import control
     from experiments.timing import current_core
 
     current_core()  # loads the core reader here, so forked workers inherit it
@@ -239,6 +242,7 @@ def _run(line: str, out: _EventWriter, acks, progress: bool) -> int:
         with _service(prepared.workload), prepared.executor.session(prepared) as started:
             if started:  # what starting the engine cost, outside every timed window
                 out.emit("session", **started)
+            out.emit("control", **control.measure())
             for index in range(prepared.spec.warmups + prepared.spec.repeats):
                 _run_repeat(prepared, index, out, progress)
                 if acks is not None:
@@ -290,6 +294,7 @@ def _service(workload):
 def _run_repeat(prepared, index: int, out: _EventWriter, progress: bool) -> None:
     import time
 
+    from experiments import control
     from experiments.timing import machine_busy_ns
 
     items = [prepared.size] * prepared.spec.tasks
@@ -324,6 +329,9 @@ def _run_repeat(prepared, index: int, out: _EventWriter, progress: bool) -> None
     end_ns = monotonic_ns()
     cpu_ns = _cpu_ns() - cpu_before
     busy_after = machine_busy_ns()
+    # The control right after the repeat, before anything waits: the core is as the work left
+    # it (after a pause a core comes back slower for a while, and the work never saw that).
+    timed_control = control.measure()
     out.emit("progress", repeat=index, done=len(samples), total=total, samples=[])
     out.emit(
         "repeat",
@@ -337,6 +345,7 @@ def _run_repeat(prepared, index: int, out: _EventWriter, progress: bool) -> None
         machine_busy_ns=None if busy_before is None else busy_after - busy_before,
     )
     out.emit("tasks", repeat=index, samples=samples)
+    out.emit("control", **timed_control)
 
 
 def _cpu_ns() -> int:

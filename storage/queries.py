@@ -12,14 +12,16 @@ import os
 import socket
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
+from storage.errors import SelectionError
 from storage.models import utc_now
 from storage.stats import interval, moved_between_processes
 
@@ -214,36 +216,72 @@ def _mark(engine: Engine, stale: list[str]) -> None:
 
 def list_runs(engine: Engine, tag: Optional[str] = None) -> list[dict[str, Any]]:
     """Every stored run (optionally with ``tag``), newest first, as run objects."""
-    where = "WHERE r.tag = :tag" if tag is not None else ""
+    return list(stream_runs(engine, RunFilter(tag=tag)))
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Which stored runs a list shows: ``tag``, a ``selection`` in the reports' grammar
+    (storage.reports.select; ``db:`` matches ``label``), runs created at or after ``since``
+    (naive UTC), the newest ``limit`` (None: all)."""
+
+    tag: Optional[str] = None
+    selection: Optional[str] = None
+    since: Optional[datetime] = None
+    limit: Optional[int] = None
+    label: Optional[str] = None
+
+
+# Runs read at a time when a list streams: their repeats are read for that batch only.
+BATCH = 500
+
+
+def stream_runs(engine: Engine, chosen: RunFilter) -> Iterator[dict[str, Any]]:
+    """The runs ``chosen`` picks, newest first, as run objects, read ``BATCH`` at a time: the
+    first is out before the last is read, and memory does not grow with the number of runs.
+    Figures come from the repeats of the runs shown only."""
+    where, params = _where(engine, chosen)
+    limit = f" LIMIT {int(chosen.limit)}" if chosen.limit is not None else ""
     with engine.connect() as connection:
-        runs = (
-            connection.execute(
-                text(
-                    f"SELECT r.*, m.hostname AS machine_name, i.version AS python_version, "
-                    f"i.gil_disabled AS python_gil_disabled "
-                    f"FROM run r LEFT JOIN machine m ON m.fingerprint = r.machine_fingerprint "
-                    f"LEFT JOIN interpreter i ON i.key = r.interpreter_key {where} "
-                    f"ORDER BY r.created_at DESC, r.id DESC"
-                ),
-                {"tag": tag},
-            )
-            .mappings()
-            .all()
-        )
-        walls: dict[str, dict[Any, list]] = defaultdict(lambda: defaultdict(list))
-        costs: dict[str, list] = defaultdict(list)
-        repeats = connection.execute(
-            text(
-                f"SELECT p.run_id, p.process_index, p.wall_ns, {', '.join(COST_FIELDS)} "
-                "FROM repeat p "
-                + ("JOIN run r ON r.id = p.run_id AND r.tag = :tag " if tag is not None else "")
-                + "WHERE NOT p.warmup ORDER BY p.run_id, p.repeat_index"
-            ),
-            {"tag": tag},
-        )
-        for run_id, process_index, wall_ns, *cost in repeats:
-            walls[run_id][process_index].append(wall_ns)
-            costs[run_id].append(dict(zip(COST_FIELDS, cost)))
+        rows = connection.execute(text(f"{LIST_SQL} WHERE {where} {LIST_ORDER}{limit}"), params)
+        for batch in rows.mappings().partitions(BATCH):
+            yield from _run_objects(connection, batch)
+
+
+def count_runs(engine: Engine, chosen: RunFilter) -> int:
+    """How many runs ``chosen`` picks, whatever its limit."""
+    where, params = _where(engine, chosen)
+    with engine.connect() as connection:
+        return connection.execute(
+            text(f"SELECT count(*) FROM ({LIST_SQL} WHERE {where}) picked"), params
+        ).scalar_one()
+
+
+LIST_SQL = (
+    f"SELECT {', '.join('r.' + c for c in RUN_COLUMNS)}, r.created_at, r.machine_fingerprint, "
+    "m.hostname AS machine_name, i.version AS python_version, "
+    "i.gil_disabled AS python_gil_disabled "
+    "FROM run r LEFT JOIN machine m ON m.fingerprint = r.machine_fingerprint "
+    "LEFT JOIN interpreter i ON i.key = r.interpreter_key"
+)
+LIST_ORDER = "ORDER BY r.created_at DESC, r.id DESC"
+
+
+def _run_objects(connection, runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Run objects of ``runs`` (rows of LIST_SQL), from their counted repeats."""
+    walls: dict[str, dict[Any, list]] = defaultdict(lambda: defaultdict(list))
+    costs: dict[str, list] = defaultdict(list)
+    repeats = connection.execute(
+        text(
+            f"SELECT p.run_id, p.process_index, p.wall_ns, {', '.join(COST_FIELDS)} "
+            "FROM repeat p WHERE p.run_id IN :ids AND NOT p.warmup "
+            "ORDER BY p.run_id, p.repeat_index"
+        ).bindparams(bindparam("ids", expanding=True)),
+        {"ids": [run["id"] for run in runs]},
+    )
+    for run_id, process_index, wall_ns, *cost in repeats:
+        walls[run_id][process_index].append(wall_ns)
+        costs[run_id].append(dict(zip(COST_FIELDS, cost)))
     return [
         run_object(
             {**run, **run_costs(costs.get(run["id"], ()))},
@@ -254,6 +292,83 @@ def list_runs(engine: Engine, tag: Optional[str] = None) -> list[dict[str, Any]]
         )
         for run in runs
     ]
+
+
+def _where(engine: Engine, chosen: RunFilter) -> tuple[str, dict[str, Any]]:
+    """The SQL condition (over LIST_SQL's ``r``, ``m``, ``i``) and parameters for ``chosen``.
+    SelectionError for a selection that cannot be read."""
+    terms, params = ["1 = 1"], {}
+    if chosen.tag is not None:
+        terms.append("r.tag = :tag")
+        params["tag"] = chosen.tag
+    if chosen.since is not None:
+        terms.append("r.created_at >= :since")
+        since = chosen.since.replace(tzinfo=None)
+        params["since"] = since if engine.dialect.name != "sqlite" else since.isoformat(" ")
+    for n, (key, value) in enumerate(selection_terms(chosen.selection or "")):
+        name = f"v{n}"
+        params[name] = value
+        prefix = f"{_like(value)}%"
+        if key in ("run", "sweep"):
+            column = "r.id" if key == "run" else "r.sweep_id"
+            terms.append(f"{column} LIKE :{name}p ESCAPE '\\'")
+            params[f"{name}p"] = prefix
+        elif key == "machine":
+            terms.append(
+                f"(m.hostname = :{name} OR r.machine_fingerprint LIKE :{name}p ESCAPE '\\')"
+            )
+            params[f"{name}p"] = prefix
+        elif key == "python":
+            free = value.endswith("t")
+            version = value[:-1] if free else value
+            params[name], params[f"{name}p"] = version, f"{_like(version)}.%"
+            gil = " AND i.gil_disabled" if free else ""
+            terms.append(f"((i.version = :{name} OR i.version LIKE :{name}p ESCAPE '\\'){gil})")
+        elif key in ("size", "workers"):
+            if not value.lstrip("-").isdigit():
+                terms.append("1 = 0")  # no run has a size that is not a number
+                continue
+            params[name] = int(value)
+            terms.append(f"r.{key} = :{name}")
+        elif key == "db":
+            terms.append("1 = 1" if value == chosen.label else "1 = 0")
+        else:  # tag, workload, executor
+            terms.append(f"r.{key} = :{name}")
+    return " AND ".join(terms), params
+
+
+# The keys of a selection (``KEY:VALUE[,KEY:VALUE]``) and the report column each one reads.
+SELECTION_KEYS = {
+    "run": "run_id",
+    "sweep": "sweep_id",
+    "tag": "tag",
+    "machine": "machine",
+    "python": "python",
+    "workload": "workload",
+    "executor": "executor",
+    "db": "db",
+    "size": "size",
+    "workers": "workers",
+}
+
+
+def selection_terms(selection: str) -> list[tuple[str, str]]:
+    """``selection``'s terms as (key, value); SelectionError for one that cannot be read."""
+    terms = []
+    for term in filter(None, (t.strip() for t in selection.split(","))):
+        key, sep, value = term.partition(":")
+        if not sep or key not in SELECTION_KEYS or not value:
+            raise SelectionError(
+                f"cannot read selection term {term!r}; write KEY:VALUE with KEY one of "
+                f"{', '.join(SELECTION_KEYS)} (e.g. tag:before or python:3.12)"
+            )
+        terms.append((key, value))
+    return terms
+
+
+def _like(value: str) -> str:
+    """``value`` as a LIKE pattern that matches only itself."""
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _python(run: Mapping[str, Any]) -> Optional[str]:

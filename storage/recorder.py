@@ -188,6 +188,10 @@ class RunRecorder:
         elif kind == "session" and self.runner_processes:
             started = {k: v for k, v in event.items() if k not in ("event", "process")}
             self.runner_processes[-1].update(started)
+        elif kind == "control" and self.runner_processes:
+            process = self.runner_processes[-1]
+            process["control_version"] = event.get("version")
+            process.setdefault("control", []).append([event.get("loop_ns"), event.get("hash_ns")])
         elif kind == "repeat":
             self._pending_repeat = event
             if not event.get("warmup"):

@@ -184,6 +184,19 @@ def comparison_records(comparisons: Sequence[Comparison]) -> list[dict[str, Any]
             "b_repeats": c.b_repeats,
             "a_processes": c.a_processes,
             "b_processes": c.b_processes,
+            "basis": c.basis,
+            "basis_why": c.basis_why,
+            "raw_ratio": c.raw.ratio if c.raw else c.ratio,
+            "raw_ci_low": c.raw.low if c.raw else c.ci_low,
+            "raw_ci_high": c.raw.high if c.raw else c.ci_high,
+            "raw_verdict": c.raw.verdict if c.raw else c.verdict,
+            **{
+                f"controlled_{k}": getattr(c.controlled, k, None)
+                for k in ("ratio", "low", "high", "verdict")
+            },
+            "detectable": c.detectable,
+            "sweeps_note": c.sweeps_note,
+            **{f"control_{k}": getattr(c.tracking, k, None) for k in ("r", "slope", "processes")},
         }
         for c in comparisons
     ]
@@ -200,12 +213,30 @@ def comparison_rows(comparisons: Sequence[Comparison]) -> list[dict[str, str]]:
             "B/A": _number(c.ratio, ".3f"),
             "95% CI": f"{_number(c.ci_low, '.3f')}–{_number(c.ci_high, '.3f')}",
             "p": _number(c.p_value, ".3f"),
+            "basis": c.basis,
+            "raw B/A": _number(c.raw.ratio if c.raw else c.ratio, ".3f"),
+            "ctl B/A": _number(c.controlled.ratio, ".3f") if c.controlled else "–",
             "processes": f"{c.a_processes}/{c.b_processes}",
             "n": f"{c.a_repeats}/{c.b_repeats}",
-            "verdict": c.verdict,
+            "verdict": verdict_text(c),
         }
         for c in comparisons
     ]
+
+
+def verdict_text(c: Comparison) -> str:
+    """The verdict, and for a tie the largest change it leaves possible."""
+    if c.detectable is None:
+        return c.verdict
+    return f"{c.verdict}: none beyond ±{c.detectable:.1%}"
+
+
+def basis_lines(comparisons: Sequence[Comparison]) -> list[str]:
+    """Which comparison the verdicts stand on and why, and how the sweeps were used, each
+    reason once."""
+    said = [f"verdicts {c.basis_why}" for c in comparisons if c.basis_why]
+    said += [c.sweeps_note for c in comparisons if c.sweeps_note]
+    return list(dict.fromkeys(said))
 
 
 def markdown_table(rows: list[dict[str, str]]) -> str:
@@ -234,6 +265,7 @@ def _markdown_comparison(comparisons, geomean, differences, a, b) -> list[str]:
         f"## {markdown_text(b)} against {markdown_text(a)}\n",
         markdown_table(comparison_rows(comparisons)),
         f"Geometric mean of B/A: **{_number(geomean, '.3f')}**\n",
+        *(f"{markdown_text(line)}\n" for line in basis_lines(comparisons)),
     ]
     if differences:
         differ = "; ".join(f"{k}: {va} vs {vb}" for k, (va, vb) in differences.items())

@@ -3,6 +3,7 @@ comparisons of two selections, and stability warnings. Rendering lives in ``rend
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,10 +15,10 @@ import pandas as pd
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from storage import explain, stats
+from storage import controlled, explain, stats
 from storage.database import read_error
 from storage.errors import SelectionError
-from storage.queries import json_object
+from storage.queries import SELECTION_KEYS, json_object, selection_terms
 
 # A configuration: what must be equal for two runs to be repeats of the same measurement.
 CONFIG = [
@@ -212,19 +213,6 @@ def load_timeline(engine: Engine, run_id: str) -> pd.DataFrame:
 
 # --- selections ------------------------------------------------------------------------------
 
-SELECTION_KEYS = {
-    "run": "run_id",
-    "sweep": "sweep_id",
-    "tag": "tag",
-    "machine": "machine",
-    "python": "python",
-    "workload": "workload",
-    "executor": "executor",
-    "db": "db",
-    "size": "size",
-    "workers": "workers",
-}
-
 
 def _text(value) -> str:
     """A cell as a selection compares it: whole numbers without a decimal point."""
@@ -240,13 +228,7 @@ def select(frame: pd.DataFrame, selection: str) -> pd.DataFrame:
     3.12.1), ``machine`` a host name or fingerprint prefix; the other keys match exactly.
     """
     mask = pd.Series(True, index=frame.index)
-    for term in filter(None, (t.strip() for t in selection.split(","))):
-        key, sep, value = term.partition(":")
-        if not sep or key not in SELECTION_KEYS or not value:
-            raise SelectionError(
-                f"cannot read selection term {term!r}; write KEY:VALUE with KEY one of "
-                f"{', '.join(SELECTION_KEYS)} (e.g. tag:before or python:3.12)"
-            )
+    for key, value in selection_terms(selection):
         column = frame[SELECTION_KEYS[key]].map(_text)
         if key in ("run", "sweep"):
             mask &= column.str.startswith(value)
@@ -814,6 +796,16 @@ class Comparison:
     b_repeats: int
     a_processes: int
     b_processes: int
+    # The raw comparison (wall times as measured), shown beside the one the verdict used.
+    raw: Optional[stats.Ratio] = None
+    # The controlled comparison wherever it could be made (shown even when not used), else None.
+    controlled: Optional[stats.Ratio] = None
+    basis: str = "raw"  # what the verdict stands on: "controlled" or "raw" (storage.controlled)
+    basis_why: str = ""
+    tracking: Optional[controlled.Tracking] = None  # how the control followed the work
+    # A tie: the largest change the interval leaves possible (0.04: none larger than +-4%).
+    detectable: Optional[float] = None
+    sweeps_note: str = ""  # how the sides' sweeps were used, when it matters (``_in_sweeps``)
 
 
 def compare_groups(a, b, min_effect: float = MIN_EFFECT, across: bool = False) -> stats.Ratio:
@@ -839,29 +831,27 @@ def compare(repeats: pd.DataFrame, a: str, b: str, min_effect: float = MIN_EFFEC
     side_a = side_a.assign(_key=_text_keys(side_a, keys))
     side_b = side_b.assign(_key=_text_keys(side_b, keys))
     groups_b = dict(list(side_b.groupby("_key")))
+    controls = controlled.controls_by_run(counted)
+    # How the control followed the work: per kind of execution (executor, workers, start
+    # method: each meets the machine's level in its own way) over the sweeps both sides are from.
+    sweep_tracking: dict[tuple, controlled.Tracking] = {}
     comparisons = []
     for key, group_a in side_a.groupby("_key"):
         group_b = groups_b.get(key)
         if group_b is None:
             continue
-        across = not set(group_a["sweep_id"]) & set(group_b["sweep_id"])
-        found = compare_groups(process_groups(group_a), process_groups(group_b), min_effect, across)
-        comparisons.append(
-            Comparison(
-                {k: group_a[k].iloc[0] for k in keys},
-                float(group_a["wall_s"].median()),
-                float(group_b["wall_s"].median()),
-                found.ratio,
-                found.low,
-                found.high,
-                found.p_value,
-                found.verdict,
-                len(group_a),
-                len(group_b),
-                group_a["process"].nunique(),
-                group_b["process"].nunique(),
-            )
+        group_a, group_b, sweeps_note = _in_sweeps(group_a, group_b, a)
+        sweeps = frozenset(group_a["sweep_id"]) | frozenset(group_b["sweep_id"])
+        kind = tuple(map(str, group_a[list(EXECUTION)].iloc[0]))
+        if (sweeps, kind) not in sweep_tracking:
+            around = counted[counted["sweep_id"].isin(sweeps)]
+            around = around[_text_keys(around, list(EXECUTION)) == "|".join(kind)]
+            found = controlled.tracking([controlled.processes(around, controls)])
+            sweep_tracking[sweeps, kind] = found
+        found = _compare_one(
+            group_a, group_b, keys, controls, sweep_tracking[sweeps, kind], min_effect
         )
+        comparisons.append(dataclasses.replace(found, sweeps_note=sweeps_note))
     if not comparisons:
         raise SelectionError(
             f"{a!r} and {b!r} share no configuration (workload, size, tasks, executor, "
@@ -880,8 +870,112 @@ def compare(repeats: pd.DataFrame, a: str, b: str, min_effect: float = MIN_EFFEC
     return comparisons, geomean, differences
 
 
-def _text_keys(frame: pd.DataFrame, keys: list[str]) -> list[str]:
-    return ["|".join(map(str, row)) for row in frame[keys].itertuples(index=False)]
+def _same_place(group_a, group_b) -> bool:
+    """Both sides measured on one machine, under one interpreter."""
+    return all(
+        group_a[column].nunique(dropna=False) == 1
+        and set(group_a[column].map(str)) == set(group_b[column].map(str))
+        for column in ("machine_fingerprint", "python")
+    )
+
+
+def min_effect_for(repeats: pd.DataFrame) -> float:
+    """The smallest change called a difference among ``repeats`` unless the user says: 5%, or
+    half the smallest ``--detect`` their runs were measured for (a change of exactly that size
+    must not fall under the threshold half the time)."""
+    asked = []
+    for text_ in repeats["environment_json"].dropna().unique():
+        detect = (json_object(text_) or {}).get("detect")
+        if isinstance(detect, (int, float)) and 0 < detect < 1:
+            asked.append(detect / 2)
+    return min([MIN_EFFECT, *asked])
+
+
+def _in_sweeps(group_a, group_b, a: str) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Both sides of one configuration, kept to the sweeps they share when they share one (a
+    baseline measured again beside the new runs, `conlab run --against`): there the runs took
+    turns and met the same machine. The note says so, or that A could have been."""
+    shared = set(group_a["sweep_id"]) & set(group_b["sweep_id"])
+    if not shared:
+        same_place = all(
+            set(group_a[c].map(str)) == set(group_b[c].map(str))
+            for c in ("machine_fingerprint", "python")
+        )
+        return (
+            group_a,
+            group_b,
+            (
+                f"A and B were measured in different sweeps: `conlab run … --against {a}` measures "
+                "A again beside B, within one sweep"
+                if same_place
+                else ""
+            ),
+        )
+    kept_a = group_a[group_a["sweep_id"].isin(shared)]
+    kept_b = group_b[group_b["sweep_id"].isin(shared)]
+    left = group_a["run_id"].nunique() - kept_a["run_id"].nunique()
+    left += group_b["run_id"].nunique() - kept_b["run_id"].nunique()
+    if not left:
+        return group_a, group_b, ""
+    return (
+        kept_a,
+        kept_b,
+        (
+            f"compared within the sweep(s) A and B share (A measured again beside B); {left} "
+            "run(s) from other sweeps left out"
+        ),
+    )
+
+
+def _compare_one(group_a, group_b, keys, controls, sweeps, min_effect) -> Comparison:
+    """One configuration's B against A: the raw comparison, and the controlled one where
+    ``storage.controlled.basis`` allows it (the verdict then stands on it)."""
+    across = not set(group_a["sweep_id"]) & set(group_b["sweep_id"])
+    pa, pb = controlled.processes(group_a, controls), controlled.processes(group_b, controls)
+    raw = compare_groups(pa.walls, pb.walls, min_effect, across)
+    basis = controlled.basis(pa, pb, _same_place(group_a, group_b), sweeps)
+    with_control = None
+    if basis.comparable:
+        # The control measured the level each process met: nothing about it is left to assume
+        # across sweeps (stats.ratio's across_sweeps term stands for a level not measured).
+        with_control = stats.ratio(
+            pa.controlled(sweeps.slope),
+            pb.controlled(sweeps.slope),
+            min_effect,
+            extra_variance=sweeps.adjustment_variance(pa, pb),
+        )
+    found = with_control if basis.name == "controlled" else raw
+    detectable = None
+    if found.verdict == stats.NO_DIFFERENCE and math.isfinite(found.high - found.low):
+        detectable = max(found.high - 1, 1 - found.low)
+    return Comparison(
+        {k: group_a[k].iloc[0] for k in keys},
+        float(group_a["wall_s"].median()),
+        float(group_b["wall_s"].median()),
+        found.ratio,
+        found.low,
+        found.high,
+        found.p_value,
+        found.verdict,
+        len(group_a),
+        len(group_b),
+        group_a["process"].nunique(),
+        group_b["process"].nunique(),
+        raw,
+        with_control,
+        basis.name,
+        basis.why,
+        basis.tracking,
+        detectable,
+    )
+
+
+def _text_keys(frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
+    return np.array(["|".join(map(str, row)) for row in frame[keys].itertuples(index=False)])
+
+
+# What makes two runs the same kind of execution, whatever their work and size.
+EXECUTION = ["executor", "workers", "start_method"]
 
 
 def _differs(a: pd.DataFrame, b: pd.DataFrame, column: str) -> bool:

@@ -73,12 +73,18 @@ _RUNS_BY_CONFIG = """SELECT coalesce(m.hostname, '?'), coalesce(i.version, '?'),
     GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
 
 
-def _summary(location: str, version: int, size: Optional[int], by_config, first, last) -> dict:
+_SAMPLES = "SELECT count(*) FROM task_sample"
+
+
+def _summary(
+    location: str, version: int, size: Optional[int], by_config, first, last, samples
+) -> dict:
     return {
         "path": location,
         "schema_version": version,
         "size_bytes": size,
         "runs": sum(row[3] for row in by_config),
+        "task_samples": samples,
         "runs_by": [
             {"machine": m, "python": p, "status": s, "runs": n} for m, p, s, n in by_config
         ],
@@ -101,12 +107,13 @@ def info(db: Target) -> dict[str, Any]:
         first, last = connection.execute(
             "SELECT min(created_at), max(created_at) FROM run"
         ).fetchone()
+        (samples,) = connection.execute(_SAMPLES).fetchone()
     except sqlite3.DatabaseError as exc:
         raise DatabaseError(f"{path} cannot be read ({exc}); run `conlab db check`") from None
     finally:
         connection.close()
     return _summary(
-        str(path), version, path.stat().st_size, by_config, iso_utc(first), iso_utc(last)
+        str(path), version, path.stat().st_size, by_config, iso_utc(first), iso_utc(last), samples
     )
 
 
@@ -118,6 +125,7 @@ def _server_info(url: str) -> dict[str, Any]:
             first, last = connection.execute(
                 sql("SELECT min(created_at), max(created_at) FROM run")
             ).one()
+            samples = connection.execute(sql(_SAMPLES)).scalar()
             size = None
             if engine.dialect.name == "postgresql":
                 size = connection.execute(
@@ -125,7 +133,9 @@ def _server_info(url: str) -> dict[str, Any]:
                 ).scalar()
     finally:
         engine.dispose()
-    return _summary(shown_url(url), SCHEMA_VERSION, size, by_config, iso_utc(first), iso_utc(last))
+    return _summary(
+        shown_url(url), SCHEMA_VERSION, size, by_config, iso_utc(first), iso_utc(last), samples
+    )
 
 
 # The lab's own consistency checks, in SQL every database we support speaks.

@@ -185,6 +185,7 @@ def ratio(
     min_effect: float = 0.05,
     confidence: float = CONFIDENCE,
     across_sweeps: bool = False,
+    extra_variance: float = 0.0,
 ) -> Ratio:
     """Compare B with A (groups of per-process values, or their intervals).
 
@@ -196,6 +197,9 @@ def ratio(
     minutes. That level moves about as much as processes of one sweep differ (on this VM,
     identical sweeps 20 s apart sat 7.5% apart), and one sweep cannot measure it: each side's
     process-level variance is added to its error.
+
+    ``extra_variance``: of the log ratio, from outside the two sides' processes (the
+    uncertainty of the control's slope, storage.controlled), added as it is.
     """
     ia = a if isinstance(a, Interval) else interval(a, confidence)
     ib = b if isinstance(b, Interval) else interval(b, confidence)
@@ -203,7 +207,7 @@ def ratio(
     var_a, var_b = ia.log_se**2, ib.log_se**2
     if across_sweeps:
         var_a, var_b = var_a + ia.log_sd**2, var_b + ib.log_sd**2
-    variance = var_a + var_b
+    variance = var_a + var_b + extra_variance
     if not (math.isfinite(value) and math.isfinite(variance)) or value <= 0:
         return Ratio(value, math.nan, math.nan, math.nan, NO_DIFFERENCE)
     if variance == 0:

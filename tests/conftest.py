@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -289,11 +290,120 @@ def leftover_processes(mark: str, grace_s: float = 3.0) -> list[int]:
 CLI = [sys.executable, "-m", "tui.cli"]
 
 
+# One process imports the CLI and its libraries once, then forks a child per command, which runs
+# the console script's entry point (tui.start:main) in the command's directory and environment,
+# with its own stdin (empty), stdout, stderr and exit code, and ends as that script ends
+# (SystemExit, so connections close as they would). The server answers the child's pid, then
+# its exit code. A child is a real process; only the imports are shared.
+FORK_SERVER = textwrap.dedent("""
+    import json, os, sys, traceback
+    import pandas, tui.cli, tui.start, storage.reports, storage.render, storage.sharing
+    for line in sys.stdin:
+        job = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            os.setpgid(0, 0)  # its own group, as a shell gives a command
+            os.chdir(job["cwd"])
+            if job.get("env") is not None:
+                os.environ.clear()
+                os.environ.update(job["env"])
+                extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+                sys.path[1:1] = [p for p in extra if p not in sys.path]
+            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+            for fd, name in ((1, "stdout"), (2, "stderr")):
+                os.dup2(os.open(job[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+            sys.argv = ["conlab", *job["argv"]]
+            try:
+                tui.start.main(job["argv"])
+            except SystemExit:
+                raise  # the child ends as the console script does: a normal interpreter exit
+            except BaseException:
+                traceback.print_exc()
+                raise SystemExit(70)
+            raise SystemExit(0)
+        print(pid, flush=True)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status), flush=True)
+""")
+
+
+class ForkedCli:
+    """`conlab ARGS...` run by a fork of one process that imported the CLI once (FORK_SERVER):
+    what a user's command does, without paying the imports again for every call."""
+
+    def __init__(self, scratch: Path) -> None:
+        self.scratch = scratch
+        self.server: subprocess.Popen | None = None
+
+    def _start(self) -> subprocess.Popen:
+        env = dict(os.environ, NO_COLOR="1", CONLAB_DB=str(self.scratch / "default-unused.db"))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        return subprocess.Popen(
+            [sys.executable, "-c", FORK_SERVER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=self.scratch,
+        )
+
+    def run(
+        self, argv, *, cwd: Path | None = None, env: dict | None = None, timeout: float = 120
+    ) -> tuple[int, str, str]:
+        if self.server is None or self.server.poll() is not None:
+            self.server = self._start()
+        out, err = self.scratch / "stdout", self.scratch / "stderr"
+        job = {"argv": list(argv), "cwd": str(cwd or self.scratch), "env": env}
+        job.update(stdout=str(out), stderr=str(err))
+        self.server.stdin.write(json.dumps(job) + "\n")
+        self.server.stdin.flush()
+        pid = int(self.server.stdout.readline())
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            _kill_group(pid)
+
+        timer = threading.Timer(timeout, expire)
+        timer.start()
+        try:
+            code = int(self.server.stdout.readline())
+        finally:
+            timer.cancel()
+        if expired.is_set():
+            raise subprocess.TimeoutExpired(["conlab", *argv], timeout)
+        return code, out.read_text(errors="replace"), err.read_text(errors="replace")
+
+    def __call__(self, *argv: str) -> tuple[int, str, str]:
+        return self.run(argv)
+
+    def close(self) -> None:
+        if self.server is not None and self.server.poll() is None:
+            self.server.stdin.close()
+            self.server.wait(timeout=60)
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@pytest.fixture(scope="session")
+def forked_cli(tmp_path_factory):
+    forked = ForkedCli(tmp_path_factory.mktemp("forked-cli"))
+    yield forked
+    forked.close()
+
+
 @pytest.fixture
-def conlab(user_dir: Path, db_path: Path):
+def conlab(user_dir: Path, db_path: Path, forked_cli):
     """Run `conlab ARGS...` as a real process, in the user's directory, on the test database.
 
     Returns a function; each call's processes are marked, and the test fails if any is left.
+    A call is a fork of a process that imported the CLI once (``ForkedCli``); ``script=True``
+    starts the installed `conlab` script instead, as a user's shell does.
     """
     marks = []
 
@@ -305,14 +415,19 @@ def conlab(user_dir: Path, db_path: Path):
         script=False,
         cwd: Path | None = None,
     ) -> Result:
-        # script=True: the installed `conlab` script, as a user runs it (`python -m` would put
-        # the user's directory first on the CLI's own sys.path); cwd: where the user stands
-        # (the user's directory unless said)
-        command = [str(Path(sys.executable).with_name("conlab"))] if script else CLI
+        # script=True: the installed `conlab` script, as a user runs it (a fork of the server
+        # has the user's directory first on its path, as `python -m` would); cwd: where the
+        # user stands (the user's directory unless said)
+        full_env = {**_marked_env(user_dir, db_path, marks), **(env or {})}
+        if not script:
+            code, out, err = forked_cli.run(
+                args, cwd=cwd or user_dir, env=full_env, timeout=timeout
+            )
+            return Result(code, out, err)
         proc = subprocess.run(
-            [*command, *args],
+            [str(Path(sys.executable).with_name("conlab")), *args],
             cwd=cwd or user_dir,
-            env={**_marked_env(user_dir, db_path, marks), **(env or {})},
+            env=full_env,
             capture_output=True,
             text=True,
             timeout=timeout,

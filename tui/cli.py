@@ -4,10 +4,12 @@ fails is recorded as failed and gives exit code 1; never a traceback for either.
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 import os
 import sys
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -104,6 +106,17 @@ def run(
         "blocks: all processes of one run, then the next",
     ),
     target_ci: float = typer.Option(2.0, help="with --repeats auto: interval half-width, percent"),
+    detect: Optional[float] = typer.Option(
+        None,
+        help="with --repeats auto: the smallest change (percent) a comparison of these runs "
+        "should see; sets --target-ci to half of it",
+    ),
+    against: Optional[str] = typer.Option(
+        None,
+        metavar="SELECTION",
+        help="measure the stored runs SELECTION picks (e.g. tag:v1) again in this sweep, taking "
+        "turns with the new ones, so `report --compare` compares them within one sweep",
+    ),
     max_time: Optional[float] = typer.Option(
         None, help="with --repeats auto: seconds the sweep may take (default 300)"
     ),
@@ -112,11 +125,19 @@ def run(
     **options: Any,
 ) -> int:
     """Run workloads on executors and store every timing."""
+    from tui import service
     from tui.sweep import Sweep, calibration_note, check, choose_sizes, plan
 
     options = {o.name: options[o.key] for o in sweep_options.OPTIONS}
     workers, size, repeats = options.pop("workers"), options.pop("size"), options.pop("repeats")
     adaptive = repeats.strip().lower() == "auto"
+    if detect is not None and not adaptive:
+        raise BadInput("--detect needs --repeats auto; add --repeats auto")
+    if detect is not None and not 0 < detect < 100:
+        raise BadInput(f"--detect must be a percentage above 0 and below 100, not {detect}")
+    if detect is not None:
+        # Two runs each measured to +-detect/2 see a change of `detect` about 4 times in 5.
+        target_ci = detect / 2
     if adaptive and not 0 < target_ci < 100:
         raise BadInput(f"--target-ci must be a percentage above 0 and below 100, not {target_ci}")
     if max_time is not None and not 0 < max_time < 10**6:
@@ -135,6 +156,8 @@ def run(
     )
     resolved = check(specs)
     engine = _open(db, writer=True)
+    if against is not None:
+        specs, resolved = _add_baseline(engine, against, specs, resolved)
     for name, calibration in calibrations.items():
         sys.stderr.write(f"conlab: {printable(calibration_note(name, calibration))}\n")
     live = sys.stdout.isatty() and not as_json and not os.environ.get("NO_COLOR")
@@ -146,7 +169,11 @@ def run(
         target_ci=target_ci / 100 if adaptive else None,
         max_time_s=max_time,
         calibrations=calibrations,
+        notes={"detect": detect / 100} if detect is not None else None,
     )
+    if not as_json:
+        for line in service.detectable_note(engine, specs):
+            sys.stderr.write(f"conlab: {line}\n")
     with _Progress(live, sweep) as progress, sweep.cancelled_by_signals():
         sweep.on_event = progress.on_event
         results = sweep.run()
@@ -163,6 +190,25 @@ def run(
         )
         return 1
     return 0 if results and all(r["status"] == "ok" for r in results) and not sweep.cancelled else 1
+
+
+def _add_baseline(engine, selection: str, specs: list, resolved: dict) -> tuple[list, dict]:
+    """``specs`` with the stored runs ``selection`` picks measured again beside them."""
+    from tui.sweep import against, check
+
+    found, elsewhere = against(engine, selection, specs)
+    if not found:
+        raise BadInput(
+            f"--against {selection!r}: its runs were measured on another machine or interpreter "
+            "and cannot be measured again here; compare them as stored with `conlab report "
+            "--compare`"
+        )
+    if elsewhere:
+        sys.stderr.write(
+            f"conlab: --against {printable(selection)}: {elsewhere} configuration(s) were "
+            "measured on another machine or interpreter and are compared as stored\n"
+        )
+    return specs + found, {**resolved, **check(found)}
 
 
 # How `conlab run` takes an option whose command-line form is not one value of its type: several
@@ -464,28 +510,88 @@ def list_pythons(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) 
     _print_rows(rows, ["current", "version", "implementation", "build", "gil by default", "path"])
 
 
+RUNS_SHOWN = 50  # `conlab runs` without --limit or --all
+# Rows of one terminal table while `conlab runs --all` streams (each table sized to its rows).
+TABLE_ROWS = 500
+
+
 @app.command()
 def runs(
     db: Optional[list[str]] = typer.Option(None, help=DB_HELP + "; repeat to read several"),
     tag: Optional[str] = typer.Option(None, help="only runs with this tag"),
+    select_runs: Optional[str] = typer.Option(
+        None, "--select", help="only runs matching this selection (as in `conlab report`)"
+    ),
+    since: Optional[str] = typer.Option(
+        None, help="only runs created on or after this UTC date or time (2026-11-25)"
+    ),
+    limit: int = typer.Option(RUNS_SHOWN, help="the newest N runs"),
+    all_runs: bool = typer.Option(False, "--all", help="every run (instead of --limit)"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Stored runs, newest first."""
-    from tui.service import RUN_COLUMNS, list_runs, newest_first, run_row
+    """Stored runs, newest first (the newest 50 unless --limit or --all)."""
+    from storage.queries import RunFilter
+    from tui.service import RUN_COLUMNS, run_row, stored_runs
 
-    rows: list[dict] = []
+    if limit < 1:
+        raise BadInput(f"--limit must be 1 or more, not {limit}; or pass --all")
     for one in db or [None]:
         _check_db(one)
-        rows += list_runs(one, tag=tag, create=False)
-    rows = newest_first(rows)
-    if as_json:
-        return _print_json(rows)
-    if not rows:
+    chosen = RunFilter(tag, select_runs, _parse_since(since), None if all_runs else limit)
+    sources = [(one or str(_default_db()), one) for one in db or [None]]
+    with stored_runs(sources, chosen) as (found, total):
+        write = _stream_json if as_json else partial(_print_run_tables, RUN_COLUMNS, run_row)
+        shown = write(found)
+    if not total and not as_json:
+        filtered = tag is not None or select_runs or since
         typer.echo(
-            "No runs stored yet. Record one with: conlab run -w cpu -e sequential -e processes"
+            "No stored run matches --tag, --select or --since; `conlab runs` lists the newest"
+            if filtered
+            else "No runs stored yet. Record one with: conlab run -w cpu -e sequential -e processes"
         )
+    if total > shown:
+        sys.stderr.write(
+            f"conlab: {total - shown} older run(s) not shown; see them with --limit N, --all, "
+            "--since DATE or --select SEL\n"
+        )
+
+
+def _parse_since(since: Optional[str], option: str = "--since"):
+    """An ISO date or time given to ``option``, UTC unless it names its zone (naive UTC)."""
+    if since is None:
         return None
-    _print_rows([run_row(row) for row in rows], list(RUN_COLUMNS))
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(since.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise BadInput(
+            f"{option} {since!r} is no date; write an ISO date or time, e.g. 2026-11-25 or "
+            "2026-11-25T21:00"
+        ) from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return moment.replace(tzinfo=None)
+
+
+def _stream_json(objects) -> int:
+    """Write ``objects`` as one JSON array, each as soon as it comes; how many were written."""
+    count = 0
+    sys.stdout.write("[")
+    for count, obj in enumerate(objects, 1):
+        text = json.dumps(obj, indent=2, default=str).replace("\n", "\n  ")
+        sys.stdout.write(("," if count > 1 else "") + "\n  " + text)
+    sys.stdout.write("\n]\n" if count else "]\n")
+    return count
+
+
+def _print_run_tables(columns, row_of, runs) -> int:
+    """Runs as terminal tables of at most TABLE_ROWS rows each, as they come; how many."""
+    count = 0
+    for batch in iter(lambda: list(itertools.islice(runs, TABLE_ROWS)), []):
+        _print_rows([row_of(run) for run in batch], list(columns))
+        count += len(batch)
+    return count
 
 
 class ReportFormat(str, Enum):
@@ -511,7 +617,11 @@ def report(
     fail_if_slower: Optional[float] = typer.Option(
         None, help="exit 1 when a comparison is significantly slower by more than PCT percent"
     ),
-    min_effect: float = typer.Option(5.0, help="smallest change (percent) called a difference"),
+    min_effect: Optional[float] = typer.Option(
+        None,
+        help="smallest change (percent) called a difference (default 5, or half the smallest "
+        "--detect the runs were measured for)",
+    ),
     select_runs: Optional[str] = typer.Option(None, "--select", help="only runs matching this"),
     timeline: Optional[str] = typer.Option(
         None,
@@ -529,7 +639,7 @@ def report(
             f"--fail-if-slower must be a percentage of 0 or more, not {fail_if_slower}; "
             "pass e.g. --fail-if-slower 5"
         )
-    if not 0 <= min_effect < 100:
+    if min_effect is not None and not 0 <= min_effect < 100:
         raise BadInput(f"--min-effect must be a percentage from 0 to 100, not {min_effect}")
     if output is not None:
         _check_output(output)
@@ -553,7 +663,10 @@ def report(
     )
     # A comparison on a terminal is the answer asked for: the whole summary would bury it.
     found = service.build_report(
-        repeats, compare, min_effect / 100, summarise_all=chosen != ReportFormat.table
+        repeats,
+        compare,
+        None if min_effect is None else min_effect / 100,
+        summarise_all=chosen != ReportFormat.table,
     )
     if chosen == ReportFormat.table:
         _print_report_table(found)
@@ -652,6 +765,8 @@ def _print_report_table(found) -> None:
         rows = render.comparison_rows(compared.rows)
         _print_rows(rows, list(rows[0]), title=f"{compared.b} against {compared.a}")
         _say(f"geometric mean of B/A: {compared.geomean:.3f}", console)
+        for line in render.basis_lines(compared.rows):
+            _say(line, console)
         for name, (va, vb) in compared.differences.items():
             _say(f"the selections differ in {name}: {va} vs {vb}", console)
     if not found.summary.empty:
@@ -733,7 +848,8 @@ def db_info(
     db: Optional[str] = typer.Option(None, help=DB_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Path, schema version, size, runs per machine and interpreter, date range."""
+    """Path, schema version, size, runs and task samples, runs per machine and interpreter, the
+    oldest and newest run."""
     from storage.sharing import info
     from tui.service import iso_seconds
 
@@ -743,7 +859,7 @@ def db_info(
     _say(
         f"{details['path']}: schema version {details['schema_version']}, "
         + (f"{details['size_bytes']:,} bytes, " if details["size_bytes"] is not None else "")
-        + f"{details['runs']} runs"
+        + f"{details['runs']} runs, {details['task_samples']:,} task samples"
         + (
             f" from {iso_seconds(details['first_run_at'])} to {iso_seconds(details['last_run_at'])}"
             if details["runs"]
@@ -767,6 +883,40 @@ def db_check(db: Optional[str] = typer.Option(None, help=DB_HELP)) -> int:
     where = shown_url(target) if isinstance(target, str) else target
     typer.echo(printable(f"{where}: {'ok' if not problems else f'{len(problems)} fault(s)'}"))
     return 1 if problems else 0
+
+
+@db_app.command("prune")
+def db_prune(
+    before: str = typer.Option(..., help="delete runs created before this UTC date or time"),
+    keep_tag: Optional[list[str]] = typer.Option(
+        None, help="never delete runs with this tag (may be given several times)"
+    ),
+    include_tagged: bool = typer.Option(
+        False, help="delete tagged runs too (those of --keep-tag stay)"
+    ),
+    dry_run: bool = typer.Option(False, help="say what would be deleted; change nothing"),
+    db: Optional[str] = typer.Option(None, help=DB_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Delete old runs with their repeats and task samples, in one transaction; tagged runs
+    (baselines) stay unless --include-tagged; then give the space back."""
+    from tui.service import prune_runs
+
+    moment = _parse_since(before, "--before")
+    _check_db(db)
+    found = prune_runs(db, moment, keep_tag or [], include_tagged, dry_run)
+    if as_json:
+        return _print_json(found)
+    verb = "would delete" if dry_run else "deleted"
+    _say(
+        f"{verb} {found['runs']} run(s) created before {before.strip()}, with "
+        f"{found['repeats']} repeat(s) and {found['task_samples']} task sample(s)"
+        + ("" if include_tagged else "; tagged runs kept (--include-tagged deletes them)")
+    )
+    if found["reclaimed_bytes"] is not None:
+        _say(f"VACUUM gave back {found['reclaimed_bytes']:,} bytes")
+    elif found["runs"] and not dry_run:
+        _say("a PostgreSQL server gives the space back by its autovacuum; run VACUUM to do it now")
 
 
 @db_app.command("merge")

@@ -8,6 +8,7 @@ this module (the app does at start-up) costs nothing.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -184,9 +185,9 @@ def build_report(
     """The report of ``repeats`` already loaded (see ``report``)."""
     import pandas as pd
 
-    from storage.reports import MIN_EFFECT, select, summarize, verdicts
+    from storage.reports import min_effect_for, select, summarize, verdicts
 
-    effect = MIN_EFFECT if min_effect is None else min_effect
+    effect = min_effect_for(repeats) if min_effect is None else min_effect
     summary = summarize(repeats) if summarise_all or not compare else pd.DataFrame()
     words = verdicts(summary, effect) if not summary.empty else []
     found = Report(repeats, summary, words)
@@ -205,6 +206,18 @@ def build_report(
             summarize(select(repeats, b)),
         )
     return found
+
+
+def detectable_note(engine, specs) -> list[str]:
+    """Before a sweep: the smallest change its runs can tell apart on this machine, from the
+    spread of the runs stored here (storage.power); nothing when none are."""
+    from experiments.environment import collect, machine_fingerprint
+    from storage.power import note
+
+    if not specs:
+        return []
+    found = note(engine, machine_fingerprint(collect()), max(s.processes for s in specs))
+    return [found] if found else []
 
 
 def run_warnings(db: Optional[str], run: dict) -> list[str]:
@@ -278,6 +291,38 @@ def list_runs(db: Optional[str], tag: Optional[str] = None, *, create: bool = Tr
     with engine_for(db, create=create) as engine:
         mark_interrupted(engine)
         return stored_runs(engine, tag=tag)  # newest first
+
+
+@contextmanager
+def stored_runs(sources: Sources, chosen) -> Iterator[tuple[Iterator[dict], int]]:
+    """The runs of ``sources`` (label, db) that ``chosen`` (storage.queries.RunFilter) picks,
+    newest first across the databases, streamed; and how many they hold without its limit.
+    Runs left `running` by a recorder that is gone are marked interrupted first."""
+    import heapq
+    from contextlib import ExitStack
+
+    from storage.queries import count_runs, mark_interrupted, stream_runs
+
+    with ExitStack() as stack:
+        streams, total = [], 0
+        for label, db in sources:
+            engine = stack.enter_context(engine_for(db, create=False))
+            mark_interrupted(engine)
+            one = replace(chosen, label=label)
+            total += count_runs(engine, one)
+            streams.append(stream_runs(engine, one))
+        merged = heapq.merge(*streams, key=lambda r: r.get("created_at") or "", reverse=True)
+        if chosen.limit is not None:
+            merged = itertools.islice(merged, chosen.limit)
+        yield merged, total
+
+
+def prune_runs(db: Optional[str], before, keep_tags, include_tagged: bool, dry_run: bool) -> dict:
+    """`conlab db prune` (storage.upkeep.prune) on ``db``."""
+    from storage.upkeep import prune
+
+    with engine_for(db, create=False, writer=not dry_run) as engine:
+        return prune(engine, before, keep_tags, include_tagged, dry_run)
 
 
 # The columns of a list of runs, in `conlab runs` and the app's Runs table alike.

@@ -89,6 +89,53 @@ def _configurations(workload, executor, workers, python, sweep_id, params) -> li
     ]
 
 
+def against(
+    engine: Engine, selection: str, specs: Sequence[ExperimentSpec]
+) -> tuple[list[ExperimentSpec], int]:
+    """Specs that measure again, in the sweep of ``specs``, the stored finished runs
+    ``selection`` picks (``conlab run --against``), with the repeats, warm-ups and processes of
+    ``specs``; and how many stored configurations could not be (measured on another machine or
+    interpreter). SelectionError when the selection picks no finished run."""
+    from storage.baseline import configurations, here
+    from storage.errors import SelectionError
+    from storage.reports import load_repeats, select
+
+    stored = load_repeats([("db", engine)])
+    picked = select(stored, selection) if not stored.empty else stored
+    if picked.empty:
+        raise SelectionError(
+            f"--against {selection!r} matches no finished run; see `conlab runs` for what is stored"
+        )
+    first = specs[0]
+    environments: dict[Optional[str], Optional[dict]] = {}
+    found, elsewhere = [], 0
+    for config in configurations(engine, list(picked["run_id"].unique())):
+        python = config.pop("python")
+        if python not in environments:
+            try:
+                environments[python] = launch.environment(python)
+            except SpecError:
+                environments[python] = None  # that interpreter is not here any more
+        if not here(config, environments[python]):
+            elsewhere += 1
+            continue
+        params = {
+            k: v for k, v in config.items() if k not in ("machine_fingerprint", "interpreter_key")
+        }
+        found.append(
+            ExperimentSpec(
+                python=python,
+                sweep_id=first.sweep_id,
+                repeats=first.repeats,
+                warmups=first.warmups,
+                processes=first.processes,
+                timeout_s=first.timeout_s,
+                **params,
+            ).validate()
+        )
+    return found, elsewhere
+
+
 def is_auto_size(workload: str, size: Optional[int | str]) -> bool:
     """``--size auto``, which a user function gets when no --size is given: a function called
     at size 1 would be timed at a few microseconds without a word."""

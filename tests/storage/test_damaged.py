@@ -6,8 +6,6 @@ that file is the command's job."""
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -19,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from storage.database import APPLICATION_ID, SCHEMA_VERSION
-from tests.conftest import REPO
 
 pytestmark = pytest.mark.damaged_databases  # the corpus is damaged on purpose
 
@@ -184,65 +181,10 @@ CORPUS: dict[str, Callable[[Path, Path], None]] = {
 
 # --- running the real CLI many times, quickly ------------------------------------------------
 
-# One process imports the CLI and its libraries once, then forks a child per command, which runs
-# the console script's entry point (tui.start:main) with its own stdout, stderr and exit code, and
-# ends as that script ends (SystemExit, so connections close as they would).
-FORK_SERVER = textwrap.dedent("""
-    import json, os, sys, traceback
-    import pandas, tui.cli, tui.start, storage.reports, storage.render, storage.sharing
-    for line in sys.stdin:
-        job = json.loads(line)
-        pid = os.fork()
-        if pid == 0:
-            os.chdir(job["cwd"])
-            for fd, name in ((1, "stdout"), (2, "stderr")):
-                os.dup2(os.open(job[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
-            sys.argv = ["conlab", *job["argv"]]
-            try:
-                tui.start.main(job["argv"])
-            except SystemExit:
-                raise  # the child ends as the console script does: a normal interpreter exit
-            except BaseException:
-                traceback.print_exc()
-                raise SystemExit(70)
-            raise SystemExit(0)
-        _, status = os.waitpid(pid, 0)
-        print(os.waitstatus_to_exitcode(status), flush=True)
-""")
-
-
-class ForkedCli:
-    def __init__(self, scratch: Path) -> None:
-        self.scratch = scratch
-        env = dict(os.environ, NO_COLOR="1", CONLAB_DB=str(scratch / "default-unused.db"))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        self.server = subprocess.Popen(
-            [sys.executable, "-c", FORK_SERVER],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=scratch,
-        )
-
-    def __call__(self, *argv: str) -> tuple[int, str, str]:
-        out, err = self.scratch / "stdout", self.scratch / "stderr"
-        job = {"argv": list(argv), "cwd": str(self.scratch), "stdout": str(out), "stderr": str(err)}
-        self.server.stdin.write(json.dumps(job) + "\n")
-        self.server.stdin.flush()
-        code = int(self.server.stdout.readline())
-        return code, out.read_text(errors="replace"), err.read_text(errors="replace")
-
-    def close(self) -> None:
-        self.server.stdin.close()
-        self.server.wait(timeout=60)
-
 
 @pytest.fixture(scope="module")
-def cli(tmp_path_factory):
-    forked = ForkedCli(tmp_path_factory.mktemp("cli"))
-    yield forked
-    forked.close()
+def cli(forked_cli):
+    return forked_cli
 
 
 def _record(cli, where: Path, name: str) -> Path:

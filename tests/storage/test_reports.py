@@ -53,7 +53,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
                     "workers": row["workers"],
                     "chunksize": None,
                     "created_at": f"2026-01-01 00:00:{n:02d}",
-                    "environment_json": "{}",
+                    "environment_json": row.get("environment_json", "{}"),
                     "machine_fingerprint": "abc",
                     "machine": row.get("machine", "box"),
                     "cores": 4,

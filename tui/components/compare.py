@@ -191,12 +191,15 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         for n, row in enumerate(rows, 1):
             table.add_row(str(n), *map(as_text, row.values()))
         differ = "; ".join(f"{k}: {va} vs {vb}" for k, (va, vb) in comparison.differences.items())
-        self.query_one("#compare-verdict", Static).update(
-            as_text(
-                f"B ({comparison.b}) against A ({comparison.a}), geometric mean of B/A: "
-                f"{comparison.geomean:.3f}"
-            )
-            + (as_text(f"\nthe selections differ in {differ}", lines=True) if differ else "")
+        said = render.basis_lines(comparison.rows)
+        if differ:
+            said.append(f"the selections differ in {differ}")
+        text = as_text(
+            f"B ({comparison.b}) against A ({comparison.a}), geometric mean of B/A: "
+            f"{comparison.geomean:.3f}"
         )
+        for line in said:
+            text += as_text(f"\n{line}", lines=True)
+        self.query_one("#compare-verdict", Static).update(text)
         draw_speedup(self.query_one("#speedup-chart"), comparison)
         draw_times(self.query_one("#time-chart"), comparison)

@@ -1,0 +1,75 @@
+"""`conlab run --against`: a stored baseline measured again in the new sweep, taking turns with
+the new runs; and the options that say what a comparison can see (--detect), with real runs."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from tests.conftest import assert_one_line_error
+
+SMALL = ["-e", "sequential", "--processes", "3", "--repeats", "2", "--warmups", "0"]
+
+
+def test_against_measures_the_baseline_again_beside_the_new_runs(conlab, db_path):
+    first = conlab("run", "-w", "tiny", "--size", "1000", *SMALL, "--tag", "v1")
+    assert first.returncode == 0, first.stderr
+    second = conlab(
+        "run", "-w", "tiny", "--size", "2000", *SMALL, "--tag", "v2", "--against", "tag:v1"
+    )
+    assert second.returncode == 0, second.stderr
+    # before the sweep: what its processes can tell apart, from the run stored here
+    assert "with 3 processes a run, a comparison sees a change of about" in second.stderr
+    with sqlite3.connect(db_path) as connection:
+        runs = connection.execute(
+            "SELECT tag, size, sweep_id, status FROM run ORDER BY created_at"
+        ).fetchall()
+    assert len(runs) == 3
+    (v1_then, *newest) = runs
+    assert {(tag, size) for tag, size, _, _ in newest} == {("v1", 1000), ("v2", 2000)}
+    assert len({sweep for _, _, sweep, _ in newest}) == 1
+    assert v1_then[2] != newest[0][2]
+    assert all(status == "ok" for *_, status in runs)
+
+    compared = conlab("report", "--compare", "tag:v1", "tag:v2", "--format", "json").json()
+    (row,) = compared["comparison"]["rows"]
+    assert row["a_processes"] == 3  # the run measured again, not the first one as well
+    assert "within the sweep(s) A and B share" in row["sweeps_note"]
+    table = conlab("report", "--compare", "tag:v1", "tag:v2", "--format", "markdown").stdout
+    assert "1 run(s) from other sweeps left out" in table
+    assert "verdicts raw" in table or "verdicts controlled" in table
+
+
+def test_a_comparison_across_sweeps_says_it_could_have_been_within_one(conlab):
+    for tag in ("a", "b"):
+        done = conlab("run", "-w", "tiny", "--size", "1000", *SMALL, "--tag", tag)
+        assert done.returncode == 0, done.stderr
+    report = conlab("report", "--compare", "tag:a", "tag:b", "--format", "markdown")
+    assert report.returncode == 0, report.stderr
+    assert "--against tag:a" in report.stdout and "measures A again beside B" in report.stdout
+
+
+def test_a_baseline_from_another_machine_cannot_be_measured_again(conlab, db_path):
+    done = conlab("run", "-w", "tiny", "--size", "1000", *SMALL, "--tag", "v1")
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(db_path) as connection:
+        connection.execute(
+            "INSERT INTO machine (fingerprint, hostname, first_seen_at) "
+            "VALUES ('elsewhere', 'colleague', '2026-01-01')"
+        )
+        connection.execute("UPDATE run SET machine_fingerprint = 'elsewhere'")
+    refused = conlab("run", "-w", "tiny", *SMALL, "--tag", "v2", "--against", "tag:v1")
+    assert_one_line_error(refused)
+    assert "another machine or interpreter" in refused.stderr
+    with sqlite3.connect(db_path) as connection:
+        assert connection.execute("SELECT count(*) FROM run").fetchone() == (1,)
+
+
+def test_bad_against_and_detect_values_are_one_line(conlab):
+    for args in (
+        ["--against", "tag:nothing-stored"],
+        ["--against", "colour:blue"],
+        ["--detect", "5"],
+        ["--repeats", "auto", "--detect", "0"],
+        ["--repeats", "auto", "--detect", "150"],
+    ):
+        assert_one_line_error(conlab("run", "-w", "tiny", "-e", "sequential", *args))
