@@ -63,7 +63,7 @@ def candidates() -> list[str]:
     return unique
 
 
-def probe(path: str, timeout_s: float = 10.0) -> Optional[dict]:
+def probe(path: str, timeout_s: float = 30.0) -> Optional[dict]:
     """What the interpreter at ``path`` is, or None when it does not run or is too old."""
     from experiments.bootstrap import command
     from experiments.launch import runner_pythonpath
