@@ -363,6 +363,38 @@ def _where(engine: Engine, chosen: RunFilter) -> tuple[str, dict[str, Any]]:
     return " AND ".join(terms), params
 
 
+# The column a selection's key is completed from (the app's Compare fields).
+SUGGESTED = {
+    "run": "r.id",
+    "sweep": "r.sweep_id",
+    "tag": "r.tag",
+    "machine": "m.hostname",
+    "python": "i.version",
+    "workload": "r.workload",
+    "executor": "r.executor",
+}
+
+
+def suggest_selection(engine: Engine, typed: str) -> Optional[str]:
+    """``typed`` (a selection being written) completed by the newest stored value of its last
+    term's key that starts with what was typed of it: one indexed query, never a list of runs."""
+    head, _, term = typed.rpartition(",")
+    key, sep, value = term.strip().partition(":")
+    column = SUGGESTED.get(key)
+    if not sep or column is None:
+        return None
+    sql = (
+        f"SELECT {column} FROM run r LEFT JOIN machine m ON m.fingerprint = r.machine_fingerprint "
+        "LEFT JOIN interpreter i ON i.key = r.interpreter_key "
+        f"WHERE {column} LIKE :prefix ESCAPE '\\' {LIST_ORDER} LIMIT 1"
+    )
+    with engine.connect() as connection:
+        found = connection.execute(text(sql), {"prefix": f"{_like(value)}%"}).scalar()
+    if found is None:
+        return None
+    return f"{head + ',' if head else ''}{term.partition(':')[0]}:{found}"
+
+
 # The keys of a selection (``KEY:VALUE[,KEY:VALUE]``) and the report column each one reads.
 SELECTION_KEYS = {
     "run": "run_id",

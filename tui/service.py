@@ -294,6 +294,14 @@ def runs_page(db: Optional[str], text: str = "", offset: int = 0, limit: int = 2
         return list(stream_runs(engine, chosen)), count_runs(engine, chosen)
 
 
+def suggest_selection(db: Optional[str], typed: str) -> Optional[str]:
+    """``typed`` completed from what ``db`` stores (storage.queries.suggest_selection)."""
+    from storage.queries import suggest_selection as suggest
+
+    with engine_for(db) as engine:
+        return suggest(engine, typed)
+
+
 def list_runs(db: Optional[str], tag: Optional[str] = None, *, create: bool = True) -> list[dict]:
     """Every stored run in ``db`` as run objects, newest first; runs left `running` by a
     recorder that is gone are marked interrupted first."""

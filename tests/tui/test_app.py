@@ -636,3 +636,36 @@ async def test_the_runs_pane_reads_a_page_at_a_time_and_filters_in_the_database(
         await settle(app, pilot)
         await wait_until(pilot, lambda: table.row_count == (2 * PAGE + 49 + 2) // 3)
         assert {r["tag"] for r in pane.runs} == {"keep"}
+
+
+async def test_compares_fields_complete_from_a_big_database_without_listing_it(tmp_path):
+    from bench.storage import fill
+
+    path = tmp_path / "big.db"
+    fill(path, 3000, repeats=2, tasks=2)
+    with sqlite3.connect(path) as connection:  # the newest run is tagged nightly-2999
+        connection.execute(
+            "UPDATE run SET tag = 'nightly-' || (SELECT count(*) FROM run o "
+            "WHERE o.created_at < run.created_at OR (o.created_at = run.created_at "
+            "AND o.id < run.id))"
+        )
+        newest = connection.execute(
+            "SELECT tag FROM run ORDER BY created_at DESC, id DESC LIMIT 1"
+        ).fetchone()[0]
+    app = ConlabApp(db=str(path))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.action_show("compare")
+        field = app.query_one("#selection-a", Input)
+        field.focus()
+        await pilot.press(*"tag:nightly-")
+        await wait_until(pilot, lambda: field._suggestion == f"tag:{newest}")
+        await pilot.press("right")  # takes the suggestion
+        assert field.value == f"tag:{newest}"
+        field.value = ""
+        await pilot.press(*"workload:c")
+        await wait_until(pilot, lambda: field._suggestion == "workload:cpu")
+        field.value = ""
+        await pilot.press(*"tag:nothing-so")
+        await settle(app, pilot)
+        assert field._suggestion == ""

@@ -4,6 +4,7 @@ The comparison runs in a worker: selection -> service -> message -> table and ch
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
@@ -12,6 +13,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.reactive import reactive
+from textual.suggester import Suggester
 from textual.widgets import Button, DataTable, Input, Static
 
 if TYPE_CHECKING:  # plotext loads when the pane is made, after the first screen
@@ -85,6 +87,23 @@ def draw_times(plot: PlotextPlot, comparison) -> None:
     plot.refresh()
 
 
+class StoredValues(Suggester):
+    """Completes a selection being typed from the stored runs (the newest value of its key that
+    starts so), one query in a thread: the fields search the database, never list it."""
+
+    def __init__(self, pane: ComparePane) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+        self.pane = pane
+
+    async def get_suggestion(self, value: str) -> Optional[str]:
+        from tui.service import suggest_selection
+
+        try:
+            return await asyncio.to_thread(suggest_selection, self.pane.db, value)
+        except Exception:  # a suggestion is a help, never a fault: a busy or odd file gives none
+            return None
+
+
 def row_name(config: dict) -> str:
     """A comparison row by what its configuration holds: executor and workers where the two
     selections share them (a comparison of executors has no executor in its rows)."""
@@ -123,8 +142,13 @@ class ComparePane(ReportsWorkerErrors, Vertical):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="compare-form"):
-            yield Input(placeholder="A, e.g. tag:before", id="selection-a")
-            yield Input(placeholder="B, e.g. tag:after or python:3.12", id="selection-b")
+            suggester = StoredValues(self)
+            yield Input(placeholder="A, e.g. tag:before", id="selection-a", suggester=suggester)
+            yield Input(
+                placeholder="B, e.g. tag:after or python:3.12",
+                id="selection-b",
+                suggester=suggester,
+            )
             yield Button("Compare", id="compare-button", variant="primary")
         yield DataTable(id="compare-table", cursor_type="row")
         yield Static(
