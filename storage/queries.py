@@ -363,38 +363,6 @@ def _where(engine: Engine, chosen: RunFilter) -> tuple[str, dict[str, Any]]:
     return " AND ".join(terms), params
 
 
-# The column a selection's key is completed from (the app's Compare fields).
-SUGGESTED = {
-    "run": "r.id",
-    "sweep": "r.sweep_id",
-    "tag": "r.tag",
-    "machine": "m.hostname",
-    "python": "i.version",
-    "workload": "r.workload",
-    "executor": "r.executor",
-}
-
-
-def suggest_selection(engine: Engine, typed: str) -> Optional[str]:
-    """``typed`` (a selection being written) completed by the newest stored value of its last
-    term's key that starts with what was typed of it: one indexed query, never a list of runs."""
-    head, _, term = typed.rpartition(",")
-    key, sep, value = term.strip().partition(":")
-    column = SUGGESTED.get(key)
-    if not sep or column is None:
-        return None
-    sql = (
-        f"SELECT {column} FROM run r LEFT JOIN machine m ON m.fingerprint = r.machine_fingerprint "
-        "LEFT JOIN interpreter i ON i.key = r.interpreter_key "
-        f"WHERE {column} LIKE :prefix ESCAPE '\\' {LIST_ORDER} LIMIT 1"
-    )
-    with engine.connect() as connection:
-        found = connection.execute(text(sql), {"prefix": f"{_like(value)}%"}).scalar()
-    if found is None:
-        return None
-    return f"{head + ',' if head else ''}{term.partition(':')[0]}:{found}"
-
-
 # The keys of a selection (``KEY:VALUE[,KEY:VALUE]``) and the report column each one reads.
 SELECTION_KEYS = {
     "run": "run_id",
@@ -422,6 +390,35 @@ def selection_terms(selection: str) -> list[tuple[str, str]]:
             )
         terms.append((key, value))
     return terms
+
+
+# Where a selection key's values are stored, for completing them (``key_values``).
+KEY_VALUES = {
+    "run": ("run", "id"),
+    "sweep": ("run", "sweep_id"),
+    "tag": ("run", "tag"),
+    "workload": ("run", "workload"),
+    "executor": ("run", "executor"),
+    "machine": ("machine", "hostname"),
+    "python": ("interpreter", "version"),
+}
+
+
+def key_values(engine: Engine, key: str, prefix: str, limit: int = 5) -> list[str]:
+    """Stored values of selection ``key`` that start with ``prefix``, in order: the database
+    searches, so a picker never lists every run."""
+    if key not in KEY_VALUES:
+        return []
+    table, column = KEY_VALUES[key]
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                f"SELECT DISTINCT {column} FROM {table} WHERE {column} LIKE :p ESCAPE '\\' "
+                f"ORDER BY {column} LIMIT {int(limit)}"
+            ),
+            {"p": f"{_like(prefix)}%"},
+        )
+        return [str(value) for (value,) in rows if value is not None]
 
 
 def _like(value: str) -> str:

@@ -643,15 +643,8 @@ async def test_compares_fields_complete_from_a_big_database_without_listing_it(t
 
     path = tmp_path / "big.db"
     fill(path, 3000, repeats=2, tasks=2)
-    with sqlite3.connect(path) as connection:  # the newest run is tagged nightly-2999
-        connection.execute(
-            "UPDATE run SET tag = 'nightly-' || (SELECT count(*) FROM run o "
-            "WHERE o.created_at < run.created_at OR (o.created_at = run.created_at "
-            "AND o.id < run.id))"
-        )
-        newest = connection.execute(
-            "SELECT tag FROM run ORDER BY created_at DESC, id DESC LIMIT 1"
-        ).fetchone()[0]
+    with sqlite3.connect(path) as connection:  # tags nightly-1000 ... nightly-3999
+        connection.execute("UPDATE run SET tag = 'nightly-' || (rowid + 999)")
     app = ConlabApp(db=str(path))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
@@ -659,9 +652,11 @@ async def test_compares_fields_complete_from_a_big_database_without_listing_it(t
         field = app.query_one("#selection-a", Input)
         field.focus()
         await pilot.press(*"tag:nightly-")
-        await wait_until(pilot, lambda: field._suggestion == f"tag:{newest}")
+        await wait_until(pilot, lambda: field._suggestion == "tag:nightly-1000")
+        await pilot.press(*"39")
+        await wait_until(pilot, lambda: field._suggestion == "tag:nightly-3900")
         await pilot.press("right")  # takes the suggestion
-        assert field.value == f"tag:{newest}"
+        assert field.value == "tag:nightly-3900"
         field.value = ""
         await pilot.press(*"workload:c")
         await wait_until(pilot, lambda: field._suggestion == "workload:cpu")
@@ -669,3 +664,19 @@ async def test_compares_fields_complete_from_a_big_database_without_listing_it(t
         await pilot.press(*"tag:nothing-so")
         await settle(app, pilot)
         assert field._suggestion == ""
+
+
+async def test_compare_suggests_selections_from_the_database(db_with_one_run):
+    from tests.tui.test_runs_listing import _copy_runs
+
+    _copy_runs(db_with_one_run, 3)
+    app = ConlabApp(db=str(db_with_one_run))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("3")
+        box = app.query_one("#selection-a", Input)
+        box.focus()
+        await pilot.press(*"tag:k")
+        await wait_until(pilot, lambda: box._suggestion == "tag:keep")
+        await pilot.press("right")  # takes the suggestion
+        assert box.value == "tag:keep"

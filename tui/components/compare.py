@@ -4,7 +4,6 @@ The comparison runs in a worker: selection -> service -> message -> table and ch
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
@@ -87,23 +86,6 @@ def draw_times(plot: PlotextPlot, comparison) -> None:
     plot.refresh()
 
 
-class StoredValues(Suggester):
-    """Completes a selection being typed from the stored runs (the newest value of its key that
-    starts so), one query in a thread: the fields search the database, never list it."""
-
-    def __init__(self, pane: ComparePane) -> None:
-        super().__init__(use_cache=False, case_sensitive=True)
-        self.pane = pane
-
-    async def get_suggestion(self, value: str) -> Optional[str]:
-        from tui.service import suggest_selection
-
-        try:
-            return await asyncio.to_thread(suggest_selection, self.pane.db, value)
-        except Exception:  # a suggestion is a help, never a fault: a busy or odd file gives none
-            return None
-
-
 def row_name(config: dict) -> str:
     """A comparison row by what its configuration holds: executor and workers where the two
     selections share them (a comparison of executors has no executor in its rows)."""
@@ -118,6 +100,26 @@ def clear_charts(charts, title: str) -> None:
         chart.plt.clear_figure()
         chart.plt.title(title)
         chart.refresh()
+
+
+class SelectionSuggester(Suggester):
+    """Completes a selection as it is written, from what the pane's database holds (the
+    database searches: nothing lists every run)."""
+
+    def __init__(self, pane: ComparePane) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+        self.pane = pane
+
+    async def get_suggestion(self, value: str) -> Optional[str]:
+        import asyncio
+
+        from storage.errors import DatabaseError
+        from tui.service import complete_selection
+
+        try:
+            return await asyncio.to_thread(complete_selection, self.pane.db, value)
+        except DatabaseError:
+            return None  # no database yet, or one that cannot be read: no suggestion
 
 
 class ComparePane(ReportsWorkerErrors, Vertical):
@@ -142,7 +144,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="compare-form"):
-            suggester = StoredValues(self)
+            suggester = SelectionSuggester(self)
             yield Input(placeholder="A, e.g. tag:before", id="selection-a", suggester=suggester)
             yield Input(
                 placeholder="B, e.g. tag:after or python:3.12",
