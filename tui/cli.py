@@ -575,12 +575,13 @@ def _parse_since(since: Optional[str], option: str = "--since"):
 
 
 def _stream_json(objects) -> int:
-    """Write ``objects`` as one JSON array, each as soon as it comes; how many were written."""
+    """Write ``objects`` as one JSON array, each as soon as it comes, one object a line (json's C
+    encoder: the indented one is pure Python, a third of a 10,000-run listing); how many."""
     count = 0
+    encode = json.JSONEncoder(default=str, separators=(", ", ": ")).encode
     sys.stdout.write("[")
     for count, obj in enumerate(objects, 1):
-        text = json.dumps(obj, indent=2, default=str).replace("\n", "\n  ")
-        sys.stdout.write(("," if count > 1 else "") + "\n  " + text)
+        sys.stdout.write(("," if count > 1 else "") + "\n" + encode(obj))
     sys.stdout.write("\n]\n" if count else "]\n")
     return count
 

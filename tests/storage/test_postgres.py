@@ -205,3 +205,35 @@ def test_a_version_2_server_database_is_migrated_in_place(conlab, pg_url):
         assert len(runs(conlab, pg_url)) == 2 * len(listed)
     finally:
         engine.dispose()
+
+
+def test_prune_on_postgres_keeps_tagged_runs_and_says_who_gives_the_space_back(conlab, pg_url):
+    from sqlalchemy import create_engine, text
+
+    result = conlab(*run_args("tiny", "sequential", workers=1, tasks=2, repeats=2, db=pg_url))
+    assert result.returncode == 0, result.stderr
+    result = conlab(
+        *run_args("tiny", "sequential", workers=1, tasks=2, repeats=2, tag="base", db=pg_url)
+    )
+    assert result.returncode == 0, result.stderr
+    engine = create_engine(pg_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE run SET created_at = '2020-01-01 00:00:00'"))
+    finally:
+        engine.dispose()
+    before = server_content(pg_url)
+
+    dry = conlab("db", "prune", "--before", "2021-01-01", "--dry-run", "--json", "--db", pg_url)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.json()["runs"] == 1 and dry.json()["task_samples"] > 0
+    assert server_content(pg_url) == before  # a dry run changes nothing
+
+    done = conlab("db", "prune", "--before", "2021-01-01", "--db", pg_url)
+    assert done.returncode == 0, done.stderr
+    assert "deleted 1 run(s)" in done.stdout and "autovacuum" in done.stdout
+    after = server_content(pg_url)
+    assert [row[-1] for row in after["run"]] == ["base"]
+    kept = {row[0] for row in after["run"]}
+    assert {row[0] for row in after["repeat"]} == kept  # no orphan left behind
+    assert {row[0] for row in after["task_sample"]} == kept

@@ -141,3 +141,26 @@ def test_edge_cases_give_numbers_or_nan_never_errors():
     assert steady.low == steady.high == 1.0
     assert ratio([[1.0, 1.0], [1.0, 1.0]], [[2.0, 2.0], [2.0, 2.0]]).verdict == "slower"
     assert ratio([[1.0]], [[1.0]]).verdict == NO_DIFFERENCE
+
+
+@pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
+def test_t_quantile_of_a_whole_df_is_scipys(confidence):
+    from scipy.special import stdtrit
+
+    from storage.stats import t_quantile
+
+    for df in [*range(1, 60), 99, 100, 333, 1000, 2.5]:
+        expected = float(stdtrit(df, 0.5 + confidence / 2))
+        assert t_quantile(df, confidence) == pytest.approx(expected, rel=1e-10)
+
+
+def test_listing_runs_does_not_import_scipy(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from storage.stats import interval; interval([[1.0, 1.1], [1.2, 1.3]]); "
+        "print('scipy' in sys.modules)"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert found.stdout.strip() == "False", found.stderr

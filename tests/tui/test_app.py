@@ -638,6 +638,34 @@ async def test_the_runs_pane_reads_a_page_at_a_time_and_filters_in_the_database(
         assert {r["tag"] for r in pane.runs} == {"keep"}
 
 
+async def test_compares_fields_complete_from_a_big_database_without_listing_it(tmp_path):
+    from bench.storage import fill
+
+    path = tmp_path / "big.db"
+    fill(path, 3000, repeats=2, tasks=2)
+    with sqlite3.connect(path) as connection:  # tags nightly-1000 ... nightly-3999
+        connection.execute("UPDATE run SET tag = 'nightly-' || (rowid + 999)")
+    app = ConlabApp(db=str(path))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.action_show("compare")
+        field = app.query_one("#selection-a", Input)
+        field.focus()
+        await pilot.press(*"tag:nightly-")
+        await wait_until(pilot, lambda: field._suggestion == "tag:nightly-1000")
+        await pilot.press(*"39")
+        await wait_until(pilot, lambda: field._suggestion == "tag:nightly-3900")
+        await pilot.press("right")  # takes the suggestion
+        assert field.value == "tag:nightly-3900"
+        field.value = ""
+        await pilot.press(*"workload:c")
+        await wait_until(pilot, lambda: field._suggestion == "workload:cpu")
+        field.value = ""
+        await pilot.press(*"tag:nothing-so")
+        await settle(app, pilot)
+        assert field._suggestion == ""
+
+
 async def test_compare_suggests_selections_from_the_database(db_with_one_run):
     from tests.tui.test_runs_listing import _copy_runs
 
