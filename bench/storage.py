@@ -233,6 +233,11 @@ def conlab_args(*args: str) -> list[str]:
     return [sys.executable, "-m", "tui.cli", *args]
 
 
+# The start-up floor of a whole command: conlab loading its CLI and answering without a
+# database (conlab has no --version: this stands for the issue's "--version's start-up").
+STARTUP = conlab_args("--help")
+
+
 # What `conlab runs --json --all` is held to: the run table's columns and each run's counted
 # wall times, newest first, by a plain sqlite3 query and json.dump (no medians, no intervals).
 RUNS_BY_HAND = """
@@ -252,7 +257,7 @@ json.dump([dict(zip(names, row)) for row in cursor], sys.stdout, indent=2)
 
 def bench_list_runs(bench) -> None:
     """`conlab runs` on 100,000 runs: the default view (the newest 50) against `conlab
-    --version`'s own start-up, and `--json --all` against a plain sqlite3 + json.dump of the
+    --help`'s own start-up, and `--json --all` against a plain sqlite3 + json.dump of the
     same columns, with its peak memory, in turns. Whatever `conlab runs` does is what is
     measured (its listing is issue 24's point 1)."""
     path = filled(BIG_RUNS)
@@ -261,16 +266,16 @@ def bench_list_runs(bench) -> None:
     by_hand.write_text(RUNS_BY_HAND)
     default = conlab_args("runs", "--db", str(path))
     everything = conlab_args("runs", "--db", str(path), "--json", "--all")
-    measured(conlab_args("--version"), env), measured(default, env)  # warm the file cache
+    measured(STARTUP, env), measured(default, env)  # warm the file cache
     above, ratios, peaks = [], [], []
     for _ in range(BIG_ROUNDS):
-        above.append(measured(default, env)[0] - measured(conlab_args("--version"), env)[0])
+        above.append(measured(default, env)[0] - measured(STARTUP, env)[0])
         lab, peak = measured(everything, env)
         ratios.append(lab / measured([sys.executable, str(by_hand), str(path)], env)[0])
         peaks.append(peak)
     value = statistics.median(above)
     bench.record(
-        f"conlab runs over {BIG_RUNS:,} runs, default view: s above --version's start-up",
+        f"conlab runs over {BIG_RUNS:,} runs, default view: s above --help's start-up",
         value,
         "<= 0.5",
         value <= 0.5,
@@ -380,7 +385,7 @@ def report_by_hand(path: Path) -> float:
 
 def bench_report(bench) -> None:
     """`conlab report` over 100,000 runs: in process against SQL aggregates then pandas by hand,
-    and the whole command against `conlab --version`'s start-up, in turns."""
+    and the whole command against `conlab --help`'s start-up, in turns."""
     path = filled(BIG_RUNS)
     env = dict(os.environ, NO_COLOR="1")
     report_by_lab(path)  # warm the OS file cache and the imports
@@ -402,10 +407,10 @@ def bench_report(bench) -> None:
     command = conlab_args("report", "--db", str(path), "--format", "json")
     above = []
     for _ in range(BIG_ROUNDS):
-        above.append(measured(command, env)[0] - measured(conlab_args("--version"), env)[0])
+        above.append(measured(command, env)[0] - measured(STARTUP, env)[0])
     value = statistics.median(above)
     bench.record(
-        f"conlab report over {BIG_RUNS:,} runs (whole command): s above --version's start-up",
+        f"conlab report over {BIG_RUNS:,} runs (whole command): s above --help's start-up",
         value,
         "<= 1.0",
         value <= 1.0,
