@@ -496,7 +496,15 @@ def _die_with_parent(parent_pid) -> bool:
     except (OSError, AttributeError):
         return False
 
+    runner_pid = os.getpid()
+
     def on_sigterm(signum, frame) -> None:
+        if os.getpid() != runner_pid:
+            # A forked worker inherits this handler: it ends as SIGTERM ends a process (a pool
+            # stopping its survivors must not see them "exit with code 3" and name them the cause).
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         if os.getppid() != parent_pid:  # the kernel's word: the parent is gone
             _end_with_parent()
         _end_by_sigterm()  # someone else's SIGTERM

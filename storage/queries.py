@@ -230,6 +230,10 @@ class RunFilter:
     since: Optional[datetime] = None
     limit: Optional[int] = None
     label: Optional[str] = None
+    # The app's filter: text anywhere in a run's id, workload, executor, workers, status, tag,
+    # machine or Python (``tag:X`` is the tag X); and how many of the newest to skip (a page).
+    text: Optional[str] = None
+    offset: int = 0
 
 
 # Runs read at a time when a list streams: their repeats are read for that batch only.
@@ -242,6 +246,10 @@ def stream_runs(engine: Engine, chosen: RunFilter) -> Iterator[dict[str, Any]]:
     Figures come from the repeats of the runs shown only."""
     where, params = _where(engine, chosen)
     limit = f" LIMIT {int(chosen.limit)}" if chosen.limit is not None else ""
+    if chosen.offset:
+        if not limit and engine.dialect.name == "sqlite":
+            limit = " LIMIT -1"  # SQLite takes an OFFSET only after a LIMIT
+        limit += f" OFFSET {int(chosen.offset)}"
     with engine.connect() as connection:
         rows = connection.execute(text(f"{LIST_SQL} WHERE {where} {LIST_ORDER}{limit}"), params)
         for batch in rows.mappings().partitions(BATCH):
@@ -265,6 +273,16 @@ LIST_SQL = (
     "LEFT JOIN interpreter i ON i.key = r.interpreter_key"
 )
 LIST_ORDER = "ORDER BY r.created_at DESC, r.id DESC"
+# What the app's filter text is looked for in (besides the workers).
+TEXT_COLUMNS = (
+    "r.id",
+    "r.workload",
+    "r.executor",
+    "r.status",
+    "r.tag",
+    "m.hostname",
+    "i.version",
+)
 
 
 def _run_objects(connection, runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -305,6 +323,14 @@ def _where(engine: Engine, chosen: RunFilter) -> tuple[str, dict[str, Any]]:
         terms.append("r.created_at >= :since")
         since = chosen.since.replace(tzinfo=None)
         params["since"] = since if engine.dialect.name != "sqlite" else since.isoformat(" ")
+    needle = (chosen.text or "").strip()
+    if needle.startswith("tag:"):
+        terms.append("r.tag = :text_tag")
+        params["text_tag"] = needle[4:]
+    elif needle:
+        params["text"] = f"%{_like(needle.lower())}%"
+        columns = [*TEXT_COLUMNS, "CAST(r.workers AS VARCHAR)"]
+        terms.append("(" + " OR ".join(f"lower({c}) LIKE :text ESCAPE '\\'" for c in columns) + ")")
     for n, (key, value) in enumerate(selection_terms(chosen.selection or "")):
         name = f"v{n}"
         params[name] = value
@@ -364,6 +390,35 @@ def selection_terms(selection: str) -> list[tuple[str, str]]:
             )
         terms.append((key, value))
     return terms
+
+
+# Where a selection key's values are stored, for completing them (``key_values``).
+KEY_VALUES = {
+    "run": ("run", "id"),
+    "sweep": ("run", "sweep_id"),
+    "tag": ("run", "tag"),
+    "workload": ("run", "workload"),
+    "executor": ("run", "executor"),
+    "machine": ("machine", "hostname"),
+    "python": ("interpreter", "version"),
+}
+
+
+def key_values(engine: Engine, key: str, prefix: str, limit: int = 5) -> list[str]:
+    """Stored values of selection ``key`` that start with ``prefix``, in order: the database
+    searches, so a picker never lists every run."""
+    if key not in KEY_VALUES:
+        return []
+    table, column = KEY_VALUES[key]
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                f"SELECT DISTINCT {column} FROM {table} WHERE {column} LIKE :p ESCAPE '\\' "
+                f"ORDER BY {column} LIMIT {int(limit)}"
+            ),
+            {"p": f"{_like(prefix)}%"},
+        )
+        return [str(value) for (value,) in rows if value is not None]
 
 
 def _like(value: str) -> str:

@@ -674,6 +674,11 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "damaged_databases: the test leaves damaged databases behind on purpose"
     )
+    # `make test` runs every test; `pytest -m "not slow"` leaves out the few long end-to-end
+    # ones (advise's timed sweeps, Ray, the property test over stored text) while developing.
+    config.addinivalue_line(
+        "markers", "slow: a long end-to-end test (over ~10 s), left out by -m 'not slow'"
+    )
     # The processes the tests start take Ctrl-C as from a user's terminal, also when the suite
     # itself runs as a background job (which a shell starts ignoring SIGINT, and every process
     # it starts inherits that).

@@ -115,7 +115,8 @@ def test_an_engine_whose_extra_is_missing_is_listed_with_its_install_line(conlab
         "sys.meta_path.insert(0, Hide())\n"
     )
     env = {"PYTHONPATH": os.pathsep.join([str(hide), os.environ.get("PYTHONPATH", "")])}
-    result = conlab("list", "executors", "--json", env=env)
+    # a fresh interpreter (the installed script): the site hook runs at start-up
+    result = conlab("list", "executors", "--json", env=env, script=True)
     assert result.returncode == 0, result.stderr
     listed = {e["name"]: e for e in result.json()}
     for name in ("joblib", "ray"):
@@ -123,7 +124,7 @@ def test_an_engine_whose_extra_is_missing_is_listed_with_its_install_line(conlab
         assert listed[name]["reason"] == (
             f"needs the {name!r} extra: pip install 'concurrency-lab[{name}]'"
         )
-    refused = conlab(*run_args("sleep", "asyncio", loop="uvloop", workers=2), env=env)
+    refused = conlab(*run_args("sleep", "asyncio", loop="uvloop", workers=2), env=env, script=True)
     assert_one_line_error(refused)
     assert "--loop uvloop needs the 'uvloop' extra" in refused.stderr
 
@@ -166,6 +167,7 @@ def test_a_ray_worker_killed_fails_the_run_without_a_retry(conlab, db_path, ray_
     assert "max_retries=0" in run["error"]
 
 
+@pytest.mark.slow
 @needs("ray")
 @needs("joblib")
 def test_joblib_and_ray_on_their_own_engines_store_two_ok_runs(conlab, db_path):
@@ -183,6 +185,7 @@ def test_joblib_and_ray_on_their_own_engines_store_two_ok_runs(conlab, db_path):
     assert process["engine_start_s"] > 0
 
 
+@pytest.mark.slow
 @needs("ray")
 def test_a_runner_killed_takes_its_local_ray_with_it(conlab, db_path):
     from tests.test_faults import runner_mid_run
@@ -235,6 +238,7 @@ def test_ray_takes_a_folder_whose_experiments_is_the_labs_own(monkeypatch, tmp_p
         assert prepare(spec).executor.name == "ray"
 
 
+@pytest.mark.slow
 @needs("ray")
 def test_ray_runs_from_the_labs_own_checkout(conlab):
     """The README's quick start, from the checkout (after `make install`): the `experiments`

@@ -201,7 +201,7 @@ def test_folders_named_like_the_lab_where_the_user_stands_change_nothing(conlab,
     add_shadowing_packages(user_dir)
     args = ["run", "-w", "cpu", "-w", "usermod:work", "-w", "usermod.py:work", "-e", "sequential"]
     args += ["-e", "processes", "--workers", "2", "--tasks", "2", "--size", "10", "--repeats", "1"]
-    args += ["--json"]
+    args += ["--processes", "1", "--json"]  # one runner per run: each imports what the rest do
     # as `conlab` is run: from the user's folder, which is not on PYTHONPATH (where it would
     # shadow the CLI itself, see README "Faults")
     result = conlab(*args, script=True, env={"PYTHONPATH": os.environ.get("PYTHONPATH", "")})

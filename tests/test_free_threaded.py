@@ -234,6 +234,7 @@ def test_a_busy_core_is_blamed_not_a_gil(conlab, free_threaded_python):
     assert "serialised" not in words and "GIL was on" not in words
 
 
+@pytest.mark.slow
 def test_advise_names_the_interpreter_of_its_answer_and_of_every_row(conlab, free_threaded_python):
     result = conlab(
         "advise",

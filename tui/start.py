@@ -17,6 +17,14 @@ from storage.text import printable
 
 def main(argv: Optional[list[str]] = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
+    if args == ["--version"]:  # the start-up floor: nothing of the lab's is imported for it
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"conlab {version('concurrency-lab')}")
+        except PackageNotFoundError:
+            print("conlab (not installed as a package)")
+        return
     try:
         found = app_options(args)
         if found is None:

@@ -341,3 +341,28 @@ def test_the_http_server_listens_on_loopback_only_and_ends_with_its_stdin():
     finally:
         server.stdin.close()
     assert server.wait(10) == 0  # the runner closing (or dying) ends it
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent watch is Linux's")
+def test_a_forked_worker_stopped_by_sigterm_ends_as_sigterm_ends_it():
+    """A pool stops the survivors of a dead worker with SIGTERM, and names the dead by exit
+    code: a forked worker must not take the runner's parent watch and "exit with code 3"."""
+    script = (
+        "import multiprocessing, os, signal, time\n"
+        "from experiments import runner\n"
+        "assert runner._die_with_parent(os.getppid())\n"
+        "ready = multiprocessing.get_context('fork').Event()\n"
+        "def wait():\n"
+        "    ready.set()\n"
+        "    time.sleep(60)\n"
+        "worker = multiprocessing.get_context('fork').Process(target=wait)\n"
+        "worker.start()\n"
+        "ready.wait(60)\n"
+        "worker.terminate()\n"
+        "worker.join(60)\n"
+        "print(worker.exitcode)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.split() == ["-15"], done.stderr  # killed by SIGTERM

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import math
 import re
+import tempfile
 import uuid
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -404,13 +407,14 @@ def test_bad_selections_are_refused(bad):
 
 
 def test_report_over_real_runs(conlab, tmp_path):
-    args = dict(workers=4, tasks=4, repeats=5, warmups=1)
+    # naps of 50 ms: a busy machine's late wake-ups (some ms each) stay small beside them
+    args = dict(workers=4, tasks=4, repeats=5, warmups=0)
     assert (
-        conlab(*run_args("sleep", "sequential", "threads", **args, size=20, tag="fast")).returncode
+        conlab(*run_args("sleep", "sequential", "threads", **args, size=50, tag="fast")).returncode
         == 0
     )
     assert (
-        conlab(*run_args("sleep", "sequential", "threads", **args, size=40, tag="slow")).returncode
+        conlab(*run_args("sleep", "sequential", "threads", **args, size=100, tag="slow")).returncode
         == 0
     )
 
@@ -428,7 +432,7 @@ def test_report_over_real_runs(conlab, tmp_path):
 
     slower = conlab("report", "--compare", "tag:fast", "tag:slow", "--format", "json").json()
     assert {r["verdict"] for r in slower["comparison"]["rows"]} == {"slower"}
-    assert slower["comparison"]["environment_differences"]["size"] == ["20", "40"]
+    assert slower["comparison"]["environment_differences"]["size"] == ["50", "100"]
 
     gate = conlab("report", "--compare", "tag:fast", "tag:slow", "--fail-if-slower", "50")
     assert gate.returncode == 1 and "slower by more than 50%" in gate.stderr
@@ -710,23 +714,36 @@ def rendered(path, sweeps, labels=None) -> tuple[str, str]:
         engine.dispose()
 
 
+def _markdown_viewer():
+    import markdown_it
+
+    return markdown_it.MarkdownIt("commonmark", {"html": True}).enable("table")
+
+
+@functools.cache
+def _plain_pages(count: int) -> tuple[Page, Page]:
+    """The page and the shown Markdown of a database holding ``count`` plain words, parsed: the
+    same for every hostile database they are held against, so made once per session."""
+    plain = [f"text{n}" for n in range(count)]
+    with tempfile.TemporaryDirectory(prefix="conlab-plain-") as folder:
+        path = Path(folder) / "plain.db"
+        pages = rendered(path, hostile_database(path, plain), labels=plain[:2])
+    return Page(pages[0]), Page(_markdown_viewer().render(pages[1]))
+
+
 def assert_only_text_from_data(tmp_path, texts: list[str]) -> None:
     """The report of a database holding ``texts`` has exactly the elements and attributes of
     the report of one holding plain words, and shows each of ``texts`` as text."""
-    import markdown_it
-
     from storage.text import printable
 
-    plain = [f"text{n}" for n in range(len(texts))]
     folder = tmp_path / uuid.uuid4().hex
     folder.mkdir()
-    pages = {}
-    for name, values in (("hostile", texts), ("plain", plain)):
-        sweeps = hostile_database(folder / f"{name}.db", values)
-        pages[name] = rendered(folder / f"{name}.db", sweeps, labels=values[:2])
-    viewer = markdown_it.MarkdownIt("commonmark", {"html": True}).enable("table")
+    sweeps = hostile_database(folder / "hostile.db", texts)
+    pages = rendered(folder / "hostile.db", sweeps, labels=texts[:2])
+    plain_pages = _plain_pages(len(texts))
+    viewer = _markdown_viewer()
     for index, make in ((0, str), (1, viewer.render)):  # the page; the Markdown as shown
-        hostile, plain_page = Page(make(pages["hostile"][index])), Page(make(pages["plain"][index]))
+        hostile, plain_page = Page(make(pages[index])), plain_pages[index]
         assert hostile.elements == plain_page.elements
         assert not {a for a in hostile.attributes if a.startswith("on")}
         assert not hostile.attributes & {"href", "src", "style", "xlink:href"}
@@ -748,6 +765,10 @@ SHOWN_TEXT = st.one_of(
 ).filter(lambda s: s.strip() not in ("", "sequential", "threads", "processes", "pool"))
 
 
+# Each example records databases and renders every format: minutes on a busy machine, where the
+# per-test timeout would otherwise end it (the time is no part of what it checks).
+@pytest.mark.timeout(900)
+@pytest.mark.slow
 @given(st.lists(SHOWN_TEXT, min_size=10, max_size=10))
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_any_text_in_a_database_is_only_text_in_its_reports(tmp_path, texts):

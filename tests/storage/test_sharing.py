@@ -102,6 +102,7 @@ def test_export_is_a_consistent_copy_and_filters_by_tag(conlab, tmp_path, db_pat
 HOSTNAME = "conlab-test-host-7f3a"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     shutil.which("unshare") is None or os.geteuid() != 0,
     reason="needs root and unshare to give the run its own host name",
@@ -120,11 +121,12 @@ def test_anonymized_export_holds_no_host_user_home_or_path(conlab, tmp_path, use
     module = user_dir / "usermod.py"
     tag = f"notes in {user_dir}/notes.txt"
     cli = f"{sys.executable} -m tui.cli"
+    one = "--repeats 1 --processes 1"  # one runner process each: what is stored, not figures
     script = (
         f"hostname {HOSTNAME} && {cli} run -w {module}:boom -e threads --workers 1 --tasks 1 "
-        f"--repeats 1 --tag '{tag}'; {cli} run -w {module}:warns -e processes --workers 1 "
-        f"--tasks 1 --repeats 1 --tag '{tag}' && {cli} run -w tiny -e threads --workers 1 "
-        "--tasks 2 --repeats 1"
+        f"{one} --tag '{tag}'; {cli} run -w {module}:warns -e processes --workers 1 "
+        f"--tasks 1 {one} --tag '{tag}' && {cli} run -w tiny -e threads --workers 1 "
+        f"--tasks 2 {one}"
     )
     done = subprocess.run(
         ["unshare", "-u", "sh", "-c", script], cwd=user_dir, env=env, capture_output=True, text=True

@@ -85,6 +85,7 @@ def _busy(found: dict) -> bool:
     return advise.busy(found["probes"]) and any("machine was busy" in w for w in found["why"])
 
 
+@pytest.mark.slow
 def test_pure_python_work_goes_to_as_many_processes_as_cores(conlab, kinds):
     # --size auto and the tasks advise chooses (~0.2 s sequentially): with less work than that,
     # starting the worker processes decides the answer
@@ -119,6 +120,7 @@ def test_pure_python_work_goes_to_as_many_processes_as_cores(conlab, kinds):
     assert report.returncode == 0 and "spin" in report.stdout
 
 
+@pytest.mark.slow
 def test_waiting_goes_to_threads_with_at_least_8_workers(conlab, kinds):
     found = _advise(conlab, "wait", *TASKS)
     rec = found["recommendation"]
@@ -134,6 +136,7 @@ def test_waiting_goes_to_threads_with_at_least_8_workers(conlab, kinds):
     _run_snippet(kinds, found, found["tasks"])
 
 
+@pytest.mark.slow
 def test_gil_releasing_c_code_goes_to_threads(conlab, kinds):
     found = _advise(conlab, "digest", *TASKS)
     rec = found["recommendation"]
@@ -149,6 +152,7 @@ def test_gil_releasing_c_code_goes_to_threads(conlab, kinds):
     assert any("two threads calling it at once" in line for line in found["why"])
 
 
+@pytest.mark.slow
 def test_a_20_us_function_is_sequential_or_chunked_with_dispatch_named(conlab, kinds):
     found = _advise(conlab, "short", "--tasks", "1024")
     rec = found["recommendation"]
@@ -162,6 +166,7 @@ def test_a_20_us_function_is_sequential_or_chunked_with_dispatch_named(conlab, k
     assert chunked and all(c["chunksize"] >= 16 for c in chunked)
 
 
+@pytest.mark.slow
 def test_a_text_answer_names_the_recommendation_and_the_snippet(conlab, kinds):
     result = conlab("advise", "kinds:wait", "--time-budget", "8", "--tasks", "8", "--size", "5")
     assert result.returncode == 0, result.stderr

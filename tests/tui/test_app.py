@@ -135,7 +135,9 @@ async def test_filter_runs_and_compare(tmp_path):
         await pilot.press("slash")
         await pilot.press(*"threads")
         table = app.query_one(RunsPane).query_one(DataTable)
-        assert table.row_count == 1
+        # the database filters: the table shows what it answered for the whole text
+        await settle(app, pilot)
+        await wait_until(pilot, lambda: table.row_count == 1)
         await pilot.press("enter")  # enter leaves the filter for the table
         assert app.focused is table
         await pilot.press("3")  # a pane key, not a letter of the filter
@@ -609,3 +611,44 @@ def test_garbage_is_collected_again_once_the_first_screen_is_drawn(tmp_path):
 
     FirstScreen(db=str(tmp_path / "x.db")).run(headless=True, size=(80, 24))
     assert seen == {"after the first screen": True} and gc.isenabled()
+
+
+async def test_the_runs_pane_reads_a_page_at_a_time_and_filters_in_the_database(db_with_one_run):
+    from tests.tui.test_runs_listing import _copy_runs
+    from tui.components.runs import PAGE
+
+    _copy_runs(db_with_one_run, 2 * PAGE + 49)
+    app = ConlabApp(db=str(db_with_one_run))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        pane = app.query_one(RunsPane)
+        table = pane.query_one(DataTable)
+        await pilot.press("2")
+        await wait_until(pilot, lambda: table.row_count == PAGE)
+        assert pane.total == 2 * PAGE + 50
+        for expected in (2 * PAGE, 2 * PAGE + 50):
+            table.focus()
+            await pilot.press("ctrl+end")  # to the last row shown: the next page comes
+            await wait_until(pilot, lambda n=expected: table.row_count == n)
+        keys = [row.value for row in table.rows]
+        assert len(set(keys)) == len(keys)  # no run twice
+        await pilot.press("slash", *"tag:keep")
+        await settle(app, pilot)
+        await wait_until(pilot, lambda: table.row_count == (2 * PAGE + 49 + 2) // 3)
+        assert {r["tag"] for r in pane.runs} == {"keep"}
+
+
+async def test_compare_suggests_selections_from_the_database(db_with_one_run):
+    from tests.tui.test_runs_listing import _copy_runs
+
+    _copy_runs(db_with_one_run, 3)
+    app = ConlabApp(db=str(db_with_one_run))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("3")
+        box = app.query_one("#selection-a", Input)
+        box.focus()
+        await pilot.press(*"tag:k")
+        await wait_until(pilot, lambda: box._suggestion == "tag:keep")
+        await pilot.press("right")  # takes the suggestion
+        assert box.value == "tag:keep"

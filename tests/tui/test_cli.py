@@ -560,3 +560,8 @@ def test_compare_on_a_terminal_shows_the_comparison_alone(conlab, db_path):
     out = conlab("report", "--format", "table", "--compare", "tag:before", "tag:after").stdout
     assert "tag:after against tag:before" in out and "geometric mean of B/A: 0.8" in out
     assert "summary:" not in out
+
+
+def test_version_is_said_without_loading_the_lab(conlab):
+    said = conlab("--version", script=True)
+    assert said.returncode == 0 and said.stdout.startswith("conlab ")

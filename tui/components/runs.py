@@ -1,5 +1,6 @@
-"""The Runs pane: every stored run in a sortable table, `/` to filter, details, tag, delete.
-Each action is worker -> service call -> message -> render."""
+"""The Runs pane: the stored runs in a sortable table, a page at a time (more as the cursor nears
+the end), `/` to filter (in the database), details, tag, delete. Each action is worker ->
+service call -> message -> render."""
 
 from __future__ import annotations
 
@@ -55,6 +56,10 @@ def describe(run: dict, detail: dict) -> str:
     return "\n".join(lines)
 
 
+# Runs read at a time: the first screenfuls, and more as the cursor nears the end.
+PAGE = 200
+
+
 class RunsPane(ReportsWorkerErrors, Vertical):
     """Stored runs, newest first; the detail of the highlighted one below."""
 
@@ -76,9 +81,12 @@ class RunsPane(ReportsWorkerErrors, Vertical):
 
     @dataclass
     class Loaded(Message):
-        """The stored runs, newest first."""
+        """A page of the stored runs that match the filter, newest first, from ``offset``; and
+        how many match in all."""
 
         runs: list[dict]
+        total: int
+        offset: int = 0
 
     @dataclass
     class Detailed(Message):
@@ -90,6 +98,7 @@ class RunsPane(ReportsWorkerErrors, Vertical):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.runs: list[dict] = []
+        self.total = 0  # runs matching the filter in the database; ``runs`` holds the first
         self.loaded = False
         self.sort_column: Optional[str] = None
         self.filter_requested = False
@@ -110,32 +119,48 @@ class RunsPane(ReportsWorkerErrors, Vertical):
             self.reload()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="runs")
-    def reload(self) -> None:
-        """Read the stored runs again (after a sweep, a merge, a tag...), off the event loop."""
-        from tui.service import list_runs
+    def reload(self, offset: int = 0) -> None:
+        """Read the first page of the runs that match the filter again (after a sweep, a merge,
+        a tag, a change of filter...), or the page from ``offset`` on, off the event loop. The
+        database filters and pages: a database of any size shows its first rows at once."""
+        from tui.service import runs_page
 
-        self.post_message(self.Loaded(list_runs(self.db)))
+        text = self.query_one("#runs-filter", Input).value
+        found, total = runs_page(self.db, text, offset, PAGE)
+        self.post_message(self.Loaded(found, total, offset))
 
     @on(Loaded)
     def show_runs(self, message: Loaded) -> None:
-        self.runs = message.runs
+        if message.offset:
+            if message.offset != len(self.runs):
+                return  # a page of an older list
+            self.runs += message.runs
+            self.add_rows(message.runs)
+        else:
+            self.runs = message.runs
+            self.fill()
+        self.total = message.total
         self.loaded = True
-        self.fill()
 
     def fill(self) -> None:
         table = self.query_one(DataTable)
         cursor = table.cursor_row
         table.clear()
-        needle = self.query_one("#runs-filter", Input).value.strip().lower()
-        for run in self.runs:
-            cells = run_cells(run)
-            text = " ".join(map(str, cells)) + f" tag:{run['tag']} {run['run_id']}"
-            if needle and needle not in text.lower():
-                continue
-            table.add_row(*cells, key=run["run_id"])
+        self.add_rows(self.runs)
         if table.row_count:
             table.move_cursor(row=min(cursor, table.row_count - 1))
             self.show_detail()  # the highlighted row may be the same index with another run
+
+    def add_rows(self, runs: list[dict]) -> None:
+        table = self.query_one(DataTable)
+        for run in runs:
+            table.add_row(*run_cells(run), key=run["run_id"])
+
+    def more_wanted(self) -> None:
+        """Near the end of the rows shown, the next page is read (once)."""
+        table = self.query_one(DataTable)
+        if len(self.runs) < self.total and table.cursor_row >= table.row_count - PAGE // 4:
+            self.reload(len(self.runs))
 
     def focus_table(self) -> None:
         self.query_one(DataTable).focus()
@@ -153,7 +178,7 @@ class RunsPane(ReportsWorkerErrors, Vertical):
 
     @on(Input.Changed, "#runs-filter")
     def refilter(self) -> None:
-        self.fill()
+        self.reload()
 
     @on(Input.Submitted, "#runs-filter")
     def leave_filter(self) -> None:
@@ -183,6 +208,7 @@ class RunsPane(ReportsWorkerErrors, Vertical):
         run = self.selected()
         if run is not None:
             self.load_detail(run)
+        self.more_wanted()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="run-detail")
     def load_detail(self, run: dict) -> None:
