@@ -27,6 +27,8 @@ lint: install
 	$(BIN)/ruff format --check experiments storage tui tests bench docs
 	$(BIN)/lint-imports
 
+# Two pytest workers: most tests wait on real subprocesses, and a 2-core machine runs two at once.
+PYTEST_ARGS ?= -n 2
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

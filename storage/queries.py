@@ -392,6 +392,35 @@ def selection_terms(selection: str) -> list[tuple[str, str]]:
     return terms
 
 
+# Where a selection key's values are stored, for completing them (``key_values``).
+KEY_VALUES = {
+    "run": ("run", "id"),
+    "sweep": ("run", "sweep_id"),
+    "tag": ("run", "tag"),
+    "workload": ("run", "workload"),
+    "executor": ("run", "executor"),
+    "machine": ("machine", "hostname"),
+    "python": ("interpreter", "version"),
+}
+
+
+def key_values(engine: Engine, key: str, prefix: str, limit: int = 5) -> list[str]:
+    """Stored values of selection ``key`` that start with ``prefix``, in order: the database
+    searches, so a picker never lists every run."""
+    if key not in KEY_VALUES:
+        return []
+    table, column = KEY_VALUES[key]
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                f"SELECT DISTINCT {column} FROM {table} WHERE {column} LIKE :p ESCAPE '\\' "
+                f"ORDER BY {column} LIMIT {int(limit)}"
+            ),
+            {"p": f"{_like(prefix)}%"},
+        )
+        return [str(value) for (value,) in rows if value is not None]
+
+
 def _like(value: str) -> str:
     """``value`` as a LIKE pattern that matches only itself."""
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

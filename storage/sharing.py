@@ -36,6 +36,7 @@ from storage.target import (
     check_sqlite_file,
     connect_to_read,
     database_target,
+    file_uri,
     read_header,
     shown_url,
 )
@@ -56,6 +57,12 @@ def _connect_ro(path: Path) -> sqlite3.Connection:
 
 def _columns(connection: sqlite3.Connection, table: str, schema: str = "main") -> list[str]:
     return [row[1] for row in connection.execute(f"PRAGMA {schema}.table_info({table})")]
+
+
+def _shared_columns(connection: sqlite3.Connection, table: str) -> list[str]:
+    """The columns of ``table`` that the target (main) and the attached source (src) both have."""
+    theirs = set(_columns(connection, table, "src"))
+    return [c for c in _columns(connection, table) if c in theirs]
 
 
 @dataclass(frozen=True)
@@ -254,22 +261,62 @@ def _readable_copy(path: Path) -> Iterator[Path]:
         yield copy
 
 
-def _refuse_unless_sound(path: Path) -> None:
+def _refuse_unless_lab_file(path: Path) -> None:
     check_sqlite_file(path, create=False)
     if path.stat().st_size == 0:
         raise DatabaseError(f"{path} is empty, not a lab database; check the file you were sent")
+
+
+def _soundness(path: Path, uri: Optional[str]) -> Optional[DatabaseError]:
+    """SQLite's quick check of every page of the source ``path`` (read through ``uri``, as the
+    merge attaches it, where it has one): None when sound, else the refusal."""
     try:
-        connection = _connect_ro(path)
+        if uri is not None:
+            connection = sqlite3.connect(uri, uri=True)
+            connection.execute("PRAGMA query_only = ON")
+        else:
+            connection = _connect_ro(path)
         try:
             verdict = connection.execute("PRAGMA quick_check").fetchone()[0]
         finally:
             connection.close()
     except sqlite3.DatabaseError as exc:
         verdict = str(exc)
-    if verdict != "ok":
-        raise DatabaseError(
-            f"{path} is damaged ({verdict}); nothing was merged: ask for a fresh `conlab db export`"
+    if verdict == "ok":
+        return None
+    return DatabaseError(
+        f"{path} is damaged ({verdict}); nothing was merged: ask for a fresh `conlab db export`"
+    )
+
+
+class _Checks:
+    """The quick check of every source, in a thread of its own beside the copy (SQLite works
+    without the GIL): a copy commits only after ``wait`` has said that every source is sound,
+    so a refusal still leaves the target as it was."""
+
+    def __init__(self, sources: list[tuple[Path, Optional[str]]]) -> None:
+        import threading
+
+        self._refusal: Optional[DatabaseError] = None
+        self._thread = threading.Thread(
+            target=self._run, args=(sources,), name="conlab-merge-check", daemon=True
         )
+        self._thread.start()
+
+    def _run(self, sources: list[tuple[Path, Optional[str]]]) -> None:
+        for path, uri in sources:
+            try:
+                self._refusal = _soundness(path, uri)
+            except BaseException as exc:  # a thread's failure is the merge's refusal
+                self._refusal = DatabaseError(f"cannot check {path} ({exc}); nothing was merged")
+            if self._refusal is not None:
+                return
+
+    def wait(self) -> None:
+        """Returns once every source is found sound; raises the first refusal."""
+        self._thread.join()
+        if self._refusal is not None:
+            raise self._refusal
 
 
 @dataclass(frozen=True)
@@ -297,16 +344,32 @@ def merge(target: Target, sources: list[Path]) -> list[MergeResult]:
     in one transaction."""
     target = database_target(target)
     for source in sources:
-        _refuse_unless_sound(source)
+        _refuse_unless_lab_file(source)
         if isinstance(target, FileDatabase) and source.resolve() == target.path.resolve():
             raise DatabaseError(f"{source} is the target database itself; merge another file")
+    uris = {source: _read_only_uri(source) for source in sources}
+    checks = _Checks([(source, uris[source]) for source in sources])
+    if not _opens_unchanged(target):
+        checks.wait()  # opening would create or migrate the target: only once all are sound
     engine = open_engine(target, create=True)  # creates or migrates the target's schema
     try:
         if isinstance(target, FileDatabase):
-            return [_merge_one(target.path, source) for source in sources]
+            return [_merge_one(target.path, source, uris[source], checks) for source in sources]
+        checks.wait()
         return [_merge_into_server(engine, source) for source in sources]
     finally:
         engine.dispose()
+
+
+def _opens_unchanged(target: Database) -> bool:
+    """Whether opening ``target`` for a merge writes nothing to it: a lab file that exists
+    with the current schema (a new file is created, an older one migrated)."""
+    if not isinstance(target, FileDatabase) or not target.path.is_file():
+        return False
+    try:
+        return target.path.stat().st_size > 0 and read_header(target.path)[0] == SCHEMA_VERSION
+    except (OSError, DatabaseError):
+        return False
 
 
 def _merge_into_server(engine: Engine, source: Path) -> MergeResult:
@@ -398,25 +461,74 @@ def _insert(connection: Connection, table, rows: list[dict]) -> None:
         connection.execute(table.insert(), rows[start : start + _BATCH])
 
 
-def _merge_one(target: Path, source: Path) -> MergeResult:
-    with _readable_copy(source) as readable:
-        connection = sqlite3.connect(target, isolation_level=None)
+def _merge_one(target: Path, source: Path, uri: Optional[str], checks: _Checks) -> MergeResult:
+    """Merge one source into the SQLite file ``target``: the source attached read-only where
+    it has the current schema (``uri``: a consistent read in the merge's one transaction, the
+    file never written), else a migrated copy of it. Commits once ``checks`` found every
+    source sound."""
+    if uri is not None:
         try:
-            connection.execute("PRAGMA busy_timeout = 30000")
-            connection.execute("ATTACH DATABASE ? AS src", (str(readable),))
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                result = _copy_new_runs(connection, str(source))
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
-            connection.execute("DETACH DATABASE src")
-        except sqlite3.DatabaseError as exc:
-            raise _not_merged(source, exc) from None
-        finally:
-            connection.close()
+            return _merge_attached(target, uri, source, checks)
+        except _NotAttachable:
+            pass  # a file SQLite cannot open read-only where it lies: read a copy instead
+    try:
+        with _readable_copy(source) as readable:
+            return _merge_attached(target, str(readable), source, checks)
+    except DatabaseError:
+        checks.wait()  # a damaged source is said to be damaged, however the copy failed
+        raise
+
+
+def _read_only_uri(source: Path) -> Optional[str]:
+    """How to attach ``source`` so that reading it changes no file, or None where only a copy
+    can: a file of another schema version (migrated on a copy), or one with a write-ahead log
+    beside it (SQLite reading it would leave its own -shm). A file in WAL mode with no log
+    beside it has nobody writing it: its pages are all in the file (``immutable``, which makes
+    no -shm); a file in rollback mode opens read-only and makes none."""
+    version, _ = read_header(source)
+    if version != SCHEMA_VERSION or os.path.lexists(f"{source}-wal"):
+        return None
+    with open(source, "rb") as handle:
+        wal_mode = handle.read(20)[18:20] == b"\x02\x02"  # the header's read/write versions
+    return file_uri(source, immutable="1") if wal_mode else file_uri(source, mode="ro")
+
+
+class _NotAttachable(Exception):
+    """The source cannot be attached read-only; nothing was written."""
+
+
+def _merge_attached(target: Path, attach: str, source: Path, checks: _Checks) -> MergeResult:
+    connection = sqlite3.connect(file_uri(target, mode="rw"), uri=True, isolation_level=None)
+    try:
+        connection.execute("PRAGMA busy_timeout = 30000")
+        # A source is hostile: its views and triggers may call no function with side effects.
+        connection.execute("PRAGMA trusted_schema = OFF")
+        # As the lab's own writer (storage.database): WAL, synced at checkpoints; a larger page
+        # cache keeps the indexes the copy writes in memory until the commit.
+        connection.execute("PRAGMA synchronous = NORMAL")
+        connection.execute("PRAGMA cache_size = -65536")
+        connection.execute("ATTACH DATABASE ? AS src", (attach,))
+        try:
+            connection.execute("SELECT count(*) FROM src.sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            if attach.startswith("file:"):
+                raise _NotAttachable from None
+            raise
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            result = _copy_new_runs(connection, str(source))
+            checks.wait()
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        connection.execute("DETACH DATABASE src")
+    except sqlite3.DatabaseError as exc:
+        checks.wait()  # a damaged source is said to be damaged, however the copy failed
+        raise _not_merged(source, exc) from None
+    finally:
+        connection.close()
     return result
 
 
@@ -425,7 +537,10 @@ def _copy_new_runs(connection: sqlite3.Connection, source_name: str) -> MergeRes
     # Runs still `running` in the source are a snapshot of work in progress: left for later. A
     # run the source saw get further replaces the target's copy (see _PROGRESS).
     connection.execute(
-        f"""CREATE TEMP TABLE new_runs AS SELECT s.id, t.id IS NOT NULL AS replaces
+        "CREATE TEMP TABLE new_runs (id TEXT PRIMARY KEY, replaces INTEGER NOT NULL) WITHOUT ROWID"
+    )
+    connection.execute(
+        f"""INSERT OR IGNORE INTO temp.new_runs SELECT s.id, t.id IS NOT NULL
             FROM src.run s LEFT JOIN main.run t ON t.id = s.id
             WHERE s.status != 'running'
             AND (t.id IS NULL OR {_progress_sql("t")} < {_progress_sql("s")})"""
@@ -438,21 +553,20 @@ def _copy_new_runs(connection: sqlite3.Connection, source_name: str) -> MergeRes
         connection.execute(
             f"DELETE FROM main.{table} WHERE {key} IN (SELECT id FROM temp.new_runs WHERE replaces)"
         )
-    for table, where in (
-        ("machine", ""),
-        ("interpreter", ""),
-        ("sweep", ""),
-        ("run", "WHERE id IN (SELECT id FROM temp.new_runs)"),
-        ("repeat", "WHERE run_id IN (SELECT id FROM temp.new_runs)"),
-        ("task_sample", "WHERE run_id IN (SELECT id FROM temp.new_runs)"),
-    ):
-        shared = [c for c in _columns(connection, table) if c in _columns(connection, table, "src")]
+    for table in ("machine", "interpreter", "sweep"):
+        columns = ", ".join(_shared_columns(connection, table))
+        connection.execute(
+            f"INSERT OR IGNORE INTO main.{table} ({columns}) SELECT {columns} FROM src.{table}"
+        )
+    for table in ("run", "repeat", "task_sample"):
+        shared = _shared_columns(connection, table)
         if table in ("repeat", "task_sample"):
             shared = [c for c in shared if c != "id"]  # new row ids in the target
+        key = "id" if table == "run" else "run_id"
         columns = ", ".join(shared)
-        verb = "INSERT OR IGNORE" if table in ("machine", "interpreter", "sweep") else "INSERT"
         connection.execute(
-            f"{verb} INTO main.{table} ({columns}) SELECT {columns} FROM src.{table} {where}"
+            f"INSERT INTO main.{table} ({columns}) SELECT {columns} FROM src.{table} "
+            f"WHERE {key} IN (SELECT id FROM temp.new_runs)"
         )
     connection.execute(
         "INSERT INTO main.import_log (imported_at, source, runs_added, runs_skipped) "

@@ -240,7 +240,7 @@ def _foreign_tables(path: Path) -> bool:
         return True
 
 
-def _file_uri(path: Path, **parameters: str) -> str:
+def file_uri(path: Path, **parameters: str) -> str:
     from urllib.parse import quote, urlencode
 
     return f"file:{quote(str(Path(path).absolute()))}?{urlencode(parameters)}"
@@ -254,7 +254,7 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
     """A connection that cannot change ``path``. A WAL file in a directory SQLite cannot write
     (a read-only mount) is opened immutable: nobody can be writing it there either."""
     try:
-        connection = sqlite3.connect(_file_uri(path, mode="ro"), uri=True)
+        connection = sqlite3.connect(file_uri(path, mode="ro"), uri=True)
         try:
             connection.execute("SELECT count(*) FROM sqlite_master")  # opens the file for real
         except sqlite3.OperationalError:
@@ -264,7 +264,7 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
     except sqlite3.OperationalError as exc:
         if "unable to open" not in str(exc) or _writable(path):
             raise
-    return sqlite3.connect(_file_uri(path, immutable="1"), uri=True)
+    return sqlite3.connect(file_uri(path, immutable="1"), uri=True)
 
 
 def connect_to_read(path: Path) -> sqlite3.Connection:
@@ -273,7 +273,7 @@ def connect_to_read(path: Path) -> sqlite3.Connection:
     never creates the file."""
     if _writable(path):
         connection = sqlite3.connect(
-            _file_uri(path, mode="rw"), uri=True, timeout=BUSY_TIMEOUT_MS / 1000
+            file_uri(path, mode="rw"), uri=True, timeout=BUSY_TIMEOUT_MS / 1000
         )
     else:
         connection = connect_readonly(path)

@@ -282,6 +282,23 @@ def export_report(db: Optional[str], format: str, folder: Path) -> Optional[Path
 # --- runs and machines -----------------------------------------------------------------------
 
 
+def complete_selection(db: Optional[str], typed: str) -> Optional[str]:
+    """``typed`` (a selection being written) with its last term completed from what ``db``
+    holds: a key (``exec`` -> ``executor:``) or a stored value (``tag:be`` -> ``tag:before``);
+    None when nothing stored completes it."""
+    from storage.queries import SELECTION_KEYS, key_values
+
+    head, comma, last = typed.rpartition(",")
+    before = head + comma
+    key, colon, value = last.lstrip().partition(":")
+    if not colon:
+        keys = [k for k in SELECTION_KEYS if k.startswith(key) and key]
+        return f"{before}{keys[0]}:" if keys else None
+    with engine_for(db, create=False) as engine:
+        found = [v for v in key_values(engine, key, value) if v != value]
+    return f"{before}{key}:{found[0]}" if found else None
+
+
 def runs_page(db: Optional[str], text: str = "", offset: int = 0, limit: int = 200):
     """One page of the stored runs in ``db`` whose row holds ``text`` (``tag:X``: the tag X),
     newest first, from the ``offset``-th; and how many match in all."""

@@ -765,6 +765,9 @@ SHOWN_TEXT = st.one_of(
 ).filter(lambda s: s.strip() not in ("", "sequential", "threads", "processes", "pool"))
 
 
+# Each example records databases and renders every format: minutes on a busy machine, where the
+# per-test timeout would otherwise end it (the time is no part of what it checks).
+@pytest.mark.timeout(900)
 @pytest.mark.slow
 @given(st.lists(SHOWN_TEXT, min_size=10, max_size=10))
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))

@@ -79,6 +79,9 @@ def test_merge_refuses_a_damaged_source_and_leaves_the_target_as_it_was(conlab, 
     assert_one_line_error(result)
     assert "damaged" in result.stderr or "not a" in result.stderr
     assert hashlib.sha256(a.read_bytes()).hexdigest() == before
+    fresh = tmp_path / "fresh.db"  # a refused merge creates no target either
+    assert_one_line_error(conlab("db", "merge", str(b), "--db", str(fresh)))
+    assert not fresh.exists()
     checked = conlab("db", "check", "--db", str(b))
     assert checked.returncode in (1, 2) and "ok" not in checked.stdout.splitlines()[-1:]
 

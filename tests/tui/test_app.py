@@ -636,3 +636,19 @@ async def test_the_runs_pane_reads_a_page_at_a_time_and_filters_in_the_database(
         await settle(app, pilot)
         await wait_until(pilot, lambda: table.row_count == (2 * PAGE + 49 + 2) // 3)
         assert {r["tag"] for r in pane.runs} == {"keep"}
+
+
+async def test_compare_suggests_selections_from_the_database(db_with_one_run):
+    from tests.tui.test_runs_listing import _copy_runs
+
+    _copy_runs(db_with_one_run, 3)
+    app = ConlabApp(db=str(db_with_one_run))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("3")
+        box = app.query_one("#selection-a", Input)
+        box.focus()
+        await pilot.press(*"tag:k")
+        await wait_until(pilot, lambda: box._suggestion == "tag:keep")
+        await pilot.press("right")  # takes the suggestion
+        assert box.value == "tag:keep"

@@ -154,3 +154,15 @@ def test_the_newest_run_comes_first_in_json_as_in_the_table(conlab, many_runs):
     created = [r["created_at"] for r in runs]
     assert created == sorted(created, reverse=True)
     assert json.loads(json.dumps(runs)) == runs
+
+
+def test_a_selection_is_completed_from_what_the_database_holds(many_runs):
+    from tui.service import complete_selection
+
+    db = str(many_runs)
+    assert complete_selection(db, "ta") == "tag:"
+    assert complete_selection(db, "tag:k") == "tag:keep"
+    assert complete_selection(db, "tag:keep") is None  # already whole
+    assert complete_selection(db, "executor:seq,run:copy001") == "executor:seq,run:copy0010-0000"
+    assert complete_selection(db, "tag:%") is None  # a % is a character, not a wildcard
+    assert complete_selection(db, "colour:b") is None

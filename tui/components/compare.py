@@ -12,6 +12,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.reactive import reactive
+from textual.suggester import Suggester
 from textual.widgets import Button, DataTable, Input, Static
 
 if TYPE_CHECKING:  # plotext loads when the pane is made, after the first screen
@@ -101,6 +102,26 @@ def clear_charts(charts, title: str) -> None:
         chart.refresh()
 
 
+class SelectionSuggester(Suggester):
+    """Completes a selection as it is written, from what the pane's database holds (the
+    database searches: nothing lists every run)."""
+
+    def __init__(self, pane: ComparePane) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+        self.pane = pane
+
+    async def get_suggestion(self, value: str) -> Optional[str]:
+        import asyncio
+
+        from storage.errors import DatabaseError
+        from tui.service import complete_selection
+
+        try:
+            return await asyncio.to_thread(complete_selection, self.pane.db, value)
+        except DatabaseError:
+            return None  # no database yet, or one that cannot be read: no suggestion
+
+
 class ComparePane(ReportsWorkerErrors, Vertical):
     db: reactive[Optional[str]] = reactive(None)
     """The database compared in (bound to the app's)."""
@@ -123,8 +144,13 @@ class ComparePane(ReportsWorkerErrors, Vertical):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="compare-form"):
-            yield Input(placeholder="A, e.g. tag:before", id="selection-a")
-            yield Input(placeholder="B, e.g. tag:after or python:3.12", id="selection-b")
+            suggester = SelectionSuggester(self)
+            yield Input(placeholder="A, e.g. tag:before", id="selection-a", suggester=suggester)
+            yield Input(
+                placeholder="B, e.g. tag:after or python:3.12",
+                id="selection-b",
+                suggester=suggester,
+            )
             yield Button("Compare", id="compare-button", variant="primary")
         yield DataTable(id="compare-table", cursor_type="row")
         yield Static(
