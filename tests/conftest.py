@@ -297,7 +297,9 @@ CLI = [sys.executable, "-m", "tui.cli"]
 # its exit code. A child is a real process; only the imports are shared.
 FORK_SERVER = textwrap.dedent("""
     import json, os, sys, traceback
-    import pandas, tui.cli, tui.start, storage.reports, storage.render, storage.sharing
+    import pandas, tui.cli, tui.start, tui.service, storage.reports, storage.render, storage.sharing
+    # what commands import on first use (no connection, no state): paid once, not per call
+    import markdown_it, scipy.special, sqlalchemy.dialects.sqlite
     for line in sys.stdin:
         job = json.loads(line)
         pid = os.fork()
