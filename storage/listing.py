@@ -141,7 +141,7 @@ class EngineRuns:
 
 
 @contextmanager
-def stored_runs(db: Union[str, os.PathLike, None]) -> Iterator[Union[FileRuns, EngineRuns]]:
+def open_runs(db: Union[str, os.PathLike, None]) -> Iterator[Union[FileRuns, EngineRuns]]:
     """The runs stored in ``db`` (a path, a URL, or None for the default) to list, closed
     afterwards; DatabaseError when it is not a lab database that can be read."""
     target = database_target(db)

@@ -330,12 +330,12 @@ def stored_runs(sources: Sources, chosen) -> Iterator[tuple[Iterator[dict], int]
     import heapq
     from contextlib import ExitStack
 
-    from storage.listing import stored_runs as runs_in
+    from storage.listing import open_runs
 
     with ExitStack() as stack:
         streams, total = [], 0
         for label, db in sources:
-            runs = stack.enter_context(runs_in(db))
+            runs = stack.enter_context(open_runs(db))
             runs.mark_interrupted()
             one = replace(chosen, label=label)
             total += runs.count(one)
