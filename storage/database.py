@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
-from typing import Optional
 
 from sqlalchemy import Column, Integer, MetaData, Table, event, select
 from sqlalchemy.engine import Engine, make_url
@@ -24,6 +23,8 @@ from storage.target import (
     connect_to_read,
     database_target,
     prepare_file,
+    read_error,
+    schema_refusal,
     shown_url,
 )
 
@@ -129,21 +130,6 @@ def _unreadable(path: Path):
     return convert
 
 
-def read_error(path: Path, error: BaseException) -> Optional[DatabaseError]:
-    """SQLite failing to read ``path`` (a damaged page, a table or column missing) as a
-    DatabaseError that names the file; None for anything else, and for a write refused by a
-    read-only database or a lock."""
-    if not isinstance(error, sqlite3.DatabaseError):
-        return None
-    if isinstance(error, sqlite3.OperationalError) and (
-        "readonly" in str(error) or "locked" in str(error)
-    ):
-        return None
-    return DatabaseError(
-        f"cannot read {path} ({str(error).strip()}); check it with `conlab db check --db {path}`"
-    )
-
-
 def _server_engine(url: str) -> Engine:
     """An engine on a database server (a team's shared store, e.g. PostgreSQL)."""
     connect_args = {}
@@ -176,16 +162,9 @@ def _ensure_schema(engine: Engine, *, create: bool = True) -> None:
             version = connection.exec_driver_sql("PRAGMA user_version").scalar()
         if version == SCHEMA_VERSION:
             return
-        if version > SCHEMA_VERSION:  # what SQLite sees now, write-ahead log included
-            raise DatabaseError(
-                f"{engine.url.database} has schema version {version}, newer than this conlab "
-                f"understands ({SCHEMA_VERSION}); upgrade concurrency-lab to read it"
-            )
-        if version or not create:  # a reader never writes a schema into a file
-            raise DatabaseError(
-                f"{engine.url.database} has schema version {version}, not one this conlab "
-                f"can use ({SCHEMA_VERSION}); check it with `conlab db check`"
-            )
+        refused = schema_refusal(engine.url.database, version, create=create)
+        if refused is not None:
+            raise refused
         _create_sqlite_schema(engine)
         return
     _check_server_version(engine)

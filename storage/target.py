@@ -11,7 +11,7 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 from storage.errors import DamagedDatabase, DatabaseError
 
@@ -279,6 +279,40 @@ def connect_to_read(path: Path) -> sqlite3.Connection:
         connection = connect_readonly(path)
     connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     return connection
+
+
+def read_error(path: Path, error: BaseException) -> Optional[DatabaseError]:
+    """SQLite failing to read ``path`` (a damaged page, a table or column missing) as a
+    DatabaseError that names the file; None for anything else, and for a write refused by a
+    read-only database or a lock."""
+    if not isinstance(error, sqlite3.DatabaseError):
+        return None
+    if isinstance(error, sqlite3.OperationalError) and (
+        "readonly" in str(error) or "locked" in str(error)
+    ):
+        return None
+    return DatabaseError(
+        f"cannot read {path} ({str(error).strip()}); check it with `conlab db check --db {path}`"
+    )
+
+
+def schema_refusal(name: object, version: int, *, create: bool) -> Optional[DatabaseError]:
+    """Why a lab file whose ``PRAGMA user_version`` reads ``version`` (what SQLite sees, the
+    write-ahead log included) cannot be used as it is; None for this conlab's version, and for
+    a new file (version 0) that a writer (``create``) sets up."""
+    if version == SCHEMA_VERSION:
+        return None
+    if version > SCHEMA_VERSION:
+        return DatabaseError(
+            f"{name} has schema version {version}, newer than this conlab "
+            f"understands ({SCHEMA_VERSION}); upgrade concurrency-lab to read it"
+        )
+    if version or not create:  # a reader never writes a schema into a file
+        return DatabaseError(
+            f"{name} has schema version {version}, not one this conlab "
+            f"can use ({SCHEMA_VERSION}); check it with `conlab db check`"
+        )
+    return None
 
 
 def prepare_file(path: Path, *, create: bool) -> None:

@@ -84,7 +84,8 @@ def _root(
     db: Optional[str] = typer.Option(None, help=DB_HELP),
     screenshots: Optional[Path] = typer.Option(None, file_okay=False, help=SCREENSHOTS_HELP),
 ) -> None:
-    """Without a command: open the app (on the database --db)."""
+    """Without a command: open the app (on the database --db). `conlab --version` prints the
+    version."""
     if ctx.invoked_subcommand is None:
         open_app(db, screenshots)
 
@@ -590,9 +591,30 @@ def _print_run_tables(columns, row_of, runs) -> int:
     """Runs as terminal tables of at most TABLE_ROWS rows each, as they come; how many."""
     count = 0
     for batch in iter(lambda: list(itertools.islice(runs, TABLE_ROWS)), []):
-        _print_rows([row_of(run) for run in batch], list(columns))
+        _print_plain_rows([row_of(run) for run in batch], list(columns))
         count += len(batch)
     return count
+
+
+def _print_plain_rows(rows: list[dict], columns: list[str]) -> None:
+    """``_print_rows``, drawn by tui.table where it draws the same table, else by rich."""
+    import shutil
+
+    from tui.table import box_table
+
+    drawn = None
+    if (sys.stdout.encoding or "").lower().replace("-", "").startswith("utf"):
+        tty = sys.stdout.isatty()
+        drawn = box_table(
+            columns,
+            [[printable(row.get(c)) for c in columns] for row in rows],
+            shutil.get_terminal_size().columns if tty else 200,
+            bold=tty and os.environ.get("TERM") not in ("dumb", "unknown"),
+        )
+    if drawn is None:
+        _print_rows(rows, columns)
+    else:
+        sys.stdout.write(drawn + "\n")
 
 
 class ReportFormat(str, Enum):
@@ -1011,6 +1033,14 @@ def _click_error_line(exc: Exception) -> Optional[str]:
 def main(argv: Optional[list[str]] = None) -> None:
     """The console script: run the CLI, turning bad input into one line and exit code 2."""
     import logging
+
+    if (sys.argv[1:] if argv is None else argv) == ["--version"]:
+        # Answered before typer parses: a flag on the root would be coerced (pydantic) for
+        # every command, and this answer is the start-up floor commands are measured against.
+        from importlib.metadata import version
+
+        sys.stdout.write(f"conlab {version('concurrency-lab')}\n")
+        return
 
     logging.basicConfig(level=logging.WARNING, format="conlab: %(message)s")
     use_option_table()

@@ -330,16 +330,16 @@ def stored_runs(sources: Sources, chosen) -> Iterator[tuple[Iterator[dict], int]
     import heapq
     from contextlib import ExitStack
 
-    from storage.queries import count_runs, mark_interrupted, stream_runs
+    from storage.listing import open_runs
 
     with ExitStack() as stack:
         streams, total = [], 0
         for label, db in sources:
-            engine = stack.enter_context(engine_for(db, create=False))
-            mark_interrupted(engine)
+            runs = stack.enter_context(open_runs(db))
+            runs.mark_interrupted()
             one = replace(chosen, label=label)
-            total += count_runs(engine, one)
-            streams.append(stream_runs(engine, one))
+            total += runs.count(one)
+            streams.append(runs.stream(one))
         merged = heapq.merge(*streams, key=lambda r: r.get("created_at") or "", reverse=True)
         if chosen.limit is not None:
             merged = itertools.islice(merged, chosen.limit)

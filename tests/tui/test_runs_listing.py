@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -166,3 +168,59 @@ def test_a_selection_is_completed_from_what_the_database_holds(many_runs):
     assert complete_selection(db, "executor:seq,run:copy001") == "executor:seq,run:copy0010-0000"
     assert complete_selection(db, "tag:%") is None  # a % is a character, not a wildcard
     assert complete_selection(db, "colour:b") is None
+
+
+@pytest.mark.parametrize(
+    "chosen",
+    [
+        {},
+        {"limit": 7},
+        {"tag": "keep"},
+        {"selection": "run:copy001,tag:keep"},
+        {"selection": "machine:nobody-has-this"},
+        {"since": "2026-01-01 00:50:00"},
+        {"text": "copy002"},
+        {"offset": 55},
+    ],
+)
+def test_a_file_lists_what_an_engine_on_it_lists(many_runs, chosen):
+    # a file is read with sqlite3 alone, a server with SQLAlchemy: the same runs, the same figures
+    from datetime import datetime
+
+    from storage.database import open_engine
+    from storage.listing import EngineRuns, FileRuns
+    from storage.queries import RunFilter
+
+    if "since" in chosen:
+        chosen = {**chosen, "since": datetime.fromisoformat(chosen["since"])}
+    picked = RunFilter(**chosen)
+    by_file, by_engine = FileRuns(many_runs), EngineRuns(open_engine(many_runs, create=False))
+    try:
+        listed = list(by_file.stream(picked))
+        assert listed == list(by_engine.stream(picked))
+        assert by_file.count(picked) == by_engine.count(picked)
+    finally:
+        by_file.close()
+        by_engine.close()
+    if not chosen:
+        assert len(listed) == COPIES + 1 and all(r["median_s"] for r in listed)
+
+
+def test_listing_a_file_loads_no_sqlalchemy_pandas_or_numpy(many_runs):
+    # what `conlab runs` would wait for before its first row: half a second of imports
+    script = (
+        "import atexit, sys\n"
+        "heavy = ('sqlalchemy', 'sqlmodel', 'pandas', 'numpy')\n"
+        "atexit.register(lambda: sys.stderr.write(repr([m for m in heavy if m in sys.modules])))\n"
+        "from tui.cli import main\n"
+        "main()\n"
+    )
+    for args in (["runs"], ["runs", "--json", "--all", "--select", "tag:keep"]):
+        done = subprocess.run(
+            [sys.executable, "-c", script, *args, "--db", str(many_runs)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.splitlines()[-1].endswith("[]"), done.stderr

@@ -1,0 +1,157 @@
+"""Listing stored runs (`conlab runs`): how many runs a RunFilter picks and the run objects of
+those it shows, after stale `running` runs are marked interrupted. Two ways of fetching the same
+SQL (storage.queries), one function building the objects (storage.queries.run_objects), so both
+print the same:
+
+- a lab file is read with the standard library's sqlite3 alone: listing is what a person types
+  most, and SQLAlchemy with the models take half a second to import before the first row;
+- a server database (a team's PostgreSQL) is read through a SQLAlchemy engine.
+
+A file is opened as storage.database opens a reader: checked (a damaged or foreign file, or one
+from a newer conlab, is refused without a byte changed), migrated when older, never created.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Union
+
+from storage.errors import DatabaseError
+from storage.queries import (
+    BATCH,
+    MARK_SQL,
+    RUNNING_SQL,
+    RunFilter,
+    count_runs,
+    count_sql,
+    list_params,
+    list_sql,
+    mark_interrupted,
+    repeats_sql,
+    run_objects,
+    stale_marks,
+    stream_runs,
+    this_host,
+)
+from storage.target import (
+    FileDatabase,
+    connect_to_read,
+    database_target,
+    prepare_file,
+    read_error,
+    schema_refusal,
+)
+
+
+class FileRuns:
+    """The runs of a lab file, read with sqlite3 (see the module's note)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        prepare_file(path, create=False)
+        with self._read():
+            self.connection = connect_to_read(path)
+        try:
+            with self._read():
+                self.connection.execute("PRAGMA foreign_keys = ON")
+                version = self.connection.execute("PRAGMA user_version").fetchone()[0]
+            refused = schema_refusal(path, version, create=False)
+            if refused is not None:
+                raise refused
+        except BaseException:
+            self.connection.close()
+            raise
+
+    def close(self) -> None:
+        self.connection.close()
+
+    @contextmanager
+    def _read(self) -> Iterator[None]:
+        """SQLite failing to read the file is one line that names it (storage.target.read_error)."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            found = read_error(self.path, exc) or DatabaseError(
+                f"cannot read {self.path} ({str(exc).strip()}); try again when the database is "
+                "free, or pass another --db"
+            )
+            raise found from None
+
+    def mark_interrupted(self) -> int:
+        """storage.queries.mark_interrupted, on this file."""
+        with self._read():
+            marks = stale_marks(self.connection.execute(RUNNING_SQL, this_host()).fetchall())
+        if not marks:
+            return 0
+        with self._read():
+            try:
+                with self.connection:  # one transaction
+                    self.connection.executemany(MARK_SQL, marks)
+            except sqlite3.OperationalError as exc:
+                if "readonly" not in str(exc):
+                    raise
+                return 0  # a database on a read-only disk: shown as it is stored
+        return len(marks)
+
+    def count(self, chosen: RunFilter) -> int:
+        """storage.queries.count_runs, on this file."""
+        with self._read():
+            query = self.connection.execute(
+                count_sql(chosen, "sqlite"), list_params(chosen, "sqlite")
+            )
+            return query.fetchone()[0]
+
+    def stream(self, chosen: RunFilter) -> Iterator[dict[str, Any]]:
+        """storage.queries.stream_runs, on this file: the run objects ``chosen`` picks, newest
+        first, ``BATCH`` runs read at a time."""
+        with self._read():
+            cursor = self.connection.execute(
+                list_sql(chosen, "sqlite"), list_params(chosen, "sqlite")
+            )
+            names = [d[0] for d in cursor.description]
+            while batch := cursor.fetchmany(BATCH):
+                runs = [dict(zip(names, row)) for row in batch]
+                ids = [run["id"] for run in runs]
+                marks = ", ".join("?" * len(ids))
+                repeats = self.connection.execute(repeats_sql(f"({marks})"), ids)
+                yield from run_objects(runs, repeats)
+
+
+class EngineRuns:
+    """The runs of a database behind a SQLAlchemy engine (a server), as FileRuns lists a file."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def mark_interrupted(self) -> int:
+        return mark_interrupted(self.engine)
+
+    def count(self, chosen: RunFilter) -> int:
+        return count_runs(self.engine, chosen)
+
+    def stream(self, chosen: RunFilter) -> Iterator[dict[str, Any]]:
+        return stream_runs(self.engine, chosen)
+
+
+@contextmanager
+def open_runs(db: Union[str, os.PathLike, None]) -> Iterator[Union[FileRuns, EngineRuns]]:
+    """The runs stored in ``db`` (a path, a URL, or None for the default) to list, closed
+    afterwards; DatabaseError when it is not a lab database that can be read."""
+    target = database_target(db)
+    if isinstance(target, FileDatabase):
+        found: Union[FileRuns, EngineRuns] = FileRuns(target.path)
+    else:
+        from storage.database import open_engine
+
+        found = EngineRuns(open_engine(target, create=False))
+    try:
+        yield found
+    finally:
+        found.close()
