@@ -99,9 +99,7 @@ def filled(runs: int, repeats: int = 5, tasks: int = 16) -> Path:
 
 def cli(*args: str, env: dict) -> float:
     start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "tui.cli", *args], env=env, check=True, stdout=subprocess.DEVNULL
-    )
+    subprocess.run(conlab_args(*args), env=env, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
@@ -230,7 +228,8 @@ def measured(args: list[str], env: dict) -> tuple[float, float]:
 
 
 def conlab_args(*args: str) -> list[str]:
-    return [sys.executable, "-m", "tui.cli", *args]
+    """The console script's command line (tui.start, what `conlab` runs)."""
+    return [sys.executable, "-m", "tui.start", *args]
 
 
 # The start-up floor of a whole command: conlab loading its CLI and answering without a

@@ -84,8 +84,7 @@ def _root(
     db: Optional[str] = typer.Option(None, help=DB_HELP),
     screenshots: Optional[Path] = typer.Option(None, file_okay=False, help=SCREENSHOTS_HELP),
 ) -> None:
-    """Without a command: open the app (on the database --db). `conlab --version` prints the
-    version."""
+    """Without a command: open the app (on the database --db)."""
     if ctx.invoked_subcommand is None:
         open_app(db, screenshots)
 
@@ -1033,14 +1032,6 @@ def _click_error_line(exc: Exception) -> Optional[str]:
 def main(argv: Optional[list[str]] = None) -> None:
     """The console script: run the CLI, turning bad input into one line and exit code 2."""
     import logging
-
-    if (sys.argv[1:] if argv is None else argv) == ["--version"]:
-        # Answered before typer parses: a flag on the root would be coerced (pydantic) for
-        # every command, and this answer is the start-up floor commands are measured against.
-        from importlib.metadata import version
-
-        sys.stdout.write(f"conlab {version('concurrency-lab')}\n")
-        return
 
     logging.basicConfig(level=logging.WARNING, format="conlab: %(message)s")
     use_option_table()

@@ -84,3 +84,7 @@ def open_app(db: Optional[str], screenshots: Optional[Path]) -> None:
 def fail(message: str, code: int = 2) -> NoReturn:
     sys.stderr.write(f"conlab: {printable(message)}\n")  # one line, whatever a path holds
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
