@@ -303,7 +303,7 @@ TEXT_COLUMNS = (
 def list_sql(chosen: RunFilter, dialect: str) -> str:
     """The query of the runs ``chosen`` picks, newest first, in SQL of ``dialect`` (a
     SQLAlchemy dialect name) with ``list_params``' named parameters."""
-    where, _ = _where(dialect, chosen)
+    where, _ = selection_where(dialect, chosen)
     limit = f" LIMIT {int(chosen.limit)}" if chosen.limit is not None else ""
     if chosen.offset:
         if not limit and dialect == "sqlite":
@@ -316,7 +316,7 @@ def count_sql(chosen: RunFilter, dialect: str) -> str:
     """How many runs ``chosen`` picks, whatever its limit (``list_params``' parameters). The
     machine and interpreter are joined only when the filter reads them: counting 100,000 runs
     through the joins takes a tenth of a second, the run table alone a few milliseconds."""
-    where = _where(dialect, chosen)[0]
+    where = selection_where(dialect, chosen)[0]
     joined = re.search(r"\b[mi]\.", where)
     source = LIST_SQL[LIST_SQL.index(" FROM ") :] if joined else " FROM run r"
     return f"SELECT count(*){source} WHERE {where}"
@@ -324,7 +324,7 @@ def count_sql(chosen: RunFilter, dialect: str) -> str:
 
 def list_params(chosen: RunFilter, dialect: str) -> dict[str, Any]:
     """The named parameters of ``list_sql`` and ``count_sql``."""
-    return _where(dialect, chosen)[1]
+    return selection_where(dialect, chosen)[1]
 
 
 def repeats_sql(ids: str) -> str:
@@ -359,7 +359,7 @@ def run_objects(
     ]
 
 
-def _where(dialect: str, chosen: RunFilter) -> tuple[str, dict[str, Any]]:
+def selection_where(dialect: str, chosen: RunFilter) -> tuple[str, dict[str, Any]]:
     """The SQL condition (over LIST_SQL's ``r``, ``m``, ``i``) and parameters for ``chosen``.
     SelectionError for a selection that cannot be read."""
     terms, params = ["1 = 1"], {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,20 +52,26 @@ HIGH_LOAD_PER_CORE = 0.5
 # --- loading ---------------------------------------------------------------------------------
 
 
-def load_repeats(engines: Sequence[tuple[str, Engine]]) -> pd.DataFrame:
+def load_repeats(
+    engines: Sequence[tuple[str, Engine]], selection: Optional[str] = None
+) -> pd.DataFrame:
     """One row per counted repeat (warm-ups left out) of a finished run, with its run's
     configuration and origin.
 
     ``engines`` are ``(label, engine)`` pairs; the label is what ``db:`` selections match.
     Runs still running, interrupted, failed or cancelled are left out of the figures. The
     database joins and filters; it hands over each run's columns once and of each repeat only
-    the numbers a summary reads (REPEAT_NUMBERS), never a task sample.
+    the numbers a summary reads (REPEAT_NUMBERS), never a task sample. A ``selection`` is
+    applied there too (storage.queries' SQL of it picks at least what ``select`` keeps), so
+    that a report on a few runs of a big database reads those runs only.
     """
     frames, runs_before = [], 0
     for label, engine in engines:
+        where, params = _selection_sql(engine, selection, label)
         with engine.connect() as connection:
-            runs = _read_frame(connection, RUNS_SQL.format(run_row=_run_row(connection)))
-            run_rows, numbers = _read_numbers(connection)
+            run_row = _run_row(connection)
+            runs = _read_frame(connection, RUNS_SQL.format(run_row=run_row) + where, params)
+            run_rows, numbers = _read_numbers(connection, where, params)
         frame = _repeat_rows(runs, run_rows, numbers, runs_before)
         runs_before += len(runs)
         frame["db"] = label
@@ -92,6 +99,12 @@ RUNS_SQL = (
     "LEFT JOIN interpreter i ON i.key = r.interpreter_key "
     "LEFT JOIN sweep s ON s.id = r.sweep_id WHERE r.status = 'ok'"
 )
+# What a selection's SQL (storage.queries.selection_where) reads besides the run: its machine
+# and interpreter, joined as RUNS_SQL joins them.
+SELECTION_JOINS = (
+    "LEFT JOIN machine m ON m.fingerprint = r.machine_fingerprint "
+    "LEFT JOIN interpreter i ON i.key = r.interpreter_key "
+)
 # What a summary reads of each counted repeat. Start-up latency is taken in SQL, on integers:
 # clock readings past 2**53 ns would lose nanoseconds as floats.
 REPEAT_NUMBERS = {
@@ -105,16 +118,32 @@ REPEAT_NUMBERS = {
 }
 REPEATS_SQL = (
     f"SELECT {{run_row}}, {', '.join(REPEAT_NUMBERS.values())} "
-    "FROM repeat p JOIN run r ON r.id = p.run_id WHERE r.status = 'ok' AND p.warmup IS NOT TRUE"
+    "FROM repeat p JOIN run r ON r.id = p.run_id {joins}"
+    "WHERE r.status = 'ok' AND p.warmup IS NOT TRUE"
 )
 
 
-def _rows(connection, sql: str) -> tuple[list[str], list[tuple]]:
-    """Column names and rows of ``sql`` through the driver's own cursor (SQLAlchemy's row
-    objects cost more than the query)."""
+def _selection_sql(engine: Engine, selection: Optional[str], label: str) -> tuple[str, dict]:
+    """`` AND …`` for the runs ``selection`` picks in the database labelled ``label``, and its
+    parameters; nothing without a selection."""
+    if not selection:
+        return "", {}
+    from storage.queries import RunFilter, selection_where
+
+    where, params = selection_where(
+        engine.dialect.name, RunFilter(selection=selection, label=label)
+    )
+    return f" AND {where}", params
+
+
+def _rows(connection, sql: str, params: Optional[dict] = None) -> tuple[list[str], list[tuple]]:
+    """Column names and rows of ``sql`` (``:name`` parameters) through the driver's own cursor
+    (SQLAlchemy's row objects cost more than the query)."""
     cursor = connection.connection.driver_connection.cursor()
+    if params and connection.dialect.name != "sqlite":  # psycopg's parameters: %(name)s
+        sql = re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
     try:
-        cursor.execute(sql)
+        cursor.execute(sql, params or ())
         return [d[0] for d in cursor.description], cursor.fetchall()
     except Exception as exc:
         # what SQLAlchemy's handle_error would have made of it (storage.database)
@@ -128,8 +157,8 @@ def _rows(connection, sql: str) -> tuple[list[str], list[tuple]]:
         cursor.close()
 
 
-def _read_frame(connection, sql: str) -> pd.DataFrame:
-    names, rows = _rows(connection, sql)
+def _read_frame(connection, sql: str, params: Optional[dict] = None) -> pd.DataFrame:
+    names, rows = _rows(connection, sql, params)
     return pd.DataFrame.from_records(rows, columns=names)
 
 
@@ -139,11 +168,13 @@ def _run_row(connection) -> str:
     return "r.rowid" if connection.dialect.name == "sqlite" else "r.id"
 
 
-def _read_numbers(connection) -> tuple[Sequence, np.ndarray]:
+def _read_numbers(connection, where: str = "", params: Optional[dict] = None):
     """Each counted repeat's run (RUNS_SQL's ``run_row``), and its REPEAT_NUMBERS as floats
-    (NaN where missing or, in a damaged file whose columns took any type, not a number)."""
+    (NaN where missing or, in a damaged file whose columns took any type, not a number), of
+    the runs ``where`` (a selection's SQL) picks."""
     by_number = _run_row(connection) == "r.rowid"
-    _, rows = _rows(connection, REPEATS_SQL.format(run_row=_run_row(connection)))
+    sql = REPEATS_SQL.format(run_row=_run_row(connection), joins=SELECTION_JOINS if where else "")
+    _, rows = _rows(connection, sql + where, params)
     if by_number:
         try:
             values = np.array(rows, dtype=float).reshape(-1, 1 + len(REPEAT_NUMBERS))

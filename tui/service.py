@@ -143,7 +143,7 @@ def load(sources: Sources, selection: Optional[str] = None) -> pd.DataFrame:
     try:
         for label, db in sources:
             engines.append((label, _open_existing(db)))
-        repeats = load_repeats(engines)
+        repeats = load_repeats(engines, selection)
     finally:
         for _, engine in engines:
             engine.dispose()

@@ -62,6 +62,15 @@ def test_run_runs_and_report_work_on_postgres(conlab, pg_url):
     assert report.returncode == 0, report.stderr
     rows = json.loads(report.stdout)["summary"]
     assert {(r["executor"], r["workers"]) for r in rows} == {("sequential", 1), ("processes", 2)}
+    # a selection is read by the server (its own parameters), with the text it was given
+    python = recorded[0]["python"]
+    selection = f"executor:processes,tag:team,python:{python}"
+    picked = conlab("report", "--db", pg_url, "--format", "json", "--select", selection)
+    assert picked.returncode == 0, picked.stderr
+    assert [r["executor"] for r in json.loads(picked.stdout)["summary"]] == ["processes"]
+    hostile = conlab("report", "--db", pg_url, "--select", "tag:'; DROP TABLE run; --%(x)s")
+    assert hostile.returncode == 2 and "matches no finished run" in hostile.stderr
+    assert len(runs(conlab, pg_url)) == 2
 
 
 def test_merge_into_postgres_is_idempotent_and_export_gives_the_same_runs(conlab, pg_url, tmp_path):

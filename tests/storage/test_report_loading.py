@@ -260,3 +260,55 @@ def test_every_format_is_the_same_whether_runs_are_read_by_rowid_or_by_id(databa
     assert all(by_rowid.values()) and "alpha" in by_rowid["csv"]
     monkeypatch.setattr(reports, "_run_row", lambda connection: "r.id")
     assert every_format(database) == by_rowid
+
+
+def test_a_selection_read_in_sql_keeps_what_selecting_every_repeat_keeps(database):
+    """A report's selection is applied by the database (a few runs of a big file read only
+    those): for every key of the grammar, the repeats read are those `select` keeps of all."""
+    import sqlite3
+
+    from storage.errors import SelectionError
+
+    with sqlite3.connect(database) as connection:
+        run_id, sweep_id = connection.execute("SELECT id, sweep_id FROM run").fetchone()
+    selections = [
+        f"run:{run_id[:6]}",
+        f"sweep:{sweep_id}",
+        "machine:alpha",
+        f"machine:{'b' * 8}",
+        "python:3.12",
+        "python:3.11.7",
+        "python:3.1",
+        "executor:threads,workers:2",
+        "workload:cpu,size:10",
+        "size:1e1",
+        "db:db",
+        "db:other",
+        "tag:'; DROP TABLE run; --",
+        "executor:%",
+        "run:_",
+    ]
+
+    def keys(frame) -> list:
+        return sorted(zip(frame["run_id"], frame["process_index"], frame["repeat_index"]))
+
+    engine = open_engine(database, create=False)
+    try:
+        every = load_repeats([("db", engine)])
+        for selection in selections:
+            read = load_repeats([("db", engine)], selection)
+            kept = reports.select(every, selection)
+            assert len(kept) < len(every) or selection in ("workload:cpu,size:10", "db:db")
+            if kept.empty:
+                assert read.empty or reports.select(read, selection).empty, selection
+                continue
+            chosen = reports.select(read, selection)
+            assert keys(chosen) == keys(kept) and len(read) == len(kept), selection
+        with pytest.raises(SelectionError):
+            load_repeats([("db", engine)], "colour:red")
+    finally:
+        engine.dispose()
+    with sqlite3.connect(database) as connection:
+        assert (
+            connection.execute("SELECT count(*) FROM run").fetchone()[0] == 21
+        )  # nothing a selection held was run
