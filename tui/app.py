@@ -253,10 +253,9 @@ class ConlabApp(App):
     @work(thread=True, exclusive=True, exit_on_error=False, group="reload")
     def reload_all(self) -> None:
         """Read the database again in every pane (after a sweep, a merge, another --db)."""
-        from tui.service import engine_for
+        from tui.service import open_database
 
-        with engine_for(self.db):
-            pass  # a new database gets its tables once, before the panes read it side by side
+        open_database(self.db)  # a new database gets its tables once, before the panes read it
         self.call_from_thread(self.reload_panes)
 
     def reload_panes(self) -> None:

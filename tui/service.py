@@ -299,16 +299,32 @@ def complete_selection(db: Optional[str], typed: str) -> Optional[str]:
     return f"{before}{key}:{found[0]}" if found else None
 
 
-def runs_page(db: Optional[str], text: str = "", offset: int = 0, limit: int = 200):
-    """One page of the stored runs in ``db`` whose row holds ``text`` (``tag:X``: the tag X),
-    newest first, from the ``offset``-th; and how many match in all."""
-    from storage.queries import RunFilter, count_runs, mark_interrupted, stream_runs
+def open_database(db: Optional[str]) -> None:
+    """Make ``db`` ready for the app's panes to read side by side: an existing lab file is
+    checked (and migrated when older) with the standard library alone, as `conlab runs` opens
+    it; a new file gets its tables, a server database its check, through SQLAlchemy."""
+    from storage.listing import open_runs
+    from storage.target import FileDatabase, database_target
 
-    chosen = RunFilter(text=text, offset=offset, limit=limit)
-    with engine_for(db) as engine:
+    target = database_target(db)
+    if isinstance(target, FileDatabase) and target.path.exists() and target.path.stat().st_size:
+        with open_runs(target):
+            return
+    with engine_for(db):
+        pass
+
+
+def runs_page(db: Optional[str], text: str = "", offset: int = 0, limit: int = 200) -> list:
+    """One page of the stored runs in ``db`` whose row holds ``text`` (``tag:X``: the tag X),
+    newest first, from the ``offset``-th (runs left `running` by a recorder that is gone are
+    marked interrupted before the first page)."""
+    from storage.listing import open_runs
+    from storage.queries import RunFilter
+
+    with open_runs(db) as runs:
         if not offset:
-            mark_interrupted(engine)
-        return list(stream_runs(engine, chosen)), count_runs(engine, chosen)
+            runs.mark_interrupted()
+        return list(runs.stream(RunFilter(text=text, offset=offset, limit=limit)))
 
 
 def list_runs(db: Optional[str], tag: Optional[str] = None, *, create: bool = True) -> list[dict]:

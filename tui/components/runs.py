@@ -13,6 +13,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
 from textual.reactive import reactive
+from textual.timer import Timer
 from textual.widgets import DataTable, Input, Static
 
 from storage.text import as_text
@@ -58,6 +59,8 @@ def describe(run: dict, detail: dict) -> str:
 
 # Runs read at a time: the first screenfuls, and more as the cursor nears the end.
 PAGE = 200
+# How long the cursor rests on a row before its detail is read.
+DETAIL_AFTER_S = 0.15
 
 
 class RunsPane(ReportsWorkerErrors, Vertical):
@@ -81,11 +84,9 @@ class RunsPane(ReportsWorkerErrors, Vertical):
 
     @dataclass
     class Loaded(Message):
-        """A page of the stored runs that match the filter, newest first, from ``offset``; and
-        how many match in all."""
+        """A page of the stored runs that match the filter, newest first, from ``offset``."""
 
         runs: list[dict]
-        total: int
         offset: int = 0
 
     @dataclass
@@ -98,10 +99,11 @@ class RunsPane(ReportsWorkerErrors, Vertical):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.runs: list[dict] = []
-        self.total = 0  # runs matching the filter in the database; ``runs`` holds the first
+        self.more = False  # whether the database may hold more runs than ``runs`` (a page)
         self.loaded = False
         self.sort_column: Optional[str] = None
         self.filter_requested = False
+        self.detail_timer: Optional[Timer] = None
 
     def compose(self) -> ComposeResult:
         yield Input(
@@ -126,8 +128,7 @@ class RunsPane(ReportsWorkerErrors, Vertical):
         from tui.service import runs_page
 
         text = self.query_one("#runs-filter", Input).value
-        found, total = runs_page(self.db, text, offset, PAGE)
-        self.post_message(self.Loaded(found, total, offset))
+        self.post_message(self.Loaded(runs_page(self.db, text, offset, PAGE), offset))
 
     @on(Loaded)
     def show_runs(self, message: Loaded) -> None:
@@ -139,7 +140,7 @@ class RunsPane(ReportsWorkerErrors, Vertical):
         else:
             self.runs = message.runs
             self.fill()
-        self.total = message.total
+        self.more = len(message.runs) == PAGE  # a full page: there may be another
         self.loaded = True
 
     def fill(self) -> None:
@@ -159,7 +160,7 @@ class RunsPane(ReportsWorkerErrors, Vertical):
     def more_wanted(self) -> None:
         """Near the end of the rows shown, the next page is read (once)."""
         table = self.query_one(DataTable)
-        if len(self.runs) < self.total and table.cursor_row >= table.row_count - PAGE // 4:
+        if self.more and table.cursor_row >= table.row_count - PAGE // 4:
             self.reload(len(self.runs))
 
     def focus_table(self) -> None:
@@ -205,10 +206,18 @@ class RunsPane(ReportsWorkerErrors, Vertical):
 
     @on(DataTable.RowHighlighted)
     def show_detail(self) -> None:
+        # The detail of the row the cursor rests on: rows passed over while scrolling, or shown
+        # for a moment while a filter is typed, cost nothing (a detail reads a report).
+        if self.detail_timer is not None:
+            self.detail_timer.stop()
+        self.detail_timer = self.set_timer(DETAIL_AFTER_S, self.detail_of_selected)
+        self.more_wanted()
+
+    def detail_of_selected(self) -> None:
+        self.detail_timer = None
         run = self.selected()
         if run is not None:
             self.load_detail(run)
-        self.more_wanted()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="run-detail")
     def load_detail(self, run: dict) -> None:
