@@ -1,9 +1,9 @@
 """Result databases as files people send each other: info, check, merge, export.
 
 SQLite files are handled with plain SQL (ATTACH, VACUUM INTO: fast, consistent); a team's
-database server (``--db postgresql+psycopg://...``) takes the same runs through SQLAlchemy Core,
-copied row by row between the two. A database holds data only: nothing read from one is ever
-executed or unpickled.
+database server (``--db postgresql+psycopg://...``) takes a merge with COPY
+(storage.server_merge) and gives an export through SQLAlchemy Core, in row batches. A database
+holds data only: nothing read from one is ever executed or unpickled.
 """
 
 from __future__ import annotations
