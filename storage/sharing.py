@@ -1,9 +1,9 @@
 """Result databases as files people send each other: info, check, merge, export.
 
 SQLite files are handled with plain SQL (ATTACH, VACUUM INTO: fast, consistent); a team's
-database server (``--db postgresql+psycopg://...``) takes the same runs through SQLAlchemy Core,
-copied row by row between the two. A database holds data only: nothing read from one is ever
-executed or unpickled.
+database server (``--db postgresql+psycopg://...``) takes a merge with COPY
+(storage.server_merge) and gives an export through SQLAlchemy Core, in row batches. A database
+holds data only: nothing read from one is ever executed or unpickled.
 """
 
 from __future__ import annotations
@@ -332,7 +332,8 @@ class MergeResult:
 _PROGRESS = {"running": 0, "interrupted": 1}
 
 
-def _progress_sql(alias: str) -> str:
+def progress_sql(alias: str) -> str:
+    """How far the run ``alias`` got, in SQL (SQLite and PostgreSQL): ``_PROGRESS``'s order."""
     return f"CASE {alias}.status WHEN 'running' THEN 0 WHEN 'interrupted' THEN 1 ELSE 2 END"
 
 
@@ -373,27 +374,56 @@ def _opens_unchanged(target: Database) -> bool:
 
 
 def _merge_into_server(engine: Engine, source: Path) -> MergeResult:
+    """Merge one source into a server in one transaction: with COPY where the driver is
+    psycopg (storage.server_merge), else row batches through SQLAlchemy Core."""
+    with _readable_copy(source) as readable:
+        if engine.dialect.driver == "psycopg":
+            from storage.server_merge import copy_new_runs, refusals
+
+            reader = sqlite3.connect(readable)  # a private copy: its temporary tables are ours
+            try:
+                counts = _in_one_transaction(
+                    engine, source, lambda dst: copy_new_runs(dst, reader), refusals()
+                )
+            finally:
+                reader.close()
+        else:
+            rows = _sqlite_reader(readable)
+            try:
+                with rows.connect() as src:
+                    counts = _in_one_transaction(
+                        engine, source, lambda dst: _copy_runs(src, dst, skip_running=True)
+                    )
+            finally:
+                rows.dispose()
+    added, total, replaced = counts
+    return MergeResult(str(source), added, total - added, replaced)
+
+
+def _in_one_transaction(
+    engine: Engine, source: Path, copy, refusals: tuple[type[Exception], ...] = ()
+) -> tuple[int, int, int]:
+    """``copy(dst)``'s (added, total, replaced), logged in import_log, committed together; any
+    database error (or one of ``refusals``) rolls it all back and is the merge's refusal."""
     from sqlalchemy.exc import DBAPIError
 
-    with _readable_copy(source) as readable:
-        reader = _sqlite_reader(readable)
-        try:
-            with reader.connect() as src, engine.begin() as dst:
-                added, total, replaced = _copy_runs(src, dst, skip_running=True)
-                dst.execute(
-                    SQLModel.metadata.tables["import_log"].insert(),
-                    {
-                        "imported_at": utc_now(),
-                        "source": os.path.basename(str(source)),
-                        "runs_added": added,
-                        "runs_skipped": total - added,
-                    },
-                )
-        except DBAPIError as exc:
-            raise _not_merged(source, exc.orig or exc) from None
-        finally:
-            reader.dispose()
-    return MergeResult(str(source), added, total - added, replaced)
+    try:
+        with engine.begin() as dst:
+            added, total, replaced = copy(dst)
+            dst.execute(
+                SQLModel.metadata.tables["import_log"].insert(),
+                {
+                    "imported_at": utc_now(),
+                    "source": os.path.basename(str(source)),
+                    "runs_added": added,
+                    "runs_skipped": total - added,
+                },
+            )
+    except DBAPIError as exc:
+        raise _not_merged(source, exc.orig or exc) from None
+    except refusals as exc:
+        raise _not_merged(source, exc) from None
+    return added, total, replaced
 
 
 def _not_merged(source: Path, error: BaseException) -> DatabaseError:
@@ -543,7 +573,7 @@ def _copy_new_runs(connection: sqlite3.Connection, source_name: str) -> MergeRes
         f"""INSERT OR IGNORE INTO temp.new_runs SELECT s.id, t.id IS NOT NULL
             FROM src.run s LEFT JOIN main.run t ON t.id = s.id
             WHERE s.status != 'running'
-            AND (t.id IS NULL OR {_progress_sql("t")} < {_progress_sql("s")})"""
+            AND (t.id IS NULL OR {progress_sql("t")} < {progress_sql("s")})"""
     )
     added, replaced = connection.execute(
         "SELECT count(*), coalesce(sum(replaces), 0) FROM temp.new_runs"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import assert_one_line_error, run_args
 from tests.storage.test_sharing import CONTENT_QUERIES, content, record
 
@@ -246,3 +248,75 @@ def test_prune_on_postgres_keeps_tagged_runs_and_says_who_gives_the_space_back(c
     kept = {row[0] for row in after["run"]}
     assert {row[0] for row in after["repeat"]} == kept  # no orphan left behind
     assert {row[0] for row in after["task_sample"]} == kept
+
+
+def server_checks(url: str) -> set[str]:
+    """The foreign keys and indexes of the server's repeat and task_sample tables."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            names = connection.execute(
+                text(
+                    "SELECT conname FROM pg_constraint WHERE conrelid IN "
+                    "('repeat'::regclass, 'task_sample'::regclass) UNION "
+                    "SELECT indexname FROM pg_indexes WHERE tablename IN ('repeat', 'task_sample')"
+                )
+            )
+            return {name for (name,) in names}
+    finally:
+        engine.dispose()
+
+
+def test_a_bulk_merge_keeps_the_servers_foreign_keys_and_indexes(conlab, pg_url, tmp_path):
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import IntegrityError
+
+    laptop = tmp_path / "laptop.db"
+    record(conlab, laptop, "laptop")
+    assert conlab("runs", "--db", pg_url).returncode == 0  # the schema, no runs
+    checks = server_checks(pg_url)
+    assert {"repeat_run_id_fkey", "task_sample_run_id_fkey", "ix_task_sample_run_id"} <= checks
+    merged = conlab("db", "merge", str(laptop), "--db", pg_url, "--json")
+    assert merged.returncode == 0, merged.stderr
+    assert server_content(pg_url) == content(laptop)
+    assert server_checks(pg_url) == checks
+    engine = create_engine(pg_url)
+    try:
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO task_sample (run_id, repeat_index, task_index, pid, thread_id, "
+                    "start_ns, end_ns) VALUES ('no-such-run', 0, 0, 1, 1, 1, 2)"
+                )
+            )
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.damaged_databases  # the hostile file stays behind
+def test_a_source_with_a_bad_value_is_refused_and_the_server_keeps_what_it_had(
+    conlab, pg_url, tmp_path
+):
+    import sqlite3
+
+    held, hostile = tmp_path / "held.db", tmp_path / "hostile.db"
+    record(conlab, held, "held")
+    record(conlab, hostile, "hostile")
+    connection = sqlite3.connect(hostile)
+    columns = "run_id, repeat_index, task_index, pid, thread_id, start_ns, end_ns"
+    connection.execute(  # more samples than the server holds: a bulk load
+        f"INSERT INTO task_sample ({columns}) SELECT {columns} FROM task_sample"
+    )
+    connection.execute("UPDATE task_sample SET start_ns = 'soon' WHERE id = 1")
+    connection.commit()
+    connection.close()
+    assert conlab("db", "merge", str(held), "--db", pg_url).returncode == 0
+    before, checks = server_content(pg_url), server_checks(pg_url)
+
+    result = conlab("db", "merge", str(hostile), "--db", pg_url)
+    assert_one_line_error(result)
+    assert "nothing was merged" in result.stderr
+    assert server_content(pg_url) == before
+    assert server_checks(pg_url) == checks
