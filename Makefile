@@ -27,8 +27,9 @@ lint: install
 	$(BIN)/ruff format --check experiments storage tui tests bench docs
 	$(BIN)/lint-imports
 
-# Two pytest workers: most tests wait on real subprocesses, and a 2-core machine runs two at once.
-PYTEST_ARGS ?= -n 2
+# Two pytest workers (a 2-core machine runs two at once); a worker that ends its share first takes
+# tests from the other (worksteal), so that no long test is left last on one.
+PYTEST_ARGS ?= -n 2 --dist worksteal
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -770,7 +770,7 @@ SHOWN_TEXT = st.one_of(
 @pytest.mark.timeout(900)
 @pytest.mark.slow
 @given(st.lists(SHOWN_TEXT, min_size=10, max_size=10))
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_any_text_in_a_database_is_only_text_in_its_reports(tmp_path, texts):
     assert_only_text_from_data(tmp_path, texts)
 
