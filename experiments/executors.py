@@ -146,8 +146,12 @@ def _name_the_dead(processes: dict) -> str:
     for process in processes.values():
         process.join(1.0)  # the pool's own thread may be reaping it: wait for its exit code
     ended = [(pid, p.exitcode) for pid, p in processes.items() if p.exitcode not in (None, 0)]
-    causes = [(pid, code) for pid, code in ended if code != -signal.SIGTERM] or ended
-    return "; ".join(describe_exit(code, pid) for pid, code in causes)
+    causes = [(pid, code) for pid, code in ended if code != -signal.SIGTERM]
+    if causes or not ended:
+        return "; ".join(describe_exit(code, pid) for pid, code in causes)
+    # Only the pool's own SIGTERMs were seen: the worker that broke it ended unseen.
+    stopped = "; ".join(describe_exit(code, pid) for pid, code in ended)
+    return f"a worker process terminated abruptly, unseen; then {stopped}"
 
 
 class Processes(Executor):
