@@ -27,9 +27,9 @@ lint: install
 	$(BIN)/ruff format --check experiments storage tui tests bench docs
 	$(BIN)/lint-imports
 
-# Two pytest workers (a 2-core machine runs two at once); a worker that ends its share first takes
-# tests from the other (worksteal), so that no long test is left last on one.
-PYTEST_ARGS ?= -n 2 --dist worksteal
+# Three pytest workers on a 2-core machine: many tests wait on real subprocesses (a Ray head, a
+# pool's start, a worker's timeout), and a third worker runs while the others wait.
+PYTEST_ARGS ?= -n 3
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
