@@ -159,6 +159,10 @@ def check_sqlite_file(path: Path, *, create: bool) -> None:
             "(`conlab run --db` records into a new file)"
         )
     user_version, application_id = read_header(path)
+    if application_id == 0 and user_version == 0:
+        # Another opener may be setting the file up this moment: its header is then in the
+        # WAL, where SQLite sees it and the file's first page does not yet.
+        user_version, application_id = _header_seen_by_sqlite(path)
     if application_id != APPLICATION_ID:
         if application_id == 0 and user_version == 0 and not _foreign_tables(path):
             if create:
@@ -230,6 +234,21 @@ def _table_names(path: Path, *, ours: bool) -> set[str]:
             connection.close()
     except sqlite3.DatabaseError as exc:
         raise DamagedDatabase(path, str(exc)) from None
+
+
+def _header_seen_by_sqlite(path: Path) -> tuple[int, int]:
+    """(user_version, application_id) as SQLite reads them, WAL included; (0, 0) when it
+    cannot read them."""
+    try:
+        connection = connect_readonly(path)
+        try:
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            application_id = connection.execute("PRAGMA application_id").fetchone()[0]
+            return version, application_id
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError:
+        return 0, 0
 
 
 def _foreign_tables(path: Path) -> bool:
