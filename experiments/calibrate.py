@@ -3,11 +3,18 @@
 As timeit's autorange grows the loop count, this grows the argument: 1, 2, 4, ... until one call
 takes at least ``TARGET_S``. A function whose time does not grow with its argument is reported as
 such (``grows`` false) and keeps the size it was given.
+
+A call's time is its wall time less the time it waited for a core: on a busy machine a short
+call preempted for a scheduler's slice would otherwise pass for a long one, and the size chosen
+would be a fraction of the one asked for.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+
+from experiments.timing import core_wait_s
 
 TARGET_S = 0.010  # one call this long: clock and dispatch costs are small beside it
 MAX_SIZE = 2**40
@@ -21,15 +28,26 @@ class _Watch:
 
     size = 0
     since = None  # perf_counter() when the call in progress started
+    waited = 0.0  # the calling thread's core wait then (experiments.timing.core_wait_s)
+    thread_id = None  # the calling thread's native id
+
+    def start(self, size: int) -> None:
+        self.thread_id = threading.get_native_id()
+        self.size, self.waited, self.since = size, core_wait_s(), time.perf_counter()
+
+    def running_s(self, since: float) -> float:
+        """How long the call started at ``since`` has run, less the time it waited for a core."""
+        waited = core_wait_s(self.thread_id) - self.waited
+        return max(time.perf_counter() - since - max(waited, 0.0), 0.0)
 
 
 def _one_call_s(func, size: int, watch: _Watch) -> float:
     """The fastest of up to three calls (one when a call is already long enough)."""
     best = float("inf")
     for _ in range(3):
-        watch.size, watch.since = size, time.perf_counter()
+        watch.start(size)
         func(size)
-        best = min(best, time.perf_counter() - watch.since)
+        best = min(best, watch.running_s(watch.since))
         watch.since = None
         if best >= TARGET_S:
             break
@@ -61,7 +79,6 @@ def calibrate_answering_early(func, fallback_size: int, answer) -> None:
     target, answer with that call's size at once and end the process (the call is not waited
     for)."""
     import os
-    import threading
 
     watch = _Watch()
 
@@ -69,8 +86,8 @@ def calibrate_answering_early(func, fallback_size: int, answer) -> None:
         while True:
             time.sleep(TARGET_S / 2)
             since = watch.since
-            if since is not None and time.perf_counter() - since >= 2 * TARGET_S:
-                call_s = time.perf_counter() - since
+            call_s = watch.running_s(since) if since is not None else 0.0
+            if call_s >= 2 * TARGET_S:
                 answer({"size": watch.size, "call_s": call_s, "grows": True, "tried": 0})
                 os._exit(0)
 

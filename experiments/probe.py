@@ -23,6 +23,8 @@ import pickle
 import threading
 import time
 
+from experiments.timing import core_wait_s
+
 # The probes' own budget: enough calls to see past one slow call, few enough to stay cheap.
 CALLS_BUDGET_S = 0.3
 MAX_CALLS = 200
@@ -33,15 +35,6 @@ OVERLAP_SEEN = 1.5
 ROUND_TRIPS = 200
 
 
-def _core_wait_s() -> float:
-    """How long the calling thread has waited for a core so far (Linux schedstat), else 0."""
-    try:
-        with open("/proc/thread-self/schedstat") as handle:
-            return int(handle.read().split()[1]) / 1e9
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
 def _calls(func, size: int, budget_s: float = CALLS_BUDGET_S) -> dict:
     """Call ``func(size)`` at least 3 times (once when one call outlasts the budget) and up to
     the budget: the median call's wall time, its CPU time over the wall time it had a core for
@@ -49,7 +42,7 @@ def _calls(func, size: int, budget_s: float = CALLS_BUDGET_S) -> dict:
     of the wall time spent waiting for a core, and the last result."""
     walls, cpu_total, wall_total = [], 0.0, 0.0
     result = None
-    core_wait0 = _core_wait_s()
+    core_wait0 = core_wait_s()
     while True:
         cpu0, wall0 = time.process_time(), time.perf_counter()
         result = func(size)
@@ -60,7 +53,7 @@ def _calls(func, size: int, budget_s: float = CALLS_BUDGET_S) -> dict:
         enough = len(walls) >= 3 or wall_total >= budget_s
         if enough and (wall_total >= budget_s or len(walls) >= MAX_CALLS):
             break
-    core_wait = min(_core_wait_s() - core_wait0, wall_total)
+    core_wait = min(core_wait_s() - core_wait0, wall_total)
     had_core = wall_total - core_wait
     walls.sort()
     return {

@@ -85,6 +85,21 @@ def machine_busy_ns():
         return None
 
 
+def core_wait_s(thread_id=None) -> float:
+    """How long a thread (the calling one, or the one of native id ``thread_id``) has waited
+    for a core so far, ready to run while others held every core (Linux schedstat), else 0."""
+    path = (
+        "/proc/thread-self/schedstat"
+        if thread_id is None
+        else f"/proc/self/task/{thread_id}/schedstat"
+    )
+    try:
+        with open(path) as handle:
+            return int(handle.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def _no_core():
     return None
 

@@ -28,6 +28,7 @@ ONE_CORE = 1.3  # CPU/wall under this: one core's worth of CPU at a time
 AT_ONCE = 1.5  # CPU/wall at least this: more than one core busy at once
 WAITS = 0.5  # CPU/wall under this: the tasks mostly wait
 OTHERS_BUSY = 0.5  # other work took at least half a core while the repeats ran
+FULL = 0.9  # the run's CPU and the others' together at least this share of the cores: no core free
 SHORT_TASK_S = 0.001  # tasks under 1 ms: dispatch decides the time
 
 
@@ -100,6 +101,26 @@ def _one_core_free(f: Facts) -> bool:
     return known(f.others_cores) and f.others_cores >= OTHERS_BUSY or f.cores == 1
 
 
+def _cores_taken(f: Facts) -> bool:
+    """Other work held the cores the run did not use: its CPU time was low for want of a core,
+    not because its tasks waited."""
+    return (
+        known(f.others_cores, f.cores)
+        and f.others_cores >= OTHERS_BUSY
+        and f.cpu_per_wall + f.others_cores >= FULL * f.cores
+    )
+
+
+def _not_a_gil(f: Facts) -> str:
+    if f.gil is False and f.executor == "threads":
+        return ", and the GIL was off: the busy cores held the threads back, not a GIL."
+    return "."
+
+
+def _not_held_by_gil(f: Facts) -> bool:
+    return f.executor != "threads" or f.gil is not True
+
+
 THREADS = ("threads",)
 POOLS = ("processes", "pool")
 
@@ -154,6 +175,18 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "scaling",
+        "cores-taken",
+        THREADS + POOLS,
+        lambda f: _not_held_by_gil(f) and f.cpu_per_wall < WAITS and _cores_taken(f),
+        lambda f: (
+            f"{f.name} gave {f.speedup:.2f}x with CPU time {f.cpu_per_wall:.2f}x wall "
+            f"time: not even one core was free, {_others(f)}, and its tasks ran in what was left"
+            + _not_a_gil(f)
+        ),
+        ("speedup", "cpu_per_wall", "others_cores", "load_per_core", "gil"),
+    ),
+    Rule(
+        "scaling",
         "waits",
         THREADS,
         lambda f: f.cpu_per_wall < WAITS and f.speedup >= NO_SPEEDUP,
@@ -192,19 +225,14 @@ RULES: tuple[Rule, ...] = (
         "one-core-free",
         THREADS + POOLS,
         lambda f: (
-            (f.executor != "threads" or f.gil is not True)
+            _not_held_by_gil(f)
             and f.cpu_per_wall < ONE_CORE
-            and f.speedup < SCALED * f.reach
+            and (f.speedup < SCALED * f.reach or _cores_taken(f))
             and _one_core_free(f)
         ),
         lambda f: (
             f"{f.name} gave {f.speedup:.2f}x with CPU time {f.cpu_per_wall:.2f}x wall "
-            f"time: only one core was free, {_others(f)}"
-            + (
-                ", and the GIL was off: the busy core held the threads back, not a GIL."
-                if f.gil is False and f.executor == "threads"
-                else "."
-            )
+            f"time: only one core was free, {_others(f)}" + _not_a_gil(f)
         ),
         ("speedup", "cpu_per_wall", "others_cores", "load_per_core", "gil"),
     ),

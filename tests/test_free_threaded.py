@@ -133,6 +133,7 @@ def test_with_the_gil_off_no_sentence_blames_a_gil(conlab, free_threaded_python)
         for said in (
             "the threads ran Python in parallel on this free-threaded build",
             "only one core was free",
+            "not even one core was free",
             "the threads contended",
             "the GIL off",
         )
@@ -230,8 +231,9 @@ def test_a_busy_core_is_blamed_not_a_gil(conlab, free_threaded_python):
             loop.kill()
             loop.wait()
     words = verdicts(conlab, found[0]["sweep_id"])
-    assert "only one core was free" in words and "not a GIL" in words, words
-    assert "serialised" not in words and "GIL was on" not in words
+    # one core free or none, as the busy loops left it: the others' CPU is named either way
+    assert "other work took" in words and "not a GIL" in words, words
+    assert "mostly wait" not in words and "serialised" not in words and "GIL was on" not in words
 
 
 @pytest.mark.slow

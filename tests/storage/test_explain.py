@@ -43,6 +43,34 @@ KNOWN = [
     ({"task_s": 5e-6}, {"scaling": "dispatch-dominates", "cores": "taking-turns"}),
     ({"cpu_per_wall": 1.6}, {"scaling": "gil-on-cpu-wasted", "cores": "at-once"}),
     ({"speedup": 7.5, "cpu_per_wall": 0.02, "workers": 8}, {"scaling": "waits"}),
+    # the same low CPU/wall with the other cores busy: wanting a core, not waiting
+    (
+        {
+            "gil": False,
+            "free_threaded": True,
+            "speedup": 1.85,
+            "cpu_per_wall": 0.27,
+            "others_cores": 1.7,
+        },
+        {"scaling": "cores-taken"},
+    ),
+    (
+        {"executor": "processes", "speedup": 1.3, "cpu_per_wall": 0.4, "others_cores": 1.5},
+        {"scaling": "cores-taken"},
+    ),
+    # a full machine: whatever the sequential run met, the threads had one core
+    (
+        {
+            "gil": False,
+            "free_threaded": True,
+            "speedup": 1.7,
+            "cpu_per_wall": 0.95,
+            "others_cores": 1.0,
+        },
+        {"scaling": "one-core-free", "cores": "taking-turns"},
+    ),
+    # sleeping tasks beside other work that leaves a core idle: they wait
+    ({"speedup": 1.9, "cpu_per_wall": 0.05, "others_cores": 1.0}, {"scaling": "waits"}),
     ({"speedup": 1.9, "cpu_per_wall": 1.95}, {"scaling": "releases-gil", "cores": "at-once"}),
     ({"speedup": 1.4, "cpu_per_wall": 1.5}, {"scaling": "partly-released", "cores": "at-once"}),
     (
