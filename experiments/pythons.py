@@ -1,44 +1,49 @@
 """Finding the Python interpreters on this machine: the running one, ``python3.X`` on PATH, pyenv
-and uv installs, free-threaded builds. Each candidate is asked what it is, in parallel."""
+and uv installs, free-threaded builds. Each candidate is asked what it is, in parallel.
+
+The candidate answering imports this module and nothing more than ``describe_this`` needs: a
+free-threaded 3.13 spins on its import locks with ``sched_yield`` (thousands of times in a start),
+and on a busy machine each yield can give a whole time slice away, so every module imported
+there costs seconds. What only the asking side uses is imported inside its functions."""
 
 from __future__ import annotations
 
-import glob
-import json
 import os
-import shutil
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
 
 MINIMUM = (3, 9)  # experiments/ runs on CPython 3.9 and newer
 
 
 def describe_this() -> int:
-    """Run under the interpreter being probed: what it is, as one JSON line on stdout."""
-    import platform
-    import sysconfig
-
+    """Run under the interpreter being probed (started with ``-S``): what it is, as one Python
+    literal on stdout, from ``sys`` alone (``platform``, ``json`` and ``re`` are not imported)."""
     from experiments.timing import gil_enabled
 
-    print(
-        json.dumps(
-            {
-                "executable": sys.executable,
-                "version": platform.python_version(),
-                "implementation": platform.python_implementation(),
-                "version_info": list(sys.version_info[:3]),
-                "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
-                "gil_enabled": gil_enabled(),
-            }
-        )
-    )
+    abiflags = getattr(sys, "abiflags", None)
+    if abiflags is None:  # Windows: no ABI flags to read
+        import sysconfig
+
+        free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    else:
+        free_threaded = "t" in abiflags
+    name = sys.implementation.name
+    info = {
+        "executable": sys.executable,
+        "version": sys.version.split()[0],
+        "implementation": {"cpython": "CPython", "pypy": "PyPy"}.get(name, name),
+        "version_info": list(sys.version_info[:3]),
+        "free_threaded": free_threaded,
+        "gil_enabled": gil_enabled(),
+    }
+    print(repr(info))
     return 0
 
 
 def candidates() -> list[str]:
     """Paths that may be Python interpreters, the running one first, without duplicates."""
+    import glob
+    import shutil
+
     found = [sys.executable]
     names = [f"python3.{minor}{t}" for minor in range(9, 20) for t in ("", "t")] + ["python3"]
     for name in names:
@@ -63,13 +68,18 @@ def candidates() -> list[str]:
     return unique
 
 
-def probe(path: str, timeout_s: float = 30.0) -> Optional[dict]:
+def probe(path: str, timeout_s: float = 60.0) -> dict | None:
     """What the interpreter at ``path`` is, or None when it does not run or is too old."""
+    import ast
+    import subprocess
+
     from experiments.bootstrap import command
     from experiments.launch import runner_pythonpath
 
-    # The lab's own code answers, under the interpreter's own bootstrap (which refuses < 3.9).
-    asking = command(path, runner_pythonpath(), "experiments.pythons", "describe_this")
+    # The lab's own code answers, under the interpreter's own bootstrap (which refuses < 3.9),
+    # without site: it needs the standard library only.
+    python, *rest = command(path, runner_pythonpath(), "experiments.pythons", "describe_this")
+    asking = [python, "-S", *rest]
     try:
         proc = subprocess.run(
             asking,
@@ -80,10 +90,10 @@ def probe(path: str, timeout_s: float = 30.0) -> Optional[dict]:
             # the GIL as the build starts it, whatever this shell asks of it
             env={k: v for k, v in os.environ.items() if k != "PYTHON_GIL"},
         )
-        info = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None
-    if tuple(info["version_info"][:2]) < MINIMUM:
+        info = ast.literal_eval(proc.stdout.strip().splitlines()[-1])
+        if tuple(info["version_info"][:2]) < MINIMUM:
+            return None
+    except (OSError, subprocess.SubprocessError, ValueError, SyntaxError, LookupError, TypeError):
         return None
     info["path"] = path
     return info
@@ -91,6 +101,8 @@ def probe(path: str, timeout_s: float = 30.0) -> Optional[dict]:
 
 def discover() -> list[dict]:
     """Every usable interpreter (CPython >= 3.9), one per distinct executable, newest first."""
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=8) as pool:
         infos = [info for info in pool.map(probe, candidates()) if info]
     unique, seen = [], set()
