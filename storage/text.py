@@ -10,9 +10,12 @@ from typing import Any
 
 # C0 controls (ESC starts every terminal sequence: colours, cursor moves, window titles, OSC 8
 # links), DEL, C1 controls (0x9b is a one-character CSI, 0x9d an OSC), and lone surrogates (the
-# bytes of a path or argument that are not UTF-8, which no UTF-8 output can write).
-_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-_CONTROLS_BUT_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")  # keeps \t, \n
+# bytes of a path or argument that are not UTF-8, which no UTF-8 output can write). Compiled at
+# first use (a millisecond each): text that ``str.isprintable`` passes holds none of them.
+_CONTROLS = {
+    False: "[\x00-\x1f\x7f-\x9f\ud800-\udfff]",
+    True: "[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]",  # keeps \t, \n
+}
 
 # What CommonMark (and its table extension) reads as more than a character inside a line:
 # escapes, code, emphasis, links and images, autolinks and raw HTML, entities, strikethrough,
@@ -30,8 +33,10 @@ def printable(value: Any, *, lines: bool = False) -> str:
     """``value`` as text whose every control character is written as a visible escape (ESC as
     ``\\x1b``), so it cannot move the cursor, retitle a window or hide what follows it.
     ``lines=True`` keeps newlines and tabs (tracebacks, captured stderr); ``None`` is ""."""
-    pattern = _CONTROLS_BUT_LINES if lines else _CONTROLS
-    return pattern.sub(_escape, "" if value is None else str(value))
+    text = "" if value is None else str(value)
+    if text.isprintable():
+        return text
+    return re.sub(_CONTROLS[lines], _escape, text)  # (re caches the compiled pattern)
 
 
 def _escape(match: re.Match) -> str:

@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Vertical
 from textual.reactive import reactive
-from textual.widgets import ContentSwitcher, Header
+from textual.widgets import ContentSwitcher
 from textual.worker import Worker, WorkerCancelled, WorkerState
 from textual.worker import WorkerFailed as WorkerError
 
@@ -24,6 +24,7 @@ from tui.components.footer import KeysFooter
 from tui.components.lab import LabPane
 from tui.components.pane import AfterFirstScreen, PaneMounted, WorkerFailed
 from tui.components.tabs import PaneTabs
+from tui.components.title import TitleBar
 
 if TYPE_CHECKING:  # the hidden panes' modules load when the panes are made, after the first screen
     from tui.components.compare import ComparePane
@@ -208,7 +209,7 @@ class ConlabApp(App):
             gc.enable()
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield TitleBar()
         yield PaneTabs(PANES).data_bind(active=ConlabApp.shown)
         with ContentSwitcher(initial="lab", id="panes"):
             with Vertical(id="lab"):

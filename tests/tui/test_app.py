@@ -550,6 +550,23 @@ async def test_palette_offers_presets_before_typing_and_waiting_scales(tmp_path)
         assert app.query_one("#workers", Input).value == "1,4,16,64"
 
 
+async def test_the_title_names_the_database_and_its_icon_opens_the_palette(tmp_path):
+    from textual.command import CommandPalette
+
+    from tui.components.title import TitleBar
+
+    app = ConlabApp(db=str(tmp_path / "first.db"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        title = app.query_one(TitleBar)
+        assert "concurrency-lab — " in str(title.render()) and "first.db" in str(title.render())
+        app.db = str(tmp_path / "second.db")  # another database opened: the title follows
+        await settle(app, pilot)
+        assert "second.db" in str(title.render())
+        await pilot.click(TitleBar, offset=(1, 0))
+        await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette))
+
+
 async def test_the_lab_runs_the_users_function_with_the_clis_checks(db_path, marked):
     app = ConlabApp(db=str(db_path))
     async with app.run_test(size=SIZE) as pilot:

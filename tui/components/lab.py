@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -23,12 +23,12 @@ from textual.widgets import (
 from textual.widgets.option_list import Option
 from textual.worker import Worker, WorkerState
 
-from experiments import options as sweep_options
-from experiments.options import parse_workers
-from experiments.spec import ExperimentSpec, SpecError, normal_workload
 from experiments.workloads import WORKLOADS
 from storage.text import as_text, printable
 from tui.components.pane import AfterFirstScreen, ReportsWorkerErrors
+
+if TYPE_CHECKING:  # the sweep's modules load with the form, after the first screen
+    from experiments.spec import ExperimentSpec
 
 # The form's fields, one per row of the option table: a menu for an option of a few values and
 # for the interpreter (``find_pythons`` fills it), a text field for the others.
@@ -194,6 +194,8 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
 
     def selected_workload(self) -> str:
         """The user's own function when one is written, else the highlighted workload."""
+        from experiments.spec import normal_workload
+
         own = self.query_one("#function").value.strip()
         if own:
             return normal_workload(own)
@@ -203,6 +205,9 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
 
     def build_specs(self) -> list[ExperimentSpec]:
         """The sweep the form describes; SpecError with the CLI's message when it cannot run."""
+        from experiments import options as sweep_options
+        from experiments.options import parse_workers
+        from experiments.spec import SpecError
         from tui.sweep import plan
 
         executors = list(self.query_one("#executors").selected)
@@ -237,6 +242,8 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
     def validate_form(self) -> None:
         if not self.form_made:
             return  # checked once it is
+        from experiments.spec import SpecError
+
         message = ""
         try:
             self.build_specs()
@@ -253,6 +260,8 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         if self.busy:
             self.app.notify("a sweep is already running; escape cancels it", severity="warning")
             return
+        from experiments.spec import SpecError
+
         try:
             specs = self.build_specs()
         except SpecError as exc:
