@@ -366,3 +366,38 @@ def test_a_forked_worker_stopped_by_sigterm_ends_as_sigterm_ends_it():
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.split() == ["-15"], done.stderr  # killed by SIGTERM
+
+
+def _ended(how: str):
+    """A real process, ended as ``how`` says: "sigterm", "sigkill" or "exit3"."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    if how == "exit3":
+        process = context.Process(target=sys.exit, args=(3,))
+    else:
+        process = context.Process(target=time.sleep, args=(60,))
+    process.start()
+    if how == "sigterm":
+        process.terminate()
+    elif how == "sigkill":
+        process.kill()
+    process.join(60)
+    return process
+
+
+def test_a_broken_pool_names_the_worker_that_broke_it_before_the_pools_sigterms():
+    from experiments.executors import _name_the_dead
+
+    term, kill, three = _ended("sigterm"), _ended("sigkill"), _ended("exit3")
+    said = _name_the_dead({term.pid: term, kill.pid: kill, three.pid: three})
+    assert said == (
+        f"worker pid {kill.pid} was killed by SIGKILL; worker pid {three.pid} exited with code 3"
+    )
+    # only the pool's SIGTERMs were seen: the cause is said to be unseen, not the SIGTERM
+    said = _name_the_dead({term.pid: term})
+    assert said == (
+        "a worker process terminated abruptly, unseen; then "
+        f"worker pid {term.pid} was killed by SIGTERM"
+    )
+    assert _name_the_dead({}) == ""  # nothing seen: the pool's own words are used
