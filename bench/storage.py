@@ -206,24 +206,28 @@ TIMEOUT_S = 300.0
 
 
 def measured(args: list[str], env: dict) -> tuple[float, float]:
-    """Wall time (s) and peak resident memory (MB) of one whole command, its output discarded;
-    (TIMEOUT_S, nan) when it had to be stopped."""
+    """Wall time (s) and peak resident memory (MB) of one whole command, its output discarded
+    (its stderr kept for the words of a failure); (TIMEOUT_S, nan) when it had to be stopped."""
+    import tempfile
     import threading
 
-    start = time.perf_counter()
-    child = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL)
-    timer = threading.Timer(TIMEOUT_S, child.kill)
-    timer.start()
-    try:
-        _, status, usage = os.wait4(child.pid, 0)  # the child's own peak memory with it
-    finally:
-        timer.cancel()
-    elapsed = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if elapsed >= TIMEOUT_S:
-        return TIMEOUT_S, math.nan
-    if child.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} exited with {child.returncode}")
+    with tempfile.TemporaryFile() as stderr:
+        start = time.perf_counter()
+        child = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        timer = threading.Timer(TIMEOUT_S, child.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(child.pid, 0)  # the child's own peak memory with it
+        finally:
+            timer.cancel()
+        elapsed = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if elapsed >= TIMEOUT_S:
+            return TIMEOUT_S, math.nan
+        if child.returncode != 0:
+            stderr.seek(0)
+            said = stderr.read().decode(errors="replace").strip()[-500:]
+            raise RuntimeError(f"{' '.join(args)} exited with {child.returncode}: {said}")
     return elapsed, usage.ru_maxrss / 1024
 
 
