@@ -9,7 +9,12 @@ from typing import Any, Optional
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from storage.queries import json_object
+from storage.queries import (
+    INTERPRETER_VERSIONS_SQL,
+    MACHINES_SQL,
+    json_object,
+    machine_objects,
+)
 
 # A run's rows, children first: deleting in this order never leaves an orphan.
 RUN_TABLES = ("task_sample", "repeat")
@@ -46,25 +51,9 @@ def delete_run(engine: Engine, run_id: str) -> None:
 
 def machines(engine: Engine) -> list[dict[str, Any]]:
     """Every machine in the database with its interpreters' versions and its number of runs,
-    by host name."""
+    by host name (storage.queries.machine_objects)."""
     with engine.connect() as connection:
-        rows = (
-            connection.execute(
-                text(
-                    "SELECT m.hostname, m.fingerprint, m.cpu_model, m.usable_cores, "
-                    "m.memory_total_bytes, m.os_name, m.os_release, "
-                    "(SELECT count(*) FROM run r WHERE r.machine_fingerprint = m.fingerprint) "
-                    "AS runs FROM machine m ORDER BY m.hostname"
-                )
-            )
-            .mappings()
-            .all()
-        )
-        versions = connection.execute(
-            text("SELECT DISTINCT machine_fingerprint, version FROM interpreter")
-        ).all()
-    # Joined here, not with group_concat/string_agg: one query for SQLite and servers alike.
-    pythons: dict[Any, list[str]] = {}
-    for fingerprint, version in sorted(versions, key=lambda row: str(row[1])):
-        pythons.setdefault(fingerprint, []).append(str(version))
-    return [{**row, "pythons": pythons.get(row["fingerprint"], [])} for row in rows]
+        found = connection.execute(text(MACHINES_SQL))
+        names, rows = list(found.keys()), found.all()
+        versions = connection.execute(text(INTERPRETER_VERSIONS_SQL)).all()
+    return machine_objects(names, rows, versions)

@@ -1,7 +1,7 @@
 """Listing stored runs (`conlab runs`): how many runs a RunFilter picks and the run objects of
-those it shows, after stale `running` runs are marked interrupted. Two ways of fetching the same
-SQL (storage.queries), one function building the objects (storage.queries.run_objects), so both
-print the same:
+those it shows, after stale `running` runs are marked interrupted; and the machines stored. Two
+ways of fetching the same SQL (storage.queries), one function building the objects
+(storage.queries.run_objects, machine_objects), so both print the same:
 
 - a lab file is read with the standard library's sqlite3 alone: listing is what a person types
   most, and SQLAlchemy with the models take half a second to import before the first row;
@@ -23,6 +23,8 @@ from typing import Any, Union
 from storage.errors import DatabaseError
 from storage.queries import (
     BATCH,
+    INTERPRETER_VERSIONS_SQL,
+    MACHINES_SQL,
     MARK_SQL,
     RUNNING_SQL,
     RunFilter,
@@ -30,6 +32,7 @@ from storage.queries import (
     count_sql,
     list_params,
     list_sql,
+    machine_objects,
     mark_interrupted,
     repeats_sql,
     run_objects,
@@ -120,6 +123,14 @@ class FileRuns:
                 repeats = self.connection.execute(repeats_sql(f"({marks})"), ids)
                 yield from run_objects(runs, repeats)
 
+    def machines(self) -> list[dict[str, Any]]:
+        """The machines of this file (storage.queries.machine_objects)."""
+        with self._read():
+            cursor = self.connection.execute(MACHINES_SQL)
+            names, rows = [d[0] for d in cursor.description], cursor.fetchall()
+            versions = self.connection.execute(INTERPRETER_VERSIONS_SQL).fetchall()
+        return machine_objects(names, rows, versions)
+
 
 class EngineRuns:
     """The runs of a database behind a SQLAlchemy engine (a server), as FileRuns lists a file."""
@@ -138,6 +149,11 @@ class EngineRuns:
 
     def stream(self, chosen: RunFilter) -> Iterator[dict[str, Any]]:
         return stream_runs(self.engine, chosen)
+
+    def machines(self) -> list[dict[str, Any]]:
+        from storage.browse import machines
+
+        return machines(self.engine)
 
 
 @contextmanager

@@ -480,3 +480,25 @@ def _python(run: Mapping[str, Any]) -> Optional[str]:
     if version is not None and run["python_gil_disabled"]:
         return f"{version}t"
     return version
+
+
+# The machines a database holds, by host name, with their number of runs; and each machine's
+# interpreters. Joined in Python (machine_objects), not with group_concat/string_agg: one pair
+# of queries for SQLite and servers alike.
+MACHINES_SQL = (
+    "SELECT m.hostname, m.fingerprint, m.cpu_model, m.usable_cores, m.memory_total_bytes, "
+    "m.os_name, m.os_release, "
+    "(SELECT count(*) FROM run r WHERE r.machine_fingerprint = m.fingerprint) AS runs "
+    "FROM machine m ORDER BY m.hostname"
+)
+INTERPRETER_VERSIONS_SQL = "SELECT DISTINCT machine_fingerprint, version FROM interpreter"
+
+
+def machine_objects(names: list[str], rows, versions) -> list[dict[str, Any]]:
+    """MACHINES_SQL's ``rows`` (columns ``names``) as dicts, each with ``pythons``: the
+    versions INTERPRETER_VERSIONS_SQL found for it, sorted."""
+    pythons: dict[Any, list[str]] = {}
+    for fingerprint, version in sorted(versions, key=lambda row: str(row[1])):
+        pythons.setdefault(fingerprint, []).append(str(version))
+    machines = [dict(zip(names, row)) for row in rows]
+    return [{**m, "pythons": pythons.get(m["fingerprint"], [])} for m in machines]

@@ -452,11 +452,12 @@ def delete_run(db: Optional[str], run_id: str) -> None:
 
 
 def machines(db: Optional[str]) -> list[dict[str, Any]]:
-    """The machines in ``db`` (see storage.browse.machines)."""
-    from storage.browse import machines as stored_machines
+    """The machines in ``db`` (see storage.queries.machine_objects), read as the runs are
+    listed (storage.listing: a lab file through sqlite3 alone)."""
+    from storage.listing import open_runs
 
-    with engine_for(db) as engine:
-        return stored_machines(engine)
+    with open_runs(db) as stored:
+        return stored.machines()
 
 
 def this_machine() -> dict[str, Any]:

@@ -189,7 +189,9 @@ async def show_lab_end(app, pilot) -> None:
 
 
 async def show_delete(app, pilot) -> None:
-    await pilot.press("2", "d")
+    await pilot.press("2")
+    await wait_until(pilot, lambda: str(app.query_one("#run-detail").render()) != NO_RUN)
+    await pilot.press("d")
     await pilot.pause()
 
 
@@ -235,7 +237,8 @@ def test_snapshots(snap_compare, tmp_path, name):
         await wait_until(pilot, lambda: app.query_one(LabPane).form_made)
         await wait_until(pilot, lambda: app.query_one("#machines", DataTable).row_count == 1)
         await wait_until(pilot, lambda: app.query_one("#runs-table", DataTable).row_count > 0)
-        await wait_until(pilot, lambda: str(app.query_one("#run-detail").render()) != NO_RUN)
+        if pane == "runs":  # a hidden Runs pane reads no detail
+            await wait_until(pilot, lambda: str(app.query_one("#run-detail").render()) != NO_RUN)
         await settle(app, pilot)
         if then is not None:
             await then(app, pilot)
@@ -548,6 +551,27 @@ async def test_palette_offers_presets_before_typing_and_waiting_scales(tmp_path)
         app.apply_preset(*preset[1:4])
         await pilot.pause()
         assert app.query_one("#workers", Input).value == "1,4,16,64"
+
+
+async def test_the_runs_detail_is_read_when_the_pane_is_shown_not_behind_the_lab(tmp_path):
+    from tui.components.runs import DETAIL_AFTER_S
+
+    db = make_v1_file(tmp_path / "fixture.db")
+    app = ConlabApp(db=str(db))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        runs = app.query_one(RunsPane)
+        await wait_until(pilot, lambda: runs.loaded and runs.runs)
+        await pilot.pause(3 * DETAIL_AFTER_S)
+        await settle(app, pilot)
+        detail = app.query_one("#run-detail")
+        assert str(detail.render()) == NO_RUN  # the Lab is shown: no report read for Runs
+        await pilot.press("2")
+        await wait_until(pilot, lambda: str(detail.render()).startswith("run "))
+        # a filter typed: the rows it replaces are not described meanwhile
+        await pilot.press("slash")
+        await pilot.press(*"zzz-none")
+        await wait_until(pilot, lambda: not runs.runs and runs.detail_timer is None)
 
 
 async def test_the_title_names_the_database_and_its_icon_opens_the_palette(tmp_path):

@@ -199,6 +199,8 @@ def test_a_file_lists_what_an_engine_on_it_lists(many_runs, chosen):
         listed = list(by_file.stream(picked))
         assert listed == list(by_engine.stream(picked))
         assert by_file.count(picked) == by_engine.count(picked)
+        machines = by_file.machines()
+        assert machines == by_engine.machines() and machines[0]["pythons"] and machines[0]["runs"]
     finally:
         by_file.close()
         by_engine.close()

@@ -104,6 +104,7 @@ class RunsPane(ReportsWorkerErrors, Vertical):
         self.sort_column: Optional[str] = None
         self.filter_requested = False
         self.detail_timer: Optional[Timer] = None
+        self.detailed: Optional[str] = None  # the run whose detail is shown
 
     def compose(self) -> ComposeResult:
         yield Input(
@@ -168,7 +169,8 @@ class RunsPane(ReportsWorkerErrors, Vertical):
 
     def shown(self) -> None:
         """The pane came into view: the filter box takes the keys if it was asked for, else
-        the table (so that t, d and the arrows act at once)."""
+        the table (so that t, d and the arrows act at once); the highlighted run's detail is
+        read now if it was not while the pane was hidden."""
         if self.filter_requested:
             self.filter_requested = False
             box = self.query_one("#runs-filter", Input)
@@ -176,9 +178,13 @@ class RunsPane(ReportsWorkerErrors, Vertical):
             box.focus()
         else:
             self.focus_table()
+        run = self.selected()
+        if run is not None and run["run_id"] != self.detailed:
+            self.show_detail()
 
     @on(Input.Changed, "#runs-filter")
     def refilter(self) -> None:
+        self.stop_detail()  # the rows it would describe are about to be replaced
         self.reload()
 
     @on(Input.Submitted, "#runs-filter")
@@ -208,15 +214,20 @@ class RunsPane(ReportsWorkerErrors, Vertical):
     def show_detail(self) -> None:
         # The detail of the row the cursor rests on: rows passed over while scrolling, or shown
         # for a moment while a filter is typed, cost nothing (a detail reads a report).
-        if self.detail_timer is not None:
-            self.detail_timer.stop()
+        self.stop_detail()
         self.detail_timer = self.set_timer(DETAIL_AFTER_S, self.detail_of_selected)
         self.more_wanted()
+
+    def stop_detail(self) -> None:
+        if self.detail_timer is not None:
+            self.detail_timer.stop()
+            self.detail_timer = None
 
     def detail_of_selected(self) -> None:
         self.detail_timer = None
         run = self.selected()
-        if run is not None:
+        # a hidden pane reads no report: the detail is read when the pane is shown (shown())
+        if run is not None and self.is_on_screen:
             self.load_detail(run)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="run-detail")
@@ -228,6 +239,7 @@ class RunsPane(ReportsWorkerErrors, Vertical):
     @on(Detailed)
     def render_detail(self, message: Detailed) -> None:
         # what a database holds: never markup
+        self.detailed = message.run_id
         self.query_one("#run-detail", Static).update(as_text(message.text, lines=True))
 
     def action_tag(self) -> None:
