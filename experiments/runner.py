@@ -500,8 +500,9 @@ def _die_with_parent(parent_pid) -> bool:
 
     def on_sigterm(signum, frame) -> None:
         if os.getpid() != runner_pid:
-            # A forked worker inherits this handler: it ends as SIGTERM ends a process (a pool
-            # stopping its survivors must not see them "exit with code 3" and name them the cause).
+            # A forked worker that had no time to drop this handler (register_at_fork below):
+            # it ends as SIGTERM ends a process (a pool stopping its survivors must not see them
+            # "exit with code 3" and name them the cause).
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
             return
@@ -510,6 +511,10 @@ def _die_with_parent(parent_pid) -> bool:
         _end_by_sigterm()  # someone else's SIGTERM
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    # A forked worker takes SIGTERM's default at once: a pool forked from a thread (joblib's
+    # multiprocessing backend) that SIGTERMed a worker blocked on its queue's lock waited
+    # forever for it now and then while the worker had this handler.
+    os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
     if os.getppid() != parent_pid:  # the parent died before the kernel was told
         _end_with_parent()
     return True
