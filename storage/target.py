@@ -163,8 +163,14 @@ def check_sqlite_file(path: Path, *, create: bool) -> None:
         # Another opener may be setting the file up this moment: its header is then in the
         # WAL, where SQLite sees it and the file's first page does not yet.
         user_version, application_id = _header_seen_by_sqlite(path)
+    if application_id == 0 and user_version == 0 and _foreign_tables(path):
+        # Tables and the lab's header are committed together (storage.database): tables seen
+        # after a header read without it may be a creator's that committed in between.
+        user_version, application_id = _header_seen_by_sqlite(path)
+        if application_id != APPLICATION_ID:
+            application_id = -1  # tables without the lab's header: another program's file
     if application_id != APPLICATION_ID:
-        if application_id == 0 and user_version == 0 and not _foreign_tables(path):
+        if application_id == 0 and user_version == 0:
             if create:
                 return  # an empty SQLite file: ours to set up
             raise DatabaseError(
