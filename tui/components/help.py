@@ -62,6 +62,10 @@ class ErrorScreen(Modal[None]):
         self.title_text = title
         self.detail = detail
 
+    def __rich_repr__(self):  # what failed, wherever the screen is printed (a test's failure)
+        yield "title", self.title_text
+        yield "detail", self.detail
+
     def body(self) -> ComposeResult:
         message = as_text(self.title_text, "bold")
         message.append_text(as_text(f"\n\n{self.detail}\n\n(escape to close)", lines=True))

@@ -57,8 +57,9 @@ def describe(run: dict, detail: dict) -> str:
     return "\n".join(lines)
 
 
-# Runs read at a time: the first screenfuls, and more as the cursor nears the end.
-PAGE = 200
+# Runs read at a time: a screenful and some (a table takes ~1 ms a row, the database less), and
+# the next page as the cursor nears the end.
+PAGE = 60
 # How long the cursor rests on a row before its detail is read.
 DETAIL_AFTER_S = 0.15
 
@@ -161,7 +162,7 @@ class RunsPane(ReportsWorkerErrors, Vertical):
     def more_wanted(self) -> None:
         """Near the end of the rows shown, the next page is read (once)."""
         table = self.query_one(DataTable)
-        if self.more and table.cursor_row >= table.row_count - PAGE // 4:
+        if self.more and table.cursor_row >= table.row_count - PAGE // 2:
             self.reload(len(self.runs))
 
     def focus_table(self) -> None:
