@@ -229,6 +229,15 @@ def read_header(path: Path) -> tuple[int, int]:
     return found
 
 
+def has_lab_header(path: Path) -> bool:
+    """Whether ``path`` is a file SQLite sees with the lab's header (False for anything else:
+    missing, empty, another program's, or one being set up this moment)."""
+    try:
+        return path.stat().st_size > 0 and read_header(path)[1] == APPLICATION_ID
+    except (OSError, DatabaseError):
+        return False
+
+
 def _table_names(path: Path, *, ours: bool) -> set[str]:
     """The tables in ``path``. A file that is not ours is opened read-only (SQLite may then
     leave its -wal and -shm files beside a WAL file); ours as every lab reader opens it."""

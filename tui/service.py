@@ -300,14 +300,16 @@ def complete_selection(db: Optional[str], typed: str) -> Optional[str]:
 
 
 def open_database(db: Optional[str]) -> None:
-    """Make ``db`` ready for the app's panes to read side by side: an existing lab file is
-    checked (and migrated when older) with the standard library alone, as `conlab runs` opens
-    it; a new file gets its tables, a server database its check, through SQLAlchemy."""
+    """Make ``db`` ready for the app's panes to read side by side: a lab file is checked (and
+    migrated when older) with the standard library alone, as `conlab runs` opens it; anything
+    else goes the writer's way, through SQLAlchemy: a new file gets its tables (a file another
+    opener is setting up this moment is waited for), a server database its check, and what is
+    not a lab database is refused."""
     from storage.listing import open_runs
-    from storage.target import FileDatabase, database_target
+    from storage.target import FileDatabase, database_target, has_lab_header
 
     target = database_target(db)
-    if isinstance(target, FileDatabase) and target.path.exists() and target.path.stat().st_size:
+    if isinstance(target, FileDatabase) and has_lab_header(target.path):
         with open_runs(target):
             return
     with engine_for(db):

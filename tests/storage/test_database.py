@@ -242,18 +242,27 @@ def test_two_openers_of_an_old_file_migrate_it_once(tmp_path):
 
 
 def test_openers_of_a_new_file_at_once_all_get_its_tables(tmp_path):
-    """The app's first reload and a sweep started at once both make a new file's tables."""
+    """The app's first reload, a reader and a sweep started at once all open a new file: none
+    meets it half made (its tables without the lab's header) and refuses it."""
     from concurrent.futures import ThreadPoolExecutor
+
+    from tui.service import open_database
+
+    def app_reload(path: Path) -> None:
+        open_database(str(path))
+
+    def reader(path: Path) -> None:
+        open_engine(path).dispose()
+
+    def writer(path: Path) -> None:
+        open_engine(path, writer=True).dispose()
 
     for n in range(10):
         new = tmp_path / f"new-{n}.db"
-        with ThreadPoolExecutor(4) as pool:
-            openers = [(new, False), (new, True)] * 2  # the app's reload and a sweep's writer
-            engines = list(
-                pool.map(lambda opener: open_engine(opener[0], writer=opener[1]), openers)
-            )
-        for engine in engines:
-            engine.dispose()
+        with ThreadPoolExecutor(6) as pool:
+            opened = [pool.submit(opener, new) for opener in (app_reload, reader, writer) * 2]
+            for future in opened:
+                future.result()
         assert sqlite3.connect(new).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
