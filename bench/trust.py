@@ -9,7 +9,8 @@ Everything here goes through `conlab` as a user runs it, on a scratch database:
 - The lab's time per call of a pure-Python function run sequentially against pyperf's
   (`bench_func`, its default worker processes): within 0.97-1.03, or pyperf's median inside the
   lab's 95% interval.
-- The default `conlab run -w cpu -e sequential -e threads -e processes`: about a minute.
+- The default `conlab run -w cpu -e sequential -e threads -e processes`: about two minutes, as
+  the README says (three executors, six runner processes each).
 """
 
 from __future__ import annotations
@@ -233,7 +234,8 @@ def bench_default_sweep(bench) -> None:
         "default",
     )
     took = time.monotonic() - start
-    bench.record("the quick start's default cpu sweep, seconds", took, "<= 90", took <= 90)
+    # the README's "about two minutes on 2 cores"
+    bench.record("the quick start's default cpu sweep, seconds", took, "<= 150", took <= 150)
 
 
 BENCHMARKS = [bench_verdicts, bench_against_pyperf, bench_default_sweep]
