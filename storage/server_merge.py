@@ -22,7 +22,8 @@ RUN_TABLES = (("run", "id"), ("repeat", "run_id"), ("task_sample", "run_id"))
 
 
 def copy_new_runs(dst: Connection, source: sqlite3.Connection) -> tuple[int, int, int]:
-    """Copy the runs of ``source`` (a private, writable copy of a lab file, current schema) that
+    """Copy the runs of ``source`` (a connection of our own to a lab file of the current schema,
+    in one read transaction; its temporary tables are ours) that
     the server behind ``dst`` lacks or has not seen get as far, with their repeats, task samples,
     machines, interpreters and sweeps. Runs still `running` in the source are left out; a
     replaced run's repeats and task samples go with it. Returns (runs added, runs in the
@@ -128,6 +129,8 @@ def _checks_set_aside(cursor, *, when: bool) -> Iterator[None]:
     for name, _ in indexes:
         cursor.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(name)))
     yield
+    # the index builds sort every row: in memory, as far as this transaction is concerned
+    cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
     for _, definition in indexes:
         cursor.execute(sql.SQL(definition))
     for table, name, definition in constraints:
@@ -167,8 +170,12 @@ def _select(
 
 def _copy(cursor, table: str, columns: list[str], rows: Iterable[tuple]) -> None:
     """``rows`` into ``table`` with one COPY in text form: the server parses every value as its
-    column's type (SQLite's text dates and 0/1 flags alike) and refuses what is not one."""
-    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+    column's type (SQLite's text dates and 0/1 flags alike) and refuses what is not one.
+    A thread of psycopg's sends each buffer while this one reads and formats the next."""
+    from psycopg.copy import QueuedLibpqWriter
+
+    writer = QueuedLibpqWriter(cursor)
+    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN", writer=writer) as copy:
         for row in rows:
             copy.write_row(row)
 

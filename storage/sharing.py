@@ -14,7 +14,7 @@ import re
 import sqlite3
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -356,8 +356,7 @@ def merge(target: Target, sources: list[Path]) -> list[MergeResult]:
     try:
         if isinstance(target, FileDatabase):
             return [_merge_one(target.path, source, uris[source], checks) for source in sources]
-        checks.wait()
-        return [_merge_into_server(engine, source) for source in sources]
+        return [_merge_into_server(engine, source, uris[source], checks) for source in sources]
     finally:
         engine.dispose()
 
@@ -373,38 +372,74 @@ def _opens_unchanged(target: Database) -> bool:
         return False
 
 
-def _merge_into_server(engine: Engine, source: Path) -> MergeResult:
+def _merge_into_server(
+    engine: Engine, source: Path, uri: Optional[str], checks: _Checks
+) -> MergeResult:
     """Merge one source into a server in one transaction: with COPY where the driver is
-    psycopg (storage.server_merge), else row batches through SQLAlchemy Core."""
-    with _readable_copy(source) as readable:
+    psycopg (storage.server_merge), reading the source where it lies when it has the current
+    schema (``uri``), else row batches through SQLAlchemy Core from a migrated copy. Commits
+    once ``checks`` found every source sound."""
+    try:
         if engine.dialect.driver == "psycopg":
             from storage.server_merge import copy_new_runs, refusals
 
-            reader = sqlite3.connect(readable)  # a private copy: its temporary tables are ours
-            try:
+            with _source_reader(source, uri) as reader:
                 counts = _in_one_transaction(
-                    engine, source, lambda dst: copy_new_runs(dst, reader), refusals()
+                    engine, source, lambda dst: copy_new_runs(dst, reader), checks, refusals()
                 )
-            finally:
-                reader.close()
         else:
-            rows = _sqlite_reader(readable)
-            try:
-                with rows.connect() as src:
-                    counts = _in_one_transaction(
-                        engine, source, lambda dst: _copy_runs(src, dst, skip_running=True)
-                    )
-            finally:
-                rows.dispose()
+            with _readable_copy(source) as readable:
+                rows = _sqlite_reader(readable)
+                try:
+                    with rows.connect() as src:
+                        counts = _in_one_transaction(
+                            engine,
+                            source,
+                            lambda dst: _copy_runs(src, dst, skip_running=True),
+                            checks,
+                        )
+                finally:
+                    rows.dispose()
+    except DatabaseError:
+        checks.wait()  # a damaged source is said to be damaged, however the copy failed
+        raise
     added, total, replaced = counts
     return MergeResult(str(source), added, total - added, replaced)
 
 
+@contextmanager
+def _source_reader(source: Path, uri: Optional[str]) -> Iterator[sqlite3.Connection]:
+    """A connection of our own to ``source``, in one read transaction (every table read as of
+    one moment): read-only where it lies (``uri``), else on a migrated copy. Its temporary
+    tables are ours either way; its views and triggers may call no function with side effects."""
+    with ExitStack() as stack:
+        reader = None
+        if uri is not None:
+            reader = stack.enter_context(closing(sqlite3.connect(uri, uri=True)))
+            try:
+                reader.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlite3.OperationalError:
+                reader = None  # a file SQLite cannot open read-only where it lies: read a copy
+        if reader is None:
+            readable = stack.enter_context(_readable_copy(source))
+            reader = stack.enter_context(closing(sqlite3.connect(readable)))
+        reader.isolation_level = None
+        reader.execute("PRAGMA trusted_schema = OFF")
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM sqlite_master").fetchone()  # takes the snapshot
+        yield reader
+
+
 def _in_one_transaction(
-    engine: Engine, source: Path, copy, refusals: tuple[type[Exception], ...] = ()
+    engine: Engine,
+    source: Path,
+    copy,
+    checks: _Checks,
+    refusals: tuple[type[Exception], ...] = (),
 ) -> tuple[int, int, int]:
-    """``copy(dst)``'s (added, total, replaced), logged in import_log, committed together; any
-    database error (or one of ``refusals``) rolls it all back and is the merge's refusal."""
+    """``copy(dst)``'s (added, total, replaced), logged in import_log, committed together once
+    ``checks`` found every source sound; any database error (or one of ``refusals``) rolls it
+    all back and is the merge's refusal (a damaged source's, where the checks found one)."""
     from sqlalchemy.exc import DBAPIError
 
     try:
@@ -419,9 +454,12 @@ def _in_one_transaction(
                     "runs_skipped": total - added,
                 },
             )
+            checks.wait()
     except DBAPIError as exc:
+        checks.wait()
         raise _not_merged(source, exc.orig or exc) from None
     except refusals as exc:
+        checks.wait()
         raise _not_merged(source, exc) from None
     return added, total, replaced
 

@@ -320,3 +320,33 @@ def test_a_source_with_a_bad_value_is_refused_and_the_server_keeps_what_it_had(
     assert "nothing was merged" in result.stderr
     assert server_content(pg_url) == before
     assert server_checks(pg_url) == checks
+
+
+@pytest.mark.damaged_databases  # the damaged copy stays behind
+def test_a_merge_into_postgres_leaves_its_source_as_it_was_and_refuses_a_damaged_one(
+    conlab, pg_url, tmp_path
+):
+    import hashlib
+
+    source = tmp_path / "laptop.db"
+    record(conlab, source, "laptop")
+    before = hashlib.sha256(source.read_bytes()).hexdigest()
+    beside = sorted(p.name for p in tmp_path.iterdir())
+    merged = conlab("db", "merge", str(source), "--db", pg_url, "--json")
+    assert merged.returncode == 0, merged.stderr
+    assert server_content(pg_url) == content(source)
+    # read where it lies: the file and its folder are as they were (no -shm, no journal)
+    assert hashlib.sha256(source.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == beside
+
+    damaged = tmp_path / "damaged.db"
+    record(conlab, damaged, "damaged")
+    data = bytearray(damaged.read_bytes())
+    for offset in range(4096 * 2, len(data) - 100, 4096):  # scribble over every b-tree page
+        data[offset : offset + 64] = b"\xff" * 64
+    damaged.write_bytes(bytes(data))
+    held = server_content(pg_url)
+    result = conlab("db", "merge", str(damaged), "--db", pg_url)
+    assert_one_line_error(result)
+    assert "damaged" in result.stderr or "not a" in result.stderr, result.stderr
+    assert server_content(pg_url) == held
