@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sqlite3
@@ -22,7 +23,24 @@ ROUNDS = 5
 # Where the big databases are kept between bench runs: made once (tens of seconds at 100,000
 # runs), reused while the schema and the way they are filled stay the same (FILL_VERSION).
 CACHE = Path(tempfile.gettempdir()) / "conlab-bench"
-FILL_VERSION = 2
+FILL_VERSION = 3
+
+
+def environment_template() -> str:
+    """A run's environment as the recorder stores it, this machine's, with ``%d`` where each
+    run's own figure goes (the cores other work took): what a report reads of every run, about
+    2.5 KB, never the same text twice."""
+    from experiments.environment import collect
+
+    env = collect()
+    env["others_cores"] = [0.25, 0.5]
+    env["gil_enabled_by_worker"] = {str(1000 + w): False for w in range(4)}
+    env["runner_processes"] = [
+        {"pid": 2000 + p, "control": [[1750000 + p, 1460000 + p]] * 6, "control_version": 1}
+        for p in range(6)
+    ]
+    text = json.dumps(env, sort_keys=True).replace("%", "%%")
+    return text.replace('"others_cores": [0.25, 0.5]', '"others_cores": [0.%d, 0.5]')
 
 
 def fill(path: Path, runs: int, repeats: int = 5, tasks: int = 16) -> None:
@@ -63,9 +81,9 @@ def fill(path: Path, runs: int, repeats: int = 5, tasks: int = 16) -> None:
         "repeats, warmups, machine_fingerprint, interpreter_key, created_at, environment_json) "
         "SELECT id, ?, 'ok', 'cpu', CASE k % 2 WHEN 0 THEN 'threads' ELSE 'processes' END, "
         "1 + k % 4, 16, 1000, ?, 1, ?, ?, "
-        "printf('2026-01-01 00:%02d:%02d.%06d', k / 600 % 60, k / 10 % 60, k), '{}' "
+        "printf('2026-01-01 00:%02d:%02d.%06d', k / 600 % 60, k / 10 % 60, k), printf(?, k) "
         "FROM temp.runs ORDER BY k",
-        (sweep, repeats, machine, interpreter),
+        (sweep, repeats, machine, interpreter, environment_template()),
     )
     connection.execute(
         "INSERT INTO repeat (run_id, repeat_index, warmup, wall_ns, cpu_ns, first_task_start_ns, "

@@ -13,9 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Callable, Optional
-
-from storage.queries import json_object
+from typing import Any, Callable, Optional
 
 # Executors whose whole CPU time the runner's clock sees (its own threads, or worker processes
 # it reaps inside the timed window): CPU/wall and the others' share are only read of these.
@@ -354,11 +352,12 @@ class RunFacts:
     others_cores: tuple[float, ...]
 
 
-def run_facts(environment_json, build_has_gil: bool) -> RunFacts:
-    """The facts of one run's stored environment. A build with a GIL always had it on; on a
-    free-threaded build, the GIL was on if any worker's samples said so (else the runner's own
-    word after importing the workload); its cause is the setting or module that turned it on."""
-    env = json_object(environment_json) or {}
+def run_facts(env: Any, build_has_gil: bool) -> RunFacts:
+    """The facts of one run's stored environment (as storage.queries.json_object read it; not
+    a dict: none). A build with a GIL always had it on; on a free-threaded build, the GIL was on
+    if any worker's samples said so (else the runner's own word after importing the workload);
+    its cause is the setting or module that turned it on."""
+    env = env if isinstance(env, dict) else {}
     others = env.get("others_cores")
     others = tuple(
         float(x)

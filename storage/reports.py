@@ -419,8 +419,8 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
         karp_flatt(s, p) for s, p in zip(summary["speedup"], summary["workers"])
     ]
     sweep_loads = _sweep_start_loads(runs)
-    _add_run_facts(summary, runs, run_config, sweep_loads)
-    unfit = _machine_problems(runs)
+    facts, unfit = _environment_facts(runs)
+    _add_run_facts(summary, facts, runs, run_config, sweep_loads)
     works = _same_work(summary, counted, config, runs, run_config)
     summary["warnings"] = [
         _warnings(row, work, sweep_loads, unfit) for row, work in zip(summary.itertuples(), works)
@@ -428,16 +428,29 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
     return summary.drop(columns=["interval"])
 
 
-def _add_run_facts(summary, runs, run_config, sweep_loads) -> None:
+def _environment_facts(runs: pd.DataFrame) -> tuple[list[explain.RunFacts], dict[str, list[str]]]:
+    """What a summary reads of each run's stored environment, each parsed once and let go (a
+    run's 2-3 KB of JSON is most of what reading 100,000 runs costs): its ``explain`` facts, in
+    row order, and its machine problems (experiments.environment ``problems``) by run id, runs
+    with none left out."""
+    facts, problems = [], {}
+    for run_id, text_, gil_disabled in zip(
+        runs["run_id"].tolist(),
+        runs["environment_json"].tolist(),
+        runs["gil_disabled"].fillna(False).astype(bool).tolist(),
+    ):
+        env = json_object(text_) or {}
+        facts.append(explain.run_facts(env, not gil_disabled))
+        found = env.get("problems")
+        if isinstance(found, list) and found:
+            problems[run_id] = [str(p) for p in found]
+    return facts, problems
+
+
+def _add_run_facts(summary, facts, runs, run_config, sweep_loads) -> None:
     """What the rules of ``explain`` read beside the figures, per configuration: whether the
     GIL was on in its workers (any run's), what turned it on, the cores other work took during
     its repeats (median) and the load when its sweeps began (the highest)."""
-    facts = [
-        explain.run_facts(text_, not gil_disabled)
-        for text_, gil_disabled in zip(
-            runs["environment_json"].tolist(), runs["gil_disabled"].fillna(False).astype(bool)
-        )
-    ]
     gil, cause, others, load = {}, {}, {}, {}
     for at, found, sweep_id in zip(run_config.tolist(), facts, runs["sweep_id"].tolist()):
         if found.gil is not None:
@@ -551,19 +564,6 @@ def _sweep_start_loads(runs: pd.DataFrame) -> dict[str, float]:
         if load is not None:
             loads[sweep_id] = load
     return loads
-
-
-def _machine_problems(runs: pd.DataFrame) -> dict[str, list[str]]:
-    """Each run's machine problems as its environment recorded them (experiments.environment
-    ``problems``), by run id; runs with none are left out."""
-    found = {}
-    for run_id, text_ in zip(runs["run_id"].tolist(), runs["environment_json"].tolist()):
-        if not isinstance(text_, str) or "problems" not in text_:
-            continue  # no key of that name (parsing every run's environment costs more)
-        problems = (json_object(text_) or {}).get("problems")
-        if isinstance(problems, list) and problems:
-            found[run_id] = [str(p) for p in problems]
-    return found
 
 
 def _warnings(
@@ -916,6 +916,8 @@ def min_effect_for(repeats: pd.DataFrame) -> float:
     must not fall under the threshold half the time)."""
     asked = []
     for text_ in repeats["environment_json"].dropna().unique():
+        if not isinstance(text_, str) or '"detect"' not in text_:
+            continue  # recorded without --detect: no need to parse it
         detect = (json_object(text_) or {}).get("detect")
         if isinstance(detect, (int, float)) and 0 < detect < 1:
             asked.append(detect / 2)

@@ -10,6 +10,7 @@ import pytest
 from storage import explain
 from storage.explain import RULES, Facts, run_facts
 from storage.explain import explain as explain_facts
+from storage.queries import json_object
 
 
 def facts(**given) -> Facts:
@@ -144,10 +145,10 @@ def test_one_worker_or_missing_figures_say_nothing():
 
 def test_run_facts_read_the_gil_from_the_workers_and_its_cause():
     def env(**fields):
-        return json.dumps(fields)
+        return json_object(json.dumps(fields))  # as a report reads a stored environment
 
-    assert run_facts("{}", build_has_gil=True).gil is True
-    assert run_facts("{}", build_has_gil=False).gil is None
+    assert run_facts({}, build_has_gil=True).gil is True
+    assert run_facts({}, build_has_gil=False).gil is None
     off = run_facts(env(gil_enabled_by_worker={"1": False, "2": False}), False)
     assert off.gil is False and off.gil_cause is None
     module = run_facts(
@@ -160,7 +161,8 @@ def test_run_facts_read_the_gil_from_the_workers_and_its_cause():
     assert others == (0.9, 1.1)
     # hostile or damaged environments: no facts, no failure
     deep = "[" * 5000 + "]" * 5000
-    for text in ("[1]", "not json", None, deep, env(gil_enabled_by_worker="yes", others_cores=3)):
-        found = run_facts(text, False)
+    hostile = json.dumps({"gil_enabled_by_worker": "yes", "others_cores": 3})
+    for text in ("[1]", "not json", None, deep, hostile):
+        found = run_facts(json_object(text), False)
         assert found.gil is None and found.others_cores == ()
     assert explain.known(1.0) and not explain.known(math.nan, 1.0)
