@@ -915,7 +915,8 @@ def min_effect_for(repeats: pd.DataFrame) -> float:
     half the smallest ``--detect`` their runs were measured for (a change of exactly that size
     must not fall under the threshold half the time)."""
     asked = []
-    for text_ in repeats["environment_json"].dropna().unique():
+    # per run (its repeats share its environment), by id: comparing 2-3 KB texts costs more
+    for text_ in repeats.drop_duplicates("run_id")["environment_json"].tolist():
         if not isinstance(text_, str) or '"detect"' not in text_:
             continue  # recorded without --detect: no need to parse it
         detect = (json_object(text_) or {}).get("detect")
