@@ -23,6 +23,7 @@ from storage.reports import (
     compare,
     compare_groups,
     karp_flatt,
+    min_effect_for,
     select,
     summarize,
     verdicts,
@@ -802,3 +803,19 @@ def test_a_zero_wall_time_is_no_figure_and_no_warning(conlab, tmp_path):
     by_executor = {row["executor"]: row for row in summary}
     assert by_executor["sequential"]["repeats"] == 4  # the two zero repeats are left out
     assert by_executor["threads"]["repeats"] == 3  # only the sweep that measured something
+
+
+def test_the_threshold_is_half_the_smallest_change_a_run_was_measured_to_detect():
+    def runs(*environments):
+        return frame(
+            [
+                {"executor": "threads", "workers": 2, "walls": [1.0] * 3, "environment_json": e}
+                for e in environments
+            ]
+        )
+
+    assert min_effect_for(runs("{}", "{}")) == 0.05  # none asked: 5%
+    assert min_effect_for(runs('{"detect": 0.04}', '{"detect": 0.06}', "{}")) == 0.02
+    # what is not a fraction of a change, or not JSON, asks for nothing
+    hostile = ('{"detect": "0.04"}', '{"detect": 2}', '{"detect": -1}', '{"detect": true}')
+    assert min_effect_for(runs(*hostile, '"detect"', "not json", None)) == 0.05
