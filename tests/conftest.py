@@ -299,7 +299,7 @@ FORK_SERVER = textwrap.dedent("""
     import json, os, sys, traceback
     import pandas, tui.cli, tui.start, tui.service, storage.reports, storage.render, storage.sharing
     # what commands import on first use (no connection, no state): paid once, not per call
-    import markdown_it, scipy.special, sqlalchemy.dialects.sqlite
+    import markdown_it, sqlalchemy.dialects.sqlite
     # What is imported stays out of every child's collections: a child that walked it would
     # copy each page it touches from the server (a third of a second per command at its exit).
     import gc

@@ -143,23 +143,41 @@ def test_edge_cases_give_numbers_or_nan_never_errors():
     assert ratio([[1.0]], [[1.0]]).verdict == NO_DIFFERENCE
 
 
+# Whole and Welch's fractional degrees of freedom, up to what hundreds of processes give.
+DEGREES = [*range(1, 60), 99, 100, 333, 1000, 1.01, 1.3, 2.5, 3.7, 7.25, 47.9, 123.4, 5000.5, 1e5]
+
+
 @pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
-def test_t_quantile_of_a_whole_df_is_scipys(confidence):
+def test_t_quantile_is_scipys(confidence):
     from scipy.special import stdtrit
 
     from storage.stats import t_quantile
 
-    for df in [*range(1, 60), 99, 100, 333, 1000, 2.5]:
+    for df in DEGREES:
         expected = float(stdtrit(df, 0.5 + confidence / 2))
-        assert t_quantile(df, confidence) == pytest.approx(expected, rel=1e-10)
+        assert t_quantile(df, confidence) == pytest.approx(expected, rel=1e-9), df
 
 
-def test_listing_runs_does_not_import_scipy(tmp_path):
+def test_t_two_sided_p_is_scipys():
+    from scipy.special import stdtr
+
+    from storage.stats import t_two_sided_p
+
+    for df in DEGREES:
+        for statistic in (0.0, 0.3, -1.0, 1.96, 4.0, -12.0):
+            expected = float(2 * stdtr(df, -abs(statistic)))
+            assert t_two_sided_p(statistic, df) == pytest.approx(expected, rel=1e-9, abs=1e-300)
+
+
+def test_reports_statistics_do_not_import_scipy(tmp_path):
     import subprocess
     import sys
 
+    # a run's interval (whole df) and a comparison of two (Welch's fractional df, a p-value)
     code = (
-        "import sys; from storage.stats import interval; interval([[1.0, 1.1], [1.2, 1.3]]); "
+        "import sys; from storage.stats import interval, ratio; "
+        "interval([[1.0, 1.1], [1.2, 1.3]]); "
+        "ratio([[1.0, 1.1], [1.2, 1.3], [1.0]], [[2.0, 2.3], [2.2, 2.1]]); "
         "print('scipy' in sys.modules)"
     )
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
