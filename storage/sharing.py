@@ -418,15 +418,21 @@ def _source_reader(source: Path, uri: Optional[str]) -> Iterator[sqlite3.Connect
             reader = stack.enter_context(closing(sqlite3.connect(uri, uri=True)))
             try:
                 reader.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            except sqlite3.OperationalError:
-                reader = None  # a file SQLite cannot open read-only where it lies: read a copy
+            except sqlite3.DatabaseError:
+                reader = None  # not readable where it lies: a copy reads it, or says why not
         if reader is None:
             readable = stack.enter_context(_readable_copy(source))
             reader = stack.enter_context(closing(sqlite3.connect(readable)))
-        reader.isolation_level = None
-        reader.execute("PRAGMA trusted_schema = OFF")
-        reader.execute("BEGIN")
-        reader.execute("SELECT count(*) FROM sqlite_master").fetchone()  # takes the snapshot
+        try:
+            reader.isolation_level = None
+            reader.execute("PRAGMA trusted_schema = OFF")
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the snapshot
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseError(
+                f"cannot read {source} ({exc}); nothing was merged: "
+                "ask for a fresh `conlab db export`"
+            ) from None
         yield reader
 
 

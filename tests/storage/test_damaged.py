@@ -302,3 +302,34 @@ def test_a_missing_file_is_refused_and_not_created(name, other, cli, tmp_path):
     code, _, err = cli(*args)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.db"]
+
+
+def test_every_damaged_file_merged_into_postgres_is_refused_or_merged_whole(
+    base, cli, pg_url, tmp_path
+):
+    """The server's other way in: each file of the corpus merged into a PostgreSQL database
+    that holds runs already. One line and no traceback when refused, the server as it was, the
+    file untouched either way."""
+    from tests.storage.test_postgres import server_content
+
+    assert cli("db", "merge", str(base), "--db", pg_url)[0] == 0
+    failures = []
+    for kind in sorted(CORPUS):
+        where = tmp_path / kind
+        where.mkdir()
+        path = where / "lab.db"
+        CORPUS[kind](base, path)
+        # (read as the other test reads it: SQLite's first reader rebuilds a killed writer's -shm)
+        version_before = _version_seen_by_sqlite(path) if kind.startswith("newer") else None
+        held, before = server_content(pg_url), _snapshot(where)
+        code, _, err = cli("db", "merge", str(path), "--db", pg_url)
+        broken = _breaks(code, err)
+        if _snapshot(where) != before:
+            broken.append("the file (or the files beside it) changed")
+        if version_before is not None and _version_seen_by_sqlite(path) != version_before:
+            broken.append("the version SQLite sees went down")
+        if code != 0 and server_content(pg_url) != held:
+            broken.append("a refused merge changed the server")
+        if broken:
+            failures.append(f"{kind}: {', '.join(broken)}\n    {err.strip()[-300:]}")
+    assert not failures, "\n".join(failures)
