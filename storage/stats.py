@@ -35,15 +35,44 @@ MOVED_BETWEEN_PROCESSES = 0.10
 
 @functools.lru_cache(maxsize=1024)
 def t_quantile(df: float, confidence: float = CONFIDENCE) -> float:
-    """Two-sided Student t critical value for any ``df`` > 0 (Welch's are fractional), found by
-    bisection on ``_t_central``: no scipy to import (a third of a second for every report)."""
-    low, high = 0.0, 1.0
-    while _t_central(high, df) < confidence:
-        high *= 2
-    for _ in range(100):  # bisection to the float's precision
-        middle = (low + high) / 2
-        low, high = (middle, high) if _t_central(middle, df) < confidence else (low, middle)
-    return (low + high) / 2
+    """Two-sided Student t critical value for any ``df`` > 0 (Welch's are fractional). Starts
+    from the Cornish-Fisher expansion around the normal quantile (Abramowitz and Stegun
+    26.7.5, near for all but the smallest ``df``), then Newton's steps on ``_t_central`` (its
+    slope is twice the t density), each kept inside the bracket found so far. No scipy to
+    import (a third of a second a report)."""
+    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
+    t = max(z, z + sum(g(z) / df**k for k, g in enumerate(_CORNISH_FISHER, start=1)))
+    low, high = 0.0, math.inf
+    for _ in range(200):
+        below = _t_central(t, df) - confidence
+        if below < 0:
+            low = t
+        else:
+            high = t
+        following = t - below / (2 * _t_density(t, df))
+        if not low < following < high:
+            following = (low + high) / 2 if high < math.inf else 2 * t
+        if abs(following - t) <= 1e-12 * t:  # Newton: the next step would be ~1e-24
+            return following
+        t = following
+    return t
+
+
+_CORNISH_FISHER = (
+    lambda z: (z**3 + z) / 4,
+    lambda z: (5 * z**5 + 16 * z**3 + 3 * z) / 96,
+    lambda z: (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384,
+    lambda z: (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160,
+)
+
+
+def _t_density(t: float, df: float) -> float:
+    return math.exp(
+        math.lgamma((df + 1) / 2)
+        - math.lgamma(df / 2)
+        - 0.5 * math.log(df * math.pi)
+        - (df + 1) / 2 * math.log1p(t * t / df)
+    )
 
 
 def _t_central(t: float, df: float) -> float:
@@ -85,15 +114,18 @@ def _beta_fraction(a: float, b: float, x: float) -> float:
             c = 1.0 + numerator / c
             c = c if abs(c) > tiny else tiny
             h *= d * c
-        if abs(d * c - 1.0) < 1e-16:
+        if abs(d * c - 1.0) < 3e-16:  # two units in the last place: as close as floats get
             break
     return h
 
 
 def t_two_sided_p(statistic: float, df: float) -> float:
     """P(|T| >= |statistic|) for Student's t with ``df`` degrees of freedom."""
-    x = df / (df + statistic * statistic)
-    return _incomplete_beta(df / 2, 0.5, x) if math.isfinite(statistic) else 0.0
+    if math.isnan(statistic) or math.isnan(df):
+        return math.nan
+    if math.isinf(statistic):
+        return 0.0
+    return _incomplete_beta(df / 2, 0.5, df / (df + statistic * statistic))
 
 
 @dataclass(frozen=True)

@@ -167,6 +167,7 @@ def test_t_two_sided_p_is_scipys():
         for statistic in (0.0, 0.3, -1.0, 1.96, 4.0, -12.0):
             expected = float(2 * stdtr(df, -abs(statistic)))
             assert t_two_sided_p(statistic, df) == pytest.approx(expected, rel=1e-9, abs=1e-300)
+    assert t_two_sided_p(math.inf, 3) == 0.0 and math.isnan(t_two_sided_p(math.nan, 3))
 
 
 def test_reports_statistics_do_not_import_scipy(tmp_path):
