@@ -169,11 +169,15 @@ def check_sqlite_file(path: Path, *, create: bool) -> None:
         user_version, application_id = _header_seen_by_sqlite(path)
         if application_id != APPLICATION_ID:
             application_id = -1  # tables without the lab's header: another program's file
-    if application_id == APPLICATION_ID and user_version < 1:
+    if application_id not in (0, APPLICATION_ID) or (
+        application_id == APPLICATION_ID and user_version < 1
+    ):
         # The file's bytes may be read while a checkpoint writes its first page (read() and
         # write() of one page are not atomic to each other): SQLite's own read, under its
-        # locks, says what the header is before the file is called damaged.
-        user_version, application_id = _header_seen_by_sqlite(path)
+        # locks, says whether it is ours before it is called damaged or another program's.
+        seen = _header_seen_by_sqlite(path)
+        if seen[1] == APPLICATION_ID:
+            user_version, application_id = seen
     if application_id != APPLICATION_ID:
         if application_id == 0 and user_version == 0:
             if create:
