@@ -17,7 +17,7 @@ from storage.queries import (
 )
 
 # A run's rows, children first: deleting in this order never leaves an orphan.
-RUN_TABLES = ("task_sample", "repeat")
+RUN_TABLES = ("task_sample", "repeat", "process")
 
 
 def run_detail(engine: Engine, run_id: str) -> dict[str, Any]:

@@ -89,9 +89,32 @@ for _version, _statements in PORTABLE_STEPS.items():
     STEPS[_version] = _portable(_statements)
 
 
+def _process_table(connection, dialect: str) -> None:
+    """v3 -> v4: each runner process's figures as a report reads them, derived for every run
+    stored (storage.figures)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+    from sqlalchemy.schema import CreateTable
+
+    from storage import figures
+    from storage.models import Process
+
+    dialects = {"sqlite": sqlite.dialect(), "postgresql": postgresql.dialect()}
+    create = str(CreateTable(Process.__table__, if_not_exists=True).compile(dialect=dialects[dialect]))
+    (connection.execute if dialect == "sqlite" else connection.exec_driver_sql)(create)
+    figures.refresh(connection, "SELECT id FROM run")
+
+
+STEPS[3] = lambda connection: _process_table(connection, "sqlite")  # noqa: E731
+# Steps that are not plain SQL, for a server (a SQLAlchemy connection).
+SERVER_STEPS: dict[int, Callable] = {3: lambda connection: _process_table(connection, "postgresql")}
+
+
 def migrate_server(connection, from_version: int, to_version: int) -> None:
     """Bring a server database (a SQLAlchemy connection in a transaction) up to ``to_version``."""
     for version in range(from_version, to_version):
+        if version in SERVER_STEPS:
+            SERVER_STEPS[version](connection)
+            continue
         for statement in PORTABLE_STEPS[version]:
             connection.exec_driver_sql(statement)
 

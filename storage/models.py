@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Optional
 
-from sqlalchemy import BigInteger, Index
+from sqlalchemy import BigInteger, Index, LargeBinary
 from sqlmodel import Field, SQLModel
 
 # Run statuses. `running` rows whose recorder is gone are shown as `interrupted`.
@@ -156,3 +156,31 @@ class TaskSample(SQLModel, table=True):
     involuntary_switches: Optional[int] = None
     core_start: Optional[int] = None
     core_end: Optional[int] = None
+
+
+class Process(SQLModel, table=True):
+    """One runner process of a run as a report reads it, derived from the run's counted repeats
+    and stored environment by storage.figures (never copied from another database)."""
+
+    __tablename__ = "process"
+
+    run_id: str = Field(foreign_key="run.id", primary_key=True)
+    process_index: int = Field(primary_key=True)
+    walls: bytes = Field(sa_type=LargeBinary)  # storage.figures.WALLS, in repeat order
+    # Medians over its counted repeats (start-up latency in ns; tasks in flight = busy / wall).
+    startup_ns: Optional[float] = None
+    in_flight: Optional[float] = None
+    cpu_per_wall: Optional[float] = None
+    voluntary_switches: Optional[float] = None
+    involuntary_switches: Optional[float] = None
+    core_moves: Optional[float] = None
+    # The largest over its counted repeats.
+    peak_rss_bytes: Optional[int] = Field(default=None, sa_type=BigInteger)
+    worker_peak_rss_bytes: Optional[int] = Field(default=None, sa_type=BigInteger)
+    cores_used: Optional[int] = None
+    # Its run's facts (storage.figures.FACTS).
+    gil_on: Optional[bool] = None
+    others_cores: Optional[float] = None
+    load_per_core: Optional[float] = None
+    detect: Optional[float] = None
+    problems: Optional[int] = None

@@ -268,6 +268,8 @@ class RunRecorder:
             return {**session.get(Run, self.run_id).model_dump(), **run_costs(self.counted_costs)}
 
     def _update_finished(self, status, error, detail, stderr) -> None:
+        from storage import figures  # numpy: not before a run has something to store
+
         with Session(self.engine) as session:
             run = session.get(Run, self.run_id)
             run.status = status
@@ -276,6 +278,8 @@ class RunRecorder:
             run.stderr = stderr or None
             run.finished_at = utc_now()
             session.add(run)
+            session.flush()
+            figures.refresh_ids(session.connection(), [self.run_id])
             session.commit()
 
     def _record_environment(self, event: dict) -> None:

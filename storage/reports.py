@@ -16,7 +16,7 @@ import pandas as pd
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from storage import controlled, explain, stats
+from storage import controlled, explain, figures, stats
 from storage.database import read_error
 from storage.errors import SelectionError
 from storage.queries import SELECTION_KEYS, json_object, selection_terms
@@ -88,16 +88,30 @@ def load_repeats(
     return frame
 
 
-RUNS_SQL = (
-    "SELECT {run_row} AS run_row, r.id AS run_id, r.sweep_id, r.tag, r.status, r.workload, "
-    "r.size, r.tasks, r.executor, "
-    "r.start_method, r.workers, r.chunksize, r.created_at, r.environment_json, "
-    "r.machine_fingerprint, coalesce(m.hostname, r.machine_fingerprint) AS machine, "
-    "coalesce(m.usable_cores, m.logical_cores) AS cores, m.cpu_model, i.version AS python, "
-    "i.gil_disabled, coalesce(s.run_order, 'blocks') AS run_order FROM run r "
+# A run's columns as every frame here carries them (RUNS_SQL adds its stored environment),
+# with run_row (``_run_row``) first.
+RUN_COLUMNS = {
+    "run_id": "r.id",
+    **{c: f"r.{c}" for c in ("sweep_id", "tag", "status", "workload", "size", "tasks")},
+    **{c: f"r.{c}" for c in ("executor", "start_method", "workers", "chunksize", "created_at")},
+    "machine_fingerprint": "r.machine_fingerprint",
+    "machine": "coalesce(m.hostname, r.machine_fingerprint)",
+    "cores": "coalesce(m.usable_cores, m.logical_cores)",
+    "cpu_model": "m.cpu_model",
+    "python": "i.version",
+    "gil_disabled": "i.gil_disabled",
+    "run_order": "coalesce(s.run_order, 'blocks')",
+}
+RUN_COLUMNS_SQL = "{run_row} AS run_row, " + ", ".join(
+    f"{sql} AS {name}" for name, sql in RUN_COLUMNS.items()
+)
+RUN_JOINS = (
     "LEFT JOIN machine m ON m.fingerprint = r.machine_fingerprint "
     "LEFT JOIN interpreter i ON i.key = r.interpreter_key "
-    "LEFT JOIN sweep s ON s.id = r.sweep_id WHERE r.status = 'ok'"
+    "LEFT JOIN sweep s ON s.id = r.sweep_id"
+)
+RUNS_SQL = (
+    f"SELECT {RUN_COLUMNS_SQL}, r.environment_json FROM run r {RUN_JOINS} WHERE r.status = 'ok'"
 )
 # What a selection's SQL (storage.queries.selection_where) reads besides the run: its machine
 # and interpreter, joined as RUNS_SQL joins them.
@@ -136,7 +150,7 @@ def _selection_sql(engine: Engine, selection: Optional[str], label: str) -> tupl
     return f" AND {where}", params
 
 
-def _rows(connection, sql: str, params: Optional[dict] = None) -> tuple[list[str], list[tuple]]:
+def _rows(connection, sql: str, params=None) -> tuple[list[str], list[tuple]]:
     """Column names and rows of ``sql`` (``:name`` parameters) through the driver's own cursor
     (SQLAlchemy's row objects cost more than the query)."""
     cursor = connection.connection.driver_connection.cursor()
@@ -157,7 +171,7 @@ def _rows(connection, sql: str, params: Optional[dict] = None) -> tuple[list[str
         cursor.close()
 
 
-def _read_frame(connection, sql: str, params: Optional[dict] = None) -> pd.DataFrame:
+def _read_frame(connection, sql: str, params=None) -> pd.DataFrame:
     names, rows = _rows(connection, sql, params)
     return pd.DataFrame.from_records(rows, columns=names)
 
@@ -197,14 +211,7 @@ def _repeat_rows(
 ) -> pd.DataFrame:
     """One row per counted repeat: its numbers beside its run's columns. ``runs_before`` is how
     many runs the databases read before this one hold (for ``process``)."""
-    for column in ("size", "tasks", "workers"):
-        runs[column] = pd.to_numeric(runs[column], errors="coerce")
-    runs["python"] = runs["python"].fillna("?")
-    # A free-threaded build is its own interpreter in every table: 3.13.0t, as python.org names it.
-    free_threaded = runs["gil_disabled"].fillna(False).astype(bool)
-    runs.loc[free_threaded, "python"] = runs.loc[free_threaded, "python"] + "t"
-    for column in ("start_method", "chunksize", "tag"):
-        runs[column] = runs[column].astype(object).where(runs[column].notna(), None)
+    _run_frame(runs)
     run_at = pd.Index(runs.pop("run_row")).get_indexer(run_rows)
     known = run_at >= 0
     frame = runs.iloc[run_at[known]].reset_index(drop=True)
@@ -219,8 +226,159 @@ def _repeat_rows(
     return frame
 
 
-# More runner processes than a run can have (storage.models.Run.processes): what numbers them.
-PROCESSES = 2**20
+def _run_frame(runs: pd.DataFrame) -> None:
+    """RUN_COLUMNS_SQL's columns as a frame's rows hold them: numbers as numbers, the Python
+    version as its interpreter is named, missing values as None."""
+    for column in ("size", "tasks", "workers"):
+        runs[column] = pd.to_numeric(runs[column], errors="coerce")
+    runs["python"] = runs["python"].fillna("?")
+    # A free-threaded build is its own interpreter in every table: 3.13.0t, as python.org names it.
+    free_threaded = runs["gil_disabled"].fillna(False).astype(bool)
+    runs.loc[free_threaded, "python"] = runs.loc[free_threaded, "python"] + "t"
+    for column in ("start_method", "chunksize", "tag"):
+        runs[column] = runs[column].astype(object).where(runs[column].notna(), None)
+
+
+PROCESSES = figures.PROCESSES
+
+
+def load_processes(
+    engines: Sequence[tuple[str, Engine]], selection: Optional[str] = None
+) -> pd.DataFrame:
+    """One row per runner process of a finished run: its run's columns (as ``load_repeats``
+    gives them), its figures (storage.figures: ``walls``, the medians, peaks and the run's
+    facts) and, where its run recorded them, the words behind its facts (``gil_cause``,
+    ``machine_problems``). What a summary reads: the stored ``process`` rows, and no
+    environment text but of the few runs whose facts have words. A run without readable rows
+    is derived from its repeats here. ``selection`` as ``load_repeats`` takes it."""
+    frames = []
+    for label, engine in engines:
+        where, params = _selection_sql(engine, selection, label)
+        with engine.connect() as connection:
+            frame = _stored_processes(connection, where, params)
+        frame["db"] = label
+        frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frame = frame[~frame.duplicated(["run_id", "process_index"])]
+    frame = frame.dropna(subset=["workers"])
+    if frame.empty:
+        return pd.DataFrame()
+    frame = frame.reset_index(drop=True)
+    frame["process"] = np.arange(len(frame))
+    return frame
+
+
+PROCESS_SQL = (
+    f"SELECT {RUN_COLUMNS_SQL}, "
+    + ", ".join(f"p.{c}" for c in figures.COLUMNS[1:])
+    + f" FROM process p JOIN run r ON r.id = p.run_id {RUN_JOINS} WHERE r.status = 'ok'"
+)
+UNDERIVED_SQL = (
+    "SELECT r.id FROM run r {joins}WHERE r.status = 'ok' "
+    "AND NOT EXISTS (SELECT 1 FROM process p WHERE p.run_id = r.id)"
+)
+
+
+def _stored_processes(connection, where: str, params: dict) -> pd.DataFrame:
+    """The process rows of the finished runs ``where`` picks in one database; the runs whose
+    rows are missing or unreadable derived again from their repeats."""
+    run_row = _run_row(connection)
+    names, rows = _rows(connection, PROCESS_SQL.format(run_row=run_row) + where, params)
+    frame = pd.DataFrame.from_records(rows, columns=names)
+    walls = frame["walls"]
+    readable = walls.map(lambda w: isinstance(w, bytes) and len(w) % figures.WALLS.itemsize == 0)
+    again = set(frame.loc[~readable, "run_id"].tolist())
+    frame = frame[~frame["run_id"].isin(again)] if again else frame
+    _, missing = _rows(
+        connection, UNDERIVED_SQL.format(joins=SELECTION_JOINS if where else "") + where, params
+    )
+    again.update(row[0] for row in missing)
+    texts: dict = {}
+    if again:
+        frame = pd.concat([frame, _derived(connection, sorted(again), texts)], ignore_index=True)
+    frame = frame.drop(columns=["run_row"])
+    _run_frame(frame)
+    _facts_as_numbers(frame)
+    _add_words(connection, frame, texts)
+    return frame
+
+
+def _derived(connection, run_ids: list, texts: dict) -> pd.DataFrame:
+    """The process rows of these runs derived from their repeats (storage.figures), beside
+    their run's columns; ``texts`` gets each one's stored environment."""
+    parts = []
+    mark = figures.parameter_mark(connection)
+    for start in range(0, len(run_ids), 500):
+        chunk = tuple(run_ids[start : start + 500])
+        listed = ", ".join([mark] * len(chunk))
+        sql = RUNS_SQL.format(run_row=_run_row(connection)) + f" AND r.id IN ({listed})"
+        runs = _read_frame(connection, sql, chunk)
+        _, repeats = _rows(connection, figures.REPEATS_SQL.format(runs=listed), chunk)
+        environments = dict(zip(runs["run_id"], runs["environment_json"]))
+        texts.update(environments)
+        rows = pd.DataFrame.from_records(
+            figures.derive(environments, repeats), columns=list(figures.COLUMNS)
+        )
+        parts.append(runs.drop(columns=["environment_json"]).merge(rows, on="run_id"))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _add_words(connection, frame: pd.DataFrame, texts: dict) -> None:
+    """``_words``, reading the environments of the ``_worded`` runs not in ``texts``."""
+    wanted = [r for r in _worded(frame) if r not in texts]
+    mark = figures.parameter_mark(connection)
+    for start in range(0, len(wanted), 500):
+        chunk = tuple(wanted[start : start + 500])
+        sql = f"SELECT id, environment_json FROM run WHERE id IN ({', '.join([mark] * len(chunk))})"
+        texts.update(_rows(connection, sql, chunk)[1])
+    _words(frame, texts)
+
+
+def processes_of(repeats: pd.DataFrame) -> pd.DataFrame:
+    """``load_processes``' rows for the counted repeats ``repeats`` (``load_repeats``' frame):
+    what a summary of a selection already loaded reads, derived as the stored rows are."""
+    if repeats.empty:
+        return pd.DataFrame()
+    counted = repeats[~repeats["warmup"]]
+    runs = counted.drop_duplicates("run_id")
+    environments = dict(zip(runs["run_id"], runs["environment_json"]))
+    columns = ["run_id", "process_index", "repeat_index", *figures.NUMBERS]
+    rows = figures.derive(environments, list(zip(*(counted[c] for c in columns))))
+    derived = pd.DataFrame.from_records(rows, columns=list(figures.COLUMNS))
+    if derived.empty:
+        return pd.DataFrame()
+    frame = runs[[*RUN_COLUMNS, "db"]].merge(derived, on="run_id")
+    _facts_as_numbers(frame)
+    _words(frame, environments)
+    frame["process"] = np.arange(len(frame))
+    return frame
+
+
+def _facts_as_numbers(frame: pd.DataFrame) -> None:
+    for column in figures.FACTS:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+
+
+def _worded(frame: pd.DataFrame) -> list:
+    """The runs whose facts have words in their environment: the GIL on in a free-threaded
+    build's workers (what turned it on), machine problems recorded."""
+    free_threaded = frame["gil_disabled"].fillna(False).astype(bool)
+    worded = (free_threaded & (frame["gil_on"] == 1)) | (frame["problems"] > 0)
+    return frame.loc[worded, "run_id"].unique().tolist()
+
+
+def _words(frame: pd.DataFrame, texts: dict) -> None:
+    """``gil_cause`` and ``machine_problems`` of the ``_worded`` runs, from ``texts`` (their
+    stored environments by run id)."""
+    causes, problems = {}, {}
+    for run_id in _worded(frame):
+        env = json_object(texts.get(run_id)) or {}
+        causes[run_id] = explain.run_facts(env, False).gil_cause
+        found = env.get("problems")
+        if isinstance(found, list) and found:
+            problems[run_id] = [str(p) for p in found]
+    frame["gil_cause"] = frame["run_id"].map(causes).astype(object)
+    frame["machine_problems"] = frame["run_id"].map(problems).astype(object)
 
 
 def load_timeline(engine: Engine, run_id: str) -> pd.DataFrame:
@@ -304,68 +462,81 @@ def _by_process(counted: pd.DataFrame, owner: np.ndarray, owners: int) -> list[l
     return found
 
 
-def _intervals(counted: pd.DataFrame, owner: np.ndarray, owners: int) -> list[stats.Interval]:
-    """stats.interval of each of ``owners`` sets of rows (``owner`` numbers each row's), its
-    runner processes in the order they first appear: the medians and max/min of every process
-    from one sort, instead of a Python list per process."""
-    walls = counted["wall_s"].to_numpy(dtype=float)
-    process = pd.factorize(counted["process"])[0]
-    kept = (walls > 0) & (walls < math.inf)  # the values stats.interval keeps
-    walls, owner, process = walls[kept], owner[kept], process[kept]
-    order = np.lexsort((walls, process, owner))
-    medians, withins, process_owner = _medians(walls[order], owner[order], process[order])
-    medians, withins = medians.tolist(), withins.tolist()
-    order = np.lexsort((walls, owner))
-    pooled_medians, _, pooled_owner = _medians(walls[order], owner[order], owner[order])
-    median_of = dict(zip(pooled_owner.tolist(), pooled_medians.tolist()))
-    in_rows = np.argsort(owner, kind="stable")  # each set's values in row order
-    rows_walls, rows_owner = walls[in_rows], owner[in_rows]
-    process_at = np.searchsorted(process_owner, np.arange(owners + 1))
-    rows_at = np.searchsorted(rows_owner, np.arange(owners + 1))
-    found = []
-    for at in range(owners):
-        first, last = process_at[at], process_at[at + 1]
-        pooled = rows_walls[rows_at[at] : rows_at[at + 1]].tolist() if last - first == 1 else []
-        found.append(
-            stats.interval_of(
-                median_of.get(at, math.nan), medians[first:last], withins[first:last], pooled
-            )
-        )
-    return found
+@dataclass(frozen=True)
+class Walls:
+    """The counted wall times (s) of some process rows, each row's in repeat order: ``values``
+    and the row each belongs to (``row``, ascending); positive finite times only."""
+
+    values: np.ndarray
+    row: np.ndarray
+
+    @classmethod
+    def of(cls, processes: pd.DataFrame) -> Walls:
+        blobs = processes["walls"].tolist()
+        values = np.frombuffer(b"".join(blobs), dtype=figures.WALLS) / 1e9
+        counts = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))
+        row = np.repeat(np.arange(len(blobs)), counts // figures.WALLS.itemsize)
+        kept = (values > 0) & (values < math.inf)
+        return cls(values[kept], row[kept])
 
 
-def _medians(walls: np.ndarray, owner: np.ndarray, group: np.ndarray):
-    """For rows sorted by owner, group and value: each group's median (as statistics.median
-    takes it), its max/min minus 1, and its owner."""
-    starts = np.flatnonzero(np.diff(group, prepend=-1) | np.diff(owner, prepend=-1))
-    ends = np.append(starts[1:], len(walls))
-    middle = starts + (ends - starts) // 2
-    odd = (ends - starts) % 2 == 1
-    medians = np.where(odd, walls[middle], (walls[middle - 1] + walls[middle]) / 2)
-    return medians, walls[ends - 1] / walls[starts] - 1, owner[starts]
+def _sorted_groups(values: np.ndarray, owner: np.ndarray, owners: int):
+    """``values`` sorted within each owner, and where each owner's run starts and ends."""
+    order = np.lexsort((values, owner))
+    ordered = values[order]
+    starts = np.searchsorted(owner[order], np.arange(owners))
+    ends = np.searchsorted(owner[order], np.arange(owners), side="right")
+    return ordered, starts, ends
 
 
-def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
-    """One row per configuration: runner processes, counted repeats, median with its 95%
-    interval over processes and repeats (storage.stats), IQR, CV, min; speedup against the
-    sequential run of the same work with its interval, efficiency, Karp–Flatt; from samples,
-    start-up latency, tasks in flight (busy / wall) and CPU / wall; the costs beyond time (the
-    largest peak memory of a repeat and of one worker, the median switches and core moves per
-    repeat, the cores used); and the warnings."""
-    if repeats.empty:
+def _quantiles(ordered: np.ndarray, starts: np.ndarray, ends: np.ndarray, q: float):
+    """Each run's ``q`` quantile by linear interpolation (pandas' and numpy's default); NaN
+    for an empty one."""
+    n = ends - starts
+    position = np.maximum(n - 1, 0) * q
+    low = np.floor(position).astype(np.int64)
+    high = np.minimum(low + 1, np.maximum(n - 1, 0))
+    last = max(len(ordered) - 1, 0)
+    if not len(ordered):
+        return np.full(len(starts), math.nan)
+    a = ordered[np.clip(starts + low, 0, last)]
+    b = ordered[np.clip(starts + high, 0, last)]
+    return np.where(n > 0, a + (b - a) * (position - low), math.nan)
+
+
+def _medians(ordered: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Each run's median as statistics.median takes it (the mean of the two middle values)."""
+    n = ends - starts
+    last = max(len(ordered) - 1, 0)
+    if not len(ordered):
+        return np.full(len(starts), math.nan)
+    low = ordered[np.clip(starts + (n - 1) // 2, 0, last)]
+    high = ordered[np.clip(starts + n // 2, 0, last)]
+    return np.where(n > 0, (low + high) / 2, math.nan)
+
+
+def summarize(processes: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration (``processes``: ``load_processes``' rows): runner processes,
+    counted repeats, median with its 95% interval over processes and repeats (storage.stats),
+    IQR, CV, min; speedup against the sequential run of the same work with its interval,
+    efficiency, Karp–Flatt; start-up latency, tasks in flight (busy / wall) and CPU / wall; the
+    costs beyond time (the largest peak memory of a repeat and of one worker, switches and
+    core moves per repeat, the cores used); and the warnings. Wall-time figures are over every
+    counted repeat; the other medians are the median of the processes' medians."""
+    if processes.empty:
         return pd.DataFrame()
-    counted = repeats[~repeats["warmup"]].copy()
-    counted["startup_s"] = counted["startup_ns"] / 1e9
-    counted["in_flight"] = counted["busy_ns"] / counted["wall_ns"]
-    counted["cpu_per_wall"] = counted["cpu_ns"] / counted["wall_ns"]
+    walls = Walls.of(processes)
+    has_walls = np.bincount(walls.row, minlength=len(processes)) > 0
+    counted = processes[has_walls].reset_index(drop=True)
+    if counted.empty:
+        return pd.DataFrame()
+    walls = Walls.of(counted)
     grouped = counted.groupby(CONFIG, dropna=False, sort=True)
+    config = grouped.ngroup().to_numpy()
+    groups = int(config.max()) + 1
+    counted["startup_s"] = counted["startup_ns"] / 1e9
     summary = grouped.agg(
-        repeats=("wall_s", "size"),
         processes=("process", "nunique"),
-        median_s=("wall_s", "median"),
-        mean_s=("wall_s", "mean"),
-        std_s=("wall_s", "std"),
-        min_s=("wall_s", "min"),
         startup_s=("startup_s", "median"),
         in_flight=("in_flight", "median"),
         cpu_per_wall=("cpu_per_wall", "median"),
@@ -379,13 +550,33 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
         core_moves=("core_moves", "median"),
         cores_used=("cores_used", "max"),
     ).reset_index()
-    summary.insert(
-        summary.columns.get_loc("mean_s"), "q1_s", grouped["wall_s"].quantile(0.25).values
-    )
-    summary.insert(
-        summary.columns.get_loc("mean_s"), "q3_s", grouped["wall_s"].quantile(0.75).values
-    )
-    config = grouped.ngroup().to_numpy()
+    # every counted repeat of a configuration, pooled
+    owner = config[walls.row]
+    ordered, starts, ends = _sorted_groups(walls.values, owner, groups)
+    repeats = ends - starts
+    sums = np.bincount(owner, weights=walls.values, minlength=groups)
+    means = sums / repeats
+    squares = np.bincount(owner, weights=(walls.values - means[owner]) ** 2, minlength=groups)
+    pooled = {
+        "repeats": repeats,
+        "median_s": _medians(ordered, starts, ends),
+        "q1_s": _quantiles(ordered, starts, ends, 0.25),
+        "q3_s": _quantiles(ordered, starts, ends, 0.75),
+        "mean_s": means,
+        "std_s": np.sqrt(squares / np.maximum(repeats - 1, 1)),
+        "min_s": ordered[starts],
+    }
+    pooled["std_s"][repeats < 2] = math.nan
+    for name, values in pooled.items():
+        summary[name] = values
+    first = [*CONFIG, "repeats", "processes", "median_s", "q1_s", "q3_s", "mean_s", "std_s"]
+    summary = summary[[*first, *(c for c in summary.columns if c not in first)]]
+    # each process's own
+    by_row, row_starts, row_ends = _sorted_groups(walls.values, walls.row, len(counted))
+    process_medians = _medians(by_row, row_starts, row_ends)
+    withins = by_row[row_ends - 1] / by_row[row_starts] - 1
+    first_at = np.searchsorted(walls.row, np.arange(len(counted)))  # values in repeat order
+    counted["first_s"] = walls.values[first_at]
     first_of_run = ~counted["run_id"].duplicated().to_numpy()
     runs, run_config = counted[first_of_run], config[first_of_run]
     sweeps = runs.groupby(run_config)["sweep_id"].agg(
@@ -399,7 +590,9 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
         "run_order",
         np.where(blocks.values, "blocks", "turns"),
     )
-    intervals = _intervals(counted, config, len(summary))
+    intervals = _intervals(
+        config, groups, pooled["median_s"], process_medians, withins, walls, by_row
+    )
     summary["ci_low_s"] = [i.low for i in intervals]
     summary["ci_high_s"] = [i.high for i in intervals]
     summary["spread"] = [i.spread for i in intervals]
@@ -419,8 +612,10 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
         karp_flatt(s, p) for s, p in zip(summary["speedup"], summary["workers"])
     ]
     sweep_loads = _sweep_start_loads(runs)
-    facts, unfit = _environment_facts(runs)
-    _add_run_facts(summary, facts, runs, run_config, sweep_loads)
+    _add_run_facts(summary, runs, run_config, sweep_loads)
+    unfit = {
+        r: p for r, p in zip(runs["run_id"], runs["machine_problems"]) if isinstance(p, list)
+    }
     works = _same_work(summary, counted, config, runs, run_config)
     summary["warnings"] = [
         _warnings(row, work, sweep_loads, unfit) for row, work in zip(summary.itertuples(), works)
@@ -428,36 +623,53 @@ def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
     return summary.drop(columns=["interval"])
 
 
-def _environment_facts(runs: pd.DataFrame) -> tuple[list[explain.RunFacts], dict[str, list[str]]]:
-    """What a summary reads of each run's stored environment, each parsed once and let go (a
-    run's 2-3 KB of JSON is most of what reading 100,000 runs costs): its ``explain`` facts, in
-    row order, and its machine problems (experiments.environment ``problems``) by run id, runs
-    with none left out."""
-    facts, problems = [], {}
-    for run_id, text_, gil_disabled in zip(
-        runs["run_id"].tolist(),
-        runs["environment_json"].tolist(),
-        runs["gil_disabled"].fillna(False).astype(bool).tolist(),
-    ):
-        env = json_object(text_) or {}
-        facts.append(explain.run_facts(env, not gil_disabled))
-        found = env.get("problems")
-        if isinstance(found, list) and found:
-            problems[run_id] = [str(p) for p in found]
-    return facts, problems
+def _intervals(config, groups, medians, process_medians, withins, walls, by_row):
+    """stats.interval_of of each configuration: its processes' medians and max/min minus 1 in
+    row order, its pooled median, and (read only when one process ran) its values."""
+    order = np.argsort(config, kind="stable")
+    at = np.searchsorted(config[order], np.arange(groups + 1))
+    process_medians, withins = process_medians[order].tolist(), withins[order].tolist()
+    rows = order.tolist()
+    found = []
+    for group in range(groups):
+        first, last = at[group], at[group + 1]
+        pooled = []
+        if last - first == 1:
+            row = rows[first]
+            pooled = walls.values[walls.row == row].tolist()
+        found.append(
+            stats.interval_of(
+                float(medians[group]),
+                process_medians[first:last],
+                withins[first:last],
+                pooled,
+            )
+        )
+    return found
 
 
-def _add_run_facts(summary, facts, runs, run_config, sweep_loads) -> None:
+def _add_run_facts(summary, runs, run_config, sweep_loads) -> None:
     """What the rules of ``explain`` read beside the figures, per configuration: whether the
-    GIL was on in its workers (any run's), what turned it on, the cores other work took during
-    its repeats (median) and the load when its sweeps began (the highest)."""
+    GIL was on in its workers (any run's; a build with a GIL always had it), what turned it
+    on, the cores other work took during its repeats (the median of its runs') and the load
+    when its sweeps began (the highest)."""
     gil, cause, others, load = {}, {}, {}, {}
-    for at, found, sweep_id in zip(run_config.tolist(), facts, runs["sweep_id"].tolist()):
-        if found.gil is not None:
-            gil[at] = gil.get(at, False) or found.gil
-        if found.gil_cause and at not in cause:
-            cause[at] = found.gil_cause
-        others.setdefault(at, []).extend(found.others_cores)
+    free_threaded = runs["gil_disabled"].fillna(False).astype(bool).tolist()
+    for at, ft, gil_on, gil_cause, other, sweep_id in zip(
+        run_config.tolist(),
+        free_threaded,
+        runs["gil_on"].tolist(),
+        runs["gil_cause"].tolist(),
+        runs["others_cores"].tolist(),
+        runs["sweep_id"].tolist(),
+    ):
+        on = True if not ft else (None if gil_on != gil_on else bool(gil_on))
+        if on is not None:
+            gil[at] = gil.get(at, False) or on
+        if ft and on and isinstance(gil_cause, str) and at not in cause:
+            cause[at] = gil_cause
+        if other == other:
+            others.setdefault(at, []).append(other)
         if sweep_id in sweep_loads:
             load[at] = max(load.get(at, 0.0), sweep_loads[sweep_id])
     rows = range(len(summary))
@@ -486,16 +698,12 @@ class SameWork:
 
 
 def _same_work(summary, counted, config, runs, run_config) -> list[Optional[SameWork]]:
-    """For each summary row (config numbers each counted repeat's and each run's row), the
+    """For each summary row (config numbers each process row's and each run's row), the
     SameWork of its WORK_KEY; None where the key has a missing value, which matches nothing."""
     work = summary.groupby(WORK_KEY, sort=False).ngroup().fillna(-1).astype(int).to_numpy()
-    # each runner process's first counted repeat: its lowest repeat index
-    process = pd.factorize(counted["process"])[0]
-    order = np.lexsort((counted["repeat_index"].to_numpy(), process))
-    first = order[np.diff(process[order], prepend=-1) != 0]
-    first_work = work[config[first]]
-    kept = first_work >= 0
-    first_s = pd.Series(counted["wall_s"].to_numpy()[first][kept]).groupby(first_work[kept])
+    process_work = work[config]
+    kept = process_work >= 0
+    first_s = pd.Series(counted["first_s"].to_numpy()[kept]).groupby(process_work[kept])
     first_s = first_s.median().to_dict()
     run_work = work[run_config]
     found = {}
@@ -558,12 +766,11 @@ def _sweep_start_loads(runs: pd.DataFrame) -> dict[str, float]:
     """Load per core when each sweep began (its first run): later runs of a sweep see the load
     the sweep itself made, which says nothing about other work on the machine."""
     firsts = runs.sort_values("created_at", kind="stable").drop_duplicates("sweep_id")
-    loads = {}
-    for sweep_id, text_ in zip(firsts["sweep_id"], firsts["environment_json"]):
-        load = _load_per_core(text_) if isinstance(text_, str) else None
-        if load is not None:
-            loads[sweep_id] = load
-    return loads
+    return {
+        sweep_id: float(load)
+        for sweep_id, load in zip(firsts["sweep_id"], firsts["load_per_core"])
+        if load == load
+    }
 
 
 def _warnings(
@@ -609,16 +816,6 @@ def _warnings(
     for problem in problems:
         found.append(f"measured on an unfit machine: {problem.partition(';')[0]}")
     return found
-
-
-def _load_per_core(environment_json: str) -> Optional[float]:
-    env = json_object(environment_json)
-    try:
-        load = env["load_average"][0]
-        cores = env.get("usable_cores") or env.get("logical_cores") or 1
-        return float(load) / float(cores)
-    except (ValueError, KeyError, TypeError, IndexError):
-        return None
 
 
 # --- why, in words ---------------------------------------------------------------------------
@@ -801,10 +998,10 @@ def _run_interval(run: dict) -> stats.Interval:
 def sweep_verdicts(engine: Engine, sweep_id: str) -> tuple[pd.DataFrame, list[str]]:
     """The summary and verdicts of one sweep's stored runs (what `conlab run` and the Lab show
     when a sweep ends)."""
-    repeats = select(load_repeats([("db", engine)]), f"sweep:{sweep_id}")
-    if repeats.empty:
+    processes = load_processes([("db", engine)], f"sweep:{sweep_id}")
+    if processes.empty:
         return pd.DataFrame(), []
-    summary = summarize(repeats)
+    summary = summarize(select(processes, f"sweep:{sweep_id}"))
     return summary, verdicts(summary)
 
 
@@ -910,19 +1107,15 @@ def _same_place(group_a, group_b) -> bool:
     )
 
 
-def min_effect_for(repeats: pd.DataFrame) -> float:
-    """The smallest change called a difference among ``repeats`` unless the user says: 5%, or
-    half the smallest ``--detect`` their runs were measured for (a change of exactly that size
-    must not fall under the threshold half the time)."""
-    asked = []
-    # per run (its repeats share its environment), by id: comparing 2-3 KB texts costs more
-    for text_ in repeats.drop_duplicates("run_id")["environment_json"].tolist():
-        if not isinstance(text_, str) or '"detect"' not in text_:
-            continue  # recorded without --detect: no need to parse it
-        detect = (json_object(text_) or {}).get("detect")
-        if isinstance(detect, (int, float)) and 0 < detect < 1:
-            asked.append(detect / 2)
-    return min([MIN_EFFECT, *asked])
+def min_effect_for(processes: pd.DataFrame) -> float:
+    """The smallest change called a difference among ``processes`` (``load_processes``' rows)
+    unless the user says: 5%, or half the smallest ``--detect`` their runs were measured for (a
+    change of exactly that size must not fall under the threshold half the time)."""
+    if processes.empty or "detect" not in processes:
+        return MIN_EFFECT
+    asked = processes["detect"].to_numpy(dtype=float)
+    asked = asked[(asked > 0) & (asked < 1)]
+    return float(min(MIN_EFFECT, *(asked / 2))) if len(asked) else MIN_EFFECT
 
 
 def _in_sweeps(group_a, group_b, a: str) -> tuple[pd.DataFrame, pd.DataFrame, str]:

@@ -13,6 +13,7 @@ from psycopg import sql
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
+from storage import figures
 from storage.sharing import progress_sql
 
 # Rows kept by their lab-made key: a machine, interpreter or sweep the server has stays as it is.
@@ -46,7 +47,7 @@ def copy_new_runs(dst: Connection, source: sqlite3.Connection) -> tuple[int, int
         total = cursor.execute("SELECT count(*) FROM merge_source_run").fetchone()[0]
         new_ids = [row[0] for row in cursor.execute("SELECT id FROM merge_new_run")]
         replaced = cursor.execute("SELECT count(*) FROM merge_new_run WHERE replaces").fetchone()[0]
-        for table, key in reversed(RUN_TABLES):  # children first
+        for table, key in (("process", "run_id"), *reversed(RUN_TABLES)):  # children first
             cursor.execute(
                 f"DELETE FROM {table} WHERE {key} IN (SELECT id FROM merge_new_run WHERE replaces)"
             )
@@ -66,6 +67,7 @@ def copy_new_runs(dst: Connection, source: sqlite3.Connection) -> tuple[int, int
                 for table, key in RUN_TABLES:
                     columns = _columns(table)
                     _copy(cursor, table, columns, _select(source, table, columns, key, chosen))
+            figures.refresh(dst, "SELECT id FROM merge_new_run")
     return len(new_ids), total, replaced
 
 

@@ -24,6 +24,8 @@ from sqlalchemy import text as sql
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel, create_engine
 
+from storage import figures
+from storage.browse import RUN_TABLES
 from storage.database import open_engine
 from storage.errors import DamagedDatabase, DatabaseError
 from storage.models import utc_now
@@ -506,7 +508,7 @@ def _copy_runs(src: Connection, dst: Connection, *, skip_running: bool) -> tuple
         and (run_id not in have or _PROGRESS.get(have[run_id], 2) < _PROGRESS.get(status, 2))
     ]
     replaced = [run_id for run_id in new_ids if run_id in have]
-    for name in ("task_sample", "repeat", "run"):  # children first
+    for name in (*RUN_TABLES, "run"):  # children first
         table = tables[name]
         key = table.c.id if name == "run" else table.c.run_id
         for start in range(0, len(replaced), 500):
@@ -527,6 +529,7 @@ def _copy_runs(src: Connection, dst: Connection, *, skip_running: bool) -> tuple
             )
             for rows in result.mappings().partitions():
                 _insert(dst, table, [dict(r) for r in rows])
+    figures.refresh_ids(dst, new_ids)
     return len(new_ids), len(source_runs), len(replaced)
 
 
@@ -623,7 +626,7 @@ def _copy_new_runs(connection: sqlite3.Connection, source_name: str) -> MergeRes
         "SELECT count(*), coalesce(sum(replaces), 0) FROM temp.new_runs"
     ).fetchone()
     total = connection.execute("SELECT count(*) FROM src.run").fetchone()[0]
-    for table, key in (("task_sample", "run_id"), ("repeat", "run_id"), ("run", "id")):
+    for table, key in (*((t, "run_id") for t in RUN_TABLES), ("run", "id")):
         connection.execute(
             f"DELETE FROM main.{table} WHERE {key} IN (SELECT id FROM temp.new_runs WHERE replaces)"
         )
@@ -642,6 +645,7 @@ def _copy_new_runs(connection: sqlite3.Connection, source_name: str) -> MergeRes
             f"INSERT INTO main.{table} ({columns}) SELECT {columns} FROM src.{table} "
             f"WHERE {key} IN (SELECT id FROM temp.new_runs)"
         )
+    figures.refresh(connection, "SELECT id FROM temp.new_runs")
     connection.execute(
         "INSERT INTO main.import_log (imported_at, source, runs_added, runs_skipped) "
         "VALUES (?, ?, ?, ?)",
@@ -820,8 +824,8 @@ def _copy_from_server(url: str, out: Path) -> None:
 
 def _keep_only_tag(copy: sqlite3.Connection, tag: str) -> None:
     drop = "SELECT id FROM run WHERE tag IS NOT ?"
-    copy.execute(f"DELETE FROM task_sample WHERE run_id IN ({drop})", (tag,))
-    copy.execute(f"DELETE FROM repeat WHERE run_id IN ({drop})", (tag,))
+    for table in RUN_TABLES:
+        copy.execute(f"DELETE FROM {table} WHERE run_id IN ({drop})", (tag,))
     copy.execute("DELETE FROM run WHERE tag IS NOT ?", (tag,))
     copy.execute("DELETE FROM sweep WHERE id NOT IN (SELECT sweep_id FROM run)")
     copy.execute(

@@ -19,7 +19,7 @@ log = logging.getLogger("conlab.storage")
 
 # PRAGMA application_id: "CLab". Identifies a lab database among SQLite files.
 APPLICATION_ID = 0x434C6162
-SCHEMA_VERSION = 3  # storage/migrations.py has a step from each older version
+SCHEMA_VERSION = 4  # storage/migrations.py has a step from each older version
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -196,6 +196,8 @@ def check_sqlite_file(path: Path, *, create: bool) -> None:
             f"understands ({SCHEMA_VERSION}); upgrade concurrency-lab to read it"
         )
     missing = LAB_TABLES - _table_names(path, ours=True)
+    if user_version >= 4 and "process" not in _table_names(path, ours=True):
+        missing |= {"process"}
     if user_version < 1 or missing:
         what = f"no {', '.join(sorted(missing))} table" if missing else "no schema version"
         raise DatabaseError(

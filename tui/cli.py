@@ -668,13 +668,13 @@ def report(
     for one in db or [None]:
         _check_db(one)
     sources = [(one or str(_default_db()), one) for one in db or [None]]
-    repeats = service.load(sources, select_runs)
-    if repeats.empty and select_runs:
+    processes = service.load(sources, select_runs)
+    if processes.empty and select_runs:
         raise BadInput(
             f"--select {select_runs!r} matches no finished run; see `conlab runs` for what "
             "is stored"
         )
-    if repeats.empty:
+    if processes.empty:
         typer.echo(
             "No finished runs to report yet. Record a first one with:\n"
             "  conlab run -w cpu -e sequential -e threads -e processes"
@@ -685,17 +685,18 @@ def report(
     )
     # A comparison on a terminal is the answer asked for: the whole summary would bury it.
     found = service.build_report(
-        repeats,
+        processes,
         compare,
         None if min_effect is None else min_effect / 100,
         summarise_all=chosen != ReportFormat.table,
+        repeats=service.load(sources, select_runs, repeats=True) if compare else None,
     )
     if chosen == ReportFormat.table:
         _print_report_table(found)
     else:
         timeline_of = None
         if chosen == ReportFormat.html:
-            timeline_of = _timeline(sources, repeats, timeline)
+            timeline_of = _timeline(sources, processes, timeline)
         text = service.render_report(found, chosen.value, timeline_of)
         if output:
             _write_output(output, text)
@@ -758,7 +759,7 @@ def _default_db():
     return default_path()
 
 
-def _timeline(sources, repeats, run_prefix: Optional[str]):
+def _timeline(sources, runs, run_prefix: Optional[str]):
     """The run whose task timeline an HTML report draws, and its samples."""
     from tui.service import engine_for, timeline
 
@@ -771,7 +772,7 @@ def _timeline(sources, repeats, run_prefix: Optional[str]):
         return context.__enter__()
 
     try:
-        return timeline(engine, repeats, run_prefix)
+        return timeline(engine, runs, run_prefix)
     finally:
         for context in opened:
             context.__exit__(None, None, None)

@@ -122,34 +122,36 @@ class Comparison:
 
 @dataclass
 class Report:
-    """What stored runs mean: their repeats, summary and verdicts, and a comparison if asked."""
+    """What stored runs mean: their runner processes (storage.reports.load_processes),
+    summary and verdicts, and a comparison if asked."""
 
-    repeats: pd.DataFrame
+    processes: pd.DataFrame
     summary: pd.DataFrame
     verdicts: list[str] = field(default_factory=list)
     comparison: Optional[Comparison] = None
 
     @property
     def empty(self) -> bool:
-        return self.repeats.empty
+        return self.processes.empty
 
 
-def load(sources: Sources, selection: Optional[str] = None) -> pd.DataFrame:
-    """The finished runs' repeats in ``sources``, only those matching ``selection`` if given
-    (SelectionError for a selection that cannot be read)."""
-    from storage.reports import load_repeats, select
+def load(sources: Sources, selection: Optional[str] = None, repeats: bool = False):
+    """The finished runs' runner processes in ``sources`` (storage.reports.load_processes), or
+    with ``repeats`` their counted repeats (what a comparison reads), only those matching
+    ``selection`` if given (SelectionError for a selection that cannot be read)."""
+    from storage.reports import load_processes, load_repeats, select
 
     engines = []
     try:
         for label, db in sources:
             engines.append((label, _open_existing(db)))
-        repeats = load_repeats(engines, selection)
+        found = (load_repeats if repeats else load_processes)(engines, selection)
     finally:
         for _, engine in engines:
             engine.dispose()
-    if selection and not repeats.empty:
-        repeats = select(repeats, selection)
-    return repeats
+    if selection and not found.empty:
+        found = select(found, selection)
+    return found
 
 
 def _open_existing(db: Optional[str]):
@@ -170,30 +172,35 @@ def report(
     out when only the comparison is wanted."""
     import pandas as pd
 
-    repeats = load(sources, selection)
-    if repeats.empty:
-        return Report(repeats, pd.DataFrame())
-    return build_report(repeats, compare, min_effect, summarise_all)
+    processes = load(sources, selection)
+    if processes.empty:
+        return Report(processes, pd.DataFrame())
+    repeats = load(sources, selection, repeats=True) if compare else None
+    return build_report(processes, compare, min_effect, summarise_all, repeats)
 
 
 def build_report(
-    repeats: pd.DataFrame,
+    processes: pd.DataFrame,
     compare: Optional[tuple[str, str]] = None,
     min_effect: Optional[float] = None,
     summarise_all: bool = True,
+    repeats: Optional[pd.DataFrame] = None,
 ) -> Report:
-    """The report of ``repeats`` already loaded (see ``report``)."""
+    """The report of ``processes`` already loaded (see ``report``); a comparison reads the
+    same runs' ``repeats`` (``load(..., repeats=True)``)."""
     import pandas as pd
 
     from storage.reports import min_effect_for, select, summarize, verdicts
 
-    effect = min_effect_for(repeats) if min_effect is None else min_effect
-    summary = summarize(repeats) if summarise_all or not compare else pd.DataFrame()
+    effect = min_effect_for(processes) if min_effect is None else min_effect
+    summary = summarize(processes) if summarise_all or not compare else pd.DataFrame()
     words = verdicts(summary, effect) if not summary.empty else []
-    found = Report(repeats, summary, words)
+    found = Report(processes, summary, words)
     if compare:
         from storage.reports import compare as compare_selections
 
+        if repeats is None:
+            raise ValueError("a comparison reads the runs' repeats: pass repeats")
         a, b = compare
         rows, geomean, differences = compare_selections(repeats, a, b, effect)
         found.comparison = Comparison(
@@ -202,8 +209,8 @@ def build_report(
             rows,
             geomean,
             differences,
-            summarize(select(repeats, a)),
-            summarize(select(repeats, b)),
+            summarize(select(processes, a)),
+            summarize(select(processes, b)),
         )
     return found
 
@@ -231,13 +238,14 @@ def run_warnings(db: Optional[str], run: dict) -> list[str]:
     return [w for w in summary.iloc[0]["warnings"] if "no sequential run" not in w]
 
 
-def timeline(engine, repeats: pd.DataFrame, run_prefix: Optional[str] = None):
+def timeline(engine, runs: pd.DataFrame, run_prefix: Optional[str] = None):
     """(run id, task samples) of the run whose prefix is given, else of the latest parallel
-    run (the latest run when none ran in parallel); SelectionError for an unknown prefix."""
+    run (the latest run when none ran in parallel) among ``runs`` (a frame with a row or more
+    per run); SelectionError for an unknown prefix."""
     from storage.errors import SelectionError
     from storage.reports import load_timeline
 
-    runs = repeats.drop_duplicates("run_id").sort_values("created_at")
+    runs = runs.drop_duplicates("run_id").sort_values("created_at")
     if run_prefix:
         runs = runs[runs["run_id"].astype(str).str.startswith(run_prefix)]
         if runs.empty:

@@ -1,5 +1,6 @@
-"""The report's loading reads each run once and of each counted repeat only its numbers; the
-summary it gives is the one a plain pandas computation over every stored repeat gives."""
+"""The report's loading reads one row per runner process (storage.figures) and no repeat, task
+sample or environment text; the summary it gives is the one a plain pandas computation over
+every stored repeat gives."""
 
 from __future__ import annotations
 
@@ -15,7 +16,15 @@ from experiments.spec import ExperimentSpec
 from storage import render, reports, stats
 from storage.database import open_engine
 from storage.recorder import RunRecorder
-from storage.reports import BASELINE_KEY, CONFIG, load_repeats, process_groups, summarize
+from storage.reports import (
+    BASELINE_KEY,
+    CONFIG,
+    load_processes,
+    load_repeats,
+    process_groups,
+    processes_of,
+    summarize,
+)
 
 MACHINES = {"a" * 20: "alpha", "b" * 20: "beta"}
 PYTHONS = {"3.11.7": "k311" * 5, "3.12.1": "k312" * 5}
@@ -103,7 +112,8 @@ def database(tmp_path_factory):
 
 def plain_summary(path) -> pd.DataFrame:
     """The summary's figures the plain way: every stored repeat read with pandas, finished runs'
-    counted repeats grouped by configuration; intervals from each process's walls."""
+    counted repeats grouped by configuration; intervals from each process's walls; the
+    figures beside the wall time the median of each process's median."""
     engine = open_engine(path, create=False)
     with engine.connect() as connection:
         frame = pd.read_sql(
@@ -123,7 +133,9 @@ def plain_summary(path) -> pd.DataFrame:
     frame["cpu_per_wall"] = frame["cpu_ns"] / frame["wall_ns"]
     rows = []
     for key, group in frame.groupby(CONFIG, dropna=False):
-        walls = [g["wall_s"].tolist() for _, g in group.groupby(["run_id", "process_index"])]
+        by_process = group.groupby(["run_id", "process_index"])
+        walls = [g["wall_s"].tolist() for _, g in by_process]
+        medians = by_process.median(numeric_only=True).median()
         found = stats.interval(walls)
         rows.append(
             {
@@ -136,14 +148,14 @@ def plain_summary(path) -> pd.DataFrame:
                 "q3_s": group["wall_s"].quantile(0.75),
                 "cv": group["wall_s"].std() / group["wall_s"].mean(),
                 "min_s": group["wall_s"].min(),
-                "startup_s": group["startup_s"].median(),
-                "in_flight": group["in_flight"].median(),
-                "cpu_per_wall": group["cpu_per_wall"].median(),
+                "startup_s": medians["startup_s"],
+                "in_flight": medians["in_flight"],
+                "cpu_per_wall": medians["cpu_per_wall"],
                 "peak_rss_bytes": group["peak_rss_bytes"].max(),
                 "worker_peak_rss_bytes": group["worker_peak_rss_bytes"].max(),
-                "voluntary_switches": group["voluntary_switches"].median(),
-                "involuntary_switches": group["involuntary_switches"].median(),
-                "core_moves": group["core_moves"].median(),
+                "voluntary_switches": medians["voluntary_switches"],
+                "involuntary_switches": medians["involuntary_switches"],
+                "core_moves": medians["core_moves"],
                 "cores_used": group["cores_used"].max(),
                 "ci_low_s": found.low,
                 "ci_high_s": found.high,
@@ -167,10 +179,13 @@ def plain_summary(path) -> pd.DataFrame:
 
 def test_the_summary_is_the_plain_computation_over_every_repeat(database):
     engine = open_engine(database, create=False)
+    processes = load_processes([("db", engine)])
     repeats = load_repeats([("db", engine)])
     engine.dispose()
     assert not repeats["warmup"].any()
-    summary = summarize(repeats)
+    summary = summarize(processes)
+    # the stored rows are the ones derived from the repeats when a selection is summarised
+    assert summary.equals(summarize(processes_of(repeats)))
     plain = plain_summary(database)
     assert len(summary) == len(plain) == 2 * 2 * 3  # machines x pythons x configurations
     merged = summary.merge(plain, on=CONFIG, suffixes=("", "_plain"))
@@ -197,9 +212,12 @@ def test_loading_reads_no_task_sample(database):
     event.listen(
         engine, "connect", lambda connection, _: connection.set_trace_callback(statements.append)
     )
-    summarize(load_repeats([("db", engine)]))
+    summarize(load_processes([("db", engine)]))
     engine.dispose()
-    assert statements and not [s for s in statements if "task_sample" in s]
+    assert statements
+    read = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert not [s for s in read if "task_sample" in s or "environment_json" in s], read
+    assert not [s for s in read if "FROM repeat" in s], read
 
 
 @pytest.mark.parametrize("last_repeat", [True, False])
@@ -211,7 +229,7 @@ def test_each_interval_is_stats_interval_of_its_processes_exactly(database, last
     engine.dispose()
     if not last_repeat:
         repeats = repeats[repeats["repeat_index"] < repeats["repeat_index"].max()]
-    summary = summarize(repeats)
+    summary = summarize(processes_of(repeats))
     groups = repeats.groupby(CONFIG, dropna=False, sort=True)
     assert len(summary) == groups.ngroups
     for (key, group), row in zip(groups, summary.itertuples()):
@@ -243,7 +261,7 @@ def test_each_interval_is_stats_interval_of_its_processes_exactly(database, last
 
 def every_format(path) -> dict[str, str]:
     engine = open_engine(path, create=False)
-    summary = summarize(load_repeats([("db", engine)]))
+    summary = summarize(load_processes([("db", engine)]))
     engine.dispose()
     words = reports.verdicts(summary)
     return {
@@ -290,13 +308,13 @@ def test_a_selection_read_in_sql_keeps_what_selecting_every_repeat_keeps(databas
     ]
 
     def keys(frame) -> list:
-        return sorted(zip(frame["run_id"], frame["process_index"], frame["repeat_index"]))
+        return sorted(zip(frame["run_id"], frame["process_index"]))
 
     engine = open_engine(database, create=False)
     try:
-        every = load_repeats([("db", engine)])
+        every = load_processes([("db", engine)])
         for selection in selections:
-            read = load_repeats([("db", engine)], selection)
+            read = load_processes([("db", engine)], selection)
             kept = reports.select(every, selection)
             assert len(kept) < len(every) or selection in ("workload:cpu,size:10", "db:db")
             if kept.empty:
@@ -305,7 +323,7 @@ def test_a_selection_read_in_sql_keeps_what_selecting_every_repeat_keeps(databas
             chosen = reports.select(read, selection)
             assert keys(chosen) == keys(kept) and len(read) == len(kept), selection
         with pytest.raises(SelectionError):
-            load_repeats([("db", engine)], "colour:red")
+            load_processes([("db", engine)], "colour:red")
     finally:
         engine.dispose()
     with sqlite3.connect(database) as connection:

@@ -188,13 +188,12 @@ class ComparePane(ReportsWorkerErrors, Vertical):
     @work(thread=True, exclusive=True, exit_on_error=False, group="compare")
     def compare(self, a: str, b: str) -> None:
         from storage.errors import SelectionError
-        from tui.service import build_report, load
+        from tui.service import report
 
         try:
-            repeats = load([("db", self.db)])
-            if repeats.empty:
+            found = report([("db", self.db)], compare=(a, b), summarise_all=False)
+            if found.empty:
                 raise SelectionError("no finished runs stored yet; run a sweep first")
-            found = build_report(repeats, (a, b), summarise_all=False)
         except SelectionError as exc:
             self.post_message(self.Refused(str(exc)))
             return
