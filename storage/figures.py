@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional
 
@@ -20,9 +21,9 @@ from storage.queries import json_object
 
 # More runner processes than a run can have (storage.models.Run.processes): what numbers them.
 PROCESSES = 2**20
-# A stored wall-time list: each counted repeat's wall time (ns, little-endian doubles: exact
-# below 2**53 ns, 104 days), in repeat order. Only positive finite times are kept.
-WALLS = np.dtype("<f8")
+# A process's ``walls``: each counted repeat's wall time in ns, in repeat order, as text
+# ("10402231 10377754 …", what the sqlite3 shell and pandas show as it is). Only positive finite
+# times are kept.
 
 # The per-repeat figures a process keeps the median of, and how each is had from the repeat
 # table (start-up latency on integers in SQL: clock readings past 2**53 ns would lose ns).
@@ -112,13 +113,46 @@ def derive(environments: Mapping[Any, Any], repeats: Sequence[Sequence]) -> list
             (
                 run_ids[run_number],
                 process_index,
-                wall[start:end].astype(WALLS).tobytes(),
+                walls_text(wall[start:end]),
                 *(_stored(medians[name][at]) for name in MEDIANS),
                 *(_whole(maxima[name][at]) for name in MAXIMA),
                 *facts[run_number],
             )
         )
     return rows
+
+
+def walls_text(walls: np.ndarray) -> str:
+    return " ".join(str(int(v)) if v.is_integer() else repr(v) for v in walls.tolist())
+
+
+def read_walls(texts: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stored ``walls`` texts as (every value in ns, how many each text holds, whether each
+    could be read): one parse of them all, or text by text where one is not a list of
+    numbers (a damaged or hostile file), which then holds none."""
+    readable = np.fromiter((isinstance(t, str) for t in texts), dtype=bool, count=len(texts))
+    if readable.all():
+        counts = np.fromiter(
+            (t.count(" ") + 1 if t else 0 for t in texts), dtype=np.int64, count=len(texts)
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            try:
+                values = np.fromstring(" ".join(texts), sep=" ")  # noqa: NPY201 (text mode)
+            except (ValueError, DeprecationWarning):
+                values = None
+        if values is not None and len(values) == counts.sum():
+            return values, counts, readable
+    found, counts = [], np.zeros(len(texts), dtype=np.int64)
+    for at, text in enumerate(texts):
+        try:
+            values = np.array(text.split(" ") if text else [], dtype=float)
+        except (AttributeError, TypeError, ValueError):
+            readable[at] = False
+            continue
+        found.append(values)
+        counts[at] = len(values)
+    return (np.concatenate(found) if found else np.zeros(0)), counts, readable
 
 
 def group_medians(values: np.ndarray, group: np.ndarray, groups: int) -> np.ndarray:
@@ -146,7 +180,13 @@ def run_facts(environment: Any) -> tuple:
     detect = env.get("detect")
     detect = float(detect) if _number(detect) and 0 < detect < 1 else None
     problems = env.get("problems")
-    return gil, others, load_per_core(env), detect, len(problems) if isinstance(problems, list) else 0
+    return (
+        gil,
+        others,
+        load_per_core(env),
+        detect,
+        len(problems) if isinstance(problems, list) else 0,
+    )
 
 
 def load_per_core(env: dict) -> Optional[float]:

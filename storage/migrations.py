@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -99,14 +100,20 @@ def _process_table(connection, dialect: str) -> None:
     from storage.models import Process
 
     dialects = {"sqlite": sqlite.dialect(), "postgresql": postgresql.dialect()}
-    create = str(CreateTable(Process.__table__, if_not_exists=True).compile(dialect=dialects[dialect]))
+    create = str(
+        CreateTable(Process.__table__, if_not_exists=True).compile(dialect=dialects[dialect])
+    )
     (connection.execute if dialect == "sqlite" else connection.exec_driver_sql)(create)
     figures.refresh(connection, "SELECT id FROM run")
 
 
-STEPS[3] = lambda connection: _process_table(connection, "sqlite")  # noqa: E731
+@step(3)
+def _process_table_in_a_file(connection: sqlite3.Connection) -> None:
+    _process_table(connection, "sqlite")
+
+
 # Steps that are not plain SQL, for a server (a SQLAlchemy connection).
-SERVER_STEPS: dict[int, Callable] = {3: lambda connection: _process_table(connection, "postgresql")}
+SERVER_STEPS: dict[int, Callable] = {3: partial(_process_table, dialect="postgresql")}
 
 
 def migrate_server(connection, from_version: int, to_version: int) -> None:

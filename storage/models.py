@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Optional
 
-from sqlalchemy import BigInteger, Index, LargeBinary
+from sqlalchemy import BigInteger, Index
 from sqlmodel import Field, SQLModel
 
 # Run statuses. `running` rows whose recorder is gone are shown as `interrupted`.
@@ -166,7 +166,7 @@ class Process(SQLModel, table=True):
 
     run_id: str = Field(foreign_key="run.id", primary_key=True)
     process_index: int = Field(primary_key=True)
-    walls: bytes = Field(sa_type=LargeBinary)  # storage.figures.WALLS, in repeat order
+    walls: str  # each counted repeat's wall time (ns), in repeat order: "10402231 10377754"
     # Medians over its counted repeats (start-up latency in ns; tasks in flight = busy / wall).
     startup_ns: Optional[float] = None
     in_flight: Optional[float] = None

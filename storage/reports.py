@@ -285,8 +285,7 @@ def _stored_processes(connection, where: str, params: dict) -> pd.DataFrame:
     run_row = _run_row(connection)
     names, rows = _rows(connection, PROCESS_SQL.format(run_row=run_row) + where, params)
     frame = pd.DataFrame.from_records(rows, columns=names)
-    walls = frame["walls"]
-    readable = walls.map(lambda w: isinstance(w, bytes) and len(w) % figures.WALLS.itemsize == 0)
+    _, _, readable = figures.read_walls(frame["walls"].tolist())
     again = set(frame.loc[~readable, "run_id"].tolist())
     frame = frame[~frame["run_id"].isin(again)] if again else frame
     _, missing = _rows(
@@ -472,10 +471,9 @@ class Walls:
 
     @classmethod
     def of(cls, processes: pd.DataFrame) -> Walls:
-        blobs = processes["walls"].tolist()
-        values = np.frombuffer(b"".join(blobs), dtype=figures.WALLS) / 1e9
-        counts = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))
-        row = np.repeat(np.arange(len(blobs)), counts // figures.WALLS.itemsize)
+        values, counts, _ = figures.read_walls(processes["walls"].tolist())
+        values = values / 1e9
+        row = np.repeat(np.arange(len(counts)), counts)
         kept = (values > 0) & (values < math.inf)
         return cls(values[kept], row[kept])
 
@@ -613,9 +611,7 @@ def summarize(processes: pd.DataFrame) -> pd.DataFrame:
     ]
     sweep_loads = _sweep_start_loads(runs)
     _add_run_facts(summary, runs, run_config, sweep_loads)
-    unfit = {
-        r: p for r, p in zip(runs["run_id"], runs["machine_problems"]) if isinstance(p, list)
-    }
+    unfit = {r: p for r, p in zip(runs["run_id"], runs["machine_problems"]) if isinstance(p, list)}
     works = _same_work(summary, counted, config, runs, run_config)
     summary["warnings"] = [
         _warnings(row, work, sweep_loads, unfit) for row, work in zip(summary.itertuples(), works)

@@ -18,17 +18,26 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from storage import reports
 from storage.reports import (
     COST_COLUMNS,
     compare,
     compare_groups,
     karp_flatt,
-    min_effect_for,
+    processes_of,
     select,
-    summarize,
     verdicts,
 )
 from tests.conftest import assert_one_line_error, run_args
+
+
+def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
+    """The summary of hand-made repeats, through their process rows as a report reads them."""
+    return reports.summarize(processes_of(repeats))
+
+
+def min_effect_for(repeats: pd.DataFrame) -> float:
+    return reports.min_effect_for(processes_of(repeats))
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:
