@@ -47,6 +47,7 @@ def fill(path: Path, runs: int, repeats: int = 5, tasks: int = 16) -> None:
     """A lab database with ``runs`` finished runs, as if recorded (synthetic rows, real schema):
     each ``repeats`` counted repeats after one warm-up, ``tasks`` task samples per repeat. Made
     with set-based SQL in one transaction: 10M samples take seconds, not a Python loop's minutes."""
+    from storage import figures
     from storage.database import open_engine
 
     open_engine(path).dispose()
@@ -96,6 +97,7 @@ def fill(path: Path, runs: int, repeats: int = 5, tasks: int = 16) -> None:
         "end_ns) SELECT r.id, p.k, t.k, 1000 + t.k % 4, 1, t.k * 10, t.k * 10 + 5 "
         "FROM temp.runs r CROSS JOIN temp.repeats p CROSS JOIN temp.tasks t"
     )
+    figures.refresh(connection, "SELECT id FROM run")  # as the recorder does at each finish
     connection.execute("COMMIT")
     connection.close()
 
@@ -371,11 +373,11 @@ def report_by_lab(path: Path) -> tuple[float, float]:
     wall time and its CPU time (what a loaded machine moves least)."""
     from storage import render
     from storage.database import open_engine
-    from storage.reports import load_repeats, summarize, verdicts
+    from storage.reports import load_processes, summarize, verdicts
 
     start, cpu = time.perf_counter(), time.process_time()
     engine = open_engine(path, create=False)
-    summary = summarize(load_repeats([(str(path), engine)]))
+    summary = summarize(load_processes([(str(path), engine)]))
     render.json_report(summary, verdicts(summary), None)
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     engine.dispose()

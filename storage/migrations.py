@@ -97,13 +97,15 @@ def _process_table(connection, dialect: str) -> None:
     from sqlalchemy.schema import CreateTable
 
     from storage import figures
-    from storage.models import Process
+    from storage.models import REPORT_COLUMNS, Process
 
     dialects = {"sqlite": sqlite.dialect(), "postgresql": postgresql.dialect()}
     create = str(
         CreateTable(Process.__table__, if_not_exists=True).compile(dialect=dialects[dialect])
     )
-    (connection.execute if dialect == "sqlite" else connection.exec_driver_sql)(create)
+    execute = connection.execute if dialect == "sqlite" else connection.exec_driver_sql
+    execute(create)
+    execute(f"CREATE INDEX IF NOT EXISTS ix_run_report ON run ({', '.join(REPORT_COLUMNS)})")
     figures.refresh(connection, "SELECT id FROM run")
 
 

@@ -528,7 +528,7 @@ def summarize(processes: pd.DataFrame) -> pd.DataFrame:
     counted = processes[has_walls].reset_index(drop=True)
     if counted.empty:
         return pd.DataFrame()
-    walls = Walls.of(counted)
+    walls = Walls(walls.values, (np.cumsum(has_walls) - 1)[walls.row])
     grouped = counted.groupby(CONFIG, dropna=False, sort=True)
     config = grouped.ngroup().to_numpy()
     groups = int(config.max()) + 1
@@ -611,7 +611,8 @@ def summarize(processes: pd.DataFrame) -> pd.DataFrame:
     ]
     sweep_loads = _sweep_start_loads(runs)
     _add_run_facts(summary, runs, run_config, sweep_loads)
-    unfit = {r: p for r, p in zip(runs["run_id"], runs["machine_problems"]) if isinstance(p, list)}
+    worded = runs[runs["machine_problems"].notna()]
+    unfit = dict(zip(worded["run_id"], worded["machine_problems"]))
     works = _same_work(summary, counted, config, runs, run_config)
     summary["warnings"] = [
         _warnings(row, work, sweep_loads, unfit) for row, work in zip(summary.itertuples(), works)
@@ -649,32 +650,25 @@ def _add_run_facts(summary, runs, run_config, sweep_loads) -> None:
     GIL was on in its workers (any run's; a build with a GIL always had it), what turned it
     on, the cores other work took during its repeats (the median of its runs') and the load
     when its sweeps began (the highest)."""
-    gil, cause, others, load = {}, {}, {}, {}
-    free_threaded = runs["gil_disabled"].fillna(False).astype(bool).tolist()
-    for at, ft, gil_on, gil_cause, other, sweep_id in zip(
-        run_config.tolist(),
-        free_threaded,
-        runs["gil_on"].tolist(),
-        runs["gil_cause"].tolist(),
-        runs["others_cores"].tolist(),
-        runs["sweep_id"].tolist(),
-    ):
-        on = True if not ft else (None if gil_on != gil_on else bool(gil_on))
-        if on is not None:
-            gil[at] = gil.get(at, False) or on
-        if ft and on and isinstance(gil_cause, str) and at not in cause:
-            cause[at] = gil_cause
-        if other == other:
-            others.setdefault(at, []).append(other)
-        if sweep_id in sweep_loads:
-            load[at] = max(load.get(at, 0.0), sweep_loads[sweep_id])
-    rows = range(len(summary))
-    summary["gil_on"] = [gil.get(at) for at in rows]
-    summary["gil_cause"] = [cause.get(at) for at in rows]
-    summary["others_cores"] = [
-        float(np.median(others[at])) if others.get(at) else math.nan for at in rows
-    ]
-    summary["load_per_core"] = [load.get(at, math.nan) for at in rows]
+    free_threaded = runs["gil_disabled"].fillna(False).astype(bool).to_numpy()
+    on = np.where(free_threaded, runs["gil_on"].to_numpy(dtype=float), 1.0)
+    by_config = pd.DataFrame(
+        {
+            "config": run_config,
+            "on": on,
+            "others": runs["others_cores"].to_numpy(dtype=float),
+            "load": runs["sweep_id"].map(sweep_loads).to_numpy(dtype=float),
+        }
+    ).groupby("config")
+    rows = pd.RangeIndex(len(summary))
+    gil = by_config["on"].max().reindex(rows)
+    summary["gil_on"] = [None if g != g else bool(g) for g in gil.tolist()]
+    cause = runs["gil_cause"].to_numpy(dtype=object)
+    caused = free_threaded & (on == 1) & pd.notna(cause)
+    causes = pd.Series(cause[caused]).groupby(run_config[caused]).first().reindex(rows)
+    summary["gil_cause"] = [c if isinstance(c, str) else None for c in causes.tolist()]
+    summary["others_cores"] = by_config["others"].median().reindex(rows).to_numpy()
+    summary["load_per_core"] = by_config["load"].max().reindex(rows).to_numpy()
 
 
 # What the run-level warnings of a configuration look at: its runs of the same work with the
@@ -761,7 +755,8 @@ def _key_text(key) -> str:
 def _sweep_start_loads(runs: pd.DataFrame) -> dict[str, float]:
     """Load per core when each sweep began (its first run): later runs of a sweep see the load
     the sweep itself made, which says nothing about other work on the machine."""
-    firsts = runs.sort_values("created_at", kind="stable").drop_duplicates("sweep_id")
+    firsts = runs[["created_at", "sweep_id", "load_per_core"]]
+    firsts = firsts.sort_values("created_at", kind="stable").drop_duplicates("sweep_id")
     return {
         sweep_id: float(load)
         for sweep_id, load in zip(firsts["sweep_id"], firsts["load_per_core"])

@@ -330,3 +330,99 @@ def test_a_selection_read_in_sql_keeps_what_selecting_every_repeat_keeps(databas
         assert (
             connection.execute("SELECT count(*) FROM run").fetchone()[0] == 21
         )  # nothing a selection held was run
+
+
+def summary_of(path, selection=None) -> pd.DataFrame:
+    engine = open_engine(path, create=False)
+    try:
+        return summarize(load_processes([("db", engine)], selection))
+    finally:
+        engine.dispose()
+
+
+def test_runs_whose_process_rows_are_missing_or_unreadable_are_derived_again(database, tmp_path):
+    """The process table makes a report fast, never different: rows a file lacks, or holds as
+    something other than a list of numbers, are derived from the run's repeats when read."""
+    import shutil
+    import sqlite3
+
+    expected = summary_of(database)
+    copy = tmp_path / "damaged.db"
+    shutil.copy(database, copy)
+    with sqlite3.connect(copy) as connection:
+        run_ids = [r[0] for r in connection.execute("SELECT DISTINCT run_id FROM process")]
+        connection.execute("DELETE FROM process WHERE run_id = ?", (run_ids[0],))
+        connection.execute("UPDATE process SET walls = 'x; DROP' WHERE run_id = ?", (run_ids[1],))
+        connection.execute("UPDATE process SET walls = 12 WHERE run_id = ?", (run_ids[2],))
+    assert summary_of(copy).equals(expected)
+
+
+def test_a_merge_derives_process_rows_from_the_repeats_it_copies(database, tmp_path):
+    """A source's own process rows are never copied: a file whose rows lie (or that has none,
+    being older) gives the target the rows its repeats give."""
+    import shutil
+    import sqlite3
+
+    from storage import sharing
+
+    source = tmp_path / "lying.db"
+    shutil.copy(database, source)
+    with sqlite3.connect(source) as connection:
+        connection.execute("UPDATE process SET walls = '1 1 1', gil_on = 0, others_cores = 9")
+    target = tmp_path / "target.db"
+    open_engine(target).dispose()
+    sharing.merge(target, [source])
+    with sqlite3.connect(target) as connection:
+        assert (
+            connection.execute("SELECT count(*) FROM process WHERE walls = '1 1 1'").fetchone()[0]
+            == 0
+        )
+        stored = connection.execute(
+            "SELECT * FROM process ORDER BY run_id, process_index"
+        ).fetchall()
+    with sqlite3.connect(database) as connection:
+        original = connection.execute(
+            "SELECT * FROM process ORDER BY run_id, process_index"
+        ).fetchall()
+    finished = {r[0] for r in original}
+    assert stored == [r for r in original if r[0] in finished] and stored
+    assert summary_of(target).equals(summary_of(database))
+
+
+def test_a_version_3_file_gets_its_process_rows_when_opened(database, tmp_path):
+    import shutil
+    import sqlite3
+
+    old = tmp_path / "v3.db"
+    shutil.copy(database, old)
+    with sqlite3.connect(old) as connection:
+        connection.execute("DROP TABLE process")
+        connection.execute("DROP INDEX ix_run_report")
+        connection.execute("PRAGMA user_version = 3")
+    open_engine(old, writer=True).dispose()
+    with sqlite3.connect(old) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == 4
+        migrated = connection.execute("SELECT * FROM process ORDER BY run_id, process_index")
+        migrated = migrated.fetchall()
+    with sqlite3.connect(database) as connection:
+        original = connection.execute("SELECT * FROM process ORDER BY run_id, process_index")
+        assert migrated == original.fetchall()
+
+
+def test_deleting_a_run_deletes_its_process_rows(database, tmp_path):
+    import shutil
+    import sqlite3
+
+    from storage.browse import delete_run
+
+    copy = tmp_path / "delete.db"
+    shutil.copy(database, copy)
+    with sqlite3.connect(copy) as connection:
+        run_id = connection.execute("SELECT run_id FROM process").fetchone()[0]
+    engine = open_engine(copy, writer=True)
+    delete_run(engine, run_id)
+    engine.dispose()
+    with sqlite3.connect(copy) as connection:
+        assert not connection.execute(
+            "SELECT count(*) FROM process WHERE run_id = ?", (run_id,)
+        ).fetchone()[0]
