@@ -129,12 +129,11 @@ def walls_text(walls: np.ndarray) -> str:
 def read_walls(texts: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stored ``walls`` texts as (every value in ns, how many each text holds, whether each
     could be read): one parse of them all, or text by text where one is not a list of
-    numbers (a damaged or hostile file), which then holds none."""
-    readable = np.fromiter((isinstance(t, str) for t in texts), dtype=bool, count=len(texts))
+    numbers (a damaged or hostile file: ``derive`` never stores an empty one), which then
+    holds none."""
+    readable = np.fromiter((isinstance(t, str) and t for t in texts), dtype=bool, count=len(texts))
     if readable.all():
-        counts = np.fromiter(
-            (t.count(" ") + 1 if t else 0 for t in texts), dtype=np.int64, count=len(texts)
-        )
+        counts = np.fromiter((t.count(" ") + 1 for t in texts), dtype=np.int64, count=len(texts))
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             try:
@@ -146,8 +145,10 @@ def read_walls(texts: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray
     found, counts = [], np.zeros(len(texts), dtype=np.int64)
     for at, text in enumerate(texts):
         try:
-            values = np.array(text.split(" ") if text else [], dtype=float)
-        except (AttributeError, TypeError, ValueError):
+            values = np.array(text.split(" "), dtype=float) if readable[at] else None
+        except ValueError:
+            values = None
+        if values is None:
             readable[at] = False
             continue
         found.append(values)

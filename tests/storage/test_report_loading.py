@@ -350,11 +350,25 @@ def test_runs_whose_process_rows_are_missing_or_unreadable_are_derived_again(dat
     copy = tmp_path / "damaged.db"
     shutil.copy(database, copy)
     with sqlite3.connect(copy) as connection:
-        run_ids = [r[0] for r in connection.execute("SELECT DISTINCT run_id FROM process")]
+        run_ids = [
+            r[0] for r in connection.execute("SELECT id FROM run WHERE status = 'ok' ORDER BY id")
+        ]
         connection.execute("DELETE FROM process WHERE run_id = ?", (run_ids[0],))
         connection.execute("UPDATE process SET walls = 'x; DROP' WHERE run_id = ?", (run_ids[1],))
-        connection.execute("UPDATE process SET walls = 12 WHERE run_id = ?", (run_ids[2],))
-    assert summary_of(copy).equals(expected)
+        connection.execute("UPDATE process SET walls = x'00ff' WHERE run_id = ?", (run_ids[2],))
+        connection.execute("UPDATE process SET walls = '' WHERE run_id = ?", (run_ids[3],))
+    assert_same_summary(summary_of(copy), expected)
+
+
+def assert_same_summary(ours: pd.DataFrame, theirs: pd.DataFrame) -> None:
+    """The same rows and figures; sums taken over processes in another order may differ in
+    their last bit."""
+    assert list(ours.columns) == list(theirs.columns) and len(ours) == len(theirs)
+    for column in ours.columns:
+        if pd.api.types.is_float_dtype(ours[column]):
+            assert np.allclose(ours[column], theirs[column], rtol=1e-12, equal_nan=True), column
+        else:
+            assert ours[column].equals(theirs[column]), column
 
 
 def test_a_merge_derives_process_rows_from_the_repeats_it_copies(database, tmp_path):
@@ -386,7 +400,7 @@ def test_a_merge_derives_process_rows_from_the_repeats_it_copies(database, tmp_p
         ).fetchall()
     finished = {r[0] for r in original}
     assert stored == [r for r in original if r[0] in finished] and stored
-    assert summary_of(target).equals(summary_of(database))
+    assert_same_summary(summary_of(target), summary_of(database))
 
 
 def test_a_version_3_file_gets_its_process_rows_when_opened(database, tmp_path):
