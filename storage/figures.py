@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import statistics
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional
@@ -177,7 +178,7 @@ def run_facts(environment: Any) -> tuple:
     env = environment if isinstance(environment, dict) else json_object(environment) or {}
     facts = explain.run_facts(env, build_has_gil=False)
     gil = None if facts.gil is None else bool(facts.gil)
-    others = float(np.median(facts.others_cores)) if facts.others_cores else None
+    others = statistics.median(facts.others_cores) if facts.others_cores else None
     detect = env.get("detect")
     detect = float(detect) if _number(detect) and 0 < detect < 1 else None
     problems = env.get("problems")
