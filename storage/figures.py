@@ -127,6 +127,24 @@ def walls_text(walls: np.ndarray) -> str:
     return " ".join(str(int(v)) if v.is_integer() else repr(v) for v in walls.tolist())
 
 
+# What a ``walls`` text is written with (``walls_text``): anything else is not one.
+_WALL_CHARACTERS = str.maketrans("", "", "0123456789 .e+-")
+
+
+def walls_look_readable(texts: Sequence[Any]) -> np.ndarray:
+    """Whether each stored ``walls`` is a non-empty text of the characters ``walls_text``
+    writes: a check in one pass over them all (a text that passes it and still does not
+    parse holds no value for ``read_walls``)."""
+    looks = np.fromiter((isinstance(t, str) and t for t in texts), dtype=bool, count=len(texts))
+    if looks.all() and not " ".join(texts).translate(_WALL_CHARACTERS):
+        return looks
+    return looks & np.fromiter(
+        (looks[at] and not t.translate(_WALL_CHARACTERS) for at, t in enumerate(texts)),
+        dtype=bool,
+        count=len(texts),
+    )
+
+
 def read_walls(texts: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stored ``walls`` texts as (every value in ns, how many each text holds, whether each
     could be read): one parse of them all, or text by text where one is not a list of

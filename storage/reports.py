@@ -285,7 +285,7 @@ def _stored_processes(connection, where: str, params: dict) -> pd.DataFrame:
     run_row = _run_row(connection)
     names, rows = _rows(connection, PROCESS_SQL.format(run_row=run_row) + where, params)
     frame = pd.DataFrame.from_records(rows, columns=names)
-    _, _, readable = figures.read_walls(frame["walls"].tolist())
+    readable = figures.walls_look_readable(frame["walls"].tolist())
     again = set(frame.loc[~readable, "run_id"].tolist())
     frame = frame[~frame["run_id"].isin(again)] if again else frame
     _, missing = _rows(
