@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from storage.database import SCHEMA_VERSION
+from storage.figures import COLUMNS
 from tests.conftest import MARK_VAR, REPO, assert_one_line_error, run_args
 
 # What a merge or an export must carry over, row for row (plain SQL: SQLite and servers alike).
@@ -24,6 +25,8 @@ CONTENT_QUERIES = {
     "FROM task_sample ORDER BY 1, 2, 3",
     "machine": "SELECT fingerprint FROM machine ORDER BY 1",
     "interpreter": "SELECT key FROM interpreter ORDER BY 1",
+    # derived wherever runs arrive (storage.figures): the same rows whoever derived them
+    "process": f"SELECT {', '.join(COLUMNS)} FROM process ORDER BY 1, 2",
 }
 
 
