@@ -189,6 +189,31 @@ def _lab_problems(execute, checks: dict[str, str] = _LAB_CHECKS) -> list[Problem
     return problems
 
 
+def _figures_problems(execute) -> list[Problem]:
+    """Stored process rows that are not what the runs' own repeats and environments give
+    (storage.figures): a received file's rows are read as they are, so they are checked here.
+    Runs without rows are no problem: a report derives them when it reads them."""
+    stored = {
+        (row[0], row[1]): tuple(row)
+        for row in execute(f"SELECT {', '.join(figures.COLUMNS)} FROM process")
+    }
+    environments = dict(execute("SELECT id, environment_json FROM run"))
+    repeats = execute(figures.REPEATS_SQL.format(runs="SELECT id FROM run"))
+    derived = {(row[0], row[1]): row for row in figures.derive(environments, repeats)}
+    held = {run_id for run_id, _ in stored}
+    wrong = {key[0] for key, row in stored.items() if derived.get(key) != row}
+    wrong |= {key[0] for key in derived if key[0] in held and key not in stored}
+    wrong = sorted(map(str, wrong))
+    if not wrong:
+        return []
+    return [
+        Problem(
+            f"process figures that are not what their runs' repeats give: {', '.join(wrong[:5])}"
+            "; `conlab db merge` the file into a new one to derive them again"
+        )
+    ]
+
+
 def check(db: Target) -> list[Problem]:
     """SQLite's integrity and foreign-key checks, then the lab's own consistency checks (a
     server keeps its own integrity and foreign keys: there, only the lab's)."""
@@ -197,7 +222,8 @@ def check(db: Target) -> list[Problem]:
         engine = open_engine(db, create=False)
         try:
             with engine.connect() as connection:
-                return _lab_problems(lambda query: connection.execute(sql(query)).all())
+                execute = lambda query: connection.execute(sql(query)).all()  # noqa: E731
+                return _lab_problems(execute) + _figures_problems(execute)
         finally:
             engine.dispose()
     path = db.path
@@ -216,6 +242,8 @@ def check(db: Target) -> list[Problem]:
         problems += _lab_problems(
             lambda sql: connection.execute(sql).fetchall(), {**_LAB_CHECKS, **_SQLITE_CHECKS}
         )
+        if read_header(path)[0] >= 4:  # the version that has them
+            problems += _figures_problems(lambda sql: connection.execute(sql).fetchall())
     except sqlite3.DatabaseError as exc:
         problems.append(Problem(f"unreadable: {exc}"))
     finally:

@@ -358,6 +358,7 @@ def test_runs_whose_process_rows_are_missing_or_unreadable_are_derived_again(dat
         connection.execute("UPDATE process SET walls = x'00ff' WHERE run_id = ?", (run_ids[2],))
         connection.execute("UPDATE process SET walls = '' WHERE run_id = ?", (run_ids[3],))
     assert_same_summary(summary_of(copy), expected)
+    copy.unlink()  # damaged on purpose: `db check` names its rows (the next test)
 
 
 def assert_same_summary(ours: pd.DataFrame, theirs: pd.DataFrame) -> None:
@@ -401,6 +402,7 @@ def test_a_merge_derives_process_rows_from_the_repeats_it_copies(database, tmp_p
     finished = {r[0] for r in original}
     assert stored == [r for r in original if r[0] in finished] and stored
     assert_same_summary(summary_of(target), summary_of(database))
+    source.unlink()  # lying on purpose
 
 
 def test_a_version_3_file_gets_its_process_rows_when_opened(database, tmp_path):
@@ -440,3 +442,20 @@ def test_deleting_a_run_deletes_its_process_rows(database, tmp_path):
         assert not connection.execute(
             "SELECT count(*) FROM process WHERE run_id = ?", (run_id,)
         ).fetchone()[0]
+
+
+def test_db_check_names_process_rows_that_are_not_what_their_repeats_give(database, tmp_path):
+    import shutil
+    import sqlite3
+
+    from storage.sharing import check
+
+    assert check(database) == []
+    copy = tmp_path / "lying.db"
+    shutil.copy(database, copy)
+    with sqlite3.connect(copy) as connection:
+        run_id = connection.execute("SELECT run_id FROM process ORDER BY 1").fetchone()[0]
+        connection.execute("UPDATE process SET walls = '1 1 1' WHERE run_id = ?", (run_id,))
+    (problem,) = check(copy)
+    assert "not what their runs' repeats give" in str(problem) and run_id in str(problem)
+    copy.unlink()
