@@ -1,10 +1,11 @@
 """What a report reads of each runner process of a run: its counted wall times and the medians
 and peaks of its other figures, with its run's facts from the stored environment. ``derive``
-makes them from a database's own repeats and runs; the ``process`` table keeps them, written
-whenever a run's repeats are (a run finishing, a merge, a migration), so that a report over
-100,000 runs reads one row per process and no environment text. A run whose rows are missing
-or unreadable (a file from elsewhere) is derived again when read, by the same function: the
-table makes reports fast, never different."""
+makes them from a database's repeats and runs; the ``process`` table keeps them, written when a
+run finishes and when an older file is migrated, and carried with their run by merges and
+exports (as a repeat carries its busy time; a run that arrives without them gets them derived),
+so that a report over 100,000 runs reads one row per process and no environment text. A run
+whose rows are missing or unreadable is derived again when read, by the same function, and
+`conlab db check` names rows that are not what their run's repeats give."""
 
 from __future__ import annotations
 
@@ -256,6 +257,13 @@ def _float(value: Any) -> float:
 
 
 # --- the process table -------------------------------------------------------------------------
+
+
+# The runs of a table of run ids (``{runs}``) that have no process row: what a merge derives
+# (a run recorded by this lab arrives with its rows, as its repeats carry their busy time).
+UNFIGURED_SQL = (
+    "SELECT id FROM {runs} n WHERE NOT EXISTS (SELECT 1 FROM process p WHERE p.run_id = n.id)"
+)
 
 
 def refresh(connection, runs: str, params: Any = ()) -> int:

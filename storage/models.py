@@ -185,7 +185,8 @@ class TaskSample(SQLModel, table=True):
 
 class Process(SQLModel, table=True):
     """One runner process of a run as a report reads it, derived from the run's counted repeats
-    and stored environment by storage.figures (never copied from another database)."""
+    and stored environment by storage.figures when the run finishes, carried with it by merges
+    and checked against its repeats by `conlab db check`."""
 
     __tablename__ = "process"
     __table_args__ = {"sqlite_with_rowid": False}  # stored in run order, as reports read it

@@ -19,7 +19,7 @@ from storage.sharing import progress_sql
 # Rows kept by their lab-made key: a machine, interpreter or sweep the server has stays as it is.
 KEYED_TABLES = (("machine", "fingerprint"), ("interpreter", "key"), ("sweep", "id"))
 # A run's rows, parents first, each with the column that names its run.
-RUN_TABLES = (("run", "id"), ("repeat", "run_id"), ("task_sample", "run_id"))
+RUN_TABLES = (("run", "id"), ("repeat", "run_id"), ("task_sample", "run_id"), ("process", "run_id"))
 
 
 def copy_new_runs(dst: Connection, source: sqlite3.Connection) -> tuple[int, int, int]:
@@ -47,7 +47,7 @@ def copy_new_runs(dst: Connection, source: sqlite3.Connection) -> tuple[int, int
         total = cursor.execute("SELECT count(*) FROM merge_source_run").fetchone()[0]
         new_ids = [row[0] for row in cursor.execute("SELECT id FROM merge_new_run")]
         replaced = cursor.execute("SELECT count(*) FROM merge_new_run WHERE replaces").fetchone()[0]
-        for table, key in (("process", "run_id"), *reversed(RUN_TABLES)):  # children first
+        for table, key in reversed(RUN_TABLES):  # children first
             cursor.execute(
                 f"DELETE FROM {table} WHERE {key} IN (SELECT id FROM merge_new_run WHERE replaces)"
             )
@@ -67,7 +67,7 @@ def copy_new_runs(dst: Connection, source: sqlite3.Connection) -> tuple[int, int
                 for table, key in RUN_TABLES:
                     columns = _columns(table)
                     _copy(cursor, table, columns, _select(source, table, columns, key, chosen))
-            figures.refresh(dst, "SELECT id FROM merge_new_run")
+            figures.refresh(dst, figures.UNFIGURED_SQL.format(runs="merge_new_run"))
     return len(new_ids), total, replaced
 
 
@@ -149,8 +149,9 @@ _SOURCE_RUNS = "SELECT id, status FROM run"
 def _columns(table: str) -> list[str]:
     """The columns a copy fills: all but the row numbers the target gives (repeats, task
     samples); keys the lab makes (run ids, fingerprints) are kept."""
-    columns = SQLModel.metadata.tables[table].c
-    return [c.name for c in columns if not (c.primary_key and c.type.python_type is int)]
+    key = SQLModel.metadata.tables[table].primary_key.columns
+    numbered = len(key) == 1 and next(iter(key)).type.python_type is int
+    return [c.name for c in SQLModel.metadata.tables[table].c if not (numbered and c.primary_key)]
 
 
 def _chosen_runs(source: sqlite3.Connection, run_ids: list[str], *, every: bool) -> str:

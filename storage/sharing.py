@@ -546,9 +546,10 @@ def _copy_runs(src: Connection, dst: Connection, *, skip_running: bool) -> tuple
         known = set(dst.execute(select(table.c[key])).scalars())
         rows = [dict(r) for r in src.execute(select(table)).mappings() if r[key] not in known]
         _insert(dst, table, rows)
-    for name in ("run", "repeat", "task_sample"):
+    for name in ("run", "repeat", "task_sample", "process"):
         table = tables[name]
-        columns = [c for c in table.c if not (c.primary_key and name != "run")]  # new row ids
+        # new row ids for repeats and samples
+        columns = [c for c in table.c if not (c.primary_key and name in ("repeat", "task_sample"))]
         key = table.c.id if name == "run" else table.c.run_id
         for start in range(0, len(new_ids), 500):
             chunk = new_ids[start : start + 500]
@@ -557,7 +558,9 @@ def _copy_runs(src: Connection, dst: Connection, *, skip_running: bool) -> tuple
             )
             for rows in result.mappings().partitions():
                 _insert(dst, table, [dict(r) for r in rows])
-    figures.refresh_ids(dst, new_ids)
+    process = tables["process"]
+    figured = set(dst.execute(select(process.c.run_id).distinct()).scalars())
+    figures.refresh_ids(dst, [run_id for run_id in new_ids if run_id not in figured])
     return len(new_ids), len(source_runs), len(replaced)
 
 
@@ -663,7 +666,7 @@ def _copy_new_runs(connection: sqlite3.Connection, source_name: str) -> MergeRes
         connection.execute(
             f"INSERT OR IGNORE INTO main.{table} ({columns}) SELECT {columns} FROM src.{table}"
         )
-    for table in ("run", "repeat", "task_sample"):
+    for table in ("run", "repeat", "task_sample", "process"):
         shared = _shared_columns(connection, table)
         if table in ("repeat", "task_sample"):
             shared = [c for c in shared if c != "id"]  # new row ids in the target
@@ -673,7 +676,7 @@ def _copy_new_runs(connection: sqlite3.Connection, source_name: str) -> MergeRes
             f"INSERT INTO main.{table} ({columns}) SELECT {columns} FROM src.{table} "
             f"WHERE {key} IN (SELECT id FROM temp.new_runs)"
         )
-    figures.refresh(connection, "SELECT id FROM temp.new_runs")
+    figures.refresh(connection, figures.UNFIGURED_SQL.format(runs="temp.new_runs"))
     connection.execute(
         "INSERT INTO main.import_log (imported_at, source, runs_added, runs_skipped) "
         "VALUES (?, ?, ?, ?)",

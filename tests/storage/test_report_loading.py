@@ -372,37 +372,36 @@ def assert_same_summary(ours: pd.DataFrame, theirs: pd.DataFrame) -> None:
             assert ours[column].equals(theirs[column]), column
 
 
-def test_a_merge_derives_process_rows_from_the_repeats_it_copies(database, tmp_path):
-    """A source's own process rows are never copied: a file whose rows lie (or that has none,
-    being older) gives the target the rows its repeats give."""
+def test_a_merge_carries_process_rows_and_derives_those_a_source_lacks(database, tmp_path):
+    """Rows travel with their run (as a repeat's busy time does); a run that arrives without
+    them gets the ones its repeats give; rows that lie arrive as they are and `db check` on the
+    target names them."""
     import shutil
     import sqlite3
 
     from storage import sharing
 
-    source = tmp_path / "lying.db"
-    shutil.copy(database, source)
-    with sqlite3.connect(source) as connection:
-        connection.execute("UPDATE process SET walls = '1 1 1', gil_on = 0, others_cores = 9")
-    target = tmp_path / "target.db"
-    open_engine(target).dispose()
-    sharing.merge(target, [source])
-    with sqlite3.connect(target) as connection:
-        assert (
-            connection.execute("SELECT count(*) FROM process WHERE walls = '1 1 1'").fetchone()[0]
-            == 0
-        )
-        stored = connection.execute(
-            "SELECT * FROM process ORDER BY run_id, process_index"
-        ).fetchall()
     with sqlite3.connect(database) as connection:
         original = connection.execute(
             "SELECT * FROM process ORDER BY run_id, process_index"
         ).fetchall()
-    finished = {r[0] for r in original}
-    assert stored == [r for r in original if r[0] in finished] and stored
-    assert_same_summary(summary_of(target), summary_of(database))
-    source.unlink()  # lying on purpose
+    lying_run, bare_run = sorted({row[0] for row in original})[:2]
+    source = tmp_path / "source.db"
+    shutil.copy(database, source)
+    with sqlite3.connect(source) as connection:
+        connection.execute("UPDATE process SET walls = '1 1 1' WHERE run_id = ?", (lying_run,))
+        connection.execute("DELETE FROM process WHERE run_id = ?", (bare_run,))
+    target = tmp_path / "target.db"
+    open_engine(target).dispose()
+    sharing.merge(target, [source])
+    with sqlite3.connect(target) as connection:
+        stored = connection.execute("SELECT * FROM process ORDER BY run_id, process_index")
+        stored = stored.fetchall()
+    assert [r for r in stored if r[0] != lying_run] == [r for r in original if r[0] != lying_run]
+    assert {r[2] for r in stored if r[0] == lying_run} == {"1 1 1"}
+    (problem,) = sharing.check(target)
+    assert lying_run in str(problem) and bare_run not in str(problem)
+    source.unlink(), target.unlink()  # lying on purpose
 
 
 def test_a_version_3_file_gets_its_process_rows_when_opened(database, tmp_path):
