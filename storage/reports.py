@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from storage import controlled, explain, figures, stats
 from storage.database import read_error
 from storage.errors import SelectionError
+from storage.models import REPORT_COLUMNS
 from storage.queries import SELECTION_KEYS, json_object, selection_terms
 
 # A configuration: what must be equal for two runs to be repeats of the same measurement.
@@ -92,7 +93,7 @@ def load_repeats(
 # with run_row (``_run_row``) first.
 RUN_COLUMNS = {
     "run_id": "r.id",
-    **{c: f"r.{c}" for c in ("sweep_id", "tag", "status", "workload", "size", "tasks")},
+    **{c: f"r.{c}" for c in ("sweep_id", "tag", "workload", "size", "tasks")},
     **{c: f"r.{c}" for c in ("executor", "start_method", "workers", "chunksize", "created_at")},
     "machine_fingerprint": "r.machine_fingerprint",
     "machine": "coalesce(m.hostname, r.machine_fingerprint)",
@@ -268,10 +269,16 @@ def load_processes(
     return frame
 
 
+# A finished run's own columns as a process row carries them (read from ix_run_report); its
+# place (machine, interpreter, the order of its sweep) is looked up once in those small tables
+# (``_place``) rather than joined to every row.
+RUN_KEYS_SQL = "r.id AS run_id, " + ", ".join(
+    f"r.{c}" for c in REPORT_COLUMNS if c not in ("status", "id")
+)
 PROCESS_SQL = (
-    f"SELECT {RUN_COLUMNS_SQL}, "
+    f"SELECT {RUN_KEYS_SQL}, "
     + ", ".join(f"p.{c}" for c in figures.COLUMNS[1:])
-    + f" FROM process p JOIN run r ON r.id = p.run_id {RUN_JOINS} WHERE r.status = 'ok'"
+    + " FROM process p JOIN run r ON r.id = p.run_id {joins}WHERE r.status = 'ok'"
 )
 UNDERIVED_SQL = (
     "SELECT r.id FROM run r {joins}WHERE r.status = 'ok' "
@@ -282,24 +289,43 @@ UNDERIVED_SQL = (
 def _stored_processes(connection, where: str, params: dict) -> pd.DataFrame:
     """The process rows of the finished runs ``where`` picks in one database; the runs whose
     rows are missing or unreadable derived again from their repeats."""
-    run_row = _run_row(connection)
-    names, rows = _rows(connection, PROCESS_SQL.format(run_row=run_row) + where, params)
+    joins = SELECTION_JOINS if where else ""
+    names, rows = _rows(connection, PROCESS_SQL.format(joins=joins) + where, params)
     frame = pd.DataFrame.from_records(rows, columns=names)
     readable = figures.walls_look_readable(frame["walls"].tolist())
     again = set(frame.loc[~readable, "run_id"].tolist())
     frame = frame[~frame["run_id"].isin(again)] if again else frame
-    _, missing = _rows(
-        connection, UNDERIVED_SQL.format(joins=SELECTION_JOINS if where else "") + where, params
-    )
+    _, missing = _rows(connection, UNDERIVED_SQL.format(joins=joins) + where, params)
     again.update(row[0] for row in missing)
     texts: dict = {}
     if again:
         frame = pd.concat([frame, _derived(connection, sorted(again), texts)], ignore_index=True)
-    frame = frame.drop(columns=["run_row"])
+    _place(connection, frame)
     _run_frame(frame)
     _facts_as_numbers(frame)
     _add_words(connection, frame, texts)
     return frame
+
+
+def _place(connection, frame: pd.DataFrame) -> None:
+    """RUN_COLUMNS' machine, cores, CPU model, Python version, build and sweep order of each
+    row, from its keys (what RUNS_SQL joins, looked up once per machine, interpreter, sweep)."""
+    machines = _rows(
+        connection,
+        "SELECT fingerprint, hostname, coalesce(usable_cores, logical_cores), cpu_model "
+        "FROM machine",
+    )[1]
+    interpreters = _rows(connection, "SELECT key, version, gil_disabled FROM interpreter")[1]
+    orders = dict(_rows(connection, "SELECT id, run_order FROM sweep")[1])
+    fingerprint, key = frame["machine_fingerprint"], frame.pop("interpreter_key")
+    for at, column in enumerate(("machine", "cores", "cpu_model"), start=1):
+        frame[column] = fingerprint.map({m[0]: m[at] for m in machines})
+        if column != "cores":
+            frame[column] = frame[column].astype(object)
+    frame["machine"] = frame["machine"].where(frame["machine"].notna(), fingerprint)
+    frame["python"] = key.map({i[0]: i[1] for i in interpreters}).astype(object)
+    frame["gil_disabled"] = key.map({i[0]: i[2] for i in interpreters}).astype(object)
+    frame["run_order"] = frame["sweep_id"].map(orders).astype(object).fillna("blocks")
 
 
 def _derived(connection, run_ids: list, texts: dict) -> pd.DataFrame:
@@ -310,7 +336,10 @@ def _derived(connection, run_ids: list, texts: dict) -> pd.DataFrame:
     for start in range(0, len(run_ids), 500):
         chunk = tuple(run_ids[start : start + 500])
         listed = ", ".join([mark] * len(chunk))
-        sql = RUNS_SQL.format(run_row=_run_row(connection)) + f" AND r.id IN ({listed})"
+        sql = (
+            f"SELECT {RUN_KEYS_SQL}, r.environment_json FROM run r "
+            f"WHERE r.status = 'ok' AND r.id IN ({listed})"
+        )
         runs = _read_frame(connection, sql, chunk)
         _, repeats = _rows(connection, figures.REPEATS_SQL.format(runs=listed), chunk)
         environments = dict(zip(runs["run_id"], runs["environment_json"]))
