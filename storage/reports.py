@@ -784,8 +784,9 @@ def _key_text(key) -> str:
 def _sweep_start_loads(runs: pd.DataFrame) -> dict[str, float]:
     """Load per core when each sweep began (its first run): later runs of a sweep see the load
     the sweep itself made, which says nothing about other work on the machine."""
-    firsts = runs[["created_at", "sweep_id", "load_per_core"]]
-    firsts = firsts.sort_values("created_at", kind="stable").drop_duplicates("sweep_id")
+    runs = runs[["created_at", "sweep_id", "load_per_core"]]
+    first_at = runs.groupby("sweep_id", sort=False)["created_at"].transform("min")
+    firsts = runs[runs["created_at"] == first_at].drop_duplicates("sweep_id")
     return {
         sweep_id: float(load)
         for sweep_id, load in zip(firsts["sweep_id"], firsts["load_per_core"])
