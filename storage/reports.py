@@ -319,13 +319,20 @@ def _place(connection, frame: pd.DataFrame) -> None:
     orders = dict(_rows(connection, "SELECT id, run_order FROM sweep")[1])
     fingerprint, key = frame["machine_fingerprint"], frame.pop("interpreter_key")
     for at, column in enumerate(("machine", "cores", "cpu_model"), start=1):
-        frame[column] = fingerprint.map({m[0]: m[at] for m in machines})
-        if column != "cores":
-            frame[column] = frame[column].astype(object)
+        frame[column] = _lookup(fingerprint, {m[0]: m[at] for m in machines})
+    frame["cores"] = frame["cores"].infer_objects()
     frame["machine"] = frame["machine"].where(frame["machine"].notna(), fingerprint)
-    frame["python"] = key.map({i[0]: i[1] for i in interpreters}).astype(object)
-    frame["gil_disabled"] = key.map({i[0]: i[2] for i in interpreters}).astype(object)
-    frame["run_order"] = frame["sweep_id"].map(orders).astype(object).fillna("blocks")
+    frame["python"] = _lookup(key, {i[0]: i[1] for i in interpreters})
+    frame["gil_disabled"] = _lookup(key, {i[0]: i[2] for i in interpreters})
+    frame["run_order"] = _lookup(frame["sweep_id"], orders).fillna("blocks")
+
+
+def _lookup(keys: pd.Series, table: dict) -> pd.Series:
+    """``table``'s value for each of ``keys`` (None where it has none), looked up once per
+    distinct key."""
+    codes, uniques = pd.factorize(keys)
+    values = np.array([*(table.get(u) for u in uniques), None], dtype=object)
+    return pd.Series(values[codes], index=keys.index, dtype=object)
 
 
 def _derived(connection, run_ids: list, texts: dict) -> pd.DataFrame:
@@ -399,7 +406,11 @@ def _words(frame: pd.DataFrame, texts: dict) -> None:
     """``gil_cause`` and ``machine_problems`` of the ``_worded`` runs, from ``texts`` (their
     stored environments by run id)."""
     causes, problems = {}, {}
-    for run_id in _worded(frame):
+    worded = _worded(frame)
+    if not worded:
+        frame["gil_cause"] = frame["machine_problems"] = None
+        return
+    for run_id in worded:
         env = json_object(texts.get(run_id)) or {}
         causes[run_id] = explain.run_facts(env, False).gil_cause
         found = env.get("problems")
