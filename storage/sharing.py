@@ -24,7 +24,6 @@ from sqlalchemy import text as sql
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel, create_engine
 
-from storage import figures
 from storage.browse import RUN_TABLES
 from storage.database import open_engine
 from storage.errors import DamagedDatabase, DatabaseError
@@ -193,6 +192,8 @@ def _figures_problems(execute) -> list[Problem]:
     """Stored process rows that are not what the runs' own repeats and environments give
     (storage.figures): a received file's rows are read as they are, so they are checked here.
     Runs without rows are no problem: a report derives them when it reads them."""
+    from storage import figures
+
     stored = {
         (row[0], row[1]): tuple(row)
         for row in execute(f"SELECT {', '.join(figures.COLUMNS)} FROM process")
@@ -558,6 +559,8 @@ def _copy_runs(src: Connection, dst: Connection, *, skip_running: bool) -> tuple
             )
             for rows in result.mappings().partitions():
                 _insert(dst, table, [dict(r) for r in rows])
+    from storage import figures
+
     process = tables["process"]
     figured = set(dst.execute(select(process.c.run_id).distinct()).scalars())
     figures.refresh_ids(dst, [run_id for run_id in new_ids if run_id not in figured])
@@ -676,6 +679,8 @@ def _copy_new_runs(connection: sqlite3.Connection, source_name: str) -> MergeRes
             f"INSERT INTO main.{table} ({columns}) SELECT {columns} FROM src.{table} "
             f"WHERE {key} IN (SELECT id FROM temp.new_runs)"
         )
+    from storage import figures
+
     figures.refresh(connection, figures.UNFIGURED_SQL.format(runs="temp.new_runs"))
     connection.execute(
         "INSERT INTO main.import_log (imported_at, source, runs_added, runs_skipped) "
@@ -754,7 +759,8 @@ def _terminate_as_interrupt() -> Iterator[None]:
 def _private_directory(prefix: str) -> tempfile.TemporaryDirectory:
     """A temporary directory that is removed whenever an interrupt arrives: SIGINT and SIGTERM
     wait while it is made, until its removal is registered (an interrupt between ``mkdtemp`` and
-    that registration would leave it behind)."""
+    that registration would leave it behind). Blocked in this thread only: no other thread may
+    be there to take them, so the export path loads no numpy (its BLAS starts threads)."""
     import signal
     import threading
 

@@ -417,6 +417,17 @@ def test_an_interrupted_export_leaves_nothing_at_out(
     assert done.returncode == 0, done.stderr
 
 
+def test_the_export_path_starts_no_thread_that_could_take_its_signals():
+    """An export holds SIGINT and SIGTERM off in its own thread while it makes its private
+    directory; numpy's BLAS threads would take them meanwhile (and leave the directory)."""
+    code = (
+        "import sys, threading, storage.sharing, tui.cli; "
+        "assert 'numpy' not in sys.modules, 'numpy'; assert threading.active_count() == 1"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert found.returncode == 0, found.stderr
+
+
 def test_an_export_that_cannot_be_written_leaves_nothing_at_out(conlab, db_path, tmp_path):
     from tests.conftest import _marked_env, in_mount_namespace
 
