@@ -14,6 +14,7 @@ import sqlite3
 import statistics
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
 from typing import Any, Optional
 
 import numpy as np
@@ -153,15 +154,10 @@ def read_walls(texts: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray
     holds none."""
     readable = np.fromiter((isinstance(t, str) and t for t in texts), dtype=bool, count=len(texts))
     if readable.all():
-        counts = np.fromiter((t.count(" ") + 1 for t in texts), dtype=np.int64, count=len(texts))
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            try:
-                values = np.fromstring(" ".join(texts), sep=" ")  # noqa: NPY201 (text mode)
-            except (ValueError, DeprecationWarning):
-                values = None
-        if values is not None and len(values) == counts.sum():
-            return values, counts, readable
+        counts = np.fromiter(map(str.count, texts, repeat(" ")), dtype=np.int64, count=len(texts))
+        values = _parsed(" ".join(texts), int(counts.sum()) + len(texts))
+        if values is not None:
+            return values, counts + 1, readable
     found, counts = [], np.zeros(len(texts), dtype=np.int64)
     for at, text in enumerate(texts):
         try:
@@ -174,6 +170,30 @@ def read_walls(texts: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray
         found.append(values)
         counts[at] = len(values)
     return (np.concatenate(found) if found else np.zeros(0)), counts, readable
+
+
+# What a whole-number parse saturates at: a text holding it is read as floats instead.
+_INT64_ENDS = (np.iinfo(np.int64).min, np.iinfo(np.int64).max)
+
+
+def _parsed(text: str, expected: int) -> Optional[np.ndarray]:
+    """The ``expected`` numbers of a space-separated ``text`` as floats, or None where it does
+    not hold exactly that many. Whole numbers (what ``walls_text`` writes of nanoseconds) are
+    read as integers, ten times faster than numpy's float parse and exact the same way."""
+    for dtype in (np.int64, float):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            try:
+                values = np.fromstring(text, dtype=dtype, sep=" ")  # noqa: NPY201 (text mode)
+            except (ValueError, DeprecationWarning):
+                continue
+        if len(values) != expected:
+            return None
+        if dtype is float:
+            return values
+        if not len(values) or _INT64_ENDS[0] < values.min() <= values.max() < _INT64_ENDS[1]:
+            return values.astype(float)
+    return None
 
 
 def group_medians(values: np.ndarray, group: np.ndarray, groups: int) -> np.ndarray:

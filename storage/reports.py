@@ -259,8 +259,11 @@ def load_processes(
             frame = _stored_processes(connection, where, params)
         frame["db"] = label
         frames.append(frame)
-    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    frame = frame[~frame.duplicated(["run_id", "process_index"])]
+    if len(frames) > 1:  # a run merged into several of them is read once
+        frame = pd.concat(frames, ignore_index=True)
+        frame = frame[~frame.duplicated(["run_id", "process_index"])]
+    else:
+        frame = frames[0]
     frame = frame.dropna(subset=["workers"])
     if frame.empty:
         return pd.DataFrame()
@@ -271,18 +274,15 @@ def load_processes(
 
 # A finished run's own columns as a process row carries them (read from ix_run_report); its
 # place (machine, interpreter, the order of its sweep) is looked up once in those small tables
-# (``_place``) rather than joined to every row.
+# (``_place``) rather than joined to every row. A run without process rows comes out once,
+# its figures NULL.
 RUN_KEYS_SQL = "r.id AS run_id, " + ", ".join(
     f"r.{c}" for c in REPORT_COLUMNS if c not in ("status", "id")
 )
 PROCESS_SQL = (
     f"SELECT {RUN_KEYS_SQL}, "
     + ", ".join(f"p.{c}" for c in figures.COLUMNS[1:])
-    + " FROM process p JOIN run r ON r.id = p.run_id {joins}WHERE r.status = 'ok'"
-)
-UNDERIVED_SQL = (
-    "SELECT r.id FROM run r {joins}WHERE r.status = 'ok' "
-    "AND NOT EXISTS (SELECT 1 FROM process p WHERE p.run_id = r.id)"
+    + " FROM run r LEFT JOIN process p ON p.run_id = r.id {joins}WHERE r.status = 'ok'"
 )
 
 
@@ -295,8 +295,6 @@ def _stored_processes(connection, where: str, params: dict) -> pd.DataFrame:
     readable = figures.walls_look_readable(frame["walls"].tolist())
     again = set(frame.loc[~readable, "run_id"].tolist())
     frame = frame[~frame["run_id"].isin(again)] if again else frame
-    _, missing = _rows(connection, UNDERIVED_SQL.format(joins=joins) + where, params)
-    again.update(row[0] for row in missing)
     texts: dict = {}
     if again:
         frame = pd.concat([frame, _derived(connection, sorted(again), texts)], ignore_index=True)
@@ -318,21 +316,25 @@ def _place(connection, frame: pd.DataFrame) -> None:
     interpreters = _rows(connection, "SELECT key, version, gil_disabled FROM interpreter")[1]
     orders = dict(_rows(connection, "SELECT id, run_order FROM sweep")[1])
     fingerprint, key = frame["machine_fingerprint"], frame.pop("interpreter_key")
-    for at, column in enumerate(("machine", "cores", "cpu_model"), start=1):
-        frame[column] = _lookup(fingerprint, {m[0]: m[at] for m in machines})
+    found = _lookup(fingerprint, {m[0]: m[1:] for m in machines}, 3)
+    for column, values in zip(("machine", "cores", "cpu_model"), found):
+        frame[column] = values
     frame["cores"] = frame["cores"].infer_objects()
     frame["machine"] = frame["machine"].where(frame["machine"].notna(), fingerprint)
-    frame["python"] = _lookup(key, {i[0]: i[1] for i in interpreters})
-    frame["gil_disabled"] = _lookup(key, {i[0]: i[2] for i in interpreters})
-    frame["run_order"] = _lookup(frame["sweep_id"], orders).fillna("blocks")
+    frame["python"], frame["gil_disabled"] = _lookup(key, {i[0]: i[1:] for i in interpreters}, 2)
+    (order,) = _lookup(frame["sweep_id"], {k: (v,) for k, v in orders.items()}, 1)
+    frame["run_order"] = order.fillna("blocks")
 
 
-def _lookup(keys: pd.Series, table: dict) -> pd.Series:
-    """``table``'s value for each of ``keys`` (None where it has none), looked up once per
-    distinct key."""
+def _lookup(keys: pd.Series, table: dict, width: int) -> list[pd.Series]:
+    """The ``width`` values ``table`` holds for each of ``keys`` (None where it has no row),
+    one column each, looked up once per distinct key."""
     codes, uniques = pd.factorize(keys)
-    values = np.array([*(table.get(u) for u in uniques), None], dtype=object)
-    return pd.Series(values[codes], index=keys.index, dtype=object)
+    rows = [*(table.get(u) or (None,) * width for u in uniques), (None,) * width]
+    return [
+        pd.Series(np.array([*column], dtype=object)[codes], index=keys.index, dtype=object)
+        for column in zip(*rows)
+    ]
 
 
 def _derived(connection, run_ids: list, texts: dict) -> pd.DataFrame:
@@ -520,11 +522,24 @@ class Walls:
 
 def _sorted_groups(values: np.ndarray, owner: np.ndarray, owners: int):
     """``values`` sorted within each owner, and where each owner's run starts and ends."""
-    order = np.lexsort((values, owner))
-    ordered = values[order]
-    starts = np.searchsorted(owner[order], np.arange(owners))
-    ends = np.searchsorted(owner[order], np.arange(owners), side="right")
+    order = np.argsort(owner, kind="stable")
+    ordered, owned = values[order], owner[order]
+    starts = np.searchsorted(owned, np.arange(owners))
+    ends = np.searchsorted(owned, np.arange(owners), side="right")
+    sizes = ends - starts
+    if owners and (sizes == sizes[0]).all() and len(ordered) == owners * sizes[0]:
+        # owners of one size, and every value owned: one sort along each row
+        ordered.reshape(owners, int(sizes[0])).sort(axis=1)
+    elif owners <= SORTED_ONE_BY_ONE:
+        for start, end in zip(starts.tolist(), ends.tolist()):
+            ordered[start:end].sort()
+    else:
+        ordered = values[np.lexsort((values, owner))]
     return ordered, starts, ends
+
+
+# Up to this many groups, each is sorted on its own: faster than one sort by group and value.
+SORTED_ONE_BY_ONE = 2000
 
 
 def _quantiles(ordered: np.ndarray, starts: np.ndarray, ends: np.ndarray, q: float):
@@ -574,12 +589,11 @@ def summarize(processes: pd.DataFrame) -> pd.DataFrame:
     groups = int(config.max()) + 1
     counted["startup_s"] = counted["startup_ns"] / 1e9
     summary = grouped.agg(
-        processes=("process", "nunique"),
+        processes=("process", "count"),  # numbered one per row
         startup_s=("startup_s", "median"),
         in_flight=("in_flight", "median"),
         cpu_per_wall=("cpu_per_wall", "median"),
         cores=("cores", "max"),
-        runs=("run_id", "nunique"),
         gil_disabled=("gil_disabled", "max"),
         peak_rss_bytes=("peak_rss_bytes", "max"),
         worker_peak_rss_bytes=("worker_peak_rss_bytes", "max"),
@@ -617,6 +631,9 @@ def summarize(processes: pd.DataFrame) -> pd.DataFrame:
     counted["first_s"] = walls.values[first_at]
     first_of_run = ~counted["run_id"].duplicated().to_numpy()
     runs, run_config = counted[first_of_run], config[first_of_run]
+    summary.insert(
+        summary.columns.get_loc("cores") + 1, "runs", np.bincount(run_config, minlength=groups)
+    )
     sweeps = runs.groupby(run_config)["sweep_id"].agg(
         lambda s: " ".join(sorted(set(map(str, s.tolist()))))
     )

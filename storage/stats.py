@@ -184,7 +184,7 @@ TRIM = 0.2
 def _trimmed(logs: list[float]) -> tuple[float, float, int, float]:
     """(trimmed mean, squared standard error, values kept, winsorized variance) of ``logs``
     (Yuen): the mean of what is left after trimming ``TRIM`` of the values from each end, and
-    its error from the winsorized variance."""
+    its error from the winsorized variance (every value moved into the kept ones' range)."""
     values = sorted(logs)
     n = len(values)
     g = int(TRIM * n)
@@ -194,6 +194,38 @@ def _trimmed(logs: list[float]) -> tuple[float, float, int, float]:
     mean_w = sum(winsorized) / n
     variance_w = sum((x - mean_w) ** 2 for x in winsorized) / (n - 1)
     return sum(kept) / h, (n - 1) * variance_w / (h * (h - 1)), h, variance_w
+
+
+# From this many processes on, their figures are taken with numpy (the same arithmetic; a
+# report over a year's runs has tens of thousands per configuration). Below it, plain Python:
+# `conlab runs --json` takes an interval of every run, each of a few processes.
+NUMPY_FROM = 1000
+
+
+def _between_processes(medians: Sequence[float], withins: Sequence[float]):
+    """(log of the trimmed mean, its squared standard error, values kept, the plain standard
+    deviation of the logs, spread, median of ``withins``) of at least two processes' medians."""
+    if len(medians) < NUMPY_FROM:
+        log_center, variance, h, _ = _trimmed([math.log(m) for m in medians])
+        spread = max(medians) / min(medians) - 1
+        return log_center, variance, h, _log_sd(medians), spread, statistics.median(withins)
+    import numpy as np
+
+    medians = np.asarray(medians, dtype=float)
+    logs = np.sort(np.log(medians))
+    n = len(logs)
+    g = int(TRIM * n)
+    kept = logs[g : n - g]
+    h = len(kept)
+    variance_w = np.clip(logs, kept[0], kept[-1]).var(ddof=1)
+    return (
+        float(kept.mean()),
+        float((n - 1) * variance_w / (h * (h - 1))),
+        h,
+        float(logs.std(ddof=1)),
+        float(medians.max() / medians.min() - 1),
+        float(np.median(np.asarray(withins, dtype=float))),
+    )
 
 
 def interval(groups: Sequence[Sequence[float]], confidence: float = CONFIDENCE) -> Interval:
@@ -220,23 +252,23 @@ def interval_of(
     if not process_medians:
         nan = math.nan
         return Interval(nan, nan, nan, 0, nan, 0, False, nan, nan)
-    spread = max(process_medians) / min(process_medians) - 1
     if len(process_medians) >= 2:
-        log_center, variance, h, variance_w = _trimmed([math.log(m) for m in process_medians])
+        # the machine's level moves at least as far as these processes differ: log_sd is their
+        # plain (untrimmed) spread, since a slow process is a level the next sweep may meet
+        log_center, variance, h, log_sd, spread, within = _between_processes(
+            process_medians, withins
+        )
         center, se, df, covered = math.exp(log_center), math.sqrt(variance), h - 1, True
-        # the machine's level moves at least as far as these processes differ: their plain
-        # (untrimmed) spread, since a slow process is a level the next sweep may meet
-        log_sd = _log_sd(process_medians)
     elif len(pooled) >= 2:
         # One process: the standard error of a median from its repeats (1.2533 = sqrt(pi/2)).
         center, log_sd = median, 0.0  # one process: its level is unknown
         se = 1.2533 * _log_sd(list(pooled)) / math.sqrt(len(pooled))
         df, covered = len(pooled) - 1, False
+        spread, within = 0.0, statistics.median(withins)
     else:
-        return Interval(median, math.nan, math.nan, 1, math.nan, 0, False, spread, median)
+        return Interval(median, math.nan, math.nan, 1, math.nan, 0, False, 0.0, median)
     margin = t_quantile(df, confidence) * se
     low, high = center * math.exp(-margin), center * math.exp(margin)
-    within = statistics.median(withins)
     processes = len(process_medians)
     return Interval(median, low, high, processes, se, df, covered, spread, center, within, log_sd)
 

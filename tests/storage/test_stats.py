@@ -8,10 +8,12 @@ a process. The true median is known, so how often the interval covers it can be 
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 import pytest
 
+from storage import stats
 from storage.stats import NO_DIFFERENCE, interval, ratio
 
 
@@ -183,3 +185,21 @@ def test_reports_statistics_do_not_import_scipy(tmp_path):
     )
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert found.stdout.strip() == "False", found.stderr
+
+
+def test_many_processes_get_the_interval_plain_python_gives():
+    """From stats.NUMPY_FROM processes on, the interval is taken with numpy: the figures the
+    plain-Python arithmetic gives (a slow tail included)."""
+    import random
+
+    rng = random.Random(7)
+    medians = [rng.lognormvariate(0, 0.05) * (1.4 if i % 9 == 0 else 1) for i in range(1500)]
+    withins = [rng.uniform(0, 0.1) for _ in medians]
+    many = stats.interval_of(1.0, medians, withins, [])
+    log_center, variance, h, _ = stats._trimmed([math.log(m) for m in medians])
+    assert many.processes == 1500 and many.df == h - 1 == 1500 - 2 * 300 - 1
+    assert many.center == pytest.approx(math.exp(log_center), rel=1e-12)
+    assert many.log_se == pytest.approx(math.sqrt(variance), rel=1e-9)
+    assert many.log_sd == pytest.approx(stats._log_sd(medians), rel=1e-9)
+    assert many.spread == max(medians) / min(medians) - 1
+    assert many.within == statistics.median(withins)
