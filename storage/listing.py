@@ -1,10 +1,11 @@
-"""Listing stored runs (`conlab runs`): how many runs a RunFilter picks and the run objects of
-those it shows, after stale `running` runs are marked interrupted; and the machines stored. Two
+"""Reading stored runs without the models: `conlab runs` (how many runs a RunFilter picks and
+the run objects of those it shows, after stale `running` runs are marked interrupted; and the
+machines stored) and a report's reads (``reading``: a DB-API connection to run its SQL on). Two
 ways of fetching the same SQL (storage.queries), one function building the objects
 (storage.queries.run_objects, machine_objects), so both print the same:
 
-- a lab file is read with the standard library's sqlite3 alone: listing is what a person types
-  most, and SQLAlchemy with the models take half a second to import before the first row;
+- a lab file is read with the standard library's sqlite3 alone: listing and reports are what a
+  person types most, and SQLAlchemy with the models take a quarter of a second to import;
 - a server database (a team's PostgreSQL) is read through a SQLAlchemy engine.
 
 A file is opened as storage.database opens a reader: checked (a damaged or foreign file, or one
@@ -16,9 +17,10 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from storage.errors import DatabaseError
 from storage.queries import (
@@ -48,6 +50,21 @@ from storage.target import (
     read_error,
     schema_refusal,
 )
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One read of a lab database: its SQL dialect ("sqlite", "postgresql"), its driver's
+    DB-API connection, and a file's path (what names it when SQLite cannot read it)."""
+
+    dialect: str
+    connection: Any
+    path: Optional[Path] = None
+
+    @property
+    def mark(self) -> str:
+        """A positional parameter as the driver writes it."""
+        return "?" if self.dialect == "sqlite" else "%s"
 
 
 class FileRuns:
@@ -123,6 +140,10 @@ class FileRuns:
                 repeats = self.connection.execute(repeats_sql(f"({marks})"), ids)
                 yield from run_objects(runs, repeats)
 
+    @contextmanager
+    def reading(self) -> Iterator[Reading]:
+        yield Reading("sqlite", self.connection, self.path)
+
     def machines(self) -> list[dict[str, Any]]:
         """The machines of this file (storage.queries.machine_objects)."""
         with self._read():
@@ -154,6 +175,20 @@ class EngineRuns:
         from storage.browse import machines
 
         return machines(self.engine)
+
+    @contextmanager
+    def reading(self) -> Iterator[Reading]:
+        with self.engine.connect() as connection:
+            dialect, url = connection.dialect.name, self.engine.url
+            path = Path(url.database or "") if dialect == "sqlite" else None
+            yield Reading(dialect, connection.connection.driver_connection, path)
+
+
+def reading(source) -> AbstractContextManager[Reading]:
+    """A Reading of ``source``: what ``open_runs`` opened, or a SQLAlchemy engine."""
+    if isinstance(source, (FileRuns, EngineRuns)):
+        return source.reading()
+    return EngineRuns(source).reading()
 
 
 @contextmanager

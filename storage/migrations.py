@@ -97,7 +97,8 @@ def _process_table(connection, dialect: str) -> None:
     from sqlalchemy.schema import CreateTable
 
     from storage import figures
-    from storage.models import REPORT_COLUMNS, Process
+    from storage.models import Process
+    from storage.queries import REPORT_COLUMNS
 
     dialects = {"sqlite": sqlite.dialect(), "postgresql": postgresql.dialect()}
     create = str(

@@ -10,6 +10,8 @@ from typing import Optional
 from sqlalchemy import BigInteger, Index
 from sqlmodel import Field, SQLModel
 
+from storage.queries import REPORT_COLUMNS
+
 # Run statuses. `running` rows whose recorder is gone are shown as `interrupted`.
 RUN_STATUSES = ("running", "ok", "failed", "cancelled", "interrupted")
 
@@ -70,26 +72,6 @@ class ImportLog(SQLModel, table=True):
     source: str
     runs_added: int
     runs_skipped: int
-
-
-# The run columns a report reads, in the order its index holds them (status first: a report
-# reads finished runs).
-REPORT_COLUMNS = (
-    "status",
-    "id",
-    "sweep_id",
-    "tag",
-    "workload",
-    "size",
-    "tasks",
-    "executor",
-    "start_method",
-    "workers",
-    "chunksize",
-    "created_at",
-    "machine_fingerprint",
-    "interpreter_key",
-)
 
 
 class Run(SQLModel, table=True):

@@ -27,6 +27,23 @@ from storage.stats import interval, moved_between_processes
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+
+# What a run's own columns say of its configuration (storage.reports.CONFIG adds its machine
+# and Python).
+CONFIG_COLUMNS = ("workload", "size", "tasks", "executor", "start_method", "workers", "chunksize")
+# The run columns a report reads, in the order its index holds them (status first: a report
+# reads finished runs).
+REPORT_COLUMNS = (
+    "status",
+    "id",
+    "sweep_id",
+    "tag",
+    *CONFIG_COLUMNS,
+    "created_at",
+    "machine_fingerprint",
+    "interpreter_key",
+)
+
 RUN_COLUMNS = (
     "id",
     "sweep_id",

@@ -8,32 +8,28 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import text
-from sqlalchemy.engine import Engine
 
 from storage import controlled, explain, figures, stats
-from storage.database import read_error
 from storage.errors import SelectionError
-from storage.models import REPORT_COLUMNS
-from storage.queries import SELECTION_KEYS, json_object, selection_terms
+from storage.listing import Reading, reading
+from storage.queries import (
+    CONFIG_COLUMNS,
+    REPORT_COLUMNS,
+    SELECTION_KEYS,
+    json_object,
+    selection_terms,
+)
+from storage.target import read_error
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 # A configuration: what must be equal for two runs to be repeats of the same measurement.
-CONFIG = [
-    "machine",
-    "python",
-    "workload",
-    "size",
-    "tasks",
-    "executor",
-    "start_method",
-    "workers",
-    "chunksize",
-]
+CONFIG = ["machine", "python", *CONFIG_COLUMNS]
 # What a speedup is measured against: the sequential run of the same work in the same place.
 BASELINE_KEY = ["machine", "python", "workload", "size", "tasks"]
 # A repeat's cost beyond time (storage.models.Repeat); NULL where it was not recorded.
@@ -54,12 +50,13 @@ HIGH_LOAD_PER_CORE = 0.5
 
 
 def load_repeats(
-    engines: Sequence[tuple[str, Engine]], selection: Optional[str] = None
+    sources: Sequence[tuple[str, Any]], selection: Optional[str] = None
 ) -> pd.DataFrame:
     """One row per counted repeat (warm-ups left out) of a finished run, with its run's
     configuration and origin.
 
-    ``engines`` are ``(label, engine)`` pairs; the label is what ``db:`` selections match.
+    ``sources`` are ``(label, database)`` pairs, each database what storage.listing.open_runs
+    opened or a SQLAlchemy engine; the label is what ``db:`` selections match.
     Runs still running, interrupted, failed or cancelled are left out of the figures. The
     database joins and filters; it hands over each run's columns once and of each repeat only
     the numbers a summary reads (REPEAT_NUMBERS), never a task sample. A ``selection`` is
@@ -67,9 +64,9 @@ def load_repeats(
     that a report on a few runs of a big database reads those runs only.
     """
     frames, runs_before = [], 0
-    for label, engine in engines:
-        where, params = _selection_sql(engine, selection, label)
-        with engine.connect() as connection:
+    for label, source in sources:
+        with reading(source) as connection:
+            where, params = _selection_sql(connection, selection, label)
             run_row = _run_row(connection)
             runs = _read_frame(connection, RUNS_SQL.format(run_row=run_row) + where, params)
             run_rows, numbers = _read_numbers(connection, where, params)
@@ -138,24 +135,22 @@ REPEATS_SQL = (
 )
 
 
-def _selection_sql(engine: Engine, selection: Optional[str], label: str) -> tuple[str, dict]:
+def _selection_sql(connection: Reading, selection: Optional[str], label: str) -> tuple[str, dict]:
     """`` AND …`` for the runs ``selection`` picks in the database labelled ``label``, and its
     parameters; nothing without a selection."""
     if not selection:
         return "", {}
     from storage.queries import RunFilter, selection_where
 
-    where, params = selection_where(
-        engine.dialect.name, RunFilter(selection=selection, label=label)
-    )
+    where, params = selection_where(connection.dialect, RunFilter(selection=selection, label=label))
     return f" AND {where}", params
 
 
-def _rows(connection, sql: str, params=None) -> tuple[list[str], list[tuple]]:
+def _rows(connection: Reading, sql: str, params=None) -> tuple[list[str], list[tuple]]:
     """Column names and rows of ``sql`` (``:name`` parameters) through the driver's own cursor
     (SQLAlchemy's row objects cost more than the query)."""
-    cursor = connection.connection.driver_connection.cursor()
-    if params and connection.dialect.name != "sqlite":  # psycopg's parameters: %(name)s
+    cursor = connection.connection.cursor()
+    if params and connection.dialect != "sqlite":  # psycopg's parameters: %(name)s
         sql = re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
     try:
         cursor.execute(sql, params or ())
@@ -163,8 +158,8 @@ def _rows(connection, sql: str, params=None) -> tuple[list[str], list[tuple]]:
     except Exception as exc:
         # what SQLAlchemy's handle_error would have made of it (storage.database)
         found = None
-        if connection.dialect.name == "sqlite":
-            found = read_error(Path(connection.engine.url.database or ""), exc)
+        if connection.path is not None:
+            found = read_error(connection.path, exc)
         if found is None:
             raise
         raise found from None
@@ -180,7 +175,7 @@ def _read_frame(connection, sql: str, params=None) -> pd.DataFrame:
 def _run_row(connection) -> str:
     """What names a run in both queries: SQLite's rowid, a number (numbers convert to an array
     in one step); elsewhere its id."""
-    return "r.rowid" if connection.dialect.name == "sqlite" else "r.id"
+    return "r.rowid" if connection.dialect == "sqlite" else "r.id"
 
 
 def _read_numbers(connection, where: str = "", params: Optional[dict] = None):
@@ -244,18 +239,19 @@ PROCESSES = figures.PROCESSES
 
 
 def load_processes(
-    engines: Sequence[tuple[str, Engine]], selection: Optional[str] = None
+    sources: Sequence[tuple[str, Any]], selection: Optional[str] = None
 ) -> pd.DataFrame:
     """One row per runner process of a finished run: its run's columns (as ``load_repeats``
     gives them), its figures (storage.figures: ``walls``, the medians, peaks and the run's
     facts) and, where its run recorded them, the words behind its facts (``gil_cause``,
     ``machine_problems``). What a summary reads: the stored ``process`` rows, and no
     environment text but of the few runs whose facts have words. A run without readable rows
-    is derived from its repeats here. ``selection`` as ``load_repeats`` takes it."""
+    is derived from its repeats here. ``sources`` and ``selection`` as ``load_repeats`` takes
+    them."""
     frames = []
-    for label, engine in engines:
-        where, params = _selection_sql(engine, selection, label)
-        with engine.connect() as connection:
+    for label, source in sources:
+        with reading(source) as connection:
+            where, params = _selection_sql(connection, selection, label)
             frame = _stored_processes(connection, where, params)
         frame["db"] = label
         frames.append(frame)
@@ -341,7 +337,7 @@ def _derived(connection, run_ids: list, texts: dict) -> pd.DataFrame:
     """The process rows of these runs derived from their repeats (storage.figures), beside
     their run's columns; ``texts`` gets each one's stored environment."""
     parts = []
-    mark = figures.parameter_mark(connection)
+    mark = connection.mark
     for start in range(0, len(run_ids), 500):
         chunk = tuple(run_ids[start : start + 500])
         listed = ", ".join([mark] * len(chunk))
@@ -363,7 +359,7 @@ def _derived(connection, run_ids: list, texts: dict) -> pd.DataFrame:
 def _add_words(connection, frame: pd.DataFrame, texts: dict) -> None:
     """``_words``, reading the environments of the ``_worded`` runs not in ``texts``."""
     wanted = [r for r in _worded(frame) if r not in texts]
-    mark = figures.parameter_mark(connection)
+    mark = connection.mark
     for start in range(0, len(wanted), 500):
         chunk = tuple(wanted[start : start + 500])
         sql = f"SELECT id, environment_json FROM run WHERE id IN ({', '.join([mark] * len(chunk))})"
@@ -424,6 +420,8 @@ def _words(frame: pd.DataFrame, texts: dict) -> None:
 
 def load_timeline(engine: Engine, run_id: str) -> pd.DataFrame:
     """Every task sample of one run, with times relative to its repeat's start, in ms."""
+    from sqlalchemy import text
+
     with engine.connect() as connection:
         frame = pd.read_sql(
             text(
@@ -634,10 +632,12 @@ def summarize(processes: pd.DataFrame) -> pd.DataFrame:
     summary.insert(
         summary.columns.get_loc("cores") + 1, "runs", np.bincount(run_config, minlength=groups)
     )
-    sweeps = runs.groupby(run_config)["sweep_id"].agg(
-        lambda s: " ".join(sorted(set(map(str, s.tolist()))))
+    sweeps = _distinct(run_config, runs["sweep_id"])
+    summary.insert(
+        summary.columns.get_loc("peak_rss_bytes"),
+        "sweeps",
+        [" ".join(sorted(set(map(str, sweeps.get(g, []))))) for g in range(groups)],
     )
-    summary.insert(summary.columns.get_loc("peak_rss_bytes"), "sweeps", sweeps.values)
     # "turns" unless some of its runs ran in blocks (older runs all did)
     blocks = (runs["run_order"] == "blocks").groupby(run_config).any()
     summary.insert(
@@ -668,11 +668,9 @@ def summarize(processes: pd.DataFrame) -> pd.DataFrame:
     ]
     sweep_loads = _sweep_start_loads(runs)
     _add_run_facts(summary, runs, run_config, sweep_loads)
-    worded = runs[runs["machine_problems"].notna()]
-    unfit = dict(zip(worded["run_id"], worded["machine_problems"]))
     works = _same_work(summary, counted, config, runs, run_config)
     summary["warnings"] = [
-        _warnings(row, work, sweep_loads, unfit) for row, work in zip(summary.itertuples(), works)
+        _warnings(row, work, sweep_loads) for row, work in zip(summary.itertuples(), works)
     ]
     return summary.drop(columns=["interval"])
 
@@ -736,12 +734,12 @@ WORK_KEY = ["workload", "executor", "workers", "machine", "python", "size", "tas
 @dataclass(frozen=True)
 class SameWork:
     """The counted repeats of one WORK_KEY: how many, the median of each process's first one,
-    and which sweeps and runs they come from."""
+    which sweeps they come from and the machine problems their runs recorded."""
 
     repeats: int
     first_s: float
     sweep_ids: list
-    run_ids: list
+    problems: list
 
 
 def _same_work(summary, counted, config, runs, run_config) -> list[Optional[SameWork]]:
@@ -753,17 +751,33 @@ def _same_work(summary, counted, config, runs, run_config) -> list[Optional[Same
     first_s = pd.Series(counted["first_s"].to_numpy()[kept]).groupby(process_work[kept])
     first_s = first_s.median().to_dict()
     run_work = work[run_config]
-    found = {}
-    for w, rows in runs.groupby(run_work):
-        if w < 0:
-            continue
-        found[w] = SameWork(
+    sweep_ids = _distinct(run_work, runs["sweep_id"])
+    unfit = runs["machine_problems"].notna().to_numpy()
+    problems: dict = {}
+    for w, found in zip(run_work[unfit].tolist(), runs["machine_problems"][unfit]):
+        problems.setdefault(w, {}).update(dict.fromkeys(found))
+    return [
+        None
+        if w < 0
+        else SameWork(
             int(summary["repeats"][work == w].sum()),
             first_s.get(w, math.nan),
-            list(rows["sweep_id"].unique()),
-            rows["run_id"].tolist(),
+            sweep_ids.get(w, []),
+            list(problems.get(w, ())),
         )
-    return [found.get(w) for w in work]
+        for w in work
+    ]
+
+
+def _distinct(owner: np.ndarray, values: pd.Series) -> dict[int, list]:
+    """Each owner's distinct ``values`` (missing ones included), in the order they first
+    appear: one pass over pairs of numbers rather than a group of values per owner."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    pairs = pd.DataFrame({"owner": owner, "value": codes}).drop_duplicates()
+    found: dict[int, list] = {}
+    for at, code in zip(pairs["owner"].tolist(), pairs["value"].tolist()):
+        found.setdefault(at, []).append(uniques[code])
+    return found
 
 
 def _add_speedups(summary: pd.DataFrame) -> None:
@@ -822,9 +836,7 @@ def _sweep_start_loads(runs: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def _warnings(
-    row, work: Optional[SameWork], sweep_loads: dict[str, float], unfit: dict[str, list[str]]
-) -> list[str]:
+def _warnings(row, work: Optional[SameWork], sweep_loads: dict[str, float]) -> list[str]:
     found = []
     if row.repeats < 3:
         found.append(f"only {row.repeats} repeat(s): too few to trust")
@@ -861,8 +873,7 @@ def _warnings(
     loads = [sweep_loads[s] for s in work.sweep_ids if s in sweep_loads]
     if loads and max(loads) >= HIGH_LOAD_PER_CORE:
         found.append(f"machine was busy at start (load {max(loads):.1f} per core)")
-    problems = dict.fromkeys(p for r in work.run_ids for p in unfit.get(r, ()))
-    for problem in problems:
+    for problem in work.problems:
         found.append(f"measured on an unfit machine: {problem.partition(';')[0]}")
     return found
 

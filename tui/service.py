@@ -139,25 +139,17 @@ def load(sources: Sources, selection: Optional[str] = None, repeats: bool = Fals
     """The finished runs' runner processes in ``sources`` (storage.reports.load_processes), or
     with ``repeats`` their counted repeats (what a comparison reads), only those matching
     ``selection`` if given (SelectionError for a selection that cannot be read)."""
+    from contextlib import ExitStack
+
+    from storage.listing import open_runs
     from storage.reports import load_processes, load_repeats, select
 
-    engines = []
-    try:
-        for label, db in sources:
-            engines.append((label, _open_existing(db)))
-        found = (load_repeats if repeats else load_processes)(engines, selection)
-    finally:
-        for _, engine in engines:
-            engine.dispose()
+    with ExitStack() as stack:
+        opened = [(label, stack.enter_context(open_runs(db))) for label, db in sources]
+        found = (load_repeats if repeats else load_processes)(opened, selection)
     if selection and not found.empty:
         found = select(found, selection)
     return found
-
-
-def _open_existing(db: Optional[str]):
-    from storage.database import open_engine
-
-    return open_engine(db, create=False)
 
 
 def report(
