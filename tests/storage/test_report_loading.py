@@ -458,3 +458,29 @@ def test_db_check_names_process_rows_that_are_not_what_their_repeats_give(databa
     (problem,) = check(copy)
     assert "not what their runs' repeats give" in str(problem) and run_id in str(problem)
     copy.unlink()
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ["10402231 10377754", "9 8 7"],  # whole nanoseconds, as the recorder writes them
+        ["10.5 3", "2e3"],  # fractions and exponents: read as floats
+        ["99999999999999999999 1", "-5"],  # past a 64-bit integer: read as floats, not clipped
+    ],
+)
+def test_stored_walls_are_read_as_the_numbers_they_hold(texts):
+    from storage.figures import read_walls
+
+    values, counts, readable = read_walls(texts)
+    every = [float(v) for text in texts for v in text.split(" ")]
+    assert values.tolist() == every and counts.tolist() == [len(t.split(" ")) for t in texts]
+    assert readable.all()
+
+
+def test_stored_walls_that_are_not_numbers_hold_none():
+    from storage.figures import read_walls
+
+    values, counts, readable = read_walls(["5 6", "x; DROP", "", b"\x00", None, "1  2", "7"])
+    assert values.tolist() == [5.0, 6.0, 7.0]
+    assert counts.tolist() == [2, 0, 0, 0, 0, 0, 1]
+    assert readable.tolist() == [True, False, False, False, False, False, True]
