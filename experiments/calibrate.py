@@ -69,10 +69,13 @@ def calibrate(func, fallback_size: int = 1, target_s: float = TARGET_S, watch=No
         # flat at two sizes running: one call's time, less the core wait taken from it, can
         # come out near zero once on a loaded machine
         flat = flat + 1 if size >= FLAT_FROM and call_s < 2 * first else 0
-        if flat >= 2:
+        # still short of the target at the largest size: whatever its time did on the way (a
+        # busy machine can keep it from coming out flat twice running), it does not grow with
+        # an argument that large
+        if flat >= 2 or size >= MAX_SIZE:
             call_s = _one_call_s(func, fallback_size, watch)
             return {"size": fallback_size, "call_s": call_s, "grows": False, "tried": tried}
-        if size >= MAX_SIZE or time.perf_counter() - started > BUDGET_S:
+        if time.perf_counter() - started > BUDGET_S:
             return {"size": size, "call_s": call_s, "grows": True, "tried": tried}
         size *= 2
 

@@ -164,6 +164,10 @@ def test_calibration_finds_the_smallest_power_of_two_that_takes_the_target():
     assert sorted(set(sizes)) == [2**k for k in range(found["size"].bit_length())]
     flat = calibrate(lambda n: None, fallback_size=3)
     assert flat == {**flat, "size": 3, "grows": False}
+    # never flat against its first call (as a busy machine's noise can make a flat function
+    # look), yet short of the target at 2**40: it does not grow with its argument either
+    uneven = calibrate(lambda n: time.sleep(0 if n == 1 else 5e-4), fallback_size=3)
+    assert uneven == {**uneven, "size": 3, "grows": False}
 
 
 @pytest.mark.parametrize("order", ["sideways", ""])
