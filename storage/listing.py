@@ -6,7 +6,8 @@ ways of fetching the same SQL (storage.queries), one function building the objec
 
 - a lab file is read with the standard library's sqlite3 alone: listing and reports are what a
   person types most, and SQLAlchemy with the models take a quarter of a second to import;
-- a server database (a team's PostgreSQL) is read through a SQLAlchemy engine.
+- a server database (a team's PostgreSQL) is listed through a SQLAlchemy engine, and read for
+  a report with psycopg alone when it is at this conlab's schema version (``open_reading``).
 
 A file is opened as storage.database opens a reader: checked (a damaged or foreign file, or one
 from a newer conlab, is refused without a byte changed), migrated when older, never created.
@@ -43,7 +44,9 @@ from storage.queries import (
     this_host,
 )
 from storage.target import (
+    SCHEMA_VERSION,
     FileDatabase,
+    ServerDatabase,
     connect_to_read,
     database_target,
     prepare_file,
@@ -186,7 +189,7 @@ class EngineRuns:
 
 def reading(source) -> AbstractContextManager[Reading]:
     """A Reading of ``source``: what ``open_runs`` opened, or a SQLAlchemy engine."""
-    if isinstance(source, (FileRuns, EngineRuns)):
+    if isinstance(source, (FileRuns, EngineRuns, ServerReading)):
         return source.reading()
     return EngineRuns(source).reading()
 
@@ -196,13 +199,87 @@ def open_runs(db: Union[str, os.PathLike, None]) -> Iterator[Union[FileRuns, Eng
     """The runs stored in ``db`` (a path, a URL, or None for the default) to list, closed
     afterwards; DatabaseError when it is not a lab database that can be read."""
     target = database_target(db)
-    if isinstance(target, FileDatabase):
-        found: Union[FileRuns, EngineRuns] = FileRuns(target.path)
-    else:
-        from storage.database import open_engine
-
-        found = EngineRuns(open_engine(target, create=False))
+    found = FileRuns(target.path) if isinstance(target, FileDatabase) else _engine_runs(target)
     try:
         yield found
     finally:
         found.close()
+
+
+class ServerReading:
+    """A PostgreSQL database of this conlab's schema version, read for a report through
+    psycopg alone: the engine, the models and their checks cost a report on a server more than
+    reading its runs does."""
+
+    def __init__(self, connection) -> None:
+        self.connection = connection
+
+    def close(self) -> None:
+        self.connection.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[Reading]:
+        yield Reading("postgresql", self.connection)
+
+
+# What a report reads on a server: present in a database at this schema version.
+REPORT_TABLES = ("run", "process", "repeat", "machine", "interpreter", "sweep")
+
+
+def _server_reading(target: ServerDatabase) -> Optional[ServerReading]:
+    """A ServerReading of ``target`` when it is a PostgreSQL database (through psycopg) that
+    holds this schema version and the tables a report reads; None for anything else (another
+    driver, a server that refuses, an older or newer schema, a new database), which the
+    engine's opener then migrates, creates or refuses with its own words."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(target.url)
+    if url.get_backend_name() != "postgresql" or url.get_driver_name() != "psycopg":
+        return None
+    try:
+        import psycopg
+
+        libpq_url = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        # timestamps as UTC wall times, as storage.database's engine has them
+        connection = psycopg.connect(libpq_url, options="-c timezone=UTC", connect_timeout=10)
+    except Exception:  # noqa: BLE001 (the engine's opener says what is wrong)
+        return None
+    try:
+        tables = ", ".join(f"to_regclass('{name}')" for name in ("conlab_schema", *REPORT_TABLES))
+        if None in connection.execute(f"SELECT {tables}").fetchone():
+            connection.close()
+            return None
+        (version,) = connection.execute("SELECT max(version) FROM conlab_schema").fetchone()
+        connection.rollback()
+    except Exception:  # noqa: BLE001
+        connection.close()
+        return None
+    if version != SCHEMA_VERSION:
+        connection.close()
+        return None
+    return ServerReading(connection)
+
+
+@contextmanager
+def open_reading(
+    db: Union[str, os.PathLike, None],
+) -> Iterator[Union[FileRuns, ServerReading, EngineRuns]]:
+    """``db`` opened for a report's reads (``reading``), closed afterwards: a file as
+    ``open_runs`` opens it, a server through psycopg alone where it can be
+    (``_server_reading``), else through the engine's opener (DatabaseError when it is not a
+    lab database that can be read)."""
+    target = database_target(db)
+    if isinstance(target, FileDatabase):
+        found: Union[FileRuns, ServerReading, EngineRuns] = FileRuns(target.path)
+    else:
+        found = _server_reading(target) or _engine_runs(target)
+    try:
+        yield found
+    finally:
+        found.close()
+
+
+def _engine_runs(target: ServerDatabase) -> EngineRuns:
+    from storage.database import open_engine
+
+    return EngineRuns(open_engine(target, create=False))

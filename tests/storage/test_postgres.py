@@ -170,7 +170,8 @@ def test_killing_conlab_mid_run_leaves_an_interrupted_run_on_the_server(conlab, 
     assert listed[0]["wall_s"], "the repeats stored before the kill are kept"
 
 
-def test_a_server_database_from_a_newer_conlab_is_refused_untouched(conlab, pg_url):
+@pytest.mark.parametrize("command", ["runs", "report"])
+def test_a_server_database_from_a_newer_conlab_is_refused_untouched(conlab, pg_url, command):
     from sqlalchemy import create_engine, text
 
     from storage.database import SCHEMA_VERSION
@@ -183,7 +184,7 @@ def test_a_server_database_from_a_newer_conlab_is_refused_untouched(conlab, pg_u
                 text("UPDATE conlab_schema SET version = :v"), {"v": SCHEMA_VERSION + 1}
             )
         before = server_content(pg_url)
-        result = conlab("runs", "--db", pg_url)
+        result = conlab(command, "--db", pg_url)
         assert_one_line_error(result)
         assert "newer than this conlab" in result.stderr and "upgrade" in result.stderr
         assert server_content(pg_url) == before
@@ -350,3 +351,64 @@ def test_a_merge_into_postgres_leaves_its_source_as_it_was_and_refuses_a_damaged
     assert_one_line_error(result)
     assert "damaged" in result.stderr or "not a" in result.stderr, result.stderr
     assert server_content(pg_url) == held
+
+
+READ_FOR_A_REPORT = """
+import json, sys
+from tui import service
+from storage.reports import load_processes, summarize
+url = sys.argv[1]
+direct = summarize(service.load([(url, url)]))
+loaded = sorted(m for m in ("sqlmodel", "storage.models", "storage.database") if m in sys.modules)
+from storage.database import open_engine
+engine = open_engine(url, create=False)
+through_engine = summarize(load_processes([(url, engine)]))
+engine.dispose()
+columns = ["executor", "repeats", "median_s", "ci_low_s", "ci_high_s", "runs"]
+print(json.dumps({
+    "loaded": loaded,
+    "direct": direct[columns].to_dict("records"),
+    "engine": through_engine[columns].to_dict("records"),
+}))
+"""
+
+
+def test_a_report_reads_a_current_server_through_psycopg_alone(conlab, pg_url, tmp_path):
+    """A server at this schema version is read for a report without the engine or the models
+    (their import and checks are most of a report's time on 10,000 runs), and says what the
+    engine's reading says."""
+    import subprocess
+    import sys
+
+    result = conlab(*run_args("tiny", "sequential", "threads", workers=2, repeats=3, db=pg_url))
+    assert result.returncode == 0, result.stderr
+    script = tmp_path / "read.py"
+    script.write_text(READ_FOR_A_REPORT)
+    found = subprocess.run(
+        [sys.executable, str(script), pg_url], capture_output=True, text=True, check=True
+    )
+    read = json.loads(found.stdout)
+    assert read["loaded"] == []  # nothing of them before the engine was asked for
+    assert read["direct"] == read["engine"] and len(read["direct"]) == 2
+
+
+def test_a_report_on_an_older_server_migrates_it(conlab, pg_url):
+    from sqlalchemy import create_engine, text
+
+    from storage.database import SCHEMA_VERSION
+
+    record(conlab, pg_url, "x")
+    engine = create_engine(pg_url)
+    try:
+        with engine.begin() as connection:  # what a conlab of schema 3 left: no process table
+            connection.execute(text("DROP TABLE process"))
+            connection.execute(text("UPDATE conlab_schema SET version = 3"))
+        result = conlab("report", "--db", pg_url, "--format", "json")
+        assert result.returncode == 0, result.stderr
+        assert result.json()["summary"]
+        with engine.connect() as connection:
+            version = connection.execute(text("SELECT version FROM conlab_schema")).scalar()
+            rows = connection.execute(text("SELECT count(*) FROM process")).scalar()
+        assert version == SCHEMA_VERSION and rows > 0
+    finally:
+        engine.dispose()
