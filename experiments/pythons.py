@@ -70,7 +70,11 @@ def candidates() -> list[str]:
 
 def probe(path: str, timeout_s: float = 60.0) -> dict | None:
     """What the interpreter at ``path`` is, or None when it does not run or is too old."""
-    import ast
+    return _described(path, _answer(path, timeout_s))
+
+
+def _answer(path: str, timeout_s: float = 60.0) -> str | None:
+    """The last line ``describe_this`` printed under the interpreter at ``path``, or None."""
     import subprocess
 
     from experiments.bootstrap import command
@@ -90,10 +94,24 @@ def probe(path: str, timeout_s: float = 60.0) -> dict | None:
             # the GIL as the build starts it, whatever this shell asks of it
             env={k: v for k, v in os.environ.items() if k != "PYTHON_GIL"},
         )
-        info = ast.literal_eval(proc.stdout.strip().splitlines()[-1])
+        return proc.stdout.strip().splitlines()[-1]
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):  # output not text
+        return None
+
+
+def _described(path: str, answer: str | None) -> dict | None:
+    """``answer`` read as ``describe_this``'s literal, with ``path``; None when it is not one or
+    names an interpreter too old. In the calling thread only: ``ast.literal_eval`` in several
+    threads at once can fail in CPython 3.11 ("AST constructor recursion depth mismatch")."""
+    import ast
+
+    if answer is None:
+        return None
+    try:
+        info = ast.literal_eval(answer)
         if tuple(info["version_info"][:2]) < MINIMUM:
             return None
-    except (OSError, subprocess.SubprocessError, ValueError, SyntaxError, LookupError, TypeError):
+    except (ValueError, SyntaxError, LookupError, TypeError):
         return None
     info["path"] = path
     return info
@@ -103,8 +121,10 @@ def discover() -> list[dict]:
     """Every usable interpreter (CPython >= 3.9), one per distinct executable, newest first."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        infos = [info for info in pool.map(probe, candidates()) if info]
+    paths = candidates()
+    with ThreadPoolExecutor(max_workers=8) as pool:  # the processes answer in parallel
+        answers = list(pool.map(_answer, paths))
+    infos = [info for info in map(_described, paths, answers) if info]
     unique, seen = [], set()
     for info in infos:
         key = os.path.realpath(info["executable"])

@@ -430,3 +430,25 @@ def test_a_broken_pool_names_the_worker_that_broke_it_before_the_pools_sigterms(
         f"worker pid {term.pid} was killed by SIGTERM"
     )
     assert _name_the_dead({}) == ""  # nothing seen: the pool's own words are used
+
+
+def test_interpreters_answer_in_parallel_and_are_read_in_the_calling_thread(monkeypatch):
+    """`discover` asks every interpreter at once, and reads their answers with
+    ``ast.literal_eval`` in its own thread: CPython 3.11's AST conversion fails when several
+    threads parse at once ("AST constructor recursion depth mismatch"), which ended the app's
+    search for interpreters in a busy run."""
+    import ast
+    import threading
+
+    from experiments import pythons
+
+    readers, literal_eval = set(), ast.literal_eval
+
+    def reading(text):
+        readers.add(threading.get_ident())
+        return literal_eval(text)
+
+    monkeypatch.setattr(ast, "literal_eval", reading)
+    found = pythons.discover()
+    assert any(p["current"] for p in found)
+    assert readers == {threading.get_ident()}
