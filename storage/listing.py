@@ -188,7 +188,8 @@ class EngineRuns:
 
 
 def reading(source) -> AbstractContextManager[Reading]:
-    """A Reading of ``source``: what ``open_runs`` opened, or a SQLAlchemy engine."""
+    """A Reading of ``source``: what ``open_reading`` or ``open_runs`` opened, or a SQLAlchemy
+    engine."""
     if isinstance(source, (FileRuns, EngineRuns, ServerReading)):
         return source.reading()
     return EngineRuns(source).reading()
