@@ -56,7 +56,8 @@ def load_repeats(
     configuration and origin.
 
     ``sources`` are ``(label, database)`` pairs, each database what storage.listing's
-    ``open_reading`` or ``open_runs`` opened, or a SQLAlchemy engine; the label is what ``db:`` selections match.
+    ``open_reading`` or ``open_runs`` opened, or a SQLAlchemy engine; the label is what
+    ``db:`` selections match.
     Runs still running, interrupted, failed or cancelled are left out of the figures. The
     database joins and filters; it hands over each run's columns once and of each repeat only
     the numbers a summary reads (REPEAT_NUMBERS), never a task sample. A ``selection`` is
