@@ -531,12 +531,14 @@ SERVER_RUNS = 10_000
 
 def bench_postgres(bench) -> None:
     """The same commands on a PostgreSQL server (CONLAB_TEST_POSTGRES_URL, a throwaway database
-    made there) at 10,000 runs against the SQLite file they came from, in turns: merge into an
-    empty database, runs --json --all, report. Left out without a server."""
+    made there) at 10,000 runs against the SQLite file they came from, in turns: merge into a
+    lab database without runs, runs --json --all, report. Left out without a server."""
     url = os.environ.get("CONLAB_TEST_POSTGRES_URL")
     if not url:
         print("  (PostgreSQL rows left out: set CONLAB_TEST_POSTGRES_URL)", flush=True)
         return
+    from storage.database import open_engine
+
     source = filled(SERVER_RUNS)
     env = dict(os.environ, NO_COLOR="1")
     figures: dict[str, list[float]] = {"merge": [], "runs": [], "report": []}
@@ -544,6 +546,7 @@ def bench_postgres(bench) -> None:
         server = _fresh_server_database(url, f"conlab_bench_{os.getpid()}_{round_}")
         target = bench.workdir / f"pg-beside{round_}.db"
         try:
+            open_engine(server).dispose()  # a lab database without runs, as merge_by_lab's file
             on_server = measured(conlab_args("db", "merge", str(source), "--db", server), env)[0]
             on_file = merge_by_lab(source, target, env)
             figures["merge"].append(on_server / on_file)

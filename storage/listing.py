@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,6 +232,14 @@ def _server_reading(target: ServerDatabase) -> Optional[ServerReading]:
     holds this schema version and the tables a report reads; None for anything else (another
     driver, a server that refuses, an older or newer schema, a new database), which the
     engine's opener then migrates, creates or refuses with its own words."""
+    connection = current_server(target, REPORT_TABLES)
+    return None if connection is None else ServerReading(connection)
+
+
+def current_server(target: ServerDatabase, tables: Iterable[str]):
+    """A psycopg connection to ``target`` when it is a PostgreSQL database (through psycopg)
+    at this schema version that holds ``tables``: one that the engine's opener would leave as
+    it is. None for anything else, or when the server cannot be reached: the opener says why."""
     from sqlalchemy.engine import make_url
 
     url = make_url(target.url)
@@ -246,8 +254,8 @@ def _server_reading(target: ServerDatabase) -> Optional[ServerReading]:
     except Exception:  # noqa: BLE001 (the engine's opener says what is wrong)
         return None
     try:
-        tables = ", ".join(f"to_regclass('{name}')" for name in ("conlab_schema", *REPORT_TABLES))
-        if None in connection.execute(f"SELECT {tables}").fetchone():
+        present = ", ".join(f"to_regclass('{name}')" for name in ("conlab_schema", *tables))
+        if None in connection.execute(f"SELECT {present}").fetchone():
             connection.close()
             return None
         (version,) = connection.execute("SELECT max(version) FROM conlab_schema").fetchone()
@@ -258,7 +266,7 @@ def _server_reading(target: ServerDatabase) -> Optional[ServerReading]:
     if version != SCHEMA_VERSION:
         connection.close()
         return None
-    return ServerReading(connection)
+    return connection
 
 
 @contextmanager

@@ -394,7 +394,16 @@ def merge(target: Target, sources: list[Path]) -> list[MergeResult]:
 
 def _opens_unchanged(target: Database) -> bool:
     """Whether opening ``target`` for a merge writes nothing to it: a lab file that exists
-    with the current schema (a new file is created, an older one migrated)."""
+    with the current schema (a new file is created, an older one migrated), or a server
+    database at the current schema with every table of the lab's."""
+    if isinstance(target, ServerDatabase):
+        from storage.listing import current_server
+
+        connection = current_server(target, SQLModel.metadata.tables)
+        if connection is None:
+            return False
+        connection.close()
+        return True
     if not isinstance(target, FileDatabase) or not target.path.is_file():
         return False
     try:

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.conftest import assert_one_line_error, run_args
-from tests.storage.test_sharing import CONTENT_QUERIES, content, record
+from tests.storage.test_sharing import CONTENT_QUERIES, content, record, scribble
 
 
 def server_content(url: str) -> dict[str, list]:
@@ -24,6 +24,14 @@ def server_content(url: str) -> dict[str, list]:
             }
     finally:
         engine.dispose()
+
+
+def server_tables(url: str) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as connection:
+        found = connection.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        return sorted(name for (name,) in found)
 
 
 def runs(conlab, db: str) -> list[dict]:
@@ -251,8 +259,8 @@ def test_prune_on_postgres_keeps_tagged_runs_and_says_who_gives_the_space_back(c
     assert {row[0] for row in after["task_sample"]} == kept
 
 
-def server_checks(url: str) -> set[str]:
-    """The foreign keys and indexes of the server's repeat and task_sample tables."""
+def server_checks(url: str) -> set[tuple[str, str]]:
+    """Every constraint and index of the server's lab tables, each with its definition."""
     from sqlalchemy import create_engine, text
 
     engine = create_engine(url)
@@ -260,12 +268,12 @@ def server_checks(url: str) -> set[str]:
         with engine.connect() as connection:
             names = connection.execute(
                 text(
-                    "SELECT conname FROM pg_constraint WHERE conrelid IN "
-                    "('repeat'::regclass, 'task_sample'::regclass) UNION "
-                    "SELECT indexname FROM pg_indexes WHERE tablename IN ('repeat', 'task_sample')"
+                    "SELECT conname, pg_get_constraintdef(c.oid) FROM pg_constraint c "
+                    "JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname = 'public' "
+                    "UNION SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
                 )
             )
-            return {name for (name,) in names}
+            return {(name, definition) for name, definition in names}
     finally:
         engine.dispose()
 
@@ -278,7 +286,9 @@ def test_a_bulk_merge_keeps_the_servers_foreign_keys_and_indexes(conlab, pg_url,
     record(conlab, laptop, "laptop")
     assert conlab("runs", "--db", pg_url).returncode == 0  # the schema, no runs
     checks = server_checks(pg_url)
-    assert {"repeat_run_id_fkey", "task_sample_run_id_fkey", "ix_task_sample_run_id"} <= checks
+    named = {name for name, _ in checks}
+    assert {"repeat_run_id_fkey", "task_sample_run_id_fkey", "ix_task_sample_run_id"} <= named
+    assert {"run_machine_fingerprint_fkey", "ix_run_report", "ix_run_created_at"} <= named
     merged = conlab("db", "merge", str(laptop), "--db", pg_url, "--json")
     assert merged.returncode == 0, merged.stderr
     assert server_content(pg_url) == content(laptop)
@@ -296,9 +306,21 @@ def test_a_bulk_merge_keeps_the_servers_foreign_keys_and_indexes(conlab, pg_url,
         engine.dispose()
 
 
+# A value the column cannot take: a text where a 64-bit number goes; a number past 32 bits
+# (which a binary copy would send cut to 32 bits, without a word); a fraction; each in a task
+# sample, and a text in a run's date.
+BAD_VALUES = [
+    ("task_sample", "start_ns", "'soon'", "soon"),
+    ("task_sample", "repeat_index", str(2**40), str(2**40)),
+    ("task_sample", "task_index", "1.5", "1.5"),
+    ("run", "created_at", "'soon'", "soon"),
+]
+
+
 @pytest.mark.damaged_databases  # the hostile file stays behind
+@pytest.mark.parametrize(("table", "column", "value", "named"), BAD_VALUES)
 def test_a_source_with_a_bad_value_is_refused_and_the_server_keeps_what_it_had(
-    conlab, pg_url, tmp_path
+    conlab, pg_url, tmp_path, table, column, value, named
 ):
     import sqlite3
 
@@ -310,7 +332,9 @@ def test_a_source_with_a_bad_value_is_refused_and_the_server_keeps_what_it_had(
     connection.execute(  # more samples than the server holds: a bulk load
         f"INSERT INTO task_sample ({columns}) SELECT {columns} FROM task_sample"
     )
-    connection.execute("UPDATE task_sample SET start_ns = 'soon' WHERE id = 1")
+    connection.execute(
+        f"UPDATE {table} SET {column} = {value} WHERE rowid = (SELECT min(rowid) FROM {table})"
+    )
     connection.commit()
     connection.close()
     assert conlab("db", "merge", str(held), "--db", pg_url).returncode == 0
@@ -319,6 +343,7 @@ def test_a_source_with_a_bad_value_is_refused_and_the_server_keeps_what_it_had(
     result = conlab("db", "merge", str(hostile), "--db", pg_url)
     assert_one_line_error(result)
     assert "nothing was merged" in result.stderr
+    assert named in result.stderr
     assert server_content(pg_url) == before
     assert server_checks(pg_url) == checks
 
@@ -329,8 +354,16 @@ def test_a_merge_into_postgres_leaves_its_source_as_it_was_and_refuses_a_damaged
 ):
     import hashlib
 
-    source = tmp_path / "laptop.db"
+    source, damaged = tmp_path / "laptop.db", tmp_path / "damaged.db"
     record(conlab, source, "laptop")
+    record(conlab, damaged, "damaged")
+    scribble(damaged, last_page_only=True)
+    # into a new database: refused by the check of every page before the lab's tables are made
+    result = conlab("db", "merge", str(damaged), "--db", pg_url)
+    assert_one_line_error(result)
+    assert "damaged" in result.stderr and "nothing was merged" in result.stderr, result.stderr
+    assert server_tables(pg_url) == []
+
     before = hashlib.sha256(source.read_bytes()).hexdigest()
     beside = sorted(p.name for p in tmp_path.iterdir())
     merged = conlab("db", "merge", str(source), "--db", pg_url, "--json")
@@ -340,12 +373,6 @@ def test_a_merge_into_postgres_leaves_its_source_as_it_was_and_refuses_a_damaged
     assert hashlib.sha256(source.read_bytes()).hexdigest() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == beside
 
-    damaged = tmp_path / "damaged.db"
-    record(conlab, damaged, "damaged")
-    data = bytearray(damaged.read_bytes())
-    for offset in range(4096 * 2, len(data) - 100, 4096):  # scribble over every b-tree page
-        data[offset : offset + 64] = b"\xff" * 64
-    damaged.write_bytes(bytes(data))
     held = server_content(pg_url)
     result = conlab("db", "merge", str(damaged), "--db", pg_url)
     assert_one_line_error(result)

@@ -45,6 +45,20 @@ def record(conlab, db: Path, tag: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def scribble(path: Path, *, last_page_only: bool = False) -> None:
+    """Damage every b-tree page of the lab file ``path`` from the third on (opening it finds
+    that), or only its last one (a table page: only SQLite's check of every page finds that),
+    its header left as it was."""
+    data = bytearray(path.read_bytes())
+    page = 4096
+    if last_page_only:
+        data[-page + 8 : -100] = b"\xff" * (page - 108)
+    else:
+        for offset in range(page * 2, len(data) - 100, page):
+            data[offset : offset + 64] = b"\xff" * 64
+    path.write_bytes(bytes(data))
+
+
 def test_merge_is_idempotent_both_ways(conlab, tmp_path):
     a, b = tmp_path / "a.db", tmp_path / "b.db"
     record(conlab, a, "from-a")
@@ -72,11 +86,7 @@ def test_merge_refuses_a_damaged_source_and_leaves_the_target_as_it_was(conlab, 
     a, b = tmp_path / "a.db", tmp_path / "b.db"
     record(conlab, a, "a")
     record(conlab, b, "b")
-    data = bytearray(b.read_bytes())
-    page = 4096
-    for offset in range(page * 2, len(data) - 100, page):  # scribble over every b-tree page
-        data[offset : offset + 64] = b"\xff" * 64
-    b.write_bytes(bytes(data))
+    scribble(b)
     before = hashlib.sha256(a.read_bytes()).hexdigest()
     result = conlab("db", "merge", str(b), "--db", str(a))
     assert_one_line_error(result)
