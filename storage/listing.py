@@ -1,13 +1,14 @@
-"""Reading stored runs without the models: `conlab runs` (how many runs a RunFilter picks and
-the run objects of those it shows, after stale `running` runs are marked interrupted; and the
-machines stored) and a report's reads (``reading``: a DB-API connection to run its SQL on). Two
-ways of fetching the same SQL (storage.queries), one function building the objects
-(storage.queries.run_objects, machine_objects), so both print the same:
+"""Reading stored runs without the models: `conlab runs` and the app's lists (how many runs a
+RunFilter picks and the run objects of those it shows, after stale `running` runs are marked
+interrupted; and the machines stored) and a report's reads (``reading``: a DB-API connection to
+run its SQL on). Every way of fetching runs the same SQL (storage.queries), and one function
+builds the objects (storage.queries.run_objects, machine_objects), so all print the same:
 
-- a lab file is read with the standard library's sqlite3 alone: listing and reports are what a
-  person types most, and SQLAlchemy with the models take a quarter of a second to import;
-- a server database (a team's PostgreSQL) is listed through a SQLAlchemy engine, and read for
-  a report with psycopg alone when it is at this conlab's schema version (``open_reading``).
+- a lab file is read with the standard library's sqlite3 alone, a PostgreSQL database at this
+  conlab's schema version with psycopg alone (``ConnectionRuns``): listing and reports are what
+  a person types most, and SQLAlchemy with the models take a quarter of a second to import;
+- any other server database (another driver, an older schema) goes through a SQLAlchemy engine
+  (``EngineRuns``), whose opener migrates it or says why it cannot.
 
 A file is opened as storage.database opens a reader: checked (a damaged or foreign file, or one
 from a newer conlab, is refused without a byte changed), migrated when older, never created.
@@ -16,7 +17,9 @@ from a newer conlab, is refused without a byte changed), migrated when older, ne
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -52,6 +55,7 @@ from storage.target import (
     prepare_file,
     read_error,
     schema_refusal,
+    shown_url,
 )
 
 
@@ -70,14 +74,99 @@ class Reading:
         return "?" if self.dialect == "sqlite" else "%s"
 
 
-class FileRuns:
+class ConnectionRuns(ABC):
+    """The runs of a lab database read through one DB-API connection, with storage.queries'
+    SQL (named parameters written ``:name``): a file's (FileRuns) or a server's (ServerRuns)."""
+
+    dialect = "sqlite"
+    path: Optional[Path] = None
+
+    def __init__(self, connection) -> None:
+        self.connection = connection
+
+    def close(self) -> None:
+        self.connection.close()
+
+    @abstractmethod
+    def _read(self) -> AbstractContextManager[None]:
+        """The driver failing to read is one line that names the database."""
+
+    @abstractmethod
+    def _transaction(self) -> AbstractContextManager[Any]:
+        """One transaction, committed on leaving, rolled back on an error."""
+
+    @abstractmethod
+    def _write_refused(self, exc: Exception) -> bool:
+        """Whether ``exc`` is the database taking no writes (a read-only file or server)."""
+
+    def _sql(self, text: str) -> str:
+        """``text`` with its parameters as the driver writes them."""
+        return text
+
+    def _execute(self, text: str, params: Any = ()):
+        return self.connection.execute(self._sql(text), params)
+
+    def mark_interrupted(self) -> int:
+        """storage.queries.mark_interrupted, on this database."""
+        with self._read():
+            marks = stale_marks(self._execute(RUNNING_SQL, this_host()).fetchall())
+        if not marks:
+            return 0
+        with self._read():
+            try:
+                with self._transaction():
+                    self.connection.cursor().executemany(self._sql(MARK_SQL), marks)
+            except Exception as exc:
+                if not self._write_refused(exc):
+                    raise
+                return 0  # a database that takes no writes: shown as it is stored
+        return len(marks)
+
+    def count(self, chosen: RunFilter) -> int:
+        """storage.queries.count_runs, on this database."""
+        with self._read():
+            query = self._execute(
+                count_sql(chosen, self.dialect), list_params(chosen, self.dialect)
+            )
+            return query.fetchone()[0]
+
+    def stream(self, chosen: RunFilter) -> Iterator[dict[str, Any]]:
+        """storage.queries.stream_runs, on this database: the run objects ``chosen`` picks,
+        newest first, ``BATCH`` runs read at a time."""
+        with self._read():
+            cursor = self._execute(
+                list_sql(chosen, self.dialect), list_params(chosen, self.dialect)
+            )
+            names = [d[0] for d in cursor.description]
+            mark = Reading(self.dialect, self.connection).mark
+            while batch := cursor.fetchmany(BATCH):
+                runs = [dict(zip(names, row)) for row in batch]
+                ids = [run["id"] for run in runs]
+                marks = ", ".join([mark] * len(ids))
+                repeats = self.connection.execute(repeats_sql(f"({marks})"), ids)
+                yield from run_objects(runs, repeats)
+
+    @contextmanager
+    def reading(self) -> Iterator[Reading]:
+        yield Reading(self.dialect, self.connection, self.path)
+
+    def machines(self) -> list[dict[str, Any]]:
+        """The machines of this database (storage.queries.machine_objects)."""
+        with self._read():
+            cursor = self._execute(MACHINES_SQL)
+            names, rows = [d[0] for d in cursor.description], cursor.fetchall()
+            versions = self._execute(INTERPRETER_VERSIONS_SQL).fetchall()
+        return machine_objects(names, rows, versions)
+
+
+class FileRuns(ConnectionRuns):
     """The runs of a lab file, read with sqlite3 (see the module's note)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         prepare_file(path, create=False)
         with self._read():
-            self.connection = connect_to_read(path)
+            super().__init__(connect_to_read(path))
         try:
             with self._read():
                 self.connection.execute("PRAGMA foreign_keys = ON")
@@ -88,9 +177,6 @@ class FileRuns:
         except BaseException:
             self.connection.close()
             raise
-
-    def close(self) -> None:
-        self.connection.close()
 
     @contextmanager
     def _read(self) -> Iterator[None]:
@@ -104,56 +190,50 @@ class FileRuns:
             )
             raise found from None
 
-    def mark_interrupted(self) -> int:
-        """storage.queries.mark_interrupted, on this file."""
-        with self._read():
-            marks = stale_marks(self.connection.execute(RUNNING_SQL, this_host()).fetchall())
-        if not marks:
-            return 0
-        with self._read():
-            try:
-                with self.connection:  # one transaction
-                    self.connection.executemany(MARK_SQL, marks)
-            except sqlite3.OperationalError as exc:
-                if "readonly" not in str(exc):
-                    raise
-                return 0  # a database on a read-only disk: shown as it is stored
-        return len(marks)
+    def _transaction(self):
+        return self.connection  # sqlite3's: commits on leaving, rolls back on an error
 
-    def count(self, chosen: RunFilter) -> int:
-        """storage.queries.count_runs, on this file."""
-        with self._read():
-            query = self.connection.execute(
-                count_sql(chosen, "sqlite"), list_params(chosen, "sqlite")
-            )
-            return query.fetchone()[0]
+    def _write_refused(self, exc: Exception) -> bool:
+        return isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc)
 
-    def stream(self, chosen: RunFilter) -> Iterator[dict[str, Any]]:
-        """storage.queries.stream_runs, on this file: the run objects ``chosen`` picks, newest
-        first, ``BATCH`` runs read at a time."""
-        with self._read():
-            cursor = self.connection.execute(
-                list_sql(chosen, "sqlite"), list_params(chosen, "sqlite")
-            )
-            names = [d[0] for d in cursor.description]
-            while batch := cursor.fetchmany(BATCH):
-                runs = [dict(zip(names, row)) for row in batch]
-                ids = [run["id"] for run in runs]
-                marks = ", ".join("?" * len(ids))
-                repeats = self.connection.execute(repeats_sql(f"({marks})"), ids)
-                yield from run_objects(runs, repeats)
+
+class ServerRuns(ConnectionRuns):
+    """The runs of a PostgreSQL database at this conlab's schema version, read with psycopg
+    alone (``current_server``): the engine, the models and their checks cost a listing or a
+    report on a server more than reading its runs does. Reads are committed as they go;
+    marking runs interrupted is one transaction."""
+
+    dialect = "postgresql"
+
+    def __init__(self, connection, target: ServerDatabase) -> None:
+        super().__init__(connection)
+        connection.autocommit = True
+        self._shown = shown_url(target.url)
 
     @contextmanager
-    def reading(self) -> Iterator[Reading]:
-        yield Reading("sqlite", self.connection, self.path)
+    def _read(self) -> Iterator[None]:
+        import psycopg
 
-    def machines(self) -> list[dict[str, Any]]:
-        """The machines of this file (storage.queries.machine_objects)."""
-        with self._read():
-            cursor = self.connection.execute(MACHINES_SQL)
-            names, rows = [d[0] for d in cursor.description], cursor.fetchall()
-            versions = self.connection.execute(INTERPRETER_VERSIONS_SQL).fetchall()
-        return machine_objects(names, rows, versions)
+        try:
+            yield
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DatabaseError(
+                f"cannot read {self._shown} ({reason}); check --db and that the server is running"
+            ) from None
+
+    def _sql(self, text: str) -> str:
+        # psycopg writes a named parameter %(name)s, and a literal % as %%
+        return re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", r"%(\1)s", text.replace("%", "%%"))
+
+    def _transaction(self):
+        return self.connection.transaction()
+
+    def _write_refused(self, exc: Exception) -> bool:
+        """A standby server, or a role that may read the runs but not mark them."""
+        from psycopg import errors
+
+        return isinstance(exc, (errors.ReadOnlySqlTransaction, errors.InsufficientPrivilege))
 
 
 class EngineRuns:
@@ -188,52 +268,41 @@ class EngineRuns:
 
 
 def reading(source) -> AbstractContextManager[Reading]:
-    """A Reading of ``source``: what ``open_reading`` or ``open_runs`` opened, or a SQLAlchemy
-    engine."""
-    if isinstance(source, (FileRuns, EngineRuns, ServerReading)):
+    """A Reading of ``source``: what ``open_runs`` opened, or a SQLAlchemy engine."""
+    if isinstance(source, (ConnectionRuns, EngineRuns)):
         return source.reading()
     return EngineRuns(source).reading()
 
 
 @contextmanager
-def open_runs(db: Union[str, os.PathLike, None]) -> Iterator[Union[FileRuns, EngineRuns]]:
-    """The runs stored in ``db`` (a path, a URL, or None for the default) to list, closed
-    afterwards; DatabaseError when it is not a lab database that can be read."""
+def open_runs(db: Union[str, os.PathLike, None]) -> Iterator[Union[ConnectionRuns, EngineRuns]]:
+    """The runs stored in ``db`` (a path, a URL, or None for the default) to list or report
+    on, closed afterwards: a file with sqlite3 alone, a server with psycopg alone where it can
+    be (``_server_runs``), else through the engine's opener. DatabaseError when it is not a lab
+    database that can be read."""
     target = database_target(db)
-    found = FileRuns(target.path) if isinstance(target, FileDatabase) else _engine_runs(target)
+    found: Union[ConnectionRuns, EngineRuns]
+    if isinstance(target, FileDatabase):
+        found = FileRuns(target.path)
+    else:
+        found = _server_runs(target) or _engine_runs(target)
     try:
         yield found
     finally:
         found.close()
 
 
-class ServerReading:
-    """A PostgreSQL database of this conlab's schema version, read for a report through
-    psycopg alone: the engine, the models and their checks cost a report on a server more than
-    reading its runs does."""
-
-    def __init__(self, connection) -> None:
-        self.connection = connection
-
-    def close(self) -> None:
-        self.connection.close()
-
-    @contextmanager
-    def reading(self) -> Iterator[Reading]:
-        yield Reading("postgresql", self.connection)
+# What a listing or a report reads on a server: present in a database at this schema version.
+SERVER_TABLES = ("run", "process", "repeat", "machine", "interpreter", "sweep")
 
 
-# What a report reads on a server: present in a database at this schema version.
-REPORT_TABLES = ("run", "process", "repeat", "machine", "interpreter", "sweep")
-
-
-def _server_reading(target: ServerDatabase) -> Optional[ServerReading]:
-    """A ServerReading of ``target`` when it is a PostgreSQL database (through psycopg) that
-    holds this schema version and the tables a report reads; None for anything else (another
-    driver, a server that refuses, an older or newer schema, a new database), which the
-    engine's opener then migrates, creates or refuses with its own words."""
-    connection = current_server(target, REPORT_TABLES)
-    return None if connection is None else ServerReading(connection)
+def _server_runs(target: ServerDatabase) -> Optional[ServerRuns]:
+    """ServerRuns of ``target`` when it is a PostgreSQL database (through psycopg) that holds
+    this schema version and the tables read; None for anything else (another driver, a server
+    that refuses, an older or newer schema, a new database), which the engine's opener then
+    migrates, creates or refuses with its own words."""
+    connection = current_server(target, SERVER_TABLES)
+    return None if connection is None else ServerRuns(connection, target)
 
 
 def current_server(target: ServerDatabase, tables: Iterable[str]):
@@ -267,25 +336,6 @@ def current_server(target: ServerDatabase, tables: Iterable[str]):
         connection.close()
         return None
     return connection
-
-
-@contextmanager
-def open_reading(
-    db: Union[str, os.PathLike, None],
-) -> Iterator[Union[FileRuns, ServerReading, EngineRuns]]:
-    """``db`` opened for a report's reads (``reading``), closed afterwards: a file as
-    ``open_runs`` opens it, a server through psycopg alone where it can be
-    (``_server_reading``), else through the engine's opener (DatabaseError when it is not a
-    lab database that can be read)."""
-    target = database_target(db)
-    if isinstance(target, FileDatabase):
-        found: Union[FileRuns, ServerReading, EngineRuns] = FileRuns(target.path)
-    else:
-        found = _server_reading(target) or _engine_runs(target)
-    try:
-        yield found
-    finally:
-        found.close()
 
 
 def _engine_runs(target: ServerDatabase) -> EngineRuns:

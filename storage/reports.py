@@ -56,7 +56,7 @@ def load_repeats(
     configuration and origin.
 
     ``sources`` are ``(label, database)`` pairs, each database what storage.listing's
-    ``open_reading`` or ``open_runs`` opened, or a SQLAlchemy engine; the label is what
+    ``open_runs`` opened, or a SQLAlchemy engine; the label is what
     ``db:`` selections match.
     Runs still running, interrupted, failed or cancelled are left out of the figures. The
     database joins and filters; it hands over each run's columns once and of each repeat only

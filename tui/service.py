@@ -141,11 +141,11 @@ def load(sources: Sources, selection: Optional[str] = None, repeats: bool = Fals
     ``selection`` if given (SelectionError for a selection that cannot be read)."""
     from contextlib import ExitStack
 
-    from storage.listing import open_reading
+    from storage.listing import open_runs
     from storage.reports import load_processes, load_repeats, select
 
     with ExitStack() as stack:
-        opened = [(label, stack.enter_context(open_reading(db))) for label, db in sources]
+        opened = [(label, stack.enter_context(open_runs(db))) for label, db in sources]
         found = (load_repeats if repeats else load_processes)(opened, selection)
     if selection and not found.empty:
         found = select(found, selection)

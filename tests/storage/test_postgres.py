@@ -4,6 +4,8 @@ starts one from the machine's own binaries; CI installs Debian's postgresql for 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -173,9 +175,33 @@ def test_killing_conlab_mid_run_leaves_an_interrupted_run_on_the_server(conlab, 
         time.sleep(0.1)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=10)
+    # a role that may read the runs but not write is shown them as stored
+    with reader_role(pg_url) as reader_url:
+        assert [r["status"] for r in runs(conlab, reader_url)] == ["running"]
     listed = runs(conlab, pg_url)
     assert [r["status"] for r in listed] == ["interrupted"]
     assert listed[0]["wall_s"], "the repeats stored before the kill are kept"
+
+
+@contextmanager
+def reader_role(url: str) -> Iterator[str]:
+    """``url`` for a new role that may read every table of its database and write none."""
+    import uuid
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    role = f"conlab_reader_{uuid.uuid4().hex[:8]}"
+    admin = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f"CREATE ROLE {role} LOGIN")
+        connection.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    try:
+        yield make_url(url).set(username=role).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f"DROP OWNED BY {role}")
+            connection.execute(f"DROP ROLE {role}")
 
 
 @pytest.mark.parametrize("command", ["runs", "report"])

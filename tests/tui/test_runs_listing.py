@@ -170,42 +170,71 @@ def test_a_selection_is_completed_from_what_the_database_holds(many_runs):
     assert complete_selection(db, "colour:b") is None
 
 
-@pytest.mark.parametrize(
-    "chosen",
-    [
-        {},
-        {"limit": 7},
-        {"tag": "keep"},
-        {"selection": "run:copy001,tag:keep"},
-        {"selection": "machine:nobody-has-this"},
-        {"since": "2026-01-01 00:50:00"},
-        {"text": "copy002"},
-        {"offset": 55},
-    ],
-)
-def test_a_file_lists_what_an_engine_on_it_lists(many_runs, chosen):
-    # a file is read with sqlite3 alone, a server with SQLAlchemy: the same runs, the same figures
+# Filters a listing takes: none, a page, a tag, a selection, one nothing matches, a date, a
+# text, an offset.
+FILTERS = [
+    {},
+    {"limit": 7},
+    {"tag": "keep"},
+    {"selection": "run:copy001,tag:keep"},
+    {"selection": "machine:nobody-has-this"},
+    {"since": "2026-01-01 00:50:00"},
+    {"text": "copy002"},
+    {"offset": 55},
+]
+
+
+def _lists_the_same(reader, engine_runs, chosen: dict) -> list[dict]:
+    """What ``reader`` lists for ``chosen``, once it has been found to be what ``engine_runs``
+    (the same database through a SQLAlchemy engine) lists: runs, figures, count, machines."""
     from datetime import datetime
 
-    from storage.database import open_engine
-    from storage.listing import EngineRuns, FileRuns
     from storage.queries import RunFilter
 
     if "since" in chosen:
         chosen = {**chosen, "since": datetime.fromisoformat(chosen["since"])}
     picked = RunFilter(**chosen)
+    listed = list(reader.stream(picked))
+    assert listed == list(engine_runs.stream(picked))
+    assert reader.count(picked) == engine_runs.count(picked)
+    machines = reader.machines()
+    assert machines == engine_runs.machines() and machines[0]["pythons"] and machines[0]["runs"]
+    return listed
+
+
+@pytest.mark.parametrize("chosen", FILTERS)
+def test_a_file_lists_what_an_engine_on_it_lists(many_runs, chosen):
+    # a file is read with sqlite3 alone: the same runs, the same figures as through SQLAlchemy
+    from storage.database import open_engine
+    from storage.listing import EngineRuns, FileRuns
+
     by_file, by_engine = FileRuns(many_runs), EngineRuns(open_engine(many_runs, create=False))
     try:
-        listed = list(by_file.stream(picked))
-        assert listed == list(by_engine.stream(picked))
-        assert by_file.count(picked) == by_engine.count(picked)
-        machines = by_file.machines()
-        assert machines == by_engine.machines() and machines[0]["pythons"] and machines[0]["runs"]
+        listed = _lists_the_same(by_file, by_engine, chosen)
     finally:
         by_file.close()
         by_engine.close()
     if not chosen:
         assert len(listed) == COPIES + 1 and all(r["median_s"] for r in listed)
+
+
+def test_a_server_lists_through_psycopg_what_an_engine_on_it_lists(conlab, many_runs, pg_url):
+    # a current PostgreSQL database is read with psycopg alone, as a file with sqlite3
+    from storage.database import open_engine
+    from storage.listing import EngineRuns, ServerRuns, open_runs
+
+    merged = conlab("db", "merge", str(many_runs), "--db", pg_url)
+    assert merged.returncode == 0, merged.stderr
+    with open_runs(pg_url) as by_server:
+        assert isinstance(by_server, ServerRuns)
+        by_engine = EngineRuns(open_engine(pg_url, create=False))
+        try:
+            for chosen in FILTERS:
+                listed = _lists_the_same(by_server, by_engine, chosen)
+                if not chosen:
+                    assert len(listed) == COPIES + 1 and all(r["median_s"] for r in listed)
+        finally:
+            by_engine.close()
 
 
 def test_listing_a_file_loads_no_sqlalchemy_pandas_or_numpy(many_runs):
