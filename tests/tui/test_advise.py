@@ -81,8 +81,11 @@ def _measured(found: dict) -> set:
 
 
 def _busy(found: dict) -> bool:
-    """The probes saw a crowded machine (they waited for a core), and said so."""
-    return advise.busy(found["probes"]) and any("machine was busy" in w for w in found["why"])
+    """The answer says, from what it measured, that other work crowded the machine: the probes
+    waited for a core or saw a high load (and said so), or the sweep's own runs found a core or
+    more taken by other work while they ran (storage.explain's verdict)."""
+    probes = advise.busy(found["probes"]) and any("machine was busy" in w for w in found["why"])
+    return probes or any("core was free" in w and "other work took" in w for w in found["why"])
 
 
 @pytest.mark.slow
