@@ -18,8 +18,10 @@ from storage.target import (
     APPLICATION_ID,
     BUSY_TIMEOUT_MS,
     SCHEMA_VERSION,
+    SERVER_FIX,
     Database,
     FileDatabase,
+    cannot_open,
     connect_to_read,
     database_target,
     prepare_file,
@@ -105,15 +107,8 @@ def open_engine(
         engine.dispose()
         if isinstance(exc, DatabaseError):
             raise
-        fix = (
-            "that the file is writable"
-            if isinstance(target, FileDatabase)
-            else "that the server is running"
-        )
-        raise DatabaseError(
-            f"cannot open {shown_url(url)} ({str(exc).strip().splitlines()[0]}); "
-            f"check --db and {fix}"
-        ) from None
+        fix = "that the file is writable" if isinstance(target, FileDatabase) else SERVER_FIX
+        raise cannot_open(url, exc, fix) from None
     return engine
 
 

@@ -13,6 +13,13 @@ class DatabaseError(Exception):
     """A database that cannot be used as asked. The message names the problem and the fix."""
 
 
+def reason(exc: BaseException) -> str:
+    """What ``exc`` says in one line (a driver's errors run to several): its first line, or
+    its kind when it says nothing."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class DamagedDatabase(DatabaseError):
     """A lab database SQLite cannot read; ``reason`` is what SQLite said."""
 

@@ -48,14 +48,16 @@ from storage.queries import (
 )
 from storage.target import (
     SCHEMA_VERSION,
+    SERVER_FIX,
     FileDatabase,
     ServerDatabase,
+    cannot_open,
+    cannot_read,
     connect_to_read,
     database_target,
     prepare_file,
     read_error,
     schema_refusal,
-    shown_url,
 )
 
 
@@ -208,7 +210,7 @@ class ServerRuns(ConnectionRuns):
     def __init__(self, connection, target: ServerDatabase) -> None:
         super().__init__(connection)
         connection.autocommit = True
-        self._shown = shown_url(target.url)
+        self._url = target.url
 
     @contextmanager
     def _read(self) -> Iterator[None]:
@@ -217,10 +219,7 @@ class ServerRuns(ConnectionRuns):
         try:
             yield
         except psycopg.Error as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DatabaseError(
-                f"cannot read {self._shown} ({reason}); check --db and that the server is running"
-            ) from None
+            raise cannot_read(self._url, exc, SERVER_FIX) from None
 
     def _sql(self, text: str) -> str:
         # psycopg writes a named parameter %(name)s, and a literal % as %%
@@ -308,7 +307,9 @@ def _server_runs(target: ServerDatabase) -> Optional[ServerRuns]:
 def current_server(target: ServerDatabase, tables: Iterable[str]):
     """A psycopg connection to ``target`` when it is a PostgreSQL database (through psycopg)
     at this schema version that holds ``tables``: one that the engine's opener would leave as
-    it is. None for anything else, or when the server cannot be reached: the opener says why."""
+    it is. None for anything else, for the opener to migrate, create or refuse in its own
+    words; DatabaseError when the server does not let us in (it would not let the opener in
+    either, and a server that does not answer is waited for once)."""
     from sqlalchemy.engine import make_url
 
     url = make_url(target.url)
@@ -316,10 +317,14 @@ def current_server(target: ServerDatabase, tables: Iterable[str]):
         return None
     try:
         import psycopg
-
-        libpq_url = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    except ImportError:
+        return None  # the engine's opener says which driver to install
+    libpq_url = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
         # timestamps as UTC wall times, as storage.database's engine has them
         connection = psycopg.connect(libpq_url, options="-c timezone=UTC", connect_timeout=10)
+    except psycopg.OperationalError as exc:  # the engine would be refused as well: say it once
+        raise cannot_open(target.url, exc, SERVER_FIX) from None
     except Exception:  # noqa: BLE001 (the engine's opener says what is wrong)
         return None
     try:

@@ -26,7 +26,7 @@ from sqlmodel import SQLModel, create_engine
 
 from storage.browse import RUN_TABLES
 from storage.database import open_engine
-from storage.errors import DamagedDatabase, DatabaseError
+from storage.errors import DamagedDatabase, DatabaseError, reason
 from storage.models import utc_now
 from storage.queries import iso_utc, json_object
 from storage.target import (
@@ -511,9 +511,8 @@ def _in_one_transaction(
 
 
 def _not_merged(source: Path, error: BaseException) -> DatabaseError:
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return DatabaseError(
-        f"cannot merge {source} ({reason}); nothing was merged: "
+        f"cannot merge {source} ({reason(error)}); nothing was merged: "
         "check both databases with `conlab db check`"
     )
 

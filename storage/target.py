@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
-from storage.errors import DamagedDatabase, DatabaseError
+from storage.errors import DamagedDatabase, DatabaseError, reason
 
 log = logging.getLogger("conlab.storage")
 
@@ -117,6 +117,20 @@ def shown_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+def cannot_open(url: str, exc: BaseException, fix: str, *, verb: str = "open") -> DatabaseError:
+    """The one line that says the database at ``url`` could not be opened (or read: ``verb``),
+    and ``fix``."""
+    return DatabaseError(f"cannot {verb} {shown_url(url)} ({reason(exc)}); check --db and {fix}")
+
+
+def cannot_read(url: str, exc: BaseException, fix: str) -> DatabaseError:
+    return cannot_open(url, exc, fix, verb="read")
+
+
+# What to check when a server does not let us in.
+SERVER_FIX = "that the server is running"
 
 
 # The tables every lab database has had since schema 1.
