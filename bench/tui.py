@@ -101,7 +101,10 @@ def terminal_env() -> dict[str, str]:
     # A start as a user's: a new process that reads the bytecode Python wrote on an earlier run
     # (an untimed first round writes it), not one that compiles the lab's sources each time
     # because the shell that runs the bench set PYTHONDONTWRITEBYTECODE.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    # The size is the pseudo-terminal's: COLUMNS and LINES (which pytest-xdist's workers
+    # have) would override it.
+    dropped = ("PYTHONDONTWRITEBYTECODE", "COLUMNS", "LINES")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["TERM"] = "xterm-256color"
     return env
 

@@ -3,8 +3,9 @@ stored runs through ``tui.service``, in workers; the app's stylesheet is ``app.t
 
 from __future__ import annotations
 
+import asyncio
 import gc
-from contextlib import suppress
+import threading
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -16,8 +17,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.widgets import ContentSwitcher
-from textual.worker import Worker, WorkerCancelled, WorkerState
-from textual.worker import WorkerFailed as WorkerError
+from textual.worker import Worker, WorkerState
 
 from storage.text import printable
 from tui.components.footer import KeysFooter
@@ -189,6 +189,8 @@ class ConlabApp(App):
         # for it loads platformdirs, a cost the first screen need not pay)
         self.screenshots = Path(screenshots) if screenshots else None
         self.collect_after_first_screen = False
+        # set once a sweep cancelled on the way out has its runs stored (LabPane.stored)
+        self.stored_before_return: Optional[threading.Event] = None
 
     def run(self, *args, **kwargs):
         """Run the app; its first screen is made with the cyclic garbage collector paused.
@@ -333,17 +335,18 @@ class ConlabApp(App):
             question = YesNo(QUIT_QUESTION, yes="Cancel it and quit", no="Keep running")
             self.push_screen(question, answered)
 
-    @work(exclusive=True, exit_on_error=False, group="quit")
-    async def cancel_and_quit(self) -> None:
-        """Cancel the sweep as escape does (the runner's group is killed, not waited for),
-        wait only until its runs are stored, then exit."""
+    def cancel_and_quit(self) -> None:
+        """Cancel the sweep as escape does (the runner's group is killed, not waited for) and
+        exit: the terminal is given back while its runs are stored, and the app returns once
+        they are (``on_unmount``)."""
         lab = self.query_one(LabPane)
-        running = [w for w in self.workers if w.group == "sweep" and not w.is_finished]
         lab.cancel(closing=True)
-        for worker in running:
-            with suppress(WorkerCancelled, WorkerError):
-                await worker.wait()
+        self.stored_before_return = lab.stored
         self.exit()
+
+    async def on_unmount(self) -> None:
+        if self.stored_before_return is not None:
+            await asyncio.to_thread(self.stored_before_return.wait)
 
     def action_cancel(self) -> None:
         if not self.query_one(LabPane).cancel():

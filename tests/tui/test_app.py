@@ -100,6 +100,30 @@ async def test_q_during_a_sweep_asks_then_cancels_it_and_quits(db_path, marked):
     # (the `marked` fixture: no runner or worker outlives the app)
 
 
+def test_q_y_in_a_terminal_gives_the_shell_back_with_the_runs_stored(tmp_path):
+    # the console script on a pseudo-terminal, as from a shell: the process ends only once the
+    # cancelled sweep's runs are stored, its runner's group gone with it
+    import sys
+
+    from bench.tui import Terminal, terminal_env
+
+    db = tmp_path / "q.db"
+    app = Terminal([sys.executable, "-m", "tui.start", "--db", str(db)], terminal_env(), (140, 46))
+    try:
+        app.wait_for(b"warm-ups")  # the form is made
+        app.type(b"r")
+        app.wait_for(b"escape cancels")  # a runner process of the sweep is under way
+        app.type(b"q")
+        app.wait_for(b"(y/N)")
+        app.type(b"y")
+        assert app.exited_within(60), "conlab was still there a minute after y"
+        assert app.child.returncode == 0
+    finally:
+        app.close()
+    stored = statuses(db)
+    assert stored and {status for *_, status in stored} == {"cancelled"}, stored
+
+
 async def test_q_with_no_sweep_quits_at_once(tmp_path):
     app = ConlabApp(db=str(tmp_path / "x.db"))
     async with app.run_test(size=SIZE) as pilot:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
+from functools import partial, wraps
 from typing import TYPE_CHECKING, Any, Optional
 
 from textual import on, work
@@ -45,6 +45,19 @@ def made_later(part: str) -> Callable[[], Any]:
         return getattr(lab_form, part)()
 
     return make
+
+
+def _then_stored(body: Callable[..., None]) -> Callable[..., None]:
+    """A sweep's (or advice's) thread: the Lab's ``stored`` is set once it ends, however."""
+
+    @wraps(body)
+    def run(self: LabPane, *args: Any) -> None:
+        try:
+            body(self, *args)
+        finally:
+            self.stored.set()
+
+    return run
 
 
 class LabPane(ReportsWorkerErrors, VerticalScroll):
@@ -102,6 +115,10 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         self.parts_to_come = {"Executors", "Parameters", "Results"}  # after the first screen
         self.sweeps_ended = 0  # sweeps (and advice) that ended, however, since the app began
         self.closing = False  # the app quits once the sweep is cancelled: no report to make
+        # clear while a sweep's (or advice's) thread is under way, set once it has stored its
+        # runs and ended, however it ended
+        self.stored = threading.Event()
+        self.stored.set()
         self.when_form_made: list[Callable[[], None]] = []  # what waits for them
 
     def compose(self) -> ComposeResult:
@@ -278,6 +295,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         self.query_one("#timeline").clear("starting")
         self.busy = True
         self.cancel_requested.clear()
+        self.stored.clear()
         self.run_sweep(specs)
 
     def cancel(self, closing: bool = False) -> bool:
@@ -293,6 +311,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         return True
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="sweep")
+    @_then_stored
     def run_sweep(self, specs: list[ExperimentSpec]) -> None:
         from tui.service import sized, start_sweep, sweep_report
 
@@ -341,6 +360,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         self.busy, self.specs, self.finished_processes = True, [], 0
         self.started_at = time.monotonic()
         self.cancel_requested.clear()
+        self.stored.clear()
         self.query_one("#overall").update(total=None, progress=0)
         self.query_one("#summary").update(
             as_text(
@@ -351,6 +371,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         self.run_advice(workload, size, tasks)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="sweep")
+    @_then_stored
     def run_advice(self, workload: str, size: Optional[int], tasks: Optional[int]) -> None:
         from storage.database import open_engine
         from tui.advise import advice_lines, advise
