@@ -80,7 +80,7 @@ class ConnectionRuns(ABC):
     """The runs of a lab database read through one DB-API connection, with storage.queries'
     SQL (named parameters written ``:name``): a file's (FileRuns) or a server's (ServerRuns)."""
 
-    dialect = "sqlite"
+    dialect: str  # its SQL's, as storage.queries names them ("sqlite", "postgresql")
     path: Optional[Path] = None
 
     def __init__(self, connection) -> None:
@@ -163,6 +163,8 @@ class ConnectionRuns(ABC):
 
 class FileRuns(ConnectionRuns):
     """The runs of a lab file, read with sqlite3 (see the module's note)."""
+
+    dialect = "sqlite"
 
     def __init__(self, path: Path) -> None:
         self.path = path
