@@ -244,15 +244,14 @@ def _copy(
     with cursor.copy(
         f"COPY {table} ({', '.join(columns)}) FROM STDIN{binary}", writer=writer
     ) as copy:
-        if types is None:
-            for row in rows:
-                copy.write_row(row)
-            return
-        copy.set_types(types)
+        if types is not None:
+            copy.set_types(types)
         try:
             for row in rows:
                 copy.write_row(row)
         except TypeError:
+            if types is None:
+                raise
             raise _not_of_its_type(table, columns, types, row) from None
 
 
