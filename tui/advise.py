@@ -157,6 +157,14 @@ def _load(probes: dict) -> float:
     return max(probes.get("load_per_core") or 0, probes.get("load_per_core_after") or 0)
 
 
+def _crowding(probes: dict) -> str:
+    """What the probes measured of other work on the machine, in words."""
+    waited = _share(probes.get("core_wait_share") or 0)
+    return (
+        f"the probe waited {waited} of its time for a core; load up to {_load(probes):.1f} per core"
+    )
+
+
 def thread_verdict(probes: dict) -> str:
     """``overlap``, ``serial`` or ``unclear``: what two threads calling at once showed. Their
     speedup when it is plain; else how often they waited for the GIL (which a busy machine does
@@ -343,11 +351,14 @@ def budget_repeats(candidates, probes: dict, tasks: int, budget_s: float) -> tup
             return repeats, round_s
     if 3 * round_s <= budget_s:
         return 2, round_s
+    crowded = ""
+    if busy(probes):
+        crowded = f" (the machine is busy: {_crowding(probes)})"
     raise SpecError(
         f"measuring {len(candidates)} configurations of {tasks} tasks (one call "
         f"{_ms(probes['call_s'])}) needs about {3 * round_s:.0f} s, more than the {budget_s:.0f} s "
-        "left of --time-budget after the probes; pass a larger --time-budget, fewer --tasks or "
-        "a smaller --size"
+        f"left of --time-budget after the probes{crowded}; pass a larger --time-budget, fewer "
+        "--tasks or a smaller --size"
     )
 
 
@@ -557,10 +568,8 @@ def _probe_reasons(workload: str, probes: dict, tasks: int) -> list[str]:
         + ("waits rather than works" if waits(probes) else "works rather than waits")
     ]
     if busy(probes):
-        waited = _share(probes.get("core_wait_share") or 0)
         found.append(
-            f"the machine was busy (the probe waited {waited} of its time for a core; "
-            f"load up to {_load(probes):.1f} per core): speedups here are smaller "
+            f"the machine was busy ({_crowding(probes)}): speedups here are smaller "
             "than on a quiet machine, and ties likelier"
         )
     verdict = thread_verdict(probes)

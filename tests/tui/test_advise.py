@@ -12,6 +12,7 @@ import textwrap
 import pytest
 
 from experiments.environment import usable_cores
+from experiments.spec import SpecError
 from storage import stats
 from tests.conftest import assert_one_line_error
 from tui import advise
@@ -91,8 +92,10 @@ def _busy(found: dict) -> bool:
 @pytest.mark.slow
 def test_pure_python_work_goes_to_as_many_processes_as_cores(conlab, kinds):
     # --size auto and the tasks advise chooses (~0.2 s sequentially): with less work than that,
-    # starting the worker processes decides the answer
-    found = _advise(conlab, "spin", budget="15")
+    # starting the worker processes decides the answer. It settles in its first three rounds
+    # (~9 s here); the budget admits a machine crowded enough to make each call 6x slower,
+    # which advise would rightly refuse to plan within 15 s.
+    found = _advise(conlab, "spin", budget="60")
     rec, cores = found["recommendation"], usable_cores()
     assert ("processes", cores) in _measured(found)
     if rec["executor"] == "sequential":  # only when the machine gave the workers no core,
@@ -260,6 +263,20 @@ def test_the_plan_follows_the_probes():
     candidates, left = advise.plan("m:f", unpicklable, 16)
     assert [c.name for c in candidates] == ["sequential"]
     assert "cannot be pickled" in {x["executor"]: x["reason"] for x in left}["processes"]
+
+
+def test_a_plan_past_the_budget_is_refused_with_what_crowded_the_machine():
+    (sequential,) = [c for c in advise.plan("m:f", PROBES, 16)[0] if c.executor == "sequential"]
+    assert advise.budget_repeats([sequential], PROBES, 16, 10.0)[0] == 5
+    slow = dict(PROBES, call_s=0.1, core_wait_share=0.85, load_per_core=3.2)
+    with pytest.raises(SpecError) as refused:
+        advise.budget_repeats([sequential], slow, 16, 14.0)
+    assert "needs about" in str(refused.value) and "more than the 14 s left" in str(refused.value)
+    assert "waited 85% of its time for a core; load up to 3.2 per core" in str(refused.value)
+    quiet = dict(slow, core_wait_share=0.0, load_per_core=0.1)
+    with pytest.raises(SpecError) as refused:  # a slow function on a quiet machine: no blame
+        advise.budget_repeats([sequential], quiet, 16, 14.0)
+    assert "busy" not in str(refused.value) and "--time-budget" in str(refused.value)
 
 
 # --- the app ---------------------------------------------------------------------------------
