@@ -285,18 +285,21 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             self.query_one("#spec-error").update(as_text(exc))
             self.app.notify(printable(exc), severity="error", title="cannot run", markup=False)
             return
-        self.specs = specs
-        self.finished_processes = 0
-        self.started_at = time.monotonic()
+        self._begin(specs)
         total = sum(spec.processes for spec in specs)
         self.query_one("#overall").update(total=total, progress=0)
         self.query_one("#current").update(total=None, progress=0)
         self.query_one("#summary").update(f"checking {len(specs)} run(s)...")
         self.query_one("#timeline").clear("starting")
+        self.run_sweep(specs)
+
+    def _begin(self, specs: list[ExperimentSpec]) -> None:
+        """A sweep or an advice starts: nothing finished, nothing asked to stop or stored yet."""
+        self.specs, self.finished_processes = specs, 0
+        self.started_at = time.monotonic()
         self.busy = True
         self.cancel_requested.clear()
         self.stored.clear()
-        self.run_sweep(specs)
 
     def cancel(self, closing: bool = False) -> bool:
         """Stop the sweep in progress (its current run is stored as cancelled); ``closing``:
@@ -357,10 +360,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         except ValueError:
             self.app.notify("size and tasks must be whole numbers (or empty)", severity="error")
             return
-        self.busy, self.specs, self.finished_processes = True, [], 0
-        self.started_at = time.monotonic()
-        self.cancel_requested.clear()
-        self.stored.clear()
+        self._begin([])
         self.query_one("#overall").update(total=None, progress=0)
         self.query_one("#summary").update(
             as_text(
