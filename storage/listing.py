@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from storage.errors import DatabaseError
+from storage.errors import DatabaseError, refuses_writes
 from storage.queries import (
     BATCH,
     INTERPRETER_VERSIONS_SQL,
@@ -97,10 +97,6 @@ class ConnectionRuns(ABC):
     def _transaction(self) -> AbstractContextManager[Any]:
         """One transaction, committed on leaving, rolled back on an error."""
 
-    @abstractmethod
-    def _write_refused(self, exc: Exception) -> bool:
-        """Whether ``exc`` is the database taking no writes (a read-only file or server)."""
-
     def _sql(self, text: str) -> str:
         """``text`` with its parameters as the driver writes them."""
         return text
@@ -119,7 +115,7 @@ class ConnectionRuns(ABC):
                 with self._transaction():
                     self.connection.cursor().executemany(self._sql(MARK_SQL), marks)
             except Exception as exc:
-                if not self._write_refused(exc):
+                if not refuses_writes(exc):
                     raise
                 return 0  # a database that takes no writes: shown as it is stored
         return len(marks)
@@ -197,9 +193,6 @@ class FileRuns(ConnectionRuns):
     def _transaction(self):
         return self.connection  # sqlite3's: commits on leaving, rolls back on an error
 
-    def _write_refused(self, exc: Exception) -> bool:
-        return isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc)
-
 
 class ServerRuns(ConnectionRuns):
     """The runs of a PostgreSQL database at this conlab's schema version, read with psycopg
@@ -229,12 +222,6 @@ class ServerRuns(ConnectionRuns):
 
     def _transaction(self):
         return self.connection.transaction()
-
-    def _write_refused(self, exc: Exception) -> bool:
-        """A standby server, or a role that may read the runs but not mark them."""
-        from psycopg import errors
-
-        return isinstance(exc, (errors.ReadOnlySqlTransaction, errors.InsufficientPrivilege))
 
 
 class EngineRuns:

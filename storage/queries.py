@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Optional
 
-from storage.errors import SelectionError
+from storage.errors import SelectionError, refuses_writes
 from storage.stats import interval, moved_between_processes
 
 if TYPE_CHECKING:
@@ -229,7 +229,7 @@ def mark_interrupted(engine: Engine) -> int:
     """Runs left `running` by a recorder process that no longer exists on this host become
     `interrupted`. Returns how many changed."""
     from sqlalchemy import text
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import DBAPIError
 
     with engine.connect() as connection:
         marks = stale_marks(connection.execute(text(RUNNING_SQL), this_host()).all())
@@ -237,10 +237,10 @@ def mark_interrupted(engine: Engine) -> int:
         try:
             with engine.begin() as connection:
                 connection.execute(text(MARK_SQL), marks)
-        except OperationalError as exc:
-            if "readonly" not in str(exc):
+        except DBAPIError as exc:
+            if not refuses_writes(exc):
                 raise
-            return 0  # a database on a read-only disk: shown as it is stored
+            return 0  # a database that takes no writes: shown as it is stored
     return len(marks)
 
 

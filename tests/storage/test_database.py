@@ -274,6 +274,13 @@ def test_a_database_on_a_read_only_file_system_can_be_read(conlab, tmp_path):
         directory.mkdir()
     db = data / "results.db"
     assert conlab(*run_args("tiny", "sequential", "threads", workers=2, db=db)).returncode == 0
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])  # a recorder that has ended
+    gone.wait()
+    with sqlite3.connect(db) as connection:  # ... and left its run `running` on this host
+        connection.execute(
+            "UPDATE run SET status = 'running', recorder_pid = ? WHERE executor = 'threads'",
+            (gone.pid,),
+        )
     before = {p.name: digest(p) for p in data.iterdir()}
     commands = {
         "runs": "runs --json",
@@ -298,8 +305,12 @@ def test_a_database_on_a_read_only_file_system_can_be_read(conlab, tmp_path):
     codes = dict(line.split("=") for line in result.stdout.split())
     errors = {name: (outs / f"{name}.err").read_text() for name in commands}
     assert codes == {name: "0" for name in commands}, errors
-    assert len(json.loads((outs / "runs").read_text())) == 2
-    assert len(json.loads((outs / "report").read_text())["summary"]) == 2
+    # the stale run is shown as stored: a file that takes no writes is not marked
+    assert sorted(r["status"] for r in json.loads((outs / "runs").read_text())) == [
+        "ok",
+        "running",
+    ]
+    assert len(json.loads((outs / "report").read_text())["summary"]) == 1
     assert json.loads((outs / "info").read_text())["runs"] == 2
     assert (outs / "check").read_text().strip().endswith(": ok")
     assert sqlite3.connect(outs / "copy.db").execute("SELECT count(*) FROM run").fetchone() == (2,)

@@ -162,7 +162,10 @@ def test_killing_conlab_mid_run_leaves_an_interrupted_run_on_the_server(conlab, 
 
     options = dict(workers=2, tasks=4, size=100, repeats=100, db=pg_url)
     process = conlab.start(*run_args("sleep", "threads", **options))
+    from sqlalchemy import create_engine
     from sqlalchemy.exc import ProgrammingError
+
+    from storage.queries import mark_interrupted
 
     deadline = time.monotonic() + 60
     while True:  # until some repeats are stored (the tables appear when conlab starts)
@@ -178,6 +181,12 @@ def test_killing_conlab_mid_run_leaves_an_interrupted_run_on_the_server(conlab, 
     # a role that may read the runs but not write is shown them as stored
     with reader_role(pg_url) as reader_url:
         assert [r["status"] for r in runs(conlab, reader_url)] == ["running"]
+        # ... and so through SQLAlchemy, as a server reached by another driver is listed
+        reader = create_engine(reader_url)
+        try:
+            assert mark_interrupted(reader) == 0
+        finally:
+            reader.dispose()
     listed = runs(conlab, pg_url)
     assert [r["status"] for r in listed] == ["interrupted"]
     assert listed[0]["wall_s"], "the repeats stored before the kill are kept"
