@@ -196,13 +196,20 @@ def _add_baseline(engine, selection: str, specs: list, resolved: dict) -> tuple[
     """``specs`` with the stored runs ``selection`` picks measured again beside them."""
     from tui.sweep import against, check
 
-    found, elsewhere = against(engine, selection, specs)
+    found, elsewhere, unnamed = against(engine, selection, specs)
+    named = f"runs naming {', '.join(unnamed)} are re-run only when this command names those too"
     if not found:
+        reasons = [named] if unnamed else []
+        if elsewhere:
+            reasons.append(
+                f"{elsewhere} configuration(s) were measured on another machine or interpreter"
+            )
         raise BadInput(
-            f"--against {selection!r}: its runs were measured on another machine or interpreter "
-            "and cannot be measured again here; compare them as stored with `conlab report "
-            "--compare`"
+            f"--against {selection!r}: none of its runs can be measured again here "
+            f"({'; '.join(reasons)}); compare them as stored with `conlab report --compare`"
         )
+    if unnamed:
+        sys.stderr.write(f"conlab: --against {printable(selection)}: {printable(named)}\n")
     if elsewhere:
         sys.stderr.write(
             f"conlab: --against {printable(selection)}: {elsewhere} configuration(s) were "
