@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -410,3 +411,26 @@ def _migrate_if_older(path: Path) -> None:
             SCHEMA_VERSION,
             backup,
         )
+
+
+def distinct(databases: Sequence[Optional[str]]) -> list[Optional[str]]:
+    """``databases`` (``--db`` values) in their order without one named twice: the same file
+    by another path, a link or a hard link, or the same URL, is read once."""
+    kept, seen = [], []
+    for db in databases:
+        target = database_target(db)
+        key = (
+            os.path.realpath(target.path) if isinstance(target, FileDatabase) else target.url
+        )
+        if any(key == k or _same_file(key, k) for k in seen):
+            continue
+        seen.append(key)
+        kept.append(db)
+    return kept
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False

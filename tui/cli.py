@@ -18,7 +18,7 @@ import typer
 from experiments import options as sweep_options
 from experiments.options import parse_workers
 from experiments.spec import SpecError, normal_workload
-from storage.errors import DatabaseError, SelectionError
+from storage.errors import DatabaseError, OutputError, SelectionError
 from storage.text import as_text, printable
 from tui.start import fail, open_app
 
@@ -65,6 +65,16 @@ def _open(db: Optional[str], *, create: bool = True, writer: bool = False):
 
     _check_db(db)
     return open_engine(db, create=create, writer=writer)
+
+
+def _sources(db: Optional[list[str]]) -> list[tuple[str, Optional[str]]]:
+    """The databases ``--db`` names (the default when none), each checked and read once, as
+    (label, --db value) pairs."""
+    from storage.target import distinct
+
+    for one in db or [None]:
+        _check_db(one)
+    return [(one or str(_default_db()), one) for one in distinct(db or [None])]
 
 
 def _check_db(db: Optional[str]) -> None:
@@ -542,10 +552,8 @@ def runs(
 
     if limit < 1:
         raise BadInput(f"--limit must be 1 or more, not {limit}; or pass --all")
-    for one in db or [None]:
-        _check_db(one)
+    sources = _sources(db)
     chosen = RunFilter(tag, select_runs, _parse_since(since), None if all_runs else limit)
-    sources = [(one or str(_default_db()), one) for one in db or [None]]
     with stored_runs(sources, chosen) as (found, total):
         write = _stream_json if as_json else partial(_print_run_tables, RUN_COLUMNS, run_row)
         shown = write(found)
@@ -670,12 +678,16 @@ def report(
         )
     if min_effect is not None and not 0 <= min_effect < 100:
         raise BadInput(f"--min-effect must be a percentage from 0 to 100, not {min_effect}")
+    sources = _sources(db)
     if output is not None:
-        _check_output(output)
-    for one in db or [None]:
-        _check_db(one)
-    sources = [(one or str(_default_db()), one) for one in db or [None]]
+        _check_output(output, db or [None])
     processes = service.load(sources, select_runs)
+    matching = " matching --select" if select_runs else ""
+    for label in service.adding_nothing(sources, processes):
+        sys.stderr.write(
+            f"conlab: {printable(label)} adds no run to the report: it holds no finished run"
+            f"{matching} that an earlier --db does not\n"
+        )
     if processes.empty and select_runs:
         raise BadInput(
             f"--select {select_runs!r} matches no finished run; see `conlab runs` for what "
@@ -706,7 +718,9 @@ def report(
             timeline_of = _timeline(sources, processes, timeline)
         text = service.render_report(found, chosen.value, timeline_of)
         if output:
-            _write_output(output, text)
+            from storage.output import database_files, write_text
+
+            write_text(Path(output), text, database_files(db or [None]))
         else:
             sys.stdout.write(text)
     if fail_if_slower is not None and found.comparison:
@@ -723,10 +737,12 @@ def report(
     return 0
 
 
-def _check_output(output: str) -> None:
-    """Refuse, before any work, an --output that cannot be a file: a directory, or a path
-    under something that is not a directory."""
+def _check_output(output: str, databases: list[Optional[str]]) -> None:
+    """Refuse, before any work, an --output that cannot be a file (a directory, or a path
+    under something that is not a directory) or that is a database being read."""
     from pathlib import Path
+
+    from storage.output import check_not_an_input, database_files
 
     path = Path(output)
     if not output.strip() or path.is_dir():
@@ -739,25 +755,7 @@ def _check_output(output: str) -> None:
                     "directory; pass a path in a directory"
                 )
             break
-
-
-def _write_output(output: str, text: str) -> None:
-    """Write a report to ``output``; a write that fails (a full disk, no permission) leaves no
-    partial new file and is one line."""
-    from pathlib import Path
-
-    path = Path(output)
-    existed = path.exists()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        if not existed and path.is_file():
-            path.unlink()
-        raise BadInput(
-            f"cannot write the report to {output!r} ({exc.strerror}); pass --output with a "
-            "writable file"
-        ) from None
+    check_not_an_input(path, database_files(databases))
 
 
 def _default_db():
@@ -1045,7 +1043,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     use_option_table()
     try:
         result = app(args=argv, standalone_mode=False, prog_name="conlab")
-    except (SpecError, DatabaseError, BadInput, SelectionError) as exc:
+    except (SpecError, DatabaseError, BadInput, SelectionError, OutputError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         fail("interrupted", 1)

@@ -152,6 +152,13 @@ def load(sources: Sources, selection: Optional[str] = None, repeats: bool = Fals
     return found
 
 
+def adding_nothing(sources: Sources, processes: pd.DataFrame) -> list[str]:
+    """The labels of ``sources`` (past the first) that gave ``processes`` (``load``'s frame) no
+    run: a run held by several databases is read from the first that holds it."""
+    given = set(processes["db"]) if "db" in processes else set()
+    return [label for label, _ in sources[1:] if label not in given]
+
+
 def report(
     sources: Sources,
     selection: Optional[str] = None,
@@ -268,14 +275,16 @@ def render_report(found: Report, format: str, timeline_of=None) -> str:
 
 
 def export_report(db: Optional[str], format: str, folder: Path) -> Optional[Path]:
-    """Write the report of every finished run in ``db`` to ``folder``/summary.SUFFIX; the file
-    written, or None when no run has finished."""
+    """Write the report of every finished run in ``db`` to ``folder``/summary.SUFFIX (never
+    through a link there, never over ``db``); the file written, or None when no run has
+    finished. OutputError when it cannot be written."""
     found = report([("db", db)])
     if found.empty:
         return None
+    from storage.output import database_files, write_text
+
     out = folder / f"summary.{EXPORT_SUFFIXES[format]}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_report(found, format), encoding="utf-8")
+    write_text(out, render_report(found, format), database_files([db]))
     return out
 
 
