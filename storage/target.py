@@ -419,9 +419,7 @@ def distinct(databases: Sequence[Optional[str]]) -> list[Optional[str]]:
     kept, seen = [], []
     for db in databases:
         target = database_target(db)
-        key = (
-            os.path.realpath(target.path) if isinstance(target, FileDatabase) else target.url
-        )
+        key = os.path.realpath(target.path) if isinstance(target, FileDatabase) else target.url
         if any(key == k or _same_file(key, k) for k in seen):
             continue
         seen.append(key)
