@@ -305,10 +305,13 @@ def _run_repeat(prepared, index: int, out: _EventWriter, progress: bool) -> None
     # Without --progress the first progress event is due in a year: one comparison per task.
     next_progress_ns = monotonic_ns() + (progress_every_ns if progress else 365 * 86400 * 10**9)
     sent = 0
+    readings: dict = {}  # (pid, thread) -> its schedstat readings in this repeat
 
     def on_sample(sample) -> None:
         nonlocal next_progress_ns, sent
-        samples.append(sample[1:])  # drop the task's result: only its timing is kept
+        samples.append(sample[1:11])  # drop the task's result: only its timing is kept
+        if len(sample) > 11 and sample[11] is not None:
+            readings.setdefault(sample[1:3], []).extend(r for r in sample[11] if r is not None)
         if monotonic_ns() >= next_progress_ns:
             # A bounded batch keeps the cost inside the timed window negligible; every sample
             # is sent in the `tasks` event after the repeat anyway.
@@ -343,9 +346,24 @@ def _run_repeat(prepared, index: int, out: _EventWriter, progress: bool) -> None
         end_ns=end_ns,
         runner_peak_rss_bytes=_peak_rss_bytes(),
         machine_busy_ns=None if busy_before is None else busy_after - busy_before,
+        workers=worker_split(readings),
     )
     out.emit("tasks", repeat=index, samples=samples)
     out.emit("control", **timed_control)
+
+
+def worker_split(readings: dict) -> list:
+    """Each worker thread's ``[pid, thread, span_ns, on_core_ns, core_wait_ns]`` between its
+    first and last schedstat reading of the repeat (the rest of the span it was blocked: on a
+    lock, the GIL's included, in I/O or asleep); a thread read once has no span to split."""
+    split = []
+    for (pid, thread), found in readings.items():
+        if len(found) < 2:
+            continue
+        first, last = min(found), max(found)
+        span, on_core, waited = (last[i] - first[i] for i in range(3))
+        split.append([pid, thread, span, on_core, waited])
+    return split
 
 
 def _cpu_ns() -> int:

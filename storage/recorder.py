@@ -76,6 +76,30 @@ def others_cores(repeat: dict) -> Optional[float]:
     return round(max(busy - cpu, 0) / wall, 2)
 
 
+def worker_columns(workers: Any) -> dict[str, Any]:
+    """The repeat's columns for what its worker threads did (a runner's ``workers``: each
+    ``[pid, thread, span_ns, on_core_ns, core_wait_ns]``): their sums and each one's, as text;
+    None where no worker was read (the platform does not say) or what came is not that."""
+    rows = [
+        w
+        for w in workers or ()
+        if isinstance(w, list)
+        and len(w) == 5
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in w)
+        and w[2] > 0
+        and w[3] >= 0
+        and w[4] >= 0
+    ]
+    if not rows:
+        return {}
+    return {
+        "worker_span_ns": sum(w[2] for w in rows),
+        "on_core_ns": sum(min(w[3], w[2]) for w in rows),
+        "core_wait_ns": sum(min(w[4], max(w[2] - w[3], 0)) for w in rows),
+        "worker_split": " ".join(":".join(map(str, w)) for w in rows),
+    }
+
+
 class RunRecorder:
     """Feeds a runner's events into the database for one run."""
 
@@ -358,6 +382,7 @@ class RunRecorder:
                         "first_task_start_ns": min(samples.start_ns, default=None),
                         "busy_ns": sum(samples.end_ns) - sum(samples.start_ns) if samples else None,
                         **costs,
+                        **worker_columns(repeat.get("workers")),
                     }
                 ],
             )

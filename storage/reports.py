@@ -41,6 +41,8 @@ COST_COLUMNS = (
     "core_moves",
     "cores_used",
 )
+# What a repeat's worker threads did (storage.models.Repeat); NULL where it was not observed.
+WORKER_COLUMNS = ("worker_span_ns", "on_core_ns", "core_wait_ns")
 MIN_EFFECT = 0.05
 CV_WARNING = 0.10
 HIGH_LOAD_PER_CORE = 0.5
@@ -128,6 +130,7 @@ REPEAT_NUMBERS = {
     "startup_ns": "p.first_task_start_ns - p.start_ns",
     "busy_ns": "p.busy_ns",
     **{column: f"p.{column}" for column in COST_COLUMNS},
+    **{column: f"p.{column}" for column in WORKER_COLUMNS},
 }
 REPEATS_SQL = (
     f"SELECT {{run_row}}, {', '.join(REPEAT_NUMBERS.values())} "

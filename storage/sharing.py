@@ -243,7 +243,7 @@ def check(db: Target) -> list[Problem]:
         problems += _lab_problems(
             lambda sql: connection.execute(sql).fetchall(), {**_LAB_CHECKS, **_SQLITE_CHECKS}
         )
-        if read_header(path)[0] >= 4:  # the version that has them
+        if read_header(path)[0] >= SCHEMA_VERSION:  # an older file's, once migrated below
             problems += _figures_problems(lambda sql: connection.execute(sql).fetchall())
     except sqlite3.DatabaseError as exc:
         problems.append(Problem(f"unreadable: {exc}"))
@@ -253,7 +253,14 @@ def check(db: Target) -> list[Problem]:
     if version < SCHEMA_VERSION and not problems:
         try:  # the migration every command would make first, tried on a copy
             with tempfile.TemporaryDirectory(prefix="conlab-check-") as scratch:
-                _migrated_copy(path, Path(scratch) / "copy.db")
+                copy = Path(scratch) / "copy.db"
+                _migrated_copy(path, copy)
+                if version >= 4:  # the version that has process rows of its own
+                    migrated = _connect_ro(copy)
+                    try:
+                        problems += _figures_problems(lambda q: migrated.execute(q).fetchall())
+                    finally:
+                        migrated.close()
         except sqlite3.Error as exc:
             problems.append(Problem(f"cannot be migrated from schema {version}: {exc}"))
     return problems

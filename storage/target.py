@@ -20,7 +20,7 @@ log = logging.getLogger("conlab.storage")
 
 # PRAGMA application_id: "CLab". Identifies a lab database among SQLite files.
 APPLICATION_ID = 0x434C6162
-SCHEMA_VERSION = 4  # storage/migrations.py has a step from each older version
+SCHEMA_VERSION = 5  # storage/migrations.py has a step from each older version
 BUSY_TIMEOUT_MS = 30_000
 
 
