@@ -60,6 +60,12 @@ def runner_command(python: Optional[str], *args: str) -> list[str]:
     )
 
 
+def _look_available() -> bool:
+    from experiments.look import available
+
+    return available()
+
+
 @dataclass(frozen=True)
 class Layout:
     """What gives one runner process a memory layout of its own: the seed of its str and bytes
@@ -419,9 +425,14 @@ class Launch:
         timeout_s: Optional[float] = None,
         progress: bool = False,
         layout: Optional[Layout] = None,
+        look: bool = False,
     ):
         self.spec = spec
         self.progress = progress
+        # One more repeat after the others, not counted, whose threads are looked at from here
+        # (experiments.look) where the platform allows it.
+        self.look = look and _look_available()
+        self._looking = None
         self.layout = layout  # None: the runner inherits this process's environment as it is
         self.python = python or spec.python
         self.timeout_s = timeout_s if timeout_s is not None else spec.timeout_s
@@ -465,7 +476,7 @@ class Launch:
         try:
             self._process, fd = _start_runner(
                 self.python,
-                ["--ack", *(["--progress"] if self.progress else [])],
+                ["--ack", *(["--progress"] if self.progress else []), *(["--look"] * self.look)],
                 output,
                 self.layout,
             )
@@ -491,6 +502,19 @@ class Launch:
     def _read_events(self) -> Iterator[dict]:
         for event in _events(self._pipe.lines()):
             kind = event.get("event")
+            if kind == "look":  # the runner is about to time the looked-at repeat
+                from experiments.look import ThreadLook
+
+                self._looking = ThreadLook(self._process.pid).start()
+                self._send("next")
+                continue
+            if kind == "repeat" and event.get("look") and self._looking is not None:
+                from experiments.look import encode
+
+                lanes, self._looking = self._looking.stop(), None
+                event["thread_states"] = encode(
+                    lanes, event["start_ns"], event["end_ns"], self._process.pid
+                )
             if kind == "done":
                 self.status = "ok"
             elif kind == "error":
@@ -518,6 +542,9 @@ class Launch:
                 _kill_group(self._process)
 
     def _finish(self, output) -> None:
+        if self._looking is not None:  # the run ended during the looked-at repeat
+            self._looking.stop()
+            self._looking = None
         process = self._process
         if process is None:
             return

@@ -29,7 +29,10 @@ parent goes away (``--parent-pid=PID`` names it: on Linux the kernel then tells 
 thread waits for stdin to close); ``--ack`` waits after each
 repeat's ``tasks`` event for a ``next`` line on stdin, so the parent's storing of one repeat never
 overlaps the timing of the next one; ``--progress`` sends ``progress`` events (a live view wants
-them; without one they would only cost CPU in the parent while the run is being timed).
+them; without one they would only cost CPU in the parent while the run is being timed);
+``--look`` adds one repeat after the others, flagged and never counted, announced by a ``look``
+event and begun on the parent's ``next``, during which the parent looks at every thread
+(experiments.look).
 
 Other modes: ``--check`` reads a JSON list of specs (one line) and answers one ``check`` event
 each, without running anything; ``--env`` sends the environment; ``--calibrate`` finds a size
@@ -66,7 +69,9 @@ def main(argv=None) -> int:
         return _calibrate(line, out)
     if "--probe" in args:
         return _probe(line, out)
-    return _run(line, out, acks if "--ack" in args else None, "--progress" in args)
+    return _run(
+        line, out, acks if "--ack" in args else None, "--progress" in args, "--look" in args
+    )
 
 
 def _event_stream(args):
@@ -207,7 +212,7 @@ def _probe(text: str, out: _EventWriter) -> int:
     return 0
 
 
-def _run(line: str, out: _EventWriter, acks, progress: bool) -> int:
+def _run(line: str, out: _EventWriter, acks, progress: bool, look: bool = False) -> int:
     from experiments.environment import collect
     from experiments.spec import ExperimentSpec, SpecError, prepare
     from experiments.timing import gil_enabled
@@ -243,10 +248,16 @@ def _run(line: str, out: _EventWriter, acks, progress: bool) -> int:
             if started:  # what starting the engine cost, outside every timed window
                 out.emit("session", **started)
             out.emit("control", **control.measure())
-            for index in range(prepared.spec.warmups + prepared.spec.repeats):
+            timed = prepared.spec.warmups + prepared.spec.repeats
+            for index in range(timed):
                 _run_repeat(prepared, index, out, progress)
                 if acks is not None:
                     acks.acquire()  # the parent has stored this repeat: time the next one
+            if look and acks is not None:
+                out.emit("look")
+                acks.acquire()  # the parent looks at every thread from now on
+                _run_repeat(prepared, timed, out, False, look=True)
+                acks.acquire()
     except BaseException as exc:  # SystemExit/KeyboardInterrupt from a task are failures too
         _fail(exc, out)
     out.emit("done")
@@ -291,7 +302,9 @@ def _service(workload):
     return getattr(importlib.import_module(module), name)()
 
 
-def _run_repeat(prepared, index: int, out: _EventWriter, progress: bool) -> None:
+def _run_repeat(
+    prepared, index: int, out: _EventWriter, progress: bool, look: bool = False
+) -> None:
     import time
 
     from experiments import control
@@ -335,11 +348,13 @@ def _run_repeat(prepared, index: int, out: _EventWriter, progress: bool) -> None
     # The control right after the repeat, before anything waits: the core is as the work left
     # it (after a pause a core comes back slower for a while, and the work never saw that).
     timed_control = control.measure()
-    out.emit("progress", repeat=index, done=len(samples), total=total, samples=[])
+    if not look:  # the looked-at repeat is no part of the run's progress
+        out.emit("progress", repeat=index, done=len(samples), total=total, samples=[])
     out.emit(
         "repeat",
         index=index,
-        warmup=index < prepared.spec.warmups,
+        warmup=index < prepared.spec.warmups or look,
+        look=look,
         wall_ns=end_ns - start_ns,
         cpu_ns=cpu_ns,
         start_ns=start_ns,

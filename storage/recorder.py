@@ -100,6 +100,14 @@ def worker_columns(workers: Any) -> dict[str, Any]:
     }
 
 
+def look_columns(repeat: dict) -> dict[str, Any]:
+    """The columns of a looked-at repeat (experiments.look): its flag and what was seen."""
+    if not repeat.get("look"):
+        return {}
+    states = repeat.get("thread_states")
+    return {"look": True, "thread_states": states if isinstance(states, str) else None}
+
+
 class RunRecorder:
     """Feeds a runner's events into the database for one run."""
 
@@ -196,8 +204,11 @@ class RunRecorder:
         """The median of the counted repeats so far and its 95% interval (over processes)."""
         return interval(self.walls_by_process.values())
 
-    def _repeat_index(self, index: int) -> int:
-        """A repeat's index within the run: each process's repeats follow the previous ones'."""
+    def _repeat_index(self, index: int, look: bool = False) -> int:
+        """A repeat's index within the run: each process's repeats follow the previous ones';
+        a looked-at repeat, past them all, is numbered below zero (-1 for the first process)."""
+        if look:
+            return -1 - self.process_index
         return self.process_index * (self.spec.warmups + self.spec.repeats) + index
 
     def on_event(self, event: dict) -> None:
@@ -364,7 +375,7 @@ class RunRecorder:
     def _record_repeat(self, event: dict, samples: Samples, costs: dict) -> None:
         repeat = self._pending_repeat or {}
         self._pending_repeat = None
-        index = self._repeat_index(event["repeat"])
+        index = self._repeat_index(event["repeat"], bool(repeat.get("look")))
         self.gil_by_worker.update(samples.gil_by_worker())
         with self.engine.begin() as connection:
             connection.execute(
@@ -383,6 +394,7 @@ class RunRecorder:
                         "busy_ns": sum(samples.end_ns) - sum(samples.start_ns) if samples else None,
                         **costs,
                         **worker_columns(repeat.get("workers")),
+                        **look_columns(repeat),
                     }
                 ],
             )

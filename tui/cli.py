@@ -710,7 +710,9 @@ def report(
         summarise_all=chosen != ReportFormat.table,
         repeats=service.load(sources, select_runs, repeats=True) if compare else None,
     )
-    if chosen == ReportFormat.table:
+    if timeline is not None and chosen != ReportFormat.html:
+        _print_look(sources, processes, timeline)
+    elif chosen == ReportFormat.table:
         _print_report_table(found)
     else:
         timeline_of = None
@@ -781,6 +783,38 @@ def _timeline(sources, runs, run_prefix: Optional[str]):
     finally:
         for context in opened:
             context.__exit__(None, None, None)
+
+
+def _print_look(sources, runs, run_prefix: str) -> None:
+    """What each thread of a run did in its looked-at repeat, drawn for the terminal."""
+    import shutil
+
+    from storage import states
+    from tui.service import engine_for, look
+
+    databases, opened = dict(sources), []
+
+    def engine(label):
+        context = engine_for(databases[label], create=False)
+        opened.append(context)
+        return context.__enter__()
+
+    try:
+        found = look(engine, runs, run_prefix)
+    finally:
+        for context in opened:
+            context.__exit__(None, None, None)
+    if found is None:
+        raise BadInput(
+            f"run {run_prefix!r} has no looked-at repeat (recorded before the lab looked at "
+            "threads, or where the platform does not let it); record it again with `conlab run`"
+        )
+    width = shutil.get_terminal_size((100, 24)).columns
+    typer.echo(printable(f"{found.label} (run {found.run_id[:8]}): what each thread did"))
+    for line in states.text_view(found.lanes, found.span_us, width):
+        typer.echo(line)
+    if found.seen is not None:
+        typer.echo(printable(states.summary(found.seen)))
 
 
 def _print_report_table(found) -> None:

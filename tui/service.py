@@ -237,10 +237,10 @@ def run_warnings(db: Optional[str], run: dict) -> list[str]:
     return [w for w in summary.iloc[0]["warnings"] if "no sequential run" not in w]
 
 
-def timeline(engine, runs: pd.DataFrame, run_prefix: Optional[str] = None):
+def timeline(engine, runs: pd.DataFrame, run_prefix: Optional[str] = None, samples: bool = True):
     """(run id, task samples) of the run whose prefix is given, else of the latest parallel
     run (the latest run when none ran in parallel) among ``runs`` (a frame with a row or more
-    per run); SelectionError for an unknown prefix."""
+    per run); SelectionError for an unknown prefix. ``samples=False`` reads none (None)."""
     from storage.errors import SelectionError
     from storage.reports import load_timeline
 
@@ -253,7 +253,36 @@ def timeline(engine, runs: pd.DataFrame, run_prefix: Optional[str] = None):
         parallel = runs[runs["workers"] > 1]
         runs = parallel if not parallel.empty else runs
     run = runs.iloc[-1]
+    if not samples:
+        return str(run["run_id"]), None
     return str(run["run_id"]), load_timeline(engine(run["db"]), str(run["run_id"]))
+
+
+@dataclass(frozen=True)
+class Look:
+    """What each thread of one run did in its looked-at repeat (storage.states)."""
+
+    run_id: str
+    label: str  # the run as reports name it: workload, executor x workers, python
+    lanes: list
+    span_us: int
+    seen: Any  # storage.states.Seen, or None
+
+
+def look(engine, runs: pd.DataFrame, run_prefix: Optional[str] = None) -> Optional[Look]:
+    """The looked-at repeat of the run ``timeline`` picks among ``runs``; None when that run
+    has none."""
+    from storage import states
+    from storage.reports import load_look
+
+    run_id, _ = timeline(lambda db: None, runs, run_prefix, samples=False)
+    row = runs[runs["run_id"] == run_id].iloc[0]
+    found = load_look(engine(row["db"]), run_id)
+    if found is None:
+        return None
+    lanes = states.decode(found[0])
+    label = f"{row['workload']}, {row['executor']} x{row['workers']}, Python {row['python']}"
+    return Look(run_id, label, lanes, found[1], states.seen(lanes, found[1]))
 
 
 # The formats a report can be exported in, by the name the CLI and the palette use.

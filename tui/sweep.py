@@ -386,7 +386,8 @@ class Sweep:
     ) -> launch.Launch:
         layout = launch.Layout.random(self._rng)
         recorder.begin_process(index, layout.as_dict())
-        current = launch.Launch(spec, progress=self.progress, layout=layout)
+        # The first runner process of each run adds the repeat whose threads are looked at.
+        current = launch.Launch(spec, progress=self.progress, layout=layout, look=index == 0)
         self._current = current
         self.launched += 1
         try:
