@@ -106,42 +106,49 @@ class ThreadLook:
                 line = os.pread(stat, 512, 0)
                 fields = line[line.rindex(b")") + 2 :].split()
                 state, core = fields[0], int(fields[36])
-                waited = int(os.pread(schedstat, 96, 0).split()[1])
+                ran, waited = map(int, os.pread(schedstat, 96, 0).split()[:2])
             except (OSError, ValueError, IndexError):
                 gone.append(key)
                 continue
             kind = ON_CORE if state == b"R" else self._blocked_on(syscall)
-            self._seen.setdefault(key, []).append((now, kind, core, waited))
+            self._seen.setdefault(key, []).append((now, kind, core, waited, ran))
         for key in gone:
             for fd in self._files.pop(key):
                 if fd >= 0:
                     os.close(fd)
-            self._seen.setdefault(key, []).append((now, "X", -1, None))  # ended
+            self._seen.setdefault(key, []).append((now, "X", -1, None, None))  # ended
 
     def _lanes(self) -> dict:
-        """Each thread's states from what was seen. A runnable thread (R) is on a core unless
-        it was waiting for one: the kernel adds a wait to the thread's run delay when the wait
-        ends, so a delay that grew by D by a look at time t marks [t - D, t] as waiting."""
+        """Each thread's states from what was seen, with what the kernel's counters add to the
+        looks: a runnable thread (R) is on a core unless it was waiting for one (the kernel
+        adds a wait to the run delay when the wait ends, so a delay that grew by D by a look at
+        t marks [t - D, t] as waiting); a thread on a core at one look and blocked at the next
+        ran only as long as its time on a core grew (exact once it stopped running: a thread
+        that woke to find the GIL taken ran microseconds, not the millisecond between looks);
+        and no two threads are on one core at once (the one already there keeps it)."""
         lanes = {}
         for key, seen in self._seen.items():
             waits, before = [], None
-            for t, _, _, waited in seen:
+            for t, _, _, waited, _ in seen:
                 if waited is not None and before is not None and waited > before:
                     waits.append((t - (waited - before), t))
                 if waited is not None:
                     before = waited
-            lane, at = [], 0
-            for t, kind, core, _ in seen:
+            steps, at = [], 0
+            for n, (t, kind, core, _, ran) in enumerate(seen):
                 while at < len(waits) and waits[at][1] < t:
                     at += 1
                 if kind == ON_CORE and at < len(waits) and waits[at][0] <= t:
-                    kind, core = WAITING, -1
-                elif kind != ON_CORE:
-                    core = -1
-                if not lane or lane[-1][1:] != (kind, core):
-                    lane.append((t, kind, core))
-            lanes[key] = lane
-        return lanes
+                    kind = WAITING
+                steps.append([t, kind, core if kind == ON_CORE else -1])
+                later = seen[n + 1] if n + 1 < len(seen) else None
+                if kind == ON_CORE and later is not None and later[1] not in (ON_CORE, "X"):
+                    ran_for = later[4] - ran
+                    if 0 <= ran_for < later[0] - t:
+                        steps.append([t + ran_for, later[1], -1])
+            lanes[key] = steps
+        _one_thread_a_core(lanes)
+        return {key: _merged(steps) for key, steps in lanes.items()}
 
     def _blocked_on(self, syscall: int) -> str:
         if syscall < 0:
@@ -151,6 +158,32 @@ class ThreadLook:
         except (OSError, ValueError, IndexError):
             return BLOCKED  # running again already, or not ours to read
         return self._kinds.get(number, BLOCKED)
+
+
+def _one_thread_a_core(lanes: dict) -> None:
+    """At each look, of the threads seen on one core, the one that was on it at the look
+    before keeps it (else the first); the others were waiting for it."""
+    at_look: dict = {}
+    for key, steps in lanes.items():
+        for step in steps:
+            if step[1] == ON_CORE:
+                at_look.setdefault((step[0], step[2]), []).append((key, step))
+    holder: dict = {}  # core -> the thread on it at the previous look
+    for (_, core), claims in sorted(at_look.items()):
+        keep = next((c for c in claims if c[0] == holder.get(core)), claims[0])
+        for key, step in claims:
+            if key != keep[0]:
+                step[1], step[2] = WAITING, -1
+        holder[core] = keep[0]
+
+
+def _merged(steps: list) -> list:
+    """``steps`` as ``(t, state, core)`` without repeats of the state before."""
+    lane = []
+    for t, kind, core in steps:
+        if not lane or lane[-1][1:] != (kind, core):
+            lane.append((t, kind, core))
+    return lane
 
 
 def _open_all(base: str) -> tuple:
