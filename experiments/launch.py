@@ -432,7 +432,8 @@ class Launch:
         # One more repeat after the others, not counted, whose threads are looked at from here
         # (experiments.look) where the platform allows it.
         self.look = look and _look_available()
-        self._looking = None
+        self._looking = None  # the look while the looked-at repeat runs
+        self._looked = False  # its repeat event came; its tasks event is next
         self.layout = layout  # None: the runner inherits this process's environment as it is
         self.python = python or spec.python
         self.timeout_s = timeout_s if timeout_s is not None else spec.timeout_s
@@ -508,13 +509,15 @@ class Launch:
                 self._looking = ThreadLook(self._process.pid).start()
                 self._send("next")
                 continue
-            if kind == "repeat" and event.get("look") and self._looking is not None:
-                from experiments.look import encode
-
-                lanes, self._looking = self._looking.stop(), None
-                event["thread_states"] = encode(
-                    lanes, event["start_ns"], event["end_ns"], self._process.pid
-                )
+            if event.get("look") or (kind == "tasks" and self._looked):
+                # The looked-at repeat is no repeat of the run: what was seen replaces it.
+                if kind == "repeat":
+                    event = self._looked_at(event)
+                    self._looked = True
+                else:  # its tasks: stored by nobody, acknowledged as every repeat's
+                    self._looked = False
+                    self._send("next")
+                    continue
             if kind == "done":
                 self.status = "ok"
             elif kind == "error":
@@ -525,6 +528,16 @@ class Launch:
             if kind == "tasks":
                 # The consumer has handled (stored) this repeat: let the runner time the next.
                 self._send("next")
+
+    def _looked_at(self, repeat: dict) -> dict:
+        """The ``looked`` event that stands for the looked-at ``repeat``: what each thread did
+        (experiments.look's text) during it, and its wall time."""
+        from experiments.look import encode
+
+        lanes = self._looking.stop() if self._looking is not None else {}
+        self._looking = None
+        states = encode(lanes, repeat["start_ns"], repeat["end_ns"], self._process.pid)
+        return {"event": "looked", "thread_states": states, "wall_ns": repeat.get("wall_ns")}
 
     def _send(self, line: str) -> None:
         try:

@@ -202,10 +202,10 @@ def _open_all(base: str) -> tuple:
 
 
 def encode(lanes: dict, start_ns: int, end_ns: int, root: int) -> str:
-    """``lanes`` (``ThreadLook.stop()``) between ``start_ns`` and ``end_ns`` as text: one lane
-    per thread, ``pid tid`` then each state as ``offset_us state core``, lanes separated by
-    ``;``, the threads of ``root`` (the runner) first; a lane never seen in that window is left
-    out."""
+    """``lanes`` (``ThreadLook.stop()``) between ``start_ns`` and ``end_ns`` as text: the
+    span in us and ``|``, then one lane per thread, ``pid tid`` then each state as
+    ``offset_us state core``, lanes separated by ``;``, the threads of ``root`` (the runner)
+    first; a lane never seen in that window is left out."""
     out = []
     for (pid, tid), states in sorted(lanes.items(), key=lambda i: (i[0][0] != root, i[0])):
         kept, current = [], None
@@ -225,4 +225,4 @@ def encode(lanes: dict, start_ns: int, end_ns: int, root: int) -> str:
         if kept:
             steps = " ".join(f"{(t - start_ns) // 1000} {k} {c}" for t, k, c in kept)
             out.append(f"{pid} {tid} {steps}")
-    return ";".join(out)
+    return f"{(end_ns - start_ns) // 1000}|" + ";".join(out)

@@ -347,7 +347,7 @@ def _run_repeat(
     busy_after = machine_busy_ns()
     # The control right after the repeat, before anything waits: the core is as the work left
     # it (after a pause a core comes back slower for a while, and the work never saw that).
-    timed_control = control.measure()
+    timed_control = None if look else control.measure()
     if not look:  # the looked-at repeat is no part of the run's progress
         out.emit("progress", repeat=index, done=len(samples), total=total, samples=[])
     out.emit(
@@ -364,7 +364,8 @@ def _run_repeat(
         workers=worker_split(readings),
     )
     out.emit("tasks", repeat=index, samples=samples)
-    out.emit("control", **timed_control)
+    if timed_control is not None:
+        out.emit("control", **timed_control)
 
 
 def worker_split(readings: dict) -> list:

@@ -117,15 +117,14 @@ def _process_table_in_a_file(connection: sqlite3.Connection) -> None:
 
 
 # v4 -> v5: what each worker thread did (schedstat: on a core, waiting for one), per repeat and
-# as each process's medians; the looked-at repeat and its thread states. NULL for runs recorded
+# as each process's medians; what every thread did in the looked-at repeat. NULL for runs recorded
 # before: not observed. (A process table made by the step before already has its columns.)
 _WORKER_COLUMNS = (
     ("repeat", "worker_span_ns", "BIGINT"),
     ("repeat", "on_core_ns", "BIGINT"),
     ("repeat", "core_wait_ns", "BIGINT"),
     ("repeat", "worker_split", "VARCHAR"),
-    ("repeat", "look", "BOOLEAN"),
-    ("repeat", "thread_states", "VARCHAR"),
+    ("run", "thread_states", "VARCHAR"),
     ("process", "on_core_share", "FLOAT"),
     ("process", "core_wait_share", "FLOAT"),
 )

@@ -115,6 +115,9 @@ class Run(SQLModel, table=True):
     recorder_pid: Optional[int] = None
     runner_pid: Optional[int] = None
     heartbeat_at: Optional[datetime] = None  # the last repeat stored
+    # What every thread did in one more repeat, never counted, looked at from outside
+    # (experiments.look; storage.states reads it); None where the platform does not say.
+    thread_states: Optional[str] = None
 
 
 class Repeat(SQLModel, table=True):
@@ -153,10 +156,6 @@ class Repeat(SQLModel, table=True):
     on_core_ns: Optional[int] = Field(default=None, sa_type=BigInteger)
     core_wait_ns: Optional[int] = Field(default=None, sa_type=BigInteger)
     worker_split: Optional[str] = None
-    # The one repeat of a runner process whose worker threads were looked at from outside
-    # (experiments.look), never counted; ``thread_states`` holds what was seen (storage.states).
-    look: Optional[bool] = None
-    thread_states: Optional[str] = None
 
 
 class TaskSample(SQLModel, table=True):

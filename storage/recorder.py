@@ -100,14 +100,6 @@ def worker_columns(workers: Any) -> dict[str, Any]:
     }
 
 
-def look_columns(repeat: dict) -> dict[str, Any]:
-    """The columns of a looked-at repeat (experiments.look): its flag and what was seen."""
-    if not repeat.get("look"):
-        return {}
-    states = repeat.get("thread_states")
-    return {"look": True, "thread_states": states if isinstance(states, str) else None}
-
-
 class RunRecorder:
     """Feeds a runner's events into the database for one run."""
 
@@ -204,11 +196,8 @@ class RunRecorder:
         """The median of the counted repeats so far and its 95% interval (over processes)."""
         return interval(self.walls_by_process.values())
 
-    def _repeat_index(self, index: int, look: bool = False) -> int:
-        """A repeat's index within the run: each process's repeats follow the previous ones';
-        a looked-at repeat, past them all, is numbered below zero (-1 for the first process)."""
-        if look:
-            return -1 - self.process_index
+    def _repeat_index(self, index: int) -> int:
+        """A repeat's index within the run: each process's repeats follow the previous ones'."""
         return self.process_index * (self.spec.warmups + self.spec.repeats) + index
 
     def on_event(self, event: dict) -> None:
@@ -238,6 +227,8 @@ class RunRecorder:
         elif kind == "tasks":
             samples = Samples(event.get("samples") or ())
             self._store(self._record_repeat, event, samples, self._note_costs(samples))
+        elif kind == "looked" and isinstance(event.get("thread_states"), str):
+            self._store(self._record_look, event["thread_states"])
 
     def finish(
         self, status: str, error: Optional[str] = None, detail: Optional[str] = None
@@ -341,6 +332,12 @@ class RunRecorder:
             session.add(run)
             session.commit()
 
+    def _record_look(self, states: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(Run).where(Run.id == self.run_id).values(thread_states=states)
+            )
+
     def _record_processes(self) -> None:
         """How many runner processes ran and each one's layout (to replay it); on a
         free-threaded build, whether each worker ran with the GIL on."""
@@ -375,7 +372,7 @@ class RunRecorder:
     def _record_repeat(self, event: dict, samples: Samples, costs: dict) -> None:
         repeat = self._pending_repeat or {}
         self._pending_repeat = None
-        index = self._repeat_index(event["repeat"], bool(repeat.get("look")))
+        index = self._repeat_index(event["repeat"])
         self.gil_by_worker.update(samples.gil_by_worker())
         with self.engine.begin() as connection:
             connection.execute(
@@ -394,7 +391,6 @@ class RunRecorder:
                         "busy_ns": sum(samples.end_ns) - sum(samples.start_ns) if samples else None,
                         **costs,
                         **worker_columns(repeat.get("workers")),
-                        **look_columns(repeat),
                     }
                 ],
             )

@@ -443,22 +443,16 @@ def load_timeline(engine: Engine, run_id: str) -> pd.DataFrame:
     return frame.dropna(subset=["pid", "thread_id", "start_ms", "end_ms"])
 
 
-def load_look(engine: Engine, run_id: str) -> Optional[tuple[str, int]]:
-    """The thread states of one run's looked-at repeat and its wall time (us), or None when the
-    run has none (recorded before, or where the platform does not let a parent look)."""
+def load_look(engine: Engine, run_id: str) -> Optional[str]:
+    """What each thread of one run did in its looked-at repeat (``run.thread_states``), or
+    None when it has none (recorded before, or where the platform does not let a parent look)."""
     from sqlalchemy import text
 
     with engine.connect() as connection:
-        row = connection.execute(
-            text(
-                "SELECT thread_states, wall_ns FROM repeat WHERE run_id = :run AND look "
-                "AND thread_states IS NOT NULL ORDER BY repeat_index DESC LIMIT 1"
-            ),
-            {"run": run_id},
-        ).first()
-    if row is None or not isinstance(row[1], int) or row[1] <= 0:
-        return None
-    return row[0], row[1] // 1000
+        found = connection.execute(
+            text("SELECT thread_states FROM run WHERE id = :run"), {"run": run_id}
+        ).scalar()
+    return found if isinstance(found, str) else None
 
 
 # --- selections ------------------------------------------------------------------------------

@@ -46,11 +46,18 @@ class Lane:
                 yield start, stop, letter, core
 
 
-def decode(text: Optional[str]) -> list[Lane]:
-    """The lanes of stored ``thread_states``; what does not read as that text is left out (a
-    received file's text is anything)."""
-    if not isinstance(text, str) or not text:
-        return []
+def decode(text: Optional[str]) -> tuple[list[Lane], int]:
+    """The lanes of stored ``thread_states`` and the span they cover (us); what does not read
+    as that text is left out (a received file's text is anything): no lanes, span 0."""
+    if not isinstance(text, str) or "|" not in text:
+        return [], 0
+    span, _, text = text.partition("|")
+    try:
+        span_us = int(span)
+    except ValueError:
+        return [], 0
+    if span_us <= 0:
+        return [], 0
     lanes, steps_read = [], 0
     for part in text.split(";")[:_MOST_LANES]:
         fields = part.split()
@@ -71,7 +78,7 @@ def decode(text: Optional[str]) -> list[Lane]:
             a[0] <= b[0] for a, b in zip(steps, steps[1:])
         ):
             lanes.append(Lane(pid, tid, steps))
-    return lanes
+    return lanes, span_us
 
 
 @dataclass(frozen=True)

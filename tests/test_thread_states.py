@@ -32,26 +32,25 @@ def looked_at(conlab, db_path, python: str) -> tuple[str, states.Seen]:
     assert done.returncode == 0, done.stderr
     (run,) = json.loads(done.stdout)
     with sqlite3.connect(db_path) as connection:
-        rows = connection.execute(
-            "SELECT thread_states, wall_ns, warmup, repeat_index FROM repeat "
-            "WHERE run_id = ? AND look",
-            (run["run_id"],),
-        ).fetchall()
-    ((text, wall_ns, warmup, index),) = rows  # one looked-at repeat, never counted
-    assert warmup == 1 and index < 0
-    lanes = states.decode(text)
-    assert len(states.worker_lanes(lanes)) == 2
-    found = states.seen(lanes, wall_ns // 1000)
+        (text,) = connection.execute(
+            "SELECT thread_states FROM run WHERE id = ?", (run["run_id"],)
+        ).fetchone()
+        repeats = connection.execute("SELECT count(*) FROM repeat").fetchone()[0]
+    assert repeats == 1  # the looked-at repeat is never a repeat of the run
+    lanes, span_us = states.decode(text)
+    assert len(states.worker_lanes(lanes)) == 2 and span_us > 0
+    found = states.seen(lanes, span_us)
     assert found is not None
     return run["run_id"], found
 
 
 def test_on_a_gil_build_threads_take_turns_blocked_on_the_gil(conlab, db_path):
     _, found = looked_at(conlab, db_path, sys.executable)
-    # each waits for the GIL the other holds (less of the time, and more waiting for a core,
-    # when other work crowds the machine: 13% at a load of 10 on 2 cores, 45% quiet)
-    assert found.shares.get("L", 0) >= 0.05, found
-    assert found.two_or_more_share < 0.1, found  # barely ever two on cores at once
+    # one at a time: barely ever two on cores at once, whatever else the machine runs
+    assert found.two_or_more_share < 0.1, found
+    # and each waits for the GIL the other holds (45% of their time quiet; 2% at a load of 10
+    # on 2 cores, where a waiter that wakes to ask for the GIL mostly waits for a core)
+    assert found.shares.get("L", 0) > 0, found
 
 
 def test_on_a_free_threaded_build_threads_are_never_blocked_on_a_lock(

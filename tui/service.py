@@ -277,12 +277,11 @@ def look(engine, runs: pd.DataFrame, run_prefix: Optional[str] = None) -> Option
 
     run_id, _ = timeline(lambda db: None, runs, run_prefix, samples=False)
     row = runs[runs["run_id"] == run_id].iloc[0]
-    found = load_look(engine(row["db"]), run_id)
-    if found is None:
+    lanes, span_us = states.decode(load_look(engine(row["db"]), run_id))
+    if not lanes:
         return None
-    lanes = states.decode(found[0])
     label = f"{row['workload']}, {row['executor']} x{row['workers']}, Python {row['python']}"
-    return Look(run_id, label, lanes, found[1], states.seen(lanes, found[1]))
+    return Look(run_id, label, lanes, span_us, states.seen(lanes, span_us))
 
 
 # The formats a report can be exported in, by the name the CLI and the palette use.

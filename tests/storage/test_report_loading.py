@@ -498,8 +498,7 @@ def test_a_version_4_file_gains_the_worker_split_as_not_observed(database, tmp_p
             ("repeat", "on_core_ns"),
             ("repeat", "core_wait_ns"),
             ("repeat", "worker_split"),
-            ("repeat", "look"),
-            ("repeat", "thread_states"),
+            ("run", "thread_states"),
             ("process", "on_core_share"),
             ("process", "core_wait_share"),
         ):
@@ -510,5 +509,6 @@ def test_a_version_4_file_gains_the_worker_split_as_not_observed(database, tmp_p
         assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         shares = connection.execute("SELECT on_core_share, core_wait_share FROM process")
         assert set(shares.fetchall()) == {(None, None)}  # not observed: never a guess
-        spans = connection.execute("SELECT worker_span_ns, look FROM repeat").fetchall()
-        assert set(spans) == {(None, None)}
+        spans = connection.execute("SELECT worker_span_ns FROM repeat").fetchall()
+        assert set(spans) == {(None,)}
+        assert connection.execute("SELECT thread_states FROM run").fetchall()[0] == (None,)
