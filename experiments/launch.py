@@ -8,6 +8,7 @@ and stored with the run.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -228,9 +229,30 @@ def _end(process: subprocess.Popen, pipe: Optional[_EventPipe]) -> int:
     return code
 
 
+# What is kept of a runner's output (its stdout and stderr, with its tasks'): this many bytes
+# from its start and as many from its end. A task printing once per call would otherwise grow
+# the database, and this process's memory, by what it printed.
+KEPT_OUTPUT = 32_768
+
+
 def _read(output) -> str:
+    """The runner's output in ``output`` (a binary file): whole up to ``2 * KEPT_OUTPUT``
+    bytes, else its first and last ``KEPT_OUTPUT`` bytes around a line saying how many were left
+    out. Reads at most that much, whatever the file's size."""
+    size = output.seek(0, os.SEEK_END)
     output.seek(0)
-    return output.read().decode("utf-8", "replace")
+    if size <= 2 * KEPT_OUTPUT:
+        return output.read().decode("utf-8", "replace")
+    head = output.read(KEPT_OUTPUT)
+    output.seek(size - KEPT_OUTPUT)
+    tail = output.read(KEPT_OUTPUT)
+    # A character cut at either end is dropped, not shown as a replacement mark.
+    head_text = codecs.getincrementaldecoder("utf-8")("replace").decode(head, final=False)
+    tail = tail.lstrip(bytes(range(0x80, 0xC0)))
+    return (
+        f"{head_text}\n[... {size - len(head) - len(tail):,} bytes left out ...]\n"
+        f"{tail.decode('utf-8', 'replace')}"
+    )
 
 
 # What a worker raises because its runner went away: a consequence, never the cause.

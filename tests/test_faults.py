@@ -185,7 +185,34 @@ def test_a_task_that_prints_megabytes_keeps_the_start_and_end_of_it(conlab, db_p
     printed = stored_run(db_path, run["run_id"])["stderr"]
     assert run["status"] == "ok" and len(printed) < 70_000  # of ~2 MB printed
     assert printed.startswith("line 0 of") and printed.rstrip().endswith("." * 60)
-    assert "characters left out" in printed
+    assert "bytes left out" in printed
+
+
+LOUD = textwrap.dedent("""
+    import sys
+
+    def loud(size):
+        block = "y" * (1 << 20) + "\\n"
+        for _ in range(size):
+            sys.stdout.write(block)  # size MiB
+        return size
+""")
+
+
+def test_a_task_printing_hundreds_of_megabytes_leaves_conlab_small(conlab, user_dir, db_path):
+    # conlab reads at most the start and end it keeps of what the run printed, never the whole
+    (user_dir / "loud.py").write_text(LOUD)
+    options = dict(tasks=1, size=200, repeats=1, warmups=0, timeout=300)
+    process = conlab.start(*run_args("loud:loud", "sequential", **options))
+    stdout, stderr = process.stdout.read(), process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)  # conlab's own peak, and its reaped runner's
+    process.returncode = os.waitstatus_to_exitcode(status)
+    assert process.returncode == 0, stderr
+    peak_mib = usage.ru_maxrss / 1024  # KiB on Linux
+    assert peak_mib < 150, f"conlab grew to {peak_mib:.0f} MiB for a run that printed 200 MiB"
+    (run,) = json.loads(stdout)
+    printed = stored_run(db_path, run["run_id"])["stderr"]
+    assert printed.startswith("y" * 1000) and "left out" in printed and len(printed) < 70_000
 
 
 @pytest.mark.parametrize("executor", ["sequential", "processes"])
