@@ -1,9 +1,10 @@
 """The parent side: start a runner under any interpreter, stream its events, cancel, time out.
 
 The runner gets its own session (process group), so stopping it — on cancel, on timeout, or after
-it ends, however it ends — is one ``killpg`` that takes its workers with it: no child survives a
-run. Its events come on a pipe of their own; its stdout and stderr are the user's, kept in a file
-and stored with the run.
+it ends, however it ends — is one ``killpg`` that takes its workers with it, after the processes
+below the runner that left its group (experiments.reaping): no child survives a run. Its events
+come on a pipe of their own; its stdout and stderr are the user's, kept in a file and stored with
+the run.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Optional
 
+from experiments import reaping
 from experiments.bootstrap import command
 from experiments.executors import describe_exit
 from experiments.spec import ExperimentSpec, SpecError
@@ -207,12 +209,23 @@ def _events(lines) -> Iterator[dict]:
             continue  # the last line of a runner killed while writing it
 
 
-def _kill_group(process: subprocess.Popen) -> None:
-    """SIGKILL the runner's whole process group: the runner and every worker it started."""
+def _killpg(process: subprocess.Popen, signum: int) -> None:
     try:
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(process.pid, signum)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _kill_group(process: subprocess.Popen) -> bool:
+    """SIGKILL the runner, its process group, and every process below it, those that left the
+    group too (a worker that called setsid(), a task's daemon: the runner is their subreaper).
+    The group is stopped first, so that nothing in it starts more meanwhile. Call it only while
+    the runner is unreaped (its pid and group id are then its own). True when the processes
+    below it could be walked (/proc), False when only the group was killed."""
+    _killpg(process, signal.SIGSTOP)
+    walked = reaping.end_descendants(process.pid)
+    _killpg(process, signal.SIGKILL)
+    return walked
 
 
 def _end(process: subprocess.Popen, pipe: Optional[_EventPipe]) -> int:
@@ -455,6 +468,7 @@ class Launch:
         self._process: Optional[subprocess.Popen] = None
         self._pipe: Optional[_EventPipe] = None
         self._stopped_because: Optional[str] = None
+        self._walked = False  # the processes below the runner were found and killed too
         self._lock = threading.Lock()
 
     def events(self) -> Iterator[dict]:
@@ -500,7 +514,7 @@ class Launch:
         self._send(self.spec.to_json())
         with self._lock:
             if self._stopped_because:  # cancelled before the process existed
-                _kill_group(self._process)
+                self._walked = _kill_group(self._process)
 
     def _start_timer(self) -> Optional[threading.Timer]:
         if not self.timeout_s:
@@ -537,7 +551,7 @@ class Launch:
                 return
             self._stopped_because = reason
             if self._process is not None:
-                _kill_group(self._process)
+                self._walked = _kill_group(self._process)
 
     def _finish(self, output) -> None:
         process = self._process
@@ -556,10 +570,12 @@ class Launch:
 
     def _settle(self) -> None:
         if self._stopped_because == "timeout":
-            self.status = "failed"
-            self.error = (
-                f"timed out after {self.timeout_s:g} s; the runner and its workers were killed"
+            killed = (
+                "the runner and every process below it were killed"
+                if self._walked
+                else "the runner's process group was killed"
             )
+            self.status, self.error = "failed", f"timed out after {self.timeout_s:g} s; {killed}"
         elif self._stopped_because == "cancelled":
             self.status, self.error = "cancelled", "cancelled by the user"
         elif self.status is None:

@@ -43,17 +43,30 @@ what a run needs when it needs it.
 
 
 def main(argv=None) -> int:
-    """The runner's command line (the protocol above); its exit code."""
+    """The runner's command line (the protocol above); its exit code. Whatever the mode, every
+    process the runner started, however it left the runner's group, ends before the runner
+    does (experiments.reaping)."""
     import sys
 
+    from experiments import reaping
+
     args = sys.argv[1:] if argv is None else argv
+    reaping.become_subreaper()  # before anything of the user's can start a process
+    try:
+        return _serve(args)
+    finally:
+        _end_descendants()
+
+
+def _serve(args) -> int:
     out = _EventWriter(_event_stream(args))
-    line = "" if "--env" in args else sys.stdin.readline()
+    control = _Control(_control_fd())
+    line = "" if "--env" in args else control.readline()
     # Watched before anything of the user's is imported: a module that hangs at import time must
     # not outlive the parent either.
     parent = [int(a.split("=", 1)[1]) for a in args if a.startswith("--parent-pid=")]
     acks = (
-        _watch_parent(sys.stdin, parent[0] if parent else None) if "--watch-stdin" in args else None
+        _watch_parent(control, parent[0] if parent else None) if "--watch-stdin" in args else None
     )
     if "--env" in args:
         from experiments.environment import collect
@@ -86,6 +99,25 @@ def _event_stream(args):
         null = os.open(os.devnull, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
         os.register_at_fork(after_in_child=lambda: os.dup2(null, fd, inheritable=False))
     return open(fd, "w", encoding="utf-8", closefd=False)
+
+
+def _control_fd() -> int:
+    """The parent's control pipe (the spec, then ``next`` lines), moved off stdin to a file
+    descriptor of its own, which no process this runner starts keeps (a forked worker gets
+    /dev/null there); stdin becomes /dev/null, so a task reading it reads an empty file."""
+    import os
+
+    try:
+        fd = os.dup(0)  # not inheritable: a started program (exec) does not get it
+    except OSError:  # no stdin at all: a control pipe at its end
+        fd = os.open(os.devnull, os.O_RDONLY)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    if hasattr(os, "register_at_fork"):
+        null = os.open(os.devnull, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        os.register_at_fork(after_in_child=lambda: os.dup2(null, fd, inheritable=False))
+    return fd
 
 
 class _EventWriter:
@@ -400,6 +432,7 @@ def _fail(exc: BaseException, out: _EventWriter) -> None:
     detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     out.emit("error", kind=kind, message=message, detail=detail)
     _kill_workers()
+    _end_descendants()
     sys.stdout.flush()
     # os._exit: a normal exit would join executor threads stuck in a task that never returns.
     os._exit(1)
@@ -430,52 +463,62 @@ def _kill_workers() -> None:
             pass
 
 
-def _watch_parent(stdin, parent_pid):
+def _watch_parent(control, parent_pid):
     """Arrange for this runner and its workers to end when the parent goes away, and return an
     object whose ``acquire()`` waits for the parent's ``next`` line.
 
     On Linux the kernel signals us when the parent dies (PR_SET_PDEATHSIG), so no thread is
     added to the measured process: an idle thread blocked in read() is not free here -- it made
     a single-threaded loop measurably faster than the same loop in a plain script, and the
-    lab's figures must be the plain script's. Elsewhere a thread watches stdin for its end.
+    lab's figures must be the plain script's. Elsewhere a thread watches the control pipe
+    (``control``, a ``_Control``) for its end.
     """
-    fd = stdin.fileno()
     if _die_with_parent(parent_pid):
-        return _StdinAcks(fd)
+        return control
     import threading
 
     acks = threading.Semaphore(0)
 
     def watch() -> None:
-        # Raw reads, not stdin.readline(): a thread blocked inside the buffered reader holds its
-        # lock, and a forked worker that closes sys.stdin at start-up would deadlock on it.
-        reader = _StdinAcks(fd)
-        while reader.acquire():
+        # Raw reads, not a buffered reader's readline(): a thread blocked inside a buffered
+        # reader holds its lock, and a forked worker closing that reader would deadlock on it.
+        while control.acquire():
             acks.release()
 
     threading.Thread(target=watch, name="conlab-parent-watch", daemon=True).start()
     return acks
 
 
-class _StdinAcks:
-    """Reads ``next`` lines from the parent; end of file means the parent is gone."""
+class _Control:
+    """Reads the parent's lines (raw reads: see ``_watch_parent``): the first one, then
+    ``next`` lines; end of file after the first means the parent is gone."""
 
     def __init__(self, fd: int):
         self.fd = fd
         self.pending = b""
 
-    def acquire(self) -> bool:
+    def _line(self) -> bytes:
         import os
 
         while b"\n" not in self.pending:
             try:
-                chunk = os.read(self.fd, 4096)
+                chunk = os.read(self.fd, 1 << 16)
             except OSError:
                 chunk = b""
-            if not chunk:
-                _end_with_parent()
+            if not chunk:  # end of file: what came before it is the last line
+                line, self.pending = self.pending, b""
+                return line
             self.pending += chunk
-        _, _, self.pending = self.pending.partition(b"\n")
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line + b"\n"
+
+    def readline(self) -> str:
+        """The next line, "" at end of file."""
+        return self._line().decode("utf-8", "replace")
+
+    def acquire(self) -> bool:
+        if not self._line():
+            _end_with_parent()
         return True
 
 
@@ -488,12 +531,12 @@ def _die_with_parent(parent_pid) -> bool:
     if not sys.platform.startswith("linux") or parent_pid is None:
         return False
     try:
-        import ctypes
+        import ctypes  # optional: an interpreter built without it watches the pipe instead
 
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:  # 1 = PR_SET_PDEATHSIG
             return False
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         return False
 
     runner_pid = os.getpid()
@@ -526,6 +569,7 @@ def _end_by_sigterm() -> None:
     import signal
 
     _kill_workers()
+    _end_descendants()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
 
@@ -536,6 +580,16 @@ def _end_with_parent() -> None:
     import signal
 
     _kill_workers()
+    _end_descendants()
     if os.getpgrp() == os.getpid():  # launch made us a session leader: take the whole group
         os.killpg(0, signal.SIGKILL)
     os._exit(3)
+
+
+def _end_descendants() -> None:
+    """End every process below this one, those that left its process group too."""
+    import os
+
+    from experiments import reaping
+
+    reaping.end_descendants(os.getpid())

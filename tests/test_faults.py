@@ -438,3 +438,108 @@ def test_max_tasks_per_child_bad_uses_are_refused(conlab, args, words):
     result = conlab("run", "-w", "tiny", *args)
     assert_one_line_error(result)
     assert words in result.stderr
+
+
+# --- what a task starts that leaves the runner's process group ----------------------------------
+
+DAEMONS = textwrap.dedent('''
+    import os
+    import time
+
+
+    def _started():
+        """tells the test this task runs: an empty file named after its pid, in $STARTED_DIR"""
+        open(os.path.join(os.environ["STARTED_DIR"], str(os.getpid())), "w").close()
+
+
+    def daemonises(size):
+        """starts a daemon (the double fork: a grandchild in a session of its own), returns"""
+        child = os.fork()
+        if child == 0:
+            os.setsid()
+            if os.fork() == 0:
+                time.sleep(3600)
+            os._exit(0)
+        os.waitpid(child, 0)
+        return size
+
+
+    def leaves_its_session_and_hangs(size):
+        os.setsid()
+        _started()
+        time.sleep(3600)
+''')
+
+# Where a task runs in a process it may fork from (not a subinterpreter, not an event loop).
+FORKING_EXECUTORS = [
+    pytest.param("sequential"),
+    pytest.param("threads"),
+    *PROCESS_EXECUTORS,
+]
+
+
+@pytest.mark.parametrize("executor", FORKING_EXECUTORS)
+def test_a_daemon_a_task_starts_ends_with_its_run(conlab, user_dir, executor):
+    # the fixture checks that no process the run started is left, the daemons included
+    (user_dir / "daemons.py").write_text(DAEMONS)
+    options = dict(workers=2, tasks=2, size=1, repeats=2, warmups=0, timeout=120)
+    result = conlab(*run_args("daemons:daemonises", executor, **options))
+    assert result.returncode == 0, result.stderr
+    assert result.json()[0]["status"] == "ok"
+
+
+@pytest.mark.parametrize("executor", PROCESS_EXECUTORS)
+def test_a_worker_that_leaves_the_runners_session_is_killed_on_timeout(
+    conlab, user_dir, tmp_path, executor
+):
+    (user_dir / "daemons.py").write_text(DAEMONS)
+    options = dict(workers=2, tasks=2, size=1, repeats=1, warmups=0, timeout=10)
+    env = {"STARTED_DIR": str(tmp_path)}
+    result = conlab(*run_args("daemons:leaves_its_session_and_hangs", executor, **options), env=env)
+    assert result.returncode == 1, result.stderr
+    (run,) = result.json()
+    assert list(tmp_path.glob("[0-9]*")), "no task had started (and left its session) in 10 s"
+    assert run["error"] == (
+        "timed out after 10 s; the runner and every process below it were killed"
+    )
+
+
+@pytest.mark.parametrize("executor", PROCESS_EXECUTORS)
+def test_a_worker_that_leaves_the_runners_session_is_killed_on_cancel(
+    conlab, db_path, user_dir, tmp_path, executor
+):
+    (user_dir / "daemons.py").write_text(DAEMONS)
+    options = dict(workers=2, tasks=2, size=1, repeats=1, warmups=0)
+    args = run_args("daemons:leaves_its_session_and_hangs", executor, **options)
+    process = conlab.start(*args, env={"STARTED_DIR": str(tmp_path)})
+    try:
+        deadline = time.monotonic() + 300  # a hang, not a slow machine
+        while not list(tmp_path.glob("[0-9]*")):
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()  # only if it hangs: then the test fails below
+    assert process.returncode == 1, stderr
+    (run,) = json.loads(stdout)
+    assert stored_run(db_path, run["run_id"])["status"] == run["status"] == "cancelled"
+    # the fixture checks that the worker in its own session is gone
+
+
+READS_STDIN = textwrap.dedent("""
+    import sys
+
+    def reads_stdin(size):
+        return len(sys.stdin.read())
+""")
+
+
+@pytest.mark.parametrize("executor", ["sequential", "threads", "processes"])
+def test_a_task_reading_stdin_reads_an_empty_file(conlab, user_dir, executor):
+    # the runner's control channel is a pipe of its own, never the tasks' stdin
+    (user_dir / "stdin_reader.py").write_text(READS_STDIN)
+    options = dict(workers=2, tasks=2, size=1, repeats=2, warmups=0, timeout=30)
+    result = conlab(*run_args("stdin_reader:reads_stdin", executor, **options))
+    assert result.returncode == 0, result.stderr
+    assert result.json()[0]["status"] == "ok"
