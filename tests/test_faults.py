@@ -543,3 +543,34 @@ def test_a_task_reading_stdin_reads_an_empty_file(conlab, user_dir, executor):
     result = conlab(*run_args("stdin_reader:reads_stdin", executor, **options))
     assert result.returncode == 0, result.stderr
     assert result.json()[0]["status"] == "ok"
+
+
+ONE_HANGS = textwrap.dedent("""
+    import os
+    import time
+
+    def first_hangs_then_one_raises(size):
+        \"\"\"the first task to start never returns; each other one raises after 0.2 s\"\"\"
+        marker = os.path.join(os.environ["MARKER_DIR"], "first")
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            time.sleep(0.2)
+            raise ValueError("a later task fails")
+        time.sleep(3600)
+""")
+
+
+@pytest.mark.parametrize(
+    "executor", [p for p in PROCESS_EXECUTORS if p.values[0] in ("processes", "pool", "loky")]
+)
+def test_a_task_that_raises_while_an_earlier_one_hangs_fails_the_run(
+    conlab, user_dir, tmp_path, executor
+):
+    # The results are awaited in order: the hanging first task must not hide a later failure.
+    (user_dir / "one_hangs.py").write_text(ONE_HANGS)
+    options = dict(workers=2, tasks=4, size=1, repeats=1, warmups=0, timeout=120)
+    args = run_args("one_hangs:first_hangs_then_one_raises", executor, **options)
+    result = conlab(*args, env={"MARKER_DIR": str(tmp_path)})
+    assert result.returncode == 1, result.stderr
+    assert result.json()[0]["error"] == "a task raised ValueError: a later task fails"
