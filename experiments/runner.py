@@ -191,9 +191,7 @@ def _calibrate(text: str, out: _EventWriter) -> int:
             lambda found: out.emit("calibrated", **found),
         )
     except BaseException as exc:  # the run itself will meet this failure and record it
-        text_ = (str(exc).strip().splitlines() or [""])[0]
-        failed = f"{type(exc).__name__}: {text_}" if text_ else type(exc).__name__
-        out.emit("calibrated", size=request.get("fallback_size") or 1, failed=failed)
+        out.emit("calibrated", size=request.get("fallback_size") or 1, failed=_named(exc))
     return 0
 
 
@@ -229,8 +227,7 @@ def _probe(text: str, out: _EventWriter) -> int:
             start_method,
         )
     except BaseException as exc:  # the function's own failure: advise reports it, ends
-        text_ = (str(exc).strip().splitlines() or [""])[0]
-        out.emit("probed", failed=f"{type(exc).__name__}: {text_}" if text_ else type(exc).__name__)
+        out.emit("probed", failed=_named(exc))
         _kill_workers()
         return 0
     # what can run under this interpreter, which may not be the one advise runs in
@@ -423,13 +420,15 @@ def _fail(exc: BaseException, out: _EventWriter) -> None:
         kind, message = "executor_failed", str(exc)
     elif _is_pickling_error(exc):
         message = (
-            f"a task's result could not be pickled to send it back ({exc}); return plain "
+            f"a task's result could not be pickled to send it back ({_message(exc)}); return plain "
             "data (numbers, strings, bytes, lists, dicts) from the function"
         )
     else:
-        text = str(exc).strip().splitlines()
-        message = f"a task raised {type(exc).__name__}" + (f": {text[0]}" if text else "")
-    detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        message = f"a task raised {_named(exc)}"
+    try:
+        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:  # an exception that breaks even the traceback module: its name stays
+        detail = None
     out.emit("error", kind=kind, message=message, detail=detail)
     _kill_workers()
     _end_descendants()
@@ -438,10 +437,29 @@ def _fail(exc: BaseException, out: _EventWriter) -> None:
     os._exit(1)
 
 
+def _message(exc: BaseException) -> str:
+    """``str(exc)``; for an exception whose ``__str__`` raises, words saying so."""
+    try:
+        return str(exc)
+    except Exception as err:
+        return f"<its message could not be read: str() raised {type(err).__name__}>"
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, "" for none."""
+    return (_message(exc).strip().splitlines() or [""])[0]
+
+
+def _named(exc: BaseException) -> str:
+    """``ValueError: the first line of its message``, or the name alone."""
+    text = _first_line(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _is_pickling_error(exc: BaseException) -> bool:
     import pickle
 
-    text = str(exc)
+    text = _message(exc)
     return (
         isinstance(exc, pickle.PicklingError)
         or type(exc).__name__ == "MaybeEncodingError"

@@ -574,3 +574,23 @@ def test_a_task_that_raises_while_an_earlier_one_hangs_fails_the_run(
     result = conlab(*args, env={"MARKER_DIR": str(tmp_path)})
     assert result.returncode == 1, result.stderr
     assert result.json()[0]["error"] == "a task raised ValueError: a later task fails"
+
+
+SPEECHLESS = textwrap.dedent("""
+    class Speechless(Exception):
+        def __str__(self):
+            raise RuntimeError("no words for this")
+
+    def raises_speechless(size):
+        raise Speechless("x")
+""")
+
+
+@pytest.mark.parametrize("executor", ["sequential", "processes"])
+def test_an_exception_whose_str_raises_is_stored_by_its_name(conlab, db_path, user_dir, executor):
+    (user_dir / "speechless.py").write_text(SPEECHLESS)
+    run = run_one(conlab, "speechless:raises_speechless", executor)
+    assert run["error"] == (
+        "a task raised Speechless: <its message could not be read: str() raised RuntimeError>"
+    )
+    assert "raises_speechless" in stored_run(db_path, run["run_id"])["error_detail"]
