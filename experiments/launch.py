@@ -306,11 +306,13 @@ def _run_quick(
     timeout_s: float,
     silent_ok: bool = False,
     timed_out: Optional[str] = None,
+    answered=bool,
 ) -> list[dict]:
     """Run a runner in a mode that answers and ends (``--check``, ``--env``, ``--calibrate``,
     ``--probe``); its events. ``silent_ok``: a runner that ended without a word and without a
     traceback (the function it was calling ended the process) answers no events instead of an
-    error. ``timed_out``: the message when it does not answer in ``timeout_s``."""
+    error. ``timed_out``: the message when it does not answer in ``timeout_s``. ``answered``:
+    whether the events are a whole answer (else the runner's end is the error)."""
     exe = python or sys.executable
     with tempfile.TemporaryFile() as output:
         try:
@@ -341,7 +343,7 @@ def _run_quick(
             ) from None
         finally:
             returncode = _end(process, pipe)
-        if events or (silent_ok and returncode != 1):
+        if answered(events) or (silent_ok and not events and returncode != 1):
             return events
         why = why_it_ended(_read(output), returncode)
     if why is not None and why.startswith("conlab: "):  # the runner's own words
@@ -362,8 +364,13 @@ def check_specs(
     Returns each run id's resolved parameters; raises SpecError for the first spec that cannot run.
     """
     payload = json.dumps([json.loads(spec.to_json()) for spec in specs])
+
+    def answered(events: list) -> bool:  # a refusal, or a check of every spec
+        kinds = [event.get("event") for event in events]
+        return "error" in kinds or kinds.count("check") == len(specs)
+
     resolved = {}
-    for event in _run_quick(python, ["--check"], payload, timeout_s):
+    for event in _run_quick(python, ["--check"], payload, timeout_s, answered=answered):
         if event.get("event") == "error":
             raise SpecError(event.get("message", "the runner refused the specs"))
         if event.get("event") == "check":

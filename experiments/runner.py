@@ -425,6 +425,11 @@ def _fail(exc: BaseException, out: _EventWriter) -> None:
         )
     else:
         message = f"a task raised {_named(exc)}"
+    from experiments.workloads import shadowed_standard_module
+
+    shadowing = shadowed_standard_module()  # a user's file standing in for a standard module
+    if shadowing is not None and not isinstance(exc, WorkerDied):
+        message += f" ({shadowing})"
     try:
         detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     except Exception:  # an exception that breaks even the traceback module: its name stays

@@ -169,7 +169,21 @@ def executor_options(spec: ExperimentSpec, executor: executors_module.Executor) 
 
 def prepare(spec: ExperimentSpec) -> PreparedRun:
     """Validate ``spec`` fully in this interpreter: import the workload, check the executor can
-    run it here and ship it to its workers. Raises SpecError naming the fix."""
+    run it here and ship it to its workers. Raises SpecError naming the fix; a user's file
+    that stood in for a standard module (``pickle.py`` in the working directory) is named as
+    the cause of whatever else broke."""
+    try:
+        return _prepare(spec)
+    except (SpecError, TypeError):
+        raise
+    except Exception:
+        shadowing = workloads_module.shadowed_standard_module()
+        if shadowing is None:
+            raise
+        raise SpecError(shadowing) from None
+
+
+def _prepare(spec: ExperimentSpec) -> PreparedRun:
     spec.validate()
     executor = executors_module.EXECUTORS[spec.executor]
     reason = executor.unavailable_reason()
@@ -207,6 +221,9 @@ def _check_picklable(workload, executor, start_method: Optional[str]) -> None:
     try:
         pickle.dumps(func)
     except Exception as exc:
+        shadowing = workloads_module.shadowed_standard_module()
+        if shadowing is not None:  # a user's pickle.py, or a module pickle needs
+            raise SpecError(shadowing) from None
         raise SpecError(
             f"workload {workload.name!r} cannot be pickled for {where} "
             f"({type(exc).__name__}: {exc}); move it to a module's top level "

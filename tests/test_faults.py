@@ -594,3 +594,12 @@ def test_an_exception_whose_str_raises_is_stored_by_its_name(conlab, db_path, us
         "a task raised Speechless: <its message could not be read: str() raised RuntimeError>"
     )
     assert "raises_speechless" in stored_run(db_path, run["run_id"])["error_detail"]
+
+
+def test_a_file_in_the_users_folder_named_like_a_standard_module_is_named(conlab, user_dir):
+    # pickle.py where the user stands stands in for Python's pickle, which the process
+    # executors need (multiprocessing's reduction subclasses pickle.Pickler)
+    (user_dir / "pickle.py").write_text("# the user's notes on pickling\n")
+    result = conlab(*run_args("usermod:work", "threads", "processes", size=1, repeats=1))
+    assert_one_line_error(result)
+    assert str(user_dir / "pickle.py") in result.stderr and "rename it" in result.stderr
