@@ -603,3 +603,21 @@ def test_a_file_in_the_users_folder_named_like_a_standard_module_is_named(conlab
     result = conlab(*run_args("usermod:work", "threads", "processes", size=1, repeats=1))
     assert_one_line_error(result)
     assert str(user_dir / "pickle.py") in result.stderr and "rename it" in result.stderr
+
+
+def test_an_interpreter_without_ctypes_runs_every_run(conlab, tmp_path):
+    # ctypes is optional in a CPython build: the parent-death signal and the subreaper need it,
+    # and without them the runner watches its control pipe instead
+    missing = tmp_path / "no-ctypes" / "ctypes"
+    missing.mkdir(parents=True)
+    (missing / "__init__.py").write_text("raise ImportError('built without ctypes')\n")
+    python = tmp_path / "python-without-ctypes"
+    python.write_text(
+        "#!/bin/sh\n"
+        f'PYTHONPATH="{missing.parent}${{PYTHONPATH:+:$PYTHONPATH}}" exec {sys.executable} "$@"\n'
+    )
+    python.chmod(0o755)
+    options = dict(workers=2, tasks=2, size=100, repeats=1, warmups=0, python=str(python))
+    result = conlab(*run_args("cpu", "sequential", "processes", **options))
+    assert result.returncode == 0, result.stderr
+    assert [run["status"] for run in result.json()] == ["ok", "ok"]
