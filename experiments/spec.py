@@ -196,6 +196,12 @@ def _prepare(spec: ExperimentSpec) -> PreparedRun:
     reason = executor.check_workload(workload)
     if reason:
         raise SpecError(reason)
+    if workload.func is workload.async_func and executor.name != "asyncio":
+        # Called by any other executor, it would only create coroutines, never run them.
+        raise SpecError(
+            f"{workload.name} is an async def, so only asyncio can run it; pass -e asyncio, "
+            "or give a plain def f(size)"
+        )
     options = executor_options(spec, executor)
     if executor.pickles_tasks:
         _check_picklable(workload, executor, options["start_method"])

@@ -565,3 +565,19 @@ def test_compare_on_a_terminal_shows_the_comparison_alone(conlab, db_path):
 def test_version_is_said_without_loading_the_lab(conlab):
     said = conlab("--version", script=True)
     assert said.returncode == 0 and said.stdout.startswith("conlab ")
+
+
+@pytest.mark.parametrize("executor", ["sequential", "threads", "processes"])
+def test_an_async_def_is_refused_on_an_executor_other_than_asyncio(conlab, db_path, executor):
+    # called by another executor it would only create coroutines, timed as if it ran
+    result = conlab("run", "-w", "usermod:nap", "-e", "asyncio", "-e", executor, "--repeats", "1")
+    assert_one_line_error(result)
+    assert "only asyncio can run it" in result.stderr and "-e asyncio" in result.stderr
+    assert not db_path.exists()
+
+
+def test_advise_on_a_module_without_its_function_is_one_line(conlab, db_path):
+    result = conlab("advise", "usermod")
+    assert_one_line_error(result)
+    assert "MODULE:FUNCTION" in result.stderr
+    assert not db_path.exists()
