@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import re
 import signal
 import sqlite3
@@ -581,3 +582,18 @@ def test_advise_on_a_module_without_its_function_is_one_line(conlab, db_path):
     assert_one_line_error(result)
     assert "MODULE:FUNCTION" in result.stderr
     assert not db_path.exists()
+
+
+def test_a_python_on_path_that_never_answers_is_left_out_and_ended(conlab, tmp_path):
+    # a shell script named like an interpreter, whose `sleep` is a child of its own
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    silent = folder / "python3.19"
+    silent.write_text("#!/bin/sh\nsleep 3600\n")
+    silent.chmod(0o755)
+    path = f"{folder}{os.pathsep}{os.environ['PATH']}"
+    # waited for 60 s, and its sleep left running (the fixture checks none is)
+    result = conlab("list", "pythons", "--json", env={"PATH": path}, timeout=45)
+    assert result.returncode == 0, result.stderr
+    found = result.json()
+    assert found and str(silent) not in [p["path"] for p in found]
