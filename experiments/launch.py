@@ -1,13 +1,15 @@
 """The parent side: start a runner under any interpreter, stream its events, cancel, time out.
 
 The runner gets its own session (process group), so stopping it — on cancel, on timeout, or after
-it ends, however it ends — is one ``killpg`` that takes its workers with it: no child survives a
-run. Its events come on a pipe of their own; its stdout and stderr are the user's, kept in a file
-and stored with the run.
+it ends, however it ends — is one ``killpg`` that takes its workers with it, after the processes
+below the runner that left its group (experiments.reaping): no child survives a run. Its events
+come on a pipe of their own; its stdout and stderr are the user's, kept in a file and stored with
+the run.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -21,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Optional
 
+from experiments import reaping
 from experiments.bootstrap import command
 from experiments.executors import describe_exit
 from experiments.spec import ExperimentSpec, SpecError
@@ -212,12 +215,23 @@ def _events(lines) -> Iterator[dict]:
             continue  # the last line of a runner killed while writing it
 
 
-def _kill_group(process: subprocess.Popen) -> None:
-    """SIGKILL the runner's whole process group: the runner and every worker it started."""
+def _killpg(process: subprocess.Popen, signum: int) -> None:
     try:
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(process.pid, signum)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _kill_group(process: subprocess.Popen) -> bool:
+    """SIGKILL the runner, its process group, and every process below it, those that left the
+    group too (a worker that called setsid(), a task's daemon: the runner is their subreaper).
+    The group is stopped first, so that nothing in it starts more meanwhile. Call it only while
+    the runner is unreaped (its pid and group id are then its own). True when the processes
+    below it could be walked (/proc), False when only the group was killed."""
+    _killpg(process, signal.SIGSTOP)
+    walked = reaping.end_descendants(process.pid)
+    _killpg(process, signal.SIGKILL)
+    return walked
 
 
 def _end(process: subprocess.Popen, pipe: Optional[_EventPipe]) -> int:
@@ -234,9 +248,30 @@ def _end(process: subprocess.Popen, pipe: Optional[_EventPipe]) -> int:
     return code
 
 
+# What is kept of a runner's output (its stdout and stderr, with its tasks'): this many bytes
+# from its start and as many from its end. A task printing once per call would otherwise grow
+# the database, and this process's memory, by what it printed.
+KEPT_OUTPUT = 32_768
+
+
 def _read(output) -> str:
+    """The runner's output in ``output`` (a binary file): whole up to ``2 * KEPT_OUTPUT``
+    bytes, else its first and last ``KEPT_OUTPUT`` bytes around a line saying how many were left
+    out. Reads at most that much, whatever the file's size."""
+    size = output.seek(0, os.SEEK_END)
     output.seek(0)
-    return output.read().decode("utf-8", "replace")
+    if size <= 2 * KEPT_OUTPUT:
+        return output.read().decode("utf-8", "replace")
+    head = output.read(KEPT_OUTPUT)
+    output.seek(size - KEPT_OUTPUT)
+    tail = output.read(KEPT_OUTPUT)
+    # A character cut at either end is dropped, not shown as a replacement mark.
+    head_text = codecs.getincrementaldecoder("utf-8")("replace").decode(head, final=False)
+    tail = tail.lstrip(bytes(range(0x80, 0xC0)))
+    return (
+        f"{head_text}\n[... {size - len(head) - len(tail):,} bytes left out ...]\n"
+        f"{tail.decode('utf-8', 'replace')}"
+    )
 
 
 # What a worker raises because its runner went away: a consequence, never the cause.
@@ -277,11 +312,13 @@ def _run_quick(
     timeout_s: float,
     silent_ok: bool = False,
     timed_out: Optional[str] = None,
+    answered=bool,
 ) -> list[dict]:
     """Run a runner in a mode that answers and ends (``--check``, ``--env``, ``--calibrate``,
     ``--probe``); its events. ``silent_ok``: a runner that ended without a word and without a
     traceback (the function it was calling ended the process) answers no events instead of an
-    error. ``timed_out``: the message when it does not answer in ``timeout_s``."""
+    error. ``timed_out``: the message when it does not answer in ``timeout_s``. ``answered``:
+    whether the events are a whole answer (else the runner's end is the error)."""
     exe = python or sys.executable
     with tempfile.TemporaryFile() as output:
         try:
@@ -312,7 +349,7 @@ def _run_quick(
             ) from None
         finally:
             returncode = _end(process, pipe)
-        if events or (silent_ok and returncode != 1):
+        if answered(events) or (silent_ok and not events and returncode != 1):
             return events
         why = why_it_ended(_read(output), returncode)
     if why is not None and why.startswith("conlab: "):  # the runner's own words
@@ -333,8 +370,13 @@ def check_specs(
     Returns each run id's resolved parameters; raises SpecError for the first spec that cannot run.
     """
     payload = json.dumps([json.loads(spec.to_json()) for spec in specs])
+
+    def answered(events: list) -> bool:  # a refusal, or a check of every spec
+        kinds = [event.get("event") for event in events]
+        return "error" in kinds or kinds.count("check") == len(specs)
+
     resolved = {}
-    for event in _run_quick(python, ["--check"], payload, timeout_s):
+    for event in _run_quick(python, ["--check"], payload, timeout_s, answered=answered):
         if event.get("event") == "error":
             raise SpecError(event.get("message", "the runner refused the specs"))
         if event.get("event") == "check":
@@ -445,6 +487,7 @@ class Launch:
         self._process: Optional[subprocess.Popen] = None
         self._pipe: Optional[_EventPipe] = None
         self._stopped_because: Optional[str] = None
+        self._walked = False  # the processes below the runner were found and killed too
         self._lock = threading.Lock()
 
     def events(self) -> Iterator[dict]:
@@ -490,7 +533,7 @@ class Launch:
         self._send(self.spec.to_json())
         with self._lock:
             if self._stopped_because:  # cancelled before the process existed
-                _kill_group(self._process)
+                self._walked = _kill_group(self._process)
 
     def _start_timer(self) -> Optional[threading.Timer]:
         if not self.timeout_s:
@@ -552,7 +595,7 @@ class Launch:
                 return
             self._stopped_because = reason
             if self._process is not None:
-                _kill_group(self._process)
+                self._walked = _kill_group(self._process)
 
     def _finish(self, output) -> None:
         if self._looking is not None:  # the run ended during the looked-at repeat
@@ -574,10 +617,12 @@ class Launch:
 
     def _settle(self) -> None:
         if self._stopped_because == "timeout":
-            self.status = "failed"
-            self.error = (
-                f"timed out after {self.timeout_s:g} s; the runner and its workers were killed"
+            killed = (
+                "the runner and every process below it were killed"
+                if self._walked
+                else "the runner's process group was killed"
             )
+            self.status, self.error = "failed", f"timed out after {self.timeout_s:g} s; {killed}"
         elif self._stopped_because == "cancelled":
             self.status, self.error = "cancelled", "cancelled by the user"
         elif self.status is None:

@@ -50,11 +50,6 @@ INTERPRETER_COLUMNS = {
 }
 
 
-# Of a runner process's output (its and its tasks' stdout and stderr), the first and the last
-# this many characters are stored with the run.
-KEPT_OUTPUT = 32_768
-
-
 def _columns(env: dict, columns: dict) -> dict:
     return {column: env.get(key) for column, key in columns.items()}
 
@@ -178,17 +173,10 @@ class RunRecorder:
         self.walls_by_process.setdefault(index, [])
 
     def end_process(self, output: str) -> None:
-        """The current runner process has ended; keep what it and the tasks printed, its first
-        and last ``KEPT_OUTPUT`` characters (a task printing once per call would otherwise grow
-        the database by megabytes a run)."""
+        """The current runner process has ended; keep what it and the tasks printed (as
+        ``Launch.stderr`` holds it: its first and last ``launch.KEPT_OUTPUT`` bytes)."""
         if not output.strip():
             return
-        if len(output) > 2 * KEPT_OUTPUT:
-            cut = len(output) - 2 * KEPT_OUTPUT
-            output = (
-                f"{output[:KEPT_OUTPUT]}\n[... {cut:,} characters left out ...]\n"
-                f"{output[-KEPT_OUTPUT:]}"
-            )
         label = f"[process {self.process_index}]\n" if self.spec.processes > 1 else ""
         self._stderr.append(label + output)
 

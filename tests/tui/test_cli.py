@@ -627,3 +627,34 @@ def test_a_database_named_twice_is_read_once_and_one_adding_nothing_is_named(
     assert both.returncode == 0, both.stderr
     assert f"{copy} adds no run to the report" in both.stderr
     assert len(both.json()["summary"]) == 1
+
+
+@pytest.mark.parametrize("executor", ["sequential", "threads", "processes"])
+def test_an_async_def_is_refused_on_an_executor_other_than_asyncio(conlab, db_path, executor):
+    # called by another executor it would only create coroutines, timed as if it ran
+    result = conlab("run", "-w", "usermod:nap", "-e", "asyncio", "-e", executor, "--repeats", "1")
+    assert_one_line_error(result)
+    assert "only asyncio can run it" in result.stderr and "-e asyncio" in result.stderr
+    assert not db_path.exists()
+
+
+def test_advise_on_a_module_without_its_function_is_one_line(conlab, db_path):
+    result = conlab("advise", "usermod")
+    assert_one_line_error(result)
+    assert "MODULE:FUNCTION" in result.stderr
+    assert not db_path.exists()
+
+
+def test_a_python_on_path_that_never_answers_is_left_out_and_ended(conlab, tmp_path):
+    # a shell script named like an interpreter, whose `sleep` is a child of its own
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    silent = folder / "python3.19"
+    silent.write_text("#!/bin/sh\nsleep 3600\n")
+    silent.chmod(0o755)
+    path = f"{folder}{os.pathsep}{os.environ['PATH']}"
+    # waited for 60 s, and its sleep left running (the fixture checks none is)
+    result = conlab("list", "pythons", "--json", env={"PATH": path}, timeout=45)
+    assert result.returncode == 0, result.stderr
+    found = result.json()
+    assert found and str(silent) not in [p["path"] for p in found]
