@@ -17,6 +17,7 @@ from storage.errors import DatabaseError
 from storage.target import (
     APPLICATION_ID,
     BUSY_TIMEOUT_MS,
+    CONNECT_TIMEOUT_S,
     SCHEMA_VERSION,
     SERVER_FIX,
     Database,
@@ -125,12 +126,22 @@ def _unreadable(path: Path):
     return convert
 
 
+# The name of a driver's connect timeout (seconds), where it is not libpq's ``connect_timeout``.
+_CONNECT_TIMEOUT_ARGS = {"pg8000": "timeout", "asyncpg": "timeout", "pymysql": "connect_timeout"}
+
+
 def _server_engine(url: str) -> Engine:
     """An engine on a database server (a team's shared store, e.g. PostgreSQL)."""
-    connect_args = {}
-    if make_url(url).get_backend_name() == "postgresql":
+    connect_args: dict = {}
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
         # Timestamps are stored as UTC wall times, as in SQLite files, whatever the server's zone.
         connect_args["options"] = "-c timezone=UTC"
+    # Every connection is given up on after CONNECT_TIMEOUT_S (unless the URL sets its own), so
+    # that a server that accepts and never answers is one line, not a command that never ends.
+    timeout_arg = _CONNECT_TIMEOUT_ARGS.get(parsed.get_driver_name(), "connect_timeout")
+    if timeout_arg not in parsed.query:
+        connect_args[timeout_arg] = CONNECT_TIMEOUT_S
     try:
         return create_engine(url, connect_args=connect_args, pool_pre_ping=True)
     except ImportError as exc:

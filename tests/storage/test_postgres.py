@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.conftest import assert_one_line_error, run_args
+from tests.conftest import Result, assert_one_line_error, run_args
 from tests.storage.test_sharing import CONTENT_QUERIES, content, record, scribble
 
 
@@ -132,6 +132,97 @@ def test_an_unreachable_server_is_one_line_and_exit_2(conlab, postgres_server):
     result = conlab("runs", "--db", url)
     assert_one_line_error(result)
     assert "server is running" in result.stderr
+
+
+@contextmanager
+def silent_server() -> Iterator[int]:
+    """A TCP server on 127.0.0.1 that accepts every connection and never writes a byte (a
+    database port behind a hung proxy); yields its port."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:  # closed: the test is over
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        for connection in held:
+            connection.close()
+        thread.join(timeout=5)
+
+
+SILENT_COMMANDS = {
+    "runs": ["runs"],
+    "db info": ["db", "info"],
+    "db check": ["db", "check"],
+    "db export": ["db", "export", "OUT"],
+    "run": ["run", "-w", "tiny", "-e", "sequential", "--repeats", "1", "--processes", "1"],
+    "the app": [],
+}
+
+
+def test_a_server_that_accepts_and_never_answers_is_given_up_on(conlab, tmp_path):
+    """Every way into a server has a connect timeout: each command (and the app, before its
+    first screen) ends with one line instead of waiting for ever. They wait side by side."""
+    with silent_server() as port:
+        url = f"postgresql+psycopg://conlab:s3cret@127.0.0.1:{port}/conlab"
+        started = {}
+        try:
+            for name, args in SILENT_COMMANDS.items():
+                args = [str(tmp_path / "out.db") if a == "OUT" else a for a in args]
+                started[name] = conlab.start(*args, "--db", url)
+            for name, process in started.items():
+                out, err = process.communicate(timeout=100)
+                result = Result(process.returncode, out, err)
+                assert_one_line_error(result)
+                assert "timeout" in err and "s3cret" not in err, (name, err)
+        finally:
+            for process in started.values():
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+    assert not (tmp_path / "out.db").exists()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://conlab:s3cret@db.example.org:notaport/conlab",
+        "postgresql+psycopg://conlab:s3c@ret@[::1/conlab",
+        "post gres://conlab:s3cret@db.example.org/conlab",
+    ],
+)
+def test_a_url_that_does_not_parse_keeps_its_password_hidden(conlab, url):
+    for result in (conlab("runs", "--db", url), conlab("runs", env={"CONLAB_DB": url})):
+        assert_one_line_error(result)
+        assert "s3c" not in result.stderr and "***" in result.stderr, result.stderr
+
+
+def test_an_html_report_reads_a_file_and_a_server_together(conlab, pg_url, tmp_path):
+    laptop = tmp_path / "laptop.db"
+    record(conlab, laptop, "laptop")
+    record(conlab, pg_url, "team")
+    out = tmp_path / "both.html"
+    result = conlab(
+        "report", "--format", "html", "--db", str(laptop), "--db", pg_url, "--output", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.read_text().rstrip().endswith("</html>")  # with the latest run's timeline
+    compared = conlab(
+        "report", "--db", str(laptop), "--db", pg_url, "--compare", "tag:laptop", "tag:team"
+    )
+    assert compared.returncode == 0, compared.stderr
 
 
 async def test_the_app_browses_a_postgres_database(conlab, pg_url):
