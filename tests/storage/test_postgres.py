@@ -134,6 +134,43 @@ def test_an_unreachable_server_is_one_line_and_exit_2(conlab, postgres_server):
     assert "server is running" in result.stderr
 
 
+READERS = {
+    "runs": ["runs"],
+    "report": ["report"],
+    "db info": ["db", "info"],
+    "db check": ["db", "check"],
+    "db export": ["db", "export", "OUT"],
+}
+
+
+def test_reading_refuses_a_database_without_the_labs_schema_and_creates_nothing(
+    conlab, pg_url, tmp_path, user_dir
+):
+    """As a foreign or empty SQLite file is refused: reading an empty server database, or one
+    of another program, is one line and writes no table there; writing sets up only an empty
+    one (test_run_runs_and_report_work_on_postgres records into a new database)."""
+    import psycopg
+
+    def refused(args: list[str], words: str) -> None:
+        args = [str(tmp_path / "out.db") if a == "OUT" else a for a in args]
+        result = conlab(*args, "--db", pg_url)
+        assert_one_line_error(result)
+        assert words in result.stderr, (args, result.stderr)
+
+    for args in READERS.values():
+        refused(args, "is an empty database, not a lab one yet")
+    assert server_tables(pg_url) == []
+    with psycopg.connect(pg_url.replace("postgresql+psycopg", "postgresql")) as connection:
+        connection.execute("CREATE TABLE customers (id integer PRIMARY KEY, name text)")
+    lab_file = tmp_path / "lab.db"
+    record(conlab, lab_file, "x")
+    writers = [run_args("tiny", "sequential", repeats=1)[:-1], ["db", "merge", str(lab_file)]]
+    for args in [*READERS.values(), *writers]:
+        refused(args, "not a concurrency-lab one (it holds customers)")
+    assert server_tables(pg_url) == ["customers"]
+    assert not (tmp_path / "out.db").exists()
+
+
 @contextmanager
 def silent_server() -> Iterator[int]:
     """A TCP server on 127.0.0.1 that accepts every connection and never writes a byte (a
@@ -410,7 +447,9 @@ def test_a_bulk_merge_keeps_the_servers_foreign_keys_and_indexes(conlab, pg_url,
 
     laptop = tmp_path / "laptop.db"
     record(conlab, laptop, "laptop")
-    assert conlab("runs", "--db", pg_url).returncode == 0  # the schema, no runs
+    from storage.database import open_engine
+
+    open_engine(pg_url).dispose()  # a writer sets up the schema: no runs yet
     checks = server_checks(pg_url)
     named = {name for name, _ in checks}
     assert {"repeat_run_id_fkey", "task_sample_run_id_fkey", "ix_task_sample_run_id"} <= named
