@@ -79,7 +79,7 @@ def load_repeats(
         frames.append(frame)
     if not frames:
         return pd.DataFrame()
-    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frame = _together(frames) if len(frames) > 1 else frames[0]
     frame = frame.dropna(subset=["wall_ns", "workers"])
     frame = frame[~frame.duplicated(["run_id", "repeat_index"])]
     frame = frame[frame["wall_ns"] > 0]  # no repeat takes no time: a damaged row, not a figure
@@ -87,6 +87,24 @@ def load_repeats(
         return pd.DataFrame()
     frame["wall_s"] = frame["wall_ns"] / 1e9
     return frame
+
+
+def _together(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The frames of several databases as one, their stored times in one type (``utc_times``)."""
+    frame = pd.concat(frames, ignore_index=True)
+    if "created_at" in frame:
+        frame["created_at"] = utc_times(frame["created_at"])
+    return frame
+
+
+def utc_times(values: pd.Series) -> pd.Series:
+    """Stored times in one type, UTC, whatever each database handed over (SQLite's text, a
+    server's datetime), so that runs of several databases sort together; NaT for what is no
+    time (a damaged row)."""
+    from datetime import datetime
+
+    kept = values.map(lambda v: v if isinstance(v, (str, datetime)) else None)
+    return pd.to_datetime(kept, utc=True, errors="coerce", format="ISO8601")
 
 
 # A run's columns as every frame here carries them (RUNS_SQL adds its stored environment),
@@ -260,7 +278,7 @@ def load_processes(
         frame["db"] = label
         frames.append(frame)
     if len(frames) > 1:  # a run merged into several of them is read once
-        frame = pd.concat(frames, ignore_index=True)
+        frame = _together(frames)
         frame = frame[~frame.duplicated(["run_id", "process_index"])]
     else:
         frame = frames[0]

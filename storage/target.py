@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,9 @@ log = logging.getLogger("conlab.storage")
 APPLICATION_ID = 0x434C6162
 SCHEMA_VERSION = 5  # storage/migrations.py has a step from each older version
 BUSY_TIMEOUT_MS = 30_000
+# How long a database server may take to let us in (TCP connect, TLS and the start-up exchange),
+# on every path that connects to one: a server that accepts and never answers is given up on.
+CONNECT_TIMEOUT_S = 10
 
 
 def default_path() -> Path:
@@ -82,8 +86,8 @@ def database_target(db: str | os.PathLike | Database | None = None) -> Database:
             url = make_url(url_text)
         except (ArgumentError, ValueError):
             raise DatabaseError(
-                f"{given} is neither a file path nor a database URL; pass e.g. --db results.db "
-                "or --db postgresql+psycopg://user@host/db"
+                f"{masked(given)} is neither a file path nor a database URL; pass e.g. --db "
+                "results.db or --db postgresql+psycopg://user@host/db"
             ) from None
         if url.get_backend_name() != "sqlite":
             return ServerDatabase(url_text)
@@ -100,8 +104,8 @@ def database_url(db: str | os.PathLike | Database | None) -> str:
     """A SQLAlchemy URL for ``--db``: a path, a SQLAlchemy URL, or None for the default."""
     if isinstance(db, (FileDatabase, ServerDatabase)):
         return db.url
-    if db is None:
-        db = default_path()
+    if db is None:  # $CONLAB_DB as written (a Path would make a URL's // one /), else the file
+        db = os.environ.get("CONLAB_DB") or default_path()
     text = str(db)
     if "://" in text:
         return text
@@ -114,10 +118,22 @@ def lab_database(db: str | os.PathLike | Database | None) -> Database:
 
 
 def shown_url(url: str) -> str:
-    """``url`` fit for a message: its password hidden."""
+    """``url`` fit for a message: its password hidden (also in text that does not parse)."""
     from sqlalchemy.engine import make_url
 
-    return make_url(url).render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 (not a URL SQLAlchemy reads: hidden by its text alone)
+        return masked(url)
+
+
+# The password of a URL's user, up to the last @ (a password may hold one): ://user:PASSWORD@
+_PASSWORD = re.compile(r"(://[^/?#@:\s]*:)[^\s]*@")
+
+
+def masked(text: str) -> str:
+    """``text`` with the password of every URL in it written ``***``, whether it parses or not."""
+    return _PASSWORD.sub(r"\1***@", text)
 
 
 def cannot_open(url: str, exc: BaseException, fix: str, *, verb: str = "open") -> DatabaseError:

@@ -1025,8 +1025,9 @@ def db_export(
     anonymize: bool = typer.Option(
         False,
         help="rewrite every stored text: host names -> machine-<fingerprint>, user names -> "
-        "user, home directories -> ~, interpreter paths -> pythonX.Y, other absolute paths -> "
-        ".../their last part; drop machine id, recording host and pids",
+        "user, home directories -> ~, interpreter paths -> pythonX.Y, every other absolute path "
+        "(inside a home, on a share, a file:// URL) -> .../its last part; drop machine id and "
+        "recording host; process ids -> 1, 2, ... per run",
     ),
     tag: Optional[str] = typer.Option(None, help="only runs with this tag"),
     db: Optional[str] = typer.Option(None, help=DB_HELP),

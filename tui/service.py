@@ -242,9 +242,10 @@ def timeline(engine, runs: pd.DataFrame, run_prefix: Optional[str] = None, sampl
     run (the latest run when none ran in parallel) among ``runs`` (a frame with a row or more
     per run); SelectionError for an unknown prefix. ``samples=False`` reads none (None)."""
     from storage.errors import SelectionError
-    from storage.reports import load_timeline
+    from storage.reports import load_timeline, utc_times
 
-    runs = runs.drop_duplicates("run_id").sort_values("created_at")
+    runs = runs.drop_duplicates("run_id")
+    runs = runs.assign(created_at=utc_times(runs["created_at"])).sort_values("created_at")
     if run_prefix:
         runs = runs[runs["run_id"].astype(str).str.startswith(run_prefix)]
         if runs.empty:

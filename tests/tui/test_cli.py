@@ -416,7 +416,10 @@ def test_one_file_is_one_workload_however_its_path_is_written(conlab, user_dir):
 
 # --- stored text reaches the terminal as text -------------------------------------------------
 
-RAW_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0 and C1 controls, DEL, and the bidirectional controls (storage.text)
+RAW_CONTROL = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
 
 
 def test_hostile_text_in_a_database_is_printed_as_text(conlab, tmp_path):
@@ -439,6 +442,7 @@ def test_hostile_text_in_a_database_is_printed_as_text(conlab, tmp_path):
     one_by_one = "".join(r.stdout for r in outputs[4:])  # tables as wide as one file needs
     assert "[/x]" in one_by_one and "[@click=app.quit]quit[/]" in one_by_one
     assert "\\x1b]0;retitled\\x07" in one_by_one and "\\x1b[2J\\x1b[31mred" in one_by_one
+    assert "lab-\\u202egnp.exe" in one_by_one  # a bidi override shown, not obeyed
     assert "\\\\x9b31m" in markdown  # the escape, itself escaped for Markdown
     assert "\\[bold red\\]loud\\[/\\]" in markdown
     for row in csv.reader(io.StringIO(csv_text)):
