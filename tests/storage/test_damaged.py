@@ -151,6 +151,90 @@ def newer_version_only_in_the_wal(base: Path, out: Path) -> None:
     assert Path(f"{out}-wal").stat().st_size > 0
 
 
+# A query that never ends: a recursive CTE that counts forever.
+ENDLESS = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c"
+
+
+def _shadow_run(out: Path, view: str) -> None:
+    """The run table renamed; a view named `run` over it in its place."""
+    _sql(out, "ALTER TABLE run RENAME TO run_data", f"CREATE VIEW run AS {view}")
+
+
+def run_is_an_endless_recursive_view(base: Path, out: Path) -> None:
+    """`run` is a view joining the runs to a recursive CTE that never ends."""
+    shutil.copy(base, out)
+    _shadow_run(out, f"SELECT r.* FROM run_data r, ({ENDLESS}) WHERE r.id IS NOT NULL")
+
+
+def run_is_a_finite_view(base: Path, out: Path) -> None:
+    """`run` is a view over the real rows: every read works, nothing is the lab's table."""
+    shutil.copy(base, out)
+    _shadow_run(out, "SELECT * FROM run_data")
+
+
+def planted_triggers(base: Path, out: Path) -> None:
+    """A trigger copying environments (machine id, host, home) into a table of its own on any
+    update, and one wiping every earlier run's repeats on each insert."""
+    shutil.copy(base, out)
+    _sql(
+        out,
+        "CREATE TABLE loot (environment TEXT)",
+        "CREATE TRIGGER steal AFTER UPDATE ON run BEGIN "
+        "INSERT INTO loot VALUES (OLD.environment_json); END",
+        "CREATE TRIGGER wipe AFTER INSERT ON repeat BEGIN "
+        "DELETE FROM repeat WHERE run_id != NEW.run_id; END",
+    )
+
+
+def planted_view_virtual_table_and_index(base: Path, out: Path) -> None:
+    """A view, an FTS5 virtual table (with its own tables) and an index of other names."""
+    shutil.copy(base, out)
+    _sql(
+        out,
+        f"CREATE VIEW endless AS {ENDLESS}",
+        "CREATE VIRTUAL TABLE notes USING fts5(body)",
+        "INSERT INTO notes VALUES ('planted')",
+        "CREATE INDEX ix_planted ON run (tag, status)",
+    )
+
+
+def status_in_capitals(base: Path, out: Path) -> None:
+    shutil.copy(base, out)
+    _sql(out, "UPDATE run SET status = 'OK' WHERE status = 'ok'")
+
+
+def environment_3000_deep(base: Path, out: Path) -> None:
+    shutil.copy(base, out)
+    deep = '{"cpu_model": ' + "[" * 3000 + "]" * 3000 + "}"
+    _sql(out, f"UPDATE run SET environment_json = '{deep}'")
+
+
+def orphan_rows(base: Path, out: Path) -> None:
+    """Repeats and task samples of a run that is not there."""
+    shutil.copy(base, out)
+    _sql(
+        out,
+        "PRAGMA foreign_keys = OFF",
+        "UPDATE repeat SET run_id = 'no-such-run' WHERE repeat_index = 0",
+        "UPDATE task_sample SET run_id = 'no-such-run' WHERE task_index = 0",
+    )
+
+
+def startup_is_text(base: Path, out: Path) -> None:
+    shutil.copy(base, out)
+    _sql(out, "UPDATE process SET startup_ns = 'x'")
+
+
+def walls_of_zeros(base: Path, out: Path) -> None:
+    shutil.copy(base, out)
+    _sql(out, "UPDATE process SET walls = '0 0 0'")
+
+
+def a_negative_wall_time(base: Path, out: Path) -> None:
+    shutil.copy(base, out)
+    _sql(out, "UPDATE repeat SET wall_ns = -1 WHERE repeat_index = 1")
+
+
 def _version_seen_by_sqlite(path: Path) -> int:
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
@@ -175,6 +259,16 @@ CORPUS: dict[str, Callable[[Path, Path], None]] = {
         empty_file,
         text_file,
         newer_version_only_in_the_wal,
+        run_is_an_endless_recursive_view,
+        run_is_a_finite_view,
+        planted_triggers,
+        planted_view_virtual_table_and_index,
+        status_in_capitals,
+        environment_3000_deep,
+        orphan_rows,
+        startup_is_text,
+        walls_of_zeros,
+        a_negative_wall_time,
     )
 }
 
@@ -253,6 +347,44 @@ def _breaks(code: int, stderr: str) -> list[str]:
     ]
 
 
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# What one's own database must still give after a merge into it, refused or not.
+OWN_REPORTS = (
+    ["report", "--format", "table"],
+    ["report", "--format", "html"],
+    ["report", "--format", "json", "--compare", "executor:sequential", "executor:threads"],
+    ["runs", "--json"],
+    ["db", "check"],
+)
+
+
+def _merge_refused_and_harmless(cli, good: Path, code: int, before: str) -> list[str]:
+    """Every file of the corpus fails `db check`, so a merge of it is refused (exit 2) and
+    leaves the target's bytes as they were; every report on the target still works."""
+    broken = [] if code == 2 else [f"the merge exited {code}, not refused"]
+    if _digest(good) != before:
+        broken.append("the target changed")
+    for args in OWN_REPORTS:
+        own_code, _, own_err = cli(*args, "--db", str(good))
+        if own_code != 0 or "Traceback" in own_err:
+            broken.append(f"`conlab {' '.join(args)}` on the target then exits {own_code}")
+    return broken
+
+
+def _not_the_labs(path: Path) -> list[str]:
+    """What ``path``'s schema holds that the lab did not make (storage.target)."""
+    from storage.target import foreign_schema
+
+    connection = sqlite3.connect(path)
+    try:
+        return [f"{kind} {name!r}" for kind, name in foreign_schema(connection)]
+    finally:
+        connection.close()
+
+
 @pytest.mark.parametrize("kind", sorted(CORPUS))
 def test_every_command_on_a_damaged_file_is_contained(kind, base, other, cli, tmp_path):
     where = tmp_path / "damaged"
@@ -268,7 +400,7 @@ def test_every_command_on_a_damaged_file_is_contained(kind, base, other, cli, tm
         args = [{"OUT": str(out), "GOOD": str(good), "FILE": str(path)}.get(a, a) for a in template]
         if "--db" not in args:
             args += ["--db", str(path)]
-        before = _snapshot(where)
+        before, before_good = _snapshot(where), _digest(good)
         code, _, err = cli(*args)
         broken = _breaks(code, err)
         if (name in READS or code != 0) and _snapshot(where) != before:
@@ -282,6 +414,10 @@ def test_every_command_on_a_damaged_file_is_contained(kind, base, other, cli, tm
             broken.append("the version SQLite sees went down")
         if name == "db check" and code == 0:
             broken.append("said the file is ok")
+        if name == "db merge it into a good one":
+            broken += _merge_refused_and_harmless(cli, good, code, before_good)
+        if name.startswith("db export") and code == 0:
+            broken += [f"the export holds {found}" for found in _not_the_labs(out)]
         if broken:
             failures.append(f"conlab {name}: {', '.join(broken)}\n    {err.strip()[-300:]}")
     assert not failures, f"{kind}:\n" + "\n".join(failures)
@@ -304,12 +440,10 @@ def test_a_missing_file_is_refused_and_not_created(name, other, cli, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.db"]
 
 
-def test_every_damaged_file_merged_into_postgres_is_refused_or_merged_whole(
-    base, cli, pg_url, tmp_path
-):
-    """The server's other way in: each file of the corpus merged into a PostgreSQL database
-    that holds runs already. One line and no traceback when refused, the server as it was, the
-    file untouched either way."""
+def test_every_damaged_file_merged_into_postgres_is_refused(base, cli, pg_url, tmp_path):
+    """The server's other way in: each file of the corpus (every one fails `db check`) merged
+    into a PostgreSQL database that holds runs already is refused: one line and no traceback,
+    the server as it was, the file untouched, every report on the server still working."""
     from tests.storage.test_postgres import server_content
 
     assert cli("db", "merge", str(base), "--db", pg_url)[0] == 0
@@ -328,8 +462,14 @@ def test_every_damaged_file_merged_into_postgres_is_refused_or_merged_whole(
             broken.append("the file (or the files beside it) changed")
         if version_before is not None and _version_seen_by_sqlite(path) != version_before:
             broken.append("the version SQLite sees went down")
-        if code != 0 and server_content(pg_url) != held:
-            broken.append("a refused merge changed the server")
+        if code != 2:
+            broken.append(f"the merge exited {code}, not refused")
+        if server_content(pg_url) != held:
+            broken.append("the merge changed the server")
         if broken:
             failures.append(f"{kind}: {', '.join(broken)}\n    {err.strip()[-300:]}")
+    for args in OWN_REPORTS:
+        own_code, _, own_err = cli(*args, "--db", pg_url)
+        if own_code != 0 or "Traceback" in own_err:
+            failures.append(f"`conlab {' '.join(args)}` on the server then exits {own_code}")
     assert not failures, "\n".join(failures)
