@@ -380,7 +380,7 @@ def refuse_foreign_triggers(path: Path) -> None:
         raise DatabaseError(
             f"{path} holds a trigger the lab did not make ({listed}), which would run on the "
             f"lab's writes; nothing was written: record into another --db, or `conlab db "
-            f"export --db {path} NEW.db` (an export holds the lab's tables alone)"
+            f"export NEW.db --db {path}` (an export holds the lab's tables alone)"
         )
 
 

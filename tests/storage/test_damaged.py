@@ -6,6 +6,7 @@ that file is the command's job."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import sqlite3
 import subprocess
@@ -473,3 +474,231 @@ def test_every_damaged_file_merged_into_postgres_is_refused(base, cli, pg_url, t
         if own_code != 0 or "Traceback" in own_err:
             failures.append(f"`conlab {' '.join(args)}` on the server then exits {own_code}")
     assert not failures, "\n".join(failures)
+
+
+# --- what a received file holds never runs, hangs or spreads ----------------------------------
+
+
+def test_every_index_and_table_the_lab_makes_is_known_as_the_labs(tmp_path):
+    """storage.target's list of the lab's schema is the models' own: a new lab file holds
+    nothing `db check` would call foreign."""
+    from sqlmodel import SQLModel
+
+    from storage.database import open_engine
+    from storage.target import LAB_INDEXES, LAB_SCHEMA_TABLES, foreign_schema
+
+    tables = SQLModel.metadata.tables.values()
+    assert {t.name for t in tables} <= LAB_SCHEMA_TABLES
+    assert {i.name for t in tables for i in t.indexes} <= LAB_INDEXES
+    open_engine(tmp_path / "new.db").dispose()
+    assert foreign_schema(sqlite3.connect(tmp_path / "new.db")) == []
+
+
+BOUND_SCRIPT = textwrap.dedent("""
+    import sqlite3, sys
+    from pathlib import Path
+    import storage.target as target
+    from storage.database import open_engine
+    from storage.errors import DatabaseError
+    target.READ_SECONDS = 0.5  # the bound, short for the test
+    path = Path(sys.argv[1])
+    open_engine(path).dispose()
+    endless = sys.argv[2]
+    ways = (("reader", target.connect_to_read), ("read-only", target.connect_readonly))
+    for name, connect in ways:
+        try:
+            connect(path).execute(f"SELECT count(*) FROM ({endless})").fetchone()
+        except sqlite3.OperationalError as exc:
+            print(name, target.read_error(path, exc))
+    engine = open_engine(path, create=False)
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f"SELECT count(*) FROM ({endless})").all()
+    except DatabaseError as exc:
+        print("engine", exc)
+""")
+
+
+def test_a_read_of_a_file_that_never_ends_is_stopped_at_its_bound(tmp_path):
+    """Every way the lab reads a file (sqlite3 read-write or read-only, the SQLAlchemy
+    reader) stops a statement that runs past its bound (SQLite's progress handler), with one
+    line that names the file and `db check`."""
+    done = subprocess.run(
+        [sys.executable, "-c", BOUND_SCRIPT, str(tmp_path / "lab.db"), ENDLESS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["reader", "read-only", "engine"], done.stdout
+    assert all("s and was stopped" in line for line in lines), done.stdout
+    assert all("conlab db check" in line for line in lines), done.stdout
+
+
+MERGE_LOCK_SCRIPT = textwrap.dedent("""
+    import sqlite3, sys
+    from pathlib import Path
+    import storage.target as target
+    from storage.errors import DatabaseError
+    from storage.sharing import _merge_attached
+    target.READ_SECONDS = 0.5
+    good, source = Path(sys.argv[1]), Path(sys.argv[2])
+
+    class Sound:
+        def wait(self):
+            pass
+
+    try:
+        _merge_attached(good, str(source), source, Sound())
+    except DatabaseError as exc:
+        print(exc)
+    other = sqlite3.connect(good, timeout=0)
+    other.execute("BEGIN IMMEDIATE")  # the write lock is free again
+    other.execute("ROLLBACK")
+""")
+
+
+def test_a_merge_never_holds_the_targets_write_lock_past_its_bound(other, tmp_path):
+    """A merge's copy reading a source that never ends (past every check: here called
+    directly) is stopped at its bound and gives the target's write lock back, unchanged."""
+    good, source = tmp_path / "good.db", tmp_path / "endless.db"
+    shutil.copy(other, good)
+    run_is_an_endless_recursive_view(other, source)
+    before = _digest(good)
+    done = subprocess.run(
+        [sys.executable, "-c", MERGE_LOCK_SCRIPT, str(good), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    assert "took over" in done.stdout and str(source) in done.stdout, done.stdout
+    assert _digest(good) == before
+
+
+def test_a_file_whose_run_is_a_view_is_refused_by_every_reader(base, cli, tmp_path):
+    """`run` a view (endless or not) is no lab table: one line that says so, at once."""
+    for craft in (run_is_an_endless_recursive_view, run_is_a_finite_view):
+        path = tmp_path / f"{craft.__name__}.db"
+        craft(base, path)
+        for args in (["runs"], ["db", "info"], ["db", "check"], ["report"]):
+            code, _, err = cli(*args, "--db", str(path))
+            assert code == 2 and "its run is a view, not a table" in err, (craft, args, err)
+
+
+def _running_and_stale(path: Path) -> None:
+    """The file's runs left `running` on this host by a recorder that has ended."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    _sql(path, f"UPDATE run SET status = 'running', recorder_pid = {gone.pid}")
+
+
+def _count(path: Path, table: str) -> int:
+    connection = sqlite3.connect(path)
+    try:
+        return connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    finally:
+        connection.close()
+
+
+def test_a_planted_trigger_never_runs_on_the_labs_writes(base, other, cli, tmp_path):
+    """A file holding a trigger: `conlab run` and a merge into it are refused with one line
+    naming the trigger (nothing written); listing it marks no stale run (which would fire
+    it); `db check` names it."""
+    path = tmp_path / "planted.db"
+    planted_triggers(base, path)
+    before = _digest(path)
+    code, _, err = cli(
+        *["run", "-w", "tiny", "-e", "sequential", "--tasks", "2"], "--db", str(path)
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "'steal'" in err and "db export" in err, err
+    code, _, err = cli("db", "merge", str(other), "--db", str(path))
+    assert code == 2 and "'steal'" in err, err
+    assert _digest(path) == before
+    _running_and_stale(path)  # (which fires `steal` itself)
+    looted = _count(path, "loot")
+    code, out, err = cli("runs", "--json", "--db", str(path))
+    assert code == 0, err
+    assert _count(path, "loot") == looted  # no trigger fired: the runs shown as stored
+    assert {run["status"] for run in json.loads(out)} == {"running"}
+    code, out, _ = cli("db", "check", "--db", str(path))
+    assert code == 1 and "trigger 'steal'" in out and "trigger 'wipe'" in out, out
+
+
+@pytest.mark.parametrize("anonymize", [False, True], ids=["plain", "anonymize"])
+def test_an_export_holds_the_labs_tables_and_nothing_else(base, cli, tmp_path, anonymize):
+    """Exporting a file with planted triggers, a view, a virtual table and an index: the
+    export holds none of them (no trigger ran on the export's own rewrites), every run and
+    repeat is there, and it passes `db check`."""
+    path = tmp_path / "planted.db"
+    planted_triggers(base, path)
+    _sql(
+        path,
+        f"CREATE VIEW endless AS {ENDLESS}",
+        "CREATE VIRTUAL TABLE notes USING fts5(body)",
+        "CREATE INDEX ix_planted ON run (tag, status)",
+    )
+    out = tmp_path / "out.db"
+    code, _, err = cli("db", "export", str(out), "--db", str(path), *(["--anonymize"] * anonymize))
+    assert code == 0, err
+    assert _not_the_labs(out) == []
+    assert _count(out, "repeat") == _count(base, "repeat")
+    assert cli("db", "check", "--db", str(out))[0] == 0
+
+
+WAL_WRITER = textwrap.dedent("""
+    import os, sqlite3, sys
+    c = sqlite3.connect(sys.argv[1], isolation_level=None)
+    c.execute("PRAGMA wal_autocheckpoint = 0")
+    c.execute("UPDATE run SET tag = 'late'")
+    os._exit(0)  # no checkpoint: the commit is only in the -wal file
+""")
+
+
+def test_a_wal_file_on_read_only_media_is_never_read_without_its_log(base, cli, tmp_path):
+    """A lab file and its -wal (commits not yet checkpointed) copied to read-only media
+    without the -shm: SQLite could read the file only immutable, skipping those commits, so
+    every reader refuses with one line naming the fix; nothing there changes."""
+    from tests.conftest import REPO, _marked_env, in_mount_namespace
+
+    data, mounted, outs = tmp_path / "data", tmp_path / "ro", tmp_path / "outs"
+    for directory in (data, mounted, outs):
+        directory.mkdir()
+    db = data / "lab.db"
+    shutil.copy(base, db)
+    subprocess.run([sys.executable, "-c", WAL_WRITER, str(db)], check=True)
+    Path(f"{db}-shm").unlink()
+    assert Path(f"{db}-wal").stat().st_size > 0
+    before = _snapshot(data)
+    commands = {
+        "runs": "runs --json",
+        "report": "report --format json",
+        "info": "db info --json",
+        "check": "db check",
+        "export": f"db export {outs}/copy.db",
+    }
+    script = "; ".join(
+        f"{sys.executable} -m tui.cli {args} --db {mounted}/lab.db > {outs}/{name} "
+        f"2> {outs}/{name}.err; echo {name}=$?"
+        for name, args in commands.items()
+    )
+    result = in_mount_namespace(
+        f"mount --bind {data} {mounted} && mount -o remount,ro,bind {mounted} && "
+        f"! touch {mounted}/probe 2>/dev/null",
+        script,
+        cwd=REPO,
+        env=_marked_env(tmp_path, db, []),
+    )
+    assert result.returncode == 0, result.stderr
+    codes = dict(line.split("=") for line in result.stdout.split())
+    errors = {name: (outs / f"{name}.err").read_text() for name in commands}
+    assert codes == {name: "2" for name in commands}, errors
+    for name, err in errors.items():
+        assert len(err.strip().splitlines()) == 1, (name, err)
+        assert "lab.db-wal" in err and "copy lab.db and lab.db-wal" in err, (name, err)
+    assert not (outs / "copy.db").exists()
+    assert _snapshot(data) == before
