@@ -702,3 +702,159 @@ def test_a_wal_file_on_read_only_media_is_never_read_without_its_log(base, cli, 
         assert "lab.db-wal" in err and "copy lab.db and lab.db-wal" in err, (name, err)
     assert not (outs / "copy.db").exists()
     assert _snapshot(data) == before
+
+
+# --- a property: crafted files x every reading and merging command ----------------------------
+
+SHADOWED = ("run", "repeat", "task_sample", "machine", "interpreter", "process", "sweep")
+# Columns where the lab writes numbers, dates, known words or JSON, and values of other kinds.
+TYPED_COLUMNS = (
+    ("run", "status"),
+    ("run", "created_at"),
+    ("run", "environment_json"),
+    ("run", "repeats"),
+    ("run", "workers"),
+    ("run", "machine_fingerprint"),
+    ("repeat", "wall_ns"),
+    ("repeat", "warmup"),
+    ("repeat", "run_id"),
+    ("process", "walls"),
+    ("process", "startup_ns"),
+    ("process", "peak_rss_bytes"),
+    ("task_sample", "start_ns"),
+    ("machine", "logical_cores"),
+    ("interpreter", "version"),
+)
+WRONG_VALUES = ("'x'", "-1", "0", "1e308", "X'00ff'", "NULL", "'0 0 0'", "'OK'", "'[[[]]]'")
+# Two megabytes of text.
+HUGE_TEXT = "replace(hex(zeroblob(1000000)), '00', 'xy')"
+
+
+def _plantings():
+    from hypothesis import strategies as st
+
+    def shadow(table: str, endless: bool) -> list[str]:
+        extra = f", ({ENDLESS})" if endless else ""
+        return [
+            f"ALTER TABLE {table} RENAME TO {table}_data",
+            f"CREATE VIEW {table} AS SELECT d.* FROM {table}_data d{extra}",
+        ]
+
+    def trigger(table: str, event: str, action: str) -> list[str]:
+        return [
+            "CREATE TABLE IF NOT EXISTS loot (what TEXT)",
+            f"CREATE TRIGGER planted_{table}_{event.lower()} AFTER {event} ON {table} "
+            f"BEGIN {action}; END",
+        ]
+
+    return st.one_of(
+        st.builds(shadow, st.sampled_from(SHADOWED), st.booleans()),
+        st.builds(
+            trigger,
+            st.sampled_from(SHADOWED),
+            st.sampled_from(["INSERT", "UPDATE", "DELETE"]),
+            st.sampled_from(["DELETE FROM repeat", "INSERT INTO loot VALUES (hex(randomblob(8)))"]),
+        ),
+        st.just([f"CREATE VIEW planted AS {ENDLESS}"]),
+        st.sampled_from(["fts5(body)", "rtree(id, low, high)"]).map(
+            lambda module: [f"CREATE VIRTUAL TABLE planted USING {module}"]
+        ),
+        st.sampled_from(TYPED_COLUMNS).map(
+            lambda tc: [f"CREATE INDEX ix_planted_{tc[0]} ON {tc[0]} ({tc[1]})"]
+        ),
+        st.builds(
+            lambda tc, value: [f"UPDATE {tc[0]} SET {tc[1]} = {value}"],
+            st.sampled_from(TYPED_COLUMNS),
+            st.sampled_from(WRONG_VALUES),
+        ),
+        st.sampled_from(["error", "tag", "environment_json"]).map(
+            lambda column: [f"UPDATE run SET {column} = {HUGE_TEXT}"]
+        ),
+    )
+
+
+def _planted(base: Path, out: Path, plantings: list[list[str]]) -> None:
+    """``base`` with each planting that SQLite takes (one that does not, after another, is
+    left out)."""
+    shutil.copy(base, out)
+    connection = sqlite3.connect(out, isolation_level=None)
+    try:
+        for statements in plantings:
+            try:
+                connection.execute("BEGIN")
+                for statement in statements:
+                    connection.execute(statement)
+                connection.execute("COMMIT")
+            except sqlite3.Error:
+                connection.execute("ROLLBACK")
+    finally:
+        connection.close()
+
+
+# Each command's bound: no crafted file makes one run longer.
+BOUND_S = 60
+
+
+def test_no_crafted_file_makes_a_command_hang_crash_or_spread(base, other, forked_cli):
+    """Crafted files (views, endless recursive views, triggers, virtual tables, indexes,
+    values of the wrong type, huge rows) x every reading and merging command: none runs past
+    its bound, none prints a traceback or more than one line on stderr, none changes the file;
+    a merge that is refused leaves the target as it was, one that is accepted took a file
+    `db check` passes, and every report on the target works afterwards."""
+    from hypothesis import HealthCheck, example, given, settings
+    from hypothesis import strategies as st
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        return forked_cli.run(args, timeout=BOUND_S)  # TimeoutExpired: past its bound
+
+    @settings(
+        max_examples=10,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(st.lists(_plantings(), min_size=1, max_size=3))
+    @example(
+        [["ALTER TABLE repeat RENAME TO r", f"CREATE VIEW repeat AS SELECT * FROM r, ({ENDLESS})"]]
+    )
+    @example(
+        [[f"UPDATE run SET environment_json = {HUGE_TEXT}"], ["UPDATE process SET walls = 'x'"]]
+    )
+    def crafted(plantings):
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="conlab-crafted-") as scratch:
+            where, good = Path(scratch) / "file", Path(scratch) / "good.db"
+            where.mkdir()
+            path = where / "lab.db"
+            _planted(base, path, plantings)
+            shutil.copy(other, good)
+            before, failures = _snapshot(where), []
+            checked = None
+            for args in (
+                ["runs", "--json"],
+                ["report", "--format", "html"],
+                ["db", "info"],
+                ["db", "check"],
+                ["db", "export", f"{scratch}/out.db", "--anonymize"],
+            ):
+                code, _, err = cli(*args, "--db", str(path))
+                checked = code if args == ["db", "check"] else checked
+                failures += [f"{' '.join(args)}: {b}" for b in _breaks(code, err)]
+            if _snapshot(where) != before:
+                failures.append("a read changed the file")
+            held = _digest(good)
+            code, _, err = cli("db", "merge", str(path), "--db", str(good))
+            failures += [f"merge: {b}" for b in _breaks(code, err)]
+            if code != 0 and _digest(good) != held:
+                failures.append("a refused merge changed the target")
+            if code == 0 and checked != 0:
+                failures.append(f"merged a file `db check` faults (exit {checked})")
+            # (a target whose bytes did not change reports as it did)
+            for args in OWN_REPORTS[1:] if _digest(good) != held else ():
+                own, _, own_err = cli(*args, "--db", str(good))
+                if own != 0 or "Traceback" in own_err:
+                    failures.append(f"`conlab {' '.join(args)}` on the target: exit {own}")
+            assert not failures, f"{plantings}:\n" + "\n".join(failures)
+
+    crafted()
