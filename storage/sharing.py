@@ -217,7 +217,7 @@ def _figures_problems(execute) -> list[Problem]:
     return [
         Problem(
             f"process figures that are not what their runs' repeats give: {', '.join(wrong[:5])}"
-            "; `conlab db merge` the file into a new one to derive them again"
+            "; rows changed since they were recorded: ask for a fresh `conlab db export`"
         )
     ]
 

@@ -423,6 +423,8 @@ READ_SECONDS = 60.0
 READ_BYTES_PER_SECOND = 20_000_000
 # SQLite calls the progress handler every this many virtual machine instructions.
 _PROGRESS_STEPS = 100_000
+# A pause in SQLite's work longer than this starts a new statement's time.
+_PAUSE_S = 1.0
 
 
 def read_bound(path: Path) -> float:
@@ -437,16 +439,20 @@ def read_bound(path: Path) -> float:
 def bound_in_time(connection: sqlite3.Connection, seconds: float) -> sqlite3.Connection:
     """Stop any statement of ``connection`` that runs longer than ``seconds`` (SQLite's
     progress handler; the statement fails with "interrupted"). A statement's time starts when
-    it begins to run (the trace callback), so waiting between statements does not count."""
-    started: list[float] = []
+    it begins to run (the trace callback) or, where another took the trace callback, when
+    SQLite resumes work after a pause of over a second: time spent between statements, or
+    between fetches of one, does not count."""
+    started: list[float] = []  # [when the statement began, SQLite's last progress call]
 
     def begins(_statement) -> None:
-        started[:] = [time.monotonic()]
+        started.clear()
 
     def progress() -> int:
-        if not started:
-            started.append(time.monotonic())
-        return 1 if time.monotonic() - started[0] > seconds else 0
+        now = time.monotonic()
+        if not started or now - started[1] > _PAUSE_S:
+            started[:] = [now, now]
+        started[1] = now
+        return 1 if now - started[0] > seconds else 0
 
     connection.set_trace_callback(begins)
     connection.set_progress_handler(progress, _PROGRESS_STEPS)
