@@ -27,6 +27,7 @@ from storage.target import (
     database_target,
     prepare_file,
     read_error,
+    refuse_foreign_triggers,
     schema_refusal,
     shown_url,
 )
@@ -45,6 +46,7 @@ def _configure_sqlite(dbapi_connection, _record) -> None:
     _enter_wal(cursor)
     cursor.execute("PRAGMA synchronous = NORMAL")
     cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA trusted_schema = OFF")  # a received file's schema calls nothing
     cursor.close()
 
 
@@ -91,6 +93,7 @@ def open_engine(
         path = target.path
         prepare_file(path, create=create)
         if create or writer:
+            refuse_foreign_triggers(path)  # no trigger runs on the lab's writes
             engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
             event.listen(engine, "connect", _configure_sqlite)
         else:

@@ -310,7 +310,7 @@ def _stored_processes(connection, where: str, params: dict) -> pd.DataFrame:
     joins = SELECTION_JOINS if where else ""
     names, rows = _rows(connection, PROCESS_SQL.format(joins=joins) + where, params)
     frame = pd.DataFrame.from_records(rows, columns=names)
-    readable = figures.walls_look_readable(frame["walls"].tolist())
+    readable = _sound_rows(frame)
     again = set(frame.loc[~readable, "run_id"].tolist())
     frame = frame[~frame["run_id"].isin(again)] if again else frame
     texts: dict = {}
@@ -321,6 +321,30 @@ def _stored_processes(connection, where: str, params: dict) -> pd.DataFrame:
     _facts_as_numbers(frame)
     _add_words(connection, frame, texts)
     return frame
+
+
+def _sound_rows(frame: pd.DataFrame) -> np.ndarray:
+    """Whether each stored process row can be used as it is: its walls a text of numbers that
+    holds a positive finite wall time, its figures numbers (or NULL). A received file's rows
+    are read as they are, so any other row is derived again from its run's repeats."""
+    texts = frame["walls"].tolist()
+    sound = figures.walls_look_readable(texts)
+    values, counts, parsed = figures.read_walls(texts)
+    owner = np.repeat(np.arange(len(texts)), counts)
+    kept = (values > 0) & (values < math.inf)
+    sound &= parsed & (np.bincount(owner, weights=kept, minlength=len(texts)) > 0)
+    for column in (*figures.MEDIANS, *figures.MAXIMA):
+        values = frame[column]
+        if not pd.api.types.is_numeric_dtype(values):  # as numbers and NULLs alone read
+            sound &= np.fromiter(
+                (
+                    v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                    for v in values
+                ),
+                dtype=bool,
+                count=len(values),
+            )
+    return sound
 
 
 def _place(connection, frame: pd.DataFrame) -> None:
