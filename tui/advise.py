@@ -166,13 +166,18 @@ def _crowding(probes: dict) -> str:
 
 
 def thread_verdict(probes: dict) -> str:
-    """``overlap``, ``serial`` or ``unclear``: what two threads calling at once showed. Their
-    speedup when it is plain; else how often they waited for the GIL (which a busy machine does
-    not hide); else, where that is not known, a speedup of about 1 when the probe had a core."""
+    """``overlap``, ``serial``, ``crowded`` or ``unclear``: what two threads calling at once
+    showed. Their speedup when it is plain; on a busy machine, nothing more (its cores make
+    threads wait as the GIL does); else how often they waited for the GIL; else, where that is
+    not known, a speedup of about 1 when the probe had a core."""
     two = probes["two_threads"]
     speedup, waits = two.get("speedup") or 0, two.get("gil_waits_per_10ms")
     if speedup >= OVERLAPS_FROM:
         return "overlap"
+    if busy(probes):
+        # Other work's cores also make threads wait (a switch a turn), and a socket's waits look
+        # the same: on a busy machine no figure of the probe says "the GIL".
+        return "crowded"
     if waits is not None:
         return (
             "overlap"
@@ -579,6 +584,10 @@ def _probe_reasons(workload: str, probes: dict, tasks: int) -> list[str]:
             "overlap": "the calls overlap (it waits, or its C code releases the GIL)",
             "serial": "one ran at a time (it holds the GIL)",
             "unclear": "no clear sign either way, so threads are measured",
+            "crowded": (
+                "with other work on the cores these figures do not say whether the GIL or the "
+                "busy machine held them back, so threads are measured"
+            ),
         }[verdict]
     )
     cost, call = dispatch_s(probes), probes["call_s"]

@@ -265,6 +265,17 @@ def test_the_plan_follows_the_probes():
     assert "cannot be pickled" in {x["executor"]: x["reason"] for x in left}["processes"]
 
 
+def test_a_busy_machine_never_says_the_function_holds_the_gil():
+    # a loopback HTTP GET beside its server on 2 cores: many waits, none of them the GIL's
+    crowded = dict(PROBES, cores=2, core_wait_share=0.4, load_per_core=1.6)
+    assert "threads x2" in [c.name for c in advise.plan("m:f", crowded, 16)[0]]
+    said = " ".join(advise._probe_reasons("m:f", crowded, 16))
+    assert "holds the GIL" not in said and "one ran at a time" not in said
+    assert "do not say whether the GIL or the busy machine held them back" in said
+    quiet = " ".join(advise._probe_reasons("m:f", PROBES, 16))
+    assert "one ran at a time (it holds the GIL)" in quiet
+
+
 def test_a_plan_past_the_budget_is_refused_with_what_crowded_the_machine():
     (sequential,) = [c for c in advise.plan("m:f", PROBES, 16)[0] if c.executor == "sequential"]
     assert advise.budget_repeats([sequential], PROBES, 16, 10.0)[0] == 5
