@@ -156,6 +156,11 @@ def _scaled(f: Facts) -> bool:
     return f.speedup >= max(NO_SPEEDUP, SCALED * f.reach)
 
 
+def _beyond_cores(f: Facts) -> bool:
+    """A speed-up above the cores: only tasks that wait give that, whatever the machine did."""
+    return known(f.cores) and f.speedup > f.cores
+
+
 def _cores_taken(f: Facts) -> bool:
     """Other work held the cores the run did not use: its CPU time was low for want of a core,
     not because its tasks waited."""
@@ -277,7 +282,9 @@ RULES: tuple[Rule, ...] = OBSERVED_RULES + (
         "scaling",
         "cores-taken",
         THREADS + POOLS,
-        lambda f: f.cpu_per_wall < WAITS and _cores_taken(f) and f.free_cores < 1,
+        lambda f: (
+            f.cpu_per_wall < WAITS and _cores_taken(f) and f.free_cores < 1 and not _beyond_cores(f)
+        ),
         lambda f: (
             f"{f.name} gave {f.speedup:.2f}x with CPU time {f.cpu_per_wall:.2f}x wall "
             f"time: not even one core was free, {_others(f)}, and its tasks ran in what was left"
@@ -293,6 +300,7 @@ RULES: tuple[Rule, ...] = OBSERVED_RULES + (
             f.cpu_per_wall < ONE_CORE
             and (f.speedup < max(NO_SPEEDUP, SCALED * f.reach) or _cores_taken(f))
             and short_of_cores(f)
+            and not _beyond_cores(f)
         ),
         lambda f: (
             f"{f.name} gave {f.speedup:.2f}x with CPU time {f.cpu_per_wall:.2f}x wall "
@@ -308,7 +316,12 @@ RULES: tuple[Rule, ...] = OBSERVED_RULES + (
         "scaling",
         "gil-serialised",
         THREADS,
-        lambda f: f.gil is True and f.speedup < NO_SPEEDUP and about_one(f.cpu_per_wall),
+        lambda f: (
+            f.gil is True
+            and f.speedup < NO_SPEEDUP
+            and about_one(f.cpu_per_wall)
+            and not short_of_cores(f)
+        ),
         lambda f: (
             f"{f.name} gave {f.speedup:.2f}x while CPU time stayed about equal to wall "
             f"time ({f.cpu_per_wall:.2f}x) with the GIL on: one thread ran at a time, the GIL "
@@ -369,7 +382,7 @@ RULES: tuple[Rule, ...] = OBSERVED_RULES + (
         "scaling",
         "partly-released",
         THREADS,
-        lambda f: f.gil is True,
+        lambda f: f.gil is True and f.speedup >= NO_SPEEDUP,
         lambda f: (
             f"{f.name} gave {f.speedup:.2f}x with the GIL on and CPU time "
             f"{f.cpu_per_wall:.2f}x wall time: the calls overlapped, so part of each task ran "
@@ -411,7 +424,9 @@ RULES: tuple[Rule, ...] = OBSERVED_RULES + (
         lambda f: (
             f"{f.name} gave {f.speedup:.2f}x with CPU time {f.cpu_per_wall:.2f}x wall "
             "time"
-            + (", the GIL off" if f.gil is False else ", its GIL state not recorded")
+            + {False: ", the GIL off", True: ", the GIL on"}.get(
+                f.gil, ", its GIL state not recorded"
+            )
             + (f"; {_others(f)}" if known(f.others_cores) else "")
             + (": partly parallel" if f.cpu_per_wall > 1 + ABOUT else "")
             + "; these figures do not say what held it back."
