@@ -235,7 +235,10 @@ class Processes(Executor):
         except BrokenProcessPool as exc:  # loky's worker-death errors are subclasses of it
             self._abandon(pool)
             seen.update(getattr(pool, "_processes", None) or {})
-            raise WorkerDied(_name_the_dead(seen) or str(exc)) from exc
+            named = _name_the_dead(seen) or str(exc)
+            if self.name == "processes":
+                named += " (Python's ProcessPoolExecutor reports this as BrokenProcessPool)"
+            raise WorkerDied(named) from exc
         except BaseException:
             # Not `with`: its shutdown(wait=True) would wait forever on a stuck pool.
             self._abandon(pool)

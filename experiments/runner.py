@@ -48,6 +48,7 @@ def main(argv=None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     out = _EventWriter(_event_stream(args))
+    _end_when_stuck_importing(out)
     line = "" if "--env" in args else sys.stdin.readline()
     # Watched before anything of the user's is imported: a module that hangs at import time must
     # not outlive the parent either.
@@ -67,6 +68,20 @@ def main(argv=None) -> int:
     if "--probe" in args:
         return _probe(line, out)
     return _run(line, out, acks if "--ack" in args else None, "--progress" in args)
+
+
+def _end_when_stuck_importing(out) -> None:
+    """A user's module whose pool waits forever for workers Python stopped at their start
+    (experiments.mainmodule) ends the runner with the words, as bad input."""
+    import os
+
+    from experiments import mainmodule
+
+    def stuck(words: str) -> None:
+        out.emit("error", kind="invalid", message=words, detail=None)
+        os._exit(2)
+
+    mainmodule.on_stuck = stuck
 
 
 def _event_stream(args):

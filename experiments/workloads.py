@@ -251,8 +251,13 @@ def _import_module(module_ref: str, ref: str):
     _use_paths(paths)
     import importlib
 
+    from experiments import mainmodule
+
+    mainmodule.adopt(module_ref)  # spawn's workers start by importing it, as a script's would
+    watch = mainmodule.watching(module_ref, ref)
     try:
-        module = importlib.import_module(module_ref)
+        with watch:
+            module = importlib.import_module(module_ref)
     except ImportError as exc:
         raise WorkloadError(
             f"cannot import {module_ref!r} for workload {ref!r} ({exc}); "
@@ -264,6 +269,8 @@ def _import_module(module_ref: str, ref: str):
             "put the module's script code under `if __name__ == '__main__':`"
         ) from None
     except Exception as exc:
+        if watch.was_stopped:  # the module's own pool, broken by its workers' start
+            raise WorkloadError(mainmodule.stopped_words(module_ref, ref)) from None
         raise WorkloadError(
             f"importing {module_ref!r} for workload {ref!r} raised "
             f"{type(exc).__name__}: {exc}; fix the module so it imports"

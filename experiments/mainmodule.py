@@ -1,0 +1,146 @@
+"""The main module the runner's spawn and forkserver workers import first, as a script's do.
+
+Python's spawn and forkserver start every worker by importing the program's main module (as
+``__mp_main__``) before it runs anything: a hand-written script's workers import the script and
+all it imports, and code at its top level runs again in each of them. A worker that starts a
+process while doing so is stopped by Python ("An attempt has been made to start a new process
+before the current process has finished its bootstrapping phase"), which Python's
+ProcessPoolExecutor reports as BrokenProcessPool.
+
+The runner is started with ``python -c``, which has no main module for its workers to import. So
+it names one: the entry script given by ``--main`` (``adopt(script=...)``), else this file, which
+imports the workload's module, the least a script calling the function imports. Run as
+``__mp_main__`` in a worker, the code at the bottom does that import.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+# The modules this file imports in a worker, comma-separated (the runner sets it; workers inherit).
+IMPORTS_VAR = "CONLAB_MAIN_IMPORTS"
+# Set on the runner's __main__ once this module named its file: what it named ("lab" or "script").
+_MARK = "_conlab_main"
+# While the runner imports a user's module: a directory where a worker stopped by Python at its
+# start (it started a process while importing the main module) leaves its name.
+STOPPED_VAR = "CONLAB_MAIN_STOPPED"
+BOOTSTRAP_WORDS = "bootstrapping phase"  # in Python's RuntimeError for that
+# After a worker was stopped so, how long the import may take to end on its own: a pool started
+# while a module is imported can wait forever for a worker that never started.
+STUCK_AFTER_S = 2.0
+POLL_S = 0.1
+# Called with the words when an import is stuck so (the runner sends them as an error and ends).
+on_stuck = None
+
+
+# Why a worker runs the main module's top-level code again (completed by the caller's ")").
+WHY = (
+    "spawn and forkserver start every worker as a fresh interpreter, which imports the program's "
+    "main module again to find the functions it is sent (and what that module imports"
+)
+
+
+def stopped_words(module: str, ref: str) -> str:
+    """What to tell the user whose ``module`` starts processes at its top level."""
+    return (
+        f"importing {module!r} for workload {ref!r} starts processes at its top level: {WHY}, "
+        f"here {module!r}), so each worker ran that code and Python stopped it before it could "
+        "start processes of its own (Python's ProcessPoolExecutor reports this as "
+        "BrokenProcessPool, or waits forever when the pool starts during an import); put that "
+        "code under `if __name__ == '__main__':`"
+    )
+
+
+class watching:
+    """Around the runner's import of a user's ``module``: when a worker it started was stopped
+    by Python at its start and the import has not ended ``STUCK_AFTER_S`` later, call
+    ``on_stuck`` with the words (else the import would wait for that worker for ever)."""
+
+    def __init__(self, module: str, ref: str):
+        self.module, self.ref = module, ref
+
+    def __enter__(self):
+        import tempfile
+        import threading
+
+        self.directory = tempfile.mkdtemp(prefix="conlab-main-")
+        self.before = os.environ.get(STOPPED_VAR)
+        os.environ[STOPPED_VAR] = self.directory
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="conlab-main-watch", daemon=True)
+        self.thread.start()
+        return self
+
+    def _watch(self) -> None:
+        import time
+
+        seen_at = None
+        while not self.done.wait(POLL_S):
+            if seen_at is None and os.listdir(self.directory):
+                seen_at = time.monotonic()
+            if seen_at is not None and time.monotonic() - seen_at >= STUCK_AFTER_S:
+                if on_stuck is not None and not self.done.is_set():
+                    on_stuck(stopped_words(self.module, self.ref))
+                return
+
+    def stopped(self) -> bool:
+        """Whether a worker was stopped by Python at its start during the import."""
+        try:
+            return bool(os.listdir(self.directory))
+        except OSError:
+            return False
+
+    def __exit__(self, *exc_info) -> None:
+        import shutil
+
+        self.done.set()
+        if self.before is None:
+            os.environ.pop(STOPPED_VAR, None)
+        else:
+            os.environ[STOPPED_VAR] = self.before
+        self.was_stopped = self.stopped()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def adopt(module: Optional[str] = None, script: Optional[str] = None) -> None:
+    """Name the main module this process's spawn and forkserver workers import: ``script`` (an
+    absolute path), else this file importing ``module`` (and the modules named before). A
+    program with a main module of its own (not the runner's ``python -c``) keeps it."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        return
+    if getattr(main, "__file__", None) is not None and not getattr(main, _MARK, None):
+        return
+    if script is not None:
+        main.__file__ = script
+        setattr(main, _MARK, "script")
+    elif getattr(main, _MARK, None) != "script":
+        main.__file__ = os.path.abspath(__file__)
+        setattr(main, _MARK, "lab")
+    if module:
+        named = [m for m in os.environ.get(IMPORTS_VAR, "").split(",") if m]
+        os.environ[IMPORTS_VAR] = ",".join(dict.fromkeys([*named, module]))
+
+
+def adopted() -> Optional[str]:
+    """The script named by ``adopt(script=...)`` in this process, if any."""
+    main = sys.modules.get("__main__")
+    if getattr(main, _MARK, None) == "script":
+        return getattr(main, "__file__", None)
+    return None
+
+
+if __name__ == "__mp_main__":  # a spawn or forkserver worker starting: import what a script would
+    import importlib as _importlib
+
+    for _name in [m for m in os.environ.get(IMPORTS_VAR, "").split(",") if m]:
+        try:
+            _importlib.import_module(_name)
+        except RuntimeError as _exc:
+            _where = os.environ.get(STOPPED_VAR)
+            if BOOTSTRAP_WORDS in str(_exc) and _where and os.path.isdir(_where):
+                with open(os.path.join(_where, str(os.getpid())), "w") as _note:
+                    _note.write(_name)
+            raise
