@@ -158,7 +158,7 @@ class Processes(Executor):
     name = "processes"
     description = "concurrent.futures.ProcessPoolExecutor: one interpreter per worker"
     pickles_tasks = True
-    options = ("workers", "start_method", "chunksize", "max_tasks_per_child")
+    options = ("workers", "start_method", "chunksize", "max_tasks_per_child", "main")
 
     def default_start_method(self):
         return _default_start_method()
@@ -271,7 +271,7 @@ class Pool(Executor):
     name = "pool"
     description = "multiprocessing.Pool: the classic process pool, with chunking"
     pickles_tasks = True
-    options = ("workers", "start_method", "chunksize", "max_tasks_per_child")
+    options = ("workers", "start_method", "chunksize", "max_tasks_per_child", "main")
 
     # How often to look for dead workers while waiting: Pool itself would wait forever.
     poll_s = 0.05

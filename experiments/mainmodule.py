@@ -132,6 +132,76 @@ def adopted() -> Optional[str]:
     return None
 
 
+def _nothing() -> None:
+    """A worker's whole work when only its start is timed."""
+
+
+def _start_s(context, script: str) -> tuple[float, int]:
+    """How long one worker of ``context`` takes from start to end with ``script`` as the main
+    module it imports first, doing nothing else; and its exit code."""
+    import time
+
+    main = sys.modules["__main__"]
+    named = main.__file__
+    main.__file__ = script
+    try:
+        started = time.perf_counter()
+        worker = context.Process(target=_nothing)
+        worker.start()
+        worker.join()
+        return time.perf_counter() - started, worker.exitcode
+    finally:
+        main.__file__ = named
+
+
+def start_cost(script: str, start_method: Optional[str]) -> dict:
+    """What ``--main script`` adds to a worker's start, measured outside every timed window: a
+    spawned worker that imports the script first, against one that imports only the function's
+    module (this file). Under fork, workers import nothing at their start: nothing measured.
+    Under forkserver, the server imports it once and forks every worker from itself."""
+    found: dict = {"script": os.path.abspath(script), "start_method": start_method}
+    if start_method not in ("spawn", "forkserver") or adopted() is None:
+        return found
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    alone, _ = _start_s(context, os.path.abspath(__file__))
+    with_script, code = _start_s(context, found["script"])
+    found.update(start_s=with_script, start_s_without=alone, added_s=with_script - alone)
+    if code != 0:
+        found["exit_code"] = code
+    return found
+
+
+def cost_words(found: dict) -> str:
+    """``start_cost``'s figures, in words (a run's note)."""
+    script = os.path.basename(str(found.get("script")))
+    method = found.get("start_method")
+    if method not in ("spawn", "forkserver"):
+        return (
+            f"--main {script}: {method} workers are copies of the runner and import nothing at "
+            "their start, so it added nothing"
+        )
+    if "start_s" not in found:
+        return f"--main {script}: not measured"
+    if found.get("exit_code"):
+        return (
+            f"--main {script}: a worker importing it ended with exit code {found['exit_code']} "
+            "(its output is stored with the run)"
+        )
+    who = (
+        "each spawn worker imports it first"
+        if method == "spawn"
+        else "the forkserver imports it once and forks every worker from itself"
+    )
+    return (
+        f"--main {script}: {who}, as __mp_main__, as Python's own do; a spawned worker took "
+        f"{found['start_s'] * 1000:.0f} ms to start with it against "
+        f"{found['start_s_without'] * 1000:.0f} ms with the function's module alone "
+        f"({found['added_s'] * 1000:+.0f} ms)"
+    )
+
+
 if __name__ == "__mp_main__":  # a spawn or forkserver worker starting: import what a script would
     import importlib as _importlib
 

@@ -163,6 +163,53 @@ def test_a_dead_processes_worker_is_named_as_pythons_broken_process_pool(conlab)
     )
 
 
+# A program's entry script, importing more than the function's module, as a user's would.
+ENTRY_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    import decimal, email.mime.multipart, http.client, xml.dom.minidom
+    from usermod import work
+
+    with open(os.path.join(os.environ["MAIN_OUT"], f"{os.getpid()}.json"), "w") as out:
+        json.dump(__name__, out)
+
+    if __name__ == "__main__":
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(2) as pool:
+            print(list(pool.map(work, [1, 2])))
+""")
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_main_names_the_script_every_worker_imports_first(conlab, user_dir, tmp_path, method):
+    (user_dir / "app.py").write_text(ENTRY_SCRIPT)
+    seen = tmp_path / "main"
+    seen.mkdir()
+    result = conlab(
+        *run_args("usermod:work", "processes", start_method=method, workers=2, tasks=4),
+        "--main",
+        "app.py",
+        env={"MAIN_OUT": str(seen)},
+    )
+    assert result.returncode == 0, result.stderr
+    (run,) = result.json()
+    assert run["status"] == "ok", run["error"]
+    # every process that imported it did so as Python's workers do, never as __main__
+    names = [json.loads(p.read_text()) for p in seen.glob("*.json")]
+    assert names and set(names) == {"__mp_main__"}
+    (said,) = [n for n in run["notes"] if n.startswith("--main app.py: ")]
+    assert (
+        "as __mp_main__, as Python's own do" in said and "with the function's module alone" in said
+    )
+
+
+def test_main_is_refused_when_it_is_not_a_python_file(conlab, user_dir, db_path):
+    for script, words in (("nosuch.py", "no such file"), ("usermod.txt", "not a Python file")):
+        result = conlab(*run_args("usermod:work", "processes"), "--main", script)
+        assert_one_line_error(result)
+        assert words in result.stderr and "--main" in result.stderr
+    assert not db_path.exists()
+
+
 def test_warnings_from_a_run_are_kept_with_it(conlab, db_path):
     result = conlab(*run_args("usermod:warns", "processes", workers=1, tasks=1, repeats=1))
     assert result.returncode == 0, result.stderr
