@@ -179,11 +179,14 @@ def thread_verdict(probes: dict) -> str:
         # the same: on a busy machine no figure of the probe says "the GIL".
         return "crowded"
     if waits is not None:
+        # A call that does not keep its core busy switches for its own waits (a socket, a
+        # pipe) as often as for the GIL: many switches say "serial" only of one that does.
+        worked = (probes.get("cpu_per_wall") or 0) >= HAD_THE_CPU
         return (
             "overlap"
             if waits < FEW_GIL_WAITS
             else "serial"
-            if waits >= MANY_GIL_WAITS
+            if waits >= MANY_GIL_WAITS and worked
             else ("unclear")
         )
     if speedup < SERIAL_BELOW and (probes.get("cpu_per_wall") or 0) >= HAD_THE_CPU:

@@ -274,6 +274,12 @@ def test_a_busy_machine_never_says_the_function_holds_the_gil():
     assert "do not say whether the GIL or the busy machine held them back" in said
     quiet = " ".join(advise._probe_reasons("m:f", PROBES, 16))
     assert "one ran at a time (it holds the GIL)" in quiet
+    # an HTTP GET on a quiet machine: its switches are its socket's, its CPU under its wall time
+    socket = dict(
+        PROBES, cpu_per_wall=0.45, two_threads={"speedup": 1.05, "gil_waits_per_10ms": 13.5}
+    )
+    said = " ".join(advise._probe_reasons("m:f", socket, 16))
+    assert "holds the GIL" not in said and "no clear sign either way" in said
 
 
 def test_a_plan_past_the_budget_is_refused_with_what_crowded_the_machine():
