@@ -1068,7 +1068,8 @@ def verdicts(summary: pd.DataFrame, min_effect: float = MIN_EFFECT) -> list[str]
                 "in one process has no interval; run it with --repeats 5 (or more)."
             )
         elif ties and undecided(best, ties, min_effect) is not None:
-            lines.append(f"{where}: {undecided_text(undecided(best, ties, min_effect))}.")
+            found = undecided(best, ties, min_effect)
+            lines.append(f"{where}: {undecided_text(found)} (--processes {found.processes}).")
         elif ties:
             lines.append(
                 f"{where}: {_name(best)} ({best.median_s * 1000:.1f} ms{speedup}) and {names} "

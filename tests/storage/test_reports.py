@@ -864,6 +864,7 @@ def test_leaders_tied_at_this_noise_are_undecided_with_the_time_that_would_decid
     assert found.processes > 3 and found.more == found.processes - 3
     assert f"{found.processes} runner processes each ({found.more} more, " in headline
     assert reports.duration(found.seconds) in headline and "would tell them apart" in headline
+    assert headline.endswith(f"(--processes {found.processes}).")
     # more of the same spread settles it: with the processes asked for, no tie is left open
     assert found.seconds == pytest.approx(
         found.more
