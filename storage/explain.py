@@ -133,6 +133,14 @@ def _others(f: Facts) -> str:
     return f"other work took {f.others_cores:.1f} of the {f.cores:g} cores while it ran{load}"
 
 
+def _short_of_cores_words(f: Facts) -> str:
+    """The cores the run was short of, and the other work seen, as far as the figures say."""
+    said = [_free(f)] if known(f.others_cores) or f.cores == 1 else []
+    if known(f.others_cores) or known(f.load_per_core):
+        said.append(_others(f))
+    return ", ".join(said)
+
+
 def _switches(f: Facts) -> str:
     if not known(f.switches, f.involuntary):
         return ""
@@ -304,10 +312,7 @@ RULES: tuple[Rule, ...] = OBSERVED_RULES + (
         ),
         lambda f: (
             f"{f.name} gave {f.speedup:.2f}x with CPU time {f.cpu_per_wall:.2f}x wall "
-            f"time: "
-            + (f"{_free(f)}, " if known(f.others_cores) or f.cores == 1 else "")
-            + _others(f)
-            + _gil_part(f)
+            f"time: {_short_of_cores_words(f)}{_gil_part(f)}"
         ),
         ("speedup", "cpu_per_wall", "others_cores", "load_per_core", "gil"),
     ),

@@ -232,6 +232,8 @@ def contradictions(f: Facts, sentence: str) -> list[str]:
         wrong.append("the GIL's state misstated")
     if "only one core was free" in sentence and not (0.5 <= free < 1.5):
         wrong.append(f"'only one core was free' with {free:.2f} free")
+    if "other work was running" in sentence and not f.load_per_core >= 1.0:
+        wrong.append(f"'other work was running' with a load of {f.load_per_core}")
     if "not even one core was free" in sentence and not free < 1:
         wrong.append(f"'not even one core was free' with {free:.2f} free")
     if "mostly wait" in sentence and not cpu < 0.5:
@@ -291,6 +293,16 @@ def every_case():
         for executor in ("threads", "processes"):
             yield facts(executor=executor, shares=split, gil=gil, cpu_per_wall=cpu)
             yield facts(executor=executor, gil=gil, cpu_per_wall=cpu, task_s=5e-6, startup_s=0.2)
+            # one core, and nothing recorded of other work
+            yield facts(
+                executor=executor,
+                gil=gil,
+                cpu_per_wall=cpu,
+                cores=1,
+                others_cores=math.nan,
+                load_per_core=math.nan,
+                cores_used=1,
+            )
 
 
 def test_no_word_of_any_verdict_contradicts_its_own_figure():
