@@ -5,7 +5,10 @@ the interpreter: a free-threaded build is only called GIL-free where its workers
 
 For one configuration (a summary row) each topic says at most one sentence: that of the first
 rule of the topic whose condition holds. Where no rule decides, the topic's last rule says what
-was seen and no more.
+was seen and no more. What the workers were seen doing (``Facts.shares``, where the platform
+says) speaks before any ratio; other work's cores speak before the GIL; and a word is said only
+where its own figure bears it out ("about equal" within ±ABOUT, "one at a time" at about one
+core busy, no GIL for worker processes): tests/storage/test_explain.py reads every sentence.
 """
 
 from __future__ import annotations
