@@ -158,7 +158,7 @@ class Processes(Executor):
     name = "processes"
     description = "concurrent.futures.ProcessPoolExecutor: one interpreter per worker"
     pickles_tasks = True
-    options = ("workers", "start_method", "chunksize", "max_tasks_per_child")
+    options = ("workers", "start_method", "chunksize", "max_tasks_per_child", "main")
 
     def default_start_method(self):
         return _default_start_method()
@@ -239,7 +239,10 @@ class Processes(Executor):
         except BrokenProcessPool as exc:  # loky's worker-death errors are subclasses of it
             self._abandon(pool)
             seen.update(getattr(pool, "_processes", None) or {})
-            raise WorkerDied(_name_the_dead(seen) or str(exc)) from exc
+            named = _name_the_dead(seen) or str(exc)
+            if self.name == "processes":
+                named += " (Python's ProcessPoolExecutor reports this as BrokenProcessPool)"
+            raise WorkerDied(named) from exc
         except BaseException:
             # Not `with`: its shutdown(wait=True) would wait forever on a stuck pool.
             self._abandon(pool)
@@ -277,7 +280,7 @@ class Pool(Executor):
     name = "pool"
     description = "multiprocessing.Pool: the classic process pool, with chunking"
     pickles_tasks = True
-    options = ("workers", "start_method", "chunksize", "max_tasks_per_child")
+    options = ("workers", "start_method", "chunksize", "max_tasks_per_child", "main")
 
     # How often to look for dead workers while waiting: Pool itself would wait forever.
     poll_s = 0.05

@@ -634,7 +634,11 @@ class Launch:
         if self.status == "failed" and "bootstrapping phase" in self.stderr:
             # CPython's words when a spawned child starts a process while importing __main__
             # or a module: the user's code has no `if __name__ == "__main__":` guard.
+            from experiments.mainmodule import WHY
+
             self.error += (
-                "; a module the workers import starts processes when imported: put "
-                "that code under `if __name__ == '__main__':`"
+                "; a module the workers import starts processes when imported (Python's "
+                f"ProcessPoolExecutor reports this as BrokenProcessPool): {WHY}, so each "
+                "worker ran that code again and Python stopped it); put that code under "
+                "`if __name__ == '__main__':`"
             )

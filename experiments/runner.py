@@ -63,6 +63,7 @@ def main(argv=None) -> int:
 
 def _serve(args) -> int:
     out = _EventWriter(_event_stream(args))
+    _end_when_stuck_importing(out)
     control = _Control(_control_fd())
     line = "" if "--env" in args else control.readline()
     # Watched before anything of the user's is imported: a module that hangs at import time must
@@ -85,6 +86,20 @@ def _serve(args) -> int:
     return _run(
         line, out, acks if "--ack" in args else None, "--progress" in args, "--look" in args
     )
+
+
+def _end_when_stuck_importing(out) -> None:
+    """A user's module whose pool waits forever for workers Python stopped at their start
+    (experiments.mainmodule) ends the runner with the words, as bad input."""
+    import os
+
+    from experiments import mainmodule
+
+    def stuck(words: str) -> None:
+        out.emit("error", kind="invalid", message=words, detail=None)
+        os._exit(2)
+
+    mainmodule.on_stuck = stuck
 
 
 def _event_stream(args):
@@ -248,14 +263,20 @@ def _run(line: str, out: _EventWriter, acks, progress: bool, look: bool = False)
 
     gil_at_start = gil_enabled()
     try:
+        spec = ExperimentSpec.from_json(line)
+        _adopt_main(spec)
         with _gil_watch() as enabled_by:
-            prepared = prepare(ExperimentSpec.from_json(line))
+            prepared = prepare(spec)
     except (SpecError, TypeError) as exc:
         out.emit("error", kind="invalid", message=str(exc), detail=None)
         return 2
     import os
 
     environment = collect(prepared.start_method)
+    if prepared.options.get("main"):  # what the entry script adds to a worker's start
+        from experiments.mainmodule import start_cost
+
+        environment["main"] = start_cost(prepared.options["main"], prepared.start_method)
     environment["gil_at_start"] = gil_at_start  # before the user's module was imported
     if enabled_by:
         environment["gil_enabled_by"] = enabled_by
@@ -291,6 +312,22 @@ def _run(line: str, out: _EventWriter, acks, progress: bool, look: bool = False)
         _fail(exc, out)
     out.emit("done")
     return 0
+
+
+def _adopt_main(spec) -> None:
+    """``--main``: the entry script this runner's spawn and forkserver workers import first,
+    for an executor that takes it (before the workload's module is imported)."""
+    main = getattr(spec, "main", None)
+    if not isinstance(main, str) or not main:
+        return
+    import os
+
+    from experiments.executors import EXECUTORS
+    from experiments.mainmodule import adopt
+
+    executor = EXECUTORS.get(spec.executor)
+    if executor is not None and "main" in executor.options:
+        adopt(script=os.path.abspath(main))
 
 
 class _gil_watch:

@@ -251,18 +251,25 @@ def _import_module(module_ref: str, ref: str):
     _use_paths(paths)
     import importlib
 
+    from experiments import mainmodule
+
+    mainmodule.adopt(module_ref)  # spawn's workers start by importing it, as a script's would
+    watch = mainmodule.watching(module_ref, ref)
     try:
-        module = importlib.import_module(module_ref)
-    except Exception as exc:
-        shadowing = shadowed_standard_module()
-        if shadowing is not None:  # the cause, whatever it broke on the way
-            raise WorkloadError(shadowing) from None
-        _refuse_import(exc, module_ref, ref)
+        with watch:
+            module = importlib.import_module(module_ref)
     except SystemExit as exc:
         raise WorkloadError(
             f"importing {module_ref!r} for workload {ref!r} called sys.exit({exc.code!r}); "
             "put the module's script code under `if __name__ == '__main__':`"
         ) from None
+    except Exception as exc:
+        if watch.was_stopped:  # the module's own pool, broken by its workers' start
+            raise WorkloadError(mainmodule.stopped_words(module_ref, ref)) from None
+        shadowing = shadowed_standard_module()
+        if shadowing is not None:  # the cause, whatever it broke on the way
+            raise WorkloadError(shadowing) from None
+        _refuse_import(exc, module_ref, ref)
     return module
 
 

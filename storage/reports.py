@@ -979,6 +979,90 @@ def _name(row) -> str:
     return "sequential" if row.executor == "sequential" else f"{row.executor} x{int(row.workers)}"
 
 
+# What one more runner process of a configuration costs beyond its repeats (start-up, import,
+# environment, storing; as tui.advise measured here): for the time that would settle a tie.
+PROCESS_OVERHEAD_S = 0.25
+
+
+@dataclass(frozen=True)
+class Undecided:
+    """Leaders the intervals cannot tell apart: the rows (fastest first), the runner processes
+    each would need in all for every tie to settle (the difference clear of the interval, or
+    the whole interval inside ±min_effect), how many more than the fewest now, and the seconds
+    those take with the leaders taking turns."""
+
+    leaders: list
+    processes: int
+    more: int
+    seconds: float
+
+
+def processes_to_settle(found: stats.Ratio, processes: int, min_effect: float) -> int:
+    """The runner processes a side would need, from the interval's observed spread, for the
+    ratio's interval to settle: shrunk below its difference (a winner) or, for a difference
+    under half of ``min_effect``, inside ±``min_effect`` (a tie that stays one). The interval
+    narrows as the square root of the processes; the t quantile's shrinking is left out, so
+    this is at least enough."""
+    half = math.log(found.high / found.low) / 2
+    difference = abs(math.log(found.ratio))
+    target = max(difference, math.log1p(min_effect) - difference)
+    if half <= target:
+        return processes
+    return math.ceil(processes * (half / target) ** 2)
+
+
+def undecided(best, ties: list, min_effect: float = MIN_EFFECT) -> Optional[Undecided]:
+    """Whether ``best`` and its ``ties`` (as ``fastest`` found them) are undecided at this noise
+    (None: no tie, a tie without intervals, or one that more processes would not change)."""
+    open_ties = [
+        (row, f) for row, f in ties if not (1 - min_effect <= f.low and f.high <= 1 + min_effect)
+    ]
+    if not open_ties or not all(math.isfinite(f.low) for _, f in ties):
+        return None
+    now = min(int(best.processes), *(int(row.processes) for row, _ in open_ties))
+    needed = max(
+        processes_to_settle(f, min(int(best.processes), int(row.processes)), min_effect)
+        for row, f in open_ties
+    )
+    leaders = [best] + [row for row, _ in ties]
+    per_round = sum(
+        (row.repeats / max(row.processes, 1) + 1) * row.median_s + PROCESS_OVERHEAD_S
+        for row in leaders
+    )
+    more = max(needed - now, 1)
+    return Undecided(leaders, needed, more, more * per_round)
+
+
+def duration(seconds: float) -> str:
+    """A rough length of time, in words."""
+    if seconds < 90:
+        return f"about {max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"about {seconds / 60:.0f} min"
+    return f"about {seconds / 3600:.1f} h"
+
+
+def leader_text(row, name: Optional[str] = None) -> str:
+    """A leader with its speed-up and interval (its time where there is no speed-up)."""
+    name = name or _name(row)
+    if row.executor == "sequential" and row.speedup == row.speedup:
+        return f"{name} 1.00x"
+    if row.speedup == row.speedup and math.isfinite(row.speedup_low):
+        return f"{name} {row.speedup:.2f}x (95% CI {row.speedup_low:.2f}–{row.speedup_high:.2f})"
+    return f"{name} {row.median_s * 1000:.1f} ms"
+
+
+def undecided_text(found: Undecided, names: Optional[list] = None) -> str:
+    """The headline of an undecided answer: the leaders and what would tell them apart."""
+    names = names or [_name(row) for row in found.leaders]
+    leaders = [leader_text(row, name) for row, name in zip(found.leaders, names)]
+    listed = ", ".join(leaders[:-1]) + f" and {leaders[-1]}"
+    return (
+        f"undecided at this noise: {listed} are tied; {found.processes} runner processes "
+        f"each ({found.more} more, {duration(found.seconds)} taking turns) would tell them apart"
+    )
+
+
 def facts_of(row) -> explain.Facts:
     """A summary row as the rules of ``explain`` read it."""
     return explain.Facts(
@@ -1040,6 +1124,9 @@ def verdicts(summary: pd.DataFrame, min_effect: float = MIN_EFFECT) -> list[str]
                 f"{where}: {_name(best)} and {names} cannot be told apart: a run of one repeat "
                 "in one process has no interval; run it with --repeats 5 (or more)."
             )
+        elif ties and undecided(best, ties, min_effect) is not None:
+            found = undecided(best, ties, min_effect)
+            lines.append(f"{where}: {undecided_text(found)} (--processes {found.processes}).")
         elif ties:
             lines.append(
                 f"{where}: {_name(best)} ({best.median_s * 1000:.1f} ms{speedup}) and {names} "

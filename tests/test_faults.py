@@ -107,6 +107,109 @@ def test_a_module_that_starts_processes_at_import_still_runs_under_spawn(conlab)
     assert result.json()[0]["status"] == "ok"
 
 
+# A module that starts a pool when imported, under spawn, as the seed's program did.
+POOL_AT_IMPORT = textwrap.dedent("""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    def work(size):
+        return size
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(work, [1]))
+""")
+# ... and one that starts a spawned process (not a pool) when imported: the runner's import ends.
+SPAWN_AT_IMPORT = textwrap.dedent("""
+    import multiprocessing
+
+    def work(size):
+        return size
+
+    multiprocessing.get_context("spawn").Process(target=work, args=(1,)).start()
+""")
+
+
+def test_a_module_that_starts_a_spawn_pool_at_import_is_named_in_seconds(conlab, user_dir):
+    # Python itself waits forever here (its queue's feeder thread waits for the module's import
+    # lock); the runner's 60 s of silence used to be all the user got. The run's own timeout
+    # below is far beyond the ~4 s it takes: a bound on a hang, not a timing.
+    (user_dir / "poolatimport.py").write_text(POOL_AT_IMPORT)
+    result = conlab(
+        *run_args("poolatimport:work", "processes", start_method="spawn", workers=2, tasks=2),
+        timeout=45,
+    )
+    assert_one_line_error(result)
+    err = result.stderr
+    assert "importing 'poolatimport'" in err and "starts processes at its top level" in err
+    assert "Python's ProcessPoolExecutor reports this as BrokenProcessPool" in err
+    assert "imports the program's main module again" in err and "__name__ == '__main__'" in err
+
+
+def test_a_worker_stopped_at_its_start_is_pythons_broken_process_pool(conlab, user_dir):
+    # the lab's spawn workers import the function's module first, as a script's workers import
+    # the script: one that starts a spawned process there is stopped by Python, as it would be
+    (user_dir / "spawnatimport.py").write_text(SPAWN_AT_IMPORT)
+    run = run_one(conlab, "spawnatimport:work", "processes", "--start-method", "spawn")
+    assert run["error"].startswith("a worker died: ")
+    assert "Python's ProcessPoolExecutor reports this as BrokenProcessPool" in run["error"]
+    assert "imports the program's main module again" in run["error"]
+
+
+def test_a_dead_processes_worker_is_named_as_pythons_broken_process_pool(conlab):
+    run = run_one(conlab, "usermod:exit3", "processes")
+    assert (
+        "exited with code 3 (Python's ProcessPoolExecutor reports this as BrokenProcessPool)"
+        in (run["error"])
+    )
+
+
+# A program's entry script, importing more than the function's module, as a user's would.
+ENTRY_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    import decimal, email.mime.multipart, http.client, xml.dom.minidom
+    from usermod import work
+
+    with open(os.path.join(os.environ["MAIN_OUT"], f"{os.getpid()}.json"), "w") as out:
+        json.dump(__name__, out)
+
+    if __name__ == "__main__":
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(2) as pool:
+            print(list(pool.map(work, [1, 2])))
+""")
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_main_names_the_script_every_worker_imports_first(conlab, user_dir, tmp_path, method):
+    (user_dir / "app.py").write_text(ENTRY_SCRIPT)
+    seen = tmp_path / "main"
+    seen.mkdir()
+    result = conlab(
+        *run_args("usermod:work", "processes", start_method=method, workers=2, tasks=4),
+        "--main",
+        "app.py",
+        env={"MAIN_OUT": str(seen)},
+    )
+    assert result.returncode == 0, result.stderr
+    (run,) = result.json()
+    assert run["status"] == "ok", run["error"]
+    # every process that imported it did so as Python's workers do, never as __main__
+    names = [json.loads(p.read_text()) for p in seen.glob("*.json")]
+    assert names and set(names) == {"__mp_main__"}
+    (said,) = [n for n in run["notes"] if n.startswith("--main app.py: ")]
+    assert (
+        "as __mp_main__, as Python's own do" in said and "with the function's module alone" in said
+    )
+
+
+def test_main_is_refused_when_it_is_not_a_python_file(conlab, user_dir, db_path):
+    for script, words in (("nosuch.py", "no such file"), ("usermod.txt", "not a Python file")):
+        result = conlab(*run_args("usermod:work", "processes"), "--main", script)
+        assert_one_line_error(result)
+        assert words in result.stderr and "--main" in result.stderr
+    assert not db_path.exists()
+
+
 def test_warnings_from_a_run_are_kept_with_it(conlab, db_path):
     result = conlab(*run_args("usermod:warns", "processes", workers=1, tasks=1, repeats=1))
     assert result.returncode == 0, result.stderr
