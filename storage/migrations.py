@@ -127,6 +127,10 @@ _WORKER_COLUMNS = (
     ("run", "thread_states", "VARCHAR"),
     ("process", "on_core_share", "FLOAT"),
     ("process", "core_wait_share", "FLOAT"),
+    ("process", "look_lock", "FLOAT"),
+    ("process", "look_io", "FLOAT"),
+    ("process", "look_sleep", "FLOAT"),
+    ("process", "handovers_per_s", "FLOAT"),
 )
 
 

@@ -198,6 +198,12 @@ class Process(SQLModel, table=True):
     # Median shares of the workers' time on a core and waiting for one (storage.figures).
     on_core_share: Optional[float] = None
     core_wait_share: Optional[float] = None
+    # From its run's looked-at repeat (storage.figures.LOOK): the shares of its workers' blocked
+    # time on a lock, in I/O and asleep, hand-overs per second; None where none was looked at.
+    look_lock: Optional[float] = None
+    look_io: Optional[float] = None
+    look_sleep: Optional[float] = None
+    handovers_per_s: Optional[float] = None
     # The largest over its counted repeats.
     peak_rss_bytes: Optional[int] = Field(default=None, sa_type=BigInteger)
     worker_peak_rss_bytes: Optional[int] = Field(default=None, sa_type=BigInteger)

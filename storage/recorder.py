@@ -95,6 +95,29 @@ def worker_columns(workers: Any) -> dict[str, Any]:
     }
 
 
+def look_facts(thread_states: str) -> dict[str, Any]:
+    """What the run's looked-at repeat saw of its workers, as its environment keeps it: the
+    shares of their time on a core, waiting for one, blocked on a lock, in I/O and asleep,
+    and how often a core changed threads (storage.states)."""
+    from storage import states
+
+    found = states.seen(*states.decode(thread_states))
+    if found is None:
+        return {}
+    names = {"C": "on_core", "W": "waiting", "L": "lock", "I": "io", "S": "sleep", "B": "blocked"}
+    shares = {name: found.shares.get(letter, 0.0) for letter, name in names.items()}
+    blocked = sum(shares[n] for n in ("lock", "io", "sleep", "blocked"))
+    return {
+        **{name: round(share, 4) for name, share in shares.items()},
+        # how their blocked time divided, what a counted repeat's blocked time is split by
+        "of_blocked": {
+            n: round(shares[n] / blocked, 4) if blocked else 0.0 for n in ("lock", "io", "sleep")
+        },
+        "handovers_per_s": round(found.handovers_per_s, 1),
+        "at_once": found.at_once,
+    }
+
+
 class RunRecorder:
     """Feeds a runner's events into the database for one run."""
 
@@ -216,6 +239,7 @@ class RunRecorder:
             samples = Samples(event.get("samples") or ())
             self._store(self._record_repeat, event, samples, self._note_costs(samples))
         elif kind == "looked" and isinstance(event.get("thread_states"), str):
+            self.environment_notes["look"] = look_facts(event["thread_states"])
             self._store(self._record_look, event["thread_states"])
 
     def finish(

@@ -657,6 +657,9 @@ def summarize(processes: pd.DataFrame) -> pd.DataFrame:
         involuntary_switches=("involuntary_switches", "median"),
         core_moves=("core_moves", "median"),
         cores_used=("cores_used", "max"),
+        on_core_share=("on_core_share", "median"),
+        core_wait_share=("core_wait_share", "median"),
+        **{name: (name, "median") for name in figures.LOOK},
     ).reset_index()
     # every counted repeat of a configuration, pooled
     owner = config[walls.row]
@@ -1084,6 +1087,31 @@ def facts_of(row) -> explain.Facts:
         median_s=row.median_s,
         efficiency=row.efficiency,
         karp_flatt=row.karp_flatt,
+        shares=observed_shares(row),
+    )
+
+
+def observed_shares(row) -> Optional[explain.Shares]:
+    """What a summary row's workers were seen doing: on a core and waiting for one in the
+    counted repeats (schedstat); the rest of their time they were blocked, split as the run's
+    looked-at repeat saw it (a lock, I/O, sleep); None where neither was observed."""
+    on, wait = getattr(row, "on_core_share", None), getattr(row, "core_wait_share", None)
+    looked = [getattr(row, name, None) for name in ("look_lock", "look_io", "look_sleep")]
+    if not explain.known(on, wait):
+        return None
+    blocked = max(1 - on - wait, 0.0)
+    split = [None] * 3
+    if all(explain.known(v) for v in looked):
+        # the counted repeats' blocked time, apportioned as the looked-at repeat's divided
+        split = [blocked * v for v in looked]
+    handovers = getattr(row, "handovers_per_s", None)
+    return explain.Shares(
+        on_core=on,
+        waited_for_core=wait,
+        blocked_on_lock=split[0],
+        io=split[1],
+        sleep=split[2],
+        handovers_per_s=handovers if explain.known(handovers) else None,
     )
 
 

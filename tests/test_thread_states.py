@@ -74,3 +74,41 @@ def test_report_timeline_draws_each_thread_at_80_columns(conlab, db_path):
     assert "=" in drawn and any(c.isdigit() for c in drawn)  # the GIL, and cores
     assert states.LEGEND in shown.stdout
     assert "2 worker thread(s):" in shown.stdout
+
+
+def sweep_verdicts(conlab, workload: str, size: int, python: str = sys.executable) -> list[str]:
+    done = conlab(
+        *run_args(
+            workload,
+            "sequential",
+            "threads",
+            workers=2,
+            tasks=8,
+            size=size,
+            repeats=2,
+            warmups=0,
+            python=python,
+        ),
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    (sweep,) = {r["sweep_id"] for r in json.loads(done.stdout)}
+    report = conlab("report", "--select", f"sweep:{sweep}", "--format", "json")
+    assert report.returncode == 0, report.stderr
+    return json.loads(report.stdout)["verdicts"]
+
+
+def test_hashing_that_releases_the_gil_is_never_blamed_on_it(conlab):
+    words = sweep_verdicts(conlab, "hash", 4 * 2**20)
+    threads = [w for w in words if "threads x2" in w]
+    assert threads, words
+    assert not any("GIL serialised" in w or "holds the GIL" in w for w in words), words
+
+
+def test_a_pure_python_loop_on_threads_is_explained_from_what_its_threads_were_seen_doing(conlab):
+    words = sweep_verdicts(conlab, "usermod:work", SIZE)
+    (threads,) = [w for w in words if w.lstrip().startswith("threads x2 gave")]
+    # the observed split, whichever way the machine went: blocked on the GIL while the other
+    # ran (a quiet machine), or runnable but waiting for a core (a crowded one)
+    assert "of their time" in threads, words
+    assert ("blocked on a lock" in threads) or ("waited for a core" in threads), words

@@ -505,6 +505,10 @@ def test_a_version_4_file_gains_the_worker_split_as_not_observed(database, tmp_p
             ("run", "thread_states"),
             ("process", "on_core_share"),
             ("process", "core_wait_share"),
+            ("process", "look_lock"),
+            ("process", "look_io"),
+            ("process", "look_sleep"),
+            ("process", "handovers_per_s"),
         ):
             connection.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         connection.execute("PRAGMA user_version = 4")
