@@ -24,6 +24,8 @@ LEGEND = (
     "0-9 on that core   - waiting for a core   = blocked on a lock (the GIL too)   "
     "~ in I/O   . asleep   : blocked"
 )
+# The legend where the line is too narrow for the one above.
+LEGEND_SHORT = "0-9 core  - wait core  = lock/GIL  ~ I/O  . sleep  : blocked"
 _MOST_LANES = 4096  # a crafted text names no more threads than this
 _MOST_STEPS = 1_000_000
 
@@ -217,5 +219,5 @@ def text_view(lanes: Sequence[Lane], span_us: int, width: int) -> list[str]:
     lines = draw(lanes, span_us, cells, label=lambda lane: f"{names[(lane.pid, lane.tid)]:>{pad}}")
     end = f"{span_us / 1000:.1f} ms"
     lines.append(f"{'':>{pad}} 0 ms{end:>{cells - 4}}")
-    lines.append(LEGEND)
+    lines.append(LEGEND if len(LEGEND) <= width else LEGEND_SHORT)
     return lines
