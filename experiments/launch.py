@@ -63,6 +63,12 @@ def runner_command(python: Optional[str], *args: str) -> list[str]:
     )
 
 
+def _look_available() -> bool:
+    from experiments.look import available
+
+    return available()
+
+
 @dataclass(frozen=True)
 class Layout:
     """What gives one runner process a memory layout of its own: the seed of its str and bytes
@@ -468,9 +474,15 @@ class Launch:
         timeout_s: Optional[float] = None,
         progress: bool = False,
         layout: Optional[Layout] = None,
+        look: bool = False,
     ):
         self.spec = spec
         self.progress = progress
+        # One more repeat after the others, not counted, whose threads are looked at from here
+        # (experiments.look) where the platform allows it.
+        self.look = look and _look_available()
+        self._looking = None  # the look while the looked-at repeat runs
+        self._looked = False  # its repeat event came; its tasks event is next
         self.layout = layout  # None: the runner inherits this process's environment as it is
         self.python = python or spec.python
         self.timeout_s = timeout_s if timeout_s is not None else spec.timeout_s
@@ -515,7 +527,7 @@ class Launch:
         try:
             self._process, fd = _start_runner(
                 self.python,
-                ["--ack", *(["--progress"] if self.progress else [])],
+                ["--ack", *(["--progress"] if self.progress else []), *(["--look"] * self.look)],
                 output,
                 self.layout,
             )
@@ -541,6 +553,21 @@ class Launch:
     def _read_events(self) -> Iterator[dict]:
         for event in _events(self._pipe.lines()):
             kind = event.get("event")
+            if kind == "look":  # the runner is about to time the looked-at repeat
+                from experiments.look import ThreadLook
+
+                self._looking = ThreadLook(self._process.pid).start()
+                self._send("next")
+                continue
+            if event.get("look") or (kind == "tasks" and self._looked):
+                # The looked-at repeat is no repeat of the run: what was seen replaces it.
+                if kind == "repeat":
+                    event = self._looked_at(event)
+                    self._looked = True
+                else:  # its tasks: stored by nobody, acknowledged as every repeat's
+                    self._looked = False
+                    self._send("next")
+                    continue
             if kind == "done":
                 self.status = "ok"
             elif kind == "error":
@@ -551,6 +578,16 @@ class Launch:
             if kind == "tasks":
                 # The consumer has handled (stored) this repeat: let the runner time the next.
                 self._send("next")
+
+    def _looked_at(self, repeat: dict) -> dict:
+        """The ``looked`` event that stands for the looked-at ``repeat``: what each thread did
+        (experiments.look's text) during it, and its wall time."""
+        from experiments.look import encode
+
+        lanes = self._looking.stop() if self._looking is not None else {}
+        self._looking = None
+        states = encode(lanes, repeat["start_ns"], repeat["end_ns"], self._process.pid)
+        return {"event": "looked", "thread_states": states, "wall_ns": repeat.get("wall_ns")}
 
     def _send(self, line: str) -> None:
         try:
@@ -568,6 +605,9 @@ class Launch:
                 self._walked = _kill_group(self._process)
 
     def _finish(self, output) -> None:
+        if self._looking is not None:  # the run ended during the looked-at repeat
+            self._looking.stop()
+            self._looking = None
         process = self._process
         if process is None:
             return

@@ -31,7 +31,10 @@ parent goes away (``--parent-pid=PID`` names it: on Linux the kernel then tells 
 thread waits for the parent's pipe to close); ``--ack`` waits after each
 repeat's ``tasks`` event for a ``next`` line from the parent, so its storing of one repeat never
 overlaps the timing of the next one; ``--progress`` sends ``progress`` events (a live view wants
-them; without one they would only cost CPU in the parent while the run is being timed).
+them; without one they would only cost CPU in the parent while the run is being timed);
+``--look`` adds one repeat after the others, flagged and never counted, announced by a ``look``
+event and begun on the parent's ``next``, during which the parent looks at every thread
+(experiments.look).
 
 Other modes: ``--check`` reads a JSON list of specs (one line) and answers one ``check`` event
 each, without running anything; ``--env`` sends the environment; ``--calibrate`` finds a size
@@ -81,7 +84,9 @@ def _serve(args) -> int:
         return _calibrate(line, out)
     if "--probe" in args:
         return _probe(line, out)
-    return _run(line, out, acks if "--ack" in args else None, "--progress" in args)
+    return _run(
+        line, out, acks if "--ack" in args else None, "--progress" in args, "--look" in args
+    )
 
 
 def _event_stream(args):
@@ -238,7 +243,7 @@ def _probe(text: str, out: _EventWriter) -> int:
     return 0
 
 
-def _run(line: str, out: _EventWriter, acks, progress: bool) -> int:
+def _run(line: str, out: _EventWriter, acks, progress: bool, look: bool = False) -> int:
     from experiments.environment import collect
     from experiments.spec import ExperimentSpec, SpecError, prepare
     from experiments.timing import gil_enabled
@@ -274,10 +279,16 @@ def _run(line: str, out: _EventWriter, acks, progress: bool) -> int:
             if started:  # what starting the engine cost, outside every timed window
                 out.emit("session", **started)
             out.emit("control", **control.measure())
-            for index in range(prepared.spec.warmups + prepared.spec.repeats):
+            timed = prepared.spec.warmups + prepared.spec.repeats
+            for index in range(timed):
                 _run_repeat(prepared, index, out, progress)
                 if acks is not None:
                     acks.acquire()  # the parent has stored this repeat: time the next one
+            if look and acks is not None:
+                out.emit("look")
+                acks.acquire()  # the parent looks at every thread from now on
+                _run_repeat(prepared, timed, out, False, look=True)
+                acks.acquire()
     except BaseException as exc:  # SystemExit/KeyboardInterrupt from a task are failures too
         _fail(exc, out)
     out.emit("done")
@@ -322,7 +333,9 @@ def _service(workload):
     return getattr(importlib.import_module(module), name)()
 
 
-def _run_repeat(prepared, index: int, out: _EventWriter, progress: bool) -> None:
+def _run_repeat(
+    prepared, index: int, out: _EventWriter, progress: bool, look: bool = False
+) -> None:
     import time
 
     from experiments import control
@@ -336,10 +349,13 @@ def _run_repeat(prepared, index: int, out: _EventWriter, progress: bool) -> None
     # Without --progress the first progress event is due in a year: one comparison per task.
     next_progress_ns = monotonic_ns() + (progress_every_ns if progress else 365 * 86400 * 10**9)
     sent = 0
+    readings: dict = {}  # (pid, thread) -> its schedstat readings in this repeat
 
     def on_sample(sample) -> None:
         nonlocal next_progress_ns, sent
-        samples.append(sample[1:])  # drop the task's result: only its timing is kept
+        samples.append(sample[1:11])  # drop the task's result: only its timing is kept
+        if len(sample) > 11 and sample[11] is not None:
+            readings.setdefault(sample[1:3], []).extend(r for r in sample[11] if r is not None)
         if monotonic_ns() >= next_progress_ns:
             # A bounded batch keeps the cost inside the timed window negligible; every sample
             # is sent in the `tasks` event after the repeat anyway.
@@ -362,21 +378,39 @@ def _run_repeat(prepared, index: int, out: _EventWriter, progress: bool) -> None
     busy_after = machine_busy_ns()
     # The control right after the repeat, before anything waits: the core is as the work left
     # it (after a pause a core comes back slower for a while, and the work never saw that).
-    timed_control = control.measure()
-    out.emit("progress", repeat=index, done=len(samples), total=total, samples=[])
+    timed_control = None if look else control.measure()
+    if not look:  # the looked-at repeat is no part of the run's progress
+        out.emit("progress", repeat=index, done=len(samples), total=total, samples=[])
     out.emit(
         "repeat",
         index=index,
-        warmup=index < prepared.spec.warmups,
+        warmup=index < prepared.spec.warmups or look,
+        look=look,
         wall_ns=end_ns - start_ns,
         cpu_ns=cpu_ns,
         start_ns=start_ns,
         end_ns=end_ns,
         runner_peak_rss_bytes=_peak_rss_bytes(),
         machine_busy_ns=None if busy_before is None else busy_after - busy_before,
+        workers=worker_split(readings),
     )
     out.emit("tasks", repeat=index, samples=samples)
-    out.emit("control", **timed_control)
+    if timed_control is not None:
+        out.emit("control", **timed_control)
+
+
+def worker_split(readings: dict) -> list:
+    """Each worker thread's ``[pid, thread, span_ns, on_core_ns, core_wait_ns]`` between its
+    first and last schedstat reading of the repeat (the rest of the span it was blocked: on a
+    lock, the GIL's included, in I/O or asleep); a thread read once has no span to split."""
+    split = []
+    for (pid, thread), found in readings.items():
+        if len(found) < 2:
+            continue
+        first, last = min(found), max(found)
+        span, on_core, waited = (last[i] - first[i] for i in range(3))
+        split.append([pid, thread, span, on_core, waited])
+    return split
 
 
 def _cpu_ns() -> int:

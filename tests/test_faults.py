@@ -175,7 +175,8 @@ def test_what_a_task_prints_is_kept_and_never_taken_for_an_event(conlab, db_path
     indexes = connection.execute("SELECT repeat_index FROM repeat ORDER BY repeat_index")
     assert [i for (i,) in indexes] == [0, 1]  # the printed repeat 99 is not one
     printed = stored_run(db_path, run["run_id"])["stderr"]
-    assert printed.count('{"event": "done"}') == 4  # two tasks a repeat, kept with the run
+    # two tasks a repeat and the looked-at one (experiments.look), kept with the run
+    assert printed.count('{"event": "done"}') == 6
 
 
 def test_a_task_that_prints_megabytes_keeps_the_start_and_end_of_it(conlab, db_path):

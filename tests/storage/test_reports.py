@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from storage import reports
 from storage.reports import (
     COST_COLUMNS,
+    WORKER_COLUMNS,
     compare,
     compare_groups,
     karp_flatt,
@@ -81,7 +82,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
                     "wall_s": wall_s,
                     "startup_ns": 1_000_000,
                     "busy_ns": int(wall_s * 1e9),
-                    **{column: row.get(column, math.nan) for column in COST_COLUMNS},
+                    **{c: row.get(c, math.nan) for c in (*COST_COLUMNS, *WORKER_COLUMNS)},
                 }
             )
     return pd.DataFrame(records)
@@ -560,7 +561,7 @@ def test_selections_take_size_and_workers():
 
 # Strings a database someone sent may hold in any text column: HTML and script, attributes,
 # Markdown links and images, rich/Textual markup (with actions), terminal sequences (ESC, OSC,
-# a one-character CSI), spreadsheet formulas, control characters.
+# a one-character CSI, bidirectional controls), spreadsheet formulas, control characters.
 HOSTILE = [
     "<script>alert(1)</script>",
     "<img src=x onerror=alert(1)>",
@@ -591,7 +592,16 @@ HOSTILE = [
     "@SUM(A1:A2)",
     "\tpadded",
     "line\nbreak\rreturn\x00nul\x7fdel",
+    # bidirectional controls: each reorders what follows it, so one host name reads as another
+    "ho\u2066st\u2069-\u2067a\u2068",
+    "\u200fx\u200e\u061cy",
+    "lab-\u202egnp.exe",
+    "a\u202ab\u202cc\u202dd\u202b",
 ]
+
+
+# The bidirectional controls, which no output may carry as they are (storage.text).
+BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def environment(fingerprint: str, host: str, cpu: str, python: str) -> dict:
@@ -757,6 +767,7 @@ def assert_only_text_from_data(tmp_path, texts: list[str]) -> None:
         assert hostile.elements == plain_page.elements
         assert not {a for a in hostile.attributes if a.startswith("on")}
         assert not hostile.attributes & {"href", "src", "style", "xlink:href"}
+        assert not BIDI.search(pages[index]), repr(BIDI.findall(pages[index]))
         shown = hostile.text.replace("\n", " ")
         for text in texts[:8]:  # hosts, CPUs, Python, workload, executor, start method
             assert printable(text).strip() in shown
