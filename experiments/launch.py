@@ -110,6 +110,8 @@ def _start_runner(
     FileNotFoundError or PermissionError when ``python`` cannot be run.
     """
     read_fd, write_fd = os.pipe()
+    env = runner_env(layout)
+    mark = env[reaping.MARK_VAR] = os.urandom(16).hex()  # what every process of this run inherits
     try:
         process = subprocess.Popen(
             runner_command(
@@ -122,7 +124,7 @@ def _start_runner(
             stdin=subprocess.PIPE,
             stdout=output,
             stderr=output,
-            env=runner_env(layout),
+            env=env,
             start_new_session=True,
             pass_fds=(write_fd,),
             bufsize=1,
@@ -133,6 +135,7 @@ def _start_runner(
         raise
     finally:
         os.close(write_fd)
+    process.conlab_mark = mark  # type: ignore[attr-defined]
     return process, read_fd
 
 
@@ -224,12 +227,16 @@ def _killpg(process: subprocess.Popen, signum: int) -> None:
 
 def _kill_group(process: subprocess.Popen) -> bool:
     """SIGKILL the runner, its process group, and every process below it, those that left the
-    group too (a worker that called setsid(), a task's daemon: the runner is their subreaper).
+    group too (a worker that called setsid(), a task's daemon: the runner is their subreaper),
+    and every process started with the runner's mark (an orphan of a runner that died first).
     The group is stopped first, so that nothing in it starts more meanwhile. Call it only while
     the runner is unreaped (its pid and group id are then its own). True when the processes
     below it could be walked (/proc), False when only the group was killed."""
     _killpg(process, signal.SIGSTOP)
     walked = reaping.end_descendants(process.pid)
+    mark = getattr(process, "conlab_mark", None)
+    if mark is not None:
+        reaping.end_marked(mark)
     _killpg(process, signal.SIGKILL)
     return walked
 

@@ -4,7 +4,8 @@ A worker that calls ``os.setsid()``, or a task that daemonises (the double fork)
 runner's process group, so one ``killpg`` cannot reach it. The runner therefore makes itself a
 child subreaper (Linux): a process below it whose parent ends becomes the runner's child, not
 init's, and so stays in the runner's tree, which can be walked from ``/proc`` and ended -- by
-the runner as it exits, or by the parent while the runner still lives.
+the runner as it exits, or by the parent while the runner still lives. Should the runner die
+first (killed -9 by someone else), its orphans are found by the mark in their environment.
 
 Standard library only; ctypes is optional (without it the runner is no subreaper).
 """
@@ -17,6 +18,9 @@ import sys
 from typing import Optional
 
 _PR_SET_CHILD_SUBREAPER = 36
+# The environment variable a runner is started with, holding a mark of its own that every
+# process it starts inherits (launch sets it; see ``marked``).
+MARK_VAR = "CONLAB_RUNNER_MARK"
 _WALKS = 100  # at most this many walks of a tree that keeps forking (a fork bomb)
 
 
@@ -76,13 +80,43 @@ def _signal(pid: int, signum: int) -> None:
         pass
 
 
+def marked(mark: str) -> Optional[list]:
+    """Every live process started with ``MARK_VAR=mark`` in its environment (it inherits it
+    from the runner, wherever it went: an orphan init adopted too), or None without /proc."""
+    needle = f"{MARK_VAR}={mark}".encode()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    found = []
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                if needle in handle.read().split(b"\0"):  # a zombie's reads empty
+                    found.append(int(entry))
+        except (OSError, ValueError):  # another user's, ended meanwhile, or no process
+            continue
+    return found
+
+
 def end_descendants(pid: int) -> bool:
-    """SIGKILL every process below ``pid``. Each is stopped first, since a stopped process
-    cannot fork, and the tree walked again until no walk finds one still running; then all are
-    killed at once. False where there is no /proc to walk (nothing was done)."""
+    """SIGKILL every process below ``pid``; False where there is no /proc to walk (nothing
+    was done). See ``_stop_then_kill``."""
+    return _stop_then_kill(lambda: descendants(pid))
+
+
+def end_marked(mark: str) -> bool:
+    """SIGKILL every process ``marked`` with ``mark``; False without /proc."""
+    return _stop_then_kill(lambda: marked(mark))
+
+
+def _stop_then_kill(find) -> bool:
+    """SIGKILL every process ``find()`` lists. Each is stopped first, since a stopped process
+    cannot fork, and ``find`` asked again until it lists none still running; then all are
+    killed at once. False when ``find`` gives None (it cannot look)."""
     stopped: set = set()
     for _ in range(_WALKS):
-        found = descendants(pid)
+        found = find()
         if found is None:
             return False
         running = [p for p in found if p not in stopped]

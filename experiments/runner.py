@@ -22,12 +22,14 @@ core_end, peak_rss_bytes]``: times on the system-wide monotonic clock, then what
 
 The events have their own pipe so that nothing a task prints can be taken for one: stdout and
 stderr are the user's, and the parent stores them with the run. The runner keeps that pipe out of
-every process it starts (no worker holds it, so the parent sees it end with the runner).
+every process it starts (no worker holds it, so the parent sees it end with the runner). The
+parent's lines come on stdin, which the runner moves at once to a descriptor of its own, kept
+from its workers as well; the tasks' stdin is /dev/null.
 
 Options (``launch`` passes them all): ``--watch-stdin`` ends the runner and its workers when the
 parent goes away (``--parent-pid=PID`` names it: on Linux the kernel then tells us; elsewhere a
-thread waits for stdin to close); ``--ack`` waits after each
-repeat's ``tasks`` event for a ``next`` line on stdin, so the parent's storing of one repeat never
+thread waits for the parent's pipe to close); ``--ack`` waits after each
+repeat's ``tasks`` event for a ``next`` line from the parent, so its storing of one repeat never
 overlaps the timing of the next one; ``--progress`` sends ``progress`` events (a live view wants
 them; without one they would only cost CPU in the parent while the run is being timed);
 ``--look`` adds one repeat after the others, flagged and never counted, announced by a ``look``

@@ -725,3 +725,31 @@ def test_an_interpreter_without_ctypes_runs_every_run(conlab, tmp_path):
     result = conlab(*run_args("cpu", "sequential", "processes", **options))
     assert result.returncode == 0, result.stderr
     assert [run["status"] for run in result.json()] == ["ok", "ok"]
+
+
+@pytest.mark.parametrize("executor", ["processes", "pool"])
+def test_a_worker_that_left_the_runners_session_ends_when_the_runner_is_killed(
+    conlab, db_path, user_dir, tmp_path, executor
+):
+    # the runner, killed -9, cannot end its workers, and its orphans go to init: the parent
+    # finds them by the mark the runner gave every process it started
+    (user_dir / "daemons.py").write_text(DAEMONS)
+    options = dict(workers=2, tasks=2, size=1, repeats=1, warmups=0)
+    args = run_args("daemons:leaves_its_session_and_hangs", executor, **options)
+    process = conlab.start(*args, env={"STARTED_DIR": str(tmp_path)})
+    try:
+        deadline = time.monotonic() + 300  # a hang, not a slow machine
+        while not list(tmp_path.glob("[0-9]*")):
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+        worker = int(next(tmp_path.glob("[0-9]*")).name)
+        with open(f"/proc/{worker}/stat", "rb") as stat:
+            runner = int(stat.read().rpartition(b")")[2].split()[1])  # its parent
+        os.kill(runner, signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()  # only if it hangs: then the test fails below
+    assert process.returncode == 1, stderr
+    (run,) = json.loads(stdout)
+    assert run["error"] == "the runner process died (killed by SIGKILL)"
+    # the fixture checks that the workers in their own sessions are gone
