@@ -363,6 +363,7 @@ def bench_core(bench: Bench) -> None:
             **extra,
         )
     bench_main_script(bench)
+    bench_split_cost(bench)
     if _available("joblib"):
         bench.ratio_against_hand(
             "joblib",
@@ -461,6 +462,36 @@ def bench_core(bench: Bench) -> None:
         )
     bench_runner_import(bench)
     bench_cpu_speedup(bench)
+
+
+def without_split(spec) -> Iterator[float]:
+    """``lab_repeats`` of a runner that reads no thread's split (experiments.timing)."""
+    os.environ["CONLAB_NO_SPLIT"] = "1"
+    try:
+        repeats = lab_repeats(spec)
+        first = next(repeats)  # the runner starts here, with the variable in its environment
+    finally:
+        del os.environ["CONLAB_NO_SPLIT"]
+    yield first
+    yield from repeats
+
+
+def bench_split_cost(bench: Bench) -> None:
+    """What reading each worker thread's split (on a core, waiting for one, blocked) costs the
+    counted time: the lab's runner with it against the same runner without, in turns, on a
+    default sweep's executors and a pure-Python function like its `cpu` (budget: 0.5%)."""
+    from experiments.spec import ExperimentSpec
+
+    for kind, workers in (("sequential", 1), ("threads", 2), ("processes", 2)):
+        per_round = []
+        for _ in range(ROUNDS):
+            spec = ExperimentSpec(
+                "cpu", kind, workers=workers, repeats=REPEATS, warmups=1, processes=1
+            )
+            per_round.append(statistics.median(in_turns(lab_repeats(spec), without_split(spec))))
+        judged = Judged(per_round)
+        name = f"{kind} x{workers} cpu, 16 tasks: with the split / without{judged.how}"
+        bench.record(name, judged.value, "<= 1.005", judged.value <= 1.005)
 
 
 def bench_main_script(bench: Bench) -> None:
