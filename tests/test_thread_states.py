@@ -112,3 +112,39 @@ def test_a_pure_python_loop_on_threads_is_explained_from_what_its_threads_were_s
     # ran (a quiet machine), or runnable but waiting for a core (a crowded one)
     assert "of their time" in threads, words
     assert ("blocked on a lock" in threads) or ("waited for a core" in threads), words
+
+
+def test_the_html_report_draws_each_thread_of_the_run_it_shows(conlab, db_path, tmp_path):
+    run_id, _ = looked_at(conlab, db_path, sys.executable)
+    page = tmp_path / "report.html"
+    done = conlab("report", "--format", "html", "--output", str(page), "--timeline", run_id[:8])
+    assert done.returncode == 0, done.stderr
+    html = page.read_text()
+    assert f"what each thread did, run {run_id[:8]}" in html
+    assert "<title>blocked on a lock:" in html and "<title>on core " in html
+
+
+def test_stored_thread_states_that_are_not_the_labs_text_draw_nothing():
+    for text in (
+        None,
+        "",
+        "x|1 2 0 C 0",
+        "100|",
+        "100|1 2 0 Q 0",
+        "100|1 2 5 C 0 3 C 1",
+        "-5|1 2 0 C 0",
+        "100|a b c d e",
+        "1" * 5000 + "|1 2 0 C 0",
+        "100|1 2 0 C",
+    ):
+        lanes, span = states.decode(text)
+        assert lanes == [] or span > 0
+        assert states.seen(lanes, span) is None or lanes
+        assert states.draw(lanes, max(span, 1), 40) == [] or lanes
+    lanes, span = states.decode("100|1 1 0 C 0 50 L -1;1 2 0 L -1 50 C 1")
+    found = states.seen(lanes, span)
+    assert found.at_once == 1 and found.shares == {"C": 0.5, "L": 0.5}
+    assert states.draw(lanes, span, 10, label=lambda lane: str(lane.tid)) == [
+        "1 00000=====",
+        "2 =====11111",
+    ]

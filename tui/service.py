@@ -238,9 +238,10 @@ def run_warnings(db: Optional[str], run: dict) -> list[str]:
 
 
 def timeline(engine, runs: pd.DataFrame, run_prefix: Optional[str] = None, samples: bool = True):
-    """(run id, task samples) of the run whose prefix is given, else of the latest parallel
-    run (the latest run when none ran in parallel) among ``runs`` (a frame with a row or more
-    per run); SelectionError for an unknown prefix. ``samples=False`` reads none (None)."""
+    """(run id, task samples, what its threads did or None) of the run whose prefix is given,
+    else of the latest parallel run (the latest run when none ran in parallel) among ``runs``
+    (a frame with a row or more per run); SelectionError for an unknown prefix.
+    ``samples=False`` reads neither: (run id, None)."""
     from storage.errors import SelectionError
     from storage.reports import load_timeline, utc_times
 
@@ -256,7 +257,11 @@ def timeline(engine, runs: pd.DataFrame, run_prefix: Optional[str] = None, sampl
     run = runs.iloc[-1]
     if not samples:
         return str(run["run_id"]), None
-    return str(run["run_id"]), load_timeline(engine(run["db"]), str(run["run_id"]))
+    from storage.reports import load_look
+
+    source = engine(run["db"])
+    run_id = str(run["run_id"])
+    return run_id, load_timeline(source, run_id), load_look(source, run_id)
 
 
 @dataclass(frozen=True)
