@@ -235,20 +235,6 @@ OBSERVED_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "scaling",
-        "seen-gil",
-        THREADS,
-        lambda f: (
-            f.gil is True and _seen(f, "blocked_on_lock") and f.shares.blocked_on_lock >= SEEN_SHARE
-        ),
-        lambda f: (
-            f"{f.name} gave {f.speedup:.2f}x with the GIL on: its threads were blocked on a "
-            f"lock {f.shares.blocked_on_lock:.0%} of their time while another ran"
-            f"{_handovers(f)}: the GIL serialised the work."
-        ),
-        ("gil", "speedup", "shares"),
-    ),
-    Rule(
-        "scaling",
         "seen-waiting",
         THREADS + POOLS,
         lambda f: (
@@ -260,6 +246,23 @@ OBSERVED_RULES: tuple[Rule, ...] = (
             "a waiting worker holds no core."
         ),
         ("speedup", "shares"),
+    ),
+    Rule(
+        "scaling",
+        "seen-gil",
+        THREADS,
+        lambda f: (
+            f.gil is True
+            and _seen(f, "blocked_on_lock")
+            and f.shares.blocked_on_lock >= SEEN_SHARE
+            and f.speedup < max(NO_SPEEDUP, SCALED * f.reach)
+        ),
+        lambda f: (
+            f"{f.name} gave {f.speedup:.2f}x with the GIL on: its threads were blocked on a "
+            f"lock {f.shares.blocked_on_lock:.0%} of their time while another ran"
+            f"{_handovers(f)}: the GIL serialised the work."
+        ),
+        ("gil", "speedup", "shares"),
     ),
 )
 

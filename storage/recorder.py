@@ -109,9 +109,12 @@ def look_facts(thread_states: str) -> dict[str, Any]:
     blocked = sum(shares[n] for n in ("lock", "io", "sleep", "blocked"))
     return {
         **{name: round(share, 4) for name, share in shares.items()},
-        # how their blocked time divided, what a counted repeat's blocked time is split by
+        "lock_while_another_ran": round(found.lock_while_another_ran, 4),
+        # how their blocked time divided, what a counted repeat's blocked time is split by:
+        # on a lock another worker's running held them from (the GIL), in I/O, asleep
         "of_blocked": {
-            n: round(shares[n] / blocked, 4) if blocked else 0.0 for n in ("lock", "io", "sleep")
+            "lock": round(found.lock_while_another_ran / blocked, 4) if blocked else 0.0,
+            **{n: round(shares[n] / blocked, 4) if blocked else 0.0 for n in ("io", "sleep")},
         },
         "handovers_per_s": round(found.handovers_per_s, 1),
         "at_once": found.at_once,

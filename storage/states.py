@@ -85,12 +85,13 @@ def decode(text: Optional[str]) -> tuple[list[Lane], int]:
 
 @dataclass(frozen=True)
 class Seen:
-    """What a look saw of the workers (``worker_lanes`` that were on a core at some time),
-    summed: each state's share of their time, the most of them on a core at once and the share
-    of time with two or more, the cores used, and how often a core changed hands between them
-    (per second)."""
+    """What a look saw of the workers (``worker_lanes``), summed: each state's share of their
+    time, how much of it they were blocked on a lock while another ran, the most of them on a
+    core at once and the share of time with two or more, the cores used, and how often a core
+    changed hands between them (per second)."""
 
     shares: dict  # letter -> share of the workers' time
+    lock_while_another_ran: float  # share of their time blocked on a lock while another ran
     at_once: int
     two_or_more_share: float
     cores: tuple
@@ -114,8 +115,8 @@ def worker_lanes(lanes: Sequence[Lane]) -> list[Lane]:
 
 
 def seen(lanes: Sequence[Lane], span_us: int) -> Optional[Seen]:
-    """``Seen`` of ``lanes`` over a repeat of ``span_us``; None when no worker was on a core."""
-    workers = [lane for lane in worker_lanes(lanes) if any(s[1] == "C" for s in lane.steps)]
+    """``Seen`` of ``lanes`` over a repeat of ``span_us``; None when there was no worker."""
+    workers = worker_lanes(lanes)
     if not workers or span_us <= 0:
         return None
     totals: dict = {}
@@ -128,6 +129,7 @@ def seen(lanes: Sequence[Lane], span_us: int) -> Optional[Seen]:
                 events += [(start, 1, n), (stop, -1, n)]
                 cores.add(core)
     whole = sum(totals.values()) or 1
+    contended = _lock_while_another_ran(workers, span_us)
     events.sort()
     running, most, two_or_more, last_t, handovers, last_on = 0, 0, 0, 0, 0, None
     for t, change, n in events:
@@ -142,6 +144,7 @@ def seen(lanes: Sequence[Lane], span_us: int) -> Optional[Seen]:
         most = max(most, running)
     return Seen(
         shares={letter: total / whole for letter, total in totals.items()},
+        lock_while_another_ran=contended / whole,
         at_once=most,
         two_or_more_share=two_or_more / span_us,
         cores=tuple(sorted(cores)),
@@ -149,6 +152,37 @@ def seen(lanes: Sequence[Lane], span_us: int) -> Optional[Seen]:
         workers=len(workers),
         span_us=span_us,
     )
+
+
+def _lock_while_another_ran(workers: Sequence[Lane], span_us: int) -> int:
+    """The workers' time (us) blocked on a lock while another worker was on a core: a lock
+    they contended for (the GIL's), not one they waited on for work or results while no
+    worker ran."""
+    import bisect
+
+    running = []  # each worker's spans on a core, with its number
+    for n, lane in enumerate(workers):
+        running += [
+            (start, stop, n) for start, stop, letter, _ in lane.spans(span_us) if letter == "C"
+        ]
+    running.sort()
+    starts = [r[0] for r in running]
+    total = 0
+    for n, lane in enumerate(workers):
+        for start, stop, letter, _ in lane.spans(span_us):
+            if letter != "L":
+                continue
+            covered, reach = 0, start
+            # spans on a core that began before this one ended, in start order
+            for other_start, other_stop, m in running[: bisect.bisect_left(starts, stop)]:
+                if m == n or other_stop <= reach:
+                    continue
+                low, high = max(other_start, reach), min(other_stop, stop)
+                if high > low:
+                    covered += high - low
+                    reach = high
+            total += covered
+    return total
 
 
 def draw(lanes: Sequence[Lane], span_us: int, width: int, label=None) -> list[str]:
@@ -200,14 +234,17 @@ def summary(found: Seen) -> str:
     )
     cores = ", ".join(map(str, found.cores))
     at_once = (
-        "one thread on a core at a time"
-        if found.at_once <= 1
+        "no thread seen on a core (each ran for less than a look's millisecond at a time)"
+        if found.at_once == 0
+        else "one thread on a core at a time"
+        if found.at_once == 1
         else f"up to {found.at_once} threads on cores at once ({found.two_or_more_share:.0%} "
         "of the time two or more)"
     )
     return (
-        f"{found.workers} worker thread(s): {shares}; {at_once}, on core(s) {cores}; "
-        f"a core changed threads {found.handovers_per_s:.0f} times a second"
+        f"{found.workers} worker thread(s): {shares}; {at_once}"
+        + (f", on core(s) {cores}" if cores else "")
+        + f"; a core changed threads {found.handovers_per_s:.0f} times a second"
     )
 
 
