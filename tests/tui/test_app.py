@@ -48,9 +48,13 @@ async def test_choose_run_and_see_the_runs(db_path, marked):
         assert "speedup" in str(lab.query_one("#summary").render())
         assert statuses(db_path) == [("sequential", 1, "ok"), ("threads", 2, "ok")]
         timeline = lab.query_one("#timeline")
-        # The runs took turns in a shuffled order: the timeline shows the last one to run,
-        # with one lane per worker thread.
-        assert len(timeline.lanes()) == (2 if "threads" in timeline.caption else 1)
+        # The runs took turns in a shuffled order: the timeline shows what each thread of the
+        # last one to run did (its looked-at repeat): the runner's, and its two workers'.
+        lanes, span_us = timeline.states
+        assert len(lanes) == (3 if "threads" in timeline.caption else 1) and span_us > 0
+        drawn = str(timeline.render())
+        assert "0-9 on that core   - waiting for a core   = blocked on a lock" in drawn  # legend
+        assert "runner" in drawn and ("runner t2" in drawn) == ("threads" in timeline.caption)
         await pilot.press("2")
         table = app.query_one(RunsPane).query_one(DataTable)
         await wait_until(pilot, lambda: table.row_count == 2)  # runs are read off the loop
@@ -510,7 +514,7 @@ async def test_the_timeline_keeps_its_height_through_a_sweep(tmp_path):
 
         async def show(samples, caption=None):
             timeline.set_samples(samples, caption)
-            await pilot.pause()
+            await settle(app, pilot)  # a busy machine lays the screen out later
             heights.append(timeline.size.height)
 
         two = [(1, 1, 0, 10), (2, 1, 0, 10)]
