@@ -228,6 +228,8 @@ def _run(line: str, out: _EventWriter, acks, progress: bool) -> int:
     for option in ("scheduler", "backend", "loop"):  # recorded with the run
         if getattr(prepared, option) is not None:
             environment[option] = getattr(prepared, option)
+    if prepared.executor.implementation() is not None:  # which InterpreterPoolExecutor ran
+        environment["executor_implementation"] = prepared.executor.implementation()
     out.emit(
         "env",
         environment=environment,
