@@ -121,6 +121,12 @@ def _not_held_by_gil(f: Facts) -> bool:
 
 THREADS = ("threads",)
 POOLS = ("processes", "pool")
+INTERPRETERS = ("interpreters",)  # threads of the runner, each running an interpreter of its own
+
+
+def _workers_kind(f: Facts) -> str:
+    return "worker interpreters" if f.executor in INTERPRETERS else "processes"
+
 
 RULES: tuple[Rule, ...] = (
     # -- the GIL's state, where the build could run without one --------------------------------
@@ -174,7 +180,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "scaling",
         "cores-taken",
-        THREADS + POOLS,
+        THREADS + POOLS + INTERPRETERS,
         lambda f: _not_held_by_gil(f) and f.cpu_per_wall < WAITS and _cores_taken(f),
         lambda f: (
             f"{f.name} gave {f.speedup:.2f}x with CPU time {f.cpu_per_wall:.2f}x wall "
@@ -221,7 +227,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "scaling",
         "one-core-free",
-        THREADS + POOLS,
+        THREADS + POOLS + INTERPRETERS,
         lambda f: (
             _not_held_by_gil(f)
             and f.cpu_per_wall < ONE_CORE
@@ -274,18 +280,30 @@ RULES: tuple[Rule, ...] = (
         ),
         ("speedup", "cpu_per_wall", "gil", "others_cores"),
     ),
-    # -- process executors -----------------------------------------------------------------------
+    # -- process executors and worker interpreters ----------------------------------------------
     Rule(
         "scaling",
         "startup-dominates",
-        POOLS,
+        POOLS + INTERPRETERS,
         lambda f: known(f.startup_s) and f.startup_s > 0.3 * f.median_s,
         lambda f: (
             f"{f.name}: start-up took {f.startup_s * 1000:.0f} ms of "
             f"{f.median_s * 1000:.0f} ms ({f.startup_s / f.median_s:.0%}): the run is too short "
-            "for processes to pay off."
+            f"for {_workers_kind(f)} to pay off."
         ),
         ("startup_s", "median_s"),
+    ),
+    Rule(
+        "scaling",
+        "own-gil-parallel",
+        INTERPRETERS,
+        lambda f: f.speedup >= SCALED * f.reach and f.cpu_per_wall >= AT_ONCE,
+        lambda f: (
+            f"{f.name} scaled ({f.speedup:.2f}x, CPU time {f.cpu_per_wall:.2f}x wall time): "
+            "each worker interpreter has a GIL of its own, so their Python ran in parallel "
+            "in one process."
+        ),
+        ("speedup", "cpu_per_wall"),
     ),
     Rule(
         "scaling",
