@@ -83,6 +83,15 @@ HAND_WRITTEN = textwrap.dedent("""
             # The workers joblib keeps for a next call, stopped as the script's exit stops
             # them: every repeat pays a first call, as the lab's joblib repeats do.
             reusable_executor._executor.shutdown(wait=True)
+        elif kind == "interpreters":
+            try:  # Python 3.14+
+                from concurrent.futures import InterpreterPoolExecutor
+            except ImportError:  # 3.13: the PEP 734 backport
+                from interpreters_backport.concurrent.futures.interpreter import (
+                    InterpreterPoolExecutor,
+                )
+            with InterpreterPoolExecutor(workers) as ex:
+                list(ex.map(spin, xs))
         elif kind == "pool":
             # Pool's own `with` terminates the workers; close() and join() wait for them, as
             # the lab's pool does.
@@ -447,8 +456,57 @@ def bench_core(bench: Bench) -> None:
             function="c_hash",
             python=free_threaded,
         )
+    interpreters = _interpreters_python()
+    if interpreters:
+        # Worker interpreters: the lab's figure against the same script on the same Python.
+        bench.ratio_against_hand(
+            "interpreters",
+            2,
+            8,
+            28,
+            0.97,
+            1.03,
+            f"interpreters x2 on {_version(interpreters)}, 8 x c_hash 28 MiB ~20 ms",
+            function="c_hash",
+            python=interpreters,
+        )
     bench_runner_import(bench)
     bench_cpu_speedup(bench)
+
+
+def _interpreters_python() -> Optional[str]:
+    """$CONLAB_TEST_INTERPRETERS, else this interpreter, else the first `conlab list pythons`
+    finds, else a private venv the interpreters tests made (~/.cache/conlab-interpreters), that
+    runs the interpreters executor; None (saying which row is left out) when there is none."""
+    import glob
+
+    from experiments.pythons import discover, executors_under
+    from experiments.spec import SpecError
+
+    given = os.environ.get("CONLAB_TEST_INTERPRETERS")
+    cache = os.path.expanduser("~/.cache/conlab-interpreters/*/bin/python")
+    paths = [given] if given else [i["path"] for i in discover()] + sorted(glob.glob(cache))
+    for path in paths:
+        try:
+            rows = {row["name"]: row for row in executors_under(path)}
+        except SpecError:
+            continue
+        if rows["interpreters"]["available"]:
+            return path
+    print(
+        "  (interpreters row left out: no CPython here runs InterpreterPoolExecutor; set "
+        "CONLAB_TEST_INTERPRETERS to a 3.14, or a 3.13 with interpreters-pep-734)",
+        flush=True,
+    )
+    return None
+
+
+def _version(python: str) -> str:
+    """``python``'s version as `conlab list pythons` says it, ``t`` for a free-threaded build."""
+    from experiments.pythons import probe
+
+    info = probe(python) or {}
+    return f"{info.get('version', '?')}{'t' if info.get('free_threaded') else ''}"
 
 
 def _free_threaded_python() -> Optional[str]:

@@ -14,7 +14,13 @@ import time
 from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
-from experiments.timing import timed_call, timed_call_async, timed_chunk
+from experiments.timing import (
+    interpreter_call,
+    interpreter_check,
+    timed_call,
+    timed_call_async,
+    timed_chunk,
+)
 from experiments.workloads import Workload
 
 # Called with each task's sample as it comes back (for progress); must be cheap.
@@ -406,7 +412,7 @@ class Interpreters(Executor):
 
     The backport waits forever for a task whose function cannot be loaded in the worker or
     whose result cannot be sent back (the error happens outside the part that reports it), so
-    every task travels as bytes: ``_interpreter_call`` loads the function and pickles the
+    every task travels as bytes: ``timing.interpreter_call`` loads the function and pickles the
     sample inside the worker, where either failure is raised as the task's own error."""
 
     name = "interpreters"
@@ -444,7 +450,7 @@ class Interpreters(Executor):
             return None  # unavailable_reason says why
         with pool_class(max_workers=1, **_interpreter_setup()) as pool:
             try:
-                pool.submit(_interpreter_check, payload).result()
+                pool.submit(interpreter_check, payload).result()
             except Exception as exc:
                 text = (str(exc).strip().splitlines() or [""])[0]
                 return (
@@ -458,7 +464,7 @@ class Interpreters(Executor):
         import pickle
 
         pool_class = _interpreter_pool()[0]
-        task = functools.partial(_interpreter_call, pickle.dumps(job.workload.func))
+        task = functools.partial(interpreter_call, pickle.dumps(job.workload.func))
         pool = pool_class(max_workers=job.workers, **_interpreter_setup())
         try:
             for sample in pool.map(task, items):
@@ -518,39 +524,6 @@ def _interpreter_setup() -> dict:
     directories): ``exec`` of one assignment, a built-in that any interpreter can load."""
     code = f"import sys; sys.path[:] = {list(sys.path)!r}"
     return {"initializer": exec, "initargs": (code, {})}
-
-
-# The functions loaded in this interpreter, by their pickled bytes: one load per worker.
-_loaded: dict = {}
-
-
-def _interpreter_load(payload: bytes):
-    """The function pickled in ``payload``, loaded in this (worker) interpreter."""
-    func = _loaded.get(payload)
-    if func is None:
-        import pickle
-
-        func = _loaded[payload] = pickle.loads(payload)
-    return func
-
-
-def _interpreter_check(payload: bytes) -> None:
-    """Load the function in ``payload`` in this (worker) interpreter, sending nothing back."""
-    _interpreter_load(payload)
-
-
-def _interpreter_call(payload: bytes, size: int) -> bytes:
-    """One task in a worker interpreter: its sample, pickled here, so that a result that cannot
-    be sent fails the task with the pickler's words."""
-    import pickle
-
-    sample = timed_call(_interpreter_load(payload), size)
-    try:
-        return pickle.dumps(sample)
-    except Exception as exc:
-        raise pickle.PicklingError(
-            f"cannot pickle {type(sample[0]).__name__!r} object: {exc}"
-        ) from None
 
 
 def _scheme(address: Optional[str]) -> str:

@@ -224,3 +224,40 @@ async def timed_call_async(func, size: int):
     result = await func(size)
     end_ns = time.monotonic_ns()
     return _sample(result, start_ns, end_ns, before, _usage(), core_start)
+
+
+# --- tasks in worker interpreters (the interpreters executor): each worker imports this module,
+# not the executors', as a spawned worker process does.
+
+# The functions loaded in this interpreter, by their pickled bytes: one load per worker.
+_loaded: dict = {}
+
+
+def _load(payload: bytes):
+    """The function pickled in ``payload``, loaded in this (worker) interpreter."""
+    func = _loaded.get(payload)
+    if func is None:
+        import pickle
+
+        func = _loaded[payload] = pickle.loads(payload)
+    return func
+
+
+def interpreter_check(payload: bytes) -> None:
+    """Load the function in ``payload`` in this (worker) interpreter, sending nothing back."""
+    _load(payload)
+
+
+def interpreter_call(payload: bytes, size: int) -> bytes:
+    """``timed_call`` in a worker interpreter, of the function pickled in ``payload``: the
+    sample, pickled here, so that a function that cannot be loaded or a result that cannot be
+    sent fails the task with the pickler's words."""
+    import pickle
+
+    sample = timed_call(_load(payload), size)
+    try:
+        return pickle.dumps(sample)
+    except Exception as exc:
+        raise pickle.PicklingError(
+            f"cannot pickle {type(sample[0]).__name__!r} object: {exc}"
+        ) from None
