@@ -480,12 +480,14 @@ def _interpreters_python() -> Optional[str]:
     runs the interpreters executor; None (saying which row is left out) when there is none."""
     import glob
 
-    from experiments.pythons import discover, executors_under
+    from experiments.pythons import discover, executors_under, probe
     from experiments.spec import SpecError
 
     given = os.environ.get("CONLAB_TEST_INTERPRETERS")
     cache = os.path.expanduser("~/.cache/conlab-interpreters/*/bin/python")
     paths = [given] if given else [i["path"] for i in discover()] + sorted(glob.glob(cache))
+    # a GIL build first: the row is about interpreters, not about a free-threaded build
+    paths.sort(key=lambda path: (probe(path) or {}).get("free_threaded", True))
     for path in paths:
         try:
             rows = {row["name"]: row for row in executors_under(path)}

@@ -141,10 +141,10 @@ def timed_call(func, size: int):
     start_ns = time.monotonic_ns()
     result = func(size)
     end_ns = time.monotonic_ns()
-    return _sample(result, start_ns, end_ns, before, _usage(), core_start)
+    return _sample(result, start_ns, end_ns, before, _usage(), core_start, current_core())
 
 
-def _sample(result, start_ns: int, end_ns: int, before, after, core_start):
+def _sample(result, start_ns: int, end_ns: int, before, after, core_start, core_end):
     """``(result, pid, thread_id, start_ns, end_ns, gil, voluntary, involuntary, core at
     start, core at end, peak_rss_bytes)``: ``gil`` is whether the GIL was on in this worker on a
     free-threaded build (else None); the switches are the thread's during the task, the peak is
@@ -164,7 +164,7 @@ def _sample(result, start_ns: int, end_ns: int, before, after, core_start):
         voluntary,
         involuntary,
         core_start,
-        current_core(),
+        core_end,
         peak,
     )
 
@@ -223,7 +223,7 @@ async def timed_call_async(func, size: int):
     start_ns = time.monotonic_ns()
     result = await func(size)
     end_ns = time.monotonic_ns()
-    return _sample(result, start_ns, end_ns, before, _usage(), core_start)
+    return _sample(result, start_ns, end_ns, before, _usage(), core_start, current_core())
 
 
 # --- tasks in worker interpreters (the interpreters executor): each worker imports this module,
@@ -254,7 +254,14 @@ def interpreter_call(payload: bytes, size: int) -> bytes:
     sent fails the task with the pickler's words."""
     import pickle
 
-    sample = timed_call(_load(payload), size)
+    func = _load(payload)
+    # the cores from the kernel's stat line: loading ctypes would cost each worker ~7 ms
+    core_start = _chunk_core()
+    before = _usage()
+    start_ns = time.monotonic_ns()
+    result = func(size)
+    end_ns = time.monotonic_ns()
+    sample = _sample(result, start_ns, end_ns, before, _usage(), core_start, _chunk_core())
     try:
         return pickle.dumps(sample)
     except Exception as exc:
