@@ -211,3 +211,8 @@ def test_advise_snippet_for_interpreters_runs_as_pasted(user_dir, interpreters_p
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str([sum(range(100))] * 4)
+
+
+def test_a_task_that_ends_its_process_ends_the_runner_it_shares(conlab, interpreters_python):
+    run = failed_run(conlab, interpreters_python, "usermod:exit3")
+    assert run["error"].startswith("the runner process died (exit code 3)"), run["error"]
