@@ -481,9 +481,11 @@ class Interpreters(Executor):
 _BACKPORT = "interpreters-pep-734"
 
 
+@functools.cache
 def _interpreter_pool() -> tuple:
     """``(InterpreterPoolExecutor, where it comes from, None)`` on this interpreter, or
-    ``(None, None, why not and the one command that fixes it)``."""
+    ``(None, None, why not and the one command that fixes it)``. Found once: reading the
+    installed version costs milliseconds, which a timed repeat must not pay."""
     import concurrent.futures
 
     version = sys.version.split()[0]

@@ -201,8 +201,12 @@ def _probe(text: str, out: _EventWriter) -> int:
         out.emit("probed", failed=f"{type(exc).__name__}: {text_}" if text_ else type(exc).__name__)
         _kill_workers()
         return 0
-    # what can run under this interpreter, which may not be the one advise runs in
-    found["unavailable"] = {name: e.unavailable_reason() for name, e in EXECUTORS.items()}
+    # what can run this function under this interpreter, which may not be the one advise runs
+    # in (worker interpreters load it in one, which may refuse its module)
+    found["unavailable"] = {
+        name: e.unavailable_reason() or (e.check_workload(workload) if e.pickles_tasks else None)
+        for name, e in EXECUTORS.items()
+    }
     out.emit("probed", **found)
     return 0
 

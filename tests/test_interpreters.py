@@ -216,3 +216,53 @@ def test_advise_snippet_for_interpreters_runs_as_pasted(user_dir, interpreters_p
 def test_a_task_that_ends_its_process_ends_the_runner_it_shares(conlab, interpreters_python):
     run = failed_run(conlab, interpreters_python, "usermod:exit3")
     assert run["error"].startswith("the runner process died (exit code 3)"), run["error"]
+
+
+SPIN = textwrap.dedent("""
+    def spin(size):
+        total = 0
+        for i in range(size):
+            total += i * i % 7
+        return total
+""")
+
+
+def _advise(conlab, function: str, python: str) -> dict:
+    result = conlab(
+        "advise",
+        function,
+        "--python",
+        python,
+        "--time-budget",
+        "30",
+        "--tasks",
+        "8",
+        "--json",
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.json()
+
+
+@pytest.mark.slow
+def test_advise_measures_worker_interpreters_where_they_run(conlab, user_dir, interpreters_python):
+    (user_dir / "spinning.py").write_text(SPIN)
+    found = _advise(conlab, "spinning:spin", interpreters_python)
+    measured = {(c["executor"], c["workers"]) for c in found["candidates"] if not c["left_out"]}
+    assert ("interpreters", 2) in measured, found["candidates"]
+
+
+@pytest.mark.slow
+def test_advise_leaves_out_interpreters_for_a_module_they_cannot_load(
+    conlab, user_dir, interpreters_python
+):
+    (user_dir / "legacyspin.py").write_text(
+        "import importlib.util\n"
+        "for name in ('readline', '_curses', '_testsinglephase'):\n"
+        "    if importlib.util.find_spec(name) is not None:\n"
+        "        break\n"
+        "__import__(name)\n" + SPIN
+    )
+    found = _advise(conlab, "legacyspin:spin", interpreters_python)
+    left = {c["executor"]: c["reason"] for c in found["candidates"] if c["left_out"]}
+    assert "cannot be loaded in a fresh interpreter" in left["interpreters"], left
