@@ -115,6 +115,43 @@ HAND_WRITTEN = textwrap.dedent("""
 """)
 
 
+# What one worker costs to start, by hand, on one Python: the CPU time (this process's and its
+# reaped children's) of a pool's construction, one trivial task per worker, and shutdown. CPU
+# time, not wall: on a machine busy with other work a wall time measures the queue for a core.
+STARTUP = textwrap.dedent("""
+    import json, multiprocessing, resource, statistics, sys
+    from concurrent.futures import ProcessPoolExecutor
+    try:
+        from concurrent.futures import InterpreterPoolExecutor
+    except ImportError:
+        from interpreters_backport.concurrent.futures.interpreter import InterpreterPoolExecutor
+
+    def cpu():
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+    def per_worker(kind, workers):
+        start = cpu()
+        if kind == "interpreters":
+            pool = InterpreterPoolExecutor(workers)
+        else:
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(kind))
+        with pool:
+            list(pool.map(abs, range(workers)))
+        return (cpu() - start) / workers
+
+    if __name__ == "__main__":
+        rounds, workers = int(sys.argv[1]), int(sys.argv[2])
+        kinds = ("interpreters", "fork", "spawn")
+        found = {kind: [] for kind in kinds}
+        for _ in range(rounds):  # in turns
+            for kind in kinds:
+                found[kind].append(per_worker(kind, workers))
+        print(json.dumps({kind: statistics.median(v) for kind, v in found.items()}))
+""")
+
+
 def lab_repeats(spec) -> Iterator[float]:
     """The lab's runner for ``spec``, one repeat's wall time (s) per step, warm-ups included.
 
@@ -470,8 +507,34 @@ def bench_core(bench: Bench) -> None:
             function="c_hash",
             python=interpreters,
         )
+        bench_startup(bench, interpreters)
     bench_runner_import(bench)
     bench_cpu_speedup(bench)
+
+
+def bench_startup(bench: Bench, python: str, workers: int = 4, rounds: int = 9) -> None:
+    """CPU per worker started, by hand (STARTUP): a worker interpreter against a forked and a
+    spawned worker process, on the same Python. Shown, held to no budget."""
+    import json
+
+    (bench.workdir / "startup.py").write_text(STARTUP)
+    out = subprocess.run(
+        [python, "startup.py", str(rounds), str(workers)],
+        cwd=bench.workdir,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found = json.loads(out.strip().splitlines()[-1])
+    for kind, label in (
+        ("interpreters", "a worker interpreter"),
+        ("fork", "a worker process (fork)"),
+        ("spawn", "a worker process (spawn)"),
+    ):
+        bench.show(
+            f"start-up CPU per worker on {_version(python)}, x{workers}, by hand: {label} (ms)",
+            found[kind] * 1000,
+        )
 
 
 def _interpreters_python() -> Optional[str]:
