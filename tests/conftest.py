@@ -648,7 +648,7 @@ def with_backport(base: str) -> str:
     INTERPRETERS_CACHE.mkdir(parents=True, exist_ok=True)
     with open(INTERPRETERS_CACHE / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not ready.exists():
+        if not (ready.exists() and _imports(str(python), "interpreters_backport")):
             shutil.rmtree(home, ignore_errors=True)
             subprocess.run([base, "-m", "venv", "--without-pip", str(home)], check=True)
             # this suite's own pip installs into it (a build without ensurepip needs no pip)
@@ -660,6 +660,15 @@ def with_backport(base: str) -> str:
             )
             ready.write_text(os.path.realpath(base))
     return str(python)
+
+
+def _imports(python: str, module: str) -> bool:
+    """Whether the interpreter at ``python`` runs and imports ``module``."""
+    try:
+        found = subprocess.run([python, "-c", f"import {module}"], capture_output=True, timeout=60)
+    except OSError:
+        return False
+    return found.returncode == 0
 
 
 def _missing_interpreter(missing: str) -> None:
