@@ -47,6 +47,7 @@ from storage.queries import (
     this_host,
 )
 from storage.target import (
+    CONNECT_TIMEOUT_S,
     SCHEMA_VERSION,
     SERVER_FIX,
     FileDatabase,
@@ -55,6 +56,7 @@ from storage.target import (
     cannot_read,
     connect_to_read,
     database_target,
+    foreign_schema,
     prepare_file,
     read_error,
     schema_refusal,
@@ -171,6 +173,10 @@ class FileRuns(ConnectionRuns):
             with self._read():
                 self.connection.execute("PRAGMA foreign_keys = ON")
                 version = self.connection.execute("PRAGMA user_version").fetchone()[0]
+                # A trigger would run on marking runs interrupted: such a file is only read.
+                self._triggers = any(
+                    kind == "trigger" for kind, _ in foreign_schema(self.connection)
+                )
             refused = schema_refusal(path, version, create=False)
             if refused is not None:
                 raise refused
@@ -192,6 +198,10 @@ class FileRuns(ConnectionRuns):
 
     def _transaction(self):
         return self.connection  # sqlite3's: commits on leaving, rolls back on an error
+
+    def mark_interrupted(self) -> int:
+        """Stale runs marked interrupted, unless the file holds a trigger (shown as stored)."""
+        return 0 if self._triggers else super().mark_interrupted()
 
 
 class ServerRuns(ConnectionRuns):
@@ -311,7 +321,8 @@ def current_server(target: ServerDatabase, tables: Iterable[str]):
     libpq_url = url.set(drivername="postgresql").render_as_string(hide_password=False)
     try:
         # timestamps as UTC wall times, as storage.database's engine has them
-        connection = psycopg.connect(libpq_url, options="-c timezone=UTC", connect_timeout=10)
+        timeout = {} if "connect_timeout" in url.query else {"connect_timeout": CONNECT_TIMEOUT_S}
+        connection = psycopg.connect(libpq_url, options="-c timezone=UTC", **timeout)
     except psycopg.OperationalError as exc:  # the engine would be refused as well: say it once
         raise cannot_open(target.url, exc, SERVER_FIX) from None
     except Exception:  # noqa: BLE001 (the engine's opener says what is wrong)
