@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "make: no Python >= 3.11 found; install one or pass PYTHON=/path/to/python3.11" >&2; exit 2; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,loky,dask,joblib,ray,uvloop,postgres]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,loky,dask,joblib,ray,uvloop,postgres,interpreters]'
 	@touch $(STAMP)
 
 run: install

@@ -162,3 +162,26 @@ def discover() -> list[dict]:
             unique.append(info)
     unique.sort(key=lambda i: (i["version_info"], i["free_threaded"]), reverse=True)
     return unique
+
+
+def executors_under(path: str, timeout_s: float = 60.0) -> list[dict]:
+    """The executors and their availability as the interpreter at ``path`` says, with its own
+    site-packages (the extras installed there). SpecError when it does not answer."""
+    import json
+    import subprocess
+
+    from experiments.bootstrap import command
+    from experiments.launch import runner_pythonpath
+    from experiments.spec import SpecError
+
+    asking = command(path, runner_pythonpath(), "experiments.executors", "describe_this")
+    try:
+        proc = subprocess.run(
+            asking, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL
+        )
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        raise SpecError(
+            f"{path} did not say which executors it can run; pass --python with CPython 3.9 "
+            "or newer (see `conlab list pythons`)"
+        ) from None

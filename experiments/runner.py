@@ -252,8 +252,12 @@ def _probe(text: str, out: _EventWriter) -> int:
         out.emit("probed", failed=_named(exc))
         _kill_workers()
         return 0
-    # what can run under this interpreter, which may not be the one advise runs in
-    found["unavailable"] = {name: e.unavailable_reason() for name, e in EXECUTORS.items()}
+    # what can run this function under this interpreter, which may not be the one advise runs
+    # in (worker interpreters load it in one, which may refuse its module)
+    found["unavailable"] = {
+        name: e.unavailable_reason() or (e.check_workload(workload) if e.pickles_tasks else None)
+        for name, e in EXECUTORS.items()
+    }
     out.emit("probed", **found)
     return 0
 
@@ -285,6 +289,8 @@ def _run(line: str, out: _EventWriter, acks, progress: bool, look: bool = False)
     for option in ("scheduler", "backend", "loop"):  # recorded with the run
         if getattr(prepared, option) is not None:
             environment[option] = getattr(prepared, option)
+    if prepared.executor.implementation() is not None:  # which InterpreterPoolExecutor ran
+        environment["executor_implementation"] = prepared.executor.implementation()
     out.emit(
         "env",
         environment=environment,

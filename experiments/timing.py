@@ -212,10 +212,10 @@ def timed_call(func, size: int):
     result = func(size)
     end_ns = time.monotonic_ns()
     readings = (first, schedstat_reading(end_ns))
-    return _sample(result, start_ns, end_ns, before, _usage(), core_start, readings)
+    return _sample(result, start_ns, end_ns, before, _usage(), core_start, current_core(), readings)
 
 
-def _sample(result, start_ns: int, end_ns: int, before, after, core_start, readings):
+def _sample(result, start_ns: int, end_ns: int, before, after, core_start, core_end, readings):
     """``(result, pid, thread_id, start_ns, end_ns, gil, voluntary, involuntary, core at
     start, core at end, peak_rss_bytes, readings)``: ``gil`` is whether the GIL was on in this
     worker on a free-threaded build (else None); the switches are the thread's during the task,
@@ -237,7 +237,7 @@ def _sample(result, start_ns: int, end_ns: int, before, after, core_start, readi
         voluntary,
         involuntary,
         core_start,
-        current_core(),
+        core_end,
         peak,
         readings,
     )
@@ -301,4 +301,57 @@ async def timed_call_async(func, size: int):
     result = await func(size)
     end_ns = time.monotonic_ns()
     readings = (first, schedstat_reading(end_ns))
-    return _sample(result, start_ns, end_ns, before, _usage(), core_start, readings)
+    return _sample(result, start_ns, end_ns, before, _usage(), core_start, current_core(), readings)
+
+
+# --- tasks in worker interpreters (the interpreters executor): each worker imports this module,
+# not the executors', as a spawned worker process does.
+
+# The functions loaded in this interpreter, by their pickled bytes: one load per worker.
+_loaded: dict = {}
+
+
+def _load(payload: bytes):
+    """The function pickled in ``payload``, loaded in this (worker) interpreter. The first
+    load also has the interpreter close its kept schedstat files when it ends (a destroyed
+    interpreter's would stay open in the runner's process, one per worker and repeat)."""
+    func = _loaded.get(payload)
+    if func is None:
+        import pickle
+
+        if not _loaded:
+            import atexit
+
+            atexit.register(_forget_stat_files)
+        func = _loaded[payload] = pickle.loads(payload)
+    return func
+
+
+def interpreter_check(payload: bytes) -> None:
+    """Load the function in ``payload`` in this (worker) interpreter, sending nothing back."""
+    _load(payload)
+
+
+def interpreter_call(payload: bytes, size: int) -> bytes:
+    """``timed_call`` in a worker interpreter, of the function pickled in ``payload``: the
+    sample, pickled here, so that a function that cannot be loaded or a result that cannot be
+    sent fails the task with the pickler's words."""
+    import pickle
+
+    func = _load(payload)
+    # the cores from the kernel's stat line: loading ctypes would cost each worker ~7 ms
+    core_start = _chunk_core()
+    before = _usage()
+    first = schedstat_reading(time.monotonic_ns())
+    start_ns = time.monotonic_ns()
+    result = func(size)
+    end_ns = time.monotonic_ns()
+    readings = (first, schedstat_reading(end_ns))
+    after, core_end = _usage(), _chunk_core()
+    sample = _sample(result, start_ns, end_ns, before, after, core_start, core_end, readings)
+    try:
+        return pickle.dumps(sample)
+    except Exception as exc:
+        raise pickle.PicklingError(
+            f"cannot pickle {type(sample[0]).__name__!r} object: {exc}"
+        ) from None

@@ -217,13 +217,19 @@ THREADS = ("threads",)
 POOLS = ("processes", "pool")
 # Executors whose workers are threads of one interpreter: only these can share a GIL.
 IN_PROCESS = ("threads", "interpreters")
+INTERPRETERS = ("interpreters",)  # threads of the runner, each running an interpreter of its own
+
+
+def _workers_kind(f: Facts) -> str:
+    return "worker interpreters" if f.executor in INTERPRETERS else "processes"
+
 
 OBSERVED_RULES: tuple[Rule, ...] = (
     # -- what the workers were seen doing, where the platform says (it wins over ratios) -------
     Rule(
         "scaling",
         "seen-waiting-for-core",
-        THREADS + POOLS,
+        THREADS + POOLS + INTERPRETERS,
         lambda f: _seen(f, "waited_for_core") and f.shares.waited_for_core >= SEEN_SHARE,
         lambda f: (
             f"{f.name} gave {f.speedup:.2f}x: its workers were runnable but waited for a core "
@@ -236,7 +242,7 @@ OBSERVED_RULES: tuple[Rule, ...] = (
     Rule(
         "scaling",
         "seen-waiting",
-        THREADS + POOLS,
+        THREADS + POOLS + INTERPRETERS,
         lambda f: (
             f.shares is not None and _share(f.shares.io) + _share(f.shares.sleep) >= 2 * SEEN_SHARE
         ),
@@ -295,7 +301,7 @@ RULES: tuple[Rule, ...] = OBSERVED_RULES + (
     Rule(
         "scaling",
         "cores-taken",
-        THREADS + POOLS,
+        THREADS + POOLS + INTERPRETERS,
         lambda f: (
             f.cpu_per_wall < WAITS and _cores_taken(f) and f.free_cores < 1 and not _beyond_cores(f)
         ),
@@ -309,7 +315,7 @@ RULES: tuple[Rule, ...] = OBSERVED_RULES + (
     Rule(
         "scaling",
         "one-core-free",
-        THREADS + POOLS,
+        THREADS + POOLS + INTERPRETERS,
         lambda f: (
             f.cpu_per_wall < ONE_CORE
             and (f.speedup < max(NO_SPEEDUP, SCALED * f.reach) or _cores_taken(f))
@@ -444,18 +450,30 @@ RULES: tuple[Rule, ...] = OBSERVED_RULES + (
         ),
         ("speedup", "cpu_per_wall", "gil", "others_cores"),
     ),
-    # -- process executors -----------------------------------------------------------------------
+    # -- process executors and worker interpreters ----------------------------------------------
     Rule(
         "scaling",
         "startup-dominates",
-        POOLS,
+        POOLS + INTERPRETERS,
         lambda f: known(f.startup_s) and f.startup_s > 0.3 * f.median_s,
         lambda f: (
             f"{f.name}: start-up took {f.startup_s * 1000:.0f} ms of "
             f"{f.median_s * 1000:.0f} ms ({f.startup_s / f.median_s:.0%}): the run is too short "
-            "for processes to pay off."
+            f"for {_workers_kind(f)} to pay off."
         ),
         ("startup_s", "median_s"),
+    ),
+    Rule(
+        "scaling",
+        "own-gil-parallel",
+        INTERPRETERS,
+        lambda f: _scaled(f) and f.cpu_per_wall >= AT_ONCE,
+        lambda f: (
+            f"{f.name} scaled ({f.speedup:.2f}x, CPU time {f.cpu_per_wall:.2f}x wall time): "
+            "each worker interpreter has a GIL of its own, so their Python ran in parallel "
+            "in one process."
+        ),
+        ("speedup", "cpu_per_wall"),
     ),
     Rule(
         "scaling",

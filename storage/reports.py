@@ -1168,6 +1168,7 @@ def verdicts(summary: pd.DataFrame, min_effect: float = MIN_EFFECT) -> list[str]
         for row in threads_first.itertuples():
             lines += [f"  {sentence}" for _, sentence in explain.explain(facts_of(row))]
         lines += _memory_verdict(rows)
+        lines += _interpreters_memory_verdict(rows)
     return lines
 
 
@@ -1197,6 +1198,35 @@ def _memory_verdict(rows: pd.DataFrame) -> list[str]:
         f"  {_name(p)}: {pace} sequential, {p.peak_rss_bytes / other.peak_rss_bytes:.1f}x the "
         f"memory of {_name(other)} ({p.peak_rss_bytes / 2**20:.0f} MiB against "
         f"{other.peak_rss_bytes / 2**20:.0f} MiB, peaks summed over processes)."
+    ]
+
+
+def _interpreters_memory_verdict(rows: pd.DataFrame) -> list[str]:
+    """What a worker interpreter held beside what a worker process held: each configuration's
+    peak above the sequential run's (the runner alone), per worker. Interpreters share the
+    runner's process, so their peak is the runner's; a pool's sums its processes'."""
+    measured = rows[rows["peak_rss_bytes"] > 0]
+    base = measured[measured["executor"] == "sequential"]
+    interpreters = measured[measured["executor"] == "interpreters"]
+    if base.empty or interpreters.empty:
+        return []
+    runner = base["peak_rss_bytes"].min()
+    i = interpreters.sort_values("median_s").iloc[0]
+    procs = measured[measured["executor"].isin(PROCESS_EXECUTORS)]
+    procs = procs[procs["workers"] == i.workers].sort_values("median_s")
+
+    def per_worker(row) -> str:
+        mib = max(0.0, (row.peak_rss_bytes - runner) / row.workers / 2**20)
+        return f"{mib:.1f} MiB" if mib < 10 else f"{mib:.0f} MiB"
+
+    against = ""
+    if not procs.empty:
+        p = procs.iloc[0]
+        against = f", against {per_worker(p)} per worker process for {_name(p)}"
+    return [
+        f"  {_name(i)}: {per_worker(i)} per worker interpreter, all in the runner's process "
+        f"({i.peak_rss_bytes / 2**20:.0f} MiB at peak){against} (peaks above the sequential "
+        f"run's {runner / 2**20:.0f} MiB)."
     ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -613,6 +614,104 @@ def free_threaded_python() -> str:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(missing)
     pytest.skip(missing)
+
+
+# Where the private interpreters with the PEP 734 backport are kept between runs of the suite.
+INTERPRETERS_CACHE = Path(
+    os.environ.get("CONLAB_INTERPRETERS_CACHE")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "conlab-interpreters"
+)
+
+
+def _interpreters_extra() -> list[str]:
+    """The requirements of the project's ``interpreters`` extra, as pyproject.toml lists them."""
+    import tomllib
+
+    with open(REPO / "pyproject.toml", "rb") as handle:
+        project = tomllib.load(handle)["project"]
+    return project["optional-dependencies"]["interpreters"]
+
+
+def with_backport(base: str) -> str:
+    """A private venv of the interpreter ``base`` (no system site-packages) holding the
+    project's ``interpreters`` extra, made once and kept in INTERPRETERS_CACHE; its python.
+    Several pytest workers may ask at once: one makes it, the others wait on its lock."""
+    import fcntl
+    import hashlib
+
+    requirements = _interpreters_extra()
+    identity = "\n".join([os.path.realpath(base), *requirements])
+    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    home = INTERPRETERS_CACHE / key
+    python = home / "bin" / "python"
+    ready = home / "ready"
+    INTERPRETERS_CACHE.mkdir(parents=True, exist_ok=True)
+    with open(INTERPRETERS_CACHE / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (ready.exists() and _imports(str(python), "interpreters_backport")):
+            shutil.rmtree(home, ignore_errors=True)
+            subprocess.run([base, "-m", "venv", "--without-pip", str(home)], check=True)
+            # this suite's own pip installs into it (a build without ensurepip needs no pip)
+            subprocess.run(
+                [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet"]
+                + ["--disable-pip-version-check", *requirements],
+                check=True,
+                timeout=600,
+            )
+            ready.write_text(os.path.realpath(base))
+    return str(python)
+
+
+def _imports(python: str, module: str) -> bool:
+    """Whether the interpreter at ``python`` runs and imports ``module``."""
+    try:
+        found = subprocess.run([python, "-c", f"import {module}"], capture_output=True, timeout=60)
+    except OSError:
+        return False
+    return found.returncode == 0
+
+
+def _missing_interpreter(missing: str) -> None:
+    """Fail under ``CI=true`` (CI must run these tests), else skip, saying ``missing``."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(missing)
+    pytest.skip(missing)
+
+
+@pytest.fixture(scope="session")
+def interpreters_python() -> str:
+    """A CPython that runs the ``interpreters`` executor: ``$CONLAB_TEST_INTERPRETERS``, else a
+    3.14+ found here (InterpreterPoolExecutor is its own), else a 3.13 found here with the
+    backport installed in a private venv of it (``with_backport``)."""
+    from experiments.pythons import discover
+
+    given = os.environ.get("CONLAB_TEST_INTERPRETERS")
+    if given:
+        return given
+    found = [i for i in discover() if i["implementation"] == "CPython" and not i["free_threaded"]]
+    for info in found:
+        if tuple(info["version_info"][:2]) >= (3, 14):
+            return info["path"]
+    for info in found:
+        if tuple(info["version_info"][:2]) == (3, 13):
+            return with_backport(info["executable"])
+    _missing_interpreter(
+        "no CPython 3.13 or 3.14+ here for the interpreters executor; install one "
+        "(e.g. `pyenv install 3.13`) or set CONLAB_TEST_INTERPRETERS to one with "
+        "interpreters-pep-734 installed"
+    )
+
+
+@pytest.fixture(scope="session")
+def interpreters_free_threaded(free_threaded_python: str) -> str:
+    """The free-threaded CPython of ``free_threaded_python``, able to run the ``interpreters``
+    executor (its own on 3.14t, else the backport in a private venv of it)."""
+    from experiments.pythons import probe
+
+    info = probe(free_threaded_python)
+    if info and tuple(info["version_info"][:2]) >= (3, 14):
+        return free_threaded_python
+    return with_backport(info["executable"] if info else free_threaded_python)
 
 
 @pytest.fixture(scope="session")

@@ -528,7 +528,15 @@ def snippet(
         )
     if executor == "interpreters":
         return (
-            f"from concurrent.futures import InterpreterPoolExecutor\n\n{line}\n\n{items}\n"
+            "try:  # Python 3.14+\n"
+            "    from concurrent.futures import InterpreterPoolExecutor\n"
+            "except ImportError:  # Python 3.13: pip install interpreters-pep-734\n"
+            "    from interpreters_backport.concurrent.futures.interpreter import (\n"
+            "        InterpreterPoolExecutor,\n"
+            "    )\n\n"
+            "# Each worker is a fresh interpreter: it imports the function by its module's\n"
+            "# name, so the function lives in a module, not in the script you run.\n"
+            f"{line}\n\n{items}\n"
             f"with InterpreterPoolExecutor(max_workers={workers}) as ex:\n"
             f"    results = list(ex.map({func}, items))\n"
         )

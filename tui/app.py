@@ -54,6 +54,14 @@ PRESETS = [
         {},
         "almost no work: what each executor costs per task",
     ),
+    (
+        "Subinterpreters",
+        "cpu",
+        ("sequential", "threads", "processes", "pool", "interpreters"),
+        {"workers": "1,2"},
+        "a GIL per interpreter: pure Python in parallel in one process, its start-up and memory "
+        "against processes' (python: 3.14+, or 3.13 with interpreters-pep-734)",
+    ),
 ]
 
 # The panes, by id, and their names on the tabs.

@@ -500,11 +500,17 @@ def list_workloads(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)
 
 
 @list_app.command("executors")
-def list_executors(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+def list_executors(
+    python: Optional[str] = typer.Option(
+        None, help="the interpreter to ask (default: this one), as `conlab run --python` runs it"
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
     """Executors, whether each is available here, and why not when it is not."""
     from experiments.executors import describe
+    from experiments.pythons import executors_under
 
-    rows = describe()
+    rows = describe() if python is None else executors_under(python)
     if as_json:
         return _print_json(rows)
     for row in rows:

@@ -139,6 +139,19 @@ KNOWN = [
         {"speedup": 1.9, "cpu_per_wall": 0.3, "shares": Shares(io=0.6, sleep=0.1)},
         {"scaling": "seen-waiting"},
     ),
+    # worker interpreters: a GIL each, in one process
+    (
+        {"executor": "interpreters", "speedup": 1.9, "cpu_per_wall": 1.95},
+        {"scaling": "own-gil-parallel", "cores": "at-once"},
+    ),
+    (
+        {"executor": "interpreters", "startup_s": 0.2, "speedup": 1.5, "cpu_per_wall": 1.8},
+        {"scaling": "startup-dominates", "cores": "at-once"},
+    ),
+    (
+        {"executor": "interpreters", "speedup": 1.05, "others_cores": 1.0},
+        {"scaling": "one-core-free", "cores": "cores-busy"},
+    ),
 ]
 
 
@@ -163,6 +176,15 @@ def test_the_sentences_cite_the_figures_that_decided_them():
     assert "the GIL serialised the work, 171 context switches a repeat (90 involuntary)" in busy_gil
     came_back = facts(gil=True, free_threaded=True, gil_cause="importing spam, which ...")
     assert "importing spam" in explain_facts(came_back)[0][1]
+
+
+def test_interpreters_are_said_to_run_in_parallel_and_to_start_as_interpreters():
+    parallel = facts(executor="interpreters", speedup=1.9, cpu_per_wall=1.95)
+    text = explain_facts(parallel)[0][1]
+    assert text.startswith("interpreters x2 scaled (1.90x, CPU time 1.95x wall time)")
+    assert "a GIL of its own" in text and "in one process" in text
+    short = facts(executor="interpreters", startup_s=0.2, speedup=1.5, cpu_per_wall=1.8)
+    assert "too short for worker interpreters to pay off" in explain_facts(short)[0][1]
 
 
 def test_one_worker_or_missing_figures_say_nothing():

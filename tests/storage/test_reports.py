@@ -152,6 +152,42 @@ def test_stability_warnings():
     assert "dispatch overhead" in " ".join(row(summary, "processes", 2)["warnings"])
 
 
+def test_verdicts_set_the_memory_of_a_worker_interpreter_against_a_worker_process():
+    mib = 2**20
+    summary = summarize(
+        frame(
+            [
+                {
+                    "executor": "sequential",
+                    "workers": 1,
+                    "walls": [1.0] * 5,
+                    "peak_rss_bytes": 20 * mib,
+                },
+                {
+                    "executor": "interpreters",
+                    "workers": 2,
+                    "walls": [0.55] * 5,
+                    "cpu": 2,
+                    "peak_rss_bytes": 36 * mib,
+                },
+                {
+                    "executor": "processes",
+                    "workers": 2,
+                    "walls": [0.5] * 5,
+                    "cpu": 2,
+                    "peak_rss_bytes": 60 * mib,
+                },
+            ]
+        )
+    )
+    words = "\n".join(verdicts(summary))
+    assert (
+        "interpreters x2: 8.0 MiB per worker interpreter, all in the runner's process (36 MiB at "
+        "peak), against 20 MiB per worker process for processes x2 (peaks above the sequential "
+        "run's 20 MiB)." in words
+    )
+
+
 def test_verdicts_weigh_memory_and_switches_and_warn_of_an_unfit_machine():
     mib = 2**20
     walls = [1.0] * 5

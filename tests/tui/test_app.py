@@ -584,6 +584,24 @@ async def test_palette_offers_presets_before_typing_and_waiting_scales(tmp_path)
         assert app.query_one("#workers", Input).value == "1,4,16,64"
 
 
+async def test_the_subinterpreters_preset_sweeps_interpreters_against_threads_and_processes(
+    tmp_path,
+):
+    from tui.app import PRESETS
+
+    app = ConlabApp(db=str(tmp_path / "x.db"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        (preset,) = [p for p in PRESETS if p[0] == "Subinterpreters"]
+        app.apply_preset(*preset[1:4])
+        await pilot.pause()
+        specs = app.query_one(LabPane).build_specs()
+        chosen = {(s.executor, s.workers) for s in specs}
+        assert {("interpreters", 1), ("interpreters", 2), ("processes", 2)} <= chosen
+        assert {("threads", 2), ("pool", 2), ("sequential", 1)} <= chosen
+        assert {s.workload for s in specs} == {"cpu"}
+
+
 async def test_the_runs_detail_is_read_when_the_pane_is_shown_not_behind_the_lab(tmp_path):
     from tui.components.runs import DETAIL_AFTER_S
 
