@@ -29,6 +29,7 @@ from storage.target import (
     out_of_room,
     prepare_file,
     read_error,
+    refuse_foreign_triggers,
     schema_refusal,
     shown_url,
     tidy_beside,
@@ -48,6 +49,7 @@ def _configure_sqlite(dbapi_connection, _record) -> None:
     _enter_wal(cursor)
     cursor.execute("PRAGMA synchronous = NORMAL")
     cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA trusted_schema = OFF")  # a received file's schema calls nothing
     cursor.close()
 
 
@@ -95,6 +97,7 @@ def open_engine(
         prepare_file(path, create=create)
         there = files_beside(path)
         if create or writer:
+            refuse_foreign_triggers(path)  # no trigger runs on the lab's writes
             engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
             event.listen(engine, "connect", _configure_sqlite)
         else:

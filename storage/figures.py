@@ -37,6 +37,8 @@ MEDIANS = {
     "voluntary_switches": "voluntary_switches",
     "involuntary_switches": "involuntary_switches",
     "core_moves": "core_moves",
+    "on_core_share": None,  # on_core_ns / worker_span_ns
+    "core_wait_share": None,  # core_wait_ns / worker_span_ns
 }
 # ... and of the largest.
 MAXIMA = ("peak_rss_bytes", "worker_peak_rss_bytes", "cores_used")
@@ -50,7 +52,8 @@ COLUMNS = ("run_id", "process_index", "walls", *MEDIANS, *MAXIMA, *FACTS)
 REPEATS_SQL = (
     "SELECT run_id, process_index, repeat_index, wall_ns, cpu_ns, "
     "first_task_start_ns - start_ns, busy_ns, voluntary_switches, involuntary_switches, "
-    "core_moves, peak_rss_bytes, worker_peak_rss_bytes, cores_used FROM repeat "
+    "core_moves, peak_rss_bytes, worker_peak_rss_bytes, cores_used, worker_span_ns, on_core_ns, "
+    "core_wait_ns FROM repeat "
     "WHERE warmup IS NOT TRUE AND run_id IN ({runs})"
 )
 # REPEATS_SQL's columns after run_id, process_index and repeat_index.
@@ -63,6 +66,9 @@ NUMBERS = (
     "involuntary_switches",
     "core_moves",
     *MAXIMA,
+    "worker_span_ns",
+    "on_core_ns",
+    "core_wait_ns",
 )
 
 
@@ -103,6 +109,8 @@ def derive(environments: Mapping[Any, Any], repeats: Sequence[Sequence]) -> list
             "cpu_per_wall": values["cpu_ns"] / wall,
             **{name: values[name] for name in ("voluntary_switches", "involuntary_switches")},
             "core_moves": values["core_moves"],
+            "on_core_share": values["on_core_ns"] / values["worker_span_ns"],
+            "core_wait_share": values["core_wait_ns"] / values["worker_span_ns"],
         }
     medians = {name: group_medians(v, group, len(starts)) for name, v in per_repeat.items()}
     maxima = {name: np.fmax.reduceat(values[name], starts) for name in MAXIMA}

@@ -56,6 +56,7 @@ from storage.target import (
     cannot_read,
     connect_to_read,
     database_target,
+    foreign_schema,
     prepare_file,
     read_error,
     schema_refusal,
@@ -172,6 +173,10 @@ class FileRuns(ConnectionRuns):
             with self._read():
                 self.connection.execute("PRAGMA foreign_keys = ON")
                 version = self.connection.execute("PRAGMA user_version").fetchone()[0]
+                # A trigger would run on marking runs interrupted: such a file is only read.
+                self._triggers = any(
+                    kind == "trigger" for kind, _ in foreign_schema(self.connection)
+                )
             refused = schema_refusal(path, version, create=False)
             if refused is not None:
                 raise refused
@@ -193,6 +198,10 @@ class FileRuns(ConnectionRuns):
 
     def _transaction(self):
         return self.connection  # sqlite3's: commits on leaving, rolls back on an error
+
+    def mark_interrupted(self) -> int:
+        """Stale runs marked interrupted, unless the file holds a trigger (shown as stored)."""
+        return 0 if self._triggers else super().mark_interrupted()
 
 
 class ServerRuns(ConnectionRuns):

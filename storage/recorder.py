@@ -50,11 +50,6 @@ INTERPRETER_COLUMNS = {
 }
 
 
-# Of a runner process's output (its and its tasks' stdout and stderr), the first and the last
-# this many characters are stored with the run.
-KEPT_OUTPUT = 32_768
-
-
 def _columns(env: dict, columns: dict) -> dict:
     return {column: env.get(key) for column, key in columns.items()}
 
@@ -74,6 +69,30 @@ def others_cores(repeat: dict) -> Optional[float]:
     if not all(isinstance(v, (int, float)) for v in (busy, cpu, wall)) or wall <= 0:
         return None
     return round(max(busy - cpu, 0) / wall, 2)
+
+
+def worker_columns(workers: Any) -> dict[str, Any]:
+    """The repeat's columns for what its worker threads did (a runner's ``workers``: each
+    ``[pid, thread, span_ns, on_core_ns, core_wait_ns]``): their sums and each one's, as text;
+    None where no worker was read (the platform does not say) or what came is not that."""
+    rows = [
+        w
+        for w in workers or ()
+        if isinstance(w, list)
+        and len(w) == 5
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in w)
+        and w[2] > 0
+        and w[3] >= 0
+        and w[4] >= 0
+    ]
+    if not rows:
+        return {}
+    return {
+        "worker_span_ns": sum(w[2] for w in rows),
+        "on_core_ns": sum(min(w[3], w[2]) for w in rows),
+        "core_wait_ns": sum(min(w[4], max(w[2] - w[3], 0)) for w in rows),
+        "worker_split": " ".join(":".join(map(str, w)) for w in rows),
+    }
 
 
 class RunRecorder:
@@ -155,17 +174,10 @@ class RunRecorder:
         self.walls_by_process.setdefault(index, [])
 
     def end_process(self, output: str) -> None:
-        """The current runner process has ended; keep what it and the tasks printed, its first
-        and last ``KEPT_OUTPUT`` characters (a task printing once per call would otherwise grow
-        the database by megabytes a run)."""
+        """The current runner process has ended; keep what it and the tasks printed (as
+        ``Launch.stderr`` holds it: its first and last ``launch.KEPT_OUTPUT`` bytes)."""
         if not output.strip():
             return
-        if len(output) > 2 * KEPT_OUTPUT:
-            cut = len(output) - 2 * KEPT_OUTPUT
-            output = (
-                f"{output[:KEPT_OUTPUT]}\n[... {cut:,} characters left out ...]\n"
-                f"{output[-KEPT_OUTPUT:]}"
-            )
         label = f"[process {self.process_index}]\n" if self.spec.processes > 1 else ""
         self._stderr.append(label + output)
 
@@ -204,6 +216,8 @@ class RunRecorder:
         elif kind == "tasks":
             samples = Samples(event.get("samples") or ())
             self._store(self._record_repeat, event, samples, self._note_costs(samples))
+        elif kind == "looked" and isinstance(event.get("thread_states"), str):
+            self._store(self._record_look, event["thread_states"])
 
     def finish(
         self, status: str, error: Optional[str] = None, detail: Optional[str] = None
@@ -327,6 +341,12 @@ class RunRecorder:
             session.add(run)
             session.commit()
 
+    def _record_look(self, states: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(Run).where(Run.id == self.run_id).values(thread_states=states)
+            )
+
     def _record_processes(self) -> None:
         """How many runner processes ran and each one's layout (to replay it); on a
         free-threaded build, whether each worker ran with the GIL on."""
@@ -379,6 +399,7 @@ class RunRecorder:
                         "first_task_start_ns": min(samples.start_ns, default=None),
                         "busy_ns": sum(samples.end_ns) - sum(samples.start_ns) if samples else None,
                         **costs,
+                        **worker_columns(repeat.get("workers")),
                     }
                 ],
             )

@@ -41,6 +41,8 @@ COST_COLUMNS = (
     "core_moves",
     "cores_used",
 )
+# What a repeat's worker threads did (storage.models.Repeat); NULL where it was not observed.
+WORKER_COLUMNS = ("worker_span_ns", "on_core_ns", "core_wait_ns")
 MIN_EFFECT = 0.05
 CV_WARNING = 0.10
 HIGH_LOAD_PER_CORE = 0.5
@@ -146,6 +148,7 @@ REPEAT_NUMBERS = {
     "startup_ns": "p.first_task_start_ns - p.start_ns",
     "busy_ns": "p.busy_ns",
     **{column: f"p.{column}" for column in COST_COLUMNS},
+    **{column: f"p.{column}" for column in WORKER_COLUMNS},
 }
 REPEATS_SQL = (
     f"SELECT {{run_row}}, {', '.join(REPEAT_NUMBERS.values())} "
@@ -307,7 +310,7 @@ def _stored_processes(connection, where: str, params: dict) -> pd.DataFrame:
     joins = SELECTION_JOINS if where else ""
     names, rows = _rows(connection, PROCESS_SQL.format(joins=joins) + where, params)
     frame = pd.DataFrame.from_records(rows, columns=names)
-    readable = figures.walls_look_readable(frame["walls"].tolist())
+    readable = _sound_rows(frame)
     again = set(frame.loc[~readable, "run_id"].tolist())
     frame = frame[~frame["run_id"].isin(again)] if again else frame
     texts: dict = {}
@@ -318,6 +321,30 @@ def _stored_processes(connection, where: str, params: dict) -> pd.DataFrame:
     _facts_as_numbers(frame)
     _add_words(connection, frame, texts)
     return frame
+
+
+def _sound_rows(frame: pd.DataFrame) -> np.ndarray:
+    """Whether each stored process row can be used as it is: its walls a text of numbers that
+    holds a positive finite wall time, its figures numbers (or NULL). A received file's rows
+    are read as they are, so any other row is derived again from its run's repeats."""
+    texts = frame["walls"].tolist()
+    sound = figures.walls_look_readable(texts)
+    values, counts, parsed = figures.read_walls(texts)
+    owner = np.repeat(np.arange(len(texts)), counts)
+    kept = (values > 0) & (values < math.inf)
+    sound &= parsed & (np.bincount(owner, weights=kept, minlength=len(texts)) > 0)
+    for column in (*figures.MEDIANS, *figures.MAXIMA):
+        values = frame[column]
+        if not pd.api.types.is_numeric_dtype(values):  # as numbers and NULLs alone read
+            sound &= np.fromiter(
+                (
+                    v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                    for v in values
+                ),
+                dtype=bool,
+                count=len(values),
+            )
+    return sound
 
 
 def _place(connection, frame: pd.DataFrame) -> None:
@@ -456,6 +483,18 @@ def load_timeline(engine: Engine, run_id: str) -> pd.DataFrame:
         )
     # A sample missing its process, thread or times (a damaged file) cannot be drawn.
     return frame.dropna(subset=["pid", "thread_id", "start_ms", "end_ms"])
+
+
+def load_look(engine: Engine, run_id: str) -> Optional[str]:
+    """What each thread of one run did in its looked-at repeat (``run.thread_states``), or
+    None when it has none (recorded before, or where the platform does not let a parent look)."""
+    from sqlalchemy import text
+
+    with engine.connect() as connection:
+        found = connection.execute(
+            text("SELECT thread_states FROM run WHERE id = :run"), {"run": run_id}
+        ).scalar()
+    return found if isinstance(found, str) else None
 
 
 # --- selections ------------------------------------------------------------------------------

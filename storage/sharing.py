@@ -34,13 +34,20 @@ from storage.target import (
     Database,
     FileDatabase,
     ServerDatabase,
+    bound_in_time,
     check_sqlite_file,
     connect_to_read,
     database_target,
     file_uri,
+    foreign_schema,
+    guarded,
+    interrupted,
+    read_bound,
     read_header,
     shown_url,
+    too_long,
 )
+from storage.text import printable
 
 # A lab database: a Database (storage.target), or what --db takes (a path, a URL).
 Target = Union[Database, Path, str]
@@ -210,7 +217,7 @@ def _figures_problems(execute) -> list[Problem]:
     return [
         Problem(
             f"process figures that are not what their runs' repeats give: {', '.join(wrong[:5])}"
-            "; `conlab db merge` the file into a new one to derive them again"
+            "; rows changed since they were recorded: ask for a fresh `conlab db export`"
         )
     ]
 
@@ -233,30 +240,61 @@ def check(db: Target) -> list[Problem]:
     except DamagedDatabase as exc:
         return [Problem(f"unreadable: {exc.reason}")]
     connection = _connect_ro(path)
-    problems: list[Problem] = []
     try:
-        rows = [r[0] for r in connection.execute("PRAGMA integrity_check")]
-        if rows != ["ok"]:
-            return [Problem(f"integrity: {row}") for row in rows[:20]]
-        for table, rowid, parent, _ in connection.execute("PRAGMA foreign_key_check"):
-            problems.append(Problem(f"{table} row {rowid} points at a missing {parent}"))
-        problems += _lab_problems(
-            lambda sql: connection.execute(sql).fetchall(), {**_LAB_CHECKS, **_SQLITE_CHECKS}
-        )
-        if read_header(path)[0] >= 4:  # the version that has them
-            problems += _figures_problems(lambda sql: connection.execute(sql).fetchall())
+        problems = _file_problems(connection, path)
     except sqlite3.DatabaseError as exc:
-        problems.append(Problem(f"unreadable: {exc}"))
+        problems = [Problem(f"unreadable: {too_long(path) if interrupted(exc) else exc}")]
     finally:
         connection.close()
     version, _ = read_header(path)
     if version < SCHEMA_VERSION and not problems:
         try:  # the migration every command would make first, tried on a copy
             with tempfile.TemporaryDirectory(prefix="conlab-check-") as scratch:
-                _migrated_copy(path, Path(scratch) / "copy.db")
+                copy = Path(scratch) / "copy.db"
+                _migrated_copy(path, copy)
+                if version >= 4:  # the version that has process rows of its own
+                    migrated = _connect_ro(copy)
+                    try:
+                        problems += _figures_problems(lambda q: migrated.execute(q).fetchall())
+                    finally:
+                        migrated.close()
         except sqlite3.Error as exc:
             problems.append(Problem(f"cannot be migrated from schema {version}: {exc}"))
     return problems
+
+
+def _file_problems(connection: sqlite3.Connection, path: Path) -> list[Problem]:
+    """What ``db check`` finds in the lab file ``path``, read through ``connection``:
+    SQLite's integrity check (alone when it fails), what the lab did not make, foreign keys,
+    the lab's own checks and, at the current schema, the stored process figures."""
+    rows = [r[0] for r in connection.execute("PRAGMA integrity_check")]
+    if rows != ["ok"]:
+        return [Problem(f"integrity: {row}") for row in rows[:20]]
+    problems = _schema_problems(connection)
+    for table, rowid, parent, _ in connection.execute("PRAGMA foreign_key_check"):
+        problems.append(Problem(f"{table} row {rowid} points at a missing {parent}"))
+    problems += _lab_problems(
+        lambda sql: connection.execute(sql).fetchall(), {**_LAB_CHECKS, **_SQLITE_CHECKS}
+    )
+    if read_header(path)[0] >= SCHEMA_VERSION:  # an older file's, once migrated (``check``)
+        problems += _figures_problems(lambda sql: connection.execute(sql).fetchall())
+    return problems
+
+
+def _schema_problems(connection: sqlite3.Connection) -> list[Problem]:
+    """Views, triggers, virtual tables, tables and indexes the lab did not make: nothing of
+    the lab's reads or writes them, so a file holding them was made or changed by another."""
+    foreign = foreign_schema(connection)
+    if not foreign:
+        return []
+    named = ", ".join(f"{kind} {name!r}" for kind, name in foreign[:5])
+    more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+    return [
+        Problem(
+            f"not of the lab's schema: {named}{more}; `conlab db export` the file to a new "
+            "one, which holds the lab's tables alone"
+        )
+    ]
 
 
 def _migrated_copy(path: Path, copy: Path) -> None:
@@ -299,24 +337,34 @@ def _refuse_unless_lab_file(path: Path) -> None:
 
 
 def _soundness(path: Path, uri: Optional[str]) -> Optional[DatabaseError]:
-    """SQLite's quick check of every page of the source ``path`` (read through ``uri``, as the
-    merge attaches it, where it has one): None when sound, else the refusal."""
+    """What ``db check`` would find in the source ``path`` (read through ``uri``, as the merge
+    attaches it, where it has one): None when it would pass, else the refusal. A merge takes
+    only what the check passes, so no fault spreads into the target."""
     try:
         if uri is not None:
-            connection = sqlite3.connect(uri, uri=True)
+            connection = guarded(sqlite3.connect(uri, uri=True), path)
             connection.execute("PRAGMA query_only = ON")
         else:
             connection = _connect_ro(path)
         try:
-            verdict = connection.execute("PRAGMA quick_check").fetchone()[0]
+            problems = _file_problems(connection, path)
         finally:
             connection.close()
     except sqlite3.DatabaseError as exc:
-        verdict = str(exc)
-    if verdict == "ok":
+        if interrupted(exc):
+            return too_long(path)
+        problems = [Problem(f"integrity: {exc}")]
+    if not problems:
         return None
+    if str(problems[0]).startswith("integrity: "):
+        verdict = printable(str(problems[0])[len("integrity: ") :])
+        return DatabaseError(
+            f"{path} is damaged ({verdict}); nothing was merged: ask for a fresh `conlab db export`"
+        )
+    more = f"; {len(problems)} faults in all" if len(problems) > 1 else ""
     return DatabaseError(
-        f"{path} is damaged ({verdict}); nothing was merged: ask for a fresh `conlab db export`"
+        f"{path} does not pass `conlab db check` ({printable(problems[0])}{more}); nothing was "
+        f"merged: `conlab db check --db {path}` lists what is wrong"
     )
 
 
@@ -455,14 +503,14 @@ def _source_reader(source: Path, uri: Optional[str]) -> Iterator[sqlite3.Connect
     with ExitStack() as stack:
         reader = None
         if uri is not None:
-            reader = stack.enter_context(closing(sqlite3.connect(uri, uri=True)))
+            reader = stack.enter_context(closing(guarded(sqlite3.connect(uri, uri=True), source)))
             try:
                 reader.execute("SELECT count(*) FROM sqlite_master").fetchone()
             except sqlite3.DatabaseError:
                 reader = None  # not readable where it lies: a copy reads it, or says why not
         if reader is None:
             readable = stack.enter_context(_readable_copy(source))
-            reader = stack.enter_context(closing(sqlite3.connect(readable)))
+            reader = stack.enter_context(closing(guarded(sqlite3.connect(readable), source)))
         try:
             reader.isolation_level = None
             reader.execute("PRAGMA trusted_schema = OFF")
@@ -521,7 +569,8 @@ def _sqlite_reader(path: Path) -> Engine:
     """A read-only engine on a SQLite file (SQLAlchemy turns its text dates and 0/1 flags into
     the types a server's columns take)."""
     return create_engine(
-        "sqlite://", creator=lambda: sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        "sqlite://",
+        creator=lambda: guarded(sqlite3.connect(f"file:{path}?mode=ro", uri=True), path),
     )
 
 
@@ -618,6 +667,8 @@ class _NotAttachable(Exception):
 
 def _merge_attached(target: Path, attach: str, source: Path, checks: _Checks) -> MergeResult:
     connection = sqlite3.connect(file_uri(target, mode="rw"), uri=True, isolation_level=None)
+    # No statement holds the target's write lock past the time reading both files may take.
+    bound_in_time(connection, read_bound(source) + read_bound(target))
     try:
         connection.execute("PRAGMA busy_timeout = 30000")
         # A source is hostile: its views and triggers may call no function with side effects.
@@ -645,7 +696,7 @@ def _merge_attached(target: Path, attach: str, source: Path, checks: _Checks) ->
         connection.execute("DETACH DATABASE src")
     except sqlite3.DatabaseError as exc:
         checks.wait()  # a damaged source is said to be damaged, however the copy failed
-        raise _not_merged(source, exc) from None
+        raise (too_long(source) if interrupted(exc) else _not_merged(source, exc)) from None
     finally:
         connection.close()
     return result
@@ -789,6 +840,7 @@ def _finish_copy(work: Path, anonymize: bool, tag: Optional[str]) -> int:
     copy = sqlite3.connect(work, isolation_level=None)
     try:
         copy.execute("BEGIN")
+        _drop_foreign_schema(copy)  # before any write: no trigger of the source runs
         if tag is not None:
             _keep_only_tag(copy, tag)
         if anonymize:
@@ -798,6 +850,20 @@ def _finish_copy(work: Path, anonymize: bool, tag: Optional[str]) -> int:
         return copy.execute("SELECT count(*) FROM run").fetchone()[0]
     finally:
         copy.close()
+
+
+def _drop_foreign_schema(copy: sqlite3.Connection) -> None:
+    """Drop from the private copy everything the lab did not make (storage.target's
+    ``foreign_schema``): triggers first, then views, virtual tables (with their own tables),
+    tables and indexes. An export holds the lab's tables and nothing else."""
+    order = ("trigger", "view", "virtual table", "table", "index")
+    while True:
+        foreign = foreign_schema(copy)
+        if not foreign:
+            return
+        kind, name = min(foreign, key=lambda found: order.index(found[0]))
+        statement = "TABLE" if kind in ("virtual table", "table") else kind.upper()
+        copy.execute(f"DROP {statement} IF EXISTS {_identifier(name)}")
 
 
 def _put_in_place(work: Path, out: Path) -> bool:

@@ -10,6 +10,8 @@ import logging
 import os
 import re
 import sqlite3
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -20,7 +22,7 @@ log = logging.getLogger("conlab.storage")
 
 # PRAGMA application_id: "CLab". Identifies a lab database among SQLite files.
 APPLICATION_ID = 0x434C6162
-SCHEMA_VERSION = 4  # storage/migrations.py has a step from each older version
+SCHEMA_VERSION = 5  # storage/migrations.py has a step from each older version
 BUSY_TIMEOUT_MS = 30_000
 # How long a database server may take to let us in (TCP connect, TLS and the start-up exchange),
 # on every path that connects to one: a server that accepts and never answers is given up on.
@@ -151,6 +153,27 @@ SERVER_FIX = "that the server is running"
 
 # The tables every lab database has had since schema 1.
 LAB_TABLES = frozenset({"machine", "interpreter", "run", "repeat", "task_sample"})
+# Every table and index any version of the lab's schema makes (storage.models, migrations):
+# anything else in a file's sqlite_master was put there by someone else.
+LAB_SCHEMA_TABLES = LAB_TABLES | {"sweep", "process", "import_log"}
+LAB_INDEXES = frozenset(
+    {
+        "ix_interpreter_machine_fingerprint",
+        "ix_run_sweep_id",
+        "ix_run_interpreter_key",
+        "ix_run_status",
+        "ix_run_machine_fingerprint",
+        "ix_run_config",
+        "ix_run_workload",
+        "ix_run_report",
+        "ix_run_created_at",
+        "ix_run_executor",
+        "ix_run_tag",
+        "ix_repeat_run",
+        "ix_repeat_run_id",
+        "ix_task_sample_run_id",
+    }
+)
 
 
 def check_sqlite_file(path: Path, *, create: bool) -> None:
@@ -225,11 +248,18 @@ def check_sqlite_file(path: Path, *, create: bool) -> None:
             f"{path} has schema version {user_version}, newer than this conlab "
             f"understands ({SCHEMA_VERSION}); upgrade concurrency-lab to read it"
         )
-    missing = LAB_TABLES - _table_names(path, ours=True)
-    if user_version >= 4 and "process" not in _table_names(path, ours=True):
-        missing |= {"process"}
+    kinds = _table_kinds(path)
+    missing = sorted(
+        (LAB_TABLES | ({"process"} if user_version >= 4 else set()))
+        - {name for name, kind in kinds.items() if kind == "table"}
+    )
     if user_version < 1 or missing:
-        what = f"no {', '.join(sorted(missing))} table" if missing else "no schema version"
+        what = "no schema version"
+        if missing:
+            what = "; ".join(
+                f"its {name} is a {kinds[name]}, not a table" if name in kinds else f"no {name}"
+                for name in missing
+            )
         raise DatabaseError(
             f"{path} is marked as a concurrency-lab database but has {what}; it is damaged "
             "or was made by another program: ask for a fresh `conlab db export`"
@@ -292,6 +322,85 @@ def _table_names(path: Path, *, ours: bool) -> set[str]:
         raise DamagedDatabase(path, str(exc)) from None
 
 
+def _table_kinds(path: Path) -> dict[str, str]:
+    """What each name in ``path``'s schema is, as the lab reads it: "table" for a plain table
+    only; "view", "virtual table", "trigger" or "index" for anything else of that name."""
+    try:
+        connection = connect_to_read(path)
+        try:
+            rows = connection.execute("SELECT type, name, sql FROM sqlite_master").fetchall()
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as exc:
+        raise DamagedDatabase(path, str(exc)) from None
+    kinds: dict[str, str] = {}
+    for kind, name, text in rows:
+        if kind == "table" and _virtual(text):
+            kind = "virtual table"
+        if kinds.get(name) != "table":
+            kinds[name] = kind
+    return kinds
+
+
+def _virtual(text: object) -> bool:
+    return isinstance(text, str) and text.lstrip().upper().startswith("CREATE VIRTUAL")
+
+
+def foreign_schema(connection: sqlite3.Connection, schema: str = "main") -> list[tuple[str, str]]:
+    """(kind, name) of everything in ``schema``'s sqlite_master that the lab did not make:
+    views, triggers, virtual tables, tables and indexes of other names (SQLite's own
+    ``sqlite_`` tables and automatic indexes aside)."""
+    rows = connection.execute(f"SELECT type, name, tbl_name, sql FROM {schema}.sqlite_master")
+    found = []
+    for kind, name, table, text in rows.fetchall():
+        if kind == "table" and _virtual(text):
+            found.append(("virtual table", name))
+        elif not _the_labs(kind, name, table, text):
+            found.append((kind, name))
+    return found
+
+
+def _the_labs(kind: str, name: str, table: str, text: object) -> bool:
+    """Whether a plain table or index of this name is one the lab (or SQLite itself) makes."""
+    if kind == "table":
+        return name in LAB_SCHEMA_TABLES or name.startswith("sqlite_")
+    if kind == "index":
+        automatic = text is None and name.startswith("sqlite_autoindex_")
+        return table in LAB_SCHEMA_TABLES and (name in LAB_INDEXES or automatic)
+    return False
+
+
+def foreign_triggers(path: Path) -> list[str]:
+    """The names of the triggers in the lab file ``path`` (the lab makes none)."""
+    try:
+        connection = connect_to_read(path)
+        try:
+            return [
+                kind_name[1]
+                for kind_name in foreign_schema(connection)
+                if kind_name[0] == "trigger"
+            ]
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as exc:
+        raise DamagedDatabase(path, str(exc)) from None
+
+
+def refuse_foreign_triggers(path: Path) -> None:
+    """Refuse to write into ``path`` when it holds a trigger, which would run on the lab's
+    writes (the lab's schema has none)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    names = foreign_triggers(path)
+    if names:
+        listed = ", ".join(repr(name) for name in names[:3])
+        raise DatabaseError(
+            f"{path} holds a trigger the lab did not make ({listed}), which would run on the "
+            f"lab's writes; nothing was written: record into another --db, or `conlab db "
+            f"export NEW.db --db {path}` (an export holds the lab's tables alone)"
+        )
+
+
 def _header_seen_by_sqlite(path: Path) -> tuple[int, int]:
     """(user_version, application_id) as SQLite reads them, WAL included; (0, 0) when it
     cannot read them."""
@@ -325,22 +434,105 @@ def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
 
 
+# The longest one statement reading a file may run: this much, plus a second for each 20 MB
+# of the file. A view over an endless recursive query (a crafted file) is stopped there.
+READ_SECONDS = 60.0
+READ_BYTES_PER_SECOND = 20_000_000
+# SQLite calls the progress handler every this many virtual machine instructions.
+_PROGRESS_STEPS = 100_000
+# A pause in SQLite's work longer than this starts a new statement's time.
+_PAUSE_S = 1.0
+
+
+def read_bound(path: Path) -> float:
+    """How long one statement reading ``path`` may run, in seconds."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0
+    return READ_SECONDS + size / READ_BYTES_PER_SECOND
+
+
+def bound_in_time(connection: sqlite3.Connection, seconds: float) -> sqlite3.Connection:
+    """Stop any statement of ``connection`` that runs longer than ``seconds`` (SQLite's
+    progress handler; the statement fails with "interrupted"). A statement's time starts when
+    it begins to run (the trace callback) or, where another took the trace callback, when
+    SQLite resumes work after a pause of over a second: time spent between statements, or
+    between fetches of one, does not count."""
+    started: list[float] = []  # [when the statement began, SQLite's last progress call]
+
+    def begins(_statement) -> None:
+        started.clear()
+
+    def progress() -> int:
+        now = time.monotonic()
+        if not started or now - started[1] > _PAUSE_S:
+            started[:] = [now, now]
+        started[1] = now
+        return 1 if now - started[0] > seconds else 0
+
+    connection.set_trace_callback(begins)
+    connection.set_progress_handler(progress, _PROGRESS_STEPS)
+    return connection
+
+
+def too_long(path: Path) -> DatabaseError:
+    """The refusal of a file a read of which ran past ``read_bound``."""
+    return DatabaseError(
+        f"reading {path} took over {read_bound(path):.0f} s and was stopped (a crafted view "
+        f"or query that never ends?); check it with `conlab db check --db {path}`"
+    )
+
+
+def interrupted(error: BaseException) -> bool:
+    """Whether ``error`` is SQLite stopping a statement that ran past its bound."""
+    return isinstance(error, sqlite3.OperationalError) and str(error) == "interrupted"
+
+
 def connect_readonly(path: Path) -> sqlite3.Connection:
     """A connection that cannot change ``path``. A WAL file in a directory SQLite cannot write
     (a read-only mount) is opened immutable: nobody can be writing it there either; so is one
-    on a full disk (``_opened``)."""
+    on a full disk (``_opened``); one with commits in a write-ahead log beside it that SQLite
+    cannot read so is refused (``unreadable_log``), not read without them."""
     try:
         return _opened(path, file_uri(path, mode="ro"))
     except sqlite3.OperationalError as exc:
         if "unable to open" not in str(exc) or _writable(path):
             raise
-    return sqlite3.connect(file_uri(path, immutable="1"), uri=True)
+    refused = unreadable_log(path)
+    if refused is not None:
+        raise refused
+    return guarded(sqlite3.connect(file_uri(path, immutable="1"), uri=True), path)
+
+
+def unreadable_log(path: Path) -> Optional[DatabaseError]:
+    """The refusal of a file that can only be opened immutable (a read-only folder, no -shm
+    beside it) while a write-ahead log beside it holds commits: immutable, SQLite reads the
+    file alone and would skip them. None when there is no such log."""
+    wal = path.with_name(path.name + "-wal")
+    try:
+        if wal.stat().st_size == 0:
+            return None
+    except OSError:
+        return None
+    return DatabaseError(
+        f"{path} has commits in its write-ahead log ({wal.name}) that SQLite can read only by "
+        f"writing {path.name}-shm beside it, and its folder is read-only; copy {path.name} and "
+        f"{wal.name} together to a writable place and pass --db with the copy"
+    )
+
+
+def guarded(connection: sqlite3.Connection, path: Path) -> sqlite3.Connection:
+    """``connection`` to a file that may have been crafted: its schema may call no function
+    with side effects (``trusted_schema``), and no statement runs past ``read_bound``."""
+    connection.execute("PRAGMA trusted_schema = OFF")
+    return bound_in_time(connection, read_bound(path))
 
 
 def connect_to_read(path: Path) -> sqlite3.Connection:
     """A connection for reading an existing file: read-write where the file and its directory
     are writable (so SQLite tidies its -wal and -shm files away on close), else read-only. It
-    never creates the file."""
+    never creates the file. Guarded as a received file is (``guarded``)."""
     if _writable(path):
         connection = _opened(path, file_uri(path, mode="rw"), timeout=BUSY_TIMEOUT_MS / 1000)
     else:
@@ -358,9 +550,9 @@ def _opened(path: Path, uri: str, **options) -> sqlite3.Connection:
     SQLite makes beside a WAL file (it fails with an I/O error, and is no fault of the file):
     the -wal and -shm files this open left behind are removed, and the file is read as it is
     (immutable) when no write-ahead log holds more of it; DatabaseError, naming the fix, when
-    one does (reading it without its -shm would skip those commits)."""
+    one does (reading it without its -shm would skip those commits). Guarded (``guarded``)."""
     there = files_beside(path)
-    connection = sqlite3.connect(uri, uri=True, **options)
+    connection = guarded(sqlite3.connect(uri, uri=True, **options), path)
     try:
         connection.execute("SELECT count(*) FROM sqlite_master")  # opens the file for real
         return connection
@@ -376,7 +568,7 @@ def _opened(path: Path, uri: str, **options) -> sqlite3.Connection:
             f"KiB there for its -shm file to read its write-ahead log; free some space and "
             "try again"
         ) from None
-    connection = sqlite3.connect(file_uri(path, immutable="1"), uri=True)
+    connection = guarded(sqlite3.connect(file_uri(path, immutable="1"), uri=True), path)
     connection.execute("SELECT count(*) FROM sqlite_master")
     return connection
 
@@ -426,6 +618,8 @@ def read_error(path: Path, error: BaseException) -> Optional[DatabaseError]:
         "readonly" in str(error) or "locked" in str(error)
     ):
         return None
+    if interrupted(error):
+        return too_long(path)
     return DatabaseError(
         f"cannot read {path} ({str(error).strip()}); check it with `conlab db check --db {path}`"
     )
@@ -486,3 +680,24 @@ def _migrate_if_older(path: Path) -> None:
             SCHEMA_VERSION,
             backup,
         )
+
+
+def distinct(databases: Sequence[Optional[str]]) -> list[Optional[str]]:
+    """``databases`` (``--db`` values) in their order without one named twice: the same file
+    by another path, a link or a hard link, or the same URL, is read once."""
+    kept, seen = [], []
+    for db in databases:
+        target = database_target(db)
+        key = os.path.realpath(target.path) if isinstance(target, FileDatabase) else target.url
+        if any(key == k or _same_file(key, k) for k in seen):
+            continue
+        seen.append(key)
+        kept.append(db)
+    return kept
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False

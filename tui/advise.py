@@ -848,6 +848,8 @@ def advise(
         )
     if tasks is not None:
         ExperimentSpec(workload=workload, executor="sequential", tasks=tasks).validate()
+    # an unknown name (a module without its :FUNCTION) is refused before anything looks it up
+    ExperimentSpec(workload=workload, executor="sequential").validate()
     auto = is_auto_size(workload, size)
     chosen_size = "auto" if auto else size if size is not None else WORKLOADS[workload].default_size
     ExperimentSpec(

@@ -14,7 +14,7 @@ from sqlalchemy import event
 
 from experiments.spec import ExperimentSpec
 from storage import render, reports, stats
-from storage.database import open_engine
+from storage.database import SCHEMA_VERSION, open_engine
 from storage.recorder import RunRecorder
 from storage.reports import (
     BASELINE_KEY,
@@ -374,34 +374,38 @@ def assert_same_summary(ours: pd.DataFrame, theirs: pd.DataFrame) -> None:
 
 def test_a_merge_carries_process_rows_and_derives_those_a_source_lacks(database, tmp_path):
     """Rows travel with their run (as a repeat's busy time does); a run that arrives without
-    them gets the ones its repeats give; rows that lie arrive as they are and `db check` on the
-    target names them."""
+    them gets the ones its repeats give; a source whose rows lie fails `db check`, so its
+    merge is refused and the target stays as it was."""
     import shutil
     import sqlite3
 
     from storage import sharing
+    from storage.errors import DatabaseError
 
     with sqlite3.connect(database) as connection:
         original = connection.execute(
             "SELECT * FROM process ORDER BY run_id, process_index"
         ).fetchall()
     lying_run, bare_run = sorted({row[0] for row in original})[:2]
-    source = tmp_path / "source.db"
+    source, lying = tmp_path / "source.db", tmp_path / "lying.db"
     shutil.copy(database, source)
     with sqlite3.connect(source) as connection:
-        connection.execute("UPDATE process SET walls = '1 1 1' WHERE run_id = ?", (lying_run,))
         connection.execute("DELETE FROM process WHERE run_id = ?", (bare_run,))
+    shutil.copy(source, lying)
+    with sqlite3.connect(lying) as connection:
+        connection.execute("UPDATE process SET walls = '1 1 1' WHERE run_id = ?", (lying_run,))
     target = tmp_path / "target.db"
     open_engine(target).dispose()
+    before = target.read_bytes()
+    with pytest.raises(DatabaseError, match="does not pass `conlab db check` \\(process figures"):
+        sharing.merge(target, [lying])
+    assert target.read_bytes() == before
     sharing.merge(target, [source])
     with sqlite3.connect(target) as connection:
         stored = connection.execute("SELECT * FROM process ORDER BY run_id, process_index")
-        stored = stored.fetchall()
-    assert [r for r in stored if r[0] != lying_run] == [r for r in original if r[0] != lying_run]
-    assert {r[2] for r in stored if r[0] == lying_run} == {"1 1 1"}
-    (problem,) = sharing.check(target)
-    assert lying_run in str(problem) and bare_run not in str(problem)
-    source.unlink(), target.unlink()  # lying on purpose
+        assert stored.fetchall() == original
+    assert sharing.check(target) == []
+    lying.unlink()  # lying on purpose
 
 
 def test_a_version_3_file_gets_its_process_rows_when_opened(database, tmp_path):
@@ -416,7 +420,7 @@ def test_a_version_3_file_gets_its_process_rows_when_opened(database, tmp_path):
         connection.execute("PRAGMA user_version = 3")
     open_engine(old, writer=True).dispose()
     with sqlite3.connect(old) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         migrated = connection.execute("SELECT * FROM process ORDER BY run_id, process_index")
         migrated = migrated.fetchall()
     with sqlite3.connect(database) as connection:
@@ -484,3 +488,31 @@ def test_stored_walls_that_are_not_numbers_hold_none():
     assert values.tolist() == [5.0, 6.0, 7.0]
     assert counts.tolist() == [2, 0, 0, 0, 0, 0, 1]
     assert readable.tolist() == [True, False, False, False, False, False, True]
+
+
+def test_a_version_4_file_gains_the_worker_split_as_not_observed(database, tmp_path):
+    import shutil
+    import sqlite3
+
+    old = tmp_path / "v4.db"
+    shutil.copy(database, old)
+    with sqlite3.connect(old) as connection:
+        for table, column in (
+            ("repeat", "worker_span_ns"),
+            ("repeat", "on_core_ns"),
+            ("repeat", "core_wait_ns"),
+            ("repeat", "worker_split"),
+            ("run", "thread_states"),
+            ("process", "on_core_share"),
+            ("process", "core_wait_share"),
+        ):
+            connection.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        connection.execute("PRAGMA user_version = 4")
+    open_engine(old, writer=True).dispose()
+    with sqlite3.connect(old) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        shares = connection.execute("SELECT on_core_share, core_wait_share FROM process")
+        assert set(shares.fetchall()) == {(None, None)}  # not observed: never a guess
+        spans = connection.execute("SELECT worker_span_ns FROM repeat").fetchall()
+        assert set(spans) == {(None,)}
+        assert connection.execute("SELECT thread_states FROM run").fetchall()[0] == (None,)

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from storage import reports
 from storage.reports import (
     COST_COLUMNS,
+    WORKER_COLUMNS,
     compare,
     compare_groups,
     karp_flatt,
@@ -81,7 +82,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
                     "wall_s": wall_s,
                     "startup_ns": 1_000_000,
                     "busy_ns": int(wall_s * 1e9),
-                    **{column: row.get(column, math.nan) for column in COST_COLUMNS},
+                    **{c: row.get(c, math.nan) for c in (*COST_COLUMNS, *WORKER_COLUMNS)},
                 }
             )
     return pd.DataFrame(records)

@@ -749,3 +749,22 @@ async def test_compare_suggests_selections_from_the_database(db_with_one_run):
         await wait_until(pilot, lambda: box._suggestion == "tag:keep")
         await pilot.press("right")  # takes the suggestion
         assert box.value == "tag:keep"
+
+
+async def test_export_report_replaces_a_link_in_reports_and_spares_its_target(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    victim = tmp_path / "victim.db"
+    victim.write_text("precious")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "summary.html").symlink_to(victim)
+    db = two_sweeps(tmp_path / "two.db")
+    app = ConlabApp(db=str(db))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.export_report("html")
+        await pilot.pause()
+    assert victim.read_text() == "precious"
+    page = tmp_path / "reports" / "summary.html"
+    assert not page.is_symlink() and "<html" in page.read_text()
