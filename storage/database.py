@@ -25,11 +25,14 @@ from storage.target import (
     cannot_open,
     connect_to_read,
     database_target,
+    files_beside,
+    out_of_room,
     prepare_file,
     read_error,
     refuse_foreign_triggers,
     schema_refusal,
     shown_url,
+    tidy_beside,
 )
 
 
@@ -92,6 +95,7 @@ def open_engine(
     if isinstance(target, FileDatabase):
         path = target.path
         prepare_file(path, create=create)
+        there = files_beside(path)
         if create or writer:
             refuse_foreign_triggers(path)  # no trigger runs on the lab's writes
             engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
@@ -111,6 +115,12 @@ def open_engine(
         engine.dispose()
         if isinstance(exc, DatabaseError):
             raise
+        if isinstance(target, FileDatabase) and out_of_room(target.path, exc):
+            tidy_beside(target.path, there)
+            raise DatabaseError(
+                f"cannot open {target.path}: the disk it is on is full; free some space there "
+                "(or pass --db with a file on another disk)"
+            ) from None
         fix = "that the file is writable" if isinstance(target, FileDatabase) else SERVER_FIX
         raise cannot_open(url, exc, fix) from None
     return engine

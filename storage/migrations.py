@@ -3,6 +3,7 @@ version; each step is one function here, run in one transaction."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -189,23 +190,33 @@ def backup_path(path: Path, version: int) -> Path:
 
 @contextmanager
 def _migration_lock(path: Path):
-    """One migrator at a time across processes and threads (two windows opening an old file)."""
+    """One migrator at a time across processes and threads (two windows opening an old file).
+    The lock file lives in the user's own folder in $TMPDIR (storage.private), not beside the
+    user's file; what is not a regular file there is refused (a sqlite3.Error, which the opener
+    turns into one line), never opened blocking or followed."""
     try:
         import fcntl
     except ImportError:  # Windows: no advisory locks here; SQLite's own lock still guards steps
         yield
         return
     import hashlib
-    import tempfile
+
+    from storage.private import open_private_file, private_folder
 
     key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
-    lock = Path(tempfile.gettempdir()) / f"conlab-migrate-{key}.lock"  # not beside the user's file
-    with open(lock, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+        lock = private_folder("conlab-locks") / f"migrate-{key}.lock"
+        descriptor = open_private_file(lock, os.O_RDWR | os.O_CREAT)
+    except OSError as exc:  # NotPrivate too: its message names the fix
+        raise sqlite3.OperationalError(f"no lock to migrate under: {exc}") from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)
 
 
 def migrate(path: Path, from_version: int, to_version: int) -> Optional[Path]:

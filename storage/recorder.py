@@ -141,6 +141,7 @@ class RunRecorder:
         self.events: list[dict] = []  # everything the runner said, for the fallback file
         self.storage_error: Optional[str] = None  # why the database stopped taking writes
         self.saved_to: Optional[str] = None  # where the results went instead
+        self.unsaved_error: Optional[str] = None  # why they could not go there either
         # Free-threaded builds: whether each worker (pid) ran with the GIL on, from its samples.
         self.gil_by_worker: dict[str, bool] = {}
         self.counted_costs: list[dict] = []  # the counted repeats' costs (repeat_costs)
@@ -258,10 +259,16 @@ class RunRecorder:
         if self.storage_error is None:
             return self._finished_row()
         self.saved_to = self._save_elsewhere(status, error, detail, stderr)
-        note = (
-            f"not stored in the database ({self.storage_error}); the results are saved in "
-            f"{self.saved_to}"
-        )
+        if self.saved_to is not None:
+            note = (
+                f"not stored in the database ({self.storage_error}); the results are saved in "
+                f"{self.saved_to}"
+            )
+        else:
+            note = (
+                f"not stored in the database ({self.storage_error}), nor in a file "
+                f"({self.unsaved_error}): the results shown here are all that is left of it"
+            )
         row = self._columns(status)
         row["error"] = f"{error}; {note}" if error else note
         return row
@@ -285,13 +292,13 @@ class RunRecorder:
             **run_costs(self.counted_costs),
         }
 
-    def _save_elsewhere(self, status, error, detail, stderr) -> str:
-        import tempfile
-        from pathlib import Path
+    def _save_elsewhere(self, status, error, detail, stderr) -> Optional[str]:
+        """Save the run as JSON in the user's own folder in $TMPDIR (storage.private: mode 0700,
+        the file 0600, as it holds the machine id and the task's output); its path, or None
+        with ``unsaved_error`` saying why when nothing could be written there (a full disk,
+        another user's folder or a file at its name). No part-written file is left."""
+        from storage.private import NotPrivate, open_private_file, private_folder
 
-        folder = Path(tempfile.gettempdir()) / "conlab-unsaved"
-        folder.mkdir(exist_ok=True)
-        path = folder / f"{self.run_id}.json"
         record = {
             "run": self._columns(status),
             "error": error,
@@ -301,8 +308,22 @@ class RunRecorder:
             "spec": json.loads(self.spec.to_json()),
             "events": self.events,
         }
-        path.write_text(json.dumps(record, default=str), encoding="utf-8")
-        return str(path)
+        path = created = None
+        try:
+            path = private_folder("conlab-unsaved") / f"{self.run_id}.json"
+            descriptor = open_private_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            created = path
+            with open(descriptor, "w", encoding="utf-8") as handle:
+                json.dump(record, handle, default=str)
+            return str(path)
+        except OSError as exc:
+            if isinstance(exc, NotPrivate) or not exc.strerror:
+                self.unsaved_error = str(exc)
+            else:
+                self.unsaved_error = f"{exc.filename or path}: {exc.strerror}"
+            if created is not None:
+                created.unlink(missing_ok=True)
+            return None
 
     def _finished_row(self) -> dict[str, Any]:
         with Session(self.engine) as session:

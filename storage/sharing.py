@@ -1034,7 +1034,8 @@ def _anonymize(copy: sqlite3.Connection) -> None:
     names become machine-<fingerprint>, user names `user`, home directories `~`, interpreter
     paths pythonX.Y, every other absolute path its last part (/srv/lab/jobs.py and
     ~/clients/acme/jobs.py -> .../jobs.py); drop the machine id and the recording host; number
-    each run's processes 1, 2, ... in place of their ids. (README and --help say so.)"""
+    each run's processes 1, 2, ... in place of their ids, in its rows and its words alike.
+    (README and --help say so.)"""
     scrub = _Scrubber()
     aliases = {
         fingerprint: f"machine-{str(fingerprint)[:8]}"
@@ -1058,11 +1059,12 @@ def _anonymize(copy: sqlite3.Connection) -> None:
         if env is not None:
             env.update(hostname=aliases.get(fingerprint, "machine"), user="user", home="~")
             env.pop("machine_id", None)
-            _number_environment_processes(env, numbers.get(run_id, {}))
+            _number_environment_processes(env, numbers.setdefault(run_id, {}))
             copy.execute(
                 "UPDATE run SET environment_json = ? WHERE id = ?",
                 (json.dumps(env, sort_keys=True), run_id),
             )
+    _number_processes_in_words(copy, numbers)
     copy.execute("UPDATE run SET recorder_host = NULL, recorder_pid = NULL, runner_pid = NULL")
     for fingerprint, alias in aliases.items():
         copy.execute("UPDATE machine SET hostname = ? WHERE fingerprint = ?", (alias, fingerprint))
@@ -1093,6 +1095,29 @@ def _number_processes(copy: sqlite3.Connection) -> dict[Any, dict[str, int]]:
         numbers.setdefault(run_id, {})[str(pid)] = number
     copy.execute("DROP TABLE temp.conlab_pid")
     return numbers
+
+
+# "pid 1234" as the lab's messages (a worker that died) and Ray's lines write a process id.
+_PID_IN_WORDS = re.compile(r"(?<![\w-])(pid[ =:]?)(\d+)\b", re.IGNORECASE)
+
+
+def _number_processes_in_words(copy: sqlite3.Connection, numbers: dict) -> None:
+    """A process id in a run's error, error detail or output ("worker pid 1234 exited with code
+    3") becomes the number its task samples give that process, or the next one."""
+    rows = copy.execute(
+        "SELECT id, error, error_detail, stderr FROM run "
+        "WHERE error LIKE '%pid%' OR error_detail LIKE '%pid%' OR stderr LIKE '%pid%'"
+    ).fetchall()
+    for run_id, *texts in rows:
+        known = numbers.setdefault(run_id, {})
+
+        def number(match: re.Match, known: dict = known) -> str:
+            return f"{match.group(1)}{known.setdefault(match.group(2), len(known) + 1)}"
+
+        texts = [_PID_IN_WORDS.sub(number, t) if isinstance(t, str) else t for t in texts]
+        copy.execute(
+            "UPDATE run SET error = ?, error_detail = ?, stderr = ? WHERE id = ?", (*texts, run_id)
+        )
 
 
 def _number_environment_processes(env: dict, numbers: dict[str, int]) -> None:

@@ -491,17 +491,11 @@ def interrupted(error: BaseException) -> bool:
 
 def connect_readonly(path: Path) -> sqlite3.Connection:
     """A connection that cannot change ``path``. A WAL file in a directory SQLite cannot write
-    (a read-only mount) is opened immutable: nobody can be writing it there either; one with
-    commits in a write-ahead log beside it that SQLite cannot read so is refused
-    (``unreadable_log``), not read without them."""
+    (a read-only mount) is opened immutable: nobody can be writing it there either; so is one
+    on a full disk (``_opened``); one with commits in a write-ahead log beside it that SQLite
+    cannot read so is refused (``unreadable_log``), not read without them."""
     try:
-        connection = guarded(sqlite3.connect(file_uri(path, mode="ro"), uri=True), path)
-        try:
-            connection.execute("SELECT count(*) FROM sqlite_master")  # opens the file for real
-        except sqlite3.OperationalError:
-            connection.close()
-            raise
-        return connection
+        return _opened(path, file_uri(path, mode="ro"))
     except sqlite3.OperationalError as exc:
         if "unable to open" not in str(exc) or _writable(path):
             raise
@@ -540,14 +534,78 @@ def connect_to_read(path: Path) -> sqlite3.Connection:
     are writable (so SQLite tidies its -wal and -shm files away on close), else read-only. It
     never creates the file. Guarded as a received file is (``guarded``)."""
     if _writable(path):
-        connection = sqlite3.connect(
-            file_uri(path, mode="rw"), uri=True, timeout=BUSY_TIMEOUT_MS / 1000
-        )
-        guarded(connection, path)
+        connection = _opened(path, file_uri(path, mode="rw"), timeout=BUSY_TIMEOUT_MS / 1000)
     else:
         connection = connect_readonly(path)
     connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     return connection
+
+
+# Room SQLite needs beside a WAL file to read it: its -shm index, one 32 KiB region first.
+_SHM_ROOM = 32_768
+
+
+def _opened(path: Path, uri: str, **options) -> sqlite3.Connection:
+    """``path`` opened through ``uri`` and read once. On a disk too full for the -shm file
+    SQLite makes beside a WAL file (it fails with an I/O error, and is no fault of the file):
+    the -wal and -shm files this open left behind are removed, and the file is read as it is
+    (immutable) when no write-ahead log holds more of it; DatabaseError, naming the fix, when
+    one does (reading it without its -shm would skip those commits). Guarded (``guarded``)."""
+    there = files_beside(path)
+    connection = guarded(sqlite3.connect(uri, uri=True, **options), path)
+    try:
+        connection.execute("SELECT count(*) FROM sqlite_master")  # opens the file for real
+        return connection
+    except sqlite3.OperationalError as exc:
+        connection.close()
+        if not out_of_room(path, exc):
+            raise
+    tidy_beside(path, there)
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise DatabaseError(
+            f"cannot read {path}: the disk it is on is full, and SQLite needs {_SHM_ROOM // 1024} "
+            f"KiB there for its -shm file to read its write-ahead log; free some space and "
+            "try again"
+        ) from None
+    connection = guarded(sqlite3.connect(file_uri(path, immutable="1"), uri=True), path)
+    connection.execute("SELECT count(*) FROM sqlite_master")
+    return connection
+
+
+def files_beside(path: Path) -> dict[Path, bool]:
+    """Whether each of the -wal and -shm files SQLite keeps beside ``path`` is there now."""
+    beside = (path.with_name(path.name + suffix) for suffix in ("-wal", "-shm"))
+    return {file: file.exists() for file in beside}
+
+
+def tidy_beside(path: Path, there: dict[Path, bool]) -> None:
+    """Remove the -wal and -shm files of ``path`` that an open which failed left behind: those
+    not ``there`` before it (``files_beside``) and holding nothing (an empty log, a -shm not
+    set up)."""
+    for made, existed in there.items():
+        try:
+            if not existed and made.stat().st_size < _SHM_ROOM:
+                made.unlink()
+        except OSError:
+            pass
+
+
+def out_of_room(path: Path, error: BaseException) -> bool:
+    """Whether SQLite failed for want of room on ``path``'s disk (an I/O error or "full" there,
+    with less free than a -shm region needs), not for anything in the file. ``error`` may be
+    SQLAlchemy's wrapping of sqlite3's."""
+    error = getattr(error, "orig", None) or error
+    if not isinstance(error, sqlite3.OperationalError):
+        return False
+    name = getattr(error, "sqlite_errorname", "")
+    if not (name.startswith(("SQLITE_IOERR", "SQLITE_FULL")) or "disk" in str(error)):
+        return False
+    try:
+        disk = os.statvfs(path.parent)
+    except (OSError, AttributeError):  # no statvfs (Windows): an I/O error is not called room
+        return False
+    return disk.f_bavail * disk.f_frsize < 2 * _SHM_ROOM
 
 
 def read_error(path: Path, error: BaseException) -> Optional[DatabaseError]:

@@ -24,6 +24,7 @@ from tests.conftest import (
     EVERY_EXECUTOR,
     MARK_VAR,
     PROCESS_EXECUTORS,
+    REPO,
     add_shadowing_packages,
     assert_one_line_error,
     leftover_processes,
@@ -515,6 +516,83 @@ def test_a_full_disk_mid_run_loses_no_result(user_dir, tmp_path):
     assert len(tasks) == 7 and all(len(e["samples"]) == 5000 for e in tasks)
     assert "full" in record["storage_error"]
     assert leftover_processes(mark) == []
+
+
+# A run that fills a 2 MiB disk with its task samples: the database stops taking writes midway.
+FILLING_RUN = (
+    "run -w tiny -e threads --workers 2 --tasks 5000 --repeats 6 --processes 1 "
+    "--db results.db --json"
+)
+
+
+def _full_disk_run(user_dir: Path, tmp_path: Path, mounts: str, before: str = "") -> tuple:
+    """`conlab run` (FILLING_RUN) standing in /mnt/db, a 2 MiB disk of its own, after the shell
+    commands ``mounts`` and ``before``: (its runs as JSON, its stderr lines before its exit
+    code, {path: octal mode} of what is at unsaved folders' names). /mnt itself is a private
+    tmpfs, so what the test writes there goes with it."""
+    from tests.conftest import in_mount_namespace
+
+    mark = uuid.uuid4().hex
+    env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1", **{MARK_VAR: mark})
+    done = in_mount_namespace(
+        "mount -t tmpfs -o size=64m tmpfs /mnt && mkdir /mnt/db /mnt/tmp && "
+        f"mount -t tmpfs -o size=2m tmpfs /mnt/db{mounts}",
+        f"cd /mnt/db && {before} {sys.executable} -m tui.cli {FILLING_RUN} > /mnt/out.json; "
+        "echo exit=$? >&2; cat /mnt/out.json; "
+        "find /mnt/tmp /mnt/db -path '*conlab-unsaved-*' -printf 'left: %m %p\\n' >&2",
+        cwd=user_dir,
+        env=env,
+    )
+    assert leftover_processes(mark) == []
+    lines = done.stderr.strip().splitlines()
+    assert "exit=1" in lines, done.stderr
+    said = lines[: lines.index("exit=1")]
+    left = dict(line.split()[:0:-1] for line in lines if line.startswith("left: "))
+    return json.loads(done.stdout), said, left
+
+
+def test_when_nowhere_can_be_written_the_results_are_said_and_printed(user_dir, tmp_path):
+    """The database's disk and every temporary folder are full: one line says so, and the JSON
+    on stdout holds every event the runner sent; no empty file is left behind."""
+    full = (
+        " && mount -t tmpfs -o size=64k tmpfs /mnt/tmp && "
+        "(dd if=/dev/zero of=/mnt/tmp/fill bs=4k 2>/dev/null || true) && "
+        "mount --bind /mnt/tmp /tmp && mount --bind /mnt/tmp /var/tmp"
+    )
+    (run,), said, left = _full_disk_run(user_dir, tmp_path, full, "TMPDIR=/mnt/tmp")
+    assert len(said) == 1 and "nor saved to a file" in said[0] and "space" in said[0], said
+    assert "Traceback" not in said[0]
+    assert run["status"] == "ok" and run["saved_to"] is None and len(run["wall_s"]) == 6
+    tasks = [e for e in run["events"] if e["event"] == "tasks"]
+    assert len(tasks) == 7 and all(len(e["samples"]) == 5000 for e in tasks)
+    assert "nor in a file" in run["error"]
+    assert not [path for path in left if path.endswith(".json")]  # no empty or part-written file
+
+
+@pytest.mark.parametrize("planted", ["nothing", "a file", "another user's folder"])
+def test_the_unsaved_folder_is_the_users_own(user_dir, tmp_path, planted):
+    """Runs the database could not take are saved in $TMPDIR/conlab-unsaved-UID, mode 0700, each
+    file 0600; a file at that name, or another user's folder there, is never written into: the
+    results then stay on stdout, and one line says why."""
+    if planted == "another user's folder" and os.geteuid() != 0:
+        pytest.skip("needs root to make another user's folder")
+    folder = f"/mnt/tmp/conlab-unsaved-{os.getuid()}"
+    before = {
+        "nothing": "",
+        "a file": f"echo mine > {folder} &&",
+        "another user's folder": f"mkdir -m 777 {folder} && chown 65534:65534 {folder} &&",
+    }[planted]
+    (run,), said, left = _full_disk_run(user_dir, tmp_path, "", f"{before} TMPDIR=/mnt/tmp")
+    assert len(said) == 1 and "Traceback" not in said[0], said
+    if planted == "nothing":
+        assert run["saved_to"].startswith(folder + "/") and run["saved_to"] in run["error"]
+        assert left == {folder: "700", run["saved_to"]: "600"}
+        assert run["saved_to"].endswith(f"{run['run_id']}.json")
+        return
+    assert run["saved_to"] is None and "nor saved to a file" in said[0]
+    assert ("not a folder" if planted == "a file" else "another user") in said[0]
+    assert len(run["wall_s"]) == 6 and run["events"]
+    assert left == {folder: "644" if planted == "a file" else "777"}  # as it was, nothing in it
 
 
 def test_max_tasks_per_child_deadlock_ends_with_a_reason(conlab):

@@ -192,14 +192,33 @@ def run(
     else:
         _print_results(results, sweep.cancelled)
         _print_verdicts(engine, results)
-    unsaved = [r for r in results if r.get("saved_to")]
-    if unsaved:
-        sys.stderr.write(
-            f"conlab: {len(unsaved)} run(s) could not be stored in the database; "
-            f"their results are saved in {printable(os.path.dirname(unsaved[0]['saved_to']))}\n"
-        )
+    if any("saved_to" in r for r in results):
+        _say_unsaved(results, as_json)
         return 1
     return 0 if results and all(r["status"] == "ok" for r in results) and not sweep.cancelled else 1
+
+
+def _say_unsaved(results: list[dict], as_json: bool) -> None:
+    """One line on the runs the database did not take: where they were saved instead, or that
+    nothing could keep them but what was printed."""
+    saved = [r["saved_to"] for r in results if r.get("saved_to")]
+    lost = [r for r in results if "saved_to" in r and not r["saved_to"]]
+    parts = []
+    if saved:
+        where = printable(os.path.dirname(saved[0]))
+        stored = f"{len(saved)} run(s) could not be stored in the database"
+        parts.append(f"{stored}; their results are saved in {where}")
+    if lost:
+        shown = (
+            "in the JSON on stdout, with every event the runner sent"
+            if as_json
+            else "shown above, and nowhere else"
+        )
+        parts.append(
+            f"{len(lost)} run(s) could not be stored in the database nor saved to a file "
+            f"({printable(lost[0].get('unsaved_error'))}): their results are {shown}"
+        )
+    sys.stderr.write(f"conlab: {'; '.join(parts)}\n")
 
 
 def _add_baseline(engine, selection: str, specs: list, resolved: dict) -> tuple[list, dict]:

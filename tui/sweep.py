@@ -421,8 +421,11 @@ class Sweep:
         result = run_object(run, recorder.walls_by_process.values(), python=recorder.python)
         if self.target_ci is not None and result["status"] == "ok":
             result["target_ci_met"] = recorder.interval().half_width <= self.target_ci
-        if recorder.saved_to:
+        if recorder.storage_error is not None:
             result["saved_to"] = recorder.saved_to
+            if recorder.saved_to is None:  # nowhere to keep it: what the runner sent goes out
+                result["unsaved_error"] = recorder.unsaved_error
+                result["events"] = recorder.events
         return result
 
     def _record_sweep(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -315,3 +316,99 @@ def test_a_database_on_a_read_only_file_system_can_be_read(conlab, tmp_path):
     assert (outs / "check").read_text().strip().endswith(": ok")
     assert sqlite3.connect(outs / "copy.db").execute("SELECT count(*) FROM run").fetchone() == (2,)
     assert {p.name: digest(p) for p in data.iterdir()} == before
+
+
+def test_a_sound_file_on_a_full_disk_is_read_and_nothing_is_left_beside_it(conlab, tmp_path):
+    """A disk with no room for the -shm file SQLite makes to read a WAL file: every reading
+    command reads it as it is (nothing in a log to skip), leaves no -wal or -shm behind, and
+    calls nothing damaged; a writer, or a file whose log holds commits, is one line naming the
+    fix."""
+    from tests.conftest import REPO, _marked_env, in_mount_namespace
+
+    data, full, outs = tmp_path / "data", tmp_path / "full", tmp_path / "outs"
+    for directory in (data, full, outs):
+        directory.mkdir()
+    db = data / "results.db"
+    assert conlab(*run_args("tiny", "sequential", "threads", workers=2, db=db)).returncode == 0
+    logged = data / "logged.db"  # a file whose write-ahead log holds a commit not checkpointed
+    shutil.copy(db, logged)
+    keep_log = (
+        "import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+        "c.execute('PRAGMA wal_autocheckpoint = 0'); c.execute(\"UPDATE run SET tag = 'new'\"); "
+        "c.commit(); os._exit(0)"
+    )
+    subprocess.run([sys.executable, "-c", keep_log, str(logged)], check=True)
+    commands = {
+        "runs": "runs --json",
+        "report": "report --format json",
+        "info": "db info --json",
+        "check": "db check",
+        "export": f"db export {outs}/copy.db",
+        "run": "run -w tiny -e sequential --repeats 1 --processes 1",
+        "logged": "runs",
+    }
+    files = {name: "logged.db" if name == "logged" else "results.db" for name in commands}
+    script = "; ".join(
+        f"{sys.executable} -m tui.cli {args} --db {full}/{files[name]} > {outs}/{name} "
+        f"2> {outs}/{name}.err; echo {name}=$?"
+        for name, args in commands.items()
+    )
+    result = in_mount_namespace(
+        f"mount -t tmpfs -o size=512k tmpfs {full} && cp {db} {logged} {logged}-wal {full}/ && "
+        f"(dd if=/dev/zero of={full}/fill bs=4k 2>/dev/null || true)",
+        f"{script}; ls -A {full} | sed 's/^/left=/'",
+        cwd=REPO,
+        env=_marked_env(tmp_path, db, []),
+    )
+    codes = dict(line.split("=") for line in result.stdout.split() if not line.startswith("left="))
+    left = sorted(line[5:] for line in result.stdout.split() if line.startswith("left="))
+    errors = {name: (outs / f"{name}.err").read_text() for name in commands}
+    readers = ("runs", "report", "info", "check", "export")
+    assert {name: codes[name] for name in readers} == {name: "0" for name in readers}, errors
+    assert len(json.loads((outs / "runs").read_text())) == 2
+    assert (outs / "check").read_text().strip().endswith(": ok")
+    assert sqlite3.connect(outs / "copy.db").execute("SELECT count(*) FROM run").fetchone() == (2,)
+    for name in ("run", "logged"):  # one line naming the fix, never "damaged"
+        assert codes[name] == "2" and errors[name].count("\n") == 1, errors[name]
+        assert "disk it is on is full" in errors[name] and "damaged" not in errors[name]
+    assert left == ["fill", "logged.db", "logged.db-wal", "results.db"]
+
+
+@pytest.mark.parametrize("planted", ["old place", "fifo", "folder", "another user's folder"])
+def test_what_stands_at_the_migration_lock_never_hangs_a_command(conlab, tmp_path, planted):
+    """The lock that keeps two migrators apart is a regular file in the user's own folder in
+    $TMPDIR: a FIFO or folder where an older conlab kept it is not looked at, and one in the
+    user's folder, or another user's folder at its name, is one line; the old file is left as
+    it was and nothing hangs."""
+    import hashlib
+
+    if planted == "another user's folder" and os.geteuid() != 0:
+        pytest.skip("needs root to make another user's folder")
+    old = make_v1_file(tmp_path / "old.db")
+    before = digest(old)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    key = hashlib.sha1(str(old.resolve()).encode()).hexdigest()[:16]
+    os.mkfifo(temporary / f"conlab-migrate-{key}.lock")  # where the lock used to be: shared
+    folder = temporary / f"conlab-locks-{os.getuid()}"
+    folder.mkdir(mode=0o700)
+    lock = folder / f"migrate-{key}.lock"
+    if planted == "fifo":
+        os.mkfifo(lock)
+    elif planted == "folder":
+        lock.mkdir()
+    elif planted == "another user's folder":
+        os.chown(folder, 65534, 65534)
+    result = conlab("runs", "--db", str(old), "--json", env={"TMPDIR": str(temporary)}, timeout=60)
+    if planted == "old place":
+        assert result.returncode == 0, result.stderr
+        assert sqlite3.connect(old).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert stat_mode(folder) == 0o700 and lock.is_file()
+        return
+    assert_one_line_error(result)
+    assert "cannot migrate" in result.stderr and "remove it" in result.stderr, result.stderr
+    assert digest(old) == before and not list(tmp_path.glob("old.db.v1.bak*"))
+
+
+def stat_mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777

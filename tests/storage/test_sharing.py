@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -202,6 +203,8 @@ def test_anonymized_export_cuts_paths_inside_a_home_and_numbers_processes(
             "UPDATE run SET environment_json = ? WHERE id = ?", (json.dumps(env), run_id)
         )
     pids = {pid for (pid,) in connection.execute("SELECT DISTINCT pid FROM task_sample")}
+    died = f"a worker died: worker pid {max(pids)} exited with code 3 (pid {max(pids) + 1})"
+    connection.execute("UPDATE run SET error = ?", (died,))
     connection.commit()
     connection.close()
 
@@ -211,6 +214,9 @@ def test_anonymized_export_cuts_paths_inside_a_home_and_numbers_processes(
     for word in SECRET_WORDS:
         assert word.encode() not in exported, word
     connection = sqlite3.connect(out)
+    errors = {error for (error,) in connection.execute("SELECT error FROM run")}
+    renumbered = r"a worker died: worker pid [1-9] exited with code 3 \(pid [1-9]\)"
+    assert all(re.fullmatch(renumbered, error) for error in errors), errors
     row = connection.execute("SELECT workload, tag, error_detail, stderr FROM run").fetchone()
     assert row[:3] == (".../jobs.py:work", ".../notes.txt", 'File ".../jobs.py", line 3, in work')
     assert row[3] == "read ...\\in.csv and .../x.json on machine-" + row[3].split("machine-")[1]
