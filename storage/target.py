@@ -235,6 +235,7 @@ def check_sqlite_file(path: Path, *, create: bool) -> None:
     missing = sorted(
         (LAB_TABLES | ({"process"} if user_version >= 4 else set()))
         - {name for name, kind in kinds.items() if kind == "table"}
+        | {name for name in LAB_SCHEMA_TABLES if kinds.get(name, "table") != "table"}
     )
     if user_version < 1 or missing:
         what = "no schema version"
@@ -419,7 +420,7 @@ def _writable(path: Path) -> bool:
 
 # The longest one statement reading a file may run: this much, plus a second for each 20 MB
 # of the file. A view over an endless recursive query (a crafted file) is stopped there.
-READ_SECONDS = 60.0
+READ_SECONDS = 30.0
 READ_BYTES_PER_SECOND = 20_000_000
 # SQLite calls the progress handler every this many virtual machine instructions.
 _PROGRESS_STEPS = 100_000

@@ -167,6 +167,16 @@ def run_is_an_endless_recursive_view(base: Path, out: Path) -> None:
     _shadow_run(out, f"SELECT r.* FROM run_data r, ({ENDLESS}) WHERE r.id IS NOT NULL")
 
 
+def sweep_is_an_endless_recursive_view(base: Path, out: Path) -> None:
+    """`sweep` (a table only later versions have) an endless view: reports read it."""
+    shutil.copy(base, out)
+    _sql(
+        out,
+        "ALTER TABLE sweep RENAME TO sweep_data",
+        f"CREATE VIEW sweep AS SELECT s.* FROM sweep_data s, ({ENDLESS})",
+    )
+
+
 def run_is_a_finite_view(base: Path, out: Path) -> None:
     """`run` is a view over the real rows: every read works, nothing is the lab's table."""
     shutil.copy(base, out)
@@ -261,6 +271,7 @@ CORPUS: dict[str, Callable[[Path, Path], None]] = {
         text_file,
         newer_version_only_in_the_wal,
         run_is_an_endless_recursive_view,
+        sweep_is_an_endless_recursive_view,
         run_is_a_finite_view,
         planted_triggers,
         planted_view_virtual_table_and_index,
@@ -706,7 +717,16 @@ def test_a_wal_file_on_read_only_media_is_never_read_without_its_log(base, cli, 
 
 # --- a property: crafted files x every reading and merging command ----------------------------
 
-SHADOWED = ("run", "repeat", "task_sample", "machine", "interpreter", "process", "sweep")
+SHADOWED = (
+    "run",
+    "repeat",
+    "task_sample",
+    "machine",
+    "interpreter",
+    "process",
+    "sweep",
+    "import_log",
+)
 # Columns where the lab writes numbers, dates, known words or JSON, and values of other kinds.
 TYPED_COLUMNS = (
     ("run", "status"),
@@ -805,7 +825,10 @@ def test_no_crafted_file_makes_a_command_hang_crash_or_spread(base, other, forke
     from hypothesis import strategies as st
 
     def cli(*args: str) -> tuple[int, str, str]:
-        return forked_cli.run(args, timeout=BOUND_S)  # TimeoutExpired: past its bound
+        try:
+            return forked_cli.run(args, timeout=BOUND_S)
+        except subprocess.TimeoutExpired:
+            return -1, "", f"ran past its bound of {BOUND_S} s"
 
     @settings(
         max_examples=10,
