@@ -636,6 +636,15 @@ def test_a_planted_trigger_never_runs_on_the_labs_writes(base, other, cli, tmp_p
     assert code == 0, err
     assert _count(path, "loot") == looted  # no trigger fired: the runs shown as stored
     assert {run["status"] for run in json.loads(out)} == {"running"}
+    from storage.database import open_engine
+    from storage.queries import mark_interrupted
+
+    engine = open_engine(path, create=False)  # the engine's way of listing
+    try:
+        assert mark_interrupted(engine) == 0
+    finally:
+        engine.dispose()
+    assert _count(path, "loot") == looted
     code, out, _ = cli("db", "check", "--db", str(path))
     assert code == 1 and "trigger 'steal'" in out and "trigger 'wipe'" in out, out
 
