@@ -145,11 +145,20 @@ def in_turns(first: Iterator[float], second: Iterator[float], warmups: int = 1) 
     return ratios
 
 
+# The same script as a program whose entry script imports more than the function's module (as an
+# application's does): under spawn each worker imports all of it again before its first task.
+HEAVY_IMPORTS = (
+    "import asyncio, decimal, email.mime.multipart, http.client, json, unittest, "
+    "xml.dom.minidom  # the program's own needs, not the function's\n"
+)
+
+
 class Bench:
     def __init__(self, workdir: Path):
         self.workdir = workdir
         (workdir / "benchmod.py").write_text(USER_MODULE)
         (workdir / "handwritten.py").write_text(HAND_WRITTEN)
+        (workdir / "handwritten_app.py").write_text(HEAVY_IMPORTS + HAND_WRITTEN)
         # The lab's runner and the hand-written script both inherit this environment (the lab
         # importable too: the script calls the lab's own `cpu` workload by hand).
         lab_root = str(Path(__file__).resolve().parent.parent)
@@ -168,12 +177,13 @@ class Bench:
         count: int,
         start_method: str = "spawn",
         python: Optional[str] = None,
+        script: str = "handwritten.py",
     ) -> Iterator[float]:
-        """The hand-written script, ``count`` repeats' wall times (s), one per step.
+        """The hand-written ``script``, ``count`` repeats' wall times (s), one per step.
         ``function`` is a name in benchmod or MODULE:NAME; ``start_method`` "" is the default."""
         args = [function, kind, str(workers), str(tasks), str(size), start_method]
         process = subprocess.Popen(
-            [python or sys.executable, "handwritten.py", *args],
+            [python or sys.executable, script, *args],
             cwd=self.workdir,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -209,6 +219,7 @@ class Bench:
         function: str,
         budgeted: bool = True,
         python: Optional[str] = None,
+        script: str = "handwritten.py",
         **options,
     ) -> None:
         from experiments.spec import ExperimentSpec
@@ -228,7 +239,7 @@ class Bench:
                 **options,
             )
             hand = self.hand_repeats(
-                function, kind, workers, tasks, size, 1 + REPEATS, python=python
+                function, kind, workers, tasks, size, 1 + REPEATS, python=python, script=script
             )
             per_round.append(statistics.median(in_turns(lab_repeats(spec), hand)))
         judged = Judged(per_round)
@@ -351,6 +362,8 @@ def bench_core(bench: Bench) -> None:
             function="c_hash",
             **extra,
         )
+    bench_main_script(bench)
+    bench_split_cost(bench)
     if _available("joblib"):
         bench.ratio_against_hand(
             "joblib",
@@ -449,6 +462,59 @@ def bench_core(bench: Bench) -> None:
         )
     bench_runner_import(bench)
     bench_cpu_speedup(bench)
+
+
+def without_split(spec) -> Iterator[float]:
+    """``lab_repeats`` of a runner that reads no thread's split (experiments.timing)."""
+    os.environ["CONLAB_NO_SPLIT"] = "1"
+    try:
+        repeats = lab_repeats(spec)
+        first = next(repeats)  # the runner starts here, with the variable in its environment
+    finally:
+        del os.environ["CONLAB_NO_SPLIT"]
+    yield first
+    yield from repeats
+
+
+def bench_split_cost(bench: Bench) -> None:
+    """What reading each worker thread's split (on a core, waiting for one, blocked) costs the
+    counted time: the lab's runner with it against the same runner without, in turns, on a
+    default sweep's executors and a pure-Python function like its `cpu` (budget: 0.5%)."""
+    from experiments.spec import ExperimentSpec
+
+    for kind, workers in (("sequential", 1), ("threads", 2), ("processes", 2)):
+        per_round = []
+        for _ in range(ROUNDS):
+            spec = ExperimentSpec(
+                "cpu", kind, workers=workers, repeats=REPEATS, warmups=1, processes=1
+            )
+            per_round.append(statistics.median(in_turns(lab_repeats(spec), without_split(spec))))
+        judged = Judged(per_round)
+        name = f"{kind} x{workers} cpu, 16 tasks: with the split / without{judged.how}"
+        bench.record(name, judged.value, "<= 1.005", judged.value <= 1.005)
+
+
+def bench_main_script(bench: Bench) -> None:
+    """A program whose entry script imports more than the function's module: its spawned
+    workers import the script again. With ``--main`` naming it, the lab's workers do too, and the
+    lab agrees with the script; without, the lab's workers import only the function's module,
+    and the difference is what the script's imports cost each worker (shown, no budget)."""
+    app = str(bench.workdir / "handwritten_app.py")
+    for main, budgeted, label in ((app, True, "with --main"), (None, False, "without --main")):
+        bench.ratio_against_hand(
+            "processes",
+            2,
+            8,
+            28,
+            0.97,
+            1.03,
+            f"processes x2 spawn {label} against a script importing more, 8 x c_hash 28 MiB",
+            function="c_hash",
+            budgeted=budgeted,
+            script="handwritten_app.py",
+            start_method="spawn",
+            main=main,
+        )
 
 
 def _free_threaded_python() -> Optional[str]:

@@ -95,6 +95,9 @@ def calibrate_answering_early(func, fallback_size: int, answer) -> None:
             call_s = watch.running_s(since) if since is not None else 0.0
             if call_s >= 2 * TARGET_S:
                 answer({"size": watch.size, "call_s": call_s, "grows": True, "tried": 0})
+                from experiments import reaping
+
+                reaping.end_descendants(os.getpid())  # what the call started ends with it
                 os._exit(0)
 
     threading.Thread(target=watchdog, name="conlab-calibrate-watch", daemon=True).start()

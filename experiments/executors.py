@@ -158,7 +158,7 @@ class Processes(Executor):
     name = "processes"
     description = "concurrent.futures.ProcessPoolExecutor: one interpreter per worker"
     pickles_tasks = True
-    options = ("workers", "start_method", "chunksize", "max_tasks_per_child")
+    options = ("workers", "start_method", "chunksize", "max_tasks_per_child", "main")
 
     def default_start_method(self):
         return _default_start_method()
@@ -204,6 +204,7 @@ class Processes(Executor):
         func = job.workload.func
         pool = self._new_pool(job)
         seen: dict = {}
+        failed: list = []  # futures that raised: one fails the run, whichever result is awaited
         try:
             # What map() does -- one future per task, or per chunk, the function sent with each
             # -- with futures we can wait on with a timeout, to notice a stuck pool.
@@ -215,6 +216,7 @@ class Processes(Executor):
             futures = []
             for payload in payloads:
                 futures.append(pool.submit(task, func, payload))
+                futures[-1].add_done_callback(functools.partial(_note_failure, failed))
                 if len(seen) < job.workers:
                     # Workers start with the first submissions: keep them to name the dead
                     # later (a broken pool forgets its processes, even before map() returns).
@@ -226,6 +228,8 @@ class Processes(Executor):
                         result = future.result(self.poll_s)
                         break
                     except FutureTimeout:
+                        if failed:  # a later task raised while this one runs on, maybe forever
+                            failed[0].result()
                         idle_since = self._check_workers(pool, seen, idle_since, futures, job)
                 if chunksize == 1:
                     on_sample(result)
@@ -235,7 +239,10 @@ class Processes(Executor):
         except BrokenProcessPool as exc:  # loky's worker-death errors are subclasses of it
             self._abandon(pool)
             seen.update(getattr(pool, "_processes", None) or {})
-            raise WorkerDied(_name_the_dead(seen) or str(exc)) from exc
+            named = _name_the_dead(seen) or str(exc)
+            if self.name == "processes":
+                named += " (Python's ProcessPoolExecutor reports this as BrokenProcessPool)"
+            raise WorkerDied(named) from exc
         except BaseException:
             # Not `with`: its shutdown(wait=True) would wait forever on a stuck pool.
             self._abandon(pool)
@@ -264,11 +271,16 @@ class Processes(Executor):
         return idle_since
 
 
+def _note_failure(failed: list, future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        failed.append(future)
+
+
 class Pool(Executor):
     name = "pool"
     description = "multiprocessing.Pool: the classic process pool, with chunking"
     pickles_tasks = True
-    options = ("workers", "start_method", "chunksize", "max_tasks_per_child")
+    options = ("workers", "start_method", "chunksize", "max_tasks_per_child", "main")
 
     # How often to look for dead workers while waiting: Pool itself would wait forever.
     poll_s = 0.05
@@ -302,6 +314,7 @@ class Pool(Executor):
                         break
                     except multiprocessing.TimeoutError:
                         self._raise_if_a_worker_died(pool, workers_seen)
+                        _raise_if_a_later_chunk_raised(results)
                 for sample in samples:
                     on_sample(sample)
         except BaseException:
@@ -346,6 +359,14 @@ class Pool(Executor):
                 workers_seen.append(process)
             if process.exitcode not in (None, 0):
                 raise WorkerDied(describe_exit(process.exitcode, process.pid))
+
+
+def _raise_if_a_later_chunk_raised(results) -> None:
+    """The exception of a chunk that failed while an earlier one runs on (maybe forever):
+    ``imap`` keeps results that came out of order in its ``_unsorted``, as (ok, value)."""
+    for ok, value in list(getattr(results, "_unsorted", {}).values()):
+        if not ok:
+            raise value
 
 
 class Asyncio(Executor):

@@ -1,13 +1,15 @@
 """The parent side: start a runner under any interpreter, stream its events, cancel, time out.
 
 The runner gets its own session (process group), so stopping it — on cancel, on timeout, or after
-it ends, however it ends — is one ``killpg`` that takes its workers with it: no child survives a
-run. Its events come on a pipe of their own; its stdout and stderr are the user's, kept in a file
-and stored with the run.
+it ends, however it ends — is one ``killpg`` that takes its workers with it, after the processes
+below the runner that left its group (experiments.reaping): no child survives a run. Its events
+come on a pipe of their own; its stdout and stderr are the user's, kept in a file and stored with
+the run.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -21,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Optional
 
+from experiments import reaping
 from experiments.bootstrap import command
 from experiments.executors import describe_exit
 from experiments.spec import ExperimentSpec, SpecError
@@ -58,6 +61,12 @@ def runner_command(python: Optional[str], *args: str) -> list[str]:
     return command(
         python or sys.executable, runner_pythonpath(), "experiments.runner", "main", *args
     )
+
+
+def _look_available() -> bool:
+    from experiments.look import available
+
+    return available()
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,8 @@ def _start_runner(
     FileNotFoundError or PermissionError when ``python`` cannot be run.
     """
     read_fd, write_fd = os.pipe()
+    env = runner_env(layout)
+    mark = env[reaping.MARK_VAR] = os.urandom(16).hex()  # what every process of this run inherits
     try:
         process = subprocess.Popen(
             runner_command(
@@ -113,7 +124,7 @@ def _start_runner(
             stdin=subprocess.PIPE,
             stdout=output,
             stderr=output,
-            env=runner_env(layout),
+            env=env,
             start_new_session=True,
             pass_fds=(write_fd,),
             bufsize=1,
@@ -124,6 +135,7 @@ def _start_runner(
         raise
     finally:
         os.close(write_fd)
+    process.conlab_mark = mark  # type: ignore[attr-defined]
     return process, read_fd
 
 
@@ -206,12 +218,27 @@ def _events(lines) -> Iterator[dict]:
             continue  # the last line of a runner killed while writing it
 
 
-def _kill_group(process: subprocess.Popen) -> None:
-    """SIGKILL the runner's whole process group: the runner and every worker it started."""
+def _killpg(process: subprocess.Popen, signum: int) -> None:
     try:
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(process.pid, signum)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _kill_group(process: subprocess.Popen) -> bool:
+    """SIGKILL the runner, its process group, and every process below it, those that left the
+    group too (a worker that called setsid(), a task's daemon: the runner is their subreaper),
+    and every process started with the runner's mark (an orphan of a runner that died first).
+    The group is stopped first, so that nothing in it starts more meanwhile. Call it only while
+    the runner is unreaped (its pid and group id are then its own). True when the processes
+    below it could be walked (/proc), False when only the group was killed."""
+    _killpg(process, signal.SIGSTOP)
+    walked = reaping.end_descendants(process.pid)
+    mark = getattr(process, "conlab_mark", None)
+    if mark is not None:
+        reaping.end_marked(mark)
+    _killpg(process, signal.SIGKILL)
+    return walked
 
 
 def _end(process: subprocess.Popen, pipe: Optional[_EventPipe]) -> int:
@@ -228,9 +255,30 @@ def _end(process: subprocess.Popen, pipe: Optional[_EventPipe]) -> int:
     return code
 
 
+# What is kept of a runner's output (its stdout and stderr, with its tasks'): this many bytes
+# from its start and as many from its end. A task printing once per call would otherwise grow
+# the database, and this process's memory, by what it printed.
+KEPT_OUTPUT = 32_768
+
+
 def _read(output) -> str:
+    """The runner's output in ``output`` (a binary file): whole up to ``2 * KEPT_OUTPUT``
+    bytes, else its first and last ``KEPT_OUTPUT`` bytes around a line saying how many were left
+    out. Reads at most that much, whatever the file's size."""
+    size = output.seek(0, os.SEEK_END)
     output.seek(0)
-    return output.read().decode("utf-8", "replace")
+    if size <= 2 * KEPT_OUTPUT:
+        return output.read().decode("utf-8", "replace")
+    head = output.read(KEPT_OUTPUT)
+    output.seek(size - KEPT_OUTPUT)
+    tail = output.read(KEPT_OUTPUT)
+    # A character cut at either end is dropped, not shown as a replacement mark.
+    head_text = codecs.getincrementaldecoder("utf-8")("replace").decode(head, final=False)
+    tail = tail.lstrip(bytes(range(0x80, 0xC0)))
+    return (
+        f"{head_text}\n[... {size - len(head) - len(tail):,} bytes left out ...]\n"
+        f"{tail.decode('utf-8', 'replace')}"
+    )
 
 
 # What a worker raises because its runner went away: a consequence, never the cause.
@@ -271,11 +319,13 @@ def _run_quick(
     timeout_s: float,
     silent_ok: bool = False,
     timed_out: Optional[str] = None,
+    answered=bool,
 ) -> list[dict]:
     """Run a runner in a mode that answers and ends (``--check``, ``--env``, ``--calibrate``,
     ``--probe``); its events. ``silent_ok``: a runner that ended without a word and without a
     traceback (the function it was calling ended the process) answers no events instead of an
-    error. ``timed_out``: the message when it does not answer in ``timeout_s``."""
+    error. ``timed_out``: the message when it does not answer in ``timeout_s``. ``answered``:
+    whether the events are a whole answer (else the runner's end is the error)."""
     exe = python or sys.executable
     with tempfile.TemporaryFile() as output:
         try:
@@ -306,7 +356,7 @@ def _run_quick(
             ) from None
         finally:
             returncode = _end(process, pipe)
-        if events or (silent_ok and returncode != 1):
+        if answered(events) or (silent_ok and not events and returncode != 1):
             return events
         why = why_it_ended(_read(output), returncode)
     if why is not None and why.startswith("conlab: "):  # the runner's own words
@@ -327,8 +377,13 @@ def check_specs(
     Returns each run id's resolved parameters; raises SpecError for the first spec that cannot run.
     """
     payload = json.dumps([json.loads(spec.to_json()) for spec in specs])
+
+    def answered(events: list) -> bool:  # a refusal, or a check of every spec
+        kinds = [event.get("event") for event in events]
+        return "error" in kinds or kinds.count("check") == len(specs)
+
     resolved = {}
-    for event in _run_quick(python, ["--check"], payload, timeout_s):
+    for event in _run_quick(python, ["--check"], payload, timeout_s, answered=answered):
         if event.get("event") == "error":
             raise SpecError(event.get("message", "the runner refused the specs"))
         if event.get("event") == "check":
@@ -419,9 +474,15 @@ class Launch:
         timeout_s: Optional[float] = None,
         progress: bool = False,
         layout: Optional[Layout] = None,
+        look: bool = False,
     ):
         self.spec = spec
         self.progress = progress
+        # One more repeat after the others, not counted, whose threads are looked at from here
+        # (experiments.look) where the platform allows it.
+        self.look = look and _look_available()
+        self._looking = None  # the look while the looked-at repeat runs
+        self._looked = False  # its repeat event came; its tasks event is next
         self.layout = layout  # None: the runner inherits this process's environment as it is
         self.python = python or spec.python
         self.timeout_s = timeout_s if timeout_s is not None else spec.timeout_s
@@ -433,6 +494,7 @@ class Launch:
         self._process: Optional[subprocess.Popen] = None
         self._pipe: Optional[_EventPipe] = None
         self._stopped_because: Optional[str] = None
+        self._walked = False  # the processes below the runner were found and killed too
         self._lock = threading.Lock()
 
     def events(self) -> Iterator[dict]:
@@ -465,7 +527,7 @@ class Launch:
         try:
             self._process, fd = _start_runner(
                 self.python,
-                ["--ack", *(["--progress"] if self.progress else [])],
+                ["--ack", *(["--progress"] if self.progress else []), *(["--look"] * self.look)],
                 output,
                 self.layout,
             )
@@ -478,7 +540,7 @@ class Launch:
         self._send(self.spec.to_json())
         with self._lock:
             if self._stopped_because:  # cancelled before the process existed
-                _kill_group(self._process)
+                self._walked = _kill_group(self._process)
 
     def _start_timer(self) -> Optional[threading.Timer]:
         if not self.timeout_s:
@@ -491,6 +553,21 @@ class Launch:
     def _read_events(self) -> Iterator[dict]:
         for event in _events(self._pipe.lines()):
             kind = event.get("event")
+            if kind == "look":  # the runner is about to time the looked-at repeat
+                from experiments.look import ThreadLook
+
+                self._looking = ThreadLook(self._process.pid).start()
+                self._send("next")
+                continue
+            if event.get("look") or (kind == "tasks" and self._looked):
+                # The looked-at repeat is no repeat of the run: what was seen replaces it.
+                if kind == "repeat":
+                    event = self._looked_at(event)
+                    self._looked = True
+                else:  # its tasks: stored by nobody, acknowledged as every repeat's
+                    self._looked = False
+                    self._send("next")
+                    continue
             if kind == "done":
                 self.status = "ok"
             elif kind == "error":
@@ -501,6 +578,16 @@ class Launch:
             if kind == "tasks":
                 # The consumer has handled (stored) this repeat: let the runner time the next.
                 self._send("next")
+
+    def _looked_at(self, repeat: dict) -> dict:
+        """The ``looked`` event that stands for the looked-at ``repeat``: what each thread did
+        (experiments.look's text) during it, and its wall time."""
+        from experiments.look import encode
+
+        lanes = self._looking.stop() if self._looking is not None else {}
+        self._looking = None
+        states = encode(lanes, repeat["start_ns"], repeat["end_ns"], self._process.pid)
+        return {"event": "looked", "thread_states": states, "wall_ns": repeat.get("wall_ns")}
 
     def _send(self, line: str) -> None:
         try:
@@ -515,9 +602,12 @@ class Launch:
                 return
             self._stopped_because = reason
             if self._process is not None:
-                _kill_group(self._process)
+                self._walked = _kill_group(self._process)
 
     def _finish(self, output) -> None:
+        if self._looking is not None:  # the run ended during the looked-at repeat
+            self._looking.stop()
+            self._looking = None
         process = self._process
         if process is None:
             return
@@ -534,10 +624,12 @@ class Launch:
 
     def _settle(self) -> None:
         if self._stopped_because == "timeout":
-            self.status = "failed"
-            self.error = (
-                f"timed out after {self.timeout_s:g} s; the runner and its workers were killed"
+            killed = (
+                "the runner and every process below it were killed"
+                if self._walked
+                else "the runner's process group was killed"
             )
+            self.status, self.error = "failed", f"timed out after {self.timeout_s:g} s; {killed}"
         elif self._stopped_because == "cancelled":
             self.status, self.error = "cancelled", "cancelled by the user"
         elif self.status is None:
@@ -549,7 +641,11 @@ class Launch:
         if self.status == "failed" and "bootstrapping phase" in self.stderr:
             # CPython's words when a spawned child starts a process while importing __main__
             # or a module: the user's code has no `if __name__ == "__main__":` guard.
+            from experiments.mainmodule import WHY
+
             self.error += (
-                "; a module the workers import starts processes when imported: put "
-                "that code under `if __name__ == '__main__':`"
+                "; a module the workers import starts processes when imported (Python's "
+                f"ProcessPoolExecutor reports this as BrokenProcessPool): {WHY}, so each "
+                "worker ran that code again and Python stopped it); put that code under "
+                "`if __name__ == '__main__':`"
             )

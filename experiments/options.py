@@ -152,6 +152,20 @@ def _check_start_method(option: SweepOption, value) -> None:
         )
 
 
+def _check_main(option: SweepOption, value) -> None:
+    """An entry script: a Python file that is there (its path as the runner will read it)."""
+    import os
+
+    fix = f"pass the program's entry script, e.g. {option.flag} {option.example}"
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError(f"{option.flag} needs a file; {fix}")
+    check_stored_text(option.name, value, option.flag)
+    if not value.endswith(".py"):
+        raise SpecError(f"{option.flag} {value!r} is not a Python file (.py); {fix}")
+    if not os.path.isfile(value):
+        raise SpecError(f"{option.flag} {value!r}: no such file; {fix}")
+
+
 def _check_choice(option: SweepOption, value) -> None:
     if value not in option.choices:
         raise SpecError(f"unknown {option.name} {value!r}; use one of {', '.join(option.choices)}")
@@ -314,6 +328,20 @@ OPTIONS: tuple[SweepOption, ...] = (
         for_executors=True,
         elsewhere="refused",
         applies_to="process pools",
+    ),
+    SweepOption(
+        name="main",
+        type=str,
+        default=None,
+        flag="--main",
+        help="process executors: the program's entry script, which spawn and forkserver workers "
+        "import first (as __mp_main__), as Python's own do (default: the function's module)",
+        label="main script",
+        placeholder="the function's module",
+        validator=_check_main,
+        for_executors=True,
+        applies_to="process executors",
+        example="app.py",
     ),
     SweepOption(
         name="scheduler",

@@ -68,13 +68,20 @@ def candidates() -> list[str]:
     return unique
 
 
+# How long a candidate may take to say what it is: a real interpreter answers in well under a
+# second (a free-threaded build on a busy machine in one or two); past this it is left out.
+ANSWER_WITHIN_S = 5.0
+
+
 def probe(path: str, timeout_s: float = 60.0) -> dict | None:
     """What the interpreter at ``path`` is, or None when it does not run or is too old."""
     return _described(path, _answer(path, timeout_s))
 
 
-def _answer(path: str, timeout_s: float = 60.0) -> str | None:
-    """The last line ``describe_this`` printed under the interpreter at ``path``, or None."""
+def _answer(path: str, timeout_s: float = ANSWER_WITHIN_S) -> str | None:
+    """The last line ``describe_this`` printed under the interpreter at ``path``, or None when
+    it printed none within ``timeout_s``. The candidate runs in a session of its own, and its
+    whole process group is killed unless it ended by itself: none of it is left running."""
     import subprocess
 
     from experiments.bootstrap import command
@@ -83,20 +90,41 @@ def _answer(path: str, timeout_s: float = 60.0) -> str | None:
     # The lab's own code answers, under the interpreter's own bootstrap (which refuses < 3.9),
     # without site: it needs the standard library only.
     python, *rest = command(path, runner_pythonpath(), "experiments.pythons", "describe_this")
-    asking = [python, "-S", *rest]
     try:
-        proc = subprocess.run(
-            asking,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
+        process = subprocess.Popen(
+            [python, "-S", *rest],
             stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             # the GIL as the build starts it, whatever this shell asks of it
             env={k: v for k, v in os.environ.items() if k != "PYTHON_GIL"},
+            start_new_session=True,
         )
-        return proc.stdout.strip().splitlines()[-1]
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):  # output not text
+    except (OSError, subprocess.SubprocessError, ValueError):
         return None
+    try:
+        output, _ = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        output = b""
+    finally:
+        _end(process)
+    try:
+        return output.decode().strip().splitlines()[-1]
+    except (ValueError, IndexError):  # output not text, or none
+        return None
+
+
+def _end(process) -> None:
+    """Kill what is left of a candidate's process group unless it was reaped (while unreaped,
+    even ended, its group id is still its own), then reap it."""
+    import signal
+
+    if process.returncode is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (AttributeError, ProcessLookupError, PermissionError):  # no process groups
+            process.kill()
+    process.wait()
 
 
 def _described(path: str, answer: str | None) -> dict | None:

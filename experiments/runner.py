@@ -22,14 +22,19 @@ core_end, peak_rss_bytes]``: times on the system-wide monotonic clock, then what
 
 The events have their own pipe so that nothing a task prints can be taken for one: stdout and
 stderr are the user's, and the parent stores them with the run. The runner keeps that pipe out of
-every process it starts (no worker holds it, so the parent sees it end with the runner).
+every process it starts (no worker holds it, so the parent sees it end with the runner). The
+parent's lines come on stdin, which the runner moves at once to a descriptor of its own, kept
+from its workers as well; the tasks' stdin is /dev/null.
 
 Options (``launch`` passes them all): ``--watch-stdin`` ends the runner and its workers when the
 parent goes away (``--parent-pid=PID`` names it: on Linux the kernel then tells us; elsewhere a
-thread waits for stdin to close); ``--ack`` waits after each
-repeat's ``tasks`` event for a ``next`` line on stdin, so the parent's storing of one repeat never
+thread waits for the parent's pipe to close); ``--ack`` waits after each
+repeat's ``tasks`` event for a ``next`` line from the parent, so its storing of one repeat never
 overlaps the timing of the next one; ``--progress`` sends ``progress`` events (a live view wants
-them; without one they would only cost CPU in the parent while the run is being timed).
+them; without one they would only cost CPU in the parent while the run is being timed);
+``--look`` adds one repeat after the others, flagged and never counted, announced by a ``look``
+event and begun on the parent's ``next``, during which the parent looks at every thread
+(experiments.look).
 
 Other modes: ``--check`` reads a JSON list of specs (one line) and answers one ``check`` event
 each, without running anything; ``--env`` sends the environment; ``--calibrate`` finds a size
@@ -43,17 +48,31 @@ what a run needs when it needs it.
 
 
 def main(argv=None) -> int:
-    """The runner's command line (the protocol above); its exit code."""
+    """The runner's command line (the protocol above); its exit code. Whatever the mode, every
+    process the runner started, however it left the runner's group, ends before the runner
+    does (experiments.reaping)."""
     import sys
 
+    from experiments import reaping
+
     args = sys.argv[1:] if argv is None else argv
+    reaping.become_subreaper()  # before anything of the user's can start a process
+    try:
+        return _serve(args)
+    finally:
+        _end_descendants()
+
+
+def _serve(args) -> int:
     out = _EventWriter(_event_stream(args))
-    line = "" if "--env" in args else sys.stdin.readline()
+    _end_when_stuck_importing(out)
+    control = _Control(_control_fd())
+    line = "" if "--env" in args else control.readline()
     # Watched before anything of the user's is imported: a module that hangs at import time must
     # not outlive the parent either.
     parent = [int(a.split("=", 1)[1]) for a in args if a.startswith("--parent-pid=")]
     acks = (
-        _watch_parent(sys.stdin, parent[0] if parent else None) if "--watch-stdin" in args else None
+        _watch_parent(control, parent[0] if parent else None) if "--watch-stdin" in args else None
     )
     if "--env" in args:
         from experiments.environment import collect
@@ -66,7 +85,23 @@ def main(argv=None) -> int:
         return _calibrate(line, out)
     if "--probe" in args:
         return _probe(line, out)
-    return _run(line, out, acks if "--ack" in args else None, "--progress" in args)
+    return _run(
+        line, out, acks if "--ack" in args else None, "--progress" in args, "--look" in args
+    )
+
+
+def _end_when_stuck_importing(out) -> None:
+    """A user's module whose pool waits forever for workers Python stopped at their start
+    (experiments.mainmodule) ends the runner with the words, as bad input."""
+    import os
+
+    from experiments import mainmodule
+
+    def stuck(words: str) -> None:
+        out.emit("error", kind="invalid", message=words, detail=None)
+        os._exit(2)
+
+    mainmodule.on_stuck = stuck
 
 
 def _event_stream(args):
@@ -86,6 +121,25 @@ def _event_stream(args):
         null = os.open(os.devnull, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
         os.register_at_fork(after_in_child=lambda: os.dup2(null, fd, inheritable=False))
     return open(fd, "w", encoding="utf-8", closefd=False)
+
+
+def _control_fd() -> int:
+    """The parent's control pipe (the spec, then ``next`` lines), moved off stdin to a file
+    descriptor of its own, which no process this runner starts keeps (a forked worker gets
+    /dev/null there); stdin becomes /dev/null, so a task reading it reads an empty file."""
+    import os
+
+    try:
+        fd = os.dup(0)  # not inheritable: a started program (exec) does not get it
+    except OSError:  # no stdin at all: a control pipe at its end
+        fd = os.open(os.devnull, os.O_RDONLY)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    if hasattr(os, "register_at_fork"):
+        null = os.open(os.devnull, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        os.register_at_fork(after_in_child=lambda: os.dup2(null, fd, inheritable=False))
+    return fd
 
 
 class _EventWriter:
@@ -159,9 +213,7 @@ def _calibrate(text: str, out: _EventWriter) -> int:
             lambda found: out.emit("calibrated", **found),
         )
     except BaseException as exc:  # the run itself will meet this failure and record it
-        text_ = (str(exc).strip().splitlines() or [""])[0]
-        failed = f"{type(exc).__name__}: {text_}" if text_ else type(exc).__name__
-        out.emit("calibrated", size=request.get("fallback_size") or 1, failed=failed)
+        out.emit("calibrated", size=request.get("fallback_size") or 1, failed=_named(exc))
     return 0
 
 
@@ -197,8 +249,7 @@ def _probe(text: str, out: _EventWriter) -> int:
             start_method,
         )
     except BaseException as exc:  # the function's own failure: advise reports it, ends
-        text_ = (str(exc).strip().splitlines() or [""])[0]
-        out.emit("probed", failed=f"{type(exc).__name__}: {text_}" if text_ else type(exc).__name__)
+        out.emit("probed", failed=_named(exc))
         _kill_workers()
         return 0
     # what can run under this interpreter, which may not be the one advise runs in
@@ -207,21 +258,27 @@ def _probe(text: str, out: _EventWriter) -> int:
     return 0
 
 
-def _run(line: str, out: _EventWriter, acks, progress: bool) -> int:
+def _run(line: str, out: _EventWriter, acks, progress: bool, look: bool = False) -> int:
     from experiments.environment import collect
     from experiments.spec import ExperimentSpec, SpecError, prepare
     from experiments.timing import gil_enabled
 
     gil_at_start = gil_enabled()
     try:
+        spec = ExperimentSpec.from_json(line)
+        _adopt_main(spec)
         with _gil_watch() as enabled_by:
-            prepared = prepare(ExperimentSpec.from_json(line))
+            prepared = prepare(spec)
     except (SpecError, TypeError) as exc:
         out.emit("error", kind="invalid", message=str(exc), detail=None)
         return 2
     import os
 
     environment = collect(prepared.start_method)
+    if prepared.options.get("main"):  # what the entry script adds to a worker's start
+        from experiments.mainmodule import start_cost
+
+        environment["main"] = start_cost(prepared.options["main"], prepared.start_method)
     environment["gil_at_start"] = gil_at_start  # before the user's module was imported
     if enabled_by:
         environment["gil_enabled_by"] = enabled_by
@@ -243,14 +300,36 @@ def _run(line: str, out: _EventWriter, acks, progress: bool) -> int:
             if started:  # what starting the engine cost, outside every timed window
                 out.emit("session", **started)
             out.emit("control", **control.measure())
-            for index in range(prepared.spec.warmups + prepared.spec.repeats):
+            timed = prepared.spec.warmups + prepared.spec.repeats
+            for index in range(timed):
                 _run_repeat(prepared, index, out, progress)
                 if acks is not None:
                     acks.acquire()  # the parent has stored this repeat: time the next one
+            if look and acks is not None:
+                out.emit("look")
+                acks.acquire()  # the parent looks at every thread from now on
+                _run_repeat(prepared, timed, out, False, look=True)
+                acks.acquire()
     except BaseException as exc:  # SystemExit/KeyboardInterrupt from a task are failures too
         _fail(exc, out)
     out.emit("done")
     return 0
+
+
+def _adopt_main(spec) -> None:
+    """``--main``: the entry script this runner's spawn and forkserver workers import first,
+    for an executor that takes it (before the workload's module is imported)."""
+    main = getattr(spec, "main", None)
+    if not isinstance(main, str) or not main:
+        return
+    import os
+
+    from experiments.executors import EXECUTORS
+    from experiments.mainmodule import adopt
+
+    executor = EXECUTORS.get(spec.executor)
+    if executor is not None and "main" in executor.options:
+        adopt(script=os.path.abspath(main))
 
 
 class _gil_watch:
@@ -291,7 +370,9 @@ def _service(workload):
     return getattr(importlib.import_module(module), name)()
 
 
-def _run_repeat(prepared, index: int, out: _EventWriter, progress: bool) -> None:
+def _run_repeat(
+    prepared, index: int, out: _EventWriter, progress: bool, look: bool = False
+) -> None:
     import time
 
     from experiments import control
@@ -305,10 +386,13 @@ def _run_repeat(prepared, index: int, out: _EventWriter, progress: bool) -> None
     # Without --progress the first progress event is due in a year: one comparison per task.
     next_progress_ns = monotonic_ns() + (progress_every_ns if progress else 365 * 86400 * 10**9)
     sent = 0
+    readings: dict = {}  # (pid, thread) -> its schedstat readings in this repeat
 
     def on_sample(sample) -> None:
         nonlocal next_progress_ns, sent
-        samples.append(sample[1:])  # drop the task's result: only its timing is kept
+        samples.append(sample[1:11])  # drop the task's result: only its timing is kept
+        if len(sample) > 11 and sample[11] is not None:
+            readings.setdefault(sample[1:3], []).extend(r for r in sample[11] if r is not None)
         if monotonic_ns() >= next_progress_ns:
             # A bounded batch keeps the cost inside the timed window negligible; every sample
             # is sent in the `tasks` event after the repeat anyway.
@@ -331,21 +415,39 @@ def _run_repeat(prepared, index: int, out: _EventWriter, progress: bool) -> None
     busy_after = machine_busy_ns()
     # The control right after the repeat, before anything waits: the core is as the work left
     # it (after a pause a core comes back slower for a while, and the work never saw that).
-    timed_control = control.measure()
-    out.emit("progress", repeat=index, done=len(samples), total=total, samples=[])
+    timed_control = None if look else control.measure()
+    if not look:  # the looked-at repeat is no part of the run's progress
+        out.emit("progress", repeat=index, done=len(samples), total=total, samples=[])
     out.emit(
         "repeat",
         index=index,
-        warmup=index < prepared.spec.warmups,
+        warmup=index < prepared.spec.warmups or look,
+        look=look,
         wall_ns=end_ns - start_ns,
         cpu_ns=cpu_ns,
         start_ns=start_ns,
         end_ns=end_ns,
         runner_peak_rss_bytes=_peak_rss_bytes(),
         machine_busy_ns=None if busy_before is None else busy_after - busy_before,
+        workers=worker_split(readings),
     )
     out.emit("tasks", repeat=index, samples=samples)
-    out.emit("control", **timed_control)
+    if timed_control is not None:
+        out.emit("control", **timed_control)
+
+
+def worker_split(readings: dict) -> list:
+    """Each worker thread's ``[pid, thread, span_ns, on_core_ns, core_wait_ns]`` between its
+    first and last schedstat reading of the repeat (the rest of the span it was blocked: on a
+    lock, the GIL's included, in I/O or asleep); a thread read once has no span to split."""
+    split = []
+    for (pid, thread), found in readings.items():
+        if len(found) < 2:
+            continue
+        first, last = min(found), max(found)
+        span, on_core, waited = (last[i] - first[i] for i in range(3))
+        split.append([pid, thread, span, on_core, waited])
+    return split
 
 
 def _cpu_ns() -> int:
@@ -391,24 +493,51 @@ def _fail(exc: BaseException, out: _EventWriter) -> None:
         kind, message = "executor_failed", str(exc)
     elif _is_pickling_error(exc):
         message = (
-            f"a task's result could not be pickled to send it back ({exc}); return plain "
+            f"a task's result could not be pickled to send it back ({_message(exc)}); return plain "
             "data (numbers, strings, bytes, lists, dicts) from the function"
         )
     else:
-        text = str(exc).strip().splitlines()
-        message = f"a task raised {type(exc).__name__}" + (f": {text[0]}" if text else "")
-    detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        message = f"a task raised {_named(exc)}"
+    from experiments.workloads import shadowed_standard_module
+
+    shadowing = shadowed_standard_module()  # a user's file standing in for a standard module
+    if shadowing is not None and not isinstance(exc, WorkerDied):
+        message += f" ({shadowing})"
+    try:
+        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:  # an exception that breaks even the traceback module: its name stays
+        detail = None
     out.emit("error", kind=kind, message=message, detail=detail)
     _kill_workers()
+    _end_descendants()
     sys.stdout.flush()
     # os._exit: a normal exit would join executor threads stuck in a task that never returns.
     os._exit(1)
 
 
+def _message(exc: BaseException) -> str:
+    """``str(exc)``; for an exception whose ``__str__`` raises, words saying so."""
+    try:
+        return str(exc)
+    except Exception as err:
+        return f"<its message could not be read: str() raised {type(err).__name__}>"
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, "" for none."""
+    return (_message(exc).strip().splitlines() or [""])[0]
+
+
+def _named(exc: BaseException) -> str:
+    """``ValueError: the first line of its message``, or the name alone."""
+    text = _first_line(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _is_pickling_error(exc: BaseException) -> bool:
     import pickle
 
-    text = str(exc)
+    text = _message(exc)
     return (
         isinstance(exc, pickle.PicklingError)
         or type(exc).__name__ == "MaybeEncodingError"
@@ -430,52 +559,62 @@ def _kill_workers() -> None:
             pass
 
 
-def _watch_parent(stdin, parent_pid):
+def _watch_parent(control, parent_pid):
     """Arrange for this runner and its workers to end when the parent goes away, and return an
     object whose ``acquire()`` waits for the parent's ``next`` line.
 
     On Linux the kernel signals us when the parent dies (PR_SET_PDEATHSIG), so no thread is
     added to the measured process: an idle thread blocked in read() is not free here -- it made
     a single-threaded loop measurably faster than the same loop in a plain script, and the
-    lab's figures must be the plain script's. Elsewhere a thread watches stdin for its end.
+    lab's figures must be the plain script's. Elsewhere a thread watches the control pipe
+    (``control``, a ``_Control``) for its end.
     """
-    fd = stdin.fileno()
     if _die_with_parent(parent_pid):
-        return _StdinAcks(fd)
+        return control
     import threading
 
     acks = threading.Semaphore(0)
 
     def watch() -> None:
-        # Raw reads, not stdin.readline(): a thread blocked inside the buffered reader holds its
-        # lock, and a forked worker that closes sys.stdin at start-up would deadlock on it.
-        reader = _StdinAcks(fd)
-        while reader.acquire():
+        # Raw reads, not a buffered reader's readline(): a thread blocked inside a buffered
+        # reader holds its lock, and a forked worker closing that reader would deadlock on it.
+        while control.acquire():
             acks.release()
 
     threading.Thread(target=watch, name="conlab-parent-watch", daemon=True).start()
     return acks
 
 
-class _StdinAcks:
-    """Reads ``next`` lines from the parent; end of file means the parent is gone."""
+class _Control:
+    """Reads the parent's lines (raw reads: see ``_watch_parent``): the first one, then
+    ``next`` lines; end of file after the first means the parent is gone."""
 
     def __init__(self, fd: int):
         self.fd = fd
         self.pending = b""
 
-    def acquire(self) -> bool:
+    def _line(self) -> bytes:
         import os
 
         while b"\n" not in self.pending:
             try:
-                chunk = os.read(self.fd, 4096)
+                chunk = os.read(self.fd, 1 << 16)
             except OSError:
                 chunk = b""
-            if not chunk:
-                _end_with_parent()
+            if not chunk:  # end of file: what came before it is the last line
+                line, self.pending = self.pending, b""
+                return line
             self.pending += chunk
-        _, _, self.pending = self.pending.partition(b"\n")
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line + b"\n"
+
+    def readline(self) -> str:
+        """The next line, "" at end of file."""
+        return self._line().decode("utf-8", "replace")
+
+    def acquire(self) -> bool:
+        if not self._line():
+            _end_with_parent()
         return True
 
 
@@ -488,12 +627,12 @@ def _die_with_parent(parent_pid) -> bool:
     if not sys.platform.startswith("linux") or parent_pid is None:
         return False
     try:
-        import ctypes
+        import ctypes  # optional: an interpreter built without it watches the pipe instead
 
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:  # 1 = PR_SET_PDEATHSIG
             return False
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         return False
 
     runner_pid = os.getpid()
@@ -526,6 +665,7 @@ def _end_by_sigterm() -> None:
     import signal
 
     _kill_workers()
+    _end_descendants()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
 
@@ -536,6 +676,16 @@ def _end_with_parent() -> None:
     import signal
 
     _kill_workers()
+    _end_descendants()
     if os.getpgrp() == os.getpid():  # launch made us a session leader: take the whole group
         os.killpg(0, signal.SIGKILL)
     os._exit(3)
+
+
+def _end_descendants() -> None:
+    """End every process below this one, those that left its process group too."""
+    import os
+
+    from experiments import reaping
+
+    reaping.end_descendants(os.getpid())

@@ -169,7 +169,21 @@ def executor_options(spec: ExperimentSpec, executor: executors_module.Executor) 
 
 def prepare(spec: ExperimentSpec) -> PreparedRun:
     """Validate ``spec`` fully in this interpreter: import the workload, check the executor can
-    run it here and ship it to its workers. Raises SpecError naming the fix."""
+    run it here and ship it to its workers. Raises SpecError naming the fix; a user's file
+    that stood in for a standard module (``pickle.py`` in the working directory) is named as
+    the cause of whatever else broke."""
+    try:
+        return _prepare(spec)
+    except (SpecError, TypeError):
+        raise
+    except Exception:
+        shadowing = workloads_module.shadowed_standard_module()
+        if shadowing is None:
+            raise
+        raise SpecError(shadowing) from None
+
+
+def _prepare(spec: ExperimentSpec) -> PreparedRun:
     spec.validate()
     executor = executors_module.EXECUTORS[spec.executor]
     reason = executor.unavailable_reason()
@@ -182,6 +196,12 @@ def prepare(spec: ExperimentSpec) -> PreparedRun:
     reason = executor.check_workload(workload)
     if reason:
         raise SpecError(reason)
+    if workload.func is workload.async_func and executor.name != "asyncio":
+        # Called by any other executor, it would only create coroutines, never run them.
+        raise SpecError(
+            f"{workload.name} is an async def, so only asyncio can run it; pass -e asyncio, "
+            "or give a plain def f(size)"
+        )
     options = executor_options(spec, executor)
     if executor.pickles_tasks:
         _check_picklable(workload, executor, options["start_method"])
@@ -207,6 +227,9 @@ def _check_picklable(workload, executor, start_method: Optional[str]) -> None:
     try:
         pickle.dumps(func)
     except Exception as exc:
+        shadowing = workloads_module.shadowed_standard_module()
+        if shadowing is not None:  # a user's pickle.py, or a module pickle needs
+            raise SpecError(shadowing) from None
         raise SpecError(
             f"workload {workload.name!r} cannot be pickled for {where} "
             f"({type(exc).__name__}: {exc}); move it to a module's top level "

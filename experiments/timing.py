@@ -100,6 +100,75 @@ def core_wait_s(thread_id=None) -> float:
         return 0.0
 
 
+# What each thread did: its time on a core (the CPU clock of the thread, exact) and its time
+# waiting for one (Linux schedstat's run delay), both cumulative. A thread reads its own wait
+# through a file it keeps open (one pread), at most once a millisecond and at the ends of its
+# tasks: a worker's split (on a core, waiting for a core, blocked) over the span between its
+# first and last reading costs at most a few microseconds per millisecond of its work.
+READ_EVERY_NS = 1_000_000
+_stat_files: dict = {}  # thread ident -> [file descriptor, time of its last reading]
+
+
+def _forget_stat_files() -> None:
+    for fd, _ in _stat_files.values():  # a forked child's copies name its parent's threads
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _stat_files.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_stat_files)
+
+
+# `make bench` measures what the split costs by running the same work without it.
+_thread_time_ns = (
+    None if os.environ.get("CONLAB_NO_SPLIT") else getattr(time, "thread_time_ns", None)
+)
+
+
+def _open_own_stat():
+    if _thread_time_ns is None:
+        return None
+    try:
+        return os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+    except (OSError, AttributeError):
+        return None
+
+
+def schedstat_reading(now_ns: int):
+    """``(now_ns, ns on a core, ns waiting for a core)`` of the calling thread, cumulative,
+    when its last reading is a millisecond old or more (or it has none); else None, and None
+    where the platform does not say. (schedstat's own time on a core lags by up to a
+    scheduler tick for a running thread; the thread's CPU clock does not.)"""
+    ident = get_ident()
+    kept = _stat_files.get(ident)
+    if kept is not None and now_ns - kept[1] < READ_EVERY_NS:
+        return None
+    for _ in range(2):  # a kept file of an ended thread whose ident was reused: open anew
+        if kept is None:
+            fd = _open_own_stat()
+            if fd is None:
+                _stat_files[ident] = kept = [-1, now_ns]
+                return None
+            _stat_files[ident] = kept = [fd, now_ns]
+        if kept[0] < 0:
+            kept[1] = now_ns
+            return None
+        try:
+            waited = int(os.pread(kept[0], 96, 0).split()[1])
+            kept[1] = now_ns
+            return (now_ns, _thread_time_ns(), waited)
+        except (OSError, ValueError, IndexError):
+            try:
+                os.close(kept[0])
+            except OSError:
+                pass
+            kept = None
+    return None
+
+
 def _no_core():
     return None
 
@@ -138,17 +207,21 @@ def timed_call(func, size: int):
     """
     core_start = current_core()
     before = _usage()
+    first = schedstat_reading(time.monotonic_ns())
     start_ns = time.monotonic_ns()
     result = func(size)
     end_ns = time.monotonic_ns()
-    return _sample(result, start_ns, end_ns, before, _usage(), core_start)
+    readings = (first, schedstat_reading(end_ns))
+    return _sample(result, start_ns, end_ns, before, _usage(), core_start, readings)
 
 
-def _sample(result, start_ns: int, end_ns: int, before, after, core_start):
+def _sample(result, start_ns: int, end_ns: int, before, after, core_start, readings):
     """``(result, pid, thread_id, start_ns, end_ns, gil, voluntary, involuntary, core at
-    start, core at end, peak_rss_bytes)``: ``gil`` is whether the GIL was on in this worker on a
-    free-threaded build (else None); the switches are the thread's during the task, the peak is
-    its process's so far; each is None where the platform does not say."""
+    start, core at end, peak_rss_bytes, readings)``: ``gil`` is whether the GIL was on in this
+    worker on a free-threaded build (else None); the switches are the thread's during the task,
+    the peak is its process's so far; ``readings`` the thread's schedstat readings at the
+    task's ends (``schedstat_reading``), for the runner to split each worker's time; each is
+    None where the platform does not say."""
     gil = None if _gil_enabled is None else _gil_enabled()
     if before is None:
         voluntary = involuntary = peak = None
@@ -166,6 +239,7 @@ def _sample(result, start_ns: int, end_ns: int, before, after, core_start):
         core_start,
         current_core(),
         peak,
+        readings,
     )
 
 
@@ -199,20 +273,22 @@ def timed_chunk(func, sizes: list) -> list:
     before = _usage()
     gil = None if _gil_enabled is None else _gil_enabled()
     pid, thread_id, clock = _pid, get_ident(), time.monotonic_ns
+    first = schedstat_reading(clock())
     samples = []
     for size in sizes:
         start_ns = clock()
         result = func(size)
         samples.append(
-            (result, pid, thread_id, start_ns, clock(), gil, None, None, None, None, None)
+            (result, pid, thread_id, start_ns, clock(), gil, None, None, None, None, None, None)
         )
     after, core_end = _usage(), _chunk_core()
+    readings = (first, schedstat_reading(samples[-1][4]))
     last = samples[-1]
     if after is None:
-        samples[-1] = (*last[:8], core_start, core_end, None)
+        samples[-1] = (*last[:8], core_start, core_end, None, readings)
     else:
         switches = (after[0] - before[0], after[1] - before[1])
-        samples[-1] = (*last[:6], *switches, core_start, core_end, after[2])
+        samples[-1] = (*last[:6], *switches, core_start, core_end, after[2], readings)
     return samples
 
 
@@ -220,7 +296,9 @@ async def timed_call_async(func, size: int):
     """The coroutine form of ``timed_call``."""
     core_start = current_core()
     before = _usage()
+    first = schedstat_reading(time.monotonic_ns())
     start_ns = time.monotonic_ns()
     result = await func(size)
     end_ns = time.monotonic_ns()
-    return _sample(result, start_ns, end_ns, before, _usage(), core_start)
+    readings = (first, schedstat_reading(end_ns))
+    return _sample(result, start_ns, end_ns, before, _usage(), core_start, readings)

@@ -251,24 +251,81 @@ def _import_module(module_ref: str, ref: str):
     _use_paths(paths)
     import importlib
 
+    from experiments import mainmodule
+
+    mainmodule.adopt(module_ref)  # spawn's workers start by importing it, as a script's would
+    watch = mainmodule.watching(module_ref, ref)
     try:
-        module = importlib.import_module(module_ref)
-    except ImportError as exc:
-        raise WorkloadError(
-            f"cannot import {module_ref!r} for workload {ref!r} ({exc}); "
-            "run from its directory or add it to PYTHONPATH"
-        ) from None
+        with watch:
+            module = importlib.import_module(module_ref)
     except SystemExit as exc:
         raise WorkloadError(
             f"importing {module_ref!r} for workload {ref!r} called sys.exit({exc.code!r}); "
             "put the module's script code under `if __name__ == '__main__':`"
         ) from None
     except Exception as exc:
-        raise WorkloadError(
-            f"importing {module_ref!r} for workload {ref!r} raised "
-            f"{type(exc).__name__}: {exc}; fix the module so it imports"
-        ) from None
+        if watch.was_stopped:  # the module's own pool, broken by its workers' start
+            raise WorkloadError(mainmodule.stopped_words(module_ref, ref)) from None
+        shadowing = shadowed_standard_module()
+        if shadowing is not None:  # the cause, whatever it broke on the way
+            raise WorkloadError(shadowing) from None
+        _refuse_import(exc, module_ref, ref)
     return module
+
+
+def _refuse_import(exc: Exception, module_ref: str, ref: str) -> None:
+    """Raise the WorkloadError saying why importing ``module_ref`` raised ``exc``."""
+    if isinstance(exc, ImportError):
+        raise WorkloadError(
+            f"cannot import {module_ref!r} for workload {ref!r} ({exc}); "
+            "run from its directory or add it to PYTHONPATH"
+        ) from None
+    raise WorkloadError(
+        f"importing {module_ref!r} for workload {ref!r} raised "
+        f"{type(exc).__name__}: {exc}; fix the module so it imports"
+    ) from None
+
+
+def _standard_module_names() -> frozenset:
+    """The top-level modules of this interpreter's standard library."""
+    names = getattr(sys, "stdlib_module_names", None)  # 3.10+
+    if names is not None:
+        return names
+    found = set(sys.builtin_module_names)
+    for folder in _standard_folders():
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        found.update(e.split(".")[0] for e in entries if e != "site-packages")
+    return frozenset(found)
+
+
+def _standard_folders() -> set:
+    import sysconfig
+
+    stdlib = sysconfig.get_paths()["stdlib"]
+    return {os.path.realpath(stdlib), os.path.realpath(os.path.join(stdlib, "lib-dynload"))}
+
+
+def shadowed_standard_module():
+    """Words naming a file of the user's (in the working directory or on ``PYTHONPATH``) that
+    was imported in place of the standard-library module of its name, and the fix; or None."""
+    user_paths = {os.path.realpath(path) for path in user_module_paths()} - _standard_folders()
+    names = _standard_module_names()
+    for name, module in list(sys.modules.items()):
+        found = getattr(module, "__file__", None) if name in names else None
+        if not found:
+            continue
+        found = os.path.realpath(found)
+        if os.path.basename(found).startswith("__init__."):
+            found = os.path.dirname(found)  # a package: its folder
+        if os.path.dirname(found) in user_paths:
+            return (
+                f"{found} has the name of Python's standard module {name!r} and was imported "
+                "in its place, which breaks the lab and your workers; rename it"
+            )
+    return None
 
 
 def _suggest(name: str, choices) -> str:

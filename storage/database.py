@@ -17,6 +17,7 @@ from storage.errors import DatabaseError
 from storage.target import (
     APPLICATION_ID,
     BUSY_TIMEOUT_MS,
+    CONNECT_TIMEOUT_S,
     SCHEMA_VERSION,
     SERVER_FIX,
     Database,
@@ -128,12 +129,22 @@ def _unreadable(path: Path):
     return convert
 
 
+# The name of a driver's connect timeout (seconds), where it is not libpq's ``connect_timeout``.
+_CONNECT_TIMEOUT_ARGS = {"pg8000": "timeout", "asyncpg": "timeout", "pymysql": "connect_timeout"}
+
+
 def _server_engine(url: str) -> Engine:
     """An engine on a database server (a team's shared store, e.g. PostgreSQL)."""
-    connect_args = {}
-    if make_url(url).get_backend_name() == "postgresql":
+    connect_args: dict = {}
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
         # Timestamps are stored as UTC wall times, as in SQLite files, whatever the server's zone.
         connect_args["options"] = "-c timezone=UTC"
+    # Every connection is given up on after CONNECT_TIMEOUT_S (unless the URL sets its own), so
+    # that a server that accepts and never answers is one line, not a command that never ends.
+    timeout_arg = _CONNECT_TIMEOUT_ARGS.get(parsed.get_driver_name(), "connect_timeout")
+    if timeout_arg not in parsed.query:
+        connect_args[timeout_arg] = CONNECT_TIMEOUT_S
     try:
         return create_engine(url, connect_args=connect_args, pool_pre_ping=True)
     except ImportError as exc:
@@ -165,8 +176,7 @@ def _ensure_schema(engine: Engine, *, create: bool = True) -> None:
             raise refused
         _create_sqlite_schema(engine)
         return
-    _check_server_version(engine)
-    SQLModel.metadata.create_all(engine)
+    _check_server_version(engine, create=create)
 
 
 def _create_sqlite_schema(engine: Engine) -> None:
@@ -205,9 +215,15 @@ def _create_sqlite_schema(engine: Engine) -> None:
         raw.close()
 
 
-def _check_server_version(engine: Engine) -> None:
-    """Refuse a server database written by a newer conlab; mark a new one with our version."""
-    _server_meta.create_all(engine)
+def _check_server_version(engine: Engine, *, create: bool) -> None:
+    """Refuse a server database written by a newer conlab; migrate an older one. A database
+    without the lab's schema (no ``conlab_schema``) is set up by a writer (``create``) when it is
+    empty, and refused otherwise: a reader never writes a schema, and no one puts the lab's
+    tables beside another program's."""
+    from sqlalchemy import inspect
+
+    if not inspect(engine).has_table("conlab_schema"):
+        _set_up_server(engine, create=create)
     with engine.begin() as connection:
         versions = connection.execute(select(_server_schema.c.version)).scalars().all()
         if not versions:
@@ -222,3 +238,35 @@ def _check_server_version(engine: Engine) -> None:
                 f"{shown_url(str(engine.url))} has schema version {max(versions)}, newer than "
                 f"this conlab understands ({SCHEMA_VERSION}); upgrade concurrency-lab to use it"
             )
+    if create:
+        SQLModel.metadata.create_all(engine)
+
+
+def _set_up_server(engine: Engine, *, create: bool) -> None:
+    """Give an empty server database the lab's schema and version, in one transaction (another
+    client sees none of it or all of it); DatabaseError for a reader, or a database holding
+    tables or views of its own."""
+    from sqlalchemy import inspect
+
+    shown = shown_url(str(engine.url))
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":  # one creator at a time; the others wait here
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({APPLICATION_ID})")
+        found = inspect(connection)
+        if found.has_table("conlab_schema"):
+            return  # another writer set it up while this one waited
+        own = sorted({*found.get_table_names(), *found.get_view_names()})
+        if own:
+            names = ", ".join(own[:3]) + (", ..." if len(own) > 3 else "")
+            raise DatabaseError(
+                f"{shown} is a database but not a concurrency-lab one (it holds {names}); "
+                "pass --db with a lab database, or a new empty one for the lab to set up"
+            )
+        if not create:
+            raise DatabaseError(
+                f"{shown} is an empty database, not a lab one yet; check --db "
+                "(`conlab run --db` records into it)"
+            )
+        _server_meta.create_all(connection)
+        connection.execute(_server_schema.insert(), {"version": SCHEMA_VERSION})
+        SQLModel.metadata.create_all(connection)

@@ -47,3 +47,8 @@ class DamagedDatabase(DatabaseError):
             f"{path} is damaged ({reason}); check it with `conlab db check --db {path}`"
         )
         self.reason = reason
+
+
+class OutputError(ValueError):
+    """A file the lab was asked to write that it must not or cannot write; the message names
+    the problem and the fix."""

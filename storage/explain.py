@@ -5,7 +5,10 @@ the interpreter: a free-threaded build is only called GIL-free where its workers
 
 For one configuration (a summary row) each topic says at most one sentence: that of the first
 rule of the topic whose condition holds. Where no rule decides, the topic's last rule says what
-was seen and no more.
+was seen and no more. What the workers were seen doing (``Facts.shares``, where the platform
+says) speaks before any ratio; other work's cores speak before the GIL; and a word is said only
+where its own figure bears it out ("about equal" within ±ABOUT, "one at a time" at about one
+core busy, no GIL for worker processes): tests/storage/test_explain.py reads every sentence.
 """
 
 from __future__ import annotations
@@ -22,12 +25,31 @@ CPU_SEEN = ("threads", "interpreters", "processes", "pool")
 # The thresholds the rules share, each a ratio of measured figures.
 NO_SPEEDUP = 1.2  # under this, the workers did not shorten the run
 SCALED = 0.8  # a speed-up of at least this share of the cores it could use: it scaled
-ONE_CORE = 1.3  # CPU/wall under this: one core's worth of CPU at a time
+ONE_CORE = 1.3  # CPU/wall under this: about one core's worth of CPU at a time, or less
 AT_ONCE = 1.5  # CPU/wall at least this: more than one core busy at once
 WAITS = 0.5  # CPU/wall under this: the tasks mostly wait
 OTHERS_BUSY = 0.5  # other work took at least half a core while the repeats ran
+BUSY_LOAD = 1.0  # without that figure: a load per core this high when the sweep began
 FULL = 0.9  # the run's CPU and the others' together at least this share of the cores: no core free
 SHORT_TASK_S = 0.001  # tasks under 1 ms: dispatch decides the time
+# "about equal", "one at a time": the figure is within this share of 1 (CPU/wall 0.85-1.15).
+ABOUT = 0.15
+# An observed share of the workers' time at least this large is named as a cause.
+SEEN_SHARE = 0.2
+
+
+@dataclass(frozen=True)
+class Shares:
+    """What the workers were doing, observed (not inferred): each a share of the workers'
+    summed wall time in the counted repeats, 0 to 1; None where the platform did not say.
+    ``handovers_per_s``: how often a core passed from one worker thread to another."""
+
+    on_core: Optional[float] = None
+    waited_for_core: Optional[float] = None  # runnable, no core free
+    blocked_on_lock: Optional[float] = None  # a futex: a lock, the GIL's included
+    io: Optional[float] = None  # read, recv, poll, select ...
+    sleep: Optional[float] = None
+    handovers_per_s: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +74,7 @@ class Facts:
     median_s: float
     efficiency: float
     karp_flatt: float
+    shares: Optional[Shares] = None  # observed per-worker time split; None: not observed
 
     @property
     def name(self) -> str:
@@ -61,6 +84,11 @@ class Facts:
     def reach(self) -> float:
         """The speed-up the workers could give at most: as many as there are cores."""
         return float(min(self.workers, self.cores)) if self.cores == self.cores else self.workers
+
+    @property
+    def free_cores(self) -> float:
+        """The cores other work left the run (NaN: not recorded)."""
+        return self.cores - self.others_cores
 
 
 def known(*values) -> bool:
@@ -80,13 +108,40 @@ class Rule:
     cites: tuple[str, ...]
 
 
+def about_one(ratio: float) -> bool:
+    """Whether ``ratio`` may be called "about equal" (to 1): within ±ABOUT."""
+    return abs(ratio - 1) <= ABOUT
+
+
+def _free(f: Facts) -> str:
+    """The cores other work left free, in words that agree with the figure."""
+    free = f.free_cores
+    if f.cores == 1:
+        return "only one core was usable"
+    if free < 0.5:
+        return "not even one core was free"
+    if free < 1.5:
+        return "only one core was free"
+    return f"only {free:.1f} of the {f.cores:g} cores were free"
+
+
 def _others(f: Facts) -> str:
     load = (
         f" (load {f.load_per_core:.1f} per core when the sweep began)"
         if known(f.load_per_core)
         else ""
     )
+    if not known(f.others_cores):
+        return f"other work was running{load}"
     return f"other work took {f.others_cores:.1f} of the {f.cores:g} cores while it ran{load}"
+
+
+def _short_of_cores_words(f: Facts) -> str:
+    """The cores the run was short of, and the other work seen, as far as the figures say."""
+    said = [_free(f)] if known(f.others_cores) or f.cores == 1 else []
+    if known(f.others_cores) or known(f.load_per_core):
+        said.append(_others(f))
+    return ", ".join(said)
 
 
 def _switches(f: Facts) -> str:
@@ -95,8 +150,26 @@ def _switches(f: Facts) -> str:
     return f", {f.switches:,.0f} context switches a repeat ({f.involuntary:,.0f} involuntary)"
 
 
-def _one_core_free(f: Facts) -> bool:
-    return known(f.others_cores) and f.others_cores >= OTHERS_BUSY or f.cores == 1
+def short_of_cores(f: Facts) -> bool:
+    """Other work took cores the workers could have used, so the machine, not the work, may
+    have held them back: it took half a core or more and left fewer free than the workers could
+    use (without that figure: the load was a core's worth per core when the sweep began). On
+    one core, always."""
+    if f.cores == 1:
+        return True
+    if known(f.others_cores, f.cores):
+        return f.others_cores >= OTHERS_BUSY and f.free_cores < f.reach
+    return known(f.load_per_core) and f.load_per_core >= BUSY_LOAD
+
+
+def _scaled(f: Facts) -> bool:
+    """A speed-up of at least SCALED of what its cores allowed, and a speed-up at all."""
+    return f.speedup >= max(NO_SPEEDUP, SCALED * f.reach)
+
+
+def _beyond_cores(f: Facts) -> bool:
+    """A speed-up above the cores: only tasks that wait give that, whatever the machine did."""
+    return known(f.cores) and f.speedup > f.cores
 
 
 def _cores_taken(f: Facts) -> bool:
@@ -109,25 +182,96 @@ def _cores_taken(f: Facts) -> bool:
     )
 
 
-def _not_a_gil(f: Facts) -> str:
-    if f.gil is False and f.executor == "threads":
+def _gil_part(f: Facts) -> str:
+    """What the busy cores leave unsaid of the GIL, for threads (nothing for processes)."""
+    if f.executor != "threads":
+        return "."
+    if f.gil is False:
         return ", and the GIL was off: the busy cores held the threads back, not a GIL."
+    if f.gil is True:
+        return "; with the cores taken, these figures do not say what the GIL added."
     return "."
 
 
-def _not_held_by_gil(f: Facts) -> bool:
-    return f.executor != "threads" or f.gil is not True
+def _cores_seen(f: Facts) -> str:
+    return f"{f.cores_used:g} core{'s' if f.cores_used != 1 else ''}"
+
+
+def _share(value: Optional[float]) -> float:
+    return value if value is not None and value == value else 0.0
+
+
+def _seen(f: Facts, *fields: str) -> bool:
+    """Whether the workers' split was observed with every one of ``fields``."""
+    return f.shares is not None and all(known(getattr(f.shares, x)) for x in fields)
+
+
+def _handovers(f: Facts) -> str:
+    s = f.shares
+    if s is None or not known(s.handovers_per_s):
+        return ""
+    return f", handing over {s.handovers_per_s:,.0f} times a second"
 
 
 THREADS = ("threads",)
 POOLS = ("processes", "pool")
+# Executors whose workers are threads of one interpreter: only these can share a GIL.
+IN_PROCESS = ("threads", "interpreters")
 
-RULES: tuple[Rule, ...] = (
+OBSERVED_RULES: tuple[Rule, ...] = (
+    # -- what the workers were seen doing, where the platform says (it wins over ratios) -------
+    Rule(
+        "scaling",
+        "seen-waiting-for-core",
+        THREADS + POOLS,
+        lambda f: _seen(f, "waited_for_core") and f.shares.waited_for_core >= SEEN_SHARE,
+        lambda f: (
+            f"{f.name} gave {f.speedup:.2f}x: its workers were runnable but waited for a core "
+            f"{f.shares.waited_for_core:.0%} of their time, so other work held the cores"
+            + (f" ({_others(f)})" if known(f.others_cores) or known(f.load_per_core) else "")
+            + "."
+        ),
+        ("speedup", "shares", "others_cores", "load_per_core"),
+    ),
+    Rule(
+        "scaling",
+        "seen-waiting",
+        THREADS + POOLS,
+        lambda f: (
+            f.shares is not None and _share(f.shares.io) + _share(f.shares.sleep) >= 2 * SEEN_SHARE
+        ),
+        lambda f: (
+            f"{f.name} gave {f.speedup:.2f}x: its workers waited, in I/O "
+            f"{_share(f.shares.io):.0%} and asleep {_share(f.shares.sleep):.0%} of their time; "
+            "a waiting worker holds no core."
+        ),
+        ("speedup", "shares"),
+    ),
+    Rule(
+        "scaling",
+        "seen-gil",
+        THREADS,
+        lambda f: (
+            f.gil is True
+            and _seen(f, "blocked_on_lock")
+            and f.shares.blocked_on_lock >= SEEN_SHARE
+            and f.speedup < max(NO_SPEEDUP, SCALED * f.reach)
+        ),
+        lambda f: (
+            f"{f.name} gave {f.speedup:.2f}x with the GIL on: its threads were blocked on a "
+            f"lock {f.shares.blocked_on_lock:.0%} of their time while another ran"
+            f"{_handovers(f)}: the GIL serialised the work."
+        ),
+        ("gil", "speedup", "shares"),
+    ),
+)
+
+RULES: tuple[Rule, ...] = OBSERVED_RULES + (
     # -- the GIL's state, where the build could run without one --------------------------------
     Rule(
         "gil",
         "gil-came-back",
-        ("threads", "interpreters", "processes", "pool", "loky", "dask", "joblib", "ray"),
+        IN_PROCESS,
         lambda f: f.free_threaded and f.gil is True,
         lambda f: (
             f"{f.name}: the GIL was re-enabled on this free-threaded build: "
@@ -147,11 +291,48 @@ RULES: tuple[Rule, ...] = (
         ),
         ("task_s", "speedup"),
     ),
+    # -- a busy machine: other work's cores, never the GIL ---------------------------------------
+    Rule(
+        "scaling",
+        "cores-taken",
+        THREADS + POOLS,
+        lambda f: (
+            f.cpu_per_wall < WAITS and _cores_taken(f) and f.free_cores < 1 and not _beyond_cores(f)
+        ),
+        lambda f: (
+            f"{f.name} gave {f.speedup:.2f}x with CPU time {f.cpu_per_wall:.2f}x wall "
+            f"time: not even one core was free, {_others(f)}, and its tasks ran in what was left"
+            + _gil_part(f)
+        ),
+        ("speedup", "cpu_per_wall", "others_cores", "load_per_core", "gil"),
+    ),
+    Rule(
+        "scaling",
+        "one-core-free",
+        THREADS + POOLS,
+        lambda f: (
+            f.cpu_per_wall < ONE_CORE
+            and (f.speedup < max(NO_SPEEDUP, SCALED * f.reach) or _cores_taken(f))
+            and short_of_cores(f)
+            and not _beyond_cores(f)
+        ),
+        lambda f: (
+            f"{f.name} gave {f.speedup:.2f}x with CPU time {f.cpu_per_wall:.2f}x wall "
+            f"time: {_short_of_cores_words(f)}{_gil_part(f)}"
+        ),
+        ("speedup", "cpu_per_wall", "others_cores", "load_per_core", "gil"),
+    ),
+    # -- a quiet machine: the GIL, from the ratios -----------------------------------------------
     Rule(
         "scaling",
         "gil-serialised",
         THREADS,
-        lambda f: f.gil is True and f.speedup < NO_SPEEDUP and f.cpu_per_wall < ONE_CORE,
+        lambda f: (
+            f.gil is True
+            and f.speedup < NO_SPEEDUP
+            and about_one(f.cpu_per_wall)
+            and not short_of_cores(f)
+        ),
         lambda f: (
             f"{f.name} gave {f.speedup:.2f}x while CPU time stayed about equal to wall "
             f"time ({f.cpu_per_wall:.2f}x) with the GIL on: one thread ran at a time, the GIL "
@@ -163,7 +344,7 @@ RULES: tuple[Rule, ...] = (
         "scaling",
         "gil-on-cpu-wasted",
         THREADS,
-        lambda f: f.gil is True and f.speedup < NO_SPEEDUP,
+        lambda f: f.gil is True and f.speedup < NO_SPEEDUP and f.cpu_per_wall > 1 + ABOUT,
         lambda f: (
             f"{f.name} gave {f.speedup:.2f}x with the GIL on although CPU time was "
             f"{f.cpu_per_wall:.2f}x wall time: the CPU beyond one core did not shorten the run"
@@ -173,15 +354,16 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "scaling",
-        "cores-taken",
-        THREADS + POOLS,
-        lambda f: _not_held_by_gil(f) and f.cpu_per_wall < WAITS and _cores_taken(f),
+        "under-one-core",
+        THREADS,
+        lambda f: f.speedup < NO_SPEEDUP and f.cpu_per_wall < 1 - ABOUT,
         lambda f: (
-            f"{f.name} gave {f.speedup:.2f}x with CPU time {f.cpu_per_wall:.2f}x wall "
-            f"time: not even one core was free, {_others(f)}, and its tasks ran in what was left"
-            + _not_a_gil(f)
+            f"{f.name} gave {f.speedup:.2f}x with CPU time {f.cpu_per_wall:.2f}x wall time"
+            + (" and the GIL on" if f.gil else "")
+            + ": less than one core was busy on average, so at times every thread waited (for "
+            "I/O, a sleep or a core); these figures do not say on what."
         ),
-        ("speedup", "cpu_per_wall", "others_cores", "load_per_core", "gil"),
+        ("speedup", "cpu_per_wall", "gil"),
     ),
     Rule(
         "scaling",
@@ -189,9 +371,10 @@ RULES: tuple[Rule, ...] = (
         THREADS,
         lambda f: f.cpu_per_wall < WAITS and f.speedup >= NO_SPEEDUP,
         lambda f: (
-            f"{f.name} scaled ({f.speedup:.2f}x) with CPU time {f.cpu_per_wall:.2f}x "
-            "wall time: the tasks mostly wait, and a waiting thread holds no core"
-            + (" and releases the GIL." if f.gil else ".")
+            f"{f.name} "
+            + (f"scaled ({f.speedup:.2f}x)" if _scaled(f) else f"gave {f.speedup:.2f}x")
+            + f" with CPU time {f.cpu_per_wall:.2f}x wall time: the tasks mostly wait, and a "
+            "waiting thread holds no core" + (" and releases the GIL." if f.gil else ".")
         ),
         ("speedup", "cpu_per_wall", "gil"),
     ),
@@ -199,7 +382,7 @@ RULES: tuple[Rule, ...] = (
         "scaling",
         "releases-gil",
         THREADS,
-        lambda f: f.gil is True and f.speedup >= SCALED * f.reach,
+        lambda f: f.gil is True and _scaled(f),
         lambda f: (
             f"{f.name} scaled ({f.speedup:.2f}x) with the GIL on and CPU time "
             f"{f.cpu_per_wall:.2f}x wall time: the work releases the GIL (C code or I/O)."
@@ -210,35 +393,19 @@ RULES: tuple[Rule, ...] = (
         "scaling",
         "partly-released",
         THREADS,
-        lambda f: f.gil is True,
+        lambda f: f.gil is True and f.speedup >= NO_SPEEDUP,
         lambda f: (
             f"{f.name} gave {f.speedup:.2f}x with the GIL on and CPU time "
-            f"{f.cpu_per_wall:.2f}x wall time: part of each task ran without the GIL (C code or "
-            "I/O), the rest took turns."
+            f"{f.cpu_per_wall:.2f}x wall time: the calls overlapped, so part of each task ran "
+            "without the GIL (C code or I/O); these figures do not say what held the rest back."
         ),
         ("gil", "speedup", "cpu_per_wall"),
     ),
     Rule(
         "scaling",
-        "one-core-free",
-        THREADS + POOLS,
-        lambda f: (
-            _not_held_by_gil(f)
-            and f.cpu_per_wall < ONE_CORE
-            and (f.speedup < SCALED * f.reach or _cores_taken(f))
-            and _one_core_free(f)
-        ),
-        lambda f: (
-            f"{f.name} gave {f.speedup:.2f}x with CPU time {f.cpu_per_wall:.2f}x wall "
-            f"time: only one core was free, {_others(f)}" + _not_a_gil(f)
-        ),
-        ("speedup", "cpu_per_wall", "others_cores", "load_per_core", "gil"),
-    ),
-    Rule(
-        "scaling",
         "parallel-no-gil",
         THREADS,
-        lambda f: f.gil is False and f.speedup >= SCALED * f.reach,
+        lambda f: f.gil is False and _scaled(f) and f.cpu_per_wall >= AT_ONCE,
         lambda f: (
             f"{f.name} scaled ({f.speedup:.2f}x, CPU time {f.cpu_per_wall:.2f}x wall "
             "time): the threads ran Python in parallel on this free-threaded build."
@@ -268,9 +435,12 @@ RULES: tuple[Rule, ...] = (
         lambda f: (
             f"{f.name} gave {f.speedup:.2f}x with CPU time {f.cpu_per_wall:.2f}x wall "
             "time"
-            + (", the GIL off" if f.gil is False else ", its GIL state not recorded")
+            + {False: ", the GIL off", True: ", the GIL on"}.get(
+                f.gil, ", its GIL state not recorded"
+            )
             + (f"; {_others(f)}" if known(f.others_cores) else "")
-            + ": partly parallel; these figures do not say what held it back."
+            + (": partly parallel" if f.cpu_per_wall > 1 + ABOUT else "")
+            + "; these figures do not say what held it back."
         ),
         ("speedup", "cpu_per_wall", "gil", "others_cores"),
     ),
@@ -291,7 +461,7 @@ RULES: tuple[Rule, ...] = (
         "scaling",
         "overhead-grows",
         POOLS,
-        lambda f: 0 <= f.karp_flatt <= 1 and f.efficiency < 0.7 and not _one_core_free(f),
+        lambda f: 0 <= f.karp_flatt <= 1 and f.efficiency < 0.7 and not short_of_cores(f),
         lambda f: (
             f"{f.name}: efficiency {f.efficiency:.0%}, serial fraction "
             f"{f.karp_flatt:.2f} (Karp–Flatt): overhead grows with workers."
@@ -314,12 +484,27 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "cores",
         "taking-turns",
-        CPU_SEEN,
-        lambda f: WAITS <= f.cpu_per_wall < ONE_CORE and known(f.cores_used),
+        THREADS,
+        lambda f: (
+            f.gil is True
+            and about_one(f.cpu_per_wall)
+            and not short_of_cores(f)
+            and known(f.cores_used)
+        ),
         lambda f: (
             f"{f.name} ran one at a time, taking turns (CPU time "
-            f"{f.cpu_per_wall:.2f}x wall time; tasks seen on {f.cores_used:g} "
-            f"core{'s' if f.cores_used != 1 else ''})."
+            f"{f.cpu_per_wall:.2f}x wall time; tasks seen on {_cores_seen(f)})."
+        ),
+        ("cpu_per_wall", "cores_used", "gil"),
+    ),
+    Rule(
+        "cores",
+        "cores-busy",
+        CPU_SEEN,
+        lambda f: WAITS <= f.cpu_per_wall < AT_ONCE and known(f.cores_used),
+        lambda f: (
+            f"{f.name} kept {f.cpu_per_wall:.2f} cores busy on average (CPU time over wall "
+            f"time); its tasks were seen on {_cores_seen(f)}."
         ),
         ("cpu_per_wall", "cores_used"),
     ),

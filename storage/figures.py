@@ -37,6 +37,8 @@ MEDIANS = {
     "voluntary_switches": "voluntary_switches",
     "involuntary_switches": "involuntary_switches",
     "core_moves": "core_moves",
+    "on_core_share": None,  # on_core_ns / worker_span_ns
+    "core_wait_share": None,  # core_wait_ns / worker_span_ns
 }
 # ... and of the largest.
 MAXIMA = ("peak_rss_bytes", "worker_peak_rss_bytes", "cores_used")
@@ -44,13 +46,17 @@ MAXIMA = ("peak_rss_bytes", "worker_peak_rss_bytes", "cores_used")
 # free-threaded build's workers ran with the GIL on (NULL: unknown), the median cores other
 # work took during its repeats, the load per core when it began, the --detect it was measured
 # for, and how many machine problems it recorded (their words stay in the environment).
-FACTS = ("gil_on", "others_cores", "load_per_core", "detect", "problems")
+# From the run's looked-at repeat (storage.states): the shares of its workers' blocked time
+# spent on a lock, in I/O and asleep, and how often a core changed threads (per second).
+LOOK = ("look_lock", "look_io", "look_sleep", "handovers_per_s")
+FACTS = ("gil_on", "others_cores", "load_per_core", "detect", "problems", *LOOK)
 COLUMNS = ("run_id", "process_index", "walls", *MEDIANS, *MAXIMA, *FACTS)
 
 REPEATS_SQL = (
     "SELECT run_id, process_index, repeat_index, wall_ns, cpu_ns, "
     "first_task_start_ns - start_ns, busy_ns, voluntary_switches, involuntary_switches, "
-    "core_moves, peak_rss_bytes, worker_peak_rss_bytes, cores_used FROM repeat "
+    "core_moves, peak_rss_bytes, worker_peak_rss_bytes, cores_used, worker_span_ns, on_core_ns, "
+    "core_wait_ns FROM repeat "
     "WHERE warmup IS NOT TRUE AND run_id IN ({runs})"
 )
 # REPEATS_SQL's columns after run_id, process_index and repeat_index.
@@ -63,6 +69,9 @@ NUMBERS = (
     "involuntary_switches",
     "core_moves",
     *MAXIMA,
+    "worker_span_ns",
+    "on_core_ns",
+    "core_wait_ns",
 )
 
 
@@ -103,6 +112,8 @@ def derive(environments: Mapping[Any, Any], repeats: Sequence[Sequence]) -> list
             "cpu_per_wall": values["cpu_ns"] / wall,
             **{name: values[name] for name in ("voluntary_switches", "involuntary_switches")},
             "core_moves": values["core_moves"],
+            "on_core_share": values["on_core_ns"] / values["worker_span_ns"],
+            "core_wait_share": values["core_wait_ns"] / values["worker_span_ns"],
         }
     medians = {name: group_medians(v, group, len(starts)) for name, v in per_repeat.items()}
     maxima = {name: np.fmax.reduceat(values[name], starts) for name in MAXIMA}
@@ -229,13 +240,25 @@ def run_facts(environment: Any) -> tuple:
     detect = env.get("detect")
     detect = float(detect) if _number(detect) and 0 < detect < 1 else None
     problems = env.get("problems")
+    look = env.get("look") if isinstance(env.get("look"), dict) else {}
+    of_blocked = look.get("of_blocked") if isinstance(look.get("of_blocked"), dict) else {}
     return (
         gil,
         others,
         load_per_core(env),
         detect,
         len(problems) if isinstance(problems, list) else 0,
+        *(_fraction(of_blocked.get(k)) for k in ("lock", "io", "sleep")),
+        _rate(look.get("handovers_per_s")),
     )
+
+
+def _fraction(value: Any) -> Optional[float]:
+    return float(value) if _number(value) and 0 <= value <= 1 else None
+
+
+def _rate(value: Any) -> Optional[float]:
+    return float(value) if _number(value) and 0 <= value < 1e9 else None
 
 
 def load_per_core(env: dict) -> Optional[float]:

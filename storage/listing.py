@@ -47,6 +47,7 @@ from storage.queries import (
     this_host,
 )
 from storage.target import (
+    CONNECT_TIMEOUT_S,
     SCHEMA_VERSION,
     SERVER_FIX,
     FileDatabase,
@@ -320,7 +321,8 @@ def current_server(target: ServerDatabase, tables: Iterable[str]):
     libpq_url = url.set(drivername="postgresql").render_as_string(hide_password=False)
     try:
         # timestamps as UTC wall times, as storage.database's engine has them
-        connection = psycopg.connect(libpq_url, options="-c timezone=UTC", connect_timeout=10)
+        timeout = {} if "connect_timeout" in url.query else {"connect_timeout": CONNECT_TIMEOUT_S}
+        connection = psycopg.connect(libpq_url, options="-c timezone=UTC", **timeout)
     except psycopg.OperationalError as exc:  # the engine would be refused as well: say it once
         raise cannot_open(target.url, exc, SERVER_FIX) from None
     except Exception:  # noqa: BLE001 (the engine's opener says what is wrong)

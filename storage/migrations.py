@@ -107,6 +107,7 @@ def _process_table(connection, dialect: str) -> None:
     execute = connection.execute if dialect == "sqlite" else connection.exec_driver_sql
     execute(create)
     execute(f"CREATE INDEX IF NOT EXISTS ix_run_report ON run ({', '.join(REPORT_COLUMNS)})")
+    _worker_columns(connection, dialect)  # what figures reads of the repeats now
     figures.refresh(connection, "SELECT id FROM run")
 
 
@@ -115,8 +116,56 @@ def _process_table_in_a_file(connection: sqlite3.Connection) -> None:
     _process_table(connection, "sqlite")
 
 
+# v4 -> v5: what each worker thread did (schedstat: on a core, waiting for one), per repeat and
+# as each process's medians; what every thread did in the looked-at repeat. NULL for runs recorded
+# before: not observed. (A process table made by the step before already has its columns.)
+_WORKER_COLUMNS = (
+    ("repeat", "worker_span_ns", "BIGINT"),
+    ("repeat", "on_core_ns", "BIGINT"),
+    ("repeat", "core_wait_ns", "BIGINT"),
+    ("repeat", "worker_split", "VARCHAR"),
+    ("run", "thread_states", "VARCHAR"),
+    ("process", "on_core_share", "FLOAT"),
+    ("process", "core_wait_share", "FLOAT"),
+    ("process", "look_lock", "FLOAT"),
+    ("process", "look_io", "FLOAT"),
+    ("process", "look_sleep", "FLOAT"),
+    ("process", "handovers_per_s", "FLOAT"),
+)
+
+
+def _worker_columns(connection, dialect: str) -> None:
+    if dialect == "sqlite":
+        execute = connection.execute
+
+        def has(table: str) -> set:
+            return {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+    else:
+        execute = connection.exec_driver_sql
+
+        def has(table: str) -> set:
+            rows = connection.exec_driver_sql(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = %(t)s",
+                {"t": table},
+            )
+            return {row[0] for row in rows}
+
+    for table, column, kind in _WORKER_COLUMNS:
+        if column not in has(table):
+            execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
+@step(4)
+def _worker_columns_in_a_file(connection: sqlite3.Connection) -> None:
+    _worker_columns(connection, "sqlite")
+
+
 # Steps that are not plain SQL, for a server (a SQLAlchemy connection).
-SERVER_STEPS: dict[int, Callable] = {3: partial(_process_table, dialect="postgresql")}
+SERVER_STEPS: dict[int, Callable] = {
+    3: partial(_process_table, dialect="postgresql"),
+    4: partial(_worker_columns, dialect="postgresql"),
+}
 
 
 def migrate_server(connection, from_version: int, to_version: int) -> None:

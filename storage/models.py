@@ -115,6 +115,9 @@ class Run(SQLModel, table=True):
     recorder_pid: Optional[int] = None
     runner_pid: Optional[int] = None
     heartbeat_at: Optional[datetime] = None  # the last repeat stored
+    # What every thread did in one more repeat, never counted, looked at from outside
+    # (experiments.look; storage.states reads it); None where the platform does not say.
+    thread_states: Optional[str] = None
 
 
 class Repeat(SQLModel, table=True):
@@ -144,6 +147,15 @@ class Repeat(SQLModel, table=True):
     involuntary_switches: Optional[int] = Field(default=None, sa_type=BigInteger)
     core_moves: Optional[int] = None
     cores_used: Optional[int] = None
+    # What the worker threads did, from the kernel's schedstat (None where it does not say):
+    # summed over the workers, each between its first and last reading of the repeat, its time
+    # on a core and waiting for one; the rest of ``worker_span_ns`` they were blocked (a lock,
+    # the GIL's included, I/O or sleep). ``worker_split``: each worker's own, as text,
+    # "pid:thread:span:on_core:core_wait" separated by spaces.
+    worker_span_ns: Optional[int] = Field(default=None, sa_type=BigInteger)
+    on_core_ns: Optional[int] = Field(default=None, sa_type=BigInteger)
+    core_wait_ns: Optional[int] = Field(default=None, sa_type=BigInteger)
+    worker_split: Optional[str] = None
 
 
 class TaskSample(SQLModel, table=True):
@@ -183,6 +195,15 @@ class Process(SQLModel, table=True):
     voluntary_switches: Optional[float] = None
     involuntary_switches: Optional[float] = None
     core_moves: Optional[float] = None
+    # Median shares of the workers' time on a core and waiting for one (storage.figures).
+    on_core_share: Optional[float] = None
+    core_wait_share: Optional[float] = None
+    # From its run's looked-at repeat (storage.figures.LOOK): the shares of its workers' blocked
+    # time on a lock, in I/O and asleep, hand-overs per second; None where none was looked at.
+    look_lock: Optional[float] = None
+    look_io: Optional[float] = None
+    look_sleep: Optional[float] = None
+    handovers_per_s: Optional[float] = None
     # The largest over its counted repeats.
     peak_rss_bytes: Optional[int] = Field(default=None, sa_type=BigInteger)
     worker_peak_rss_bytes: Optional[int] = Field(default=None, sa_type=BigInteger)

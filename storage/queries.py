@@ -105,7 +105,7 @@ def run_object(
     obj["median_s"] = statistics.median(wall_s) if wall_s else None
     obj["ci_low_s"] = _finite(spread.low)
     obj["ci_high_s"] = _finite(spread.high)
-    obj["notes"] = run_notes(obj, spread)
+    obj["notes"] = run_notes(obj, spread) + main_notes(run.get("environment_json"))
     obj.update({name: _number(run.get(name)) for name in COST_FIELDS})
     # keep the contract's key order: error last
     obj["error"] = obj.pop("error")
@@ -170,6 +170,23 @@ def run_notes(obj: Mapping[str, Any], spread) -> list[str]:
             "repeats of one: the interval holds it"
         )
     return notes
+
+
+def main_notes(environment: Any) -> list[str]:
+    """What ``--main`` added to each worker's start, as the runner measured it (nothing when the
+    stored environment does not say, or says it in figures that are not numbers)."""
+    from experiments.mainmodule import cost_words
+
+    found = json_object(environment) if isinstance(environment, str) else None
+    main = (found or {}).get("main")
+    if not isinstance(main, dict) or not isinstance(main.get("script"), str):
+        return []
+    figures = ("start_s", "start_s_without", "added_s")
+    if any(k in main and _number(main[k]) is None for k in figures):
+        return []
+    if "exit_code" in main and _number(main["exit_code"]) is None:
+        return []
+    return [cost_words(main)]
 
 
 def _finite(value: float) -> Optional[float]:

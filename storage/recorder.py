@@ -50,11 +50,6 @@ INTERPRETER_COLUMNS = {
 }
 
 
-# Of a runner process's output (its and its tasks' stdout and stderr), the first and the last
-# this many characters are stored with the run.
-KEPT_OUTPUT = 32_768
-
-
 def _columns(env: dict, columns: dict) -> dict:
     return {column: env.get(key) for column, key in columns.items()}
 
@@ -74,6 +69,56 @@ def others_cores(repeat: dict) -> Optional[float]:
     if not all(isinstance(v, (int, float)) for v in (busy, cpu, wall)) or wall <= 0:
         return None
     return round(max(busy - cpu, 0) / wall, 2)
+
+
+def worker_columns(workers: Any) -> dict[str, Any]:
+    """The repeat's columns for what its worker threads did (a runner's ``workers``: each
+    ``[pid, thread, span_ns, on_core_ns, core_wait_ns]``): their sums and each one's, as text;
+    None where no worker was read (the platform does not say) or what came is not that."""
+    rows = [
+        w
+        for w in workers or ()
+        if isinstance(w, list)
+        and len(w) == 5
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in w)
+        and w[2] > 0
+        and w[3] >= 0
+        and w[4] >= 0
+    ]
+    if not rows:
+        return {}
+    return {
+        "worker_span_ns": sum(w[2] for w in rows),
+        "on_core_ns": sum(min(w[3], w[2]) for w in rows),
+        "core_wait_ns": sum(min(w[4], max(w[2] - w[3], 0)) for w in rows),
+        "worker_split": " ".join(":".join(map(str, w)) for w in rows),
+    }
+
+
+def look_facts(thread_states: str) -> dict[str, Any]:
+    """What the run's looked-at repeat saw of its workers, as its environment keeps it: the
+    shares of their time on a core, waiting for one, blocked on a lock, in I/O and asleep,
+    and how often a core changed threads (storage.states)."""
+    from storage import states
+
+    found = states.seen(*states.decode(thread_states))
+    if found is None:
+        return {}
+    names = {"C": "on_core", "W": "waiting", "L": "lock", "I": "io", "S": "sleep", "B": "blocked"}
+    shares = {name: found.shares.get(letter, 0.0) for letter, name in names.items()}
+    blocked = sum(shares[n] for n in ("lock", "io", "sleep", "blocked"))
+    return {
+        **{name: round(share, 4) for name, share in shares.items()},
+        "lock_while_another_ran": round(found.lock_while_another_ran, 4),
+        # how their blocked time divided, what a counted repeat's blocked time is split by:
+        # on a lock another worker's running held them from (the GIL), in I/O, asleep
+        "of_blocked": {
+            "lock": round(found.lock_while_another_ran / blocked, 4) if blocked else 0.0,
+            **{n: round(shares[n] / blocked, 4) if blocked else 0.0 for n in ("io", "sleep")},
+        },
+        "handovers_per_s": round(found.handovers_per_s, 1),
+        "at_once": found.at_once,
+    }
 
 
 class RunRecorder:
@@ -154,17 +199,10 @@ class RunRecorder:
         self.walls_by_process.setdefault(index, [])
 
     def end_process(self, output: str) -> None:
-        """The current runner process has ended; keep what it and the tasks printed, its first
-        and last ``KEPT_OUTPUT`` characters (a task printing once per call would otherwise grow
-        the database by megabytes a run)."""
+        """The current runner process has ended; keep what it and the tasks printed (as
+        ``Launch.stderr`` holds it: its first and last ``launch.KEPT_OUTPUT`` bytes)."""
         if not output.strip():
             return
-        if len(output) > 2 * KEPT_OUTPUT:
-            cut = len(output) - 2 * KEPT_OUTPUT
-            output = (
-                f"{output[:KEPT_OUTPUT]}\n[... {cut:,} characters left out ...]\n"
-                f"{output[-KEPT_OUTPUT:]}"
-            )
         label = f"[process {self.process_index}]\n" if self.spec.processes > 1 else ""
         self._stderr.append(label + output)
 
@@ -203,6 +241,9 @@ class RunRecorder:
         elif kind == "tasks":
             samples = Samples(event.get("samples") or ())
             self._store(self._record_repeat, event, samples, self._note_costs(samples))
+        elif kind == "looked" and isinstance(event.get("thread_states"), str):
+            self.environment_notes["look"] = look_facts(event["thread_states"])
+            self._store(self._record_look, event["thread_states"])
 
     def finish(
         self, status: str, error: Optional[str] = None, detail: Optional[str] = None
@@ -306,6 +347,12 @@ class RunRecorder:
             session.add(run)
             session.commit()
 
+    def _record_look(self, states: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(Run).where(Run.id == self.run_id).values(thread_states=states)
+            )
+
     def _record_processes(self) -> None:
         """How many runner processes ran and each one's layout (to replay it); on a
         free-threaded build, whether each worker ran with the GIL on."""
@@ -358,6 +405,7 @@ class RunRecorder:
                         "first_task_start_ns": min(samples.start_ns, default=None),
                         "busy_ns": sum(samples.end_ns) - sum(samples.start_ns) if samples else None,
                         **costs,
+                        **worker_columns(repeat.get("workers")),
                     }
                 ],
             )

@@ -412,6 +412,55 @@ def _svg_timeline(title: str, timeline: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
+# Each thread state's colour (storage.states' letters); on a core: the core's palette colour.
+STATE_COLOURS = {"W": "#edc948", "L": "#e15759", "I": "#76b7b2", "S": "#dddddd", "B": "#b07aa1"}
+
+
+def _svg_states(title: str, thread_states: str) -> str:
+    """One lane per thread of a looked-at repeat, a bar per state (storage.states), with the
+    state and its core in each bar's title and a legend below."""
+    from storage import states
+
+    lanes, span_us = states.decode(thread_states)
+    if not lanes:
+        return ""
+    names = states.labels(lanes)
+    width, lane_height, pad = 520, 22, 90
+    legend_y = 36 + lane_height * len(lanes)
+    out = [
+        f'<svg width="{width}" height="{legend_y + 40}" role="img" '
+        f'aria-label="{_svg_text(title)}">',
+        f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">'
+        f"{_svg_text(title)} ({span_us / 1000:.1f} ms)</text>",
+    ]
+    scale = (width - pad - 10) / span_us
+    for n, lane in enumerate(lanes):
+        y = 28 + n * lane_height
+        out.append(
+            f'<text x="{pad - 6}" y="{y + 12}" text-anchor="end" font-size="11">'
+            f"{_svg_text(names[(lane.pid, lane.tid)])}</text>"
+        )
+        for start, stop, letter, core in lane.spans(span_us):
+            colour = PALETTE[core % len(PALETTE)] if letter == "C" else STATE_COLOURS[letter]
+            what = f"on core {core}" if letter == "C" else states.STATES[letter][0]
+            out.append(
+                f'<rect x="{pad + start * scale:.1f}" y="{y}" '
+                f'width="{max((stop - start) * scale, 0.5):.1f}" height="{lane_height - 6}" '
+                f'fill="{colour}"><title>{what}: {start / 1000:.1f}–{stop / 1000:.1f} ms'
+                "</title></rect>"
+            )
+    x = 10
+    for letter, colour in (("C", PALETTE[0]), *STATE_COLOURS.items()):
+        words = "on a core (colour: which)" if letter == "C" else states.STATES[letter][0]
+        out.append(f'<rect x="{x}" y="{legend_y}" width="10" height="10" fill="{colour}"/>')
+        out.append(f'<text x="{x + 14}" y="{legend_y + 9}" font-size="10">{words}</text>')
+        x += 14 + 6 * len(words) + 10
+        if x > width - 80:
+            x, legend_y = 10, legend_y + 16
+    out.append("</svg>")
+    return "\n".join(out)
+
+
 def _core_colour(task) -> tuple[str, str]:
     """A task's colour by the core it ended on (by its number where cores were not recorded),
     and where it ran: "on core 1", or "moved from core 0 to core 1"."""
@@ -427,7 +476,7 @@ def html_page(
     summary: pd.DataFrame,
     words: list[str],
     compared: Optional[tuple] = None,
-    timeline: Optional[tuple[str, pd.DataFrame]] = None,
+    timeline: Optional[tuple] = None,
 ) -> str:
     """One self-contained page: tables, verdicts and SVG charts; no external URL."""
     import markdown_it  # shipped with rich
@@ -471,6 +520,8 @@ def html_page(
             charts.append(_svg_bars(f"peak memory per executor: {label}", memory, _mib))
     if timeline is not None:
         charts.append(_svg_timeline(f"task timeline of run {timeline[0][:8]}", timeline[1]))
+        if len(timeline) > 2 and timeline[2]:
+            charts.append(_svg_states(f"what each thread did, run {timeline[0][:8]}", timeline[2]))
     style = (
         "body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}"
         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"

@@ -41,6 +41,8 @@ COST_COLUMNS = (
     "core_moves",
     "cores_used",
 )
+# What a repeat's worker threads did (storage.models.Repeat); NULL where it was not observed.
+WORKER_COLUMNS = ("worker_span_ns", "on_core_ns", "core_wait_ns")
 MIN_EFFECT = 0.05
 CV_WARNING = 0.10
 HIGH_LOAD_PER_CORE = 0.5
@@ -77,7 +79,7 @@ def load_repeats(
         frames.append(frame)
     if not frames:
         return pd.DataFrame()
-    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frame = _together(frames) if len(frames) > 1 else frames[0]
     frame = frame.dropna(subset=["wall_ns", "workers"])
     frame = frame[~frame.duplicated(["run_id", "repeat_index"])]
     frame = frame[frame["wall_ns"] > 0]  # no repeat takes no time: a damaged row, not a figure
@@ -85,6 +87,24 @@ def load_repeats(
         return pd.DataFrame()
     frame["wall_s"] = frame["wall_ns"] / 1e9
     return frame
+
+
+def _together(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The frames of several databases as one, their stored times in one type (``utc_times``)."""
+    frame = pd.concat(frames, ignore_index=True)
+    if "created_at" in frame:
+        frame["created_at"] = utc_times(frame["created_at"])
+    return frame
+
+
+def utc_times(values: pd.Series) -> pd.Series:
+    """Stored times in one type, UTC, whatever each database handed over (SQLite's text, a
+    server's datetime), so that runs of several databases sort together; NaT for what is no
+    time (a damaged row)."""
+    from datetime import datetime
+
+    kept = values.map(lambda v: v if isinstance(v, (str, datetime)) else None)
+    return pd.to_datetime(kept, utc=True, errors="coerce", format="ISO8601")
 
 
 # A run's columns as every frame here carries them (RUNS_SQL adds its stored environment),
@@ -128,6 +148,7 @@ REPEAT_NUMBERS = {
     "startup_ns": "p.first_task_start_ns - p.start_ns",
     "busy_ns": "p.busy_ns",
     **{column: f"p.{column}" for column in COST_COLUMNS},
+    **{column: f"p.{column}" for column in WORKER_COLUMNS},
 }
 REPEATS_SQL = (
     f"SELECT {{run_row}}, {', '.join(REPEAT_NUMBERS.values())} "
@@ -257,7 +278,7 @@ def load_processes(
         frame["db"] = label
         frames.append(frame)
     if len(frames) > 1:  # a run merged into several of them is read once
-        frame = pd.concat(frames, ignore_index=True)
+        frame = _together(frames)
         frame = frame[~frame.duplicated(["run_id", "process_index"])]
     else:
         frame = frames[0]
@@ -464,6 +485,18 @@ def load_timeline(engine: Engine, run_id: str) -> pd.DataFrame:
     return frame.dropna(subset=["pid", "thread_id", "start_ms", "end_ms"])
 
 
+def load_look(engine: Engine, run_id: str) -> Optional[str]:
+    """What each thread of one run did in its looked-at repeat (``run.thread_states``), or
+    None when it has none (recorded before, or where the platform does not let a parent look)."""
+    from sqlalchemy import text
+
+    with engine.connect() as connection:
+        found = connection.execute(
+            text("SELECT thread_states FROM run WHERE id = :run"), {"run": run_id}
+        ).scalar()
+    return found if isinstance(found, str) else None
+
+
 # --- selections ------------------------------------------------------------------------------
 
 
@@ -624,6 +657,9 @@ def summarize(processes: pd.DataFrame) -> pd.DataFrame:
         involuntary_switches=("involuntary_switches", "median"),
         core_moves=("core_moves", "median"),
         cores_used=("cores_used", "max"),
+        on_core_share=("on_core_share", "median"),
+        core_wait_share=("core_wait_share", "median"),
+        **{name: (name, "median") for name in figures.LOOK},
     ).reset_index()
     # every counted repeat of a configuration, pooled
     owner = config[walls.row]
@@ -946,6 +982,90 @@ def _name(row) -> str:
     return "sequential" if row.executor == "sequential" else f"{row.executor} x{int(row.workers)}"
 
 
+# What one more runner process of a configuration costs beyond its repeats (start-up, import,
+# environment, storing; as tui.advise measured here): for the time that would settle a tie.
+PROCESS_OVERHEAD_S = 0.25
+
+
+@dataclass(frozen=True)
+class Undecided:
+    """Leaders the intervals cannot tell apart: the rows (fastest first), the runner processes
+    each would need in all for every tie to settle (the difference clear of the interval, or
+    the whole interval inside ±min_effect), how many more than the fewest now, and the seconds
+    those take with the leaders taking turns."""
+
+    leaders: list
+    processes: int
+    more: int
+    seconds: float
+
+
+def processes_to_settle(found: stats.Ratio, processes: int, min_effect: float) -> int:
+    """The runner processes a side would need, from the interval's observed spread, for the
+    ratio's interval to settle: shrunk below its difference (a winner) or, for a difference
+    under half of ``min_effect``, inside ±``min_effect`` (a tie that stays one). The interval
+    narrows as the square root of the processes; the t quantile's shrinking is left out, so
+    this is at least enough."""
+    half = math.log(found.high / found.low) / 2
+    difference = abs(math.log(found.ratio))
+    target = max(difference, math.log1p(min_effect) - difference)
+    if half <= target:
+        return processes
+    return math.ceil(processes * (half / target) ** 2)
+
+
+def undecided(best, ties: list, min_effect: float = MIN_EFFECT) -> Optional[Undecided]:
+    """Whether ``best`` and its ``ties`` (as ``fastest`` found them) are undecided at this noise
+    (None: no tie, a tie without intervals, or one that more processes would not change)."""
+    open_ties = [
+        (row, f) for row, f in ties if not (1 - min_effect <= f.low and f.high <= 1 + min_effect)
+    ]
+    if not open_ties or not all(math.isfinite(f.low) for _, f in ties):
+        return None
+    now = min(int(best.processes), *(int(row.processes) for row, _ in open_ties))
+    needed = max(
+        processes_to_settle(f, min(int(best.processes), int(row.processes)), min_effect)
+        for row, f in open_ties
+    )
+    leaders = [best] + [row for row, _ in ties]
+    per_round = sum(
+        (row.repeats / max(row.processes, 1) + 1) * row.median_s + PROCESS_OVERHEAD_S
+        for row in leaders
+    )
+    more = max(needed - now, 1)
+    return Undecided(leaders, needed, more, more * per_round)
+
+
+def duration(seconds: float) -> str:
+    """A rough length of time, in words."""
+    if seconds < 90:
+        return f"about {max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"about {seconds / 60:.0f} min"
+    return f"about {seconds / 3600:.1f} h"
+
+
+def leader_text(row, name: Optional[str] = None) -> str:
+    """A leader with its speed-up and interval (its time where there is no speed-up)."""
+    name = name or _name(row)
+    if row.executor == "sequential" and row.speedup == row.speedup:
+        return f"{name} 1.00x"
+    if row.speedup == row.speedup and math.isfinite(row.speedup_low):
+        return f"{name} {row.speedup:.2f}x (95% CI {row.speedup_low:.2f}–{row.speedup_high:.2f})"
+    return f"{name} {row.median_s * 1000:.1f} ms"
+
+
+def undecided_text(found: Undecided, names: Optional[list] = None) -> str:
+    """The headline of an undecided answer: the leaders and what would tell them apart."""
+    names = names or [_name(row) for row in found.leaders]
+    leaders = [leader_text(row, name) for row, name in zip(found.leaders, names)]
+    listed = ", ".join(leaders[:-1]) + f" and {leaders[-1]}"
+    return (
+        f"undecided at this noise: {listed} are tied; {found.processes} runner processes "
+        f"each ({found.more} more, {duration(found.seconds)} taking turns) would tell them apart"
+    )
+
+
 def facts_of(row) -> explain.Facts:
     """A summary row as the rules of ``explain`` read it."""
     return explain.Facts(
@@ -967,6 +1087,31 @@ def facts_of(row) -> explain.Facts:
         median_s=row.median_s,
         efficiency=row.efficiency,
         karp_flatt=row.karp_flatt,
+        shares=observed_shares(row),
+    )
+
+
+def observed_shares(row) -> Optional[explain.Shares]:
+    """What a summary row's workers were seen doing: on a core and waiting for one in the
+    counted repeats (schedstat); the rest of their time they were blocked, split as the run's
+    looked-at repeat saw it (a lock, I/O, sleep); None where neither was observed."""
+    on, wait = getattr(row, "on_core_share", None), getattr(row, "core_wait_share", None)
+    looked = [getattr(row, name, None) for name in ("look_lock", "look_io", "look_sleep")]
+    if not explain.known(on, wait):
+        return None
+    blocked = max(1 - on - wait, 0.0)
+    split = [None] * 3
+    if all(explain.known(v) for v in looked):
+        # the counted repeats' blocked time, apportioned as the looked-at repeat's divided
+        split = [blocked * v for v in looked]
+    handovers = getattr(row, "handovers_per_s", None)
+    return explain.Shares(
+        on_core=on,
+        waited_for_core=wait,
+        blocked_on_lock=split[0],
+        io=split[1],
+        sleep=split[2],
+        handovers_per_s=handovers if explain.known(handovers) else None,
     )
 
 
@@ -1007,6 +1152,9 @@ def verdicts(summary: pd.DataFrame, min_effect: float = MIN_EFFECT) -> list[str]
                 f"{where}: {_name(best)} and {names} cannot be told apart: a run of one repeat "
                 "in one process has no interval; run it with --repeats 5 (or more)."
             )
+        elif ties and undecided(best, ties, min_effect) is not None:
+            found = undecided(best, ties, min_effect)
+            lines.append(f"{where}: {undecided_text(found)} (--processes {found.processes}).")
         elif ties:
             lines.append(
                 f"{where}: {_name(best)} ({best.median_s * 1000:.1f} ms{speedup}) and {names} "

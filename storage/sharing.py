@@ -250,7 +250,14 @@ def check(db: Target) -> list[Problem]:
     if version < SCHEMA_VERSION and not problems:
         try:  # the migration every command would make first, tried on a copy
             with tempfile.TemporaryDirectory(prefix="conlab-check-") as scratch:
-                _migrated_copy(path, Path(scratch) / "copy.db")
+                copy = Path(scratch) / "copy.db"
+                _migrated_copy(path, copy)
+                if version >= 4:  # the version that has process rows of its own
+                    migrated = _connect_ro(copy)
+                    try:
+                        problems += _figures_problems(lambda q: migrated.execute(q).fetchall())
+                    finally:
+                        migrated.close()
         except sqlite3.Error as exc:
             problems.append(Problem(f"cannot be migrated from schema {version}: {exc}"))
     return problems
@@ -259,7 +266,7 @@ def check(db: Target) -> list[Problem]:
 def _file_problems(connection: sqlite3.Connection, path: Path) -> list[Problem]:
     """What ``db check`` finds in the lab file ``path``, read through ``connection``:
     SQLite's integrity check (alone when it fails), what the lab did not make, foreign keys,
-    the lab's own checks and, from schema 4, the stored process figures."""
+    the lab's own checks and, at the current schema, the stored process figures."""
     rows = [r[0] for r in connection.execute("PRAGMA integrity_check")]
     if rows != ["ok"]:
         return [Problem(f"integrity: {row}") for row in rows[:20]]
@@ -269,7 +276,7 @@ def _file_problems(connection: sqlite3.Connection, path: Path) -> list[Problem]:
     problems += _lab_problems(
         lambda sql: connection.execute(sql).fetchall(), {**_LAB_CHECKS, **_SQLITE_CHECKS}
     )
-    if read_header(path)[0] >= 4:  # the version that has them
+    if read_header(path)[0] >= SCHEMA_VERSION:  # an older file's, once migrated (``check``)
         problems += _figures_problems(lambda sql: connection.execute(sql).fetchall())
     return problems
 
@@ -959,32 +966,43 @@ _NOT_SCRUBBED = frozenset(
 )
 
 _PATH_PART = r"""[^\s/\\"'`<>|:;,()\[\]{}=]+"""
-# An absolute path (POSIX, or Windows with a drive letter), not inside a word, number or URL.
+# A folder's name may hold single spaces ("My Clients"); the last part ends at the first space.
+_FOLDER = rf"{_PATH_PART}(?: {_PATH_PART})*"
+# Every absolute path, not inside a word, number or web URL; each form captures its last part:
+# a file:// URL, a UNC path (\\server\share\..., or //server/share/...), a path under a home
+# (~/... or ~user/...), a POSIX path, a Windows path with a drive letter (either slash).
 _ABSOLUTE_PATH = re.compile(
-    rf"(?<![\w.~/\\-])/(?!/)(?:{_PATH_PART}/)*({_PATH_PART})"
-    rf"|(?<![\w])[A-Za-z]:\\(?:{_PATH_PART}\\)*({_PATH_PART})"
+    rf"(?i:file):(?://[^\s/]*)?/(?:{_FOLDER}/)*({_PATH_PART})"
+    rf"|(?<![\w.~/\\:-])\\\\{_PATH_PART}\\(?:{_FOLDER}\\)*({_PATH_PART})"
+    rf"|(?<![\w.~/\\:-])//(?!/){_PATH_PART}/(?:{_FOLDER}/)*({_PATH_PART})"
+    rf"|(?<![\w.~/\\-])~[\w.-]*/(?:{_FOLDER}/)*({_PATH_PART})"
+    rf"|(?<![\w.~/\\-])/(?!/)(?:{_FOLDER}/)*({_PATH_PART})"
+    rf"|(?<![\w])[A-Za-z]:[\\/](?:{_FOLDER}[\\/])*({_PATH_PART})"
 )
 
 
 class _Scrubber:
-    """Replaces every known host name, user name, home directory and interpreter path in text,
-    then cuts every other absolute path to its last part."""
+    """Rewrites text in this order: known interpreter paths become ``python``; a known home
+    directory standing alone becomes ``~``; every absolute path (inside a home too) is cut to its
+    last part; then known host and user names (in any case) become their aliases. Paths are cut
+    before names are replaced, so that no folder between a home and a file survives."""
 
     def __init__(self) -> None:
         self.paths: dict[str, str] = {}
+        self.homes: set[str] = set()
         self.words: dict[str, str] = {}
 
     def learn(self, env: dict, alias: str) -> None:
         home = env.get("home")
-        if isinstance(home, str) and len(home) > 1:
-            self.paths[home.rstrip("/\\")] = "~"
+        if isinstance(home, str) and len(home.rstrip("/\\")) > 1:
+            self.homes.add(home.rstrip("/\\"))
         executable = env.get("python_executable")
         if isinstance(executable, str) and executable:
             self.paths[executable] = "python"
         for key, replacement in (("hostname", alias), ("user", "user")):
             value = env.get(key)
             if isinstance(value, str) and value:
-                self.words[value] = replacement
+                self.words[value.casefold()] = replacement
 
     def __call__(self, value):
         if isinstance(value, bytes):
@@ -993,22 +1011,30 @@ class _Scrubber:
             return value
         for path in sorted(self.paths, key=len, reverse=True):
             value = value.replace(path, self.paths[path])
+        for home in sorted(self.homes, key=len, reverse=True):
+            # the home itself, not a path inside it (which is cut below, as any other)
+            value = re.sub(rf"{re.escape(home)}(?![/\\]?{_PATH_PART})", "~", value)
+        value = _ABSOLUTE_PATH.sub(_last_part, value)
         for word in sorted(self.words, key=len, reverse=True):
             pattern = rf"(?<![A-Za-z0-9]){re.escape(word)}(?![A-Za-z0-9])"
-            value = re.sub(pattern, self.words[word], value)
-        return _ABSOLUTE_PATH.sub(_last_part, value)
+            value = re.sub(pattern, self.words[word], value, flags=re.IGNORECASE)
+        return value
 
 
 def _last_part(match: re.Match) -> str:
-    posix, windows = match.groups()
-    return f".../{posix}" if posix is not None else f"...\\{windows}"
+    last = next(part for part in match.groups() if part is not None)
+    backslash = match.group(0).startswith("\\") or (
+        match.group(0)[1:2] == ":" and "\\" in match.group(0)
+    )
+    return f"...\\{last}" if backslash else f".../{last}"
 
 
 def _anonymize(copy: sqlite3.Connection) -> None:
     """Rewrite every text value in every table (keys, statuses and executor names aside): host
     names become machine-<fingerprint>, user names `user`, home directories `~`, interpreter
-    paths pythonX.Y, every other absolute path its last part (/srv/lab/jobs.py -> .../jobs.py);
-    drop the machine id, the recording host and the process ids. (README and --help say so.)"""
+    paths pythonX.Y, every other absolute path its last part (/srv/lab/jobs.py and
+    ~/clients/acme/jobs.py -> .../jobs.py); drop the machine id and the recording host; number
+    each run's processes 1, 2, ... in place of their ids. (README and --help say so.)"""
     scrub = _Scrubber()
     aliases = {
         fingerprint: f"machine-{str(fingerprint)[:8]}"
@@ -1026,11 +1052,13 @@ def _anonymize(copy: sqlite3.Connection) -> None:
         alias = aliases.get(fingerprint, "machine")
         scrub.learn({"hostname": host}, alias)
         scrub.learn(json_object(text) or {}, alias)
+    numbers = _number_processes(copy)
     for run_id, text, fingerprint, _ in runs:
         env = json_object(text)
         if env is not None:
             env.update(hostname=aliases.get(fingerprint, "machine"), user="user", home="~")
             env.pop("machine_id", None)
+            _number_environment_processes(env, numbers.get(run_id, {}))
             copy.execute(
                 "UPDATE run SET environment_json = ? WHERE id = ?",
                 (json.dumps(env, sort_keys=True), run_id),
@@ -1044,6 +1072,42 @@ def _anonymize(copy: sqlite3.Connection) -> None:
         short = f"python{'.'.join(str(version or '').split('.')[:2])}"
         copy.execute("UPDATE interpreter SET executable = ? WHERE key = ?", (short, key))
     _scrub_every_text(copy, scrub)
+
+
+def _number_processes(copy: sqlite3.Connection) -> dict[Any, dict[str, int]]:
+    """Each run's task samples name their process 1, 2, ... in the order the processes first
+    ran a task, in place of its id (lanes and per-worker figures still tell them apart). Returns
+    each run's numbering: {run id: {str(pid): number}}."""
+    copy.execute(
+        "CREATE TEMP TABLE conlab_pid AS SELECT run_id, pid, "
+        "row_number() OVER (PARTITION BY run_id ORDER BY min(id)) AS number "
+        "FROM task_sample GROUP BY run_id, pid"
+    )
+    copy.execute("CREATE INDEX temp.conlab_pid_key ON conlab_pid (run_id, pid)")
+    copy.execute(
+        "UPDATE task_sample SET pid = (SELECT p.number FROM temp.conlab_pid p "
+        "WHERE p.run_id IS task_sample.run_id AND p.pid IS task_sample.pid)"
+    )
+    numbers: dict[Any, dict[str, int]] = {}
+    for run_id, pid, number in copy.execute("SELECT run_id, pid, number FROM temp.conlab_pid"):
+        numbers.setdefault(run_id, {})[str(pid)] = number
+    copy.execute("DROP TABLE temp.conlab_pid")
+    return numbers
+
+
+def _number_environment_processes(env: dict, numbers: dict[str, int]) -> None:
+    """The process ids in a run's environment (its runner processes, the per-worker figures)
+    become the numbers its task samples have (``numbers``), or the next ones."""
+
+    def number(pid: Any) -> int:
+        return numbers.setdefault(str(pid), len(numbers) + 1)
+
+    for key in ("peak_rss_by_worker", "gil_enabled_by_worker"):
+        if isinstance(env.get(key), dict):
+            env[key] = {str(number(pid)): value for pid, value in env[key].items()}
+    for process in env.get("runner_processes") or ():
+        if isinstance(process, dict) and "pid" in process:
+            process["pid"] = number(process["pid"])
 
 
 def _this_process() -> dict[str, str]:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -19,8 +21,11 @@ log = logging.getLogger("conlab.storage")
 
 # PRAGMA application_id: "CLab". Identifies a lab database among SQLite files.
 APPLICATION_ID = 0x434C6162
-SCHEMA_VERSION = 4  # storage/migrations.py has a step from each older version
+SCHEMA_VERSION = 5  # storage/migrations.py has a step from each older version
 BUSY_TIMEOUT_MS = 30_000
+# How long a database server may take to let us in (TCP connect, TLS and the start-up exchange),
+# on every path that connects to one: a server that accepts and never answers is given up on.
+CONNECT_TIMEOUT_S = 10
 
 
 def default_path() -> Path:
@@ -81,8 +86,8 @@ def database_target(db: str | os.PathLike | Database | None = None) -> Database:
             url = make_url(url_text)
         except (ArgumentError, ValueError):
             raise DatabaseError(
-                f"{given} is neither a file path nor a database URL; pass e.g. --db results.db "
-                "or --db postgresql+psycopg://user@host/db"
+                f"{masked(given)} is neither a file path nor a database URL; pass e.g. --db "
+                "results.db or --db postgresql+psycopg://user@host/db"
             ) from None
         if url.get_backend_name() != "sqlite":
             return ServerDatabase(url_text)
@@ -99,8 +104,8 @@ def database_url(db: str | os.PathLike | Database | None) -> str:
     """A SQLAlchemy URL for ``--db``: a path, a SQLAlchemy URL, or None for the default."""
     if isinstance(db, (FileDatabase, ServerDatabase)):
         return db.url
-    if db is None:
-        db = default_path()
+    if db is None:  # $CONLAB_DB as written (a Path would make a URL's // one /), else the file
+        db = os.environ.get("CONLAB_DB") or default_path()
     text = str(db)
     if "://" in text:
         return text
@@ -113,10 +118,22 @@ def lab_database(db: str | os.PathLike | Database | None) -> Database:
 
 
 def shown_url(url: str) -> str:
-    """``url`` fit for a message: its password hidden."""
+    """``url`` fit for a message: its password hidden (also in text that does not parse)."""
     from sqlalchemy.engine import make_url
 
-    return make_url(url).render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 (not a URL SQLAlchemy reads: hidden by its text alone)
+        return masked(url)
+
+
+# The password of a URL's user, up to the last @ (a password may hold one): ://user:PASSWORD@
+_PASSWORD = re.compile(r"(://[^/?#@:\s]*:)[^\s]*@")
+
+
+def masked(text: str) -> str:
+    """``text`` with the password of every URL in it written ``***``, whether it parses or not."""
+    return _PASSWORD.sub(r"\1***@", text)
 
 
 def cannot_open(url: str, exc: BaseException, fix: str, *, verb: str = "open") -> DatabaseError:
@@ -598,3 +615,24 @@ def _migrate_if_older(path: Path) -> None:
             SCHEMA_VERSION,
             backup,
         )
+
+
+def distinct(databases: Sequence[Optional[str]]) -> list[Optional[str]]:
+    """``databases`` (``--db`` values) in their order without one named twice: the same file
+    by another path, a link or a hard link, or the same URL, is read once."""
+    kept, seen = [], []
+    for db in databases:
+        target = database_target(db)
+        key = os.path.realpath(target.path) if isinstance(target, FileDatabase) else target.url
+        if any(key == k or _same_file(key, k) for k in seen):
+            continue
+        seen.append(key)
+        kept.append(db)
+    return kept
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False

@@ -9,12 +9,15 @@ import re
 from typing import Any
 
 # C0 controls (ESC starts every terminal sequence: colours, cursor moves, window titles, OSC 8
-# links), DEL, C1 controls (0x9b is a one-character CSI, 0x9d an OSC), and lone surrogates (the
-# bytes of a path or argument that are not UTF-8, which no UTF-8 output can write). Compiled at
-# first use (a millisecond each): text that ``str.isprintable`` passes holds none of them.
+# links), DEL, C1 controls (0x9b is a one-character CSI, 0x9d an OSC), lone surrogates (the
+# bytes of a path or argument that are not UTF-8, which no UTF-8 output can write), and the
+# bidirectional controls (marks, embeddings, overrides, isolates: U+061C, U+200E-F,
+# U+202A-E, U+2066-9), which reorder what follows them so that one name reads as another.
+# Compiled at first use (a millisecond each): text that ``str.isprintable`` passes holds none.
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
 _CONTROLS = {
-    False: "[\x00-\x1f\x7f-\x9f\ud800-\udfff]",
-    True: "[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]",  # keeps \t, \n
+    False: f"[\x00-\x1f\x7f-\x9f\ud800-\udfff{_BIDI}]",
+    True: f"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff{_BIDI}]",  # keeps \t, \n
 }
 
 # What CommonMark (and its table extension) reads as more than a character inside a line:
@@ -31,7 +34,8 @@ _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 def printable(value: Any, *, lines: bool = False) -> str:
     """``value`` as text whose every control character is written as a visible escape (ESC as
-    ``\\x1b``), so it cannot move the cursor, retitle a window or hide what follows it.
+    ``\\x1b``, U+202E as ``\\u202e``), so it cannot move the cursor, retitle a window, reorder
+    or hide what follows it.
     ``lines=True`` keeps newlines and tabs (tracebacks, captured stderr); ``None`` is ""."""
     text = "" if value is None else str(value)
     if text.isprintable():

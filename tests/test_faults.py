@@ -107,6 +107,109 @@ def test_a_module_that_starts_processes_at_import_still_runs_under_spawn(conlab)
     assert result.json()[0]["status"] == "ok"
 
 
+# A module that starts a pool when imported, under spawn, as the seed's program did.
+POOL_AT_IMPORT = textwrap.dedent("""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    def work(size):
+        return size
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(work, [1]))
+""")
+# ... and one that starts a spawned process (not a pool) when imported: the runner's import ends.
+SPAWN_AT_IMPORT = textwrap.dedent("""
+    import multiprocessing
+
+    def work(size):
+        return size
+
+    multiprocessing.get_context("spawn").Process(target=work, args=(1,)).start()
+""")
+
+
+def test_a_module_that_starts_a_spawn_pool_at_import_is_named_in_seconds(conlab, user_dir):
+    # Python itself waits forever here (its queue's feeder thread waits for the module's import
+    # lock); the runner's 60 s of silence used to be all the user got. The run's own timeout
+    # below is far beyond the ~4 s it takes: a bound on a hang, not a timing.
+    (user_dir / "poolatimport.py").write_text(POOL_AT_IMPORT)
+    result = conlab(
+        *run_args("poolatimport:work", "processes", start_method="spawn", workers=2, tasks=2),
+        timeout=45,
+    )
+    assert_one_line_error(result)
+    err = result.stderr
+    assert "importing 'poolatimport'" in err and "starts processes at its top level" in err
+    assert "Python's ProcessPoolExecutor reports this as BrokenProcessPool" in err
+    assert "imports the program's main module again" in err and "__name__ == '__main__'" in err
+
+
+def test_a_worker_stopped_at_its_start_is_pythons_broken_process_pool(conlab, user_dir):
+    # the lab's spawn workers import the function's module first, as a script's workers import
+    # the script: one that starts a spawned process there is stopped by Python, as it would be
+    (user_dir / "spawnatimport.py").write_text(SPAWN_AT_IMPORT)
+    run = run_one(conlab, "spawnatimport:work", "processes", "--start-method", "spawn")
+    assert run["error"].startswith("a worker died: ")
+    assert "Python's ProcessPoolExecutor reports this as BrokenProcessPool" in run["error"]
+    assert "imports the program's main module again" in run["error"]
+
+
+def test_a_dead_processes_worker_is_named_as_pythons_broken_process_pool(conlab):
+    run = run_one(conlab, "usermod:exit3", "processes")
+    assert (
+        "exited with code 3 (Python's ProcessPoolExecutor reports this as BrokenProcessPool)"
+        in (run["error"])
+    )
+
+
+# A program's entry script, importing more than the function's module, as a user's would.
+ENTRY_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    import decimal, email.mime.multipart, http.client, xml.dom.minidom
+    from usermod import work
+
+    with open(os.path.join(os.environ["MAIN_OUT"], f"{os.getpid()}.json"), "w") as out:
+        json.dump(__name__, out)
+
+    if __name__ == "__main__":
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(2) as pool:
+            print(list(pool.map(work, [1, 2])))
+""")
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_main_names_the_script_every_worker_imports_first(conlab, user_dir, tmp_path, method):
+    (user_dir / "app.py").write_text(ENTRY_SCRIPT)
+    seen = tmp_path / "main"
+    seen.mkdir()
+    result = conlab(
+        *run_args("usermod:work", "processes", start_method=method, workers=2, tasks=4),
+        "--main",
+        "app.py",
+        env={"MAIN_OUT": str(seen)},
+    )
+    assert result.returncode == 0, result.stderr
+    (run,) = result.json()
+    assert run["status"] == "ok", run["error"]
+    # every process that imported it did so as Python's workers do, never as __main__
+    names = [json.loads(p.read_text()) for p in seen.glob("*.json")]
+    assert names and set(names) == {"__mp_main__"}
+    (said,) = [n for n in run["notes"] if n.startswith("--main app.py: ")]
+    assert (
+        "as __mp_main__, as Python's own do" in said and "with the function's module alone" in said
+    )
+
+
+def test_main_is_refused_when_it_is_not_a_python_file(conlab, user_dir, db_path):
+    for script, words in (("nosuch.py", "no such file"), ("usermod.txt", "not a Python file")):
+        result = conlab(*run_args("usermod:work", "processes"), "--main", script)
+        assert_one_line_error(result)
+        assert words in result.stderr and "--main" in result.stderr
+    assert not db_path.exists()
+
+
 def test_warnings_from_a_run_are_kept_with_it(conlab, db_path):
     result = conlab(*run_args("usermod:warns", "processes", workers=1, tasks=1, repeats=1))
     assert result.returncode == 0, result.stderr
@@ -175,7 +278,8 @@ def test_what_a_task_prints_is_kept_and_never_taken_for_an_event(conlab, db_path
     indexes = connection.execute("SELECT repeat_index FROM repeat ORDER BY repeat_index")
     assert [i for (i,) in indexes] == [0, 1]  # the printed repeat 99 is not one
     printed = stored_run(db_path, run["run_id"])["stderr"]
-    assert printed.count('{"event": "done"}') == 4  # two tasks a repeat, kept with the run
+    # two tasks a repeat and the looked-at one (experiments.look), kept with the run
+    assert printed.count('{"event": "done"}') == 6
 
 
 def test_a_task_that_prints_megabytes_keeps_the_start_and_end_of_it(conlab, db_path):
@@ -185,7 +289,34 @@ def test_a_task_that_prints_megabytes_keeps_the_start_and_end_of_it(conlab, db_p
     printed = stored_run(db_path, run["run_id"])["stderr"]
     assert run["status"] == "ok" and len(printed) < 70_000  # of ~2 MB printed
     assert printed.startswith("line 0 of") and printed.rstrip().endswith("." * 60)
-    assert "characters left out" in printed
+    assert "bytes left out" in printed
+
+
+LOUD = textwrap.dedent("""
+    import sys
+
+    def loud(size):
+        block = "y" * (1 << 20) + "\\n"
+        for _ in range(size):
+            sys.stdout.write(block)  # size MiB
+        return size
+""")
+
+
+def test_a_task_printing_hundreds_of_megabytes_leaves_conlab_small(conlab, user_dir, db_path):
+    # conlab reads at most the start and end it keeps of what the run printed, never the whole
+    (user_dir / "loud.py").write_text(LOUD)
+    options = dict(tasks=1, size=200, repeats=1, warmups=0, timeout=300)
+    process = conlab.start(*run_args("loud:loud", "sequential", **options))
+    stdout, stderr = process.stdout.read(), process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)  # conlab's own peak, and its reaped runner's
+    process.returncode = os.waitstatus_to_exitcode(status)
+    assert process.returncode == 0, stderr
+    peak_mib = usage.ru_maxrss / 1024  # KiB on Linux
+    assert peak_mib < 150, f"conlab grew to {peak_mib:.0f} MiB for a run that printed 200 MiB"
+    (run,) = json.loads(stdout)
+    printed = stored_run(db_path, run["run_id"])["stderr"]
+    assert printed.startswith("y" * 1000) and "left out" in printed and len(printed) < 70_000
 
 
 @pytest.mark.parametrize("executor", ["sequential", "processes"])
@@ -411,3 +542,214 @@ def test_max_tasks_per_child_bad_uses_are_refused(conlab, args, words):
     result = conlab("run", "-w", "tiny", *args)
     assert_one_line_error(result)
     assert words in result.stderr
+
+
+# --- what a task starts that leaves the runner's process group ----------------------------------
+
+DAEMONS = textwrap.dedent('''
+    import os
+    import time
+
+
+    def _started():
+        """tells the test this task runs: an empty file named after its pid, in $STARTED_DIR"""
+        open(os.path.join(os.environ["STARTED_DIR"], str(os.getpid())), "w").close()
+
+
+    def daemonises(size):
+        """starts a daemon (the double fork: a grandchild in a session of its own), returns"""
+        child = os.fork()
+        if child == 0:
+            os.setsid()
+            if os.fork() == 0:
+                time.sleep(3600)
+            os._exit(0)
+        os.waitpid(child, 0)
+        return size
+
+
+    def leaves_its_session_and_hangs(size):
+        os.setsid()
+        _started()
+        time.sleep(3600)
+''')
+
+# Where a task runs in a process it may fork from (not a subinterpreter, not an event loop).
+FORKING_EXECUTORS = [
+    pytest.param("sequential"),
+    pytest.param("threads"),
+    *PROCESS_EXECUTORS,
+]
+
+
+@pytest.mark.parametrize("executor", FORKING_EXECUTORS)
+def test_a_daemon_a_task_starts_ends_with_its_run(conlab, user_dir, executor):
+    # the fixture checks that no process the run started is left, the daemons included
+    (user_dir / "daemons.py").write_text(DAEMONS)
+    options = dict(workers=2, tasks=2, size=1, repeats=2, warmups=0, timeout=120)
+    result = conlab(*run_args("daemons:daemonises", executor, **options))
+    assert result.returncode == 0, result.stderr
+    assert result.json()[0]["status"] == "ok"
+
+
+@pytest.mark.parametrize("executor", PROCESS_EXECUTORS)
+def test_a_worker_that_leaves_the_runners_session_is_killed_on_timeout(
+    conlab, user_dir, tmp_path, executor
+):
+    (user_dir / "daemons.py").write_text(DAEMONS)
+    options = dict(workers=2, tasks=2, size=1, repeats=1, warmups=0, timeout=10)
+    env = {"STARTED_DIR": str(tmp_path)}
+    result = conlab(*run_args("daemons:leaves_its_session_and_hangs", executor, **options), env=env)
+    assert result.returncode == 1, result.stderr
+    (run,) = result.json()
+    assert list(tmp_path.glob("[0-9]*")), "no task had started (and left its session) in 10 s"
+    assert run["error"] == (
+        "timed out after 10 s; the runner and every process below it were killed"
+    )
+
+
+@pytest.mark.parametrize("executor", PROCESS_EXECUTORS)
+def test_a_worker_that_leaves_the_runners_session_is_killed_on_cancel(
+    conlab, db_path, user_dir, tmp_path, executor
+):
+    (user_dir / "daemons.py").write_text(DAEMONS)
+    options = dict(workers=2, tasks=2, size=1, repeats=1, warmups=0)
+    args = run_args("daemons:leaves_its_session_and_hangs", executor, **options)
+    process = conlab.start(*args, env={"STARTED_DIR": str(tmp_path)})
+    try:
+        deadline = time.monotonic() + 300  # a hang, not a slow machine
+        while not list(tmp_path.glob("[0-9]*")):
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()  # only if it hangs: then the test fails below
+    assert process.returncode == 1, stderr
+    (run,) = json.loads(stdout)
+    assert stored_run(db_path, run["run_id"])["status"] == run["status"] == "cancelled"
+    # the fixture checks that the worker in its own session is gone
+
+
+READS_STDIN = textwrap.dedent("""
+    import sys
+
+    def reads_stdin(size):
+        return len(sys.stdin.read())
+""")
+
+
+@pytest.mark.parametrize("executor", ["sequential", "threads", "processes"])
+def test_a_task_reading_stdin_reads_an_empty_file(conlab, user_dir, executor):
+    # the runner's control channel is a pipe of its own, never the tasks' stdin
+    (user_dir / "stdin_reader.py").write_text(READS_STDIN)
+    options = dict(workers=2, tasks=2, size=1, repeats=2, warmups=0, timeout=30)
+    result = conlab(*run_args("stdin_reader:reads_stdin", executor, **options))
+    assert result.returncode == 0, result.stderr
+    assert result.json()[0]["status"] == "ok"
+
+
+ONE_HANGS = textwrap.dedent("""
+    import os
+    import time
+
+    def first_hangs_then_one_raises(size):
+        \"\"\"the first task to start never returns; each other one raises after 0.2 s\"\"\"
+        marker = os.path.join(os.environ["MARKER_DIR"], "first")
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            time.sleep(0.2)
+            raise ValueError("a later task fails")
+        time.sleep(3600)
+""")
+
+
+@pytest.mark.parametrize(
+    "executor", [p for p in PROCESS_EXECUTORS if p.values[0] in ("processes", "pool", "loky")]
+)
+def test_a_task_that_raises_while_an_earlier_one_hangs_fails_the_run(
+    conlab, user_dir, tmp_path, executor
+):
+    # The results are awaited in order: the hanging first task must not hide a later failure.
+    (user_dir / "one_hangs.py").write_text(ONE_HANGS)
+    options = dict(workers=2, tasks=4, size=1, repeats=1, warmups=0, timeout=120)
+    args = run_args("one_hangs:first_hangs_then_one_raises", executor, **options)
+    result = conlab(*args, env={"MARKER_DIR": str(tmp_path)})
+    assert result.returncode == 1, result.stderr
+    assert result.json()[0]["error"] == "a task raised ValueError: a later task fails"
+
+
+SPEECHLESS = textwrap.dedent("""
+    class Speechless(Exception):
+        def __str__(self):
+            raise RuntimeError("no words for this")
+
+    def raises_speechless(size):
+        raise Speechless("x")
+""")
+
+
+@pytest.mark.parametrize("executor", ["sequential", "processes"])
+def test_an_exception_whose_str_raises_is_stored_by_its_name(conlab, db_path, user_dir, executor):
+    (user_dir / "speechless.py").write_text(SPEECHLESS)
+    run = run_one(conlab, "speechless:raises_speechless", executor)
+    assert run["error"] == (
+        "a task raised Speechless: <its message could not be read: str() raised RuntimeError>"
+    )
+    assert "raises_speechless" in stored_run(db_path, run["run_id"])["error_detail"]
+
+
+def test_a_file_in_the_users_folder_named_like_a_standard_module_is_named(conlab, user_dir):
+    # pickle.py where the user stands stands in for Python's pickle, which the process
+    # executors need (multiprocessing's reduction subclasses pickle.Pickler)
+    (user_dir / "pickle.py").write_text("# the user's notes on pickling\n")
+    result = conlab(*run_args("usermod:work", "threads", "processes", size=1, repeats=1))
+    assert_one_line_error(result)
+    assert str(user_dir / "pickle.py") in result.stderr and "rename it" in result.stderr
+
+
+def test_an_interpreter_without_ctypes_runs_every_run(conlab, tmp_path):
+    # ctypes is optional in a CPython build: the parent-death signal and the subreaper need it,
+    # and without them the runner watches its control pipe instead
+    missing = tmp_path / "no-ctypes" / "ctypes"
+    missing.mkdir(parents=True)
+    (missing / "__init__.py").write_text("raise ImportError('built without ctypes')\n")
+    python = tmp_path / "python-without-ctypes"
+    python.write_text(
+        "#!/bin/sh\n"
+        f'PYTHONPATH="{missing.parent}${{PYTHONPATH:+:$PYTHONPATH}}" exec {sys.executable} "$@"\n'
+    )
+    python.chmod(0o755)
+    options = dict(workers=2, tasks=2, size=100, repeats=1, warmups=0, python=str(python))
+    result = conlab(*run_args("cpu", "sequential", "processes", **options))
+    assert result.returncode == 0, result.stderr
+    assert [run["status"] for run in result.json()] == ["ok", "ok"]
+
+
+@pytest.mark.parametrize("executor", ["processes", "pool"])
+def test_a_worker_that_left_the_runners_session_ends_when_the_runner_is_killed(
+    conlab, db_path, user_dir, tmp_path, executor
+):
+    # the runner, killed -9, cannot end its workers, and its orphans go to init: the parent
+    # finds them by the mark the runner gave every process it started
+    (user_dir / "daemons.py").write_text(DAEMONS)
+    options = dict(workers=2, tasks=2, size=1, repeats=1, warmups=0)
+    args = run_args("daemons:leaves_its_session_and_hangs", executor, **options)
+    process = conlab.start(*args, env={"STARTED_DIR": str(tmp_path)})
+    try:
+        deadline = time.monotonic() + 300  # a hang, not a slow machine
+        while not list(tmp_path.glob("[0-9]*")):
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+        worker = int(next(tmp_path.glob("[0-9]*")).name)
+        with open(f"/proc/{worker}/stat", "rb") as stat:
+            runner = int(stat.read().rpartition(b")")[2].split()[1])  # its parent
+        os.kill(runner, signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()  # only if it hangs: then the test fails below
+    assert process.returncode == 1, stderr
+    (run,) = json.loads(stdout)
+    assert run["error"] == "the runner process died (killed by SIGKILL)"
+    # the fixture checks that the workers in their own sessions are gone

@@ -166,19 +166,27 @@ def _crowding(probes: dict) -> str:
 
 
 def thread_verdict(probes: dict) -> str:
-    """``overlap``, ``serial`` or ``unclear``: what two threads calling at once showed. Their
-    speedup when it is plain; else how often they waited for the GIL (which a busy machine does
-    not hide); else, where that is not known, a speedup of about 1 when the probe had a core."""
+    """``overlap``, ``serial``, ``crowded`` or ``unclear``: what two threads calling at once
+    showed. Their speedup when it is plain; on a busy machine, nothing more (its cores make
+    threads wait as the GIL does); else how often they waited for the GIL; else, where that is
+    not known, a speedup of about 1 when the probe had a core."""
     two = probes["two_threads"]
     speedup, waits = two.get("speedup") or 0, two.get("gil_waits_per_10ms")
     if speedup >= OVERLAPS_FROM:
         return "overlap"
+    if busy(probes):
+        # Other work's cores also make threads wait (a switch a turn), and a socket's waits look
+        # the same: on a busy machine no figure of the probe says "the GIL".
+        return "crowded"
     if waits is not None:
+        # A call that does not keep its core busy switches for its own waits (a socket, a
+        # pipe) as often as for the GIL: many switches say "serial" only of one that does.
+        worked = (probes.get("cpu_per_wall") or 0) >= HAD_THE_CPU
         return (
             "overlap"
             if waits < FEW_GIL_WAITS
             else "serial"
-            if waits >= MANY_GIL_WAITS
+            if waits >= MANY_GIL_WAITS and worked
             else ("unclear")
         )
     if speedup < SERIAL_BELOW and (probes.get("cpu_per_wall") or 0) >= HAD_THE_CPU:
@@ -579,6 +587,10 @@ def _probe_reasons(workload: str, probes: dict, tasks: int) -> list[str]:
             "overlap": "the calls overlap (it waits, or its C code releases the GIL)",
             "serial": "one ran at a time (it holds the GIL)",
             "unclear": "no clear sign either way, so threads are measured",
+            "crowded": (
+                "with other work on the cores these figures do not say whether the GIL or the "
+                "busy machine held them back, so threads are measured"
+            ),
         }[verdict]
     )
     cost, call = dispatch_s(probes), probes["call_s"]
@@ -610,7 +622,7 @@ def answer(
     tasks: int,
 ) -> dict:
     """The recommendation and everything behind it, as the ``--json`` object."""
-    from storage.reports import fastest
+    from storage.reports import fastest, undecided
 
     why = _probe_reasons(workload, probes, tasks)
     rows = summary[summary["workload"] == workload] if not summary.empty else summary
@@ -627,7 +639,14 @@ def answer(
     if rows.empty:
         failed = [r for r in results if r["status"] != "ok"]
         reason = failed[0]["error"] if failed else "no run finished"
-        return {"recommendation": None, "ties": [], **base, "why": why + [reason], "snippet": ""}
+        return {
+            "recommendation": None,
+            "ties": [],
+            "undecided": None,
+            **base,
+            "why": why + [reason],
+            "snippet": "",
+        }
     best, tied = fastest(rows, MIN_EFFECT)
     group = [best] + [row for row, _ in tied]
     pythons = [c.label for c in candidates if c.label]
@@ -661,7 +680,14 @@ def answer(
         for row in group
         if row.name != chosen.name
     ]
-    if ties:
+    open_tie = undecided(best, tied, MIN_EFFECT)
+    if open_tie is not None:
+        reasons = dict.fromkeys(t["preferred"] for t in ties)
+        why.append(
+            f"until more measurement tells them apart, the simplest of them is "
+            f"{_row_name(chosen)} (the snippet below): " + "; ".join(reasons)
+        )
+    elif ties:
         names = [_row_name(chosen)] + [_row_name(r) for r in group if r.name != chosen.name]
         listed = ", ".join(names[:-1]) + f" and {names[-1]}"
         reasons = dict.fromkeys(t["preferred"] for t in ties)  # each reason once, in order
@@ -702,7 +728,41 @@ def answer(
         int(chosen["size"]),
         tasks,
     )
-    return {"recommendation": recommendation, "ties": ties, **base, "why": why, "snippet": code}
+    return {
+        "recommendation": recommendation,
+        "ties": ties,
+        "undecided": _undecided_json(open_tie),
+        **base,
+        "why": why,
+        "snippet": code,
+    }
+
+
+def _undecided_json(found) -> Optional[dict]:
+    """An undecided answer (storage.reports.Undecided) as the ``--json`` object holds it, with
+    its headline in words."""
+    if found is None:
+        return None
+    from storage.reports import undecided_text
+
+    return {
+        "headline": undecided_text(found, [_row_name(r) for r in found.leaders]),
+        "leaders": [
+            {
+                "python": row.python,
+                "executor": row.executor,
+                "workers": int(row.workers),
+                "chunksize": _int(row.chunksize),
+                "speedup": 1.0 if row.executor == "sequential" else _number(row.speedup),
+                "ci": [_number(row.speedup_low), _number(row.speedup_high)],
+                "median_s": float(row.median_s),
+            }
+            for row in found.leaders
+        ],
+        "processes": found.processes,
+        "more_processes": found.more,
+        "seconds": found.seconds,
+    }
 
 
 def _number(value) -> Optional[float]:
@@ -780,8 +840,12 @@ def advice_lines(found: dict) -> list[str]:
     (the CLI prints these; the Lab shows them)."""
     rec = found["recommendation"]
     several = len({c.get("python") for c in found["candidates"] if not c["left_out"]}) > 1
+    open_tie = found.get("undecided")
     if rec is None:
         lines = ["no recommendation: no configuration finished"]
+    elif open_tie:
+        budget = open_tie.get("time_budget_s")
+        lines = [open_tie["headline"] + (f" (--time-budget {budget:.0f})" if budget else "")]
     else:
         name = Candidate(
             rec["executor"], rec["workers"], rec["chunksize"], label=rec["python"]
@@ -848,6 +912,8 @@ def advise(
         )
     if tasks is not None:
         ExperimentSpec(workload=workload, executor="sequential", tasks=tasks).validate()
+    # an unknown name (a module without its :FUNCTION) is refused before anything looks it up
+    ExperimentSpec(workload=workload, executor="sequential").validate()
     auto = is_auto_size(workload, size)
     chosen_size = "auto" if auto else size if size is not None else WORKLOADS[workload].default_size
     ExperimentSpec(
@@ -906,4 +972,8 @@ def advise(
         workload, probes, candidates, left_out, summary, words, results, stop.reason, tasks
     )
     found["elapsed_s"] = time.monotonic() - started
+    if found["undecided"]:  # the budget that would measure what tells the leaders apart
+        found["undecided"]["time_budget_s"] = math.ceil(
+            found["elapsed_s"] + found["undecided"]["seconds"]
+        )
     return found

@@ -384,9 +384,14 @@ class ConlabApp(App):
 
     @work(thread=True, exit_on_error=False, group="export")
     def export_report(self, format: str = "html") -> None:
+        from storage.errors import OutputError
         from tui.service import export_report
 
-        out = export_report(self.db, format, REPORTS_FOLDER)
+        try:
+            out = export_report(self.db, format, REPORTS_FOLDER)
+        except OutputError as exc:
+            self.notify(printable(exc), severity="error", title="report", markup=False)
+            return
         if out is None:
             self.notify("no finished runs to report yet", severity="warning")
         else:

@@ -18,7 +18,7 @@ import typer
 from experiments import options as sweep_options
 from experiments.options import parse_workers
 from experiments.spec import SpecError, normal_workload
-from storage.errors import DatabaseError, SelectionError
+from storage.errors import DatabaseError, OutputError, SelectionError
 from storage.text import as_text, printable
 from tui.start import fail, open_app
 
@@ -65,6 +65,16 @@ def _open(db: Optional[str], *, create: bool = True, writer: bool = False):
 
     _check_db(db)
     return open_engine(db, create=create, writer=writer)
+
+
+def _sources(db: Optional[list[str]]) -> list[tuple[str, Optional[str]]]:
+    """The databases ``--db`` names (the default when none), each checked and read once, as
+    (label, --db value) pairs."""
+    from storage.target import distinct
+
+    for one in db or [None]:
+        _check_db(one)
+    return [(one or str(_default_db()), one) for one in distinct(db or [None])]
 
 
 def _check_db(db: Optional[str]) -> None:
@@ -196,13 +206,20 @@ def _add_baseline(engine, selection: str, specs: list, resolved: dict) -> tuple[
     """``specs`` with the stored runs ``selection`` picks measured again beside them."""
     from tui.sweep import against, check
 
-    found, elsewhere = against(engine, selection, specs)
+    found, elsewhere, unnamed = against(engine, selection, specs)
+    named = f"runs naming {', '.join(unnamed)} are re-run only when this command names those too"
     if not found:
+        reasons = [named] if unnamed else []
+        if elsewhere:
+            reasons.append(
+                f"{elsewhere} configuration(s) were measured on another machine or interpreter"
+            )
         raise BadInput(
-            f"--against {selection!r}: its runs were measured on another machine or interpreter "
-            "and cannot be measured again here; compare them as stored with `conlab report "
-            "--compare`"
+            f"--against {selection!r}: none of its runs can be measured again here "
+            f"({'; '.join(reasons)}); compare them as stored with `conlab report --compare`"
         )
+    if unnamed:
+        sys.stderr.write(f"conlab: --against {printable(selection)}: {printable(named)}\n")
     if elsewhere:
         sys.stderr.write(
             f"conlab: --against {printable(selection)}: {elsewhere} configuration(s) were "
@@ -535,10 +552,8 @@ def runs(
 
     if limit < 1:
         raise BadInput(f"--limit must be 1 or more, not {limit}; or pass --all")
-    for one in db or [None]:
-        _check_db(one)
+    sources = _sources(db)
     chosen = RunFilter(tag, select_runs, _parse_since(since), None if all_runs else limit)
-    sources = [(one or str(_default_db()), one) for one in db or [None]]
     with stored_runs(sources, chosen) as (found, total):
         write = _stream_json if as_json else partial(_print_run_tables, RUN_COLUMNS, run_row)
         shown = write(found)
@@ -663,12 +678,16 @@ def report(
         )
     if min_effect is not None and not 0 <= min_effect < 100:
         raise BadInput(f"--min-effect must be a percentage from 0 to 100, not {min_effect}")
+    sources = _sources(db)
     if output is not None:
-        _check_output(output)
-    for one in db or [None]:
-        _check_db(one)
-    sources = [(one or str(_default_db()), one) for one in db or [None]]
+        _check_output(output, db or [None])
     processes = service.load(sources, select_runs)
+    matching = " matching --select" if select_runs else ""
+    for label in service.adding_nothing(sources, processes):
+        sys.stderr.write(
+            f"conlab: {printable(label)} adds no run to the report: it holds no finished run"
+            f"{matching} that an earlier --db does not\n"
+        )
     if processes.empty and select_runs:
         raise BadInput(
             f"--select {select_runs!r} matches no finished run; see `conlab runs` for what "
@@ -691,7 +710,9 @@ def report(
         summarise_all=chosen != ReportFormat.table,
         repeats=service.load(sources, select_runs, repeats=True) if compare else None,
     )
-    if chosen == ReportFormat.table:
+    if timeline is not None and chosen != ReportFormat.html:
+        _print_look(sources, processes, timeline)
+    elif chosen == ReportFormat.table:
         _print_report_table(found)
     else:
         timeline_of = None
@@ -699,7 +720,9 @@ def report(
             timeline_of = _timeline(sources, processes, timeline)
         text = service.render_report(found, chosen.value, timeline_of)
         if output:
-            _write_output(output, text)
+            from storage.output import database_files, write_text
+
+            write_text(Path(output), text, database_files(db or [None]))
         else:
             sys.stdout.write(text)
     if fail_if_slower is not None and found.comparison:
@@ -716,10 +739,12 @@ def report(
     return 0
 
 
-def _check_output(output: str) -> None:
-    """Refuse, before any work, an --output that cannot be a file: a directory, or a path
-    under something that is not a directory."""
+def _check_output(output: str, databases: list[Optional[str]]) -> None:
+    """Refuse, before any work, an --output that cannot be a file (a directory, or a path
+    under something that is not a directory) or that is a database being read."""
     from pathlib import Path
+
+    from storage.output import check_not_an_input, database_files
 
     path = Path(output)
     if not output.strip() or path.is_dir():
@@ -732,25 +757,7 @@ def _check_output(output: str) -> None:
                     "directory; pass a path in a directory"
                 )
             break
-
-
-def _write_output(output: str, text: str) -> None:
-    """Write a report to ``output``; a write that fails (a full disk, no permission) leaves no
-    partial new file and is one line."""
-    from pathlib import Path
-
-    path = Path(output)
-    existed = path.exists()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        if not existed and path.is_file():
-            path.unlink()
-        raise BadInput(
-            f"cannot write the report to {output!r} ({exc.strerror}); pass --output with a "
-            "writable file"
-        ) from None
+    check_not_an_input(path, database_files(databases))
 
 
 def _default_db():
@@ -776,6 +783,38 @@ def _timeline(sources, runs, run_prefix: Optional[str]):
     finally:
         for context in opened:
             context.__exit__(None, None, None)
+
+
+def _print_look(sources, runs, run_prefix: str) -> None:
+    """What each thread of a run did in its looked-at repeat, drawn for the terminal."""
+    import shutil
+
+    from storage import states
+    from tui.service import engine_for, look
+
+    databases, opened = dict(sources), []
+
+    def engine(label):
+        context = engine_for(databases[label], create=False)
+        opened.append(context)
+        return context.__enter__()
+
+    try:
+        found = look(engine, runs, run_prefix)
+    finally:
+        for context in opened:
+            context.__exit__(None, None, None)
+    if found is None:
+        raise BadInput(
+            f"run {run_prefix!r} has no looked-at repeat (recorded before the lab looked at "
+            "threads, or where the platform does not let it); record it again with `conlab run`"
+        )
+    width = shutil.get_terminal_size((100, 24)).columns
+    typer.echo(printable(f"{found.label} (run {found.run_id[:8]}): what each thread did"))
+    for line in states.text_view(found.lanes, found.span_us, width):
+        typer.echo(line)
+    if found.seen is not None:
+        typer.echo(printable(states.summary(found.seen)))
 
 
 def _print_report_table(found) -> None:
@@ -986,8 +1025,9 @@ def db_export(
     anonymize: bool = typer.Option(
         False,
         help="rewrite every stored text: host names -> machine-<fingerprint>, user names -> "
-        "user, home directories -> ~, interpreter paths -> pythonX.Y, other absolute paths -> "
-        ".../their last part; drop machine id, recording host and pids",
+        "user, home directories -> ~, interpreter paths -> pythonX.Y, every other absolute path "
+        "(inside a home, on a share, a file:// URL) -> .../its last part; drop machine id and "
+        "recording host; process ids -> 1, 2, ... per run",
     ),
     tag: Optional[str] = typer.Option(None, help="only runs with this tag"),
     db: Optional[str] = typer.Option(None, help=DB_HELP),
@@ -1038,7 +1078,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     use_option_table()
     try:
         result = app(args=argv, standalone_mode=False, prog_name="conlab")
-    except (SpecError, DatabaseError, BadInput, SelectionError) as exc:
+    except (SpecError, DatabaseError, BadInput, SelectionError, OutputError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         fail("interrupted", 1)

@@ -152,6 +152,13 @@ def load(sources: Sources, selection: Optional[str] = None, repeats: bool = Fals
     return found
 
 
+def adding_nothing(sources: Sources, processes: pd.DataFrame) -> list[str]:
+    """The labels of ``sources`` (past the first) that gave ``processes`` (``load``'s frame) no
+    run: a run held by several databases is read from the first that holds it."""
+    given = set(processes["db"]) if "db" in processes else set()
+    return [label for label, _ in sources[1:] if label not in given]
+
+
 def report(
     sources: Sources,
     selection: Optional[str] = None,
@@ -230,14 +237,16 @@ def run_warnings(db: Optional[str], run: dict) -> list[str]:
     return [w for w in summary.iloc[0]["warnings"] if "no sequential run" not in w]
 
 
-def timeline(engine, runs: pd.DataFrame, run_prefix: Optional[str] = None):
-    """(run id, task samples) of the run whose prefix is given, else of the latest parallel
-    run (the latest run when none ran in parallel) among ``runs`` (a frame with a row or more
-    per run); SelectionError for an unknown prefix."""
+def timeline(engine, runs: pd.DataFrame, run_prefix: Optional[str] = None, samples: bool = True):
+    """(run id, task samples, what its threads did or None) of the run whose prefix is given,
+    else of the latest parallel run (the latest run when none ran in parallel) among ``runs``
+    (a frame with a row or more per run); SelectionError for an unknown prefix.
+    ``samples=False`` reads neither: (run id, None)."""
     from storage.errors import SelectionError
-    from storage.reports import load_timeline
+    from storage.reports import load_timeline, utc_times
 
-    runs = runs.drop_duplicates("run_id").sort_values("created_at")
+    runs = runs.drop_duplicates("run_id")
+    runs = runs.assign(created_at=utc_times(runs["created_at"])).sort_values("created_at")
     if run_prefix:
         runs = runs[runs["run_id"].astype(str).str.startswith(run_prefix)]
         if runs.empty:
@@ -246,7 +255,39 @@ def timeline(engine, runs: pd.DataFrame, run_prefix: Optional[str] = None):
         parallel = runs[runs["workers"] > 1]
         runs = parallel if not parallel.empty else runs
     run = runs.iloc[-1]
-    return str(run["run_id"]), load_timeline(engine(run["db"]), str(run["run_id"]))
+    if not samples:
+        return str(run["run_id"]), None
+    from storage.reports import load_look
+
+    source = engine(run["db"])
+    run_id = str(run["run_id"])
+    return run_id, load_timeline(source, run_id), load_look(source, run_id)
+
+
+@dataclass(frozen=True)
+class Look:
+    """What each thread of one run did in its looked-at repeat (storage.states)."""
+
+    run_id: str
+    label: str  # the run as reports name it: workload, executor x workers, python
+    lanes: list
+    span_us: int
+    seen: Any  # storage.states.Seen, or None
+
+
+def look(engine, runs: pd.DataFrame, run_prefix: Optional[str] = None) -> Optional[Look]:
+    """The looked-at repeat of the run ``timeline`` picks among ``runs``; None when that run
+    has none."""
+    from storage import states
+    from storage.reports import load_look
+
+    run_id, _ = timeline(lambda db: None, runs, run_prefix, samples=False)
+    row = runs[runs["run_id"] == run_id].iloc[0]
+    lanes, span_us = states.decode(load_look(engine(row["db"]), run_id))
+    if not lanes:
+        return None
+    label = f"{row['workload']}, {row['executor']} x{row['workers']}, Python {row['python']}"
+    return Look(run_id, label, lanes, span_us, states.seen(lanes, span_us))
 
 
 # The formats a report can be exported in, by the name the CLI and the palette use.
@@ -268,14 +309,16 @@ def render_report(found: Report, format: str, timeline_of=None) -> str:
 
 
 def export_report(db: Optional[str], format: str, folder: Path) -> Optional[Path]:
-    """Write the report of every finished run in ``db`` to ``folder``/summary.SUFFIX; the file
-    written, or None when no run has finished."""
+    """Write the report of every finished run in ``db`` to ``folder``/summary.SUFFIX (never
+    through a link there, never over ``db``); the file written, or None when no run has
+    finished. OutputError when it cannot be written."""
     found = report([("db", db)])
     if found.empty:
         return None
+    from storage.output import database_files, write_text
+
     out = folder / f"summary.{EXPORT_SUFFIXES[format]}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_report(found, format), encoding="utf-8")
+    write_text(out, render_report(found, format), database_files([db]))
     return out
 
 

@@ -91,11 +91,13 @@ def _configurations(workload, executor, workers, python, sweep_id, params) -> li
 
 def against(
     engine: Engine, selection: str, specs: Sequence[ExperimentSpec]
-) -> tuple[list[ExperimentSpec], int]:
+) -> tuple[list[ExperimentSpec], int, list[str]]:
     """Specs that measure again, in the sweep of ``specs``, the stored finished runs
     ``selection`` picks (``conlab run --against``), with the repeats, warm-ups and processes of
-    ``specs``; and how many stored configurations could not be (measured on another machine or
-    interpreter). SelectionError when the selection picks no finished run."""
+    ``specs``; how many stored configurations could not be (measured on another machine or
+    interpreter); and what the stored configurations named that this command does not
+    (``named_now``), which is never run. SelectionError when the selection picks no finished
+    run."""
     from storage.baseline import configurations, here
     from storage.errors import SelectionError
     from storage.reports import load_repeats, select
@@ -107,10 +109,15 @@ def against(
             f"--against {selection!r} matches no finished run; see `conlab runs` for what is stored"
         )
     first = specs[0]
+    allowed = named_now(specs)
     environments: dict[Optional[str], Optional[dict]] = {}
-    found, elsewhere = [], 0
+    found, elsewhere, unnamed = [], 0, []
     for config in configurations(engine, list(picked["run_id"].unique())):
         python = config.pop("python")
+        strange = allowed({**config, "python": python})
+        if strange:
+            unnamed.extend(s for s in strange if s not in unnamed)
+            continue
         if python not in environments:
             try:
                 environments[python] = launch.environment(python)
@@ -133,7 +140,38 @@ def against(
                 **params,
             ).validate()
         )
-    return found, elsewhere
+    return found, elsewhere, unnamed
+
+
+def named_now(specs: Sequence[ExperimentSpec]) -> Callable[[Mapping[str, Any]], list[str]]:
+    """A test of a stored configuration against what the command of ``specs`` names: what in
+    it (as ``-w``, ``--python`` or ``--scheduler`` would say) is neither the sweep's own nor
+    the lab's. A stored run is data from a file that may come from anywhere: only a built-in
+    workload, a workload of this sweep, conlab's own interpreter, one this command gives or
+    one discovered on this machine, and this sweep's scheduler are ever run again."""
+    import os
+
+    from experiments.pythons import candidates
+    from experiments.workloads import WORKLOADS
+
+    workloads = set(WORKLOADS) | {s.workload for s in specs}
+    pythons = {os.path.realpath(p) for p in [*candidates(), *(s.python for s in specs)] if p}
+    schedulers = {s.scheduler for s in specs}
+
+    def strange(config: Mapping[str, Any]) -> list[str]:
+        said = []
+        if config.get("workload") not in workloads:
+            said.append(f"-w {config.get('workload')}")
+        python = config.get("python")
+        if python is not None and (
+            not isinstance(python, str) or os.path.realpath(python) not in pythons
+        ):
+            said.append(f"--python {python}")
+        if config.get("scheduler") is not None and config.get("scheduler") not in schedulers:
+            said.append(f"--scheduler {config.get('scheduler')}")
+        return said
+
+    return strange
 
 
 def is_auto_size(workload: str, size: Optional[int | str]) -> bool:
@@ -348,7 +386,8 @@ class Sweep:
     ) -> launch.Launch:
         layout = launch.Layout.random(self._rng)
         recorder.begin_process(index, layout.as_dict())
-        current = launch.Launch(spec, progress=self.progress, layout=layout)
+        # The first runner process of each run adds the repeat whose threads are looked at.
+        current = launch.Launch(spec, progress=self.progress, layout=layout, look=index == 0)
         self._current = current
         self.launched += 1
         try:

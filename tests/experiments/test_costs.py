@@ -157,12 +157,14 @@ def test_threads_under_the_gil_are_switched_and_reports_show_the_costs(conlab, d
 
 def test_a_sample_says_none_where_the_platform_does_not(monkeypatch):
     sample = timing.timed_call(workloads.tiny, 3)
-    assert sample[0] == 3 and len(sample) == 11
+    assert sample[0] == 3 and len(sample) == 12
     if hasattr(os, "sched_getaffinity"):  # Linux: every figure is there
-        assert all(isinstance(value, int) for value in sample[6:])
+        assert all(isinstance(value, int) for value in sample[6:11])
     monkeypatch.setattr(timing, "_usage", timing._no_usage)
     monkeypatch.setattr(timing, "current_core", timing._no_core)
-    assert timing.timed_call(workloads.tiny, 3)[5:] == (None,) * 6
+    monkeypatch.setattr(timing, "_stat_files", {})
+    monkeypatch.setattr(timing, "_open_own_stat", lambda: None)
+    assert timing.timed_call(workloads.tiny, 3)[5:] == (*(None,) * 6, (None, None))
     # not Linux: no sched_getcpu to load
     monkeypatch.setattr(timing.sys, "platform", "darwin")
     assert timing._load_core_reader() is timing._no_core
@@ -173,11 +175,11 @@ def test_a_sample_says_none_where_the_platform_does_not(monkeypatch):
 
 def test_a_chunk_reads_its_costs_at_its_two_ends_and_keeps_each_tasks_times(monkeypatch):
     samples = timing.timed_chunk(workloads.tiny, [1, 2, 3])
-    assert [s[0] for s in samples] == [1, 2, 3] and all(len(s) == 11 for s in samples)
+    assert [s[0] for s in samples] == [1, 2, 3] and all(len(s) == 12 for s in samples)
     assert all(s[3] <= s[4] for s in samples)  # each task's own start and end
-    assert all(s[6:] == (None,) * 5 for s in samples[:-1])
+    assert all(s[6:] == (None,) * 6 for s in samples[:-1])
     if hasattr(os, "sched_setaffinity"):  # Linux: the chunk's costs sit on its last task
-        assert all(isinstance(value, int) for value in samples[-1][6:])
+        assert all(isinstance(value, int) for value in samples[-1][6:11])
         allowed = os.sched_getaffinity(0)
         core = max(allowed)
         monkeypatch.setattr(timing, "current_core", timing._first_core)  # ctypes not loaded
@@ -186,7 +188,7 @@ def test_a_chunk_reads_its_costs_at_its_two_ends_and_keeps_each_tasks_times(monk
             assert timing._chunk_core() == core
         finally:
             os.sched_setaffinity(0, allowed)
-    stored = [list(s[1:]) for s in samples]  # as the runner sends them
+    stored = [list(s[1:11]) for s in samples]  # as the runner sends them
     costs = repeat_costs(stored, runner_pid=-1, runner_peak=None)
     assert costs["voluntary_switches"] == samples[-1][6]  # summed over the chunk, not lost
     assert timing.timed_chunk(workloads.tiny, []) == []
@@ -267,3 +269,37 @@ def test_runs_from_before_the_costs_have_none_after_migration(conlab, tmp_path):
         r["peak_rss_bytes"] is None and r["involuntary_switches"] is None for r in listed.json()
     )
     assert stored(old, "SELECT count(*) FROM task_sample WHERE core_start IS NOT NULL") == [(0,)]
+
+
+def test_a_worker_threads_time_is_split_into_on_a_core_waiting_and_blocked():
+    """Each worker thread's readings around its tasks give its span's split: a thread that
+    computes is on a core, one that sleeps is blocked, whatever else the machine runs."""
+    import threading
+    import time
+
+    readings = {}
+
+    def work(kind):
+        for _ in range(3):
+            if kind == "sleep":
+                sample = timing.timed_call(time.sleep, 0.02)
+            else:
+                sample = timing.timed_call(workloads.cpu, 200_000)
+            readings.setdefault((kind, sample[2]), []).extend(r for r in sample[11] if r)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in ("sleep", "cpu")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    split = {row[0]: row for row in runner.worker_split(readings)}  # by kind, as pid here
+    if not hasattr(os, "sched_getaffinity"):
+        assert split == {}  # not Linux: not observed
+        return
+    for _, _, span, on_core, waited in split.values():
+        assert on_core >= 0 and waited >= 0 and on_core + waited <= span * 1.01
+    sleep, cpu = split["sleep"], split["cpu"]
+    assert sleep[2] >= 40_000_000  # from the first task's start to the third's end: 2+ sleeps
+    assert sleep[3] / sleep[2] < 0.2  # asleep, not on a core (how long it then waited for a
+    # core depends on what else the machine runs)
+    assert (cpu[3] + cpu[4]) / cpu[2] > 0.8  # computing: on a core, or waiting for one

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import re
 
 import pytest
 
 from storage import explain
-from storage.explain import RULES, Facts, run_facts
+from storage.explain import RULES, Facts, Shares, run_facts
 from storage.explain import explain as explain_facts
 from storage.queries import json_object
 
@@ -68,7 +70,12 @@ KNOWN = [
             "cpu_per_wall": 0.95,
             "others_cores": 1.0,
         },
-        {"scaling": "one-core-free", "cores": "taking-turns"},
+        {"scaling": "one-core-free", "cores": "cores-busy"},
+    ),
+    # sleeping threads beside other work on nearly every core: a speed-up beyond the cores
+    (
+        {"speedup": 5.68, "cpu_per_wall": 0.17, "workers": 8, "others_cores": 1.8},
+        {"scaling": "waits"},
     ),
     # sleeping tasks beside other work that leaves a core idle: they wait
     ({"speedup": 1.9, "cpu_per_wall": 0.05, "others_cores": 1.0}, {"scaling": "waits"}),
@@ -80,7 +87,7 @@ KNOWN = [
     ),
     (
         {"gil": False, "free_threaded": True, "speedup": 1.09, "others_cores": 0.97},
-        {"scaling": "one-core-free", "cores": "taking-turns"},
+        {"scaling": "one-core-free", "cores": "cores-busy"},
     ),
     (
         {"gil": False, "free_threaded": True, "speedup": 1.1, "cpu_per_wall": 1.9},
@@ -88,7 +95,7 @@ KNOWN = [
     ),
     (
         {"gil": False, "free_threaded": True, "speedup": 1.3, "cpu_per_wall": 1.45},
-        {"scaling": "seen"},
+        {"scaling": "seen", "cores": "cores-busy"},
     ),
     (
         {"gil": True, "free_threaded": True, "gil_cause": "asked for at start-up"},
@@ -110,7 +117,27 @@ KNOWN = [
     ),
     (
         {"executor": "processes", "speedup": 1.05, "others_cores": 1.0},
-        {"scaling": "one-core-free", "cores": "taking-turns"},
+        {"scaling": "one-core-free", "cores": "cores-busy"},
+    ),
+    # hashlib on a busy machine with the GIL on: the busy cores speak, never the GIL
+    (
+        {"speedup": 0.85, "cpu_per_wall": 0.57, "others_cores": 1.4},
+        {"scaling": "one-core-free", "cores": "cores-busy"},
+    ),
+    # under one core busy on a quiet machine: the threads waited, on what is not seen
+    ({"speedup": 1.0, "cpu_per_wall": 0.64}, {"scaling": "under-one-core", "cores": "cores-busy"}),
+    # what the workers were seen doing speaks first
+    (
+        {"speedup": 0.85, "cpu_per_wall": 0.57, "shares": Shares(waited_for_core=0.45)},
+        {"scaling": "seen-waiting-for-core", "cores": "cores-busy"},
+    ),
+    (
+        {"shares": Shares(on_core=0.5, blocked_on_lock=0.48, handovers_per_s=190)},
+        {"scaling": "seen-gil", "cores": "taking-turns"},
+    ),
+    (
+        {"speedup": 1.9, "cpu_per_wall": 0.3, "shares": Shares(io=0.6, sleep=0.1)},
+        {"scaling": "seen-waiting"},
     ),
 ]
 
@@ -166,3 +193,136 @@ def test_run_facts_read_the_gil_from_the_workers_and_its_cause():
         found = run_facts(json_object(text), False)
         assert found.gil is None and found.others_cores == ()
     assert explain.known(1.0) and not explain.known(math.nan, 1.0)
+
+
+# --- every sentence the rules can say, against its own figures ---------------------------------
+
+CPU_FIGURE = re.compile(r"CPU time (?:stayed about equal to wall time \()?([0-9.]+)x")
+SPEEDUP_FIGURE = re.compile(r"(?:gave|scaled \()([0-9.]+)x")
+PROCESS_KINDS = ("processes", "pool")
+BLAMES_THE_GIL = ("serialised", "holds the GIL", "one at a time", "taking turns", "took turns")
+
+
+def _figure(pattern: re.Pattern, sentence: str, fallback: float) -> float:
+    found = pattern.search(sentence)
+    return float(found.group(1)) if found else fallback
+
+
+def contradictions(f: Facts, sentence: str) -> list[str]:
+    """Each word of ``sentence`` that its own figure (or, where it gives none, the fact it
+    stands on) does not bear out."""
+    cpu = _figure(CPU_FIGURE, sentence, f.cpu_per_wall)
+    speedup = _figure(SPEEDUP_FIGURE, sentence, f.speedup)
+    free = f.cores - f.others_cores
+    busy = f.others_cores >= 0.5 and free < min(f.workers, f.cores) or f.cores == 1
+    if not explain.known(f.others_cores):
+        busy = explain.known(f.load_per_core) and f.load_per_core >= 1.0
+    wrong = []
+    if "about equal" in sentence and not abs(cpu - 1) <= 0.15:
+        wrong.append(f"'about equal' with CPU/wall {cpu}")
+    if ("one at a time" in sentence or "taking turns" in sentence) and not abs(cpu - 1) <= 0.15:
+        wrong.append(f"'one at a time' with {cpu} cores busy at once")
+    if f.executor in PROCESS_KINDS and "GIL" in sentence:
+        wrong.append("GIL words for worker processes")
+    if busy and any(w in sentence for w in BLAMES_THE_GIL):
+        wrong.append("the GIL blamed while other work held the cores")
+    if any(w in sentence for w in BLAMES_THE_GIL) and f.gil is not True:
+        wrong.append("the GIL blamed with the GIL not on")
+    if "GIL on" in sentence and f.gil is not True or "GIL off" in sentence and f.gil is not False:
+        wrong.append("the GIL's state misstated")
+    if "only one core was free" in sentence and not (0.5 <= free < 1.5):
+        wrong.append(f"'only one core was free' with {free:.2f} free")
+    if "other work was running" in sentence and not f.load_per_core >= 1.0:
+        wrong.append(f"'other work was running' with a load of {f.load_per_core}")
+    if "not even one core was free" in sentence and not free < 1:
+        wrong.append(f"'not even one core was free' with {free:.2f} free")
+    if "mostly wait" in sentence and not cpu < 0.5:
+        wrong.append(f"'mostly wait' with CPU/wall {cpu}")
+    if "less than one core" in sentence and not cpu < 1:
+        wrong.append(f"'less than one core' with CPU/wall {cpu}")
+    if "beyond one core" in sentence and not cpu > 1:
+        wrong.append(f"'beyond one core' with CPU/wall {cpu}")
+    if "partly parallel" in sentence and not cpu > 1:
+        wrong.append(f"'partly parallel' with CPU/wall {cpu}")
+    elif " in parallel" in sentence and not cpu >= 1.5:
+        wrong.append(f"'in parallel' with CPU/wall {cpu}")
+    if "scaled" in sentence and not speedup >= 1.2:
+        wrong.append(f"'scaled' at {speedup}x")
+    if ("releases the GIL" in sentence or "overlapped" in sentence) and not speedup >= 1.2:
+        wrong.append(f"'releases the GIL' at {speedup}x")
+    at_once = re.search(r"ran on ([0-9]+) cores at once", sentence)
+    if at_once and not abs(cpu - int(at_once.group(1))) <= 0.5:
+        wrong.append(f"'{at_once.group(0)}' with CPU/wall {cpu}")
+    return wrong
+
+
+def every_case():
+    """A grid of facts: the executors, GIL on, off and unknown, quiet and busy machines, one
+    core to eight, ratios on and around every threshold, observed splits and none."""
+    grid = itertools.product(
+        ("threads", "processes", "pool", "interpreters"),
+        (2, 8),
+        (0.5, 0.85, 1.0, 1.15, 1.3, 1.7, 1.95, 7.5),  # speed-up
+        (0.02, 0.3, 0.57, 0.64, 0.9, 1.0, 1.2, 1.4, 1.6, 1.95, 3.8),  # CPU/wall
+        ((True, False), (True, True), (False, True), (None, False)),  # GIL, free-threaded
+        (math.nan, 0.05, 0.6, 1.0, 1.4, 1.7, 6.5),  # other work's cores
+        (1, 2, 8),  # cores
+    )
+    for executor, workers, speedup, cpu, (gil, ft), others, cores in grid:
+        if others == others and others >= cores or cpu > min(workers, cores) + 0.1:
+            continue  # not a machine: more CPU than its cores, or others on more than all
+        yield facts(
+            executor=executor,
+            workers=workers,
+            speedup=speedup,
+            cpu_per_wall=cpu,
+            gil=gil,
+            free_threaded=ft,
+            others_cores=others,
+            cores=cores,
+            cores_used=min(workers, cores),
+            load_per_core=math.nan if others == others else 1.2,
+        )
+    splits = (
+        Shares(waited_for_core=0.45, on_core=0.4),
+        Shares(blocked_on_lock=0.48, on_core=0.5, handovers_per_s=190),
+        Shares(io=0.6, sleep=0.1),
+        Shares(),
+    )
+    for split, gil, cpu in itertools.product(splits, (True, False), (0.3, 1.0, 1.9)):
+        for executor in ("threads", "processes"):
+            yield facts(executor=executor, shares=split, gil=gil, cpu_per_wall=cpu)
+            yield facts(executor=executor, gil=gil, cpu_per_wall=cpu, task_s=5e-6, startup_s=0.2)
+            # one core, and nothing recorded of other work
+            yield facts(
+                executor=executor,
+                gil=gil,
+                cpu_per_wall=cpu,
+                cores=1,
+                others_cores=math.nan,
+                load_per_core=math.nan,
+                cores_used=1,
+            )
+
+
+def test_no_word_of_any_verdict_contradicts_its_own_figure():
+    said, wrong = set(), []
+    for f in every_case():
+        for rule, sentence in explain_facts(f):
+            said.add(rule.name)
+            wrong += [f"{rule.name}: {sentence} -- {w}" for w in contradictions(f, sentence)]
+    assert not wrong, f"{len(wrong)} contradictions, e.g.\n" + "\n".join(wrong[:8])
+    assert said == {rule.name for rule in RULES}  # the grid reaches every rule
+
+
+def test_the_busy_machine_speaks_instead_of_the_gil():
+    # hashlib.sha256 on threads x2, GIL build, other work on 1.4 of the 2 cores (issue 35)
+    text = " ".join(
+        s for _, s in explain_facts(facts(speedup=0.85, cpu_per_wall=0.57, others_cores=1.4))
+    )
+    assert "only one core was free, other work took 1.4 of the 2 cores" in text
+    assert "serialised" not in text and "one at a time" not in text
+    quiet = " ".join(s for _, s in explain_facts(facts(speedup=1.0, cpu_per_wall=0.64)))
+    assert "about equal" not in quiet and "serialised" not in quiet
+    procs = " ".join(s for _, s in explain_facts(facts(executor="processes", others_cores=1.0)))
+    assert "one at a time" not in procs and "taking turns" not in procs and "GIL" not in procs

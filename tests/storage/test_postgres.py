@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.conftest import assert_one_line_error, run_args
+from tests.conftest import Result, assert_one_line_error, run_args
 from tests.storage.test_sharing import CONTENT_QUERIES, content, record, scribble
 
 
@@ -132,6 +132,134 @@ def test_an_unreachable_server_is_one_line_and_exit_2(conlab, postgres_server):
     result = conlab("runs", "--db", url)
     assert_one_line_error(result)
     assert "server is running" in result.stderr
+
+
+READERS = {
+    "runs": ["runs"],
+    "report": ["report"],
+    "db info": ["db", "info"],
+    "db check": ["db", "check"],
+    "db export": ["db", "export", "OUT"],
+}
+
+
+def test_reading_refuses_a_database_without_the_labs_schema_and_creates_nothing(
+    conlab, pg_url, tmp_path, user_dir
+):
+    """As a foreign or empty SQLite file is refused: reading an empty server database, or one
+    of another program, is one line and writes no table there; writing sets up only an empty
+    one (test_run_runs_and_report_work_on_postgres records into a new database)."""
+    import psycopg
+
+    def refused(args: list[str], words: str) -> None:
+        args = [str(tmp_path / "out.db") if a == "OUT" else a for a in args]
+        result = conlab(*args, "--db", pg_url)
+        assert_one_line_error(result)
+        assert words in result.stderr, (args, result.stderr)
+
+    for args in READERS.values():
+        refused(args, "is an empty database, not a lab one yet")
+    assert server_tables(pg_url) == []
+    with psycopg.connect(pg_url.replace("postgresql+psycopg", "postgresql")) as connection:
+        connection.execute("CREATE TABLE customers (id integer PRIMARY KEY, name text)")
+    lab_file = tmp_path / "lab.db"
+    record(conlab, lab_file, "x")
+    writers = [run_args("tiny", "sequential", repeats=1)[:-1], ["db", "merge", str(lab_file)]]
+    for args in [*READERS.values(), *writers]:
+        refused(args, "not a concurrency-lab one (it holds customers)")
+    assert server_tables(pg_url) == ["customers"]
+    assert not (tmp_path / "out.db").exists()
+
+
+@contextmanager
+def silent_server() -> Iterator[int]:
+    """A TCP server on 127.0.0.1 that accepts every connection and never writes a byte (a
+    database port behind a hung proxy); yields its port."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:  # closed: the test is over
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        for connection in held:
+            connection.close()
+        thread.join(timeout=5)
+
+
+SILENT_COMMANDS = {
+    "runs": ["runs"],
+    "db info": ["db", "info"],
+    "db check": ["db", "check"],
+    "db export": ["db", "export", "OUT"],
+    "run": ["run", "-w", "tiny", "-e", "sequential", "--repeats", "1", "--processes", "1"],
+    "the app": [],
+}
+
+
+def test_a_server_that_accepts_and_never_answers_is_given_up_on(conlab, tmp_path):
+    """Every way into a server has a connect timeout: each command (and the app, before its
+    first screen) ends with one line instead of waiting for ever. They wait side by side."""
+    with silent_server() as port:
+        url = f"postgresql+psycopg://conlab:s3cret@127.0.0.1:{port}/conlab"
+        started = {}
+        try:
+            for name, args in SILENT_COMMANDS.items():
+                args = [str(tmp_path / "out.db") if a == "OUT" else a for a in args]
+                started[name] = conlab.start(*args, "--db", url)
+            for name, process in started.items():
+                out, err = process.communicate(timeout=100)
+                result = Result(process.returncode, out, err)
+                assert_one_line_error(result)
+                assert "timeout" in err and "s3cret" not in err, (name, err)
+        finally:
+            for process in started.values():
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+    assert not (tmp_path / "out.db").exists()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://conlab:s3cret@db.example.org:notaport/conlab",
+        "postgresql+psycopg://conlab:s3c@ret@[::1/conlab",
+        "post gres://conlab:s3cret@db.example.org/conlab",
+    ],
+)
+def test_a_url_that_does_not_parse_keeps_its_password_hidden(conlab, url):
+    for result in (conlab("runs", "--db", url), conlab("runs", env={"CONLAB_DB": url})):
+        assert_one_line_error(result)
+        assert "s3c" not in result.stderr and "***" in result.stderr, result.stderr
+
+
+def test_an_html_report_reads_a_file_and_a_server_together(conlab, pg_url, tmp_path):
+    laptop = tmp_path / "laptop.db"
+    record(conlab, laptop, "laptop")
+    record(conlab, pg_url, "team")
+    out = tmp_path / "both.html"
+    result = conlab(
+        "report", "--format", "html", "--db", str(laptop), "--db", pg_url, "--output", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.read_text().rstrip().endswith("</html>")  # with the latest run's timeline
+    compared = conlab(
+        "report", "--db", str(laptop), "--db", pg_url, "--compare", "tag:laptop", "tag:team"
+    )
+    assert compared.returncode == 0, compared.stderr
 
 
 async def test_the_app_browses_a_postgres_database(conlab, pg_url):
@@ -319,7 +447,9 @@ def test_a_bulk_merge_keeps_the_servers_foreign_keys_and_indexes(conlab, pg_url,
 
     laptop = tmp_path / "laptop.db"
     record(conlab, laptop, "laptop")
-    assert conlab("runs", "--db", pg_url).returncode == 0  # the schema, no runs
+    from storage.database import open_engine
+
+    open_engine(pg_url).dispose()  # a writer sets up the schema: no runs yet
     checks = server_checks(pg_url)
     named = {name for name, _ in checks}
     assert {"repeat_run_id_fkey", "task_sample_run_id_fkey", "ix_task_sample_run_id"} <= named

@@ -14,7 +14,7 @@ from sqlalchemy import event
 
 from experiments.spec import ExperimentSpec
 from storage import render, reports, stats
-from storage.database import open_engine
+from storage.database import SCHEMA_VERSION, open_engine
 from storage.recorder import RunRecorder
 from storage.reports import (
     BASELINE_KEY,
@@ -420,7 +420,7 @@ def test_a_version_3_file_gets_its_process_rows_when_opened(database, tmp_path):
         connection.execute("PRAGMA user_version = 3")
     open_engine(old, writer=True).dispose()
     with sqlite3.connect(old) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         migrated = connection.execute("SELECT * FROM process ORDER BY run_id, process_index")
         migrated = migrated.fetchall()
     with sqlite3.connect(database) as connection:
@@ -488,3 +488,35 @@ def test_stored_walls_that_are_not_numbers_hold_none():
     assert values.tolist() == [5.0, 6.0, 7.0]
     assert counts.tolist() == [2, 0, 0, 0, 0, 0, 1]
     assert readable.tolist() == [True, False, False, False, False, False, True]
+
+
+def test_a_version_4_file_gains_the_worker_split_as_not_observed(database, tmp_path):
+    import shutil
+    import sqlite3
+
+    old = tmp_path / "v4.db"
+    shutil.copy(database, old)
+    with sqlite3.connect(old) as connection:
+        for table, column in (
+            ("repeat", "worker_span_ns"),
+            ("repeat", "on_core_ns"),
+            ("repeat", "core_wait_ns"),
+            ("repeat", "worker_split"),
+            ("run", "thread_states"),
+            ("process", "on_core_share"),
+            ("process", "core_wait_share"),
+            ("process", "look_lock"),
+            ("process", "look_io"),
+            ("process", "look_sleep"),
+            ("process", "handovers_per_s"),
+        ):
+            connection.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        connection.execute("PRAGMA user_version = 4")
+    open_engine(old, writer=True).dispose()
+    with sqlite3.connect(old) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        shares = connection.execute("SELECT on_core_share, core_wait_share FROM process")
+        assert set(shares.fetchall()) == {(None, None)}  # not observed: never a guess
+        spans = connection.execute("SELECT worker_span_ns FROM repeat").fetchall()
+        assert set(spans) == {(None,)}
+        assert connection.execute("SELECT thread_states FROM run").fetchall()[0] == (None,)

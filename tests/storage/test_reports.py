@@ -18,9 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storage import reports
+from storage import reports, stats
 from storage.reports import (
     COST_COLUMNS,
+    WORKER_COLUMNS,
     compare,
     compare_groups,
     karp_flatt,
@@ -81,7 +82,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
                     "wall_s": wall_s,
                     "startup_ns": 1_000_000,
                     "busy_ns": int(wall_s * 1e9),
-                    **{column: row.get(column, math.nan) for column in COST_COLUMNS},
+                    **{c: row.get(c, math.nan) for c in (*COST_COLUMNS, *WORKER_COLUMNS)},
                 }
             )
     return pd.DataFrame(records)
@@ -560,7 +561,7 @@ def test_selections_take_size_and_workers():
 
 # Strings a database someone sent may hold in any text column: HTML and script, attributes,
 # Markdown links and images, rich/Textual markup (with actions), terminal sequences (ESC, OSC,
-# a one-character CSI), spreadsheet formulas, control characters.
+# a one-character CSI, bidirectional controls), spreadsheet formulas, control characters.
 HOSTILE = [
     "<script>alert(1)</script>",
     "<img src=x onerror=alert(1)>",
@@ -591,7 +592,16 @@ HOSTILE = [
     "@SUM(A1:A2)",
     "\tpadded",
     "line\nbreak\rreturn\x00nul\x7fdel",
+    # bidirectional controls: each reorders what follows it, so one host name reads as another
+    "ho\u2066st\u2069-\u2067a\u2068",
+    "\u200fx\u200e\u061cy",
+    "lab-\u202egnp.exe",
+    "a\u202ab\u202cc\u202dd\u202b",
 ]
+
+
+# The bidirectional controls, which no output may carry as they are (storage.text).
+BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def environment(fingerprint: str, host: str, cpu: str, python: str) -> dict:
@@ -757,6 +767,7 @@ def assert_only_text_from_data(tmp_path, texts: list[str]) -> None:
         assert hostile.elements == plain_page.elements
         assert not {a for a in hostile.attributes if a.startswith("on")}
         assert not hostile.attributes & {"href", "src", "style", "xlink:href"}
+        assert not BIDI.search(pages[index]), repr(BIDI.findall(pages[index]))
         shown = hostile.text.replace("\n", " ")
         for text in texts[:8]:  # hosts, CPUs, Python, workload, executor, start method
             assert printable(text).strip() in shown
@@ -828,3 +839,75 @@ def test_the_threshold_is_half_the_smallest_change_a_run_was_measured_to_detect(
     # what is not a fraction of a change, or not JSON, asks for nothing
     hostile = ('{"detect": "0.04"}', '{"detect": 2}', '{"detect": -1}', '{"detect": true}')
     assert min_effect_for(runs(*hostile, '"detect"', "not json", None)) == 0.05
+
+
+# The case: processes x2 1.4x and threads x2 1.2x inside each other's (and sequential's)
+# wide intervals, three runner processes each, the machine's level moving between them.
+UNDECIDED = [
+    {
+        "executor": "sequential",
+        "workers": 1,
+        "process_walls": [[1.0, 1.0], [0.7, 0.72], [1.3, 1.28]],
+    },
+    {
+        "executor": "processes",
+        "workers": 2,
+        "process_walls": [[0.71, 0.7], [0.5, 0.52], [0.95, 0.93]],
+    },
+    {
+        "executor": "threads",
+        "workers": 2,
+        "process_walls": [[0.83, 0.84], [0.6, 0.62], [1.1, 1.05]],
+    },
+]
+
+
+def test_leaders_tied_at_this_noise_are_undecided_with_the_time_that_would_decide():
+    summary = summarize(frame(UNDECIDED))
+    (headline,) = [w for w in verdicts(summary) if not w.startswith(" ")]
+    assert "undecided at this noise: processes x2 1.39x (95% CI 0.70–2.77), threads x2 1.19x" in (
+        headline
+    )
+    assert "and sequential 1.00x are tied" in headline and "fastest" not in headline
+    best, ties = reports.fastest(summary)
+    found = reports.undecided(best, ties)
+    # the interval narrows as the square root of the processes: the widest tie needs this many
+    assert found.processes > 3 and found.more == found.processes - 3
+    assert f"{found.processes} runner processes each ({found.more} more, " in headline
+    assert reports.duration(found.seconds) in headline and "would tell them apart" in headline
+    assert headline.endswith(f"(--processes {found.processes}).")
+    # more of the same spread settles it: with the processes asked for, no tie is left open
+    assert found.seconds == pytest.approx(
+        found.more
+        * sum((2 + 1) * row.median_s + reports.PROCESS_OVERHEAD_S for row in found.leaders)
+    )
+
+
+def test_a_tie_that_more_processes_would_not_change_is_not_undecided():
+    summary = summarize(
+        frame(
+            [
+                {"executor": "sequential", "workers": 1, "process_walls": [[1.0, 1.0]] * 3},
+                {
+                    "executor": "threads",
+                    "workers": 2,
+                    "process_walls": [[1.01, 1.01], [1.0, 1.0], [1.01, 1.0]],
+                },
+            ]
+        )
+    )
+    best, ties = reports.fastest(summary)
+    assert ties and reports.undecided(best, ties) is None
+    assert not any("undecided" in w for w in verdicts(summary))
+
+
+def test_processes_to_settle_grow_as_the_square_of_the_spread():
+    wide = stats.Ratio(1.2, 1.2 / 1.5, 1.2 * 1.5, 0.5, stats.NO_DIFFERENCE)
+    assert reports.processes_to_settle(wide, 3, 0.05) == math.ceil(
+        3 * (math.log(1.5) / math.log(1.2)) ** 2
+    )
+    # a difference near zero is settled as a tie: the interval inside ±5%
+    flat = stats.Ratio(1.0, 1 / 1.1, 1.1, 0.9, stats.NO_DIFFERENCE)
+    assert reports.processes_to_settle(flat, 4, 0.05) == math.ceil(
+        4 * (math.log(1.1) / math.log(1.05)) ** 2
+    )

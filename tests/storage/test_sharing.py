@@ -175,6 +175,65 @@ def test_anonymized_export_holds_no_host_user_home_or_path(conlab, tmp_path, use
     assert all(r["machine"].startswith("machine-") for r in runs)
 
 
+# Client and project names, as they sit in paths a colleague's database holds: inside a home
+# (written out, and as ~), with spaces, on a Windows share, as a file:// URL, and the recording
+# host's name in capitals.
+SECRET_WORDS = ("clients", "acme", "merger", "anna", "LAB-ANNA", "lab-anna", "FILESRV", "Corp")
+PLANTED = {
+    "workload": "/home/anna/clients/acme-merger/jobs.py:work",
+    "tag": "~/clients/acme-merger/notes.txt",
+    "error_detail": 'File "/home/anna/My Clients/acme merger/jobs.py", line 3, in work',
+    "stderr": "read \\\\FILESRV\\clients\\Acme Corp\\in.csv and file:///home/anna/acme/x.json "
+    "on LAB-ANNA",
+}
+
+
+def test_anonymized_export_cuts_paths_inside_a_home_and_numbers_processes(
+    conlab, db_path, tmp_path
+):
+    record(conlab, db_path, "x")
+    connection = sqlite3.connect(db_path)
+    assignments = ", ".join(f"{column} = ?" for column in PLANTED)
+    connection.execute(f"UPDATE run SET {assignments}", tuple(PLANTED.values()))
+    connection.execute("UPDATE machine SET hostname = 'lab-anna'")
+    for run_id, text in connection.execute("SELECT id, environment_json FROM run").fetchall():
+        env = dict(json.loads(text), home="/home/anna", hostname="lab-anna", user="anna")
+        connection.execute(
+            "UPDATE run SET environment_json = ? WHERE id = ?", (json.dumps(env), run_id)
+        )
+    pids = {pid for (pid,) in connection.execute("SELECT DISTINCT pid FROM task_sample")}
+    connection.commit()
+    connection.close()
+
+    out = tmp_path / "anon.db"
+    assert conlab("db", "export", str(out), "--anonymize").returncode == 0
+    exported = out.read_bytes()
+    for word in SECRET_WORDS:
+        assert word.encode() not in exported, word
+    connection = sqlite3.connect(out)
+    row = connection.execute("SELECT workload, tag, error_detail, stderr FROM run").fetchone()
+    assert row[:3] == (".../jobs.py:work", ".../notes.txt", 'File ".../jobs.py", line 3, in work')
+    assert row[3] == "read ...\\in.csv and .../x.json on machine-" + row[3].split("machine-")[1]
+    # each run's processes are numbered 1, 2, ... in task samples and environment alike
+    numbered = connection.execute("SELECT run_id, pid FROM task_sample").fetchall()
+    environments = connection.execute("SELECT id, environment_json FROM run").fetchall()
+    connection.close()
+    for run_id, text in environments:
+        env = json.loads(text)
+        ids = {pid for run, pid in numbered if run == run_id}
+        assert ids == set(range(1, len(ids) + 1)) and not ids & pids
+        assert {int(k) for k in env["peak_rss_by_worker"]} >= ids
+        listed = [str(process.get("pid")) for process in env["runner_processes"]]
+        assert not {int(p) for p in listed} & pids and not {str(p) for p in pids} & set(
+            text.split('"')
+        )
+    assert conlab("db", "check", "--db", str(out)).returncode == 0
+    shown = conlab(
+        "report", "--db", str(out), "--format", "html", "--output", str(tmp_path / "r.html")
+    )
+    assert shown.returncode == 0, shown.stderr
+
+
 def test_info_counts_runs_per_machine_and_interpreter(conlab, db_path):
     record(conlab, db_path, "x")
     details = conlab("db", "info", "--json").json()

@@ -73,3 +73,55 @@ def test_bad_against_and_detect_values_are_one_line(conlab):
         ["--repeats", "auto", "--detect", "150"],
     ):
         assert_one_line_error(conlab("run", "-w", "tiny", "-e", "sequential", *args))
+
+
+PLANTED = """
+import pathlib
+
+
+def mark(size):
+    pathlib.Path("planted-ran").write_text("the stored workload was called")
+"""
+
+
+def test_a_stored_run_never_runs_what_it_names(conlab, db_path, user_dir):
+    """A received baseline names an interpreter and a workload this command does not: neither
+    is run (the interpreter is not even asked what it is); the sweep's own baseline is."""
+    (user_dir / "planted.py").write_text(PLANTED)
+    evil = user_dir / "evil.sh"
+    evil.write_text("#!/bin/sh\necho ran > evil-ran\n")
+    evil.chmod(0o755)
+    for workload, size in (("tiny", "1000"), ("sleep", "1"), ("planted:mark", "1")):
+        done = conlab("run", "-w", workload, "--size", size, *SMALL, "--tag", "v1")
+        assert done.returncode == 0, done.stderr
+    (user_dir / "planted-ran").unlink()
+    with sqlite3.connect(db_path) as connection:  # as a file merged from elsewhere may hold
+        connection.execute("UPDATE run SET python_requested = './evil.sh' WHERE workload = 'sleep'")
+    again = conlab(
+        "run", "-w", "tiny", "--size", "1000", *SMALL, "--tag", "v2", "--against", "tag:v1"
+    )
+    assert again.returncode == 0, again.stderr
+    assert "-w planted:mark" in again.stderr and "--python ./evil.sh" in again.stderr
+    assert not (user_dir / "evil-ran").exists()
+    assert not (user_dir / "planted-ran").exists()
+    with sqlite3.connect(db_path) as connection:
+        rerun = connection.execute(
+            "SELECT workload, count(*) FROM run WHERE tag = 'v1' GROUP BY workload"
+        ).fetchall()
+    assert dict(rerun) == {"tiny": 2, "sleep": 1, "planted:mark": 1}  # only tiny measured again
+
+
+def test_a_baseline_of_only_what_this_command_does_not_name_is_refused(conlab, db_path, user_dir):
+    (user_dir / "planted.py").write_text(PLANTED)
+    done = conlab("run", "-w", "planted:mark", *SMALL, "--size", "1", "--tag", "v1")
+    assert done.returncode == 0, done.stderr
+    (user_dir / "planted-ran").unlink()
+    refused = conlab("run", "-w", "tiny", *SMALL, "--tag", "v2", "--against", "tag:v1")
+    assert_one_line_error(refused)
+    assert "planted:mark" in refused.stderr
+    assert not (user_dir / "planted-ran").exists()
+    named = conlab(
+        "run", "-w", "planted:mark", "--size", "1", *SMALL, "--tag", "v2", "--against", "tag:v1"
+    )
+    assert named.returncode == 0, named.stderr  # named now, by the user: measured again
+    assert (user_dir / "planted-ran").exists()

@@ -48,9 +48,13 @@ async def test_choose_run_and_see_the_runs(db_path, marked):
         assert "speedup" in str(lab.query_one("#summary").render())
         assert statuses(db_path) == [("sequential", 1, "ok"), ("threads", 2, "ok")]
         timeline = lab.query_one("#timeline")
-        # The runs took turns in a shuffled order: the timeline shows the last one to run,
-        # with one lane per worker thread.
-        assert len(timeline.lanes()) == (2 if "threads" in timeline.caption else 1)
+        # The runs took turns in a shuffled order: the timeline shows what each thread of the
+        # last one to run did (its looked-at repeat): the runner's, and its two workers'.
+        lanes, span_us = timeline.states
+        assert len(lanes) == (3 if "threads" in timeline.caption else 1) and span_us > 0
+        drawn = str(timeline.render())
+        assert "0-9 on that core   - waiting for a core   = blocked on a lock" in drawn  # legend
+        assert "runner" in drawn and ("runner t2" in drawn) == ("threads" in timeline.caption)
         await pilot.press("2")
         table = app.query_one(RunsPane).query_one(DataTable)
         await wait_until(pilot, lambda: table.row_count == 2)  # runs are read off the loop
@@ -313,9 +317,10 @@ async def test_hostile_text_in_a_database_is_shown_as_text(tmp_path):
     """Markup (with actions), terminal sequences and HTML in every text column: each pane
     shows them as the characters they are, and nothing crashes or acts."""
     from storage.text import printable
-    from tests.storage.test_reports import HOSTILE, hostile_database
+    from tests.storage.test_reports import BIDI, HOSTILE, hostile_database
 
-    texts = [t for t in HOSTILE if t.startswith(("[", "\x1b", "\x9b", "<"))][:10]
+    texts = [t for t in HOSTILE if BIDI.search(t)]  # first: host names that reorder
+    texts = (texts + [t for t in HOSTILE if t.startswith(("[", "\x1b", "\x9b", "<"))])[:10]
     db = tmp_path / "received.db"
     hostile_database(db, texts)
     app = ConlabApp(db=str(db))
@@ -328,6 +333,7 @@ async def test_hostile_text_in_a_database_is_shown_as_text(tmp_path):
         shown = {str(cell) for row in range(table.row_count) for cell in table.get_row_at(row)}
         for text in (texts[0], texts[4], texts[5], texts[6], texts[8], texts[9]):
             assert printable(text) in shown  # host, Python, workload, executor, tags
+        assert not [cell for cell in shown if BIDI.search(cell)]  # shown, not obeyed
         await pilot.click("DataTable", offset=(60, 0))  # sort by a text column (python)
         detail = app.query_one("#run-detail")
         await wait_until(pilot, lambda: str(detail.render()).startswith("run "))
@@ -343,6 +349,7 @@ async def test_hostile_text_in_a_database_is_shown_as_text(tmp_path):
         await wait_until(pilot, lambda: machines.row_count == 2)
         hosts = {str(machines.get_row_at(row)[0]) for row in range(2)}
         assert hosts == {printable(texts[0]), printable(texts[1]) + " (B)"}
+        assert not [host for host in hosts if BIDI.search(host)]
         assert app.is_running and app.screen.__class__.__name__ != "ErrorScreen"
 
 
@@ -507,7 +514,7 @@ async def test_the_timeline_keeps_its_height_through_a_sweep(tmp_path):
 
         async def show(samples, caption=None):
             timeline.set_samples(samples, caption)
-            await pilot.pause()
+            await settle(app, pilot)  # a busy machine lays the screen out later
             heights.append(timeline.size.height)
 
         two = [(1, 1, 0, 10), (2, 1, 0, 10)]
@@ -746,3 +753,22 @@ async def test_compare_suggests_selections_from_the_database(db_with_one_run):
         await wait_until(pilot, lambda: box._suggestion == "tag:keep")
         await pilot.press("right")  # takes the suggestion
         assert box.value == "tag:keep"
+
+
+async def test_export_report_replaces_a_link_in_reports_and_spares_its_target(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    victim = tmp_path / "victim.db"
+    victim.write_text("precious")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "summary.html").symlink_to(victim)
+    db = two_sweeps(tmp_path / "two.db")
+    app = ConlabApp(db=str(db))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.export_report("html")
+        await pilot.pause()
+    assert victim.read_text() == "precious"
+    page = tmp_path / "reports" / "summary.html"
+    assert not page.is_symlink() and "<html" in page.read_text()

@@ -8,7 +8,9 @@ import hashlib
 import io
 import json
 import math
+import os
 import re
+import shutil
 import signal
 import sqlite3
 import string
@@ -414,7 +416,10 @@ def test_one_file_is_one_workload_however_its_path_is_written(conlab, user_dir):
 
 # --- stored text reaches the terminal as text -------------------------------------------------
 
-RAW_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0 and C1 controls, DEL, and the bidirectional controls (storage.text)
+RAW_CONTROL = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
 
 
 def test_hostile_text_in_a_database_is_printed_as_text(conlab, tmp_path):
@@ -437,6 +442,7 @@ def test_hostile_text_in_a_database_is_printed_as_text(conlab, tmp_path):
     one_by_one = "".join(r.stdout for r in outputs[4:])  # tables as wide as one file needs
     assert "[/x]" in one_by_one and "[@click=app.quit]quit[/]" in one_by_one
     assert "\\x1b]0;retitled\\x07" in one_by_one and "\\x1b[2J\\x1b[31mred" in one_by_one
+    assert "lab-\\u202egnp.exe" in one_by_one  # a bidi override shown, not obeyed
     assert "\\\\x9b31m" in markdown  # the escape, itself escaped for Markdown
     assert "\\[bold red\\]loud\\[/\\]" in markdown
     for row in csv.reader(io.StringIO(csv_text)):
@@ -565,3 +571,94 @@ def test_compare_on_a_terminal_shows_the_comparison_alone(conlab, db_path):
 def test_version_is_said_without_loading_the_lab(conlab):
     said = conlab("--version", script=True)
     assert said.returncode == 0 and said.stdout.startswith("conlab ")
+
+
+@pytest.mark.parametrize(
+    "out",
+    ["{db}", "link-to-db", "hard-link.db", "{db}-wal", "{copy}"],
+    ids=["the-db", "a-symlink-to-it", "a-hard-link", "its-wal", "the-second-db"],
+)
+def test_a_report_never_writes_over_a_database_it_reads(conlab, db_with_one_run, out, tmp_path):
+    db, copy = db_with_one_run, tmp_path / "copy.db"
+    shutil.copy(db, copy)
+    (db.parent / "link-to-db").symlink_to(db)
+    os.link(db, db.parent / "hard-link.db")
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (db, copy)}
+    target = out.format(db=db, copy=copy)
+    for extra in ([], ["--timeline", "x"]):
+        refused = conlab(
+            "report",
+            "--db",
+            str(db),
+            "--db",
+            str(copy),
+            "--format",
+            "html",
+            "--output",
+            str(db.parent / target),
+            *extra,
+        )
+        assert_one_line_error(refused)
+        assert "which this command reads" in refused.stderr
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (db, copy)} == before
+
+
+def test_a_report_replaces_a_link_at_its_output_and_spares_what_it_pointed_to(
+    conlab, db_with_one_run, tmp_path
+):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "reports" / "summary.html"
+    out.parent.mkdir()
+    out.symlink_to(victim)
+    done = conlab("report", "--format", "html", "--output", str(out))
+    assert done.returncode == 0, done.stderr
+    assert victim.read_text() == "precious"
+    assert not out.is_symlink() and "<html" in out.read_text()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["summary.html"]  # no part left
+
+
+def test_a_database_named_twice_is_read_once_and_one_adding_nothing_is_named(
+    conlab, db_with_one_run, tmp_path
+):
+    db = db_with_one_run
+    (tmp_path / "again.db").symlink_to(db)
+    listed = conlab("runs", "--db", str(db), "--db", str(tmp_path / "again.db"), "--json").json()
+    assert len(listed) == 1
+    copy = tmp_path / "copy.db"
+    shutil.copy(db, copy)
+    both = conlab("report", "--db", str(db), "--db", str(copy), "--format", "json")
+    assert both.returncode == 0, both.stderr
+    assert f"{copy} adds no run to the report" in both.stderr
+    assert len(both.json()["summary"]) == 1
+
+
+@pytest.mark.parametrize("executor", ["sequential", "threads", "processes"])
+def test_an_async_def_is_refused_on_an_executor_other_than_asyncio(conlab, db_path, executor):
+    # called by another executor it would only create coroutines, timed as if it ran
+    result = conlab("run", "-w", "usermod:nap", "-e", "asyncio", "-e", executor, "--repeats", "1")
+    assert_one_line_error(result)
+    assert "only asyncio can run it" in result.stderr and "-e asyncio" in result.stderr
+    assert not db_path.exists()
+
+
+def test_advise_on_a_module_without_its_function_is_one_line(conlab, db_path):
+    result = conlab("advise", "usermod")
+    assert_one_line_error(result)
+    assert "MODULE:FUNCTION" in result.stderr
+    assert not db_path.exists()
+
+
+def test_a_python_on_path_that_never_answers_is_left_out_and_ended(conlab, tmp_path):
+    # a shell script named like an interpreter, whose `sleep` is a child of its own
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    silent = folder / "python3.19"
+    silent.write_text("#!/bin/sh\nsleep 3600\n")
+    silent.chmod(0o755)
+    path = f"{folder}{os.pathsep}{os.environ['PATH']}"
+    # waited for 60 s, and its sleep left running (the fixture checks none is)
+    result = conlab("list", "pythons", "--json", env={"PATH": path}, timeout=45)
+    assert result.returncode == 0, result.stderr
+    found = result.json()
+    assert found and str(silent) not in [p["path"] for p in found]

@@ -60,6 +60,10 @@ def _then_stored(body: Callable[..., None]) -> Callable[..., None]:
     return run
 
 
+# The timeline's caption while it shows what each thread of a run did.
+LOOKED = "drawn: what each thread did in the run's looked-at repeat"
+
+
 class LabPane(ReportsWorkerErrors, VerticalScroll):
     """Pick and run a sweep; progress, a live timeline per worker, then the verdict. It scrolls
     as a whole: on a small terminal every field and the results stay reachable."""
@@ -110,6 +114,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         self.started_at: Optional[float] = None
         self.specs: list[ExperimentSpec] = []
         self.finished_processes = 0  # runner processes of the sweep that have ended
+        self.looks: dict[str, str] = {}  # run id -> what its threads did (run.thread_states)
         self.app_animation_level: Optional[str] = None  # put back when the sweep ends
         self.form_made = False  # whether the parameter fields and the results are there yet
         self.parts_to_come = {"Executors", "Parameters", "Results"}  # after the first screen
@@ -295,7 +300,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
 
     def _begin(self, specs: list[ExperimentSpec]) -> None:
         """A sweep or an advice starts: nothing finished, nothing asked to stop or stored yet."""
-        self.specs, self.finished_processes = specs, 0
+        self.specs, self.finished_processes, self.looks = specs, 0, {}
         self.started_at = time.monotonic()
         self.busy = True
         self.cancel_requested.clear()
@@ -428,8 +433,16 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         elif kind == "tasks":
             repeat = event["repeat"]  # warm-ups first, then the counted repeats
             caption = timeline.caption.split(" (")[0]
-            timeline.set_samples(event["samples"], f"{caption} ({repeat_caption(spec, repeat)})")
+            caption = f"{caption} ({repeat_caption(spec, repeat)})"
+            if spec.run_id in self.looks:  # what its threads did beats when its tasks ran
+                timeline.set_states(self.looks[spec.run_id], f"{caption}; {LOOKED}")
+            else:
+                timeline.set_samples(event["samples"], caption)
             current.update(progress=(repeat + 1) * spec.tasks)
+        elif kind == "looked" and isinstance(event.get("thread_states"), str):
+            self.looks[spec.run_id] = event["thread_states"]
+            caption = timeline.caption.split(" (")[0]
+            timeline.set_states(event["thread_states"], f"{caption} ({LOOKED})")
         elif kind in ("done", "error"):
             self.finished_processes += 1
             self.query_one("#overall").update(progress=self.finished_processes)

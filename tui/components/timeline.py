@@ -1,4 +1,6 @@
-"""The live per-worker timeline: one lane per worker, a bar per task, as samples arrive."""
+"""The live per-worker timeline: one lane per worker, a bar per task, as samples arrive; once
+a run's threads were looked at (experiments.look), what each thread did instead: on which core,
+waiting for one, blocked on a lock, in I/O, asleep (storage.states)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ class Timeline(Widget):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.samples: list[tuple] = []  # (pid, thread, start, end, core or None)
+        self.states: tuple = ([], 0)  # a looked-at repeat's lanes and span (us), when shown
         self.caption = "no run yet: press r"
         self.rows = 0  # the lanes it keeps room for: the most it has shown since ``clear``
 
@@ -36,12 +39,24 @@ class Timeline(Widget):
         """No samples yet (a new runner process); the room for the lanes stays."""
         self.set_samples([], caption)
 
+    def set_states(self, thread_states: str, caption: str) -> None:
+        """Show what each thread did in a looked-at repeat (``run.thread_states``'s text)."""
+        from storage.states import decode
+
+        self.samples = []
+        self.states = decode(thread_states)
+        self._resize(len(self.states[0]) + 1, caption)
+
     def set_samples(self, samples, caption: str | None = None) -> None:
         """Replace the samples (a repeat's full list, or none)."""
+        self.states = ([], 0)
         # (pid, thread, start, end, the core it ended on): a runner's sample as
         # experiments.runner documents it, the core ninth
         self.samples = [(*s[:4], s[8] if len(s) > 8 else None) for s in samples]
-        rows = max(self.rows, len(self.lanes()))
+        self._resize(len(self.lanes()), caption)
+
+    def _resize(self, lanes: int, caption: str | None) -> None:
+        rows = max(self.rows, lanes)
         # A sweep's timeline grows to the most lanes it has shown and keeps that height, so
         # that a repeat whose tasks all went to fewer workers, or a process just started,
         # redraws it rather than lays the screen out again. The caption in the border title
@@ -63,6 +78,8 @@ class Timeline(Widget):
         return lanes
 
     def render(self) -> Text:
+        if self.states[0]:
+            return self._render_states()
         lanes = self.lanes()
         if not lanes:
             caption = as_text(self.caption, "dim")
@@ -98,3 +115,29 @@ class Timeline(Widget):
         axis = f"{'':>12} 0 ms {legend:^{max(width - 15, 1)}}{span / 1e6:.1f} ms"
         text.append(axis, style="dim")
         return text
+
+    def _render_states(self) -> Text:
+        from storage.states import LEGEND, LEGEND_SHORT, draw, labels
+
+        lanes, span_us = self.states
+        names = labels(lanes)
+        pad = max(len(n) for n in names.values())
+        width = max(self.size.width, 20)
+        cells = max(width - pad - 1, 10)
+        text = Text()
+        for line in draw(lanes, span_us, cells, label=lambda lane: " " * pad):
+            lane = lanes[len(text.plain.splitlines())]
+            text.append(f"{names[(lane.pid, lane.tid)]:>{pad}} ")
+            for glyph, run in groupby(line[pad + 1 :]):
+                text.append(glyph * len(list(run)), style=STATE_STYLES.get(glyph, _CORE_STYLE))
+            text.append("\n")
+        text.append("\n" * max(self.rows - len(lanes) - 1, 0))
+        end = f"{span_us / 1000:.1f} ms"
+        text.append(f"{'':>{pad}} 0 ms{end:>{cells - 4}}\n", style="dim")
+        text.append(LEGEND if len(LEGEND) <= width else LEGEND_SHORT, style="dim")
+        return text
+
+
+# How each state's character is drawn (a core's digit: _CORE_STYLE).
+STATE_STYLES = {"-": "yellow", "=": "red", "~": "cyan", ".": "dim", ":": "magenta", " ": ""}
+_CORE_STYLE = "bold green"

@@ -1,0 +1,260 @@
+"""What each thread was doing in a looked-at repeat (experiments.look): read from its stored
+text, summed into facts (each lane's shares, how many threads were on a core at once, how
+often the core changed hands) and drawn as one line of characters per thread, readable without
+colour: the digit of the core a thread ran on, ``-`` waiting for a core, ``=`` blocked on a
+lock (the GIL's included), ``~`` in I/O, ``.`` asleep, ``:`` blocked on something else, blank
+before a thread began or after it ended."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Optional
+
+# A state's letter (experiments.look) -> its name in words and its character when drawn.
+STATES = {
+    "C": ("on a core", None),  # drawn as the core's digit
+    "W": ("waiting for a core", "-"),
+    "L": ("blocked on a lock", "="),
+    "I": ("in I/O", "~"),
+    "S": ("asleep", "."),
+    "B": ("blocked", ":"),
+}
+LEGEND = (
+    "0-9 on that core   - waiting for a core   = blocked on a lock (the GIL too)   "
+    "~ in I/O   . asleep   : blocked"
+)
+# The legend where the line is too narrow for the one above.
+LEGEND_SHORT = "0-9 core  - wait core  = lock/GIL  ~ I/O  . sleep  : blocked"
+_MOST_LANES = 4096  # a crafted text names no more threads than this
+_MOST_STEPS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One thread: ``pid``, ``tid`` and its states, each ``(start_us, letter, core)`` from the
+    repeat's start, until ``end_us`` (the next state's start, or the repeat's end)."""
+
+    pid: int
+    tid: int
+    steps: tuple
+
+    def spans(self, end_us: int):
+        """Each state as ``(start_us, end_us, letter, core)``; an ended thread's last step has
+        no span."""
+        for at, (start, letter, core) in enumerate(self.steps):
+            stop = self.steps[at + 1][0] if at + 1 < len(self.steps) else end_us
+            if letter != "X" and stop > start:
+                yield start, stop, letter, core
+
+
+def decode(text: Optional[str]) -> tuple[list[Lane], int]:
+    """The lanes of stored ``thread_states`` and the span they cover (us); what does not read
+    as that text is left out (a received file's text is anything): no lanes, span 0."""
+    if not isinstance(text, str) or "|" not in text:
+        return [], 0
+    span, _, text = text.partition("|")
+    try:
+        span_us = int(span)
+    except ValueError:
+        return [], 0
+    if span_us <= 0:
+        return [], 0
+    lanes, steps_read = [], 0
+    for part in text.split(";")[:_MOST_LANES]:
+        fields = part.split()
+        if len(fields) < 5 or (len(fields) - 2) % 3:
+            continue
+        try:
+            pid, tid = int(fields[0]), int(fields[1])
+            steps = tuple(
+                (int(fields[i]), fields[i + 1], int(fields[i + 2]))
+                for i in range(2, len(fields), 3)
+            )
+        except ValueError:
+            continue
+        steps_read += len(steps)
+        if steps_read > _MOST_STEPS:
+            break
+        if all(s[1] in STATES or s[1] == "X" for s in steps) and all(
+            a[0] <= b[0] for a, b in zip(steps, steps[1:])
+        ):
+            lanes.append(Lane(pid, tid, steps))
+    return lanes, span_us
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What a look saw of the workers (``worker_lanes``), summed: each state's share of their
+    time, how much of it they were blocked on a lock while another ran, the most of them on a
+    core at once and the share of time with two or more, the cores used, and how often a core
+    changed hands between them (per second)."""
+
+    shares: dict  # letter -> share of the workers' time
+    lock_while_another_ran: float  # share of their time blocked on a lock while another ran
+    at_once: int
+    two_or_more_share: float
+    cores: tuple
+    handovers_per_s: float
+    workers: int
+    span_us: int
+
+
+def worker_lanes(lanes: Sequence[Lane]) -> list[Lane]:
+    """The lanes that ran the tasks: the worker processes' threads where there are worker
+    processes, else the runner's threads but its main one (which waits for their results),
+    else the runner's main thread (a plain loop, or asyncio's)."""
+    if not lanes:
+        return []
+    runner = lanes[0].pid
+    others = [lane for lane in lanes if lane.pid != runner]
+    if others:
+        return others
+    threads = [lane for lane in lanes if lane.tid != runner]
+    return threads or list(lanes)
+
+
+def seen(lanes: Sequence[Lane], span_us: int) -> Optional[Seen]:
+    """``Seen`` of ``lanes`` over a repeat of ``span_us``; None when there was no worker."""
+    workers = worker_lanes(lanes)
+    if not workers or span_us <= 0:
+        return None
+    totals: dict = {}
+    events = []  # (time, +1/-1, lane) for the threads on a core
+    cores = set()
+    for n, lane in enumerate(workers):
+        for start, stop, letter, core in lane.spans(span_us):
+            totals[letter] = totals.get(letter, 0) + stop - start
+            if letter == "C":
+                events += [(start, 1, n), (stop, -1, n)]
+                cores.add(core)
+    whole = sum(totals.values()) or 1
+    contended = _lock_while_another_ran(workers, span_us)
+    events.sort()
+    running, most, two_or_more, last_t, handovers, last_on = 0, 0, 0, 0, 0, None
+    for t, change, n in events:
+        if running >= 2:
+            two_or_more += t - last_t
+        last_t = t
+        if change > 0 and last_on is not None and last_on != n:
+            handovers += 1
+        if change > 0:
+            last_on = n
+        running += change
+        most = max(most, running)
+    return Seen(
+        shares={letter: total / whole for letter, total in totals.items()},
+        lock_while_another_ran=contended / whole,
+        at_once=most,
+        two_or_more_share=two_or_more / span_us,
+        cores=tuple(sorted(cores)),
+        handovers_per_s=handovers / (span_us / 1e6),
+        workers=len(workers),
+        span_us=span_us,
+    )
+
+
+def _lock_while_another_ran(workers: Sequence[Lane], span_us: int) -> int:
+    """The workers' time (us) blocked on a lock while another worker was on a core: a lock
+    they contended for (the GIL's), not one they waited on for work or results while no
+    worker ran."""
+    import bisect
+
+    running = []  # each worker's spans on a core, with its number
+    for n, lane in enumerate(workers):
+        running += [
+            (start, stop, n) for start, stop, letter, _ in lane.spans(span_us) if letter == "C"
+        ]
+    running.sort()
+    starts = [r[0] for r in running]
+    total = 0
+    for n, lane in enumerate(workers):
+        for start, stop, letter, _ in lane.spans(span_us):
+            if letter != "L":
+                continue
+            covered, reach = 0, start
+            # spans on a core that began before this one ended, in start order
+            for other_start, other_stop, m in running[: bisect.bisect_left(starts, stop)]:
+                if m == n or other_stop <= reach:
+                    continue
+                low, high = max(other_start, reach), min(other_stop, stop)
+                if high > low:
+                    covered += high - low
+                    reach = high
+            total += covered
+    return total
+
+
+def draw(lanes: Sequence[Lane], span_us: int, width: int, label=None) -> list[str]:
+    """One line per thread, ``width`` characters of time each: in each cell the state that took
+    most of it. ``label(lane)`` names a lane (default ``pid/tid``)."""
+    width = max(width, 1)
+    lines = []
+    for lane in lanes:
+        cells: list[dict] = [{} for _ in range(width)]
+        for start, stop, letter, core in lane.spans(span_us):
+            glyph = str(core % 10) if letter == "C" and core >= 0 else STATES[letter][1] or "#"
+            first = min(int(start / span_us * width), width - 1)
+            last = min(int(max(stop - 1, start) / span_us * width), width - 1)
+            for cell in range(first, last + 1):
+                cell_start = cell * span_us / width
+                cell_stop = (cell + 1) * span_us / width
+                overlap = min(stop, cell_stop) - max(start, cell_start)
+                cells[cell][glyph] = cells[cell].get(glyph, 0) + max(overlap, 0)
+        drawn = "".join(max(c, key=c.get) if c else " " for c in cells)
+        name = label(lane) if label else f"{lane.pid}/{lane.tid}"
+        lines.append(f"{name} {drawn}")
+    return lines
+
+
+def labels(lanes: Sequence[Lane]) -> dict:
+    """Each lane's name: the runner's threads (the first pid) ``runner`` and ``runner tN``, each
+    worker process's ``worker N`` and ``worker N tM``, numbered as first seen."""
+    names, processes = {}, {}
+    runner = lanes[0].pid if lanes else None
+    threads: dict = {}
+    for lane in lanes:
+        if lane.pid != runner and lane.pid not in processes:
+            processes[lane.pid] = len(processes) + 1
+        base = "runner" if lane.pid == runner else f"worker {processes[lane.pid]}"
+        if lane.tid == lane.pid:
+            names[(lane.pid, lane.tid)] = base
+        else:
+            threads[lane.pid] = threads.get(lane.pid, 0) + 1
+            names[(lane.pid, lane.tid)] = f"{base} t{threads[lane.pid]}"
+    return names
+
+
+def summary(found: Seen) -> str:
+    """What ``found`` says, in words whose figures are its own."""
+    shares = ", ".join(
+        f"{STATES[letter][0]} {share:.0%}"
+        for letter, share in sorted(found.shares.items(), key=lambda i: -i[1])
+        if share >= 0.005
+    )
+    cores = ", ".join(map(str, found.cores))
+    at_once = (
+        "no thread seen on a core (each ran for less than a look's millisecond at a time)"
+        if found.at_once == 0
+        else "one thread on a core at a time"
+        if found.at_once == 1
+        else f"up to {found.at_once} threads on cores at once ({found.two_or_more_share:.0%} "
+        "of the time two or more)"
+    )
+    return (
+        f"{found.workers} worker thread(s): {shares}; {at_once}"
+        + (f", on core(s) {cores}" if cores else "")
+        + f"; a core changed threads {found.handovers_per_s:.0f} times a second"
+    )
+
+
+def text_view(lanes: Sequence[Lane], span_us: int, width: int) -> list[str]:
+    """The drawing with its lane names, time axis and legend, ``width`` columns wide."""
+    names = labels(lanes)
+    pad = max((len(n) for n in names.values()), default=6)
+    cells = max(width - pad - 1, 10)
+    lines = draw(lanes, span_us, cells, label=lambda lane: f"{names[(lane.pid, lane.tid)]:>{pad}}")
+    end = f"{span_us / 1000:.1f} ms"
+    lines.append(f"{'':>{pad}} 0 ms{end:>{cells - 4}}")
+    lines.append(LEGEND if len(LEGEND) <= width else LEGEND_SHORT)
+    return lines
