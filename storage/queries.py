@@ -250,6 +250,12 @@ def mark_interrupted(engine: Engine) -> int:
 
     with engine.connect() as connection:
         marks = stale_marks(connection.execute(text(RUNNING_SQL), this_host()).all())
+        if marks and connection.dialect.name == "sqlite":
+            from storage.target import foreign_schema
+
+            found = foreign_schema(connection.connection.driver_connection)
+            if any(kind == "trigger" for kind, _ in found):
+                return 0  # a trigger would run on the marks: shown as it is stored
     if marks:
         try:
             with engine.begin() as connection:

@@ -34,7 +34,7 @@ from storage.target import (
     Database,
     FileDatabase,
     ServerDatabase,
-    bound_in_time,
+    bounded,
     check_sqlite_file,
     connect_to_read,
     database_target,
@@ -667,8 +667,8 @@ class _NotAttachable(Exception):
 
 def _merge_attached(target: Path, attach: str, source: Path, checks: _Checks) -> MergeResult:
     connection = sqlite3.connect(file_uri(target, mode="rw"), uri=True, isolation_level=None)
-    # No statement holds the target's write lock past the time reading both files may take.
-    bound_in_time(connection, read_bound(source) + read_bound(target))
+    # No statement holds the target's write lock past the work reading both files may take.
+    bounded(connection, read_bound(source) + read_bound(target))
     try:
         connection.execute("PRAGMA busy_timeout = 30000")
         # A source is hostile: its views and triggers may call no function with side effects.

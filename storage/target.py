@@ -10,7 +10,6 @@ import logging
 import os
 import re
 import sqlite3
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,6 +251,7 @@ def check_sqlite_file(path: Path, *, create: bool) -> None:
     missing = sorted(
         (LAB_TABLES | ({"process"} if user_version >= 4 else set()))
         - {name for name, kind in kinds.items() if kind == "table"}
+        | {name for name in LAB_SCHEMA_TABLES if kinds.get(name, "table") != "table"}
     )
     if user_version < 1 or missing:
         what = "no schema version"
@@ -434,53 +434,46 @@ def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
 
 
-# The longest one statement reading a file may run: this much, plus a second for each 20 MB
-# of the file. A view over an endless recursive query (a crafted file) is stopped there.
-READ_SECONDS = 60.0
-READ_BYTES_PER_SECOND = 20_000_000
-# SQLite calls the progress handler every this many virtual machine instructions.
+# The most work one statement reading a file may do, in SQLite virtual machine instructions:
+# about 30 s of one core, plus 50 for each byte of the file. A view over an endless recursive
+# query (a crafted file) is stopped there.
+READ_STEPS = 3_000_000_000
+READ_STEPS_PER_BYTE = 50
+# SQLite calls the progress handler every this many instructions.
 _PROGRESS_STEPS = 100_000
-# A pause in SQLite's work longer than this starts a new statement's time.
-_PAUSE_S = 1.0
 
 
-def read_bound(path: Path) -> float:
-    """How long one statement reading ``path`` may run, in seconds."""
+def read_bound(path: Path) -> int:
+    """How much work one statement reading ``path`` may do, in SQLite instructions."""
     try:
         size = path.stat().st_size
     except OSError:
         size = 0
-    return READ_SECONDS + size / READ_BYTES_PER_SECOND
+    return READ_STEPS + size * READ_STEPS_PER_BYTE
 
 
-def bound_in_time(connection: sqlite3.Connection, seconds: float) -> sqlite3.Connection:
-    """Stop any statement of ``connection`` that runs longer than ``seconds`` (SQLite's
-    progress handler; the statement fails with "interrupted"). A statement's time starts when
-    it begins to run (the trace callback) or, where another took the trace callback, when
-    SQLite resumes work after a pause of over a second: time spent between statements, or
-    between fetches of one, does not count."""
-    started: list[float] = []  # [when the statement began, SQLite's last progress call]
+def bounded(connection: sqlite3.Connection, steps: int) -> sqlite3.Connection:
+    """Stop any statement of ``connection`` that does more than ``steps`` instructions
+    (SQLite's progress handler; the statement fails with "interrupted"). Each statement's
+    count starts when it begins to run (the trace callback). The handler is a C callable
+    (a bytearray's ``pop``: 0 while work is left, then 1), so no Python runs inside SQLite's
+    loop: a signal (Ctrl-C, SIGTERM) is handled as the statement returns, never swallowed."""
+    full = b"\x01" + bytes(max(1, steps // _PROGRESS_STEPS))
+    left = bytearray(full)
 
     def begins(_statement) -> None:
-        started.clear()
-
-    def progress() -> int:
-        now = time.monotonic()
-        if not started or now - started[1] > _PAUSE_S:
-            started[:] = [now, now]
-        started[1] = now
-        return 1 if now - started[0] > seconds else 0
+        left[:] = full
 
     connection.set_trace_callback(begins)
-    connection.set_progress_handler(progress, _PROGRESS_STEPS)
+    connection.set_progress_handler(left.pop, _PROGRESS_STEPS)
     return connection
 
 
 def too_long(path: Path) -> DatabaseError:
     """The refusal of a file a read of which ran past ``read_bound``."""
     return DatabaseError(
-        f"reading {path} took over {read_bound(path):.0f} s and was stopped (a crafted view "
-        f"or query that never ends?); check it with `conlab db check --db {path}`"
+        f"reading {path} was stopped: one statement ran past its bound (a crafted view or a "
+        f"query that never ends?); check it with `conlab db check --db {path}`"
     )
 
 
@@ -526,7 +519,7 @@ def guarded(connection: sqlite3.Connection, path: Path) -> sqlite3.Connection:
     """``connection`` to a file that may have been crafted: its schema may call no function
     with side effects (``trusted_schema``), and no statement runs past ``read_bound``."""
     connection.execute("PRAGMA trusted_schema = OFF")
-    return bound_in_time(connection, read_bound(path))
+    return bounded(connection, read_bound(path))
 
 
 def connect_to_read(path: Path) -> sqlite3.Connection:

@@ -471,11 +471,12 @@ def test_a_bulk_merge_keeps_the_servers_foreign_keys_and_indexes(conlab, pg_url,
         engine.dispose()
 
 
-# A value the column cannot take: a text where a 64-bit number goes; a number past 32 bits
-# (which a binary copy would send cut to 32 bits, without a word); a fraction; each in a task
-# sample, and a text in a run's date.
+# A value the column cannot take: a text where a 64-bit number goes (which `db check` faults,
+# so the merge refuses it before the server sees it); a number past 32 bits (which a binary
+# copy would send cut to 32 bits, without a word); a fraction; each in a task sample, and a
+# text in a run's date.
 BAD_VALUES = [
-    ("task_sample", "start_ns", "'soon'", "soon"),
+    ("task_sample", "start_ns", "'soon'", "does not pass `conlab db check` (task samples"),
     ("task_sample", "repeat_index", str(2**40), str(2**40)),
     ("task_sample", "task_index", "1.5", "1.5"),
     ("run", "created_at", "'soon'", "soon"),
