@@ -790,3 +790,30 @@ async def test_export_report_replaces_a_link_in_reports_and_spares_its_target(
     assert victim.read_text() == "precious"
     page = tmp_path / "reports" / "summary.html"
     assert not page.is_symlink() and "<html" in page.read_text()
+
+
+async def test_at_80x24_the_labs_timeline_draws_each_thread_of_the_run(db_path, marked):
+    app = ConlabApp(db=str(db_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        lab = app.query_one(LabPane)
+        await choose(
+            pilot,
+            lab,
+            "cpu",
+            ["threads"],
+            workers="2",
+            tasks="8",
+            size="20000",
+            repeats="1",
+            warmups="0",
+            processes="1",
+        )
+        await until_it_ends(pilot, lab, "escape", "r")
+        timeline = lab.query_one("#timeline")
+        lanes, _ = timeline.states
+        assert len(lanes) == 3  # the runner's main thread and its two workers
+        drawn = timeline.render().plain.splitlines()
+        assert all(len(line) <= timeline.size.width <= 80 for line in drawn)
+        assert [line.split()[0] for line in drawn[:3]] == ["runner", "runner", "runner"]
+        assert drawn[-1].startswith("0-9 core  - wait core  = lock/GIL")  # the short legend
+        assert "what each thread did" in timeline.caption
