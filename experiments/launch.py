@@ -638,6 +638,11 @@ class Launch:
             why = why_it_ended(self.stderr, self.returncode)
             if why:
                 self.error += f": {why}"
+            if self.spec.executor == "interpreters":
+                self.error += (
+                    "; worker interpreters run inside the runner's process, so a task that "
+                    "ends its process (os._exit, a crash) ends the run"
+                )
         if self.status == "failed" and "bootstrapping phase" in self.stderr:
             # CPython's words when a spawned child starts a process while importing __main__
             # or a module: the user's code has no `if __name__ == "__main__":` guard.

@@ -216,6 +216,7 @@ def test_advise_snippet_for_interpreters_runs_as_pasted(user_dir, interpreters_p
 def test_a_task_that_ends_its_process_ends_the_runner_it_shares(conlab, interpreters_python):
     run = failed_run(conlab, interpreters_python, "usermod:exit3")
     assert run["error"].startswith("the runner process died (exit code 3)"), run["error"]
+    assert "worker interpreters run inside the runner's process" in run["error"]
 
 
 SPIN = textwrap.dedent("""
