@@ -67,12 +67,14 @@ class ThreadLook:
         return self._lanes()
 
     def _loop(self) -> None:
-        next_scan = 0
+        next_scan, began = 0, time.monotonic_ns()
         while not self._stop.is_set():
             now = time.monotonic_ns()
             if now >= next_scan:
                 self._scan()
-                next_scan = now + 10_000_000  # new threads and processes: every 10 ms
+                # new threads and processes: at every look while the repeat starts its
+                # workers, then every 10 ms
+                next_scan = now + (0 if now - began < 50_000_000 else 10_000_000)
             self._look(now)
             self._stop.wait(self.interval_s)
 
@@ -125,21 +127,17 @@ class ThreadLook:
         t marks [t - D, t] as waiting); a thread on a core at one look and blocked at the next
         ran only as long as its time on a core grew (exact once it stopped running: a thread
         that woke to find the GIL taken ran microseconds, not the millisecond between looks);
-        and no two threads are on one core at once (the one already there keeps it)."""
-        lanes = {}
+        and one core runs one thread at a time (``_queued``)."""
+        lanes, waits = {}, {}
         for key, seen in self._seen.items():
-            waits, before = [], None
+            waits[key], before = [], None
             for t, _, _, waited, _ in seen:
                 if waited is not None and before is not None and waited > before:
-                    waits.append((t - (waited - before), t))
+                    waits[key].append((t - (waited - before), t))
                 if waited is not None:
                     before = waited
-            steps, at = [], 0
+            steps = []
             for n, (t, kind, core, _, ran) in enumerate(seen):
-                while at < len(waits) and waits[at][1] < t:
-                    at += 1
-                if kind == ON_CORE and at < len(waits) and waits[at][0] <= t:
-                    kind = WAITING
                 steps.append([t, kind, core if kind == ON_CORE else -1])
                 later = seen[n + 1] if n + 1 < len(seen) else None
                 if kind == ON_CORE and later is not None and later[1] not in (ON_CORE, "X"):
@@ -147,8 +145,9 @@ class ThreadLook:
                     if 0 <= ran_for < later[0] - t:
                         steps.append([t + ran_for, later[1], -1])
             lanes[key] = steps
-        _one_thread_a_core(lanes)
-        return {key: _merged(steps) for key, steps in lanes.items()}
+        lanes = {key: _merged(_waiting(steps, waits[key])) for key, steps in lanes.items()}
+        queued = _queued(lanes)
+        return {key: _merged(_waiting(steps, queued.get(key, []))) for key, steps in lanes.items()}
 
     def _blocked_on(self, syscall: int) -> str:
         if syscall < 0:
@@ -160,21 +159,55 @@ class ThreadLook:
         return self._kinds.get(number, BLOCKED)
 
 
-def _one_thread_a_core(lanes: dict) -> None:
-    """At each look, of the threads seen on one core, the one that was on it at the look
-    before keeps it (else the first); the others were waiting for it."""
-    at_look: dict = {}
+def _queued(lanes: dict) -> dict:
+    """For each lane, when it was shown on a core that another lane already held: two threads
+    runnable on one core's queue at one look, one of which waited for the other (whose wait
+    the kernel had not yet reported when the look ended)."""
+    held: dict = {}
     for key, steps in lanes.items():
-        for step in steps:
-            if step[1] == ON_CORE:
-                at_look.setdefault((step[0], step[2]), []).append((key, step))
-    holder: dict = {}  # core -> the thread on it at the previous look
-    for (_, core), claims in sorted(at_look.items()):
-        keep = next((c for c in claims if c[0] == holder.get(core)), claims[0])
-        for key, step in claims:
-            if key != keep[0]:
-                step[1], step[2] = WAITING, -1
-        holder[core] = keep[0]
+        for at, (t, kind, core) in enumerate(steps):
+            end = steps[at + 1][0] if at + 1 < len(steps) else t
+            if kind == ON_CORE and end > t:
+                held.setdefault(core, []).append((t, end, key))
+    queued: dict = {}
+    for spans in held.values():
+        until = None
+        for start, end, key in sorted(spans):
+            if until is not None and start < until:
+                queued.setdefault(key, []).append((start, min(end, until)))
+            until = end if until is None else max(until, end)
+    return queued
+
+
+def _waiting(steps: list, windows: list) -> list:
+    """``steps`` (each holding from its time to the next step's) with the time in ``windows``
+    (``[start, end)``, when the kernel says the thread waited for a core) that they show on a
+    core shown waiting: a wait of D before a look covers D, not the look's whole interval."""
+    if not windows or not steps:
+        return [list(step) for step in steps]
+    merged: list = []
+    for start, end in sorted(windows):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    out = []
+    ends = [step[0] for step in steps[1:]] + [steps[-1][0]]
+    for (t, kind, core), end in zip(steps, ends):
+        if kind != ON_CORE or end <= t:
+            out.append([t, kind, core])
+            continue
+        cursor = t
+        for start, stop in merged:
+            if stop <= cursor or start >= end:
+                continue
+            if start > cursor:
+                out.append([cursor, ON_CORE, core])
+            out.append([max(start, cursor), WAITING, -1])
+            cursor = min(stop, end)
+        if cursor < end:
+            out.append([cursor, ON_CORE, core])
+    return out
 
 
 def _merged(steps: list) -> list:
