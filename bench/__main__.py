@@ -587,9 +587,11 @@ def _version(python: str) -> str:
     return f"{info.get('version', '?')}{'t' if info.get('free_threaded') else ''}"
 
 
-def without_split(spec) -> Iterator[float]:
-    """``lab_repeats`` of a runner that reads no thread's split (experiments.timing)."""
-    os.environ["CONLAB_NO_SPLIT"] = "1"
+def split_set(spec, value: str) -> Iterator[float]:
+    """``lab_repeats`` of a runner with CONLAB_NO_SPLIT set to ``value``: "1" reads no thread's
+    split (experiments.timing), "0" reads them; either way its environment is as long, so that
+    the two sides' memory layouts differ only as any two processes' do."""
+    os.environ["CONLAB_NO_SPLIT"] = value
     try:
         repeats = lab_repeats(spec)
         first = next(repeats)  # the runner starts here, with the variable in its environment
@@ -599,22 +601,75 @@ def without_split(spec) -> Iterator[float]:
     yield from repeats
 
 
+def split_cost_per_task_us(calls: int = 20_000, turns: int = 15) -> float:
+    """What reading a thread's split adds to one task, in us: ``timed_call`` of a function that
+    does nothing, with the readings and without, in turns within one process (the readings
+    taken at every task: the most they can cost), the median difference of the turns."""
+    import time
+
+    from experiments import timing
+
+    def per_call() -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            timing.timed_call(int, 0)
+        return (time.perf_counter() - start) / calls * 1e6
+
+    reading, every = timing._thread_time_ns, timing.READ_EVERY_NS
+    differences = []
+    try:
+        timing.READ_EVERY_NS = 0  # a reading at each end of each task
+        for _ in range(turns):
+            timing._thread_time_ns, timing._stat_files = reading, {}
+            with_split = per_call()
+            timing._thread_time_ns, timing._stat_files = None, {}
+            differences.append(with_split - per_call())
+    finally:
+        timing._thread_time_ns, timing.READ_EVERY_NS, timing._stat_files = reading, every, {}
+    return statistics.median(differences)
+
+
 def bench_split_cost(bench: Bench) -> None:
     """What reading each worker thread's split (on a core, waiting for one, blocked) costs the
-    counted time: the lab's runner with it against the same runner without, in turns, on a
-    default sweep's executors and a pure-Python function like its `cpu` (budget: 0.5%)."""
+    counted time. Budgeted: its cost per task, read at every task, against the median task of
+    a default sweep (`conlab run -w cpu`: 16 tasks of the default size), at most 0.5%. Shown:
+    whole runs of that sweep's executors, the runner with the split against the same runner
+    without (CONLAB_NO_SPLIT), in turns, whose interval is this machine's noise."""
     from experiments.spec import ExperimentSpec
 
+    cost_us = split_cost_per_task_us()
+    spec = ExperimentSpec("cpu", "sequential", repeats=REPEATS, warmups=1, processes=1)
+    task_us = statistics.median(list(lab_repeats(spec))[1:]) / spec.tasks * 1e6
+    bench.show(
+        f"the split's cost per task, read at both ends (us; a cpu task: {task_us:.0f} us)", cost_us
+    )
+    bench.record(
+        "the split's cost per task / a default sweep's task (cpu, default size)",
+        1 + cost_us / task_us,
+        "<= 1.005",
+        cost_us / task_us <= 0.005,
+    )
     for kind, workers in (("sequential", 1), ("threads", 2), ("processes", 2)):
         per_round = []
         for _ in range(ROUNDS):
             spec = ExperimentSpec(
-                "cpu", kind, workers=workers, repeats=REPEATS, warmups=1, processes=1
+                "benchmod:c_hash",
+                kind,
+                workers=workers,
+                tasks=8,
+                size=28,
+                repeats=REPEATS,
+                warmups=1,
+                processes=1,
             )
-            per_round.append(statistics.median(in_turns(lab_repeats(spec), without_split(spec))))
+            per_round.append(
+                statistics.median(in_turns(split_set(spec, "0"), split_set(spec, "1")))
+            )
         judged = Judged(per_round)
-        name = f"{kind} x{workers} cpu, 16 tasks: with the split / without{judged.how}"
-        bench.record(name, judged.value, "<= 1.005", judged.value <= 1.005)
+        bench.show(
+            f"{kind} x{workers}, 8 x c_hash 28 MiB: with the split / without{judged.how}",
+            judged.value,
+        )
 
 
 def bench_main_script(bench: Bench) -> None:
