@@ -764,7 +764,7 @@ def export(source: Target, out: Path, anonymize: bool = False, tag: Optional[str
     if isinstance(source, FileDatabase):
         check_sqlite_file(source.path, create=False)
     _refuse_as_export_target(out)
-    placed = False
+    placed, made = False, {}  # made: the inode of the file linked as `out`, once there is one
     try:
         with _terminate_as_interrupt(), _private_directory("conlab-export-") as scratch:
             work = Path(scratch) / "export.db"
@@ -773,11 +773,12 @@ def export(source: Target, out: Path, anonymize: bool = False, tag: Optional[str
             else:
                 _copy_from_server(source.url, work)
             count = _finish_copy(work, anonymize, tag)
-            placed = _put_in_place(work, out)
+            placed = _put_in_place(work, out, made)
     except BaseException:
-        # Python raises an interrupt at its next check, which may come after the link: an
-        # export that is said to be interrupted leaves no `out`, whenever the signal came.
-        if placed:
+        # Python raises an interrupt at its next check, which may come after the link (even in
+        # the `finally` that tidies up after it): an export that is said to be interrupted
+        # leaves no `out`, whenever the signal came. `out` is ours if it is the file we made.
+        if placed or _is_file(out, made.get("inode")):
             out.unlink(missing_ok=True)
         raise
     return count
@@ -866,7 +867,14 @@ def _drop_foreign_schema(copy: sqlite3.Connection) -> None:
         copy.execute(f"DROP {statement} IF EXISTS {_identifier(name)}")
 
 
-def _put_in_place(work: Path, out: Path) -> bool:
+def _is_file(path: Path, inode) -> bool:
+    try:
+        return inode is not None and os.lstat(path).st_ino == inode
+    except OSError:
+        return False
+
+
+def _put_in_place(work: Path, out: Path, made: Optional[dict] = None) -> bool:
     """Write ``work`` compacted (``VACUUM INTO``: no free pages keep what was deleted or
     rewritten) to a hidden file beside ``out``, then link it as ``out``, which must not exist.
     Returns True; an interrupt raised once ``out`` is linked removes it again."""
@@ -882,6 +890,8 @@ def _put_in_place(work: Path, out: Path) -> bool:
             copy.close()
         with open(part, "rb") as handle:
             os.fsync(handle.fileno())  # the file is whole on disk before it has its name
+        if made is not None:
+            made["inode"] = os.stat(part).st_ino
         try:
             os.link(part, out)  # fails if `out` appeared meanwhile: never overwrites
         except FileExistsError:
