@@ -766,18 +766,20 @@ def export(source: Target, out: Path, anonymize: bool = False, tag: Optional[str
     _refuse_as_export_target(out)
     placed, made = False, {}  # made: the inode of the file linked as `out`, once there is one
     try:
-        with _terminate_as_interrupt(), _private_directory("conlab-export-") as scratch:
+        with _terminate_as_interrupt() as arrived, _private_directory("conlab-export-") as scratch:
             work = Path(scratch) / "export.db"
             if isinstance(source, FileDatabase):
                 _vacuum_into(source.path, work)
             else:
                 _copy_from_server(source.url, work)
             count = _finish_copy(work, anonymize, tag)
-            placed = _put_in_place(work, out, made)
+            with _interrupts_held():  # an interrupt comes after `placed` says what was done
+                if arrived:  # one that a callback swallowed: nothing is placed after it
+                    raise KeyboardInterrupt
+                placed = _put_in_place(work, out, made)
     except BaseException:
-        # Python raises an interrupt at its next check, which may come after the link (even in
-        # the `finally` that tidies up after it): an export that is said to be interrupted
-        # leaves no `out`, whenever the signal came. `out` is ours if it is the file we made.
+        # An export that is said to be interrupted leaves no `out`, whenever the signal came;
+        # `out` is ours if it is the file we made.
         if placed or _is_file(out, made.get("inode")):
             out.unlink(missing_ok=True)
         raise
@@ -797,41 +799,54 @@ def _refuse_as_export_target(out: Path) -> None:
 
 
 @contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt meanwhile, so the temporary files are removed."""
+def _terminate_as_interrupt() -> Iterator[list]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt meanwhile, so the temporary files are removed;
+    each is also kept in the list given, since SQLite's callbacks (a read's bound) swallow an
+    exception raised inside them: what arrived is raised again before anything is placed."""
     import signal
     import threading
 
+    arrived: list = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield arrived
         return
 
     def interrupt(signum, frame):
+        arrived.append(signum)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield arrived
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _private_directory(prefix: str) -> tempfile.TemporaryDirectory:
     """A temporary directory that is removed whenever an interrupt arrives: SIGINT and SIGTERM
     wait while it is made, until its removal is registered (an interrupt between ``mkdtemp`` and
-    that registration would leave it behind). Blocked in this thread only: no other thread may
-    be there to take them, so the export path loads no numpy (its BLAS starts threads)."""
+    that registration would leave it behind)."""
+    with _interrupts_held():
+        return tempfile.TemporaryDirectory(prefix=prefix)
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends, then arrive. Blocked in this thread only:
+    no other thread may be there to take them, so the export path loads no numpy (its BLAS
+    starts threads)."""
     import signal
     import threading
 
-    held = {signal.SIGINT, signal.SIGTERM}
     if threading.current_thread() is not threading.main_thread() or not hasattr(
         signal, "pthread_sigmask"
     ):
-        return tempfile.TemporaryDirectory(prefix=prefix)
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
-        return tempfile.TemporaryDirectory(prefix=prefix)
+        yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
