@@ -139,6 +139,16 @@ KNOWN = [
         {"speedup": 1.9, "cpu_per_wall": 0.3, "shares": Shares(io=0.6, sleep=0.1)},
         {"scaling": "seen-waiting"},
     ),
+    # sleeping threads that scaled, idle ones then waiting on the pool's queue: no GIL sentence
+    (
+        {
+            "workers": 16,
+            "speedup": 12.85,
+            "cpu_per_wall": 0.04,
+            "shares": Shares(on_core=0.01, blocked_on_lock=0.21, sleep=0.78),
+        },
+        {"scaling": "seen-waiting"},
+    ),
     # worker interpreters: a GIL each, in one process
     (
         {"executor": "interpreters", "speedup": 1.9, "cpu_per_wall": 1.95},
