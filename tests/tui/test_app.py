@@ -787,9 +787,10 @@ async def test_export_report_replaces_a_link_in_reports_and_spares_its_target(
         await settle(app, pilot)
         app.export_report("html")
         await pilot.pause()
+        said = [(note.severity, note.message) for note in app._notifications]
     assert victim.read_text() == "precious"
     page = tmp_path / "reports" / "summary.html"
-    assert not page.is_symlink() and "<html" in page.read_text()
+    assert not page.is_symlink() and "<html" in page.read_text(), said
 
 
 async def test_at_80x24_the_labs_timeline_draws_each_thread_of_the_run(db_path, marked):
