@@ -23,8 +23,8 @@ run: install
 	$(BIN)/conlab $(ARGS)
 
 lint: install
-	$(BIN)/ruff check experiments storage tui tests bench docs
-	$(BIN)/ruff format --check experiments storage tui tests bench docs
+	$(BIN)/ruff check experiments storage service tui tests bench docs
+	$(BIN)/ruff format --check experiments storage service tui tests bench docs
 	$(BIN)/lint-imports
 
 # Three pytest workers on a 2-core machine: many tests wait on real subprocesses (a Ray head, a

@@ -909,7 +909,7 @@ def advise(
     Sweep once it exists (to cancel it). ``pythons``: the interpreters to advise on (None is
     this one); each is probed, and their candidates take turns in one sweep, at the size the
     first one chose."""
-    from tui.sweep import Sweep, check, is_auto_size
+    from service.sweeps import Sweep, check, is_auto_size
 
     started = time.monotonic()
     say = say or (lambda line: None)

@@ -135,8 +135,8 @@ def run(
     **options: Any,
 ) -> int:
     """Run workloads on executors and store every timing."""
+    from service.sweeps import Sweep, calibration_note, check, choose_sizes, plan
     from tui import service
-    from tui.sweep import Sweep, calibration_note, check, choose_sizes, plan
 
     options = {o.name: options[o.key] for o in sweep_options.OPTIONS}
     workers, size, repeats = options.pop("workers"), options.pop("size"), options.pop("repeats")
@@ -223,7 +223,7 @@ def _say_unsaved(results: list[dict], as_json: bool) -> None:
 
 def _add_baseline(engine, selection: str, specs: list, resolved: dict) -> tuple[list, dict]:
     """``specs`` with the stored runs ``selection`` picks measured again beside them."""
-    from tui.sweep import against, check
+    from service.sweeps import against, check
 
     found, elsewhere, unnamed = against(engine, selection, specs)
     named = f"runs naming {', '.join(unnamed)} are re-run only when this command names those too"

@@ -56,7 +56,7 @@ def process_tasks(spec: ExperimentSpec) -> int:
 def sized(specs: Sequence[ExperimentSpec]) -> tuple[list[ExperimentSpec], list[str]]:
     """``specs`` with ``--size auto`` resolved (a user function without a size is calibrated,
     as the CLI does), and what calibration chose, in words. Starts a process per workload."""
-    from tui.sweep import calibration_note, choose_sizes
+    from service.sweeps import calibration_note, choose_sizes
 
     auto = [s.workload for s in specs if s.size is None and ":" in s.workload]
     if not auto:
@@ -72,8 +72,8 @@ def sized(specs: Sequence[ExperimentSpec]) -> tuple[list[ExperimentSpec], list[s
 def start_sweep(db: Optional[str], specs: Sequence[ExperimentSpec], **options: Any):
     """A Sweep of ``specs`` on ``db``, its specs checked in the interpreters that will run them
     (SpecError, DatabaseError when they cannot); ``run()`` it, ``cancel()`` it from any thread."""
+    from service.sweeps import Sweep, check
     from storage.database import open_engine
-    from tui.sweep import Sweep, check
 
     resolved = check(specs)
     return Sweep(open_engine(db, writer=True), specs, resolved, **options)

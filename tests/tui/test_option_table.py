@@ -9,15 +9,15 @@ import dataclasses
 import pytest
 from textual.widgets import Input, Select
 
-import tui.sweep
+import service.sweeps
 from experiments import options as sweep_options
 from experiments.options import OPTIONS, SpecError, with_option_fields
 from experiments.spec import ExperimentSpec
+from service.sweeps import plan
 from tests.tui.conftest import choose, wait_until
 from tui import cli
 from tui.app import ConlabApp
 from tui.components.lab import LabPane
-from tui.sweep import plan
 
 THROWAWAY = dataclasses.replace(
     OPTIONS[1],
@@ -41,7 +41,7 @@ def with_throwaway_row(monkeypatch):
         workload: str
         executor: str
 
-    monkeypatch.setattr(tui.sweep, "ExperimentSpec", Spec)
+    monkeypatch.setattr(service.sweeps, "ExperimentSpec", Spec)
     yield
     monkeypatch.undo()
     cli.use_option_table()  # `run` back to the real table's flags

@@ -10,10 +10,10 @@ import pytest
 
 from experiments.calibrate import calibrate
 from experiments.spec import ExperimentSpec
+from service import sweeps as sweep_module
+from service.sweeps import Sweep, check, plan
 from storage.database import open_engine
 from tests.conftest import run_args
-from tui import sweep as sweep_module
-from tui.sweep import Sweep, check, plan
 
 
 def run_sweep(db_path, specs, **options) -> tuple[Sweep, list[tuple[str, int]]]:

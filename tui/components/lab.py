@@ -230,7 +230,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         from experiments import options as sweep_options
         from experiments.options import parse_workers
         from experiments.spec import SpecError
-        from tui.sweep import plan
+        from service.sweeps import plan
 
         executors = list(self.query_one("#executors").selected)
         if not executors:
