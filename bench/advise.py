@@ -54,7 +54,7 @@ def _fits(kind: str, found: dict, cores: int) -> bool:
 
 def bench_advise(bench) -> None:
     from experiments.environment import usable_cores
-    from tui.advise import busy
+    from service.advise import busy
 
     (bench.workdir / "advisekinds.py").write_text(KINDS_MODULE)
     for kind in ("spin", "wait", "digest", "short"):

@@ -983,7 +983,7 @@ def _name(row) -> str:
 
 
 # What one more runner process of a configuration costs beyond its repeats (start-up, import,
-# environment, storing; as tui.advise measured here): for the time that would settle a tie.
+# environment, storing; as service.advise measured here): for the time that would settle a tie.
 PROCESS_OVERHEAD_S = 0.25
 
 

@@ -198,7 +198,7 @@ def test_list_executors_names_the_one_command_that_installs_the_backport(
 
 
 def test_advise_snippet_for_interpreters_runs_as_pasted(user_dir, interpreters_python):
-    from tui.advise import snippet
+    from service.advise import snippet
 
     code = snippet("usermod:work", "interpreters", 2, None, None, 100, 4)
     (user_dir / "snippet.py").write_text(code + "\nprint(results)\n")

@@ -456,8 +456,8 @@ def advise(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> int:
     """Characterise a function, measure the executors that can win, and recommend one."""
-    from tui.advise import AdviseFailed
-    from tui.advise import advise as run_advise
+    from service.advise import AdviseFailed
+    from service.advise import advise as run_advise
 
     sizes = _parse_sizes(size)
     if len(sizes) > 1:
@@ -488,7 +488,7 @@ def advise(
 
 
 def _print_advice(found: dict) -> None:
-    from tui.advise import advice_lines
+    from service.advise import advice_lines
 
     console = _console()
     for line in advice_lines(found):

@@ -13,9 +13,9 @@ import pytest
 
 from experiments.environment import usable_cores
 from experiments.spec import SpecError
+from service import advise
 from storage import stats
 from tests.conftest import assert_one_line_error
-from tui import advise
 
 KINDS = textwrap.dedent('''
     """Four kinds of function a user might bring to `conlab advise`."""

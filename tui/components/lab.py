@@ -378,8 +378,8 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
     @work(thread=True, exclusive=True, exit_on_error=False, group="sweep")
     @_then_stored
     def run_advice(self, workload: str, size: Optional[int], tasks: Optional[int]) -> None:
+        from service.advise import advice_lines, advise
         from storage.database import open_engine
-        from tui.advise import advice_lines, advise
 
         def adopt(sweep) -> None:  # escape cancels it, events count its processes
             self.sweep, self.specs = sweep, sweep.specs
