@@ -298,7 +298,8 @@ CLI = [sys.executable, "-m", "tui.cli"]
 # its exit code. A child is a real process; only the imports are shared.
 FORK_SERVER = textwrap.dedent("""
     import json, os, sys, traceback
-    import pandas, tui.cli, tui.start, tui.service, storage.reports, storage.render, storage.sharing
+    import pandas, tui.cli, tui.start, service.reports
+    import storage.reports, storage.render, storage.sharing
     # what commands import on first use (no connection, no state): paid once, not per call
     import markdown_it, sqlalchemy.dialects.sqlite
     # What is imported stays out of every child's collections: a child that walked it would

@@ -1,5 +1,5 @@
 """The Textual app: Lab, Runs, Compare and Machine, keyboard first. Every pane reads and changes
-stored runs through ``tui.service``, in workers; the app's stylesheet is ``app.tcss``."""
+stored runs through ``service.reports``, in workers; the app's stylesheet is ``app.tcss``."""
 
 from __future__ import annotations
 
@@ -264,7 +264,7 @@ class ConlabApp(App):
     @work(thread=True, exclusive=True, exit_on_error=False, group="reload")
     def reload_all(self) -> None:
         """Read the database again in every pane (after a sweep, a merge, another --db)."""
-        from tui.service import open_database
+        from service.reports import open_database
 
         open_database(self.db)  # a new database gets its tables once, before the panes read it
         self.call_from_thread(self.reload_panes)
@@ -392,8 +392,8 @@ class ConlabApp(App):
 
     @work(thread=True, exit_on_error=False, group="export")
     def export_report(self, format: str = "html") -> None:
+        from service.reports import export_report
         from storage.errors import OutputError
-        from tui.service import export_report
 
         try:
             out = export_report(self.db, format, REPORTS_FOLDER)
@@ -416,8 +416,8 @@ class ConlabApp(App):
 
     @work(thread=True, exit_on_error=False, group="open-database")
     def open_database(self, path: str) -> None:
+        from service.reports import engine_for
         from storage.errors import DatabaseError
-        from tui.service import engine_for
 
         try:
             with engine_for(path, create=False):

@@ -135,8 +135,8 @@ def run(
     **options: Any,
 ) -> int:
     """Run workloads on executors and store every timing."""
+    from service import reports as service
     from service.sweeps import Sweep, calibration_note, check, choose_sizes, plan
-    from tui import service
 
     options = {o.name: options[o.key] for o in sweep_options.OPTIONS}
     workers, size, repeats = options.pop("workers"), options.pop("size"), options.pop("repeats")
@@ -350,7 +350,7 @@ class _Progress:
             return
         kind = event.get("event")
         if kind == "env":
-            from tui.service import process_tasks, run_label
+            from service.reports import process_tasks, run_label
 
             label = printable(run_label(spec, event))
             self._current = self._progress.add_task(label, total=process_tasks(spec))
@@ -420,7 +420,7 @@ def _print_results(results: list[dict], cancelled: bool) -> None:
 
 
 def _print_verdicts(engine, results: list[dict]) -> None:
-    from tui.service import sweep_report
+    from service.reports import sweep_report
 
     found = sweep_report(engine, results)
     if found is not None:
@@ -572,8 +572,8 @@ def runs(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Stored runs, newest first (the newest 50 unless --limit or --all)."""
+    from service.reports import RUN_COLUMNS, run_row, stored_runs
     from storage.queries import RunFilter
-    from tui.service import RUN_COLUMNS, run_row, stored_runs
 
     if limit < 1:
         raise BadInput(f"--limit must be 1 or more, not {limit}; or pass --all")
@@ -692,7 +692,7 @@ def report(
     ),
 ) -> int:
     """What the stored runs mean: medians, spread, speedup, efficiency, verdicts, comparisons."""
-    from tui import service
+    from service import reports as service
 
     if fail_if_slower is not None and not compare:
         raise BadInput("--fail-if-slower needs --compare A B; add the two selections")
@@ -793,7 +793,7 @@ def _default_db():
 
 def _timeline(sources, runs, run_prefix: Optional[str]):
     """The run whose task timeline an HTML report draws, and its samples."""
-    from tui.service import engine_for, timeline
+    from service.reports import engine_for, timeline
 
     databases = dict(sources)
     opened = []
@@ -814,8 +814,8 @@ def _print_look(sources, runs, run_prefix: str) -> None:
     """What each thread of a run did in its looked-at repeat, drawn for the terminal."""
     import shutil
 
+    from service.reports import engine_for, look
     from storage import states
-    from tui.service import engine_for, look
 
     databases, opened = dict(sources), []
 
@@ -937,8 +937,8 @@ def db_info(
 ) -> None:
     """Path, schema version, size, runs and task samples, runs per machine and interpreter, the
     oldest and newest run."""
+    from service.reports import iso_seconds
     from storage.sharing import info
-    from tui.service import iso_seconds
 
     details = info(_lab_database(db))
     if as_json:
@@ -987,7 +987,7 @@ def db_prune(
 ) -> None:
     """Delete old runs with their repeats and task samples, in one transaction; tagged runs
     (baselines) stay unless --include-tagged; then give the space back."""
-    from tui.service import prune_runs
+    from service.reports import prune_runs
 
     moment = _parse_since(before, "--before")
     _check_db(db)

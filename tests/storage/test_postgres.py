@@ -548,7 +548,7 @@ def test_a_merge_into_postgres_leaves_its_source_as_it_was_and_refuses_a_damaged
 
 READ_FOR_A_REPORT = """
 import json, sys
-from tui import service
+from service import reports as service
 from storage.reports import load_processes, summarize
 url = sys.argv[1]
 direct = summarize(service.load([(url, url)]))

@@ -6,9 +6,9 @@ import sqlite3
 
 import pytest
 
+from service import reports as service
 from storage.database import DatabaseError
 from tests.tui.conftest import two_sweeps
-from tui import service
 
 
 def test_runs_tag_delete_and_machines(tmp_path):

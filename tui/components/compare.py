@@ -113,8 +113,8 @@ class SelectionSuggester(Suggester):
     async def get_suggestion(self, value: str) -> Optional[str]:
         import asyncio
 
+        from service.reports import complete_selection
         from storage.errors import DatabaseError
-        from tui.service import complete_selection
 
         try:
             return await asyncio.to_thread(complete_selection, self.pane.db, value)
@@ -128,7 +128,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
 
     @dataclass
     class Compared(Message):
-        """B against A (a tui.service.Comparison)."""
+        """B against A (a service.reports.Comparison)."""
 
         comparison: object
 
@@ -187,8 +187,8 @@ class ComparePane(ReportsWorkerErrors, Vertical):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="compare")
     def compare(self, a: str, b: str) -> None:
+        from service.reports import report
         from storage.errors import SelectionError
-        from tui.service import report
 
         try:
             found = report([("db", self.db)], compare=(a, b), summarise_all=False)
