@@ -372,8 +372,8 @@ def report_by_lab(path: Path) -> tuple[float, float]:
     """`conlab report --format json` in process, through the service the command calls: load,
     summarise, verdicts, render. Returns its wall time and its CPU time (what a loaded machine
     moves least)."""
+    from service.present import render
     from service.reports import report
-    from storage import render
 
     start, cpu = time.perf_counter(), time.process_time()
     found = report([(str(path), str(path))])

@@ -116,7 +116,7 @@ class Comparison:
     summary_b: pd.DataFrame
 
     def as_tuple(self) -> tuple:
-        """The shape ``storage.render`` takes."""
+        """The shape ``service.present.render`` takes."""
         return self.rows, self.geomean, self.differences, self.a, self.b
 
 
@@ -296,7 +296,7 @@ EXPORT_SUFFIXES = {"html": "html", "markdown": "md", "csv": "csv", "json": "json
 
 def render_report(found: Report, format: str, timeline_of=None) -> str:
     """``found`` as the text of ``format`` (markdown, csv, json or html)."""
-    from storage import render
+    from service.present import render
 
     compared = found.comparison.as_tuple() if found.comparison else None
     if format == "markdown":

@@ -844,7 +844,7 @@ def _print_look(sources, runs, run_prefix: str) -> None:
 
 def _print_report_table(found) -> None:
     """A comparison, or the summary with its warnings once each below it, then the verdicts."""
-    from storage import render
+    from service.present import render
 
     console = _console()
     if found.comparison:

@@ -750,7 +750,7 @@ class Page(HTMLParser):
 def rendered(path, sweeps, labels=None) -> tuple[str, str]:
     """The HTML page and the Markdown of a database, with a comparison of its two sweeps (or
     of two selections spelled ``labels``) and a task timeline, as `conlab report` makes them."""
-    from storage import render
+    from service.present import render
     from storage.database import open_engine
     from storage.reports import load_repeats, load_timeline
 

@@ -205,7 +205,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
 
     @on(Compared)
     def show(self, message: Compared) -> None:
-        from storage import render
+        from service.present import render
 
         comparison = message.comparison
         self.shown = (comparison.a, comparison.b)

@@ -9,7 +9,7 @@ from itertools import groupby
 from rich.text import Text
 from textual.widget import Widget
 
-from storage.lanes import PALETTE, lane_label, lane_numbers
+from service.present.lanes import PALETTE, lane_label, lane_numbers
 from storage.text import as_text
 
 

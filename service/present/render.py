@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from storage.lanes import PALETTE, lane_label, lane_numbers
+from service.present.lanes import PALETTE, lane_label, lane_numbers
 from storage.reports import Comparison
 from storage.text import csv_cell, markdown_text, printable
 
