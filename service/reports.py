@@ -315,7 +315,7 @@ def export_report(db: Optional[str], format: str, folder: Path) -> Optional[Path
     found = report([("db", db)])
     if found.empty:
         return None
-    from storage.output import database_files, write_text
+    from service.output import database_files, write_text
 
     out = folder / f"summary.{EXPORT_SUFFIXES[format]}"
     write_text(out, render_report(found, format), database_files([db]))

@@ -745,7 +745,7 @@ def report(
             timeline_of = _timeline(sources, processes, timeline)
         text = service.render_report(found, chosen.value, timeline_of)
         if output:
-            from storage.output import database_files, write_text
+            from service.output import database_files, write_text
 
             write_text(Path(output), text, database_files(db or [None]))
         else:
@@ -769,7 +769,7 @@ def _check_output(output: str, databases: list[Optional[str]]) -> None:
     under something that is not a directory) or that is a database being read."""
     from pathlib import Path
 
-    from storage.output import check_not_an_input, database_files
+    from service.output import check_not_an_input, database_files
 
     path = Path(output)
     if not output.strip() or path.is_dir():
