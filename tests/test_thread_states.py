@@ -9,6 +9,7 @@ import json
 import sqlite3
 import sys
 
+from service.present import states as drawing
 from storage import states
 from tests.conftest import run_args
 
@@ -72,7 +73,7 @@ def test_report_timeline_draws_each_thread_at_80_columns(conlab, db_path):
     assert len(lanes) >= 3  # the runner's main thread and its two workers
     drawn = "".join(line.split(maxsplit=2)[-1] for line in lanes[1:])
     assert "=" in drawn and any(c.isdigit() for c in drawn)  # the GIL, and cores
-    assert states.LEGEND_SHORT in shown.stdout  # the long one is wider than 80 columns
+    assert drawing.LEGEND_SHORT in shown.stdout  # the long one is wider than 80 columns
     assert "2 worker thread(s):" in shown.stdout
 
 
@@ -140,11 +141,11 @@ def test_stored_thread_states_that_are_not_the_labs_text_draw_nothing():
         lanes, span = states.decode(text)
         assert lanes == [] or span > 0
         assert states.seen(lanes, span) is None or lanes
-        assert states.draw(lanes, max(span, 1), 40) == [] or lanes
+        assert drawing.draw(lanes, max(span, 1), 40) == [] or lanes
     lanes, span = states.decode("100|1 1 0 C 0 50 L -1;1 2 0 L -1 50 C 1")
     found = states.seen(lanes, span)
     assert found.at_once == 1 and found.shares == {"C": 0.5, "L": 0.5}
-    assert states.draw(lanes, span, 10, label=lambda lane: str(lane.tid)) == [
+    assert drawing.draw(lanes, span, 10, label=lambda lane: str(lane.tid)) == [
         "1 00000=====",
         "2 =====11111",
     ]

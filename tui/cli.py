@@ -814,8 +814,8 @@ def _print_look(sources, runs, run_prefix: str) -> None:
     """What each thread of a run did in its looked-at repeat, drawn for the terminal."""
     import shutil
 
+    from service.present import states
     from service.reports import engine_for, look
-    from storage import states
 
     databases, opened = dict(sources), []
 

@@ -419,9 +419,10 @@ STATE_COLOURS = {"W": "#edc948", "L": "#e15759", "I": "#76b7b2", "S": "#dddddd",
 def _svg_states(title: str, thread_states: str) -> str:
     """One lane per thread of a looked-at repeat, a bar per state (storage.states), with the
     state and its core in each bar's title and a legend below."""
-    from storage import states
+    from service.present import states
+    from storage.states import STATES, decode
 
-    lanes, span_us = states.decode(thread_states)
+    lanes, span_us = decode(thread_states)
     if not lanes:
         return ""
     names = states.labels(lanes)
@@ -442,7 +443,7 @@ def _svg_states(title: str, thread_states: str) -> str:
         )
         for start, stop, letter, core in lane.spans(span_us):
             colour = PALETTE[core % len(PALETTE)] if letter == "C" else STATE_COLOURS[letter]
-            what = f"on core {core}" if letter == "C" else states.STATES[letter][0]
+            what = f"on core {core}" if letter == "C" else STATES[letter][0]
             out.append(
                 f'<rect x="{pad + start * scale:.1f}" y="{y}" '
                 f'width="{max((stop - start) * scale, 0.5):.1f}" height="{lane_height - 6}" '
@@ -451,7 +452,7 @@ def _svg_states(title: str, thread_states: str) -> str:
             )
     x = 10
     for letter, colour in (("C", PALETTE[0]), *STATE_COLOURS.items()):
-        words = "on a core (colour: which)" if letter == "C" else states.STATES[letter][0]
+        words = "on a core (colour: which)" if letter == "C" else STATES[letter][0]
         out.append(f'<rect x="{x}" y="{legend_y}" width="10" height="10" fill="{colour}"/>')
         out.append(f'<text x="{x + 14}" y="{legend_y + 9}" font-size="10">{words}</text>')
         x += 14 + 6 * len(words) + 10

@@ -117,7 +117,7 @@ class Timeline(Widget):
         return text
 
     def _render_states(self) -> Text:
-        from storage.states import LEGEND, LEGEND_SHORT, draw, labels
+        from service.present.states import LEGEND, LEGEND_SHORT, draw, labels
 
         lanes, span_us = self.states
         names = labels(lanes)
