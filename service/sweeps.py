@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Optional
 
 from experiments import launch
@@ -27,6 +28,7 @@ from experiments.options import not_taken_by_any, without_refused
 from experiments.spec import ExperimentSpec, SpecError, check_worker_counts, new_id
 
 if TYPE_CHECKING:  # storage (and SQLAlchemy) load when a sweep runs, not when one is planned
+    import pandas as pd
     from sqlalchemy.engine import Engine
 
     from storage.recorder import RunRecorder
@@ -451,3 +453,75 @@ class Sweep:
                     session.commit()
         except SQLAlchemyError:
             pass  # the recorders meet the same failure and save the runs elsewhere
+
+
+# --- what the faces call -----------------------------------------------------------------
+
+
+def run_label(spec: ExperimentSpec, event: dict) -> str:
+    """One runner process of a run, as progress displays name it."""
+    workers = event.get("resolved", {}).get("workers", spec.workers)
+    return (
+        f"{spec.workload} · {spec.executor} × {workers} · process {event['process'] + 1}"
+        f"/{spec.processes}"
+    )
+
+
+def process_tasks(spec: ExperimentSpec) -> int:
+    """The tasks one runner process of ``spec`` runs, warm-ups included: its progress total."""
+    return (spec.warmups + spec.repeats) * spec.tasks
+
+
+def sized(specs: Sequence[ExperimentSpec]) -> tuple[list[ExperimentSpec], list[str]]:
+    """``specs`` with ``--size auto`` resolved (a user function without a size is calibrated,
+    as the CLI does), and what calibration chose, in words. Starts a process per workload."""
+    auto = [s.workload for s in specs if s.size is None and ":" in s.workload]
+    if not auto:
+        return list(specs), []
+    sizes, calibrations = choose_sizes(auto, ["auto"], specs[0].python)
+    chosen = [
+        replace(s, size=sizes[s.workload][0]) if s.workload in sizes and s.size is None else s
+        for s in specs
+    ]
+    return chosen, [calibration_note(name, found) for name, found in calibrations.items()]
+
+
+def start_sweep(db: Optional[str], specs: Sequence[ExperimentSpec], **options: Any):
+    """A Sweep of ``specs`` on ``db``, its specs checked in the interpreters that will run them
+    (SpecError, DatabaseError when they cannot); ``run()`` it, ``cancel()`` it from any thread."""
+    from storage.database import open_engine
+
+    resolved = check(specs)
+    return Sweep(open_engine(db, writer=True), specs, resolved, **options)
+
+
+@dataclass
+class SweepReport:
+    """A finished sweep: its summary (one row per configuration) and verdicts in words."""
+
+    summary: pd.DataFrame
+    verdicts: list[str]
+
+
+def sweep_report(engine, results: Sequence[dict]) -> Optional[SweepReport]:
+    """The report of the sweep that gave ``results`` (the runs' objects), keyed as every report
+    is (machine, Python, size and tasks); None when no run finished."""
+    from storage.reports import sweep_verdicts
+
+    ok = [r for r in results if r["status"] == "ok"]
+    if not ok:
+        return None
+    summary, words = sweep_verdicts(engine, ok[0]["sweep_id"])
+    return None if summary.empty else SweepReport(summary, words)
+
+
+def detectable_note(engine, specs) -> list[str]:
+    """Before a sweep: the smallest change its runs can tell apart on this machine, from the
+    spread of the runs stored here (storage.power); nothing when none are."""
+    from experiments.environment import collect, machine_fingerprint
+    from storage.power import note
+
+    if not specs:
+        return []
+    found = note(engine, machine_fingerprint(collect()), max(s.processes for s in specs))
+    return [found] if found else []

@@ -264,7 +264,7 @@ class ConlabApp(App):
     @work(thread=True, exclusive=True, exit_on_error=False, group="reload")
     def reload_all(self) -> None:
         """Read the database again in every pane (after a sweep, a merge, another --db)."""
-        from service.reports import open_database
+        from service.databases import open_database
 
         open_database(self.db)  # a new database gets its tables once, before the panes read it
         self.call_from_thread(self.reload_panes)
@@ -416,7 +416,7 @@ class ConlabApp(App):
 
     @work(thread=True, exit_on_error=False, group="open-database")
     def open_database(self, path: str) -> None:
-        from service.reports import engine_for
+        from service.databases import engine_for
         from storage.errors import DatabaseError
 
         try:

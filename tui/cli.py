@@ -135,7 +135,7 @@ def run(
     **options: Any,
 ) -> int:
     """Run workloads on executors and store every timing."""
-    from service import reports as service
+    from service import sweeps
     from service.sweeps import Sweep, calibration_note, check, choose_sizes, plan
 
     options = {o.name: options[o.key] for o in sweep_options.OPTIONS}
@@ -182,7 +182,7 @@ def run(
         notes={"detect": detect / 100} if detect is not None else None,
     )
     if not as_json:
-        for line in service.detectable_note(engine, specs):
+        for line in sweeps.detectable_note(engine, specs):
             sys.stderr.write(f"conlab: {line}\n")
     with _Progress(live, sweep) as progress, sweep.cancelled_by_signals():
         sweep.on_event = progress.on_event
@@ -350,7 +350,7 @@ class _Progress:
             return
         kind = event.get("event")
         if kind == "env":
-            from service.reports import process_tasks, run_label
+            from service.sweeps import process_tasks, run_label
 
             label = printable(run_label(spec, event))
             self._current = self._progress.add_task(label, total=process_tasks(spec))
@@ -420,7 +420,7 @@ def _print_results(results: list[dict], cancelled: bool) -> None:
 
 
 def _print_verdicts(engine, results: list[dict]) -> None:
-    from service.reports import sweep_report
+    from service.sweeps import sweep_report
 
     found = sweep_report(engine, results)
     if found is not None:
@@ -572,7 +572,7 @@ def runs(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Stored runs, newest first (the newest 50 unless --limit or --all)."""
-    from service.reports import RUN_COLUMNS, run_row, stored_runs
+    from service.runs import RUN_COLUMNS, run_row, stored_runs
     from storage.queries import RunFilter
 
     if limit < 1:
@@ -692,7 +692,7 @@ def report(
     ),
 ) -> int:
     """What the stored runs mean: medians, spread, speedup, efficiency, verdicts, comparisons."""
-    from service import reports as service
+    from service import reports
 
     if fail_if_slower is not None and not compare:
         raise BadInput("--fail-if-slower needs --compare A B; add the two selections")
@@ -706,9 +706,9 @@ def report(
     sources = _sources(db)
     if output is not None:
         _check_output(output, db or [None])
-    processes = service.load(sources, select_runs)
+    processes = reports.load(sources, select_runs)
     matching = " matching --select" if select_runs else ""
-    for label in service.adding_nothing(sources, processes):
+    for label in reports.adding_nothing(sources, processes):
         sys.stderr.write(
             f"conlab: {printable(label)} adds no run to the report: it holds no finished run"
             f"{matching} that an earlier --db does not\n"
@@ -728,12 +728,12 @@ def report(
         ReportFormat.table if sys.stdout.isatty() and not output else ReportFormat.markdown
     )
     # A comparison on a terminal is the answer asked for: the whole summary would bury it.
-    found = service.build_report(
+    found = reports.build_report(
         processes,
         compare,
         None if min_effect is None else min_effect / 100,
         summarise_all=chosen != ReportFormat.table,
-        repeats=service.load(sources, select_runs, repeats=True) if compare else None,
+        repeats=reports.load(sources, select_runs, repeats=True) if compare else None,
     )
     if timeline is not None and chosen != ReportFormat.html:
         _print_look(sources, processes, timeline)
@@ -743,7 +743,7 @@ def report(
         timeline_of = None
         if chosen == ReportFormat.html:
             timeline_of = _timeline(sources, processes, timeline)
-        text = service.render_report(found, chosen.value, timeline_of)
+        text = reports.render_report(found, chosen.value, timeline_of)
         if output:
             from service.output import database_files, write_text
 
@@ -793,7 +793,8 @@ def _default_db():
 
 def _timeline(sources, runs, run_prefix: Optional[str]):
     """The run whose task timeline an HTML report draws, and its samples."""
-    from service.reports import engine_for, timeline
+    from service.databases import engine_for
+    from service.reports import timeline
 
     databases = dict(sources)
     opened = []
@@ -814,8 +815,9 @@ def _print_look(sources, runs, run_prefix: str) -> None:
     """What each thread of a run did in its looked-at repeat, drawn for the terminal."""
     import shutil
 
+    from service.databases import engine_for
     from service.present import states
-    from service.reports import engine_for, look
+    from service.reports import look
 
     databases, opened = dict(sources), []
 
@@ -937,7 +939,7 @@ def db_info(
 ) -> None:
     """Path, schema version, size, runs and task samples, runs per machine and interpreter, the
     oldest and newest run."""
-    from service.reports import iso_seconds
+    from service.runs import iso_seconds
     from storage.sharing import info
 
     details = info(_lab_database(db))
@@ -987,7 +989,7 @@ def db_prune(
 ) -> None:
     """Delete old runs with their repeats and task samples, in one transaction; tagged runs
     (baselines) stay unless --include-tagged; then give the space back."""
-    from service.reports import prune_runs
+    from service.runs import prune_runs
 
     moment = _parse_since(before, "--before")
     _check_db(db)

@@ -247,7 +247,7 @@ def test_openers_of_a_new_file_at_once_all_get_its_tables(tmp_path):
     meets it half made (its tables without the lab's header) and refuses it."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from service.reports import open_database
+    from service.databases import open_database
 
     def app_reload(path: Path) -> None:
         open_database(str(path))

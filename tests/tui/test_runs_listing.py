@@ -159,7 +159,7 @@ def test_the_newest_run_comes_first_in_json_as_in_the_table(conlab, many_runs):
 
 
 def test_a_selection_is_completed_from_what_the_database_holds(many_runs):
-    from service.reports import complete_selection
+    from service.runs import complete_selection
 
     db = str(many_runs)
     assert complete_selection(db, "ta") == "tag:"

@@ -113,7 +113,7 @@ class SelectionSuggester(Suggester):
     async def get_suggestion(self, value: str) -> Optional[str]:
         import asyncio
 
-        from service.reports import complete_selection
+        from service.runs import complete_selection
         from storage.errors import DatabaseError
 
         try:

@@ -321,7 +321,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
     @work(thread=True, exclusive=True, exit_on_error=False, group="sweep")
     @_then_stored
     def run_sweep(self, specs: list[ExperimentSpec]) -> None:
-        from service.reports import sized, start_sweep, sweep_report
+        from service.sweeps import sized, start_sweep, sweep_report
 
         try:
             specs, notes = sized(specs)  # a user function without a size: calibrated as the CLI
@@ -414,7 +414,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             self.sweep_ended()
 
     def on_lab_pane_sweep_event(self, message: SweepEvent) -> None:
-        from service.reports import process_tasks, run_label
+        from service.sweeps import process_tasks, run_label
 
         event, spec = message.event, message.spec
         kind = event.get("event")

@@ -101,7 +101,7 @@ class MachinePane(ReportsWorkerErrors, Vertical):
 
     @work(thread=True, exit_on_error=False, group="this-machine")
     def describe_this_machine(self) -> None:
-        from service.reports import this_machine
+        from service.catalogue import this_machine
 
         self.post_message(self.Described(this_machine()))
 
@@ -120,7 +120,7 @@ class MachinePane(ReportsWorkerErrors, Vertical):
     @work(thread=True, exclusive=True, exit_on_error=False, group="machines")
     def reload(self) -> None:
         """Read the machines in the database, off the event loop."""
-        from service.reports import machines
+        from service.catalogue import machines
 
         self.post_message(self.Loaded(machines(self.db)))
 

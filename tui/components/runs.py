@@ -16,7 +16,7 @@ from textual.reactive import reactive
 from textual.timer import Timer
 from textual.widgets import DataTable, Input, Static
 
-from service.reports import RUN_COLUMNS, run_row
+from service.runs import RUN_COLUMNS, run_row
 from storage.text import as_text
 from tui.components.pane import ReportsWorkerErrors
 from tui.components.prompt import Confirm, Prompt
@@ -127,7 +127,7 @@ class RunsPane(ReportsWorkerErrors, Vertical):
         """Read the first page of the runs that match the filter again (after a sweep, a merge,
         a tag, a change of filter...), or the page from ``offset`` on, off the event loop. The
         database filters and pages: a database of any size shows its first rows at once."""
-        from service.reports import runs_page
+        from service.runs import runs_page
 
         text = self.query_one("#runs-filter", Input).value
         self.post_message(self.Loaded(runs_page(self.db, text, offset, PAGE), offset))
@@ -233,7 +233,7 @@ class RunsPane(ReportsWorkerErrors, Vertical):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="run-detail")
     def load_detail(self, run: dict) -> None:
-        from service.reports import run_detail
+        from service.runs import run_detail
 
         self.post_message(self.Detailed(run["run_id"], describe(run, run_detail(self.db, run))))
 
@@ -280,7 +280,7 @@ class RunsPane(ReportsWorkerErrors, Vertical):
     def change(self, action: str, *args) -> None:
         """A service call that changes stored runs (``tag_run``, ``delete_run``), then a
         reload."""
-        from service import reports as service
+        from service import runs
 
-        getattr(service, action)(self.db, *args)
+        getattr(runs, action)(self.db, *args)
         self.app.call_from_thread(self.reload)
