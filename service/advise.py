@@ -29,7 +29,7 @@ from experiments.spec import ExperimentSpec, SpecError, new_id
 from experiments.workloads import WORKLOADS
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    pass
 
 DEFAULT_BUDGET_S = 60.0
 TAG = "advise"
@@ -890,7 +890,7 @@ def advice_lines(found: dict) -> list[str]:
 
 def advise(
     workload: str,
-    engine: Engine | Callable[[], Engine],
+    db: Optional[str],
     size: Optional[int | str] = None,
     tasks: Optional[int] = None,
     time_budget_s: float = DEFAULT_BUDGET_S,
@@ -899,20 +899,72 @@ def advise(
     on_sweep: Optional[Callable] = None,
     pythons: Sequence[Optional[str]] = (None,),
 ) -> dict:
-    """Probe ``workload``, measure its candidates as one sweep tagged ``advise`` in ``engine``
-    within ``time_budget_s``, and return the answer (the ``--json`` object).
+    """Probe ``workload``, measure its candidates as one sweep tagged ``advise`` in ``db`` (a
+    path, a URL, or None for the default) within ``time_budget_s``, and return the answer (the
+    ``--json`` object).
 
-    ``engine`` may be a function returning one, called once the plan stands: bad input then
-    leaves no database behind. SpecError for bad input (one line); AdviseFailed when the
-    function fails while probed.
+    ``db`` is opened once the plan stands (bad input then leaves no database behind) and its
+    engine disposed before this returns or raises. SpecError for bad input (one line);
+    AdviseFailed when the function fails while probed.
     ``on_event`` gets the sweep's runner events, ``say`` a line per step, ``on_sweep`` the
     Sweep once it exists (to cancel it). ``pythons``: the interpreters to advise on (None is
     this one); each is probed, and their candidates take turns in one sweep, at the size the
     first one chose."""
-    from service.sweeps import Sweep, check, is_auto_size
+    from service.sweeps import Sweep, check
+    from storage.database import open_engine
 
     started = time.monotonic()
     say = say or (lambda line: None)
+    chosen_size, pythons = _checked(workload, size, tasks, time_budget_s, pythons)
+    probes, candidates, left_out, tasks = _probe_all(
+        workload, chosen_size, tasks, time_budget_s, pythons, say
+    )
+    remaining = time_budget_s - (time.monotonic() - started)
+    repeats, round_s = budget_repeats(candidates, probes, tasks, remaining)
+    specs = specs_for(workload, candidates, probes["size"], tasks, repeats)
+    resolved = check(specs)
+    engine = open_engine(db, writer=True)
+    try:
+        stop = _StopRule(time_budget_s - (time.monotonic() - started))
+        say(f"measuring {len(candidates)} configurations for up to {stop.budget_s:.0f} s")
+        sweep = Sweep(
+            engine,
+            specs,
+            resolved,
+            on_event=on_event,
+            target_ci=0.0,
+            max_time_s=stop.budget_s,
+            stop=stop,
+            notes={"advise": {"probes": probes, "left_out": left_out}},
+        )
+        if on_sweep is not None:
+            on_sweep(sweep)
+        with sweep.cancelled_by_signals():
+            results = sweep.run()
+        if sweep.cancelled:
+            stop.reason = "cancelled"
+        from storage.reports import sweep_verdicts
+
+        summary, words = sweep_verdicts(engine, specs[0].sweep_id)
+    finally:
+        engine.dispose()
+    probes["load_per_core_after"] = _load_per_core(probes["cores"])
+    found = answer(
+        workload, probes, candidates, left_out, summary, words, results, stop.reason, tasks
+    )
+    found["elapsed_s"] = time.monotonic() - started
+    if found["undecided"]:  # the budget that would measure what tells the leaders apart
+        found["undecided"]["time_budget_s"] = math.ceil(
+            found["elapsed_s"] + found["undecided"]["seconds"]
+        )
+    return found
+
+
+def _checked(workload: str, size, tasks, time_budget_s: float, pythons) -> tuple:
+    """The size to probe at and the interpreters to advise on; SpecError for bad input,
+    before anything starts."""
+    from service.sweeps import is_auto_size
+
     if not 0 < time_budget_s <= 86400:
         raise SpecError(
             f"--time-budget must be seconds above 0 and at most a day, not "
@@ -930,6 +982,12 @@ def advise(
     pythons = list(dict.fromkeys(pythons)) or [None]
     for python in pythons:  # an empty --python is refused as `conlab run` refuses it
         ExperimentSpec(workload=workload, executor="sequential", python=python).validate()
+    return chosen_size, pythons
+
+
+def _probe_all(workload: str, chosen_size, tasks, time_budget_s: float, pythons, say) -> tuple:
+    """(probes, candidates, left out, tasks): each interpreter probed and planned for, the
+    first at ``chosen_size``, the others at the size it chose."""
     say(f"probing {workload}")
     probes = characterise(workload, chosen_size, time_budget_s, pythons[0])
     probes["cores"] = probes.get("cores") or usable_cores()
@@ -948,40 +1006,4 @@ def advise(
         by_python[more["python"]] = more
     if len(by_python) > 1:
         probes = {**probes, "by_python": by_python}
-    remaining = time_budget_s - (time.monotonic() - started)
-    repeats, round_s = budget_repeats(candidates, probes, tasks, remaining)
-    specs = specs_for(workload, candidates, probes["size"], tasks, repeats)
-    resolved = check(specs)
-    if callable(engine):
-        engine = engine()
-    stop = _StopRule(time_budget_s - (time.monotonic() - started))
-    say(f"measuring {len(candidates)} configurations for up to {stop.budget_s:.0f} s")
-    sweep = Sweep(
-        engine,
-        specs,
-        resolved,
-        on_event=on_event,
-        target_ci=0.0,
-        max_time_s=stop.budget_s,
-        stop=stop,
-        notes={"advise": {"probes": probes, "left_out": left_out}},
-    )
-    if on_sweep is not None:
-        on_sweep(sweep)
-    with sweep.cancelled_by_signals():
-        results = sweep.run()
-    if sweep.cancelled:
-        stop.reason = "cancelled"
-    from storage.reports import sweep_verdicts
-
-    summary, words = sweep_verdicts(engine, specs[0].sweep_id)
-    probes["load_per_core_after"] = _load_per_core(probes["cores"])
-    found = answer(
-        workload, probes, candidates, left_out, summary, words, results, stop.reason, tasks
-    )
-    found["elapsed_s"] = time.monotonic() - started
-    if found["undecided"]:  # the budget that would measure what tells the leaders apart
-        found["undecided"]["time_budget_s"] = math.ceil(
-            found["elapsed_s"] + found["undecided"]["seconds"]
-        )
-    return found
+    return probes, candidates, left_out, tasks

@@ -19,3 +19,42 @@ def this_machine() -> dict[str, Any]:
     from experiments.environment import collect
 
     return collect()
+
+
+def workloads() -> dict:
+    """The built-in workloads by name (experiments.workloads.Workload: description, default
+    size, whether it has an async form)."""
+    from experiments.workloads import WORKLOADS
+
+    return WORKLOADS
+
+
+def executors(python: Optional[str] = None) -> list[dict]:
+    """Every executor: its name, description, whether it is available (under ``python``, as
+    `conlab run --python` runs it; default this one) and why not."""
+    from experiments.executors import describe
+    from experiments.pythons import executors_under
+
+    return describe() if python is None else executors_under(python)
+
+
+def interpreters() -> list[dict]:
+    """The Python interpreters found on this machine (3.9 and newer), for --python."""
+    from experiments.pythons import discover
+
+    return discover()
+
+
+def environment(python: Optional[str] = None) -> dict[str, Any]:
+    """The facts of this machine and ``python`` (default this one), as recorded with a run."""
+    from experiments import launch
+
+    return launch.environment(python)
+
+
+def fitness(info: dict[str, Any]) -> tuple[tuple[str, ...], list[str]]:
+    """The fields that say whether a machine is fit to measure, and its problems in ``info``
+    (``environment``'s facts), each with its fix."""
+    from experiments.environment import FITNESS_FIELDS, problems
+
+    return tuple(FITNESS_FIELDS), problems(info)

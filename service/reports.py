@@ -55,6 +55,13 @@ def load(sources: Sources, selection: Optional[str] = None, repeats: bool = Fals
     """The finished runs' runner processes in ``sources`` (storage.reports.load_processes), or
     with ``repeats`` their counted repeats (what a comparison reads), only those matching
     ``selection`` if given (SelectionError for a selection that cannot be read)."""
+    processes, counted = load_both(sources, selection, repeats)
+    return counted if repeats else processes
+
+
+def load_both(sources: Sources, selection: Optional[str] = None, repeats: bool = True):
+    """(runner processes, counted repeats or None) of the finished runs in ``sources`` that
+    ``selection`` picks, each database opened once for both (see ``load``)."""
     from contextlib import ExitStack
 
     from storage.listing import open_runs
@@ -62,10 +69,11 @@ def load(sources: Sources, selection: Optional[str] = None, repeats: bool = Fals
 
     with ExitStack() as stack:
         opened = [(label, stack.enter_context(open_runs(db))) for label, db in sources]
-        found = (load_repeats if repeats else load_processes)(opened, selection)
-    if selection and not found.empty:
-        found = select(found, selection)
-    return found
+        found = [load_processes(opened, selection)]
+        found.append(load_repeats(opened, selection) if repeats else None)
+    if selection:
+        found = [f if f is None or f.empty else select(f, selection) for f in found]
+    return found[0], found[1]
 
 
 def adding_nothing(sources: Sources, processes: pd.DataFrame) -> list[str]:
@@ -87,11 +95,22 @@ def report(
     out when only the comparison is wanted."""
     import pandas as pd
 
-    processes = load(sources, selection)
+    processes, repeats = load_both(sources, selection, repeats=bool(compare))
     if processes.empty:
         return Report(processes, pd.DataFrame())
-    repeats = load(sources, selection, repeats=True) if compare else None
     return build_report(processes, compare, min_effect, summarise_all, repeats)
+
+
+def slower(found: Report, percent: float) -> list:
+    """The rows of ``found``'s comparison that are significantly slower by more than
+    ``percent`` percent (`conlab report --fail-if-slower`'s gate); none without a comparison."""
+    if found.comparison is None:
+        return []
+    return [
+        row
+        for row in found.comparison.rows
+        if row.verdict == "slower" and (row.ratio - 1) * 100 > percent
+    ]
 
 
 def build_report(

@@ -176,3 +176,11 @@ def delete_run(db: Optional[str], run_id: str) -> None:
 
     with engine_for(db, writer=True) as engine:
         stored_delete(engine, run_id)
+
+
+def run_filter(**chosen: Any):
+    """Which stored runs a list shows (storage.queries.RunFilter: tag, selection, since, limit,
+    label, text, offset)."""
+    from storage.queries import RunFilter
+
+    return RunFilter(**chosen)

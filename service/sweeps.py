@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Optional
 
 from experiments import launch
@@ -315,10 +315,14 @@ class Sweep:
         """Run every spec's processes; return the runs' objects (the CLI's JSON shape)."""
         from storage.recorder import RunRecorder
 
-        self._record_sweep()
         recorders = {}
         for spec in self.specs:
-            recorder = RunRecorder(self.engine, spec, self.resolved[spec.run_id])
+            recorder = RunRecorder(
+                self.engine,
+                spec,
+                self.resolved[spec.run_id],
+                sweep={"run_order": self.order, "order_seed": self.seed},
+            )
             if spec.workload in self.calibrations:
                 recorder.environment_notes["size_calibration"] = self.calibrations[spec.workload]
             if self.target_ci is not None:
@@ -430,32 +434,128 @@ class Sweep:
                 result["events"] = recorder.events
         return result
 
-    def _record_sweep(self) -> None:
-        from sqlalchemy.exc import SQLAlchemyError
-        from sqlmodel import Session
-
-        from storage.models import Sweep as SweepRow
-
-        if not self.specs:
-            return
-        first = self.specs[0]
-        try:
-            with Session(self.engine) as session:
-                if session.get(SweepRow, first.sweep_id) is None:
-                    session.add(
-                        SweepRow(
-                            id=first.sweep_id,
-                            tag=first.tag,
-                            run_order=self.order,
-                            order_seed=self.seed,
-                        )
-                    )
-                    session.commit()
-        except SQLAlchemyError:
-            pass  # the recorders meet the same failure and save the runs elsewhere
-
 
 # --- what the faces call -----------------------------------------------------------------
+
+
+@dataclass
+class SweepRequest:
+    """A sweep as a face asks for it (`conlab run`'s flags, the Lab's form), before anything
+    is calibrated, checked or opened: what ``prepare`` turns into a Sweep."""
+
+    workloads: Sequence[str]
+    executors: Sequence[str]
+    workers: Sequence[int]
+    pythons: Sequence[Optional[str]] = (None,)
+    # Each workload's sizes, taking turns in one sweep; "auto" (and None for a user function)
+    # is calibrated (see is_auto_size).
+    sizes: Sequence[Optional[int | str]] = (None,)
+    params: Mapping[str, Any] = field(default_factory=dict)  # the option table's other values
+    order: str = "turns"
+    target_ci: Optional[float] = None  # --repeats auto: the 95% interval's relative half-width
+    max_time_s: Optional[float] = None
+    detect: Optional[float] = None  # the smallest relative change a comparison should see
+    against: Optional[str] = None  # a selection of stored runs measured again beside these
+
+
+@dataclass
+class Prepared:
+    """A sweep ready to ``run()``, and what the faces say before it runs, in words: what
+    --against re-measures and what --size auto chose."""
+
+    sweep: Sweep
+    notes: list[str]
+
+
+def specs_of(request: SweepRequest) -> list[ExperimentSpec]:
+    """The specs ``request`` names, each validated (SpecError), sizes still uncalibrated: what
+    the Lab checks as its form changes."""
+    sizes = [None if size == "auto" else size for size in request.sizes]
+    return plan(
+        request.workloads,
+        request.executors,
+        request.workers,
+        request.pythons,
+        size=list(dict.fromkeys(sizes)),
+        **request.params,
+    )
+
+
+def prepare(
+    db: Optional[str],
+    request: SweepRequest,
+    on_event: Optional[OnEvent] = None,
+    progress: bool = False,
+) -> Prepared:
+    """The Sweep ``request`` asks for on ``db``, for both faces: sizes calibrated where auto,
+    specs planned and validated, then checked in the interpreters that will run them, the
+    database opened for writing and the stored runs --against picks added. SpecError,
+    SelectionError, DatabaseError for what cannot run, before any run is stored. The sweep's
+    engine is the caller's to dispose once it has run."""
+    from storage.database import open_engine
+
+    pythons = list(request.pythons) or [None]
+    sizes, calibrations = choose_sizes(request.workloads, request.sizes, pythons[0])
+    specs = plan(
+        request.workloads,
+        request.executors,
+        request.workers,
+        pythons,
+        size=sizes,
+        **request.params,
+    )
+    resolved = check(specs)
+    engine = open_engine(db, writer=True)
+    notes: list[str] = []
+    try:
+        if request.against is not None:
+            specs, resolved, notes = with_baseline(engine, request.against, specs, resolved)
+        sweep = Sweep(
+            engine,
+            specs,
+            resolved,
+            on_event=on_event,
+            progress=progress,
+            order=request.order,
+            target_ci=request.target_ci,
+            max_time_s=request.max_time_s,
+            calibrations=calibrations,
+            notes={"detect": request.detect} if request.detect is not None else None,
+        )
+    except BaseException:
+        engine.dispose()
+        raise
+    notes += [calibration_note(name, found) for name, found in calibrations.items()]
+    return Prepared(sweep, notes)
+
+
+def with_baseline(
+    engine: Engine, selection: str, specs: list[ExperimentSpec], resolved: dict
+) -> tuple[list[ExperimentSpec], dict, list[str]]:
+    """``specs`` with the stored runs ``selection`` picks measured again beside them
+    (``conlab run --against``), their resolved parameters, and what could not be, in words.
+    SelectionError when none of them can be measured again here."""
+    from storage.errors import SelectionError
+
+    found, elsewhere, unnamed = against(engine, selection, specs)
+    named = f"runs naming {', '.join(unnamed)} are re-run only when this command names those too"
+    if not found:
+        reasons = [named] if unnamed else []
+        if elsewhere:
+            reasons.append(
+                f"{elsewhere} configuration(s) were measured on another machine or interpreter"
+            )
+        raise SelectionError(
+            f"--against {selection!r}: none of its runs can be measured again here "
+            f"({'; '.join(reasons)}); compare them as stored with `conlab report --compare`"
+        )
+    notes = [f"--against {selection}: {named}"] if unnamed else []
+    if elsewhere:
+        notes.append(
+            f"--against {selection}: {elsewhere} configuration(s) were measured on another "
+            "machine or interpreter and are compared as stored"
+        )
+    return specs + found, {**resolved, **check(found)}, notes
 
 
 def run_label(spec: ExperimentSpec, event: dict) -> str:
@@ -525,3 +625,11 @@ def detectable_note(engine, specs) -> list[str]:
         return []
     found = note(engine, machine_fingerprint(collect()), max(s.processes for s in specs))
     return [found] if found else []
+
+
+def speedups(results: Sequence[dict]) -> dict[str, str]:
+    """Each finished run's speedup among a sweep's ``results`` (run objects), with its 95%
+    interval, as text by run id (storage.reports.run_speedups)."""
+    from storage.reports import run_speedups
+
+    return run_speedups(results)

@@ -1,6 +1,6 @@
 """What the app's panes read and change one run or machine at a time: a run's detail, its tag,
 deleting it with its measurements, and the machines a database holds. Plain values only; the
-faces (CLI and app) reach these through ``service.reports``."""
+faces (CLI and app) reach these through ``service.runs``."""
 
 from __future__ import annotations
 

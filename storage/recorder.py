@@ -124,10 +124,19 @@ def look_facts(thread_states: str) -> dict[str, Any]:
 class RunRecorder:
     """Feeds a runner's events into the database for one run."""
 
-    def __init__(self, engine: Engine, spec: ExperimentSpec, resolved: dict[str, Any]):
+    def __init__(
+        self,
+        engine: Engine,
+        spec: ExperimentSpec,
+        resolved: dict[str, Any],
+        sweep: Optional[dict[str, Any]] = None,
+    ):
         self.engine = engine
         self.spec = spec
         self.resolved = resolved
+        # The sweep row's own columns (run_order, order_seed): the first run of a sweep stored
+        # writes its row, with them.
+        self.sweep_columns = sweep or {}
         self.run_id = spec.run_id
         self._pending_repeat: Optional[dict] = None
         # Counted (non-warm-up) repeats' wall times, per runner process, in order.
@@ -188,7 +197,7 @@ class RunRecorder:
         )
         with Session(self.engine) as session:
             if session.get(Sweep, self.spec.sweep_id) is None:
-                session.add(Sweep(id=self.spec.sweep_id, tag=self.spec.tag))
+                session.add(Sweep(id=self.spec.sweep_id, tag=self.spec.tag, **self.sweep_columns))
                 session.flush()
             session.add(run)
             session.commit()

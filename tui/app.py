@@ -1,5 +1,5 @@
 """The Textual app: Lab, Runs, Compare and Machine, keyboard first. Every pane reads and changes
-stored runs through ``service.reports``, in workers; the app's stylesheet is ``app.tcss``."""
+stored runs through ``service``, in workers; the app's stylesheet is ``app.tcss``."""
 
 from __future__ import annotations
 
@@ -438,12 +438,11 @@ class ConlabApp(App):
 
     @work(thread=True, exit_on_error=False, group="merge-database")
     def merge_database(self, path: str) -> None:
+        from service.databases import merge
         from storage.errors import DatabaseError
-        from storage.sharing import merge
-        from storage.target import lab_database
 
         try:
-            (result,) = merge(lab_database(self.db), [Path(path)])
+            (result,) = merge(self.db, [Path(path)])
         except DatabaseError as exc:
             self.notify(printable(exc), severity="error", title="nothing merged", markup=False)
             return

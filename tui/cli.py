@@ -60,17 +60,10 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def _open(db: Optional[str], *, create: bool = True, writer: bool = False):
-    from storage.database import open_engine
-
-    _check_db(db)
-    return open_engine(db, create=create, writer=writer)
-
-
 def _sources(db: Optional[list[str]]) -> list[tuple[str, Optional[str]]]:
     """The databases ``--db`` names (the default when none), each checked and read once, as
     (label, --db value) pairs."""
-    from storage.target import distinct
+    from service.databases import distinct
 
     for one in db or [None]:
         _check_db(one)
@@ -80,9 +73,9 @@ def _sources(db: Optional[list[str]]) -> list[tuple[str, Optional[str]]]:
 def _check_db(db: Optional[str]) -> None:
     """Refuse a --db (or $CONLAB_DB) that names no database we could keep runs in (one line,
     from storage.database.database_target)."""
-    from storage.target import database_target
+    from service.databases import check_target
 
-    database_target(db)
+    check_target(db)
 
 
 SCREENSHOTS_HELP = "folder for the app's F8 screenshots (default: screenshots in the user data dir)"
@@ -136,7 +129,6 @@ def run(
 ) -> int:
     """Run workloads on executors and store every timing."""
     from service import sweeps
-    from service.sweeps import Sweep, calibration_note, check, choose_sizes, plan
 
     options = {o.name: options[o.key] for o in sweep_options.OPTIONS}
     workers, size, repeats = options.pop("workers"), options.pop("size"), options.pop("repeats")
@@ -152,35 +144,27 @@ def run(
         raise BadInput(f"--target-ci must be a percentage above 0 and below 100, not {target_ci}")
     if max_time is not None and not 0 < max_time < 10**6:
         raise BadInput(f"--max-time must be a number of seconds above 0, not {max_time}")
-    pythons = options.pop("python") or [None]
-    workloads = list(dict.fromkeys(map(normal_workload, workload)))
-    sizes, calibrations = choose_sizes(workloads, _parse_sizes(size), pythons[0])
-    specs = plan(
-        workloads,
-        executor,
-        parse_workers(workers),
-        pythons,
-        size=sizes,
-        repeats=5 if adaptive else _parse_count("--repeats", repeats, "5 or auto"),
-        **{name: getattr(value, "value", value) for name, value in options.items()},
-    )
-    resolved = check(specs)
-    engine = _open(db, writer=True)
-    if against is not None:
-        specs, resolved = _add_baseline(engine, against, specs, resolved)
-    for name, calibration in calibrations.items():
-        sys.stderr.write(f"conlab: {printable(calibration_note(name, calibration))}\n")
-    live = sys.stdout.isatty() and not as_json and not os.environ.get("NO_COLOR")
-    sweep = Sweep(
-        engine,
-        specs,
-        resolved,
+    request = sweeps.SweepRequest(
+        workloads=list(dict.fromkeys(map(normal_workload, workload))),
+        executors=executor,
+        workers=parse_workers(workers),
+        pythons=options.pop("python") or [None],
+        sizes=_parse_sizes(size),
+        params={
+            "repeats": 5 if adaptive else _parse_count("--repeats", repeats, "5 or auto"),
+            **{name: getattr(value, "value", value) for name, value in options.items()},
+        },
         order=order.value,
         target_ci=target_ci / 100 if adaptive else None,
         max_time_s=max_time,
-        calibrations=calibrations,
-        notes={"detect": detect / 100} if detect is not None else None,
+        detect=detect / 100 if detect is not None else None,
+        against=against,
     )
+    prepared = sweeps.prepare(db, request)
+    sweep, engine, specs = prepared.sweep, prepared.sweep.engine, prepared.sweep.specs
+    for note in prepared.notes:
+        sys.stderr.write(f"conlab: {printable(note)}\n")
+    live = sys.stdout.isatty() and not as_json and not os.environ.get("NO_COLOR")
     if not as_json:
         for line in sweeps.detectable_note(engine, specs):
             sys.stderr.write(f"conlab: {line}\n")
@@ -219,32 +203,6 @@ def _say_unsaved(results: list[dict], as_json: bool) -> None:
             f"({printable(lost[0].get('unsaved_error'))}): their results are {shown}"
         )
     sys.stderr.write(f"conlab: {'; '.join(parts)}\n")
-
-
-def _add_baseline(engine, selection: str, specs: list, resolved: dict) -> tuple[list, dict]:
-    """``specs`` with the stored runs ``selection`` picks measured again beside them."""
-    from service.sweeps import against, check
-
-    found, elsewhere, unnamed = against(engine, selection, specs)
-    named = f"runs naming {', '.join(unnamed)} are re-run only when this command names those too"
-    if not found:
-        reasons = [named] if unnamed else []
-        if elsewhere:
-            reasons.append(
-                f"{elsewhere} configuration(s) were measured on another machine or interpreter"
-            )
-        raise BadInput(
-            f"--against {selection!r}: none of its runs can be measured again here "
-            f"({'; '.join(reasons)}); compare them as stored with `conlab report --compare`"
-        )
-    if unnamed:
-        sys.stderr.write(f"conlab: --against {printable(selection)}: {printable(named)}\n")
-    if elsewhere:
-        sys.stderr.write(
-            f"conlab: --against {printable(selection)}: {elsewhere} configuration(s) were "
-            "measured on another machine or interpreter and are compared as stored\n"
-        )
-    return specs + found, {**resolved, **check(found)}
 
 
 # How `conlab run` takes an option whose command-line form is not one value of its type: several
@@ -368,7 +326,7 @@ class _Progress:
 def _print_results(results: list[dict], cancelled: bool) -> None:
     from rich.table import Table
 
-    from storage.reports import run_speedups
+    from service.sweeps import speedups as run_speedups
 
     speedups = run_speedups(results)
     pythons = {r.get("python") for r in results}
@@ -471,7 +429,7 @@ def advise(
     try:
         found = run_advise(
             normal_workload(workload),
-            lambda: _open(db, writer=True),
+            db,
             sizes[0],
             tasks,
             time_budget,
@@ -498,7 +456,7 @@ def _print_advice(found: dict) -> None:
 @list_app.command("workloads")
 def list_workloads(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Built-in workloads, with what each shows and its default size."""
-    from experiments.workloads import WORKLOADS
+    from service.catalogue import workloads
 
     rows = [
         {
@@ -507,7 +465,7 @@ def list_workloads(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)
             "default_size": w.default_size,
             "async": w.async_func is not None,
         }
-        for w in WORKLOADS.values()
+        for w in workloads().values()
     ]
     if as_json:
         return _print_json(rows)
@@ -526,10 +484,9 @@ def list_executors(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Executors, whether each is available here, and why not when it is not."""
-    from experiments.executors import describe
-    from experiments.pythons import executors_under
+    from service.catalogue import executors
 
-    rows = describe() if python is None else executors_under(python)
+    rows = executors(python)
     if as_json:
         return _print_json(rows)
     for row in rows:
@@ -540,9 +497,9 @@ def list_executors(
 @list_app.command("pythons")
 def list_pythons(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Python interpreters found on this machine (3.9 and newer), for --python."""
-    from experiments.pythons import discover
+    from service.catalogue import interpreters
 
-    rows = discover()
+    rows = interpreters()
     if as_json:
         return _print_json(rows)
     for row in rows:
@@ -572,13 +529,17 @@ def runs(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Stored runs, newest first (the newest 50 unless --limit or --all)."""
-    from service.runs import RUN_COLUMNS, run_row, stored_runs
-    from storage.queries import RunFilter
+    from service.runs import RUN_COLUMNS, run_filter, run_row, stored_runs
 
     if limit < 1:
         raise BadInput(f"--limit must be 1 or more, not {limit}; or pass --all")
     sources = _sources(db)
-    chosen = RunFilter(tag, select_runs, _parse_since(since), None if all_runs else limit)
+    chosen = run_filter(
+        tag=tag,
+        selection=select_runs,
+        since=_parse_since(since),
+        limit=None if all_runs else limit,
+    )
     with stored_runs(sources, chosen) as (found, total):
         write = _stream_json if as_json else partial(_print_run_tables, RUN_COLUMNS, run_row)
         shown = write(found)
@@ -706,7 +667,18 @@ def report(
     sources = _sources(db)
     if output is not None:
         _check_output(output, db or [None])
-    processes = reports.load(sources, select_runs)
+    chosen = format or (
+        ReportFormat.table if sys.stdout.isatty() and not output else ReportFormat.markdown
+    )
+    # A comparison on a terminal is the answer asked for: the whole summary would bury it.
+    found = reports.report(
+        sources,
+        select_runs,
+        compare,
+        None if min_effect is None else min_effect / 100,
+        summarise_all=chosen != ReportFormat.table,
+    )
+    processes = found.processes
     matching = " matching --select" if select_runs else ""
     for label in reports.adding_nothing(sources, processes):
         sys.stderr.write(
@@ -724,17 +696,6 @@ def report(
             "  conlab run -w cpu -e sequential -e threads -e processes"
         )
         return 0
-    chosen = format or (
-        ReportFormat.table if sys.stdout.isatty() and not output else ReportFormat.markdown
-    )
-    # A comparison on a terminal is the answer asked for: the whole summary would bury it.
-    found = reports.build_report(
-        processes,
-        compare,
-        None if min_effect is None else min_effect / 100,
-        summarise_all=chosen != ReportFormat.table,
-        repeats=reports.load(sources, select_runs, repeats=True) if compare else None,
-    )
     if timeline is not None and chosen != ReportFormat.html:
         _print_look(sources, processes, timeline)
     elif chosen == ReportFormat.table:
@@ -750,12 +711,8 @@ def report(
             write_text(Path(output), text, database_files(db or [None]))
         else:
             sys.stdout.write(text)
-    if fail_if_slower is not None and found.comparison:
-        slower = [
-            c
-            for c in found.comparison.rows
-            if c.verdict == "slower" and (c.ratio - 1) * 100 > fail_if_slower
-        ]
+    if fail_if_slower is not None:
+        slower = reports.slower(found, fail_if_slower)
         if slower:
             sys.stderr.write(
                 f"conlab: {len(slower)} configuration(s) slower by more than {fail_if_slower:g}%\n"
@@ -786,7 +743,7 @@ def _check_output(output: str, databases: list[Optional[str]]) -> None:
 
 
 def _default_db():
-    from storage.target import default_path
+    from service.databases import default_path
 
     return default_path()
 
@@ -894,9 +851,9 @@ def env(
     ),
 ) -> int:
     """What this machine and interpreter are, as recorded with every run."""
-    from experiments import launch
+    from service.catalogue import environment
 
-    info = launch.environment(python)
+    info = environment(python)
     if check:
         return _env_check(info, as_json)
     if as_json:
@@ -907,15 +864,13 @@ def env(
 
 def _env_check(info: dict, as_json: bool) -> int:
     """The fitness fields, then one line per problem with its fix; 1 when there is one."""
-    from experiments.environment import FITNESS_FIELDS, problems
+    from service.catalogue import fitness
 
-    found = problems(info)
+    fields, found = fitness(info)
     if as_json:
-        _print_json(
-            {"fit": not found, "problems": found, **{k: info.get(k) for k in FITNESS_FIELDS}}
-        )
+        _print_json({"fit": not found, "problems": found, **{k: info.get(k) for k in fields}})
         return 1 if found else 0
-    for field in FITNESS_FIELDS:
+    for field in fields:
         value = info.get(field)
         shown = "unknown here" if value is None else "none" if value == "" else value
         typer.echo(printable(f"{field}: {shown}"))
@@ -925,13 +880,6 @@ def _env_check(info: dict, as_json: bool) -> int:
     return 1 if found else 0
 
 
-def _lab_database(db: Optional[str]):
-    from storage.target import lab_database
-
-    _check_db(db)
-    return lab_database(db)
-
-
 @db_app.command("info")
 def db_info(
     db: Optional[str] = typer.Option(None, help=DB_HELP),
@@ -939,10 +887,11 @@ def db_info(
 ) -> None:
     """Path, schema version, size, runs and task samples, runs per machine and interpreter, the
     oldest and newest run."""
+    from service.databases import info
     from service.runs import iso_seconds
-    from storage.sharing import info
 
-    details = info(_lab_database(db))
+    _check_db(db)
+    details = info(db)
     if as_json:
         return _print_json(details)
     _say(
@@ -962,14 +911,12 @@ def db_info(
 @db_app.command("check")
 def db_check(db: Optional[str] = typer.Option(None, help=DB_HELP)) -> int:
     """Integrity, foreign keys and the lab's own consistency checks; exit 1 on a fault."""
-    from storage.sharing import check
-    from storage.target import shown_url
+    from service.databases import check
 
-    target = _lab_database(db)
-    problems = check(target)
+    _check_db(db)
+    where, problems = check(db)
     for problem in problems:
         typer.echo(printable(f"fault: {problem}"))
-    where = shown_url(target) if isinstance(target, str) else target
     typer.echo(printable(f"{where}: {'ok' if not problems else f'{len(problems)} fault(s)'}"))
     return 1 if problems else 0
 
@@ -1017,11 +964,12 @@ def db_merge(
     """Add the runs of other lab databases to this one. Merging a file twice adds nothing."""
     from pathlib import Path
 
-    from storage.sharing import merge
+    from service.databases import merge
 
     for source in sources:
         _check_merge_source(source)
-    results = merge(_lab_database(db), [Path(s) for s in sources])
+    _check_db(db)
+    results = merge(db, [Path(s) for s in sources])
     if as_json:
         return _print_json([r.__dict__ for r in results])
     for r in results:
@@ -1062,9 +1010,10 @@ def db_export(
     """A consistent copy of the database (safe while runs are being recorded)."""
     from pathlib import Path
 
-    from storage.sharing import export
+    from service.databases import export
 
-    count = export(_lab_database(db), Path(out), anonymize=anonymize, tag=tag)
+    _check_db(db)
+    count = export(db, Path(out), anonymize=anonymize, tag=tag)
     typer.echo(printable(f"exported {count} runs to {out}" + (" (anonymized)" * anonymize)))
 
 

@@ -67,15 +67,9 @@ def open_app(db: Optional[str], screenshots: Optional[Path]) -> None:
     """Open the app on ``--db``. A bad --db is one line and exit 2, before the screen opens: a
     file is checked without SQLAlchemy (the app loads it after its first screen), a server is
     opened."""
-    from storage.target import FileDatabase, database_target, prepare_file
+    from service.databases import ready_for_app
 
-    target = database_target(db)
-    if isinstance(target, FileDatabase):
-        prepare_file(target.path, create=True)
-    else:
-        from storage.database import open_engine
-
-        open_engine(target).dispose()
+    ready_for_app(db)
     from tui.app import run_app
 
     run_app(db, screenshots)

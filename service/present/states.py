@@ -6,6 +6,7 @@ waiting for a core, ``=`` blocked on a lock (the GIL's included), ``~`` in I/O, 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Optional
 
 from storage.states import STATES, Lane, Seen
 
@@ -90,3 +91,11 @@ def text_view(lanes: Sequence[Lane], span_us: int, width: int) -> list[str]:
     lines.append(f"{'':>{pad}} 0 ms{end:>{cells - 4}}")
     lines.append(LEGEND if len(LEGEND) <= width else LEGEND_SHORT)
     return lines
+
+
+def decode(text: Optional[str]) -> tuple[list[Lane], int]:
+    """The lanes of a looked-at repeat's stored text and its span in microseconds
+    (storage.states.decode): what the drawing above takes."""
+    from storage import states
+
+    return states.decode(text)

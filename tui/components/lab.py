@@ -23,7 +23,7 @@ from textual.widgets import (
 from textual.widgets.option_list import Option
 from textual.worker import Worker, WorkerState
 
-from experiments.workloads import WORKLOADS
+from service.catalogue import workloads as builtin_workloads
 from storage.text import as_text, printable
 from tui.components.pane import AfterFirstScreen, ReportsWorkerErrors
 
@@ -132,7 +132,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
                 workloads = OptionList(
                     *[
                         Option(f"{w.name:<9} {w.description}", id=w.name)
-                        for w in WORKLOADS.values()
+                        for w in builtin_workloads().values()
                     ],
                     id="workloads",
                 )
@@ -155,9 +155,9 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="pythons")
     def find_pythons(self) -> None:
-        from experiments.pythons import discover
+        from service.catalogue import interpreters
 
-        found = discover()
+        found = interpreters()
         options = [
             (
                 as_text(f"{p['version']}{' (free-threaded)' * p['free_threaded']}  {p['path']}"),
@@ -201,7 +201,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
 
     def fill_form(self, workload: str, executors, fields: dict[str, str]) -> None:
         workloads = self.query_one("#workloads", OptionList)
-        own = workload not in WORKLOADS
+        own = workload not in builtin_workloads()
         self.query_one("#function").value = workload if own else ""
         if not own:
             workloads.highlighted = workloads.get_option_index(workload)
@@ -225,12 +225,13 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         index = workloads.highlighted or 0
         return workloads.get_option_at_index(index).id
 
-    def build_specs(self) -> list[ExperimentSpec]:
-        """The sweep the form describes; SpecError with the CLI's message when it cannot run."""
+    def build_request(self):
+        """The sweep the form describes (service.sweeps.SweepRequest), as `conlab run` would
+        ask for it; SpecError with the CLI's message when it cannot run."""
         from experiments import options as sweep_options
         from experiments.options import parse_workers
         from experiments.spec import SpecError
-        from service.sweeps import plan
+        from service.sweeps import SweepRequest
 
         executors = list(self.query_one("#executors").selected)
         if not executors:
@@ -247,8 +248,16 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
                 params[option.name] = option.from_text(field.value)
         workers = parse_workers(params.pop("workers"))
         pythons = [params.pop("python")]
+        sizes = [params.pop("size")]
         params = {name: value for name, value in params.items() if value is not None}
-        return plan([self.selected_workload()], executors, workers, pythons, **params)
+        return SweepRequest([self.selected_workload()], executors, workers, pythons, sizes, params)
+
+    def build_specs(self) -> list[ExperimentSpec]:
+        """The specs of the sweep the form describes, sizes not yet calibrated; SpecError with
+        the CLI's message when it cannot run."""
+        from service.sweeps import specs_of
+
+        return specs_of(self.build_request())
 
     # (by handler name: the form's widget classes load after the first screen)
     def on_input_changed(self) -> None:
@@ -285,6 +294,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         from experiments.spec import SpecError
 
         try:
+            request = self.build_request()
             specs = self.build_specs()
         except SpecError as exc:
             self.query_one("#spec-error").update(as_text(exc))
@@ -296,7 +306,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         self.query_one("#current").update(total=None, progress=0)
         self.query_one("#summary").update(f"checking {len(specs)} run(s)...")
         self.query_one("#timeline").clear("starting")
-        self.run_sweep(specs)
+        self.run_sweep(request)
 
     def _begin(self, specs: list[ExperimentSpec]) -> None:
         """A sweep or an advice starts: nothing finished, nothing asked to stop or stored yet."""
@@ -320,23 +330,23 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="sweep")
     @_then_stored
-    def run_sweep(self, specs: list[ExperimentSpec]) -> None:
-        from service.sweeps import sized, start_sweep, sweep_report
+    def run_sweep(self, request) -> None:
+        from service.sweeps import prepare, sweep_report
 
         try:
-            specs, notes = sized(specs)  # a user function without a size: calibrated as the CLI
             # No mid-repeat progress: redrawing while a repeat is timed takes CPU from the run.
             # The timeline and the bars move once per repeat, between timings.
-            sweep = start_sweep(
+            prepared = prepare(
                 self.db,
-                specs,
+                request,
                 progress=False,
                 on_event=lambda spec, event: self.post_message(self.SweepEvent(spec, event)),
             )
         except Exception as exc:  # bad input (SpecError, DatabaseError): shown, not raised
             self.post_message(self.SweepFailed(str(exc)))
             return
-        self.sweep = sweep
+        sweep, notes = prepared.sweep, prepared.notes
+        self.sweep, self.specs = sweep, sweep.specs
         if self.cancel_requested.is_set():  # escape while the specs were being checked
             sweep.cancel()
         try:
@@ -379,7 +389,6 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
     @_then_stored
     def run_advice(self, workload: str, size: Optional[int], tasks: Optional[int]) -> None:
         from service.advise import advice_lines, advise
-        from storage.database import open_engine
 
         def adopt(sweep) -> None:  # escape cancels it, events count its processes
             self.sweep, self.specs = sweep, sweep.specs
@@ -387,11 +396,10 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
                 sweep.cancel()
 
         try:
-            engine = open_engine(self.db, writer=True)
             with collecting_only_new_objects():
                 found = advise(
                     workload,
-                    engine,
+                    self.db,
                     size,
                     tasks,
                     self.ADVISE_BUDGET_S,
@@ -401,7 +409,6 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         except Exception as exc:  # bad input, a failing function: shown, not raised
             self.post_message(self.SweepFailed(str(exc)))
             return
-        engine.dispose()
         sweep = self.sweep
         results = sweep.results if sweep is not None else []
         cancelled = sweep is not None and sweep.cancelled

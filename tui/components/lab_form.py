@@ -16,8 +16,8 @@ from textual.widgets.option_list import OptionDoesNotExist
 from textual.widgets.selection_list import Selection
 
 from experiments import options as sweep_options
-from experiments.executors import describe as describe_executors
 from experiments.options import SweepOption
+from service.catalogue import executors as describe_executors
 from storage.text import as_text
 from tui.components.lab import MENUS
 from tui.components.timeline import Timeline

@@ -41,7 +41,7 @@ class Timeline(Widget):
 
     def set_states(self, thread_states: str, caption: str) -> None:
         """Show what each thread did in a looked-at repeat (``run.thread_states``'s text)."""
-        from storage.states import decode
+        from service.present.states import decode
 
         self.samples = []
         self.states = decode(thread_states)
