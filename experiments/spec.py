@@ -102,6 +102,15 @@ class ExperimentSpec:
         return self
 
 
+def run_label(executor: str, workers, bare_sequential: bool = True) -> str:
+    """A configuration as every report, list and message names it: ``threads x4``; the
+    sequential run is ``sequential`` alone (``sequential x1`` with ``bare_sequential=False``,
+    where each row of a list names its worker count)."""
+    if bare_sequential and executor == "sequential":
+        return "sequential"
+    return f"{executor} x{int(workers)}"
+
+
 def normal_workload(ref: str) -> str:
     """``ref`` as a run stores it: a file path in its normal form, so that ``./jobs.py:work``
     and ``jobs.py:work`` are one workload; names and ``MODULE:FUNCTION`` stay as given."""

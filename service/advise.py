@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from experiments import launch
 from experiments.environment import usable_cores
 from experiments.executors import EXECUTORS
-from experiments.spec import ExperimentSpec, SpecError, new_id
+from experiments.spec import ExperimentSpec, SpecError, new_id, run_label
 from experiments.workloads import WORKLOADS
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ class Candidate:
         if self.executor == "sequential":
             return "sequential"
         chunks = f" chunksize {self.chunksize}" if self.chunksize and self.chunksize > 1 else ""
-        return f"{self.executor} x{self.workers}{chunks}"
+        return f"{run_label(self.executor, self.workers)}{chunks}"
 
     def named(self, several_pythons: bool) -> str:
         """Its name, with its interpreter when the answer spans several."""

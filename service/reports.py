@@ -198,7 +198,10 @@ def look(engine, runs: pd.DataFrame, run_prefix: Optional[str] = None) -> Option
     lanes, span_us = states.decode(load_look(engine(row["db"]), run_id))
     if not lanes:
         return None
-    label = f"{row['workload']}, {row['executor']} x{row['workers']}, Python {row['python']}"
+    from experiments.spec import run_label
+
+    configuration = run_label(row["executor"], row["workers"], False)
+    label = f"{row['workload']}, {configuration}, Python {row['python']}"
     return Look(run_id, label, lanes, span_us, states.seen(lanes, span_us))
 
 

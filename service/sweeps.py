@@ -558,7 +558,7 @@ def with_baseline(
     return specs + found, {**resolved, **check(found)}, notes
 
 
-def run_label(spec: ExperimentSpec, event: dict) -> str:
+def process_label(spec: ExperimentSpec, event: dict) -> str:
     """One runner process of a run, as progress displays name it."""
     workers = event.get("resolved", {}).get("workers", spec.workers)
     return (

@@ -78,7 +78,9 @@ class Facts:
 
     @property
     def name(self) -> str:
-        return "sequential" if self.executor == "sequential" else f"{self.executor} x{self.workers}"
+        from experiments.spec import run_label
+
+        return run_label(self.executor, self.workers)
 
     @property
     def reach(self) -> float:

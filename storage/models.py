@@ -214,3 +214,13 @@ class Process(SQLModel, table=True):
     load_per_core: Optional[float] = None
     detect: Optional[float] = None
     problems: Optional[int] = None
+
+
+# How far a run got. A copy of a run that got further replaces one that did not (a run exported
+# while `running`, then finished), never the other way round.
+RUN_PROGRESS = {"running": 0, "interrupted": 1}
+
+
+def progress_sql(alias: str) -> str:
+    """How far the run ``alias`` got, in SQL (SQLite and PostgreSQL): ``RUN_PROGRESS``'s order."""
+    return f"CASE {alias}.status WHEN 'running' THEN 0 WHEN 'interrupted' THEN 1 ELSE 2 END"

@@ -979,7 +979,9 @@ def fastest(rows: pd.DataFrame, min_effect: float = MIN_EFFECT) -> tuple[pd.Seri
 
 
 def _name(row) -> str:
-    return "sequential" if row.executor == "sequential" else f"{row.executor} x{int(row.workers)}"
+    from experiments.spec import run_label
+
+    return run_label(row.executor, row.workers)
 
 
 # What one more runner process of a configuration costs beyond its repeats (start-up, import,

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
 from storage import figures
-from storage.sharing import progress_sql
+from storage.models import progress_sql
 
 # Rows kept by their lab-made key: a machine, interpreter or sweep the server has stays as it is.
 KEYED_TABLES = (("machine", "fingerprint"), ("interpreter", "key"), ("sweep", "id"))

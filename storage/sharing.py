@@ -27,7 +27,7 @@ from sqlmodel import SQLModel, create_engine
 from storage.browse import RUN_TABLES
 from storage.database import open_engine
 from storage.errors import DamagedDatabase, DatabaseError, reason
-from storage.models import utc_now
+from storage.models import RUN_PROGRESS, progress_sql, utc_now
 from storage.queries import iso_utc, json_object
 from storage.target import (
     SCHEMA_VERSION,
@@ -406,16 +406,6 @@ class MergeResult:
     runs_replaced: int = 0  # finished runs that replaced this database's unfinished copies
 
 
-# How far a run got. A copy of a run that got further replaces one that did not (a run exported
-# while `running`, then finished), never the other way round.
-_PROGRESS = {"running": 0, "interrupted": 1}
-
-
-def progress_sql(alias: str) -> str:
-    """How far the run ``alias`` got, in SQL (SQLite and PostgreSQL): ``_PROGRESS``'s order."""
-    return f"CASE {alias}.status WHEN 'running' THEN 0 WHEN 'interrupted' THEN 1 ELSE 2 END"
-
-
 def merge(target: Target, sources: list[Path]) -> list[MergeResult]:
     """Add the runs of ``sources`` that ``target`` lacks, keyed by run UUID (and machines by
     fingerprint): merging the same file twice adds nothing. A run the source has finished
@@ -591,7 +581,7 @@ def _copy_runs(src: Connection, dst: Connection, *, skip_running: bool) -> tuple
         run_id
         for run_id, status in source_runs
         if not (skip_running and status == "running")
-        and (run_id not in have or _PROGRESS.get(have[run_id], 2) < _PROGRESS.get(status, 2))
+        and (run_id not in have or RUN_PROGRESS.get(have[run_id], 2) < RUN_PROGRESS.get(status, 2))
     ]
     replaced = [run_id for run_id in new_ids if run_id in have]
     for name in (*RUN_TABLES, "run"):  # children first
@@ -705,7 +695,7 @@ def _merge_attached(target: Path, attach: str, source: Path, checks: _Checks) ->
 def _copy_new_runs(connection: sqlite3.Connection, source_name: str) -> MergeResult:
     connection.execute("DROP TABLE IF EXISTS temp.new_runs")
     # Runs still `running` in the source are a snapshot of work in progress: left for later. A
-    # run the source saw get further replaces the target's copy (see _PROGRESS).
+    # run the source saw get further replaces the target's copy (see storage.models.RUN_PROGRESS).
     connection.execute(
         "CREATE TEMP TABLE new_runs (id TEXT PRIMARY KEY, replaces INTEGER NOT NULL) WITHOUT ROWID"
     )

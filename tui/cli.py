@@ -17,10 +17,10 @@ import typer
 
 from experiments import options as sweep_options
 from experiments.options import parse_workers
-from experiments.spec import SpecError, normal_workload
+from experiments.spec import SpecError, normal_workload, run_label
 from storage.errors import DatabaseError, OutputError, SelectionError
 from storage.text import as_text, printable
-from tui.start import fail, open_app
+from tui.opening import fail, open_app
 
 app = typer.Typer(
     add_completion=False,
@@ -308,9 +308,9 @@ class _Progress:
             return
         kind = event.get("event")
         if kind == "env":
-            from service.sweeps import process_tasks, run_label
+            from service.sweeps import process_label, process_tasks
 
-            label = printable(run_label(spec, event))
+            label = printable(process_label(spec, event))
             self._current = self._progress.add_task(label, total=process_tasks(spec))
         elif kind == "tasks" and self._current is not None:
             # Per repeat, between timings: mid-repeat updates would take CPU from the run.
@@ -366,9 +366,7 @@ def _print_results(results: list[dict], cancelled: bool) -> None:
     console = _console()
     console.print(table)
     for r in results:
-        name = (
-            r["executor"] if r["executor"] == "sequential" else f"{r['executor']} x{r['workers']}"
-        )
+        name = run_label(r["executor"], r["workers"])
         for note in r.get("notes", []):
             console.print(as_text(f"{name}: {note}"))
         if r.get("target_ci_met") is False:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Optional
 
 from storage.errors import DatabaseError
-from storage.text import printable
+from tui.opening import fail, open_app
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -61,23 +61,6 @@ def app_options(args: list[str]) -> Optional[dict[str, str]]:
     if shots is not None and (not shots or Path(shots).is_file()):
         return None  # typer says what is wrong with it
     return found
-
-
-def open_app(db: Optional[str], screenshots: Optional[Path]) -> None:
-    """Open the app on ``--db``. A bad --db is one line and exit 2, before the screen opens: a
-    file is checked without SQLAlchemy (the app loads it after its first screen), a server is
-    opened."""
-    from service.databases import ready_for_app
-
-    ready_for_app(db)
-    from tui.app import run_app
-
-    run_app(db, screenshots)
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    sys.stderr.write(f"conlab: {printable(message)}\n")  # one line, whatever a path holds
-    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
+from experiments.spec import run_label
 from service.present.lanes import PALETTE, lane_label, lane_numbers
 from storage.reports import Comparison
 from storage.text import csv_cell, markdown_text, printable
@@ -507,13 +508,13 @@ def html_page(
         if speedups:
             charts.append(_svg_lines(f"speedup: {label}", speedups, ideal=True))
         bars = [
-            (f"{r.executor} x{int(r.workers)}", float(r.median_s))
+            (run_label(r.executor, r.workers, False), float(r.median_s))
             for r in rows.itertuples()
             if math.isfinite(r.median_s)
         ]
         charts.append(_svg_bars(f"time per executor: {label}", bars))
         memory = [
-            (f"{r.executor} x{int(r.workers)}", float(r.peak_rss_bytes))
+            (run_label(r.executor, r.workers, False), float(r.peak_rss_bytes))
             for r in rows.itertuples()
             if r.peak_rss_bytes > 0
         ]

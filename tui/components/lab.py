@@ -30,10 +30,6 @@ from tui.components.pane import AfterFirstScreen, ReportsWorkerErrors
 if TYPE_CHECKING:  # the sweep's modules load with the form, after the first screen
     from experiments.spec import ExperimentSpec
 
-# The form's fields, one per row of the option table: a menu for an option of a few values and
-# for the interpreter (``find_pythons`` fills it), a text field for the others.
-MENUS = ("python",)
-
 
 def made_later(part: str) -> Callable[[], Any]:
     """How to make a part of the Lab (a class of ``lab_form``) once the first screen is drawn:
@@ -232,6 +228,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         from experiments.options import parse_workers
         from experiments.spec import SpecError
         from service.sweeps import SweepRequest
+        from tui.components import lab_form
 
         executors = list(self.query_one("#executors").selected)
         if not executors:
@@ -239,7 +236,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         params: dict[str, Any] = {}
         for option in sweep_options.OPTIONS:
             field = self.query_one(f"#{option.key}")
-            if option.choices or option.name in MENUS:  # a menu (Select)
+            if option.choices or option.name in lab_form.MENUS:  # a menu (Select)
                 chosen = field.value
                 params[option.name] = chosen if isinstance(chosen, str) else None
             elif option.name == "workers":
@@ -421,14 +418,14 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             self.sweep_ended()
 
     def on_lab_pane_sweep_event(self, message: SweepEvent) -> None:
-        from service.sweeps import process_tasks, run_label
+        from service.sweeps import process_label, process_tasks
 
         event, spec = message.event, message.spec
         kind = event.get("event")
         timeline = self.query_one("#timeline")
         current = self.query_one("#current")
         if kind == "env":
-            label = run_label(spec, event)
+            label = process_label(spec, event)
             timeline.reset(label)
             current.update(total=process_tasks(spec), progress=0)
             total = sum(s.processes for s in self.specs)
@@ -469,7 +466,11 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             if message.cancelled
             else f"{len(message.results)} run(s) stored, {len(failed)} not ok\n"
         )
-        errors = "".join(f"{r['executor']} x{r['workers']}: {r['error']}\n" for r in failed)
+        from experiments.spec import run_label
+
+        errors = "".join(
+            f"{run_label(r['executor'], r['workers'], False)}: {r['error']}\n" for r in failed
+        )
         self.query_one("#summary").update(as_text(head + errors + message.summary, lines=True))
         # the message bubbles on to the app, which refreshes the other panes
 
@@ -543,5 +544,11 @@ def sweep_summary(found, results: list[dict]) -> str:
         )
         for row in found.summary.itertuples()
     ]
-    notes = [f"{r['executor']} x{r['workers']}: {note}" for r in ok for note in r["notes"]]
+    from experiments.spec import run_label
+
+    notes = [
+        f"{run_label(r['executor'], r['workers'], False)}: {note}"
+        for r in ok
+        for note in r["notes"]
+    ]
     return "\n".join(lines + [""] + found.verdicts + notes)

@@ -19,8 +19,11 @@ from experiments import options as sweep_options
 from experiments.options import SweepOption
 from service.catalogue import executors as describe_executors
 from storage.text import as_text
-from tui.components.lab import MENUS
 from tui.components.timeline import Timeline
+
+# The form's fields, one per row of the option table: a menu for an option of a few values and
+# for the interpreter (``find_pythons`` fills it), a text field for the others.
+MENUS = ("python",)
 
 
 @dataclass

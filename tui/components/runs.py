@@ -264,14 +264,17 @@ class RunsPane(ReportsWorkerErrors, Vertical):
         if run is None:
             return
 
+        from experiments.spec import run_label
+
         def delete(yes: Optional[bool]) -> None:
             if yes:
                 self.change("delete_run", run["run_id"])
 
         self.app.push_screen(
             Confirm(
-                f"Delete run {run['run_id'][:8]} ({run['workload']} on {run['executor']} "
-                f"x{run['workers']}) and its measurements? This cannot be undone."
+                f"Delete run {run['run_id'][:8]} ({run['workload']} on "
+                f"{run_label(run['executor'], run['workers'], False)}) and its measurements? "
+                "This cannot be undone."
             ),
             delete,
         )
