@@ -785,8 +785,8 @@ async def test_export_report_replaces_a_link_in_reports_and_spares_its_target(
     app = ConlabApp(db=str(db))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
-        app.export_report("html")
-        await pilot.pause()
+        app.export_report("html")  # a worker thread: waited for
+        await settle(app, pilot)
         said = [(note.severity, note.message) for note in app._notifications]
     assert victim.read_text() == "precious"
     page = tmp_path / "reports" / "summary.html"
