@@ -763,7 +763,8 @@ def rendered(path, sweeps, labels=None) -> tuple[str, str]:
         compared = (*compare(repeats, a, b), *(labels or (a, b)))
         run_id = str(repeats[repeats["workers"] > 1]["run_id"].iloc[0])
         timeline = (run_id, load_timeline(engine, run_id))
-        return render.html_page(summary, words, compared, timeline), render.markdown(
+        said = reports.verdicts_by_work(summary)
+        return render.html_page(summary, said, compared, timeline), render.markdown(
             summary, words, compared
         )
     finally:
