@@ -301,6 +301,15 @@ def _tick(value: float) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
+def _tick_step(top: float) -> float:
+    """The step of five round ticks (1, 2, 2.5 or 5 times a power of ten) that reach past
+    ``top``."""
+    if not top > 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(top / 5))
+    return next(power * m for m in (1, 2, 2.5, 5, 10) if power * m * 5 >= top)
+
+
 def _svg_open(width: float, height: float, title: str) -> str:
     """A chart's box: its drawn size, scaled down (never cut) where the page is narrower."""
     return (
@@ -329,14 +338,17 @@ def _svg_lines(
     ideal: bool = False,
     x_label: str = "workers",
     y_label: str = "speedup",
+    colours: Optional[dict[str, str]] = None,
 ) -> str:
-    """A line chart with its legend; with ``ideal`` the y = x line is drawn dashed."""
+    """A line chart with its legend; with ``ideal`` the y = x line is drawn dashed; each
+    series in its ``colours`` entry, else the palette's in turn."""
     width, height, left, right, top, bottom = 480, 260, 50, 20, 12, 40
     points = [p for values in series.values() for p in values]
     if not points:
         return ""
     x_max = max(x for x, _ in points) or 1
-    y_max = max([y for _, y in points] + ([x_max] if ideal else [])) * 1.1 or 1
+    step = _tick_step(max([y for _, y in points] + ([x_max] if ideal else [])))
+    y_max = step * 5
 
     def sx(x: float) -> float:
         return left + (x / x_max) * (width - left - right)
@@ -358,8 +370,8 @@ def _svg_lines(
             f'<text x="{sx(tick):.1f}" y="{sy(0) + 15}" text-anchor="middle" '
             f'font-size="11">{_tick(tick)}</text>'
         )
-    for i in range(5):
-        y = y_max * i / 4
+    for i in range(6):
+        y = step * i
         out.append(
             f'<text x="{left - 5}" y="{sy(y) + 4:.1f}" text-anchor="end" font-size="11">'
             f"{_tick(y)}</text>"
@@ -372,7 +384,7 @@ def _svg_lines(
         )
         legend.append(("ideal (dashed): as many times faster as workers", "#999"))
     for n, (name, values) in enumerate(series.items()):
-        colour = PALETTE[n % len(PALETTE)]
+        colour = (colours or {}).get(name, PALETTE[n % len(PALETTE)])
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in sorted(values))
         out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>')
         for x, y in values:
@@ -389,8 +401,11 @@ def _mib(value: float) -> str:
     return f"{value / 2**20:,.0f} MiB"
 
 
-def _svg_bars(title: str, bars: list[tuple[str, float]], shown=_ms) -> str:
-    """A bar per (label, value), the value written after its bar."""
+def _svg_bars(
+    title: str, bars: list[tuple[str, float]], shown=_ms, colours: Sequence[str] = ()
+) -> str:
+    """A bar per (label, value), the value written after its bar; each bar in its
+    ``colours`` entry, else the palette's in turn."""
     width, bar_height, value_room = 480, 18, 80
     pad = min(max((len(label) for label, _ in bars), default=4) * CHAR_PX, 200) + 10
     height = 12 + bar_height * len(bars)
@@ -403,7 +418,7 @@ def _svg_bars(title: str, bars: list[tuple[str, float]], shown=_ms) -> str:
             f'<text x="{pad - 6}" y="{y + 12}" text-anchor="end" font-size="11">'
             f"{_fitted(label, pad - 10)}</text>"
             f'<rect x="{pad}" y="{y}" width="{length:.1f}" height="{bar_height - 4}" '
-            f'fill="{PALETTE[n % len(PALETTE)]}"/>'
+            f'fill="{colours[n] if n < len(colours) else PALETTE[n % len(PALETTE)]}"/>'
             f'<text x="{pad + length + 4:.1f}" y="{y + 12}" font-size="11">'
             f"{shown(value)}</text>"
         )
@@ -507,7 +522,7 @@ STYLE = (
     ".box{overflow-x:auto;max-width:100%}"
     "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
     "padding:3px 6px;text-align:right}td{white-space:nowrap}th{overflow-wrap:normal}"
-    "td:first-child,th:first-child{text-align:left}"
+    "td:first-child,th:first-child{text-align:left;position:sticky;left:0;background:#fff}"
     ".charts{display:flex;flex-wrap:wrap;gap:1.5em 2.5em;align-items:flex-start;margin:1em 0}"
     "figure{margin:0;max-width:100%}figcaption{font-weight:bold;margin-bottom:.3em}"
     "svg.chart{display:block;max-width:100%;height:auto}"
@@ -587,7 +602,10 @@ def _html_work(key: tuple, rows: pd.DataFrame, lines: Sequence[str]) -> str:
 
 
 def _work_charts(rows: pd.DataFrame) -> list[str]:
-    """One piece of work's charts: speedup per worker count, time and memory per executor."""
+    """One piece of work's charts: speedup per worker count, time and memory per executor,
+    each executor in one colour in all three."""
+    names = sorted({str(e) for e in rows["executor"]})
+    colour = {name: PALETTE[n % len(PALETTE)] for n, name in enumerate(names)}
     charts = []
     speedups = {
         executor: [
@@ -600,20 +618,17 @@ def _work_charts(rows: pd.DataFrame) -> list[str]:
     }
     speedups = {k: v for k, v in speedups.items() if v}
     if speedups:
-        charts.append(_svg_lines("speedup against the sequential run", speedups, ideal=True))
-    bars = [
-        (_configuration(r), float(r.median_s))
-        for r in rows.itertuples()
-        if math.isfinite(r.median_s)
-    ]
-    charts.append(_svg_bars("median time per executor", bars))
-    memory = [
-        (_configuration(r), float(r.peak_rss_bytes))
-        for r in rows.itertuples()
-        if r.peak_rss_bytes > 0
-    ]
+        title = "speedup against the sequential run"
+        charts.append(_svg_lines(title, speedups, ideal=True, colours=colour))
+    timed = [r for r in rows.itertuples() if math.isfinite(r.median_s)]
+    bars = [(_configuration(r), float(r.median_s)) for r in timed]
+    colours = [colour[str(r.executor)] for r in timed]
+    charts.append(_svg_bars("median time per executor", bars, colours=colours))
+    held = [r for r in rows.itertuples() if r.peak_rss_bytes > 0]
+    memory = [(_configuration(r), float(r.peak_rss_bytes)) for r in held]
     if memory:
-        charts.append(_svg_bars("peak memory per executor", memory, _mib))
+        colours = [colour[str(r.executor)] for r in held]
+        charts.append(_svg_bars("peak memory per executor", memory, _mib, colours))
     return charts
 
 

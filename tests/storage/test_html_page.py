@@ -136,7 +136,7 @@ LONG_FUNCTION = "compress_the_whole_input_with_a_long_function_name"
 @pytest.fixture
 def report_page(conlab, user_dir, tmp_path) -> Path:
     """`conlab report --format html` of real runs of two pieces of work, one of them a user's
-    function with a long name, the other at a size of millions (4 MiB)."""
+    function with a long name, the other at a size of millions (4 MiB), with a comparison."""
     (user_dir / f"{LONG_MODULE}.py").write_text(
         f"import zlib\n\n\ndef {LONG_FUNCTION}(size):\n    return len(zlib.compress(b'x' * size))\n"
     )
@@ -146,7 +146,8 @@ def report_page(conlab, user_dir, tmp_path) -> Path:
         ran = conlab(*args, timeout=300)
         assert ran.returncode == 0, ran.stderr
     page = tmp_path / "summary.html"
-    made = conlab("report", "--format", "html", "--output", str(page))
+    compare = ("--compare", "executor:threads", "executor:processes")
+    made = conlab("report", "--format", "html", *compare, "--output", str(page))
     assert made.returncode == 0, made.stderr
     return page
 
@@ -154,6 +155,7 @@ def report_page(conlab, user_dir, tmp_path) -> Path:
 def test_the_html_report_fits_the_window_at_1400_and_800_px(report_page):
     text = report_page.read_text()
     assert "4,194,304" in text and not re.search(r"\d\.?\d*e[+-]\d", text)  # no 4.1943e+06
+    assert "executor:processes against executor:threads" in text
     for width in (1400, 800):
         found = measured(report_page, width)
         assert width - 20 <= found["width"] <= width, found["width"]  # the window measured
