@@ -165,3 +165,19 @@ def test_the_html_report_fits_the_window_at_1400_and_800_px(report_page):
         for order in found["order"]:
             assert order[0] == "verdict" and order[-1] == "rows" and "chart" in order, order
         assert found["charts"] >= 6
+
+
+def test_names_without_a_break_wrap_or_shorten_inside_the_page(tmp_path):
+    """A database (real SQLite, through the real recorder) whose host, CPU, Python, workload,
+    executor, start method and tags are 150 characters without a space: every name wraps
+    or is shortened inside its box at 1400 and 800 px."""
+    from tests.storage.test_reports import hostile_database, rendered
+
+    texts = [f"{n}-" + "averyverylongunbrokenname" * 6 for n in range(10)]
+    sweeps = hostile_database(tmp_path / "long.db", texts)
+    page = tmp_path / "long.html"
+    page.write_text(rendered(tmp_path / "long.db", sweeps, labels=texts[:2])[0])
+    for width in (1400, 800):
+        found = measured(page, width)
+        assert found["problems"] == [], (width, found["problems"])
+        assert len(found["order"]) == 2 and found["charts"] >= 4, found
