@@ -95,6 +95,7 @@ MEASURE = r"""<script>
 </script>"""
 
 
+@pytest.fixture
 def chromium() -> str:
     """Debian's Chromium; outside CI a test without it skips, under CI=true it fails."""
     found = shutil.which("chromium")
@@ -105,14 +106,14 @@ def chromium() -> str:
     pytest.skip(f"no chromium on PATH; install it with: {INSTALL}")
 
 
-def measured(page: Path, width: int) -> dict:
-    """``page`` as headless Chromium lays it out in a window ``width`` px wide (MEASURE)."""
+def measured(chromium: str, page: Path, width: int) -> dict:
+    """``page`` as ``chromium`` lays it out in a window ``width`` px wide (MEASURE)."""
     copy = page.with_name(f"measured-{width}.html")
     copy.write_text(page.read_text().replace("</body>", MEASURE + "</body>"))
     with tempfile.TemporaryDirectory(prefix="conlab-chromium-") as profile:
         shown = subprocess.run(
             [
-                chromium(),
+                chromium,
                 *CHROMIUM_FLAGS,
                 f"--user-data-dir={profile}",
                 f"--window-size={width},1000",
@@ -134,7 +135,7 @@ LONG_FUNCTION = "compress_the_whole_input_with_a_long_function_name"
 
 
 @pytest.fixture
-def report_page(conlab, user_dir, tmp_path) -> Path:
+def report_page(chromium, conlab, user_dir, tmp_path) -> Path:
     """`conlab report --format html` of real runs of two pieces of work, one of them a user's
     function with a long name, the other at a size of millions (4 MiB), with a comparison."""
     (user_dir / f"{LONG_MODULE}.py").write_text(
@@ -152,12 +153,12 @@ def report_page(conlab, user_dir, tmp_path) -> Path:
     return page
 
 
-def test_the_html_report_fits_the_window_at_1400_and_800_px(report_page):
+def test_the_html_report_fits_the_window_at_1400_and_800_px(chromium, report_page):
     text = report_page.read_text()
     assert "4,194,304" in text and not re.search(r"\d\.?\d*e[+-]\d", text)  # no 4.1943e+06
     assert "executor:processes against executor:threads" in text
     for width in (1400, 800):
-        found = measured(report_page, width)
+        found = measured(chromium, report_page, width)
         assert width - 20 <= found["width"] <= width, found["width"]  # the window measured
         assert found["problems"] == [], (width, found["problems"])
         # per piece of work: the verdict first, then its charts, then its rows
@@ -167,7 +168,7 @@ def test_the_html_report_fits_the_window_at_1400_and_800_px(report_page):
         assert found["charts"] >= 6
 
 
-def test_names_without_a_break_wrap_or_shorten_inside_the_page(tmp_path):
+def test_names_without_a_break_wrap_or_shorten_inside_the_page(chromium, tmp_path):
     """A database (real SQLite, through the real recorder) whose host, CPU, Python, workload,
     executor, start method and tags are 150 characters without a space: every name wraps
     or is shortened inside its box at 1400 and 800 px."""
@@ -178,6 +179,6 @@ def test_names_without_a_break_wrap_or_shorten_inside_the_page(tmp_path):
     page = tmp_path / "long.html"
     page.write_text(rendered(tmp_path / "long.db", sweeps, labels=texts[:2])[0])
     for width in (1400, 800):
-        found = measured(page, width)
+        found = measured(chromium, page, width)
         assert found["problems"] == [], (width, found["problems"])
         assert len(found["order"]) == 2 and found["charts"] >= 4, found
