@@ -12,7 +12,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from storage.lanes import PALETTE, lane_label, lane_numbers
-from storage.reports import Comparison
+from storage.reports import BASELINE_KEY, Comparison
 from storage.text import csv_cell, markdown_text, number_text, printable
 
 COLUMNS = [
@@ -509,8 +509,10 @@ def _core_colour(task) -> tuple[str, str]:
     return PALETTE[end % len(PALETTE)], where
 
 
-# A piece of work: what a section of the page is about, named in its heading.
-WORK_KEY = ["machine", "python", "workload", "size", "tasks"]
+# A piece of work: what a section of the page is about, named in its heading; the key its
+# verdicts and its speedups are computed over (storage.reports.verdicts_by_work).
+WORK_KEY = BASELINE_KEY
+WORK_NAMED = ("machine", "python", "workload", "size", "tasks")  # in the heading's own words
 
 # The page's layout: the text column at most 1200 px; a table wider than it scrolls inside its
 # own box; charts side by side while they fit, else one under the other, scaled down (never cut)
@@ -582,11 +584,12 @@ def _html_comparison(compared: tuple) -> str:
 
 def _html_work(key: tuple, rows: pd.DataFrame, lines: Sequence[str]) -> str:
     """One piece of work's section: its verdict first, then its charts, then its rows."""
-    machine, python, workload, size, tasks = key
-    heading = (
-        f"<h2>{_svg_text(workload)} <small>size {number_text(size)}, {number_text(tasks)} "
-        f"tasks, on {_svg_text(machine)}, Python {_svg_text(python)}</small></h2>"
-    )
+    work = dict(zip(WORK_KEY, key))
+    machine, python, workload = work["machine"], work["python"], work["workload"]
+    about = [f"size {number_text(work['size'])}", f"{number_text(work['tasks'])} tasks"]
+    about += [f"{k.replace('_', ' ')} {work[k]}" for k in WORK_KEY if k not in WORK_NAMED]
+    about.append(f"on {machine}, Python {python}")
+    heading = f"<h2>{_svg_text(workload)} <small>{_svg_text(', '.join(about))}</small></h2>"
     verdict = ""
     if lines:
         # the heading names the work: the sentence goes on from where it names it
