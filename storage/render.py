@@ -531,6 +531,7 @@ STYLE = (
     ".legend{list-style:none;padding:0;margin:.4em 0 0;font-size:12px;display:flex;"
     "flex-wrap:wrap;gap:.2em 1.2em;max-width:480px}"
     ".legend svg{margin-right:.4em}.verdict{font-size:1.05em}"
+    ".compared td:last-child,.compared th:last-child{text-align:left}"
 )
 
 
@@ -545,7 +546,7 @@ def html_page(
     each piece of work's verdicts (storage.reports.verdicts_by_work), in the summary's order."""
     parts = ["<h1>concurrency-lab report</h1>"]
     if compared:
-        parts.append(f"<section>{_html_comparison(compared)}</section>")
+        parts.append(f'<section class="compared">{_html_comparison(compared)}</section>')
     said = list(said)
     groups = summary.groupby(WORK_KEY, dropna=False) if not summary.empty else []
     for n, (key, rows) in enumerate(groups):
