@@ -1172,6 +1172,12 @@ def verdicts(summary: pd.DataFrame, min_effect: float = MIN_EFFECT) -> list[str]
     return lines
 
 
+def verdicts_by_work(summary: pd.DataFrame, min_effect: float = MIN_EFFECT) -> list[list[str]]:
+    """``verdicts`` of each piece of work (BASELINE_KEY) on its own, in the order of
+    ``summary.groupby(BASELINE_KEY, dropna=False)``: what a page with a section per work shows."""
+    return [verdicts(rows, min_effect) for _, rows in summary.groupby(BASELINE_KEY, dropna=False)]
+
+
 # Executors whose tasks run in worker processes of their own (the others run in the runner).
 PROCESS_EXECUTORS = ("processes", "pool", "loky", "dask")
 
