@@ -105,6 +105,10 @@ def test_listed_run_reported_and_advised(conlab, hand_threads, user_dir):
     assert listed.returncode == 0, listed.stderr
     row = {r["name"]: r for r in listed.json()}[NAME]
     assert row["available"] and row["workers_are"] == "threads" and row["lab_ticked"]
+    table = conlab("list", "executors", script=True, env=hand_threads).stdout
+    assert any(
+        NAME in line and "taking items from a shared queue" in line for line in table.splitlines()
+    )
 
     run = conlab(
         *["run", "-w", "usermod:work", "-e", "sequential", "-e", NAME, "--workers", "2"],
