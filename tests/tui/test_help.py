@@ -49,3 +49,17 @@ async def test_the_help_lists_every_key_a_user_can_press(tmp_path, monkeypatch):
             )
         ]
         assert missing == [], f"keys the help does not list: {missing}"
+
+
+async def test_the_labs_footer_shows_advise(tmp_path, monkeypatch):
+    """advise, the Lab's headline key, is on the footer while the Lab has the keys, first."""
+    from tui.components.footer import KeysFooter
+
+    monkeypatch.chdir(tmp_path)
+    app = ConlabApp(db=str(tmp_path / "x.db"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert str(app.query_one(KeysFooter).render()).startswith(" a Advise  1 Lab ")
+        await pilot.press("2")
+        await pilot.pause()
+        assert " a Advise " not in str(app.query_one(KeysFooter).render())
