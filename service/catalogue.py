@@ -58,3 +58,11 @@ def fitness(info: dict[str, Any]) -> tuple[tuple[str, ...], list[str]]:
     from experiments.environment import FITNESS_FIELDS, problems
 
     return tuple(FITNESS_FIELDS), problems(info)
+
+
+def executors_not_loaded() -> Optional[str]:
+    """Why a module $CONLAB_EXECUTORS names cannot be imported, in one line; None when each
+    loads (importing the executors to find out)."""
+    from experiments.executors import not_loaded
+
+    return not_loaded()

@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import event
 
 from experiments.spec import ExperimentSpec
-from storage import render, reports, stats
+from service.present import render
+from storage import reports, stats
 from storage.database import SCHEMA_VERSION, open_engine
 from storage.recorder import RunRecorder
 from storage.reports import (
