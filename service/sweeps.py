@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
 from experiments import launch
@@ -570,29 +570,6 @@ def process_label(spec: ExperimentSpec, event: dict) -> str:
 def process_tasks(spec: ExperimentSpec) -> int:
     """The tasks one runner process of ``spec`` runs, warm-ups included: its progress total."""
     return (spec.warmups + spec.repeats) * spec.tasks
-
-
-def sized(specs: Sequence[ExperimentSpec]) -> tuple[list[ExperimentSpec], list[str]]:
-    """``specs`` with ``--size auto`` resolved (a user function without a size is calibrated,
-    as the CLI does), and what calibration chose, in words. Starts a process per workload."""
-    auto = [s.workload for s in specs if s.size is None and ":" in s.workload]
-    if not auto:
-        return list(specs), []
-    sizes, calibrations = choose_sizes(auto, ["auto"], specs[0].python)
-    chosen = [
-        replace(s, size=sizes[s.workload][0]) if s.workload in sizes and s.size is None else s
-        for s in specs
-    ]
-    return chosen, [calibration_note(name, found) for name, found in calibrations.items()]
-
-
-def start_sweep(db: Optional[str], specs: Sequence[ExperimentSpec], **options: Any):
-    """A Sweep of ``specs`` on ``db``, its specs checked in the interpreters that will run them
-    (SpecError, DatabaseError when they cannot); ``run()`` it, ``cancel()`` it from any thread."""
-    from storage.database import open_engine
-
-    resolved = check(specs)
-    return Sweep(open_engine(db, writer=True), specs, resolved, **options)
 
 
 @dataclass

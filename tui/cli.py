@@ -653,15 +653,7 @@ def report(
     """What the stored runs mean: medians, spread, speedup, efficiency, verdicts, comparisons."""
     from service import reports
 
-    if fail_if_slower is not None and not compare:
-        raise BadInput("--fail-if-slower needs --compare A B; add the two selections")
-    if fail_if_slower is not None and not 0 <= fail_if_slower < float("inf"):
-        raise BadInput(
-            f"--fail-if-slower must be a percentage of 0 or more, not {fail_if_slower}; "
-            "pass e.g. --fail-if-slower 5"
-        )
-    if min_effect is not None and not 0 <= min_effect < 100:
-        raise BadInput(f"--min-effect must be a percentage from 0 to 100, not {min_effect}")
+    _check_report_flags(compare, fail_if_slower, min_effect)
     sources = _sources(db)
     if output is not None:
         _check_output(output, db or [None])
@@ -717,6 +709,22 @@ def report(
             )
             return 1
     return 0
+
+
+def _check_report_flags(
+    compare: Optional[tuple[str, str]], fail_if_slower: Optional[float], min_effect: Optional[float]
+) -> None:
+    """Refuse, before anything is read, a --fail-if-slower without a comparison and a
+    percentage out of its range."""
+    if fail_if_slower is not None and not compare:
+        raise BadInput("--fail-if-slower needs --compare A B; add the two selections")
+    if fail_if_slower is not None and not 0 <= fail_if_slower < float("inf"):
+        raise BadInput(
+            f"--fail-if-slower must be a percentage of 0 or more, not {fail_if_slower}; "
+            "pass e.g. --fail-if-slower 5"
+        )
+    if min_effect is not None and not 0 <= min_effect < 100:
+        raise BadInput(f"--min-effect must be a percentage from 0 to 100, not {min_effect}")
 
 
 def _check_output(output: str, databases: list[Optional[str]]) -> None:
