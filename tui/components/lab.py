@@ -288,10 +288,11 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             self.app.notify("a sweep is already running; escape cancels it", severity="warning")
             return
         from experiments.spec import SpecError
+        from service.sweeps import specs_of
 
         try:
             request = self.build_request()
-            specs = self.build_specs()
+            specs = specs_of(request)
         except SpecError as exc:
             self.query_one("#spec-error").update(as_text(exc))
             self.app.notify(printable(exc), severity="error", title="cannot run", markup=False)
