@@ -1060,7 +1060,7 @@ def _anonymize(copy: sqlite3.Connection) -> None:
     paths pythonX.Y, every other absolute path its last part (/srv/lab/jobs.py and
     ~/clients/acme/jobs.py -> .../jobs.py); drop the machine id and the recording host; number
     each run's processes 1, 2, ... in place of their ids, in its rows and its words alike.
-    (README and --help say so.)"""
+    (docs/sharing.md and --help say so.)"""
     scrub = _Scrubber()
     aliases = {
         fingerprint: f"machine-{str(fingerprint)[:8]}"
