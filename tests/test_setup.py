@@ -87,3 +87,53 @@ def test_make_install_prints_no_editable_install_banner(tmp_path):
     assert (venv / "bin" / "conlab").exists()
     output = done.stdout + done.stderr
     assert "Editable installation" not in output and "*****" not in output, output
+
+
+def test_the_tests_find_a_free_threaded_build_in_the_cache(tmp_path, monkeypatch):
+    """A clone's `make test` runs the free-threaded tests with a build in ~/.cache/conlab-cpython
+    (where .ci/run's tool keeps them), with nothing else pointing at it."""
+    from tests.conftest import CPYTHON_CACHE, cached_free_threaded, find_free_threaded
+
+    builds = cached_free_threaded(CPYTHON_CACHE)
+    if not builds:
+        pytest.skip(f"no free-threaded build in {CPYTHON_CACHE} to copy the layout of")
+    cache = tmp_path / "cache" / "conlab-cpython"
+    (cache / "cpython-3.13.99-t" / "bin").mkdir(parents=True)
+    (cache / "cpython-3.13.99-t" / "bin" / "python3.13t").symlink_to(builds[0])
+    (cache / "python3.13t.path").write_text(builds[0])  # the tool's note, not a build
+    for name in ("HOME", "PYENV_ROOT", "UV_PYTHON_INSTALL_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.delenv("CONLAB_TEST_FREE_THREADED", raising=False)
+    assert find_free_threaded(cache) == str(cache / "cpython-3.13.99-t" / "bin" / "python3.13t")
+    assert find_free_threaded(tmp_path / "empty") is None
+
+
+def test_a_missing_free_threaded_build_is_skipped_saying_how_to_get_one(tmp_path):
+    """The skip names a way that works on a clone (no ../shared/tools there) and the cache."""
+    conftest = tmp_path / "conftest.py"
+    conftest.write_text(REPO.joinpath("tests", "conftest.py").read_text())
+    (tmp_path / "test_one.py").write_text("def test_one(free_threaded_python):\n    pass\n")
+    env = {
+        **os.environ,
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "PYENV_ROOT": str(tmp_path),
+        "UV_PYTHON_INSTALL_DIR": str(tmp_path),
+        "CI": "",
+        "PYTHONPATH": str(REPO),
+    }
+    env.pop("CONLAB_TEST_FREE_THREADED", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0", "-rs", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert "1 skipped" in done.stdout, done.stdout + done.stderr
+    assert "uv python install 3.13t" in done.stdout
+    assert str(tmp_path / "cache" / "conlab-cpython") in done.stdout
