@@ -72,3 +72,18 @@ def csv_cell(value: Any) -> Any:
     if value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
         return "'" + value
     return value
+
+
+def count_text(value: Any) -> str:
+    """A count (a size, tasks, workers) as people write one: whole, with thousands separated
+    (4,194,304), never in scientific notation; '–' where there is none."""
+    if value is None or isinstance(value, bool):
+        return "–" if value is None else str(value)
+    if isinstance(value, (int, float)) or hasattr(value, "__index__"):
+        number = float(value)
+        if number != number or number in (float("inf"), float("-inf")):
+            return "–"
+        if number.is_integer():
+            return f"{int(number):,}"
+        return f"{number:,.2f}"
+    return printable(value)
