@@ -24,6 +24,7 @@ from storage.queries import (
     selection_terms,
 )
 from storage.target import read_error
+from storage.text import count_text
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -1125,7 +1126,7 @@ def verdicts(summary: pd.DataFrame, min_effect: float = MIN_EFFECT) -> list[str]
     for key, rows in summary.groupby(BASELINE_KEY, dropna=False):
         machine, python, workload, size, tasks = key
         where = (
-            f"{workload}{f' at size {size:g}' if several_sizes else ''} on {machine}, "
+            f"{workload}{f' at size {count_text(size)}' if several_sizes else ''} on {machine}, "
             f"Python {python}"
         )
         if rows["speedup"].isna().all():
