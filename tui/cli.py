@@ -936,17 +936,23 @@ def _print_fitted(tables, required: list[str], if_room: list[str], console) -> l
     """Print each (title, rows) with the ``required`` columns and as many of ``if_room`` as
     fit the console's width, the same in every table; a value too long for any width wraps
     onto a second line, never cut. Returns the columns of ``if_room`` left out."""
-    shown = required + [c for c in if_room if c in tables[0][1][0]]
+    first = tables[0][1][0]
+    shown = required + [c for c in if_room if c in first]
+
+    def in_order() -> list[str]:  # the rows' own order of columns
+        return [c for c in first if c in shown]
+
     unbounded = console.options.update_width(10_000)  # a table's own width, not the console's
     while len(shown) > len(required):
-        widths = [console.measure(_table(None, r, shown), options=unbounded) for _, r in tables]
-        if max(width.maximum for width in widths) <= console.width:
+        tables_now = [_table(None, rows, in_order()) for _, rows in tables]
+        widths = [console.measure(table, options=unbounded).maximum for table in tables_now]
+        if max(widths) <= console.width:
             break
         shown.pop()
     for title, rows in tables:  # the title a line of its own: as wide as the terminal
         _say(title, console)
-        console.print(_table(None, rows, shown))
-    return [c for c in if_room if c in tables[0][1][0] and c not in shown]
+        console.print(_table(None, rows, in_order()))
+    return [c for c in if_room if c in first and c not in shown]
 
 
 def _table(title: Optional[str], rows: list[dict], columns: list[str]):
