@@ -19,7 +19,7 @@ from experiments import options as sweep_options
 from experiments.options import parse_workers
 from experiments.spec import SpecError, normal_workload
 from storage.errors import DatabaseError, OutputError, SelectionError
-from storage.text import as_text, printable
+from storage.text import as_text, count_text, printable
 from tui.start import fail, open_app
 
 app = typer.Typer(
@@ -366,35 +366,16 @@ class _Progress:
 
 
 def _print_results(results: list[dict], cancelled: bool) -> None:
-    from rich.table import Table
-
+    """The sweep's runs, one line each, fitted to the terminal as the report is: what every
+    run shares said once above them, errors and notes below."""
     from storage.reports import run_speedups
 
     speedups = run_speedups(results)
-    pythons = {r.get("python") for r in results}
-    table = Table(title="runs", show_lines=False)
-    columns = [
-        "workload",
-        "size",
-        "executor",
-        "workers",
-        "start",
-        "status",
-        "median",
-        "95% interval",
-        "speedup",
-        "error",
-    ]
-    if len(pythons) > 1:
-        columns.insert(0, "python")
-    right = ("size", "workers", "median", "95% interval", "speedup")
-    for column in columns:
-        table.add_column(column, justify="right" if column in right else "left")
-    for r in results:
-        cells = {
+    rows = [
+        {
             "python": r.get("python") or "",
             "workload": r["workload"],
-            "size": str(r["size"]),
+            "size": count_text(r["size"]),
             "executor": r["executor"],
             "workers": str(r["workers"]),
             "start": r["start_method"] or "",
@@ -402,15 +383,24 @@ def _print_results(results: list[dict], cancelled: bool) -> None:
             "median": f"{r['median_s'] * 1000:.1f} ms" if r["median_s"] is not None else "",
             "95% interval": _interval_text(r),
             "speedup": speedups.get(r["run_id"], ""),
-            "error": (r["error"] or "")[:80],
         }
-        table.add_row(*(as_text(cells[c]) for c in columns))
+        for r in results
+    ]
+    shared = [c for c in ("workload", "size", "python") if len({row[c] for row in rows}) == 1]
+    said = {"workload": "{}", "size": "size {}", "python": "Python {}"}
+    title = "runs: " + ", ".join(said[c].format(rows[0][c]) for c in shared if rows[0][c])
+    identity = [c for c in ("python", "workload", "size") if c not in shared]
+    failed = ["status"] if any(row["status"] != "ok" for row in rows) else []
+    required = [*identity, "executor", "workers", *failed, "median", "95% interval"]
+    if_room = ["speedup"] + (["start"] if any(row["start"] for row in rows) else [])
     console = _console()
-    console.print(table)
+    _print_fitted([(title, rows)], required, if_room, console)
     for r in results:
         name = (
             r["executor"] if r["executor"] == "sequential" else f"{r['executor']} x{r['workers']}"
         )
+        if r["error"]:
+            console.print(as_text(f"{name}: {r['error']}"))
         for note in r.get("notes", []):
             console.print(as_text(f"{name}: {note}"))
         if r.get("target_ci_met") is False:
@@ -924,8 +914,6 @@ _IN_TITLE = ("machine", "python", "workload", "size", "tasks")
 
 
 def _work_title(work: dict) -> str:
-    from storage.text import count_text
-
     return (
         f"{work['workload']}, size {count_text(work['size'])}, {count_text(work['tasks'])} "
         f"tasks, Python {work['python']}, {work['machine']}"

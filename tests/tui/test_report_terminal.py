@@ -174,3 +174,19 @@ def test_a_pipe_gets_what_the_terminal_got_in_plain_text(days_work, tmp_path):
     summary = through_a_pipe(["report"], db, tmp_path, 200)
     assert summary == in_terminal(["report"], 200, db, tmp_path)
     assert "|---" not in summary
+
+
+def test_a_sweeps_table_fits_80_columns(db_path, tmp_path):
+    """`conlab run`'s table at its end: what the runs share said once above it, every run one
+    line, no value cut."""
+    args = ["run", "-w", "tiny", "-e", "sequential", "-e", "threads", "-e", "processes"]
+    args += ["--workers", "2", "--tasks", "4", "--repeats", "2", "--processes", "1"]
+    shown = in_terminal(args, 80, db_path, tmp_path)
+    lines = shown.splitlines()
+    assert all(len(line) <= 80 for line in lines), shown
+    table = [line for line in lines if line[:1] in "┏┃┡│└"]
+    assert "…" not in "\n".join(table), shown
+    assert "runs: tiny, size 1, Python " in shown
+    rows = [line.split("│")[1].strip() for line in table if line.startswith("│ ")]
+    assert rows == ["sequential", "threads", "processes"], shown
+    assert re.search(r"│ \d+\.\d ms +│ \d+\.\d–\d+\.\d ms +│", shown), shown
