@@ -44,7 +44,7 @@ PRESETS = [
         "Waiting scales",
         "sleep",
         ("sequential", "threads", "asyncio"),
-        {"workers": "1,4,16,64"},
+        {"workers": "1,4,16,64", "tasks": "64", "size": "5"},
         "waiting releases the GIL: threads and asyncio overlap it, far beyond the cores",
     ),
     (

@@ -574,11 +574,10 @@ async def test_palette_offers_presets_before_typing_and_waiting_scales(tmp_path)
         names = [str(listed.get_option_at_index(n).prompt) for n in range(listed.option_count)]
         assert any("Preset: Waiting scales" in name for name in names)
         await pilot.press("escape")
-        app.apply_preset("sleep", ("sequential", "threads", "asyncio"), {"workers": "1,4,16,64"})
         from tui.app import PRESETS
 
         (preset,) = [p for p in PRESETS if p[0] == "Waiting scales"]
-        assert preset[3] == {"workers": "1,4,16,64"}
+        assert preset[3]["workers"] == "1,4,16,64"
         app.apply_preset(*preset[1:4])
         await pilot.pause()
         assert app.query_one("#workers", Input).value == "1,4,16,64"

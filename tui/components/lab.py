@@ -196,10 +196,12 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
 
     def choose(self, workload: str, executors, **fields: str) -> None:
         """Fill the form: a workload, the executors to run, and parameter fields by id (once
-        they are made)."""
+        they are made); every field not given is put back to its default (empty, the tag too)."""
         self.once_form_made(self.fill_form, workload, executors, fields)
 
     def fill_form(self, workload: str, executors, fields: dict[str, str]) -> None:
+        from experiments import options as sweep_options
+
         workloads = self.query_one("#workloads", OptionList)
         own = workload not in WORKLOADS
         self.query_one("#function").value = workload if own else ""
@@ -209,8 +211,14 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         chosen.deselect_all()
         for name in executors:
             chosen.select(name)
-        for name, value in fields.items():
-            self.query_one(f"#{name}").value = value
+        for option in sweep_options.OPTIONS:
+            field = self.query_one(f"#{option.key}")
+            if option.key in fields:
+                field.value = fields[option.key]
+            elif option.choices or option.name in MENUS:
+                field.clear()  # a menu: its blank is the default
+            else:
+                field.value = ""
 
     # --- the spec the form describes ---
 

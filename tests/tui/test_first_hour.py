@@ -1,0 +1,43 @@
+"""A newcomer's first hour in the app (issue 38): at 80x24 the keys reach the sweep's progress
+and results, a digit typed in a field is not mistaken for a screen's key, presets set the whole
+form, Compare names both executors, the Lab answers its own function and interpreters."""
+
+from __future__ import annotations
+
+from textual.widgets import DataTable, Input
+
+from tests.tui.conftest import SIZE, settle, wait_until
+from tui.app import PRESETS, ConlabApp
+from tui.components.lab import LabPane
+
+
+async def test_a_preset_sets_every_field_and_asks_no_more_workers_than_tasks(tmp_path):
+    app = ConlabApp(db=str(tmp_path / "x.db"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        lab = app.query_one(LabPane)
+        for name, workload, executors, fields, _ in PRESETS:
+            app.query_one("#tag", Input).value = "2"  # typed there before, by mistake
+            app.query_one("#repeats", Input).value = "9"
+            app.apply_preset(workload, executors, fields)
+            await pilot.pause()
+            assert app.query_one("#tag", Input).value == "", name
+            assert app.query_one("#repeats", Input).value == fields.get("repeats", ""), name
+            specs = lab.build_specs()
+            assert {s.tag for s in specs} == {None}, name
+            assert all(s.workers <= s.tasks for s in specs), (name, fields)
+
+
+async def test_the_runs_detail_says_how_many_counted_repeats_in_all(db_with_one_run):
+    # one real `conlab run --repeats 1`: six runner processes, one counted repeat in each
+    app = ConlabApp(db=str(db_with_one_run))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2")
+        table = app.query_one("#runs-table", DataTable)
+        await wait_until(pilot, lambda: table.row_count == 1)
+        detail = app.query_one("#run-detail")
+        await wait_until(pilot, lambda: str(detail.render()).startswith("run "))
+        said = str(detail.render())
+        assert "repeats 1 (+1 warm-up) in each of 6 runner processes" in said, said
+        assert "6 counted repeats in all, from 6 processes (ms): " in said, said
