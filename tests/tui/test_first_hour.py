@@ -4,6 +4,7 @@ form, Compare names both executors, the Lab answers its own function and interpr
 
 from __future__ import annotations
 
+import pytest
 from textual.widgets import DataTable, Input
 
 from tests.tui.conftest import SIZE, settle, wait_until
@@ -41,3 +42,28 @@ async def test_the_runs_detail_says_how_many_counted_repeats_in_all(db_with_one_
         said = str(detail.render())
         assert "repeats 1 (+1 warm-up) in each of 6 runner processes" in said, said
         assert "6 counted repeats in all, from 6 processes (ms): " in said, said
+
+
+def test_list_pythons_finds_a_build_in_the_cache_the_readme_names(tmp_path):
+    import glob
+    import json
+    import os
+    import subprocess
+
+    from tests.conftest import CLI
+
+    home = os.path.expanduser("~")
+    builds = glob.glob(os.path.join(home, ".cache", "conlab-cpython", "*", "bin", "python3.*t"))
+    if not builds:
+        pytest.skip("no CPython build cached in ~/.cache/conlab-cpython here")
+    # the same build, cached where $XDG_CACHE_HOME points: found there, by that path
+    cached = tmp_path / "cache" / "conlab-cpython" / "cpython-3.13-t" / "bin"
+    cached.mkdir(parents=True)
+    (cached / "python3.13t").symlink_to(builds[0])
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    listed = subprocess.run(
+        [*CLI, "list", "pythons", "--json"], capture_output=True, text=True, env=env, check=True
+    )
+    found = {p["path"]: p for p in json.loads(listed.stdout)}
+    assert str(cached / "python3.13t") in found, listed.stdout
+    assert found[str(cached / "python3.13t")]["free_threaded"]
