@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from textual.widgets import DataTable, Input
 
-from tests.tui.conftest import SIZE, settle, wait_until
+from tests.tui.conftest import SIZE, choose, settle, until_it_ends, wait_until
 from tui.app import PRESETS, ConlabApp
 from tui.components.lab import LabPane
 
@@ -67,3 +67,51 @@ def test_list_pythons_finds_a_build_in_the_cache_the_readme_names(tmp_path):
     found = {p["path"]: p for p in json.loads(listed.stdout)}
     assert str(cached / "python3.13t") in found, listed.stdout
     assert found[str(cached / "python3.13t")]["free_threaded"]
+
+
+def on_screen(app, selector: str) -> bool:
+    """Whether the widget is drawn inside the Lab's visible part, at least its first line."""
+    lab = app.query_one(LabPane)
+    region = app.query_one(selector).region
+    return bool(region.height) and lab.region.contains(region.x, region.y)
+
+
+async def test_at_80x24_r_brings_the_progress_into_view_and_keys_reach_the_verdict(
+    db_path, marked
+):
+    app = ConlabApp(db=str(db_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        lab = app.query_one(LabPane)
+        slow = dict(workers="2", tasks="400", size="100", repeats="3", processes="1")
+        await choose(pilot, lab, "sleep", ["threads"], **slow)
+        await pilot.press("escape")
+        assert not on_screen(app, "#overall")  # below the fold before the sweep
+        await pilot.press("r")
+        await wait_until(pilot, lambda: lab.sweep is not None)  # under way (for seconds)
+        await pilot.pause()
+        assert on_screen(app, "#overall") and on_screen(app, "#current")
+        assert app.focused is app.query_one("Results")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not lab.busy)
+
+        fields = dict(workers="2", tasks="2", size="5", repeats="1", warmups="0", processes="1")
+        await choose(pilot, lab, "sleep", ["sequential", "threads"], **fields)
+        workloads = app.query_one("#workloads")
+        highlighted = workloads.highlighted
+        await until_it_ends(pilot, lab, "r")
+        summary = app.query_one("#summary")
+        await wait_until(pilot, lambda: on_screen(app, "#summary"))  # the verdict, in view
+        assert "2 run(s) stored" in str(summary.render())
+        await pilot.press("home")
+        assert lab.scroll_y == 0
+        await pilot.press("end")  # the keys scroll the Lab, not the list of workloads
+        await pilot.pause()
+        assert workloads.highlighted == highlighted
+        assert lab.scroll_y == lab.max_scroll_y > 0
+        assert lab.region.contains_region(summary.region), (summary.region, lab.region)
+        await pilot.press("pageup")
+        assert lab.scroll_y < lab.max_scroll_y
+        # tab from the last menu comes to the results too
+        app.query_one("#python").focus()
+        await pilot.press("tab")
+        assert app.focused is app.query_one("Results")

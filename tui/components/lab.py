@@ -304,6 +304,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         self.query_one("#current").update(total=None, progress=0)
         self.query_one("#summary").update(f"checking {len(specs)} run(s)...")
         self.query_one("#timeline").clear("starting")
+        self.query_one("Results").show_progress()
         self.run_sweep(specs)
 
     def _begin(self, specs: list[ExperimentSpec]) -> None:
@@ -375,6 +376,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             return
         self._begin([])
         self.query_one("#overall").update(total=None, progress=0)
+        self.query_one("Results").show_progress()
         self.query_one("#summary").update(
             as_text(
                 f"advise: probing {workload}, then measuring what can win (up to "
@@ -472,6 +474,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         )
         errors = "".join(f"{r['executor']} x{r['workers']}: {r['error']}\n" for r in failed)
         self.query_one("#summary").update(as_text(head + errors + message.summary, lines=True))
+        self.call_after_refresh(self.query_one("Results").show_summary)  # once it is laid out
         # the message bubbles on to the app, which refreshes the other panes
 
     def on_lab_pane_sweep_failed(self, message: SweepFailed) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from rich.segment import Segment
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.strip import Strip
@@ -100,7 +101,38 @@ class Executors(Part, Vertical):
 
 
 class Results(Part, Vertical):
-    """Under the form: the sweep's progress bars, the live timeline and the summary."""
+    """Under the form: the sweep's progress bars, the live timeline and the summary. It takes
+    the keys once a sweep starts (and with tab): the arrows, page keys, home and end scroll
+    the Lab over them, never the list of workloads."""
+
+    can_focus = True
+    BINDINGS = [
+        Binding("up", "scroll('scroll_up')", "up", show=False),
+        Binding("down", "scroll('scroll_down')", "down", show=False),
+        Binding("pageup", "scroll('scroll_page_up')", "page up", show=False),
+        Binding("pagedown", "scroll('scroll_page_down')", "page down", show=False),
+        Binding("home", "scroll('scroll_home')", "top", show=False),
+        Binding("end", "scroll('scroll_end')", "end", show=False),
+    ]
+
+    def action_scroll(self, how: str) -> None:
+        getattr(self.lab, how)(animate=False)
+
+    @property
+    def lab(self):
+        from tui.components.lab import LabPane
+
+        return self.query_ancestor(LabPane)
+
+    def show_progress(self) -> None:
+        """Take the keys, with the progress row at the top of the Lab (a sweep starts)."""
+        self.focus(scroll_visible=False)
+        self.lab.scroll_to_widget(self, top=True, animate=False)
+
+    def show_summary(self) -> None:
+        """Bring the summary (the verdict) into view while the results have the keys."""
+        if self.has_focus:
+            self.lab.scroll_to_widget(self.query_one("#summary"), animate=False)
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="progress-row"):
