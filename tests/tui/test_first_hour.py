@@ -76,9 +76,7 @@ def on_screen(app, selector: str) -> bool:
     return bool(region.height) and lab.region.contains(region.x, region.y)
 
 
-async def test_at_80x24_r_brings_the_progress_into_view_and_keys_reach_the_verdict(
-    db_path, marked
-):
+async def test_at_80x24_r_brings_the_progress_into_view_and_keys_reach_the_verdict(db_path, marked):
     app = ConlabApp(db=str(db_path))
     async with app.run_test(size=(80, 24)) as pilot:
         lab = app.query_one(LabPane)
