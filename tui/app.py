@@ -150,6 +150,14 @@ class ConlabApp(App):
         Binding("r", "run", "Run", id="lab.run", tooltip="run the sweep the Lab describes (Lab)"),
         Binding(
             "escape",
+            "leave_field",
+            "Leave field",
+            id="app.leave_field",
+            tooltip="leave the text field: in a field, digits are typed; out of it, 1-4 "
+            "choose the screens",
+        ),
+        Binding(
+            "escape",
             "cancel",
             "Cancel",
             id="lab.cancel",
@@ -288,7 +296,18 @@ class ConlabApp(App):
         # the user is not looking at.
         if action == "run":
             return self.shown == "lab"
+        # In a text field a digit is typed: the footer offers no screen for it, and escape
+        # leaves the field (while a sweep runs, escape cancels it, as everywhere).
+        if action == "show":
+            return not self.in_text_field()
+        if action == "leave_field":
+            return self.in_text_field() and not self.query_one(LabPane).busy
         return True
+
+    def in_text_field(self) -> bool:
+        from textual.widgets import Input
+
+        return isinstance(self.focused, Input)
 
     def action_show(self, pane: str) -> None:
         self.shown = pane  # the tabs are bound to it
@@ -358,7 +377,10 @@ class ConlabApp(App):
 
     def action_cancel(self) -> None:
         if not self.query_one(LabPane).cancel():
-            self.screen.set_focus(None)
+            self.focus_pane(self.shown)  # its main widget: its keys (the Lab's `a`) work at once
+
+    def action_leave_field(self) -> None:
+        self.focus_pane(self.shown)
 
     def action_filter(self) -> None:
         runs = self.query_one("RunsPane")

@@ -113,3 +113,33 @@ async def test_at_80x24_r_brings_the_progress_into_view_and_keys_reach_the_verdi
         app.query_one("#python").focus()
         await pilot.press("tab")
         assert app.focused is app.query_one("Results")
+
+
+def footer_keys(app) -> dict[str, str]:
+    from tui.components.footer import KeysFooter
+
+    keys, _ = app.query_one(KeysFooter).shown_keys()
+    return {shown.display: shown.description for shown in keys if shown.enabled}
+
+
+async def test_a_digit_in_a_field_is_typed_there_and_the_footer_says_so(tmp_path):
+    app = ConlabApp(db=str(tmp_path / "x.db"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await wait_until(pilot, lambda: app.query_one(LabPane).form_made)
+        assert footer_keys(app)["2"] == "Runs"
+        app.query_one("#tag", Input).focus()  # where tab had left the focus, in the issue
+        await pilot.pause()
+        shown = footer_keys(app)
+        assert "2" not in shown and shown["esc"] == "Leave field", shown  # not a screen here
+        await pilot.press("2")
+        assert app.shown == "lab" and app.query_one("#tag", Input).value == "2"
+        await pilot.press("escape")  # out of the field: digits choose screens again
+        assert app.focused is app.query_one("#workloads")
+        assert footer_keys(app)["2"] == "Runs" and footer_keys(app)["esc"] == "Cancel"
+        assert "a" in app.screen.active_bindings  # the Lab's own keys work at once (advise)
+        app.query_one("#executors").focus()
+        await pilot.press("escape")  # no sweep to cancel: the Lab keeps the keys
+        assert "a" in app.screen.active_bindings
+        await pilot.press("2")
+        assert app.shown == "runs"
