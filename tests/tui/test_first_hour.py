@@ -143,3 +143,21 @@ async def test_a_digit_in_a_field_is_typed_there_and_the_footer_says_so(tmp_path
         assert "a" in app.screen.active_bindings
         await pilot.press("2")
         assert app.shown == "runs"
+
+
+async def test_enter_on_the_users_function_says_whether_it_is_found(tmp_path, marked):
+    app = ConlabApp(db=str(tmp_path / "x.db"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        lab = app.query_one(LabPane)
+        await wait_until(pilot, lambda: lab.form_made)
+        summary = app.query_one("#summary")
+        for typed, answer in (("usermod:work", "usermod:work: found"), ("usermod:nap2", "nap2")):
+            field = app.query_one("#function", Input)
+            field.value = ""
+            field.focus()
+            await pilot.press(*typed, "enter")
+            await wait_until(pilot, lambda answer=answer: answer in str(summary.render()))
+            notes = [n.message for n in app._notifications]
+            assert any(answer in note for note in notes), notes
+        assert "has no function 'nap2'" in str(summary.render())

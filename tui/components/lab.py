@@ -107,6 +107,14 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
 
         error: str
 
+    @dataclass
+    class FunctionChecked(Message):
+        """The user's function was checked as a sweep checks it: what to say, and whether it
+        can run."""
+
+        said: str
+        ok: bool
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.sweep = None  # the Sweep in progress, once its runs have been checked
@@ -261,6 +269,50 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
     # (by handler name: the form's widget classes load after the first screen)
     def on_input_changed(self) -> None:
         self.validate_form()
+
+    def on_input_submitted(self, message) -> None:
+        if message.input.id == "function":
+            self.check_function()
+
+    def check_function(self) -> None:
+        """Enter in the function field: the function is looked for as a sweep would (in the
+        interpreter chosen), and the answer shown (the summary, and a notice)."""
+        from experiments.spec import SpecError
+
+        if not self.query_one("#function").value.strip():
+            self.say_checked(
+                self.FunctionChecked("no function written: r runs the highlighted workload", True)
+            )
+            return
+        try:
+            specs = self.build_specs()
+        except SpecError as exc:
+            self.say_checked(self.FunctionChecked(str(exc), False))
+            return
+        self.app.notify(printable(f"checking {specs[0].workload}..."), markup=False)
+        self.run_check(specs[:1])
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="check")
+    def run_check(self, specs: list[ExperimentSpec]) -> None:
+        from tui.sweep import check
+
+        workload = specs[0].workload
+        try:
+            check(specs)
+        except Exception as exc:  # bad input: said, not raised
+            self.post_message(self.FunctionChecked(str(exc), False))
+            return
+        said = f"{workload}: found; r runs it, a advises on it"
+        self.post_message(self.FunctionChecked(said, True))
+
+    def on_lab_pane_function_checked(self, message: FunctionChecked) -> None:
+        self.say_checked(message)
+
+    def say_checked(self, message: FunctionChecked) -> None:
+        if not self.busy:  # a sweep's progress keeps the summary
+            self.query_one("#summary").update(as_text(message.said))
+        severity = "information" if message.ok else "error"
+        self.app.notify(printable(message.said), severity=severity, markup=False)
 
     def on_selection_list_selected_changed(self) -> None:
         self.validate_form()
@@ -466,6 +518,10 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
 
     def on_lab_pane_sweep_done(self, message: SweepDone) -> None:
         self.sweep_ended()
+        overall = self.query_one("#overall")
+        if overall.total is None:  # advice: how many processes its sweeps take is known now
+            done = self.finished_processes
+            overall.update(total=max(done, 1), progress=done)
         failed = [r for r in message.results if r["status"] != "ok"]
         head = (
             "cancelled: the run in progress was stored as cancelled\n"
