@@ -33,6 +33,9 @@ if TYPE_CHECKING:  # the sweep's modules load with the form, after the first scr
 # The form's fields, one per row of the option table: a menu for an option of a few values and
 # for the interpreter (``find_pythons`` fills it), a text field for the others.
 MENUS = ("python",)
+# The python menu's last entry: asks for an interpreter's path (one discovery did not find).
+ANOTHER_PYTHON = "another: a path..."
+ANOTHER_PYTHON_LABEL = "another interpreter: type its path..."
 
 
 def made_later(part: str) -> Callable[[], Any]:
@@ -133,6 +136,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         self.stored = threading.Event()
         self.stored.set()
         self.when_form_made: list[Callable[[], None]] = []  # what waits for them
+        self.pythons: list[tuple] = []  # the python menu's interpreters: (label, path)
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="lab-top"):
@@ -166,18 +170,50 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         from experiments.pythons import discover
 
         found = discover()
-        options = [
-            (
-                as_text(f"{p['version']}{' (free-threaded)' * p['free_threaded']}  {p['path']}"),
-                p["path"],
-            )
-            for p in found
-            if not p.get("current")
-        ]
+        options = [python_option(p) for p in found if not p.get("current")]
         self.app.call_from_thread(self.once_form_made, self.set_pythons, options)
 
     def set_pythons(self, options: list) -> None:
-        self.query_one("#python").set_options(options)
+        """The interpreters found (and any given by path), then the entry that asks for one."""
+        menu = self.query_one("#python")
+        chosen = menu.value
+        paths = {path for _, path in options}
+        self.pythons = options + [o for o in self.pythons if o[1] not in paths]
+        menu.set_options([*self.pythons, (ANOTHER_PYTHON_LABEL, ANOTHER_PYTHON)])
+        if any(value == chosen for _, value in self.pythons):
+            menu.value = chosen
+
+    def ask_for_python(self) -> None:
+        from tui.components.prompt import Prompt
+
+        def answered(path: Optional[str]) -> None:
+            if path:
+                self.add_python(path)
+            else:
+                self.query_one("#python").clear()  # this interpreter, as before
+
+        question = "Which interpreter (the path to a CPython 3.9 or newer)?"
+        self.app.push_screen(Prompt(question, placeholder="/path/to/python3.13t"), answered)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="python-path")
+    def add_python(self, path: str) -> None:
+        """The interpreter at ``path`` asked what it is: added to the menu and chosen, or
+        refused in a notice naming the path."""
+        from experiments.pythons import probe
+
+        found = probe(path)
+        self.app.call_from_thread(self.python_added, path, found)
+
+    def python_added(self, path: str, found: Optional[dict]) -> None:
+        menu = self.query_one("#python")
+        if found is None:
+            menu.clear()
+            said = f"{path} is not a Python this lab can run (CPython 3.9 or newer); give its path"
+            self.app.notify(printable(said), severity="error", title="python", markup=False)
+            return
+        option = python_option(found)
+        self.set_pythons([o for o in self.pythons if o[1] != path] + [option])
+        menu.value = path
 
     def on_part_made(self, message) -> None:  # lab_form.PartMade, from each part
         self.parts_to_come.discard(message.part)
@@ -256,7 +292,8 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             field = self.query_one(f"#{option.key}")
             if option.choices or option.name in MENUS:  # a menu (Select)
                 chosen = field.value
-                params[option.name] = chosen if isinstance(chosen, str) else None
+                usable = isinstance(chosen, str) and chosen != ANOTHER_PYTHON
+                params[option.name] = chosen if usable else None
             elif option.name == "workers":
                 params[option.name] = field.value
             else:
@@ -317,7 +354,9 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
     def on_selection_list_selected_changed(self) -> None:
         self.validate_form()
 
-    def on_select_changed(self) -> None:
+    def on_select_changed(self, message) -> None:
+        if message.select.id == "python" and message.value == ANOTHER_PYTHON:
+            self.ask_for_python()
         self.validate_form()
 
     @on(OptionList.OptionHighlighted)
@@ -554,6 +593,12 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             elapsed = time.monotonic() - self.started_at
             # a fixed-width field: its text changes, its size does not (no layout)
             self.query_one("#elapsed").update(f"  {elapsed:5.1f} s", layout=False)
+
+
+def python_option(found: dict) -> tuple:
+    """An interpreter in the python menu: its version, marked when free-threaded, and path."""
+    mark = " (free-threaded)" if found["free_threaded"] else ""
+    return as_text(f"{found['version']}{mark}  {found['path']}"), found["path"]
 
 
 @contextmanager

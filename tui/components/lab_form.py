@@ -20,7 +20,7 @@ from experiments import options as sweep_options
 from experiments.executors import describe as describe_executors
 from experiments.options import SweepOption
 from storage.text import as_text
-from tui.components.lab import MENUS
+from tui.components.lab import ANOTHER_PYTHON, ANOTHER_PYTHON_LABEL, MENUS
 from tui.components.timeline import Timeline
 
 
@@ -68,6 +68,8 @@ class Parameters(Part, VerticalScroll):
         for option in sweep_options.OPTIONS:
             if option.choices or option.name in MENUS:
                 choices = [(c, c) for c in option.choices]
+                if option.name == "python":  # the interpreters found are added later
+                    choices.append((ANOTHER_PYTHON_LABEL, ANOTHER_PYTHON))
                 menus.append(Select(choices, prompt=menu_prompt(option), id=option.key))
             else:
                 field = Input(placeholder=option.placeholder, id=option.key)
