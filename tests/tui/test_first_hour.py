@@ -206,3 +206,53 @@ async def test_the_python_menu_marks_free_threaded_builds_and_takes_a_path(tmp_p
         notes = [n.message for n in app._notifications]
         assert any("is not a Python this lab can run" in note for note in notes), notes
         assert {s.python for s in lab.build_specs()} == {None}
+
+
+def executors_sweep(path):
+    """One sweep of sleep on sequential, threads x1 and x2 (the threads faster at x2)."""
+    from experiments.spec import ExperimentSpec
+    from storage.database import open_engine
+    from tests.storage.test_reports import environment, record_run
+
+    engine = open_engine(path, writer=True)
+    env = environment("f" * 20, "lab-box", "Example CPU", "3.11.7")
+    sweep = ExperimentSpec(workload="x", executor="x").sweep_id
+    common = dict(workload="sleep", tasks=2, repeats=3, warmups=0, sweep_id=sweep)
+    record_run(engine, ExperimentSpec(executor="sequential", **common), env, [10, 10.1, 10.2])
+    for workers in (1, 2):
+        walls = [10 / workers * (1 + n / 100) for n in range(3)]
+        record_run(
+            engine, ExperimentSpec(executor="threads", workers=workers, **common), env, walls
+        )
+    engine.dispose()
+    return path
+
+
+async def test_compare_sequential_with_threads_at_120x40(tmp_path):
+    app = ConlabApp(db=str(executors_sweep(tmp_path / "x.db")))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("3")
+        app.query_one("#selection-a", Input).value = "executor:sequential"
+        app.query_one("#selection-b", Input).value = "executor:threads"
+        app.query_one("#compare-button").press()
+        table = app.query_one("#compare-table", DataTable)
+        await wait_until(pilot, lambda: table.row_count == 1)
+        columns = [str(column.label) for column in table.columns.values()]
+        row = dict(zip(columns, map(str, table.get_row_at(0))))
+        assert row["executor"] == "sequential → threads" and "None" not in row.values(), row
+        # the verdict is drawn whole in the table's box, or the pane says how to reach it
+        verdict = app.query_one("#compare-verdict")
+        await pilot.pause()
+        widths = [column.get_render_width(table) for column in table.columns.values()]
+        verdict_ends = sum(widths[: columns.index("verdict") + 1])
+        fits = verdict_ends <= table.scrollable_content_region.width
+        hint = "left and right (or shift+wheel) scroll it"
+        assert fits or hint in str(verdict.render()), (verdict_ends, table.size)
+        if not fits:
+            table.focus()
+            await pilot.press("right")
+            assert table.scroll_x > 0  # as the hint says
+        # the sequential run of A gives B's threads their speedups
+        drawn = app.query_one("#speedup-chart").plt.build()
+        assert "no sequential run" not in drawn and "B threads" in drawn
