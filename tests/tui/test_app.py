@@ -223,6 +223,11 @@ async def show_delete(app, pilot) -> None:
     await pilot.pause()
 
 
+async def show_field(app, pilot) -> None:
+    app.query_one("#tag", Input).focus()  # a text field has the keys: the footer says so
+    await pilot.pause()
+
+
 NO_RUN = "No run selected."
 
 # (name, terminal size, what to do after the fixed start): one snapshot per meaningful state.
@@ -233,6 +238,7 @@ SNAPSHOTS = {
     "machine": (SIZE, None),
     "lab-80x24": ((80, 24), None),
     "lab-80x24-end": ((80, 24), show_lab_end),
+    "lab-80x24-field": ((80, 24), show_field),
     "delete-80x24": ((80, 24), show_delete),
     "compare-160x48": ((160, 48), show_compared),
 }
