@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import threading
 from functools import partial
 from pathlib import Path
@@ -305,9 +306,10 @@ class ConlabApp(App):
         return True
 
     def in_text_field(self) -> bool:
-        from textual.widgets import Input
-
-        return isinstance(self.focused, Input)
+        # No field exists before Input's module is loaded (the first screen has none): the
+        # check, made at every footer refresh, imports nothing.
+        module = sys.modules.get("textual.widgets._input")
+        return module is not None and isinstance(self.focused, module.Input)
 
     def action_show(self, pane: str) -> None:
         self.shown = pane  # the tabs are bound to it
