@@ -224,3 +224,31 @@ async def test_compare_sequential_with_threads_at_120x40(tmp_path):
         # the sequential run of A gives B's threads their speedups
         drawn = app.query_one("#speedup-chart").plt.build()
         assert "no sequential run" not in drawn and "B threads" in drawn
+
+
+def test_the_clis_comparison_of_two_executors_shows_no_none(tmp_path):
+    import os
+    import subprocess
+
+    from tests.conftest import CLI
+
+    db = executors_sweep(tmp_path / "x.db")
+    for format in ("table", "markdown"):
+        shown = subprocess.run(
+            [
+                *CLI,
+                "report",
+                "--db",
+                str(db),
+                "--compare",
+                "executor:sequential",
+                "executor:threads",
+                "--format",
+                format,
+            ],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, COLUMNS="200"),
+            check=True,
+        ).stdout
+        assert "None" not in shown and "differ in" in shown, shown

@@ -128,7 +128,7 @@ def named_both(row: dict[str, str], differences: dict) -> dict[str, str]:
     """A comparison row with the verdict after the times, and a column the selections differ
     in (no value of its own: A=executor:sequential, B=executor:threads) naming both sides."""
     for column in ("workload", "executor"):
-        if row.get(column) == "None":
+        if row.get(column) in ("None", "–"):
             a, b = differences.get(column, ("–", "–"))
             row[column] = f"{a} → {b}" if column in differences else "–"
     first = {column: row[column] for column in FIRST_COLUMNS if column in row}
