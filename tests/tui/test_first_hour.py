@@ -216,7 +216,7 @@ async def test_compare_sequential_with_threads_at_120x40(tmp_path):
         verdict_ends = sum(widths[: columns.index("verdict") + 1])
         fits = verdict_ends <= table.scrollable_content_region.width
         hint = "left and right (or shift+wheel) scroll it"
-        assert fits or hint in str(verdict.render()), (verdict_ends, table.size)
+        assert fits or f"\n{hint}" in str(verdict.render()), (verdict_ends, table.size)
         if not fits:
             table.focus()
             await pilot.press("right")

@@ -244,7 +244,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         first after the times, the details after it)."""
         table = self.query_one("#compare-table", DataTable)
         if table.virtual_size.width > table.scrollable_content_region.width:
-            hint = as_text(f"\n{CUT_HINT}", "italic")
+            hint = as_text(f"\n{CUT_HINT}", "italic", lines=True)
             self.query_one("#compare-verdict", Static).update(text + hint)
 
     @on(Refused)
