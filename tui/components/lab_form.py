@@ -109,12 +109,22 @@ class Results(Part, Vertical):
 
     can_focus = True
     BINDINGS = [
-        Binding("up", "scroll('scroll_up')", "up", show=False),
-        Binding("down", "scroll('scroll_down')", "down", show=False),
-        Binding("pageup", "scroll('scroll_page_up')", "page up", show=False),
-        Binding("pagedown", "scroll('scroll_page_down')", "page down", show=False),
-        Binding("home", "scroll('scroll_home')", "top", show=False),
-        Binding("end", "scroll('scroll_end')", "end", show=False),
+        Binding(
+            key,
+            f"scroll('{how}')",
+            description,
+            show=False,
+            id=f"results.{key}",
+            tooltip="scroll the Lab over the progress, the timeline and the summary",
+        )
+        for key, how, description in (
+            ("up", "scroll_up", "up"),
+            ("down", "scroll_down", "down"),
+            ("pageup", "scroll_page_up", "page up"),
+            ("pagedown", "scroll_page_down", "page down"),
+            ("home", "scroll_home", "top"),
+            ("end", "scroll_end", "end"),
+        )
     ]
 
     def action_scroll(self, how: str) -> None:
