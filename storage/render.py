@@ -211,8 +211,9 @@ def comparison_records(comparisons: Sequence[Comparison]) -> list[dict[str, Any]
 def comparison_rows(comparisons: Sequence[Comparison]) -> list[dict[str, str]]:
     return [
         {
-            "workload": str(c.config.get("workload")),
-            "executor": str(c.config.get("executor")),
+            # (a key the selections differ in is in no row's config: "–", never "None")
+            "workload": str(c.config.get("workload", "–")),
+            "executor": str(c.config.get("executor", "–")),
             "workers": _fmt("workers", c.config.get("workers")),
             "A": _ms(c.a_median_s),
             "B": _ms(c.b_median_s),
