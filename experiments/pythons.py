@@ -57,15 +57,31 @@ def candidates() -> list[str]:
         "UV_PYTHON_INSTALL_DIR", os.path.join(home, ".local", "share", "uv", "python")
     )
     found += sorted(glob.glob(os.path.join(uv_root, "*", "bin", "python3*")))
+    found += cached_builds()
     unique, seen = [], set()
     for path in found:
         if path.endswith(("-config", ".py")) or not os.access(path, os.X_OK):
             continue
-        key = os.path.realpath(path)
+        try:  # one file under several names (symbolic or hard links) is one candidate
+            stat = os.stat(path)
+        except OSError:
+            continue
+        key = (stat.st_dev, stat.st_ino)
         if key not in seen:
             seen.add(key)
             unique.append(path)
     return unique
+
+
+def cached_builds() -> list[str]:
+    """The interpreters of the CPython builds cached in ``~/.cache/conlab-cpython`` (where the
+    shared build tool keeps them; ``$XDG_CACHE_HOME`` when set), a free-threaded name (python3.13t)
+    before the plain one of the same build."""
+    import glob
+
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    pattern = os.path.join(cache, "conlab-cpython", "*", "bin", "python3.*")
+    return sorted(glob.glob(pattern), key=lambda path: (os.path.dirname(path), path[-1] != "t"))
 
 
 # How long a candidate may take to say what it is: a real interpreter answers in well under a

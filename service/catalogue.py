@@ -66,3 +66,11 @@ def executors_not_loaded() -> Optional[str]:
     from experiments.executors import not_loaded
 
     return not_loaded()
+
+
+def interpreter(path: str) -> Optional[dict]:
+    """What the interpreter at ``path`` is (as ``interpreters`` lists one), or None when it is
+    no Python this lab can run."""
+    from experiments.pythons import probe
+
+    return probe(path)

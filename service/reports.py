@@ -240,3 +240,11 @@ def export_report(db: Optional[str], format: str, folder: Path) -> Optional[Path
     out = folder / f"summary.{EXPORT_SUFFIXES[format]}"
     write_text(out, render_report(found, format), database_files([db]))
     return out
+
+
+def work_key() -> tuple:
+    """The columns that make a piece of work, what a speedup is measured against
+    (storage.reports.BASELINE_KEY): machine, Python, workload, size, tasks."""
+    from storage.reports import BASELINE_KEY
+
+    return tuple(BASELINE_KEY)

@@ -25,6 +25,7 @@ from storage.queries import (
     selection_terms,
 )
 from storage.target import read_error
+from storage.text import number_text
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -1128,7 +1129,7 @@ def verdicts(summary: pd.DataFrame, min_effect: float = MIN_EFFECT) -> list[str]
     for key, rows in summary.groupby(BASELINE_KEY, dropna=False):
         machine, python, workload, size, tasks = key
         where = (
-            f"{workload}{f' at size {size:g}' if several_sizes else ''} on {machine}, "
+            f"{workload}{f' at size {number_text(size)}' if several_sizes else ''} on {machine}, "
             f"Python {python}"
         )
         if rows["speedup"].isna().all():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import threading
 from functools import partial
 from pathlib import Path
@@ -44,7 +45,7 @@ PRESETS = [
         "Waiting scales",
         "sleep",
         ("sequential", "threads", "asyncio"),
-        {"workers": "1,4,16,64"},
+        {"workers": "1,4,16,64", "tasks": "64", "size": "5"},
         "waiting releases the GIL: threads and asyncio overlap it, far beyond the cores",
     ),
     (
@@ -157,6 +158,14 @@ class ConlabApp(App):
             tooltip="this machine and the machines in the database",
         ),
         Binding("r", "run", "Run", id="lab.run", tooltip="run the sweep the Lab describes (Lab)"),
+        Binding(
+            "escape",
+            "leave_field",
+            "Leave field",
+            id="app.leave_field",
+            tooltip="leave the text field: in a field, digits are typed; out of it, 1-4 "
+            "choose the screens",
+        ),
         Binding(
             "escape",
             "cancel",
@@ -297,7 +306,19 @@ class ConlabApp(App):
         # the user is not looking at.
         if action == "run":
             return self.shown == "lab"
+        # In a text field a digit is typed: the footer offers no screen for it, and escape
+        # leaves the field (while a sweep runs, escape cancels it, as everywhere).
+        if action == "show":
+            return not self.in_text_field()
+        if action == "leave_field":
+            return self.in_text_field() and not self.query_one(LabPane).busy
         return True
+
+    def in_text_field(self) -> bool:
+        # No field exists before Input's module is loaded (the first screen has none): the
+        # check, made at every footer refresh, imports nothing.
+        module = sys.modules.get("textual.widgets._input")
+        return module is not None and isinstance(self.focused, module.Input)
 
     def action_show(self, pane: str) -> None:
         self.shown = pane  # the tabs are bound to it
@@ -367,7 +388,10 @@ class ConlabApp(App):
 
     def action_cancel(self) -> None:
         if not self.query_one(LabPane).cancel():
-            self.screen.set_focus(None)
+            self.focus_pane(self.shown)  # its main widget: its keys (the Lab's `a`) work at once
+
+    def action_leave_field(self) -> None:
+        self.focus_pane(self.shown)
 
     def action_filter(self) -> None:
         runs = self.query_one("RunsPane")

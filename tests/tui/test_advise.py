@@ -316,8 +316,11 @@ async def test_the_labs_advise_action_shows_the_answer_and_stores_the_sweep(db_p
         lab = app.query_one(LabPane)
         monkeypatch.setattr(LabPane, "ADVISE_BUDGET_S", 8.0)
         await choose(pilot, lab, "sleep", ["sequential"], size="5", tasks="8")
-        lab.query_one("#workloads").focus()
+        lab.query_one("#tag").focus()
+        await pilot.press("escape")  # out of a field, `a` is the Lab's at once
         await until_it_ends(pilot, lab, "a", timeout_s=90)
+        overall = lab.query_one("#overall")
+        assert overall.percentage == 1 and "--%" not in str(overall.render())  # not left at --%
         shown = str(lab.query_one("#summary").render())
         answered = ("recommendation: threads x", "recommendation: asyncio x", "undecided at")
         assert any(words in shown for words in answered), shown

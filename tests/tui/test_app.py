@@ -38,7 +38,7 @@ async def test_choose_run_and_see_the_runs(db_path, marked):
             ["sequential", "threads"],
             workers="2",
             tasks="4",
-            size="5",
+            size="40",  # a looked-at repeat of 80 ms: long enough to be seen on a busy machine
             repeats="2",
             warmups="0",
             processes="1",
@@ -217,6 +217,11 @@ async def show_delete(app, pilot) -> None:
     await pilot.pause()
 
 
+async def show_field(app, pilot) -> None:
+    app.query_one("#tag", Input).focus()  # a text field has the keys: the footer says so
+    await pilot.pause()
+
+
 NO_RUN = "No run selected."
 
 # (name, terminal size, what to do after the fixed start): one snapshot per meaningful state.
@@ -227,6 +232,7 @@ SNAPSHOTS = {
     "machine": (SIZE, None),
     "lab-80x24": ((80, 24), None),
     "lab-80x24-end": ((80, 24), show_lab_end),
+    "lab-80x24-field": ((80, 24), show_field),
     "delete-80x24": ((80, 24), show_delete),
     "compare-160x48": ((160, 48), show_compared),
 }
@@ -568,11 +574,10 @@ async def test_palette_offers_presets_before_typing_and_waiting_scales(tmp_path)
         names = [str(listed.get_option_at_index(n).prompt) for n in range(listed.option_count)]
         assert any("Preset: Waiting scales" in name for name in names)
         await pilot.press("escape")
-        app.apply_preset("sleep", ("sequential", "threads", "asyncio"), {"workers": "1,4,16,64"})
         from tui.app import PRESETS
 
         (preset,) = [p for p in PRESETS if p[0] == "Waiting scales"]
-        assert preset[3] == {"workers": "1,4,16,64"}
+        assert preset[3]["workers"] == "1,4,16,64"
         app.apply_preset(*preset[1:4])
         await pilot.pause()
         assert app.query_one("#workers", Input).value == "1,4,16,64"

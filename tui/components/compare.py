@@ -47,13 +47,35 @@ def speedup_lines(summary, side: str) -> list[tuple[str, list[int], list[float]]
     return lines
 
 
+# What a sequential run is matched on, to give another selection's runs their speedups.
+SAME_WORK = ["machine", "python", "workload", "size", "tasks"]
+
+
+def with_sequential_of(summary, other):
+    """``summary`` whose runs without a speedup (no sequential run in their selection) are
+    given one against ``other``'s sequential run of the same work on the same machine and
+    interpreter: A=executor:sequential against B=executor:threads draws B's speedups."""
+    if summary.empty or other.empty or summary["speedup"].notna().all():
+        return summary
+    sequential = other[other["executor"] == "sequential"]
+    if sequential.empty:
+        return summary
+    keyed = sequential.assign(key=sequential[SAME_WORK].astype(str).agg("|".join, axis=1))
+    found = dict(zip(keyed["key"], keyed["median_s"]))
+    keys = summary[SAME_WORK].astype(str).agg("|".join, axis=1)
+    borrowed = keys.map(found) / summary["median_s"]
+    return summary.assign(speedup=summary["speedup"].fillna(borrowed))
+
+
 def draw_speedup(plot: PlotextPlot, comparison) -> None:
-    """Speedup against workers for A and for B, each executor a line, and the ideal."""
+    """Speedup against workers for A and for B, each executor a line, and the ideal (a side
+    without a sequential run is measured against the other side's)."""
     plt = plot.plt
     plt.clear_figure()
     plt.title("speedup against workers, A and B")
     plt.xlabel("workers")
-    sides = {"A": comparison.summary_a, "B": comparison.summary_b}
+    a, b = comparison.summary_a, comparison.summary_b
+    sides = {"A": with_sequential_of(a, b), "B": with_sequential_of(b, a)}
     lines = {side: speedup_lines(summary, side) for side, summary in sides.items()}
     if not any(lines.values()):
         plt.title("no sequential run in A or B: no speedup to draw")
@@ -93,6 +115,24 @@ def row_name(config: dict) -> str:
     if "workers" in config:
         parts.append(f"x{int(config['workers'])}")
     return " ".join(parts) or str(config.get("workload", ""))
+
+
+# Said under the comparison when its table is wider than the screen.
+CUT_HINT = "the table has more columns than fit: left and right (or shift+wheel) scroll it"
+
+# The comparison's columns, in the order shown: what it found first, how it was found after.
+FIRST_COLUMNS = ("workload", "executor", "workers", "A", "B", "B/A", "verdict")
+
+
+def named_both(row: dict[str, str], differences: dict) -> dict[str, str]:
+    """A comparison row with the verdict after the times, and a column the selections differ
+    in (no value of its own: A=executor:sequential, B=executor:threads) naming both sides."""
+    for column in ("workload", "executor"):
+        if row.get(column) in ("None", "–"):
+            a, b = differences.get(column, ("–", "–"))
+            row[column] = f"{a} → {b}" if column in differences else "–"
+    first = {column: row[column] for column in FIRST_COLUMNS if column in row}
+    return first | {column: value for column, value in row.items() if column not in first}
 
 
 def clear_charts(charts, title: str) -> None:
@@ -199,6 +239,14 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             return
         self.post_message(self.Compared(found.comparison))
 
+    def hint_if_cut(self, text) -> None:
+        """When the table is wider than its box, say how to see the rest (the verdict comes
+        first after the times, the details after it)."""
+        table = self.query_one("#compare-table", DataTable)
+        if table.virtual_size.width > table.scrollable_content_region.width:
+            hint = as_text(f"\n{CUT_HINT}", "italic", lines=True)
+            self.query_one("#compare-verdict", Static).update(text + hint)
+
     @on(Refused)
     def refused(self, message: Refused) -> None:
         self.query_one("#compare-verdict", Static).update(as_text(message.reason, "bold red"))
@@ -209,7 +257,10 @@ class ComparePane(ReportsWorkerErrors, Vertical):
 
         comparison = message.comparison
         self.shown = (comparison.a, comparison.b)
-        rows = render.comparison_rows(comparison.rows)
+        rows = [
+            named_both(row, comparison.differences)
+            for row in render.comparison_rows(comparison.rows)
+        ]
         table = self.query_one("#compare-table", DataTable)
         table.clear(columns=True)
         table.add_columns("#", *rows[0])
@@ -226,5 +277,6 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         for line in said:
             text += as_text(f"\n{line}", lines=True)
         self.query_one("#compare-verdict", Static).update(text)
+        self.call_after_refresh(self.hint_if_cut, text)
         draw_speedup(self.query_one("#speedup-chart"), comparison)
         draw_times(self.query_one("#time-chart"), comparison)

@@ -102,6 +102,14 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
 
         error: str
 
+    @dataclass
+    class FunctionChecked(Message):
+        """The user's function was checked as a sweep checks it: what to say, and whether it
+        can run."""
+
+        said: str
+        ok: bool
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.sweep = None  # the Sweep in progress, once its runs have been checked
@@ -120,6 +128,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         self.stored = threading.Event()
         self.stored.set()
         self.when_form_made: list[Callable[[], None]] = []  # what waits for them
+        self.pythons: list[tuple] = []  # the python menu's interpreters: (label, path)
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="lab-top"):
@@ -153,18 +162,52 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         from service.catalogue import interpreters
 
         found = interpreters()
-        options = [
-            (
-                as_text(f"{p['version']}{' (free-threaded)' * p['free_threaded']}  {p['path']}"),
-                p["path"],
-            )
-            for p in found
-            if not p.get("current")
-        ]
+        options = [python_option(p) for p in found if not p.get("current")]
         self.app.call_from_thread(self.once_form_made, self.set_pythons, options)
 
     def set_pythons(self, options: list) -> None:
-        self.query_one("#python").set_options(options)
+        """The interpreters found (and any given by path), then the entry that asks for one."""
+        from tui.components.lab_form import ANOTHER_PYTHON, ANOTHER_PYTHON_LABEL
+
+        menu = self.query_one("#python")
+        chosen = menu.value
+        paths = {path for _, path in options}
+        self.pythons = options + [o for o in self.pythons if o[1] not in paths]
+        menu.set_options([*self.pythons, (ANOTHER_PYTHON_LABEL, ANOTHER_PYTHON)])
+        if any(value == chosen for _, value in self.pythons):
+            menu.value = chosen
+
+    def ask_for_python(self) -> None:
+        from tui.components.prompt import Prompt
+
+        def answered(path: Optional[str]) -> None:
+            if path:
+                self.add_python(path)
+            else:
+                self.query_one("#python").clear()  # this interpreter, as before
+
+        question = "Which interpreter (the path to a CPython 3.9 or newer)?"
+        self.app.push_screen(Prompt(question, placeholder="/path/to/python3.13t"), answered)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="python-path")
+    def add_python(self, path: str) -> None:
+        """The interpreter at ``path`` asked what it is: added to the menu and chosen, or
+        refused in a notice naming the path."""
+        from service.catalogue import interpreter
+
+        found = interpreter(path)
+        self.app.call_from_thread(self.python_added, path, found)
+
+    def python_added(self, path: str, found: Optional[dict]) -> None:
+        menu = self.query_one("#python")
+        if found is None:
+            menu.clear()
+            said = f"{path} is not a Python this lab can run (CPython 3.9 or newer); give its path"
+            self.app.notify(printable(said), severity="error", title="python", markup=False)
+            return
+        option = python_option(found)
+        self.set_pythons([o for o in self.pythons if o[1] != path] + [option])
+        menu.value = path
 
     def on_part_made(self, message) -> None:  # lab_form.PartMade, from each part
         self.parts_to_come.discard(message.part)
@@ -191,10 +234,13 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
 
     def choose(self, workload: str, executors, **fields: str) -> None:
         """Fill the form: a workload, the executors to run, and parameter fields by id (once
-        they are made)."""
+        they are made); every field not given is put back to its default (empty, the tag too)."""
         self.once_form_made(self.fill_form, workload, executors, fields)
 
     def fill_form(self, workload: str, executors, fields: dict[str, str]) -> None:
+        from experiments import options as sweep_options
+        from tui.components.lab_form import MENUS
+
         workloads = self.query_one("#workloads", OptionList)
         own = workload not in builtin_workloads()
         self.query_one("#function").value = workload if own else ""
@@ -204,8 +250,14 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         chosen.deselect_all()
         for name in executors:
             chosen.select(name)
-        for name, value in fields.items():
-            self.query_one(f"#{name}").value = value
+        for option in sweep_options.OPTIONS:
+            field = self.query_one(f"#{option.key}")
+            if option.key in fields:
+                field.value = fields[option.key]
+            elif option.choices or option.name in MENUS:
+                field.clear()  # a menu: its blank is the default
+            else:
+                field.value = ""
 
     # --- the spec the form describes ---
 
@@ -227,7 +279,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         from experiments.options import parse_workers
         from experiments.spec import SpecError
         from service.sweeps import SweepRequest
-        from tui.components import lab_form
+        from tui.components.lab_form import ANOTHER_PYTHON, MENUS
 
         executors = list(self.query_one("#executors").selected)
         if not executors:
@@ -235,9 +287,10 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         params: dict[str, Any] = {}
         for option in sweep_options.OPTIONS:
             field = self.query_one(f"#{option.key}")
-            if option.choices or option.name in lab_form.MENUS:  # a menu (Select)
+            if option.choices or option.name in MENUS:  # a menu (Select)
                 chosen = field.value
-                params[option.name] = chosen if isinstance(chosen, str) else None
+                usable = isinstance(chosen, str) and chosen != ANOTHER_PYTHON
+                params[option.name] = chosen if usable else None
             elif option.name == "workers":
                 params[option.name] = field.value
             else:
@@ -259,10 +312,58 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
     def on_input_changed(self) -> None:
         self.validate_form()
 
+    def on_input_submitted(self, message) -> None:
+        if message.input.id == "function":
+            self.check_function()
+
+    def check_function(self) -> None:
+        """Enter in the function field: the function is looked for as a sweep would (in the
+        interpreter chosen), and the answer shown (the summary, and a notice)."""
+        from experiments.spec import SpecError
+
+        if not self.query_one("#function").value.strip():
+            self.say_checked(
+                self.FunctionChecked("no function written: r runs the highlighted workload", True)
+            )
+            return
+        try:
+            specs = self.build_specs()
+        except SpecError as exc:
+            self.say_checked(self.FunctionChecked(str(exc), False))
+            return
+        self.app.notify(printable(f"checking {specs[0].workload}..."), markup=False)
+        self.run_check(specs[:1])
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="check")
+    def run_check(self, specs: list[ExperimentSpec]) -> None:
+        from service.sweeps import check
+
+        workload = specs[0].workload
+        try:
+            check(specs)
+        except Exception as exc:  # bad input: said, not raised
+            self.post_message(self.FunctionChecked(str(exc), False))
+            return
+        said = f"{workload}: found; r runs it, a advises on it"
+        self.post_message(self.FunctionChecked(said, True))
+
+    def on_lab_pane_function_checked(self, message: FunctionChecked) -> None:
+        self.say_checked(message)
+
+    def say_checked(self, message: FunctionChecked) -> None:
+        if not self.busy:  # a sweep's progress keeps the summary
+            self.query_one("#summary").update(as_text(message.said))
+        severity = "information" if message.ok else "error"
+        self.app.notify(printable(message.said), severity=severity, markup=False)
+
     def on_selection_list_selected_changed(self) -> None:
         self.validate_form()
 
-    def on_select_changed(self) -> None:
+    def on_select_changed(self, message) -> None:
+        from tui.components.lab_form import ANOTHER_PYTHON
+
+        if message.select.id == "python" and message.value == ANOTHER_PYTHON:
+            self.ask_for_python()
         self.validate_form()
 
     @on(OptionList.OptionHighlighted)
@@ -303,6 +404,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
         self.query_one("#current").update(total=None, progress=0)
         self.query_one("#summary").update(f"checking {len(specs)} run(s)...")
         self.query_one("#timeline").clear("starting")
+        self.query_one("Results").show_progress()
         self.run_sweep(request)
 
     def _begin(self, specs: list[ExperimentSpec]) -> None:
@@ -374,6 +476,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             return
         self._begin([])
         self.query_one("#overall").update(total=None, progress=0)
+        self.query_one("Results").show_progress()
         self.query_one("#summary").update(
             as_text(
                 f"advise: probing {workload}, then measuring what can win (up to "
@@ -460,6 +563,10 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
 
     def on_lab_pane_sweep_done(self, message: SweepDone) -> None:
         self.sweep_ended()
+        overall = self.query_one("#overall")
+        if overall.total is None:  # advice: how many processes its sweeps take is known now
+            done = self.finished_processes
+            overall.update(total=max(done, 1), progress=done)
         failed = [r for r in message.results if r["status"] != "ok"]
         head = (
             "cancelled: the run in progress was stored as cancelled\n"
@@ -472,6 +579,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             f"{run_label(r['executor'], r['workers'], False)}: {r['error']}\n" for r in failed
         )
         self.query_one("#summary").update(as_text(head + errors + message.summary, lines=True))
+        self.call_after_refresh(self.query_one("Results").show_summary)  # once it is laid out
         # the message bubbles on to the app, which refreshes the other panes
 
     def on_lab_pane_sweep_failed(self, message: SweepFailed) -> None:
@@ -495,6 +603,12 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             elapsed = time.monotonic() - self.started_at
             # a fixed-width field: its text changes, its size does not (no layout)
             self.query_one("#elapsed").update(f"  {elapsed:5.1f} s", layout=False)
+
+
+def python_option(found: dict) -> tuple:
+    """An interpreter in the python menu: its version, marked when free-threaded, and path."""
+    mark = " (free-threaded)" if found["free_threaded"] else ""
+    return as_text(f"{found['version']}{mark}  {found['path']}"), found["path"]
 
 
 @contextmanager

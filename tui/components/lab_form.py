@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from rich.segment import Segment
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.strip import Strip
@@ -24,6 +25,9 @@ from tui.components.timeline import Timeline
 # The form's fields, one per row of the option table: a menu for an option of a few values and
 # for the interpreter (``find_pythons`` fills it), a text field for the others.
 MENUS = ("python",)
+# The python menu's last entry: asks for an interpreter's path (one discovery did not find).
+ANOTHER_PYTHON = "another: a path..."
+ANOTHER_PYTHON_LABEL = "another interpreter: type its path..."
 
 
 @dataclass
@@ -70,6 +74,8 @@ class Parameters(Part, VerticalScroll):
         for option in sweep_options.OPTIONS:
             if option.choices or option.name in MENUS:
                 choices = [(c, c) for c in option.choices]
+                if option.name == "python":  # the interpreters found are added later
+                    choices.append((ANOTHER_PYTHON_LABEL, ANOTHER_PYTHON))
                 menus.append(Select(choices, prompt=menu_prompt(option), id=option.key))
             else:
                 field = Input(placeholder=option.placeholder, id=option.key)
@@ -103,7 +109,46 @@ class Executors(Part, Vertical):
 
 
 class Results(Part, Vertical):
-    """Under the form: the sweep's progress bars, the live timeline and the summary."""
+    """Under the form: the sweep's progress bars, the live timeline and the summary. It takes
+    the keys once a sweep starts (and with tab): the arrows, page keys, home and end scroll
+    the Lab over them, never the list of workloads."""
+
+    can_focus = True
+    BINDINGS = [
+        Binding(
+            key,
+            f"scroll('{how}')",
+            description,
+            show=False,
+            id=f"results.{key}",
+            tooltip="scroll the Lab over the progress, the timeline and the summary",
+        )
+        for key, how, description in (
+            ("up", "scroll_up", "up"),
+            ("down", "scroll_down", "down"),
+            ("pageup", "scroll_page_up", "page up"),
+            ("pagedown", "scroll_page_down", "page down"),
+            ("home", "scroll_home", "top"),
+            ("end", "scroll_end", "end"),
+        )
+    ]
+
+    def action_scroll(self, how: str) -> None:
+        getattr(self.lab, how)(animate=False)
+
+    @property
+    def lab(self):
+        return self.query_ancestor("LabPane")  # by its type's name: lab imports this module
+
+    def show_progress(self) -> None:
+        """Take the keys, with the progress row at the top of the Lab (a sweep starts)."""
+        self.focus(scroll_visible=False)
+        self.lab.scroll_to_widget(self, top=True, animate=False)
+
+    def show_summary(self) -> None:
+        """Bring the summary (the verdict) into view while the results have the keys."""
+        if self.has_focus:
+            self.lab.scroll_to_widget(self.query_one("#summary"), animate=False)
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="progress-row"):

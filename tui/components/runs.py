@@ -37,12 +37,15 @@ def describe(run: dict, detail: dict) -> str:
     """A run's detail in lines of text."""
     env = detail["environment"]
     walls = ", ".join(f"{w * 1000:.1f}" for w in run["wall_s"])
+    processes = run.get("processes") or 0  # the runner processes that gave counted repeats
     lines = [
         f"run {run['run_id']}  sweep {run['sweep_id'][:8]}  status {run['status']}",
         f"{run['workload']} size {run['size']} x {run['tasks']} tasks on {run['executor']} "
         f"x{run['workers']}  start method {run['start_method'] or '-'}  chunksize "
-        f"{run['chunksize'] or '-'}  repeats {run['repeats']} (+{run['warmups']} warm-up)",
-        f"counted repeats (ms): {walls or 'none'}",
+        f"{run['chunksize'] or '-'}  repeats {run['repeats']} (+{run['warmups']} warm-up) in each "
+        f"of {plural(processes, 'runner process', 'runner processes')}",
+        f"{plural(len(run['wall_s']), 'counted repeat', 'counted repeats')} in all, from "
+        f"{plural(processes, 'process', 'processes')} (ms): {walls or 'none'}",
         f"machine {run['machine']}: {env.get('cpu_model', '?')}, "
         f"{env.get('usable_cores', '?')} usable cores; Python {run['python']} "
         f"{'(free-threaded)' if env.get('py_gil_disabled') else ''}",
@@ -55,6 +58,10 @@ def describe(run: dict, detail: dict) -> str:
     if detail["stderr"]:
         lines.append("stderr: " + str(detail["stderr"])[-800:])
     return "\n".join(lines)
+
+
+def plural(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
 
 
 # Runs read at a time: a screenful and some (a table takes ~1 ms a row, the database less), and
