@@ -59,7 +59,7 @@ async def test_choose_run_and_see_the_runs(db_path, marked):
         table = app.query_one(RunsPane).query_one(DataTable)
         await wait_until(pilot, lambda: table.row_count == 2)  # runs are read off the loop
         detail = app.query_one("#run-detail")
-        await wait_until(pilot, lambda: "sleep size 5 x 4 tasks" in str(detail.render()))
+        await wait_until(pilot, lambda: "sleep size 40 x 4 tasks" in str(detail.render()))
         assert "warning: only 2 repeat(s): too few to trust" in str(detail.render())
 
 
