@@ -94,9 +94,12 @@ def _root(
     db: Optional[str] = typer.Option(None, help=DB_HELP),
     screenshots: Optional[Path] = typer.Option(None, file_okay=False, help=SCREENSHOTS_HELP),
 ) -> None:
-    """Without a command: open the app (on the database --db)."""
+    """Without a command: open the app (on the database --db). Before a command, --db is
+    that command's database unless it names its own."""
     if ctx.invoked_subcommand is None:
         open_app(db, screenshots)
+    elif db is not None:
+        os.environ["CONLAB_DB"] = db  # what every command's own --db defaults to
 
 
 class Order(str, Enum):
