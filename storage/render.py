@@ -12,7 +12,8 @@ from typing import Any, Optional
 import pandas as pd
 
 from storage.lanes import PALETTE, lane_label, lane_numbers
-from storage.reports import Comparison
+from storage.queries import NUMBER_COLUMNS
+from storage.reports import CONFIG, Comparison
 from storage.text import csv_cell, markdown_text, printable
 
 COLUMNS = [
@@ -133,7 +134,7 @@ def shared_caption(summary: pd.DataFrame) -> str:
 
 
 # Counts: whole numbers in every format (a column with a NULL comes back from SQL as floats).
-WHOLE_COLUMNS = ("size", "tasks", "workers", "chunksize", "processes", "repeats")
+WHOLE_COLUMNS = (*NUMBER_COLUMNS, "processes", "repeats")
 
 
 def _whole(value: Any) -> Any:
@@ -157,7 +158,9 @@ def summary_records(summary: pd.DataFrame) -> list[dict[str, Any]]:
     records = []
     for _, row in _whole_columns(summary).iterrows():
         record = {}
-        extra = ["chunksize", "sequential_s", "q1_s", "q3_s", "spread", "run_order", "warnings"]
+        # every dimension of a configuration, the ones the table leaves out too
+        extra = [c for c in CONFIG if c not in dict(COLUMNS)]
+        extra += ["sequential_s", "q1_s", "q3_s", "spread", "run_order", "warnings"]
         for column in [c for c, _ in COLUMNS] + extra:
             value = row[column]
             if isinstance(value, float) and math.isnan(value):

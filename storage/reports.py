@@ -18,6 +18,7 @@ from storage.errors import SelectionError
 from storage.listing import Reading, reading
 from storage.queries import (
     CONFIG_COLUMNS,
+    OPTION_COLUMNS,
     REPORT_COLUMNS,
     SELECTION_KEYS,
     json_object,
@@ -111,8 +112,7 @@ def utc_times(values: pd.Series) -> pd.Series:
 # with run_row (``_run_row``) first.
 RUN_COLUMNS = {
     "run_id": "r.id",
-    **{c: f"r.{c}" for c in ("sweep_id", "tag", "workload", "size", "tasks")},
-    **{c: f"r.{c}" for c in ("executor", "start_method", "workers", "chunksize", "created_at")},
+    **{c: f"r.{c}" for c in ("sweep_id", "tag", *CONFIG_COLUMNS, "created_at")},
     "machine_fingerprint": "r.machine_fingerprint",
     "machine": "coalesce(m.hostname, r.machine_fingerprint)",
     "cores": "coalesce(m.usable_cores, m.logical_cores)",
@@ -249,12 +249,13 @@ def _run_frame(runs: pd.DataFrame) -> None:
     version as its interpreter is named, missing values as None."""
     for column in ("size", "tasks", "workers"):
         runs[column] = pd.to_numeric(runs[column], errors="coerce")
+    # the other options: missing as None, so runs without one are one configuration
+    for column in (*(c for c in OPTION_COLUMNS if c not in ("size", "tasks", "workers")), "tag"):
+        runs[column] = runs[column].astype(object).where(runs[column].notna(), None)
     runs["python"] = runs["python"].fillna("?")
     # A free-threaded build is its own interpreter in every table: 3.13.0t, as python.org names it.
     free_threaded = runs["gil_disabled"].fillna(False).astype(bool)
     runs.loc[free_threaded, "python"] = runs.loc[free_threaded, "python"] + "t"
-    for column in ("start_method", "chunksize", "tag"):
-        runs[column] = runs[column].astype(object).where(runs[column].notna(), None)
 
 
 PROCESSES = figures.PROCESSES
