@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
+from experiments.options import BY_NAME
 from storage.lanes import PALETTE, lane_label, lane_numbers
 from storage.queries import NUMBER_COLUMNS
 from storage.reports import CONFIG, Comparison
@@ -84,11 +85,32 @@ def _fmt(column: str, value: Any) -> str:
 CONSTANT_WHEN_SHARED = ("machine", "python", "size", "tasks", "start_method")
 
 
+def told_apart_by(summary: pd.DataFrame) -> list[tuple[str, str]]:
+    """The dimensions of a configuration that COLUMNS leave out and that some rows alike in
+    every shown one differ in (``joblib x2`` on loky and on threading), each with its label in
+    the option table: a table shows them, or it would show two rows that look the same."""
+    shown = [c for c, _ in COLUMNS if c in CONFIG]
+    found: list[tuple[str, str]] = []
+    if summary.empty:
+        return found
+    for column in (c for c in CONFIG if c not in dict(COLUMNS)):
+        values = summary[[*shown, column]].map(str)
+        if values.drop_duplicates().duplicated(subset=shown).any():
+            found.append((column, BY_NAME[column].label))
+    return found
+
+
+def _with_told_apart(summary: pd.DataFrame) -> list[tuple[str, str]]:
+    """COLUMNS, with ``told_apart_by``'s after the workers."""
+    at = [c for c, _ in COLUMNS].index("workers") + 1
+    return [*COLUMNS[:at], *told_apart_by(summary), *COLUMNS[at:]]
+
+
 def summary_rows(summary: pd.DataFrame, compact: bool = False) -> list[dict[str, str]]:
-    columns = COLUMNS
+    columns = _with_told_apart(summary)
     if compact:
         shared = {c for c in CONSTANT_WHEN_SHARED if summary[c].map(str).nunique() <= 1}
-        columns = [(c, label) for c, label in COLUMNS if c not in shared]
+        columns = [(c, label) for c, label in columns if c not in shared]
         # A terminal has room for the interval and the speedup with theirs in one cell each.
         columns = [
             (c, {"ci_low_s": "95% CI", "speedup_low": "speedup CI"}.get(c, label))

@@ -7,6 +7,7 @@ Options whose values the table gives (choices, whole numbers) are measured for r
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import sqlite3
 
@@ -96,6 +97,15 @@ def _rows(conlab, *args: str) -> list[dict]:
     return result.json()["summary"]
 
 
+def _table_configurations(markdown: str) -> list[list[str]]:
+    """The rows of a Markdown report's summary table, each cut before its figures (``proc.``)."""
+    lines = markdown.splitlines()
+    at = lines.index("## Summary") + 2
+    width = lines[at].split(" | ").index("proc.")
+    rows = itertools.takewhile(lambda line: line.startswith("|"), lines[at + 2 :])
+    return [row.split(" | ")[:width] for row in rows]
+
+
 @pytest.mark.parametrize("option", DIMENSIONS, ids=[o.name for o in DIMENSIONS])
 def test_runs_that_differ_in_one_option_are_two_rows_selected_compared_and_stored(
     conlab, db_path, option
@@ -112,6 +122,10 @@ def test_runs_that_differ_in_one_option_are_two_rows_selected_compared_and_store
 
     rows = _rows(conlab)
     assert sorted(map(str, (r[column] for r in rows))) == sorted(map(str, shown)), rows
+
+    table = conlab("report", "--format", "markdown").stdout
+    first, second = _table_configurations(table)
+    assert first != second, f"the table shows two rows alike:\n{table}"
 
     for value in shown:
         picked = _rows(conlab, "--select", f"{key}:{value}")
