@@ -146,3 +146,65 @@ def test_runs_that_differ_in_one_option_are_two_rows_selected_compared_and_store
             .fetchall()
         )
         assert [str(v) for (v,) in stored] == [str(v) for v in values]
+
+
+# A process whose option table has one more row, added before storage is imported (its columns,
+# keys and configuration are made from the table then): two runs that differ in it only, through
+# the real recorder into a new file, read back as every report reads them.
+NEW_ROW = r"""
+import dataclasses, json, sys
+from experiments import options
+row = dataclasses.replace(
+    options.BY_NAME["backend"], name="flavour", flag="--flavour", label="flavour",
+    choices=("vanilla", "mint"), for_executors=False, elsewhere="ignored",
+)
+options.OPTIONS = (*options.OPTIONS, row)
+options.BY_NAME["flavour"] = row
+import sqlite3
+from experiments.spec import ExperimentSpec
+from storage.database import open_engine
+from storage.reports import compare, load_processes, load_repeats, select, summarize
+from tests.storage.test_reports import environment, record_run
+
+path = sys.argv[1]
+engine = open_engine(path, writer=True)
+env = environment("f" * 20, "box", "cpu", "3.12.1")
+for flavour, tag in (("vanilla", "a"), ("mint", "b")):
+    spec = ExperimentSpec(workload="tiny", executor="threads", tasks=2, repeats=3, warmups=0,
+                          tag=tag, flavour=flavour)
+    record_run(engine, spec, env, [10.0, 10.1, 10.2], resolved={"flavour": flavour})
+sources = [("db", engine)]
+summary = summarize(load_processes(sources))
+picked = summarize(select(load_processes(sources), "flavour:mint"))
+_, _, differences = compare(load_repeats(sources), "tag:a", "tag:b")
+engine.dispose()
+stored = sqlite3.connect(path).execute("SELECT flavour FROM run ORDER BY tag").fetchall()
+print(json.dumps({
+    "rows": sorted(summary["flavour"]), "picked": list(picked["flavour"]),
+    "differences": differences.get("flavour"), "stored": [v for (v,) in stored],
+}))
+"""
+
+
+def test_a_new_option_row_is_a_dimension_with_nothing_else_changed(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    found = subprocess.run(
+        [sys.executable, "-c", NEW_ROW, str(tmp_path / "lab.db")],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert found.returncode == 0, found.stderr
+    result = json.loads(found.stdout)
+    assert result == {
+        "rows": ["mint", "vanilla"],
+        "picked": ["mint"],
+        "differences": ["vanilla", "mint"],
+        "stored": ["vanilla", "mint"],
+    }
