@@ -15,6 +15,7 @@ from experiments.options import BY_NAME
 from storage.lanes import PALETTE, lane_label, lane_numbers
 from storage.queries import NUMBER_COLUMNS
 from storage.reports import CONFIG, Comparison
+from storage.reports import told_apart_by as reports_told_apart_by
 from storage.text import csv_cell, markdown_text, printable
 
 COLUMNS = [
@@ -86,18 +87,11 @@ CONSTANT_WHEN_SHARED = ("machine", "python", "size", "tasks", "start_method")
 
 
 def told_apart_by(summary: pd.DataFrame) -> list[tuple[str, str]]:
-    """The dimensions of a configuration that COLUMNS leave out and that some rows alike in
-    every shown one differ in (``joblib x2`` on loky and on threading), each with its label in
-    the option table: a table shows them, or it would show two rows that look the same."""
+    """The options that COLUMNS leave out and that some rows alike in every shown column differ
+    in (``joblib x2`` on loky and on threading), each with its label in the option table: a
+    table shows them, or it would show two rows that look the same."""
     shown = [c for c, _ in COLUMNS if c in CONFIG]
-    found: list[tuple[str, str]] = []
-    if summary.empty:
-        return found
-    for column in (c for c in CONFIG if c not in dict(COLUMNS)):
-        values = summary[[*shown, column]].map(str)
-        if values.drop_duplicates().duplicated(subset=shown).any():
-            found.append((column, BY_NAME[column].label))
-    return found
+    return [(c, BY_NAME[c].label) for c in reports_told_apart_by(summary, shown)]
 
 
 def _with_told_apart(summary: pd.DataFrame) -> list[tuple[str, str]]:

@@ -4,6 +4,7 @@ comparisons of two selections, and stability warnings. Rendering lives in ``rend
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 import pandas as pd
 
+from experiments.options import BY_NAME
 from storage import controlled, explain, figures, stats
 from storage.errors import SelectionError
 from storage.listing import Reading, reading
@@ -979,8 +981,29 @@ def fastest(rows: pd.DataFrame, min_effect: float = MIN_EFFECT) -> tuple[pd.Seri
     return best, ties
 
 
-def _name(row) -> str:
-    return "sequential" if row.executor == "sequential" else f"{row.executor} x{int(row.workers)}"
+def _name(row, apart: Sequence[str] = ()) -> str:
+    """``executor xN``, with the options in ``apart`` (``told_apart_by``) by their labels:
+    ``joblib x2 with joblib on threading``."""
+    name = "sequential" if row.executor == "sequential" else f"{row.executor} x{int(row.workers)}"
+    given = [
+        f"{BY_NAME[c].label} {_text(getattr(row, c))}"
+        for c in apart
+        if getattr(row, c) is not None and getattr(row, c) == getattr(row, c)
+    ]
+    return f"{name} with {' and '.join(given)}" if given else name
+
+
+def told_apart_by(rows: pd.DataFrame, shown: Sequence[str]) -> list[str]:
+    """The options of a configuration (not in ``shown``) that some of ``rows`` alike in every
+    ``shown`` column differ in: what tells apart two rows that ``shown`` would name alike."""
+    found: list[str] = []
+    if rows.empty:
+        return found
+    for column in (c for c in CONFIG_COLUMNS if c not in shown and c in BY_NAME):
+        values = rows[[*shown, column]].map(str)
+        if values.drop_duplicates().duplicated(subset=list(shown)).any():
+            found.append(column)
+    return found
 
 
 # What one more runner process of a configuration costs beyond its repeats (start-up, import,
@@ -1125,6 +1148,8 @@ def verdicts(summary: pd.DataFrame, min_effect: float = MIN_EFFECT) -> list[str]
     several_sizes = summary.groupby(["workload"])["size"].nunique().max() > 1
     for key, rows in summary.groupby(BASELINE_KEY, dropna=False):
         machine, python, workload, size, tasks = key
+        # rows named alike by executor and workers are named with what tells them apart
+        name = functools.partial(_name, apart=told_apart_by(rows, ["executor", "workers"]))
         where = (
             f"{workload}{f' at size {size:g}' if several_sizes else ''} on {machine}, "
             f"Python {python}"
@@ -1141,24 +1166,25 @@ def verdicts(summary: pd.DataFrame, min_effect: float = MIN_EFFECT) -> list[str]
             )
         if not ties:
             lines.append(
-                f"{where}: fastest is {_name(best)} ({best.median_s * 1000:.1f} ms"
+                f"{where}: fastest is {name(best)} ({best.median_s * 1000:.1f} ms"
                 f"{speedup}), clear of the rest beyond their intervals."
             )
         else:
-            names = ", ".join(_name(r) for r, _ in ties)
+            names = ", ".join(name(r) for r, _ in ties)
             differences = ", ".join(f"{f.ratio - 1:+.1%}" for _, f in ties)
             widest = max(max(abs(1 - f.low), abs(f.high - 1)) for _, f in ties)
         if ties and widest != widest:  # a figure without an interval: no verdict, not a tie
             lines.append(
-                f"{where}: {_name(best)} and {names} cannot be told apart: a run of one repeat "
+                f"{where}: {name(best)} and {names} cannot be told apart: a run of one repeat "
                 "in one process has no interval; run it with --repeats 5 (or more)."
             )
         elif ties and undecided(best, ties, min_effect) is not None:
             found = undecided(best, ties, min_effect)
-            lines.append(f"{where}: {undecided_text(found)} (--processes {found.processes}).")
+            said = undecided_text(found, [name(r) for r in found.leaders])
+            lines.append(f"{where}: {said} (--processes {found.processes}).")
         elif ties:
             lines.append(
-                f"{where}: {_name(best)} ({best.median_s * 1000:.1f} ms{speedup}) and {names} "
+                f"{where}: {name(best)} ({best.median_s * 1000:.1f} ms{speedup}) and {names} "
                 f"are tied: their differences ({differences}) are inside the intervals (up to "
                 f"±{widest:.0%}) or under {min_effect:.0%}."
             )

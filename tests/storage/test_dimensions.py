@@ -15,7 +15,8 @@ import pytest
 
 from experiments.executors import EXECUTORS
 from experiments.options import OPTIONS, SweepOption, takers
-from storage.queries import PLACE_OPTIONS
+from storage.queries import OPTION_COLUMNS, PLACE_OPTIONS
+from storage.reports import BASELINE_KEY
 from storage.text import markdown_text
 
 DIMENSIONS = [option for option in OPTIONS if option.dimension]
@@ -208,3 +209,33 @@ def test_a_new_option_row_is_a_dimension_with_nothing_else_changed(tmp_path):
         "differences": ["vanilla", "mint"],
         "stored": ["vanilla", "mint"],
     }
+
+
+NAMED = [
+    option
+    for option in DIMENSIONS
+    if option.name in OPTION_COLUMNS and option.name not in (*BASELINE_KEY, "workers")
+]
+
+
+@pytest.mark.parametrize("option", NAMED, ids=[o.name for o in NAMED])
+def test_the_words_name_two_rows_that_differ_in_one_option_apart(option):
+    """What a report says names each configuration: two that differ only in an option (tied
+    here) are named with it, not as "joblib x2 and joblib x2"."""
+    from storage.reports import processes_of, summarize, verdicts
+    from tests.storage.test_reports import frame
+
+    walls = [0.5, 0.51, 0.5, 0.5, 0.51]
+    repeats = frame(
+        [
+            {"executor": "sequential", "workers": 1, "walls": [1.0, 1.01, 1.0, 1.0, 1.01]},
+            {"executor": "joblib", "workers": 2, "walls": walls, "run": "a"},
+            {"executor": "joblib", "workers": 2, "walls": walls, "run": "b"},
+        ]
+    )
+    first, second = two_values(option)
+    repeats.loc[repeats["run_id"] == "a", option.name] = first
+    repeats.loc[repeats["run_id"] == "b", option.name] = second
+    words = " ".join(verdicts(summarize(processes_of(repeats))))
+    assert f"joblib x2 with {option.label} {first} " in words, words
+    assert f"joblib x2 with {option.label} {second} " in words, words
