@@ -35,14 +35,20 @@ KINDS_MODULE = textwrap.dedent("""
     def short(size):
         return sum(range(1500))
 """)
-PROCESS_FAMILY = ("processes", "pool", "loky")
+
+
+def in_processes(executor: str) -> bool:
+    """Whether ``executor`` runs its tasks in worker processes of its own, as it says."""
+    from experiments.executors import EXECUTORS
+
+    return EXECUTORS[executor].workers_are == "processes"
 
 
 def _fits(kind: str, found: dict, cores: int) -> bool:
     """Whether the answer (recommendation or one of its ties) is what the kind calls for."""
     options = [found["recommendation"], *found["ties"]]
     if kind == "spin":
-        return any(o["executor"] in PROCESS_FAMILY and o["workers"] == cores for o in options)
+        return any(in_processes(o["executor"]) and o["workers"] == cores for o in options)
     if kind == "wait":
         rec = found["recommendation"]
         return rec["executor"] in ("threads", "asyncio") and rec["workers"] >= 8

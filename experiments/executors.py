@@ -2,8 +2,15 @@
 
 Every adapter's ``run`` builds a fresh executor, maps the task over the items, and returns after
 the executor is fully shut down (``shutdown(wait=True)`` or ``close(); join()``): exactly what a
-hand-written ``with Executor() as ex: list(ex.map(f, xs))`` pays. To add an executor: write one
-class with ``name``, ``description`` and ``run``, then add one line to ``EXECUTORS``.
+hand-written ``with Executor() as ex: list(ex.map(f, xs))`` pays.
+
+Everything the lab says of an executor is on its class: where its tasks run (``workers_are``),
+whether the runner's CPU clock sees them (``cpu_seen``), advise's preference and snippet, and
+whether the Lab ticks it at first. The reports, ``conlab advise`` and the app read these, never a
+list of names. To add an executor: write one subclass of ``Executor`` with ``name``,
+``description``, ``run`` and the facts that differ from the defaults, then ``register`` it: here,
+or in a module of your own named in ``$CONLAB_EXECUTORS`` (``mod[,mod...]``), which every lab
+process (the CLI, the app, each runner) imports when this module loads.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import functools
 import sys
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from experiments.timing import (
@@ -35,12 +43,38 @@ class ExecutorFailed(RuntimeError):
     """The executor itself could not start (e.g. its cluster is unreachable); says what to do."""
 
 
+@dataclass(frozen=True)
+class Snippet:
+    """What advise's ready-to-paste code runs: ``imports`` brings the user's function ``func``
+    (``async_func``: its async form's name), ``items`` makes the arguments; then the
+    recommended configuration."""
+
+    imports: str
+    func: str
+    async_func: str
+    items: str
+    workers: int
+    chunksize: Optional[int] = None
+    start_method: Optional[str] = None
+
+
 class Executor:
-    """The interface every adapter implements."""
+    """The interface every adapter implements, and the facts the lab reads of it."""
 
     name = ""
     description = ""
     pickles_tasks = False  # True when the task function crosses a process/interpreter boundary
+    # Where its tasks run: "runner" (the runner's own thread), "threads" (threads of the
+    # runner's interpreter, sharing its GIL), "interpreters" (threads of the runner, each with
+    # an interpreter and a GIL of its own) or "processes" (worker processes of its own).
+    workers_are = "runner"
+    # Whether the runner's CPU clock counts all of the tasks' CPU time (its own threads, or
+    # worker processes it reaps inside the timed window): CPU/wall is read only of these.
+    cpu_seen = False
+    # Among configurations advise finds tied, the lowest is recommended (fewer resources, no
+    # rewrite first).
+    preference = 100
+    lab_ticked = False  # ticked in the Lab's list of executors when it opens
     # The executor options (experiments/options.py) this executor takes; it ignores or refuses
     # the others, as their rows say.
     options: tuple = ("workers",)
@@ -85,6 +119,10 @@ class Executor:
     def default_chunksize(self, tasks: int, workers: int) -> Optional[int]:
         return None
 
+    def snippet(self, code: Snippet) -> Optional[str]:
+        """Ready-to-paste code running the user's function this way; None: advise has none."""
+        return None
+
     def run(self, job, items: list, on_sample: OnSample) -> None:
         """Run ``job.workload`` once per item with ``job.workers`` (and, where they apply,
         ``job.start_method``, ``job.chunksize``, ``job.max_tasks_per_child``), calling
@@ -101,6 +139,12 @@ class Sequential(Executor):
     name = "sequential"
     description = "a plain loop in one thread: the baseline every speedup is measured against"
     options = ()
+    cpu_seen = True
+    preference = 0
+    lab_ticked = True
+
+    def snippet(self, code: Snippet) -> str:
+        return f"{code.imports}\n\n{code.items}\nresults = [{code.func}(x) for x in items]\n"
 
     def run(self, job, items: list, on_sample: OnSample) -> None:
         func = job.workload.func
@@ -111,6 +155,17 @@ class Sequential(Executor):
 class Threads(Executor):
     name = "threads"
     description = "concurrent.futures.ThreadPoolExecutor: shares the GIL"
+    workers_are = "threads"
+    cpu_seen = True
+    preference = 10
+    lab_ticked = True
+
+    def snippet(self, code: Snippet) -> str:
+        return (
+            f"from concurrent.futures import ThreadPoolExecutor\n\n{code.imports}\n\n"
+            f"{code.items}\nwith ThreadPoolExecutor(max_workers={code.workers}) as ex:\n"
+            f"    results = list(ex.map({code.func}, items))\n"
+        )
 
     def run(self, job, items: list, on_sample: OnSample) -> None:
         from concurrent.futures import ThreadPoolExecutor
@@ -165,11 +220,48 @@ def _name_the_dead(processes: dict) -> str:
     return f"a worker process terminated abruptly, unseen; then {stopped}"
 
 
+def _guarded(code: Snippet, head: str, body: str) -> str:
+    """A process pool's snippet: ``head`` (imports), then ``body`` (the pool, indented) under
+    the main-module guard, which spawn and forkserver need."""
+    method = code.start_method or "spawn"
+    guard = (
+        "# The guard: spawn and forkserver start each worker by importing this module, and\n"
+        "# without it every worker would run this code again and start a pool of its own.\n"
+        + (
+            f"# ({method} is the default here; spawn is on macOS and Windows, forkserver on\n"
+            "# Linux from Python 3.14.)\n"
+            if method == "fork"
+            else ""
+        )
+    )
+    return f'{head}{guard}if __name__ == "__main__":\n    {code.items}\n{body}'
+
+
+def _chunks(code: Snippet) -> str:
+    return f", chunksize={code.chunksize}" if code.chunksize and code.chunksize > 1 else ""
+
+
 class Processes(Executor):
     name = "processes"
     description = "concurrent.futures.ProcessPoolExecutor: one interpreter per worker"
     pickles_tasks = True
     options = ("workers", "start_method", "chunksize", "max_tasks_per_child", "main")
+    workers_are = "processes"
+    cpu_seen = True
+    preference = 40
+    lab_ticked = True
+
+    def snippet(self, code: Snippet) -> str:
+        head = (
+            "import multiprocessing\nfrom concurrent.futures import ProcessPoolExecutor\n\n"
+            f"{code.imports}\n\n"
+        )
+        body = (
+            f"    context = multiprocessing.get_context({code.start_method or 'spawn'!r})\n"
+            f"    with ProcessPoolExecutor(max_workers={code.workers}, mp_context=context) as ex:\n"
+            f"        results = list(ex.map({code.func}, items{_chunks(code)}))\n"
+        )
+        return _guarded(code, head, body)
 
     def default_start_method(self):
         return _default_start_method()
@@ -292,6 +384,17 @@ class Pool(Executor):
     description = "multiprocessing.Pool: the classic process pool, with chunking"
     pickles_tasks = True
     options = ("workers", "start_method", "chunksize", "max_tasks_per_child", "main")
+    workers_are = "processes"
+    cpu_seen = True
+    preference = 50
+
+    def snippet(self, code: Snippet) -> str:
+        method = code.start_method or "spawn"
+        body = (
+            f"    with multiprocessing.get_context({method!r}).Pool({code.workers}) as pool:\n"
+            f"        results = pool.map({code.func}, items{_chunks(code)})\n"
+        )
+        return _guarded(code, f"import multiprocessing\n\n{code.imports}\n\n", body)
 
     # How often to look for dead workers while waiting: Pool itself would wait forever.
     poll_s = 0.05
@@ -384,6 +487,19 @@ class Asyncio(Executor):
     name = "asyncio"
     description = "coroutines on one event loop, at most `workers` at a time (a semaphore)"
     options = ("workers", "loop")
+    cpu_seen = True
+    preference = 20
+
+    def snippet(self, code: Snippet) -> str:
+        afunc = code.async_func
+        return (
+            f"import asyncio\n\n{code.imports.rsplit(' ', 1)[0]} {afunc}\n\n\n"
+            f"async def main(items):\n    limit = asyncio.Semaphore({code.workers})\n\n"
+            f"    async def one(x):\n        async with limit:\n"
+            f"            return await {afunc}(x)\n\n"
+            "    return await asyncio.gather(*(one(x) for x in items))\n\n\n"
+            f"{code.items}\nresults = asyncio.run(main(items))\n"
+        )
 
     def default(self, option, tasks, workers):
         return "asyncio" if option == "loop" else super().default(option, tasks, workers)
@@ -442,6 +558,24 @@ class Interpreters(Executor):
         "(3.14+, or the PEP 734 backport on 3.13)"
     )
     pickles_tasks = True
+    workers_are = "interpreters"
+    cpu_seen = True
+    preference = 30
+
+    def snippet(self, code: Snippet) -> str:
+        return (
+            "try:  # Python 3.14+\n"
+            "    from concurrent.futures import InterpreterPoolExecutor\n"
+            "except ImportError:  # Python 3.13: pip install interpreters-pep-734\n"
+            "    from interpreters_backport.concurrent.futures.interpreter import (\n"
+            "        InterpreterPoolExecutor,\n"
+            "    )\n\n"
+            "# Each worker is a fresh interpreter: it imports the function by its module's\n"
+            "# name, so the function lives in a module, not in the script you run.\n"
+            f"{code.imports}\n\n{code.items}\n"
+            f"with InterpreterPoolExecutor(max_workers={code.workers}) as ex:\n"
+            f"    results = list(ex.map({code.func}, items))\n"
+        )
 
     def unavailable_reason(self):
         return _interpreter_pool()[2]
@@ -574,6 +708,9 @@ class Loky(Processes):
     name = "loky"
     description = "loky's reusable executor: processes started by fork+exec, cloudpickle"
     options = ("workers", "chunksize")  # loky starts its workers its own way
+    cpu_seen = False  # its workers are not reaped inside the timed window
+    preference = 60
+    lab_ticked = False
 
     def unavailable_reason(self):
         return _missing("loky", "loky")
@@ -594,6 +731,8 @@ class Dask(Executor):
     description = "dask.distributed: a LocalCluster of --workers processes, or --scheduler ADDR"
     pickles_tasks = True
     options = ("workers", "scheduler")
+    workers_are = "processes"  # a nanny's children: the runner's clock does not see them
+    preference = 70
     connect_timeout_s = 10
 
     def unavailable_reason(self):
@@ -701,19 +840,40 @@ class _NannyDeaths:
         self._logger.setLevel(level)
 
 
-EXECUTORS: dict[str, Executor] = {
-    e.name: e
-    for e in (
-        Sequential(),
-        Threads(),
-        Processes(),
-        Pool(),
-        Asyncio(),
-        Interpreters(),
-        Loky(),
-        Dask(),
-    )
-}
+EXECUTORS: dict[str, Executor] = {}
+# Where its tasks run, as ``Executor.workers_are`` may say.
+WORKERS_ARE = ("runner", "threads", "interpreters", "processes")
+
+
+def register(executor: Executor) -> Executor:
+    """Make ``executor`` one the lab runs, lists, reports, advises on and shows in the Lab
+    (in the order registered). ValueError when its name is taken or its facts are not ones the
+    lab knows."""
+    name = executor.name
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"an executor's name is a word (letters, digits, _), not {name!r}")
+    if name in EXECUTORS and EXECUTORS[name] is not executor:
+        raise ValueError(f"executor {name!r} is registered already; give yours another name")
+    if executor.workers_are not in WORKERS_ARE:
+        raise ValueError(
+            f"executor {name!r}: workers_are is one of {', '.join(WORKERS_ARE)}, "
+            f"not {executor.workers_are!r}"
+        )
+    EXECUTORS[name] = executor
+    return executor
+
+
+for _executor in (
+    Sequential(),
+    Threads(),
+    Processes(),
+    Pool(),
+    Asyncio(),
+    Interpreters(),
+    Loky(),
+    Dask(),
+):
+    register(_executor)
 
 
 def describe() -> list[dict[str, Any]]:
@@ -731,6 +891,9 @@ def describe() -> list[dict[str, Any]]:
             ),
             "options": list(e.options),
             "implementation": e.implementation(),
+            "workers_are": e.workers_are,
+            "cpu_seen": e.cpu_seen,
+            "lab_ticked": e.lab_ticked,
         }
         for e in EXECUTORS.values()
     ]
@@ -757,6 +920,8 @@ class Joblib(Executor):
     name = "joblib"
     description = "joblib.Parallel(n_jobs=workers), --backend loky|threading|multiprocessing"
     pickles_tasks = True
+    workers_are = "processes"  # its default backend's (loky), not reaped in the timed window
+    preference = 80
     # chunksize is joblib's batch_size: none given, joblib's own "auto" batching (recorded None)
     options = ("workers", "chunksize", "backend")
     poll_s = 0.05  # how often to look for dead workers while waiting
@@ -897,6 +1062,8 @@ class Ray(Executor):
     name = "ray"
     description = "Ray remote tasks: a local ray.init(num_cpus=workers) per run, or --scheduler"
     pickles_tasks = True
+    workers_are = "processes"  # Ray's worker processes, not the runner's children
+    preference = 80
     options = ("workers", "scheduler")
 
     def unavailable_reason(self):
@@ -989,4 +1156,40 @@ class Ray(Executor):
             ) from exc
 
 
-EXECUTORS.update((e.name, e) for e in (Joblib(), Ray()))
+register(Joblib())
+register(Ray())
+
+# The executors of the modules named in $CONLAB_EXECUTORS: a module registers its own when
+# imported. One that cannot be imported is named here, with why, for the faces to say.
+NOT_LOADED: dict[str, str] = {}
+
+
+def _import_named(names: str) -> None:
+    import importlib
+
+    for module in filter(None, (n.strip() for n in names.split(","))):
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # a user's module: any error it raises is its own
+            NOT_LOADED[module] = f"{type(exc).__name__}: {exc}"
+
+
+def not_loaded() -> Optional[str]:
+    """Why a module $CONLAB_EXECUTORS names could not be imported, and what to do; None: each
+    was."""
+    if not NOT_LOADED:
+        return None
+    module, why = next(iter(NOT_LOADED.items()))
+    return (
+        f"$CONLAB_EXECUTORS names {module!r}, which cannot be imported ({why}); put it on "
+        "PYTHONPATH, or fix or unset CONLAB_EXECUTORS"
+    )
+
+
+def _from_environment() -> None:
+    import os
+
+    _import_named(os.environ.get("CONLAB_EXECUTORS", ""))
+
+
+_from_environment()

@@ -298,9 +298,11 @@ def _run(line: str, out: _EventWriter, acks, progress: bool, look: bool = False)
         runner_pid=os.getpid(),
     )
     from experiments import control
-    from experiments.timing import current_core
+    from experiments.bootstrap import cache_own_bytecode
+    from experiments.timing import load_core_reader
 
-    current_core()  # loads the core reader here, so forked workers inherit it
+    load_core_reader()  # here, so that forked workers inherit it
+    cache_own_bytecode()  # here, so that no worker compiles the lab's modules
     try:
         with _service(prepared.workload), prepared.executor.session(prepared) as started:
             if started:  # what starting the engine cost, outside every timed window

@@ -174,8 +174,8 @@ def _no_core():
 
 
 def _load_core_reader():
-    """Linux's ``sched_getcpu`` through ctypes, loaded once per process (the runner loads it
-    before forking workers, so they inherit it); elsewhere a reader of None."""
+    """Linux's ``sched_getcpu`` through ctypes, loaded once per process; elsewhere a reader
+    of None. ``current_core`` becomes it."""
     global current_core
     current_core = _no_core
     if sys.platform.startswith("linux"):
@@ -190,13 +190,41 @@ def _load_core_reader():
     return current_core
 
 
-def _first_core():
-    core = _load_core_reader()()
-    return core if core is None or core >= 0 else None
+def load_core_reader() -> None:
+    """Load the core reader now (the runner does, before forking workers, so they inherit
+    it)."""
+    _load_core_reader()
 
 
-# The core the calling thread runs on now (-1 or None when unknown); loaded on first use.
-current_core = _first_core
+def _stat_core():
+    """The calling thread's core from the kernel's stat line for it: ~10 us, no import; None
+    where the platform does not say."""
+    try:
+        with open("/proc/thread-self/stat", "rb") as stat:
+            line = stat.read()
+        return int(line[line.rindex(b")") + 2 :].split()[36])  # field 39, "processor"
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# Loading ctypes costs a spawned worker ~1.4-7 ms, as much as a few hundred reads of the stat
+# line: a process reads its cores from the stat line until it has read this many, then loads
+# sched_getcpu. What finding its cores costs a process stays within twice the least it could,
+# however few or many tasks it runs.
+READS_BEFORE_LOADING = 200
+_core_reads = 0
+
+
+def _core_until_loaded():
+    global _core_reads
+    _core_reads += 1
+    if _core_reads < READS_BEFORE_LOADING or not sys.platform.startswith("linux"):
+        return _stat_core()
+    return _load_core_reader()()
+
+
+# The core the calling thread runs on now (-1 or None when unknown).
+current_core = _core_until_loaded
 
 
 def timed_call(func, size: int):
@@ -244,19 +272,9 @@ def _sample(result, start_ns: int, end_ns: int, before, after, core_start, core_
 
 
 def _chunk_core():
-    """The calling thread's core for a chunk's ends: the loaded ``sched_getcpu`` where this
-    process has it (a forked worker inherits it), else the kernel's stat line for the thread,
-    which costs ~10 us but no import (loading ctypes costs ~1.4 ms of a spawned worker's
-    first chunk); None where neither says."""
-    if current_core is not _first_core:
-        core = current_core()
-        return core if core is None or core >= 0 else None
-    try:
-        with open("/proc/thread-self/stat", "rb") as stat:
-            line = stat.read()
-        return int(line[line.rindex(b")") + 2 :].split()[36])  # field 39, "processor"
-    except (OSError, ValueError, IndexError):
-        return None
+    """The calling thread's core (``current_core``), None where unknown."""
+    core = current_core()
+    return core if core is None or core >= 0 else None
 
 
 def timed_chunk(func, sizes: list) -> list:
@@ -338,17 +356,7 @@ def interpreter_call(payload: bytes, size: int) -> bytes:
     sent fails the task with the pickler's words."""
     import pickle
 
-    func = _load(payload)
-    # the cores from the kernel's stat line: loading ctypes would cost each worker ~7 ms
-    core_start = _chunk_core()
-    before = _usage()
-    first = schedstat_reading(time.monotonic_ns())
-    start_ns = time.monotonic_ns()
-    result = func(size)
-    end_ns = time.monotonic_ns()
-    readings = (first, schedstat_reading(end_ns))
-    after, core_end = _usage(), _chunk_core()
-    sample = _sample(result, start_ns, end_ns, before, after, core_start, core_end, readings)
+    sample = timed_call(_load(payload), size)
     try:
         return pickle.dumps(sample)
     except Exception as exc:

@@ -18,9 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-# Executors whose whole CPU time the runner's clock sees (its own threads, or worker processes
-# it reaps inside the timed window): CPU/wall and the others' share are only read of these.
-CPU_SEEN = ("threads", "interpreters", "processes", "pool")
+from experiments.executors import EXECUTORS
 
 # The thresholds the rules share, each a ratio of measured figures.
 NO_SPEEDUP = 1.2  # under this, the workers did not shorten the run
@@ -81,6 +79,10 @@ class Facts:
         return "sequential" if self.executor == "sequential" else f"{self.executor} x{self.workers}"
 
     @property
+    def kind(self) -> Optional[str]:
+        return kind_of(self.executor)
+
+    @property
     def reach(self) -> float:
         """The speed-up the workers could give at most: as many as there are cores."""
         return float(min(self.workers, self.cores)) if self.cores == self.cores else self.workers
@@ -97,8 +99,9 @@ def known(*values) -> bool:
 
 @dataclass(frozen=True)
 class Rule:
-    """A row of the table: for ``applies`` executors, in ``topic``, when ``when`` holds of the
-    facts, say ``says``; ``cites`` names the facts the sentence gives figures of."""
+    """A row of the table: for executors of the ``applies`` kinds (``kind_of``), in ``topic``,
+    when ``when`` holds of the facts, say ``says``; ``cites`` names the facts the sentence gives
+    figures of."""
 
     topic: str
     name: str
@@ -184,7 +187,7 @@ def _cores_taken(f: Facts) -> bool:
 
 def _gil_part(f: Facts) -> str:
     """What the busy cores leave unsaid of the GIL, for threads (nothing for processes)."""
-    if f.executor != "threads":
+    if f.kind != "threads":
         return "."
     if f.gil is False:
         return ", and the GIL was off: the busy cores held the threads back, not a GIL."
@@ -213,15 +216,28 @@ def _handovers(f: Facts) -> str:
     return f", handing over {s.handovers_per_s:,.0f} times a second"
 
 
-THREADS = ("threads",)
-POOLS = ("processes", "pool")
-# Executors whose workers are threads of one interpreter: only these can share a GIL.
-IN_PROCESS = ("threads", "interpreters")
+def kind_of(executor: str) -> Optional[str]:
+    """What the rules call ``executor``, from what it says of itself (``workers_are``): only an
+    executor whose whole CPU time the runner's clock sees (``cpu_seen``: its own threads, or
+    worker processes it reaps inside the timed window) has one, since CPU/wall and the others'
+    share are only read of these; None for the others and for one not registered here."""
+    found = EXECUTORS.get(executor)
+    if found is None or not found.cpu_seen or found.workers_are == "runner":
+        return None
+    return found.workers_are
+
+
+# The kinds a rule applies to (Rule.applies).
+THREADS = ("threads",)  # threads of the runner's interpreter, sharing its GIL
+POOLS = ("processes",)  # worker processes the runner reaps
 INTERPRETERS = ("interpreters",)  # threads of the runner, each running an interpreter of its own
+# Executors whose workers are threads of one interpreter: only these can share a GIL.
+IN_PROCESS = THREADS + INTERPRETERS
+CPU_SEEN = THREADS + POOLS + INTERPRETERS
 
 
 def _workers_kind(f: Facts) -> str:
-    return "worker interpreters" if f.executor in INTERPRETERS else "processes"
+    return "worker interpreters" if f.kind in INTERPRETERS else "processes"
 
 
 OBSERVED_RULES: tuple[Rule, ...] = (
@@ -535,7 +551,7 @@ def explain(facts: Facts, rules: Iterable[Rule] = RULES) -> list[tuple[Rule, str
     if facts.workers <= 1 or not known(facts.speedup, facts.cpu_per_wall):
         return said
     for rule in rules:
-        if rule.topic in topics or facts.executor not in rule.applies:
+        if rule.topic in topics or facts.kind not in rule.applies:
             continue
         if rule.when(facts):
             said.append((rule, rule.says(facts)))

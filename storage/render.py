@@ -14,9 +14,9 @@ import pandas as pd
 from experiments.options import BY_NAME
 from storage.lanes import PALETTE, lane_label, lane_numbers
 from storage.queries import NUMBER_COLUMNS
-from storage.reports import CONFIG, Comparison
+from storage.reports import BASELINE_KEY, CONFIG, Comparison
 from storage.reports import told_apart_by as reports_told_apart_by
-from storage.text import csv_cell, markdown_text, printable
+from storage.text import csv_cell, markdown_text, number_text, printable
 
 COLUMNS = [
     ("machine", "machine"),
@@ -300,57 +300,110 @@ def _svg_text(value: Any) -> str:
     return html.escape(printable(value))
 
 
+# The width of one character of 11 px chart text, at most (wide sans fonts such as DejaVu Sans):
+# a label is shortened to the room its chart gives it, never drawn past the chart's edge.
+CHAR_PX = 7.0
+
+
+def _fitted(label: str, room_px: float) -> str:
+    """``label`` as chart text in ``room_px``: cut with "…" when longer; its whole text is in
+    the element's title (what a pointer over it shows)."""
+    fits = max(int(room_px / CHAR_PX), 2)
+    shown = label if len(label) <= fits else label[: fits - 1] + "…"
+    return f"<title>{_svg_text(label)}</title>{_svg_text(shown)}"
+
+
+def _tick(value: float) -> str:
+    """An axis tick as people write it: 0.25, 1.5, 12, 1,500 (never 1.5e+03)."""
+    if abs(value) >= 10:
+        return f"{value:,.0f}"
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def _tick_step(top: float) -> float:
+    """The step of five round ticks (1, 2, 2.5 or 5 times a power of ten) that reach past
+    ``top``."""
+    if not top > 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(top / 5))
+    return next(power * m for m in (1, 2, 2.5, 5, 10) if power * m * 5 >= top)
+
+
+def _svg_open(width: float, height: float, title: str) -> str:
+    """A chart's box: its drawn size, scaled down (never cut) where the page is narrower."""
+    return (
+        f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-label="{_svg_text(title)}">'
+    )
+
+
+def _figure(title: str, svg: str, legend: Sequence[tuple[str, str]] = ()) -> str:
+    """A chart under its title and above its legend (name, colour), both page text that wraps,
+    so that neither is cut by the chart's box."""
+    if not svg:
+        return ""
+    keys = "".join(
+        '<li><svg class="key" width="10" height="10" aria-hidden="true">'
+        f'<rect width="10" height="10" fill="{colour}"/></svg>{_svg_text(name)}</li>'
+        for name, colour in legend
+    )
+    below = f'<ul class="legend">{keys}</ul>' if keys else ""
+    return f"<figure><figcaption>{_svg_text(title)}</figcaption>{svg}{below}</figure>"
+
+
 def _svg_lines(
     title: str,
     series: dict[str, list[tuple[float, float]]],
     ideal: bool = False,
     x_label: str = "workers",
     y_label: str = "speedup",
+    colours: Optional[dict[str, str]] = None,
 ) -> str:
-    """A line chart; with ``ideal`` the y = x line is drawn dashed."""
-    width, height, pad = 520, 300, 45
+    """A line chart with its legend; with ``ideal`` the y = x line is drawn dashed; each
+    series in its ``colours`` entry, else the palette's in turn."""
+    width, height, left, right, top, bottom = 480, 260, 50, 20, 12, 40
     points = [p for values in series.values() for p in values]
     if not points:
         return ""
     x_max = max(x for x, _ in points) or 1
-    y_max = max([y for _, y in points] + ([x_max] if ideal else [])) * 1.1 or 1
+    step = _tick_step(max([y for _, y in points] + ([x_max] if ideal else [])))
+    y_max = step * 5
 
     def sx(x: float) -> float:
-        return pad + (x / x_max) * (width - 2 * pad)
+        return left + (x / x_max) * (width - left - right)
 
     def sy(y: float) -> float:
-        return height - pad - (y / y_max) * (height - 2 * pad)
+        return height - bottom - (y / y_max) * (height - top - bottom)
 
     out = [
-        f'<svg width="{width}" height="{height}" role="img" aria-label="{_svg_text(title)}">',
-        f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">'
-        f"{_svg_text(title)}</text>",
-        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" '
-        'stroke="#333"/>',
-        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#333"/>',
-        f'<text x="{width / 2}" y="{height - 8}" text-anchor="middle" font-size="12">'
-        f"{x_label}</text>",
-        f'<text x="12" y="{height / 2}" font-size="12" transform="rotate(-90 12 '
-        f'{height / 2})" text-anchor="middle">{y_label}</text>',
+        _svg_open(width, height, title),
+        f'<line x1="{left}" y1="{sy(0)}" x2="{width - right}" y2="{sy(0)}" stroke="#333"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{sy(0)}" stroke="#333"/>',
+        f'<text x="{(left + width - right) / 2}" y="{height - 6}" text-anchor="middle" '
+        f'font-size="12">{x_label}</text>',
+        f'<text x="12" y="{(top + sy(0)) / 2}" font-size="12" transform="rotate(-90 12 '
+        f'{(top + sy(0)) / 2})" text-anchor="middle">{y_label}</text>',
     ]
     for tick in sorted({x for x, _ in points}):
         out.append(
-            f'<text x="{sx(tick):.1f}" y="{height - pad + 15}" text-anchor="middle" '
-            f'font-size="11">{tick:g}</text>'
+            f'<text x="{sx(tick):.1f}" y="{sy(0) + 15}" text-anchor="middle" '
+            f'font-size="11">{_tick(tick)}</text>'
         )
-    for i in range(5):
-        y = y_max * i / 4
+    for i in range(6):
+        y = step * i
         out.append(
-            f'<text x="{pad - 5}" y="{sy(y) + 4:.1f}" text-anchor="end" font-size="11">'
-            f"{y:.2g}</text>"
+            f'<text x="{left - 5}" y="{sy(y) + 4:.1f}" text-anchor="end" font-size="11">'
+            f"{_tick(y)}</text>"
         )
+    legend = []
     if ideal:
         out.append(
             f'<line x1="{sx(0)}" y1="{sy(0)}" x2="{sx(x_max)}" y2="{sy(x_max)}" '
             'stroke="#999" stroke-dasharray="4 4"><title>ideal</title></line>'
         )
+        legend.append(("ideal (dashed): as many times faster as workers", "#999"))
     for n, (name, values) in enumerate(series.items()):
-        colour = PALETTE[n % len(PALETTE)]
+        colour = (colours or {}).get(name, PALETTE[n % len(PALETTE)])
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in sorted(values))
         out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>')
         for x, y in values:
@@ -358,40 +411,38 @@ def _svg_lines(
                 f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{colour}">'
                 f"<title>{_svg_text(name)}: {y:.2f} at {x:g}</title></circle>"
             )
-        out.append(
-            f'<text x="{width - pad + 4}" y="{pad + 14 * n}" font-size="11" '
-            f'fill="{colour}">{_svg_text(name)}</text>'
-        )
+        legend.append((name, colour))
     out.append("</svg>")
-    return "\n".join(out)
+    return _figure(title, "\n".join(out), legend)
 
 
 def _mib(value: float) -> str:
-    return f"{value / 2**20:.0f} MiB"
+    return f"{value / 2**20:,.0f} MiB"
 
 
-def _svg_bars(title: str, bars: list[tuple[str, float]], shown=_ms) -> str:
-    width, bar_height, pad = 520, 18, 150
-    height = 40 + bar_height * len(bars)
+def _svg_bars(
+    title: str, bars: list[tuple[str, float]], shown=_ms, colours: Sequence[str] = ()
+) -> str:
+    """A bar per (label, value), the value written after its bar; each bar in its
+    ``colours`` entry, else the palette's in turn."""
+    width, bar_height, value_room = 480, 18, 80
+    pad = min(max((len(label) for label, _ in bars), default=4) * CHAR_PX, 200) + 10
+    height = 12 + bar_height * len(bars)
     top = max((v for _, v in bars), default=1) or 1
-    out = [
-        f'<svg width="{width}" height="{height}" role="img" aria-label="{_svg_text(title)}">',
-        f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">'
-        f"{_svg_text(title)}</text>",
-    ]
+    out = [_svg_open(width, height, title)]
     for n, (label, value) in enumerate(bars):
-        y = 30 + n * bar_height
-        length = (value / top) * (width - pad - 70)
+        y = 6 + n * bar_height
+        length = (value / top) * (width - pad - value_room)
         out.append(
             f'<text x="{pad - 6}" y="{y + 12}" text-anchor="end" font-size="11">'
-            f"{_svg_text(label)}</text>"
+            f"{_fitted(label, pad - 10)}</text>"
             f'<rect x="{pad}" y="{y}" width="{length:.1f}" height="{bar_height - 4}" '
-            f'fill="{PALETTE[n % len(PALETTE)]}"/>'
-            f'<text x="{pad + length + 4}" y="{y + 12}" font-size="11">'
+            f'fill="{colours[n] if n < len(colours) else PALETTE[n % len(PALETTE)]}"/>'
+            f'<text x="{pad + length + 4:.1f}" y="{y + 12}" font-size="11">'
             f"{shown(value)}</text>"
         )
     out.append("</svg>")
-    return "\n".join(out)
+    return _figure(title, "\n".join(out))
 
 
 def _svg_timeline(title: str, timeline: pd.DataFrame) -> str:
@@ -402,19 +453,15 @@ def _svg_timeline(title: str, timeline: pd.DataFrame) -> str:
     repeat = (counted if not counted.empty else timeline)["repeat_index"].min()
     tasks = timeline[timeline["repeat_index"] == repeat]
     lanes = lane_numbers(zip(tasks["pid"], tasks["thread_id"]))
-    width, lane_height, pad = 520, 22, 90
-    height = 50 + lane_height * len(lanes)
+    width, lane_height, pad = 480, 22, 90
+    height = 12 + lane_height * len(lanes)
     end = max(tasks["end_ms"].max(), 1e-9)
-    out = [
-        f'<svg width="{width}" height="{height}" role="img" aria-label="{_svg_text(title)}">',
-        f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">'
-        f"{_svg_text(title)} (repeat {int(repeat)}, {end:.1f} ms)</text>",
-    ]
+    title = f"{title} (repeat {int(repeat)}, {end:.1f} ms)"
+    out = [_svg_open(width, height, title)]
     for worker, n in lanes.items():
-        label = lane_label(lanes, worker)
         out.append(
-            f'<text x="{pad - 6}" y="{40 + n * lane_height}" text-anchor="end" '
-            f'font-size="11">{label}</text>'
+            f'<text x="{pad - 6}" y="{18 + n * lane_height}" text-anchor="end" '
+            f'font-size="11">{_fitted(lane_label(lanes, worker), pad - 10)}</text>'
         )
     for task in tasks.itertuples():
         n = lanes[(task.pid, task.thread_id)]
@@ -422,13 +469,13 @@ def _svg_timeline(title: str, timeline: pd.DataFrame) -> str:
         w = max((task.end_ms - task.start_ms) / end * (width - pad - 10), 1)
         colour, where = _core_colour(task)
         out.append(
-            f'<rect x="{x:.1f}" y="{28 + n * lane_height}" width="{w:.1f}" '
+            f'<rect x="{x:.1f}" y="{6 + n * lane_height}" width="{w:.1f}" '
             f'height="{lane_height - 6}" fill="{colour}">'
             f"<title>task {task.task_index}: {task.start_ms:.2f}–{task.end_ms:.2f} ms"
             f"{where}</title></rect>"
         )
     out.append("</svg>")
-    return "\n".join(out)
+    return _figure(title, "\n".join(out))
 
 
 # Each thread state's colour (storage.states' letters); on a core: the core's palette colour.
@@ -444,20 +491,15 @@ def _svg_states(title: str, thread_states: str) -> str:
     if not lanes:
         return ""
     names = states.labels(lanes)
-    width, lane_height, pad = 520, 22, 90
-    legend_y = 36 + lane_height * len(lanes)
-    out = [
-        f'<svg width="{width}" height="{legend_y + 40}" role="img" '
-        f'aria-label="{_svg_text(title)}">',
-        f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">'
-        f"{_svg_text(title)} ({span_us / 1000:.1f} ms)</text>",
-    ]
+    width, lane_height, pad = 480, 22, 90
+    title = f"{title} ({span_us / 1000:.1f} ms)"
+    out = [_svg_open(width, 12 + lane_height * len(lanes), title)]
     scale = (width - pad - 10) / span_us
     for n, lane in enumerate(lanes):
-        y = 28 + n * lane_height
+        y = 6 + n * lane_height
         out.append(
             f'<text x="{pad - 6}" y="{y + 12}" text-anchor="end" font-size="11">'
-            f"{_svg_text(names[(lane.pid, lane.tid)])}</text>"
+            f"{_fitted(names[(lane.pid, lane.tid)], pad - 10)}</text>"
         )
         for start, stop, letter, core in lane.spans(span_us):
             colour = PALETTE[core % len(PALETTE)] if letter == "C" else STATE_COLOURS[letter]
@@ -468,16 +510,11 @@ def _svg_states(title: str, thread_states: str) -> str:
                 f'fill="{colour}"><title>{what}: {start / 1000:.1f}–{stop / 1000:.1f} ms'
                 "</title></rect>"
             )
-    x = 10
-    for letter, colour in (("C", PALETTE[0]), *STATE_COLOURS.items()):
-        words = "on a core (colour: which)" if letter == "C" else states.STATES[letter][0]
-        out.append(f'<rect x="{x}" y="{legend_y}" width="10" height="10" fill="{colour}"/>')
-        out.append(f'<text x="{x + 14}" y="{legend_y + 9}" font-size="10">{words}</text>')
-        x += 14 + 6 * len(words) + 10
-        if x > width - 80:
-            x, legend_y = 10, legend_y + 16
     out.append("</svg>")
-    return "\n".join(out)
+    legend = [("on a core (colour: which)", PALETTE[0])] + [
+        (states.STATES[letter][0], colour) for letter, colour in STATE_COLOURS.items()
+    ]
+    return _figure(title, "\n".join(out), legend)
 
 
 def _core_colour(task) -> tuple[str, str]:
@@ -491,66 +528,169 @@ def _core_colour(task) -> tuple[str, str]:
     return PALETTE[end % len(PALETTE)], where
 
 
+# A piece of work: what a section of the page is about, named in its heading; the key its
+# verdicts and its speedups are computed over (storage.reports.verdicts_by_work).
+WORK_KEY = BASELINE_KEY
+WORK_NAMED = ("machine", "python", "workload", "size", "tasks")  # in the heading's own words
+
+# The page's layout: the text column at most 1200 px; a table wider than it scrolls inside its
+# own box; charts side by side while they fit, else one under the other, scaled down (never cut)
+# on a page narrower than one; a long name breaks anywhere rather than widen the page.
+STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:2em auto;padding:0 2em;max-width:1200px;"
+    "overflow-wrap:anywhere}"
+    "section{border-top:1px solid #ccc;margin-top:2em}h2 small{font-weight:normal;color:#555}"
+    ".box{overflow-x:auto;max-width:100%}"
+    "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
+    "padding:3px 6px;text-align:right}td{white-space:nowrap}th{overflow-wrap:normal}"
+    "td:first-child,th:first-child{text-align:left;position:sticky;left:0;background:#fff}"
+    ".charts{display:flex;flex-wrap:wrap;gap:1.5em 2.5em;align-items:flex-start;margin:1em 0}"
+    "figure{margin:0;max-width:100%}figcaption{font-weight:bold;margin-bottom:.3em}"
+    "svg.chart{display:block;max-width:100%;height:auto}"
+    ".legend{list-style:none;padding:0;margin:.4em 0 0;font-size:12px;display:flex;"
+    "flex-wrap:wrap;gap:.2em 1.2em;max-width:480px}"
+    ".legend svg{margin-right:.4em}.verdict{font-size:1.05em}"
+    ".compared td:last-child,.compared th:last-child{text-align:left}"
+)
+
+
 def html_page(
     summary: pd.DataFrame,
-    words: list[str],
+    said: Sequence[Sequence[str]],
     compared: Optional[tuple] = None,
     timeline: Optional[tuple] = None,
 ) -> str:
-    """One self-contained page: tables, verdicts and SVG charts; no external URL."""
+    """One self-contained page: the comparison, then a section per piece of work (its verdict,
+    its charts, its rows), then one run's timeline; no script, no external URL. ``said`` is
+    each piece of work's verdicts (storage.reports.verdicts_by_work), in the summary's order."""
+    parts = ["<h1>concurrency-lab report</h1>"]
+    if compared:
+        parts.append(f'<section class="compared">{_html_comparison(compared)}</section>')
+    said = list(said)
+    groups = summary.groupby(WORK_KEY, dropna=False) if not summary.empty else []
+    for n, (key, rows) in enumerate(groups):
+        parts.append(_html_work(key, rows, said[n] if n < len(said) else []))
+    if timeline is not None:
+        run = _svg_text(timeline[0][:8])
+        charts = [_svg_timeline(f"task timeline of run {timeline[0][:8]}", timeline[1])]
+        if len(timeline) > 2 and timeline[2]:
+            charts.append(_svg_states(f"what each thread did, run {timeline[0][:8]}", timeline[2]))
+        parts.append(
+            f"<section><h2>One run up close: {run}</h2>"
+            f'<div class="charts">{"".join(charts)}</div></section>'
+        )
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>concurrency-lab report</title><style>{STYLE}</style></head><body>\n"
+        + "\n".join(parts)
+        + "\n</body></html>\n"
+    )
+
+
+def _html_comparison(compared: tuple) -> str:
+    """B against A as the Markdown report has it, each table in a box that scrolls."""
     import markdown_it  # shipped with rich
 
     # The Markdown escapes every string from the data; raw HTML is off as well, so that
     # nothing a database holds can become an element or an attribute of the page.
-    body = (
+    page = (
         markdown_it.MarkdownIt("commonmark", {"html": False})
         .enable("table")
-        .render(markdown(summary, words, compared))
+        .render("\n".join(_markdown_comparison(*compared)))
     )
-    charts = []
-    for (machine, python, workload, size, tasks), rows in summary.groupby(
-        ["machine", "python", "workload", "size", "tasks"], dropna=False
-    ):
-        label = f"{workload} (size {size:g}, {tasks:g} tasks) on {machine}, Python {python}"
-        speedups = {
-            executor: [
-                (float(r.workers), float(r.speedup))
-                for r in group.itertuples()
-                if math.isfinite(r.speedup)
-            ]
-            for executor, group in rows.groupby("executor")
-            if executor != "sequential"
-        }
-        speedups = {k: v for k, v in speedups.items() if v}
-        if speedups:
-            charts.append(_svg_lines(f"speedup: {label}", speedups, ideal=True))
-        bars = [
-            (f"{r.executor} x{int(r.workers)}", float(r.median_s))
-            for r in rows.itertuples()
-            if math.isfinite(r.median_s)
-        ]
-        charts.append(_svg_bars(f"time per executor: {label}", bars))
-        memory = [
-            (f"{r.executor} x{int(r.workers)}", float(r.peak_rss_bytes))
-            for r in rows.itertuples()
-            if r.peak_rss_bytes > 0
-        ]
-        if memory:
-            charts.append(_svg_bars(f"peak memory per executor: {label}", memory, _mib))
-    if timeline is not None:
-        charts.append(_svg_timeline(f"task timeline of run {timeline[0][:8]}", timeline[1]))
-        if len(timeline) > 2 and timeline[2]:
-            charts.append(_svg_states(f"what each thread did, run {timeline[0][:8]}", timeline[2]))
-    style = (
-        "body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}"
-        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
-        "padding:3px 6px;text-align:right}svg{margin:1em 1em 0 0}"
-    )
+    return page.replace("<table>", '<div class="box"><table>').replace("</table>", "</table></div>")
+
+
+def _html_work(key: tuple, rows: pd.DataFrame, lines: Sequence[str]) -> str:
+    """One piece of work's section: its verdict first, then its charts, then its rows."""
+    work = dict(zip(WORK_KEY, key))
+    machine, python, workload = work["machine"], work["python"], work["workload"]
+    about = [f"size {number_text(work['size'])}", f"{number_text(work['tasks'])} tasks"]
+    about += [f"{k.replace('_', ' ')} {work[k]}" for k in WORK_KEY if k not in WORK_NAMED]
+    about.append(f"on {machine}, Python {python}")
+    heading = f"<h2>{_svg_text(workload)} <small>{_svg_text(', '.join(about))}</small></h2>"
+    verdict = ""
+    if lines:
+        # the heading names the work: the sentence goes on from where it names it
+        first = lines[0].strip().removeprefix(f"{workload} on {machine}, Python {python}: ")
+        verdict = f'<p class="verdict"><strong>Verdict:</strong> {_svg_text(first)}</p>'
+        more = "".join(f"<li>{_svg_text(line.strip())}</li>" for line in lines[1:])
+        verdict += f"<ul>{more}</ul>" if more else ""
+    charts = "".join(_work_charts(rows))
     return (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>concurrency-lab report</title><style>{style}</style></head><body>\n"
-        f"{body}\n<h2>Charts</h2>\n<div>{''.join(charts)}</div>\n</body></html>\n"
+        f'<section class="work">{heading}{verdict}<div class="charts">{charts}</div>'
+        f"{_html_table(rows)}</section>"
     )
+
+
+def _work_charts(rows: pd.DataFrame) -> list[str]:
+    """One piece of work's charts: speedup per worker count, time and memory per executor,
+    each executor in one colour in all three."""
+    names = sorted({str(e) for e in rows["executor"]})
+    colour = {name: PALETTE[n % len(PALETTE)] for n, name in enumerate(names)}
+    charts = []
+    speedups = {
+        executor: [
+            (float(r.workers), float(r.speedup))
+            for r in group.itertuples()
+            if math.isfinite(r.speedup)
+        ]
+        for executor, group in rows.groupby("executor")
+        if executor != "sequential"
+    }
+    speedups = {k: v for k, v in speedups.items() if v}
+    if speedups:
+        title = "speedup against the sequential run"
+        charts.append(_svg_lines(title, speedups, ideal=True, colours=colour))
+    timed = [r for r in rows.itertuples() if math.isfinite(r.median_s)]
+    bars = [(_configuration(r), float(r.median_s)) for r in timed]
+    colours = [colour[str(r.executor)] for r in timed]
+    charts.append(_svg_bars("median time per executor", bars, colours=colours))
+    held = [r for r in rows.itertuples() if r.peak_rss_bytes > 0]
+    memory = [(_configuration(r), float(r.peak_rss_bytes)) for r in held]
+    if memory:
+        colours = [colour[str(r.executor)] for r in held]
+        charts.append(_svg_bars("peak memory per executor", memory, _mib, colours))
+    return charts
+
+
+# The rows of one piece of work: its heading names the work, and each interval is one cell.
+HTML_COLUMNS = [
+    (c, {"ci_low_s": "95% CI", "speedup_low": "speedup CI"}.get(c, label))
+    for c, label in COLUMNS
+    if c not in WORK_KEY and c not in ("ci_high_s", "speedup_high")
+]
+
+
+def _configuration(row) -> str:
+    """A summary row as its charts and warnings name it: ``threads x4``."""
+    return f"{row.executor} x{_fmt('workers', row.workers)}"
+
+
+def _cell(column: str, row, label: str) -> str:
+    """A table cell's text; an interval with neither end measured is one "–"."""
+    text = _compact(column, row, label)
+    return "–" if set(text) == {"–"} else text
+
+
+def _html_table(rows: pd.DataFrame) -> str:
+    """One piece of work's rows as a table in a box that scrolls where the page is narrower,
+    and the rows' warnings under it."""
+    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in HTML_COLUMNS)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td>{_svg_text(_cell(c, row, label))}</td>" for c, label in HTML_COLUMNS)
+        + "</tr>"
+        for _, row in rows.iterrows()
+    )
+    warned = "".join(
+        f"<li>{_svg_text(_configuration(row))}: {_svg_text('; '.join(row.warnings))}</li>"
+        for row in rows.itertuples()
+        if len(row.warnings)
+    )
+    warnings = f'<ul class="warnings">{warned}</ul>' if warned else ""
+    return f'<div class="box"><table><tr>{head}</tr>{body}</table></div>{warnings}'
 
 
 def csv_report(summary: pd.DataFrame) -> str:

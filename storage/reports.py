@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 import pandas as pd
 
+from experiments.executors import EXECUTORS
 from experiments.options import BY_NAME
 from storage import controlled, explain, figures, stats
 from storage.errors import SelectionError
@@ -1199,20 +1200,29 @@ def verdicts(summary: pd.DataFrame, min_effect: float = MIN_EFFECT) -> list[str]
     return lines
 
 
-# Executors whose tasks run in worker processes of their own (the others run in the runner).
-PROCESS_EXECUTORS = ("processes", "pool", "loky", "dask")
+def verdicts_by_work(summary: pd.DataFrame, min_effect: float = MIN_EFFECT) -> list[list[str]]:
+    """``verdicts`` of each piece of work (BASELINE_KEY) on its own, in the order of
+    ``summary.groupby(BASELINE_KEY, dropna=False)``: what a page with a section per work shows."""
+    return [verdicts(rows, min_effect) for _, rows in summary.groupby(BASELINE_KEY, dropna=False)]
+
+
+def workers_are(executors: pd.Series) -> pd.Series:
+    """Where each executor's tasks run, as it says of itself (``Executor.workers_are``:
+    "processes" for worker processes of its own); None for one not registered here."""
+    return executors.map(lambda name: getattr(EXECUTORS.get(name), "workers_are", None))
 
 
 def _memory_verdict(rows: pd.DataFrame) -> list[str]:
     """The fastest process executor's speed against the memory it held, next to the threads
     of as many workers (else the lightest configuration of the same work)."""
     measured = rows[rows["peak_rss_bytes"] > 0]
-    procs = measured[measured["executor"].isin(PROCESS_EXECUTORS)]
+    kinds = workers_are(measured["executor"])
+    procs = measured[kinds == "processes"]
     if procs.empty or not (procs["speedup"] > 0).any():
         return []
     p = procs[procs["speedup"] > 0].sort_values("median_s").iloc[0]
-    others = measured[~measured["executor"].isin(PROCESS_EXECUTORS)]
-    same = others[(others["executor"] == "threads") & (others["workers"] == p.workers)]
+    others = measured[kinds != "processes"]
+    same = measured[(kinds == "threads") & (measured["workers"] == p.workers)]
     if same.empty:
         same = others.sort_values("peak_rss_bytes")
     if same.empty:
@@ -1234,13 +1244,14 @@ def _interpreters_memory_verdict(rows: pd.DataFrame) -> list[str]:
     runner's process, so their peak is the runner's; a pool's sums its processes'."""
     measured = rows[rows["peak_rss_bytes"] > 0]
     base = measured[measured["executor"] == "sequential"]
-    interpreters = measured[measured["executor"] == "interpreters"]
+    kinds = workers_are(measured["executor"])
+    interpreters = measured[kinds == "interpreters"]
     if base.empty or interpreters.empty:
         return []
     runner = base["peak_rss_bytes"].min()
     i = interpreters.sort_values("median_s").iloc[0]
-    procs = measured[measured["executor"].isin(PROCESS_EXECUTORS)]
-    procs = procs[procs["workers"] == i.workers].sort_values("median_s")
+    procs = measured[(kinds == "processes") & (measured["workers"] == i.workers)]
+    procs = procs.sort_values("median_s")
 
     def per_worker(row) -> str:
         mib = max(0.0, (row.peak_rss_bytes - runner) / row.workers / 2**20)

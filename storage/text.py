@@ -5,6 +5,7 @@ panes, the reports) passes such strings through the one function here that fits 
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -72,3 +73,13 @@ def csv_cell(value: Any) -> Any:
     if value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
         return "'" + value
     return value
+
+
+def number_text(value: Any) -> str:
+    """A count or a size as people write it, never in scientific notation: 4,194,304 (not
+    4.1943e+06), 2.5; "–" for a figure that is missing (None, NaN, an infinity)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.6f}".rstrip("0").rstrip(".")

@@ -363,27 +363,39 @@ class ForkedCli:
         out, err = self.scratch / "stdout", self.scratch / "stderr"
         job = {"argv": list(argv), "cwd": str(cwd or self.scratch), "env": env}
         job.update(stdout=str(out), stderr=str(err))
-        self.server.stdin.write(json.dumps(job) + "\n")
-        self.server.stdin.flush()
-        pid = int(self.server.stdout.readline())
-        expired = threading.Event()
-
-        def expire() -> None:
-            expired.set()
-            _kill_group(pid)
-
-        timer = threading.Timer(timeout, expire)
-        timer.start()
         try:
-            code = int(self.server.stdout.readline())
-        finally:
-            timer.cancel()
+            self.server.stdin.write(json.dumps(job) + "\n")
+            self.server.stdin.flush()
+            pid = int(self.server.stdout.readline())
+            expired = threading.Event()
+
+            def expire() -> None:
+                expired.set()
+                _kill_group(pid)
+
+            timer = threading.Timer(timeout, expire)
+            timer.start()
+            try:
+                code = int(self.server.stdout.readline())
+            finally:
+                timer.cancel()
+        except BaseException:
+            # A call left half-read (pytest-timeout's signal in a readline) would leave its
+            # lines for the next call to take as its own: the server goes with it.
+            self._discard()
+            raise
         if expired.is_set():
             raise subprocess.TimeoutExpired(["conlab", *argv], timeout)
         return code, out.read_text(errors="replace"), err.read_text(errors="replace")
 
     def __call__(self, *argv: str) -> tuple[int, str, str]:
         return self.run(argv)
+
+    def _discard(self) -> None:
+        server, self.server = self.server, None
+        if server is not None and server.poll() is None:
+            server.kill()
+            server.wait()
 
     def close(self) -> None:
         if self.server is not None and self.server.poll() is None:

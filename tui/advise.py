@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from experiments import launch
 from experiments.environment import usable_cores
-from experiments.executors import EXECUTORS
+from experiments.executors import EXECUTORS, Executor, Snippet
 from experiments.spec import ExperimentSpec, SpecError, new_id
 from experiments.workloads import WORKLOADS
 
@@ -62,17 +62,16 @@ MIN_EFFECT = 0.05  # as storage.reports: a smaller difference is no difference
 BUDGET_SHARE = 0.7
 # Per runner process, beyond its repeats: start-up, import, environment, storing (measured here).
 PROCESS_OVERHEAD_S = 0.25
-# Executors preferred, among tied configurations, in this order (fewer resources, no rewrite).
-PREFERENCE = (
-    "sequential",
-    "threads",
-    "asyncio",
-    "interpreters",
-    "processes",
-    "pool",
-    "loky",
-    "dask",
-)
+
+
+# For an executor advise does not measure, by where its tasks run (Executor.workers_are): what
+# they are, and the executor advise measures in their stead.
+STANDS_IN = {
+    "runner": ("work in the runner's thread", "sequential"),
+    "threads": ("worker threads", "threads"),
+    "interpreters": ("worker interpreters", "interpreters"),
+    "processes": ("worker processes", "processes"),
+}
 
 
 class AdviseFailed(Exception):
@@ -314,18 +313,19 @@ def plan(workload: str, probes: dict, tasks: int) -> tuple[list[Candidate], list
             candidates.append(Candidate("interpreters", cores))
         elif name == "interpreters":
             left[name] = procs or left.get("threads", "threads do the same with less")
-        elif procs:
+        elif procs and executor.workers_are == "processes":
             left[name] = f"as processes: {procs}"
-        elif name in ("dask", "ray"):
+        elif "scheduler" in executor.options:
             left[name] = (
                 "a cluster's scheduler adds its own round trip to every task on top of "
                 f"a process pool's {_ms(cost)}; it pays off across machines, which "
                 "advise does not measure"
             )
         else:
+            kind, stand_in = STANDS_IN[executor.workers_are]
             left[name] = (
-                "the same kind of worker processes as processes, which stands for them "
-                f"here (compare with conlab run -e processes -e {name})"
+                f"the same kind of {kind} as {stand_in}, which stands for them "
+                f"here (compare with conlab run -e {stand_in} -e {name})"
             )
     return candidates, [{"executor": k, "reason": v} for k, v in left.items()]
 
@@ -452,8 +452,7 @@ def _int(value) -> Optional[int]:
 def _preference(row, pythons: Sequence[str] = ()) -> tuple:
     """Among tied rows: the simpler executor, then the interpreter given first, then fewer
     workers and smaller chunks."""
-    executor = row.executor
-    rank = PREFERENCE.index(executor) if executor in PREFERENCE else len(PREFERENCE)
+    rank = getattr(EXECUTORS.get(row.executor), "preference", Executor.preference)
     python = pythons.index(row.python) if row.python in pythons else len(pythons)
     return rank, python, int(row.workers), _int(row.chunksize) or 1
 
@@ -504,71 +503,15 @@ def snippet(
     size: int,
     tasks: int,
 ) -> str:
-    """Ready-to-paste code running the function the recommended way."""
+    """Ready-to-paste code running the function the recommended way (the executor's own);
+    "" where it has none."""
     line, func = _import_line(workload)
+    async_form = getattr(WORKLOADS.get(workload), "async_func", None)
     items = f"items = [{size}] * {tasks}  # your arguments"
-    if executor == "sequential":
-        return f"{line}\n\n{items}\nresults = [{func}(x) for x in items]\n"
-    if executor == "threads":
-        return (
-            f"from concurrent.futures import ThreadPoolExecutor\n\n{line}\n\n{items}\n"
-            f"with ThreadPoolExecutor(max_workers={workers}) as ex:\n"
-            f"    results = list(ex.map({func}, items))\n"
-        )
-    if executor == "asyncio":
-        async_name = getattr(WORKLOADS.get(workload), "async_func", None)
-        afunc = async_name.__name__ if async_name else func
-        return (
-            f"import asyncio\n\n{line.rsplit(' ', 1)[0]} {afunc}\n\n\n"
-            f"async def main(items):\n    limit = asyncio.Semaphore({workers})\n\n"
-            f"    async def one(x):\n        async with limit:\n"
-            f"            return await {afunc}(x)\n\n"
-            "    return await asyncio.gather(*(one(x) for x in items))\n\n\n"
-            f"{items}\nresults = asyncio.run(main(items))\n"
-        )
-    if executor == "interpreters":
-        return (
-            "try:  # Python 3.14+\n"
-            "    from concurrent.futures import InterpreterPoolExecutor\n"
-            "except ImportError:  # Python 3.13: pip install interpreters-pep-734\n"
-            "    from interpreters_backport.concurrent.futures.interpreter import (\n"
-            "        InterpreterPoolExecutor,\n"
-            "    )\n\n"
-            "# Each worker is a fresh interpreter: it imports the function by its module's\n"
-            "# name, so the function lives in a module, not in the script you run.\n"
-            f"{line}\n\n{items}\n"
-            f"with InterpreterPoolExecutor(max_workers={workers}) as ex:\n"
-            f"    results = list(ex.map({func}, items))\n"
-        )
-    chunk = f", chunksize={chunksize}" if chunksize and chunksize > 1 else ""
-    method = start_method or "spawn"
-    guard = (
-        "# The guard: spawn and forkserver start each worker by importing this module, and\n"
-        "# without it every worker would run this code again and start a pool of its own.\n"
-        + (
-            f"# ({method} is the default here; spawn is on macOS and Windows, forkserver on\n"
-            "# Linux from Python 3.14.)\n"
-            if method == "fork"
-            else ""
-        )
-    )
-    if executor == "pool":
-        body = (
-            f"    with multiprocessing.get_context({method!r}).Pool({workers}) as pool:\n"
-            f"        results = pool.map({func}, items{chunk})\n"
-        )
-        head = f"import multiprocessing\n\n{line}\n\n"
-    else:
-        body = (
-            f"    context = multiprocessing.get_context({method!r})\n"
-            f"    with ProcessPoolExecutor(max_workers={workers}, mp_context=context) as ex:\n"
-            f"        results = list(ex.map({func}, items{chunk}))\n"
-        )
-        head = (
-            "import multiprocessing\nfrom concurrent.futures import ProcessPoolExecutor\n\n"
-            f"{line}\n\n"
-        )
-    return f'{head}{guard}if __name__ == "__main__":\n    {items}\n{body}'
+    afunc = getattr(async_form, "__name__", func)
+    code = Snippet(line, func, afunc, items, workers, chunksize, start_method)
+    found = EXECUTORS.get(executor)
+    return (found.snippet(code) if found else None) or ""
 
 
 def _probe_reasons(workload: str, probes: dict, tasks: int) -> list[str]:

@@ -67,6 +67,15 @@ PRESETS = [
 # The panes, by id, and their names on the tabs.
 PANES = {"lab": "1 Lab", "runs": "2 Runs", "compare": "3 Compare", "machine": "4 Machine"}
 
+
+def pane_name(node) -> str:
+    """The name of the pane ``node`` is in ("Lab"), "everywhere" outside the panes."""
+    for each in node.ancestors_with_self:
+        if each.id in PANES:
+            return PANES[each.id].partition(" ")[2]
+    return "everywhere"
+
+
 # The widget that takes the keys when a pane is shown (Runs decides for itself).
 FIRST_FOCUS = {"lab": "#workloads", "compare": "#compare-table", "machine": "#machines"}
 
@@ -369,11 +378,9 @@ class ConlabApp(App):
             self.action_show("runs")  # the pane shows the filter when it comes into view
 
     def action_help(self) -> None:
-        from tui.components.help import INTRO, OUTRO, HelpScreen, bindings_table
-        from tui.components.runs import RunsPane
+        from tui.components.help import INTRO, OUTRO, HelpScreen, binding_groups, bindings_table
 
-        groups = [("everywhere", self.BINDINGS), ("Runs", RunsPane.BINDINGS)]
-        table = bindings_table(groups, self.get_key_display_for)
+        table = bindings_table(binding_groups(self, pane_name), self.get_key_display_for)
         self.push_screen(HelpScreen(f"{INTRO}\n{table}\n\n{OUTRO}\n"))
 
     def get_key_display_for(self, key: str) -> str:

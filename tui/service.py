@@ -129,6 +129,7 @@ class Report:
     summary: pd.DataFrame
     verdicts: list[str] = field(default_factory=list)
     comparison: Optional[Comparison] = None
+    min_effect: Optional[float] = None  # the change a verdict calls a difference; None: default
 
     @property
     def empty(self) -> bool:
@@ -194,7 +195,7 @@ def build_report(
     effect = min_effect_for(processes) if min_effect is None else min_effect
     summary = summarize(processes) if summarise_all or not compare else pd.DataFrame()
     words = verdicts(summary, effect) if not summary.empty else []
-    found = Report(processes, summary, words)
+    found = Report(processes, summary, words, min_effect=effect)
     if compare:
         from storage.reports import compare as compare_selections
 
@@ -305,7 +306,11 @@ def render_report(found: Report, format: str, timeline_of=None) -> str:
         return render.csv_report(found.summary)
     if format == "json":
         return render.json_report(found.summary, found.verdicts, compared)
-    return render.html_page(found.summary, found.verdicts, compared, timeline_of)
+    from storage.reports import MIN_EFFECT, verdicts_by_work
+
+    effect = MIN_EFFECT if found.min_effect is None else found.min_effect
+    said = verdicts_by_work(found.summary, effect) if not found.summary.empty else []
+    return render.html_page(found.summary, said, compared, timeline_of)
 
 
 def export_report(db: Optional[str], format: str, folder: Path) -> Optional[Path]:

@@ -25,6 +25,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         except PackageNotFoundError:
             print("conlab (not installed as a package)")
         return
+    executors_unloaded()
     try:
         found = app_options(args)
         if found is None:
@@ -41,6 +42,18 @@ def main(argv: Optional[list[str]] = None) -> None:
         fail(str(exc))
     except KeyboardInterrupt:  # Ctrl-C at any moment, loading included: one line
         fail("interrupted", 1)
+
+
+def executors_unloaded() -> None:
+    """A module that $CONLAB_EXECUTORS names and that cannot be imported: one line, exit 2
+    (looked at only when it is set: the lab's own executors load with the first sweep)."""
+    import os
+
+    if os.environ.get("CONLAB_EXECUTORS"):
+        from experiments.executors import not_loaded
+
+        if not_loaded():
+            fail(not_loaded())
 
 
 def app_options(args: list[str]) -> Optional[dict[str, str]]:

@@ -182,10 +182,14 @@ def test_a_chunk_reads_its_costs_at_its_two_ends_and_keeps_each_tasks_times(monk
         assert all(isinstance(value, int) for value in samples[-1][6:11])
         allowed = os.sched_getaffinity(0)
         core = max(allowed)
-        monkeypatch.setattr(timing, "current_core", timing._first_core)  # ctypes not loaded
+        monkeypatch.setattr(timing, "current_core", timing._core_until_loaded)
+        monkeypatch.setattr(timing, "_core_reads", 0)  # ctypes not loaded: a spawned worker
         os.sched_setaffinity(0, {core})
         try:  # the core read without ctypes (a spawned worker's path) is the one it runs on
-            assert timing._chunk_core() == core
+            assert timing._chunk_core() == core and "ctypes" not in repr(timing.current_core)
+            monkeypatch.setattr(timing, "_core_reads", timing.READS_BEFORE_LOADING)
+            assert timing._chunk_core() == core  # and with sched_getcpu, loaded after as many
+            assert timing.current_core is not timing._core_until_loaded
         finally:
             os.sched_setaffinity(0, allowed)
     stored = [list(s[1:11]) for s in samples]  # as the runner sends them

@@ -96,6 +96,33 @@ def test_spawned_worker_imports_nothing_heavy(monkeypatch, user_dir, tmp_path):
     modules = {name.split(".")[0] for name in json.loads(reports[0].read_text())}
     assert "experiments" in modules  # it did import the lab's task wrapper (workloads)
     assert modules & HEAVY == set()
+    # the cores of its first tasks read from the kernel's stat line, not through ctypes
+    assert "ctypes" not in modules
+
+
+def test_the_labs_modules_are_compiled_once_for_workers_to_read(tmp_path):
+    # Under PYTHONDONTWRITEBYTECODE (as on this machine) a spawned worker or a worker
+    # interpreter compiles from source every module without fresh bytecode.
+    import shutil
+
+    lab = tmp_path / "lab"
+    shutil.copytree(
+        Path(launch.__file__).parent,
+        lab / "experiments",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    stale = lab / "experiments" / "timing.py"
+    code = "from experiments.bootstrap import cache_own_bytecode; cache_own_bytecode()"
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(lab)}
+    for _ in range(2):  # none yet; then one changed since
+        subprocess.run([sys.executable, "-c", code], env=env, cwd=lab, check=True)
+        import importlib.util
+
+        from experiments.bootstrap import _fresh
+
+        sources = sorted((lab / "experiments").glob("*.py"))
+        assert all(_fresh(str(f), importlib.util.cache_from_source(str(f))) for f in sources)
+        stale.write_text(stale.read_text() + "\n# changed\n")
 
 
 def test_sleep_overlaps_under_asyncio(monkeypatch, user_dir):

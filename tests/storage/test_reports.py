@@ -91,19 +91,18 @@ def frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
-KNOWN = frame(
-    [
-        {"executor": "sequential", "workers": 1, "walls": [1.00, 1.00, 1.00, 1.00, 1.00]},
-        {"executor": "processes", "workers": 2, "walls": [0.50, 0.50, 0.50, 0.50, 0.50], "cpu": 2},
-        {
-            "executor": "processes",
-            "workers": 4,
-            "walls": [0.40, 0.40, 0.40, 0.40, 0.40],
-            "cpu": 2.5,
-        },
-        {"executor": "threads", "workers": 4, "walls": [1.05, 1.05, 1.05, 1.05, 1.05], "cpu": 1.0},
-    ]
-)
+KNOWN_ROWS = [
+    {"executor": "sequential", "workers": 1, "walls": [1.00, 1.00, 1.00, 1.00, 1.00]},
+    {"executor": "processes", "workers": 2, "walls": [0.50, 0.50, 0.50, 0.50, 0.50], "cpu": 2},
+    {
+        "executor": "processes",
+        "workers": 4,
+        "walls": [0.40, 0.40, 0.40, 0.40, 0.40],
+        "cpu": 2.5,
+    },
+    {"executor": "threads", "workers": 4, "walls": [1.05, 1.05, 1.05, 1.05, 1.05], "cpu": 1.0},
+]
+KNOWN = frame(KNOWN_ROWS)
 
 
 def row(summary: pd.DataFrame, executor: str, workers: int) -> pd.Series:
@@ -130,6 +129,31 @@ def test_words_say_what_the_numbers_show():
     words = " ".join(verdicts(summarize(KNOWN)))
     assert "fastest is processes x4" in words and "2.50x" in words
     assert "threads x4 gave 0.95x" in words and "the GIL" in words
+
+
+def test_each_piece_of_work_has_its_own_verdicts_in_the_summary_order():
+    two = frame(
+        [
+            *({**r, "workload": "cpu"} for r in KNOWN_ROWS),
+            {"executor": "threads", "workers": 2, "walls": [1, 1, 1], "workload": "a" * 80},
+        ]
+    )
+    summary = summarize(two)
+    by_work = reports.verdicts_by_work(summary)
+    assert [line for lines in by_work for line in lines] == verdicts(summary)
+    assert [lines[0].split(" on ")[0] for lines in by_work] == ["a" * 80, "cpu"]
+    assert "no sequential run" in by_work[0][0] and "fastest is processes x4" in by_work[1][0]
+    assert all(not line.startswith(" ") for line in (lines[0] for lines in by_work))
+    assert reports.verdicts_by_work(summarize(KNOWN)) == [verdicts(summarize(KNOWN))]
+
+
+def test_sizes_and_counts_are_written_out_never_in_scientific_notation():
+    from storage.text import number_text
+
+    assert number_text(4 * 2**20) == number_text(4194304.0) == "4,194,304"
+    assert number_text(16) == "16" and number_text(2.5) == "2.5"
+    assert number_text(1e21) == "1,000,000,000,000,000,000,000"
+    assert number_text(None) == number_text(float("nan")) == number_text(math.inf) == "–"
 
 
 def test_no_sequential_run_is_said_plainly():
@@ -770,7 +794,8 @@ def rendered(path, sweeps, labels=None) -> tuple[str, str]:
         compared = (*compare(repeats, a, b), *(labels or (a, b)))
         run_id = str(repeats[repeats["workers"] > 1]["run_id"].iloc[0])
         timeline = (run_id, load_timeline(engine, run_id))
-        return render.html_page(summary, words, compared, timeline), render.markdown(
+        said = reports.verdicts_by_work(summary)
+        return render.html_page(summary, said, compared, timeline), render.markdown(
             summary, words, compared
         )
     finally:

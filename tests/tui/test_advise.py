@@ -46,7 +46,13 @@ KINDS = textwrap.dedent('''
 ''')
 BUDGET = "10"
 TASKS = ["--tasks", "8"]  # within the budget even on a busy machine
-PROCESS_FAMILY = ("processes", "pool", "loky")
+
+
+def in_processes(executor: str) -> bool:
+    """Whether ``executor`` runs its tasks in worker processes of its own, as it says."""
+    from experiments.executors import EXECUTORS
+
+    return EXECUTORS[executor].workers_are == "processes"
 
 
 @pytest.fixture
@@ -101,7 +107,7 @@ def test_pure_python_work_goes_to_as_many_processes_as_cores(conlab, kinds):
     if rec["executor"] == "sequential":  # only when the machine gave the workers no core,
         assert _busy(found), found["why"]  # which the answer then says
     else:
-        assert rec["executor"] in PROCESS_FAMILY and rec["workers"] == cores, found["why"]
+        assert in_processes(rec["executor"]) and rec["workers"] == cores, found["why"]
         assert rec["ci"][0] > 1 or found["ties"], rec
     assert any("works rather than waits" in line for line in found["why"])
     left = {c["executor"]: c["reason"] for c in found["candidates"] if c["left_out"]}
@@ -151,7 +157,7 @@ def test_gil_releasing_c_code_goes_to_threads(conlab, kinds):
     # executor is only recommended when it is clear of threads; sequential only on a machine
     # busy enough to give the threads no second core, which the answer then says
     tied = ("threads", usable_cores()) in _names(found)
-    if rec["executor"] in PROCESS_FAMILY:
+    if in_processes(rec["executor"]):
         assert not tied, found["why"]
     elif rec["executor"] == "sequential":
         assert tied or _busy(found), found["why"]
@@ -163,7 +169,7 @@ def test_a_20_us_function_is_sequential_or_chunked_with_dispatch_named(conlab, k
     found = _advise(conlab, "short", "--tasks", "1024")
     rec = found["recommendation"]
     assert rec["executor"] == "sequential" or (
-        rec["executor"] in PROCESS_FAMILY and rec["chunksize"] >= 16
+        in_processes(rec["executor"]) and rec["chunksize"] >= 16
     ), found["why"]
     assert any("round trip" in line and "dispatch dominates" in line for line in found["why"])
     left = {c["executor"]: c["reason"] for c in found["candidates"] if c["left_out"]}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -20,6 +21,29 @@ OUTRO = (
     "the fields set the parameters (empty means the default shown). Bad input is shown under "
     "the fields, with how to fix it."
 )
+
+
+def declared_bindings(node) -> list[Binding]:
+    """The bindings the lab's own classes give ``node``, the most derived class first (a
+    Textual widget's own keys, the same in every app, are the widget's to show)."""
+    found = []
+    for cls in type(node).__mro__:
+        if cls.__module__.partition(".")[0] == "tui" and "BINDINGS" in cls.__dict__:
+            found += [
+                b if isinstance(b, Binding) else Binding(*b) for b in cls.__dict__["BINDINGS"]
+            ]
+    return found
+
+
+def binding_groups(app, where: Callable[[Any], str]) -> list[tuple[str, list[Binding]]]:
+    """Every binding a user can press on the app's screen, grouped by ``where(node)``: the
+    app's own ("everywhere"), then each pane's and each widget's in it, in screen order."""
+    groups: dict[str, list[Binding]] = {"everywhere": declared_bindings(app)}
+    for node in app.screen_stack[0].walk_children():
+        bindings = declared_bindings(node)
+        if bindings:
+            groups.setdefault(where(node), []).extend(bindings)
+    return list(groups.items())
 
 
 def bindings_table(groups: Iterable[tuple[str, Iterable[Binding]]], key_display) -> str:

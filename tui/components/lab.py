@@ -79,7 +79,6 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
             "advise",
             "Advise",
             id="lab.advise",
-            show=False,
             tooltip="probe the chosen workload, measure what can win, recommend one",
         ),
     ]

@@ -88,7 +88,7 @@ class Executors(Part, Vertical):
                         e["name"] + ("" if e["available"] else f"  (unavailable: {e['reason']})")
                     ),
                     e["name"],
-                    e["name"] in ("sequential", "threads", "processes"),
+                    e["lab_ticked"],
                     disabled=not e["available"],
                 )
                 for e in describe_executors()
