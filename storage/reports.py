@@ -301,19 +301,42 @@ def load_processes(
 RUN_KEYS_SQL = "r.id AS run_id, " + ", ".join(
     f"r.{c}" for c in REPORT_COLUMNS if c not in ("status", "id")
 )
-PROCESS_SQL = (
-    f"SELECT {RUN_KEYS_SQL}, "
-    + ", ".join(f"p.{c}" for c in figures.COLUMNS[1:])
-    + " FROM run r LEFT JOIN process p ON p.run_id = r.id {joins}WHERE r.status = 'ok'"
-)
+# The options most runs leave unset (NULL): each is read with every process row only where some
+# stored run holds it (``_options_held``); elsewhere it is None in every row, unread.
+SPARSE_OPTIONS = tuple(c for c in OPTION_COLUMNS if c not in ("workers", "size", "tasks"))
+
+
+def _process_sql(held: Sequence[str]) -> str:
+    """What a report reads of each process row (``{joins}`` to fill): its run's keys, of the
+    SPARSE_OPTIONS only those ``held``, and its figures."""
+    keys = [
+        c
+        for c in REPORT_COLUMNS
+        if c not in ("status", "id") and (c not in SPARSE_OPTIONS or c in held)
+    ]
+    return (
+        f"SELECT r.id AS run_id, {', '.join('r.' + c for c in keys)}, "
+        + ", ".join(f"p.{c}" for c in figures.COLUMNS[1:])
+        + " FROM run r LEFT JOIN process p ON p.run_id = r.id {joins}WHERE r.status = 'ok'"
+    )
+
+
+def _options_held(connection) -> list[str]:
+    """The SPARSE_OPTIONS some stored run holds (one pass over the report's index)."""
+    counts = ", ".join(f"count(r.{c})" for c in SPARSE_OPTIONS)
+    _, rows = _rows(connection, f"SELECT {counts} FROM run r WHERE r.status = 'ok'")
+    return [c for c, n in zip(SPARSE_OPTIONS, rows[0]) if n]
 
 
 def _stored_processes(connection, where: str, params: dict) -> pd.DataFrame:
     """The process rows of the finished runs ``where`` picks in one database; the runs whose
     rows are missing or unreadable derived again from their repeats."""
     joins = SELECTION_JOINS if where else ""
-    names, rows = _rows(connection, PROCESS_SQL.format(joins=joins) + where, params)
+    held = _options_held(connection)
+    names, rows = _rows(connection, _process_sql(held).format(joins=joins) + where, params)
     frame = pd.DataFrame.from_records(rows, columns=names)
+    for column in (c for c in SPARSE_OPTIONS if c not in held):
+        frame[column] = None
     readable = _sound_rows(frame)
     again = set(frame.loc[~readable, "run_id"].tolist())
     frame = frame[~frame["run_id"].isin(again)] if again else frame
