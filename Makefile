@@ -10,13 +10,19 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 
 .PHONY: install run test lint bench report clean
 
+# The extras `make install` puts in .venv (`make install EXTRAS=dev` installs fewer).
+EXTRAS ?= dev,loky,dask,joblib,ray,uvloop,postgres,interpreters
+
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "make: no Python >= 3.11 found; install one or pass PYTHON=/path/to/python3.11" >&2; exit 2; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,loky,dask,joblib,ray,uvloop,postgres,interpreters]'
+	@# setuptools' notice on every editable install (folders named like a package may shadow it)
+	@# is kept out of the output: in this checkout those folders are the packages themselves.
+	PYTHONWARNINGS='ignore:Editable installation' \
+	  $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
 run: install
@@ -25,7 +31,7 @@ run: install
 lint: install
 	$(BIN)/ruff check experiments storage tui tests bench docs
 	$(BIN)/ruff format --check experiments storage tui tests bench docs
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-logo
 
 # Three pytest workers on a 2-core machine: many tests wait on real subprocesses (a Ray head, a
 # pool's start, a worker's timeout), and a third worker runs while the others wait.

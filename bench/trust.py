@@ -10,7 +10,7 @@ Everything here goes through `conlab` as a user runs it, on a scratch database:
   (`bench_func`, its default worker processes): within 0.97-1.03, or pyperf's median inside the
   lab's 95% interval.
 - The default `conlab run -w cpu -e sequential -e threads -e processes`: about two minutes, as
-  the README says (three executors, six runner processes each).
+  docs/cli.md says (three executors, six runner processes each).
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ def bench_default_sweep(bench) -> None:
         "default",
     )
     took = time.monotonic() - start
-    # the README's "about two minutes on 2 cores"
+    # docs/cli.md's "about two minutes on 2 cores"
     bench.record("the quick start's default cpu sweep, seconds", took, "<= 150", took <= 150)
 
 

@@ -1,4 +1,4 @@
-"""Save the README's screenshots with the app itself: `python docs/make_screenshots.py`.
+"""Save the screenshots in README and docs/app.md with the app: `python docs/make_screenshots.py`.
 
 Runs a small real sweep into a scratch database, then saves each screen as SVG in docs/.
 """

@@ -119,6 +119,9 @@ def run_object(
     obj["median_s"] = statistics.median(wall_s) if wall_s else None
     obj["ci_low_s"] = _finite(spread.low)
     obj["ci_high_s"] = _finite(spread.high)
+    # the figure per call people compare with pyperf's: a repeat's median wall time per task
+    tasks = _number(run.get("tasks"))
+    obj["per_task_s"] = obj["median_s"] / tasks if obj["median_s"] is not None and tasks else None
     obj["notes"] = run_notes(obj, spread) + main_notes(run.get("environment_json"))
     obj.update({name: _number(run.get(name)) for name in COST_FIELDS})
     # keep the contract's key order: error last

@@ -132,10 +132,16 @@ def summary_rows(summary: pd.DataFrame, compact: bool = False) -> list[dict[str,
 
 
 def _compact(column: str, row, label: str) -> str:
+    # an interval as one word, its unit once: "271.4–275.9 ms", "1.90–1.98x"
     if column == "ci_low_s":
-        return f"{_fmt(column, row['ci_low_s'])}–{_fmt(column, row['ci_high_s'])}"
+        low, high = row["ci_low_s"], row["ci_high_s"]
+        if _missing(low) or _missing(high):
+            return f"{_fmt(column, low)}–{_fmt(column, high)}"
+        return f"{low * 1000:.1f}–{high * 1000:.1f}\u00a0ms"
     if column == "speedup_low":
-        return f"{_fmt(column, row['speedup_low'])}–{_fmt(column, row['speedup_high'])}"
+        return f"{_number(row['speedup_low'], '.2f')}–{_fmt(column, row['speedup_high'])}"
+    if column in ("size", "tasks"):
+        return number_text(row[column])
     return _fmt(column, row[column])
 
 

@@ -28,6 +28,7 @@ from storage.queries import (
     selection_terms,
 )
 from storage.target import read_error
+from storage.text import number_text
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -1175,7 +1176,7 @@ def verdicts(summary: pd.DataFrame, min_effect: float = MIN_EFFECT) -> list[str]
         # rows named alike by executor and workers are named with what tells them apart
         name = functools.partial(_name, apart=told_apart_by(rows, ["executor", "workers"]))
         where = (
-            f"{workload}{f' at size {size:g}' if several_sizes else ''} on {machine}, "
+            f"{workload}{f' at size {number_text(size)}' if several_sizes else ''} on {machine}, "
             f"Python {python}"
         )
         if rows["speedup"].isna().all():

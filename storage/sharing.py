@@ -81,7 +81,9 @@ class Problem:
         return self.what
 
 
-_RUNS_BY_CONFIG = """SELECT coalesce(m.hostname, '?'), coalesce(i.version, '?'), r.status, count(*)
+# A free-threaded build is named as every table names it: 3.13.15t.
+_RUNS_BY_CONFIG = """SELECT coalesce(m.hostname, '?'),
+    coalesce(i.version || CASE WHEN i.gil_disabled THEN 't' ELSE '' END, '?'), r.status, count(*)
     FROM run r LEFT JOIN machine m ON m.fingerprint = r.machine_fingerprint
     LEFT JOIN interpreter i ON i.key = r.interpreter_key
     GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
@@ -1060,7 +1062,7 @@ def _anonymize(copy: sqlite3.Connection) -> None:
     paths pythonX.Y, every other absolute path its last part (/srv/lab/jobs.py and
     ~/clients/acme/jobs.py -> .../jobs.py); drop the machine id and the recording host; number
     each run's processes 1, 2, ... in place of their ids, in its rows and its words alike.
-    (README and --help say so.)"""
+    (docs/sharing.md and --help say so.)"""
     scrub = _Scrubber()
     aliases = {
         fingerprint: f"machine-{str(fingerprint)[:8]}"
@@ -1090,6 +1092,7 @@ def _anonymize(copy: sqlite3.Connection) -> None:
                 (json.dumps(env, sort_keys=True), run_id),
             )
     _number_processes_in_words(copy, numbers)
+    _number_processes_in_looks(copy, numbers)
     copy.execute("UPDATE run SET recorder_host = NULL, recorder_pid = NULL, runner_pid = NULL")
     for fingerprint, alias in aliases.items():
         copy.execute("UPDATE machine SET hostname = ? WHERE fingerprint = ?", (alias, fingerprint))
@@ -1143,6 +1146,35 @@ def _number_processes_in_words(copy: sqlite3.Connection, numbers: dict) -> None:
         copy.execute(
             "UPDATE run SET error = ?, error_detail = ?, stderr = ? WHERE id = ?", (*texts, run_id)
         )
+
+
+def _number_processes_in_looks(copy: sqlite3.Connection, numbers: dict) -> None:
+    """The process and thread ids of what each thread was doing (``run.thread_states``: a lane
+    per thread, ``pid tid`` first) and of each repeat's worker split (``repeat.worker_split``:
+    ``pid:thread:...`` a worker) become numbers from the run's numbering, one id one number,
+    so a process's main thread (tid = pid) stays its process's."""
+    for run_id, text in copy.execute(
+        "SELECT id, thread_states FROM run WHERE thread_states IS NOT NULL"
+    ).fetchall():
+        known = numbers.setdefault(run_id, {})
+        span, bar, lanes = str(text).partition("|")
+        lanes = ";".join(_numbered_fields(lane, " ", 2, known) for lane in lanes.split(";"))
+        copy.execute("UPDATE run SET thread_states = ? WHERE id = ?", (span + bar + lanes, run_id))
+    for repeat_id, run_id, text in copy.execute(
+        "SELECT id, run_id, worker_split FROM repeat WHERE worker_split IS NOT NULL"
+    ).fetchall():
+        known = numbers.setdefault(run_id, {})
+        split = " ".join(_numbered_fields(w, ":", 1, known) for w in str(text).split(" "))
+        copy.execute("UPDATE repeat SET worker_split = ? WHERE id = ?", (split, repeat_id))
+
+
+def _numbered_fields(text: str, separator: str, count: int, numbers: dict[str, int]) -> str:
+    """``text`` with its first ``count`` fields (process or thread ids) numbered."""
+    fields = text.split(separator)
+    for at in range(min(count, len(fields))):
+        if fields[at].strip().isdigit():
+            fields[at] = str(numbers.setdefault(fields[at].strip(), len(numbers) + 1))
+    return separator.join(fields)
 
 
 def _number_environment_processes(env: dict, numbers: dict[str, int]) -> None:

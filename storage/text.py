@@ -76,10 +76,16 @@ def csv_cell(value: Any) -> Any:
 
 
 def number_text(value: Any) -> str:
-    """A count or a size as people write it, never in scientific notation: 4,194,304 (not
-    4.1943e+06), 2.5; "–" for a figure that is missing (None, NaN, an infinity)."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    """A count or a size (size, tasks, workers) as people write it, never in scientific
+    notation: 4,194,304 (not 4.1943e+06), 2.5; "–" for a figure that is missing (None, NaN, an
+    infinity); anything else as printable text."""
+    if value is None or isinstance(value, bool):
+        return "–" if value is None else str(value)
+    if not isinstance(value, (int, float)) and not hasattr(value, "__index__"):
+        return printable(value)
+    number = float(value)
+    if not math.isfinite(number):
         return "–"
-    if float(value).is_integer():
-        return f"{int(value):,}"
-    return f"{value:,.6f}".rstrip("0").rstrip(".")
+    if number.is_integer():
+        return f"{int(number):,}"
+    return f"{number:,.6f}".rstrip("0").rstrip(".")

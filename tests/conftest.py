@@ -603,29 +603,58 @@ def pg_url(postgres_server: str):
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
 
 
-# The one command that gets a free-threaded CPython on this machine (from the repository's root).
-GET_FREE_THREADED = "../shared/tools/build-cpython 3.13 --disable-gil"
+# Where `.ci/run`'s build tool keeps the CPython builds it makes (one folder per build), which a
+# clone of this repository finds without the tool.
+CPYTHON_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "conlab-cpython")
+
+# How to get a free-threaded CPython, for a clone (the first) and beside `.ci/run` (the last).
+GET_FREE_THREADED = (
+    "`uv python install 3.13t` (or `pyenv install 3.13t`, Debian's python3.13-nogil, or a "
+    f"CPython built with ./configure --disable-gil and installed under {CPYTHON_CACHE}/NAME), "
+    "or beside .ci/run `../shared/tools/build-cpython 3.13 --disable-gil`"
+)
+
+
+def cached_free_threaded(cache: Path = CPYTHON_CACHE) -> list[str]:
+    """The free-threaded interpreters of the builds in ``cache`` (``NAME/bin/python3.Xt``),
+    newest version first; what each really is is asked by the caller."""
+    import re
+
+    found = cache.glob("*/bin/python3.*t")
+    version = lambda path: [int(n) for n in re.findall(r"\d+", path.name)]  # noqa: E731
+    return [str(path) for path in sorted(found, key=version, reverse=True) if path.is_file()]
+
+
+def find_free_threaded(cache: Path = CPYTHON_CACHE) -> str | None:
+    """A free-threaded CPython's path: ``$CONLAB_TEST_FREE_THREADED`` when set, else one that
+    `conlab list pythons` finds, else a build in ``cache``; None when there is none."""
+    from experiments.pythons import discover, probe
+
+    given = os.environ.get("CONLAB_TEST_FREE_THREADED")
+    if given:
+        found = [probe(given)]
+    else:
+        found = discover()
+        if not any(info["free_threaded"] for info in found):
+            found = [probe(path) for path in cached_free_threaded(cache)]
+    found = [info for info in found if info and info["free_threaded"]]
+    return found[0]["path"] if found else None
 
 
 @pytest.fixture(scope="session")
 def free_threaded_python() -> str:
-    """A free-threaded CPython's path: ``$CONLAB_TEST_FREE_THREADED`` (`.ci/run` builds one and
-    sets it), else one that `conlab list pythons` finds here. Missing under ``CI=true``, the
-    test fails; elsewhere it is skipped, naming the command that gets one."""
-    from experiments.pythons import discover, probe
-
+    """A free-threaded CPython's path (``find_free_threaded``). Missing under ``CI=true``, the
+    test fails; elsewhere it is skipped, saying how to get one."""
+    path = find_free_threaded()
+    if path:
+        return path
     given = os.environ.get("CONLAB_TEST_FREE_THREADED")
-    found = [probe(given)] if given else discover()
-    found = [info for info in found if info and info["free_threaded"]]
-    if found:
-        return found[0]["path"]
     missing = (
-        f"no free-threaded CPython here (CONLAB_TEST_FREE_THREADED={given!r}); get "
-        f"one with `{GET_FREE_THREADED}` and set CONLAB_TEST_FREE_THREADED to the path it prints"
+        f"no free-threaded CPython here (CONLAB_TEST_FREE_THREADED={given!r}, none on PATH, "
+        f"none in {CPYTHON_CACHE}); get one with {GET_FREE_THREADED}, or set "
+        "CONLAB_TEST_FREE_THREADED to its path"
     )
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(missing)
-    pytest.skip(missing)
+    _missing_interpreter(missing)
 
 
 # Where the private interpreters with the PEP 734 backport are kept between runs of the suite.

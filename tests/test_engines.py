@@ -241,7 +241,7 @@ def test_ray_takes_a_folder_whose_experiments_is_the_labs_own(monkeypatch, tmp_p
 @pytest.mark.slow
 @needs("ray")
 def test_ray_runs_from_the_labs_own_checkout(conlab):
-    """The README's quick start, from the checkout (after `make install`): the `experiments`
+    """The quick start (docs/cli.md), from the checkout (after `make install`): the `experiments`
     folder there is the lab's own, so Ray's workers find the lab's code either way."""
     from tests.conftest import REPO
 

@@ -1,5 +1,5 @@
 """Every fault ends as a stored run with its reason, no orphan process, an intact database and
-a living app. Each case runs the real `conlab` with real processes (see README, "Faults")."""
+a living app. Each case runs the real `conlab` with real processes (see docs/faults.md)."""
 
 from __future__ import annotations
 
@@ -348,7 +348,7 @@ def test_folders_named_like_the_lab_where_the_user_stands_change_nothing(conlab,
     args += ["-e", "processes", "--workers", "2", "--tasks", "2", "--size", "10", "--repeats", "1"]
     args += ["--processes", "1", "--json"]  # one runner per run: each imports what the rest do
     # as `conlab` is run: from the user's folder, which is not on PYTHONPATH (where it would
-    # shadow the CLI itself, see README "Faults")
+    # shadow the CLI itself, see docs/faults.md)
     result = conlab(*args, script=True, env={"PYTHONPATH": os.environ.get("PYTHONPATH", "")})
     assert result.returncode == 0, result.stderr
     assert [r["status"] for r in result.json()] == ["ok"] * 6

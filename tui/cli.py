@@ -19,7 +19,7 @@ from experiments import options as sweep_options
 from experiments.options import parse_workers
 from experiments.spec import SpecError, normal_workload
 from storage.errors import DatabaseError, OutputError, SelectionError
-from storage.text import as_text, printable
+from storage.text import as_text, number_text, printable
 from tui.start import fail, open_app
 
 app = typer.Typer(
@@ -366,35 +366,16 @@ class _Progress:
 
 
 def _print_results(results: list[dict], cancelled: bool) -> None:
-    from rich.table import Table
-
+    """The sweep's runs, one line each, fitted to the terminal as the report is: what every
+    run shares said once above them, errors and notes below."""
     from storage.reports import run_speedups
 
     speedups = run_speedups(results)
-    pythons = {r.get("python") for r in results}
-    table = Table(title="runs", show_lines=False)
-    columns = [
-        "workload",
-        "size",
-        "executor",
-        "workers",
-        "start",
-        "status",
-        "median",
-        "95% interval",
-        "speedup",
-        "error",
-    ]
-    if len(pythons) > 1:
-        columns.insert(0, "python")
-    right = ("size", "workers", "median", "95% interval", "speedup")
-    for column in columns:
-        table.add_column(column, justify="right" if column in right else "left")
-    for r in results:
-        cells = {
+    rows = [
+        {
             "python": r.get("python") or "",
             "workload": r["workload"],
-            "size": str(r["size"]),
+            "size": number_text(r["size"]),
             "executor": r["executor"],
             "workers": str(r["workers"]),
             "start": r["start_method"] or "",
@@ -402,15 +383,24 @@ def _print_results(results: list[dict], cancelled: bool) -> None:
             "median": f"{r['median_s'] * 1000:.1f} ms" if r["median_s"] is not None else "",
             "95% interval": _interval_text(r),
             "speedup": speedups.get(r["run_id"], ""),
-            "error": (r["error"] or "")[:80],
         }
-        table.add_row(*(as_text(cells[c]) for c in columns))
+        for r in results
+    ]
+    shared = [c for c in ("workload", "size", "python") if len({row[c] for row in rows}) == 1]
+    said = {"workload": "{}", "size": "size {}", "python": "Python {}"}
+    title = "runs: " + ", ".join(said[c].format(rows[0][c]) for c in shared if rows[0][c])
+    identity = [c for c in ("python", "workload", "size") if c not in shared]
+    failed = ["status"] if any(row["status"] != "ok" for row in rows) else []
+    required = [*identity, "executor", "workers", *failed, "median", "95% interval"]
+    if_room = ["speedup"] + (["start"] if any(row["start"] for row in rows) else [])
     console = _console()
-    console.print(table)
+    _print_fitted([(title, rows)], required, if_room, console)
     for r in results:
         name = (
             r["executor"] if r["executor"] == "sequential" else f"{r['executor']} x{r['workers']}"
         )
+        if r["error"]:
+            console.print(as_text(f"{name}: {r['error']}"))
         for note in r.get("notes", []):
             console.print(as_text(f"{name}: {note}"))
         if r.get("target_ci_met") is False:
@@ -668,7 +658,12 @@ class ReportFormat(str, Enum):
 def report(
     db: Optional[list[str]] = typer.Option(None, help=DB_HELP + "; repeat to read several"),
     format: Optional[ReportFormat] = typer.Option(
-        None, "--format", help="default: table on a terminal, else markdown"
+        None,
+        "--format",
+        help="default: table (on a terminal or a pipe alike), markdown to --output",
+    ),
+    wide: bool = typer.Option(
+        False, "--wide", help="the table with every column (the other formats have them all)"
     ),
     output: Optional[str] = typer.Option(None, help="write to this file instead of stdout"),
     compare: Optional[tuple[str, str]] = typer.Option(
@@ -724,9 +719,8 @@ def report(
             "  conlab run -w cpu -e sequential -e threads -e processes"
         )
         return 0
-    chosen = format or (
-        ReportFormat.table if sys.stdout.isatty() and not output else ReportFormat.markdown
-    )
+    # A pipe gets what a terminal gets (`conlab report | tee out.txt`); a file, Markdown.
+    chosen = format or (ReportFormat.markdown if output else ReportFormat.table)
     # A comparison on a terminal is the answer asked for: the whole summary would bury it.
     found = service.build_report(
         processes,
@@ -738,7 +732,7 @@ def report(
     if timeline is not None and chosen != ReportFormat.html:
         _print_look(sources, processes, timeline)
     elif chosen == ReportFormat.table:
-        _print_report_table(found)
+        _print_report_table(found, wide)
     else:
         timeline_of = None
         if chosen == ReportFormat.html:
@@ -842,28 +836,122 @@ def _print_look(sources, runs, run_prefix: str) -> None:
         typer.echo(printable(states.summary(found.seen)))
 
 
-def _print_report_table(found) -> None:
-    """A comparison, or the summary with its warnings once each below it, then the verdicts."""
+def _print_report_table(found, wide: bool = False) -> None:
+    """A comparison, or the summary with its warnings once each below it, then the verdicts.
+    Without ``wide`` each table holds the columns people read first, as many as fit the
+    terminal, and a line names the rest."""
     from storage import render
 
     console = _console()
+    left_out: list[str] = []
     if found.comparison:
-        compared = found.comparison
-        rows = render.comparison_rows(compared.rows)
-        _print_rows(rows, list(rows[0]), title=f"{compared.b} against {compared.a}")
-        _say(f"geometric mean of B/A: {compared.geomean:.3f}", console)
-        for line in render.basis_lines(compared.rows):
-            _say(line, console)
-        for name, (va, vb) in compared.differences.items():
-            _say(f"the selections differ in {name}: {va} vs {vb}", console)
+        left_out += _print_comparison(found.comparison, wide, console)
     if not found.summary.empty:
         rows = render.summary_rows(found.summary, compact=True)
         notes = _warnings_below(rows, list(found.summary["warnings"]))
-        _print_rows(rows, list(rows[0]), title=f"summary: {render.shared_caption(found.summary)}")
+        if wide:
+            title = f"summary: {render.shared_caption(found.summary)}"
+            _print_fitted([(title, rows)], list(rows[0]), [], console)
+        else:
+            left_out += _print_summary_groups(found.summary, rows, console)
         for line in notes:
             _say(line, console)
     for line in found.verdicts:
         _say(line, console)
+    if left_out:
+        shown = ", ".join(dict.fromkeys(left_out))
+        _say(f"not shown: {shown}; `conlab report --wide` shows them (csv, json, html hold all)")
+
+
+# The terminal's comparison and summary: the columns always shown, then those shown while they
+# fit, in this order; `--wide` shows every column.
+COMPARISON_COLUMNS = ["workload", "executor", "workers", "B/A", "95% CI", "verdict"]
+COMPARISON_IF_ROOM = ["A", "B"]
+SUMMARY_COLUMNS = ["#", "executor", "start", "workers", "median", "95% CI"]
+SUMMARY_IF_ROOM = ["speedup", "eff.", "CPU/wall", "peak mem"]
+
+
+def _print_comparison(compared, wide: bool, console) -> list[str]:
+    """The comparison table, then what its verdicts stand on; the columns left out."""
+    from storage import render
+
+    rows = render.comparison_rows(compared.rows)
+    title = f"{compared.b} against {compared.a}"
+    workloads = {row["workload"] for row in rows}
+    if len(workloads) == 1 and not wide:  # one workload: said once, in the title
+        title += f": {workloads.pop()}"
+        rows = [{k: v for k, v in row.items() if k != "workload"} for row in rows]
+    if wide:
+        left_out = _print_fitted([(title, rows)], list(rows[0]), [], console)
+    else:
+        required = [c for c in COMPARISON_COLUMNS if c in rows[0]]
+        left_out = _print_fitted([(title, rows)], required, COMPARISON_IF_ROOM, console)
+    _say(f"geometric mean of B/A: {compared.geomean:.3f}", console)
+    for line in render.basis_lines(compared.rows):
+        _say(line, console)
+    for name, (va, vb) in compared.differences.items():
+        _say(f"the selections differ in {name}: {va} vs {vb}", console)
+    return left_out
+
+
+def _print_summary_groups(summary, rows: list[dict], console) -> list[str]:
+    """One table per work (machine, Python, workload, size, tasks: what a speedup is measured
+    against), its rows numbered across tables; the columns left out."""
+    from storage.reports import BASELINE_KEY
+
+    groups: dict[tuple, list[dict]] = {}
+    for (_, figures), row in zip(summary.iterrows(), rows):
+        groups.setdefault(tuple(figures[c] for c in BASELINE_KEY), []).append(row)
+    titled = [(_work_title(dict(zip(BASELINE_KEY, key))), group) for key, group in groups.items()]
+    required = [c for c in SUMMARY_COLUMNS if c in rows[0]]
+    return _print_fitted(titled, required, SUMMARY_IF_ROOM, console) + [
+        c for c in rows[0] if c not in SUMMARY_COLUMNS + SUMMARY_IF_ROOM + list(_IN_TITLE)
+    ]
+
+
+# The summary's columns a work's title says instead (terminal labels, storage.render.COLUMNS).
+_IN_TITLE = ("machine", "python", "workload", "size", "tasks")
+
+
+def _work_title(work: dict) -> str:
+    return (
+        f"{work['workload']}, size {number_text(work['size'])}, {number_text(work['tasks'])} "
+        f"tasks, Python {work['python']}, {work['machine']}"
+    )
+
+
+def _print_fitted(tables, required: list[str], if_room: list[str], console) -> list[str]:
+    """Print each (title, rows) with the ``required`` columns and as many of ``if_room`` as
+    fit the console's width, the same in every table; a value too long for any width wraps
+    onto a second line, never cut. Returns the columns of ``if_room`` left out."""
+    first = tables[0][1][0]
+    shown = required + [c for c in if_room if c in first]
+
+    def in_order() -> list[str]:  # the rows' own order of columns
+        return [c for c in first if c in shown]
+
+    unbounded = console.options.update_width(10_000)  # a table's own width, not the console's
+    while len(shown) > len(required):
+        tables_now = [_table(None, rows, in_order()) for _, rows in tables]
+        widths = [console.measure(table, options=unbounded).maximum for table in tables_now]
+        if max(widths) <= console.width:
+            break
+        shown.pop()
+    for title, rows in tables:  # the title a line of its own: as wide as the terminal
+        _say(title, console)
+        console.print(_table(None, rows, in_order()))
+    return [c for c in if_room if c in first and c not in shown]
+
+
+def _table(title: Optional[str], rows: list[dict], columns: list[str]):
+    from rich.table import Table
+
+    table = Table(title=as_text(title) if title else None)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(as_text(row.get(c)) for c in columns))
+    return table
 
 
 def _warnings_below(rows: list[dict], warnings: list[list[str]]) -> list[str]:
@@ -1067,14 +1155,7 @@ def db_export(
 
 
 def _print_rows(rows: list[dict], columns: list[str], title: Optional[str] = None) -> None:
-    from rich.table import Table
-
-    table = Table(title=as_text(title) if title else None)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(as_text(row.get(c)) for c in columns))
-    _console().print(table)
+    _console().print(_table(title, rows, columns))
 
 
 def _say(line: str, console=None) -> None:

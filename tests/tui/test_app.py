@@ -38,7 +38,7 @@ async def test_choose_run_and_see_the_runs(db_path, marked):
             ["sequential", "threads"],
             workers="2",
             tasks="4",
-            size="5",
+            size="40",  # a looked-at repeat of 80 ms: long enough to be seen on a busy machine
             repeats="2",
             warmups="0",
             processes="1",
