@@ -127,6 +127,10 @@ def test_runs_that_differ_in_one_option_are_two_rows_selected_compared_and_store
     table = conlab("report", "--format", "markdown").stdout
     first, second = _table_configurations(table)
     assert first != second, f"the table shows two rows alike:\n{table}"
+    # the terminal's table, fitted to its width, keeps the column that tells them apart
+    said = conlab("report")
+    left_out = [ln for ln in (said.stdout + said.stderr).splitlines() if "not shown:" in ln]
+    assert option.label not in " ".join(left_out), said.stdout
 
     for value in shown:
         picked = _rows(conlab, "--select", f"{key}:{value}")
