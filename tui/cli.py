@@ -900,15 +900,18 @@ def _print_comparison(compared, wide: bool, console) -> list[str]:
 def _print_summary_groups(summary, rows: list[dict], console) -> list[str]:
     """One table per work (machine, Python, workload, size, tasks: what a speedup is measured
     against), its rows numbered across tables; the columns left out."""
+    from storage import render
     from storage.reports import BASELINE_KEY
 
     groups: dict[tuple, list[dict]] = {}
     for (_, figures), row in zip(summary.iterrows(), rows):
         groups.setdefault(tuple(figures[c] for c in BASELINE_KEY), []).append(row)
     titled = [(_work_title(dict(zip(BASELINE_KEY, key))), group) for key, group in groups.items()]
-    required = [c for c in SUMMARY_COLUMNS if c in rows[0]]
+    # an option that tells apart rows otherwise alike is shown as the executor is
+    apart = [label for _, label in render.told_apart_by(summary)]
+    required = [c for c in [*SUMMARY_COLUMNS, *apart] if c in rows[0]]
     return _print_fitted(titled, required, SUMMARY_IF_ROOM, console) + [
-        c for c in rows[0] if c not in SUMMARY_COLUMNS + SUMMARY_IF_ROOM + list(_IN_TITLE)
+        c for c in rows[0] if c not in required + SUMMARY_IF_ROOM + list(_IN_TITLE)
     ]
 
 
