@@ -182,6 +182,17 @@ async def test_filter_runs_and_compare(tmp_path):
         assert app.query_one("#compare-table", DataTable).row_count == 1
 
 
+async def test_a_selection_typed_after_3_goes_into_a_and_does_not_quit(tmp_path):
+    app = ConlabApp(db=str(tmp_path / "x.db"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("3")
+        await wait_until(pilot, lambda: bool(app.query("#selection-a")))
+        await pilot.press(*"executor:sequential")  # its `q` is a letter here, not quit
+        assert app.query_one("#selection-a", Input).value == "executor:sequential"
+        assert app.is_running
+
+
 async def test_f8_saves_where_it_says(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shots = tmp_path / "shots"
