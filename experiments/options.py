@@ -6,8 +6,10 @@ label and placeholder), what values it takes (bounds or a validator), and which 
 their ``options``, and the others ignore it (``elsewhere="ignored"``) or refuse it
 (``elsewhere="refused"``, with one message for every such option).
 
-To add an option: a row here, the option's name in the ``options`` of the executors that take it,
-and, if runs store it, a column in storage/models.py with its migration.
+To add an option: a row here and the option's name in the ``options`` of the executors that take
+it. A dimension (the default) is a column of every run, made from this table (storage.models);
+files made before it need a schema version and a step that adds it (storage.migrations,
+``option_columns``).
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ class SweepOption:
     elsewhere: str = "ignored"  # what other executors do with it: "ignored" or "refused"
     applies_to: str = ""  # the executors that take it, in words, for "applies to ..." messages
     example: str = "2"  # a good value, for messages
+    # Whether runs that differ in it are different measurements: a report keeps them apart (its
+    # rows, ``--select`` keys, ``--compare``'s differences) and each run stores its value.
+    # False only for how long or how often a run is measured, and for labels.
+    dimension: bool = True
 
     @property
     def key(self) -> str:
@@ -265,6 +271,7 @@ OPTIONS: tuple[SweepOption, ...] = (
         placeholder="5",
         low=1,
         high=10_000,
+        dimension=False,
     ),
     SweepOption(
         name="warmups",
@@ -276,6 +283,7 @@ OPTIONS: tuple[SweepOption, ...] = (
         placeholder="1",
         low=0,
         high=10_000,
+        dimension=False,
     ),
     SweepOption(
         name="processes",
@@ -287,6 +295,7 @@ OPTIONS: tuple[SweepOption, ...] = (
         placeholder=str(DEFAULT_PROCESSES),
         low=1,
         high=MAX_PROCESSES,
+        dimension=False,
     ),
     SweepOption(
         name="start_method",
@@ -409,6 +418,7 @@ OPTIONS: tuple[SweepOption, ...] = (
         placeholder="none",
         validator=_check_timeout,
         example="60",
+        dimension=False,
     ),
     SweepOption(
         name="tag",
@@ -419,6 +429,7 @@ OPTIONS: tuple[SweepOption, ...] = (
         label="tag",
         placeholder="none",
         example="baseline",
+        dimension=False,
     ),
 )
 

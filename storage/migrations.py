@@ -99,7 +99,6 @@ def _process_table(connection, dialect: str) -> None:
 
     from storage import figures
     from storage.models import Process
-    from storage.queries import REPORT_COLUMNS
 
     dialects = {"sqlite": sqlite.dialect(), "postgresql": postgresql.dialect()}
     create = str(
@@ -107,8 +106,8 @@ def _process_table(connection, dialect: str) -> None:
     )
     execute = connection.execute if dialect == "sqlite" else connection.exec_driver_sql
     execute(create)
-    execute(f"CREATE INDEX IF NOT EXISTS ix_run_report ON run ({', '.join(REPORT_COLUMNS)})")
     _worker_columns(connection, dialect)  # what figures reads of the repeats now
+    option_columns(connection, dialect)  # what the report's index holds now
     figures.refresh(connection, "SELECT id FROM run")
 
 
@@ -135,23 +134,29 @@ _WORKER_COLUMNS = (
 )
 
 
-def _worker_columns(connection, dialect: str) -> None:
+def _columns_of(connection, dialect: str):
+    """How a step runs a statement on ``connection`` (a file's sqlite3 connection or a server's
+    SQLAlchemy one), and the columns a table has."""
     if dialect == "sqlite":
-        execute = connection.execute
 
         def has(table: str) -> set:
             return {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
-    else:
-        execute = connection.exec_driver_sql
 
-        def has(table: str) -> set:
-            rows = connection.exec_driver_sql(
-                "SELECT column_name FROM information_schema.columns "
-                "WHERE table_schema = current_schema() AND table_name = %(t)s",
-                {"t": table},
-            )
-            return {row[0] for row in rows}
+        return connection.execute, has
 
+    def has(table: str) -> set:
+        rows = connection.exec_driver_sql(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = %(t)s",
+            {"t": table},
+        )
+        return {row[0] for row in rows}
+
+    return connection.exec_driver_sql, has
+
+
+def _worker_columns(connection, dialect: str) -> None:
+    execute, has = _columns_of(connection, dialect)
     for table, column, kind in _WORKER_COLUMNS:
         if column not in has(table):
             execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
@@ -162,10 +167,84 @@ def _worker_columns_in_a_file(connection: sqlite3.Connection) -> None:
     _worker_columns(connection, "sqlite")
 
 
+# v5 -> v6: a column for every dimension of the option table (storage.queries.OPTION_COLUMNS),
+# filled for the runs stored before from what they recorded: the option in their environment,
+# else the default of their executor where it takes the option (joblib's loky, asyncio's own
+# loop), else NULL (not given). A merged file is migrated before its runs are copied, so they
+# come in filled the same way. The report's index is made again over the new columns.
+_SQL_TYPES = {int: "INTEGER", float: "FLOAT", str: "VARCHAR"}
+_FILL_BATCH = 1000
+
+
+def option_columns(connection, dialect: str) -> None:
+    from experiments.options import BY_NAME
+    from storage.queries import OPTION_COLUMNS, REPORT_COLUMNS
+
+    execute, has = _columns_of(connection, dialect)
+    added = [name for name in OPTION_COLUMNS if name not in has("run")]
+    for name in added:
+        execute(f"ALTER TABLE run ADD COLUMN {name} {_SQL_TYPES[BY_NAME[name].type]}")
+    if added:
+        _fill_options(connection, dialect, added)
+    execute("DROP INDEX IF EXISTS ix_run_report")
+    execute(f"CREATE INDEX ix_run_report ON run ({', '.join(REPORT_COLUMNS)})")
+
+
+def _fill_options(connection, dialect: str, names: list[str]) -> None:
+    """Each of ``names`` (run columns just added) as the stored runs used it."""
+    execute = connection.execute if dialect == "sqlite" else connection.exec_driver_sql
+    rows = execute("SELECT id, executor, tasks, workers, environment_json FROM run").fetchall()
+    mark = (lambda n: f":{n}") if dialect == "sqlite" else (lambda n: f"%({n})s")
+    update = (
+        f"UPDATE run SET {', '.join(f'{n} = {mark(n)}' for n in names)} WHERE id = {mark('id')}"
+    )
+    found = [v for v in (_options_used(row, names) for row in rows) if v is not None]
+    for start in range(0, len(found), _FILL_BATCH):
+        if dialect == "sqlite":
+            connection.executemany(update, found[start : start + _FILL_BATCH])
+        else:
+            connection.exec_driver_sql(update, found[start : start + _FILL_BATCH])
+
+
+def _options_used(row, names: list[str]) -> Optional[dict]:
+    """``names``' values for one run (a row of id, executor, tasks, workers, environment), as
+    parameters of the update; None when it used none of them."""
+    from experiments.executors import EXECUTORS
+    from experiments.options import BY_NAME
+    from storage.queries import json_object
+
+    run_id, executor_name, tasks, workers, environment = row
+    env = json_object(environment) or {}
+    executor = EXECUTORS.get(executor_name) if isinstance(executor_name, str) else None
+    values = {}
+    for name in names:
+        value = env.get(name)
+        if name == "main" and isinstance(value, dict):  # the entry script and its cost
+            value = value.get("script")
+        kind = BY_NAME[name].type
+        if value is None and executor is not None and name in executor.options:
+            try:
+                value = executor.default(name, tasks, workers)
+            except (TypeError, ValueError, ArithmeticError):
+                value = None  # a damaged row's tasks or workers: not known
+        if isinstance(value, bool) or not isinstance(value, kind):
+            value = None
+        values[name] = value
+    if all(value is None for value in values.values()):
+        return None
+    return {**values, "id": run_id}
+
+
+@step(5)
+def _option_columns_in_a_file(connection: sqlite3.Connection) -> None:
+    option_columns(connection, "sqlite")
+
+
 # Steps that are not plain SQL, for a server (a SQLAlchemy connection).
 SERVER_STEPS: dict[int, Callable] = {
     3: partial(_process_table, dialect="postgresql"),
     4: partial(_worker_columns, dialect="postgresql"),
+    5: partial(option_columns, dialect="postgresql"),
 }
 
 

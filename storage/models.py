@@ -10,7 +10,8 @@ from typing import Optional
 from sqlalchemy import BigInteger, Index
 from sqlmodel import Field, SQLModel
 
-from storage.queries import REPORT_COLUMNS
+from experiments.options import BY_NAME
+from storage.queries import OPTION_COLUMNS, REPORT_COLUMNS
 
 # Run statuses. `running` rows whose recorder is gone are shown as `interrupted`.
 RUN_STATUSES = ("running", "ok", "failed", "cancelled", "interrupted")
@@ -18,6 +19,17 @@ RUN_STATUSES = ("running", "ok", "failed", "cancelled", "interrupted")
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def option_fields(annotations: dict) -> dict:
+    """A nullable column for each of OPTION_COLUMNS not in ``annotations`` (a class body's,
+    given one each), by the option's type; the class body's defaults (None) to add."""
+    added = {}
+    for name in OPTION_COLUMNS:
+        if name not in annotations:
+            annotations[name] = Optional[BY_NAME[name].type]
+            added[name] = None
+    return added
 
 
 class Machine(SQLModel, table=True):
@@ -118,6 +130,10 @@ class Run(SQLModel, table=True):
     # What every thread did in one more repeat, never counted, looked at from outside
     # (experiments.look; storage.states reads it); None where the platform does not say.
     thread_states: Optional[str] = None
+    # Every other dimension of the option table (storage.queries.OPTION_COLUMNS), each a column
+    # of the option's name holding the value the run used (the executor's default where it was
+    # not given), so runs that differ in any option are told apart: made here from the table.
+    vars().update(option_fields(__annotations__))
 
 
 class Repeat(SQLModel, table=True):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Optional
 
+from experiments.options import BY_NAME, OPTIONS
 from storage.errors import SelectionError, refuses_writes
 from storage.stats import interval, moved_between_processes
 
@@ -28,9 +29,22 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 
+# The option table's dimensions (experiments.options) that are where a run was measured rather
+# than a column of its own: the interpreter it ran under is its interpreter row's version, as
+# every report names it (``python``); what ``--python`` asked for is only a name of it.
+PLACE_OPTIONS = ("python",)
+# Every other dimension is a run column of the option's name (storage.models.Run).
+OPTION_COLUMNS = tuple(
+    option.name for option in OPTIONS if option.dimension and option.name not in PLACE_OPTIONS
+)
+# The order a report sorts its rows by: the work, the executor, then how it ran.
+_SORTED_FIRST = ("workload", "size", "tasks", "executor", "start_method", "workers")
 # What a run's own columns say of its configuration (storage.reports.CONFIG adds its machine
-# and Python).
-CONFIG_COLUMNS = ("workload", "size", "tasks", "executor", "start_method", "workers", "chunksize")
+# and Python): two runs that differ in any of these are different measurements.
+CONFIG_COLUMNS = (
+    *(c for c in _SORTED_FIRST if c in ("workload", "executor") or c in OPTION_COLUMNS),
+    *(c for c in OPTION_COLUMNS if c not in _SORTED_FIRST),
+)
 # The run columns a report reads, in the order its index holds them (status first: a report
 # reads finished runs).
 REPORT_COLUMNS = (
@@ -440,20 +454,21 @@ def selection_where(dialect: str, chosen: RunFilter) -> tuple[str, dict[str, Any
             params[name], params[f"{name}p"] = version, f"{_like(version)}.%"
             gil = " AND i.gil_disabled" if free else ""
             terms.append(f"((i.version = :{name} OR i.version LIKE :{name}p ESCAPE '\\'){gil})")
-        elif key in ("size", "workers"):
+        elif key in NUMBER_KEYS:
             if not value.lstrip("-").isdigit():
                 terms.append("1 = 0")  # no run has a size that is not a number
                 continue
             params[name] = int(value)
-            terms.append(f"r.{key} = :{name}")
+            terms.append(f"r.{SELECTION_KEYS[key]} = :{name}")
         elif key == "db":
             terms.append("1 = 1" if value == chosen.label else "1 = 0")
-        else:  # tag, workload, executor
-            terms.append(f"r.{key} = :{name}")
+        else:  # tag, workload, executor and the options that are text
+            terms.append(f"r.{SELECTION_KEYS[key]} = :{name}")
     return " AND ".join(terms), params
 
 
-# The keys of a selection (``KEY:VALUE[,KEY:VALUE]``) and the report column each one reads.
+# The keys of a selection (``KEY:VALUE[,KEY:VALUE]``) and the report column each one reads:
+# every dimension of the option table by its name on the command line (``start_method``).
 SELECTION_KEYS = {
     "run": "run_id",
     "sweep": "sweep_id",
@@ -463,9 +478,11 @@ SELECTION_KEYS = {
     "workload": "workload",
     "executor": "executor",
     "db": "db",
-    "size": "size",
-    "workers": "workers",
+    **{BY_NAME[name].key: name for name in OPTION_COLUMNS},
 }
+# The options whose values are whole numbers, and their selection keys (``workers:2``).
+NUMBER_COLUMNS = tuple(name for name in OPTION_COLUMNS if BY_NAME[name].type is int)
+NUMBER_KEYS = tuple(BY_NAME[name].key for name in NUMBER_COLUMNS)
 
 
 def selection_terms(selection: str) -> list[tuple[str, str]]:
@@ -491,6 +508,12 @@ KEY_VALUES = {
     "executor": ("run", "executor"),
     "machine": ("machine", "hostname"),
     "python": ("interpreter", "version"),
+    # the options that are text (LIKE reads text only, on a server)
+    **{
+        key: ("run", column)
+        for key, column in SELECTION_KEYS.items()
+        if column in OPTION_COLUMNS and BY_NAME[column].type is str
+    },
 }
 
 

@@ -23,7 +23,7 @@ from sqlmodel import Session
 
 from experiments.spec import ExperimentSpec
 from storage.models import Interpreter, Machine, Repeat, Run, Sweep, TaskSample, utc_now
-from storage.queries import run_costs
+from storage.queries import OPTION_COLUMNS, run_costs
 from storage.stats import Interval, interval
 
 # Where the runner's environment fields go: column of Machine / Interpreter <- environment key.
@@ -180,12 +180,8 @@ class RunRecorder:
             status="running",
             workload=self.spec.workload,
             executor=self.spec.executor,
-            workers=self.resolved["workers"],
-            start_method=self.resolved["start_method"],
-            chunksize=self.resolved["chunksize"],
-            max_tasks_per_child=self.resolved.get("max_tasks_per_child"),
-            tasks=self.spec.tasks,
-            size=self.resolved["size"],
+            # each option as the run used it: the executor's default where the spec had none
+            **{name: self.resolved.get(name, getattr(self.spec, name)) for name in OPTION_COLUMNS},
             repeats=self.spec.repeats,
             warmups=self.spec.warmups,
             processes=self.spec.processes,

@@ -4,6 +4,7 @@ comparisons of two selections, and stability warnings. Rendering lives in ``rend
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -14,11 +15,13 @@ import numpy as np
 import pandas as pd
 
 from experiments.executors import EXECUTORS
+from experiments.options import BY_NAME
 from storage import controlled, explain, figures, stats
 from storage.errors import SelectionError
 from storage.listing import Reading, reading
 from storage.queries import (
     CONFIG_COLUMNS,
+    OPTION_COLUMNS,
     REPORT_COLUMNS,
     SELECTION_KEYS,
     json_object,
@@ -113,8 +116,7 @@ def utc_times(values: pd.Series) -> pd.Series:
 # with run_row (``_run_row``) first.
 RUN_COLUMNS = {
     "run_id": "r.id",
-    **{c: f"r.{c}" for c in ("sweep_id", "tag", "workload", "size", "tasks")},
-    **{c: f"r.{c}" for c in ("executor", "start_method", "workers", "chunksize", "created_at")},
+    **{c: f"r.{c}" for c in ("sweep_id", "tag", *CONFIG_COLUMNS, "created_at")},
     "machine_fingerprint": "r.machine_fingerprint",
     "machine": "coalesce(m.hostname, r.machine_fingerprint)",
     "cores": "coalesce(m.usable_cores, m.logical_cores)",
@@ -251,12 +253,13 @@ def _run_frame(runs: pd.DataFrame) -> None:
     version as its interpreter is named, missing values as None."""
     for column in ("size", "tasks", "workers"):
         runs[column] = pd.to_numeric(runs[column], errors="coerce")
+    # the other options: missing as None, so runs without one are one configuration
+    for column in (*(c for c in OPTION_COLUMNS if c not in ("size", "tasks", "workers")), "tag"):
+        runs[column] = runs[column].astype(object).where(runs[column].notna(), None)
     runs["python"] = runs["python"].fillna("?")
     # A free-threaded build is its own interpreter in every table: 3.13.0t, as python.org names it.
     free_threaded = runs["gil_disabled"].fillna(False).astype(bool)
     runs.loc[free_threaded, "python"] = runs.loc[free_threaded, "python"] + "t"
-    for column in ("start_method", "chunksize", "tag"):
-        runs[column] = runs[column].astype(object).where(runs[column].notna(), None)
 
 
 PROCESSES = figures.PROCESSES
@@ -299,19 +302,42 @@ def load_processes(
 RUN_KEYS_SQL = "r.id AS run_id, " + ", ".join(
     f"r.{c}" for c in REPORT_COLUMNS if c not in ("status", "id")
 )
-PROCESS_SQL = (
-    f"SELECT {RUN_KEYS_SQL}, "
-    + ", ".join(f"p.{c}" for c in figures.COLUMNS[1:])
-    + " FROM run r LEFT JOIN process p ON p.run_id = r.id {joins}WHERE r.status = 'ok'"
-)
+# The options most runs leave unset (NULL): each is read with every process row only where some
+# stored run holds it (``_options_held``); elsewhere it is None in every row, unread.
+SPARSE_OPTIONS = tuple(c for c in OPTION_COLUMNS if c not in ("workers", "size", "tasks"))
+
+
+def _process_sql(held: Sequence[str]) -> str:
+    """What a report reads of each process row (``{joins}`` to fill): its run's keys, of the
+    SPARSE_OPTIONS only those ``held``, and its figures."""
+    keys = [
+        c
+        for c in REPORT_COLUMNS
+        if c not in ("status", "id") and (c not in SPARSE_OPTIONS or c in held)
+    ]
+    return (
+        f"SELECT r.id AS run_id, {', '.join('r.' + c for c in keys)}, "
+        + ", ".join(f"p.{c}" for c in figures.COLUMNS[1:])
+        + " FROM run r LEFT JOIN process p ON p.run_id = r.id {joins}WHERE r.status = 'ok'"
+    )
+
+
+def _options_held(connection) -> list[str]:
+    """The SPARSE_OPTIONS some stored run holds (one pass over the report's index)."""
+    counts = ", ".join(f"count(r.{c})" for c in SPARSE_OPTIONS)
+    _, rows = _rows(connection, f"SELECT {counts} FROM run r WHERE r.status = 'ok'")
+    return [c for c, n in zip(SPARSE_OPTIONS, rows[0]) if n]
 
 
 def _stored_processes(connection, where: str, params: dict) -> pd.DataFrame:
     """The process rows of the finished runs ``where`` picks in one database; the runs whose
     rows are missing or unreadable derived again from their repeats."""
     joins = SELECTION_JOINS if where else ""
-    names, rows = _rows(connection, PROCESS_SQL.format(joins=joins) + where, params)
+    held = _options_held(connection)
+    names, rows = _rows(connection, _process_sql(held).format(joins=joins) + where, params)
     frame = pd.DataFrame.from_records(rows, columns=names)
+    for column in (c for c in SPARSE_OPTIONS if c not in held):
+        frame[column] = None
     readable = _sound_rows(frame)
     again = set(frame.loc[~readable, "run_id"].tolist())
     frame = frame[~frame["run_id"].isin(again)] if again else frame
@@ -980,10 +1006,31 @@ def fastest(rows: pd.DataFrame, min_effect: float = MIN_EFFECT) -> tuple[pd.Seri
     return best, ties
 
 
-def _name(row) -> str:
+def _name(row, apart: Sequence[str] = ()) -> str:
+    """``executor xN``, with the options in ``apart`` (``told_apart_by``) by their labels:
+    ``joblib x2 with joblib on threading``."""
     from experiments.spec import run_label
 
-    return run_label(row.executor, row.workers)
+    name = run_label(row.executor, row.workers)
+    given = [
+        f"{BY_NAME[c].label} {_text(getattr(row, c))}"
+        for c in apart
+        if getattr(row, c) is not None and getattr(row, c) == getattr(row, c)
+    ]
+    return f"{name} with {' and '.join(given)}" if given else name
+
+
+def told_apart_by(rows: pd.DataFrame, shown: Sequence[str]) -> list[str]:
+    """The options of a configuration (not in ``shown``) that some of ``rows`` alike in every
+    ``shown`` column differ in: what tells apart two rows that ``shown`` would name alike."""
+    found: list[str] = []
+    if rows.empty:
+        return found
+    for column in (c for c in CONFIG_COLUMNS if c not in shown and c in BY_NAME):
+        values = rows[[*shown, column]].map(str)
+        if values.drop_duplicates().duplicated(subset=list(shown)).any():
+            found.append(column)
+    return found
 
 
 # What one more runner process of a configuration costs beyond its repeats (start-up, import,
@@ -1128,6 +1175,8 @@ def verdicts(summary: pd.DataFrame, min_effect: float = MIN_EFFECT) -> list[str]
     several_sizes = summary.groupby(["workload"])["size"].nunique().max() > 1
     for key, rows in summary.groupby(BASELINE_KEY, dropna=False):
         machine, python, workload, size, tasks = key
+        # rows named alike by executor and workers are named with what tells them apart
+        name = functools.partial(_name, apart=told_apart_by(rows, ["executor", "workers"]))
         where = (
             f"{workload}{f' at size {number_text(size)}' if several_sizes else ''} on {machine}, "
             f"Python {python}"
@@ -1144,24 +1193,25 @@ def verdicts(summary: pd.DataFrame, min_effect: float = MIN_EFFECT) -> list[str]
             )
         if not ties:
             lines.append(
-                f"{where}: fastest is {_name(best)} ({best.median_s * 1000:.1f} ms"
+                f"{where}: fastest is {name(best)} ({best.median_s * 1000:.1f} ms"
                 f"{speedup}), clear of the rest beyond their intervals."
             )
         else:
-            names = ", ".join(_name(r) for r, _ in ties)
+            names = ", ".join(name(r) for r, _ in ties)
             differences = ", ".join(f"{f.ratio - 1:+.1%}" for _, f in ties)
             widest = max(max(abs(1 - f.low), abs(f.high - 1)) for _, f in ties)
         if ties and widest != widest:  # a figure without an interval: no verdict, not a tie
             lines.append(
-                f"{where}: {_name(best)} and {names} cannot be told apart: a run of one repeat "
+                f"{where}: {name(best)} and {names} cannot be told apart: a run of one repeat "
                 "in one process has no interval; run it with --repeats 5 (or more)."
             )
         elif ties and undecided(best, ties, min_effect) is not None:
             found = undecided(best, ties, min_effect)
-            lines.append(f"{where}: {undecided_text(found)} (--processes {found.processes}).")
+            said = undecided_text(found, [name(r) for r in found.leaders])
+            lines.append(f"{where}: {said} (--processes {found.processes}).")
         elif ties:
             lines.append(
-                f"{where}: {_name(best)} ({best.median_s * 1000:.1f} ms{speedup}) and {names} "
+                f"{where}: {name(best)} ({best.median_s * 1000:.1f} ms{speedup}) and {names} "
                 f"are tied: their differences ({differences}) are inside the intervals (up to "
                 f"±{widest:.0%}) or under {min_effect:.0%}."
             )

@@ -21,7 +21,7 @@ log = logging.getLogger("conlab.storage")
 
 # PRAGMA application_id: "CLab". Identifies a lab database among SQLite files.
 APPLICATION_ID = 0x434C6162
-SCHEMA_VERSION = 5  # storage/migrations.py has a step from each older version
+SCHEMA_VERSION = 6  # storage/migrations.py has a step from each older version
 BUSY_TIMEOUT_MS = 30_000
 # How long a database server may take to let us in (TCP connect, TLS and the start-up exchange),
 # on every path that connects to one: a server that accepts and never answers is given up on.

@@ -349,6 +349,8 @@ class ConlabApp(App):
                 runs.shown()
         else:
             made = list(self.query(FIRST_FOCUS[pane_id]))
+            if pane_id == "compare":  # nothing compared yet: the keys go to A, not to q
+                made = [a for a in self.query("#selection-a") if not a.value] or made
             for widget in made:
                 widget.focus()
         if not made:  # the pane is not made yet: no key goes to the pane just left

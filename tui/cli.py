@@ -87,9 +87,12 @@ def _root(
     db: Optional[str] = typer.Option(None, help=DB_HELP),
     screenshots: Optional[Path] = typer.Option(None, file_okay=False, help=SCREENSHOTS_HELP),
 ) -> None:
-    """Without a command: open the app (on the database --db)."""
+    """Without a command: open the app (on the database --db). Before a command, --db is
+    that command's database unless it names its own."""
     if ctx.invoked_subcommand is None:
         open_app(db, screenshots)
+    elif db is not None:
+        os.environ["CONLAB_DB"] = db  # what every command's own --db defaults to
 
 
 class Order(str, Enum):
@@ -862,6 +865,7 @@ def _print_comparison(compared, wide: bool, console) -> list[str]:
 def _print_summary_groups(summary, rows: list[dict], console) -> list[str]:
     """One table per work (machine, Python, workload, size, tasks: what a speedup is measured
     against), its rows numbered across tables; the columns left out."""
+    from service.present import render
     from service.reports import work_key
 
     key_columns = work_key()
@@ -869,9 +873,11 @@ def _print_summary_groups(summary, rows: list[dict], console) -> list[str]:
     for (_, figures), row in zip(summary.iterrows(), rows):
         groups.setdefault(tuple(figures[c] for c in key_columns), []).append(row)
     titled = [(_work_title(dict(zip(key_columns, key))), group) for key, group in groups.items()]
-    required = [c for c in SUMMARY_COLUMNS if c in rows[0]]
+    # an option that tells apart rows otherwise alike is shown as the executor is
+    apart = [label for _, label in render.told_apart_by(summary)]
+    required = [c for c in [*SUMMARY_COLUMNS, *apart] if c in rows[0]]
     return _print_fitted(titled, required, SUMMARY_IF_ROOM, console) + [
-        c for c in rows[0] if c not in SUMMARY_COLUMNS + SUMMARY_IF_ROOM + list(_IN_TITLE)
+        c for c in rows[0] if c not in required + SUMMARY_IF_ROOM + list(_IN_TITLE)
     ]
 
 

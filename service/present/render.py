@@ -11,9 +11,12 @@ from typing import Any, Optional
 
 import pandas as pd
 
+from experiments.options import BY_NAME
 from experiments.spec import run_label
 from service.present.lanes import PALETTE, lane_label, lane_numbers
-from storage.reports import BASELINE_KEY, Comparison
+from storage.queries import NUMBER_COLUMNS
+from storage.reports import BASELINE_KEY, CONFIG, Comparison
+from storage.reports import told_apart_by as reports_told_apart_by
 from storage.text import csv_cell, markdown_text, number_text, printable
 
 COLUMNS = [
@@ -84,11 +87,25 @@ def _fmt(column: str, value: Any) -> str:
 CONSTANT_WHEN_SHARED = ("machine", "python", "size", "tasks", "start_method")
 
 
+def told_apart_by(summary: pd.DataFrame) -> list[tuple[str, str]]:
+    """The options that COLUMNS leave out and that some rows alike in every shown column differ
+    in (``joblib x2`` on loky and on threading), each with its label in the option table: a
+    table shows them, or it would show two rows that look the same."""
+    shown = [c for c, _ in COLUMNS if c in CONFIG]
+    return [(c, BY_NAME[c].label) for c in reports_told_apart_by(summary, shown)]
+
+
+def _with_told_apart(summary: pd.DataFrame) -> list[tuple[str, str]]:
+    """COLUMNS, with ``told_apart_by``'s after the workers."""
+    at = [c for c, _ in COLUMNS].index("workers") + 1
+    return [*COLUMNS[:at], *told_apart_by(summary), *COLUMNS[at:]]
+
+
 def summary_rows(summary: pd.DataFrame, compact: bool = False) -> list[dict[str, str]]:
-    columns = COLUMNS
+    columns = _with_told_apart(summary)
     if compact:
         shared = {c for c in CONSTANT_WHEN_SHARED if summary[c].map(str).nunique() <= 1}
-        columns = [(c, label) for c, label in COLUMNS if c not in shared]
+        columns = [(c, label) for c, label in columns if c not in shared]
         # A terminal has room for the interval and the speedup with theirs in one cell each.
         columns = [
             (c, {"ci_low_s": "95% CI", "speedup_low": "speedup CI"}.get(c, label))
@@ -140,7 +157,7 @@ def shared_caption(summary: pd.DataFrame) -> str:
 
 
 # Counts: whole numbers in every format (a column with a NULL comes back from SQL as floats).
-WHOLE_COLUMNS = ("size", "tasks", "workers", "chunksize", "processes", "repeats")
+WHOLE_COLUMNS = (*NUMBER_COLUMNS, "processes", "repeats")
 
 
 def _whole(value: Any) -> Any:
@@ -164,7 +181,9 @@ def summary_records(summary: pd.DataFrame) -> list[dict[str, Any]]:
     records = []
     for _, row in _whole_columns(summary).iterrows():
         record = {}
-        extra = ["chunksize", "sequential_s", "q1_s", "q3_s", "spread", "run_order", "warnings"]
+        # every dimension of a configuration, the ones the table leaves out too
+        extra = [c for c in CONFIG if c not in dict(COLUMNS)]
+        extra += ["sequential_s", "q1_s", "q3_s", "spread", "run_order", "warnings"]
         for column in [c for c, _ in COLUMNS] + extra:
             value = row[column]
             if isinstance(value, float) and math.isnan(value):

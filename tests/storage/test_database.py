@@ -85,6 +85,90 @@ def test_a_version_1_file_is_migrated_after_a_backup(conlab, tmp_path):
     )
 
 
+# What schema 6 added to the run table (a column per dimension of the option table that
+# schema 5 had none for), and the report's index as schema 5 made it.
+SCHEMA_6_COLUMNS = ("main", "scheduler", "backend", "loop")
+SCHEMA_5_INDEX = (
+    "status, id, sweep_id, tag, workload, size, tasks, executor, start_method, workers, "
+    "chunksize, created_at, machine_fingerprint, interpreter_key"
+)
+
+
+def as_schema_5(path: Path, *, forget: tuple[str, ...] = ()) -> Path:
+    """The lab file at ``path`` as a conlab of schema 5 left it: no run column of schema 6, the
+    report's index of schema 5; ``forget``: options its runs' environments do not name (runs
+    recorded before conlab had that option)."""
+    connection = sqlite3.connect(path)
+    connection.execute("DROP INDEX ix_run_report")
+    for column in SCHEMA_6_COLUMNS:
+        connection.execute(f"ALTER TABLE run DROP COLUMN {column}")
+    connection.execute(f"CREATE INDEX ix_run_report ON run ({SCHEMA_5_INDEX})")
+    for key in forget:
+        connection.execute(
+            "UPDATE run SET environment_json = json_remove(environment_json, ?)", (f"$.{key}",)
+        )
+    connection.execute("PRAGMA user_version = 5")
+    connection.commit()
+    connection.close()
+    return path
+
+
+def index_columns(path: Path, index: str) -> list[str]:
+    connection = sqlite3.connect(path)
+    try:
+        return [row[2] for row in connection.execute(f"PRAGMA index_info({index})")]
+    finally:
+        connection.close()
+
+
+def joblib_run(conlab, db: Path, *options: str) -> None:
+    args = ["run", "-w", "tiny", "-e", "joblib", "--workers", "2", "--tasks", "2"]
+    result = conlab(*args, "--repeats", "1", "--processes", "1", "--db", str(db), *options)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_version_5_file_gets_every_option_as_its_runs_used_it(conlab, tmp_path):
+    old = tmp_path / "old.db"
+    joblib_run(conlab, old, "--backend", "loky")
+    joblib_run(conlab, old, "--backend", "threading")
+    result = conlab(*run_args("tiny", "asyncio", workers=2, tasks=2, repeats=1, db=old))
+    assert result.returncode == 0, result.stderr
+    as_schema_5(old)
+
+    report = conlab("report", "--db", str(old), "--format", "json")
+    assert report.returncode == 0, report.stderr
+    assert "migrated" in report.stderr and "old.db.v5.bak" in report.stderr
+    rows = {(r["executor"], r["backend"], r["loop"]) for r in report.json()["summary"]}
+    assert rows == {
+        ("joblib", "loky", None),
+        ("joblib", "threading", None),
+        ("asyncio", None, "asyncio"),
+    }
+    fresh = tmp_path / "fresh.db"
+    open_engine(fresh).dispose()
+    assert schema(old) == schema(fresh)
+    assert index_columns(old, "ix_run_report") == index_columns(fresh, "ix_run_report")
+    picked = conlab("report", "--db", str(old), "--select", "backend:threading", "--format", "json")
+    assert [r["backend"] for r in picked.json()["summary"]] == ["threading"]
+
+
+def test_runs_merged_from_a_file_older_than_an_option_get_its_default(conlab, tmp_path):
+    """A joblib run recorded before --backend existed ran on joblib's own default, loky: merged
+    beside a threading run, it is a row of its own, named loky."""
+    old, new = tmp_path / "old.db", tmp_path / "new.db"
+    joblib_run(conlab, old)
+    as_schema_5(old, forget=("backend",))
+    joblib_run(conlab, new, "--backend", "threading")
+    merged = conlab("db", "merge", str(old), "--db", str(new))
+    assert merged.returncode == 0, merged.stderr
+    stored = sqlite3.connect(new).execute("SELECT backend FROM run ORDER BY backend").fetchall()
+    assert stored == [("loky",), ("threading",)]
+    report = conlab("report", "--db", str(new), "--format", "json")
+    assert sorted(r["backend"] for r in report.json()["summary"]) == ["loky", "threading"]
+    # the source itself is left at its version
+    assert sqlite3.connect(old).execute("PRAGMA user_version").fetchone()[0] == 5
+
+
 def newer_file(path: Path) -> Path:
     connection = sqlite3.connect(path)
     connection.execute("CREATE TABLE run (id TEXT PRIMARY KEY)")

@@ -605,3 +605,37 @@ def test_a_report_on_an_older_server_migrates_it(conlab, pg_url):
         assert version == SCHEMA_VERSION and rows > 0
     finally:
         engine.dispose()
+
+
+def test_a_version_5_server_gets_every_option_as_its_runs_used_it(conlab, pg_url):
+    from sqlalchemy import create_engine, text
+
+    from storage.database import SCHEMA_VERSION
+    from tests.storage.test_database import SCHEMA_5_INDEX, SCHEMA_6_COLUMNS
+
+    for backend in ("loky", "threading"):
+        result = conlab(
+            *run_args("tiny", "joblib", workers=2, tasks=2, repeats=1, backend=backend, db=pg_url)
+        )
+        assert result.returncode == 0, result.stderr
+    engine = create_engine(pg_url)
+    try:
+        with engine.begin() as connection:  # what a conlab of schema 5 left
+            connection.execute(text("DROP INDEX ix_run_report"))
+            for column in SCHEMA_6_COLUMNS:
+                connection.execute(text(f"ALTER TABLE run DROP COLUMN {column}"))
+            connection.execute(text(f"CREATE INDEX ix_run_report ON run ({SCHEMA_5_INDEX})"))
+            connection.execute(text("UPDATE conlab_schema SET version = 5"))
+        result = conlab("report", "--db", pg_url, "--format", "json")
+        assert result.returncode == 0, result.stderr
+        assert sorted(r["backend"] for r in result.json()["summary"]) == ["loky", "threading"]
+        with engine.connect() as connection:
+            version = connection.execute(text("SELECT version FROM conlab_schema")).scalar()
+            stored = connection.execute(text("SELECT backend FROM run ORDER BY backend")).all()
+            indexed = connection.execute(
+                text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_run_report'")
+            ).scalar()
+        assert version == SCHEMA_VERSION and stored == [("loky",), ("threading",)]
+        assert "backend" in indexed
+    finally:
+        engine.dispose()

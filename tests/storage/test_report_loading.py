@@ -16,6 +16,7 @@ from experiments.spec import ExperimentSpec
 from service.present import render
 from storage import reports, stats
 from storage.database import SCHEMA_VERSION, open_engine
+from storage.queries import CONFIG_COLUMNS
 from storage.recorder import RunRecorder
 from storage.reports import (
     BASELINE_KEY,
@@ -118,8 +119,8 @@ def plain_summary(path) -> pd.DataFrame:
     engine = open_engine(path, create=False)
     with engine.connect() as connection:
         frame = pd.read_sql(
-            "SELECT r.id AS run_id, r.status, r.workload, r.size, r.tasks, r.executor, "
-            "r.start_method, r.workers, r.chunksize, m.hostname AS machine, i.version AS python, "
+            f"SELECT r.id AS run_id, r.status, {', '.join('r.' + c for c in CONFIG_COLUMNS)}, "
+            "m.hostname AS machine, i.version AS python, "
             "p.* FROM repeat p JOIN run r ON r.id = p.run_id "
             "LEFT JOIN machine m ON m.fingerprint = r.machine_fingerprint "
             "LEFT JOIN interpreter i ON i.key = r.interpreter_key",

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storage import reports, stats
+from storage.queries import OPTION_COLUMNS
 from storage.reports import (
     COST_COLUMNS,
     WORKER_COLUMNS,
@@ -66,6 +67,8 @@ def frame(rows: list[dict]) -> pd.DataFrame:
                     "start_method": None,
                     "workers": row["workers"],
                     "chunksize": None,
+                    # every other option a run stores: not given
+                    **{c: None for c in OPTION_COLUMNS if c not in ("size", "tasks", "workers")},
                     "created_at": f"2026-01-01 00:00:{n:02d}",
                     "environment_json": row.get("environment_json", "{}"),
                     "machine_fingerprint": "abc",
@@ -681,8 +684,11 @@ def environment(fingerprint: str, host: str, cpu: str, python: str) -> dict:
     }
 
 
-def record_run(engine, spec, env: dict, walls_ms: list[float], start_method=None, error=None):
-    """One run as the runner reports it, through the real recorder into the real database."""
+def record_run(
+    engine, spec, env: dict, walls_ms: list[float], start_method=None, error=None, resolved=None
+):
+    """One run as the runner reports it, through the real recorder into the real database;
+    ``resolved``: options the runner resolved besides these."""
     from storage.recorder import RunRecorder
 
     resolved = {
@@ -690,6 +696,7 @@ def record_run(engine, spec, env: dict, walls_ms: list[float], start_method=None
         "start_method": start_method,
         "chunksize": None,
         "size": 10,
+        **(resolved or {}),
     }
     recorder = RunRecorder(engine, spec, resolved)
     recorder.start()

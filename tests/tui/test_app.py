@@ -59,7 +59,7 @@ async def test_choose_run_and_see_the_runs(db_path, marked):
         table = app.query_one(RunsPane).query_one(DataTable)
         await wait_until(pilot, lambda: table.row_count == 2)  # runs are read off the loop
         detail = app.query_one("#run-detail")
-        await wait_until(pilot, lambda: "sleep size 5 x 4 tasks" in str(detail.render()))
+        await wait_until(pilot, lambda: "sleep size 40 x 4 tasks" in str(detail.render()))
         assert "warning: only 2 repeat(s): too few to trust" in str(detail.render())
 
 
@@ -180,6 +180,17 @@ async def test_filter_runs_and_compare(tmp_path):
         assert "geometric mean of B/A" in verdict
         assert "executor: sequential vs threads" in verdict
         assert app.query_one("#compare-table", DataTable).row_count == 1
+
+
+async def test_a_selection_typed_after_3_goes_into_a_and_does_not_quit(tmp_path):
+    app = ConlabApp(db=str(tmp_path / "x.db"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("3")
+        await wait_until(pilot, lambda: bool(app.query("#selection-a")))
+        await pilot.press(*"executor:sequential")  # its `q` is a letter here, not quit
+        assert app.query_one("#selection-a", Input).value == "executor:sequential"
+        assert app.is_running
 
 
 async def test_f8_saves_where_it_says(tmp_path, monkeypatch):

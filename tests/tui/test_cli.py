@@ -662,3 +662,12 @@ def test_a_python_on_path_that_never_answers_is_left_out_and_ended(conlab, tmp_p
     assert result.returncode == 0, result.stderr
     found = result.json()
     assert found and str(silent) not in [p["path"] for p in found]
+
+
+def test_db_before_the_command_is_the_commands_database(conlab, db_path, tmp_path):
+    other = tmp_path / "other.db"
+    result = conlab("--db", str(other), *run_args("tiny", "sequential", tasks=2, repeats=1))
+    assert result.returncode == 0, result.stderr
+    (stored,) = conlab("--db", str(other), "runs", "--json").json()
+    assert stored["run_id"] == result.json()[0]["run_id"]
+    assert not db_path.exists() or conlab("runs", "--json").json() == []  # not the default's

@@ -127,7 +127,7 @@ def test_listed_run_reported_and_advised(conlab, hand_threads, user_dir):
     assert report.returncode == 0, report.stderr
     # a row of its own, and the rules for threads (its workers_are) speak of it
     assert f"{NAME} x2" in report.stdout
-    said = [line for line in report.stdout.splitlines() if line.startswith(f"- {NAME} x2")]
+    said = [line for line in report.stdout.splitlines() if line.strip().startswith(f"{NAME} x2 ")]
     assert said, report.stdout
 
     from service import advise
