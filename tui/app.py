@@ -323,8 +323,13 @@ class ConlabApp(App):
     def action_show(self, pane: str) -> None:
         self.shown = pane  # the tabs are bound to it
         self.query_one("#panes", ContentSwitcher).current = pane
-        # The pane's main widget takes the keys, not whatever had the focus before.
+        # The pane's main widget takes the keys, not whatever had the focus before; Compare's
+        # A field, while nothing is compared yet (a selection typed there is no key).
         self.focus_pane(pane)
+        if pane == "compare":
+            for a in self.query("#selection-a"):
+                if not a.value:
+                    a.focus()
         self.refresh_bindings()
 
     @on(PaneTabs.Chosen)
@@ -349,8 +354,6 @@ class ConlabApp(App):
                 runs.shown()
         else:
             made = list(self.query(FIRST_FOCUS[pane_id]))
-            if pane_id == "compare":  # nothing compared yet: the keys go to A, not to q
-                made = [a for a in self.query("#selection-a") if not a.value] or made
             for widget in made:
                 widget.focus()
         if not made:  # the pane is not made yet: no key goes to the pane just left

@@ -214,6 +214,8 @@ async def show_compared(app, pilot) -> None:
     app.query_one("#compare-button").press()
     await settle(app, pilot)
     await wait_until(pilot, lambda: app.query_one("#compare-table", DataTable).row_count == 3)
+    app.query_one("#compare-table", DataTable).focus()  # the picture is of the comparison
+    await pilot.pause()
 
 
 async def show_lab_end(app, pilot) -> None:
@@ -510,7 +512,7 @@ async def test_the_tabs_mark_the_pane_shown_and_a_click_shows_one(tmp_path):
         await wait_until(pilot, lambda: app.shown == "compare")
         assert app.query_one("#panes", ContentSwitcher).current == "compare"
         await wait_until(pilot, lambda: marked() == ["3 Compare"])
-        await pilot.press("1")
+        await pilot.press("escape", "1")  # Compare's A field had the keys: left first
         assert marked() == ["1 Lab"] and app.focused is app.query_one("#workloads")
 
 
