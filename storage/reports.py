@@ -322,10 +322,12 @@ def _process_sql(held: Sequence[str]) -> str:
     )
 
 
-def _options_held(connection) -> list[str]:
-    """The SPARSE_OPTIONS some stored run holds (one pass over the report's index)."""
+def _options_held(connection, joins: str, where: str, params: dict) -> list[str]:
+    """The SPARSE_OPTIONS some run that ``where`` picks holds (one pass over the report's
+    index, or over the runs picked: one run's detail reads one run, not the whole file)."""
     counts = ", ".join(f"count(r.{c})" for c in SPARSE_OPTIONS)
-    _, rows = _rows(connection, f"SELECT {counts} FROM run r WHERE r.status = 'ok'")
+    sql = f"SELECT {counts} FROM run r {joins}WHERE r.status = 'ok'{where}"
+    _, rows = _rows(connection, sql, params)
     return [c for c, n in zip(SPARSE_OPTIONS, rows[0]) if n]
 
 
@@ -333,7 +335,7 @@ def _stored_processes(connection, where: str, params: dict) -> pd.DataFrame:
     """The process rows of the finished runs ``where`` picks in one database; the runs whose
     rows are missing or unreadable derived again from their repeats."""
     joins = SELECTION_JOINS if where else ""
-    held = _options_held(connection)
+    held = _options_held(connection, joins, where, params)
     names, rows = _rows(connection, _process_sql(held).format(joins=joins) + where, params)
     frame = pd.DataFrame.from_records(rows, columns=names)
     for column in (c for c in SPARSE_OPTIONS if c not in held):

@@ -291,11 +291,12 @@ def test_a_worker_threads_time_is_split_into_on_a_core_waiting_and_blocked():
                 sample = timing.timed_call(workloads.cpu, 200_000)
             readings.setdefault((kind, sample[2]), []).extend(r for r in sample[11] if r)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in ("sleep", "cpu")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    # one after the other: two at once would share the GIL, and the computing one would be
+    # blocked while the other, woken, held it waiting for a core on a busy machine
+    for kind in ("sleep", "cpu"):
+        thread = threading.Thread(target=work, args=(kind,))
+        thread.start()
+        thread.join()
     split = {row[0]: row for row in runner.worker_split(readings)}  # by kind, as pid here
     if not hasattr(os, "sched_getaffinity"):
         assert split == {}  # not Linux: not observed

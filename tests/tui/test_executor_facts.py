@@ -187,7 +187,7 @@ async def test_drawn_and_run_in_the_lab(db_path, marked, hand_threads):
             [NAME],
             workers="2",
             tasks="4",
-            size="5",
+            size="40",  # a looked-at repeat of 80 ms: long enough to be seen on a busy machine
             repeats="2",
             warmups="0",
             processes="1",
