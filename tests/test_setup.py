@@ -65,7 +65,7 @@ def test_make_lint_prints_no_logo():
         ["make", "-s", "lint"], cwd=REPO, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Contracts: 2 kept, 0 broken." in done.stdout
+    assert re.search(r"Contracts: \d+ kept, 0 broken\.", done.stdout), done.stdout
     assert "╔" not in done.stdout + done.stderr
 
 
@@ -107,7 +107,8 @@ def test_the_tests_find_a_free_threaded_build_in_the_cache(tmp_path, monkeypatch
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     monkeypatch.delenv("CONLAB_TEST_FREE_THREADED", raising=False)
     assert find_free_threaded(cache) == str(cache / "cpython-3.13.99-t" / "bin" / "python3.13t")
-    assert find_free_threaded(tmp_path / "empty") is None
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty"))  # discovery looks there too
+    assert find_free_threaded(tmp_path / "empty" / "conlab-cpython") is None
 
 
 def test_a_missing_free_threaded_build_is_skipped_saying_how_to_get_one(tmp_path):

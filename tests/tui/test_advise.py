@@ -99,9 +99,9 @@ def _busy(found: dict) -> bool:
 def test_pure_python_work_goes_to_as_many_processes_as_cores(conlab, kinds):
     # --size auto and the tasks advise chooses (~0.2 s sequentially): with less work than that,
     # starting the worker processes decides the answer. It settles in its first three rounds
-    # (~9 s here); the budget admits a machine crowded enough to make each call 6x slower,
+    # (~9 s here); the budget admits a machine crowded enough to make each call 3x slower,
     # which advise would rightly refuse to plan within 15 s.
-    found = _advise(conlab, "spin", budget="60")
+    found = _advise(conlab, "spin", budget="30")
     rec, cores = found["recommendation"], usable_cores()
     assert ("processes", cores) in _measured(found)
     if rec["executor"] == "sequential":  # only when the machine gave the workers no core,
