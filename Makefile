@@ -35,7 +35,7 @@ lint: install
 
 # Three pytest workers on a 2-core machine: many tests wait on real subprocesses (a Ray head, a
 # pool's start, a worker's timeout), and a third worker runs while the others wait.
-PYTEST_ARGS ?= -n 4
+PYTEST_ARGS ?= -n 3
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
