@@ -147,10 +147,11 @@ def against(
 
 def named_now(specs: Sequence[ExperimentSpec]) -> Callable[[Mapping[str, Any]], list[str]]:
     """A test of a stored configuration against what the command of ``specs`` names: what in
-    it (as ``-w``, ``--python`` or ``--scheduler`` would say) is neither the sweep's own nor
-    the lab's. A stored run is data from a file that may come from anywhere: only a built-in
-    workload, a workload of this sweep, conlab's own interpreter, one this command gives or
-    one discovered on this machine, and this sweep's scheduler are ever run again."""
+    it (as ``-w``, ``--python``, ``--scheduler`` or ``--main`` would say) is neither the
+    sweep's own nor the lab's. A stored run is data from a file that may come from anywhere:
+    only a built-in workload, a workload of this sweep, conlab's own interpreter, one this
+    command gives or one discovered on this machine, and this sweep's scheduler and entry
+    script are ever run again."""
     import os
 
     from experiments.pythons import candidates
@@ -159,6 +160,7 @@ def named_now(specs: Sequence[ExperimentSpec]) -> Callable[[Mapping[str, Any]], 
     workloads = set(WORKLOADS) | {s.workload for s in specs}
     pythons = {os.path.realpath(p) for p in [*candidates(), *(s.python for s in specs)] if p}
     schedulers = {s.scheduler for s in specs}
+    mains = {s.main for s in specs}
 
     def strange(config: Mapping[str, Any]) -> list[str]:
         said = []
@@ -171,6 +173,8 @@ def named_now(specs: Sequence[ExperimentSpec]) -> Callable[[Mapping[str, Any]], 
             said.append(f"--python {python}")
         if config.get("scheduler") is not None and config.get("scheduler") not in schedulers:
             said.append(f"--scheduler {config.get('scheduler')}")
+        if config.get("main") is not None and config.get("main") not in mains:
+            said.append(f"--main {config.get('main')}")
         return said
 
     return strange
