@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any, Optional
 from experiments import launch
 from experiments.executors import EXECUTORS
 from experiments.options import not_taken_by_any, without_refused
-from experiments.spec import ExperimentSpec, SpecError, check_worker_counts, new_id
+from experiments.spec import (
+    ExperimentSpec,
+    SpecError,
+    check_worker_counts,
+    new_id,
+    normal_workload,
+)
 
 if TYPE_CHECKING:  # storage (and SQLAlchemy) load when a sweep runs, not when one is planned
     import pandas as pd
@@ -471,9 +477,23 @@ class Prepared:
     notes: list[str]
 
 
+def normal(request: SweepRequest) -> SweepRequest:
+    """``request`` with its paths as a run stores them (``./jobs.py:work`` is ``jobs.py:work``,
+    ``--main ./app.py`` is ``app.py``): one file, one configuration, whichever face named it."""
+    import os.path
+    from dataclasses import replace
+
+    params = dict(request.params)
+    if isinstance(params.get("main"), str) and params["main"]:
+        params["main"] = os.path.normpath(params["main"])
+    workloads = list(dict.fromkeys(map(normal_workload, request.workloads)))
+    return replace(request, workloads=workloads, params=params)
+
+
 def specs_of(request: SweepRequest) -> list[ExperimentSpec]:
     """The specs ``request`` names, each validated (SpecError), sizes still uncalibrated: what
     the Lab checks as its form changes."""
+    request = normal(request)
     sizes = [None if size == "auto" else size for size in request.sizes]
     return plan(
         request.workloads,
@@ -498,6 +518,7 @@ def prepare(
     engine is the caller's to dispose once it has run."""
     from storage.database import open_engine
 
+    request = normal(request)
     pythons = list(request.pythons) or [None]
     sizes, calibrations = choose_sizes(request.workloads, request.sizes, pythons[0])
     specs = plan(

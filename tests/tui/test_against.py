@@ -153,3 +153,15 @@ def test_a_baseline_keeps_its_options_and_runs_only_a_main_named_now(conlab, db_
     with sqlite3.connect(db_path) as connection:
         rows = connection.execute("SELECT tag, main FROM run ORDER BY tag").fetchall()
     assert rows == [("v1", "app.py"), ("v1", "app.py"), ("v2", "app.py")]
+
+
+def test_one_entry_script_named_two_ways_is_one_configuration(conlab, db_path, user_dir):
+    (user_dir / "app.py").write_text("")
+    args = ["-w", "tiny", "-e", "processes", "--start-method", "spawn", "--workers", "1", *SMALL]
+    for main in ("app.py", "./app.py"):
+        done = conlab("run", *args, "--size", "1000", "--main", main)
+        assert done.returncode == 0, done.stderr
+    with sqlite3.connect(db_path) as connection:
+        assert connection.execute(
+            "SELECT DISTINCT main FROM run WHERE executor = 'processes'"
+        ).fetchall() == [("app.py",)]
