@@ -573,7 +573,7 @@ def answer(
     tasks: int,
 ) -> dict:
     """The recommendation and everything behind it, as the ``--json`` object."""
-    from storage.reports import fastest, undecided
+    from storage.loading import fastest, undecided
 
     why = _probe_reasons(workload, probes, tasks)
     rows = summary[summary["workload"] == workload] if not summary.empty else summary
@@ -694,7 +694,7 @@ def _undecided_json(found) -> Optional[dict]:
     its headline in words."""
     if found is None:
         return None
-    from storage.reports import undecided_text
+    from storage.loading import undecided_text
 
     return {
         "headline": undecided_text(found, [_row_name(r) for r in found.leaders]),
@@ -886,7 +886,7 @@ def advise(
             results = sweep.run()
         if sweep.cancelled:
             stop.reason = "cancelled"
-        from storage.reports import sweep_verdicts
+        from storage.loading import sweep_verdicts
 
         summary, words = sweep_verdicts(engine, specs[0].sweep_id)
     finally:

@@ -14,9 +14,9 @@ import pandas as pd
 from experiments.options import BY_NAME
 from experiments.spec import run_label
 from service.present.lanes import PALETTE, lane_label, lane_numbers
+from storage.loading import BASELINE_KEY, CONFIG, Comparison
+from storage.loading import told_apart_by as reports_told_apart_by
 from storage.queries import NUMBER_COLUMNS
-from storage.reports import BASELINE_KEY, CONFIG, Comparison
-from storage.reports import told_apart_by as reports_told_apart_by
 from storage.text import csv_cell, markdown_text, number_text, printable
 
 COLUMNS = [

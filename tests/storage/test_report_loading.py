@@ -14,11 +14,10 @@ from sqlalchemy import event
 
 from experiments.spec import ExperimentSpec
 from service.present import render
-from storage import reports, stats
+from storage import loading as reports
+from storage import stats
 from storage.database import SCHEMA_VERSION, open_engine
-from storage.queries import CONFIG_COLUMNS
-from storage.recorder import RunRecorder
-from storage.reports import (
+from storage.loading import (
     BASELINE_KEY,
     CONFIG,
     load_processes,
@@ -27,6 +26,8 @@ from storage.reports import (
     processes_of,
     summarize,
 )
+from storage.queries import CONFIG_COLUMNS
+from storage.recorder import RunRecorder
 
 MACHINES = {"a" * 20: "alpha", "b" * 20: "beta"}
 PYTHONS = {"3.11.7": "k311" * 5, "3.12.1": "k312" * 5}

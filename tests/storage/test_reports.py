@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storage import reports, stats
-from storage.queries import OPTION_COLUMNS
-from storage.reports import (
+from storage import loading as reports
+from storage import stats
+from storage.loading import (
     COST_COLUMNS,
     WORKER_COLUMNS,
     compare,
@@ -30,6 +30,7 @@ from storage.reports import (
     select,
     verdicts,
 )
+from storage.queries import OPTION_COLUMNS
 from tests.conftest import assert_one_line_error, run_args
 
 
@@ -566,8 +567,8 @@ def test_a_free_threaded_run_is_labelled_and_keeps_each_workers_gil_state(tmp_pa
     # the real recorder and database: no such interpreter is on every machine that runs this.
     from experiments.spec import ExperimentSpec
     from storage.database import open_engine
+    from storage.loading import load_repeats
     from storage.recorder import RunRecorder
-    from storage.reports import load_repeats
 
     engine = open_engine(tmp_path / "ft.db", writer=True)
     spec = ExperimentSpec(
@@ -783,7 +784,7 @@ def rendered(path, sweeps, labels=None) -> tuple[str, str]:
     of two selections spelled ``labels``) and a task timeline, as `conlab report` makes them."""
     from service.present import render
     from storage.database import open_engine
-    from storage.reports import load_repeats, load_timeline
+    from storage.loading import load_repeats, load_timeline
 
     engine = open_engine(path, create=False)
     try:
