@@ -38,7 +38,7 @@ class Comparison:
 
 @dataclass
 class Report:
-    """What stored runs mean: their runner processes (storage.reports.load_processes),
+    """What stored runs mean: their runner processes (storage.loading.load_processes),
     summary and verdicts, and a comparison if asked."""
 
     processes: pd.DataFrame
@@ -53,7 +53,7 @@ class Report:
 
 
 def load(sources: Sources, selection: Optional[str] = None, repeats: bool = False):
-    """The finished runs' runner processes in ``sources`` (storage.reports.load_processes), or
+    """The finished runs' runner processes in ``sources`` (storage.loading.load_processes), or
     with ``repeats`` their counted repeats (what a comparison reads), only those matching
     ``selection`` if given (SelectionError for a selection that cannot be read)."""
     processes, counted = load_both(sources, selection, repeats)
@@ -125,14 +125,16 @@ def build_report(
     same runs' ``repeats`` (``load(..., repeats=True)``)."""
     import pandas as pd
 
-    from storage.loading import min_effect_for, select, summarize, verdicts
+    from storage.loading import select
+    from storage.summaries import min_effect_for, summarize
+    from storage.verdicts import verdicts
 
     effect = min_effect_for(processes) if min_effect is None else min_effect
     summary = summarize(processes) if summarise_all or not compare else pd.DataFrame()
     words = verdicts(summary, effect) if not summary.empty else []
     found = Report(processes, summary, words, min_effect=effect)
     if compare:
-        from storage.loading import compare as compare_selections
+        from storage.comparisons import compare as compare_selections
 
         if repeats is None:
             raise ValueError("a comparison reads the runs' repeats: pass repeats")
@@ -221,7 +223,8 @@ def render_report(found: Report, format: str, timeline_of=None) -> str:
         return render.csv_report(found.summary)
     if format == "json":
         return render.json_report(found.summary, found.verdicts, compared)
-    from storage.loading import MIN_EFFECT, verdicts_by_work
+    from storage.summaries import MIN_EFFECT
+    from storage.verdicts import verdicts_by_work
 
     effect = MIN_EFFECT if found.min_effect is None else found.min_effect
     said = verdicts_by_work(found.summary, effect) if not found.summary.empty else []
@@ -244,7 +247,7 @@ def export_report(db: Optional[str], format: str, folder: Path) -> Optional[Path
 
 def work_key() -> tuple:
     """The columns that make a piece of work, what a speedup is measured against
-    (storage.reports.BASELINE_KEY): machine, Python, workload, size, tasks."""
-    from storage.loading import BASELINE_KEY
+    (storage.summaries.BASELINE_KEY): machine, Python, workload, size, tasks."""
+    from storage.summaries import BASELINE_KEY
 
     return tuple(BASELINE_KEY)

@@ -583,7 +583,7 @@ class SweepReport:
 def sweep_report(engine, results: Sequence[dict]) -> Optional[SweepReport]:
     """The report of the sweep that gave ``results`` (the runs' objects), keyed as every report
     is (machine, Python, size and tasks); None when no run finished."""
-    from storage.loading import sweep_verdicts
+    from storage.verdicts import sweep_verdicts
 
     ok = [r for r in results if r["status"] == "ok"]
     if not ok:
@@ -606,7 +606,7 @@ def detectable_note(engine, specs) -> list[str]:
 
 def speedups(results: Sequence[dict]) -> dict[str, str]:
     """Each finished run's speedup among a sweep's ``results`` (run objects), with its 95%
-    interval, as text by run id (storage.reports.run_speedups)."""
-    from storage.loading import run_speedups
+    interval, as text by run id (storage.verdicts.run_speedups)."""
+    from storage.verdicts import run_speedups
 
     return run_speedups(results)
