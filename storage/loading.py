@@ -353,15 +353,17 @@ def _sound_rows(frame: pd.DataFrame) -> np.ndarray:
     sound &= parsed & (np.bincount(owner, weights=kept, minlength=len(texts)) > 0)
     for column in (*figures.MEDIANS, *figures.MAXIMA):
         values = frame[column]
-        if not pd.api.types.is_numeric_dtype(values):  # as numbers and NULLs alone read
-            sound &= np.fromiter(
-                (
-                    v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-                    for v in values
-                ),
-                dtype=bool,
-                count=len(values),
-            )
+        # numbers, or NULLs alone (a figure its runs did not record), read as they are
+        if pd.api.types.is_numeric_dtype(values) or values.isna().all():
+            continue
+        sound &= np.fromiter(
+            (
+                v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                for v in values
+            ),
+            dtype=bool,
+            count=len(values),
+        )
     return sound
 
 
