@@ -56,7 +56,7 @@ RUN_TARGET_S = 0.2
 MAX_AUTO_TASKS = 4096
 # A task's dispatch above this share of its call: tasks go to the workers in chunks.
 DISPATCH_SHARE = 0.1
-MIN_EFFECT = 0.05  # as storage.reports: a smaller difference is no difference
+MIN_EFFECT = 0.05  # as storage.summaries: a smaller difference is no difference
 # The three rounds of turns every answer needs are planned within this share of the budget:
 # runner processes on a busy machine take longer than the probes predict.
 BUDGET_SHARE = 0.7
@@ -573,7 +573,7 @@ def answer(
     tasks: int,
 ) -> dict:
     """The recommendation and everything behind it, as the ``--json`` object."""
-    from storage.reports import fastest, undecided
+    from storage.verdicts import fastest, undecided
 
     why = _probe_reasons(workload, probes, tasks)
     rows = summary[summary["workload"] == workload] if not summary.empty else summary
@@ -690,11 +690,11 @@ def answer(
 
 
 def _undecided_json(found) -> Optional[dict]:
-    """An undecided answer (storage.reports.Undecided) as the ``--json`` object holds it, with
+    """An undecided answer (storage.verdicts.Undecided) as the ``--json`` object holds it, with
     its headline in words."""
     if found is None:
         return None
-    from storage.reports import undecided_text
+    from storage.verdicts import undecided_text
 
     return {
         "headline": undecided_text(found, [_row_name(r) for r in found.leaders]),
@@ -886,7 +886,7 @@ def advise(
             results = sweep.run()
         if sweep.cancelled:
             stop.reason = "cancelled"
-        from storage.reports import sweep_verdicts
+        from storage.verdicts import sweep_verdicts
 
         summary, words = sweep_verdicts(engine, specs[0].sweep_id)
     finally:

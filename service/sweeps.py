@@ -108,7 +108,7 @@ def against(
     run."""
     from storage.baseline import configurations, here
     from storage.errors import SelectionError
-    from storage.reports import load_repeats, select
+    from storage.loading import load_repeats, select
 
     stored = load_repeats([("db", engine)])
     picked = select(stored, selection) if not stored.empty else stored
@@ -608,7 +608,7 @@ class SweepReport:
 def sweep_report(engine, results: Sequence[dict]) -> Optional[SweepReport]:
     """The report of the sweep that gave ``results`` (the runs' objects), keyed as every report
     is (machine, Python, size and tasks); None when no run finished."""
-    from storage.reports import sweep_verdicts
+    from storage.verdicts import sweep_verdicts
 
     ok = [r for r in results if r["status"] == "ok"]
     if not ok:
@@ -631,7 +631,7 @@ def detectable_note(engine, specs) -> list[str]:
 
 def speedups(results: Sequence[dict]) -> dict[str, str]:
     """Each finished run's speedup among a sweep's ``results`` (run objects), with its 95%
-    interval, as text by run id (storage.reports.run_speedups)."""
-    from storage.reports import run_speedups
+    interval, as text by run id (storage.verdicts.run_speedups)."""
+    from storage.verdicts import run_speedups
 
     return run_speedups(results)

@@ -52,3 +52,16 @@ def test_the_application_layer_importing_textual_breaks_the_contracts(tmp_path):
     broken = lint_imports(tree)
     assert broken.returncode != 0
     assert "service.runs -> textual" in broken.stdout, broken.stdout
+
+
+def test_a_report_module_importing_back_breaks_the_contracts(tmp_path):
+    """The report's modules import one way (verdicts | comparisons -> summaries -> loading):
+    one import back, and make lint fails naming it."""
+    tree = copy_tree(tmp_path)
+    for module, back in (("loading", "summaries"), ("summaries", "comparisons")):
+        path = tree / "storage" / f"{module}.py"
+        kept = path.read_text()
+        path.write_text(f"{kept}\nimport storage.{back}  # noqa\n")
+        done = lint_imports(tree)
+        path.write_text(kept)
+        assert done.returncode and f"storage.{module} -> storage.{back}" in done.stdout, done.stdout

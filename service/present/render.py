@@ -14,10 +14,11 @@ import pandas as pd
 from experiments.options import BY_NAME
 from experiments.spec import run_label
 from service.present.lanes import PALETTE, lane_label, lane_numbers
+from storage.comparisons import Comparison
 from storage.queries import NUMBER_COLUMNS
-from storage.reports import BASELINE_KEY, CONFIG, Comparison
-from storage.reports import told_apart_by as reports_told_apart_by
+from storage.summaries import BASELINE_KEY, CONFIG
 from storage.text import csv_cell, markdown_text, number_text, printable
+from storage.verdicts import told_apart_by as reports_told_apart_by
 
 COLUMNS = [
     ("machine", "machine"),
@@ -538,7 +539,7 @@ def _core_colour(task) -> tuple[str, str]:
 
 
 # A piece of work: what a section of the page is about, named in its heading; the key its
-# verdicts and its speedups are computed over (storage.reports.verdicts_by_work).
+# verdicts and its speedups are computed over (storage.verdicts.verdicts_by_work).
 WORK_KEY = BASELINE_KEY
 WORK_NAMED = ("machine", "python", "workload", "size", "tasks")  # in the heading's own words
 
@@ -571,7 +572,7 @@ def html_page(
 ) -> str:
     """One self-contained page: the comparison, then a section per piece of work (its verdict,
     its charts, its rows), then one run's timeline; no script, no external URL. ``said`` is
-    each piece of work's verdicts (storage.reports.verdicts_by_work), in the summary's order."""
+    each piece of work's verdicts (storage.verdicts.verdicts_by_work), in the summary's order."""
     parts = ["<h1>concurrency-lab report</h1>"]
     if compared:
         parts.append(f'<section class="compared">{_html_comparison(compared)}</section>')
