@@ -67,13 +67,22 @@ class Threads(Executor):
             _drain(pool.map(call, items), on_sample)
 
 
-class Processes(Executor):
-    name = "processes"
-    description = "concurrent.futures.ProcessPoolExecutor: one interpreter per worker"
+class _ProcessPool(Executor):
+    """What the standard library's process pools share: the function and its items pickled to
+    worker processes the runner starts and reaps, and the options of such a pool."""
+
     pickles_tasks = True
     options = ("workers", "start_method", "chunksize", "max_tasks_per_child", "main")
     workers_are = "processes"
     cpu_seen = True
+
+    def default_start_method(self):
+        return _default_start_method()
+
+
+class Processes(_ProcessPool):
+    name = "processes"
+    description = "concurrent.futures.ProcessPoolExecutor: one interpreter per worker"
     preference = 40
     lab_ticked = True
 
@@ -88,9 +97,6 @@ class Processes(Executor):
             f"        results = list(ex.map({code.func}, items{_chunks(code)}))\n"
         )
         return _guarded(code, head, body)
-
-    def default_start_method(self):
-        return _default_start_method()
 
     def default_chunksize(self, tasks, workers):
         return 1  # ProcessPoolExecutor.map's own default
@@ -205,13 +211,9 @@ def _note_failure(failed: list, future) -> None:
         failed.append(future)
 
 
-class Pool(Executor):
+class Pool(_ProcessPool):
     name = "pool"
     description = "multiprocessing.Pool: the classic process pool, with chunking"
-    pickles_tasks = True
-    options = ("workers", "start_method", "chunksize", "max_tasks_per_child", "main")
-    workers_are = "processes"
-    cpu_seen = True
     preference = 50
 
     def snippet(self, code: Snippet) -> str:
@@ -224,9 +226,6 @@ class Pool(Executor):
 
     # How often to look for dead workers while waiting: Pool itself would wait forever.
     poll_s = 0.05
-
-    def default_start_method(self):
-        return _default_start_method()
 
     def default_chunksize(self, tasks, workers):
         # Pool.map's own rule, so imap (which streams results for progress) chunks the same way.
