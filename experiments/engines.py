@@ -22,16 +22,30 @@ from experiments.pools import Processes
 from experiments.timing import timed_call
 
 
-def _service_out_of_reach(job) -> str:
-    """Why an existing cluster (``--scheduler``) cannot run ``job``, up to the local engine the
-    caller names: its workload talks to a server the runner starts on this machine; "" when
-    there is no such reason."""
-    if job.scheduler is None or job.workload.service is None:
-        return ""
-    return (
-        f"workload {job.workload.name!r} talks to a server the runner starts on this "
-        "machine, which an existing cluster's workers cannot reach; drop --scheduler "
-    )
+class _ClusterEngine(Executor):
+    """An engine whose workers are processes of its own: on a local cluster it starts per run,
+    or on an existing one named by ``--scheduler``."""
+
+    pickles_tasks = True
+    options = ("workers", "scheduler")
+    # The engine's (a dask nanny's children, Ray's workers), not the runner's children: the
+    # runner's clock does not see them.
+    workers_are = "processes"
+    local = ""  # what runs without --scheduler, as the fix names it: "use a LocalCluster"
+
+    def unsupported_option(self, job) -> Optional[str]:
+        if job.scheduler is not None and job.workload.service is not None:
+            return (
+                f"workload {job.workload.name!r} talks to a server the runner starts on this "
+                "machine, which an existing cluster's workers cannot reach; drop --scheduler "
+                f"to {self.local}"
+            )
+        return self.engine_unsupported(job)
+
+    def engine_unsupported(self, job) -> Optional[str]:
+        """None when this engine can run ``job`` here (its --scheduler, where it runs from),
+        else what to change."""
+        return None
 
 
 class Loky(Processes):
@@ -59,28 +73,23 @@ class Loky(Processes):
         pool.shutdown(wait=False, kill_workers=True)
 
 
-class Dask(Executor):
+class Dask(_ClusterEngine):
     name = "dask"
     description = "dask.distributed: a LocalCluster of --workers processes, or --scheduler ADDR"
-    pickles_tasks = True
-    options = ("workers", "scheduler")
-    workers_are = "processes"  # a nanny's children: the runner's clock does not see them
     preference = 70
+    local = "use a LocalCluster"
     connect_timeout_s = 10
 
     def unavailable_reason(self):
         return _missing("distributed", "dask")
 
-    def unsupported_option(self, job) -> Optional[str]:
-        out_of_reach = _service_out_of_reach(job)
-        if out_of_reach:
-            return out_of_reach + "to use a LocalCluster"
+    def engine_unsupported(self, job) -> Optional[str]:
         if _scheme(job.scheduler) == "ray":
             return (
                 f"--scheduler {job.scheduler} is a Ray address, which dask cannot use; "
                 "pass a dask scheduler (tcp://HOST:8786), or choose -e ray"
             )
-        return super().unsupported_option(job)
+        return None
 
     def run(self, job, items: list, on_sample: OnSample) -> None:
         import logging
@@ -312,7 +321,7 @@ def _raise_joblib_error(exc: BaseException, made: list, seen: dict) -> None:
     raise exc
 
 
-class Ray(Executor):
+class Ray(_ClusterEngine):
     """Ray tasks: one remote call of the user's function per item, ``max_retries=0`` (a task
     whose worker dies fails the run, as in every process executor), on a local Ray instance
     started once per runner process (``session``, outside the timed windows) or an existing
@@ -320,18 +329,13 @@ class Ray(Executor):
 
     name = "ray"
     description = "Ray remote tasks: a local ray.init(num_cpus=workers) per run, or --scheduler"
-    pickles_tasks = True
-    workers_are = "processes"  # Ray's worker processes, not the runner's children
     preference = 80
-    options = ("workers", "scheduler")
+    local = "start a local Ray"
 
     def unavailable_reason(self):
         return _missing("ray", "ray")
 
-    def unsupported_option(self, job) -> Optional[str]:
-        out_of_reach = _service_out_of_reach(job)
-        if out_of_reach:
-            return out_of_reach + "to start a local Ray"
+    def engine_unsupported(self, job) -> Optional[str]:
         if _scheme(job.scheduler) not in ("", "ray"):
             return (
                 f"--scheduler {job.scheduler} is not a Ray address; pass HOST:PORT of "
@@ -352,7 +356,7 @@ class Ray(Executor):
                 f"{own}) would replace the lab's there; run conlab from another directory "
                 "(your module can be on PYTHONPATH)"
             )
-        return super().unsupported_option(job)
+        return None
 
     def session(self, job):
         import contextlib

@@ -105,20 +105,18 @@ class _StopRule:
 def specs_for(
     workload: str, candidates: list[Candidate], size: int, tasks: int, repeats: int
 ) -> list[ExperimentSpec]:
+    """One spec a candidate, in one sweep tagged ``advise``."""
+    same = dict(workload=workload, tasks=tasks, size=size, repeats=repeats, warmups=1)
     sweep_id = new_id()
     return [
         ExperimentSpec(
-            workload=workload,
             executor=c.executor,
             workers=c.workers,
-            tasks=tasks,
-            size=size,
-            repeats=repeats,
-            warmups=1,
             chunksize=c.chunksize,
             python=c.python,
             tag=TAG,
             sweep_id=sweep_id,
+            **same,
         ).validate()
         for c in candidates
     ]
