@@ -4,6 +4,9 @@ of the same behaviour run the same code."""
 
 from __future__ import annotations
 
+# How a benchmark row names 8 tasks of bench's c_hash (hashing 28 MiB each) at size 28.
+C_HASH_20MS = "8 x c_hash 28 MiB ~20 ms"
+
 # A loop in Python bytecode: holds the GIL, so only processes (or worker interpreters) run it
 # in parallel.
 SPIN = """
