@@ -363,13 +363,8 @@ def bench_merge(bench) -> None:
         _remove(target)
         hands.append(merge_by_hand(source, target))
         _remove(target)
-    record_ratio(
-        bench,
-        f"conlab db merge of {BIG_RUNS:,} runs into an empty file / plain ATTACH + INSERT",
-        labs,
-        hands,
-        2.0,
-    )
+    merged = f"conlab db merge of {BIG_RUNS:,} runs into an empty file / plain ATTACH + INSERT"
+    record_ratio(bench, merged, labs, hands, 2.0)
     bench.show("  the merge's wall time, s", statistics.median(labs))
     bench.show("  the plain ATTACH + INSERT ... SELECT's, s", statistics.median(hands))
 
@@ -432,13 +427,8 @@ def bench_report(bench) -> None:
         start = time.perf_counter()
         hand_summary["summary"](path)
         hand.append(time.perf_counter() - start)
-    record_ratio(
-        bench,
-        f"conlab report over {BIG_RUNS:,} runs in process / SQL aggregates then pandas",
-        lab,
-        hand,
-        1.5,
-    )
+    reported = f"conlab report over {BIG_RUNS:,} runs in process / SQL aggregates then pandas"
+    record_ratio(bench, reported, lab, hand, 1.5)
     bench.show("  the report's wall time (in process), s", statistics.median(lab))
     bench.show("  its CPU time, s", statistics.median(lab_cpu))
     bench.show("  SQL aggregates per process, then pandas (by hand), s", statistics.median(hand))
