@@ -1,7 +1,8 @@
 """The sweep options: one row each, read by spec validation, ``conlab run``'s flags and the Lab.
 
-A row says what the option is (name, type, default), how a person gives it (flag, help, the Lab's
-label and placeholder), what values it takes (bounds or a validator), and which executors take it:
+A row says what the option is (name, type, default), how a person gives it (help; the flag,
+the Lab's label and placeholder where they differ from --NAME, NAME and the default), what values
+it takes (bounds or a validator), and which executors take it:
 ``for_executors=False`` means every executor; otherwise only the executors that list the option in
 their ``options``, and the others ignore it (``elsewhere="ignored"``) or refuse it
 (``elsewhere="refused"``, with one message for every such option).
