@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.kinds import SPIN
 from tests.conftest import assert_one_line_error, run_args
 
 # A cpu-like task of a few ms: long enough to be work, short enough for a busy machine.
@@ -217,15 +218,6 @@ def test_a_task_that_ends_its_process_ends_the_runner_it_shares(conlab, interpre
     run = failed_run(conlab, interpreters_python, "usermod:exit3")
     assert run["error"].startswith("the runner process died (exit code 3)"), run["error"]
     assert "worker interpreters run inside the runner's process" in run["error"]
-
-
-SPIN = textwrap.dedent("""
-    def spin(size):
-        total = 0
-        for i in range(size):
-            total += i * i % 7
-        return total
-""")
 
 
 def _advise(conlab, function: str, python: str) -> dict:
