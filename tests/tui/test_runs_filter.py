@@ -101,3 +101,18 @@ async def test_the_late_rows_of_a_filter_typed_over_are_not_shown(tmp_path, monk
         await pilot.pause()
         assert [run["executor"] for run in pane.runs] == ["threads"] * 4
         assert pane.query_one("#runs-table").row_count == 4
+
+
+async def test_a_filter_that_picks_no_run_describes_none(tmp_path):
+    from tui.components.runs import NO_RUN
+
+    app = ConlabApp(db=str(two_sweeps(tmp_path / "two.db")))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2")
+        await wait_until(pilot, lambda: detail_of(app).startswith("run "))
+        pane = app.query_one(RunsPane)
+        await pilot.press("slash", *"zzz")
+        await wait_until(pilot, lambda: pane.loaded and not pane.runs)
+        await settle(app, pilot)
+        assert detail_of(app) == NO_RUN
