@@ -37,6 +37,14 @@ def detail_of(app) -> str:
     return str(app.query_one("#run-detail").render())
 
 
+async def runs_described(app, pilot) -> RunsPane:
+    """The Runs pane shown (`2`), once it describes its highlighted run."""
+    await settle(app, pilot)
+    await pilot.press("2")
+    await wait_until(pilot, lambda: detail_of(app).startswith("run "))
+    return app.query_one(RunsPane)
+
+
 async def test_a_filter_typed_on_draws_the_rows_and_reads_a_detail_only_when_they_change(
     tmp_path, monkeypatch
 ):
@@ -47,10 +55,7 @@ async def test_a_filter_typed_on_draws_the_rows_and_reads_a_detail_only_when_the
     )
     app = ConlabApp(db=str(two_sweeps(tmp_path / "two.db")))
     async with app.run_test(size=SIZE) as pilot:
-        await settle(app, pilot)
-        await pilot.press("2")
-        await wait_until(pilot, lambda: detail_of(app).startswith("run "))
-        pane = app.query_one(RunsPane)
+        pane = await runs_described(app, pilot)
         fills = []
         fill = pane.fill
         pane.fill = lambda: fills.append(pane.query_one("#runs-filter", Input).value) or fill()
@@ -108,10 +113,7 @@ async def test_a_filter_that_picks_no_run_describes_none(tmp_path):
 
     app = ConlabApp(db=str(two_sweeps(tmp_path / "two.db")))
     async with app.run_test(size=SIZE) as pilot:
-        await settle(app, pilot)
-        await pilot.press("2")
-        await wait_until(pilot, lambda: detail_of(app).startswith("run "))
-        pane = app.query_one(RunsPane)
+        pane = await runs_described(app, pilot)
         await pilot.press("slash", *"zzz")
         await wait_until(pilot, lambda: pane.loaded and not pane.runs)
         await settle(app, pilot)
