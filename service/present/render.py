@@ -96,6 +96,29 @@ def told_apart_by(summary: pd.DataFrame) -> list[tuple[str, str]]:
     return [(c, BY_NAME[c].label) for c in reports_told_apart_by(summary, shown)]
 
 
+def options_apart(rows: pd.DataFrame, keys: Sequence[str]) -> list[str]:
+    """The options besides ``keys`` and the workers that some of ``rows`` alike in them differ
+    in: what splits one executor's runs into lines of a speedup chart (loky and threading)."""
+    return reports_told_apart_by(rows, [*keys, "workers"])
+
+
+def with_options(name: str, values: dict[str, Any], apart: Sequence[str]) -> str:
+    """``name`` with the options in ``apart`` that ``values`` holds, by their labels in the
+    option table, as a report names a configuration: ``joblib with joblib on threading``."""
+    given = [
+        f"{BY_NAME[c].label} {_option_text(values[c])}"
+        for c in apart
+        if values.get(c) is not None and values[c] == values[c]  # NaN: the option not given
+    ]
+    return f"{name} with {' and '.join(given)}" if given else name
+
+
+def _option_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _with_told_apart(summary: pd.DataFrame) -> list[tuple[str, str]]:
     """COLUMNS, with ``told_apart_by``'s after the workers."""
     at = [c for c, _ in COLUMNS].index("workers") + 1
@@ -641,13 +664,13 @@ def _work_charts(rows: pd.DataFrame) -> list[str]:
     colour = {name: PALETTE[n % len(PALETTE)] for n, name in enumerate(names)}
     charts = []
     speedups = {
-        executor: [
+        name: [
             (float(r.workers), float(r.speedup))
             for r in group.itertuples()
             if math.isfinite(r.speedup)
         ]
-        for executor, group in rows.groupby("executor")
-        if executor != "sequential"
+        for values, name, group in speedup_groups(rows, ["executor"])
+        if values["executor"] != "sequential"
     }
     speedups = {k: v for k, v in speedups.items() if v}
     if speedups:
@@ -663,6 +686,20 @@ def _work_charts(rows: pd.DataFrame) -> list[str]:
         colours = [colour[str(r.executor)] for r in held]
         charts.append(_svg_bars("peak memory per executor", memory, _mib, colours))
     return charts
+
+
+def speedup_groups(rows: pd.DataFrame, keys: Sequence[str]) -> list[tuple[dict, str, Any]]:
+    """``rows`` (summary rows) split into the lines of a speedup chart: runs alike in ``keys``
+    (the executor last) and in the options that tell them apart (``options_apart``) are one
+    line over their workers. Each line: its values of those, its name (the executor and those
+    options: ``joblib with joblib on loky``), its rows by workers."""
+    apart = options_apart(rows, keys)
+    lines = []
+    for key, group in rows.groupby([*keys, *apart], dropna=False, sort=True):
+        values = dict(zip([*keys, *apart], key))
+        name = with_options(str(values[keys[-1]]), values, apart)
+        lines.append((values, name, group.sort_values("workers")))
+    return lines
 
 
 # The rows of one piece of work: its heading names the work, and each interval is one cell.
