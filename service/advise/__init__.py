@@ -105,7 +105,7 @@ def advise(
             results = sweep.run()
         if sweep.cancelled:
             stop.reason = "cancelled"
-        from storage.reports import sweep_verdicts
+        from storage.verdicts import sweep_verdicts
 
         summary, words = sweep_verdicts(engine, specs[0].sweep_id)
     finally:

@@ -156,7 +156,7 @@ def answer(
     tasks: int,
 ) -> dict:
     """The recommendation and everything behind it, as the ``--json`` object."""
-    from storage.reports import fastest, undecided
+    from storage.verdicts import fastest, undecided
 
     why = _probe_reasons(workload, probes, tasks)
     rows = summary[summary["workload"] == workload] if not summary.empty else summary
@@ -298,11 +298,11 @@ def _why_memory_and_guard(chosen, runner_up, rec: dict, start_method: Optional[s
 
 
 def _undecided_json(found) -> Optional[dict]:
-    """An undecided answer (storage.reports.Undecided) as the ``--json`` object holds it, with
+    """An undecided answer (storage.verdicts.Undecided) as the ``--json`` object holds it, with
     its headline in words."""
     if found is None:
         return None
-    from storage.reports import undecided_text
+    from storage.verdicts import undecided_text
 
     return {
         "headline": undecided_text(found, [_row_name(r) for r in found.leaders]),

@@ -12,7 +12,7 @@ from service.advise.planning import Candidate
 from service.advise.probes import _crowding, _ms, busy, dispatch_s, thread_verdict, waits
 
 TAG = "advise"
-MIN_EFFECT = 0.05  # as storage.reports: a smaller difference is no difference
+MIN_EFFECT = 0.05  # as storage.summaries: a smaller difference is no difference
 # The three rounds of turns every answer needs are planned within this share of the budget:
 # runner processes on a busy machine take longer than the probes predict.
 BUDGET_SHARE = 0.7
