@@ -17,7 +17,7 @@ import typer
 
 from experiments.spec import SpecError
 from storage.errors import DatabaseError, OutputError, SelectionError
-from tui.cli import advise, catalogue, db, listing, report, sweep
+from tui.cli import advise, catalogue, coercion, db, listing, report, sweep
 from tui.cli.common import DB_HELP, BadInput, print_rows, say
 from tui.cli.sweep import use_option_table
 from tui.opening import fail, open_app
@@ -86,6 +86,7 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     logging.basicConfig(level=logging.WARNING, format="conlab: %(message)s")
     use_option_table()
+    coercion.install()  # plain values without pydantic's import
     try:
         result = app(args=argv, standalone_mode=False, prog_name="conlab")
     except (SpecError, DatabaseError, BadInput, SelectionError, OutputError) as exc:
