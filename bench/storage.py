@@ -225,30 +225,44 @@ BIG_ROUNDS = 3
 TIMEOUT_S = 300.0
 
 
+# What starts each measured command: a small process of its own, so that the command's peak
+# memory is its own. Linux keeps the largest resident size a process ever had across exec, and
+# a child forked from the bench (hundreds of MB by then) would report the bench's; started
+# from this launcher (about 10 MB) it reports what it held itself. The launcher times the
+# command from its start to its end (its own start-up left out) and prints the wall time, the
+# peak resident memory in KB and the exit status.
+LAUNCHER = """
+import os, subprocess, sys, threading, time
+start = time.perf_counter()
+child = subprocess.Popen(sys.argv[2:], stdout=subprocess.DEVNULL)
+timer = threading.Timer(float(sys.argv[1]), child.kill)
+timer.start()
+_, status, usage = os.wait4(child.pid, 0)
+timer.cancel()
+print(time.perf_counter() - start, usage.ru_maxrss, os.waitstatus_to_exitcode(status))
+"""
+
+
 def measured(args: list[str], env: dict) -> tuple[float, float]:
     """Wall time (s) and peak resident memory (MB) of one whole command, its output discarded
     (its stderr kept for the words of a failure); (TIMEOUT_S, nan) when it had to be stopped."""
-    import tempfile
-    import threading
-
     with tempfile.TemporaryFile() as stderr:
-        start = time.perf_counter()
-        child = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-        timer = threading.Timer(TIMEOUT_S, child.kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(child.pid, 0)  # the child's own peak memory with it
-        finally:
-            timer.cancel()
-        elapsed = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
-        if elapsed >= TIMEOUT_S:
+        launcher = subprocess.run(
+            [sys.executable, "-c", LAUNCHER, str(TIMEOUT_S), *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            check=True,
+        )
+        elapsed, peak_kb, returncode = launcher.stdout.split()
+        if float(elapsed) >= TIMEOUT_S:
             return TIMEOUT_S, math.nan
-        if child.returncode != 0:
+        if int(returncode) != 0:
             stderr.seek(0)
             said = stderr.read().decode(errors="replace").strip()[-500:]
-            raise RuntimeError(f"{' '.join(args)} exited with {child.returncode}: {said}")
-    return elapsed, usage.ru_maxrss / 1024
+            raise RuntimeError(f"{' '.join(args)} exited with {returncode}: {said}")
+    return float(elapsed), int(peak_kb) / 1024
 
 
 def conlab_args(*args: str) -> list[str]:

@@ -36,7 +36,7 @@ def test_a_face_importing_storage_breaks_the_contracts(tmp_path):
     tree = copy_tree(tmp_path)
     kept = lint_imports(tree)
     assert kept.returncode == 0, kept.stdout + kept.stderr
-    cli = tree / "tui" / "cli.py"
+    cli = tree / "tui" / "cli" / "__init__.py"
     cli.write_text(
         cli.read_text().replace("import typer\n", "import typer\n\nimport storage.sharing\n", 1)
     )

@@ -501,7 +501,8 @@ def test_markup_in_paths_and_tags_is_text(conlab, user_dir, tmp_path):
 @given(st.lists(SHOWN_TEXT, min_size=1, max_size=3), SHOWN_TEXT)
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
 def test_any_text_in_a_table_or_a_line_prints_without_markup_or_control(capsys, cells, line):
-    from tui.cli import _print_rows, _say
+    from tui.cli import print_rows as _print_rows
+    from tui.cli import say as _say
 
     columns = [f"c{n}" for n in range(len(cells))]
     _print_rows([dict(zip(columns, cells))], columns, title=line)
