@@ -4,26 +4,17 @@ and every way a task can fail ends as a refused spec or a failed run, never a ha
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import subprocess
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import assert_one_line_error, run_args
+from tests.helpers import stored_environment as environment
 
 # A cpu-like task of a few ms: long enough to be work, short enough for a busy machine.
 SIZE = 20_000
-
-
-def environment(db_path: Path, run_id: str) -> dict:
-    with sqlite3.connect(db_path) as connection:
-        (text,) = connection.execute(
-            "SELECT environment_json FROM run WHERE id = ?", (run_id,)
-        ).fetchone()
-    return json.loads(text)
 
 
 def failed_run(conlab, python: str, workload: str, **options) -> dict:

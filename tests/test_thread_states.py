@@ -16,22 +16,15 @@ from tests.conftest import run_args
 SIZE = 300_000  # usermod:work: a pure-Python loop of ~10 ms here, holding the GIL
 
 
-def looked_at(conlab, db_path, python: str) -> tuple[str, states.Seen]:
-    done = conlab(
-        *run_args(
-            "usermod:work",
-            "threads",
-            workers=2,
-            tasks=16,
-            size=SIZE,
-            repeats=1,
-            warmups=0,
-            python=python,
-        ),
-        timeout=300,
-    )
+def ran(conlab, workload: str, *executors: str, **options) -> list[dict]:
+    """The runs of one `conlab run` of ``workload`` on two workers, no warm-up, each stored."""
+    done = conlab(*run_args(workload, *executors, workers=2, warmups=0, **options), timeout=300)
     assert done.returncode == 0, done.stderr
-    (run,) = json.loads(done.stdout)
+    return json.loads(done.stdout)
+
+
+def looked_at(conlab, db_path, python: str) -> tuple[str, states.Seen]:
+    (run,) = ran(conlab, "usermod:work", "threads", tasks=16, size=SIZE, repeats=1, python=python)
     with sqlite3.connect(db_path) as connection:
         (text,) = connection.execute(
             "SELECT thread_states FROM run WHERE id = ?", (run["run_id"],)
@@ -78,22 +71,10 @@ def test_report_timeline_draws_each_thread_at_80_columns(conlab, db_path):
 
 
 def sweep_verdicts(conlab, workload: str, size: int, python: str = sys.executable) -> list[str]:
-    done = conlab(
-        *run_args(
-            workload,
-            "sequential",
-            "threads",
-            workers=2,
-            tasks=8,
-            size=size,
-            repeats=2,
-            warmups=0,
-            python=python,
-        ),
-        timeout=300,
+    found = ran(
+        conlab, workload, "sequential", "threads", tasks=8, size=size, repeats=2, python=python
     )
-    assert done.returncode == 0, done.stderr
-    (sweep,) = {r["sweep_id"] for r in json.loads(done.stdout)}
+    (sweep,) = {r["sweep_id"] for r in found}
     report = conlab("report", "--select", f"sweep:{sweep}", "--format", "json")
     assert report.returncode == 0, report.stderr
     return json.loads(report.stdout)["verdicts"]

@@ -66,7 +66,7 @@ def _recorded_runs(db_path, option: SweepOption, values: list) -> list:
     version for an option that is where a run was measured)."""
     from experiments.spec import ExperimentSpec
     from storage.database import open_engine
-    from tests.storage.test_reports import environment, record_run
+    from tests.helpers import environment, record_run
 
     engine = open_engine(db_path, writer=True)
     shown = []
@@ -169,7 +169,7 @@ import sqlite3
 from experiments.spec import ExperimentSpec
 from storage.database import open_engine
 from storage.reports import compare, load_processes, load_repeats, select, summarize
-from tests.storage.test_reports import environment, record_run
+from tests.helpers import environment, record_run
 
 path = sys.argv[1]
 engine = open_engine(path, writer=True)

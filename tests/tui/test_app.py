@@ -13,6 +13,7 @@ from textual.widgets import ContentSwitcher, DataTable, Input
 from tests.storage.test_database import make_v1_file
 from tests.tui.conftest import (
     FIXED_ENVIRONMENT,
+    LOOKED_AT,
     SIZE,
     choose,
     settle,
@@ -36,12 +37,7 @@ async def test_choose_run_and_see_the_runs(db_path, marked):
             lab,
             "sleep",
             ["sequential", "threads"],
-            workers="2",
-            tasks="4",
-            size="40",  # a looked-at repeat of 80 ms: long enough to be seen on a busy machine
-            repeats="2",
-            warmups="0",
-            processes="1",
+            **LOOKED_AT,
         )
         await until_it_ends(pilot, lab, "escape", "r")
         assert "2 run(s) stored, 0 not ok" in str(lab.query_one("#summary").render())

@@ -180,7 +180,7 @@ def executors_sweep(path):
     """One sweep of sleep on sequential, threads x1 and x2 (the threads faster at x2)."""
     from experiments.spec import ExperimentSpec
     from storage.database import open_engine
-    from tests.storage.test_reports import environment, record_run
+    from tests.helpers import environment, record_run
 
     engine = open_engine(path, writer=True)
     env = environment("f" * 20, "lab-box", "Example CPU", "3.11.7")

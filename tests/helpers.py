@@ -1,0 +1,71 @@
+"""Helpers several test files share: runs stored through the real recorder, and what a stored
+run's environment says."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+
+def environment(fingerprint: str, host: str, cpu: str, python: str) -> dict:
+    return {
+        "machine_fingerprint": fingerprint,
+        "interpreter_key": fingerprint[::-1],
+        "hostname": host,
+        "cpu_model": cpu,
+        "os_name": "Linux",
+        "os_release": cpu,
+        "architecture": python,
+        "usable_cores": 2,
+        "logical_cores": 2,
+        "python_version": python,
+        "python_executable": host,
+        "python_implementation": "CPython",
+    }
+
+
+def record_run(
+    engine, spec, env: dict, walls_ms: list[float], start_method=None, error=None, resolved=None
+):
+    """One run as the runner reports it, through the real recorder into the real database;
+    ``resolved``: options the runner resolved besides these."""
+    from storage.recorder import RunRecorder
+
+    resolved = {
+        "workers": spec.workers,
+        "start_method": start_method,
+        "chunksize": None,
+        "size": 10,
+        **(resolved or {}),
+    }
+    recorder = RunRecorder(engine, spec, resolved)
+    recorder.start()
+    recorder.on_event({"event": "env", "environment": env, "runner_pid": 7})
+    for index, wall_ms in enumerate(walls_ms):
+        wall_ns = int(wall_ms * 1e6)
+        recorder.on_event(
+            {
+                "event": "repeat",
+                "index": index,
+                "warmup": False,
+                "wall_ns": wall_ns,
+                "cpu_ns": wall_ns,
+                "start_ns": 0,
+                "end_ns": wall_ns,
+            }
+        )
+        samples = [[7, 1, 1000, wall_ns // 2], [7, 2, wall_ns // 2, wall_ns - 1000]]
+        recorder.on_event({"event": "tasks", "repeat": index, "samples": samples})
+    recorder.end_process(error or "")
+    recorder.finish("failed" if error else "ok", error, error)
+
+
+def stored_environment(db_path: Path, run_id: str) -> dict:
+    """The environment a run stored in ``db_path`` recorded (its JSON column, read back)."""
+    with closing(sqlite3.connect(db_path)) as connection:
+        (text,) = connection.execute(
+            "SELECT environment_json FROM run WHERE id = ?", (run_id,)
+        ).fetchone()
+    return json.loads(text)
