@@ -1,10 +1,14 @@
-"""Helpers several test files share: runs stored through the real recorder, and what a stored
-run's environment says."""
+"""Helpers several test files share: runs stored through the real recorder, databases made once
+and copied, and what a stored run's environment says."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
+import shutil
 import sqlite3
+import tempfile
 from contextlib import closing
 from pathlib import Path
 
@@ -69,3 +73,28 @@ def stored_environment(db_path: Path, run_id: str) -> dict:
             "SELECT environment_json FROM run WHERE id = ?", (run_id,)
         ).fetchone()
     return json.loads(text)
+
+
+def copy_database(source: Path, path: Path) -> None:
+    """``path`` made a copy of the lab database ``source`` (SQLite's online backup)."""
+    with closing(sqlite3.connect(source)) as original, closing(sqlite3.connect(path)) as copy:
+        original.backup(copy)
+
+
+def made_once(build):
+    """``build(path)``, which stores a database at ``path``, made once per test process: the
+    first call builds a template through it, and every call gets its own copy of the template
+    (``build``'s answer is given again, with the template's path read as ``path``)."""
+    made: dict = {}
+
+    @functools.wraps(build)
+    def copy(path: Path):
+        if not made:
+            folder = Path(tempfile.mkdtemp(prefix="conlab-template-"))
+            atexit.register(shutil.rmtree, folder, True)
+            template = folder / "lab.db"
+            made["template"], made["answer"] = template, build(template)
+        copy_database(made["template"], path)
+        return path if made["answer"] == made["template"] else made["answer"]
+
+    return copy

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MARK_VAR, leftover_processes
-from tests.helpers import environment, record_run
+from tests.helpers import environment, made_once, record_run
 
 SIZE = (150, 48)  # the size most app tests run at; the layout tests also use 80x24 and 160x48
 
@@ -48,6 +48,7 @@ def marked(monkeypatch, user_dir):
     assert leftover_processes(mark) == [], "a process started by the app outlived its run"
 
 
+@made_once
 def two_sweeps(path: Path) -> Path:
     """A lab database of two sweeps of the same work on one machine, tagged before and after:
     sequential and threads x2, x4 in each (after: the parallel runs are faster)."""

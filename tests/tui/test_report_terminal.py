@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import environment, record_run
+from tests.helpers import environment, made_once, record_run
 
 CONLAB = Path(sys.executable).with_name("conlab")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 SIZE = 4_194_304
 
 
+@made_once
 def a_days_work(path: Path) -> int:
     """What a first hour stores: two interpreters, a user's function at a large size and a
     built-in one, four executors at 2 and 4 workers, two start methods, before and after
