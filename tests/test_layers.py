@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("experiments", "storage", "service", "tui")
 
@@ -32,23 +34,26 @@ def copy_tree(to: Path) -> Path:
     return to
 
 
-def test_a_face_importing_storage_breaks_the_contracts(tmp_path):
-    tree = copy_tree(tmp_path)
-    kept = lint_imports(tree)
-    assert kept.returncode == 0, kept.stdout + kept.stderr
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory) -> subprocess.CompletedProcess:
+    """import-linter on a copy of the tree with two forbidden imports added: a face importing
+    storage, and the application layer importing textual (the tree as it is passes `make
+    lint`: tests/test_setup.py)."""
+    tree = copy_tree(tmp_path_factory.mktemp("tree"))
     cli = tree / "tui" / "cli.py"
     cli.write_text(
         cli.read_text().replace("import typer\n", "import typer\n\nimport storage.sharing\n", 1)
     )
-    broken = lint_imports(tree)
+    runs = tree / "service" / "runs.py"
+    runs.write_text(runs.read_text() + "\nimport textual  # noqa\n")
+    return lint_imports(tree)
+
+
+def test_a_face_importing_storage_breaks_the_contracts(broken):
     assert broken.returncode != 0
     assert "tui.cli -> storage.sharing" in broken.stdout, broken.stdout
 
 
-def test_the_application_layer_importing_textual_breaks_the_contracts(tmp_path):
-    tree = copy_tree(tmp_path)
-    runs = tree / "service" / "runs.py"
-    runs.write_text(runs.read_text() + "\nimport textual  # noqa\n")
-    broken = lint_imports(tree)
+def test_the_application_layer_importing_textual_breaks_the_contracts(broken):
     assert broken.returncode != 0
     assert "service.runs -> textual" in broken.stdout, broken.stdout
