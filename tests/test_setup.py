@@ -69,6 +69,8 @@ def test_make_lint_prints_no_logo():
     assert "╔" not in done.stdout + done.stderr
 
 
+# A venv built and installed: minutes on a busy machine, past the per-test timeout.
+@pytest.mark.timeout(900)
 @pytest.mark.slow
 def test_make_install_prints_no_editable_install_banner(tmp_path):
     """A fresh .venv (the app and one small extra) installed as `make install` does:

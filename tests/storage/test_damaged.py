@@ -452,6 +452,7 @@ def test_a_missing_file_is_refused_and_not_created(name, other, cli, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.db"]
 
 
+@pytest.mark.slow
 def test_every_damaged_file_merged_into_postgres_is_refused(base, cli, pg_url, tmp_path):
     """The server's other way in: each file of the corpus (every one fails `db check`) merged
     into a PostgreSQL database that holds runs already is refused: one line and no traceback,
@@ -824,6 +825,10 @@ def _planted(base: Path, out: Path, plantings: list[list[str]]) -> None:
 BOUND_S = 60
 
 
+# Twelve crafted files, ten commands on each: minutes on a busy machine, past the per-test
+# timeout (each command has its own bound, BOUND_S).
+@pytest.mark.timeout(900)
+@pytest.mark.slow
 def test_no_crafted_file_makes_a_command_hang_crash_or_spread(base, other, forked_cli):
     """Crafted files (views, endless recursive views, triggers, virtual tables, indexes,
     values of the wrong type, huge rows) x every reading and merging command: none runs past

@@ -711,6 +711,7 @@ def test_garbage_is_collected_again_once_the_first_screen_is_drawn(tmp_path):
     assert seen == {"after the first screen": True} and gc.isenabled()
 
 
+@pytest.mark.slow
 async def test_the_runs_pane_reads_a_page_at_a_time_and_filters_in_the_database(db_with_one_run):
     from tests.tui.test_runs_listing import _copy_runs
     from tui.components.runs import PAGE

@@ -409,6 +409,7 @@ RAW_CONTROL = re.compile(
 )
 
 
+@pytest.mark.slow
 def test_hostile_text_in_a_database_is_printed_as_text(conlab, tmp_path):
     """Markup, terminal sequences and formulas in every shown column of received databases:
     every command prints them as visible text, and no control character reaches the terminal."""
