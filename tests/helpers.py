@@ -98,3 +98,40 @@ def made_once(build):
         return path if made["answer"] == made["template"] else made["answer"]
 
     return copy
+
+
+def reading_commands(outs: Path) -> dict[str, str]:
+    """The commands that read a lab file, by name (export writes its copy into ``outs``)."""
+    return {
+        "runs": "runs --json",
+        "report": "report --format json",
+        "info": "db info --json",
+        "check": "db check",
+        "export": f"db export {outs}/copy.db",
+    }
+
+
+def commands_in_mount(mounts: str, commands: dict, files: dict, outs: Path, env: dict, after=""):
+    """Each of ``commands`` (name: `conlab` arguments) run on its file (name: path under the
+    mount) in a private mount namespace after the shell commands ``mounts``, then the shell
+    commands ``after``; each one's stdout and stderr in ``outs``/NAME and NAME.err. Returns the
+    exit codes and the stderr texts by name, and the shell's result (run in ``env``)."""
+    import sys
+
+    from tests.conftest import REPO, in_mount_namespace
+
+    script = "; ".join(
+        f"{sys.executable} -m tui.cli {args} --db {files[name]} > {outs}/{name} "
+        f"2> {outs}/{name}.err; echo {name}=$?"
+        for name, args in commands.items()
+    )
+    result = in_mount_namespace(
+        mounts,
+        f"{script}; {after}" if after else script,
+        cwd=REPO,
+        env=env,
+    )
+    said = [line for line in result.stdout.split() if line.split("=")[0] in commands]
+    codes = dict(line.split("=") for line in said)
+    errors = {name: (outs / f"{name}.err").read_text() for name in commands}
+    return codes, errors, result

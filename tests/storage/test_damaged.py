@@ -684,7 +684,8 @@ def test_a_wal_file_on_read_only_media_is_never_read_without_its_log(base, cli, 
     """A lab file and its -wal (commits not yet checkpointed) copied to read-only media
     without the -shm: SQLite could read the file only immutable, skipping those commits, so
     every reader refuses with one line naming the fix; nothing there changes."""
-    from tests.conftest import REPO, _marked_env, in_mount_namespace
+    from tests.conftest import _marked_env
+    from tests.helpers import commands_in_mount, reading_commands
 
     data, mounted, outs = tmp_path / "data", tmp_path / "ro", tmp_path / "outs"
     for directory in (data, mounted, outs):
@@ -695,28 +696,16 @@ def test_a_wal_file_on_read_only_media_is_never_read_without_its_log(base, cli, 
     Path(f"{db}-shm").unlink()
     assert Path(f"{db}-wal").stat().st_size > 0
     before = _snapshot(data)
-    commands = {
-        "runs": "runs --json",
-        "report": "report --format json",
-        "info": "db info --json",
-        "check": "db check",
-        "export": f"db export {outs}/copy.db",
-    }
-    script = "; ".join(
-        f"{sys.executable} -m tui.cli {args} --db {mounted}/lab.db > {outs}/{name} "
-        f"2> {outs}/{name}.err; echo {name}=$?"
-        for name, args in commands.items()
-    )
-    result = in_mount_namespace(
+    commands = reading_commands(outs)
+    codes, errors, result = commands_in_mount(
         f"mount --bind {data} {mounted} && mount -o remount,ro,bind {mounted} && "
         f"! touch {mounted}/probe 2>/dev/null",
-        script,
-        cwd=REPO,
-        env=_marked_env(tmp_path, db, []),
+        commands,
+        dict.fromkeys(commands, f"{mounted}/lab.db"),
+        outs,
+        _marked_env(tmp_path, db, []),
     )
     assert result.returncode == 0, result.stderr
-    codes = dict(line.split("=") for line in result.stdout.split())
-    errors = {name: (outs / f"{name}.err").read_text() for name in commands}
     assert codes == {name: "2" for name in commands}, errors
     for name, err in errors.items():
         assert len(err.strip().splitlines()) == 1, (name, err)
