@@ -18,10 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
+from bench.kinds import C_HASH_20MS, SPIN
+from bench.pythons import bench_other_pythons
+
 # Each round is a fresh process for the lab and for the script: per-process variation (address
 # layout, hash seed) is several per cent here, so many short rounds beat a few long ones.
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "12"))
 REPEATS = 5  # measured repeats per round, after one warm-up on each side
+SPAWN = {"start_method": "spawn"}
 
 # The user functions. The budgets on the lab's own cost are held on `c_hash`: hashing one
 # preallocated MiB after another streams through every address, so where the program's earlier
@@ -31,13 +35,7 @@ REPEATS = 5  # measured repeats per round, after one warm-up on each side
 # `make bench GROUPS=layout`), and even `c_loop`, a loop in C, with where its int lands next to
 # the range iterator. Such a difference is the interpreter's and the CPU's, not the lab's; their
 # ratios are shown without a budget, so that a user knows how far a figure can move by layout.
-USER_MODULE = textwrap.dedent("""
-    def spin(n):
-        total = 0
-        for i in range(n):
-            total += i * i % 7
-        return total
-
+USER_MODULE = SPIN + textwrap.dedent("""
     def c_loop(n):
         return sum(range(n))
 
@@ -112,43 +110,6 @@ HAND_WRITTEN = textwrap.dedent("""
         xs = [int(size)] * int(tasks)
         for _ in sys.stdin:
             print(once(spin, kind, int(workers), xs, start_method or None), flush=True)
-""")
-
-
-# What one worker costs to start, by hand, on one Python: the CPU time (this process's and its
-# reaped children's) of a pool's construction, one trivial task per worker, and shutdown. CPU
-# time, not wall: on a machine busy with other work a wall time measures the queue for a core.
-STARTUP = textwrap.dedent("""
-    import json, multiprocessing, resource, statistics, sys
-    from concurrent.futures import ProcessPoolExecutor
-    try:
-        from concurrent.futures import InterpreterPoolExecutor
-    except ImportError:
-        from interpreters_backport.concurrent.futures.interpreter import InterpreterPoolExecutor
-
-    def cpu():
-        me = resource.getrusage(resource.RUSAGE_SELF)
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
-
-    def per_worker(kind, workers):
-        start = cpu()
-        if kind == "interpreters":
-            pool = InterpreterPoolExecutor(workers)
-        else:
-            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(kind))
-        with pool:
-            list(pool.map(abs, range(workers)))
-        return (cpu() - start) / workers
-
-    if __name__ == "__main__":
-        rounds, workers = int(sys.argv[1]), int(sys.argv[2])
-        kinds = ("interpreters", "fork", "spawn")
-        found = {kind: [] for kind in kinds}
-        for _ in range(rounds):  # in turns
-            for kind in kinds:
-                found[kind].append(per_worker(kind, workers))
-        print(json.dumps({kind: statistics.median(v) for kind, v in found.items()}))
 """)
 
 
@@ -259,30 +220,19 @@ class Bench:
         workers: int,
         tasks: int,
         size: int,
-        low: float,
-        high: float,
         label: str,
         function: str,
+        low: float = 0.97,
+        high: float = 1.03,
         budgeted: bool = True,
         python: Optional[str] = None,
         script: str = "handwritten.py",
         **options,
     ) -> None:
-        from experiments.spec import ExperimentSpec
-
         per_round = []
         for _ in range(ROUNDS):
-            spec = ExperimentSpec(
-                f"benchmod:{function}",
-                kind,
-                workers=workers,
-                tasks=tasks,
-                size=size,
-                repeats=REPEATS,
-                warmups=1,
-                processes=1,
-                python=python,
-                **options,
+            spec = round_spec(
+                f"benchmod:{function}", kind, workers, tasks, size, python=python, **options
             )
             hand = self.hand_repeats(
                 function, kind, workers, tasks, size, 1 + REPEATS, python=python, script=script
@@ -294,6 +244,23 @@ class Bench:
             self.record(name, judged.value, f"{low:.2f}-{high:.2f}", low <= judged.value <= high)
         else:
             self.show(name, judged.value)
+
+
+def round_spec(workload: str, kind: str, workers: int, tasks: int, size: int, **options):
+    """One round's run: REPEATS counted repeats after one warm-up, in one runner process."""
+    from experiments.spec import ExperimentSpec
+
+    return ExperimentSpec(
+        workload,
+        kind,
+        workers=workers,
+        tasks=tasks,
+        size=size,
+        repeats=REPEATS,
+        warmups=1,
+        processes=1,
+        **options,
+    )
 
 
 class Judged:
@@ -347,22 +314,11 @@ def bench_cpu_speedup(bench: Bench) -> None:
     """The lab's speedup of `cpu` on 2 processes, and beside it the same speedup measured by
     hand (a loop against `with ProcessPoolExecutor(2) as ex: list(ex.map(cpu, xs))`): when the
     budget is missed, the second tells whether the machine itself had two cores to give."""
-    from experiments.spec import ExperimentSpec
-
     size, tasks = 400_000, 64  # ~1 s sequential: the pool's start-up is a small part of it
     lab, hand = [], []
     for _ in range(ROUNDS // 2):
         sequential, processes = (
-            ExperimentSpec(
-                "cpu",
-                executor,
-                workers=workers,
-                tasks=tasks,
-                size=size,
-                repeats=REPEATS,
-                warmups=1,
-                processes=1,
-            )
+            round_spec("cpu", executor, workers, tasks, size)
             for executor, workers in (("sequential", 1), ("processes", 2))
         )
         lab.append(statistics.median(in_turns(lab_repeats(sequential), lab_repeats(processes))))
@@ -391,44 +347,40 @@ def bench_cpu_speedup(bench: Bench) -> None:
 
 
 def bench_core(bench: Bench) -> None:
-    spawn = {"start_method": "spawn"}
+    _bench_whole_runs(bench)
+    _bench_layout(bench)
+    _bench_dispatch(bench)
+    bench_other_pythons(bench)
+    bench_runner_import(bench)
+    bench_cpu_speedup(bench)
+
+
+def _bench_whole_runs(bench: Bench) -> None:
+    """The lab against the script on ~20 ms tasks of hashing (layout-insensitive), budgeted."""
     for kind, workers, label, extra in [
         ("sequential", 1, "sequential", {}),
         ("threads", 2, "threads x2", {}),
-        ("processes", 2, "processes x2 spawn", spawn),
+        ("processes", 2, "processes x2 spawn", SPAWN),
     ]:
         bench.ratio_against_hand(
-            kind,
-            workers,
-            8,
-            28,
-            0.97,
-            1.03,
-            f"{label}, 8 x c_hash 28 MiB ~20 ms",
-            function="c_hash",
-            **extra,
+            kind, workers, 8, 28, f"{label}, {C_HASH_20MS}", function="c_hash", **extra
         )
     bench_main_script(bench)
     bench_split_cost(bench)
     if _available("joblib"):
         bench.ratio_against_hand(
-            "joblib",
-            2,
-            8,
-            28,
-            0.97,
-            1.03,
-            "joblib x2 (loky), 8 x c_hash 28 MiB ~20 ms",
-            function="c_hash",
+            "joblib", 2, 8, 28, f"joblib x2 (loky), {C_HASH_20MS}", function="c_hash"
         )
-    # Loops whose speed depends on memory layout and call path (see USER_MODULE): no budget.
+
+
+def _bench_layout(bench: Bench) -> None:
+    """Loops whose speed depends on memory layout and call path (see USER_MODULE): no budget;
+    and 10,000 short calls in sequence, budgeted above only."""
     bench.ratio_against_hand(
         "sequential",
         1,
         8,
         1_300_000,
-        0.97,
-        1.03,
         "sequential, 8 x c_loop ~20 ms (layout)",
         function="c_loop",
         budgeted=False,
@@ -438,153 +390,35 @@ def bench_core(bench: Bench) -> None:
         2,
         8,
         300_000,
-        0.97,
-        1.03,
         "processes x2 spawn, 8 x spin ~20 ms (call path)",
         function="spin",
         budgeted=False,
-        **spawn,
+        **SPAWN,
     )
     bench.ratio_against_hand(
-        "sequential",
-        1,
-        10_000,
-        1_500,
-        0.0,
-        1.03,
-        "sequential 10,000 x spin ~100 us",
-        function="spin",
+        "sequential", 1, 10_000, 1_500, "sequential 10,000 x spin ~100 us", "spin", low=0.0
     )
-    # The dispatch path: the function travels with every task, as in the user's ex.map(f, xs).
-    # Budgets on hashing (layout-insensitive) and on `tiny`; the Python loop shown beside them.
+
+
+def _bench_dispatch(bench: Bench) -> None:
+    """The dispatch path: the function travels with every task, as in the user's ex.map(f, xs).
+    Budgets on hashing (layout-insensitive) and on `tiny`; the Python loop shown beside them."""
     for kind in ("processes", "pool"):
-        bench.ratio_against_hand(
-            kind,
-            2,
-            10_000,
-            36,
-            0.97,
-            1.03,
-            f"{kind} x2 spawn 10,000 x c_hash 144 KiB ~100 us",
-            function="c_hash_4k",
-            **spawn,
-        )
-        bench.ratio_against_hand(
-            kind,
-            2,
-            10_000,
-            1,
-            0.97,
-            1.03,
-            f"{kind} x2 spawn 10,000 x tiny (dispatch only)",
-            function="tiny",
-            **spawn,
-        )
-        bench.ratio_against_hand(
-            kind,
-            2,
-            10_000,
-            1_500,
-            0.97,
-            1.03,
-            f"{kind} x2 spawn 10,000 x spin ~100 us (layout)",
-            function="spin",
-            budgeted=False,
-            **spawn,
-        )
-    free_threaded = _free_threaded_python()
-    if free_threaded:
-        # Threads without a GIL: the lab's figure against the same script on the same build.
-        bench.ratio_against_hand(
-            "threads",
-            2,
-            8,
-            28,
-            0.97,
-            1.03,
-            "threads x2 on a free-threaded build, 8 x c_hash 28 MiB ~20 ms",
-            function="c_hash",
-            python=free_threaded,
-        )
-    interpreters = _interpreters_python()
-    if interpreters:
-        # Worker interpreters: the lab's figure against the same script on the same Python.
-        bench.ratio_against_hand(
-            "interpreters",
-            2,
-            8,
-            28,
-            0.97,
-            1.03,
-            f"interpreters x2 on {_version(interpreters)}, 8 x c_hash 28 MiB ~20 ms",
-            function="c_hash",
-            python=interpreters,
-        )
-        bench_startup(bench, interpreters)
-    bench_runner_import(bench)
-    bench_cpu_speedup(bench)
-
-
-def bench_startup(bench: Bench, python: str, workers: int = 4, rounds: int = 9) -> None:
-    """CPU per worker started, by hand (STARTUP): a worker interpreter against a forked and a
-    spawned worker process, on the same Python. Shown, held to no budget."""
-    import json
-
-    (bench.workdir / "startup.py").write_text(STARTUP)
-    out = subprocess.run(
-        [python, "startup.py", str(rounds), str(workers)],
-        cwd=bench.workdir,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    found = json.loads(out.strip().splitlines()[-1])
-    for kind, label in (
-        ("interpreters", "a worker interpreter"),
-        ("fork", "a worker process (fork)"),
-        ("spawn", "a worker process (spawn)"),
-    ):
-        bench.show(
-            f"start-up CPU per worker on {_version(python)}, x{workers}, by hand: {label} (ms)",
-            found[kind] * 1000,
-        )
-
-
-def _interpreters_python() -> Optional[str]:
-    """$CONLAB_TEST_INTERPRETERS, else this interpreter, else the first `conlab list pythons`
-    finds, else a private venv the interpreters tests made (~/.cache/conlab-interpreters), that
-    runs the interpreters executor; None (saying which row is left out) when there is none."""
-    import glob
-
-    from experiments.pythons import discover, executors_under, probe
-    from experiments.spec import SpecError
-
-    given = os.environ.get("CONLAB_TEST_INTERPRETERS")
-    cache = os.path.expanduser("~/.cache/conlab-interpreters/*/bin/python")
-    paths = [given] if given else [i["path"] for i in discover()] + sorted(glob.glob(cache))
-    # a GIL build first: the row is about interpreters, not about a free-threaded build
-    paths.sort(key=lambda path: (probe(path) or {}).get("free_threaded", True))
-    for path in paths:
-        try:
-            rows = {row["name"]: row for row in executors_under(path)}
-        except SpecError:
-            continue
-        if rows["interpreters"]["available"]:
-            return path
-    print(
-        "  (interpreters row left out: no CPython here runs InterpreterPoolExecutor; set "
-        "CONLAB_TEST_INTERPRETERS to a 3.14, or a 3.13 with interpreters-pep-734)",
-        flush=True,
-    )
-    return None
-
-
-def _version(python: str) -> str:
-    """``python``'s version as `conlab list pythons` says it, ``t`` for a free-threaded build."""
-    from experiments.pythons import probe
-
-    info = probe(python) or {}
-    return f"{info.get('version', '?')}{'t' if info.get('free_threaded') else ''}"
+        for size, what, function, budgeted in (
+            (36, "c_hash 144 KiB ~100 us", "c_hash_4k", True),
+            (1, "tiny (dispatch only)", "tiny", True),
+            (1_500, "spin ~100 us (layout)", "spin", False),
+        ):
+            bench.ratio_against_hand(
+                kind,
+                2,
+                10_000,
+                size,
+                f"{kind} x2 spawn 10,000 x {what}",
+                function,
+                budgeted=budgeted,
+                **SPAWN,
+            )
 
 
 def split_set(spec, value: str) -> Iterator[float]:
@@ -652,16 +486,7 @@ def bench_split_cost(bench: Bench) -> None:
     for kind, workers in (("sequential", 1), ("threads", 2), ("processes", 2)):
         per_round = []
         for _ in range(ROUNDS):
-            spec = ExperimentSpec(
-                "benchmod:c_hash",
-                kind,
-                workers=workers,
-                tasks=8,
-                size=28,
-                repeats=REPEATS,
-                warmups=1,
-                processes=1,
-            )
+            spec = round_spec("benchmod:c_hash", kind, workers, 8, 28)
             per_round.append(
                 statistics.median(in_turns(split_set(spec, "0"), split_set(spec, "1")))
             )
@@ -684,8 +509,6 @@ def bench_main_script(bench: Bench) -> None:
             2,
             8,
             28,
-            0.97,
-            1.03,
             f"processes x2 spawn {label} against a script importing more, 8 x c_hash 28 MiB",
             function="c_hash",
             budgeted=budgeted,
@@ -693,20 +516,6 @@ def bench_main_script(bench: Bench) -> None:
             start_method="spawn",
             main=main,
         )
-
-
-def _free_threaded_python() -> Optional[str]:
-    """$CONLAB_TEST_FREE_THREADED, else the first free-threaded build `conlab list pythons`
-    finds; None (saying which row is left out) when there is none."""
-    from experiments.pythons import discover, probe
-
-    given = os.environ.get("CONLAB_TEST_FREE_THREADED")
-    found = [probe(given)] if given else discover()
-    for info in found:
-        if info and info["free_threaded"]:
-            return info["path"]
-    print("  (free-threaded row left out: no free-threaded CPython found)", flush=True)
-    return None
 
 
 def _available(executor: str) -> bool:

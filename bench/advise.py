@@ -10,31 +10,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 import time
 
-KINDS_MODULE = textwrap.dedent("""
-    import hashlib
-    import time
-
-    _BUFFER = bytes(4 * 2**20)
-
-    def spin(size):
-        total = 0
-        for i in range(size):
-            total += i * i % 7
-        return total
-
-    def wait(size):
-        time.sleep(size / 1000)
-        return size
-
-    def digest(size):
-        return hashlib.sha256(_BUFFER).hexdigest()
-
-    def short(size):
-        return sum(range(1500))
-""")
+from bench.kinds import ADVISE_KINDS
 
 
 def in_processes(executor: str) -> bool:
@@ -62,7 +40,7 @@ def bench_advise(bench) -> None:
     from experiments.environment import usable_cores
     from service.advise import busy
 
-    (bench.workdir / "advisekinds.py").write_text(KINDS_MODULE)
+    (bench.workdir / "advisekinds.py").write_text(ADVISE_KINDS)
     for kind in ("spin", "wait", "digest", "short"):
         start = time.monotonic()
         done = subprocess.run(

@@ -343,6 +343,12 @@ def _remove(path: Path) -> None:
         found.unlink()
 
 
+def record_ratio(bench, name: str, labs: list, hands: list, at_most: float) -> None:
+    """The median of the lab's times over the hand's, round by round, held to ``at_most``."""
+    value = statistics.median(a / b for a, b in zip(labs, hands))
+    bench.record(name, value, f"<= {at_most}", value <= at_most)
+
+
 def bench_merge(bench) -> None:
     """`conlab db merge` of 100,000 runs into an empty file against a plain ATTACH + INSERT ...
     SELECT of the same tables, in turns."""
@@ -357,13 +363,8 @@ def bench_merge(bench) -> None:
         _remove(target)
         hands.append(merge_by_hand(source, target))
         _remove(target)
-    value = statistics.median(a / b for a, b in zip(labs, hands))
-    bench.record(
-        f"conlab db merge of {BIG_RUNS:,} runs into an empty file / plain ATTACH + INSERT",
-        value,
-        "<= 2.0",
-        value <= 2.0,
-    )
+    merged = f"conlab db merge of {BIG_RUNS:,} runs into an empty file / plain ATTACH + INSERT"
+    record_ratio(bench, merged, labs, hands, 2.0)
     bench.show("  the merge's wall time, s", statistics.median(labs))
     bench.show("  the plain ATTACH + INSERT ... SELECT's, s", statistics.median(hands))
 
@@ -426,13 +427,8 @@ def bench_report(bench) -> None:
         start = time.perf_counter()
         hand_summary["summary"](path)
         hand.append(time.perf_counter() - start)
-    value = statistics.median(a / b for a, b in zip(lab, hand))
-    bench.record(
-        f"conlab report over {BIG_RUNS:,} runs in process / SQL aggregates then pandas",
-        value,
-        "<= 1.5",
-        value <= 1.5,
-    )
+    reported = f"conlab report over {BIG_RUNS:,} runs in process / SQL aggregates then pandas"
+    record_ratio(bench, reported, lab, hand, 1.5)
     bench.show("  the report's wall time (in process), s", statistics.median(lab))
     bench.show("  its CPU time, s", statistics.median(lab_cpu))
     bench.show("  SQL aggregates per process, then pandas (by hand), s", statistics.median(hand))

@@ -73,42 +73,58 @@ def bench_verdicts(bench) -> None:
     - +10% against a stored baseline: A against V (A re-measured in V's sweep);
     - +5% with --detect 5: D's two sizes, and the time D took.
     """
-    same, across, within, against, detect, detect_s = [], [], [], [], [], []
+    found: dict[str, list] = {
+        name: [] for name in ("same", "across", "within", "against", "detect", "detect_s")
+    }
+    for pair in range(PAIRS):
+        _measure_pair(bench, pair, found)
+    _record_verdicts(bench, **found)
+    bench_control_share(bench)
+
+
+def _measure_pair(bench, pair: int, found: dict[str, list]) -> None:
+    """Pair ``pair``'s four sweeps, and their comparisons appended to ``found``'s lists."""
     sweep = ["run", "-w", "cpu", "-e", "sequential", "-e", "processes", "--workers", "2"]
     larger, five = str(int(SIZE * 1.1)), str(int(SIZE * 1.05))
-    for pair in range(PAIRS):
-        conlab(bench, *sweep, "--size", str(SIZE), "--tag", f"a{pair}")
-        conlab(bench, *sweep, "--size", f"{SIZE},{larger}", "--tag", f"w{pair}")
-        conlab(bench, *sweep, "--size", larger, "--tag", f"v{pair}", "--against", f"tag:a{pair}")
-        start = time.monotonic()
-        conlab(
-            bench,
-            *sweep,
-            "--size",
-            f"{SIZE},{five}",
-            "--repeats",
-            "auto",
-            "--detect",
-            "5",
-            "--max-time",
-            str(DETECT_MAX_S),
-            "--tag",
-            f"d{pair}",
-        )
-        detect_s.append(time.monotonic() - start)
-        same += compared(bench, f"tag:a{pair}", f"tag:w{pair},size:{SIZE}")
-        across += compared(bench, f"tag:a{pair}", f"tag:w{pair},size:{larger}")
-        within += compared(bench, f"tag:w{pair},size:{SIZE}", f"tag:w{pair},size:{larger}")
-        against += compared(bench, f"tag:a{pair}", f"tag:v{pair}")
-        detect += compared(bench, f"tag:d{pair},size:{SIZE}", f"tag:d{pair},size:{five}")
-        print(
-            f"    pair {pair + 1}: A/A {[r['verdict'][:4] for r in same[-2:]]}, +10% across "
-            f"{[(r['verdict'][:4], r['basis'][:4], round(r['ratio'], 3)) for r in across[-2:]]}, "
-            f"within {[r['verdict'][:4] for r in within[-2:]]}, against "
-            f"{[r['verdict'][:4] for r in against[-2:]]}, +5% detect "
-            f"{[r['verdict'][:4] for r in detect[-2:]]} ({detect_s[-1]:.0f} s)",
-            flush=True,
-        )
+    conlab(bench, *sweep, "--size", str(SIZE), "--tag", f"a{pair}")
+    conlab(bench, *sweep, "--size", f"{SIZE},{larger}", "--tag", f"w{pair}")
+    conlab(bench, *sweep, "--size", larger, "--tag", f"v{pair}", "--against", f"tag:a{pair}")
+    start = time.monotonic()
+    conlab(
+        bench,
+        *sweep,
+        "--size",
+        f"{SIZE},{five}",
+        "--repeats",
+        "auto",
+        "--detect",
+        "5",
+        "--max-time",
+        str(DETECT_MAX_S),
+        "--tag",
+        f"d{pair}",
+    )
+    found["detect_s"].append(time.monotonic() - start)
+    found["same"] += compared(bench, f"tag:a{pair}", f"tag:w{pair},size:{SIZE}")
+    found["across"] += compared(bench, f"tag:a{pair}", f"tag:w{pair},size:{larger}")
+    found["within"] += compared(bench, f"tag:w{pair},size:{SIZE}", f"tag:w{pair},size:{larger}")
+    found["against"] += compared(bench, f"tag:a{pair}", f"tag:v{pair}")
+    found["detect"] += compared(bench, f"tag:d{pair},size:{SIZE}", f"tag:d{pair},size:{five}")
+    same, across, within, against, detect = (
+        found[name] for name in ("same", "across", "within", "against", "detect")
+    )
+    print(
+        f"    pair {pair + 1}: A/A {[r['verdict'][:4] for r in same[-2:]]}, +10% across "
+        f"{[(r['verdict'][:4], r['basis'][:4], round(r['ratio'], 3)) for r in across[-2:]]}, "
+        f"within {[r['verdict'][:4] for r in within[-2:]]}, against "
+        f"{[r['verdict'][:4] for r in against[-2:]]}, +5% detect "
+        f"{[r['verdict'][:4] for r in detect[-2:]]} ({found['detect_s'][-1]:.0f} s)",
+        flush=True,
+    )
+
+
+def _record_verdicts(bench, same, across, within, against, detect, detect_s) -> None:
+    """Each kind of comparison's share of verdicts, against its budget."""
     called = sum(r["verdict"] != NO_DIFFERENCE for r in same)
     bench.record(
         f"A/A across two sweeps: faster/slower verdicts in {len(same)} comparisons",
@@ -149,7 +165,6 @@ def bench_verdicts(bench) -> None:
         found >= 0.8,
     )
     bench.show("  seconds each --detect 5 sweep took (median)", statistics.median(detect_s))
-    bench_control_share(bench)
 
 
 def bench_control_share(bench) -> None:

@@ -1,7 +1,8 @@
 """The sweep options: one row each, read by spec validation, ``conlab run``'s flags and the Lab.
 
-A row says what the option is (name, type, default), how a person gives it (flag, help, the Lab's
-label and placeholder), what values it takes (bounds or a validator), and which executors take it:
+A row says what the option is (name, type, default), how a person gives it (help; the flag,
+the Lab's label and placeholder where they differ from --NAME, NAME and the default), what values
+it takes (bounds or a validator), and which executors take it:
 ``for_executors=False`` means every executor; otherwise only the executors that list the option in
 their ``options``, and the others ignore it (``elsewhere="ignored"``) or refuse it
 (``elsewhere="refused"``, with one message for every such option).
@@ -49,10 +50,10 @@ class SweepOption:
     name: str  # the ExperimentSpec field
     type: type  # of one value: int, float or str
     default: Any  # the spec's default; None means "the executor's (or the workload's) default"
-    flag: str  # on `conlab run`
-    help: str
-    label: str  # in the Lab's form
-    placeholder: str  # in the Lab's form, shown while the field is empty
+    help: str = ""
+    flag: str = ""  # on `conlab run`; "": --NAME, with - for _
+    label: str = ""  # in the Lab's form; "": NAME, with spaces for _
+    placeholder: str = ""  # in the Lab's form, shown while the field is empty; "": the default
     low: Optional[int] = None  # bounds of a whole number, both included
     high: Optional[int] = None
     choices: tuple = ()  # the values it may take, when it is one of a few
@@ -65,6 +66,16 @@ class SweepOption:
     # rows, ``--select`` keys, ``--compare``'s differences) and each run stores its value.
     # False only for how long or how often a run is measured, and for labels.
     dimension: bool = True
+
+    def __post_init__(self) -> None:
+        derived = {
+            "flag": "--" + self.name.replace("_", "-"),
+            "label": self.name.replace("_", " "),
+            "placeholder": "" if self.default is None else str(self.default),
+        }
+        for field, value in derived.items():
+            if not getattr(self, field):
+                object.__setattr__(self, field, value)  # frozen: set once, here
 
     @property
     def key(self) -> str:
@@ -221,217 +232,91 @@ def parse_workers(text: Optional[str]) -> list[int]:
         ) from None
 
 
-# In the order `conlab run --help` and the Lab show them, and validation checks them.
+# In the order `conlab run --help` and the Lab show them, and validation checks them. A row gives
+# name, type and default, then what differs from the derived flag, label and placeholder.
+# fmt: off
 OPTIONS: tuple[SweepOption, ...] = (
     SweepOption(
-        name="workers",
-        type=int,
-        default=1,
-        flag="--workers",
+        "workers", int, 1, low=1, high=MAX_WORKERS, for_executors=True, example="1,2,4",
         help="worker counts, e.g. 1,2,4 (default: 1, 2, 4 … up to the usable cores)",
-        label="workers",
         placeholder=",".join(map(str, default_worker_counts())),
-        low=1,
-        high=MAX_WORKERS,
-        for_executors=True,
-        example="1,2,4",
     ),
+    SweepOption("tasks", int, 16, low=1, high=MAX_TASKS, help="tasks per repeat"),
     SweepOption(
-        name="tasks",
-        type=int,
-        default=16,
-        flag="--tasks",
-        help="tasks per repeat",
-        label="tasks",
-        placeholder="16",
-        low=1,
-        high=MAX_TASKS,
-    ),
-    SweepOption(
-        name="size",
-        type=int,
-        default=None,
-        flag="--size",
+        "size", int, None, low=0, high=2**40, placeholder="workload's default",
         help="the argument each task gets (several, e.g. 1000,1100, take turns in one sweep), or "
         "auto: the smallest power of two at which one call takes >= 10 ms (default: the "
         "workload's, ~10-50 ms of work; auto for MODULE:FUNCTION)",
-        label="size",
-        placeholder="workload's default",
-        low=0,
-        high=2**40,
     ),
     SweepOption(
-        name="repeats",
-        type=int,
-        default=5,
-        flag="--repeats",
+        "repeats", int, 5, low=1, high=10_000, dimension=False,
         help="counted repeats in each runner process, or auto: add processes until each run's "
         "95% interval is within --target-ci (or --max-time is spent)",
-        label="repeats",
-        placeholder="5",
-        low=1,
-        high=10_000,
-        dimension=False,
     ),
     SweepOption(
-        name="warmups",
-        type=int,
-        default=1,
-        flag="--warmups",
+        "warmups", int, 1, low=0, high=10_000, dimension=False, label="warm-ups",
         help="warm-up repeats in each process, recorded and flagged",
-        label="warm-ups",
-        placeholder="1",
-        low=0,
-        high=10_000,
-        dimension=False,
     ),
     SweepOption(
-        name="processes",
-        type=int,
-        default=DEFAULT_PROCESSES,
-        flag="--processes",
+        "processes", int, DEFAULT_PROCESSES, low=1, high=MAX_PROCESSES, dimension=False,
         help="runner processes per run, each with its own memory layout and hash seed",
-        label="processes",
-        placeholder=str(DEFAULT_PROCESSES),
-        low=1,
-        high=MAX_PROCESSES,
-        dimension=False,
     ),
     SweepOption(
-        name="start_method",
-        type=str,
-        default=None,
-        flag="--start-method",
-        help="for process executors",
-        label="start method",
+        "start_method", str, None, choices=START_METHODS, validator=_check_start_method,
+        for_executors=True, applies_to="process executors", example="spawn",
+        help="for process executors", placeholder="executor's default",
+    ),
+    SweepOption(
+        "chunksize", int, None, low=1, high=MAX_TASKS, for_executors=True,
+        applies_to="process executors", help="for process executors",
         placeholder="executor's default",
-        choices=START_METHODS,
-        validator=_check_start_method,
-        for_executors=True,
-        applies_to="process executors",
-        example="spawn",
     ),
     SweepOption(
-        name="chunksize",
-        type=int,
-        default=None,
-        flag="--chunksize",
-        help="for process executors",
-        label="chunksize",
-        placeholder="executor's default",
-        low=1,
-        high=MAX_TASKS,
-        for_executors=True,
-        applies_to="process executors",
+        "max_tasks_per_child", int, None, low=1, high=MAX_TASKS, for_executors=True,
+        elsewhere="refused", applies_to="process pools", label="tasks/child",
+        help="process pools: replace each worker after N tasks", placeholder="never replaced",
     ),
     SweepOption(
-        name="max_tasks_per_child",
-        type=int,
-        default=None,
-        flag="--max-tasks-per-child",
-        help="process pools: replace each worker after N tasks",
-        label="tasks/child",
-        placeholder="never replaced",
-        low=1,
-        high=MAX_TASKS,
-        for_executors=True,
-        elsewhere="refused",
-        applies_to="process pools",
-    ),
-    SweepOption(
-        name="main",
-        type=str,
-        default=None,
-        flag="--main",
+        "main", str, None, validator=_check_main, for_executors=True,
+        applies_to="process executors", example="app.py", label="main script",
         help="process executors: the program's entry script, which spawn and forkserver workers "
         "import first (as __mp_main__), as Python's own do (default: the function's module)",
-        label="main script",
         placeholder="the function's module",
-        validator=_check_main,
-        for_executors=True,
-        applies_to="process executors",
-        example="app.py",
     ),
     SweepOption(
-        name="scheduler",
-        type=str,
-        default=None,
-        flag="--scheduler",
+        "scheduler", str, None, validator=_check_scheduler, for_executors=True,
+        elsewhere="refused", applies_to="dask and ray", example="tcp://host:8786",
+        label="cluster at", placeholder="dask, ray: a local one",
         help="dask, ray: address of an existing cluster (default: a LocalCluster of --workers, "
         "a local Ray of --workers CPUs)",
-        label="cluster at",
-        placeholder="dask, ray: a local one",
-        validator=_check_scheduler,
-        for_executors=True,
-        elsewhere="refused",
-        applies_to="dask and ray",
-        example="tcp://host:8786",
     ),
     SweepOption(
-        name="backend",
-        type=str,
-        default=None,
-        flag="--backend",
+        "backend", str, None, choices=JOBLIB_BACKENDS, validator=_check_choice,
+        for_executors=True, elsewhere="refused", applies_to="joblib", example="threading",
+        label="joblib on", placeholder="loky",
         help="joblib: loky, threading or multiprocessing (default loky, joblib's own)",
-        label="joblib on",
-        placeholder="loky",
-        choices=JOBLIB_BACKENDS,
-        validator=_check_choice,
-        for_executors=True,
-        elsewhere="refused",
-        applies_to="joblib",
-        example="threading",
     ),
     SweepOption(
-        name="loop",
-        type=str,
-        default=None,
-        flag="--loop",
+        "loop", str, None, choices=LOOPS, validator=_check_choice, for_executors=True,
+        elsewhere="refused", applies_to="asyncio", example="uvloop", label="event loop",
         help="asyncio: the event loop, asyncio's own or uvloop (default asyncio)",
-        label="event loop",
         placeholder="asyncio",
-        choices=LOOPS,
-        validator=_check_choice,
-        for_executors=True,
-        elsewhere="refused",
-        applies_to="asyncio",
-        example="uvloop",
     ),
     SweepOption(
-        name="python",
-        type=str,
-        default=None,
-        flag="--python",
-        help="interpreter to run under (repeatable)",
-        label="python",
-        placeholder="this interpreter",
-        validator=_check_python,
-        example="python3.12",
+        "python", str, None, validator=_check_python, example="python3.12",
+        help="interpreter to run under (repeatable)", placeholder="this interpreter",
     ),
     SweepOption(
-        name="timeout_s",
-        type=float,
-        default=None,
-        flag="--timeout",
+        "timeout_s", float, None, flag="--timeout", validator=_check_timeout, example="60",
+        dimension=False, placeholder="none",
         help="seconds before a runner process is stopped and its run failed",
-        label="timeout s",
-        placeholder="none",
-        validator=_check_timeout,
-        example="60",
-        dimension=False,
     ),
     SweepOption(
-        name="tag",
-        type=str,
-        default=None,
-        flag="--tag",
+        "tag", str, None, example="baseline", dimension=False, placeholder="none",
         help="a label to select these runs by later",
-        label="tag",
-        placeholder="none",
-        example="baseline",
-        dimension=False,
     ),
 )
+# fmt: on
 
 BY_NAME = {option.name: option for option in OPTIONS}
 

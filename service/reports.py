@@ -38,7 +38,7 @@ class Comparison:
 
 @dataclass
 class Report:
-    """What stored runs mean: their runner processes (storage.reports.load_processes),
+    """What stored runs mean: their runner processes (storage.loading.load_processes),
     summary and verdicts, and a comparison if asked."""
 
     processes: pd.DataFrame
@@ -53,7 +53,7 @@ class Report:
 
 
 def load(sources: Sources, selection: Optional[str] = None, repeats: bool = False):
-    """The finished runs' runner processes in ``sources`` (storage.reports.load_processes), or
+    """The finished runs' runner processes in ``sources`` (storage.loading.load_processes), or
     with ``repeats`` their counted repeats (what a comparison reads), only those matching
     ``selection`` if given (SelectionError for a selection that cannot be read)."""
     processes, counted = load_both(sources, selection, repeats)
@@ -66,7 +66,7 @@ def load_both(sources: Sources, selection: Optional[str] = None, repeats: bool =
     from contextlib import ExitStack
 
     from storage.listing import open_runs
-    from storage.reports import load_processes, load_repeats, select
+    from storage.loading import load_processes, load_repeats, select
 
     with ExitStack() as stack:
         opened = [(label, stack.enter_context(open_runs(db))) for label, db in sources]
@@ -125,14 +125,16 @@ def build_report(
     same runs' ``repeats`` (``load(..., repeats=True)``)."""
     import pandas as pd
 
-    from storage.reports import min_effect_for, select, summarize, verdicts
+    from storage.loading import select
+    from storage.summaries import min_effect_for, summarize
+    from storage.verdicts import verdicts
 
     effect = min_effect_for(processes) if min_effect is None else min_effect
     summary = summarize(processes) if summarise_all or not compare else pd.DataFrame()
     words = verdicts(summary, effect) if not summary.empty else []
     found = Report(processes, summary, words, min_effect=effect)
     if compare:
-        from storage.reports import compare as compare_selections
+        from storage.comparisons import compare as compare_selections
 
         if repeats is None:
             raise ValueError("a comparison reads the runs' repeats: pass repeats")
@@ -156,7 +158,7 @@ def timeline(engine, runs: pd.DataFrame, run_prefix: Optional[str] = None, sampl
     (a frame with a row or more per run); SelectionError for an unknown prefix.
     ``samples=False`` reads neither: (run id, None)."""
     from storage.errors import SelectionError
-    from storage.reports import load_timeline, utc_times
+    from storage.loading import load_timeline, utc_times
 
     runs = runs.drop_duplicates("run_id")
     runs = runs.assign(created_at=utc_times(runs["created_at"])).sort_values("created_at")
@@ -170,7 +172,7 @@ def timeline(engine, runs: pd.DataFrame, run_prefix: Optional[str] = None, sampl
     run = runs.iloc[-1]
     if not samples:
         return str(run["run_id"]), None
-    from storage.reports import load_look
+    from storage.loading import load_look
 
     source = engine(run["db"])
     run_id = str(run["run_id"])
@@ -192,7 +194,7 @@ def look(engine, runs: pd.DataFrame, run_prefix: Optional[str] = None) -> Option
     """The looked-at repeat of the run ``timeline`` picks among ``runs``; None when that run
     has none."""
     from storage import states
-    from storage.reports import load_look
+    from storage.loading import load_look
 
     run_id, _ = timeline(lambda db: None, runs, run_prefix, samples=False)
     row = runs[runs["run_id"] == run_id].iloc[0]
@@ -221,7 +223,8 @@ def render_report(found: Report, format: str, timeline_of=None) -> str:
         return render.csv_report(found.summary)
     if format == "json":
         return render.json_report(found.summary, found.verdicts, compared)
-    from storage.reports import MIN_EFFECT, verdicts_by_work
+    from storage.summaries import MIN_EFFECT
+    from storage.verdicts import verdicts_by_work
 
     effect = MIN_EFFECT if found.min_effect is None else found.min_effect
     said = verdicts_by_work(found.summary, effect) if not found.summary.empty else []
@@ -244,7 +247,7 @@ def export_report(db: Optional[str], format: str, folder: Path) -> Optional[Path
 
 def work_key() -> tuple:
     """The columns that make a piece of work, what a speedup is measured against
-    (storage.reports.BASELINE_KEY): machine, Python, workload, size, tasks."""
-    from storage.reports import BASELINE_KEY
+    (storage.summaries.BASELINE_KEY): machine, Python, workload, size, tasks."""
+    from storage.summaries import BASELINE_KEY
 
     return tuple(BASELINE_KEY)

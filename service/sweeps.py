@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any, Optional
 from experiments import launch
 from experiments.executors import EXECUTORS
 from experiments.options import not_taken_by_any, without_refused
-from experiments.spec import ExperimentSpec, SpecError, check_worker_counts, new_id
+from experiments.spec import (
+    ExperimentSpec,
+    SpecError,
+    check_worker_counts,
+    new_id,
+    normal_workload,
+)
 
 if TYPE_CHECKING:  # storage (and SQLAlchemy) load when a sweep runs, not when one is planned
     import pandas as pd
@@ -102,7 +108,7 @@ def against(
     run."""
     from storage.baseline import configurations, here
     from storage.errors import SelectionError
-    from storage.reports import load_repeats, select
+    from storage.loading import load_repeats, select
 
     stored = load_repeats([("db", engine)])
     picked = select(stored, selection) if not stored.empty else stored
@@ -147,10 +153,11 @@ def against(
 
 def named_now(specs: Sequence[ExperimentSpec]) -> Callable[[Mapping[str, Any]], list[str]]:
     """A test of a stored configuration against what the command of ``specs`` names: what in
-    it (as ``-w``, ``--python`` or ``--scheduler`` would say) is neither the sweep's own nor
-    the lab's. A stored run is data from a file that may come from anywhere: only a built-in
-    workload, a workload of this sweep, conlab's own interpreter, one this command gives or
-    one discovered on this machine, and this sweep's scheduler are ever run again."""
+    it (as ``-w``, ``--python``, ``--scheduler`` or ``--main`` would say) is neither the
+    sweep's own nor the lab's. A stored run is data from a file that may come from anywhere:
+    only a built-in workload, a workload of this sweep, conlab's own interpreter, one this
+    command gives or one discovered on this machine, and this sweep's scheduler and entry
+    script are ever run again."""
     import os
 
     from experiments.pythons import candidates
@@ -159,6 +166,7 @@ def named_now(specs: Sequence[ExperimentSpec]) -> Callable[[Mapping[str, Any]], 
     workloads = set(WORKLOADS) | {s.workload for s in specs}
     pythons = {os.path.realpath(p) for p in [*candidates(), *(s.python for s in specs)] if p}
     schedulers = {s.scheduler for s in specs}
+    mains = {s.main for s in specs}
 
     def strange(config: Mapping[str, Any]) -> list[str]:
         said = []
@@ -171,6 +179,8 @@ def named_now(specs: Sequence[ExperimentSpec]) -> Callable[[Mapping[str, Any]], 
             said.append(f"--python {python}")
         if config.get("scheduler") is not None and config.get("scheduler") not in schedulers:
             said.append(f"--scheduler {config.get('scheduler')}")
+        if config.get("main") is not None and config.get("main") not in mains:
+            said.append(f"--main {config.get('main')}")
         return said
 
     return strange
@@ -467,9 +477,23 @@ class Prepared:
     notes: list[str]
 
 
+def normal(request: SweepRequest) -> SweepRequest:
+    """``request`` with its paths as a run stores them (``./jobs.py:work`` is ``jobs.py:work``,
+    ``--main ./app.py`` is ``app.py``): one file, one configuration, whichever face named it."""
+    import os.path
+    from dataclasses import replace
+
+    params = dict(request.params)
+    if isinstance(params.get("main"), str) and params["main"]:
+        params["main"] = os.path.normpath(params["main"])
+    workloads = list(dict.fromkeys(map(normal_workload, request.workloads)))
+    return replace(request, workloads=workloads, params=params)
+
+
 def specs_of(request: SweepRequest) -> list[ExperimentSpec]:
     """The specs ``request`` names, each validated (SpecError), sizes still uncalibrated: what
     the Lab checks as its form changes."""
+    request = normal(request)
     sizes = [None if size == "auto" else size for size in request.sizes]
     return plan(
         request.workloads,
@@ -494,6 +518,7 @@ def prepare(
     engine is the caller's to dispose once it has run."""
     from storage.database import open_engine
 
+    request = normal(request)
     pythons = list(request.pythons) or [None]
     sizes, calibrations = choose_sizes(request.workloads, request.sizes, pythons[0])
     specs = plan(
@@ -583,7 +608,7 @@ class SweepReport:
 def sweep_report(engine, results: Sequence[dict]) -> Optional[SweepReport]:
     """The report of the sweep that gave ``results`` (the runs' objects), keyed as every report
     is (machine, Python, size and tasks); None when no run finished."""
-    from storage.reports import sweep_verdicts
+    from storage.verdicts import sweep_verdicts
 
     ok = [r for r in results if r["status"] == "ok"]
     if not ok:
@@ -606,7 +631,7 @@ def detectable_note(engine, specs) -> list[str]:
 
 def speedups(results: Sequence[dict]) -> dict[str, str]:
     """Each finished run's speedup among a sweep's ``results`` (run objects), with its 95%
-    interval, as text by run id (storage.reports.run_speedups)."""
-    from storage.reports import run_speedups
+    interval, as text by run id (storage.verdicts.run_speedups)."""
+    from storage.verdicts import run_speedups
 
     return run_speedups(results)

@@ -15,22 +15,11 @@ from typing import Any, Optional
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Engine
 
-from storage.queries import json_object
+from storage.queries import CONFIG_COLUMNS
 
-# What a re-measured run keeps of the stored one: its configuration, with the options the
-# executor was given (stored in its environment).
-CONFIGURATION = (
-    "workload",
-    "executor",
-    "workers",
-    "start_method",
-    "chunksize",
-    "max_tasks_per_child",
-    "tasks",
-    "size",
-    "tag",
-)
-ENVIRONMENT_OPTIONS = ("scheduler", "backend", "loop")
+# What a re-measured run keeps of the stored one: every column of its configuration (the option
+# table's dimensions, storage.queries.CONFIG_COLUMNS) and its tag.
+CONFIGURATION = (*CONFIG_COLUMNS, "tag")
 
 
 def configurations(engine: Engine, run_ids: Sequence[str]) -> list[dict[str, Any]]:
@@ -41,16 +30,14 @@ def configurations(engine: Engine, run_ids: Sequence[str]) -> list[dict[str, Any
         return []
     statement = text(
         f"SELECT {', '.join('r.' + c for c in CONFIGURATION)}, r.python_requested, "
-        "r.machine_fingerprint, r.interpreter_key, r.environment_json FROM run r "
+        "r.machine_fingerprint, r.interpreter_key FROM run r "
         "WHERE r.id IN :ids ORDER BY r.created_at, r.id"
     ).bindparams(bindparam("ids", expanding=True))
     with engine.connect() as connection:
         rows = connection.execute(statement, {"ids": list(run_ids)}).mappings().all()
     found: dict[tuple, dict[str, Any]] = {}
     for row in rows:
-        env = json_object(row["environment_json"]) or {}
         config = {c: row[c] for c in CONFIGURATION}
-        config.update({o: env.get(o) for o in ENVIRONMENT_OPTIONS if isinstance(env.get(o), str)})
         config["python"] = row["python_requested"]
         place = {k: row[k] for k in ("machine_fingerprint", "interpreter_key")}
         found.setdefault(tuple(sorted(map(str, config.items()))), {**config, **place})

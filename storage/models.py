@@ -90,7 +90,7 @@ class Run(SQLModel, table=True):
     __tablename__ = "run"
     __table_args__ = (
         Index("ix_run_config", "workload", "size", "tasks", "executor", "workers"),
-        # What a report reads of each finished run (storage.reports.RUN_COLUMNS), kept apart
+        # What a report reads of each finished run (storage.loading.RUN_COLUMNS), kept apart
         # from its environment text: a report over 100,000 runs reads this, not the table.
         Index("ix_run_report", *REPORT_COLUMNS),
     )

@@ -39,7 +39,7 @@ OPTION_COLUMNS = tuple(
 )
 # The order a report sorts its rows by: the work, the executor, then how it ran.
 _SORTED_FIRST = ("workload", "size", "tasks", "executor", "start_method", "workers")
-# What a run's own columns say of its configuration (storage.reports.CONFIG adds its machine
+# What a run's own columns say of its configuration (storage.summaries.CONFIG adds its machine
 # and Python): two runs that differ in any of these are different measurements.
 CONFIG_COLUMNS = (
     *(c for c in _SORTED_FIRST if c in ("workload", "executor") or c in OPTION_COLUMNS),
@@ -292,7 +292,7 @@ def list_runs(engine: Engine, tag: Optional[str] = None) -> list[dict[str, Any]]
 @dataclass(frozen=True)
 class RunFilter:
     """Which stored runs a list shows: ``tag``, a ``selection`` in the reports' grammar
-    (storage.reports.select; ``db:`` matches ``label``), runs created at or after ``since``
+    (storage.loading.select; ``db:`` matches ``label``), runs created at or after ``since``
     (naive UTC), the newest ``limit`` (None: all)."""
 
     tag: Optional[str] = None

@@ -299,7 +299,7 @@ CLI = [sys.executable, "-m", "tui.cli"]
 FORK_SERVER = textwrap.dedent("""
     import json, os, sys, traceback
     import pandas, tui.cli, tui.start, service.reports
-    import storage.reports, service.present.render, storage.sharing
+    import storage.comparisons, storage.verdicts, service.present.render, storage.sharing
     # what commands import on first use (no connection, no state): paid once, not per call
     import markdown_it, sqlalchemy.dialects.sqlite
     # What is imported stays out of every child's collections: a child that walked it would

@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 
+from bench.kinds import SPIN
 from tests.conftest import assert_one_line_error, run_args
 from tests.helpers import stored_environment as environment
 
@@ -208,15 +209,6 @@ def test_a_task_that_ends_its_process_ends_the_runner_it_shares(conlab, interpre
     run = failed_run(conlab, interpreters_python, "usermod:exit3")
     assert run["error"].startswith("the runner process died (exit code 3)"), run["error"]
     assert "worker interpreters run inside the runner's process" in run["error"]
-
-
-SPIN = textwrap.dedent("""
-    def spin(size):
-        total = 0
-        for i in range(size):
-            total += i * i % 7
-        return total
-""")
 
 
 def _advise(conlab, function: str, python: str) -> dict:

@@ -34,11 +34,15 @@ def copy_tree(to: Path) -> Path:
     return to
 
 
+# Imports back against the report's order (verdicts | comparisons -> summaries -> loading).
+REPORT_IMPORTS_BACK = [("loading", "summaries"), ("summaries", "comparisons")]
+
+
 @pytest.fixture(scope="module")
 def broken(tmp_path_factory) -> subprocess.CompletedProcess:
-    """import-linter on a copy of the tree with two forbidden imports added: a face importing
-    storage, and the application layer importing textual (the tree as it is passes `make
-    lint`: tests/test_setup.py)."""
+    """import-linter on a copy of the tree with forbidden imports added: a face importing
+    storage, the application layer importing textual, and two of the report's modules each
+    importing back (the tree as it is passes `make lint`: tests/test_setup.py)."""
     tree = copy_tree(tmp_path_factory.mktemp("tree"))
     cli = tree / "tui" / "cli.py"
     cli.write_text(
@@ -46,6 +50,9 @@ def broken(tmp_path_factory) -> subprocess.CompletedProcess:
     )
     runs = tree / "service" / "runs.py"
     runs.write_text(runs.read_text() + "\nimport textual  # noqa\n")
+    for module, back in REPORT_IMPORTS_BACK:
+        path = tree / "storage" / f"{module}.py"
+        path.write_text(f"{path.read_text()}\nimport storage.{back}  # noqa\n")
     return lint_imports(tree)
 
 
@@ -57,3 +64,11 @@ def test_a_face_importing_storage_breaks_the_contracts(broken):
 def test_the_application_layer_importing_textual_breaks_the_contracts(broken):
     assert broken.returncode != 0
     assert "service.runs -> textual" in broken.stdout, broken.stdout
+
+
+@pytest.mark.parametrize("module, back", REPORT_IMPORTS_BACK)
+def test_a_report_module_importing_back_breaks_the_contracts(broken, module, back):
+    """The report's modules import one way (verdicts | comparisons -> summaries -> loading):
+    one import back, and make lint fails naming it."""
+    assert broken.returncode != 0
+    assert f"storage.{module} -> storage.{back}" in broken.stdout, broken.stdout

@@ -441,14 +441,21 @@ class ConlabApp(App):
         else:
             self.notify(printable(f"wrote {out.absolute()}"), title="report", markup=False)
 
-    def ask_open_database(self) -> None:
+    def ask_path(self, question: str, then) -> None:
+        """Ask for a path; ``then(path)`` once one is written (nothing when none is)."""
         from tui.components.prompt import Prompt
 
-        def open_database(path: Optional[str]) -> None:
-            if path:
-                self.open_database(path)
+        self.push_screen(Prompt(question), lambda path: then(path) if path else None)
 
-        self.push_screen(Prompt("Open which result database (a path)?"), open_database)
+    def ask_open_database(self) -> None:
+        self.ask_path("Open which result database (a path)?", self.open_database)
+
+    def ask_merge_database(self) -> None:
+        self.ask_path("Merge which lab database into this one (a path)?", self.merge_database)
+
+    def refused(self, title: str, exc: Exception) -> None:
+        """A database the user named cannot be used: why and the fix, in a notification."""
+        self.notify(printable(exc), severity="error", title=title, markup=False)
 
     @work(thread=True, exit_on_error=False, group="open-database")
     def open_database(self, path: str) -> None:
@@ -459,18 +466,9 @@ class ConlabApp(App):
             with engine_for(path, create=False):
                 pass
         except DatabaseError as exc:
-            self.notify(printable(exc), severity="error", title="cannot open", markup=False)
+            self.refused("cannot open", exc)
             return
         self.call_from_thread(setattr, self, "db", path)
-
-    def ask_merge_database(self) -> None:
-        from tui.components.prompt import Prompt
-
-        def merge_database(path: Optional[str]) -> None:
-            if path:
-                self.merge_database(path)
-
-        self.push_screen(Prompt("Merge which lab database into this one (a path)?"), merge_database)
 
     @work(thread=True, exit_on_error=False, group="merge-database")
     def merge_database(self, path: str) -> None:
@@ -480,7 +478,7 @@ class ConlabApp(App):
         try:
             (result,) = merge(self.db, [Path(path)])
         except DatabaseError as exc:
-            self.notify(printable(exc), severity="error", title="nothing merged", markup=False)
+            self.refused("nothing merged", exc)
             return
         self.notify(
             f"{result.runs_added} runs added, {result.runs_skipped} skipped",

@@ -14,10 +14,11 @@ import pandas as pd
 from experiments.options import BY_NAME
 from experiments.spec import run_label
 from service.present.lanes import PALETTE, lane_label, lane_numbers
+from storage.comparisons import Comparison
 from storage.queries import NUMBER_COLUMNS
-from storage.reports import BASELINE_KEY, CONFIG, Comparison
-from storage.reports import told_apart_by as reports_told_apart_by
+from storage.summaries import BASELINE_KEY, CONFIG
 from storage.text import csv_cell, markdown_text, number_text, printable
+from storage.verdicts import told_apart_by as reports_told_apart_by
 
 COLUMNS = [
     ("machine", "machine"),
@@ -93,6 +94,29 @@ def told_apart_by(summary: pd.DataFrame) -> list[tuple[str, str]]:
     table shows them, or it would show two rows that look the same."""
     shown = [c for c, _ in COLUMNS if c in CONFIG]
     return [(c, BY_NAME[c].label) for c in reports_told_apart_by(summary, shown)]
+
+
+def options_apart(rows: pd.DataFrame, keys: Sequence[str]) -> list[str]:
+    """The options besides ``keys`` and the workers that some of ``rows`` alike in them differ
+    in: what splits one executor's runs into lines of a speedup chart (loky and threading)."""
+    return reports_told_apart_by(rows, [*keys, "workers"])
+
+
+def with_options(name: str, values: dict[str, Any], apart: Sequence[str]) -> str:
+    """``name`` with the options in ``apart`` that ``values`` holds, by their labels in the
+    option table, as a report names a configuration: ``joblib with joblib on threading``."""
+    given = [
+        f"{BY_NAME[c].label} {_option_text(values[c])}"
+        for c in apart
+        if values.get(c) is not None and values[c] == values[c]  # NaN: the option not given
+    ]
+    return f"{name} with {' and '.join(given)}" if given else name
+
+
+def _option_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _with_told_apart(summary: pd.DataFrame) -> list[tuple[str, str]]:
@@ -538,7 +562,7 @@ def _core_colour(task) -> tuple[str, str]:
 
 
 # A piece of work: what a section of the page is about, named in its heading; the key its
-# verdicts and its speedups are computed over (storage.reports.verdicts_by_work).
+# verdicts and its speedups are computed over (storage.verdicts.verdicts_by_work).
 WORK_KEY = BASELINE_KEY
 WORK_NAMED = ("machine", "python", "workload", "size", "tasks")  # in the heading's own words
 
@@ -571,7 +595,7 @@ def html_page(
 ) -> str:
     """One self-contained page: the comparison, then a section per piece of work (its verdict,
     its charts, its rows), then one run's timeline; no script, no external URL. ``said`` is
-    each piece of work's verdicts (storage.reports.verdicts_by_work), in the summary's order."""
+    each piece of work's verdicts (storage.verdicts.verdicts_by_work), in the summary's order."""
     parts = ["<h1>concurrency-lab report</h1>"]
     if compared:
         parts.append(f'<section class="compared">{_html_comparison(compared)}</section>')
@@ -640,13 +664,13 @@ def _work_charts(rows: pd.DataFrame) -> list[str]:
     colour = {name: PALETTE[n % len(PALETTE)] for n, name in enumerate(names)}
     charts = []
     speedups = {
-        executor: [
+        name: [
             (float(r.workers), float(r.speedup))
             for r in group.itertuples()
             if math.isfinite(r.speedup)
         ]
-        for executor, group in rows.groupby("executor")
-        if executor != "sequential"
+        for values, name, group in speedup_groups(rows, ["executor"])
+        if values["executor"] != "sequential"
     }
     speedups = {k: v for k, v in speedups.items() if v}
     if speedups:
@@ -662,6 +686,20 @@ def _work_charts(rows: pd.DataFrame) -> list[str]:
         colours = [colour[str(r.executor)] for r in held]
         charts.append(_svg_bars("peak memory per executor", memory, _mib, colours))
     return charts
+
+
+def speedup_groups(rows: pd.DataFrame, keys: Sequence[str]) -> list[tuple[dict, str, Any]]:
+    """``rows`` (summary rows) split into the lines of a speedup chart: runs alike in ``keys``
+    (the executor last) and in the options that tell them apart (``options_apart``) are one
+    line over their workers. Each line: its values of those, its name (the executor and those
+    options: ``joblib with joblib on loky``), its rows by workers."""
+    apart = options_apart(rows, keys)
+    lines = []
+    for key, group in rows.groupby([*keys, *apart], dropna=False, sort=True):
+        values = dict(zip([*keys, *apart], key))
+        name = with_options(str(values[keys[-1]]), values, apart)
+        lines.append((values, name, group.sort_values("workers")))
+    return lines
 
 
 # The rows of one piece of work: its heading names the work, and each interval is one cell.

@@ -11,7 +11,7 @@ import pytest
 
 from experiments import control
 from storage import controlled, power
-from storage.reports import compare
+from storage.comparisons import compare
 from tests.storage.test_reports import frame
 
 # Eight processes' levels of the machine (1.00 = its usual speed): one sweep met all of these.

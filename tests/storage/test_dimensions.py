@@ -16,7 +16,7 @@ import pytest
 from experiments.executors import EXECUTORS
 from experiments.options import OPTIONS, SweepOption, takers
 from storage.queries import OPTION_COLUMNS, PLACE_OPTIONS
-from storage.reports import BASELINE_KEY
+from storage.summaries import BASELINE_KEY
 from storage.text import markdown_text
 
 DIMENSIONS = [option for option in OPTIONS if option.dimension]
@@ -168,7 +168,9 @@ options.BY_NAME["flavour"] = row
 import sqlite3
 from experiments.spec import ExperimentSpec
 from storage.database import open_engine
-from storage.reports import compare, load_processes, load_repeats, select, summarize
+from storage.comparisons import compare
+from storage.loading import load_processes, load_repeats, select
+from storage.summaries import summarize
 from tests.helpers import environment, record_run
 
 path = sys.argv[1]
@@ -226,7 +228,9 @@ NAMED = [
 def test_the_words_name_two_rows_that_differ_in_one_option_apart(option):
     """What a report says names each configuration: two that differ only in an option (tied
     here) are named with it, not as "joblib x2 and joblib x2"."""
-    from storage.reports import processes_of, summarize, verdicts
+    from storage.loading import processes_of
+    from storage.summaries import summarize
+    from storage.verdicts import verdicts
     from tests.storage.test_reports import frame
 
     walls = [0.5, 0.51, 0.5, 0.5, 0.51]

@@ -549,7 +549,8 @@ def test_a_merge_into_postgres_leaves_its_source_as_it_was_and_refuses_a_damaged
 READ_FOR_A_REPORT = """
 import json, sys
 from service import reports
-from storage.reports import load_processes, summarize
+from storage.loading import load_processes
+from storage.summaries import summarize
 url = sys.argv[1]
 direct = summarize(reports.load([(url, url)]))
 loaded = sorted(m for m in ("sqlmodel", "storage.models", "storage.database") if m in sys.modules)

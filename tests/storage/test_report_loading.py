@@ -14,19 +14,13 @@ from sqlalchemy import event
 
 from experiments.spec import ExperimentSpec
 from service.present import render
-from storage import reports, stats
+from storage import loading, stats
 from storage.database import SCHEMA_VERSION, open_engine
+from storage.loading import load_processes, load_repeats, processes_of, select
 from storage.queries import CONFIG_COLUMNS
 from storage.recorder import RunRecorder
-from storage.reports import (
-    BASELINE_KEY,
-    CONFIG,
-    load_processes,
-    load_repeats,
-    process_groups,
-    processes_of,
-    summarize,
-)
+from storage.summaries import BASELINE_KEY, CONFIG, process_groups, summarize
+from storage.verdicts import verdicts
 
 MACHINES = {"a" * 20: "alpha", "b" * 20: "beta"}
 PYTHONS = {"3.11.7": "k311" * 5, "3.12.1": "k312" * 5}
@@ -265,7 +259,7 @@ def every_format(path) -> dict[str, str]:
     engine = open_engine(path, create=False)
     summary = summarize(load_processes([("db", engine)]))
     engine.dispose()
-    words = reports.verdicts(summary)
+    words = verdicts(summary)
     return {
         "json": render.json_report(summary, words, None),
         "csv": render.csv_report(summary),
@@ -278,7 +272,7 @@ def test_every_format_is_the_same_whether_runs_are_read_by_rowid_or_by_id(databa
     server database names it by id: both give the same report, byte for byte."""
     by_rowid = every_format(database)
     assert all(by_rowid.values()) and "alpha" in by_rowid["csv"]
-    monkeypatch.setattr(reports, "_run_row", lambda connection: "r.id")
+    monkeypatch.setattr(loading, "_run_row", lambda connection: "r.id")
     assert every_format(database) == by_rowid
 
 
@@ -317,12 +311,12 @@ def test_a_selection_read_in_sql_keeps_what_selecting_every_repeat_keeps(databas
         every = load_processes([("db", engine)])
         for selection in selections:
             read = load_processes([("db", engine)], selection)
-            kept = reports.select(every, selection)
+            kept = select(every, selection)
             assert len(kept) < len(every) or selection in ("workload:cpu,size:10", "db:db")
             if kept.empty:
-                assert read.empty or reports.select(read, selection).empty, selection
+                assert read.empty or select(read, selection).empty, selection
                 continue
-            chosen = reports.select(read, selection)
+            chosen = select(read, selection)
             assert keys(chosen) == keys(kept) and len(read) == len(kept), selection
         with pytest.raises(SelectionError):
             load_processes([("db", engine)], "colour:red")

@@ -18,17 +18,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storage import reports, stats
+from storage import stats, summaries
+from storage.comparisons import compare, compare_groups
+from storage.loading import COST_COLUMNS, WORKER_COLUMNS, processes_of, select
 from storage.queries import OPTION_COLUMNS
-from storage.reports import (
-    COST_COLUMNS,
-    WORKER_COLUMNS,
-    compare,
-    compare_groups,
-    karp_flatt,
-    processes_of,
-    select,
+from storage.summaries import karp_flatt
+from storage.verdicts import (
+    PROCESS_OVERHEAD_S,
+    duration,
+    fastest,
+    processes_to_settle,
+    undecided,
     verdicts,
+    verdicts_by_work,
 )
 from tests.conftest import assert_one_line_error, run_args
 from tests.helpers import environment, record_run
@@ -36,11 +38,11 @@ from tests.helpers import environment, record_run
 
 def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
     """The summary of hand-made repeats, through their process rows as a report reads them."""
-    return reports.summarize(processes_of(repeats))
+    return summaries.summarize(processes_of(repeats))
 
 
 def min_effect_for(repeats: pd.DataFrame) -> float:
-    return reports.min_effect_for(processes_of(repeats))
+    return summaries.min_effect_for(processes_of(repeats))
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:
@@ -140,12 +142,12 @@ def test_each_piece_of_work_has_its_own_verdicts_in_the_summary_order():
         ]
     )
     summary = summarize(two)
-    by_work = reports.verdicts_by_work(summary)
+    by_work = verdicts_by_work(summary)
     assert [line for lines in by_work for line in lines] == verdicts(summary)
     assert [lines[0].split(" on ")[0] for lines in by_work] == ["a" * 80, "cpu"]
     assert "no sequential run" in by_work[0][0] and "fastest is processes x4" in by_work[1][0]
     assert all(not line.startswith(" ") for line in (lines[0] for lines in by_work))
-    assert reports.verdicts_by_work(summarize(KNOWN)) == [verdicts(summarize(KNOWN))]
+    assert verdicts_by_work(summarize(KNOWN)) == [verdicts(summarize(KNOWN))]
 
 
 def test_sizes_and_counts_are_written_out_never_in_scientific_notation():
@@ -567,8 +569,8 @@ def test_a_free_threaded_run_is_labelled_and_keeps_each_workers_gil_state(tmp_pa
     # the real recorder and database: no such interpreter is on every machine that runs this.
     from experiments.spec import ExperimentSpec
     from storage.database import open_engine
+    from storage.loading import load_repeats
     from storage.recorder import RunRecorder
-    from storage.reports import load_repeats
 
     engine = open_engine(tmp_path / "ft.db", writer=True)
     spec = ExperimentSpec(
@@ -731,7 +733,7 @@ def rendered(path, sweeps, labels=None) -> tuple[str, str]:
     of two selections spelled ``labels``) and a task timeline, as `conlab report` makes them."""
     from service.present import render
     from storage.database import open_engine
-    from storage.reports import load_repeats, load_timeline
+    from storage.loading import load_repeats, load_timeline
 
     engine = open_engine(path, create=False)
     try:
@@ -742,7 +744,7 @@ def rendered(path, sweeps, labels=None) -> tuple[str, str]:
         compared = (*compare(repeats, a, b), *(labels or (a, b)))
         run_id = str(repeats[repeats["workers"] > 1]["run_id"].iloc[0])
         timeline = (run_id, load_timeline(engine, run_id))
-        said = reports.verdicts_by_work(summary)
+        said = verdicts_by_work(summary)
         return render.html_page(summary, said, compared, timeline), render.markdown(
             summary, words, compared
         )
@@ -885,17 +887,16 @@ def test_leaders_tied_at_this_noise_are_undecided_with_the_time_that_would_decid
         headline
     )
     assert "and sequential 1.00x are tied" in headline and "fastest" not in headline
-    best, ties = reports.fastest(summary)
-    found = reports.undecided(best, ties)
+    best, ties = fastest(summary)
+    found = undecided(best, ties)
     # the interval narrows as the square root of the processes: the widest tie needs this many
     assert found.processes > 3 and found.more == found.processes - 3
     assert f"{found.processes} runner processes each ({found.more} more, " in headline
-    assert reports.duration(found.seconds) in headline and "would tell them apart" in headline
+    assert duration(found.seconds) in headline and "would tell them apart" in headline
     assert headline.endswith(f"(--processes {found.processes}).")
     # more of the same spread settles it: with the processes asked for, no tie is left open
     assert found.seconds == pytest.approx(
-        found.more
-        * sum((2 + 1) * row.median_s + reports.PROCESS_OVERHEAD_S for row in found.leaders)
+        found.more * sum((2 + 1) * row.median_s + PROCESS_OVERHEAD_S for row in found.leaders)
     )
 
 
@@ -912,18 +913,16 @@ def test_a_tie_that_more_processes_would_not_change_is_not_undecided():
             ]
         )
     )
-    best, ties = reports.fastest(summary)
-    assert ties and reports.undecided(best, ties) is None
+    best, ties = fastest(summary)
+    assert ties and undecided(best, ties) is None
     assert not any("undecided" in w for w in verdicts(summary))
 
 
 def test_processes_to_settle_grow_as_the_square_of_the_spread():
     wide = stats.Ratio(1.2, 1.2 / 1.5, 1.2 * 1.5, 0.5, stats.NO_DIFFERENCE)
-    assert reports.processes_to_settle(wide, 3, 0.05) == math.ceil(
-        3 * (math.log(1.5) / math.log(1.2)) ** 2
-    )
+    assert processes_to_settle(wide, 3, 0.05) == math.ceil(3 * (math.log(1.5) / math.log(1.2)) ** 2)
     # a difference near zero is settled as a tie: the interval inside ±5%
     flat = stats.Ratio(1.0, 1 / 1.1, 1.1, 0.9, stats.NO_DIFFERENCE)
-    assert reports.processes_to_settle(flat, 4, 0.05) == math.ceil(
+    assert processes_to_settle(flat, 4, 0.05) == math.ceil(
         4 * (math.log(1.1) / math.log(1.05)) ** 2
     )

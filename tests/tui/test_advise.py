@@ -7,52 +7,19 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
+from bench.advise import in_processes
+from bench.kinds import ADVISE_KINDS as KINDS
 from experiments.environment import usable_cores
 from experiments.spec import SpecError
 from service import advise
 from storage import stats
 from tests.conftest import assert_one_line_error
 
-KINDS = textwrap.dedent('''
-    """Four kinds of function a user might bring to `conlab advise`."""
-    import hashlib
-    import time
-
-    _BUFFER = bytes(4 * 2**20)  # preallocated: a fresh buffer's page faults serialise threads
-
-
-    def spin(size):
-        total = 0
-        for i in range(size):
-            total += i * i % 7
-        return total
-
-
-    def wait(size):
-        time.sleep(size / 1000)
-        return size
-
-
-    def digest(size):
-        return hashlib.sha256(_BUFFER).hexdigest()
-
-
-    def short(size):
-        return sum(range(1500))
-''')
 BUDGET = "10"
 TASKS = ["--tasks", "8"]  # within the budget even on a busy machine
-
-
-def in_processes(executor: str) -> bool:
-    """Whether ``executor`` runs its tasks in worker processes of its own, as it says."""
-    from experiments.executors import EXECUTORS
-
-    return EXECUTORS[executor].workers_are == "processes"
 
 
 @pytest.fixture

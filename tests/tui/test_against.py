@@ -125,3 +125,43 @@ def test_a_baseline_of_only_what_this_command_does_not_name_is_refused(conlab, d
     )
     assert named.returncode == 0, named.stderr  # named now, by the user: measured again
     assert (user_dir / "planted-ran").exists()
+
+
+PLANTED_MAIN = """
+import pathlib
+
+pathlib.Path("main-ran").write_text("the stored entry script was imported")
+"""
+
+
+def test_a_baseline_keeps_its_options_and_runs_only_a_main_named_now(conlab, db_path, user_dir):
+    """A stored run's entry script (--main) is a path from the file: measured again only when
+    this command names it too, and then with it, as every other option of the stored run."""
+    (user_dir / "app.py").write_text(PLANTED_MAIN)
+    spawn = ["-e", "processes", "--start-method", "spawn", "--workers", "1", "--size", "1000"]
+    args = ["-w", "tiny", *spawn, "--processes", "1", "--repeats", "1", "--warmups", "0"]
+    done = conlab("run", *args, "--main", "app.py", "--tag", "v1")
+    assert done.returncode == 0, done.stderr
+    (user_dir / "main-ran").unlink()
+    refused = conlab("run", *args, "--tag", "v2", "--against", "tag:v1")
+    assert_one_line_error(refused)
+    assert "--main app.py" in refused.stderr
+    assert not (user_dir / "main-ran").exists()
+    again = conlab("run", *args, "--main", "app.py", "--tag", "v2", "--against", "tag:v1")
+    assert again.returncode == 0, again.stderr
+    assert (user_dir / "main-ran").exists()
+    with sqlite3.connect(db_path) as connection:
+        rows = connection.execute("SELECT tag, main FROM run ORDER BY tag").fetchall()
+    assert rows == [("v1", "app.py"), ("v1", "app.py"), ("v2", "app.py")]
+
+
+def test_one_entry_script_named_two_ways_is_one_configuration(conlab, db_path, user_dir):
+    (user_dir / "app.py").write_text("")
+    args = ["-w", "tiny", "-e", "processes", "--start-method", "spawn", "--workers", "1", *SMALL]
+    for main in ("app.py", "./app.py"):
+        done = conlab("run", *args, "--size", "1000", "--main", main)
+        assert done.returncode == 0, done.stderr
+    with sqlite3.connect(db_path) as connection:
+        assert connection.execute(
+            "SELECT DISTINCT main FROM run WHERE executor = 'processes'"
+        ).fetchall() == [("app.py",)]

@@ -26,17 +26,18 @@ SIDE_COLOURS = {"A": "blue", "B": "orange"}
 
 def speedup_lines(summary, side: str) -> list[tuple[str, list[int], list[float]]]:
     """(label, workers, speedups) per executor of one side's summary, parallel runs only; runs
-    of other interpreters, sizes or machines are other lines, never points of the same one."""
+    of other interpreters, sizes or machines, or of another value of an option (joblib on loky
+    and on threading), are other lines, never points of the same one."""
+    from service.present.render import speedup_groups
+
     if summary.empty:
         return []
     rows = summary[summary["speedup"].notna() & (summary["executor"] != "sequential")]
     keys = ["machine", "python", "workload", "size", "tasks", "executor"]
     varying = [k for k in keys[:-1] if rows[k].map(str).nunique() > 1]
     lines = []
-    for key, group in rows.groupby(keys, dropna=False):
-        values = dict(zip(keys, key))
-        group = group.sort_values("workers")
-        label = " ".join([side, *(f"{k} {values[k]}" for k in varying), str(values["executor"])])
+    for values, name, group in speedup_groups(rows, keys):
+        label = " ".join([side, *(f"{k} {values[k]}" for k in varying), name])
         lines.append(
             (
                 printable(label),

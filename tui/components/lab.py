@@ -381,12 +381,19 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
 
     # --- running ---
 
-    def start(self) -> None:
+    def can_start(self, action) -> bool:
+        """Whether ``action`` (start, advise) can run now: not before the form is made (it
+        runs then), not while a sweep runs (the user is told)."""
         if not self.form_made:
-            self.once_form_made(self.start)
-            return
+            self.once_form_made(action)
+            return False
         if self.busy:
             self.app.notify("a sweep is already running; escape cancels it", severity="warning")
+            return False
+        return True
+
+    def start(self) -> None:
+        if not self.can_start(self.start):
             return
         from experiments.spec import SpecError
         from service.sweeps import specs_of
@@ -461,11 +468,7 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
 
     def action_advise(self) -> None:
         """`conlab advise` on the chosen workload; the answer shows in the summary area."""
-        if not self.form_made:
-            self.once_form_made(self.action_advise)
-            return
-        if self.busy:
-            self.app.notify("a sweep is already running; escape cancels it", severity="warning")
+        if not self.can_start(self.action_advise):
             return
         workload = self.selected_workload()
         try:  # the form's size and tasks, when given, as `conlab advise --size --tasks`

@@ -69,6 +69,8 @@ def plural(count: int, one: str, many: str) -> str:
 PAGE = 60
 # How long the cursor rests on a row before its detail is read.
 DETAIL_AFTER_S = 0.15
+# What the detail says while no row is highlighted.
+NO_RUN = "No run selected."
 
 
 class RunsPane(ReportsWorkerErrors, Vertical):
@@ -92,16 +94,18 @@ class RunsPane(ReportsWorkerErrors, Vertical):
 
     @dataclass
     class Loaded(Message):
-        """A page of the stored runs that match the filter, newest first, from ``offset``."""
+        """A page of the stored runs that match the filter ``text``, newest first, from
+        ``offset``."""
 
         runs: list[dict]
         offset: int = 0
+        text: str = ""
 
     @dataclass
     class Detailed(Message):
-        """The detail of one run, as text."""
+        """The detail of one run (a run object as the table has it), as text."""
 
-        run_id: str
+        run: dict
         text: str
 
     def __init__(self, **kwargs) -> None:
@@ -112,7 +116,8 @@ class RunsPane(ReportsWorkerErrors, Vertical):
         self.sort_column: Optional[str] = None
         self.filter_requested = False
         self.detail_timer: Optional[Timer] = None
-        self.detailed: Optional[str] = None  # the run whose detail is shown
+        self.detailed: Optional[dict] = None  # the run whose detail is shown
+        self.detailing: Optional[dict] = None  # the run whose detail is being read
 
     def compose(self) -> ComposeResult:
         yield Input(
@@ -123,7 +128,7 @@ class RunsPane(ReportsWorkerErrors, Vertical):
         table = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         table.add_columns(*RUN_COLUMNS)
         yield table
-        yield Static("No run selected.", id="run-detail")
+        yield Static(NO_RUN, id="run-detail")
 
     def watch_db_ready(self, ready: bool) -> None:
         if ready:
@@ -134,19 +139,30 @@ class RunsPane(ReportsWorkerErrors, Vertical):
         """Read the first page of the runs that match the filter again (after a sweep, a merge,
         a tag, a change of filter...), or the page from ``offset`` on, off the event loop. The
         database filters and pages: a database of any size shows its first rows at once."""
+        from textual.worker import get_current_worker
+
         from service.runs import runs_page
 
-        text = self.query_one("#runs-filter", Input).value
-        self.post_message(self.Loaded(runs_page(self.db, text, offset, PAGE), offset))
+        text = self.filter_text()
+        page = runs_page(self.db, text, offset, PAGE)
+        if not get_current_worker().is_cancelled:  # else a newer reload reads the rows
+            self.post_message(self.Loaded(page, offset, text))
+
+    def filter_text(self) -> str:
+        return self.query_one("#runs-filter", Input).value
 
     @on(Loaded)
     def show_runs(self, message: Loaded) -> None:
+        if message.text != self.filter_text():
+            return  # the rows of a filter typed over since: the newer one's are on the way
         if message.offset:
             if message.offset != len(self.runs):
                 return  # a page of an older list
             self.runs += message.runs
             self.add_rows(message.runs)
-        else:
+        elif not self.loaded or message.runs != self.runs:
+            # the table is drawn again only for other rows: a filter typed on that picks
+            # the same runs ("thr", "thre"...) leaves it, its cursor and its detail as they are
             self.runs = message.runs
             self.fill()
         self.more = len(message.runs) == PAGE  # a full page: there may be another
@@ -160,6 +176,10 @@ class RunsPane(ReportsWorkerErrors, Vertical):
         if table.row_count:
             table.move_cursor(row=min(cursor, table.row_count - 1))
             self.show_detail()  # the highlighted row may be the same index with another run
+        else:
+            self.stop_detail()
+            self.detailed = None
+            self.query_one("#run-detail", Static).update(NO_RUN)
 
     def add_rows(self, runs: list[dict]) -> None:
         table = self.query_one(DataTable)
@@ -186,8 +206,7 @@ class RunsPane(ReportsWorkerErrors, Vertical):
             box.focus()
         else:
             self.focus_table()
-        run = self.selected()
-        if run is not None and run["run_id"] != self.detailed:
+        if self.selected() != self.detailed:
             self.show_detail()
 
     @on(Input.Changed, "#runs-filter")
@@ -234,20 +253,29 @@ class RunsPane(ReportsWorkerErrors, Vertical):
     def detail_of_selected(self) -> None:
         self.detail_timer = None
         run = self.selected()
-        # a hidden pane reads no report: the detail is read when the pane is shown (shown())
-        if run is not None and self.is_on_screen:
+        # a hidden pane reads no report: the detail is read when the pane is shown (shown());
+        # the run described already, or being described (as the table has it), is not read
+        # again
+        if run is not None and run not in (self.detailed, self.detailing) and self.is_on_screen:
+            self.detailing = run
             self.load_detail(run)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="run-detail")
     def load_detail(self, run: dict) -> None:
+        from textual.worker import get_current_worker
+
         from service.runs import run_detail
 
-        self.post_message(self.Detailed(run["run_id"], describe(run, run_detail(self.db, run))))
+        text = describe(run, run_detail(self.db, run))
+        if not get_current_worker().is_cancelled:  # else the cursor has moved on
+            self.post_message(self.Detailed(run, text))
 
     @on(Detailed)
     def render_detail(self, message: Detailed) -> None:
+        if message.run != self.selected():
+            return  # the detail of a run the cursor has left (or that has changed since)
+        self.detailed, self.detailing = message.run, None
         # what a database holds: never markup
-        self.detailed = message.run_id
         self.query_one("#run-detail", Static).update(as_text(message.text, lines=True))
 
     def action_tag(self) -> None:
