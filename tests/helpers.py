@@ -111,6 +111,15 @@ def reading_commands(outs: Path) -> dict[str, str]:
     }
 
 
+def read_only_bind(data: Path, mounted: Path) -> str:
+    """Shell commands that mount the folder ``data`` at ``mounted`` read-only, and make sure the
+    mount refuses writes, even root's."""
+    return (
+        f"mount --bind {data} {mounted} && mount -o remount,ro,bind {mounted} && "
+        f"! touch {mounted}/probe 2>/dev/null"
+    )
+
+
 def commands_in_mount(mounts: str, commands: dict, files: dict, outs: Path, env: dict, after=""):
     """Each of ``commands`` (name: `conlab` arguments) run on its file (name: path under the
     mount) in a private mount namespace after the shell commands ``mounts``, then the shell

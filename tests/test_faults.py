@@ -685,14 +685,19 @@ FORKING_EXECUTORS = [
 ]
 
 
+def assert_two_small_repeats_ok(conlab, workload: str, executor: str, timeout: int) -> None:
+    """Two repeats of two tiny tasks on two workers run, and the run is stored ok."""
+    options = dict(workers=2, tasks=2, size=1, repeats=2, warmups=0, timeout=timeout)
+    result = conlab(*run_args(workload, executor, **options))
+    assert result.returncode == 0, result.stderr
+    assert result.json()[0]["status"] == "ok"
+
+
 @pytest.mark.parametrize("executor", FORKING_EXECUTORS)
 def test_a_daemon_a_task_starts_ends_with_its_run(conlab, user_dir, executor):
     # the fixture checks that no process the run started is left, the daemons included
     (user_dir / "daemons.py").write_text(DAEMONS)
-    options = dict(workers=2, tasks=2, size=1, repeats=2, warmups=0, timeout=120)
-    result = conlab(*run_args("daemons:daemonises", executor, **options))
-    assert result.returncode == 0, result.stderr
-    assert result.json()[0]["status"] == "ok"
+    assert_two_small_repeats_ok(conlab, "daemons:daemonises", executor, timeout=120)
 
 
 @pytest.mark.parametrize("executor", PROCESS_EXECUTORS)
@@ -758,10 +763,7 @@ READS_STDIN = textwrap.dedent("""
 def test_a_task_reading_stdin_reads_an_empty_file(conlab, user_dir, executor):
     # the runner's control channel is a pipe of its own, never the tasks' stdin
     (user_dir / "stdin_reader.py").write_text(READS_STDIN)
-    options = dict(workers=2, tasks=2, size=1, repeats=2, warmups=0, timeout=30)
-    result = conlab(*run_args("stdin_reader:reads_stdin", executor, **options))
-    assert result.returncode == 0, result.stderr
-    assert result.json()[0]["status"] == "ok"
+    assert_two_small_repeats_ok(conlab, "stdin_reader:reads_stdin", executor, timeout=30)
 
 
 ONE_HANGS = textwrap.dedent("""

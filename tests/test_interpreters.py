@@ -18,6 +18,15 @@ from tests.helpers import stored_environment as environment
 SIZE = 20_000
 
 
+def work_runs(conlab, *executors: str, **options) -> list[dict]:
+    """The runs of `conlab run` of usermod:work at SIZE, one repeat, on ``executors``."""
+    result = conlab(
+        *run_args("usermod:work", *executors, size=SIZE, repeats=1, **options), timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    return result.json()
+
+
 def failed_run(conlab, python: str, workload: str, **options) -> dict:
     options = {**dict(workers=2, tasks=4, size=1, repeats=1, warmups=0, timeout=60), **options}
     result = conlab(*run_args(workload, "interpreters", python=python, **options), timeout=180)
@@ -39,21 +48,9 @@ def any_interpreters_python(request) -> str:
 def test_a_sweep_runs_on_worker_interpreters_and_records_which_implementation(
     conlab, db_path, any_interpreters_python
 ):
-    result = conlab(
-        *run_args(
-            "usermod:work",
-            "threads",
-            "interpreters",
-            workers="1,2",
-            tasks=4,
-            size=SIZE,
-            repeats=1,
-            python=any_interpreters_python,
-        ),
-        timeout=300,
+    found = work_runs(
+        conlab, "threads", "interpreters", workers="1,2", tasks=4, python=any_interpreters_python
     )
-    assert result.returncode == 0, result.stderr
-    found = result.json()
     assert all(r["status"] == "ok" for r in found), found
     ran = [r for r in found if r["executor"] == "interpreters"]
     assert sorted(r["workers"] for r in ran) == [1, 2]
@@ -67,20 +64,7 @@ def test_a_sweep_runs_on_worker_interpreters_and_records_which_implementation(
 def test_every_task_of_two_workers_ran_in_the_runner_process_on_two_threads(
     conlab, db_path, interpreters_python
 ):
-    result = conlab(
-        *run_args(
-            "usermod:work",
-            "interpreters",
-            workers=2,
-            tasks=8,
-            size=SIZE,
-            repeats=1,
-            python=interpreters_python,
-        ),
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    (run,) = result.json()
+    (run,) = work_runs(conlab, "interpreters", workers=2, tasks=8, python=interpreters_python)
     with sqlite3.connect(db_path) as connection:
         pids = {p for (p,) in connection.execute("SELECT DISTINCT pid FROM task_sample")}
         runner = connection.execute("SELECT runner_pid FROM run").fetchone()[0]

@@ -685,7 +685,7 @@ def test_a_wal_file_on_read_only_media_is_never_read_without_its_log(base, cli, 
     without the -shm: SQLite could read the file only immutable, skipping those commits, so
     every reader refuses with one line naming the fix; nothing there changes."""
     from tests.conftest import _marked_env
-    from tests.helpers import commands_in_mount, reading_commands
+    from tests.helpers import commands_in_mount, read_only_bind, reading_commands
 
     data, mounted, outs = tmp_path / "data", tmp_path / "ro", tmp_path / "outs"
     for directory in (data, mounted, outs):
@@ -698,8 +698,7 @@ def test_a_wal_file_on_read_only_media_is_never_read_without_its_log(base, cli, 
     before = _snapshot(data)
     commands = reading_commands(outs)
     codes, errors, result = commands_in_mount(
-        f"mount --bind {data} {mounted} && mount -o remount,ro,bind {mounted} && "
-        f"! touch {mounted}/probe 2>/dev/null",
+        read_only_bind(data, mounted),
         commands,
         dict.fromkeys(commands, f"{mounted}/lab.db"),
         outs,
