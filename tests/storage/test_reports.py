@@ -434,36 +434,10 @@ def test_threads_scaling_is_explained_by_the_gil_state_the_workers_recorded():
 
 
 def test_compare_matches_configurations_and_names_what_differs():
-    before = frame(
-        [
-            {
-                "executor": "threads",
-                "workers": 2,
-                "walls": [1.0] * 5,
-                "tag": "before",
-                "python": "3.11.7",
-            },
-            {
-                "executor": "processes",
-                "workers": 2,
-                "walls": [1.0] * 5,
-                "tag": "before",
-                "python": "3.11.7",
-            },
-        ]
-    )
-    after = frame(
-        [
-            {
-                "executor": "threads",
-                "workers": 2,
-                "walls": [2.0] * 5,
-                "tag": "after",
-                "python": "3.12.1",
-                "run": "other",
-            }
-        ]
-    )
+    common = {"workers": 2, "walls": [1.0] * 5, "tag": "before", "python": "3.11.7"}
+    before = frame([{**common, "executor": "threads"}, {**common, "executor": "processes"}])
+    changed = {"walls": [2.0] * 5, "tag": "after", "python": "3.12.1", "run": "other"}
+    after = frame([{**common, "executor": "threads", **changed}])
     both = pd.concat([before, after], ignore_index=True)
     comparisons, geomean, differences = compare(both, "python:3.11", "python:3.12")
     assert len(comparisons) == 1 and comparisons[0].config["executor"] == "threads"
