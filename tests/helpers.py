@@ -144,3 +144,15 @@ def commands_in_mount(mounts: str, commands: dict, files: dict, outs: Path, env:
     codes = dict(line.split("=") for line in said)
     errors = {name: (outs / f"{name}.err").read_text() for name in commands}
     return codes, errors, result
+
+
+def reads_on_a_read_only_mount(data: Path, mounted: Path, name: str, outs: Path, env: dict):
+    """``reading_commands`` on the file ``name`` of the folder ``data``, mounted read-only at
+    ``mounted`` (``commands_in_mount``): their exit codes and their stderr texts, by name."""
+    commands = reading_commands(outs)
+    files = dict.fromkeys(commands, f"{mounted}/{name}")
+    codes, errors, result = commands_in_mount(
+        read_only_bind(data, mounted), commands, files, outs, env
+    )
+    assert result.returncode == 0, result.stderr
+    return codes, errors
