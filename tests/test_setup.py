@@ -127,10 +127,11 @@ def test_a_missing_free_threaded_build_is_skipped_saying_how_to_get_one(tmp_path
         "UV_PYTHON_INSTALL_DIR": str(tmp_path),
         "CI": "",
         "PYTHONPATH": str(REPO),
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",  # pytest alone: the fixture needs no plugin
     }
     env.pop("CONLAB_TEST_FREE_THREADED", None)
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0", "-rs", str(tmp_path)],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", str(tmp_path)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
