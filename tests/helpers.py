@@ -84,7 +84,9 @@ def copy_database(source: Path, path: Path) -> None:
 def made_once(build):
     """``build(path)``, which stores a database at ``path``, made once per test process: the
     first call builds a template through it, and every call gets its own copy of the template
-    (``build``'s answer is given again, with the template's path read as ``path``)."""
+    (``build``'s answer is given again, with the template's path read as ``path``). The
+    template is made under whatever the first caller has patched: a test that patches what
+    ``build`` calls (the recorder, the database layer) builds its own file instead."""
     made: dict = {}
 
     @functools.wraps(build)
