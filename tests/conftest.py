@@ -818,6 +818,13 @@ def ray_head():
             pass
 
 
+def pytest_collection_modifyitems(config, items):
+    """The long tests (marked ``slow``) first, the rest in their order: pytest-xdist hands the
+    first quarter of the tests out in turn to its workers before the rest, so the long ones are
+    spread over the workers and none of them is left running one alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "damaged_databases: the test leaves damaged databases behind on purpose"

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 
 import pytest
 
 from experiments.executors import EXECUTORS
 from tests.conftest import RAY_ENV, assert_one_line_error, run_args
+from tests.helpers import stored_environment as environment
 
 
 def needs(executor: str, module: str = "") -> pytest.MarkDecorator:
@@ -20,17 +20,6 @@ def needs(executor: str, module: str = "") -> pytest.MarkDecorator:
 
     reason = _missing(module, module) if module else EXECUTORS[executor].unavailable_reason()
     return pytest.mark.skipif(reason is not None, reason=str(reason))
-
-
-def environment(db_path, run_id: str) -> dict:
-    connection = sqlite3.connect(db_path)
-    try:
-        (text,) = connection.execute(
-            "SELECT environment_json FROM run WHERE id = ?", (run_id,)
-        ).fetchone()
-    finally:
-        connection.close()
-    return json.loads(text)
 
 
 def failed_run(conlab, workload: str, executor: str, *extra: str, env=None) -> dict:

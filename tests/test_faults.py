@@ -685,14 +685,19 @@ FORKING_EXECUTORS = [
 ]
 
 
+def assert_two_small_repeats_ok(conlab, workload: str, executor: str, timeout: int) -> None:
+    """Two repeats of two tiny tasks on two workers run, and the run is stored ok."""
+    options = dict(workers=2, tasks=2, size=1, repeats=2, warmups=0, timeout=timeout)
+    result = conlab(*run_args(workload, executor, **options))
+    assert result.returncode == 0, result.stderr
+    assert result.json()[0]["status"] == "ok"
+
+
 @pytest.mark.parametrize("executor", FORKING_EXECUTORS)
 def test_a_daemon_a_task_starts_ends_with_its_run(conlab, user_dir, executor):
     # the fixture checks that no process the run started is left, the daemons included
     (user_dir / "daemons.py").write_text(DAEMONS)
-    options = dict(workers=2, tasks=2, size=1, repeats=2, warmups=0, timeout=120)
-    result = conlab(*run_args("daemons:daemonises", executor, **options))
-    assert result.returncode == 0, result.stderr
-    assert result.json()[0]["status"] == "ok"
+    assert_two_small_repeats_ok(conlab, "daemons:daemonises", executor, timeout=120)
 
 
 @pytest.mark.parametrize("executor", PROCESS_EXECUTORS)
@@ -711,19 +716,31 @@ def test_a_worker_that_leaves_the_runners_session_is_killed_on_timeout(
     )
 
 
+def start_daemons(conlab, user_dir, tmp_path, executor: str):
+    """`conlab run` started on tasks that leave the runner's session and hang (each writes its
+    pid into ``tmp_path`` once it has)."""
+    (user_dir / "daemons.py").write_text(DAEMONS)
+    options = dict(workers=2, tasks=2, size=1, repeats=1, warmups=0)
+    args = run_args("daemons:leaves_its_session_and_hangs", executor, **options)
+    return conlab.start(*args, env={"STARTED_DIR": str(tmp_path)})
+
+
+def wait_for_a_daemon(process, tmp_path) -> int:
+    """The pid of the first task that has left the runner's session."""
+    deadline = time.monotonic() + 300  # a hang, not a slow machine
+    while not list(tmp_path.glob("[0-9]*")):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    return int(next(tmp_path.glob("[0-9]*")).name)
+
+
 @pytest.mark.parametrize("executor", PROCESS_EXECUTORS)
 def test_a_worker_that_leaves_the_runners_session_is_killed_on_cancel(
     conlab, db_path, user_dir, tmp_path, executor
 ):
-    (user_dir / "daemons.py").write_text(DAEMONS)
-    options = dict(workers=2, tasks=2, size=1, repeats=1, warmups=0)
-    args = run_args("daemons:leaves_its_session_and_hangs", executor, **options)
-    process = conlab.start(*args, env={"STARTED_DIR": str(tmp_path)})
+    process = start_daemons(conlab, user_dir, tmp_path, executor)
     try:
-        deadline = time.monotonic() + 300  # a hang, not a slow machine
-        while not list(tmp_path.glob("[0-9]*")):
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-            time.sleep(0.05)
+        wait_for_a_daemon(process, tmp_path)
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=120)
     finally:
@@ -746,10 +763,7 @@ READS_STDIN = textwrap.dedent("""
 def test_a_task_reading_stdin_reads_an_empty_file(conlab, user_dir, executor):
     # the runner's control channel is a pipe of its own, never the tasks' stdin
     (user_dir / "stdin_reader.py").write_text(READS_STDIN)
-    options = dict(workers=2, tasks=2, size=1, repeats=2, warmups=0, timeout=30)
-    result = conlab(*run_args("stdin_reader:reads_stdin", executor, **options))
-    assert result.returncode == 0, result.stderr
-    assert result.json()[0]["status"] == "ok"
+    assert_two_small_repeats_ok(conlab, "stdin_reader:reads_stdin", executor, timeout=30)
 
 
 ONE_HANGS = textwrap.dedent("""
@@ -836,16 +850,9 @@ def test_a_worker_that_left_the_runners_session_ends_when_the_runner_is_killed(
 ):
     # the runner, killed -9, cannot end its workers, and its orphans go to init: the parent
     # finds them by the mark the runner gave every process it started
-    (user_dir / "daemons.py").write_text(DAEMONS)
-    options = dict(workers=2, tasks=2, size=1, repeats=1, warmups=0)
-    args = run_args("daemons:leaves_its_session_and_hangs", executor, **options)
-    process = conlab.start(*args, env={"STARTED_DIR": str(tmp_path)})
+    process = start_daemons(conlab, user_dir, tmp_path, executor)
     try:
-        deadline = time.monotonic() + 300  # a hang, not a slow machine
-        while not list(tmp_path.glob("[0-9]*")):
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-            time.sleep(0.05)
-        worker = int(next(tmp_path.glob("[0-9]*")).name)
+        worker = wait_for_a_daemon(process, tmp_path)
         with open(f"/proc/{worker}/stat", "rb") as stat:
             runner = int(stat.read().rpartition(b")")[2].split()[1])  # its parent
         os.kill(runner, signal.SIGKILL)

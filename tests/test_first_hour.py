@@ -10,13 +10,14 @@ import sqlite3
 from pathlib import Path
 
 from tests.conftest import run_args
-from tests.tui.test_report_terminal import SIZE, a_days_work, record
+from tests.helpers import record_run
+from tests.tui.test_report_terminal import SIZE, a_days_work
 
 
 def test_sentences_write_sizes_as_counts(conlab, db_path):
     from experiments.spec import ExperimentSpec
     from storage.database import open_engine
-    from tests.storage.test_reports import environment
+    from tests.helpers import environment
 
     a_days_work(db_path)
     engine = open_engine(db_path, writer=True)  # a second size of the same function
@@ -24,7 +25,8 @@ def test_sentences_write_sizes_as_counts(conlab, db_path):
     env["interpreter_key"] = "a" * 20
     sweep = ExperimentSpec(workload="x", executor="x").sweep_id
     common = dict(workload="mymod:compress", tasks=16, repeats=3, warmups=0, sweep_id=sweep)
-    record(engine, ExperimentSpec(executor="sequential", **common), env, [60.1, 60.3, 61.0], 2**20)
+    spec = ExperimentSpec(executor="sequential", **common)
+    record_run(engine, spec, env, [60.1, 60.3, 61.0], resolved={"size": 2**20})
     engine.dispose()
     said = conlab("report", "--format", "json")
     assert said.returncode == 0, said.stderr

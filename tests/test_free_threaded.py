@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_args
+from tests.helpers import stored_environment as environment
 
 # The cpu-like tasks take ~5 ms each on 3.13t here, five times explain.SHORT_TASK_S: on a faster
 # machine they stay long enough that handing them out does not decide the time. The rules, not
@@ -37,14 +37,6 @@ def verdicts(conlab, sweep_id: str) -> str:
     result = conlab("report", "--select", f"sweep:{sweep_id}", "--format", "json")
     assert result.returncode == 0, result.stderr
     return "\n".join(json.loads(result.stdout)["verdicts"])
-
-
-def environment(db_path: Path, run_id: str) -> dict:
-    with sqlite3.connect(db_path) as connection:
-        (text,) = connection.execute(
-            "SELECT environment_json FROM run WHERE id = ?", (run_id,)
-        ).fetchone()
-    return json.loads(text)
 
 
 def threads_sweep(conlab, python: str, env: dict | None = None, **options) -> list[dict]:

@@ -4,27 +4,27 @@ and every way a task can fail ends as a refused spec or a failed run, never a ha
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import subprocess
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from bench.kinds import SPIN
 from tests.conftest import assert_one_line_error, run_args
+from tests.helpers import stored_environment as environment
 
 # A cpu-like task of a few ms: long enough to be work, short enough for a busy machine.
 SIZE = 20_000
 
 
-def environment(db_path: Path, run_id: str) -> dict:
-    with sqlite3.connect(db_path) as connection:
-        (text,) = connection.execute(
-            "SELECT environment_json FROM run WHERE id = ?", (run_id,)
-        ).fetchone()
-    return json.loads(text)
+def work_runs(conlab, *executors: str, **options) -> list[dict]:
+    """The runs of `conlab run` of usermod:work at SIZE, one repeat, on ``executors``."""
+    result = conlab(
+        *run_args("usermod:work", *executors, size=SIZE, repeats=1, **options), timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    return result.json()
 
 
 def failed_run(conlab, python: str, workload: str, **options) -> dict:
@@ -48,21 +48,9 @@ def any_interpreters_python(request) -> str:
 def test_a_sweep_runs_on_worker_interpreters_and_records_which_implementation(
     conlab, db_path, any_interpreters_python
 ):
-    result = conlab(
-        *run_args(
-            "usermod:work",
-            "threads",
-            "interpreters",
-            workers="1,2",
-            tasks=4,
-            size=SIZE,
-            repeats=1,
-            python=any_interpreters_python,
-        ),
-        timeout=300,
+    found = work_runs(
+        conlab, "threads", "interpreters", workers="1,2", tasks=4, python=any_interpreters_python
     )
-    assert result.returncode == 0, result.stderr
-    found = result.json()
     assert all(r["status"] == "ok" for r in found), found
     ran = [r for r in found if r["executor"] == "interpreters"]
     assert sorted(r["workers"] for r in ran) == [1, 2]
@@ -76,20 +64,7 @@ def test_a_sweep_runs_on_worker_interpreters_and_records_which_implementation(
 def test_every_task_of_two_workers_ran_in_the_runner_process_on_two_threads(
     conlab, db_path, interpreters_python
 ):
-    result = conlab(
-        *run_args(
-            "usermod:work",
-            "interpreters",
-            workers=2,
-            tasks=8,
-            size=SIZE,
-            repeats=1,
-            python=interpreters_python,
-        ),
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    (run,) = result.json()
+    (run,) = work_runs(conlab, "interpreters", workers=2, tasks=8, python=interpreters_python)
     with sqlite3.connect(db_path) as connection:
         pids = {p for (p,) in connection.execute("SELECT DISTINCT pid FROM task_sample")}
         runner = connection.execute("SELECT runner_pid FROM run").fetchone()[0]

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("experiments", "storage", "service", "tui")
 
@@ -32,36 +34,41 @@ def copy_tree(to: Path) -> Path:
     return to
 
 
-def test_a_face_importing_storage_breaks_the_contracts(tmp_path):
-    tree = copy_tree(tmp_path)
-    kept = lint_imports(tree)
-    assert kept.returncode == 0, kept.stdout + kept.stderr
+# Imports back against the report's order (verdicts | comparisons -> summaries -> loading).
+REPORT_IMPORTS_BACK = [("loading", "summaries"), ("summaries", "comparisons")]
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory) -> subprocess.CompletedProcess:
+    """import-linter on a copy of the tree with forbidden imports added: a face importing
+    storage, the application layer importing textual, and two of the report's modules each
+    importing back (the tree as it is passes `make lint`: tests/test_setup.py)."""
+    tree = copy_tree(tmp_path_factory.mktemp("tree"))
     cli = tree / "tui" / "cli" / "__init__.py"
     cli.write_text(
         cli.read_text().replace("import typer\n", "import typer\n\nimport storage.sharing\n", 1)
     )
-    broken = lint_imports(tree)
+    runs = tree / "service" / "runs.py"
+    runs.write_text(runs.read_text() + "\nimport textual  # noqa\n")
+    for module, back in REPORT_IMPORTS_BACK:
+        path = tree / "storage" / f"{module}.py"
+        path.write_text(f"{path.read_text()}\nimport storage.{back}  # noqa\n")
+    return lint_imports(tree)
+
+
+def test_a_face_importing_storage_breaks_the_contracts(broken):
     assert broken.returncode != 0
     assert "tui.cli -> storage.sharing" in broken.stdout, broken.stdout
 
 
-def test_the_application_layer_importing_textual_breaks_the_contracts(tmp_path):
-    tree = copy_tree(tmp_path)
-    runs = tree / "service" / "runs.py"
-    runs.write_text(runs.read_text() + "\nimport textual  # noqa\n")
-    broken = lint_imports(tree)
+def test_the_application_layer_importing_textual_breaks_the_contracts(broken):
     assert broken.returncode != 0
     assert "service.runs -> textual" in broken.stdout, broken.stdout
 
 
-def test_a_report_module_importing_back_breaks_the_contracts(tmp_path):
+@pytest.mark.parametrize("module, back", REPORT_IMPORTS_BACK)
+def test_a_report_module_importing_back_breaks_the_contracts(broken, module, back):
     """The report's modules import one way (verdicts | comparisons -> summaries -> loading):
     one import back, and make lint fails naming it."""
-    tree = copy_tree(tmp_path)
-    for module, back in (("loading", "summaries"), ("summaries", "comparisons")):
-        path = tree / "storage" / f"{module}.py"
-        kept = path.read_text()
-        path.write_text(f"{kept}\nimport storage.{back}  # noqa\n")
-        done = lint_imports(tree)
-        path.write_text(kept)
-        assert done.returncode and f"storage.{module} -> storage.{back}" in done.stdout, done.stdout
+    assert broken.returncode != 0
+    assert f"storage.{module} -> storage.{back}" in broken.stdout, broken.stdout

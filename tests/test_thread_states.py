@@ -9,6 +9,8 @@ import json
 import sqlite3
 import sys
 
+import pytest
+
 from service.present import states as drawing
 from storage import states
 from tests.conftest import run_args
@@ -16,22 +18,15 @@ from tests.conftest import run_args
 SIZE = 300_000  # usermod:work: a pure-Python loop of ~10 ms here, holding the GIL
 
 
-def looked_at(conlab, db_path, python: str) -> tuple[str, states.Seen]:
-    done = conlab(
-        *run_args(
-            "usermod:work",
-            "threads",
-            workers=2,
-            tasks=16,
-            size=SIZE,
-            repeats=1,
-            warmups=0,
-            python=python,
-        ),
-        timeout=300,
-    )
+def ran(conlab, workload: str, *executors: str, **options) -> list[dict]:
+    """The runs of one `conlab run` of ``workload`` on two workers, no warm-up, each stored."""
+    done = conlab(*run_args(workload, *executors, workers=2, warmups=0, **options), timeout=300)
     assert done.returncode == 0, done.stderr
-    (run,) = json.loads(done.stdout)
+    return json.loads(done.stdout)
+
+
+def looked_at(conlab, db_path, python: str) -> tuple[str, states.Seen]:
+    (run,) = ran(conlab, "usermod:work", "threads", tasks=16, size=SIZE, repeats=1, python=python)
     with sqlite3.connect(db_path) as connection:
         (text,) = connection.execute(
             "SELECT thread_states FROM run WHERE id = ?", (run["run_id"],)
@@ -45,8 +40,28 @@ def looked_at(conlab, db_path, python: str) -> tuple[str, states.Seen]:
     return run["run_id"], found
 
 
-def test_on_a_gil_build_threads_take_turns_blocked_on_the_gil(conlab, db_path):
-    _, found = looked_at(conlab, db_path, sys.executable)
+@pytest.fixture(scope="module")
+def gil_look(tmp_path_factory, forked_cli):
+    """A `conlab` on a database of one looked-at run of the loop on two threads of this (GIL)
+    build, the run's id and what was seen of its threads: made once, for the tests that read
+    the same run (that none of its processes outlives it is checked here)."""
+    from tests.conftest import USER_MODULE, Result, _marked_env, leftover_processes
+
+    folder = tmp_path_factory.mktemp("gil-look")
+    (folder / "usermod.py").write_text(USER_MODULE)
+    db, marks = folder / "results.db", []
+
+    def conlab(*args: str, timeout: float = 120, env: dict | None = None) -> Result:
+        full_env = {**_marked_env(folder, db, marks), **(env or {})}
+        return Result(*forked_cli.run(args, cwd=folder, env=full_env, timeout=timeout))
+
+    run_id, found = looked_at(conlab, db, sys.executable)
+    assert all(leftover_processes(mark) == [] for mark in marks), "a process outlived its run"
+    return conlab, run_id, found
+
+
+def test_on_a_gil_build_threads_take_turns_blocked_on_the_gil(gil_look):
+    _, _, found = gil_look
     # one at a time: barely ever two on cores at once, whatever else the machine runs
     assert found.two_or_more_share < 0.1, found
     # and each waits for the GIL the other holds (45% of their time quiet; 2% at a load of 10
@@ -63,8 +78,8 @@ def test_on_a_free_threaded_build_threads_are_never_blocked_on_a_lock(
     assert found.at_once >= 2 or found.shares.get("W", 0) >= 0.3, found
 
 
-def test_report_timeline_draws_each_thread_at_80_columns(conlab, db_path):
-    run_id, _ = looked_at(conlab, db_path, sys.executable)
+def test_report_timeline_draws_each_thread_at_80_columns(gil_look):
+    conlab, run_id, _ = gil_look
     shown = conlab("report", "--timeline", run_id[:8], env={"COLUMNS": "80"})
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
@@ -78,22 +93,10 @@ def test_report_timeline_draws_each_thread_at_80_columns(conlab, db_path):
 
 
 def sweep_verdicts(conlab, workload: str, size: int, python: str = sys.executable) -> list[str]:
-    done = conlab(
-        *run_args(
-            workload,
-            "sequential",
-            "threads",
-            workers=2,
-            tasks=8,
-            size=size,
-            repeats=2,
-            warmups=0,
-            python=python,
-        ),
-        timeout=300,
+    found = ran(
+        conlab, workload, "sequential", "threads", tasks=8, size=size, repeats=2, python=python
     )
-    assert done.returncode == 0, done.stderr
-    (sweep,) = {r["sweep_id"] for r in json.loads(done.stdout)}
+    (sweep,) = {r["sweep_id"] for r in found}
     report = conlab("report", "--select", f"sweep:{sweep}", "--format", "json")
     assert report.returncode == 0, report.stderr
     return json.loads(report.stdout)["verdicts"]
@@ -115,8 +118,8 @@ def test_a_pure_python_loop_on_threads_is_explained_from_what_its_threads_were_s
     assert ("blocked on a lock" in threads) or ("waited for a core" in threads), words
 
 
-def test_the_html_report_draws_each_thread_of_the_run_it_shows(conlab, db_path, tmp_path):
-    run_id, _ = looked_at(conlab, db_path, sys.executable)
+def test_the_html_report_draws_each_thread_of_the_run_it_shows(gil_look, tmp_path):
+    conlab, run_id, _ = gil_look
     page = tmp_path / "report.html"
     done = conlab("report", "--format", "html", "--output", str(page), "--timeline", run_id[:8])
     assert done.returncode == 0, done.stderr

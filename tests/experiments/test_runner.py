@@ -370,14 +370,26 @@ def test_the_http_server_listens_on_loopback_only_and_ends_with_its_stdin():
     assert server.wait(10) == 0  # the runner closing (or dying) ends it
 
 
+def in_a_watched_runner(script: str) -> subprocess.CompletedProcess:
+    """``script`` run in a process that has taken the runner's parent watch, as a runner does."""
+    watch = (
+        "import os\nfrom experiments import runner\nassert runner._die_with_parent(os.getppid())\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", watch + script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent watch is Linux's")
 def test_a_forked_worker_stopped_by_sigterm_ends_as_sigterm_ends_it():
     """A pool stops the survivors of a dead worker with SIGTERM, and names the dead by exit
     code: a forked worker must not take the runner's parent watch and "exit with code 3"."""
     script = (
         "import multiprocessing, os, signal, time\n"
-        "from experiments import runner\n"
-        "assert runner._die_with_parent(os.getppid())\n"
         "ready = multiprocessing.get_context('fork').Event()\n"
         "def wait():\n"
         "    ready.set()\n"
@@ -389,9 +401,7 @@ def test_a_forked_worker_stopped_by_sigterm_ends_as_sigterm_ends_it():
         "worker.join(60)\n"
         "print(worker.exitcode)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
-    )
+    done = in_a_watched_runner(script)
     assert done.stdout.split() == ["-15"], done.stderr  # killed by SIGTERM
 
 
@@ -403,8 +413,6 @@ def test_a_worker_forked_from_a_thread_of_the_runner_has_sigterms_default():
     on a loaded machine, none in 900 with the default): a forked worker has the default."""
     script = (
         "import multiprocessing, os, signal, threading\n"
-        "from experiments import runner\n"
-        "assert runner._die_with_parent(os.getppid())\n"
         "context = multiprocessing.get_context('fork')\n"
         "said = context.SimpleQueue()\n"
         "def tell():\n"
@@ -418,9 +426,7 @@ def test_a_worker_forked_from_a_thread_of_the_runner_has_sigterms_default():
         "thread.join()\n"
         "print(said.get(), signal.getsignal(signal.SIGTERM) != signal.SIG_DFL)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
-    )
+    done = in_a_watched_runner(script)
     assert done.stdout.split() == ["True", "True"], done.stderr  # the runner keeps its own
 
 

@@ -452,6 +452,7 @@ def test_a_missing_file_is_refused_and_not_created(name, other, cli, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.db"]
 
 
+@pytest.mark.slow
 def test_every_damaged_file_merged_into_postgres_is_refused(base, cli, pg_url, tmp_path):
     """The server's other way in: each file of the corpus (every one fails `db check`) merged
     into a PostgreSQL database that holds runs already is refused: one line and no traceback,
@@ -683,7 +684,8 @@ def test_a_wal_file_on_read_only_media_is_never_read_without_its_log(base, cli, 
     """A lab file and its -wal (commits not yet checkpointed) copied to read-only media
     without the -shm: SQLite could read the file only immutable, skipping those commits, so
     every reader refuses with one line naming the fix; nothing there changes."""
-    from tests.conftest import REPO, _marked_env, in_mount_namespace
+    from tests.conftest import _marked_env
+    from tests.helpers import reads_on_a_read_only_mount
 
     data, mounted, outs = tmp_path / "data", tmp_path / "ro", tmp_path / "outs"
     for directory in (data, mounted, outs):
@@ -694,29 +696,9 @@ def test_a_wal_file_on_read_only_media_is_never_read_without_its_log(base, cli, 
     Path(f"{db}-shm").unlink()
     assert Path(f"{db}-wal").stat().st_size > 0
     before = _snapshot(data)
-    commands = {
-        "runs": "runs --json",
-        "report": "report --format json",
-        "info": "db info --json",
-        "check": "db check",
-        "export": f"db export {outs}/copy.db",
-    }
-    script = "; ".join(
-        f"{sys.executable} -m tui.cli {args} --db {mounted}/lab.db > {outs}/{name} "
-        f"2> {outs}/{name}.err; echo {name}=$?"
-        for name, args in commands.items()
-    )
-    result = in_mount_namespace(
-        f"mount --bind {data} {mounted} && mount -o remount,ro,bind {mounted} && "
-        f"! touch {mounted}/probe 2>/dev/null",
-        script,
-        cwd=REPO,
-        env=_marked_env(tmp_path, db, []),
-    )
-    assert result.returncode == 0, result.stderr
-    codes = dict(line.split("=") for line in result.stdout.split())
-    errors = {name: (outs / f"{name}.err").read_text() for name in commands}
-    assert codes == {name: "2" for name in commands}, errors
+    env = _marked_env(tmp_path, db, [])
+    codes, errors = reads_on_a_read_only_mount(data, mounted, "lab.db", outs, env)
+    assert codes == {name: "2" for name in errors}, errors
     for name, err in errors.items():
         assert len(err.strip().splitlines()) == 1, (name, err)
         assert "lab.db-wal" in err and "copy lab.db and lab.db-wal" in err, (name, err)
@@ -824,6 +806,10 @@ def _planted(base: Path, out: Path, plantings: list[list[str]]) -> None:
 BOUND_S = 60
 
 
+# Twelve crafted files, ten commands on each: minutes on a busy machine, past the per-test
+# timeout (each command has its own bound, BOUND_S).
+@pytest.mark.timeout(900)
+@pytest.mark.slow
 def test_no_crafted_file_makes_a_command_hang_crash_or_spread(base, other, forked_cli):
     """Crafted files (views, endless recursive views, triggers, virtual tables, indexes,
     values of the wrong type, huge rows) x every reading and merging command: none runs past

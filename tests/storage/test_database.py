@@ -352,7 +352,8 @@ def test_openers_of_a_new_file_at_once_all_get_its_tables(tmp_path):
 
 
 def test_a_database_on_a_read_only_file_system_can_be_read(conlab, tmp_path):
-    from tests.conftest import REPO, _marked_env, in_mount_namespace
+    from tests.conftest import _marked_env
+    from tests.helpers import reads_on_a_read_only_mount
 
     data, mounted, outs = tmp_path / "data", tmp_path / "ro", tmp_path / "outs"
     for directory in (data, mounted, outs):
@@ -367,29 +368,9 @@ def test_a_database_on_a_read_only_file_system_can_be_read(conlab, tmp_path):
             (gone.pid,),
         )
     before = {p.name: digest(p) for p in data.iterdir()}
-    commands = {
-        "runs": "runs --json",
-        "report": "report --format json",
-        "info": "db info --json",
-        "check": "db check",
-        "export": f"db export {outs}/copy.db",
-    }
-    script = "; ".join(
-        f"{sys.executable} -m tui.cli {args} --db {mounted}/results.db > {outs}/{name} "
-        f"2> {outs}/{name}.err; echo {name}=$?"
-        for name, args in commands.items()
-    )
-    result = in_mount_namespace(
-        f"mount --bind {data} {mounted} && mount -o remount,ro,bind {mounted} && "
-        f"! touch {mounted}/probe 2>/dev/null",  # the mount refuses writes, even root's
-        script,
-        cwd=REPO,
-        env=_marked_env(tmp_path, db, []),
-    )
-    assert result.returncode == 0, result.stderr
-    codes = dict(line.split("=") for line in result.stdout.split())
-    errors = {name: (outs / f"{name}.err").read_text() for name in commands}
-    assert codes == {name: "0" for name in commands}, errors
+    env = _marked_env(tmp_path, db, [])
+    codes, errors = reads_on_a_read_only_mount(data, mounted, "results.db", outs, env)
+    assert codes == {name: "0" for name in errors}, errors
     # the stale run is shown as stored: a file that takes no writes is not marked
     assert sorted(r["status"] for r in json.loads((outs / "runs").read_text())) == [
         "ok",
@@ -407,7 +388,8 @@ def test_a_sound_file_on_a_full_disk_is_read_and_nothing_is_left_beside_it(conla
     command reads it as it is (nothing in a log to skip), leaves no -wal or -shm behind, and
     calls nothing damaged; a writer, or a file whose log holds commits, is one line naming the
     fix."""
-    from tests.conftest import REPO, _marked_env, in_mount_namespace
+    from tests.conftest import _marked_env
+    from tests.helpers import commands_in_mount, reading_commands
 
     data, full, outs = tmp_path / "data", tmp_path / "full", tmp_path / "outs"
     for directory in (data, full, outs):
@@ -423,30 +405,23 @@ def test_a_sound_file_on_a_full_disk_is_read_and_nothing_is_left_beside_it(conla
     )
     subprocess.run([sys.executable, "-c", keep_log, str(logged)], check=True)
     commands = {
-        "runs": "runs --json",
-        "report": "report --format json",
-        "info": "db info --json",
-        "check": "db check",
-        "export": f"db export {outs}/copy.db",
+        **reading_commands(outs),
         "run": "run -w tiny -e sequential --repeats 1 --processes 1",
         "logged": "runs",
     }
-    files = {name: "logged.db" if name == "logged" else "results.db" for name in commands}
-    script = "; ".join(
-        f"{sys.executable} -m tui.cli {args} --db {full}/{files[name]} > {outs}/{name} "
-        f"2> {outs}/{name}.err; echo {name}=$?"
-        for name, args in commands.items()
-    )
-    result = in_mount_namespace(
+    files = {
+        name: f"{full}/logged.db" if name == "logged" else f"{full}/results.db" for name in commands
+    }
+    codes, errors, result = commands_in_mount(
         f"mount -t tmpfs -o size=512k tmpfs {full} && cp {db} {logged} {logged}-wal {full}/ && "
         f"(dd if=/dev/zero of={full}/fill bs=4k 2>/dev/null || true)",
-        f"{script}; ls -A {full} | sed 's/^/left=/'",
-        cwd=REPO,
-        env=_marked_env(tmp_path, db, []),
+        commands,
+        files,
+        outs,
+        _marked_env(tmp_path, db, []),
+        after=f"ls -A {full} | sed 's/^/left=/'",
     )
-    codes = dict(line.split("=") for line in result.stdout.split() if not line.startswith("left="))
     left = sorted(line[5:] for line in result.stdout.split() if line.startswith("left="))
-    errors = {name: (outs / f"{name}.err").read_text() for name in commands}
     readers = ("runs", "report", "info", "check", "export")
     assert {name: codes[name] for name in readers} == {name: "0" for name in readers}, errors
     assert len(json.loads((outs / "runs").read_text())) == 2

@@ -66,7 +66,7 @@ def _recorded_runs(db_path, option: SweepOption, values: list) -> list:
     version for an option that is where a run was measured)."""
     from experiments.spec import ExperimentSpec
     from storage.database import open_engine
-    from tests.storage.test_reports import environment, record_run
+    from tests.helpers import environment, record_run
 
     engine = open_engine(db_path, writer=True)
     shown = []
@@ -171,7 +171,7 @@ from storage.database import open_engine
 from storage.comparisons import compare
 from storage.loading import load_processes, load_repeats, select
 from storage.summaries import summarize
-from tests.storage.test_reports import environment, record_run
+from tests.helpers import environment, record_run
 
 path = sys.argv[1]
 engine = open_engine(path, writer=True)

@@ -33,6 +33,7 @@ from storage.verdicts import (
     verdicts_by_work,
 )
 from tests.conftest import assert_one_line_error, run_args
+from tests.helpers import environment, record_run
 
 
 def summarize(repeats: pd.DataFrame) -> pd.DataFrame:
@@ -433,36 +434,10 @@ def test_threads_scaling_is_explained_by_the_gil_state_the_workers_recorded():
 
 
 def test_compare_matches_configurations_and_names_what_differs():
-    before = frame(
-        [
-            {
-                "executor": "threads",
-                "workers": 2,
-                "walls": [1.0] * 5,
-                "tag": "before",
-                "python": "3.11.7",
-            },
-            {
-                "executor": "processes",
-                "workers": 2,
-                "walls": [1.0] * 5,
-                "tag": "before",
-                "python": "3.11.7",
-            },
-        ]
-    )
-    after = frame(
-        [
-            {
-                "executor": "threads",
-                "workers": 2,
-                "walls": [2.0] * 5,
-                "tag": "after",
-                "python": "3.12.1",
-                "run": "other",
-            }
-        ]
-    )
+    common = {"workers": 2, "walls": [1.0] * 5, "tag": "before", "python": "3.11.7"}
+    before = frame([{**common, "executor": "threads"}, {**common, "executor": "processes"}])
+    changed = {"walls": [2.0] * 5, "tag": "after", "python": "3.12.1", "run": "other"}
+    after = frame([{**common, "executor": "threads", **changed}])
     both = pd.concat([before, after], ignore_index=True)
     comparisons, geomean, differences = compare(both, "python:3.11", "python:3.12")
     assert len(comparisons) == 1 and comparisons[0].config["executor"] == "threads"
@@ -667,59 +642,6 @@ HOSTILE = [
 
 # The bidirectional controls, which no output may carry as they are (storage.text).
 BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def environment(fingerprint: str, host: str, cpu: str, python: str) -> dict:
-    return {
-        "machine_fingerprint": fingerprint,
-        "interpreter_key": fingerprint[::-1],
-        "hostname": host,
-        "cpu_model": cpu,
-        "os_name": "Linux",
-        "os_release": cpu,
-        "architecture": python,
-        "usable_cores": 2,
-        "logical_cores": 2,
-        "python_version": python,
-        "python_executable": host,
-        "python_implementation": "CPython",
-    }
-
-
-def record_run(
-    engine, spec, env: dict, walls_ms: list[float], start_method=None, error=None, resolved=None
-):
-    """One run as the runner reports it, through the real recorder into the real database;
-    ``resolved``: options the runner resolved besides these."""
-    from storage.recorder import RunRecorder
-
-    resolved = {
-        "workers": spec.workers,
-        "start_method": start_method,
-        "chunksize": None,
-        "size": 10,
-        **(resolved or {}),
-    }
-    recorder = RunRecorder(engine, spec, resolved)
-    recorder.start()
-    recorder.on_event({"event": "env", "environment": env, "runner_pid": 7})
-    for index, wall_ms in enumerate(walls_ms):
-        wall_ns = int(wall_ms * 1e6)
-        recorder.on_event(
-            {
-                "event": "repeat",
-                "index": index,
-                "warmup": False,
-                "wall_ns": wall_ns,
-                "cpu_ns": wall_ns,
-                "start_ns": 0,
-                "end_ns": wall_ns,
-            }
-        )
-        samples = [[7, 1, 1000, wall_ns // 2], [7, 2, wall_ns // 2, wall_ns - 1000]]
-        recorder.on_event({"event": "tasks", "repeat": index, "samples": samples})
-    recorder.end_process(error or "")
-    recorder.finish("failed" if error else "ok", error, error)
 
 
 def hostile_database(path, texts: list[str]) -> tuple[str, str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MARK_VAR, leftover_processes
-from tests.storage.test_reports import environment, record_run
+from tests.helpers import environment, made_once, record_run
 
 SIZE = (150, 48)  # the size most app tests run at; the layout tests also use 80x24 and 160x48
 
@@ -48,6 +48,7 @@ def marked(monkeypatch, user_dir):
     assert leftover_processes(mark) == [], "a process started by the app outlived its run"
 
 
+@made_once
 def two_sweeps(path: Path) -> Path:
     """A lab database of two sweeps of the same work on one machine, tagged before and after:
     sequential and threads x2, x4 in each (after: the parallel runs are faster)."""
@@ -107,6 +108,11 @@ async def until_it_ends(pilot, lab, *keys: str, timeout_s: float = 60) -> None:
     ended = lab.sweeps_ended
     await pilot.press(*keys)
     await wait_until(pilot, lambda: lab.sweeps_ended > ended, timeout_s=timeout_s)
+
+
+# A small sweep whose looked-at repeat takes 80 ms (4 tasks of 40 ms on 2 workers): long enough
+# for its progress to be seen on a busy machine, short enough for a test.
+LOOKED_AT = dict(workers="2", tasks="4", size="40", repeats="2", warmups="0", processes="1")
 
 
 async def choose(pilot, lab, workload: str, executors: list[str], **fields: str) -> None:

@@ -13,6 +13,7 @@ from textual.widgets import ContentSwitcher, DataTable, Input
 from tests.storage.test_database import make_v1_file
 from tests.tui.conftest import (
     FIXED_ENVIRONMENT,
+    LOOKED_AT,
     SIZE,
     choose,
     settle,
@@ -36,12 +37,7 @@ async def test_choose_run_and_see_the_runs(db_path, marked):
             lab,
             "sleep",
             ["sequential", "threads"],
-            workers="2",
-            tasks="4",
-            size="40",  # a looked-at repeat of 80 ms: long enough to be seen on a busy machine
-            repeats="2",
-            warmups="0",
-            processes="1",
+            **LOOKED_AT,
         )
         await until_it_ends(pilot, lab, "escape", "r")
         assert "2 run(s) stored, 0 not ok" in str(lab.query_one("#summary").render())
@@ -715,6 +711,7 @@ def test_garbage_is_collected_again_once_the_first_screen_is_drawn(tmp_path):
     assert seen == {"after the first screen": True} and gc.isenabled()
 
 
+@pytest.mark.slow
 async def test_the_runs_pane_reads_a_page_at_a_time_and_filters_in_the_database(db_with_one_run):
     from tests.tui.test_runs_listing import _copy_runs
     from tui.components.runs import PAGE

@@ -24,27 +24,14 @@ from experiments.executors import EXECUTORS
 from experiments.options import MAX_TIMEOUT_S
 from storage.database import SCHEMA_VERSION
 from tests.conftest import PROCESS_EXECUTORS, assert_one_line_error, run_args
-from tests.storage.test_reports import (
-    HOSTILE,
-    SHOWN_TEXT,
-    environment,
-    hostile_database,
-    record_run,
-)
+from tests.helpers import environment, record_run
+from tests.storage.test_reports import HOSTILE, SHOWN_TEXT, hostile_database
 
+# What a script reads of each run `conlab run --json` prints.
 RUN_KEYS = {
-    "run_id",
-    "sweep_id",
-    "status",
-    "workload",
-    "executor",
-    "workers",
-    "start_method",
-    "tasks",
-    "size",
-    "wall_s",
-    "median_s",
-    "error",
+    *("run_id", "sweep_id", "status", "error"),  # which run, and how it ended
+    *("workload", "executor", "workers", "start_method", "tasks", "size"),  # what it ran
+    *("wall_s", "median_s"),  # what it measured
 }
 
 
@@ -422,6 +409,7 @@ RAW_CONTROL = re.compile(
 )
 
 
+@pytest.mark.slow
 def test_hostile_text_in_a_database_is_printed_as_text(conlab, tmp_path):
     """Markup, terminal sequences and formulas in every shown column of received databases:
     every command prints them as visible text, and no control character reaches the terminal."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from textual.widgets import DataTable, Input
 
-from tests.storage.test_reports import environment, record_run
+from tests.helpers import environment, record_run
 from tests.tui.conftest import SIZE, settle, wait_until
 from tui.app import ConlabApp
 

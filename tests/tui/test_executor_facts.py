@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from experiments import executors
-from tests.tui.conftest import SIZE, choose, statuses, until_it_ends, wait_until
+from tests.tui.conftest import LOOKED_AT, SIZE, choose, statuses, until_it_ends, wait_until
 
 # The one place: a threads executor written by hand, registered when its module is imported.
 HAND_THREADS = textwrap.dedent('''
@@ -185,12 +185,7 @@ async def test_drawn_and_run_in_the_lab(db_path, marked, hand_threads):
             lab,
             "sleep",
             [NAME],
-            workers="2",
-            tasks="4",
-            size="40",  # a looked-at repeat of 80 ms: long enough to be seen on a busy machine
-            repeats="2",
-            warmups="0",
-            processes="1",
+            **LOOKED_AT,
         )
         await until_it_ends(pilot, lab, "escape", "r")
         assert "1 run(s) stored, 0 not ok" in str(lab.query_one("#summary").render())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from textual.widgets import DataTable, Input
 
+from tests.helpers import made_once
 from tests.tui.conftest import SIZE, choose, settle, until_it_ends, wait_until
 from tui.app import PRESETS, ConlabApp
 from tui.components.lab import LabPane
@@ -176,11 +177,12 @@ async def test_enter_on_the_users_function_says_whether_it_is_found(tmp_path, ma
         assert "has no function 'nap2'" in str(summary.render())
 
 
+@made_once
 def executors_sweep(path):
     """One sweep of sleep on sequential, threads x1 and x2 (the threads faster at x2)."""
     from experiments.spec import ExperimentSpec
     from storage.database import open_engine
-    from tests.storage.test_reports import environment, record_run
+    from tests.helpers import environment, record_run
 
     engine = open_engine(path, writer=True)
     env = environment("f" * 20, "lab-box", "Example CPU", "3.11.7")

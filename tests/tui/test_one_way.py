@@ -7,6 +7,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from tests.tui.conftest import SIZE, choose, until_it_ends
 from tui.app import ConlabApp
 from tui.components.lab import LabPane
@@ -42,6 +44,7 @@ def stored(db: Path) -> tuple[list, list]:
     ], sweeps
 
 
+@pytest.mark.slow
 async def test_the_cli_and_the_lab_store_the_same_runs_for_one_request(
     conlab, db_path, user_dir, tmp_path, marked
 ):

@@ -17,40 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.storage.test_reports import environment
+from tests.helpers import environment, made_once, record_run
 
 CONLAB = Path(sys.executable).with_name("conlab")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 SIZE = 4_194_304
 
 
-def record(engine, spec, env: dict, walls_ms: list[float], size: int, start_method=None):
-    """One run through the real recorder, at ``size`` (as the runner resolves it)."""
-    from storage.recorder import RunRecorder
-
-    resolved = {"workers": spec.workers, "start_method": start_method, "chunksize": None}
-    recorder = RunRecorder(engine, spec, {**resolved, "size": size})
-    recorder.start()
-    recorder.on_event({"event": "env", "environment": env, "runner_pid": 7})
-    for index, wall_ms in enumerate(walls_ms):
-        wall_ns = int(wall_ms * 1e6)
-        recorder.on_event(
-            {
-                "event": "repeat",
-                "index": index,
-                "warmup": False,
-                "wall_ns": wall_ns,
-                "cpu_ns": wall_ns,
-                "start_ns": 0,
-                "end_ns": wall_ns,
-            }
-        )
-        samples = [[7, 1, 1000, wall_ns // 2], [7, 2, wall_ns // 2, wall_ns - 1000]]
-        recorder.on_event({"event": "tasks", "repeat": index, "samples": samples})
-    recorder.end_process("")
-    recorder.finish("ok", None, None)
-
-
+@made_once
 def a_days_work(path: Path) -> int:
     """What a first hour stores: two interpreters, a user's function at a large size and a
     built-in one, four executors at 2 and 4 workers, two start methods, before and after
@@ -70,7 +44,7 @@ def a_days_work(path: Path) -> int:
                     workload=workload, tasks=16, repeats=3, warmups=0, tag=tag, sweep_id=sweep
                 )
                 spec = ExperimentSpec(executor="sequential", **common)
-                record(engine, spec, env, [532.1, 540.3, 529.9], size)
+                record_run(engine, spec, env, [532.1, 540.3, 529.9], resolved={"size": size})
                 for executor, start in (
                     ("threads", None),
                     ("processes", "spawn"),
@@ -79,7 +53,7 @@ def a_days_work(path: Path) -> int:
                     for workers in (2, 4):
                         walls = [532.1 * factor / workers * (1 + n / 50) for n in range(3)]
                         spec = ExperimentSpec(executor=executor, workers=workers, **common)
-                        record(engine, spec, env, walls, size, start_method=start)
+                        record_run(engine, spec, env, walls, start, resolved={"size": size})
             rows += 7
     engine.dispose()
     return rows
