@@ -167,49 +167,69 @@ _LAB_CHECKS = {
     "task samples with missing values": "SELECT run_id FROM task_sample WHERE task_index IS NULL "
     "OR pid IS NULL OR thread_id IS NULL OR start_ns IS NULL OR end_ns IS NULL",
 }
-# SQLite keeps any value in any column; a server's typed columns cannot hold these.
+# SQLite keeps any value in any column; a server's typed columns cannot hold these. Text and
+# blobs sort after every number and NULL and at or after the empty text, and ``+`` takes the
+# column's affinity off (no conversion on either side): ``+c >= ''`` holds exactly where
+# typeof(c) is neither integer, real nor null, at a third of typeof's cost.
 _SQLITE_CHECKS = {
     "repeats whose times are not numbers": "SELECT run_id FROM repeat WHERE "
     + " OR ".join(
-        f"typeof({c}) NOT IN ('integer', 'real', 'null')"
-        for c in ("wall_ns", "cpu_ns", "start_ns", "end_ns")  # columns since schema 1
+        f"+{c} >= ''"
+        for c in ("wall_ns", "cpu_ns", "start_ns", "end_ns")  # since schema 1
     ),
     "task samples whose times are not numbers": "SELECT run_id FROM task_sample WHERE "
-    "typeof(start_ns) NOT IN ('integer', 'real', 'null') "
-    "OR typeof(end_ns) NOT IN ('integer', 'real', 'null')",
+    "+start_ns >= '' OR +end_ns >= ''",
 }
 
 
-def _lab_problems(execute, checks: dict[str, str] = _LAB_CHECKS) -> list[Problem]:
-    """``execute(sql)`` returns rows; the lab's checks over them."""
+def _run_problems(execute, checks: dict[str, str] = _LAB_CHECKS, figured: bool = True):
+    """The lab's ``checks`` over ``execute(sql)``'s rows, the environments that are not JSON
+    and (``figured``) the stored process figures that are not what the runs give: each run's
+    environment read once, one run at a time."""
     problems = []
     for what, query in checks.items():
         ids = [row[0] for row in execute(query + " LIMIT 5")]
         if ids:
             problems.append(Problem(f"{what}: {', '.join(map(str, ids))}"))
-    for run_id, environment in execute(
-        "SELECT id, environment_json FROM run WHERE environment_json IS NOT NULL"
-    ):
-        if json_object(environment) is None:
-            problems.append(
-                Problem(f"run {run_id} has an environment that is not JSON (or too deep to read)")
-            )
+    unreadable, facts = _environments(execute, figured)
+    problems += unreadable
+    if figured:
+        problems += _figures_problems(execute, facts)
     return problems
 
 
-def _figures_problems(execute) -> list[Problem]:
-    """Stored process rows that are not what the runs' own repeats and environments give
-    (storage.figures): a received file's rows are read as they are, so they are checked here.
-    Runs without rows are no problem: a report derives them when it reads them."""
+def _environments(execute, figured: bool) -> tuple[list[Problem], dict[Any, tuple]]:
+    """A problem for each run whose environment is not a JSON object this process reads, and
+    (``figured``) each run's facts for its figures (storage.figures.run_facts)."""
     from storage import figures
 
+    problems, facts = [], {}
+    for run_id, text in execute("SELECT id, environment_json FROM run"):
+        environment = json_object(text)
+        if environment is None and text is not None:
+            problems.append(
+                Problem(f"run {run_id} has an environment that is not JSON (or too deep to read)")
+            )
+        if figured:
+            facts[run_id] = figures.run_facts(environment or {})
+    return problems, facts
+
+
+def _figures_problems(execute, facts: Optional[dict[Any, tuple]] = None) -> list[Problem]:
+    """Stored process rows that are not what the runs' own repeats and environments give
+    (storage.figures; ``facts``: each run's facts, where they are read already): a received
+    file's rows are read as they are, so they are checked here. Runs without rows are no
+    problem: a report derives them when it reads them."""
+    from storage import figures
+
+    if facts is None:
+        facts = _environments(execute, True)[1]
     stored = {
         (row[0], row[1]): tuple(row)
         for row in execute(f"SELECT {', '.join(figures.COLUMNS)} FROM process")
     }
-    environments = dict(execute("SELECT id, environment_json FROM run"))
-    repeats = execute(figures.REPEATS_SQL.format(runs="SELECT id FROM run"))
-    derived = {(row[0], row[1]): row for row in figures.derive(environments, repeats)}
+    repeats = list(execute(figures.REPEATS_SQL.format(runs="SELECT id FROM run")))
+    derived = {(row[0], row[1]): row for row in figures.derive_with_facts(facts, repeats)}
     held = {run_id for run_id, _ in stored}
     wrong = {key[0] for key, row in stored.items() if derived.get(key) != row}
     wrong |= {key[0] for key in derived if key[0] in held and key not in stored}
@@ -233,7 +253,7 @@ def check(db: Target) -> list[Problem]:
         try:
             with engine.connect() as connection:
                 execute = lambda query: connection.execute(sql(query)).all()  # noqa: E731
-                return _lab_problems(execute) + _figures_problems(execute)
+                return _run_problems(execute)
         finally:
             engine.dispose()
     path = db.path
@@ -257,7 +277,7 @@ def check(db: Target) -> list[Problem]:
                 if version >= 4:  # the version that has process rows of its own
                     migrated = _connect_ro(copy)
                     try:
-                        problems += _figures_problems(lambda q: migrated.execute(q).fetchall())
+                        problems += _figures_problems(migrated.execute)
                     finally:
                         migrated.close()
         except sqlite3.Error as exc:
@@ -275,12 +295,11 @@ def _file_problems(connection: sqlite3.Connection, path: Path) -> list[Problem]:
     problems = _schema_problems(connection)
     for table, rowid, parent, _ in connection.execute("PRAGMA foreign_key_check"):
         problems.append(Problem(f"{table} row {rowid} points at a missing {parent}"))
-    problems += _lab_problems(
-        lambda sql: connection.execute(sql).fetchall(), {**_LAB_CHECKS, **_SQLITE_CHECKS}
+    # an older file's figures are checked once it is migrated (``check``)
+    figured = read_header(path)[0] >= SCHEMA_VERSION
+    return problems + _run_problems(
+        connection.execute, {**_LAB_CHECKS, **_SQLITE_CHECKS}, figured=figured
     )
-    if read_header(path)[0] >= SCHEMA_VERSION:  # an older file's, once migrated (``check``)
-        problems += _figures_problems(lambda sql: connection.execute(sql).fetchall())
-    return problems
 
 
 def _schema_problems(connection: sqlite3.Connection) -> list[Problem]:
@@ -694,7 +713,62 @@ def _merge_attached(target: Path, attach: str, source: Path, checks: _Checks) ->
     return result
 
 
+# The tables a merge copies a run's rows into, parents first.
+_RUN_ROWS = ("run", "repeat", "task_sample", "process")
+
+
 def _copy_new_runs(connection: sqlite3.Connection, source_name: str) -> MergeResult:
+    for table in ("machine", "interpreter", "sweep"):
+        columns = ", ".join(_shared_columns(connection, table))
+        connection.execute(
+            f"INSERT OR IGNORE INTO main.{table} ({columns}) SELECT {columns} FROM src.{table}"
+        )
+    if _copies_whole(connection):
+        for table in _RUN_ROWS:
+            # SQLite's transfer of whole tables: rows and index entries copied as they are
+            connection.execute(f"INSERT INTO main.{table} SELECT * FROM src.{table}")
+        (added,) = connection.execute("SELECT count(*) FROM main.run").fetchone()
+        total, replaced, runs = added, 0, "main.run"
+    else:
+        added, total, replaced = _copy_runs_by_id(connection)
+        runs = "temp.new_runs"
+    from storage import figures
+
+    figures.refresh(connection, figures.UNFIGURED_SQL.format(runs=runs))
+    connection.execute(
+        "INSERT INTO main.import_log (imported_at, source, runs_added, runs_skipped) "
+        "VALUES (?, ?, ?, ?)",
+        (utc_now().isoformat(sep=" "), os.path.basename(source_name), added, total - added),
+    )
+    connection.execute("DROP TABLE IF EXISTS temp.new_runs")
+    return MergeResult(source_name, added, total - added, replaced)
+
+
+def _copies_whole(connection: sqlite3.Connection) -> bool:
+    """Whether the attached source's runs all go into the target as they are, table by table:
+    the target holds no run rows, the source no run still `running`, and each table of run rows
+    is declared in both by the same SQL (same columns in the same order, same keys: the source's
+    foreign keys are those its check held it to)."""
+    for table in _RUN_ROWS:
+        if connection.execute(f"SELECT EXISTS (SELECT 1 FROM main.{table})").fetchone()[0]:
+            return False
+        declared = [
+            connection.execute(
+                f"SELECT sql FROM {schema}.sqlite_master WHERE type = 'table' AND name = ?",
+                (table,),
+            ).fetchall()
+            for schema in ("main", "src")
+        ]
+        if declared[0] != declared[1] or len(declared[0]) != 1:
+            return False
+    return not connection.execute(
+        "SELECT EXISTS (SELECT 1 FROM src.run WHERE status = 'running')"
+    ).fetchone()[0]
+
+
+def _copy_runs_by_id(connection: sqlite3.Connection) -> tuple[int, int, int]:
+    """Copy the source's runs the target lacks or has not seen finish (temp.new_runs), with
+    their rows: (runs added, runs in the source, of the added: runs that replaced a copy)."""
     connection.execute("DROP TABLE IF EXISTS temp.new_runs")
     # Runs still `running` in the source are a snapshot of work in progress: left for later. A
     # run the source saw get further replaces the target's copy (see storage.models.RUN_PROGRESS).
@@ -715,12 +789,7 @@ def _copy_new_runs(connection: sqlite3.Connection, source_name: str) -> MergeRes
         connection.execute(
             f"DELETE FROM main.{table} WHERE {key} IN (SELECT id FROM temp.new_runs WHERE replaces)"
         )
-    for table in ("machine", "interpreter", "sweep"):
-        columns = ", ".join(_shared_columns(connection, table))
-        connection.execute(
-            f"INSERT OR IGNORE INTO main.{table} ({columns}) SELECT {columns} FROM src.{table}"
-        )
-    for table in ("run", "repeat", "task_sample", "process"):
+    for table in _RUN_ROWS:
         shared = _shared_columns(connection, table)
         if table in ("repeat", "task_sample"):
             shared = [c for c in shared if c != "id"]  # new row ids in the target
@@ -730,16 +799,7 @@ def _copy_new_runs(connection: sqlite3.Connection, source_name: str) -> MergeRes
             f"INSERT INTO main.{table} ({columns}) SELECT {columns} FROM src.{table} "
             f"WHERE {key} IN (SELECT id FROM temp.new_runs)"
         )
-    from storage import figures
-
-    figures.refresh(connection, figures.UNFIGURED_SQL.format(runs="temp.new_runs"))
-    connection.execute(
-        "INSERT INTO main.import_log (imported_at, source, runs_added, runs_skipped) "
-        "VALUES (?, ?, ?, ?)",
-        (utc_now().isoformat(sep=" "), os.path.basename(source_name), added, total - added),
-    )
-    connection.execute("DROP TABLE temp.new_runs")
-    return MergeResult(source_name, added, total - added, replaced)
+    return added, total, replaced
 
 
 def export(source: Target, out: Path, anonymize: bool = False, tag: Optional[str] = None) -> int:
