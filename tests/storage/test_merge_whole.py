@@ -58,14 +58,14 @@ def test_a_merge_into_a_new_file_does_the_work_of_a_plain_copy(filled, tmp_path,
     INSERT ... SELECT * does (its instructions within 10% of that copy's), and carries every
     row. Counted in SQLite instructions, the copy's connection alone (the check of the source
     is another connection): a count, not a time."""
-    from storage import sharing
+    from storage import merge, sharing
 
     counter = Instructions()
-    bounded = sharing.bounded
-    monkeypatch.setattr(sharing, "bounded", lambda c, steps: counter.watch(bounded(c, steps)))
+    bounded = merge.bounded
+    monkeypatch.setattr(merge, "bounded", lambda c, steps: counter.watch(bounded(c, steps)))
     merged = tmp_path / "merged.db"
     open_engine(merged).dispose()
-    (result,) = sharing.merge(merged, [filled])
+    (result,) = merge.merge(merged, [filled])
     assert (result.runs_added, result.runs_skipped) == (200, 0)
     by_merge, counter.thousands = counter.thousands, 0
     plain_copy(filled, tmp_path / "plain.db", counter)
