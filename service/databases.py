@@ -98,17 +98,17 @@ def check(db: Optional[str]) -> tuple[str, list[str]]:
 
 
 def merge(db: Optional[str], sources: Sequence[Path]) -> list:
-    """Add the runs of the lab database files ``sources`` to ``db`` (storage.sharing.merge): a
+    """Add the runs of the lab database files ``sources`` to ``db`` (storage.merge.merge): a
     result per source, with the runs added and skipped."""
-    from storage.sharing import merge as merge_into
+    from storage.merge import merge as merge_into
     from storage.target import lab_database
 
     return merge_into(lab_database(db), list(sources))
 
 
 def export(db: Optional[str], out: Path, anonymize: bool = False, tag: Optional[str] = None) -> int:
-    """A consistent copy of ``db`` at ``out`` (storage.sharing.export); the runs it holds."""
-    from storage.sharing import export as export_copy
+    """A consistent copy of ``db`` at ``out`` (storage.export.export); the runs it holds."""
+    from storage.export import export as export_copy
     from storage.target import lab_database
 
     return export_copy(lab_database(db), out, anonymize=anonymize, tag=tag)

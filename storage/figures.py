@@ -83,7 +83,16 @@ def derive(environments: Mapping[Any, Any], repeats: Sequence[Sequence]) -> list
     row."""
     if not repeats:
         return []
-    runs = {run_id: at for at, run_id in enumerate(environments)}
+    return derive_with_facts(
+        {run_id: run_facts(environments[run_id]) for run_id in environments}, repeats
+    )
+
+
+def derive_with_facts(facts: Mapping[Any, tuple], repeats: Sequence[Sequence]) -> list[tuple]:
+    """``derive`` given each run's ``run_facts`` in place of its environment."""
+    if not repeats:
+        return []
+    runs = {run_id: at for at, run_id in enumerate(facts)}
     run_at = np.array([runs.get(row[0], -1) for row in repeats], dtype=np.int64)
     process = _numbers([row[1] for row in repeats])
     process = np.clip(np.nan_to_num(process, nan=0, posinf=0, neginf=0), 0, PROCESSES - 1)
@@ -117,10 +126,10 @@ def derive(environments: Mapping[Any, Any], repeats: Sequence[Sequence]) -> list
         }
     medians = {name: group_medians(v, group, len(starts)) for name, v in per_repeat.items()}
     maxima = {name: np.fmax.reduceat(values[name], starts) for name in MAXIMA}
-    facts = [run_facts(environments[run_id]) for run_id in environments]
+    facts_at = list(facts.values())
     ends = [*starts[1:].tolist(), len(wall)]
     rows = []
-    run_ids = list(environments)
+    run_ids = list(facts)
     for at, (start, end) in enumerate(zip(starts.tolist(), ends)):
         run_number, process_index = divmod(int(key[start]), PROCESSES)
         rows.append(
@@ -130,7 +139,7 @@ def derive(environments: Mapping[Any, Any], repeats: Sequence[Sequence]) -> list
                 walls_text(wall[start:end]),
                 *(_stored(medians[name][at]) for name in MEDIANS),
                 *(_whole(maxima[name][at]) for name in MAXIMA),
-                *facts[run_number],
+                *facts_at[run_number],
             )
         )
     return rows

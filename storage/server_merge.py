@@ -1,6 +1,6 @@
 """Merging a lab file into a PostgreSQL server set-based: the source's rows go in with COPY,
 inside the caller's one transaction, and the server picks the runs to copy with one join, by
-the rule a SQLite merge follows (storage.sharing). Driven through psycopg 3, which SQLAlchemy's
+the rule a SQLite merge follows (storage.merge). Driven through psycopg 3, which SQLAlchemy's
 ``postgresql+psycopg`` URLs use."""
 
 from __future__ import annotations

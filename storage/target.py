@@ -183,23 +183,7 @@ def check_sqlite_file(path: Path, *, create: bool) -> None:
     if path.is_dir():
         raise DatabaseError(f"{path} is a directory; pass --db with a file path")
     if not path.exists():
-        if not create:
-            raise DatabaseError(
-                f"no database at {path}; check the path (or run `conlab run` to create one)"
-            )
-        if not path.parent.exists():
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise DatabaseError(
-                    f"cannot create {path.parent} ({exc.strerror}); "
-                    "pass --db with a writable location"
-                ) from None
-        if not os.access(path.parent, os.W_OK | os.X_OK):
-            raise DatabaseError(
-                f"cannot create {path} ({path.parent} is not writable); "
-                "pass --db with a writable location"
-            )
+        _refuse_to_create(path, create)
         return
     if not os.access(path, os.R_OK):
         raise DatabaseError(f"{path} is not readable; fix its permissions or pass another --db")
@@ -210,26 +194,7 @@ def check_sqlite_file(path: Path, *, create: bool) -> None:
             f"{path} is an empty file, not a lab database; check the path "
             "(`conlab run --db` records into a new file)"
         )
-    user_version, application_id = read_header(path)
-    if application_id == 0 and user_version == 0:
-        # Another opener may be setting the file up this moment: its header is then in the
-        # WAL, where SQLite sees it and the file's first page does not yet.
-        user_version, application_id = _header_seen_by_sqlite(path)
-    if application_id == 0 and user_version == 0 and _foreign_tables(path):
-        # Tables and the lab's header are committed together (storage.database): tables seen
-        # after a header read without it may be a creator's that committed in between.
-        user_version, application_id = _header_seen_by_sqlite(path)
-        if application_id != APPLICATION_ID:
-            application_id = -1  # tables without the lab's header: another program's file
-    if application_id not in (0, APPLICATION_ID) or (
-        application_id == APPLICATION_ID and user_version < 1
-    ):
-        # The file's bytes may be read while a checkpoint writes its first page (read() and
-        # write() of one page are not atomic to each other): SQLite's own read, under its
-        # locks, says whether it is ours before it is called damaged or another program's.
-        seen = _header_seen_by_sqlite(path)
-        if seen[1] == APPLICATION_ID:
-            user_version, application_id = seen
+    user_version, application_id = _lab_header(path)
     if application_id != APPLICATION_ID:
         if application_id == 0 and user_version == 0:
             if create:
@@ -247,6 +212,60 @@ def check_sqlite_file(path: Path, *, create: bool) -> None:
             f"{path} has schema version {user_version}, newer than this conlab "
             f"understands ({SCHEMA_VERSION}); upgrade concurrency-lab to read it"
         )
+    _refuse_without_lab_tables(path, user_version)
+
+
+def _refuse_to_create(path: Path, create: bool) -> None:
+    """Refuse the missing file ``path`` unless ``create`` and its folder can be made and
+    written (the folder is made here)."""
+    if not create:
+        raise DatabaseError(
+            f"no database at {path}; check the path (or run `conlab run` to create one)"
+        )
+    if not path.parent.exists():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseError(
+                f"cannot create {path.parent} ({exc.strerror}); pass --db with a writable location"
+            ) from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise DatabaseError(
+            f"cannot create {path} ({path.parent} is not writable); "
+            "pass --db with a writable location"
+        )
+
+
+def _lab_header(path: Path) -> tuple[int, int]:
+    """(user_version, application_id) of the existing SQLite file ``path``, as its first page
+    says, or as SQLite sees them where the page may not be the whole story; application_id -1:
+    tables without the lab's header, another program's file."""
+    user_version, application_id = read_header(path)
+    if application_id == 0 and user_version == 0:
+        # Another opener may be setting the file up this moment: its header is then in the
+        # WAL, where SQLite sees it and the file's first page does not yet.
+        user_version, application_id = _header_seen_by_sqlite(path)
+    if application_id == 0 and user_version == 0 and _foreign_tables(path):
+        # Tables and the lab's header are committed together (storage.database): tables seen
+        # after a header read without it may be a creator's that committed in between.
+        user_version, application_id = _header_seen_by_sqlite(path)
+        if application_id != APPLICATION_ID:
+            application_id = -1
+    if application_id not in (0, APPLICATION_ID) or (
+        application_id == APPLICATION_ID and user_version < 1
+    ):
+        # The file's bytes may be read while a checkpoint writes its first page (read() and
+        # write() of one page are not atomic to each other): SQLite's own read, under its
+        # locks, says whether it is ours before it is called damaged or another program's.
+        seen = _header_seen_by_sqlite(path)
+        if seen[1] == APPLICATION_ID:
+            user_version, application_id = seen
+    return user_version, application_id
+
+
+def _refuse_without_lab_tables(path: Path, user_version: int) -> None:
+    """Refuse a file marked as the lab's that lacks a table its version has (or has it as a
+    view), or has no schema version."""
     kinds = _table_kinds(path)
     missing = sorted(
         (LAB_TABLES | ({"process"} if user_version >= 4 else set()))

@@ -554,7 +554,7 @@ MERGE_LOCK_SCRIPT = textwrap.dedent("""
     from pathlib import Path
     import storage.target as target
     from storage.errors import DatabaseError
-    from storage.sharing import _merge_attached
+    from storage.merge import _merge_attached
     target.READ_STEPS, target.READ_STEPS_PER_BYTE = 10_000_000, 0
     good, source = Path(sys.argv[1]), Path(sys.argv[2])
 

@@ -375,7 +375,7 @@ def test_a_merge_carries_process_rows_and_derives_those_a_source_lacks(database,
     import shutil
     import sqlite3
 
-    from storage import sharing
+    from storage import merge, sharing
     from storage.errors import DatabaseError
 
     with sqlite3.connect(database) as connection:
@@ -394,9 +394,9 @@ def test_a_merge_carries_process_rows_and_derives_those_a_source_lacks(database,
     open_engine(target).dispose()
     before = target.read_bytes()
     with pytest.raises(DatabaseError, match="does not pass `conlab db check` \\(process figures"):
-        sharing.merge(target, [lying])
+        merge.merge(target, [lying])
     assert target.read_bytes() == before
-    sharing.merge(target, [source])
+    merge.merge(target, [source])
     with sqlite3.connect(target) as connection:
         stored = connection.execute("SELECT * FROM process ORDER BY run_id, process_index")
         assert stored.fetchall() == original
