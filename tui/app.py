@@ -289,6 +289,10 @@ class ConlabApp(App):
 
     def reload_panes(self) -> None:
         if not self.db_ready:
+            # What is loaded by now (Textual, the panes, SQLAlchemy) lives as long as the app:
+            # frozen, a full collection walks only what came after it, and the app does not
+            # stop for a tenth of a second at a keystroke while it does.
+            gc.freeze()
             self.db_ready = True  # the panes, bound to it, read the database (when mounted)
             return
         # (by type name: a pane's class is loaded only once the pane is made)
