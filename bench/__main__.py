@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
+from bench import compile_the_lab
 from bench.kinds import C_HASH_20MS, SPIN
 from bench.pythons import bench_other_pythons
 
@@ -540,21 +541,6 @@ def groups() -> dict:
         "layout": layout.BENCHMARKS,  # diagnostics for the processes ratio, no budget
         "advise": advise.BENCHMARKS,  # conlab advise on four kinds of function, 90 s each
     }
-
-
-def compile_the_lab() -> None:
-    """The lab's modules compiled for this interpreter, as `pip install` leaves an installed lab
-    (and its peers, pandas included): a whole command measured under PYTHONDONTWRITEBYTECODE
-    would otherwise compile them from source each time, which no installed lab does."""
-    import compileall
-
-    import experiments
-    import service
-    import storage
-    import tui
-
-    for package in (experiments, service, storage, tui):
-        compileall.compile_dir(os.path.dirname(package.__file__), quiet=1)
 
 
 def main(argv: list[str]) -> int:

@@ -298,8 +298,16 @@ CLI = [sys.executable, "-m", "tui.cli"]
 # its exit code. A child is a real process; only the imports are shared.
 FORK_SERVER = textwrap.dedent("""
     import json, os, sys, traceback
-    import pandas, tui.cli, tui.start, service.reports
-    import storage.comparisons, storage.verdicts, service.present.render, storage.sharing
+    import importlib, pkgutil
+    import pandas, tui.cli, tui.start, service, storage
+    # every module a command may import on first use: the CLI's, the service's, storage's
+    for package in (tui.cli, service, storage):
+        for found in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            if not found.name.endswith(".__main__"):  # that one runs the command
+                try:
+                    importlib.import_module(found.name)
+                except ImportError:
+                    pass  # an extra not installed: the command that needs it says so
     # what commands import on first use (no connection, no state): paid once, not per call
     import markdown_it, sqlalchemy.dialects.sqlite
     # What is imported stays out of every child's collections: a child that walked it would
@@ -826,6 +834,12 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_configure(config):
+    if not hasattr(config, "workerinput"):  # once, before any xdist worker starts
+        # The commands the tests start read compiled modules, as an installed lab's do, not
+        # the checkout's sources compiled again by each process (PYTHONDONTWRITEBYTECODE).
+        from bench import compile_the_lab
+
+        compile_the_lab()
     config.addinivalue_line(
         "markers", "damaged_databases: the test leaves damaged databases behind on purpose"
     )
