@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import Optional
 
 from experiments.environment import usable_cores
-from experiments.spec import ExperimentSpec, SpecError
+from experiments.spec import ExperimentSpec, SpecError, normal_workload
 from experiments.workloads import WORKLOADS
 from service.advise.answering import _probe_reasons, advice_lines, answer, snippet
 from service.advise.measuring import _StopRule, budget_repeats, settled, specs_for
@@ -76,6 +76,7 @@ def advise(
     from storage.database import open_engine
 
     started = time.monotonic()
+    workload = normal_workload(workload)  # a file path as a run stores it (./jobs.py is jobs.py)
     say = say or (lambda line: None)
     chosen_size, pythons = _checked(workload, size, tasks, time_budget_s, pythons)
     probes, candidates, left_out, tasks = _probe_all(

@@ -7,7 +7,6 @@ from typing import Optional
 
 import typer
 
-from experiments.spec import normal_workload
 from storage.text import as_text, printable
 from tui.cli.common import (
     DB_HELP,
@@ -55,7 +54,7 @@ def advise(
     )
     try:
         found = run_advise(
-            normal_workload(workload),
+            workload,
             db,
             sizes[0],
             tasks,

@@ -13,7 +13,7 @@ import typer
 
 from experiments import options as sweep_options
 from experiments.options import parse_workers
-from experiments.spec import normal_workload, run_label
+from experiments.spec import run_label
 from storage.text import as_text, number_text, printable
 from tui.cli.common import (
     DB_HELP,
@@ -69,7 +69,7 @@ def run(
     adaptive = repeats.strip().lower() == "auto"
     target_ci = _target_ci(adaptive, target_ci, detect, max_time)
     request = sweeps.SweepRequest(
-        workloads=list(dict.fromkeys(map(normal_workload, workload))),
+        workloads=workload,
         executors=executor,
         workers=parse_workers(workers),
         pythons=options.pop("python") or [None],

@@ -263,11 +263,9 @@ class LabPane(ReportsWorkerErrors, VerticalScroll):
 
     def selected_workload(self) -> str:
         """The user's own function when one is written, else the highlighted workload."""
-        from experiments.spec import normal_workload
-
         own = self.query_one("#function").value.strip()
         if own:
-            return normal_workload(own)
+            return own
         workloads = self.query_one("#workloads", OptionList)
         index = workloads.highlighted or 0
         return workloads.get_option_at_index(index).id
